@@ -1,0 +1,1246 @@
+//! Parsing and validation of the `#[stream_consumer(...)]` arguments.
+//!
+//! The arguments are a comma-separated list of [`syn::Meta`]: `key = literal` pairs plus
+//! the nested `backoff(...)` list. Every value is a typed literal and is validated here, at
+//! compile time, so a mistake is reported on the token that caused it. All problems are
+//! collected and returned together.
+
+use std::fmt;
+use std::time::Duration;
+
+use proc_macro2::{Span, TokenStream};
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned as _;
+use syn::{Expr, ExprLit, Lit, LitStr, Meta, MetaNameValue, Path, Token};
+
+use crate::Errors;
+
+/// Default first retry delay of `backoff(...)` when `initial` is not given.
+pub(crate) const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
+/// Default growth factor of `backoff(...)` when `multiplier` is not given.
+pub(crate) const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
+/// Default delay cap of `backoff(...)` when `max` is not given.
+pub(crate) const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The arguments of one `#[stream_consumer(...)]`, validated.
+///
+/// Optional settings are `None` when the user did not write them: the generated code then
+/// leaves the runtime's default in place.
+pub(crate) struct ConsumerArgs {
+    /// `crate = path`: where the `streamx` facade is; `None` means `::streamx`.
+    pub(crate) krate: Option<Path>,
+    /// `stream = "..."`: the stream key.
+    pub(crate) stream: LitStr,
+    /// `group = "..."`: the consumer group.
+    pub(crate) group: LitStr,
+    /// `consumer = "..."`: the consumer name within the group.
+    pub(crate) consumer: Option<LitStr>,
+    /// `name = "..."`: the registration name.
+    pub(crate) name: Option<LitStr>,
+    /// `concurrency = n`, at least 1.
+    pub(crate) concurrency: Option<Spanned<usize>>,
+    /// `batch_size = n`, at least 1.
+    pub(crate) batch_size: Option<Spanned<usize>>,
+    /// `block = "2s"`, in whole milliseconds, at least 1.
+    pub(crate) block: Option<Spanned<u64>>,
+    /// `start = "begin" | "new" | "<id>"`.
+    pub(crate) start: Option<Spanned<Start>>,
+    /// `max_retries = n`.
+    pub(crate) max_retries: Option<Spanned<u32>>,
+    /// `backoff(...)`, with defaults filled in for omitted sub-keys.
+    pub(crate) backoff: Option<Spanned<Backoff>>,
+    /// `dlq = true | false | "stream"`.
+    pub(crate) dlq: Option<Spanned<Dlq>>,
+    /// `claim_idle = "30s"`, in whole milliseconds, at least 1.
+    pub(crate) claim_idle: Option<Spanned<u64>>,
+}
+
+/// A validated value together with the span of the literal it came from, so generated
+/// code that uses it points back at the user's token.
+#[derive(Debug, Clone)]
+pub(crate) struct Spanned<T> {
+    /// The validated value.
+    pub(crate) value: T,
+    /// Span of the literal (or list) the value was read from.
+    pub(crate) span: Span,
+}
+
+impl<T> Spanned<T> {
+    /// Pairs `value` with `span`.
+    fn new(value: T, span: Span) -> Self {
+        Self { value, span }
+    }
+}
+
+/// Where a newly created consumer group starts reading (`start = ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Start {
+    /// `"begin"`: the whole stream, from its first entry.
+    Beginning,
+    /// `"new"`: only entries added after the group is created.
+    New,
+    /// An explicit entry id, `<ms>` or `<ms>-<seq>`, kept as written.
+    Id(String),
+}
+
+/// Retry delays (`backoff(...)`), with defaults applied.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Backoff {
+    /// First delay, in milliseconds.
+    pub(crate) initial_ms: u64,
+    /// Growth factor between attempts; finite and at least 1.
+    pub(crate) multiplier: f64,
+    /// Largest delay, in milliseconds; at least `initial_ms`.
+    pub(crate) max_ms: u64,
+}
+
+/// What happens to an entry that exhausted its retries (`dlq = ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Dlq {
+    /// `true`: the runtime's default dead-letter stream.
+    Default,
+    /// `false`: no dead-letter stream.
+    Disabled,
+    /// `"name"`: this dead-letter stream.
+    Stream(String),
+}
+
+/// The keys `#[stream_consumer(...)]` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    /// `stream = "..."`
+    Stream,
+    /// `group = "..."`
+    Group,
+    /// `consumer = "..."`
+    Consumer,
+    /// `name = "..."`
+    Name,
+    /// `concurrency = n`
+    Concurrency,
+    /// `batch_size = n`
+    BatchSize,
+    /// `block = "..."`
+    Block,
+    /// `start = "..."`
+    Start,
+    /// `max_retries = n`
+    MaxRetries,
+    /// `backoff(...)`
+    Backoff,
+    /// `dlq = ...`
+    Dlq,
+    /// `claim_idle = "..."`
+    ClaimIdle,
+    /// `crate = path`
+    Crate,
+}
+
+impl Key {
+    /// Every key, in the order they are listed in error messages.
+    const ALL: [Key; 13] = [
+        Key::Stream,
+        Key::Group,
+        Key::Consumer,
+        Key::Name,
+        Key::Concurrency,
+        Key::BatchSize,
+        Key::Block,
+        Key::Start,
+        Key::MaxRetries,
+        Key::Backoff,
+        Key::Dlq,
+        Key::ClaimIdle,
+        Key::Crate,
+    ];
+
+    /// The key as written in the attribute.
+    fn as_str(self) -> &'static str {
+        match self {
+            Key::Stream => "stream",
+            Key::Group => "group",
+            Key::Consumer => "consumer",
+            Key::Name => "name",
+            Key::Concurrency => "concurrency",
+            Key::BatchSize => "batch_size",
+            Key::Block => "block",
+            Key::Start => "start",
+            Key::MaxRetries => "max_retries",
+            Key::Backoff => "backoff",
+            Key::Dlq => "dlq",
+            Key::ClaimIdle => "claim_idle",
+            Key::Crate => "crate",
+        }
+    }
+
+    /// An example of correct usage, quoted in error messages.
+    fn example(self) -> &'static str {
+        match self {
+            Key::Stream => "stream = \"orders\"",
+            Key::Group => "group = \"billing\"",
+            Key::Consumer => "consumer = \"worker-1\"",
+            Key::Name => "name = \"billing::charge\"",
+            Key::Concurrency => "concurrency = 8",
+            Key::BatchSize => "batch_size = 100",
+            Key::Block => "block = \"2s\"",
+            Key::Start => "start = \"begin\"",
+            Key::MaxRetries => "max_retries = 5",
+            Key::Backoff => "backoff(initial = \"1s\", multiplier = 2.0, max = \"30s\")",
+            Key::Dlq => "dlq = true",
+            Key::ClaimIdle => "claim_idle = \"30s\"",
+            Key::Crate => "crate = my_streamx",
+        }
+    }
+
+    /// Looks a key up by the path written before `=` or `(`.
+    fn from_path(path: &Path) -> Option<Key> {
+        let ident = path.get_ident()?;
+        Key::ALL.into_iter().find(|key| ident == key.as_str())
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses the tokens inside `#[stream_consumer(...)]`.
+pub(crate) fn parse(args: TokenStream) -> syn::Result<ConsumerArgs> {
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args)?;
+    ConsumerArgs::from_metas(metas)
+}
+
+impl ConsumerArgs {
+    /// Validates already-split arguments, reporting every problem at once.
+    pub(crate) fn from_metas(metas: Punctuated<Meta, Token![,]>) -> syn::Result<Self> {
+        let mut errors = Errors::default();
+        let mut seen: Vec<Key> = Vec::new();
+        let mut krate = None;
+        let mut stream = None;
+        let mut group = None;
+        let mut consumer = None;
+        let mut name = None;
+        let mut concurrency = None;
+        let mut batch_size = None;
+        let mut block = None;
+        let mut start = None;
+        let mut max_retries = None;
+        let mut backoff = None;
+        let mut dlq = None;
+        let mut claim_idle = None;
+
+        for meta in &metas {
+            let path = meta.path();
+            let Some(key) = Key::from_path(path) else {
+                errors.push(unknown_key(path, &Key::ALL.map(Key::as_str)));
+                continue;
+            };
+            if seen.contains(&key) {
+                errors.push(syn::Error::new_spanned(
+                    path,
+                    format!("duplicate argument `{key}`"),
+                ));
+                continue;
+            }
+            seen.push(key);
+
+            if key == Key::Backoff {
+                backoff = errors.record(parse_backoff(meta));
+                continue;
+            }
+            let Some(value) = errors.record(name_value(meta, key)) else {
+                continue;
+            };
+            match key {
+                Key::Stream => stream = errors.record(non_empty_str(value, key)),
+                Key::Group => group = errors.record(non_empty_str(value, key)),
+                Key::Consumer => consumer = errors.record(non_empty_str(value, key)),
+                Key::Name => name = errors.record(non_empty_str(value, key)),
+                Key::Concurrency => concurrency = errors.record(positive_usize(value, key)),
+                Key::BatchSize => batch_size = errors.record(positive_usize(value, key)),
+                Key::Block => block = errors.record(duration_ms(value, key, false)),
+                Key::Start => start = errors.record(parse_start(value)),
+                Key::MaxRetries => max_retries = errors.record(int::<u32>(value, key)),
+                Key::Dlq => dlq = errors.record(parse_dlq(value)),
+                Key::ClaimIdle => claim_idle = errors.record(duration_ms(value, key, false)),
+                Key::Crate => krate = errors.record(parse_crate(value)),
+                Key::Backoff => {}
+            }
+        }
+
+        for required in [Key::Stream, Key::Group] {
+            if !seen.contains(&required) {
+                errors.push(syn::Error::new(
+                    Span::call_site(),
+                    format!(
+                        "missing required argument `{required}`, e.g. `#[stream_consumer({})]`",
+                        required.example()
+                    ),
+                ));
+            }
+        }
+
+        errors.finish()?;
+        match (stream, group) {
+            (Some(stream), Some(group)) => Ok(ConsumerArgs {
+                krate,
+                stream,
+                group,
+                consumer,
+                name,
+                concurrency,
+                batch_size,
+                block,
+                start,
+                max_retries,
+                backoff,
+                dlq,
+                claim_idle,
+            }),
+            // Unreachable: a missing or invalid `stream`/`group` has recorded an error above.
+            _ => Err(syn::Error::new(
+                Span::call_site(),
+                "`stream` and `group` are required",
+            )),
+        }
+    }
+}
+
+/// The error for a key that is not in `allowed`, listing every allowed key.
+fn unknown_key(path: &Path, allowed: &[&str]) -> syn::Error {
+    let written = path
+        .segments
+        .iter()
+        .map(|segment| segment.ident.to_string())
+        .collect::<Vec<_>>()
+        .join("::");
+    let list = allowed
+        .iter()
+        .map(|key| format!("`{key}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    syn::Error::new_spanned(
+        path,
+        format!("unknown argument `{written}`; expected one of: {list}"),
+    )
+}
+
+/// The value of a `key = value` argument, or an error showing the expected form.
+fn name_value(meta: &Meta, key: Key) -> syn::Result<&Expr> {
+    match meta {
+        Meta::NameValue(MetaNameValue { value, .. }) => Ok(strip_groups(value)),
+        _ => Err(syn::Error::new_spanned(
+            meta,
+            format!("expected `{}`", key.example()),
+        )),
+    }
+}
+
+/// Looks through invisible groups, which appear when a `macro_rules!` macro passes a
+/// `$value:expr` or `$value:literal` on to this attribute.
+fn strip_groups(mut expr: &Expr) -> &Expr {
+    while let Expr::Group(group) = expr {
+        expr = &group.expr;
+    }
+    expr
+}
+
+/// The literal of `expr`, if it is one.
+fn literal(expr: &Expr) -> Option<&Lit> {
+    match expr {
+        Expr::Lit(ExprLit { lit, attrs }) if attrs.is_empty() => Some(lit),
+        _ => None,
+    }
+}
+
+/// A string literal.
+fn string(value: &Expr, key: Key) -> syn::Result<LitStr> {
+    match literal(value) {
+        Some(Lit::Str(lit)) => Ok(lit.clone()),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            format!(
+                "expected string literal for `{key}`, e.g. `{}`",
+                key.example()
+            ),
+        )),
+    }
+}
+
+/// A string literal that is not empty.
+fn non_empty_str(value: &Expr, key: Key) -> syn::Result<LitStr> {
+    let lit = string(value, key)?;
+    if lit.value().is_empty() {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{key}` must not be empty"),
+        ));
+    }
+    Ok(lit)
+}
+
+/// An integer literal of type `N`, unsuffixed or with `N`'s own suffix.
+fn int<N>(value: &Expr, key: Key) -> syn::Result<Spanned<N>>
+where
+    N: std::str::FromStr,
+    N::Err: fmt::Display,
+{
+    let Some(Lit::Int(lit)) = literal(value) else {
+        return Err(syn::Error::new_spanned(
+            value,
+            format!(
+                "expected integer literal for `{key}`, e.g. `{}`",
+                key.example()
+            ),
+        ));
+    };
+    let ty = std::any::type_name::<N>();
+    if !lit.suffix().is_empty() && lit.suffix() != ty {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{key}` is a `{ty}`; remove the `{}` suffix", lit.suffix()),
+        ));
+    }
+    let parsed = lit
+        .base10_parse::<N>()
+        .map_err(|error| syn::Error::new(lit.span(), format!("invalid `{key}`: {error}")))?;
+    Ok(Spanned::new(parsed, lit.span()))
+}
+
+/// An integer literal of type `usize` that is at least 1.
+fn positive_usize(value: &Expr, key: Key) -> syn::Result<Spanned<usize>> {
+    let parsed = int::<usize>(value, key)?;
+    if parsed.value == 0 {
+        return Err(syn::Error::new(
+            parsed.span,
+            format!("`{key}` must be at least 1"),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// A duration string such as `"2s"`, in whole milliseconds.
+fn duration_ms(value: &Expr, key: Key, allow_zero: bool) -> syn::Result<Spanned<u64>> {
+    let lit = string(value, key)?;
+    let ms = lit_duration_ms(&lit, key.as_str(), allow_zero)?;
+    Ok(Spanned::new(ms, lit.span()))
+}
+
+/// Parses a duration literal with `humantime`, in whole milliseconds. `what` names the
+/// setting in error messages.
+fn lit_duration_ms(lit: &LitStr, what: &str, allow_zero: bool) -> syn::Result<u64> {
+    let text = lit.value();
+    let duration = humantime::parse_duration(&text).map_err(|error| {
+        syn::Error::new(
+            lit.span(),
+            format!(
+                "invalid duration {text:?} for `{what}`: {error}; \
+                 expected e.g. \"500ms\", \"2s\" or \"1m 30s\""
+            ),
+        )
+    })?;
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "`{what}` has millisecond resolution, but {text:?} is not a whole number \
+                 of milliseconds"
+            ),
+        ));
+    }
+    let ms = u64::try_from(duration.as_millis()).map_err(|_| {
+        syn::Error::new(
+            lit.span(),
+            format!("`{what}` = {text:?} is too large: at most u64::MAX milliseconds"),
+        )
+    })?;
+    if ms == 0 && !allow_zero {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("`{what}` must be greater than zero"),
+        ));
+    }
+    Ok(ms)
+}
+
+/// `start = "begin" | "new" | "<ms>" | "<ms>-<seq>"`.
+fn parse_start(value: &Expr) -> syn::Result<Spanned<Start>> {
+    let lit = string(value, Key::Start)?;
+    let text = lit.value();
+    let start = match text.as_str() {
+        "begin" => Start::Beginning,
+        "new" => Start::New,
+        id if is_entry_id(id) => Start::Id(text.clone()),
+        _ => {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!(
+                    "invalid `start` value {text:?}; expected \"begin\" (the whole stream), \
+                     \"new\" (only entries added after the group is created), or an entry id \
+                     like \"1700000000000-0\" or \"1700000000000\""
+                ),
+            ))
+        }
+    };
+    Ok(Spanned::new(start, lit.span()))
+}
+
+/// Whether `id` is a Redis stream entry id: `<ms>` or `<ms>-<seq>`, each a `u64`.
+fn is_entry_id(id: &str) -> bool {
+    let is_u64 = |part: &str| {
+        !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && part.parse::<u64>().is_ok()
+    };
+    match id.split_once('-') {
+        Some((ms, seq)) => is_u64(ms) && is_u64(seq),
+        None => is_u64(id),
+    }
+}
+
+/// `dlq = true | false | "stream"`.
+fn parse_dlq(value: &Expr) -> syn::Result<Spanned<Dlq>> {
+    match literal(value) {
+        Some(Lit::Bool(lit)) => Ok(Spanned::new(
+            if lit.value { Dlq::Default } else { Dlq::Disabled },
+            lit.span,
+        )),
+        Some(Lit::Str(lit)) if lit.value().is_empty() => Err(syn::Error::new(
+            lit.span(),
+            "`dlq` stream name must not be empty; use `dlq = false` to disable dead-lettering",
+        )),
+        Some(Lit::Str(lit)) => Ok(Spanned::new(Dlq::Stream(lit.value()), lit.span())),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "expected `true`, `false` or a stream name string literal for `dlq`, \
+             e.g. `dlq = true` or `dlq = \"orders-dead\"`",
+        )),
+    }
+}
+
+/// `crate = path` (or `crate = "path"`, as serde and tokio accept).
+fn parse_crate(value: &Expr) -> syn::Result<Path> {
+    match value {
+        Expr::Path(expr) if expr.attrs.is_empty() && expr.qself.is_none() => {
+            Ok(expr.path.clone())
+        }
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(lit),
+            attrs,
+        }) if attrs.is_empty() => lit.parse::<Path>().map_err(|error| {
+            syn::Error::new(
+                lit.span(),
+                format!("`crate` must be a path such as `my_streamx`: {error}"),
+            )
+        }),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "expected a path for `crate`, e.g. `crate = my_streamx`",
+        )),
+    }
+}
+
+/// The sub-keys of `backoff(...)`.
+const BACKOFF_KEYS: [&str; 3] = ["initial", "multiplier", "max"];
+
+/// `backoff(initial = "1s", multiplier = 2.0, max = "30s")`, each sub-key optional.
+fn parse_backoff(meta: &Meta) -> syn::Result<Spanned<Backoff>> {
+    let Meta::List(list) = meta else {
+        return Err(syn::Error::new_spanned(
+            meta,
+            format!("expected `{}`", Key::Backoff.example()),
+        ));
+    };
+    let entries = list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)?;
+    let mut errors = Errors::default();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut initial: Option<Spanned<u64>> = None;
+    let mut multiplier: Option<f64> = None;
+    let mut max: Option<Spanned<u64>> = None;
+
+    for entry in &entries {
+        let path = entry.path();
+        let Some(key) = BACKOFF_KEYS
+            .into_iter()
+            .find(|key| path.get_ident().is_some_and(|ident| ident == key))
+        else {
+            errors.push(unknown_key(path, &BACKOFF_KEYS).with_context("in `backoff(...)`"));
+            continue;
+        };
+        if seen.contains(&key) {
+            errors.push(syn::Error::new_spanned(
+                path,
+                format!("duplicate `{key}` in `backoff(...)`"),
+            ));
+            continue;
+        }
+        seen.push(key);
+        let Meta::NameValue(MetaNameValue { value, .. }) = entry else {
+            errors.push(syn::Error::new_spanned(
+                entry,
+                format!("expected `{key} = ...` in `backoff(...)`"),
+            ));
+            continue;
+        };
+        let value = strip_groups(value);
+        match key {
+            "multiplier" => multiplier = errors.record(parse_multiplier(value)),
+            "initial" => initial = errors.record(backoff_duration(value, key)),
+            _ => max = errors.record(backoff_duration(value, key)),
+        }
+    }
+    errors.finish()?;
+
+    let initial_ms = initial.as_ref().map_or(default_ms(DEFAULT_BACKOFF_INITIAL), |d| d.value);
+    let max_ms = max.as_ref().map_or(default_ms(DEFAULT_BACKOFF_MAX), |d| d.value);
+    if max_ms < initial_ms {
+        let show = |ms: u64, given: bool| {
+            let shown = humantime::format_duration(Duration::from_millis(ms));
+            if given {
+                shown.to_string()
+            } else {
+                format!("{shown}, the default")
+            }
+        };
+        // Point at whichever bound the user wrote (the later one if both).
+        let span = max.as_ref().or(initial.as_ref()).map_or(list.path.span(), |d| d.span);
+        return Err(syn::Error::new(
+            span,
+            format!(
+                "backoff `max` ({}) must not be less than `initial` ({})",
+                show(max_ms, max.is_some()),
+                show(initial_ms, initial.is_some()),
+            ),
+        ));
+    }
+    Ok(Spanned::new(
+        Backoff {
+            initial_ms,
+            multiplier: multiplier.unwrap_or(DEFAULT_BACKOFF_MULTIPLIER),
+            max_ms,
+        },
+        list.path.span(),
+    ))
+}
+
+/// A default duration in milliseconds (the defaults are small constants).
+fn default_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `initial`/`max` inside `backoff(...)`: a duration literal; zero is allowed.
+fn backoff_duration(value: &Expr, key: &str) -> syn::Result<Spanned<u64>> {
+    let Some(Lit::Str(lit)) = literal(value) else {
+        return Err(syn::Error::new_spanned(
+            value,
+            format!("expected duration string literal for backoff `{key}`, e.g. `{key} = \"1s\"`"),
+        ));
+    };
+    let what = format!("backoff {key}");
+    let ms = lit_duration_ms(lit, &what, true)?;
+    Ok(Spanned::new(ms, lit.span()))
+}
+
+/// `multiplier` inside `backoff(...)`: a float or integer literal, finite and at least 1.
+fn parse_multiplier(value: &Expr) -> syn::Result<f64> {
+    let (parsed, span) = match literal(value) {
+        Some(Lit::Float(lit)) if matches!(lit.suffix(), "" | "f64" | "f32") => {
+            (lit.base10_parse::<f64>(), lit.span())
+        }
+        Some(Lit::Int(lit)) if lit.suffix().is_empty() => (lit.base10_parse::<f64>(), lit.span()),
+        _ => {
+            return Err(syn::Error::new_spanned(
+                value,
+                "expected float literal for backoff `multiplier`, e.g. `multiplier = 2.0`",
+            ))
+        }
+    };
+    let multiplier = parsed?;
+    if !multiplier.is_finite() || multiplier < 1.0 {
+        return Err(syn::Error::new(
+            span,
+            format!("backoff `multiplier` must be a finite number >= 1.0, found {multiplier}"),
+        ));
+    }
+    Ok(multiplier)
+}
+
+/// Adds `context` to the message of a single error.
+trait WithContext {
+    /// `"{message} {context}"`.
+    fn with_context(self, context: &str) -> Self;
+}
+
+impl WithContext for syn::Error {
+    fn with_context(self, context: &str) -> Self {
+        syn::Error::new(self.span(), format!("{self} {context}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use syn::parse_quote;
+
+    /// Parses `metas` and returns the validated arguments or every error message.
+    fn check(metas: Punctuated<Meta, Token![,]>) -> Result<ConsumerArgs, Vec<String>> {
+        ConsumerArgs::from_metas(metas)
+            .map_err(|error| error.into_iter().map(|e| e.to_string()).collect())
+    }
+
+    /// Parses `metas`, which must be valid.
+    fn ok(metas: Punctuated<Meta, Token![,]>) -> ConsumerArgs {
+        match check(metas) {
+            Ok(args) => args,
+            Err(errors) => panic!("unexpected errors: {errors:#?}"),
+        }
+    }
+
+    /// Parses `metas`, which must be invalid, and returns the messages.
+    fn err(metas: Punctuated<Meta, Token![,]>) -> Vec<String> {
+        match check(metas) {
+            Ok(_) => panic!("expected errors, the arguments parsed"),
+            Err(errors) => errors,
+        }
+    }
+
+    /// Asserts that exactly one error was reported and that it contains `needle`.
+    #[track_caller]
+    fn assert_one(errors: &[String], needle: &str) {
+        assert_eq!(errors.len(), 1, "expected one error, got {errors:#?}");
+        assert!(
+            errors[0].contains(needle),
+            "{:?} does not contain {needle:?}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn minimal() {
+        let args = ok(parse_quote!(stream = "orders", group = "billing"));
+        assert_eq!(args.stream.value(), "orders");
+        assert_eq!(args.group.value(), "billing");
+        assert!(args.krate.is_none());
+        assert!(args.consumer.is_none());
+        assert!(args.name.is_none());
+        assert!(args.concurrency.is_none());
+        assert!(args.batch_size.is_none());
+        assert!(args.block.is_none());
+        assert!(args.start.is_none());
+        assert!(args.max_retries.is_none());
+        assert!(args.backoff.is_none());
+        assert!(args.dlq.is_none());
+        assert!(args.claim_idle.is_none());
+    }
+
+    #[test]
+    fn trailing_comma_and_any_order() {
+        let args = ok(parse_quote!(group = "g", stream = "s",));
+        assert_eq!(args.stream.value(), "s");
+        assert_eq!(args.group.value(), "g");
+    }
+
+    #[test]
+    fn every_key() {
+        let args = ok(parse_quote!(
+            stream = "orders",
+            group = "billing",
+            consumer = "worker-1",
+            name = "billing::charge",
+            concurrency = 8,
+            batch_size = 100,
+            block = "2s",
+            start = "1700000000000-0",
+            max_retries = 5,
+            backoff(initial = "500ms", multiplier = 1.5, max = "1m"),
+            dlq = "orders-dead",
+            claim_idle = "30s",
+            crate = ::my_streamx,
+        ));
+        assert_eq!(args.consumer.map(|c| c.value()).as_deref(), Some("worker-1"));
+        assert_eq!(args.name.map(|c| c.value()).as_deref(), Some("billing::charge"));
+        assert_eq!(args.concurrency.map(|c| c.value), Some(8));
+        assert_eq!(args.batch_size.map(|c| c.value), Some(100));
+        assert_eq!(args.block.map(|c| c.value), Some(2000));
+        assert_eq!(
+            args.start.map(|c| c.value),
+            Some(Start::Id("1700000000000-0".into()))
+        );
+        assert_eq!(args.max_retries.map(|c| c.value), Some(5));
+        assert_eq!(
+            args.backoff.map(|c| c.value),
+            Some(Backoff {
+                initial_ms: 500,
+                multiplier: 1.5,
+                max_ms: 60_000
+            })
+        );
+        assert_eq!(
+            args.dlq.map(|c| c.value),
+            Some(Dlq::Stream("orders-dead".into()))
+        );
+        assert_eq!(args.claim_idle.map(|c| c.value), Some(30_000));
+        let krate = args.krate.expect("crate was given");
+        assert_eq!(quote::quote!(#krate).to_string(), ":: my_streamx");
+    }
+
+    #[test]
+    fn empty_attribute_reports_both_missing_keys() {
+        let errors = err(parse_quote!());
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].contains("missing required argument `stream`"));
+        assert!(errors[1].contains("missing required argument `group`"));
+    }
+
+    #[test]
+    fn missing_stream() {
+        assert_one(
+            &err(parse_quote!(group = "billing")),
+            "missing required argument `stream`, e.g. `#[stream_consumer(stream = \"orders\")]`",
+        );
+    }
+
+    #[test]
+    fn missing_group() {
+        assert_one(
+            &err(parse_quote!(stream = "orders")),
+            "missing required argument `group`",
+        );
+    }
+
+    #[test]
+    fn invalid_required_key_is_not_also_missing() {
+        assert_one(
+            &err(parse_quote!(stream = "", group = "g")),
+            "`stream` must not be empty",
+        );
+    }
+
+    #[test]
+    fn unknown_key_lists_every_key() {
+        let errors = err(parse_quote!(stream = "s", group = "g", concurency = 8));
+        assert_one(
+            &errors,
+            "unknown argument `concurency`; expected one of: `stream`, `group`, `consumer`, \
+             `name`, `concurrency`, `batch_size`, `block`, `start`, `max_retries`, `backoff`, \
+             `dlq`, `claim_idle`, `crate`",
+        );
+    }
+
+    #[test]
+    fn unknown_path_key() {
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", a::b = 1)),
+            "unknown argument `a::b`",
+        );
+    }
+
+    #[test]
+    fn duplicate_key() {
+        assert_one(
+            &err(parse_quote!(stream = "a", group = "g", stream = "b")),
+            "duplicate argument `stream`",
+        );
+        assert_one(
+            &err(parse_quote!(
+                stream = "a",
+                group = "g",
+                backoff(),
+                backoff(max = "1m")
+            )),
+            "duplicate argument `backoff`",
+        );
+    }
+
+    #[test]
+    fn wrong_form() {
+        assert_one(
+            &err(parse_quote!(stream, group = "g")),
+            "expected `stream = \"orders\"`",
+        );
+        assert_one(
+            &err(parse_quote!(stream("s"), group = "g")),
+            "expected `stream = \"orders\"`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff = "1s")),
+            "expected `backoff(initial = \"1s\", multiplier = 2.0, max = \"30s\")`",
+        );
+    }
+
+    #[test]
+    fn wrong_literal_types() {
+        assert_one(
+            &err(parse_quote!(stream = orders, group = "g")),
+            "expected string literal for `stream`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = 1)),
+            "expected string literal for `group`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", concurrency = "8")),
+            "expected integer literal for `concurrency`, e.g. `concurrency = 8`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", batch_size = 1.0)),
+            "expected integer literal for `batch_size`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", max_retries = true)),
+            "expected integer literal for `max_retries`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", block = 2)),
+            "expected string literal for `block`, e.g. `block = \"2s\"`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", claim_idle = 30)),
+            "expected string literal for `claim_idle`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", start = 0)),
+            "expected string literal for `start`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", consumer = c)),
+            "expected string literal for `consumer`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", name = 1)),
+            "expected string literal for `name`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", dlq = 1)),
+            "expected `true`, `false` or a stream name string literal for `dlq`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", crate = 1)),
+            "expected a path for `crate`",
+        );
+    }
+
+    #[test]
+    fn empty_strings() {
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "")),
+            "`group` must not be empty",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", consumer = "")),
+            "`consumer` must not be empty",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", name = "")),
+            "`name` must not be empty",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", dlq = "")),
+            "`dlq` stream name must not be empty",
+        );
+    }
+
+    #[test]
+    fn integers() {
+        let args = ok(parse_quote!(
+            stream = "s",
+            group = "g",
+            concurrency = 1usize,
+            batch_size = 0x10,
+            max_retries = 0
+        ));
+        assert_eq!(args.concurrency.map(|c| c.value), Some(1));
+        assert_eq!(args.batch_size.map(|c| c.value), Some(16));
+        assert_eq!(args.max_retries.map(|c| c.value), Some(0));
+        let args = ok(parse_quote!(stream = "s", group = "g", max_retries = 4294967295u32));
+        assert_eq!(args.max_retries.map(|c| c.value), Some(u32::MAX));
+    }
+
+    #[test]
+    fn zero_concurrency_and_batch_size() {
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", concurrency = 0)),
+            "`concurrency` must be at least 1",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", batch_size = 0)),
+            "`batch_size` must be at least 1",
+        );
+    }
+
+    #[test]
+    fn integer_out_of_range_or_wrong_suffix() {
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", max_retries = 4294967296)),
+            "invalid `max_retries`: number too large to fit in target type",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", concurrency = 8u8)),
+            "`concurrency` is a `usize`; remove the `u8` suffix",
+        );
+    }
+
+    #[test]
+    fn durations() {
+        let args = ok(parse_quote!(
+            stream = "s",
+            group = "g",
+            block = "1500ms",
+            claim_idle = "1m 30s"
+        ));
+        assert_eq!(args.block.map(|c| c.value), Some(1500));
+        assert_eq!(args.claim_idle.map(|c| c.value), Some(90_000));
+    }
+
+    #[test]
+    fn unparseable_duration_includes_humantime_reason() {
+        let errors = err(parse_quote!(stream = "s", group = "g", block = "2 parsecs"));
+        assert_one(&errors, "invalid duration \"2 parsecs\" for `block`: unknown time unit");
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", claim_idle = "")),
+            "invalid duration \"\" for `claim_idle`: value was empty",
+        );
+    }
+
+    #[test]
+    fn zero_sub_millisecond_and_huge_durations() {
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", block = "0s")),
+            "`block` must be greater than zero",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", claim_idle = "0ms")),
+            "`claim_idle` must be greater than zero",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", block = "1500us")),
+            "`block` has millisecond resolution",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", block = "18446744073709551615s")),
+            "`block` = \"18446744073709551615s\" is too large",
+        );
+    }
+
+    #[test]
+    fn start_values() {
+        let start = |metas| ok(metas).start.map(|s| s.value);
+        assert_eq!(
+            start(parse_quote!(stream = "s", group = "g", start = "begin")),
+            Some(Start::Beginning)
+        );
+        assert_eq!(
+            start(parse_quote!(stream = "s", group = "g", start = "new")),
+            Some(Start::New)
+        );
+        assert_eq!(
+            start(parse_quote!(stream = "s", group = "g", start = "1700000000000")),
+            Some(Start::Id("1700000000000".into()))
+        );
+        assert_eq!(
+            start(parse_quote!(stream = "s", group = "g", start = "0-0")),
+            Some(Start::Id("0-0".into()))
+        );
+    }
+
+    #[test]
+    fn bad_start_values_list_the_accepted_forms() {
+        for bad in ["$", "beginning", "", "12-", "-3", "1-2-3", "12a", "99999999999999999999"] {
+            let errors = err(parse_quote!(stream = "s", group = "g", start = #bad));
+            assert_one(
+                &errors,
+                "expected \"begin\" (the whole stream), \"new\" (only entries added after the \
+                 group is created), or an entry id like \"1700000000000-0\" or \"1700000000000\"",
+            );
+        }
+    }
+
+    #[test]
+    fn max_retries_zero_is_allowed() {
+        let args = ok(parse_quote!(stream = "s", group = "g", max_retries = 0));
+        assert_eq!(args.max_retries.map(|c| c.value), Some(0));
+    }
+
+    #[test]
+    fn backoff_defaults() {
+        let backoff = |metas| ok(metas).backoff.map(|b| b.value);
+        let defaults = Backoff {
+            initial_ms: 1000,
+            multiplier: 2.0,
+            max_ms: 30_000,
+        };
+        assert_eq!(
+            backoff(parse_quote!(stream = "s", group = "g", backoff())),
+            Some(defaults.clone())
+        );
+        assert_eq!(
+            backoff(parse_quote!(stream = "s", group = "g", backoff(multiplier = 3))),
+            Some(Backoff {
+                multiplier: 3.0,
+                ..defaults.clone()
+            })
+        );
+        assert_eq!(
+            backoff(parse_quote!(stream = "s", group = "g", backoff(initial = "0s"))),
+            Some(Backoff {
+                initial_ms: 0,
+                ..defaults.clone()
+            })
+        );
+        assert_eq!(
+            backoff(parse_quote!(stream = "s", group = "g", backoff(max = "2m", multiplier = 1.0f64,))),
+            Some(Backoff {
+                max_ms: 120_000,
+                multiplier: 1.0,
+                ..defaults
+            })
+        );
+    }
+
+    #[test]
+    fn backoff_errors() {
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff(factor = 2.0))),
+            "unknown argument `factor`; expected one of: `initial`, `multiplier`, `max` in \
+             `backoff(...)`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff(max = "1m", max = "2m"))),
+            "duplicate `max` in `backoff(...)`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff(multiplier = 0.5))),
+            "backoff `multiplier` must be a finite number >= 1.0, found 0.5",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff(multiplier = 1e999))),
+            "backoff `multiplier` must be a finite number >= 1.0, found inf",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff(multiplier = "2"))),
+            "expected float literal for backoff `multiplier`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff(initial = 1))),
+            "expected duration string literal for backoff `initial`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff(initial = "soon"))),
+            "invalid duration \"soon\" for `backoff initial`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff(max))),
+            "expected `max = ...` in `backoff(...)`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff(initial = "10s", max = "5s"))),
+            "backoff `max` (5s) must not be less than `initial` (10s)",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff(max = "500ms"))),
+            "backoff `max` (500ms) must not be less than `initial` (1s, the default)",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", backoff(initial = "1m"))),
+            "backoff `max` (30s, the default) must not be less than `initial` (1m)",
+        );
+    }
+
+    #[test]
+    fn backoff_reports_all_sub_key_errors() {
+        let errors = err(parse_quote!(
+            stream = "s",
+            group = "g",
+            backoff(initial = "x", multiplier = 0.0, jitter = true)
+        ));
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+    }
+
+    #[test]
+    fn dlq_values() {
+        let dlq = |metas| ok(metas).dlq.map(|d| d.value);
+        assert_eq!(
+            dlq(parse_quote!(stream = "s", group = "g", dlq = true)),
+            Some(Dlq::Default)
+        );
+        assert_eq!(
+            dlq(parse_quote!(stream = "s", group = "g", dlq = false)),
+            Some(Dlq::Disabled)
+        );
+        assert_eq!(
+            dlq(parse_quote!(stream = "s", group = "g", dlq = "dead")),
+            Some(Dlq::Stream("dead".into()))
+        );
+    }
+
+    #[test]
+    fn crate_paths() {
+        let krate = |metas| {
+            let path = ok(metas).krate.expect("crate was given");
+            quote::quote!(#path).to_string()
+        };
+        assert_eq!(krate(parse_quote!(stream = "s", group = "g", crate = sx)), "sx");
+        assert_eq!(
+            krate(parse_quote!(stream = "s", group = "g", crate = ::a::b)),
+            ":: a :: b"
+        );
+        assert_eq!(
+            krate(parse_quote!(stream = "s", group = "g", crate = "::sx")),
+            ":: sx"
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", crate = "not a path")),
+            "`crate` must be a path such as `my_streamx`",
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_together() {
+        let errors = err(parse_quote!(
+            group = "",
+            concurrency = 0,
+            batch_size = "10",
+            block = "forever",
+            start = "latest",
+            retries = 3,
+            dlq = true,
+            dlq = false,
+        ));
+        assert_eq!(errors.len(), 8, "{errors:#?}");
+        let expected = [
+            "`group` must not be empty",
+            "`concurrency` must be at least 1",
+            "expected integer literal for `batch_size`",
+            "invalid duration \"forever\" for `block`",
+            "invalid `start` value \"latest\"",
+            "unknown argument `retries`",
+            "duplicate argument `dlq`",
+            "missing required argument `stream`",
+        ];
+        for (error, needle) in errors.iter().zip(expected) {
+            assert!(error.contains(needle), "{error:?} does not contain {needle:?}");
+        }
+    }
+
+    #[test]
+    fn parse_from_tokens() {
+        let args = parse(quote::quote!(stream = "s", group = "g", backoff(max = "1m")))
+            .expect("valid arguments");
+        assert_eq!(args.stream.value(), "s");
+        let Err(error) = parse(quote::quote!(stream "s")) else {
+            panic!("`stream \"s\"` lacks `=`");
+        };
+        assert_eq!(error.to_string(), "expected `,`");
+    }
+
+    #[test]
+    fn entry_ids() {
+        assert!(is_entry_id("0"));
+        assert!(is_entry_id("1-1"));
+        assert!(is_entry_id("18446744073709551615-18446744073709551615"));
+        assert!(!is_entry_id("18446744073709551616"));
+        assert!(!is_entry_id("+1"));
+        assert!(!is_entry_id("1 -1"));
+        assert!(!is_entry_id("*"));
+    }
+}

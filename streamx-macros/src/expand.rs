@@ -1,0 +1,396 @@
+//! Code generation for `#[stream_consumer]`.
+//!
+//! The user's function is always emitted first, unchanged. On success a
+//! `const _: () = { ... };` block follows it with a trampoline, the trait-bound checks of
+//! the signature and the `inventory` registration; on failure the combined errors follow
+//! it instead. Generated code names nothing but `#krate::__private::...` and `::core::...`.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned as _;
+use syn::{Item, ItemFn};
+
+use crate::args::{self, ConsumerArgs, Dlq, Spanned, Start};
+use crate::signature::{self, Handler};
+use crate::Errors;
+
+/// Expands `#[stream_consumer(args)] item`.
+pub(crate) fn stream_consumer(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let args = errors.record(args::parse(args));
+
+    let func: Option<ItemFn> = match syn::parse2::<Item>(item.clone()) {
+        Ok(Item::Fn(func)) => Some(func),
+        Ok(other) => {
+            errors.push(syn::Error::new(
+                item_span(&other),
+                "#[stream_consumer] can only be applied to an `async fn`",
+            ));
+            None
+        }
+        Err(error) => {
+            errors.push(error);
+            None
+        }
+    };
+    let handler = func
+        .as_ref()
+        .and_then(|func| errors.record(signature::check(func)));
+
+    match (errors.finish(), args, handler) {
+        (Ok(()), Some(args), Some(handler)) => {
+            let registration = registration(&args, &handler);
+            quote! {
+                #item
+                #registration
+            }
+        }
+        (result, _, _) => {
+            let errors = result.err().map(|error| error.to_compile_error());
+            quote! {
+                #item
+                #errors
+            }
+        }
+    }
+}
+
+/// The span to blame when the attribute is put on something other than a function: the
+/// item's keyword (`struct`, `impl`, ...), or the whole item if it has none.
+fn item_span(item: &Item) -> Span {
+    match item {
+        Item::Struct(item) => item.struct_token.span,
+        Item::Enum(item) => item.enum_token.span,
+        Item::Impl(item) => item.impl_token.span,
+        Item::Mod(item) => item.mod_token.span,
+        Item::Trait(item) => item.trait_token.span,
+        Item::Static(item) => item.static_token.span,
+        Item::Const(item) => item.const_token.span,
+        other => other.span(),
+    }
+}
+
+/// The `const _: () = { ... };` block that registers `handler`.
+fn registration(args: &ConsumerArgs, handler: &Handler<'_>) -> TokenStream {
+    let default_krate;
+    let krate = match &args.krate {
+        Some(path) => path,
+        None => {
+            default_krate = syn::parse_quote!(::streamx);
+            &default_krate
+        }
+    };
+    let private = quote!(#krate::__private);
+    let ident = handler.ident;
+
+    // A local with mixed-site hygiene cannot shadow the user's function, whatever its name.
+    let delivery = syn::Ident::new("delivery", Span::mixed_site());
+
+    let arg = handler.arg;
+    let arg_check = quote_spanned! {arg.span()=>
+        #private::assert_handler_arg::<#arg>();
+    };
+    let return_check = match handler.output {
+        // `async fn f() -> impl Trait` cannot be named in a turbofish; `invoke` still
+        // enforces the bound.
+        Some(syn::Type::ImplTrait(_)) => None,
+        Some(output) => Some(quote_spanned! {output.span()=>
+            #private::assert_handler_return::<#output>();
+        }),
+        None => Some(quote_spanned! {ident.span()=>
+            #private::assert_handler_return::<()>();
+        }),
+    };
+
+    let return_span = match handler.output {
+        Some(output) => output.span(),
+        None => ident.span(),
+    };
+    let invoke = quote_spanned! {return_span=>
+        #private::invoke::<_, #arg, _>(#ident, #delivery)
+    };
+    let name = match &args.name {
+        Some(name) => quote!(#name),
+        None => {
+            let fn_name = ident.unraw().to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #fn_name))
+        }
+    };
+    let stream = &args.stream;
+    let group = &args.group;
+    let setters = setters(args, &private);
+
+    quote! {
+        const _: () = {
+            fn __streamx_handler(
+                #delivery: #private::Delivery,
+            ) -> #private::BoxFuture<'static, #private::Outcome> {
+                #arg_check
+                #return_check
+                #invoke
+            }
+
+            #private::inventory::submit! {
+                #private::Registration::new(
+                    #name,
+                    #stream,
+                    #group,
+                    #private::SourceLocation::new(
+                        ::core::file!(),
+                        ::core::line!(),
+                        ::core::column!(),
+                    ),
+                    __streamx_handler,
+                )
+                #setters
+            }
+        };
+    }
+}
+
+/// The chained setter calls for the optional settings the user wrote, in a fixed order.
+fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
+    let mut out = TokenStream::new();
+    if let Some(consumer) = &args.consumer {
+        out.extend(quote!(.consumer_name(#consumer)));
+    }
+    if let Some(concurrency) = &args.concurrency {
+        let value = usize_lit(concurrency);
+        out.extend(quote!(.concurrency(#value)));
+    }
+    if let Some(batch_size) = &args.batch_size {
+        let value = usize_lit(batch_size);
+        out.extend(quote!(.batch_size(#value)));
+    }
+    if let Some(block) = &args.block {
+        let value = duration(private, block.value, block.span);
+        out.extend(quote!(.block(#value)));
+    }
+    if let Some(start) = &args.start {
+        let value = match &start.value {
+            Start::Beginning => quote!(#private::StartFrom::Beginning),
+            Start::New => quote!(#private::StartFrom::New),
+            Start::Id(id) => {
+                let id = spanned(Literal::string(id.as_str()), start.span);
+                quote!(#private::StartFrom::Id(#id))
+            }
+        };
+        out.extend(quote!(.start(#value)));
+    }
+    if let Some(max_retries) = &args.max_retries {
+        let value = spanned(Literal::u32_unsuffixed(max_retries.value), max_retries.span);
+        out.extend(quote!(.max_retries(#value)));
+    }
+    if let Some(backoff) = &args.backoff {
+        let initial = duration(private, backoff.value.initial_ms, backoff.span);
+        let multiplier = spanned(Literal::f64_suffixed(backoff.value.multiplier), backoff.span);
+        let max = duration(private, backoff.value.max_ms, backoff.span);
+        out.extend(quote!(.backoff(#private::Backoff::new(#initial, #multiplier, #max))));
+    }
+    if let Some(dlq) = &args.dlq {
+        let value = match &dlq.value {
+            Dlq::Default => quote!(#private::DeadLetterTarget::Default),
+            Dlq::Disabled => quote!(#private::DeadLetterTarget::Disabled),
+            Dlq::Stream(name) => {
+                let name = spanned(Literal::string(name.as_str()), dlq.span);
+                quote!(#private::DeadLetterTarget::Stream(#name))
+            }
+        };
+        out.extend(quote!(.dlq(#value)));
+    }
+    if let Some(claim_idle) = &args.claim_idle {
+        let value = duration(private, claim_idle.value, claim_idle.span);
+        out.extend(quote!(.claim_idle(#value)));
+    }
+    out
+}
+
+/// `Duration::from_millis(ms)`, the literal spanned on the user's token.
+fn duration(private: &TokenStream, ms: u64, span: Span) -> TokenStream {
+    let ms = spanned(Literal::u64_unsuffixed(ms), span);
+    quote!(#private::Duration::from_millis(#ms))
+}
+
+/// An unsuffixed `usize` literal spanned on the user's token.
+fn usize_lit(value: &Spanned<usize>) -> Literal {
+    spanned(Literal::usize_unsuffixed(value.value), value.span)
+}
+
+/// `literal` with `span`.
+fn spanned(mut literal: Literal, span: Span) -> Literal {
+    literal.set_span(span);
+    literal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Expands and renders the output as a string.
+    fn expand(args: TokenStream, item: TokenStream) -> String {
+        stream_consumer(args, item).to_string()
+    }
+
+    /// Removes all whitespace, so assertions do not depend on token spacing.
+    fn squash(text: &str) -> String {
+        text.chars().filter(|c| !c.is_whitespace()).collect()
+    }
+
+    #[test]
+    fn basic_expansion() {
+        let out = squash(&expand(
+            quote!(stream = "orders", group = "billing"),
+            quote!(
+                async fn charge(msg: Message<Order>) -> Result<(), HandlerError> {
+                    Ok(())
+                }
+            ),
+        ));
+        let expected = squash(
+            &quote! {
+                async fn charge(msg: Message<Order>) -> Result<(), HandlerError> {
+                    Ok(())
+                }
+                const _: () = {
+                    fn __streamx_handler(
+                        delivery: ::streamx::__private::Delivery,
+                    ) -> ::streamx::__private::BoxFuture<'static, ::streamx::__private::Outcome> {
+                        ::streamx::__private::invoke(charge, delivery)
+                    }
+                    #[allow(dead_code)]
+                    fn __streamx_check() {
+                        ::streamx::__private::assert_handler_arg::<Message<Order> >();
+                        ::streamx::__private::assert_handler_return::<Result<(), HandlerError> >();
+                    }
+                    ::streamx::__private::inventory::submit! {
+                        ::streamx::__private::Registration::new(
+                            ::core::concat!(::core::module_path!(), "::", "charge"),
+                            "orders",
+                            "billing",
+                            ::streamx::__private::SourceLocation::new(
+                                ::core::file!(),
+                                ::core::line!(),
+                                ::core::column!(),
+                            ),
+                            __streamx_handler,
+                        )
+                    }
+                };
+            }
+            .to_string(),
+        );
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn every_setter() {
+        let out = squash(&expand(
+            quote!(
+                stream = "orders",
+                group = "billing",
+                consumer = "w1",
+                name = "charge",
+                concurrency = 8,
+                batch_size = 100,
+                block = "2s",
+                start = "begin",
+                max_retries = 5,
+                backoff(multiplier = 3),
+                dlq = "dead",
+                claim_idle = "30s"
+            ),
+            quote!(
+                async fn charge(msg: Message<Order>) {}
+            ),
+        ));
+        let expected = squash(
+            r#"::streamx::__private::Registration::new("charge", "orders", "billing",
+                ::streamx::__private::SourceLocation::new(::core::file!(), ::core::line!(), ::core::column!(),),
+                __streamx_handler,)
+            .consumer_name("w1")
+            .concurrency(8)
+            .batch_size(100)
+            .block(::streamx::__private::Duration::from_millis(2000))
+            .start(::streamx::__private::StartFrom::Beginning)
+            .max_retries(5)
+            .backoff(::streamx::__private::Backoff::new(
+                ::streamx::__private::Duration::from_millis(1000),
+                3f64,
+                ::streamx::__private::Duration::from_millis(30000)))
+            .dlq(::streamx::__private::DeadLetterTarget::Stream("dead"))
+            .claim_idle(::streamx::__private::Duration::from_millis(30000))
+            }"#,
+        );
+        assert!(out.contains(&expected), "{out}");
+        assert!(out.contains("assert_handler_return::<()>()"), "{out}");
+    }
+
+    #[test]
+    fn start_and_dlq_variants() {
+        let render = |args: TokenStream| {
+            squash(&expand(
+                args,
+                quote!(
+                    async fn f(m: Message<X>) {}
+                ),
+            ))
+        };
+        let out = render(quote!(stream = "s", group = "g", start = "new", dlq = true));
+        assert!(out.contains(".start(::streamx::__private::StartFrom::New)"), "{out}");
+        assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Default)"), "{out}");
+        let out = render(quote!(stream = "s", group = "g", start = "5", dlq = false));
+        assert!(out.contains(".start(::streamx::__private::StartFrom::Id(\"5\"))"), "{out}");
+        assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Disabled)"), "{out}");
+    }
+
+    #[test]
+    fn renamed_crate_is_the_only_path_used() {
+        let out = expand(
+            quote!(crate = sx, stream = "s", group = "g", block = "1s"),
+            quote!(
+                async fn f(m: Message<X>) {}
+            ),
+        );
+        assert!(squash(&out).contains("sx::__private::invoke(f,delivery)"), "{out}");
+        assert!(!out.contains(":: streamx"), "{out}");
+    }
+
+    #[test]
+    fn raw_identifiers_are_registered_without_prefix() {
+        let out = squash(&expand(
+            quote!(stream = "s", group = "g"),
+            quote!(
+                async fn r#match(m: Message<X>) {}
+            ),
+        ));
+        assert!(out.contains(r#"::core::module_path!(),"::","match")"#), "{out}");
+        assert!(out.contains("invoke(r#match,delivery)"), "{out}");
+    }
+
+    #[test]
+    fn errors_keep_the_function() {
+        let item = quote!(
+            fn charge() {}
+        );
+        let out = expand(quote!(stream = ""), item.clone());
+        assert!(out.starts_with(&item.to_string()), "{out}");
+        assert!(!out.contains("const _"), "{out}");
+        for message in [
+            "`stream` must not be empty",
+            "missing required argument `group`",
+            "must be an `async fn`",
+            "takes exactly one argument",
+        ] {
+            assert!(out.contains(message), "{message:?} missing from {out}");
+        }
+        assert_eq!(out.matches("compile_error").count(), 4, "{out}");
+    }
+
+    #[test]
+    fn rejects_non_functions() {
+        let out = expand(quote!(stream = "s", group = "g"), quote!(struct S;));
+        assert!(out.starts_with("struct S ;"), "{out}");
+        assert!(out.contains("can only be applied to an `async fn`"), "{out}");
+    }
+}

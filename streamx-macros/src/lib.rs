@@ -1,0 +1,100 @@
+//! Procedural macros for [streamx](https://example.invalid/streamx).
+//!
+//! Do not depend on this crate directly: use the `streamx` facade, which re-exports
+//! [`macro@stream_consumer`] from its prelude together with the runtime items the generated
+//! code refers to (`streamx::__private`).
+//!
+//! The crate is a thin shell: [`args`] parses and validates the attribute arguments,
+//! [`signature`] checks the shape of the annotated function, and [`expand`] writes the
+//! registration.
+
+mod args;
+mod expand;
+mod signature;
+
+use proc_macro::TokenStream;
+
+/// Registers an `async fn` as a consumer of a Redis stream through a consumer group.
+///
+/// ```ignore
+/// use streamx::prelude::*;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+///
+/// #[stream_consumer(stream = "orders", group = "billing", concurrency = 8)]
+/// async fn charge(msg: Message<Order>) -> Result<(), HandlerError> {
+///     Ok(())
+/// }
+/// ```
+///
+/// The function is emitted unchanged (it stays callable from your own tests); next to it
+/// the macro adds a registration that `streamx::run()` picks up at startup.
+///
+/// # The function
+///
+/// It must be a free `async fn` without generics or `self`, taking exactly one argument
+/// (normally `Message<T>` where `T: serde::Deserialize`) and returning `()` or a
+/// `Result<(), E>` whose error can be displayed. The argument and return types are checked
+/// by trait bounds, so a wrong type is reported on the type itself with a note listing what
+/// is accepted.
+///
+/// # Arguments
+///
+/// All values are literals, validated at compile time. Each has the builder equivalent
+/// shown (methods of the runtime's `Registration`).
+///
+/// | key | value | default | builder call |
+/// |---|---|---|---|
+/// | `stream` | stream key, non-empty string (**required**) | — | `Registration::new(.., stream, ..)` |
+/// | `group` | consumer group, non-empty string (**required**) | — | `Registration::new(.., group, ..)` |
+/// | `consumer` | consumer name within the group | `<hostname>-<pid>-<n>` chosen by the runtime | `.consumer_name("x")` |
+/// | `name` | registration name, used in logs and to detect duplicates | `module_path!()::fn_name` | `Registration::new(name, ..)` |
+/// | `concurrency` | handlers running at once, integer `>= 1` | runtime default | `.concurrency(n)` |
+/// | `batch_size` | entries fetched per `XREADGROUP`, integer `>= 1` | runtime default | `.batch_size(n)` |
+/// | `block` | how long one `XREADGROUP` blocks, duration `> 0` such as `"2s"` | runtime default | `.block(Duration)` |
+/// | `start` | where a newly created group starts: `"begin"`, `"new"` or an entry id such as `"1700000000000-0"` | runtime default | `.start(StartFrom::..)` |
+/// | `max_retries` | redeliveries after a failure before dead-lettering, integer `>= 0` | runtime default | `.max_retries(n)` |
+/// | `backoff(initial = "1s", multiplier = 2.0, max = "30s")` | retry delays; every sub-key is optional and defaults to the value shown | runtime default | `.backoff(Backoff::new(..))` |
+/// | `dlq` | `true` (default dead-letter stream), `false` (drop after the last retry) or a stream name | runtime default | `.dlq(DeadLetterTarget::..)` |
+/// | `claim_idle` | pending entries idle this long are claimed from dead consumers, duration `> 0` | runtime default | `.claim_idle(Duration)` |
+/// | `crate` | path to the `streamx` crate when it is renamed, e.g. `crate = my_streamx` | `::streamx` | — |
+///
+/// Durations use [humantime](https://docs.rs/humantime) syntax (`"500ms"`, `"2s"`,
+/// `"1m 30s"`) and have millisecond resolution.
+///
+/// Every problem is reported at once, each on the offending token; the function is still
+/// emitted so the rest of the crate keeps compiling.
+#[proc_macro_attribute]
+pub fn stream_consumer(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::stream_consumer(args.into(), item.into()).into()
+}
+
+/// Accumulates errors so that every problem is reported in one compilation.
+///
+/// Errors are merged with [`syn::Error::combine`]; each keeps its own span.
+#[derive(Default)]
+struct Errors {
+    /// All errors pushed so far, combined into one.
+    inner: Option<syn::Error>,
+}
+
+impl Errors {
+    /// Records an error.
+    fn push(&mut self, error: syn::Error) {
+        match &mut self.inner {
+            Some(inner) => inner.combine(error),
+            None => self.inner = Some(error),
+        }
+    }
+
+    /// Records the error of `result`, if any, and returns its value otherwise.
+    fn record<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        result.map_err(|error| self.push(error)).ok()
+    }
+
+    /// `Ok(())` when nothing was recorded, else all recorded errors.
+    fn finish(self) -> syn::Result<()> {
+        self.inner.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,10 @@
+//! Compile-time tests of `#[stream_consumer]`: what compiles, and the exact diagnostics
+//! of what does not. Regenerate the `.stderr` files with
+//! `TRYBUILD=overwrite cargo test -p streamx-macros --test ui` and read the diff.
+
+#[test]
+fn ui() {
+    let t = trybuild::TestCases::new();
+    t.pass("tests/ui/pass/*.rs");
+    t.compile_fail("tests/ui/fail/*.rs");
+}

@@ -1,0 +1,9 @@
+use streamx::prelude::*;
+
+#[derive(serde::Deserialize)]
+struct Order {}
+
+#[stream_consumer(stream = "orders", group = "billing", retries = 3)]
+async fn charge(_msg: Message<Order>) {}
+
+fn main() {}

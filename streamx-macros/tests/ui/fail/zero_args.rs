@@ -1,0 +1,9 @@
+use streamx::prelude::*;
+
+#[derive(serde::Deserialize)]
+struct Order {}
+
+#[stream_consumer(stream = "orders", group = "billing")]
+async fn charge() {}
+
+fn main() {}

@@ -1,0 +1,224 @@
+//! A consumer: a handler bound to a stream and group, with its options. Built by the
+//! `#[stream_consumer]` attribute (through [`crate::registry`]) or by hand with
+//! [`Consumer::new`].
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::time::Duration;
+
+use crate::handler::{erase, ErasedHandler, HandlerArg, HandlerReturn};
+use crate::policy::{Backoff, DeadLetterTarget, Name, RetryPolicy, StartFrom};
+use crate::registry::SourceLocation;
+
+/// Everything about a consumer besides its stream, group and handler. Every field has a
+/// default; see the README's attribute reference.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsumerOptions {
+    /// The consumer name inside the group. Default: `<hostname>-<pid>-<n>`, unique per
+    /// process and loop.
+    pub consumer_name: Option<&'static str>,
+    /// At most this many handler invocations run at once. Default 1.
+    pub concurrency: usize,
+    /// Entries fetched per XREADGROUP. Default: `max(100, 2 × concurrency)`, at most 1000.
+    pub batch_size: Option<usize>,
+    /// How long one XREADGROUP waits for new entries. Default 2 s.
+    pub block: Duration,
+    /// Where a newly created group starts. Default [`StartFrom::Beginning`].
+    pub start: StartFrom,
+    /// Retries, backoff and dead letters.
+    pub retry: RetryPolicy,
+    /// A message pending this long without its consumer renewing it is taken over by another
+    /// consumer of the group. Default 30 s.
+    pub claim_idle: Duration,
+    /// Payloads larger than this are dead-lettered unread. Default: the runtime's limit
+    /// (4 MiB unless set with `RuntimeBuilder::max_payload_bytes`).
+    pub max_payload_bytes: Option<usize>,
+}
+
+impl ConsumerOptions {
+    /// All defaults.
+    pub const DEFAULT: ConsumerOptions = ConsumerOptions {
+        consumer_name: None,
+        concurrency: 1,
+        batch_size: None,
+        block: Duration::from_secs(2),
+        start: StartFrom::Beginning,
+        retry: RetryPolicy::DEFAULT,
+        claim_idle: Duration::from_secs(30),
+        max_payload_bytes: None,
+    };
+
+    /// The batch size in effect.
+    pub fn effective_batch_size(&self) -> usize {
+        self.batch_size.unwrap_or_else(|| (self.concurrency.saturating_mul(2)).clamp(100, 1000))
+    }
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions::DEFAULT
+    }
+}
+
+/// Defines the option setters once, for the const [`Registration`](crate::registry::Registration)
+/// the macro builds and for the run-time [`Consumer`].
+macro_rules! option_setters {
+    ($($constness:ident)?) => {
+        /// Sets the consumer name inside the group (default `<hostname>-<pid>-<n>`).
+        pub $($constness)? fn consumer_name(mut self, name: &'static str) -> Self {
+            self.options.consumer_name = ::std::option::Option::Some(name);
+            self
+        }
+        /// Sets how many handler invocations may run at once (default 1).
+        pub $($constness)? fn concurrency(mut self, n: usize) -> Self {
+            self.options.concurrency = n;
+            self
+        }
+        /// Sets how many entries one XREADGROUP fetches.
+        pub $($constness)? fn batch_size(mut self, n: usize) -> Self {
+            self.options.batch_size = Some(n);
+            self
+        }
+        /// Sets the XREADGROUP BLOCK time (default 2 s).
+        pub $($constness)? fn block(mut self, block: ::std::time::Duration) -> Self {
+            self.options.block = block;
+            self
+        }
+        /// Sets where a newly created group starts (default: the beginning of the stream).
+        pub $($constness)? fn start(mut self, start: $crate::policy::StartFrom) -> Self {
+            self.options.start = start;
+            self
+        }
+        /// Sets how many times a failed message is retried (default 3).
+        pub $($constness)? fn max_retries(mut self, n: u32) -> Self {
+            self.options.retry.max_retries = n;
+            self
+        }
+        /// Sets the backoff between retries (default 1 s, ×2, at most 30 s).
+        pub $($constness)? fn backoff(mut self, backoff: $crate::policy::Backoff) -> Self {
+            self.options.retry.backoff = backoff;
+            self
+        }
+        /// Sets where messages go after their last failure (default `<stream>`'s DLQ).
+        pub $($constness)? fn dlq(mut self, target: $crate::policy::DeadLetterTarget) -> Self {
+            self.options.retry.dead_letter = target;
+            self
+        }
+        /// Sets after how long an unrenewed pending message is taken over (default 30 s).
+        pub $($constness)? fn claim_idle(mut self, idle: ::std::time::Duration) -> Self {
+            self.options.claim_idle = idle;
+            self
+        }
+    };
+}
+pub(crate) use option_setters;
+
+/// A consumer ready to run: what [`crate::RuntimeBuilder::consumer`] takes.
+///
+/// ```
+/// use streamx_runtime::{Consumer, HandlerError, Message};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+///
+/// async fn charge(msg: Message<Order>) -> Result<(), HandlerError> {
+///     let _ = msg.payload().id;
+///     Ok(())
+/// }
+///
+/// let consumer = Consumer::new("orders", "billing", charge).concurrency(8).max_retries(5);
+/// assert_eq!(consumer.name(), "orders/billing");
+/// ```
+#[derive(Clone)]
+pub struct Consumer {
+    pub(crate) name: Name,
+    pub(crate) stream: Name,
+    pub(crate) group: Name,
+    pub(crate) location: SourceLocation,
+    pub(crate) handler: ErasedHandler,
+    pub(crate) options: ConsumerOptions,
+}
+
+impl Consumer {
+    /// A consumer of `stream` in `group` running `handler` (an async fn or closure taking
+    /// `Message<T>`). Its name defaults to `<stream>/<group>`.
+    #[track_caller]
+    pub fn new<F, A, Fut>(stream: impl Into<Name>, group: impl Into<Name>, handler: F) -> Self
+    where
+        F: Fn(A) -> Fut + Clone + Send + Sync + 'static,
+        A: HandlerArg,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerReturn,
+    {
+        let (stream, group) = (stream.into(), group.into());
+        Consumer {
+            name: Cow::Owned(format!("{stream}/{group}")),
+            stream,
+            group,
+            location: SourceLocation::caller(),
+            handler: erase(handler),
+            options: ConsumerOptions::DEFAULT,
+        }
+    }
+
+    /// Sets the registration name (used in logs, metrics and `RuntimeBuilder::only`).
+    pub fn name_as(mut self, name: impl Into<Name>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the payload size limit for this consumer.
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.options.max_payload_bytes = Some(limit);
+        self
+    }
+
+    /// Replaces all options at once.
+    pub fn with_options(mut self, options: ConsumerOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    option_setters!();
+
+    /// The registration name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Where the consumer was declared.
+    pub fn location(&self) -> SourceLocation {
+        self.location
+    }
+
+    /// The options.
+    pub fn options(&self) -> &ConsumerOptions {
+        &self.options
+    }
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("name", &self.name)
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("location", &self.location)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Makes the unused-import lint see these as used by the macro expansion above.
+#[allow(dead_code)]
+type _Used = (Backoff, DeadLetterTarget, StartFrom);

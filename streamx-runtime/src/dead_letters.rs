@@ -1,0 +1,354 @@
+//! Dead letters: moving a failed entry to the dead-letter stream, and the operator API
+//! ([`DeadLetters`]) to inspect, replay and purge them.
+//!
+//! A dead-letter entry keeps every field of the original entry unchanged (`data`, `h:*`,
+//! anything else) and adds:
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `dlq:stream` | the stream the message came from |
+//! | `dlq:id` | its id there |
+//! | `dlq:group` | the consumer group that gave up on it |
+//! | `dlq:consumer` | the consumer that moved it |
+//! | `dlq:deliveries` | how many times it was delivered |
+//! | `dlq:kind` | why: `error`, `permanent`, `panic`, `missing_payload`, `payload_too_large`, `invalid_json`, `wrong_shape`, `delivery_limit` |
+//! | `dlq:error` | the last error text |
+//! | `dlq:at` | when it was moved (Unix milliseconds) |
+//!
+//! The move is one Lua script: XACK the original and, only if that acknowledged it, copy
+//! it with XADD. Both keys share a hash slot (see [`crate::keys`]), so the script is legal
+//! on Redis Cluster, and it runs atomically: a crash cannot lose the message or write two
+//! dead-letter entries for it.
+
+use std::sync::LazyLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fred::clients::Client;
+use fred::interfaces::{KeysInterface, StreamsInterface};
+use fred::types::scripts::Script;
+use fred::types::Value;
+
+use crate::error::{Error, Result};
+use crate::handler::FailureKind;
+use crate::message::{Headers, MessageId};
+use crate::wire::{parse_entries, value_bytes, DATA_FIELD, HEADER_PREFIX};
+
+/// Prefix of the fields a dead-letter entry adds.
+pub const DLQ_FIELD_PREFIX: &str = "dlq:";
+
+/// The header a replayed message carries: the id it had in the dead-letter stream.
+pub const REPLAYED_FROM_HEADER: &str = "streamx-replayed-from";
+
+static MOVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+-- KEYS: origin stream, dead-letter stream
+-- ARGV: group, id, consumer, deliveries, kind, error, at
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
+  return false
+end
+local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+local fields = {}
+if found[1] then fields = found[1][2] end
+table.insert(fields, 'dlq:stream');     table.insert(fields, KEYS[1])
+table.insert(fields, 'dlq:id');         table.insert(fields, ARGV[2])
+table.insert(fields, 'dlq:group');      table.insert(fields, ARGV[1])
+table.insert(fields, 'dlq:consumer');   table.insert(fields, ARGV[3])
+table.insert(fields, 'dlq:deliveries'); table.insert(fields, ARGV[4])
+table.insert(fields, 'dlq:kind');       table.insert(fields, ARGV[5])
+table.insert(fields, 'dlq:error');      table.insert(fields, ARGV[6])
+table.insert(fields, 'dlq:at');         table.insert(fields, ARGV[7])
+return redis.call('XADD', KEYS[2], '*', unpack(fields))
+"#,
+    )
+});
+
+static REPLAY_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+-- KEYS: dead-letter stream, origin stream; ARGV: dead-letter id, replayed-from header field
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if not found[1] then return false end
+local fields = found[1][2]
+local out = {}
+local origin = nil
+for i = 1, #fields, 2 do
+  local k = fields[i]
+  if k == 'dlq:stream' then origin = fields[i + 1] end
+  if string.sub(k, 1, 4) ~= 'dlq:' and k ~= ARGV[2] then
+    table.insert(out, k); table.insert(out, fields[i + 1])
+  end
+end
+if origin ~= KEYS[2] then return redis.error_reply('STREAMX origin mismatch') end
+table.insert(out, ARGV[2]); table.insert(out, ARGV[1])
+local id = redis.call('XADD', KEYS[2], '*', unpack(out))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+"#,
+    )
+});
+
+/// What the consumer loop knows when it gives up on a message.
+pub(crate) struct Failure<'a> {
+    pub stream: &'a str,
+    pub group: &'a str,
+    pub consumer: &'a str,
+    pub id: MessageId,
+    pub deliveries: u32,
+    pub kind: FailureKind,
+    pub error: &'a str,
+}
+
+/// Moves a failed entry to `dlq` and acknowledges it, atomically. Returns the dead-letter
+/// entry's id, or `None` when the entry was no longer pending (someone else finished it).
+pub(crate) async fn move_to_dead_letters(client: &Client, dlq: &str, f: &Failure<'_>) -> Result<Option<MessageId>> {
+    let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let reply: Value = MOVE_SCRIPT
+        .evalsha_with_reload(
+            client,
+            vec![f.stream.to_string(), dlq.to_string()],
+            vec![
+                f.group.to_string(),
+                f.id.to_string(),
+                f.consumer.to_string(),
+                f.deliveries.to_string(),
+                f.kind.as_str().to_string(),
+                f.error.to_string(),
+                at.to_string(),
+            ],
+        )
+        .await
+        .map_err(|e| Error::redis("EVALSHA (dead-letter move)", f.stream, e))?;
+    Ok(value_bytes(reply).and_then(|b| MessageId::parse_bytes(&b)))
+}
+
+/// One entry of a dead-letter stream.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Its id in the dead-letter stream.
+    pub id: MessageId,
+    /// The stream it came from.
+    pub origin_stream: String,
+    /// Its id there.
+    pub origin_id: Option<MessageId>,
+    /// The group that gave up on it.
+    pub group: String,
+    /// The consumer that moved it.
+    pub consumer: String,
+    /// How many times it was delivered.
+    pub deliveries: u32,
+    /// Why it failed.
+    pub kind: Option<FailureKind>,
+    /// The last error text.
+    pub error: String,
+    /// When it was moved (Unix ms).
+    pub dead_lettered_at_ms: u64,
+    /// The original payload bytes (`data`), unchanged.
+    pub payload: Option<bytes::Bytes>,
+    /// The original headers, unchanged.
+    pub headers: Headers,
+}
+
+impl DeadLetter {
+    fn from_fields(id: MessageId, fields: Vec<(bytes::Bytes, bytes::Bytes)>) -> Self {
+        let mut d = DeadLetter {
+            id,
+            origin_stream: String::new(),
+            origin_id: None,
+            group: String::new(),
+            consumer: String::new(),
+            deliveries: 0,
+            kind: None,
+            error: String::new(),
+            dead_lettered_at_ms: 0,
+            payload: None,
+            headers: Headers::new(),
+        };
+        for (k, v) in fields {
+            let text = || String::from_utf8_lossy(&v).into_owned();
+            match &k[..] {
+                b"dlq:stream" => d.origin_stream = text(),
+                b"dlq:id" => d.origin_id = MessageId::parse_bytes(&v),
+                b"dlq:group" => d.group = text(),
+                b"dlq:consumer" => d.consumer = text(),
+                b"dlq:deliveries" => d.deliveries = text().parse().unwrap_or(0),
+                b"dlq:kind" => d.kind = FailureKind::parse(&text()),
+                b"dlq:error" => d.error = text(),
+                b"dlq:at" => d.dead_lettered_at_ms = text().parse().unwrap_or(0),
+                k if k == DATA_FIELD.as_bytes() => d.payload = Some(v.clone()),
+                k if k.starts_with(HEADER_PREFIX.as_bytes()) => {
+                    d.headers.insert(String::from_utf8_lossy(&k[HEADER_PREFIX.len()..]), text());
+                }
+                _ => {}
+            }
+        }
+        d
+    }
+}
+
+/// A page of dead letters with the stream's total length.
+#[derive(Debug, Clone)]
+pub struct DeadLetterPage {
+    /// The entries of this page, oldest first.
+    pub entries: Vec<DeadLetter>,
+    /// How many entries the dead-letter stream holds in all.
+    pub total: u64,
+    /// Pass this as `after` to get the next page; `None` on the last page.
+    pub next: Option<MessageId>,
+}
+
+/// Inspect, replay and purge a dead-letter stream.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), streamx_runtime::Error> {
+/// use streamx_runtime::DeadLetters;
+/// let dlq = DeadLetters::connect("redis://127.0.0.1:6379", "{orders}:dlq").await?;
+/// let page = dlq.list(None, 50).await?;
+/// println!("{} dead letters", page.total);
+/// for letter in &page.entries {
+///     println!("{} from {}: {} ({:?})", letter.id, letter.origin_stream, letter.error, letter.kind);
+/// }
+/// let replayed = dlq.replay_all().await?;
+/// println!("replayed {replayed}");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct DeadLetters {
+    client: Client,
+    stream: String,
+}
+
+impl DeadLetters {
+    /// Connects to `url` and opens the dead-letter stream `stream`.
+    pub async fn connect(url: &str, stream: &str) -> Result<Self> {
+        let url = crate::connection::RedisUrl::parse(url)?;
+        let client =
+            crate::connection::connect(&url, crate::connection::ClientRole::Command, std::time::Duration::ZERO).await?;
+        Ok(Self::with_client(client, stream))
+    }
+
+    /// Uses an existing client.
+    pub fn with_client(client: Client, stream: &str) -> Self {
+        DeadLetters { client, stream: stream.to_string() }
+    }
+
+    /// The dead-letter stream's key.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// How many dead letters there are.
+    pub async fn count(&self) -> Result<u64> {
+        self.client.xlen(&self.stream).await.map_err(|e| Error::redis("XLEN", &self.stream, e))
+    }
+
+    /// Up to `limit` dead letters with ids greater than `after` (from the start when `None`).
+    pub async fn list(&self, after: Option<MessageId>, limit: u64) -> Result<DeadLetterPage> {
+        let start = match after {
+            Some(id) => format!("({id}"),
+            None => "-".to_string(),
+        };
+        let reply: Value = self
+            .client
+            .xrange(&self.stream, start, "+", Some(limit.max(1)))
+            .await
+            .map_err(|e| Error::redis("XRANGE", &self.stream, e))?;
+        let entries: Vec<DeadLetter> = raw_entries(reply)
+            .into_iter()
+            .map(|(id, fields)| DeadLetter::from_fields(id, fields))
+            .collect();
+        let next = if entries.len() as u64 >= limit.max(1) { entries.last().map(|e| e.id) } else { None };
+        Ok(DeadLetterPage { total: self.count().await?, entries, next })
+    }
+
+    /// One dead letter by its id.
+    pub async fn get(&self, id: MessageId) -> Result<Option<DeadLetter>> {
+        let reply: Value = self
+            .client
+            .xrange(&self.stream, id.to_string(), id.to_string(), Some(1))
+            .await
+            .map_err(|e| Error::redis("XRANGE", &self.stream, e))?;
+        Ok(raw_entries(reply).into_iter().next().map(|(id, f)| DeadLetter::from_fields(id, f)))
+    }
+
+    /// Puts one dead letter back on its origin stream (payload, headers and other fields
+    /// intact, plus the header `streamx-replayed-from: <dead-letter id>`) and removes it from
+    /// the dead-letter stream, atomically. Returns the new id on the origin stream, or `None`
+    /// if no such dead letter exists.
+    pub async fn replay(&self, id: MessageId) -> Result<Option<MessageId>> {
+        let Some(letter) = self.get(id).await? else { return Ok(None) };
+        let header_field = format!("{HEADER_PREFIX}{REPLAYED_FROM_HEADER}");
+        let reply: Value = REPLAY_SCRIPT
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.stream.clone(), letter.origin_stream.clone()],
+                vec![id.to_string(), header_field],
+            )
+            .await
+            .map_err(|e| Error::redis("EVALSHA (dead-letter replay)", &self.stream, e))?;
+        Ok(value_bytes(reply).and_then(|b| MessageId::parse_bytes(&b)))
+    }
+
+    /// Replays every dead letter present when the call starts, oldest first, one atomic
+    /// move at a time (an interruption leaves each letter either replayed or still here).
+    /// Returns how many were replayed.
+    pub async fn replay_all(&self) -> Result<u64> {
+        let mut replayed = 0;
+        let mut after = None;
+        let end = self.last_id().await?;
+        loop {
+            let page = self.list(after, 100).await?;
+            for letter in &page.entries {
+                if end.is_some_and(|end| letter.id > end) {
+                    return Ok(replayed);
+                }
+                if self.replay(letter.id).await?.is_some() {
+                    replayed += 1;
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(replayed),
+            }
+        }
+    }
+
+    /// Deletes every dead letter; returns how many messages were removed.
+    pub async fn purge(&self) -> Result<u64> {
+        let removed = self.count().await?;
+        let _: Value = self.client.del(&self.stream).await.map_err(|e| Error::redis("DEL", &self.stream, e))?;
+        Ok(removed)
+    }
+
+    async fn last_id(&self) -> Result<Option<MessageId>> {
+        let reply: Value = self
+            .client
+            .xrevrange(&self.stream, "+", "-", Some(1))
+            .await
+            .map_err(|e| Error::redis("XREVRANGE", &self.stream, e))?;
+        Ok(parse_entries(reply).first().map(|e| e.id))
+    }
+}
+
+/// Entries as `(id, all fields)` pairs, keeping every field.
+fn raw_entries(reply: Value) -> Vec<(MessageId, Vec<(bytes::Bytes, bytes::Bytes)>)> {
+    if reply.is_null() {
+        return Vec::new();
+    }
+    reply
+        .into_array()
+        .into_iter()
+        .filter_map(|entry| {
+            let mut parts = entry.into_array().into_iter();
+            let id = MessageId::parse_bytes(&value_bytes(parts.next()?)?)?;
+            let mut fields = Vec::new();
+            let mut it = parts.next().map(Value::into_array).unwrap_or_default().into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                if let (Some(k), Some(v)) = (value_bytes(k), value_bytes(v)) {
+                    fields.push((k, v));
+                }
+            }
+            Some((id, fields))
+        })
+        .collect()
+}

@@ -1,0 +1,122 @@
+//! The error type of every fallible streamx operation.
+
+use crate::registry::SourceLocation;
+
+/// Everything that can go wrong in streamx, with the context needed to act on it:
+/// which URL, stream, group or message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Redis URL could not be parsed. The URL in the message has its password redacted.
+    #[error("invalid Redis URL `{url}`: {reason}")]
+    InvalidUrl {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Redis could not be reached (or refused our credentials) when connecting.
+    #[error("cannot connect to Redis at {url}: {source}")]
+    Connect {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// The underlying client error.
+        #[source]
+        source: fred::error::Error,
+    },
+    /// A Redis command failed.
+    #[error("Redis {command} on `{key}` failed: {source}")]
+    Redis {
+        /// The command, e.g. `XADD` or `XREADGROUP`.
+        command: &'static str,
+        /// The key (stream) the command addressed.
+        key: String,
+        /// The underlying client error (the server's message is in its details).
+        #[source]
+        source: fred::error::Error,
+    },
+    /// A payload could not be serialized to JSON when publishing.
+    #[error("cannot encode payload for stream `{stream}`: {source}")]
+    Encode {
+        /// The target stream.
+        stream: String,
+        /// The serde_json error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An entry could not be turned into the requested message type.
+    #[error("entry {id} of stream `{stream}` cannot be decoded: {reason}")]
+    Decode {
+        /// The stream the entry came from.
+        stream: String,
+        /// The entry id.
+        id: String,
+        /// What is wrong with the entry.
+        reason: String,
+    },
+    /// Two consumers were registered under the same name.
+    #[error("two consumers are registered as `{name}`: at {first} and at {second}; give one of them `name = \"...\"`")]
+    DuplicateConsumer {
+        /// The clashing registration name.
+        name: String,
+        /// Where the first one was declared.
+        first: SourceLocation,
+        /// Where the second one was declared.
+        second: SourceLocation,
+    },
+    /// `only([...])` named a consumer that is not registered.
+    #[error("no consumer is registered as `{name}` (registered: {registered})")]
+    UnknownConsumer {
+        /// The name asked for.
+        name: String,
+        /// The registered names, comma-separated.
+        registered: String,
+    },
+    /// A consumer's configuration is invalid (checked when the runtime is built).
+    #[error("consumer `{consumer}`: {reason}")]
+    InvalidConsumer {
+        /// The consumer's registration name.
+        consumer: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A consumer loop ended with an error it could not recover from.
+    #[error("consumer `{consumer}` stopped: {reason}")]
+    ConsumerFailed {
+        /// The consumer's registration name.
+        consumer: String,
+        /// Why it stopped.
+        reason: String,
+    },
+    /// Installing the signal handlers failed.
+    #[error("cannot listen for shutdown signals: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+impl Error {
+    pub(crate) fn redis(command: &'static str, key: impl Into<String>, source: fred::error::Error) -> Self {
+        Error::Redis { command, key: key.into(), source }
+    }
+
+    /// True when this error means the consumer group (or its stream) no longer exists,
+    /// e.g. after a Redis restart without persistence or a `FLUSHALL`.
+    pub fn is_no_group(&self) -> bool {
+        match self {
+            Error::Redis { source, .. } => is_no_group(source),
+            _ => false,
+        }
+    }
+}
+
+/// The server's error text starts with `NOGROUP`.
+pub(crate) fn is_no_group(err: &fred::error::Error) -> bool {
+    err.details().starts_with("NOGROUP")
+}
+
+/// The server's error text starts with `BUSYGROUP` (the group exists already).
+pub(crate) fn is_busy_group(err: &fred::error::Error) -> bool {
+    err.details().starts_with("BUSYGROUP")
+}
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,399 @@
+//! Handlers: what a handler may take and return, the error it reports, and the type-erased
+//! form the consumer loop calls.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+
+use crate::message::{Message, MessageId};
+use crate::wire::RawEntry;
+
+/// A boxed, sendable future (what the generated trampolines return).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The error a handler returns. Any `std::error::Error + Send + Sync + 'static`, `String` or
+/// `&str` converts into it with `?` or `.into()`; by default the message is retried per the
+/// consumer's policy.
+///
+/// ```
+/// use streamx_runtime::HandlerError;
+/// use std::time::Duration;
+///
+/// let transient: HandlerError = "payment service timed out".into();
+/// assert!(!transient.is_permanent());
+///
+/// // Never retried: straight to the dead-letter stream.
+/// let permanent = HandlerError::permanent("card number is invalid");
+/// assert!(permanent.is_permanent());
+///
+/// // Retried after 5 s instead of the configured backoff.
+/// let later = HandlerError::retry_after("rate limited", Duration::from_secs(5));
+/// assert_eq!(later.retry_delay(), Some(Duration::from_secs(5)));
+/// ```
+pub struct HandlerError {
+    source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    permanent: bool,
+    retry_after: Option<Duration>,
+}
+
+impl HandlerError {
+    /// A failure that retrying cannot fix: the message goes to the dead-letter stream at once.
+    pub fn permanent(err: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        HandlerError { source: err.into(), permanent: true, retry_after: None }
+    }
+
+    /// A transient failure to retry after `delay` instead of the configured backoff (still
+    /// counted against `max_retries`).
+    pub fn retry_after(
+        err: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+        delay: Duration,
+    ) -> Self {
+        HandlerError { source: err.into(), permanent: false, retry_after: Some(delay) }
+    }
+
+    /// True for [`HandlerError::permanent`].
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// The delay asked for with [`HandlerError::retry_after`].
+    pub fn retry_delay(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The underlying error.
+    pub fn source_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+}
+
+impl<E> From<E> for HandlerError
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+{
+    fn from(err: E) -> Self {
+        HandlerError { source: err.into(), permanent: false, retry_after: None }
+    }
+}
+
+impl std::fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HandlerError")
+            .field("error", &self.source.to_string())
+            .field("permanent", &self.permanent)
+            .field("retry_after", &self.retry_after)
+            .finish()
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.source, f)
+    }
+}
+
+/// Why a message could not be handled: recorded as `dlq:kind` in the dead-letter stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The handler returned an error on its last allowed delivery.
+    Error,
+    /// The handler returned [`HandlerError::permanent`].
+    Permanent,
+    /// The handler panicked on its last allowed delivery.
+    Panic,
+    /// The entry had no `data` field.
+    MissingPayload,
+    /// The payload was larger than the consumer's limit.
+    PayloadTooLarge,
+    /// The payload was not valid JSON.
+    InvalidJson,
+    /// The payload was JSON of the wrong shape for the handler's type.
+    WrongShape,
+    /// The message was delivered `max_retries + 1` times without a result (each time the
+    /// consumer died or lost it), e.g. a message that crashes its worker.
+    DeliveryLimit,
+}
+
+impl FailureKind {
+    /// The stable text stored in the dead-letter entry.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureKind::Error => "error",
+            FailureKind::Permanent => "permanent",
+            FailureKind::Panic => "panic",
+            FailureKind::MissingPayload => "missing_payload",
+            FailureKind::PayloadTooLarge => "payload_too_large",
+            FailureKind::InvalidJson => "invalid_json",
+            FailureKind::WrongShape => "wrong_shape",
+            FailureKind::DeliveryLimit => "delivery_limit",
+        }
+    }
+
+    /// Parses [`FailureKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            FailureKind::Error,
+            FailureKind::Permanent,
+            FailureKind::Panic,
+            FailureKind::MissingPayload,
+            FailureKind::PayloadTooLarge,
+            FailureKind::InvalidJson,
+            FailureKind::WrongShape,
+            FailureKind::DeliveryLimit,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// True for kinds decided before the handler ran (bad input): never retried.
+    pub fn is_poison(&self) -> bool {
+        matches!(
+            self,
+            FailureKind::MissingPayload
+                | FailureKind::PayloadTooLarge
+                | FailureKind::InvalidJson
+                | FailureKind::WrongShape
+        )
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What became of one handler invocation.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Handled: acknowledge.
+    Done,
+    /// Failed, may be retried (after `retry_after`, or the backoff).
+    Failed {
+        /// The error text.
+        error: String,
+        /// [`FailureKind::Error`] or [`FailureKind::Panic`].
+        kind: FailureKind,
+        /// An explicit delay from [`HandlerError::retry_after`].
+        retry_after: Option<Duration>,
+    },
+    /// Must not be retried: dead-letter now.
+    Rejected {
+        /// What was wrong.
+        reason: String,
+        /// Why (permanent error or a kind of bad input).
+        kind: FailureKind,
+    },
+}
+
+/// One delivered entry, before decoding: what the consumer loop hands a handler.
+#[derive(Debug)]
+pub struct Delivery {
+    pub(crate) stream: Arc<str>,
+    pub(crate) entry: RawEntry,
+    pub(crate) attempt: u32,
+}
+
+impl Delivery {
+    pub(crate) fn new(stream: Arc<str>, entry: RawEntry, attempt: u32) -> Self {
+        Delivery { stream, entry, attempt }
+    }
+
+    /// The entry id.
+    pub fn id(&self) -> MessageId {
+        self.entry.id
+    }
+}
+
+/// What a handler may take as its argument: `Message<T>` with `T: DeserializeOwned`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the argument of a streamx handler",
+    label = "expected `Message<T>` here",
+    note = "a handler takes exactly one argument, `streamx::Message<T>`, where `T: serde::de::DeserializeOwned + Send + 'static`"
+)]
+pub trait HandlerArg: Sized + Send + 'static {
+    /// Decodes the delivery; an error rejects it as bad input.
+    fn from_delivery(delivery: Delivery) -> Result<Self, (FailureKind, String)>;
+}
+
+impl<T> HandlerArg for Message<T>
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    fn from_delivery(delivery: Delivery) -> Result<Self, (FailureKind, String)> {
+        let Delivery { stream, entry, attempt } = delivery;
+        let Some(data) = entry.data else {
+            return Err((FailureKind::MissingPayload, "the entry has no `data` field".to_string()));
+        };
+        let payload = serde_json::from_slice::<T>(&data).map_err(|e| {
+            let kind = if e.is_data() { FailureKind::WrongShape } else { FailureKind::InvalidJson };
+            (kind, format!("cannot decode payload as {}: {e}", std::any::type_name::<T>()))
+        })?;
+        Ok(Message { id: entry.id, stream, payload, headers: entry.headers, attempt })
+    }
+}
+
+/// What a handler may return: `()` or `Result<(), E>` with `E: Into<HandlerError>`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the return type of a streamx handler",
+    label = "expected `Result<(), E>` or `()` here",
+    note = "a handler returns `Result<(), E>` where `E` converts into `streamx::HandlerError` (any `std::error::Error + Send + Sync + 'static`, `String`, `&str`), or `()`"
+)]
+pub trait HandlerReturn: Send {
+    /// Converts the return value into an outcome.
+    fn into_outcome(self) -> Outcome;
+}
+
+impl HandlerReturn for () {
+    fn into_outcome(self) -> Outcome {
+        Outcome::Done
+    }
+}
+
+impl<E> HandlerReturn for Result<(), E>
+where
+    E: Into<HandlerError> + Send,
+{
+    fn into_outcome(self) -> Outcome {
+        match self {
+            Ok(()) => Outcome::Done,
+            Err(e) => {
+                let e: HandlerError = e.into();
+                if e.permanent {
+                    Outcome::Rejected { reason: e.to_string(), kind: FailureKind::Permanent }
+                } else {
+                    Outcome::Failed { error: e.to_string(), kind: FailureKind::Error, retry_after: e.retry_after }
+                }
+            }
+        }
+    }
+}
+
+/// Decodes the delivery, runs `f` on it, and turns its result (or its panic) into an
+/// [`Outcome`]. Shared by macro-generated trampolines and builder-registered closures.
+pub fn invoke<F, A, Fut>(f: F, delivery: Delivery) -> BoxFuture<'static, Outcome>
+where
+    F: FnOnce(A) -> Fut,
+    A: HandlerArg,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerReturn,
+{
+    let arg = match A::from_delivery(delivery) {
+        Ok(arg) => arg,
+        Err((kind, reason)) => return Box::pin(std::future::ready(Outcome::Rejected { reason, kind })),
+    };
+    // Calling `f` may itself panic (a non-async fn body); catch that as well.
+    let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| f(arg))) {
+        Ok(fut) => fut,
+        Err(panic) => return Box::pin(std::future::ready(panicked(panic))),
+    };
+    Box::pin(AssertUnwindSafe(fut).catch_unwind().map(|r| match r {
+        Ok(ret) => ret.into_outcome(),
+        Err(panic) => panicked(panic),
+    }))
+}
+
+fn panicked(panic: Box<dyn Any + Send>) -> Outcome {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string());
+    Outcome::Failed { error: format!("handler panicked: {text}"), kind: FailureKind::Panic, retry_after: None }
+}
+
+/// A type-erased handler, callable many times from many tasks.
+pub(crate) type ErasedHandler = Arc<dyn Fn(Delivery) -> BoxFuture<'static, Outcome> + Send + Sync>;
+
+/// Type-erases a handler fn or closure taking `Message<T>`.
+pub(crate) fn erase<F, A, Fut>(f: F) -> ErasedHandler
+where
+    F: Fn(A) -> Fut + Clone + Send + Sync + 'static,
+    A: HandlerArg,
+    Fut: Future + Send + 'static,
+    Fut::Output: HandlerReturn,
+{
+    Arc::new(move |d| invoke(f.clone(), d))
+}
+
+/// Compile-time check used by the macro: the argument type is accepted.
+pub const fn assert_handler_arg<T: HandlerArg>() {}
+
+/// Compile-time check used by the macro: the return type is accepted.
+pub const fn assert_handler_return<T: HandlerReturn>() {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Headers;
+    use bytes::Bytes;
+
+    #[derive(serde::Deserialize)]
+    struct Order {
+        id: u64,
+    }
+
+    fn delivery(data: Option<&'static str>) -> Delivery {
+        Delivery::new(
+            Arc::from("orders"),
+            RawEntry {
+                id: MessageId::new(1, 0),
+                data: data.map(Bytes::from_static),
+                headers: Headers::new(),
+                deleted: false,
+            },
+            1,
+        )
+    }
+
+    async fn ok(msg: Message<Order>) -> Result<(), HandlerError> {
+        assert_eq!(msg.payload().id, 7);
+        Ok(())
+    }
+
+    async fn boom(_msg: Message<Order>) -> Result<(), String> {
+        panic!("kaboom")
+    }
+
+    async fn fails(_msg: Message<Order>) -> Result<(), std::io::Error> {
+        Err(std::io::Error::other("disk full"))
+    }
+
+    #[tokio::test]
+    async fn outcomes() {
+        assert!(matches!(invoke(ok, delivery(Some(r#"{"id":7}"#))).await, Outcome::Done));
+        assert!(matches!(
+            invoke(ok, delivery(Some("{nope"))).await,
+            Outcome::Rejected { kind: FailureKind::InvalidJson, .. }
+        ));
+        assert!(matches!(
+            invoke(ok, delivery(Some(r#"{"id":"x"}"#))).await,
+            Outcome::Rejected { kind: FailureKind::WrongShape, .. }
+        ));
+        assert!(matches!(
+            invoke(ok, delivery(None)).await,
+            Outcome::Rejected { kind: FailureKind::MissingPayload, .. }
+        ));
+        match invoke(boom, delivery(Some(r#"{"id":7}"#))).await {
+            Outcome::Failed { kind: FailureKind::Panic, error, .. } => assert!(error.contains("kaboom")),
+            other => panic!("unexpected {other:?}"),
+        }
+        match invoke(fails, delivery(Some(r#"{"id":7}"#))).await {
+            Outcome::Failed { kind: FailureKind::Error, error, .. } => assert_eq!(error, "disk full"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failure_kinds_round_trip() {
+        for k in [FailureKind::Error, FailureKind::DeliveryLimit, FailureKind::WrongShape] {
+            assert_eq!(FailureKind::parse(k.as_str()), Some(k));
+        }
+    }
+}

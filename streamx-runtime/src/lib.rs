@@ -1,0 +1,46 @@
+//! The engine of [streamx](https://docs.rs/streamx): consumer loops, producer, history,
+//! retries and dead letters on Redis Streams. Use it through the `streamx` crate.
+
+mod connection;
+mod consumer;
+pub mod dead_letters;
+mod error;
+mod handler;
+pub mod history;
+pub mod keys;
+mod message;
+mod policy;
+mod producer;
+mod registry;
+mod runtime;
+mod shutdown;
+mod wire;
+mod worker;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use connection::{redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_URL_ENV};
+pub use consumer::{Consumer, ConsumerOptions};
+pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
+pub use error::{Error, Result};
+pub use handler::{FailureKind, HandlerError, HandlerArg, HandlerReturn};
+pub use history::History;
+pub use message::{Headers, Message, MessageId, ParseMessageIdError};
+pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom};
+pub use producer::{Producer, PublishOptions};
+pub use registry::{registered, Registration, SourceLocation};
+pub use runtime::{run, RunningRuntime, Runtime, RuntimeBuilder, DEFAULT_MAX_PAYLOAD_BYTES};
+pub use wire::{DATA_FIELD, HEADER_PREFIX};
+pub use worker::ConsumerStats;
+
+/// Not public API: what `#[stream_consumer]` expands to. May change in any release.
+#[doc(hidden)]
+pub mod __private {
+    pub use core::time::Duration;
+    pub use inventory;
+
+    pub use crate::handler::{assert_handler_arg, assert_handler_return, invoke, BoxFuture, Delivery, Outcome};
+    pub use crate::policy::{Backoff, DeadLetterTarget, StartFrom};
+    pub use crate::registry::{Registration, SourceLocation};
+}

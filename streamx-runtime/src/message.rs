@@ -1,0 +1,276 @@
+//! Messages as handlers see them: [`MessageId`], [`Headers`] and [`Message<T>`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A Redis stream entry id, `<milliseconds>-<sequence>`.
+///
+/// ```
+/// use streamx_runtime::MessageId;
+/// let id: MessageId = "1700000000000-3".parse().unwrap();
+/// assert_eq!(id.millis(), 1_700_000_000_000);
+/// assert_eq!(id.to_string(), "1700000000000-3");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MessageId {
+    ms: u64,
+    seq: u64,
+}
+
+impl MessageId {
+    /// The smallest id, `0-0`.
+    pub const MIN: MessageId = MessageId { ms: 0, seq: 0 };
+    /// The largest id.
+    pub const MAX: MessageId = MessageId { ms: u64::MAX, seq: u64::MAX };
+
+    /// An id from its two parts.
+    pub const fn new(ms: u64, seq: u64) -> Self {
+        MessageId { ms, seq }
+    }
+
+    /// The millisecond part: for ids Redis generated, the Unix time of the XADD.
+    pub const fn millis(&self) -> u64 {
+        self.ms
+    }
+
+    /// The sequence part.
+    pub const fn sequence(&self) -> u64 {
+        self.seq
+    }
+
+    /// The next id after this one (for exclusive range starts).
+    pub const fn successor(&self) -> Option<MessageId> {
+        if self.seq < u64::MAX {
+            Some(MessageId { ms: self.ms, seq: self.seq + 1 })
+        } else if self.ms < u64::MAX {
+            Some(MessageId { ms: self.ms + 1, seq: 0 })
+        } else {
+            None
+        }
+    }
+
+    /// Parses `ms-seq` or `ms` (sequence 0) from raw bytes.
+    pub fn parse_bytes(raw: &[u8]) -> Option<Self> {
+        let (ms, seq) = match raw.iter().position(|b| *b == b'-') {
+            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
+            None => (raw, None),
+        };
+        let ms = parse_u64(ms)?;
+        let seq = match seq {
+            Some(s) => parse_u64(s)?,
+            None => 0,
+        };
+        Some(MessageId { ms, seq })
+    }
+}
+
+fn parse_u64(raw: &[u8]) -> Option<u64> {
+    if raw.is_empty() || raw.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in raw {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({self})")
+    }
+}
+
+/// The error of parsing a [`MessageId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a stream id (expected `<ms>-<seq>` or `<ms>`)")]
+pub struct ParseMessageIdError(String);
+
+impl FromStr for MessageId {
+    type Err = ParseMessageIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MessageId::parse_bytes(s.as_bytes()).ok_or_else(|| ParseMessageIdError(s.to_string()))
+    }
+}
+
+impl serde::Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// String headers carried beside the payload (stored as `h:<name>` fields).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: Vec<(String, String)>,
+}
+
+impl Headers {
+    /// No headers.
+    pub const fn new() -> Self {
+        Headers { entries: Vec::new() }
+    }
+
+    /// The value of header `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Sets `name` to `value`, replacing an earlier value.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        let (name, value) = (name.into(), value.into());
+        match self.entries.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.entries.push((name, value)),
+        }
+        self
+    }
+
+    /// Builder-style [`insert`](Self::insert).
+    pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.insert(name, value);
+        self
+    }
+
+    /// Iterates over `(name, value)` pairs in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Number of headers.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut h = Headers::new();
+        for (k, v) in iter {
+            h.insert(k, v);
+        }
+        h
+    }
+}
+
+/// A decoded message, as a handler receives it.
+#[derive(Debug, Clone)]
+pub struct Message<T> {
+    pub(crate) id: MessageId,
+    pub(crate) stream: Arc<str>,
+    pub(crate) payload: T,
+    pub(crate) headers: Headers,
+    pub(crate) attempt: u32,
+}
+
+impl<T> Message<T> {
+    /// Builds a message by hand: for unit-testing handlers without Redis.
+    ///
+    /// ```
+    /// use streamx_runtime::{Message, MessageId};
+    /// let msg = Message::new("orders", MessageId::new(1, 0), 42u32).with_attempt(2);
+    /// assert_eq!(*msg.payload(), 42);
+    /// assert_eq!(msg.attempt(), 2);
+    /// ```
+    pub fn new(stream: &str, id: MessageId, payload: T) -> Self {
+        Message { id, stream: Arc::from(stream), payload, headers: Headers::new(), attempt: 1 }
+    }
+
+    /// Sets the delivery attempt (builder style, for tests).
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
+    /// Sets the headers (builder style, for tests).
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// The entry id.
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// The stream the message was read from.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The decoded payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+
+    /// Takes the payload out of the message.
+    pub fn into_payload(self) -> T {
+        self.payload
+    }
+
+    /// The 1-based delivery count: 1 on the first delivery, 2 on the first retry, and so on.
+    /// Deliveries to a consumer that crashed count too.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The headers published with the message.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// When the entry was added to the stream, taken from the millisecond part of its id
+    /// (exact for ids Redis generated with `*`).
+    pub fn published_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.id.millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_parse_order_and_print() {
+        let a: MessageId = "5-1".parse().unwrap();
+        let b: MessageId = "5".parse().unwrap();
+        assert_eq!(b, MessageId::new(5, 0));
+        assert!(b < a);
+        assert_eq!(a.successor(), Some(MessageId::new(5, 2)));
+        assert_eq!(MessageId::new(1, u64::MAX).successor(), Some(MessageId::new(2, 0)));
+        assert!("5-".parse::<MessageId>().is_err());
+        assert!("x-1".parse::<MessageId>().is_err());
+        assert!("99999999999999999999999-1".parse::<MessageId>().is_err());
+    }
+
+    #[test]
+    fn headers_replace_and_lookup() {
+        let mut h = Headers::new().with("a", "1");
+        h.insert("a", "2").insert("b", "3");
+        assert_eq!(h.get("a"), Some("2"));
+        assert_eq!(h.len(), 2);
+        assert_eq!(h.get("c"), None);
+    }
+}

@@ -1,0 +1,139 @@
+//! Per-consumer policy: where a new group starts, retry backoff, dead letters.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+/// Where a consumer group starts reading when streamx creates it. An existing group keeps
+/// its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFrom {
+    /// From the first entry of the stream (`0`): the default, so nothing published before the
+    /// first deployment is missed.
+    Beginning,
+    /// Only entries added after the group is created (`$`).
+    New,
+    /// After an explicit entry id (entries with a greater id are delivered).
+    Id(&'static str),
+}
+
+impl StartFrom {
+    /// The id passed to `XGROUP CREATE`.
+    pub(crate) fn group_create_id(&self) -> &str {
+        match self {
+            StartFrom::Beginning => "0",
+            StartFrom::New => "$",
+            StartFrom::Id(id) => id,
+        }
+    }
+}
+
+/// Exponential backoff between deliveries of a failed message:
+/// `initial * multiplier^(retry - 1)`, capped at `max`, plus up to 10% jitter (never less
+/// than the computed delay, so a retry never comes early).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// The delay before the first retry. Default 1 s.
+    pub initial: Duration,
+    /// The factor applied per further retry. Default 2.0.
+    pub multiplier: f64,
+    /// The cap. Default 30 s.
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The default backoff: 1 s, doubling, at most 30 s.
+    pub const DEFAULT: Backoff =
+        Backoff { initial: Duration::from_secs(1), multiplier: 2.0, max: Duration::from_secs(30) };
+
+    /// A backoff from its three parameters.
+    pub const fn new(initial: Duration, multiplier: f64, max: Duration) -> Self {
+        Backoff { initial, multiplier, max }
+    }
+
+    /// The delay before retry number `retry` (1-based), without jitter.
+    pub fn base_delay(&self, retry: u32) -> Duration {
+        let exp = retry.saturating_sub(1).min(64) as i32;
+        let secs = self.initial.as_secs_f64() * self.multiplier.powi(exp);
+        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
+            self.max
+        } else {
+            Duration::from_secs_f64(secs.max(0.0))
+        }
+    }
+
+    /// The delay before retry number `retry` with up to +10% jitter, never below the base
+    /// delay nor above `max` (unless the base delay is already `max`).
+    pub fn delay(&self, retry: u32) -> Duration {
+        let base = self.base_delay(retry);
+        let jittered = base.mul_f64(1.0 + rand::random::<f64>() * 0.1);
+        jittered.min(self.max).max(base)
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::DEFAULT
+    }
+}
+
+/// Where a message goes after its last failed delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterTarget {
+    /// The default dead-letter stream of the consumer's stream (see [`crate::keys`]).
+    Default,
+    /// No dead-letter stream: the message is acknowledged and dropped with a warning.
+    Disabled,
+    /// A named dead-letter stream.
+    Stream(&'static str),
+}
+
+/// The failure policy of a consumer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first delivery: a message is delivered at most `max_retries + 1`
+    /// times. Default 3.
+    pub max_retries: u32,
+    /// Delay between deliveries.
+    pub backoff: Backoff,
+    /// Where messages go after the last failure.
+    pub dead_letter: DeadLetterTarget,
+}
+
+impl RetryPolicy {
+    /// The default: 3 retries, [`Backoff::DEFAULT`], the default dead-letter stream.
+    pub const DEFAULT: RetryPolicy =
+        RetryPolicy { max_retries: 3, backoff: Backoff::DEFAULT, dead_letter: DeadLetterTarget::Default };
+
+    /// The most deliveries a message gets.
+    pub fn max_deliveries(&self) -> u32 {
+        self.max_retries.saturating_add(1)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy::DEFAULT
+    }
+}
+
+/// A name that is either static (from the attribute) or built at run time.
+pub type Name = Cow<'static, str>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff::new(Duration::from_millis(100), 2.0, Duration::from_millis(700));
+        assert_eq!(b.base_delay(1), Duration::from_millis(100));
+        assert_eq!(b.base_delay(2), Duration::from_millis(200));
+        assert_eq!(b.base_delay(3), Duration::from_millis(400));
+        assert_eq!(b.base_delay(4), Duration::from_millis(700));
+        assert_eq!(b.base_delay(1000), Duration::from_millis(700));
+        for retry in 1..6 {
+            let d = b.delay(retry);
+            assert!(d >= b.base_delay(retry) && d <= b.max, "{d:?}");
+        }
+    }
+}

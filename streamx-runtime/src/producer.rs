@@ -1,0 +1,199 @@
+//! Publishing: [`Producer`] and [`PublishOptions`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::clients::Client;
+use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::types::streams::XCap;
+use fred::types::Value;
+use serde::Serialize;
+
+use crate::connection::{connect, ClientRole, RedisUrl};
+use crate::error::{Error, Result};
+use crate::message::{Headers, MessageId};
+use crate::wire::{entry_fields, value_bytes};
+
+/// How many XADDs one pipelined round trip of [`Producer::publish_batch`] carries.
+const BATCH_CHUNK: usize = 1000;
+
+/// Options of a publish: headers, trimming, NOMKSTREAM.
+///
+/// ```
+/// use streamx_runtime::{Headers, PublishOptions};
+/// let opts = PublishOptions::new()
+///     .headers(Headers::new().with("trace-id", "abc"))
+///     .max_len_approx(100_000);
+/// # let _ = opts;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    headers: Headers,
+    max_len: Option<u64>,
+    no_mkstream: bool,
+}
+
+impl PublishOptions {
+    /// No headers, no trimming, the stream is created if missing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Headers stored with each published message.
+    pub fn headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Trims the stream to about `len` entries (`MAXLEN ~ len`) on each add. Trimming
+    /// removes the oldest entries whether or not every group has read them.
+    pub fn max_len_approx(mut self, len: u64) -> Self {
+        self.max_len = Some(len);
+        self
+    }
+
+    /// Fails instead of creating the stream when it does not exist (`NOMKSTREAM`).
+    pub fn no_mkstream(mut self) -> Self {
+        self.no_mkstream = true;
+        self
+    }
+
+    fn cap(&self) -> Result<XCap, fred::error::Error> {
+        match self.max_len {
+            Some(len) => XCap::try_from(("MAXLEN", "~", len as i64)),
+            None => Ok(XCap::from(None::<()>)),
+        }
+    }
+}
+
+/// Publishes messages to streams. Cheap to clone; clones share one connection, on which
+/// concurrent publishes from many tasks are pipelined.
+///
+/// A publish is sent once: if the connection drops before the reply arrives, the call
+/// fails (the entry may or may not have been added) rather than risking a duplicate.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), streamx_runtime::Error> {
+/// use streamx_runtime::Producer;
+///
+/// #[derive(serde::Serialize)]
+/// struct Order { id: u64, amount_cents: i64 }
+///
+/// let producer = Producer::connect("redis://127.0.0.1:6379").await?;
+/// let id = producer.publish("orders", &Order { id: 1, amount_cents: 500 }).await?;
+/// let ids = producer.publish_batch("orders", &[Order { id: 2, amount_cents: 1 }]).await?;
+/// println!("{id} {ids:?}");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    client: Client,
+}
+
+impl Producer {
+    /// Connects to `url` (see [`RedisUrl::parse`] for the accepted forms).
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_url(&RedisUrl::parse(url)?, Duration::ZERO).await
+    }
+
+    /// Connects to `STREAMX_REDIS_URL` (default `redis://127.0.0.1:6379`).
+    pub async fn from_env() -> Result<Self> {
+        Self::connect_url(&RedisUrl::from_env()?, Duration::ZERO).await
+    }
+
+    pub(crate) async fn connect_url(url: &RedisUrl, deadline: Duration) -> Result<Self> {
+        Ok(Producer { client: connect(url, ClientRole::Publish, deadline).await? })
+    }
+
+    /// Publishes `payload` as JSON; returns the new entry's id.
+    pub async fn publish<T: Serialize + ?Sized>(&self, stream: &str, payload: &T) -> Result<MessageId> {
+        self.publish_with(stream, payload, &PublishOptions::default()).await
+    }
+
+    /// Publishes `payload` with options.
+    pub async fn publish_with<T: Serialize + ?Sized>(
+        &self,
+        stream: &str,
+        payload: &T,
+        options: &PublishOptions,
+    ) -> Result<MessageId> {
+        let data = encode(stream, payload)?;
+        self.publish_raw(stream, data, options).await
+    }
+
+    /// Publishes an already-encoded payload (stored as the `data` field as is).
+    pub async fn publish_raw(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
+        let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
+        let reply: Value = self
+            .client
+            .xadd(stream, options.no_mkstream, cap, "*", entry_fields(data, &options.headers))
+            .await
+            .map_err(|e| Error::redis("XADD", stream, e))?;
+        parse_added_id(stream, reply)
+    }
+
+    /// Publishes every payload, in order, in pipelined round trips of up to 1000 XADDs (not
+    /// one round trip per message). Returns the ids in the same order.
+    pub async fn publish_batch<T: Serialize>(&self, stream: &str, payloads: &[T]) -> Result<Vec<MessageId>> {
+        self.publish_batch_with(stream, payloads, &PublishOptions::default()).await
+    }
+
+    /// [`publish_batch`](Self::publish_batch) with options applied to every message.
+    pub async fn publish_batch_with<T: Serialize>(
+        &self,
+        stream: &str,
+        payloads: &[T],
+        options: &PublishOptions,
+    ) -> Result<Vec<MessageId>> {
+        let mut ids = Vec::with_capacity(payloads.len());
+        for chunk in payloads.chunks(BATCH_CHUNK) {
+            let pipeline = self.client.pipeline();
+            for payload in chunk {
+                let data = encode(stream, payload)?;
+                let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
+                let _: () = pipeline
+                    .xadd(stream, options.no_mkstream, cap, "*", entry_fields(data, &options.headers))
+                    .await
+                    .map_err(|e| Error::redis("XADD", stream, e))?;
+            }
+            let replies: Vec<Value> = pipeline.all().await.map_err(|e| Error::redis("XADD", stream, e))?;
+            for reply in replies {
+                ids.push(parse_added_id(stream, reply)?);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The underlying fred client, for commands streamx does not wrap.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        let _ = self.client.quit().await;
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(stream: &str, payload: &T) -> Result<Bytes> {
+    serde_json::to_vec(payload)
+        .map(Bytes::from)
+        .map_err(|source| Error::Encode { stream: stream.to_string(), source })
+}
+
+fn parse_added_id(stream: &str, reply: Value) -> Result<MessageId> {
+    if reply.is_null() {
+        return Err(Error::Decode {
+            stream: stream.to_string(),
+            id: "*".to_string(),
+            reason: "XADD added nothing: the stream does not exist and NOMKSTREAM was set".to_string(),
+        });
+    }
+    value_bytes(reply.clone())
+        .and_then(|b| MessageId::parse_bytes(&b))
+        .ok_or_else(|| Error::Decode {
+            stream: stream.to_string(),
+            id: format!("{reply:?}"),
+            reason: "XADD replied with something that is not an entry id".to_string(),
+        })
+}

@@ -1,0 +1,351 @@
+//! The runtime: discovers consumers, validates them, creates their groups, runs one
+//! supervised loop per consumer and shuts down gracefully.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::Client;
+use fred::interfaces::ClientLike;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{connect, ClientRole, RedisUrl};
+use crate::consumer::Consumer;
+use crate::error::{Error, Result};
+use crate::keys::{dead_letter_stream, slot};
+use crate::producer::Producer;
+use crate::registry::registered;
+use crate::worker::{self, ensure_group, ConsumerStats, LoopHandle, LoopSettings};
+
+/// Default payload size limit: larger payloads are dead-lettered unread.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
+
+/// Configures a [`Runtime`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), streamx_runtime::Error> {
+/// use std::time::Duration;
+/// use streamx_runtime::{Consumer, Message, Runtime};
+///
+/// async fn audit(msg: Message<serde_json::Value>) {
+///     println!("{}", msg.payload());
+/// }
+///
+/// Runtime::builder()
+///     .redis_url("redis://127.0.0.1:6379")
+///     .consumer(Consumer::new("orders", "audit", audit))
+///     .shutdown_timeout(Duration::from_secs(5))
+///     .build()?
+///     .run()
+///     .await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct RuntimeBuilder {
+    url: Option<String>,
+    consumers: Vec<Consumer>,
+    use_registry: bool,
+    only: Option<Vec<String>>,
+    shutdown_timeout: Duration,
+    connect_timeout: Duration,
+    max_payload_bytes: usize,
+    cleanup_idle: Duration,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            url: None,
+            consumers: Vec::new(),
+            use_registry: true,
+            only: None,
+            shutdown_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            cleanup_idle: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// The Redis URL. Default: `STREAMX_REDIS_URL`, else `redis://127.0.0.1:6379`.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Adds a consumer explicitly (besides those registered with `#[stream_consumer]`).
+    pub fn consumer(mut self, consumer: Consumer) -> Self {
+        self.consumers.push(consumer);
+        self
+    }
+
+    /// Whether to run the consumers registered with `#[stream_consumer]` (default true).
+    /// Turn off to run only the ones given with [`consumer`](Self::consumer).
+    pub fn registered_consumers(mut self, enabled: bool) -> Self {
+        self.use_registry = enabled;
+        self
+    }
+
+    /// Runs only the consumers with these registration names (an unknown name is an error
+    /// at [`build`](Self::build)).
+    pub fn only<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.only = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// How long in-flight handlers may run after a shutdown signal (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long to keep retrying when Redis is unreachable at start (default 10 s; zero:
+    /// fail at the first attempt).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Payloads larger than this are dead-lettered unread (default 4 MiB). A consumer's own
+    /// `max_payload_bytes` wins.
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// Consumers of a group that own nothing and were idle this long are deleted from the
+    /// group (default 1 h).
+    pub fn consumer_cleanup_after(mut self, idle: Duration) -> Self {
+        self.cleanup_idle = idle;
+        self
+    }
+
+    /// Validates the configuration: the URL, duplicate names (naming both source
+    /// locations), each consumer's options.
+    pub fn build(self) -> Result<Runtime> {
+        let url = match &self.url {
+            Some(url) => RedisUrl::parse(url)?,
+            None => RedisUrl::from_env()?,
+        };
+        let mut all: Vec<Consumer> = Vec::new();
+        if self.use_registry {
+            all.extend(registered().into_iter().map(|r| r.to_consumer()));
+        }
+        all.extend(self.consumers);
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (i, c) in all.iter().enumerate() {
+            if let Some(&first) = seen.get(c.name()) {
+                return Err(Error::DuplicateConsumer {
+                    name: c.name().to_string(),
+                    first: all[first].location,
+                    second: c.location,
+                });
+            }
+            seen.insert(c.name().to_string(), i);
+            validate(c, &url)?;
+        }
+        if let Some(only) = &self.only {
+            for name in only {
+                if !seen.contains_key(name) {
+                    return Err(Error::UnknownConsumer {
+                        name: name.clone(),
+                        registered: all.iter().map(|c| c.name()).collect::<Vec<_>>().join(", "),
+                    });
+                }
+            }
+            all.retain(|c| only.iter().any(|n| n == c.name()));
+        }
+        Ok(Runtime {
+            url,
+            consumers: all,
+            shutdown_timeout: self.shutdown_timeout,
+            connect_timeout: self.connect_timeout,
+            max_payload_bytes: self.max_payload_bytes,
+            cleanup_idle: self.cleanup_idle,
+        })
+    }
+}
+
+fn validate(c: &Consumer, url: &RedisUrl) -> Result<()> {
+    let invalid = |reason: String| Err(Error::InvalidConsumer { consumer: c.name().to_string(), reason });
+    let o = &c.options;
+    if c.stream().is_empty() {
+        return invalid("the stream name is empty".into());
+    }
+    if c.group().is_empty() {
+        return invalid("the group name is empty".into());
+    }
+    if o.concurrency == 0 {
+        return invalid("concurrency must be at least 1".into());
+    }
+    if o.batch_size == Some(0) {
+        return invalid("batch_size must be at least 1".into());
+    }
+    if o.block.is_zero() {
+        return invalid("block must be longer than zero".into());
+    }
+    if o.claim_idle < Duration::from_millis(100) {
+        return invalid("claim_idle must be at least 100ms".into());
+    }
+    let b = &o.retry.backoff;
+    if !(b.multiplier.is_finite() && b.multiplier >= 1.0) || b.max < b.initial {
+        return invalid(format!("invalid backoff {b:?}: the multiplier must be >= 1 and max >= initial"));
+    }
+    if let Some(dlq) = dead_letter_stream(c.stream(), &o.retry.dead_letter) {
+        if dlq == c.stream() {
+            return invalid("the dead-letter stream cannot be the consumer's own stream".into());
+        }
+        if url.is_cluster() && slot(&dlq) != slot(c.stream()) {
+            return invalid(format!(
+                "on Redis Cluster the dead-letter stream `{dlq}` must share the hash slot of `{}`; \
+                 name it with the same hash tag, e.g. `{{{}}}:dead`",
+                c.stream(),
+                c.stream()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The streamx runtime: runs every consumer until shutdown.
+#[derive(Debug)]
+pub struct Runtime {
+    url: RedisUrl,
+    consumers: Vec<Consumer>,
+    shutdown_timeout: Duration,
+    connect_timeout: Duration,
+    max_payload_bytes: usize,
+    cleanup_idle: Duration,
+}
+
+static LOOP_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Runtime {
+    /// A builder with defaults.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// The consumers this runtime will run.
+    pub fn consumers(&self) -> &[Consumer] {
+        &self.consumers
+    }
+
+    /// The Redis URL (its `Display` hides the password).
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+
+    /// A producer on the runtime's Redis.
+    pub async fn producer(&self) -> Result<Producer> {
+        Producer::connect_url(&self.url, self.connect_timeout).await
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run(self) -> Result<()> {
+        let running = self.start().await?;
+        let signal = crate::shutdown::signal().await;
+        running.shutdown().await?;
+        signal
+    }
+
+    /// Runs until `until` completes, then shuts down gracefully (for tests and embedding).
+    pub async fn run_until<F: Future>(self, until: F) -> Result<()> {
+        let running = self.start().await?;
+        until.await;
+        running.shutdown().await
+    }
+
+    /// Connects (retrying up to the connect timeout), creates the groups and starts every
+    /// consumer loop; returns a handle to stop them.
+    pub async fn start(self) -> Result<RunningRuntime> {
+        let command = connect(&self.url, ClientRole::Command, self.connect_timeout).await?;
+        for c in &self.consumers {
+            ensure_group(&command, c.stream(), c.group(), c.options.start.group_create_id()).await?;
+        }
+        let token = CancellationToken::new();
+        let mut loops = Vec::with_capacity(self.consumers.len());
+        for consumer in self.consumers {
+            let settings = LoopSettings {
+                url: self.url.clone(),
+                consumer_name: consumer
+                    .options
+                    .consumer_name
+                    .map(str::to_string)
+                    .unwrap_or_else(default_consumer_name),
+                dead_letter_stream: dead_letter_stream(consumer.stream(), &consumer.options.retry.dead_letter),
+                max_payload_bytes: consumer.options.max_payload_bytes.unwrap_or(self.max_payload_bytes),
+                shutdown_timeout: self.shutdown_timeout,
+                cleanup_idle: self.cleanup_idle,
+            };
+            tracing::info!(
+                consumer = %consumer.name(), stream = consumer.stream(), group = consumer.group(),
+                name_in_group = %settings.consumer_name, concurrency = consumer.options.concurrency,
+                "starting consumer"
+            );
+            loops.push(worker::spawn(consumer, settings, command.clone(), token.child_token()));
+        }
+        Ok(RunningRuntime { token, loops, command, url: self.url, connect_timeout: self.connect_timeout })
+    }
+}
+
+/// `<hostname>-<pid>-<n>`: unique per process and loop.
+fn default_consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    let n = LOOP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{host}-{}-{n}", std::process::id())
+}
+
+/// A started runtime.
+pub struct RunningRuntime {
+    token: CancellationToken,
+    loops: Vec<LoopHandle>,
+    command: Client,
+    url: RedisUrl,
+    connect_timeout: Duration,
+}
+
+impl RunningRuntime {
+    /// The counters of the consumer registered as `name`.
+    pub fn stats(&self, name: &str) -> Option<Arc<ConsumerStats>> {
+        self.loops.iter().find(|l| l.name == name).map(|l| l.stats.clone())
+    }
+
+    /// A producer on the runtime's Redis.
+    pub async fn producer(&self) -> Result<Producer> {
+        Producer::connect_url(&self.url, self.connect_timeout).await
+    }
+
+    /// Stops reading, lets in-flight handlers finish (up to the shutdown timeout), sends
+    /// the last acknowledgements and hands unfinished messages back to the group.
+    pub async fn shutdown(self) -> Result<()> {
+        self.token.cancel();
+        let mut failed = None;
+        for l in self.loops {
+            if let Err(e) = l.task.await {
+                failed = Some(Error::ConsumerFailed { consumer: l.name, reason: e.to_string() });
+            }
+        }
+        let _ = self.command.quit().await;
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+/// Runs every consumer registered with `#[stream_consumer]` against `STREAMX_REDIS_URL`
+/// (default `redis://127.0.0.1:6379`) until SIGINT/SIGTERM. Sugar for
+/// `Runtime::builder().build()?.run().await`.
+pub async fn run() -> Result<()> {
+    Runtime::builder().build()?.run().await
+}

@@ -1,0 +1,50 @@
+//! Throwaway Redis servers and clusters for tests (feature `testing`).
+//!
+//! Runtime tests run against real `redis-server` processes that this module spawns: each
+//! test gets its own server on a free loopback port, in its own temporary directory, and
+//! the process is killed when the handle is dropped, even when the test panics.
+//!
+//! - [`RedisServer`]: one server; optional AOF; crash it with [`RedisServer::kill`] and
+//!   bring it back on the same port with the same data with [`RedisServer::restart`].
+//! - [`RedisCluster`]: a local Redis Cluster (e.g. 3 masters, 1 replica each), with helpers
+//!   to find, kill and fail over the master of a key and to migrate a slot.
+//! - [`unique_name`]: key and stream names that tests sharing a server never share.
+//! - [`key_slot`]: the cluster hash slot of a key.
+//!
+//! The API is synchronous (it talks RESP over a plain `TcpStream`, not through a Redis
+//! client) and usable from async tests: calls block for at most a few seconds while a
+//! server starts or a cluster settles, and every wait has a deadline.
+//!
+//! # Requirements
+//!
+//! `redis-server` (and `redis-cli`, for clusters) on `PATH`
+//! (`apt-get install redis-server`), or their paths in the environment variables
+//! `STREAMX_REDIS_SERVER` and `STREAMX_REDIS_CLI`. Linux or another Unix: the watchdog
+//! that kills orphaned servers uses `sh`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use streamx_runtime::testing::{unique_name, RedisServer};
+//!
+//! # fn main() -> Result<(), streamx_runtime::testing::TestingError> {
+//! let server = RedisServer::start()?;
+//! let stream = unique_name("orders");
+//! // Point the runtime under test at `server.url()` and use `stream` as its stream name.
+//! # let _ = (server.url(), stream);
+//! # Ok(())
+//! # }
+//! ```
+
+mod cluster;
+mod error;
+mod name;
+mod resp;
+mod server;
+mod slot;
+
+pub use cluster::{RedisCluster, RedisClusterBuilder, REDIS_CLI_ENV};
+pub use error::TestingError;
+pub use name::unique_name;
+pub use server::{RedisServer, RedisServerBuilder, REDIS_SERVER_ENV};
+pub use slot::{key_slot, SLOT_COUNT};

@@ -1,0 +1,126 @@
+//! The wire format: how a message is laid out in a stream entry, and parsing Redis replies.
+//!
+//! An entry has a `data` field holding the JSON payload and one `h:<name>` field per
+//! header. Other fields are ignored by consumers and kept when an entry is dead-lettered.
+//! Dead-letter entries add `dlq:*` fields (see [`crate::dead_letters`]).
+
+use bytes::Bytes;
+use fred::types::{Key, Value};
+
+use crate::message::{Headers, MessageId};
+
+/// The field that holds the JSON payload.
+pub const DATA_FIELD: &str = "data";
+/// The prefix of header fields: header `trace-id` is stored as field `h:trace-id`.
+pub const HEADER_PREFIX: &str = "h:";
+
+/// One stream entry as read from Redis, before the payload is decoded.
+#[derive(Debug, Clone)]
+pub(crate) struct RawEntry {
+    pub id: MessageId,
+    /// The `data` field; `None` when the entry has none.
+    pub data: Option<Bytes>,
+    pub headers: Headers,
+    /// True when Redis returned the id without fields: the entry was deleted or trimmed
+    /// while it was pending.
+    pub deleted: bool,
+}
+
+/// Builds the field list of an XADD for a payload and headers.
+pub(crate) fn entry_fields(data: Bytes, headers: &Headers) -> Vec<(Key, Value)> {
+    let mut fields = Vec::with_capacity(1 + headers.len());
+    fields.push((Key::from_static_str(DATA_FIELD), Value::Bytes(data)));
+    for (name, value) in headers.iter() {
+        fields.push((Key::from(format!("{HEADER_PREFIX}{name}")), Value::from(value)));
+    }
+    fields
+}
+
+/// Text of a bulk-string value; `None` for anything else.
+pub(crate) fn value_bytes(value: Value) -> Option<Bytes> {
+    match value {
+        Value::Bytes(b) => Some(b),
+        Value::String(s) => Some(s.into_inner()),
+        Value::Integer(i) => Some(Bytes::from(i.to_string())),
+        _ => None,
+    }
+}
+
+/// Parses one `[id, [field, value, ...]]` entry (or `[id, nil]` for a deleted one).
+pub(crate) fn parse_entry(value: Value) -> Option<RawEntry> {
+    let mut parts = value.into_array().into_iter();
+    let id = MessageId::parse_bytes(&value_bytes(parts.next()?)?)?;
+    let fields = parts.next().unwrap_or(Value::Null);
+    if fields.is_null() {
+        return Some(RawEntry { id, data: None, headers: Headers::new(), deleted: true });
+    }
+    let mut data = None;
+    let mut headers = Headers::new();
+    let mut it = fields.into_array().into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        let (Some(k), Some(v)) = (value_bytes(k), value_bytes(v)) else { continue };
+        if &k[..] == DATA_FIELD.as_bytes() {
+            data = Some(v);
+        } else if let Some(name) = k.strip_prefix(HEADER_PREFIX.as_bytes()) {
+            headers.insert(String::from_utf8_lossy(name), String::from_utf8_lossy(&v));
+        }
+    }
+    Some(RawEntry { id, data, headers, deleted: false })
+}
+
+/// Parses a list of entries (the reply of XRANGE, XCLAIM, or one stream of XREADGROUP).
+pub(crate) fn parse_entries(value: Value) -> Vec<RawEntry> {
+    if value.is_null() {
+        return Vec::new();
+    }
+    value.into_array().into_iter().filter_map(parse_entry).collect()
+}
+
+/// Parses an XREADGROUP/XREAD reply for a single stream: nil (BLOCK timed out) is empty.
+/// Handles both the RESP2 shape `[[stream, entries]]` and the RESP3 map `{stream: entries}`.
+pub(crate) fn parse_read_reply(value: Value) -> Vec<RawEntry> {
+    match value {
+        Value::Null => Vec::new(),
+        Value::Map(map) => map.inner().into_iter().flat_map(|(_, v)| parse_entries(v)).collect(),
+        Value::Array(streams) => streams
+            .into_iter()
+            .flat_map(|s| {
+                let mut parts = s.into_array().into_iter();
+                let _name = parts.next();
+                parts.next().map(parse_entries).unwrap_or_default()
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &str) -> Value {
+        Value::from(v)
+    }
+
+    #[test]
+    fn parses_entries_with_headers_and_unknown_fields() {
+        let reply = Value::Array(vec![Value::Array(vec![
+            s("orders"),
+            Value::Array(vec![
+                Value::Array(vec![
+                    s("1-0"),
+                    Value::Array(vec![s("data"), s("{\"a\":1}"), s("h:k"), s("v"), s("other"), s("x")]),
+                ]),
+                Value::Array(vec![s("2-0"), Value::Null]),
+            ]),
+        ])]);
+        let entries = parse_read_reply(reply);
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].id, MessageId::new(1, 0));
+        assert_eq!(entries[0].data.as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(entries[0].headers.get("k"), Some("v"));
+        assert!(!entries[0].deleted);
+        assert!(entries[1].deleted);
+        assert!(parse_read_reply(Value::Null).is_empty());
+    }
+}

@@ -1,0 +1,264 @@
+//! Leases, retries and take-overs, all from the group's pending entries list (PEL):
+//!
+//! - **Lease**: every `claim_idle / 3`, entries this consumer holds (fetched, waiting or
+//!   running, or failed and waiting out a long backoff) get their idle time reset with
+//!   `XCLAIM ... JUSTID`, so no other consumer takes them however long a handler runs.
+//! - **Scan**: every few hundred ms, `XPENDING ... IDLE claim_idle` walks the whole PEL
+//!   (following the range to its end). An entry idle that long belongs to no live handler:
+//!   its consumer died, lost it, or it failed and its retry delay has passed (failed entries
+//!   are pre-aged, see [`super::dispatch::schedule_retry`]). It is claimed with `XCLAIM`
+//!   (which counts the delivery) and handled here, or, if it has used all its deliveries,
+//!   dead-lettered with kind `delivery_limit`.
+//! - **Cleanup**: consumers that own nothing and were idle longer than the cleanup
+//!   threshold are deleted from the group.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fred::interfaces::StreamsInterface;
+use fred::types::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::dispatch::{age, dead_letter};
+use super::reader::dispatch_tracked;
+use super::state::{lock, ConsumerStats, Shared};
+use crate::handler::FailureKind;
+use crate::message::MessageId;
+use crate::wire::{parse_entries, value_bytes};
+
+/// Pending entries examined per XPENDING page.
+const SCAN_PAGE: u64 = 100;
+/// Ids per lease XCLAIM.
+const LEASE_CHUNK: usize = 500;
+
+/// Runs until `stop`; scans only until `shutdown` (leases go on while handlers drain).
+pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken, stop: CancellationToken) {
+    let options = &shared.consumer.options;
+    let claim_idle = options.claim_idle;
+    let lease_every = (claim_idle / 3).max(Duration::from_millis(10));
+    let scan_every = (claim_idle.min(options.retry.backoff.initial) / 4)
+        .clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let cleanup_every = shared.settings.cleanup_idle.clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let tick = lease_every.min(scan_every);
+    let (mut last_lease, mut last_scan, mut last_cleanup) = (Instant::now(), Instant::now(), Instant::now());
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        if last_lease.elapsed() >= lease_every {
+            last_lease = Instant::now();
+            lease(&shared).await;
+        }
+        if !shutdown.is_cancelled() && last_scan.elapsed() >= scan_every {
+            last_scan = Instant::now();
+            scan(&shared, &shutdown).await;
+        }
+        if !shutdown.is_cancelled() && last_cleanup.elapsed() >= cleanup_every {
+            last_cleanup = Instant::now();
+            cleanup(&shared).await;
+        }
+    }
+}
+
+/// Renews the lease of every entry this consumer holds, and hands long-delayed retries
+/// back to the group once their remaining delay fits within `claim_idle`.
+async fn lease(shared: &Shared) {
+    let claim_idle = shared.consumer.options.claim_idle;
+    let now = Instant::now();
+    let mut due = Vec::new();
+    let mut ids = shared.in_flight_ids();
+    {
+        let mut held = lock(&shared.held);
+        held.retain(|id, at| {
+            let remaining = at.saturating_duration_since(now);
+            if remaining < claim_idle {
+                due.push((*id, claim_idle - remaining));
+                false
+            } else {
+                ids.push(*id);
+                true
+            }
+        });
+    }
+    for chunk in ids.chunks(LEASE_CHUNK) {
+        age(shared, chunk, Duration::ZERO).await;
+    }
+    for (id, idle) in due {
+        age(shared, &[id], idle).await;
+    }
+}
+
+/// Hands entries back to the group at once: idle = `claim_idle`, so the next scan of any
+/// consumer takes them.
+pub(crate) async fn release(shared: &Shared, ids: &[MessageId]) {
+    for chunk in ids.chunks(LEASE_CHUNK) {
+        age(shared, chunk, shared.consumer.options.claim_idle).await;
+    }
+    tracing::info!(consumer = %shared.name, count = ids.len(), "handed unfinished messages back to the group");
+}
+
+/// One pending entry as XPENDING reports it.
+struct Pending {
+    id: MessageId,
+    deliveries: u32,
+}
+
+fn parse_pending(reply: Value) -> Vec<Pending> {
+    if reply.is_null() {
+        return Vec::new();
+    }
+    reply
+        .into_array()
+        .into_iter()
+        .filter_map(|row| {
+            let mut parts = row.into_array().into_iter();
+            let id = MessageId::parse_bytes(&value_bytes(parts.next()?)?)?;
+            let _consumer = parts.next();
+            let _idle = parts.next();
+            let deliveries = parts.next().and_then(|v| v.as_u64()).unwrap_or(1) as u32;
+            Some(Pending { id, deliveries })
+        })
+        .collect()
+}
+
+/// Walks the PEL for entries idle at least `claim_idle` and takes them over.
+async fn scan(shared: &Arc<Shared>, shutdown: &CancellationToken) {
+    let claim_idle_ms = shared.consumer.options.claim_idle.as_millis() as u64;
+    let max_deliveries = shared.consumer.options.retry.max_deliveries();
+    let mut start = "-".to_string();
+    loop {
+        let reply: Result<Value, _> = shared
+            .command
+            .xpending(shared.stream(), shared.group(), (claim_idle_ms, start.as_str(), "+", SCAN_PAGE))
+            .await;
+        let page = match reply {
+            Ok(v) => parse_pending(v),
+            Err(e) => {
+                if !crate::error::is_no_group(&e) {
+                    tracing::warn!(consumer = %shared.name, error = %e, "XPENDING failed");
+                }
+                return;
+            }
+        };
+        let Some(last) = page.last().map(|p| p.id) else { return };
+        let full = page.len() as u64 >= SCAN_PAGE;
+        let (exhausted, retry): (Vec<_>, Vec<_>) = page.into_iter().partition(|p| p.deliveries >= max_deliveries);
+        for p in exhausted {
+            if claim_just_id(shared, p.id, claim_idle_ms).await {
+                let error = format!(
+                    "delivered {} times without completing (its consumer died or lost it each time)",
+                    p.deliveries
+                );
+                dead_letter(shared, p.id, p.deliveries, FailureKind::DeliveryLimit, &error).await;
+            }
+        }
+        if !retry.is_empty() && !claim_and_dispatch(shared, retry, claim_idle_ms, shutdown).await {
+            return;
+        }
+        if !full || shutdown.is_cancelled() {
+            return;
+        }
+        start = format!("({last}");
+    }
+}
+
+/// Claims `id` without counting a delivery; true if this consumer got it.
+async fn claim_just_id(shared: &Shared, id: MessageId, min_idle_ms: u64) -> bool {
+    let reply: Result<Value, _> = shared
+        .command
+        .xclaim(
+            shared.stream(),
+            shared.group(),
+            shared.consumer_name(),
+            min_idle_ms,
+            id.to_string(),
+            None,
+            None,
+            None,
+            false,
+            true,
+        )
+        .await;
+    match reply {
+        Ok(v) if !v.is_null() => !v.into_array().is_empty(),
+        _ => false,
+    }
+}
+
+/// Claims the given entries (counting a delivery each) and runs their handlers.
+async fn claim_and_dispatch(
+    shared: &Arc<Shared>,
+    pending: Vec<Pending>,
+    min_idle_ms: u64,
+    shutdown: &CancellationToken,
+) -> bool {
+    let deliveries: HashMap<MessageId, u32> = pending.iter().map(|p| (p.id, p.deliveries)).collect();
+    let ids: Vec<String> = pending.iter().map(|p| p.id.to_string()).collect();
+    let reply: Result<Value, _> = shared
+        .command
+        .xclaim(
+            shared.stream(),
+            shared.group(),
+            shared.consumer_name(),
+            min_idle_ms,
+            ids,
+            None,
+            None,
+            None,
+            false,
+            false,
+        )
+        .await;
+    let entries = match reply {
+        Ok(v) => parse_entries(v),
+        Err(e) => {
+            tracing::warn!(consumer = %shared.name, error = %e, "XCLAIM failed");
+            return true;
+        }
+    };
+    if entries.is_empty() {
+        return true;
+    }
+    ConsumerStats::bump(&shared.stats.claimed, entries.len() as u64);
+    ConsumerStats::bump(&shared.stats.delivered, entries.len() as u64);
+    shared.track(entries.iter().map(|e| e.id));
+    let work: Vec<_> = entries
+        .into_iter()
+        .map(|e| {
+            let attempt = deliveries.get(&e.id).copied().unwrap_or(1).saturating_add(1);
+            (e, attempt)
+        })
+        .collect();
+    dispatch_tracked(shared, work, shutdown).await
+}
+
+/// Deletes consumers of the group that own no pending entries and have been idle longer
+/// than the cleanup threshold.
+async fn cleanup(shared: &Shared) {
+    let threshold = shared.settings.cleanup_idle.as_millis() as u64;
+    let reply: Result<Value, _> = shared.command.xinfo_consumers(shared.stream(), shared.group()).await;
+    let Ok(reply) = reply else { return };
+    for consumer in reply.into_array() {
+        let mut name = None;
+        let (mut pending, mut idle) = (u64::MAX, 0u64);
+        let mut it = consumer.into_array().into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            match k.as_str().as_deref() {
+                Some("name") => name = v.as_string(),
+                Some("pending") => pending = v.as_u64().unwrap_or(u64::MAX),
+                Some("idle") => idle = v.as_u64().unwrap_or(0),
+                _ => {}
+            }
+        }
+        let Some(name) = name else { continue };
+        if pending == 0 && idle > threshold && name != shared.consumer_name() {
+            let result: Result<Value, _> =
+                shared.command.xgroup_delconsumer(shared.stream(), shared.group(), name.as_str()).await;
+            if result.is_ok() {
+                tracing::info!(consumer = %shared.name, removed = %name, idle_ms = idle, "removed an idle consumer that owned nothing");
+            }
+        }
+    }
+}

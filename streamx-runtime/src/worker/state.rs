@@ -1,0 +1,140 @@
+//! State shared by the tasks of one consumer loop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use fred::clients::Client;
+use tokio::sync::{mpsc, Semaphore};
+
+use super::acker::{AckReceiver, AckSender};
+use super::LoopSettings;
+use crate::consumer::Consumer;
+use crate::message::MessageId;
+
+/// Counters of one consumer loop (since the process started).
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Entries received (new reads and claims).
+    pub delivered: AtomicU64,
+    /// Handler runs that succeeded (and were acknowledged).
+    pub succeeded: AtomicU64,
+    /// Handler runs that failed and were scheduled for a retry.
+    pub retried: AtomicU64,
+    /// Entries moved to the dead-letter stream (or dropped when it is disabled).
+    pub dead_lettered: AtomicU64,
+    /// Entries taken over from other consumers or due for retry.
+    pub claimed: AtomicU64,
+    /// XACK round trips.
+    pub ack_batches: AtomicU64,
+}
+
+impl ConsumerStats {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct Shared {
+    pub name: String,
+    pub stream_arc: Arc<str>,
+    pub consumer: Consumer,
+    pub settings: LoopSettings,
+    pub command: Client,
+    /// One permit per handler that may run: the concurrency bound.
+    pub permits: Arc<Semaphore>,
+    /// Entries this consumer holds and must keep leased: fetched, waiting or running.
+    pub in_flight: Mutex<HashSet<MessageId>>,
+    /// Failed entries waiting for a retry longer than `claim_idle`, with their due time;
+    /// leased until they can be handed back to the group.
+    pub held: Mutex<HashMap<MessageId, Instant>>,
+    pub stats: Arc<ConsumerStats>,
+    acks: Mutex<Option<AckSender>>,
+}
+
+impl Shared {
+    pub fn new(consumer: Consumer, settings: LoopSettings, command: Client) -> (Arc<Self>, AckReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Shared {
+            name: consumer.name.to_string(),
+            stream_arc: Arc::from(&*consumer.stream),
+            permits: Arc::new(Semaphore::new(consumer.options.concurrency)),
+            consumer,
+            settings,
+            command,
+            in_flight: Mutex::new(HashSet::new()),
+            held: Mutex::new(HashMap::new()),
+            stats: Arc::new(ConsumerStats::default()),
+            acks: Mutex::new(Some(tx)),
+        };
+        (Arc::new(shared), rx)
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.consumer.stream
+    }
+
+    pub fn group(&self) -> &str {
+        &self.consumer.group
+    }
+
+    pub fn consumer_name(&self) -> &str {
+        &self.settings.consumer_name
+    }
+
+    pub fn track(&self, ids: impl IntoIterator<Item = MessageId>) {
+        lock(&self.in_flight).extend(ids);
+    }
+
+    pub fn untrack(&self, id: MessageId) {
+        lock(&self.in_flight).remove(&id);
+    }
+
+    pub fn in_flight_ids(&self) -> Vec<MessageId> {
+        lock(&self.in_flight).iter().copied().collect()
+    }
+
+    /// Queues an acknowledgement; the acker sends it within one round trip.
+    pub fn ack(&self, id: MessageId) {
+        if let Some(tx) = lock(&self.acks).as_ref() {
+            let _ = tx.send(id);
+        }
+    }
+
+    pub fn close_acks(&self) {
+        lock(&self.acks).take();
+    }
+
+    /// After the reader stopped: waits up to `shutdown_timeout` for running handlers, then
+    /// hands every entry still held back to the group at once (so another consumer takes it
+    /// over without waiting for `claim_idle`).
+    pub async fn drain(&self) {
+        let all = self.consumer.options.concurrency as u32;
+        let timeout = self.settings.shutdown_timeout;
+        match tokio::time::timeout(timeout, self.permits.acquire_many(all)).await {
+            Ok(Ok(permits)) => permits.forget(),
+            _ => tracing::warn!(
+                consumer = %self.name,
+                timeout = ?timeout,
+                "handlers still running at the shutdown timeout; their messages stay pending for the group"
+            ),
+        }
+        let mut left = self.in_flight_ids();
+        left.extend(lock(&self.held).drain().map(|(id, _)| id));
+        if !left.is_empty() {
+            super::claimer::release(self, &left).await;
+        }
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical
+/// section here leaves the data consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
