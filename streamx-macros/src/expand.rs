@@ -25,7 +25,7 @@ pub(crate) fn stream_consumer(args: TokenStream, item: TokenStream) -> TokenStre
         Ok(other) => {
             errors.push(syn::Error::new(
                 item_span(&other),
-                "#[stream_consumer] can only be applied to an `async fn`",
+                "`#[stream_consumer]` can only be applied to an `async fn`",
             ));
             None
         }
@@ -84,32 +84,38 @@ fn registration(args: &ConsumerArgs, handler: &Handler<'_>) -> TokenStream {
     let private = quote!(#krate::__private);
     let ident = handler.ident;
 
-    // A local with mixed-site hygiene cannot shadow the user's function, whatever its name.
-    let delivery = syn::Ident::new("delivery", Span::mixed_site());
+    // Mixed-site hygiene keeps this parameter from shadowing the user's function, and the
+    // unusual name keeps a user's `const delivery` from turning it into a constant pattern.
+    let delivery = syn::Ident::new("__streamx_delivery", Span::mixed_site());
 
+    // The signature is checked by trait bounds, each spanned on the user's token so the
+    // error (with the runtime's `on_unimplemented` note) points at the offending type:
+    // - `assert_handler_arg::<Arg>()` on the argument type;
+    // - `assert_handler_return::<Ret>()` on the return type (the name when it is `()`);
+    // - `invoke` itself requires the same bounds. Its argument type is given in the
+    //   turbofish and the call is spanned on the return type, so a failing bound of
+    //   `invoke` has the same predicate and span as the matching assertion, and rustc
+    //   reports it once. This only works within one body, hence the assertions live in
+    //   the trampoline (they are empty `const fn`s).
     let arg = handler.arg;
     let arg_check = quote_spanned! {arg.span()=>
         #private::assert_handler_arg::<#arg>();
     };
+    let return_span = handler.output.map_or(ident.span(), |output| output.span());
     let return_check = match handler.output {
-        // `async fn f() -> impl Trait` cannot be named in a turbofish; `invoke` still
-        // enforces the bound.
+        // `impl Trait` cannot be named in a turbofish; `invoke` still checks the bound.
         Some(syn::Type::ImplTrait(_)) => None,
-        Some(output) => Some(quote_spanned! {output.span()=>
+        Some(output) => Some(quote_spanned! {return_span=>
             #private::assert_handler_return::<#output>();
         }),
-        None => Some(quote_spanned! {ident.span()=>
+        None => Some(quote_spanned! {return_span=>
             #private::assert_handler_return::<()>();
         }),
-    };
-
-    let return_span = match handler.output {
-        Some(output) => output.span(),
-        None => ident.span(),
     };
     let invoke = quote_spanned! {return_span=>
         #private::invoke::<_, #arg, _>(#ident, #delivery)
     };
+
     let name = match &args.name {
         Some(name) => quote!(#name),
         None => {
@@ -254,14 +260,11 @@ mod tests {
                 }
                 const _: () = {
                     fn __streamx_handler(
-                        delivery: ::streamx::__private::Delivery,
+                        __streamx_delivery: ::streamx::__private::Delivery,
                     ) -> ::streamx::__private::BoxFuture<'static, ::streamx::__private::Outcome> {
-                        ::streamx::__private::invoke(charge, delivery)
-                    }
-                    #[allow(dead_code)]
-                    fn __streamx_check() {
                         ::streamx::__private::assert_handler_arg::<Message<Order> >();
                         ::streamx::__private::assert_handler_return::<Result<(), HandlerError> >();
+                        ::streamx::__private::invoke::<_, Message<Order>, _>(charge, __streamx_delivery)
                     }
                     ::streamx::__private::inventory::submit! {
                         ::streamx::__private::Registration::new(
@@ -352,7 +355,7 @@ mod tests {
                 async fn f(m: Message<X>) {}
             ),
         );
-        assert!(squash(&out).contains("sx::__private::invoke(f,delivery)"), "{out}");
+        assert!(squash(&out).contains("sx::__private::invoke::<_,Message<X>,_>(f,__streamx_delivery)"), "{out}");
         assert!(!out.contains(":: streamx"), "{out}");
     }
 
@@ -365,7 +368,7 @@ mod tests {
             ),
         ));
         assert!(out.contains(r#"::core::module_path!(),"::","match")"#), "{out}");
-        assert!(out.contains("invoke(r#match,delivery)"), "{out}");
+        assert!(out.contains("(r#match,__streamx_delivery)"), "{out}");
     }
 
     #[test]

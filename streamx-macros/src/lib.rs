@@ -4,8 +4,8 @@
 //! [`macro@stream_consumer`] from its prelude together with the runtime items the generated
 //! code refers to (`streamx::__private`).
 //!
-//! The crate is a thin shell: [`args`] parses and validates the attribute arguments,
-//! [`signature`] checks the shape of the annotated function, and [`expand`] writes the
+//! The crate is a thin shell: `args` parses and validates the attribute arguments,
+//! `signature` checks the shape of the annotated function, and `expand` writes the
 //! registration.
 
 mod args;
@@ -34,15 +34,17 @@ use proc_macro::TokenStream;
 /// # The function
 ///
 /// It must be a free `async fn` without generics or `self`, taking exactly one argument
-/// (normally `Message<T>` where `T: serde::Deserialize`) and returning `()` or a
-/// `Result<(), E>` whose error can be displayed. The argument and return types are checked
-/// by trait bounds, so a wrong type is reported on the type itself with a note listing what
-/// is accepted.
+/// (`Message<T>` where `T: serde::de::DeserializeOwned`) and returning `()` or
+/// `Result<(), E>` where `E` converts into `HandlerError` (any
+/// `std::error::Error + Send + Sync + 'static`, `String`, `&str`). The argument and return
+/// types are checked by trait bounds, so a wrong type is reported on the type itself with a
+/// note saying what is accepted.
 ///
 /// # Arguments
 ///
-/// All values are literals, validated at compile time. Each has the builder equivalent
-/// shown (methods of the runtime's `Registration`).
+/// All values are literals, validated at compile time. A setting left out keeps the
+/// runtime's default (listed here as of this version). The last column is the equivalent
+/// call on the runtime's `Registration`/`Consumer` builder.
 ///
 /// | key | value | default | builder call |
 /// |---|---|---|---|
@@ -50,14 +52,14 @@ use proc_macro::TokenStream;
 /// | `group` | consumer group, non-empty string (**required**) | — | `Registration::new(.., group, ..)` |
 /// | `consumer` | consumer name within the group | `<hostname>-<pid>-<n>` chosen by the runtime | `.consumer_name("x")` |
 /// | `name` | registration name, used in logs and to detect duplicates | `module_path!()::fn_name` | `Registration::new(name, ..)` |
-/// | `concurrency` | handlers running at once, integer `>= 1` | runtime default | `.concurrency(n)` |
-/// | `batch_size` | entries fetched per `XREADGROUP`, integer `>= 1` | runtime default | `.batch_size(n)` |
-/// | `block` | how long one `XREADGROUP` blocks, duration `> 0` such as `"2s"` | runtime default | `.block(Duration)` |
-/// | `start` | where a newly created group starts: `"begin"`, `"new"` or an entry id such as `"1700000000000-0"` | runtime default | `.start(StartFrom::..)` |
-/// | `max_retries` | redeliveries after a failure before dead-lettering, integer `>= 0` | runtime default | `.max_retries(n)` |
-/// | `backoff(initial = "1s", multiplier = 2.0, max = "30s")` | retry delays; every sub-key is optional and defaults to the value shown | runtime default | `.backoff(Backoff::new(..))` |
-/// | `dlq` | `true` (default dead-letter stream), `false` (drop after the last retry) or a stream name | runtime default | `.dlq(DeadLetterTarget::..)` |
-/// | `claim_idle` | pending entries idle this long are claimed from dead consumers, duration `> 0` | runtime default | `.claim_idle(Duration)` |
+/// | `concurrency` | handlers running at once, integer `>= 1` | `1` | `.concurrency(n)` |
+/// | `batch_size` | entries fetched per `XREADGROUP`, integer `>= 1` | chosen by the runtime | `.batch_size(n)` |
+/// | `block` | how long one `XREADGROUP` blocks, duration `> 0` | `"2s"` | `.block(Duration)` |
+/// | `start` | where a newly created group starts: `"begin"`, `"new"` or an entry id such as `"1700000000000-0"` | `"begin"` | `.start(StartFrom::..)` |
+/// | `max_retries` | retries after a failure before dead-lettering, integer `>= 0` | `3` | `.max_retries(n)` |
+/// | `backoff(initial = "1s", multiplier = 2.0, max = "30s")` | delays between retries; each sub-key is optional and defaults to the value shown; `multiplier >= 1.0`, `max >= initial` | as shown | `.backoff(Backoff::new(..))` |
+/// | `dlq` | `true` (the stream's default dead-letter stream), `false` (drop after the last retry) or a stream name | `true` | `.dlq(DeadLetterTarget::..)` |
+/// | `claim_idle` | pending entries idle this long are claimed from dead consumers, duration `> 0` | `"30s"` | `.claim_idle(Duration)` |
 /// | `crate` | path to the `streamx` crate when it is renamed, e.g. `crate = my_streamx` | `::streamx` | — |
 ///
 /// Durations use [humantime](https://docs.rs/humantime) syntax (`"500ms"`, `"2s"`,

@@ -871,7 +871,10 @@ garbage
         eprintln!("{:?} {}", t0.elapsed(), "cluster.wait_until_healthy().unwrap();");
         assert!(!cluster.masters().unwrap().contains(&old));
         eprintln!("{:?} {}", t0.elapsed(), "assert!(!cluster.masters().unwrap().cont");
-        cluster.failover_to(old).unwrap();
+        let r = cluster.failover_to(old);
+        eprintln!("old {old} new {new} RESULT {r:?}");
+        for n in cluster.nodes() { eprintln!("=== {}\n{}", n.port(), std::fs::read_to_string(n.log_path()).unwrap()); }
+        r.unwrap();
         eprintln!("{:?} {}", t0.elapsed(), "cluster.failover_to(old).unwrap();");
         assert_eq!(cluster.master_for_key(key).unwrap(), old);
         eprintln!("{:?} {}", t0.elapsed(), "assert_eq!(cluster.master_for_key(key).u");

@@ -42,8 +42,9 @@ const LOG_TAIL_LINES: usize = 30;
 /// can be called from async tests too; the waits are short.
 ///
 /// Defaults: `bind 127.0.0.1`, no RDB snapshots (`save ""`), no AOF unless
-/// [`RedisServerBuilder::appendonly`] is set, `enable-debug-command local`, log written to
-/// `redis.log` in [`dir`](Self::dir).
+/// [`RedisServerBuilder::appendonly`] is set, `enable-debug-command local` (for `DEBUG
+/// SLEEP` and friends), `repl-diskless-sync-delay 0` (replicas sync at once), log written
+/// to `redis.log` in [`dir`](Self::dir).
 ///
 /// ```no_run
 /// use streamx_runtime::testing::RedisServer;
@@ -334,6 +335,8 @@ impl RedisServer {
         push("logfile", "".into());
         push("save", "".into());
         push("enable-debug-command", "local".into());
+        // Replicas (cluster replicas included) sync at once instead of after 5 s.
+        push("repl-diskless-sync-delay", "0".into());
         if self.appendonly {
             push("appendonly", "yes".into());
             push("appendfsync", "always".into());

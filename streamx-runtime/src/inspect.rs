@@ -1,0 +1,139 @@
+//! Read-only figures for operators and tests: stream length, and per group the pending
+//! count, lag and consumers (XINFO GROUPS / XINFO CONSUMERS / XLEN).
+
+use fred::clients::Client;
+use fred::interfaces::StreamsInterface;
+use fred::types::Value;
+
+use crate::connection::{connect, ClientRole, RedisUrl};
+use crate::error::{Error, Result};
+use crate::message::MessageId;
+use crate::wire::value_bytes;
+
+/// One consumer group of a stream, as XINFO GROUPS reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// The group name.
+    pub name: String,
+    /// Consumers known to the group.
+    pub consumers: u64,
+    /// Entries delivered and not yet acknowledged.
+    pub pending: u64,
+    /// The last id delivered to the group.
+    pub last_delivered_id: Option<MessageId>,
+    /// Entries the group has read (Redis 7+).
+    pub entries_read: Option<u64>,
+    /// Entries not yet delivered to the group (Redis 7+; `None` when Redis cannot tell).
+    pub lag: Option<u64>,
+}
+
+/// One consumer of a group, as XINFO CONSUMERS reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// The consumer name.
+    pub name: String,
+    /// Entries it holds unacknowledged.
+    pub pending: u64,
+    /// Milliseconds since it last interacted with the group.
+    pub idle_ms: u64,
+}
+
+/// Reads stream and group figures.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), streamx_runtime::Error> {
+/// let inspector = streamx_runtime::Inspector::connect("redis://127.0.0.1:6379").await?;
+/// for g in inspector.groups("orders").await? {
+///     println!("{}: pending {}, lag {:?}", g.name, g.pending, g.lag);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Inspector {
+    client: Client,
+}
+
+impl Inspector {
+    /// Connects to `url`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let client = connect(&RedisUrl::parse(url)?, ClientRole::Command, std::time::Duration::ZERO).await?;
+        Ok(Inspector { client })
+    }
+
+    /// Uses an existing client.
+    pub fn with_client(client: Client) -> Self {
+        Inspector { client }
+    }
+
+    /// The number of entries in `stream` (0 when it does not exist).
+    pub async fn stream_len(&self, stream: &str) -> Result<u64> {
+        self.client.xlen(stream).await.map_err(|e| Error::redis("XLEN", stream, e))
+    }
+
+    /// The groups of `stream` (empty when the stream does not exist).
+    pub async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
+        let reply: Result<Value, _> = self.client.xinfo_groups(stream).await;
+        let reply = match reply {
+            Ok(v) => v,
+            Err(e) if e.details().contains("no such key") => return Ok(Vec::new()),
+            Err(e) => return Err(Error::redis("XINFO GROUPS", stream, e)),
+        };
+        Ok(reply.into_array().into_iter().map(parse_group).collect())
+    }
+
+    /// The group `group` of `stream`, if it exists.
+    pub async fn group(&self, stream: &str, group: &str) -> Result<Option<GroupInfo>> {
+        Ok(self.groups(stream).await?.into_iter().find(|g| g.name == group))
+    }
+
+    /// The consumers of `group` on `stream`.
+    pub async fn consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
+        let reply: Value =
+            self.client.xinfo_consumers(stream, group).await.map_err(|e| Error::redis("XINFO CONSUMERS", stream, e))?;
+        Ok(reply
+            .into_array()
+            .into_iter()
+            .map(|c| {
+                let mut info = ConsumerInfo::default();
+                for (k, v) in pairs(c) {
+                    match k.as_str() {
+                        "name" => info.name = text(v),
+                        "pending" => info.pending = v.as_u64().unwrap_or(0),
+                        "idle" => info.idle_ms = v.as_u64().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+                info
+            })
+            .collect())
+    }
+}
+
+fn pairs(v: Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut it = v.into_array().into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((text(k), v));
+    }
+    out
+}
+
+fn text(v: Value) -> String {
+    value_bytes(v).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+fn parse_group(v: Value) -> GroupInfo {
+    let mut g = GroupInfo::default();
+    for (k, v) in pairs(v) {
+        match k.as_str() {
+            "name" => g.name = text(v),
+            "consumers" => g.consumers = v.as_u64().unwrap_or(0),
+            "pending" => g.pending = v.as_u64().unwrap_or(0),
+            "last-delivered-id" => g.last_delivered_id = value_bytes(v).and_then(|b| MessageId::parse_bytes(&b)),
+            "entries-read" => g.entries_read = v.as_u64(),
+            "lag" => g.lag = v.as_u64(),
+            _ => {}
+        }
+    }
+    g
+}

@@ -1,0 +1,133 @@
+//! Helpers shared by the integration tests: servers, waiting on conditions, worker
+//! processes, reading what handlers recorded.
+#![allow(dead_code, missing_docs)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use streamx::testing::RedisServer;
+use streamx::{History, MessageId};
+
+/// The job payload the worker binary understands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub n: u64,
+    pub action: serde_json::Value,
+}
+
+impl Job {
+    pub fn ok(n: u64) -> Self {
+        Job { n, action: serde_json::json!("ok") }
+    }
+    pub fn sleep(n: u64, ms: u64) -> Self {
+        Job { n, action: serde_json::json!({ "sleep": ms }) }
+    }
+    pub fn fail_times(n: u64, times: u32) -> Self {
+        Job { n, action: serde_json::json!({ "fail_times": times }) }
+    }
+    pub fn abort(n: u64) -> Self {
+        Job { n, action: serde_json::json!("abort") }
+    }
+}
+
+/// What the worker binary's handlers record in `app.handled`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Handled {
+    pub consumer: String,
+    pub id: String,
+    pub n: u64,
+    pub attempt: u32,
+    pub pid: u32,
+}
+
+pub fn start_server() -> RedisServer {
+    RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis-server: {e}"))
+}
+
+/// Polls `check` every 20 ms until it returns true; panics with `what` after `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every record in `app.handled`.
+pub async fn handled(url: &str) -> Vec<Handled> {
+    let history = History::connect(url).await.expect("connect for history");
+    history.read::<Handled>("app.handled", ..).map_ok(|m| m.into_payload()).try_collect().await.expect("read app.handled")
+}
+
+/// Counts how many times each id appears.
+pub fn counts<'a>(ids: impl IntoIterator<Item = &'a str>) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for id in ids {
+        *m.entry(id.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+pub fn id_strings(ids: &[MessageId]) -> Vec<String> {
+    ids.iter().map(|i| i.to_string()).collect()
+}
+
+/// Starts the worker binary against `url`, running only the consumers in `only`.
+pub fn spawn_worker(url: &str, only: &str, extra_env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+    cmd.env("STREAMX_REDIS_URL", url)
+        .env("WORKER_ONLY", only)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn worker binary")
+}
+
+/// Sends SIGTERM to a child process.
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill -TERM failed");
+}
+
+/// Waits for a child to exit, up to `limit`.
+pub async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("worker did not exit within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `redis-cli -p PORT args...` and returns its stdout.
+pub fn redis_cli(server: &RedisServer, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(server.port().to_string())
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

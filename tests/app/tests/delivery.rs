@@ -1,0 +1,334 @@
+//! Delivery through consumer groups, in one process: exact accounting of ids.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{start_server, wait_until, Job};
+use futures_util::TryStreamExt;
+use streamx::testing::unique_name;
+use streamx::{Consumer, Error, HandlerError, History, Inspector, Message, MessageId, Producer, Runtime, StartFrom};
+use tokio::sync::oneshot;
+
+type Seen = Arc<Mutex<Vec<(MessageId, u32)>>>;
+
+/// A consumer that records every id it handles.
+fn recorder(stream: &str, group: &str) -> (Consumer, Seen) {
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let consumer = Consumer::new(stream.to_string(), group.to_string(), move |msg: Message<Job>| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push((msg.id(), msg.attempt()));
+            Ok::<(), HandlerError>(())
+        }
+    });
+    (consumer, seen)
+}
+
+fn len(seen: &Seen) -> usize {
+    seen.lock().unwrap().len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_messages_are_each_handled_exactly_once() {
+    let server = start_server();
+    let stream = unique_name("orders");
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    let jobs: Vec<Job> = (0..10_000).map(Job::ok).collect();
+    let published = producer.publish_batch(&stream, &jobs).await.unwrap();
+    assert_eq!(published.len(), 10_000);
+
+    let (consumer, seen) = recorder(&stream, "billing");
+    let runtime = Runtime::builder()
+        .redis_url(server.url())
+        .registered_consumers(false)
+        .consumer(consumer.concurrency(8))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(60), "10,000 handled", || async { len(&seen) >= 10_000 }).await;
+    runtime.shutdown().await.unwrap();
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 10_000, "no message handled twice");
+    let handled: HashSet<MessageId> = seen.iter().map(|(id, _)| *id).collect();
+    assert_eq!(handled, published.iter().copied().collect::<HashSet<_>>());
+    assert!(seen.iter().all(|(_, attempt)| *attempt == 1));
+    let group = Inspector::connect(&server.url()).await.unwrap().group(&stream, "billing").await.unwrap().unwrap();
+    assert_eq!(group.pending, 0, "everything acknowledged");
+    assert_eq!(group.lag, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_groups_on_one_stream_each_see_every_message() {
+    let server = start_server();
+    let stream = unique_name("events");
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    let published: HashSet<_> = producer
+        .publish_batch(&stream, &(0..500).map(Job::ok).collect::<Vec<_>>())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+
+    let (billing, billing_seen) = recorder(&stream, "billing");
+    let (audit, audit_seen) = recorder(&stream, "audit");
+    let runtime = Runtime::builder()
+        .redis_url(server.url())
+        .registered_consumers(false)
+        .consumer(billing.concurrency(4))
+        .consumer(audit)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "both groups done", || async {
+        len(&billing_seen) >= 500 && len(&audit_seen) >= 500
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+    for seen in [billing_seen, audit_seen] {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 500);
+        assert_eq!(seen.iter().map(|(id, _)| *id).collect::<HashSet<_>>(), published);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_decides_where_a_new_group_begins() {
+    let server = start_server();
+    let stream = unique_name("start");
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    let before = producer.publish_batch(&stream, &(0..5).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+
+    let (from_begin, begin_seen) = recorder(&stream, "from-begin");
+    let (from_new, new_seen) = recorder(&stream, "from-new");
+    let (from_id, id_seen) = recorder(&stream, "from-id");
+    let id_text: &'static str = Box::leak(before[2].to_string().into_boxed_str());
+    let runtime = Runtime::builder()
+        .redis_url(server.url())
+        .registered_consumers(false)
+        .consumer(from_begin.start(StartFrom::Beginning))
+        .consumer(from_new.start(StartFrom::New))
+        .consumer(from_id.start(StartFrom::Id(id_text)))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let after = producer.publish_batch(&stream, &(5..8).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    wait_until(Duration::from_secs(20), "all three groups caught up", || async {
+        len(&begin_seen) >= 8 && len(&new_seen) >= 3 && len(&id_seen) >= 5
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+
+    let ids = |seen: &Seen| seen.lock().unwrap().iter().map(|(id, _)| *id).collect::<Vec<_>>();
+    let all: Vec<_> = before.iter().chain(after.iter()).copied().collect();
+    assert_eq!(ids(&begin_seen).into_iter().collect::<HashSet<_>>(), all.iter().copied().collect());
+    assert_eq!(ids(&new_seen).into_iter().collect::<HashSet<_>>(), after.iter().copied().collect());
+    assert_eq!(ids(&id_seen).into_iter().collect::<HashSet<_>>(), all[3..].iter().copied().collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_ranges_page_by_page() {
+    let server = start_server();
+    let stream = unique_name("history");
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    let ids = producer.publish_batch(&stream, &(0..100).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    let history = History::connect(&server.url()).await.unwrap();
+
+    let all: Vec<Message<Job>> = history.read_paged(&stream, .., 7).try_collect().await.unwrap();
+    assert_eq!(all.iter().map(|m| m.id()).collect::<Vec<_>>(), ids);
+    assert_eq!(all.iter().map(|m| m.payload().n).collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
+
+    let inclusive: Vec<Message<Job>> = history.read_paged(&stream, ids[10]..=ids[29], 7).try_collect().await.unwrap();
+    assert_eq!(inclusive.iter().map(|m| m.id()).collect::<Vec<_>>(), ids[10..=29]);
+
+    let half_open: Vec<Message<Job>> = history.read(&stream, ids[90]..ids[95]).try_collect().await.unwrap();
+    assert_eq!(half_open.iter().map(|m| m.id()).collect::<Vec<_>>(), ids[90..95]);
+
+    let after: Vec<Message<Job>> = history
+        .read(&stream, (std::ops::Bound::Excluded(ids[97]), std::ops::Bound::Unbounded))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(after.iter().map(|m| m.id()).collect::<Vec<_>>(), ids[98..]);
+
+    let missing: Vec<Message<Job>> = history.read(&unique_name("nothing"), ..).try_collect().await.unwrap();
+    assert!(missing.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand() {
+    let server = start_server();
+    let stream = unique_name("interop");
+    // Another language (here redis-cli) writes the documented wire format.
+    let id = common::redis_cli(&server, &["XADD", &stream, "*", "data", r#"{"n":1,"action":"ok"}"#, "h:source", "cli"]);
+    let seen: Arc<Mutex<Vec<(MessageId, u64, Option<String>)>>> = Arc::default();
+    let s = seen.clone();
+    let consumer = Consumer::new(stream.clone(), "g".to_string(), move |msg: Message<Job>| {
+        let s = s.clone();
+        async move {
+            let source = msg.headers().get("source").map(str::to_string);
+            s.lock().unwrap().push((msg.id(), msg.payload().n, source));
+        }
+    });
+    let runtime = Runtime::builder()
+        .redis_url(server.url())
+        .registered_consumers(false)
+        .consumer(consumer)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(10), "hand-written entry handled", || async { !seen.lock().unwrap().is_empty() }).await;
+    runtime.shutdown().await.unwrap();
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(got, vec![(id.trim().parse().unwrap(), 1, Some("cli".to_string()))]);
+
+    // What streamx writes is plain fields anyone can read.
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    let id = producer
+        .publish_with(&stream, &Job::ok(7), &streamx::PublishOptions::new().headers(streamx::Headers::new().with("k", "v")))
+        .await
+        .unwrap();
+    let raw = common::redis_cli(&server, &["XRANGE", &stream, &id.to_string(), &id.to_string()]);
+    let lines: Vec<&str> = raw.lines().collect();
+    assert_eq!(lines, vec![id.to_string().as_str(), "data", r#"{"n":7,"action":"ok"}"#, "h:k", "v"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_is_a_hard_bound() {
+    let server = start_server();
+    let stream = unique_name("bound");
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    producer.publish_batch(&stream, &(0..300).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    let running = Arc::new(AtomicUsize::new(0));
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let (r, m, d) = (running.clone(), max_seen.clone(), done.clone());
+    let consumer = Consumer::new(stream.clone(), "g".to_string(), move |_msg: Message<Job>| {
+        let (r, m, d) = (r.clone(), m.clone(), d.clone());
+        async move {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            m.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            r.fetch_sub(1, Ordering::SeqCst);
+            d.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .concurrency(5)
+    .batch_size(50);
+    let runtime = Runtime::builder()
+        .redis_url(server.url())
+        .registered_consumers(false)
+        .consumer(consumer)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(30), "300 handled", || async { done.load(Ordering::SeqCst) >= 300 }).await;
+    runtime.shutdown().await.unwrap();
+    assert_eq!(max_seen.load(Ordering::SeqCst), 5, "never more than 5 at once, and the bound is reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_prompt_and_lets_running_handlers_finish() {
+    let server = start_server();
+    let stream = unique_name("shutdown");
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (s, f) = (started.clone(), finished.clone());
+    let consumer = Consumer::new(stream.clone(), "g".to_string(), move |_msg: Message<Job>| {
+        let (s, f) = (s.clone(), f.clone());
+        async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            f.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .concurrency(2)
+    .block(Duration::from_secs(5));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let runtime = Runtime::builder()
+        .redis_url(server.url())
+        .registered_consumers(false)
+        .consumer(consumer)
+        .build()
+        .unwrap();
+    let task = tokio::spawn(runtime.run_until(async move {
+        let _ = stop_rx.await;
+    }));
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    producer.publish_batch(&stream, &(0..2).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    wait_until(Duration::from_secs(10), "both handlers started", || async { started.load(Ordering::SeqCst) == 2 }).await;
+    let t0 = Instant::now();
+    stop_tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    let took = t0.elapsed();
+    assert_eq!(finished.load(Ordering::SeqCst), 2, "in-flight handlers ran to completion");
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}: it must not wait out the 5 s BLOCK");
+    let group = Inspector::connect(&server.url()).await.unwrap().group(&stream, "g").await.unwrap().unwrap();
+    assert_eq!(group.pending, 0, "finished handlers were acknowledged before exit");
+
+    // An idle runtime (blocked in XREADGROUP with nothing to read) stops promptly too.
+    let runtime = Runtime::builder()
+        .redis_url(server.url())
+        .registered_consumers(false)
+        .consumer(recorder(&unique_name("idle"), "g").0.block(Duration::from_secs(5)))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await; // let the read block on the server
+    let t0 = Instant::now();
+    runtime.shutdown().await.unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(2), "idle shutdown took {:?}", t0.elapsed());
+}
+
+#[tokio::test]
+async fn duplicate_names_are_a_startup_error_naming_both_places() {
+    let (a, _) = recorder("s", "g");
+    let (b, _) = recorder("s", "g");
+    let err = Runtime::builder()
+        .redis_url("redis://127.0.0.1:1")
+        .registered_consumers(false)
+        .consumer(a)
+        .consumer(b)
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::DuplicateConsumer { .. }), "{text}");
+    assert_eq!(text.matches("delivery.rs:").count(), 2, "{text}");
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_a_clear_error_without_the_password() {
+    let (consumer, _) = recorder("s", "g");
+    let err = Runtime::builder()
+        .redis_url("redis://app:hunter2@127.0.0.1:1")
+        .registered_consumers(false)
+        .consumer(consumer)
+        .connect_timeout(Duration::ZERO)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .err()
+        .expect("connecting to a closed port fails");
+    let text = err.to_string();
+    assert!(matches!(err, Error::Connect { .. }), "{text}");
+    assert!(text.contains("redis://app:***@127.0.0.1:1"), "{text}");
+    assert!(!format!("{text} {err:?}").contains("hunter2"), "{text}");
+}
