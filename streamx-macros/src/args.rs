@@ -502,7 +502,11 @@ fn is_entry_id(id: &str) -> bool {
 fn parse_dlq(value: &Expr) -> syn::Result<Spanned<Dlq>> {
     match literal(value) {
         Some(Lit::Bool(lit)) => Ok(Spanned::new(
-            if lit.value { Dlq::Default } else { Dlq::Disabled },
+            if lit.value {
+                Dlq::Default
+            } else {
+                Dlq::Disabled
+            },
             lit.span,
         )),
         Some(Lit::Str(lit)) if lit.value().is_empty() => Err(syn::Error::new(
@@ -521,9 +525,7 @@ fn parse_dlq(value: &Expr) -> syn::Result<Spanned<Dlq>> {
 /// `crate = path` (or `crate = "path"`, as serde and tokio accept).
 fn parse_crate(value: &Expr) -> syn::Result<Path> {
     match value {
-        Expr::Path(expr) if expr.attrs.is_empty() && expr.qself.is_none() => {
-            Ok(expr.path.clone())
-        }
+        Expr::Path(expr) if expr.attrs.is_empty() && expr.qself.is_none() => Ok(expr.path.clone()),
         Expr::Lit(ExprLit {
             lit: Lit::Str(lit),
             attrs,
@@ -591,8 +593,12 @@ fn parse_backoff(meta: &Meta) -> syn::Result<Spanned<Backoff>> {
     }
     errors.finish()?;
 
-    let initial_ms = initial.as_ref().map_or(default_ms(DEFAULT_BACKOFF_INITIAL), |d| d.value);
-    let max_ms = max.as_ref().map_or(default_ms(DEFAULT_BACKOFF_MAX), |d| d.value);
+    let initial_ms = initial
+        .as_ref()
+        .map_or(default_ms(DEFAULT_BACKOFF_INITIAL), |d| d.value);
+    let max_ms = max
+        .as_ref()
+        .map_or(default_ms(DEFAULT_BACKOFF_MAX), |d| d.value);
     if max_ms < initial_ms {
         let show = |ms: u64, given: bool| {
             let shown = humantime::format_duration(Duration::from_millis(ms));
@@ -603,7 +609,10 @@ fn parse_backoff(meta: &Meta) -> syn::Result<Spanned<Backoff>> {
             }
         };
         // Point at whichever bound the user wrote (the later one if both).
-        let span = max.as_ref().or(initial.as_ref()).map_or(list.path.span(), |d| d.span);
+        let span = max
+            .as_ref()
+            .or(initial.as_ref())
+            .map_or(list.path.span(), |d| d.span);
         return Err(syn::Error::new(
             span,
             format!(
@@ -757,8 +766,14 @@ mod tests {
             claim_idle = "30s",
             crate = ::my_streamx,
         ));
-        assert_eq!(args.consumer.map(|c| c.value()).as_deref(), Some("worker-1"));
-        assert_eq!(args.name.map(|c| c.value()).as_deref(), Some("billing::charge"));
+        assert_eq!(
+            args.consumer.map(|c| c.value()).as_deref(),
+            Some("worker-1")
+        );
+        assert_eq!(
+            args.name.map(|c| c.value()).as_deref(),
+            Some("billing::charge")
+        );
         assert_eq!(args.concurrency.map(|c| c.value), Some(8));
         assert_eq!(args.batch_size.map(|c| c.value), Some(100));
         assert_eq!(args.block.map(|c| c.value), Some(2000));
@@ -952,7 +967,11 @@ mod tests {
         assert_eq!(args.concurrency.map(|c| c.value), Some(1));
         assert_eq!(args.batch_size.map(|c| c.value), Some(16));
         assert_eq!(args.max_retries.map(|c| c.value), Some(0));
-        let args = ok(parse_quote!(stream = "s", group = "g", max_retries = 4294967295u32));
+        let args = ok(parse_quote!(
+            stream = "s",
+            group = "g",
+            max_retries = 4294967295u32
+        ));
         assert_eq!(args.max_retries.map(|c| c.value), Some(u32::MAX));
     }
 
@@ -971,7 +990,11 @@ mod tests {
     #[test]
     fn integer_out_of_range_or_wrong_suffix() {
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", max_retries = 4294967296)),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                max_retries = 4294967296
+            )),
             "invalid `max_retries`: number too large to fit in target type",
         );
         assert_one(
@@ -995,7 +1018,10 @@ mod tests {
     #[test]
     fn unparseable_duration_includes_humantime_reason() {
         let errors = err(parse_quote!(stream = "s", group = "g", block = "2 parsecs"));
-        assert_one(&errors, "invalid duration \"2 parsecs\" for `block`: unknown time unit");
+        assert_one(
+            &errors,
+            "invalid duration \"2 parsecs\" for `block`: unknown time unit",
+        );
         assert_one(
             &err(parse_quote!(stream = "s", group = "g", claim_idle = "")),
             "invalid duration \"\" for `claim_idle`: value was empty",
@@ -1017,7 +1043,11 @@ mod tests {
             "`block` has millisecond resolution",
         );
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", block = "18446744073709551615s")),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                block = "18446744073709551615s"
+            )),
             "`block` = \"18446744073709551615s\" is too large",
         );
     }
@@ -1034,7 +1064,11 @@ mod tests {
             Some(Start::New)
         );
         assert_eq!(
-            start(parse_quote!(stream = "s", group = "g", start = "1700000000000")),
+            start(parse_quote!(
+                stream = "s",
+                group = "g",
+                start = "1700000000000"
+            )),
             Some(Start::Id("1700000000000".into()))
         );
         assert_eq!(
@@ -1045,7 +1079,16 @@ mod tests {
 
     #[test]
     fn bad_start_values_list_the_accepted_forms() {
-        for bad in ["$", "beginning", "", "12-", "-3", "1-2-3", "12a", "99999999999999999999"] {
+        for bad in [
+            "$",
+            "beginning",
+            "",
+            "12-",
+            "-3",
+            "1-2-3",
+            "12a",
+            "99999999999999999999",
+        ] {
             let errors = err(parse_quote!(stream = "s", group = "g", start = #bad));
             assert_one(
                 &errors,
@@ -1074,21 +1117,33 @@ mod tests {
             Some(defaults.clone())
         );
         assert_eq!(
-            backoff(parse_quote!(stream = "s", group = "g", backoff(multiplier = 3))),
+            backoff(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(multiplier = 3)
+            )),
             Some(Backoff {
                 multiplier: 3.0,
                 ..defaults.clone()
             })
         );
         assert_eq!(
-            backoff(parse_quote!(stream = "s", group = "g", backoff(initial = "0s"))),
+            backoff(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(initial = "0s")
+            )),
             Some(Backoff {
                 initial_ms: 0,
                 ..defaults.clone()
             })
         );
         assert_eq!(
-            backoff(parse_quote!(stream = "s", group = "g", backoff(max = "2m", multiplier = 1.0f64,))),
+            backoff(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(max = "2m", multiplier = 1.0f64,)
+            )),
             Some(Backoff {
                 max_ms: 120_000,
                 multiplier: 1.0,
@@ -1100,32 +1155,60 @@ mod tests {
     #[test]
     fn backoff_errors() {
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(factor = 2.0))),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(factor = 2.0)
+            )),
             "unknown argument `factor`; expected one of: `initial`, `multiplier`, `max` in \
              `backoff(...)`",
         );
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(max = "1m", max = "2m"))),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(max = "1m", max = "2m")
+            )),
             "duplicate `max` in `backoff(...)`",
         );
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(multiplier = 0.5))),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(multiplier = 0.5)
+            )),
             "backoff `multiplier` must be a finite number >= 1.0, found 0.5",
         );
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(multiplier = 1e999))),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(multiplier = 1e999)
+            )),
             "backoff `multiplier` must be a finite number >= 1.0, found inf",
         );
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(multiplier = "2"))),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(multiplier = "2")
+            )),
             "expected float literal for backoff `multiplier`",
         );
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(initial = 1))),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(initial = 1)
+            )),
             "expected duration string literal for backoff `initial`",
         );
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(initial = "soon"))),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(initial = "soon")
+            )),
             "invalid duration \"soon\" for `backoff initial`",
         );
         assert_one(
@@ -1133,15 +1216,27 @@ mod tests {
             "expected `max = ...` in `backoff(...)`",
         );
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(initial = "10s", max = "5s"))),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(initial = "10s", max = "5s")
+            )),
             "backoff `max` (5s) must not be less than `initial` (10s)",
         );
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(max = "500ms"))),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(max = "500ms")
+            )),
             "backoff `max` (500ms) must not be less than `initial` (1s, the default)",
         );
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(initial = "1m"))),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                backoff(initial = "1m")
+            )),
             "backoff `max` (30s, the default) must not be less than `initial` (1m)",
         );
     }
@@ -1179,7 +1274,10 @@ mod tests {
             let path = ok(metas).krate.expect("crate was given");
             quote::quote!(#path).to_string()
         };
-        assert_eq!(krate(parse_quote!(stream = "s", group = "g", crate = sx)), "sx");
+        assert_eq!(
+            krate(parse_quote!(stream = "s", group = "g", crate = sx)),
+            "sx"
+        );
         assert_eq!(
             krate(parse_quote!(stream = "s", group = "g", crate = ::a::b)),
             ":: a :: b"
@@ -1189,7 +1287,11 @@ mod tests {
             ":: sx"
         );
         assert_one(
-            &err(parse_quote!(stream = "s", group = "g", crate = "not a path")),
+            &err(parse_quote!(
+                stream = "s",
+                group = "g",
+                crate = "not a path"
+            )),
             "`crate` must be a path such as `my_streamx`",
         );
     }
@@ -1218,14 +1320,21 @@ mod tests {
             "missing required argument `stream`",
         ];
         for (error, needle) in errors.iter().zip(expected) {
-            assert!(error.contains(needle), "{error:?} does not contain {needle:?}");
+            assert!(
+                error.contains(needle),
+                "{error:?} does not contain {needle:?}"
+            );
         }
     }
 
     #[test]
     fn parse_from_tokens() {
-        let args = parse(quote::quote!(stream = "s", group = "g", backoff(max = "1m")))
-            .expect("valid arguments");
+        let args = parse(quote::quote!(
+            stream = "s",
+            group = "g",
+            backoff(max = "1m")
+        ))
+        .expect("valid arguments");
         assert_eq!(args.stream.value(), "s");
         let Err(error) = parse(quote::quote!(stream "s")) else {
             panic!("`stream \"s\"` lacks `=`");

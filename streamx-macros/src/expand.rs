@@ -190,7 +190,10 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
     }
     if let Some(backoff) = &args.backoff {
         let initial = duration(private, backoff.value.initial_ms, backoff.span);
-        let multiplier = spanned(Literal::f64_suffixed(backoff.value.multiplier), backoff.span);
+        let multiplier = spanned(
+            Literal::f64_suffixed(backoff.value.multiplier),
+            backoff.span,
+        );
         let max = duration(private, backoff.value.max_ms, backoff.span);
         out.extend(quote!(.backoff(#private::Backoff::new(#initial, #multiplier, #max))));
     }
@@ -340,11 +343,23 @@ mod tests {
             ))
         };
         let out = render(quote!(stream = "s", group = "g", start = "new", dlq = true));
-        assert!(out.contains(".start(::streamx::__private::StartFrom::New)"), "{out}");
-        assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Default)"), "{out}");
+        assert!(
+            out.contains(".start(::streamx::__private::StartFrom::New)"),
+            "{out}"
+        );
+        assert!(
+            out.contains(".dlq(::streamx::__private::DeadLetterTarget::Default)"),
+            "{out}"
+        );
         let out = render(quote!(stream = "s", group = "g", start = "5", dlq = false));
-        assert!(out.contains(".start(::streamx::__private::StartFrom::Id(\"5\"))"), "{out}");
-        assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Disabled)"), "{out}");
+        assert!(
+            out.contains(".start(::streamx::__private::StartFrom::Id(\"5\"))"),
+            "{out}"
+        );
+        assert!(
+            out.contains(".dlq(::streamx::__private::DeadLetterTarget::Disabled)"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -355,7 +370,10 @@ mod tests {
                 async fn f(m: Message<X>) {}
             ),
         );
-        assert!(squash(&out).contains("sx::__private::invoke::<_,Message<X>,_>(f,__streamx_delivery)"), "{out}");
+        assert!(
+            squash(&out).contains("sx::__private::invoke::<_,Message<X>,_>(f,__streamx_delivery)"),
+            "{out}"
+        );
         assert!(!out.contains(":: streamx"), "{out}");
     }
 
@@ -367,7 +385,10 @@ mod tests {
                 async fn r#match(m: Message<X>) {}
             ),
         ));
-        assert!(out.contains(r#"::core::module_path!(),"::","match")"#), "{out}");
+        assert!(
+            out.contains(r#"::core::module_path!(),"::","match")"#),
+            "{out}"
+        );
         assert!(out.contains("(r#match,__streamx_delivery)"), "{out}");
     }
 
@@ -392,8 +413,16 @@ mod tests {
 
     #[test]
     fn rejects_non_functions() {
-        let out = expand(quote!(stream = "s", group = "g"), quote!(struct S;));
+        let out = expand(
+            quote!(stream = "s", group = "g"),
+            quote!(
+                struct S;
+            ),
+        );
         assert!(out.starts_with("struct S ;"), "{out}");
-        assert!(out.contains("can only be applied to an `async fn`"), "{out}");
+        assert!(
+            out.contains("can only be applied to an `async fn`"),
+            "{out}"
+        );
     }
 }

@@ -16,7 +16,7 @@ use proc_macro::TokenStream;
 
 /// Registers an `async fn` as a consumer of a Redis stream through a consumer group.
 ///
-/// ```ignore
+/// ```
 /// use streamx::prelude::*;
 ///
 /// #[derive(serde::Deserialize)]
@@ -24,8 +24,20 @@ use proc_macro::TokenStream;
 ///
 /// #[stream_consumer(stream = "orders", group = "billing", concurrency = 8)]
 /// async fn charge(msg: Message<Order>) -> Result<(), HandlerError> {
+///     println!("charging order {}", msg.payload().id);
 ///     Ok(())
 /// }
+///
+/// #[stream_consumer(
+///     stream = "orders",
+///     group = "audit",
+///     start = "new",
+///     max_retries = 5,
+///     backoff(initial = "500ms", max = "1m"),
+///     dlq = "orders-audit-dead",
+///     claim_idle = "5m",
+/// )]
+/// async fn audit(_msg: Message<Order>) {}
 /// ```
 ///
 /// The function is emitted unchanged (it stays callable from your own tests); next to it

@@ -251,7 +251,11 @@ mod tests {
         );
         assert_one(
             parse_quote!(
-                async fn charge(msg: Message<Order>) where Order: Send {}
+                async fn charge(msg: Message<Order>)
+                where
+                    Order: Send,
+                {
+                }
             ),
             "cannot have a `where` clause",
         );

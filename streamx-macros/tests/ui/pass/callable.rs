@@ -1,8 +1,9 @@
 //! The annotated fn is emitted unchanged: still an ordinary async fn.
 use streamx::prelude::*;
 
+/// The payload.
 #[derive(serde::Deserialize)]
-struct Order {}
+pub struct Order {}
 
 #[stream_consumer(stream = "orders", group = "billing")]
 async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {

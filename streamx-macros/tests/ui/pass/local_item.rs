@@ -1,0 +1,14 @@
+//! A consumer declared inside a function body, as tests and examples sometimes do.
+use streamx::prelude::*;
+
+#[derive(serde::Deserialize)]
+struct Order {}
+
+fn main() {
+    #[stream_consumer(stream = "orders", group = "local")]
+    async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    let _handler = charge;
+}
