@@ -38,6 +38,19 @@ pub struct ConsumerInfo {
     pub idle_ms: u64,
 }
 
+/// One entry of a group's pending entries list, as XPENDING reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEntry {
+    /// The entry id.
+    pub id: MessageId,
+    /// The consumer holding it.
+    pub consumer: String,
+    /// Milliseconds since it was last delivered (or its lease renewed).
+    pub idle_ms: u64,
+    /// How many times it was delivered.
+    pub deliveries: u64,
+}
+
 /// Reads stream and group figures.
 ///
 /// ```no_run
@@ -106,6 +119,43 @@ impl Inspector {
                 info
             })
             .collect())
+    }
+}
+
+impl Inspector {
+    /// Every pending entry of `group` on `stream` (of one consumer when given), oldest
+    /// first, read page by page to the end of the list.
+    pub async fn pending(&self, stream: &str, group: &str, consumer: Option<&str>) -> Result<Vec<PendingEntry>> {
+        let mut out = Vec::new();
+        let mut start = "-".to_string();
+        loop {
+            let reply: Value = match consumer {
+                Some(c) => self.client.xpending(stream, group, (start.as_str(), "+", 1000, c)).await,
+                None => self.client.xpending(stream, group, (start.as_str(), "+", 1000)).await,
+            }
+            .map_err(|e| Error::redis("XPENDING", stream, e))?;
+            let rows = reply.into_array();
+            let full = rows.len() >= 1000;
+            for row in rows {
+                let mut parts = row.into_array().into_iter();
+                let (Some(id), Some(consumer), Some(idle), Some(deliveries)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
+                    continue;
+                };
+                let Some(id) = value_bytes(id).and_then(|b| MessageId::parse_bytes(&b)) else { continue };
+                out.push(PendingEntry {
+                    id,
+                    consumer: text(consumer),
+                    idle_ms: idle.as_u64().unwrap_or(0),
+                    deliveries: deliveries.as_u64().unwrap_or(0),
+                });
+            }
+            match out.last() {
+                Some(last) if full => start = format!("({}", last.id),
+                _ => return Ok(out),
+            }
+        }
     }
 }
 

@@ -161,6 +161,15 @@ impl RedisClusterBuilder {
                     self.masters, self.replicas_per_master
                 ))
             })?;
+        // Fail fast, before starting nodes, if redis-cli is missing.
+        let cli = resolve_binary(self.cli, REDIS_CLI_ENV, "redis-cli");
+        Command::new(&cli)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|source| cli_spawn_error(&cli, source))?;
         let node_timeout_ms = self.node_timeout.as_millis().max(1).to_string();
         let mut nodes = Vec::with_capacity(total);
         for _ in 0..total {
@@ -180,7 +189,6 @@ impl RedisClusterBuilder {
             nodes.push(builder.start()?);
         }
         let cluster = RedisCluster { nodes };
-        let cli = resolve_binary(self.cli, REDIS_CLI_ENV, "redis-cli");
         cluster.create(&cli, self.replicas_per_master)?;
         cluster.wait_healthy(Some(self.masters))?;
         Ok(cluster)
@@ -262,12 +270,13 @@ impl RedisCluster {
             }
         }
         match agreed {
-            Some(Some(port)) if !disagree => self.index_of_port(port).ok_or_else(|| {
-                TestingError::NoMasterForSlot {
-                    slot,
-                    detail: format!("master port {port} is not a node of this cluster"),
-                }
-            }),
+            Some(Some(port)) if !disagree => {
+                self.index_of_port(port)
+                    .ok_or_else(|| TestingError::NoMasterForSlot {
+                        slot,
+                        detail: format!("master port {port} is not a node of this cluster"),
+                    })
+            }
             None => Err(TestingError::NoMasterForSlot {
                 slot,
                 detail: "no node is running".into(),
@@ -489,13 +498,14 @@ impl RedisCluster {
                 }
             }
         }
-        self.wait_for(&format!("all nodes to see slot {slot} on node {to}"), || {
-            match self.master_for_slot(slot) {
+        self.wait_for(
+            &format!("all nodes to see slot {slot} on node {to}"),
+            || match self.master_for_slot(slot) {
                 Ok(owner) if owner == to => Ok(()),
                 Ok(owner) => Err(format!("slot {slot} still on node {owner}")),
                 Err(err) => Err(err.to_string()),
-            }
-        })
+            },
+        )
     }
 
     /// Runs `redis-cli --cluster create` over all nodes.
@@ -504,12 +514,15 @@ impl RedisCluster {
             let what = what.to_owned();
             move |source: std::io::Error| TestingError::Setup { what, source }
         };
-        let first = self.nodes.first().ok_or_else(|| {
-            TestingError::InvalidTopology("a cluster needs nodes".into())
-        })?;
+        let first = self
+            .nodes
+            .first()
+            .ok_or_else(|| TestingError::InvalidTopology("a cluster needs nodes".into()))?;
         let log_path = first.dir().join("cluster-create.log");
         let log = File::create(&log_path).map_err(setup("creating cluster-create.log"))?;
-        let stderr = log.try_clone().map_err(setup("creating cluster-create.log"))?;
+        let stderr = log
+            .try_clone()
+            .map_err(setup("creating cluster-create.log"))?;
         let mut child = Command::new(cli)
             .args(["--cluster", "create"])
             .args(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
@@ -518,38 +531,32 @@ impl RedisCluster {
             .stdout(log)
             .stderr(stderr)
             .spawn()
-            .map_err(|source| match source.kind() {
-                std::io::ErrorKind::NotFound => TestingError::RedisCliNotFound {
-                    binary: cli.to_path_buf(),
-                },
-                _ => TestingError::Spawn {
-                    binary: cli.to_path_buf(),
-                    source,
-                },
-            })?;
+            .map_err(|source| cli_spawn_error(cli, source))?;
         let deadline = Instant::now() + CREATE_TIMEOUT;
         let status = loop {
             match child.try_wait() {
-                Ok(Some(status)) => break status.to_string(),
+                Ok(Some(status)) => break Ok(status),
                 Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL_INTERVAL),
                 Ok(None) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    break format!("timed out after {CREATE_TIMEOUT:?}");
+                    break Err(format!("timed out after {CREATE_TIMEOUT:?}"));
                 }
                 Err(err) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    break format!("wait failed: {err}");
+                    break Err(format!("wait failed: {err}"));
                 }
             }
         };
         let output = read_to_string_lossy(&log_path);
-        let succeeded = status == "exit status: 0" && !output.contains("[ERR]");
-        if succeeded {
-            Ok(())
-        } else {
-            Err(TestingError::ClusterCreate { status, output })
+        match status {
+            Ok(status) if status.success() && !output.contains("[ERR]") => Ok(()),
+            Ok(status) => Err(TestingError::ClusterCreate {
+                status: status.to_string(),
+                output,
+            }),
+            Err(status) => Err(TestingError::ClusterCreate { status, output }),
         }
     }
 
@@ -611,8 +618,9 @@ impl RedisCluster {
             }
             // Every node must know who serves what and who replicates whom: a master that
             // does not yet know its replica ignores its CLUSTER FAILOVER, for one.
-            if let Some((first_port, slots, roles)) = views.first() {
-                if let Some((port, ..)) = views.iter().find(|(_, s, r)| s != slots || r != roles) {
+            if let Some((first_port, first_slots, first_roles)) = views.first() {
+                let differs = |(_, s, r): &&(u16, _, _)| s != first_slots || r != first_roles;
+                if let Some((port, ..)) = views.iter().find(differs) {
                     return Err(format!(
                         "nodes on ports {first_port} and {port} see different topologies"
                     ));
@@ -630,7 +638,10 @@ impl RedisCluster {
                 .map_err(|e| e.to_string())?;
             let state = resp::info_field(&info, "cluster_state").unwrap_or("?");
             if state != "ok" {
-                return Err(format!("node on port {}: cluster_state:{state}", node.port()));
+                return Err(format!(
+                    "node on port {}: cluster_state:{state}",
+                    node.port()
+                ));
             }
         }
         Ok(())
@@ -757,17 +768,27 @@ fn roles(entries: &[NodeEntry]) -> Vec<(u16, Option<u16>)> {
     let mut roles: Vec<(u16, Option<u16>)> = entries
         .iter()
         .map(|e| {
-            let master = e.master_id.as_ref().map(|id| {
-                entries
-                    .iter()
-                    .find(|m| &m.id == id)
-                    .map_or(0, |m| m.port)
-            });
+            let master = e
+                .master_id
+                .as_ref()
+                .map(|id| entries.iter().find(|m| &m.id == id).map_or(0, |m| m.port));
             (e.port, master)
         })
         .collect();
     roles.sort_unstable();
     roles
+}
+
+fn cli_spawn_error(cli: &Path, source: std::io::Error) -> TestingError {
+    match source.kind() {
+        std::io::ErrorKind::NotFound => TestingError::RedisCliNotFound {
+            binary: cli.to_path_buf(),
+        },
+        _ => TestingError::Spawn {
+            binary: cli.to_path_buf(),
+            source,
+        },
+    }
 }
 
 fn read_to_string_lossy(path: &Path) -> String {
@@ -804,7 +825,12 @@ garbage
         assert_eq!(entries[1].master_id, None);
         assert_eq!(
             roles(&entries),
-            vec![(30001, None), (30002, None), (30003, None), (30004, Some(30001))]
+            vec![
+                (30001, None),
+                (30002, None),
+                (30003, None),
+                (30004, Some(30001))
+            ]
         );
         assert_eq!(entries[2].slots, vec![(10923, 16383)]);
         assert!(entries[3].has_flag("myself"));
@@ -844,9 +870,20 @@ garbage
             )
         );
 
-        let keys = ["foo", "bar", "{user1000}.following", "orders", "a{b}c", "x{}y", "streamx"];
+        let keys = [
+            "foo",
+            "bar",
+            "{user1000}.following",
+            "orders",
+            "a{b}c",
+            "x{}y",
+            "streamx",
+        ];
         for key in keys {
-            let server_slot = match cluster.nodes()[0].call(&["CLUSTER", "KEYSLOT", key]).unwrap() {
+            let server_slot = match cluster.nodes()[0]
+                .call(&["CLUSTER", "KEYSLOT", key])
+                .unwrap()
+            {
                 Reply::Integer(n) => u16::try_from(n).unwrap(),
                 other => panic!("{other:?}"),
             };
@@ -865,16 +902,24 @@ garbage
         let slot = key_slot("foo");
         let from = cluster.master_for_key("foo").unwrap();
         let to = (from + 1) % 3;
-        cluster.nodes()[from].call(&["SET", "{foo}:second", "w"]).unwrap();
+        cluster.nodes()[from]
+            .call(&["SET", "{foo}:second", "w"])
+            .unwrap();
         cluster.migrate_slot(slot, to).unwrap();
         assert_eq!(cluster.master_for_slot(slot).unwrap(), to);
         let target = &cluster.nodes()[to];
-        assert_eq!(target.call(&["GET", "foo"]).unwrap(), Reply::Bulk(Some(b"v".to_vec())));
+        assert_eq!(
+            target.call(&["GET", "foo"]).unwrap(),
+            Reply::Bulk(Some(b"v".to_vec()))
+        );
         assert_eq!(
             target.call(&["GET", "{foo}:second"]).unwrap(),
             Reply::Bulk(Some(b"w".to_vec()))
         );
-        assert_eq!(moved_port(cluster.nodes()[from].call(&["GET", "foo"])), ports[to]);
+        assert_eq!(
+            moved_port(cluster.nodes()[from].call(&["GET", "foo"])),
+            ports[to]
+        );
         cluster.wait_until_healthy().unwrap();
         // Moving to the current owner is a no-op; a bad index is an error.
         cluster.migrate_slot(slot, to).unwrap();
@@ -915,6 +960,34 @@ garbage
             cluster.failover_to(old),
             Err(TestingError::BadNode { index, .. }) if index == old
         ));
+    }
+
+    #[test]
+    fn missing_redis_cli_is_reported_before_starting_nodes() {
+        let err = RedisCluster::builder()
+            .cli_binary("/nonexistent/redis-cli")
+            .start()
+            .unwrap_err();
+        assert!(
+            matches!(err, TestingError::RedisCliNotFound { .. }),
+            "{err:?}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("/nonexistent/redis-cli"), "{message}");
+        assert!(message.contains(REDIS_CLI_ENV), "{message}");
+    }
+
+    #[test]
+    fn failing_redis_cli_is_reported_with_its_status() {
+        // `false --version` and `false --cluster create ...` both exit 1.
+        let err = RedisCluster::builder()
+            .cli_binary("false")
+            .start()
+            .unwrap_err();
+        match err {
+            TestingError::ClusterCreate { status, .. } => assert!(status.contains('1'), "{status}"),
+            other => panic!("unexpected error: {other:?}"),
+        }
     }
 
     #[test]

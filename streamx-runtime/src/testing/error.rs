@@ -56,9 +56,7 @@ pub enum TestingError {
     },
 
     /// The server process exited before it answered `PING`.
-    #[error(
-        "redis-server on port {port} exited during startup ({status}); log tail:\n{log_tail}"
-    )]
+    #[error("redis-server on port {port} exited during startup ({status}); log tail:\n{log_tail}")]
     Exited {
         /// The port the server was told to listen on.
         port: u16,

@@ -105,11 +105,13 @@ pub(crate) fn call_text<S: AsRef<[u8]>>(
     args: &[S],
 ) -> Result<String, TestingError> {
     let reply = call(addr, args)?;
-    reply.as_text().ok_or_else(|| TestingError::UnexpectedReply {
-        port: addr.port(),
-        command: describe(args),
-        reply: reply.to_string(),
-    })
+    reply
+        .as_text()
+        .ok_or_else(|| TestingError::UnexpectedReply {
+            port: addr.port(),
+            command: describe(args),
+            reply: reply.to_string(),
+        })
 }
 
 /// The value of `field` in an `INFO` or `CLUSTER INFO` reply (`field:value` lines).
@@ -243,7 +245,10 @@ mod tests {
 
     #[test]
     fn encodes_commands_as_bulk_arrays() {
-        assert_eq!(encode(&["SET", "k", ""]), b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
+        assert_eq!(
+            encode(&["SET", "k", ""]),
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
+        );
     }
 
     #[test]
@@ -255,10 +260,16 @@ mod tests {
         );
         assert_eq!(parse(b":-3\r\n").unwrap(), Reply::Integer(-3));
         assert_eq!(parse(b"$-1\r\n").unwrap(), Reply::Bulk(None));
-        assert_eq!(parse(b"$4\r\na\r\nb\r\n").unwrap(), Reply::Bulk(Some(b"a\r\nb".to_vec())));
+        assert_eq!(
+            parse(b"$4\r\na\r\nb\r\n").unwrap(),
+            Reply::Bulk(Some(b"a\r\nb".to_vec()))
+        );
         assert_eq!(
             parse(b"*2\r\n$1\r\nx\r\n*-1\r\n").unwrap(),
-            Reply::Array(Some(vec![Reply::Bulk(Some(b"x".to_vec())), Reply::Array(None)]))
+            Reply::Array(Some(vec![
+                Reply::Bulk(Some(b"x".to_vec())),
+                Reply::Array(None)
+            ]))
         );
     }
 
@@ -280,6 +291,9 @@ mod tests {
 
     #[test]
     fn describes_commands_for_errors() {
-        assert_eq!(describe(&["CONFIG", "SET", "save", ""]), r#"CONFIG SET save """#);
+        assert_eq!(
+            describe(&["CONFIG", "SET", "save", ""]),
+            r#"CONFIG SET save """#
+        );
     }
 }

@@ -153,7 +153,11 @@ impl RedisServerBuilder {
             process: Mutex::new(Process::default()),
             dir,
         };
-        let attempts = if self.port.is_some() { 1 } else { PORT_ATTEMPTS };
+        let attempts = if self.port.is_some() {
+            1
+        } else {
+            PORT_ATTEMPTS
+        };
         let mut attempt = 1;
         loop {
             server.port = match self.port {
@@ -318,7 +322,9 @@ impl RedisServer {
     }
 
     fn process_mut(&mut self) -> &mut Process {
-        self.process.get_mut().unwrap_or_else(PoisonError::into_inner)
+        self.process
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The full argument list for `redis-server`.
@@ -361,7 +367,9 @@ impl RedisServer {
             .append(true)
             .open(&self.log_path)
             .map_err(setup("opening the log file"))?;
-        let log_start = log.seek(SeekFrom::End(0)).map_err(setup("opening the log file"))?;
+        let log_start = log
+            .seek(SeekFrom::End(0))
+            .map_err(setup("opening the log file"))?;
         let args = self.command_line();
         writeln!(
             log,
@@ -525,7 +533,11 @@ impl Process {
 /// cleaning up, the pipe closes, `read` returns and the server is killed.
 fn spawn_watchdog(pid: u32) -> Option<Child> {
     Command::new("sh")
-        .args(["-c", r#"read _line; kill -KILL "$1" 2>/dev/null"#, "streamx-redis-watchdog"])
+        .args([
+            "-c",
+            r#"read _line; kill -KILL "$1" 2>/dev/null"#,
+            "streamx-redis-watchdog",
+        ])
         .arg(pid.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -579,7 +591,10 @@ fn free_port(cluster_bus: bool) -> Result<u16, TestingError> {
     Err(TestingError::Setup {
         what: "finding a free loopback port".into(),
         source: last_error.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::AddrInUse, "no port with a free cluster bus port")
+            io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "no port with a free cluster bus port",
+            )
         }),
     })
 }
@@ -640,11 +655,22 @@ mod tests {
     }
 
     #[test]
+    fn handles_can_move_into_async_tasks() {
+        fn assert_send_sync<T: Send + Sync + 'static>() {}
+        assert_send_sync::<RedisServer>();
+        assert_send_sync::<crate::testing::RedisCluster>();
+        assert_send_sync::<TestingError>();
+    }
+
+    #[test]
     fn starts_and_answers_ping() {
         let server = RedisServer::start().unwrap();
         assert_eq!(text(&server, &["PING"]).as_deref(), Some("PONG"));
         assert_eq!(server.url(), format!("redis://127.0.0.1:{}", server.port()));
-        assert_eq!(server.addr().to_string(), format!("127.0.0.1:{}", server.port()));
+        assert_eq!(
+            server.addr().to_string(),
+            format!("127.0.0.1:{}", server.port())
+        );
         assert!(server.is_running());
         assert!(server.dir().is_dir());
         assert!(server.log_path().starts_with(server.dir()));
@@ -677,7 +703,10 @@ mod tests {
         ));
         server.restart().unwrap();
         assert_eq!(server.port(), port);
-        assert_eq!(text(&server, &["GET", "survivor"]).as_deref(), Some("still here"));
+        assert_eq!(
+            text(&server, &["GET", "survivor"]).as_deref(),
+            Some("still here")
+        );
     }
 
     #[test]
@@ -687,7 +716,10 @@ mod tests {
         server.stop().unwrap();
         assert!(!server.is_running());
         server.restart().unwrap();
-        assert_eq!(server.call(&["GET", "ephemeral"]).unwrap(), Reply::Bulk(None));
+        assert_eq!(
+            server.call(&["GET", "ephemeral"]).unwrap(),
+            Reply::Bulk(None)
+        );
         // Restarting a running server stops it first.
         let before = server.pid().unwrap();
         server.restart().unwrap();
@@ -700,17 +732,26 @@ mod tests {
             .binary("/nonexistent/redis-server")
             .start()
             .unwrap_err();
-        assert!(matches!(err, TestingError::RedisServerNotFound { .. }), "{err:?}");
+        assert!(
+            matches!(err, TestingError::RedisServerNotFound { .. }),
+            "{err:?}"
+        );
         let message = err.to_string();
         assert!(message.contains("/nonexistent/redis-server"), "{message}");
-        assert!(message.contains("apt-get install redis-server"), "{message}");
+        assert!(
+            message.contains("apt-get install redis-server"),
+            "{message}"
+        );
         assert!(message.contains(REDIS_SERVER_ENV), "{message}");
     }
 
     #[test]
     fn taken_fixed_port_fails_with_the_log_tail() {
         let first = RedisServer::start().unwrap();
-        let err = RedisServer::builder().port(first.port()).start().unwrap_err();
+        let err = RedisServer::builder()
+            .port(first.port())
+            .start()
+            .unwrap_err();
         match &err {
             TestingError::Exited { port, log_tail, .. } => {
                 assert_eq!(*port, first.port());
@@ -743,7 +784,10 @@ mod tests {
             .arg("--save", "3600 1")
             .start()
             .unwrap();
-        let maxmemory = server.call(&["CONFIG", "GET", "maxmemory"]).unwrap().to_string();
+        let maxmemory = server
+            .call(&["CONFIG", "GET", "maxmemory"])
+            .unwrap()
+            .to_string();
         assert!(maxmemory.contains("12582912"), "{maxmemory}");
         let save = server.call(&["CONFIG", "GET", "save"]).unwrap().to_string();
         assert!(save.contains("3600 1"), "{save}");

@@ -69,7 +69,10 @@ mod tests {
 
     #[test]
     fn hash_tags_follow_the_cluster_rules() {
-        assert_eq!(key_slot("{user1000}.following"), key_slot("{user1000}.followers"));
+        assert_eq!(
+            key_slot("{user1000}.following"),
+            key_slot("{user1000}.followers")
+        );
         assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
         // Empty tag: the whole key is hashed.
         assert_eq!(key_slot("foo{}{bar}"), crc16(b"foo{}{bar}") % SLOT_COUNT);

@@ -12,4 +12,14 @@ async fn charge(msg: Message<Order>) -> Result<(), HandlerError> {
     Ok(())
 }
 
-fn main() {}
+fn main() {
+    let registered = streamx::registered();
+    assert_eq!(registered.len(), 1);
+    assert_eq!(registered[0].name(), concat!(module_path!(), "::charge"));
+    let consumer = registered[0].to_consumer();
+    assert_eq!(consumer.stream(), "orders");
+    assert_eq!(consumer.group(), "billing");
+    assert_eq!(consumer.options().concurrency, 8);
+    assert_eq!(consumer.location().file, file!());
+    assert_eq!(consumer.location().line, 9);
+}

@@ -1,4 +1,8 @@
+//! Every key at once; the binary checks what was registered.
+use std::time::Duration;
+
 use streamx::prelude::*;
+use streamx::{Backoff, ConsumerOptions, DeadLetterTarget, RetryPolicy, StartFrom};
 
 #[derive(serde::Deserialize)]
 struct Order {
@@ -52,4 +56,55 @@ async fn replay(_msg: Message<Order>) -> Result<(), HandlerError> {
 #[stream_consumer(stream = "orders", group = "replay-ms", start = "1700000000000")]
 pub(crate) async fn replay_from_millis(_msg: Message<Order>) {}
 
-fn main() {}
+/// The registration the macro built, by name.
+fn options(name: &str) -> ConsumerOptions {
+    let registration = streamx::registered()
+        .into_iter()
+        .find(|registration| registration.name() == name)
+        .unwrap_or_else(|| panic!("`{name}` is not registered"));
+    registration.to_consumer().options().clone()
+}
+
+fn main() {
+    assert_eq!(
+        options("billing::charge"),
+        ConsumerOptions {
+            consumer_name: Some("worker-1"),
+            concurrency: 8,
+            batch_size: Some(100),
+            block: Duration::from_secs(2),
+            start: StartFrom::Beginning,
+            retry: RetryPolicy {
+                max_retries: 5,
+                backoff: Backoff::new(Duration::from_secs(1), 2.0, Duration::from_secs(30)),
+                dead_letter: DeadLetterTarget::Default,
+            },
+            claim_idle: Duration::from_secs(30),
+            ..ConsumerOptions::DEFAULT
+        }
+    );
+
+    let audit = options(concat!(module_path!(), "::audit"));
+    assert_eq!(audit.start, StartFrom::New);
+    assert_eq!(audit.retry.max_retries, 0);
+    assert_eq!(
+        audit.retry.backoff,
+        Backoff::new(Duration::from_secs(1), 3.0, Duration::from_secs(30))
+    );
+    assert_eq!(audit.retry.dead_letter, DeadLetterTarget::Disabled);
+
+    let replay = options(concat!(module_path!(), "::replay"));
+    assert_eq!(replay.start, StartFrom::Id("1700000000000-0"));
+    assert_eq!(replay.retry.backoff, Backoff::DEFAULT);
+    assert_eq!(replay.retry.dead_letter, DeadLetterTarget::Stream("orders-dead"));
+
+    let from_millis = options(concat!(module_path!(), "::replay_from_millis"));
+    assert_eq!(from_millis.start, StartFrom::Id("1700000000000"));
+    let expected = ConsumerOptions {
+        start: StartFrom::Id("1700000000000"),
+        ..ConsumerOptions::DEFAULT
+    };
+    assert_eq!(from_millis, expected);
+
+    assert_eq!(streamx::registered().len(), 4);
+}

@@ -105,4 +105,6 @@ pub mod no_prelude {
 #[stream_consumer(stream = "orders", group = "raw")]
 pub async fn r#match(_msg: Message<Order>) {}
 
-fn main() {}
+fn main() {
+    assert_eq!(streamx::registered().len(), 3);
+}

@@ -11,4 +11,7 @@ fn main() {
     }
 
     let _handler = charge;
+    let registered = streamx::registered();
+    assert_eq!(registered.len(), 1);
+    assert_eq!(registered[0].name(), concat!(module_path!(), "::charge"));
 }

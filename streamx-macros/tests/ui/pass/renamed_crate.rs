@@ -26,4 +26,11 @@ mod nested {
     async fn via_facade(_msg: Message<super::Order>) {}
 }
 
-fn main() {}
+fn main() {
+    let mut groups: Vec<_> = sx::registered()
+        .iter()
+        .map(|registration| registration.to_consumer().group().to_string())
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["billing", "facade", "nested"]);
+}

@@ -1,0 +1,171 @@
+//! Command-line options.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Benchmarks streamx against a hand-written fred baseline on the same Redis, in one run,
+/// and prints each figure as a ratio streamx/raw with the project's targets.
+#[derive(Debug, Parser)]
+#[command(name = "streamx-bench", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub bench: BenchArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Internal: drain a backlog and print this process's peak RSS (used by the memory phase).
+    #[command(hide = true)]
+    ConsumeOnly(ConsumeOnlyArgs),
+}
+
+/// The phases a run can measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Publishing a batch of JSON messages.
+    Produce,
+    /// Draining a backlog with a no-op handler at several concurrencies.
+    Consume,
+    /// Publish-to-handler latency at steady rates.
+    Latency,
+    /// A handler awaiting a 10 ms timer at concurrency 256.
+    Io,
+    /// Peak RSS of a consumer-only child process draining a large backlog.
+    Memory,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [Phase::Produce, Phase::Consume, Phase::Latency, Phase::Io, Phase::Memory];
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Redis URL.
+    #[arg(long, env = "STREAMX_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub url: String,
+    /// Phases to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub only: Vec<Phase>,
+    /// Messages for the produce, consume and I/O phases [default: 200000; --quick: 20000].
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Backlog drained by the memory phase [default: 1000000; --quick: 100000].
+    #[arg(long)]
+    pub backlog: Option<u64>,
+    /// Repetitions of each measurement; the best is kept [default: 3; --quick: 1].
+    #[arg(long)]
+    pub repeat: Option<u32>,
+    /// Handler concurrencies of the consume phase.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    pub concurrency: Vec<usize>,
+    /// Steady publish rates of the latency phase, msg/s.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    pub rates: Vec<u64>,
+    /// Seconds of publishing per latency measurement [default: 5; --quick: 2].
+    #[arg(long)]
+    pub latency_secs: Option<f64>,
+    /// Messages handled by the I/O-bound phase (at most --messages) [default: 100000; --quick: 10000].
+    #[arg(long)]
+    pub io_messages: Option<u64>,
+    /// Handler concurrency of the memory phase's consumers.
+    #[arg(long, default_value_t = 64)]
+    pub memory_concurrency: usize,
+    /// A small, fast run (for iterating on the program; figures are less stable).
+    #[arg(long)]
+    pub quick: bool,
+    /// Print the results as JSON on stdout (the table goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// [`BenchArgs`] with every default resolved.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Settings {
+    #[serde(skip)]
+    pub url: String,
+    pub phases: Vec<Phase>,
+    pub messages: u64,
+    pub backlog: u64,
+    pub repeat: u32,
+    pub concurrency: Vec<usize>,
+    pub rates: Vec<u64>,
+    pub latency_secs: f64,
+    pub io_messages: u64,
+    pub io_concurrency: usize,
+    pub io_sleep_ms: u64,
+    pub memory_concurrency: usize,
+    pub quick: bool,
+}
+
+impl Settings {
+    pub fn resolve(a: &BenchArgs) -> anyhow::Result<Self> {
+        let q = a.quick;
+        let messages = a.messages.unwrap_or(if q { 20_000 } else { 200_000 });
+        let s = Settings {
+            url: a.url.clone(),
+            phases: if a.only.is_empty() { Phase::ALL.to_vec() } else { a.only.clone() },
+            messages,
+            backlog: a.backlog.unwrap_or(if q { 100_000 } else { 1_000_000 }),
+            repeat: a.repeat.unwrap_or(if q { 1 } else { 3 }).max(1),
+            concurrency: a.concurrency.clone(),
+            rates: a.rates.clone(),
+            latency_secs: a.latency_secs.unwrap_or(if q { 2.0 } else { 5.0 }),
+            io_messages: a.io_messages.unwrap_or(if q { 10_000 } else { 100_000 }).min(messages),
+            io_concurrency: 256,
+            io_sleep_ms: 10,
+            memory_concurrency: a.memory_concurrency,
+            quick: q,
+        };
+        anyhow::ensure!(s.messages > 0 && s.backlog > 0, "--messages and --backlog must be positive");
+        anyhow::ensure!(s.concurrency.iter().all(|c| *c > 0), "--concurrency values must be positive");
+        anyhow::ensure!(s.rates.iter().all(|r| *r > 0), "--rates must be positive");
+        anyhow::ensure!(s.latency_secs > 0.0, "--latency-secs must be positive");
+        anyhow::ensure!(s.memory_concurrency > 0, "--memory-concurrency must be positive");
+        Ok(s)
+    }
+
+    pub fn runs(&self, phase: Phase) -> bool {
+        self.phases.contains(&phase)
+    }
+
+    pub fn latency_duration(&self) -> Duration {
+        Duration::from_secs_f64(self.latency_secs)
+    }
+}
+
+/// Which implementation a measurement uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Side {
+    Streamx,
+    Raw,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Streamx => "streamx",
+            Side::Raw => "raw",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConsumeOnlyArgs {
+    #[arg(long, env = "STREAMX_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub url: String,
+    #[arg(long)]
+    pub stream: String,
+    #[arg(long)]
+    pub group: String,
+    /// Stop after handling this many messages.
+    #[arg(long)]
+    pub count: u64,
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    #[arg(long, value_enum)]
+    pub side: Side,
+}

@@ -1,0 +1,120 @@
+//! The streamx side: `Producer::publish_batch` and the runtime with a `Consumer`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use streamx::{Consumer, Message, Producer, Runtime, RunningRuntime};
+
+use crate::workload::Event;
+
+/// Times `Producer::publish_batch` of `events` (the connection is made before the clock
+/// starts).
+pub async fn produce(url: &str, stream: &str, events: &[Event]) -> Result<Duration> {
+    let producer = Producer::connect(url).await?;
+    let started = Instant::now();
+    let ids = producer.publish_batch(stream, events).await?;
+    let elapsed = started.elapsed();
+    producer.close().await;
+    anyhow::ensure!(ids.len() == events.len(), "published {} of {} messages", ids.len(), events.len());
+    Ok(elapsed)
+}
+
+/// What the benchmark handler does besides decoding the payload.
+#[derive(Debug, Clone, Copy)]
+pub enum Work {
+    /// Nothing.
+    None,
+    /// Awaits a timer (an I/O-bound handler).
+    Sleep(Duration),
+}
+
+/// Counts handled messages and remembers when the `target`-th one finished.
+#[derive(Default)]
+pub struct Tally {
+    pub handled: Arc<AtomicU64>,
+    finished_at: OnceLock<Instant>,
+}
+
+impl Tally {
+    fn record(&self, target: u64) {
+        if self.handled.fetch_add(1, Ordering::Relaxed) + 1 == target {
+            let _ = self.finished_at.set(Instant::now());
+        }
+    }
+
+    pub fn finished_at(&self) -> Option<Instant> {
+        self.finished_at.get().copied()
+    }
+}
+
+/// A consumer of `stream` in a fresh `group` running `work` per message after decoding it,
+/// counting into `tally`.
+pub fn consumer(stream: &str, group: &str, concurrency: usize, work: Work, tally: Arc<Tally>, target: u64) -> Consumer {
+    Consumer::new(stream.to_string(), group.to_string(), move |msg: Message<Event>| {
+        let tally = tally.clone();
+        async move {
+            std::hint::black_box(msg.payload());
+            if let Work::Sleep(d) = work {
+                tokio::time::sleep(d).await;
+            }
+            tally.record(target);
+        }
+    })
+    .concurrency(concurrency)
+}
+
+/// Starts a runtime with just `consumer`.
+pub async fn start(url: &str, consumer: Consumer) -> Result<RunningRuntime> {
+    Ok(Runtime::builder()
+        .redis_url(url)
+        .registered_consumers(false)
+        .consumer(consumer)
+        .shutdown_timeout(Duration::from_secs(5))
+        .build()?
+        .start()
+        .await?)
+}
+
+/// Drains `target` messages of `stream` with a fresh group; returns the time from the
+/// runtime's start to the last handled message.
+pub async fn consume(
+    url: &str,
+    stream: &str,
+    group: &str,
+    target: u64,
+    concurrency: usize,
+    work: Work,
+    tally: Arc<Tally>,
+    timeout: Duration,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let running = start(url, consumer(stream, group, concurrency, work, tally.clone(), target)).await?;
+    let finished = wait_for(&tally, target, started + timeout).await;
+    running.shutdown().await?;
+    match finished {
+        Some(at) => Ok(at - started),
+        None => bail!(
+            "streamx consumer: only {} of {target} messages handled within {timeout:?}",
+            tally.handled.load(Ordering::Relaxed)
+        ),
+    }
+}
+
+/// Polls until `tally` reaches `target` (the time is stamped by the handler, so the poll
+/// interval does not matter) or `deadline`.
+pub async fn wait_for(tally: &Tally, target: u64, deadline: Instant) -> Option<Instant> {
+    loop {
+        if let Some(at) = tally.finished_at() {
+            return Some(at);
+        }
+        if tally.handled.load(Ordering::Relaxed) >= target {
+            return tally.finished_at();
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
