@@ -77,18 +77,23 @@ pub async fn start(url: &str, consumer: Consumer) -> Result<RunningRuntime> {
         .await?)
 }
 
-/// Drains `target` messages of `stream` with a fresh group; returns the time from the
+/// One drain of a backlog by a fresh group.
+#[derive(Clone, Copy)]
+pub struct Drain<'a> {
+    pub url: &'a str,
+    pub stream: &'a str,
+    pub group: &'a str,
+    /// Messages to handle.
+    pub target: u64,
+    pub concurrency: usize,
+    pub work: Work,
+    pub timeout: Duration,
+}
+
+/// Runs `drain` with the streamx runtime, counting into `tally`; returns the time from the
 /// runtime's start to the last handled message.
-pub async fn consume(
-    url: &str,
-    stream: &str,
-    group: &str,
-    target: u64,
-    concurrency: usize,
-    work: Work,
-    tally: Arc<Tally>,
-    timeout: Duration,
-) -> Result<Duration> {
+pub async fn consume(drain: &Drain<'_>, tally: Arc<Tally>) -> Result<Duration> {
+    let Drain { url, stream, group, target, concurrency, work, timeout } = *drain;
     let started = Instant::now();
     let running = start(url, consumer(stream, group, concurrency, work, tally.clone(), target)).await?;
     let finished = wait_for(&tally, target, started + timeout).await;
