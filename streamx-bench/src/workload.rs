@@ -81,8 +81,8 @@ impl Keys {
         format!("{what}-{n}")
     }
 
-    /// Every key created so far, and forgets them.
-    pub fn take_all(&self) -> Vec<String> {
-        std::mem::take(&mut *self.created.lock().unwrap_or_else(PoisonError::into_inner))
+    /// Every key created so far.
+    pub fn all(&self) -> Vec<String> {
+        self.created.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }

@@ -344,7 +344,7 @@ mod tests {
             Arc::from("orders"),
             RawEntry {
                 id: MessageId::new(1, 0),
-                data: data.map(Bytes::from_static),
+                data: data.map(|d| Bytes::from_static(d.as_bytes())),
                 headers: Headers::new(),
                 deleted: false,
             },

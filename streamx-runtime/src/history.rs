@@ -7,7 +7,7 @@ use std::sync::Arc;
 use fred::clients::Client;
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::de::DeserializeOwned;
 
 use crate::connection::{connect, ClientRole, RedisUrl};
@@ -61,7 +61,7 @@ impl History {
     /// The entries of `stream` whose ids fall in `range`, oldest first, as messages of `T`.
     /// An entry that does not decode yields an `Err` item ([`Error::Decode`]) and reading
     /// goes on. Messages read this way have `attempt() == 0`.
-    pub fn read<T>(&self, stream: &str, range: impl RangeBounds<MessageId>) -> impl Stream<Item = Result<Message<T>>>
+    pub fn read<T>(&self, stream: &str, range: impl RangeBounds<MessageId>) -> BoxStream<'static, Result<Message<T>>>
     where
         T: DeserializeOwned + Send + 'static,
     {
@@ -74,7 +74,7 @@ impl History {
         stream: &str,
         range: impl RangeBounds<MessageId>,
         page_size: u64,
-    ) -> impl Stream<Item = Result<Message<T>>>
+    ) -> BoxStream<'static, Result<Message<T>>>
     where
         T: DeserializeOwned + Send + 'static,
     {
@@ -112,6 +112,7 @@ impl History {
                 }
             }
         })
+        .boxed()
     }
 }
 

@@ -12,14 +12,10 @@ use crate::policy::DeadLetterTarget;
 /// The text Redis Cluster hashes for `key`: the first non-empty `{...}` section, or the
 /// whole key.
 pub fn hash_tag(key: &str) -> &str {
-    if let Some(open) = key.find('{') {
-        if let Some(len) = key[open + 1..].find('}') {
-            if len > 0 {
-                return &key[open + 1..open + 1 + len];
-            }
-        }
-    }
-    key
+    let tag = hash_tag_bytes(key.as_bytes());
+    // The tag is delimited by ASCII braces, so it starts and ends on char boundaries.
+    let start = tag.as_ptr() as usize - key.as_ptr() as usize;
+    &key[start..start + tag.len()]
 }
 
 /// A key derived from `base` (with `:suffix`) that shares `base`'s hash slot.
@@ -40,16 +36,43 @@ pub fn dead_letter_stream(stream: &str, target: &DeadLetterTarget) -> Option<Str
     }
 }
 
-/// The Redis Cluster slot of `key` (CRC16/XMODEM of its hash tag, mod 16384).
-pub fn slot(key: &str) -> u16 {
+/// Number of hash slots in a Redis Cluster.
+pub const SLOT_COUNT: u16 = 16384;
+
+/// The Redis Cluster hash slot of `key`, as `CLUSTER KEYSLOT` computes it: CRC16/XMODEM of
+/// its hash tag (the first non-empty `{...}`) or of the whole key, modulo 16384.
+///
+/// ```
+/// use streamx_runtime::keys::slot;
+/// assert_eq!(slot("foo"), 12182);
+/// assert_eq!(slot("{orders}:dlq"), slot("orders"));
+/// ```
+pub fn slot(key: impl AsRef<[u8]>) -> u16 {
+    crc16(hash_tag_bytes(key.as_ref())) % SLOT_COUNT
+}
+
+fn hash_tag_bytes(key: &[u8]) -> &[u8] {
+    if let Some(open) = key.iter().position(|&b| b == b'{') {
+        let after = &key[open + 1..];
+        if let Some(close) = after.iter().position(|&b| b == b'}') {
+            if close > 0 {
+                return &after[..close];
+            }
+        }
+    }
+    key
+}
+
+/// CRC16/XMODEM (polynomial 0x1021, initial value 0), the checksum Redis Cluster uses.
+fn crc16(data: &[u8]) -> u16 {
     let mut crc: u16 = 0;
-    for &b in hash_tag(key).as_bytes() {
-        crc ^= u16::from(b) << 8;
+    for &byte in data {
+        crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
             crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
         }
     }
-    crc % 16384
+    crc
 }
 
 #[cfg(test)]
@@ -65,5 +88,35 @@ mod tests {
         assert_eq!(slot("foo"), 12182);
         assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
         assert_eq!(hash_tag("a{}b"), "a{}b");
+    }
+
+    #[test]
+    fn crc16_matches_the_xmodem_check_value() {
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(crc16(b""), 0);
+    }
+
+    #[test]
+    fn slots_match_redis() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("bar"), 5061);
+        assert_eq!(slot("123456789"), 0x31C3 % SLOT_COUNT);
+    }
+
+    #[test]
+    fn hash_tags_follow_the_cluster_rules() {
+        assert_eq!(
+            slot("{user1000}.following"),
+            slot("{user1000}.followers")
+        );
+        assert_eq!(slot("{user1000}.following"), slot("user1000"));
+        // Empty tag: the whole key is hashed.
+        assert_eq!(slot("foo{}{bar}"), crc16(b"foo{}{bar}") % SLOT_COUNT);
+        // Only the first `{` and the first `}` after it count.
+        assert_eq!(slot("foo{{bar}}zap"), slot("{bar"));
+        assert_eq!(slot("foo{bar}{zap}"), slot("bar"));
+        // No closing brace: the whole key is hashed.
+        assert_eq!(slot("foo{bar"), crc16(b"foo{bar") % SLOT_COUNT);
     }
 }

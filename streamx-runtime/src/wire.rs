@@ -81,7 +81,7 @@ pub(crate) fn parse_entries(value: Value) -> Vec<RawEntry> {
 pub(crate) fn parse_read_reply(value: Value) -> Vec<RawEntry> {
     match value {
         Value::Null => Vec::new(),
-        Value::Map(map) => map.inner().into_iter().flat_map(|(_, v)| parse_entries(v)).collect(),
+        Value::Map(map) => map.inner().into_values().flat_map(parse_entries).collect(),
         Value::Array(streams) => streams
             .into_iter()
             .flat_map(|s| {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::error::TestingError;
 use super::resp::{self, Reply};
 use super::server::{resolve_binary, RedisServer};
-use super::slot::{key_slot, SLOT_COUNT};
+use crate::keys::{slot as key_slot, SLOT_COUNT};
 
 /// Environment variable naming the `redis-cli` binary used to create clusters.
 pub const REDIS_CLI_ENV: &str = "STREAMX_REDIS_CLI";

@@ -41,10 +41,9 @@ mod error;
 mod name;
 mod resp;
 mod server;
-mod slot;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, REDIS_CLI_ENV};
 pub use error::TestingError;
 pub use name::unique_name;
 pub use server::{RedisServer, RedisServerBuilder, REDIS_SERVER_ENV};
-pub use slot::{key_slot, SLOT_COUNT};
+pub use crate::keys::{slot as key_slot, SLOT_COUNT};

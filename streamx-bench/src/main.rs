@@ -1,0 +1,73 @@
+//! Run with: cargo run --release -p streamx-bench -- --help
+//!
+//! Benchmarks streamx against a raw baseline written directly with fred, on the same Redis
+//! and the same workload, in one run: produce, consume (concurrency 1, 8, 64), latency at
+//! steady rates, an I/O-bound handler, and the peak RSS of a consume-only process. Prints
+//! each figure with its ratio streamx/raw and the project's targets with PASS/MISS.
+//!
+//! Every run uses fresh, uniquely named streams and deletes them at the end (also on
+//! Ctrl-C). See BENCHMARKS.md for the figures of a full run.
+
+mod args;
+mod latency;
+mod memory;
+mod phases;
+mod progress;
+mod raw;
+mod report;
+mod streamx_side;
+mod workload;
+
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+
+use args::{BenchArgs, Cli, Command, Settings};
+use workload::Keys;
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Some(Command::ConsumeOnly(args)) => runtime.block_on(memory::consume_only(args)),
+        None => runtime.block_on(bench(cli.bench)),
+    }
+}
+
+async fn bench(args: BenchArgs) -> Result<()> {
+    let settings = Settings::resolve(&args)?;
+    let keys = Keys::new();
+    let admin = raw::connect(&settings.url).await?;
+    let outcome = tokio::select! {
+        outcome = phases::run(&settings, &keys, &admin) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            progress::note("\ninterrupted: deleting this run's keys");
+            cleanup(&admin, &keys).await;
+            // A consumer loop cut off mid-read may still touch a key: delete once more.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            cleanup(&admin, &keys).await;
+            bail!("interrupted");
+        }
+    };
+    cleanup(&admin, &keys).await;
+    let results = outcome?;
+    let table = results.table();
+    if args.json {
+        eprint!("\n{table}");
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        print!("\n{table}");
+    }
+    Ok(())
+}
+
+/// Deletes every key this run created (best effort: a failure is reported, not fatal).
+async fn cleanup(admin: &fred::clients::Client, keys: &Keys) {
+    if let Err(e) = raw::delete(admin, keys.all()).await {
+        progress::note(&format!("warning: could not delete this run's keys: {e:#}"));
+    }
+}
