@@ -18,27 +18,47 @@ mod report;
 mod streamx_side;
 mod workload;
 
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Parser;
 
 use args::{BenchArgs, Cli, Command, Settings};
 use workload::Keys;
 
-fn main() -> Result<()> {
+/// How a run ended.
+enum Ended {
+    Done,
+    Interrupted,
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    // No logging unless asked for with RUST_LOG (e.g. RUST_LOG=streamx=debug).
     if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    match cli.command {
-        Some(Command::ConsumeOnly(args)) => runtime.block_on(memory::consume_only(args)),
-        None => runtime.block_on(bench(cli.bench)),
+    let ended = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+        |runtime| match cli.command {
+            Some(Command::ConsumeOnly(args)) => runtime.block_on(memory::consume_only(args)).map(|()| Ended::Done),
+            None => runtime.block_on(bench(cli.bench)),
+        },
+    );
+    match ended {
+        Ok(Ended::Done) => ExitCode::SUCCESS,
+        Ok(Ended::Interrupted) => ExitCode::from(130),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-async fn bench(args: BenchArgs) -> Result<()> {
+async fn bench(args: BenchArgs) -> Result<Ended> {
     let settings = Settings::resolve(&args)?;
     let keys = Keys::new();
     let admin = raw::connect(&settings.url).await?;
@@ -50,7 +70,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
             // A consumer loop cut off mid-read may still touch a key: delete once more.
             tokio::time::sleep(Duration::from_millis(300)).await;
             cleanup(&admin, &keys).await;
-            bail!("interrupted");
+            return Ok(Ended::Interrupted);
         }
     };
     cleanup(&admin, &keys).await;
@@ -62,7 +82,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     } else {
         print!("\n{table}");
     }
-    Ok(())
+    Ok(Ended::Done)
 }
 
 /// Deletes every key this run created (best effort: a failure is reported, not fatal).

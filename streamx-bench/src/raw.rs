@@ -14,7 +14,8 @@ use fred::clients::Client;
 use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
 use fred::prelude::{Builder, Config};
 use fred::types::streams::XCap;
-use fred::types::{Key, Str, Value};
+use fred::bytes_utils::Str;
+use fred::types::{Key, Value};
 
 use crate::workload::Event;
 

@@ -154,10 +154,10 @@ impl Results {
         );
         let _ = writeln!(out, "load average before: {}   after: {}", self.load_before, self.load_after);
         let _ = writeln!(out);
-        let _ = writeln!(out, "{:<40} {:>12} {:>12} {:>12}", "figure", "streamx", "raw", "streamx/raw");
-        let _ = writeln!(out, "{}", "-".repeat(79));
+        let _ = writeln!(out, "{:<40} {:>14} {:>14} {:>12}", "figure", "streamx", "raw", "streamx/raw");
+        let _ = writeln!(out, "{}", "-".repeat(83));
         let mut row = |name: String, sx: String, raw: String, ratio: String| {
-            let _ = writeln!(out, "{name:<40} {sx:>12} {raw:>12} {ratio:>12}");
+            let _ = writeln!(out, "{name:<40} {sx:>14} {raw:>14} {ratio:>12}");
         };
         if let Some(p) = &self.produce {
             row("produce (msg/s)".into(), count(p.streamx), count(p.raw), format!("{:.2}", p.ratio));
@@ -195,10 +195,10 @@ impl Results {
         }
         if !self.targets.is_empty() {
             let _ = writeln!(out);
-            let _ = writeln!(out, "{:<48} {:>14} {:>6}", "target", "value", "");
-            let _ = writeln!(out, "{}", "-".repeat(70));
+            let _ = writeln!(out, "{:<48} {:>14} {:>7}", "target", "value", "result");
+            let _ = writeln!(out, "{}", "-".repeat(71));
             for t in &self.targets {
-                let _ = writeln!(out, "{:<48} {:>14} {:>6}", t.target, t.value, if t.pass { "PASS" } else { "MISS" });
+                let _ = writeln!(out, "{:<48} {:>14} {:>7}", t.target, t.value, if t.pass { "PASS" } else { "MISS" });
             }
         }
         out

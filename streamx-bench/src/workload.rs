@@ -15,7 +15,6 @@ pub struct Event {
     pub kind: String,
     pub user: String,
     pub amount_cents: i64,
-    pub currency: String,
 }
 
 impl Event {
@@ -26,7 +25,6 @@ impl Event {
             kind: "order.created".to_string(),
             user: format!("user-{:08}", seq % 100_000_000),
             amount_cents: (seq % 100_000) as i64 * 7 + 1999,
-            currency: "EUR".to_string(),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{start_server, wait_until, Job};
+use common::{wait_until, Job, TestRedis, Topology};
 use futures_util::TryStreamExt;
 use streamx::testing::unique_name;
 use streamx::{Consumer, Error, HandlerError, History, Inspector, Message, MessageId, Producer, Runtime, StartFrom};
@@ -33,9 +33,8 @@ fn len(seen: &Seen) -> usize {
     seen.lock().unwrap().len()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_messages_are_each_handled_exactly_once() {
-    let server = start_server();
+async fn ten_thousand_messages_are_each_handled_exactly_once(topology: Topology) {
+    let server = TestRedis::start(topology);
     let stream = unique_name("orders");
     let producer = Producer::connect(&server.url()).await.unwrap();
     let jobs: Vec<Job> = (0..10_000).map(Job::ok).collect();
@@ -65,9 +64,8 @@ async fn ten_thousand_messages_are_each_handled_exactly_once() {
     assert_eq!(group.lag, Some(0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_groups_on_one_stream_each_see_every_message() {
-    let server = start_server();
+async fn two_groups_on_one_stream_each_see_every_message(topology: Topology) {
+    let server = TestRedis::start(topology);
     let stream = unique_name("events");
     let producer = Producer::connect(&server.url()).await.unwrap();
     let published: HashSet<_> = producer
@@ -101,9 +99,8 @@ async fn two_groups_on_one_stream_each_see_every_message() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_decides_where_a_new_group_begins() {
-    let server = start_server();
+async fn start_decides_where_a_new_group_begins(topology: Topology) {
+    let server = TestRedis::start(topology);
     let stream = unique_name("start");
     let producer = Producer::connect(&server.url()).await.unwrap();
     let before = producer.publish_batch(&stream, &(0..5).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
@@ -137,9 +134,8 @@ async fn start_decides_where_a_new_group_begins() {
     assert_eq!(ids(&id_seen).into_iter().collect::<HashSet<_>>(), all[3..].iter().copied().collect());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_reads_ranges_page_by_page() {
-    let server = start_server();
+async fn history_reads_ranges_page_by_page(topology: Topology) {
+    let server = TestRedis::start(topology);
     let stream = unique_name("history");
     let producer = Producer::connect(&server.url()).await.unwrap();
     let ids = producer.publish_batch(&stream, &(0..100).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
@@ -166,12 +162,11 @@ async fn history_reads_ranges_page_by_page() {
     assert!(missing.is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand() {
-    let server = start_server();
+async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand(topology: Topology) {
+    let server = TestRedis::start(topology);
     let stream = unique_name("interop");
     // Another language (here redis-cli) writes the documented wire format.
-    let id = common::redis_cli(&server, &["XADD", &stream, "*", "data", r#"{"n":1,"action":"ok"}"#, "h:source", "cli"]);
+    let id = server.cli(&["XADD", &stream, "*", "data", r#"{"n":1,"action":"ok"}"#, "h:source", "cli"]);
     let seen: Arc<Mutex<Vec<(MessageId, u64, Option<String>)>>> = Arc::default();
     let s = seen.clone();
     let consumer = Consumer::new(stream.clone(), "g".to_string(), move |msg: Message<Job>| {
@@ -201,14 +196,13 @@ async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand() {
         .publish_with(&stream, &Job::ok(7), &streamx::PublishOptions::new().headers(streamx::Headers::new().with("k", "v")))
         .await
         .unwrap();
-    let raw = common::redis_cli(&server, &["XRANGE", &stream, &id.to_string(), &id.to_string()]);
+    let raw = server.cli(&["XRANGE", &stream, &id.to_string(), &id.to_string()]);
     let lines: Vec<&str> = raw.lines().collect();
     assert_eq!(lines, vec![id.to_string().as_str(), "data", r#"{"n":7,"action":"ok"}"#, "h:k", "v"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrency_is_a_hard_bound() {
-    let server = start_server();
+async fn concurrency_is_a_hard_bound(topology: Topology) {
+    let server = TestRedis::start(topology);
     let stream = unique_name("bound");
     let producer = Producer::connect(&server.url()).await.unwrap();
     producer.publish_batch(&stream, &(0..300).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
@@ -242,9 +236,8 @@ async fn concurrency_is_a_hard_bound() {
     assert_eq!(max_seen.load(Ordering::SeqCst), 5, "never more than 5 at once, and the bound is reached");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_is_prompt_and_lets_running_handlers_finish() {
-    let server = start_server();
+async fn shutdown_is_prompt_and_lets_running_handlers_finish(topology: Topology) {
+    let server = TestRedis::start(topology);
     let stream = unique_name("shutdown");
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
@@ -332,3 +325,13 @@ async fn unreachable_redis_is_a_clear_error_without_the_password() {
     assert!(text.contains("redis://app:***@127.0.0.1:1"), "{text}");
     assert!(!format!("{text} {err:?}").contains("hunter2"), "{text}");
 }
+
+on_both_topologies!(
+    ten_thousand_messages_are_each_handled_exactly_once,
+    two_groups_on_one_stream_each_see_every_message,
+    start_decides_where_a_new_group_begins,
+    history_reads_ranges_page_by_page,
+    entries_written_by_hand_are_consumed_and_ours_read_by_hand,
+    concurrency_is_a_hard_bound,
+    shutdown_is_prompt_and_lets_running_handlers_finish,
+);

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{counts, handled, id_strings, redis_cli, sigterm, spawn_worker, start_server, wait_exit, wait_until, Job};
+use common::{
+    counts, handled, id_strings, redis_cli, sigterm, spawn_worker, start_server, wait_exit, wait_until, Job, TestRedis, Topology,
+};
 use streamx::testing::{unique_name, RedisServer};
 use streamx::{
     Backoff, Consumer, DeadLetters, FailureKind, HandlerError, Inspector, Message, MessageId, Producer, PublishOptions,
@@ -29,9 +31,8 @@ fn dlq_of(stream: &str) -> String {
     streamx::keys::dead_letter_stream(stream, &streamx::DeadLetterTarget::Default).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_worker_loses_nothing_and_only_in_flight_messages_run_twice() {
-    let server = start_server();
+async fn killed_worker_loses_nothing_and_only_in_flight_messages_run_twice(topology: Topology) {
+    let server = TestRedis::start(topology);
     let url = server.url();
     let producer = Producer::connect(&url).await.unwrap();
     let jobs: Vec<Job> = (0..20_000).map(|n| Job::sleep(n, 1)).collect();
@@ -140,9 +141,8 @@ async fn redis_restart_mid_stream_loses_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poison_entries_go_to_the_dead_letter_stream_with_their_reason() {
-    let server = start_server();
+async fn poison_entries_go_to_the_dead_letter_stream_with_their_reason(topology: Topology) {
+    let server = TestRedis::start(topology);
     let url = server.url();
     let stream = unique_name("poison");
     let producer = Producer::connect(&url).await.unwrap();
@@ -152,7 +152,7 @@ async fn poison_entries_go_to_the_dead_letter_stream_with_their_reason() {
     for i in 0..1200u64 {
         match i % 24 {
             5 => {
-                let out = redis_cli(&server, &["XADD", &stream, "*", "payload", "not-in-data"]);
+                let out = server.cli(&["XADD", &stream, "*", "payload", "not-in-data"]);
                 bad.insert(out.trim().parse().unwrap(), FailureKind::MissingPayload);
             }
             10 => {
@@ -218,9 +218,8 @@ async fn poison_entries_go_to_the_dead_letter_stream_with_their_reason() {
     assert_eq!(Inspector::connect(&url).await.unwrap().group(&stream, "g").await.unwrap().unwrap().pending, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_messages_are_retried_after_the_backoff_without_blocking_others() {
-    let server = start_server();
+async fn failed_messages_are_retried_after_the_backoff_without_blocking_others(topology: Topology) {
+    let server = TestRedis::start(topology);
     let url = server.url();
     let stream = unique_name("backoff");
     let attempts: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
@@ -267,9 +266,8 @@ async fn failed_messages_are_retried_after_the_backoff_without_blocking_others()
     eprintln!("backoff: gaps {gap1:?} (configured 400ms) and {gap2:?} (configured 800ms)");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_that_crashes_its_worker_ends_in_the_dead_letter_stream() {
-    let server = start_server();
+async fn a_message_that_crashes_its_worker_ends_in_the_dead_letter_stream(topology: Topology) {
+    let server = TestRedis::start(topology);
     let url = server.url();
     let producer = Producer::connect(&url).await.unwrap();
     let deadly = producer.publish("app.jobs", &Job::abort(1)).await.unwrap();
@@ -317,9 +315,8 @@ async fn a_message_that_crashes_its_worker_ends_in_the_dead_letter_stream() {
     assert_eq!(Inspector::connect(&url).await.unwrap().group("app.jobs", "workers").await.unwrap().unwrap().pending, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_long_handler_keeps_its_lease_and_runs_once() {
-    let server = start_server();
+async fn a_long_handler_keeps_its_lease_and_runs_once(topology: Topology) {
+    let server = TestRedis::start(topology);
     let url = server.url();
     let stream = unique_name("long");
     let runs: Arc<Mutex<Vec<(MessageId, String)>>> = Arc::default();
@@ -352,9 +349,8 @@ async fn a_long_handler_keeps_its_lease_and_runs_once() {
     assert_eq!(runs.iter().map(|(id, _)| *id).collect::<HashSet<_>>(), ids.into_iter().collect());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing() {
-    let server = start_server();
+async fn dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing(topology: Topology) {
+    let server = TestRedis::start(topology);
     let url = server.url();
     let stream = unique_name("replay");
     let broken = Arc::new(AtomicBool::new(true));
@@ -412,9 +408,8 @@ async fn dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing(
     assert_eq!(dlq.purge().await.unwrap(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn panics_are_failed_attempts_and_dlq_false_drops() {
-    let server = start_server();
+async fn panics_are_failed_attempts_and_dlq_false_drops(topology: Topology) {
+    let server = TestRedis::start(topology);
     let url = server.url();
     let stream = unique_name("panic");
     let done = Arc::new(AtomicUsize::new(0));
@@ -501,3 +496,13 @@ async fn the_group_is_recreated_after_flushall_and_startup_waits_for_redis() {
     .await;
     runtime.shutdown().await.unwrap();
 }
+
+on_both_topologies!(
+    killed_worker_loses_nothing_and_only_in_flight_messages_run_twice,
+    poison_entries_go_to_the_dead_letter_stream_with_their_reason,
+    failed_messages_are_retried_after_the_backoff_without_blocking_others,
+    a_message_that_crashes_its_worker_ends_in_the_dead_letter_stream,
+    a_long_handler_keeps_its_lease_and_runs_once,
+    dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing,
+    panics_are_failed_attempts_and_dlq_false_drops,
+);

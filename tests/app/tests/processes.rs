@@ -6,12 +6,11 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{counts, handled, id_strings, sigterm, spawn_worker, start_server, wait_exit, wait_until, Job};
+use common::{counts, handled, id_strings, sigterm, spawn_worker, wait_exit, wait_until, Job, TestRedis, Topology};
 use streamx::{Inspector, Producer};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_worker_processes_share_one_group() {
-    let server = start_server();
+async fn two_worker_processes_share_one_group(topology: Topology) {
+    let server = TestRedis::start(topology);
     let url = server.url();
     let mut a = spawn_worker(&url, "jobs", &[]);
     let mut b = spawn_worker(&url, "jobs", &[]);
@@ -35,9 +34,8 @@ async fn two_worker_processes_share_one_group() {
     assert_eq!(group.pending, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_mid_stream_loses_nothing() {
-    let server = start_server();
+async fn sigterm_mid_stream_loses_nothing(topology: Topology) {
+    let server = TestRedis::start(topology);
     let url = server.url();
     let producer = Producer::connect(&url).await.unwrap();
     let jobs: Vec<Job> = (0..600).map(|n| Job::sleep(n, 20)).collect();
@@ -90,3 +88,8 @@ async fn worker_exits_non_zero_with_a_redacted_error_when_redis_is_down() {
     assert!(!stderr.contains("hunter2"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+on_both_topologies!(
+    two_worker_processes_share_one_group,
+    sigterm_mid_stream_loses_nothing,
+);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use streamx::testing::RedisServer;
+use streamx::testing::{RedisCluster, RedisServer};
 use streamx::{History, MessageId};
 
 /// The job payload the worker binary understands.
@@ -46,6 +46,65 @@ pub struct Handled {
 
 pub fn start_server() -> RedisServer {
     RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis-server: {e}"))
+}
+
+/// Which kind of Redis a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// One redis-server.
+    Standalone,
+    /// A local Redis Cluster of 3 masters.
+    Cluster,
+}
+
+/// A throwaway Redis of either topology.
+pub enum TestRedis {
+    Standalone(RedisServer),
+    Cluster(RedisCluster),
+}
+
+impl TestRedis {
+    pub fn start(topology: Topology) -> Self {
+        match topology {
+            Topology::Standalone => TestRedis::Standalone(start_server()),
+            Topology::Cluster => TestRedis::Cluster(
+                RedisCluster::start(3, 0).unwrap_or_else(|e| panic!("cannot start a redis cluster: {e}")),
+            ),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self {
+            TestRedis::Standalone(s) => s.url(),
+            TestRedis::Cluster(c) => c.url(),
+        }
+    }
+
+    /// Runs `redis-cli` (in cluster mode, following redirects) and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        match self {
+            TestRedis::Standalone(s) => redis_cli_at(s.port(), false, args),
+            TestRedis::Cluster(c) => redis_cli_at(c.nodes()[0].port(), true, args),
+        }
+    }
+}
+
+/// Declares, for each `async fn NAME(topology: Topology)` in the test file, a module
+/// `NAME` with the tests `NAME::standalone` and `NAME::cluster`.
+#[macro_export]
+macro_rules! on_both_topologies {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn standalone() {
+                super::$name(super::common::Topology::Standalone).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() {
+                super::$name(super::common::Topology::Cluster).await
+            }
+        }
+    )*};
 }
 
 /// Polls `check` every 20 ms until it returns true; panics with `what` after `limit`.
@@ -122,9 +181,17 @@ pub async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::Exit
 
 /// Runs `redis-cli -p PORT args...` and returns its stdout.
 pub fn redis_cli(server: &RedisServer, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
+    redis_cli_at(server.port(), false, args)
+}
+
+fn redis_cli_at(port: u16, cluster: bool, args: &[&str]) -> String {
+    let mut cmd = Command::new("redis-cli");
+    if cluster {
+        cmd.arg("-c");
+    }
+    let out = cmd
         .arg("-p")
-        .arg(server.port().to_string())
+        .arg(port.to_string())
         .args(args)
         .output()
         .expect("run redis-cli");
