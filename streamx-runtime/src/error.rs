@@ -24,6 +24,16 @@ pub enum Error {
         #[source]
         source: fred::error::Error,
     },
+    /// The TLS settings of a `rediss://` URL cannot be used: a CA or client certificate
+    /// file that cannot be read or holds no certificate, a key that does not fit, TLS
+    /// options on a URL without TLS, no trusted CA certificates.
+    #[error("TLS setup for Redis at {url} failed: {reason}")]
+    Tls {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A Redis command failed.
     #[error("Redis {command} on `{key}` failed: {source}")]
     Redis {
@@ -34,6 +44,16 @@ pub enum Error {
         /// The underlying client error (the server's message is in its details).
         #[source]
         source: fred::error::Error,
+    },
+    /// A durable publish was written but fewer replicas than asked confirmed it in time.
+    #[error("publish to `{stream}` reached {acked} replica(s) of the {wanted} required; it may not survive a failover")]
+    NotReplicated {
+        /// The stream.
+        stream: String,
+        /// Replicas required.
+        wanted: u32,
+        /// Replicas that confirmed.
+        acked: u32,
     },
     /// A payload could not be serialized to JSON when publishing.
     #[error("cannot encode payload for stream `{stream}`: {source}")]

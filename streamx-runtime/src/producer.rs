@@ -6,11 +6,12 @@ use bytes::Bytes;
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, StreamsInterface};
 use fred::types::streams::XCap;
-use fred::types::Value;
+use fred::types::{ClusterHash, CustomCommand, Value};
 use serde::Serialize;
 
 use crate::connection::{connect, ClientRole, RedisUrl};
 use crate::error::{Error, Result};
+use crate::keys::slot;
 use crate::message::{Headers, MessageId};
 use crate::wire::{entry_fields, value_bytes};
 
@@ -31,6 +32,7 @@ pub struct PublishOptions {
     headers: Headers,
     max_len: Option<u64>,
     no_mkstream: bool,
+    durable: Option<(u32, Duration)>,
 }
 
 impl PublishOptions {
@@ -55,6 +57,15 @@ impl PublishOptions {
     /// Fails instead of creating the stream when it does not exist (`NOMKSTREAM`).
     pub fn no_mkstream(mut self) -> Self {
         self.no_mkstream = true;
+        self
+    }
+
+    /// Waits until at least `replicas` replicas of the stream's master confirm the write
+    /// (`WAIT`), up to `timeout`; fails with [`Error::NotReplicated`] otherwise. An
+    /// acknowledged durable publish survives the failover of that master. Without this, a
+    /// publish returns once the master has the entry (replication is asynchronous).
+    pub fn durable(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.durable = Some((replicas, timeout));
         self
     }
 
@@ -129,7 +140,9 @@ impl Producer {
             .xadd(stream, options.no_mkstream, cap, "*", entry_fields(data, &options.headers))
             .await
             .map_err(|e| Error::redis("XADD", stream, e))?;
-        parse_added_id(stream, reply)
+        let id = parse_added_id(stream, reply)?;
+        self.wait_for_replicas(stream, options).await?;
+        Ok(id)
     }
 
     /// Publishes every payload, in order, in pipelined round trips of up to 1000 XADDs (not
@@ -160,8 +173,25 @@ impl Producer {
             for reply in replies {
                 ids.push(parse_added_id(stream, reply)?);
             }
+            self.wait_for_replicas(stream, options).await?;
         }
         Ok(ids)
+    }
+
+    /// For a durable publish: `WAIT` on the connection that carried the XADDs (the one to
+    /// the stream's master, hence the slot-routed command).
+    async fn wait_for_replicas(&self, stream: &str, options: &PublishOptions) -> Result<()> {
+        let Some((replicas, timeout)) = options.durable else { return Ok(()) };
+        let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot(stream)), false);
+        let acked: i64 = self
+            .client
+            .custom(wait, vec![Value::from(i64::from(replicas)), Value::from(timeout.as_millis() as i64)])
+            .await
+            .map_err(|e| Error::redis("WAIT", stream, e))?;
+        if acked < i64::from(replicas) {
+            return Err(Error::NotReplicated { stream: stream.to_string(), wanted: replicas, acked: acked.max(0) as u32 });
+        }
+        Ok(())
     }
 
     /// The underlying fred client, for commands streamx does not wrap.

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use fred::clients::Client;
 use fred::interfaces::ClientLike;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{connect, ClientRole, RedisUrl};
+use crate::connection::{connect, redact, ClientRole, RedisUrl};
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::keys::{dead_letter_stream, slot};
@@ -42,7 +43,8 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 ///     .await
 /// # }
 /// ```
-#[derive(Debug)]
+///
+/// Its `Debug` output never shows a password.
 pub struct RuntimeBuilder {
     url: Option<String>,
     consumers: Vec<Consumer>,
@@ -52,6 +54,42 @@ pub struct RuntimeBuilder {
     connect_timeout: Duration,
     max_payload_bytes: usize,
     cleanup_idle: Duration,
+    tls_ca: Option<TlsCa>,
+    tls_client_cert: Option<(PathBuf, PathBuf)>,
+    credentials: Option<(String, String)>,
+}
+
+/// Where the CA certificates given to [`RuntimeBuilder`] come from.
+enum TlsCa {
+    File(PathBuf),
+    Pem(Vec<u8>),
+}
+
+impl std::fmt::Debug for TlsCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsCa::File(path) => f.debug_tuple("File").field(path).finish(),
+            TlsCa::Pem(pem) => write!(f, "Pem({} bytes)", pem.len()),
+        }
+    }
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("url", &self.url.as_deref().map(redact))
+            .field("consumers", &self.consumers)
+            .field("use_registry", &self.use_registry)
+            .field("only", &self.only)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("cleanup_idle", &self.cleanup_idle)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_client_cert", &self.tls_client_cert)
+            .field("credentials", &self.credentials.as_ref().map(|(user, _)| format!("{user}:***")))
+            .finish()
+    }
 }
 
 impl Default for RuntimeBuilder {
@@ -65,6 +103,9 @@ impl Default for RuntimeBuilder {
             connect_timeout: Duration::from_secs(10),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             cleanup_idle: Duration::from_secs(3600),
+            tls_ca: None,
+            tls_client_cert: None,
+            credentials: None,
         }
     }
 }
@@ -127,13 +168,52 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Validates the configuration: the URL, duplicate names (naming both source
-    /// locations), each consumer's options.
+    /// For a `rediss://` URL: trusts only the CA certificates in this PEM file, instead of
+    /// the system's (see [`RedisUrl::with_tls_ca_file`]). Without a URL from the builder,
+    /// `STREAMX_REDIS_TLS_CA` does the same.
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(TlsCa::File(path.into()));
+        self
+    }
+
+    /// Like [`tls_ca_file`](Self::tls_ca_file), with the PEM text itself.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_ca = Some(TlsCa::Pem(pem.into()));
+        self
+    }
+
+    /// For a `rediss://` URL: presents this client certificate and key (PEM files) to a
+    /// server that verifies clients (see [`RedisUrl::with_tls_client_cert_files`]).
+    pub fn tls_client_cert_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_client_cert = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Authenticates as this ACL user, replacing any `user:password@` of the URL (see
+    /// [`RedisUrl::with_credentials`]). The password is never logged or shown.
+    pub fn credentials(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.credentials = Some((username.into(), password.into()));
+        self
+    }
+
+    /// Validates the configuration: the URL (and its TLS files), duplicate names (naming
+    /// both source locations), each consumer's options.
     pub fn build(self) -> Result<Runtime> {
-        let url = match &self.url {
+        let mut url = match &self.url {
             Some(url) => RedisUrl::parse(url)?,
             None => RedisUrl::from_env()?,
         };
+        url = match self.tls_ca {
+            Some(TlsCa::File(path)) => url.with_tls_ca_file(path)?,
+            Some(TlsCa::Pem(pem)) => url.with_tls_ca_pem(pem)?,
+            None => url,
+        };
+        if let Some((cert, key)) = &self.tls_client_cert {
+            url = url.with_tls_client_cert_files(cert, key)?;
+        }
+        if let Some((username, password)) = self.credentials {
+            url = url.with_credentials(username, password);
+        }
         let mut all: Vec<Consumer> = Vec::new();
         if self.use_registry {
             all.extend(registered().into_iter().map(|r| r.to_consumer()));

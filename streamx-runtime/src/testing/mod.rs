@@ -6,6 +6,8 @@
 //!
 //! - [`RedisServer`]: one server; optional AOF; crash it with [`RedisServer::kill`] and
 //!   bring it back on the same port with the same data with [`RedisServer::restart`].
+//! - [`RedisServerBuilder::tls`]: a server that also listens for TLS, with a CA and
+//!   certificates made at test time ([`TlsFiles`]).
 //! - [`RedisCluster`]: a local Redis Cluster (e.g. 3 masters, 1 replica each), with helpers
 //!   to find, kill and fail over the master of a key and to migrate a slot.
 //! - [`unique_name`]: key and stream names that tests sharing a server never share.
@@ -41,9 +43,11 @@ mod error;
 mod name;
 mod resp;
 mod server;
+mod tls;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, REDIS_CLI_ENV};
 pub use error::TestingError;
 pub use name::unique_name;
 pub use server::{RedisServer, RedisServerBuilder, REDIS_SERVER_ENV};
+pub use tls::TlsFiles;
 pub use crate::keys::{slot as key_slot, SLOT_COUNT};

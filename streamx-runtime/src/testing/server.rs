@@ -13,6 +13,7 @@ use tempfile::TempDir;
 
 use super::error::TestingError;
 use super::resp::{self, Reply};
+use super::tls::TlsFiles;
 
 /// Environment variable naming the `redis-server` binary to run.
 pub const REDIS_SERVER_ENV: &str = "STREAMX_REDIS_SERVER";
@@ -64,6 +65,8 @@ pub struct RedisServer {
     port: u16,
     appendonly: bool,
     extra_args: Vec<(String, String)>,
+    /// The TLS port and certificates, for a server started with `tls(true)`.
+    tls: Option<(u16, TlsFiles)>,
     log_path: PathBuf,
     process: Mutex<Process>,
     // Declared last so it is removed after the process is gone.
@@ -86,6 +89,7 @@ pub struct RedisServerBuilder {
     appendonly: bool,
     cluster_bus: bool,
     extra_args: Vec<(String, String)>,
+    tls: bool,
 }
 
 impl RedisServerBuilder {
@@ -120,6 +124,19 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Also listens for TLS on a second free port ([`RedisServer::tls_port`],
+    /// [`RedisServer::tls_url`]), with a CA, server and client certificate made for this
+    /// server ([`RedisServer::tls_files`]): `tls-port`, `tls-cert-file`, `tls-key-file`,
+    /// `tls-ca-cert-file` and `tls-auth-clients no` (override with
+    /// `.arg("tls-auth-clients", "yes")` to require the client certificate). The plain port
+    /// stays open on loopback for the test support itself (readiness checks, `SHUTDOWN`) and
+    /// for admin commands of the test. Needs a `redis-server` built with TLS (Debian's is).
+    /// Default: off.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
     /// Picks a port whose cluster bus port (port + 10000) is free too.
     pub(crate) fn cluster_bus(mut self, on: bool) -> Self {
         self.cluster_bus = on;
@@ -144,11 +161,16 @@ impl RedisServerBuilder {
                 source,
             })?;
         let log_path = dir.path().join(LOG_FILE);
+        let tls = match self.tls {
+            true => Some((0, TlsFiles::generate(dir.path())?)),
+            false => None,
+        };
         let mut server = RedisServer {
             binary,
             port: 0,
             appendonly: self.appendonly,
             extra_args: self.extra_args,
+            tls,
             log_path,
             process: Mutex::new(Process::default()),
             dir,
@@ -164,6 +186,14 @@ impl RedisServerBuilder {
                 Some(port) => port,
                 None => free_port(self.cluster_bus)?,
             };
+            if let Some((tls_port, _)) = server.tls.as_mut() {
+                *tls_port = loop {
+                    let port = free_port(false)?;
+                    if port != server.port {
+                        break port;
+                    }
+                };
+            }
             match server.launch() {
                 Ok(()) => return Ok(server),
                 Err(err) if attempt < attempts && is_addr_in_use(&err) => attempt += 1,
@@ -191,6 +221,25 @@ impl RedisServer {
     /// The URL clients connect to: `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// For a server started with [`RedisServerBuilder::tls`]: the URL of its TLS port,
+    /// `rediss://127.0.0.1:TLS_PORT`. Clients must trust [`TlsFiles::ca_cert`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port()
+            .map(|port| format!("rediss://127.0.0.1:{port}"))
+    }
+
+    /// For a server started with [`RedisServerBuilder::tls`]: its TLS port. It stays the
+    /// same across [`restart`](Self::restart).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls.as_ref().map(|(port, _)| *port)
+    }
+
+    /// For a server started with [`RedisServerBuilder::tls`]: its CA, server and client
+    /// certificates (PEM files in [`dir`](Self::dir)).
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref().map(|(_, files)| files)
     }
 
     /// The TCP port. It stays the same across [`restart`](Self::restart).
@@ -348,6 +397,13 @@ impl RedisServer {
             push("appendfsync", "always".into());
         } else {
             push("appendonly", "no".into());
+        }
+        if let Some((tls_port, files)) = &self.tls {
+            push("tls-port", tls_port.to_string().into());
+            push("tls-cert-file", files.server_cert.as_os_str().to_owned());
+            push("tls-key-file", files.server_key.as_os_str().to_owned());
+            push("tls-ca-cert-file", files.ca_cert.as_os_str().to_owned());
+            push("tls-auth-clients", "no".into());
         }
         for (name, value) in &self.extra_args {
             push(name, value.into());

@@ -128,7 +128,12 @@ where
 /// Every record in `app.handled`.
 pub async fn handled(url: &str) -> Vec<Handled> {
     let history = History::connect(url).await.expect("connect for history");
-    history.read::<Handled>("app.handled", ..).map_ok(|m| m.into_payload()).try_collect().await.expect("read app.handled")
+    history
+        .read::<Handled>("app.handled", ..)
+        .map_ok(|m| m.into_payload())
+        .try_collect()
+        .await
+        .expect("read app.handled")
 }
 
 /// Counts how many times each id appears.
@@ -189,12 +194,7 @@ fn redis_cli_at(port: u16, cluster: bool, args: &[&str]) -> String {
     if cluster {
         cmd.arg("-c");
     }
-    let out = cmd
-        .arg("-p")
-        .arg(port.to_string())
-        .args(args)
-        .output()
-        .expect("run redis-cli");
+    let out = cmd.arg("-p").arg(port.to_string()).args(args).output().expect("run redis-cli");
     assert!(out.status.success(), "redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
