@@ -383,8 +383,13 @@ pub(crate) fn build_client(url: &RedisUrl, role: ClientRole) -> Result<fred::cli
     builder.with_connection_config(|c| {
         c.connection_timeout = Duration::from_secs(5);
         c.internal_command_timeout = Duration::from_secs(5);
+        // One attempt means a command in flight when a connection drops is failed, never
+        // re-sent (no duplicate XADD). On a cluster fred needs one spare attempt to follow
+        // an ASK redirection while a slot migrates (with none left it stops routing and
+        // the client hangs), so there a publish may be re-sent once after a drop.
         c.max_command_attempts = match role {
             ClientRole::Command => 3,
+            ClientRole::Publish | ClientRole::Reader { .. } if url.is_cluster() => 2,
             ClientRole::Publish | ClientRole::Reader { .. } => 1,
         };
         c.tcp.nodelay = Some(true);
@@ -555,5 +560,85 @@ mod tests {
         let text = err.to_string();
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("bob:***@x:notaport"), "{text}");
+    }
+}
+
+/// True when an error means the fred client itself is stuck rather than one command
+/// failing: fred gave up routing ("Max attempts reached", after which it stops routing
+/// until rebuilt) or a command outlived its timeout (a disconnect fred did not notice).
+pub(crate) fn is_wedged(err: &fred::error::Error) -> bool {
+    match err.kind() {
+        ErrorKind::Routing => err.details().contains("Max attempts"),
+        ErrorKind::Timeout => true,
+        _ => false,
+    }
+}
+
+/// A client that is replaced by a fresh connection when it is wedged (see [`is_wedged`]).
+/// Cheap to clone; clones share the current client.
+#[derive(Clone)]
+pub(crate) struct HealingClient {
+    inner: Arc<HealingInner>,
+}
+
+struct HealingInner {
+    url: RedisUrl,
+    role: ClientRole,
+    current: std::sync::RwLock<fred::clients::Client>,
+    replacing: tokio::sync::Mutex<()>,
+}
+
+impl HealingClient {
+    /// Connects (see [`connect`]).
+    pub async fn connect(url: &RedisUrl, role: ClientRole, deadline: Duration) -> Result<Self> {
+        let client = connect(url, role, deadline).await?;
+        Ok(HealingClient {
+            inner: Arc::new(HealingInner {
+                url: url.clone(),
+                role,
+                current: std::sync::RwLock::new(client),
+                replacing: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The current client.
+    pub fn get(&self) -> fred::clients::Client {
+        self.inner.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// After `err` from `used` (a client obtained with [`get`](Self::get)): if the error
+    /// means the client is wedged and it is still the current one, replaces it with a new
+    /// connection. Returns true when the caller should retry on a new client.
+    pub async fn heal(&self, used: &fred::clients::Client, err: &fred::error::Error) -> bool {
+        if !is_wedged(err) {
+            return false;
+        }
+        let _one_at_a_time = self.inner.replacing.lock().await;
+        if self.get().id() != used.id() {
+            return true; // someone else replaced it meanwhile
+        }
+        tracing::warn!(url = %self.inner.url, error = %err, "the Redis client is stuck; replacing it with a new connection");
+        match connect(&self.inner.url, self.inner.role, Duration::ZERO).await {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self.inner.current.write().unwrap_or_else(std::sync::PoisonError::into_inner),
+                    fresh,
+                );
+                tokio::spawn(async move {
+                    let _ = old.quit().await;
+                });
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open a new connection yet");
+                false
+            }
+        }
+    }
+
+    /// Closes the current client.
+    pub async fn quit(&self) {
+        let _ = self.get().quit().await;
     }
 }

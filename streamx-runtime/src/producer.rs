@@ -9,7 +9,7 @@ use fred::types::streams::XCap;
 use fred::types::{ClusterHash, CustomCommand, Value};
 use serde::Serialize;
 
-use crate::connection::{connect, ClientRole, RedisUrl};
+use crate::connection::{ClientRole, HealingClient, RedisUrl};
 use crate::error::{Error, Result};
 use crate::keys::slot;
 use crate::message::{Headers, MessageId};
@@ -98,7 +98,7 @@ impl PublishOptions {
 /// ```
 #[derive(Clone)]
 pub struct Producer {
-    client: Client,
+    client: HealingClient,
 }
 
 impl Producer {
@@ -113,7 +113,7 @@ impl Producer {
     }
 
     pub(crate) async fn connect_url(url: &RedisUrl, deadline: Duration) -> Result<Self> {
-        Ok(Producer { client: connect(url, ClientRole::Publish, deadline).await? })
+        Ok(Producer { client: HealingClient::connect(url, ClientRole::Publish, deadline).await? })
     }
 
     /// Publishes `payload` as JSON; returns the new entry's id.
@@ -135,13 +135,16 @@ impl Producer {
     /// Publishes an already-encoded payload (stored as the `data` field as is).
     pub async fn publish_raw(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
-        let reply: Value = self
-            .client
+        let client = self.client.get();
+        let reply: Value = match client
             .xadd(stream, options.no_mkstream, cap, "*", entry_fields(data, &options.headers))
             .await
-            .map_err(|e| Error::redis("XADD", stream, e))?;
+        {
+            Ok(reply) => reply,
+            Err(e) => return Err(self.failed(&client, "XADD", stream, e).await),
+        };
         let id = parse_added_id(stream, reply)?;
-        self.wait_for_replicas(stream, options).await?;
+        self.wait_for_replicas(&client, stream, options).await?;
         Ok(id)
     }
 
@@ -159,8 +162,9 @@ impl Producer {
         options: &PublishOptions,
     ) -> Result<Vec<MessageId>> {
         let mut ids = Vec::with_capacity(payloads.len());
+        let client = self.client.get();
         for chunk in payloads.chunks(BATCH_CHUNK) {
-            let pipeline = self.client.pipeline();
+            let pipeline = client.pipeline();
             for payload in chunk {
                 let data = encode(stream, payload)?;
                 let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
@@ -169,39 +173,49 @@ impl Producer {
                     .await
                     .map_err(|e| Error::redis("XADD", stream, e))?;
             }
-            let replies: Vec<Value> = pipeline.all().await.map_err(|e| Error::redis("XADD", stream, e))?;
+            let replies: Vec<Value> = match pipeline.all().await {
+                Ok(replies) => replies,
+                Err(e) => return Err(self.failed(&client, "XADD", stream, e).await),
+            };
             for reply in replies {
                 ids.push(parse_added_id(stream, reply)?);
             }
-            self.wait_for_replicas(stream, options).await?;
+            self.wait_for_replicas(&client, stream, options).await?;
         }
         Ok(ids)
     }
 
     /// For a durable publish: `WAIT` on the connection that carried the XADDs (the one to
     /// the stream's master, hence the slot-routed command).
-    async fn wait_for_replicas(&self, stream: &str, options: &PublishOptions) -> Result<()> {
+    async fn wait_for_replicas(&self, client: &Client, stream: &str, options: &PublishOptions) -> Result<()> {
         let Some((replicas, timeout)) = options.durable else { return Ok(()) };
         let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(slot(stream)), false);
-        let acked: i64 = self
-            .client
-            .custom(wait, vec![Value::from(i64::from(replicas)), Value::from(timeout.as_millis() as i64)])
-            .await
-            .map_err(|e| Error::redis("WAIT", stream, e))?;
+        let args = vec![Value::from(i64::from(replicas)), Value::from(timeout.as_millis() as i64)];
+        let acked: i64 = match client.custom(wait, args).await {
+            Ok(acked) => acked,
+            Err(e) => return Err(self.failed(client, "WAIT", stream, e).await),
+        };
         if acked < i64::from(replicas) {
             return Err(Error::NotReplicated { stream: stream.to_string(), wanted: replicas, acked: acked.max(0) as u32 });
         }
         Ok(())
     }
 
+    /// A failed command: replace the client if it is wedged (the publish itself is not
+    /// retried: its fate is unknown and a retry could duplicate it).
+    async fn failed(&self, client: &Client, command: &'static str, stream: &str, e: fred::error::Error) -> Error {
+        self.client.heal(client, &e).await;
+        Error::redis(command, stream, e)
+    }
+
     /// The underlying fred client, for commands streamx does not wrap.
-    pub fn client(&self) -> &Client {
-        &self.client
+    pub fn client(&self) -> Client {
+        self.client.get()
     }
 
     /// Closes the connection.
     pub async fn close(&self) {
-        let _ = self.client.quit().await;
+        self.client.quit().await;
     }
 }
 

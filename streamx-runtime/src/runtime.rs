@@ -8,11 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::clients::Client;
-use fred::interfaces::ClientLike;
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::{connect, redact, ClientRole, RedisUrl};
+use crate::connection::{redact, ClientRole, HealingClient, RedisUrl};
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::keys::{dead_letter_stream, slot};
@@ -346,9 +344,9 @@ impl Runtime {
     /// Connects (retrying up to the connect timeout), creates the groups and starts every
     /// consumer loop; returns a handle to stop them.
     pub async fn start(self) -> Result<RunningRuntime> {
-        let command = connect(&self.url, ClientRole::Command, self.connect_timeout).await?;
+        let command = HealingClient::connect(&self.url, ClientRole::Command, self.connect_timeout).await?;
         for c in &self.consumers {
-            ensure_group(&command, c.stream(), c.group(), c.options.start.group_create_id()).await?;
+            ensure_group(&command.get(), c.stream(), c.group(), c.options.start.group_create_id()).await?;
         }
         let token = CancellationToken::new();
         let mut loops = Vec::with_capacity(self.consumers.len());
@@ -392,7 +390,7 @@ fn default_consumer_name() -> String {
 pub struct RunningRuntime {
     token: CancellationToken,
     loops: Vec<LoopHandle>,
-    command: Client,
+    command: HealingClient,
     url: RedisUrl,
     connect_timeout: Duration,
 }
@@ -418,7 +416,7 @@ impl RunningRuntime {
                 failed = Some(Error::ConsumerFailed { consumer: l.name, reason: e.to_string() });
             }
         }
-        let _ = self.command.quit().await;
+        self.command.quit().await;
         failed.map_or(Ok(()), Err)
     }
 }

@@ -31,7 +31,8 @@ async fn send(shared: &Shared, ids: &[MessageId]) {
     let strs: Vec<String> = ids.iter().map(MessageId::to_string).collect();
     let mut delay = Duration::from_millis(50);
     for attempt in 1..=5 {
-        let result: Result<u64, _> = shared.command.xack(shared.stream(), shared.group(), strs.clone()).await;
+        let client = shared.command.get();
+        let result: Result<u64, _> = client.xack(shared.stream(), shared.group(), strs.clone()).await;
         match result {
             Ok(_) => {
                 ConsumerStats::bump(&shared.stats.ack_batches, 1);
@@ -43,6 +44,7 @@ async fn send(shared: &Shared, ids: &[MessageId]) {
             }
             Err(e) => {
                 tracing::warn!(consumer = %shared.name, attempt, error = %e, "XACK failed; retrying");
+                shared.command_failed(&client, &e).await;
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }

@@ -129,15 +129,15 @@ async fn scan(shared: &Arc<Shared>, shutdown: &CancellationToken) {
     let max_deliveries = shared.consumer.options.retry.max_deliveries();
     let mut start = "-".to_string();
     loop {
-        let reply: Result<Value, _> = shared
-            .command
-            .xpending(shared.stream(), shared.group(), (claim_idle_ms, start.as_str(), "+", SCAN_PAGE))
+        let client = shared.command.get();
+        let reply: Result<Value, _> = client.xpending(shared.stream(), shared.group(), (claim_idle_ms, start.as_str(), "+", SCAN_PAGE))
             .await;
         let page = match reply {
             Ok(v) => parse_pending(v),
             Err(e) => {
                 if !crate::error::is_no_group(&e) {
                     tracing::warn!(consumer = %shared.name, error = %e, "XPENDING failed");
+                    shared.command_failed(&client, &e).await;
                 }
                 return;
             }
@@ -166,9 +166,7 @@ async fn scan(shared: &Arc<Shared>, shutdown: &CancellationToken) {
 
 /// Claims `id` without counting a delivery; true if this consumer got it.
 async fn claim_just_id(shared: &Shared, id: MessageId, min_idle_ms: u64) -> bool {
-    let reply: Result<Value, _> = shared
-        .command
-        .xclaim(
+    let reply: Result<Value, _> = shared.command.get().xclaim(
             shared.stream(),
             shared.group(),
             shared.consumer_name(),
@@ -196,9 +194,7 @@ async fn claim_and_dispatch(
 ) -> bool {
     let deliveries: HashMap<MessageId, u32> = pending.iter().map(|p| (p.id, p.deliveries)).collect();
     let ids: Vec<String> = pending.iter().map(|p| p.id.to_string()).collect();
-    let reply: Result<Value, _> = shared
-        .command
-        .xclaim(
+    let reply: Result<Value, _> = shared.command.get().xclaim(
             shared.stream(),
             shared.group(),
             shared.consumer_name(),
@@ -238,7 +234,7 @@ async fn claim_and_dispatch(
 /// than the cleanup threshold.
 async fn cleanup(shared: &Shared) {
     let threshold = shared.settings.cleanup_idle.as_millis() as u64;
-    let reply: Result<Value, _> = shared.command.xinfo_consumers(shared.stream(), shared.group()).await;
+    let reply: Result<Value, _> = shared.command.get().xinfo_consumers(shared.stream(), shared.group()).await;
     let Ok(reply) = reply else { return };
     for consumer in reply.into_array() {
         let mut name = None;
@@ -255,7 +251,7 @@ async fn cleanup(shared: &Shared) {
         let Some(name) = name else { continue };
         if pending == 0 && idle > threshold && name != shared.consumer_name() {
             let result: Result<Value, _> =
-                shared.command.xgroup_delconsumer(shared.stream(), shared.group(), name.as_str()).await;
+                shared.command.get().xgroup_delconsumer(shared.stream(), shared.group(), name.as_str()).await;
             if result.is_ok() {
                 tracing::info!(consumer = %shared.name, removed = %name, idle_ms = idle, "removed an idle consumer that owned nothing");
             }

@@ -87,9 +87,8 @@ pub(crate) async fn schedule_retry(shared: &Shared, id: MessageId, delay: Durati
 /// counting a delivery.
 pub(crate) async fn age(shared: &Shared, ids: &[MessageId], idle: Duration) {
     let strs: Vec<String> = ids.iter().map(MessageId::to_string).collect();
-    let result: Result<fred::types::Value, _> = shared
-        .command
-        .xclaim(
+    let client = shared.command.get();
+    let result: Result<fred::types::Value, _> = client.xclaim(
             shared.stream(),
             shared.group(),
             shared.consumer_name(),
@@ -104,6 +103,7 @@ pub(crate) async fn age(shared: &Shared, ids: &[MessageId], idle: Duration) {
         .await;
     if let Err(e) = result {
         tracing::warn!(consumer = %shared.name, error = %e, "cannot set the idle time of pending entries; they will be retried after claim_idle");
+        shared.command_failed(&client, &e).await;
     }
 }
 
@@ -126,7 +126,7 @@ pub(crate) async fn dead_letter(shared: &Shared, id: MessageId, deliveries: u32,
         kind,
         error,
     };
-    match move_to_dead_letters(&shared.command, dlq, &failure).await {
+    match move_to_dead_letters(&shared.command.get(), dlq, &failure).await {
         Ok(Some(dlq_id)) => {
             tracing::warn!(dead_letter_stream = dlq, dead_letter_id = %dlq_id, %kind, "message moved to the dead-letter stream");
             ConsumerStats::bump(&shared.stats.dead_lettered, 1);

@@ -46,7 +46,7 @@ pub(crate) struct LoopHandle {
 pub(crate) fn spawn(
     consumer: Consumer,
     settings: LoopSettings,
-    command: fred::clients::Client,
+    command: crate::connection::HealingClient,
     shutdown: CancellationToken,
 ) -> LoopHandle {
     let name = consumer.name.to_string();

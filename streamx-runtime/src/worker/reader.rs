@@ -4,15 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::clients::Client;
-use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::interfaces::StreamsInterface;
 use fred::types::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch;
 use super::group::ensure_group;
 use super::state::Shared;
-use crate::connection::{connect, ClientRole};
+use crate::connection::{ClientRole, HealingClient};
 use crate::error::{is_no_group, Result};
 use crate::wire::{parse_read_reply, RawEntry};
 
@@ -27,7 +26,8 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
     let mut backoff = Backoff::new();
 
     while !shutdown.is_cancelled() {
-        let read = reader.xreadgroup::<Value, _, _, _, _>(
+        let client = reader.get();
+        let read = client.xreadgroup::<Value, _, _, _, _>(
             shared.group(),
             shared.consumer_name(),
             Some(count),
@@ -52,21 +52,20 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
             Err(e) if is_no_group(&e) => {
                 tracing::warn!(consumer = %shared.name, stream = shared.stream(), group = shared.group(),
                     "the consumer group is gone (Redis restarted or flushed?); recreating it");
-                if let Err(e) = ensure_group(&shared.command, shared.stream(), shared.group(), "0").await {
+                if let Err(e) = ensure_group(&shared.command.get(), shared.stream(), shared.group(), "0").await {
                     tracing::warn!(consumer = %shared.name, error = %e, "cannot recreate the group yet");
                     backoff.wait(&shutdown).await;
                 }
             }
             Err(e) => {
                 tracing::warn!(consumer = %shared.name, error = %e, retry_in = ?backoff.current(), "XREADGROUP failed; retrying");
+                reader.heal(&client, &e).await;
                 backoff.wait(&shutdown).await;
             }
         }
     }
     // A BLOCK may still be running on the server; quitting queues behind it, so don't wait.
-    tokio::spawn(async move {
-        let _ = reader.quit().await;
-    });
+    tokio::spawn(async move { reader.quit().await });
     Ok(())
 }
 
@@ -104,13 +103,13 @@ pub(crate) async fn dispatch_tracked(
     true
 }
 
-async fn connect_until(shared: &Shared, role: ClientRole, shutdown: &CancellationToken) -> Option<Client> {
+async fn connect_until(shared: &Shared, role: ClientRole, shutdown: &CancellationToken) -> Option<HealingClient> {
     let mut backoff = Backoff::new();
     loop {
         if shutdown.is_cancelled() {
             return None;
         }
-        match connect(&shared.settings.url, role, Duration::ZERO).await {
+        match HealingClient::connect(&shared.settings.url, role, Duration::ZERO).await {
             Ok(c) => return Some(c),
             Err(e) => {
                 tracing::warn!(consumer = %shared.name, error = %e, "reader cannot connect; retrying");

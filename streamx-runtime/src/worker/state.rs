@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use fred::clients::Client;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::acker::{AckReceiver, AckSender};
 use super::LoopSettings;
+use crate::connection::HealingClient;
 use crate::consumer::Consumer;
 use crate::message::MessageId;
 
@@ -46,7 +46,7 @@ pub(crate) struct Shared {
     pub stream_arc: Arc<str>,
     pub consumer: Consumer,
     pub settings: LoopSettings,
-    pub command: Client,
+    pub command: HealingClient,
     /// One permit per handler that may run: the concurrency bound.
     pub permits: Arc<Semaphore>,
     /// Entries this consumer holds and must keep leased: fetched, waiting or running.
@@ -59,7 +59,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn new(consumer: Consumer, settings: LoopSettings, command: Client) -> (Arc<Self>, AckReceiver) {
+    pub fn new(consumer: Consumer, settings: LoopSettings, command: HealingClient) -> (Arc<Self>, AckReceiver) {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Shared {
             name: consumer.name.to_string(),
@@ -74,6 +74,11 @@ impl Shared {
             acks: Mutex::new(Some(tx)),
         };
         (Arc::new(shared), rx)
+    }
+
+    /// After a failed command on `used`: replaces the shared client if it is wedged.
+    pub async fn command_failed(&self, used: &fred::clients::Client, err: &fred::error::Error) {
+        self.command.heal(used, err).await;
     }
 
     pub fn stream(&self) -> &str {
