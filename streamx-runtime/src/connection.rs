@@ -563,6 +563,11 @@ mod tests {
     }
 }
 
+/// A command client for a tool (history, inspection, dead letters): one connect attempt.
+pub(crate) async fn tool_client(url: &RedisUrl) -> Result<fred::clients::Client> {
+    connect(url, ClientRole::Command, Duration::ZERO).await
+}
+
 /// True when an error means the fred client itself is stuck rather than one command
 /// failing: fred gave up routing ("Max attempts reached", after which it stops routing
 /// until rebuilt) or a command outlived its timeout (a disconnect fred did not notice).

@@ -221,10 +221,12 @@ pub struct DeadLetters {
 impl DeadLetters {
     /// Connects to `url` and opens the dead-letter stream `stream`.
     pub async fn connect(url: &str, stream: &str) -> Result<Self> {
-        let url = crate::connection::RedisUrl::parse(url)?;
-        let client =
-            crate::connection::connect(&url, crate::connection::ClientRole::Command, std::time::Duration::ZERO).await?;
-        Ok(Self::with_client(client, stream))
+        Self::connect_with(&crate::connection::RedisUrl::parse(url)?, stream).await
+    }
+
+    /// Connects with a parsed URL (with TLS or credentials options).
+    pub async fn connect_with(url: &crate::connection::RedisUrl, stream: &str) -> Result<Self> {
+        Ok(Self::with_client(crate::connection::tool_client(url).await?, stream))
     }
 
     /// Uses an existing client.

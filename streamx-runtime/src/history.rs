@@ -10,7 +10,7 @@ use fred::types::Value;
 use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::de::DeserializeOwned;
 
-use crate::connection::{connect, ClientRole, RedisUrl};
+use crate::connection::{tool_client, RedisUrl};
 use crate::error::{Error, Result};
 use crate::handler::{Delivery, HandlerArg};
 use crate::message::{Message, MessageId};
@@ -49,8 +49,12 @@ pub struct History {
 impl History {
     /// Connects to `url`.
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = connect(&RedisUrl::parse(url)?, ClientRole::Command, std::time::Duration::ZERO).await?;
-        Ok(History { client })
+        Self::connect_with(&RedisUrl::parse(url)?).await
+    }
+
+    /// Connects with a parsed URL (with TLS or credentials options).
+    pub async fn connect_with(url: &RedisUrl) -> Result<Self> {
+        Ok(History { client: tool_client(url).await? })
     }
 
     /// Uses an existing client.

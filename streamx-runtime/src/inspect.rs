@@ -5,7 +5,7 @@ use fred::clients::Client;
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
 
-use crate::connection::{connect, ClientRole, RedisUrl};
+use crate::connection::{tool_client, RedisUrl};
 use crate::error::{Error, Result};
 use crate::message::MessageId;
 use crate::wire::value_bytes;
@@ -69,8 +69,12 @@ pub struct Inspector {
 impl Inspector {
     /// Connects to `url`.
     pub async fn connect(url: &str) -> Result<Self> {
-        let client = connect(&RedisUrl::parse(url)?, ClientRole::Command, std::time::Duration::ZERO).await?;
-        Ok(Inspector { client })
+        Self::connect_with(&RedisUrl::parse(url)?).await
+    }
+
+    /// Connects with a parsed URL (with TLS or credentials options).
+    pub async fn connect_with(url: &RedisUrl) -> Result<Self> {
+        Ok(Inspector { client: tool_client(url).await? })
     }
 
     /// Uses an existing client.

@@ -21,7 +21,9 @@ mod worker;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use connection::{redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_URL_ENV};
+pub use connection::{
+    redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_TLS_CA_ENV, REDIS_TLS_CERT_ENV, REDIS_TLS_KEY_ENV, REDIS_URL_ENV,
+};
 pub use consumer::{Consumer, ConsumerOptions};
 pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
 pub use error::{Error, Result};

@@ -112,6 +112,11 @@ impl Producer {
         Self::connect_url(&RedisUrl::from_env()?, Duration::ZERO).await
     }
 
+    /// Connects with a parsed URL (with TLS or credentials options).
+    pub async fn connect_with(url: &RedisUrl) -> Result<Self> {
+        Self::connect_url(url, Duration::ZERO).await
+    }
+
     pub(crate) async fn connect_url(url: &RedisUrl, deadline: Duration) -> Result<Self> {
         Ok(Producer { client: HealingClient::connect(url, ClientRole::Publish, deadline).await? })
     }
