@@ -51,17 +51,34 @@ pub async fn publish_backlog(client: &Client, stream: &str, n: u64, label: &str)
         next += len;
         done.store(next, Ordering::Relaxed);
     }
-    progress.finish(&format!("{n} messages in {:.1} s", started.elapsed().as_secs_f64())).await;
+    progress
+        .finish(&format!(
+            "{n} messages in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
     Ok(())
 }
 
 /// Runs a `consume-only` child draining `count` messages of `stream` in `group`.
-pub async fn run_child(url: &str, stream: &str, group: &str, count: u64, concurrency: usize, side: Side) -> Result<ChildReport> {
+pub async fn run_child(
+    url: &str,
+    stream: &str,
+    group: &str,
+    count: u64,
+    concurrency: usize,
+    side: Side,
+) -> Result<ChildReport> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut child = tokio::process::Command::new(exe)
         .arg("consume-only")
         .args(["--url", url, "--stream", stream, "--group", group])
-        .args(["--count", &count.to_string(), "--concurrency", &concurrency.to_string()])
+        .args([
+            "--count",
+            &count.to_string(),
+            "--concurrency",
+            &concurrency.to_string(),
+        ])
         .args(["--side", side.name()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -71,7 +88,15 @@ pub async fn run_child(url: &str, stream: &str, group: &str, count: u64, concurr
         .context("cannot start the consume-only child")?;
     let stdout = child.stdout.take().context("child has no stdout")?;
     let counter = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start(format!("memory {} child (pid {})", side.name(), child.id().unwrap_or(0)), count, counter.clone());
+    let progress = Progress::start(
+        format!(
+            "memory {} child (pid {})",
+            side.name(),
+            child.id().unwrap_or(0)
+        ),
+        count,
+        counter.clone(),
+    );
     let mut lines = BufReader::new(stdout).lines();
     let mut report: Option<ChildReport> = None;
     while let Some(line) = lines.next_line().await? {
@@ -134,7 +159,8 @@ pub async fn consume_only(a: ConsumeOnlyArgs) -> Result<()> {
         }
     };
     printer.abort();
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let report = ChildReport {
         handled: tally.handled.load(Ordering::Relaxed),
         secs: elapsed.as_secs_f64(),

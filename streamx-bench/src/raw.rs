@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
+use fred::bytes_utils::Str;
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
 use fred::prelude::{Builder, Config};
 use fred::types::streams::XCap;
-use fred::bytes_utils::Str;
 use fred::types::{Key, Value};
 
 use crate::workload::Event;
@@ -30,13 +30,17 @@ const DATA_FIELD: &str = "data";
 
 /// A connected fred client with TCP_NODELAY (as streamx sets it).
 pub async fn connect(url: &str) -> Result<Client> {
-    let config = Config::from_url(url).with_context(|| format!("invalid Redis URL {}", streamx::redact(url)))?;
+    let config = Config::from_url(url)
+        .with_context(|| format!("invalid Redis URL {}", streamx::redact(url)))?;
     let mut builder = Builder::from_config(config);
     builder.with_connection_config(|c| {
         c.tcp.nodelay = Some(true);
     });
     let client = builder.build()?;
-    client.init().await.with_context(|| format!("cannot connect to {}", streamx::redact(url)))?;
+    client
+        .init()
+        .await
+        .with_context(|| format!("cannot connect to {}", streamx::redact(url)))?;
     Ok(client)
 }
 
@@ -46,14 +50,21 @@ pub async fn publish_chunk(client: &Client, stream: &str, events: &[Event]) -> R
     for e in events {
         let data = Bytes::from(serde_json::to_vec(e)?);
         let fields = vec![(Key::from_static_str(DATA_FIELD), Value::Bytes(data))];
-        let _: () = pipeline.xadd(stream, false, XCap::from(None::<()>), "*", fields).await?;
+        let _: () = pipeline
+            .xadd(stream, false, XCap::from(None::<()>), "*", fields)
+            .await?;
     }
     let _: Vec<Value> = pipeline.all().await.context("pipelined XADD")?;
     Ok(())
 }
 
 /// Publishes `events` in chunks of [`PUBLISH_CHUNK`], counting them in `done`.
-pub async fn publish(client: &Client, stream: &str, events: &[Event], done: &AtomicU64) -> Result<()> {
+pub async fn publish(
+    client: &Client,
+    stream: &str,
+    events: &[Event],
+    done: &AtomicU64,
+) -> Result<()> {
     for chunk in events.chunks(PUBLISH_CHUNK) {
         publish_chunk(client, stream, chunk).await?;
         done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -65,7 +76,10 @@ pub async fn publish(client: &Client, stream: &str, events: &[Event], done: &Ato
 pub async fn publish_one(client: &Client, stream: &str, event: &Event) -> Result<()> {
     let data = Bytes::from(serde_json::to_vec(event)?);
     let fields = vec![(Key::from_static_str(DATA_FIELD), Value::Bytes(data))];
-    let _: Value = client.xadd(stream, false, XCap::from(None::<()>), "*", fields).await.context("XADD")?;
+    let _: Value = client
+        .xadd(stream, false, XCap::from(None::<()>), "*", fields)
+        .await
+        .context("XADD")?;
     Ok(())
 }
 
@@ -101,13 +115,23 @@ impl RawConsumer {
         let reader = connect(url).await?;
         let acker = connect(url).await?;
         create_group(&acker, stream, group).await?;
-        Ok(RawConsumer { reader, acker, stream: stream.to_string(), group: group.to_string() })
+        Ok(RawConsumer {
+            reader,
+            acker,
+            stream: stream.to_string(),
+            group: group.to_string(),
+        })
     }
 
     /// Reads, decodes and acknowledges until `target` messages were handled (each passed to
     /// `handle` right after decoding) or `timeout` passes. Returns when the last one was
     /// handled.
-    pub async fn run(&self, target: u64, timeout: Duration, mut handle: impl FnMut(&Event)) -> Result<Instant> {
+    pub async fn run(
+        &self,
+        target: u64,
+        timeout: Duration,
+        mut handle: impl FnMut(&Event),
+    ) -> Result<Instant> {
         let deadline = Instant::now() + timeout;
         let (stream, group) = (self.stream.as_str(), self.group.as_str());
         let mut handled = 0u64;
@@ -115,7 +139,9 @@ impl RawConsumer {
         let mut ids: Vec<Str> = Vec::new();
         while handled < target {
             if Instant::now() > deadline {
-                bail!("raw consumer: only {handled} of {target} messages arrived within {timeout:?}");
+                bail!(
+                    "raw consumer: only {handled} of {target} messages arrived within {timeout:?}"
+                );
             }
             let to_ack = std::mem::replace(&mut ids, Vec::with_capacity(READ_COUNT as usize));
             let read = self.reader.xreadgroup::<Value, _, _, _, _>(
@@ -146,7 +172,11 @@ impl RawConsumer {
 
     async fn ack(&self, ids: Vec<Str>) -> Result<()> {
         if !ids.is_empty() {
-            let _: i64 = self.acker.xack(self.stream.as_str(), self.group.as_str(), ids).await.context("XACK")?;
+            let _: i64 = self
+                .acker
+                .xack(self.stream.as_str(), self.group.as_str(), ids)
+                .await
+                .context("XACK")?;
         }
         Ok(())
     }
