@@ -54,17 +54,18 @@ async fn settle(shared: &Shared, id: MessageId, attempt: u32, outcome: Outcome) 
             let policy = &shared.consumer.options.retry;
             if attempt >= policy.max_deliveries() {
                 tracing::warn!(%error, %kind, deliveries = attempt, "handler failed on its last delivery");
-                dead_letter(shared, id, attempt, kind, &error).await;
+                // Boxed: the rare paths must not bloat every handler task's future.
+                Box::pin(dead_letter(shared, id, attempt, kind, &error)).await;
             } else {
                 let delay = retry_after.unwrap_or_else(|| policy.backoff.delay(attempt));
                 tracing::info!(%error, %kind, retry_in = ?delay, "handler failed; will retry");
                 ConsumerStats::bump(&shared.stats.retried, 1);
-                schedule_retry(shared, id, delay).await;
+                Box::pin(schedule_retry(shared, id, delay)).await;
             }
         }
         Outcome::Rejected { reason, kind } => {
             tracing::warn!(%reason, %kind, "message rejected");
-            dead_letter(shared, id, attempt, kind, &reason).await;
+            Box::pin(dead_letter(shared, id, attempt, kind, &reason)).await;
         }
     }
 }

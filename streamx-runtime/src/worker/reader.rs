@@ -4,19 +4,31 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fred::interfaces::StreamsInterface;
-use fred::types::Value;
+use fred::clients::Client;
+use fred::error::Error as FredError;
+use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::types::{ClusterHash, CustomCommand, Value};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch;
 use super::group::ensure_group;
-use super::state::Shared;
+use super::state::{ConsumerStats, Shared};
 use crate::connection::{ClientRole, HealingClient};
 use crate::error::{is_no_group, Result};
+use crate::keys::slot;
 use crate::wire::{parse_read_reply, RawEntry};
+
+/// A read in flight: its entries are tracked (leased) as soon as its reply arrives.
+type PendingRead = JoinHandle<(Client, Result<Vec<RawEntry>, FredError>)>;
 
 /// Reads and dispatches until `shutdown`. Redis errors are logged and retried with backoff
 /// (100 ms doubling to 5 s); a vanished group is recreated.
+///
+/// When a read returns a full batch there is probably more: the next read (without BLOCK)
+/// is sent at once and runs while the batch is dispatched, so Redis round trips overlap
+/// handler work. At most `concurrency` handlers run and at most two batches wait, whatever
+/// the backlog.
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()> {
     let options = &shared.consumer.options;
     let role = ClientRole::Reader { block: options.block };
@@ -24,28 +36,37 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
     let count = options.effective_batch_size() as u64;
     let block_ms = options.block.as_millis().max(1) as u64;
     let mut backoff = Backoff::new();
+    let mut ahead: Option<PendingRead> = None;
+    let mut reader_id = ReaderId::default();
 
     while !shutdown.is_cancelled() {
-        let client = reader.get();
-        let read = client.xreadgroup::<Value, _, _, _, _>(
-            shared.group(),
-            shared.consumer_name(),
-            Some(count),
-            Some(block_ms),
-            false,
-            shared.stream(),
-            ">",
-        );
-        let reply = tokio::select! {
+        let mut read = match ahead.take() {
+            Some(read) => read,
+            None => {
+                let client = reader.get();
+                reader_id.refresh(&shared, &client).await;
+                spawn_read(&shared, client, count, Some(block_ms))
+            }
+        };
+        let joined = tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
-            reply = read => reply,
+            _ = shutdown.cancelled() => {
+                stop_read(&shared, &reader_id, read).await;
+                break;
+            }
+            joined = &mut read => joined,
+        };
+        let Ok((client, reply)) = joined else {
+            tracing::error!(consumer = %shared.name, "a read task panicked; reading again");
+            continue;
         };
         match reply {
-            Ok(value) => {
+            Ok(entries) => {
                 backoff.reset();
-                let entries = parse_read_reply(value);
-                if !entries.is_empty() && !dispatch_all(&shared, entries, 1, &shutdown).await {
+                if entries.len() as u64 >= count {
+                    ahead = Some(spawn_read(&shared, reader.get(), count, None));
+                }
+                if !entries.is_empty() && !dispatch_tracked(&shared, entries.into_iter().map(|e| (e, 1)), &shutdown).await {
                     break;
                 }
             }
@@ -64,23 +85,79 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
             }
         }
     }
-    // A BLOCK may still be running on the server; quitting queues behind it, so don't wait.
+    if let Some(read) = ahead.take() {
+        stop_read(&shared, &reader_id, read).await;
+    }
     tokio::spawn(async move { reader.quit().await });
     Ok(())
 }
 
-/// Tracks `entries` (so they are leased) and starts a handler for each as permits free
-/// up. Returns false if shutdown came first; the entries not started stay tracked and are
-/// handed back to the group by the drain.
-pub(crate) async fn dispatch_all(
-    shared: &Arc<Shared>,
-    entries: Vec<RawEntry>,
-    attempt: u32,
-    shutdown: &CancellationToken,
-) -> bool {
-    shared.track(entries.iter().map(|e| e.id));
-    shared.stats.delivered.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    dispatch_tracked(shared, entries.into_iter().map(|e| (e, attempt)), shutdown).await
+/// Sends one XREADGROUP on `client` (blocking for `block_ms` if given); its entries are
+/// tracked the moment they arrive, so they are leased even while they wait.
+fn spawn_read(shared: &Arc<Shared>, client: Client, count: u64, block_ms: Option<u64>) -> PendingRead {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let reply = client
+            .xreadgroup::<Value, _, _, _, _>(
+                shared.group(),
+                shared.consumer_name(),
+                Some(count),
+                block_ms,
+                false,
+                shared.stream(),
+                ">",
+            )
+            .await
+            .map(parse_read_reply);
+        if let Ok(entries) = &reply {
+            shared.track(entries.iter().map(|e| e.id));
+            ConsumerStats::bump(&shared.stats.delivered, entries.len() as u64);
+        }
+        (client, reply)
+    })
+}
+
+/// Ends a read at shutdown without losing what it may still deliver: a blocked read is
+/// woken with `CLIENT UNBLOCK` (so shutdown never waits out a BLOCK) and awaited briefly;
+/// whatever it returned is tracked and handed back to the group by the drain.
+async fn stop_read(shared: &Shared, reader_id: &ReaderId, mut read: PendingRead) {
+    if tokio::time::timeout(Duration::from_millis(20), &mut read).await.is_ok() {
+        return;
+    }
+    reader_id.unblock(shared).await;
+    if tokio::time::timeout(Duration::from_secs(1), &mut read).await.is_err() {
+        read.abort();
+        tracing::warn!(consumer = %shared.name, "a blocked read did not end; entries it delivers wait for claim_idle");
+    }
+}
+
+/// The server-side id of the reader's connection to the stream's node (`CLIENT ID`), for
+/// `CLIENT UNBLOCK` at shutdown; refreshed when the reader client is replaced.
+#[derive(Default)]
+struct ReaderId {
+    client: String,
+    server_id: Option<i64>,
+}
+
+impl ReaderId {
+    async fn refresh(&mut self, shared: &Shared, client: &Client) {
+        if self.client == client.id() && self.server_id.is_some() {
+            return;
+        }
+        let cmd = CustomCommand::new_static("CLIENT", ClusterHash::Custom(slot(shared.stream())), false);
+        self.server_id = client.custom::<i64, _>(cmd, vec!["ID"]).await.ok();
+        self.client = client.id().to_string();
+    }
+
+    /// Wakes the reader's blocked XREADGROUP (it then returns what it has, or nothing).
+    async fn unblock(&self, shared: &Shared) {
+        let Some(id) = self.server_id else { return };
+        let cmd = CustomCommand::new_static("CLIENT", ClusterHash::Custom(slot(shared.stream())), false);
+        let result: Result<Value, FredError> = shared.command.get().custom(cmd, vec![Value::from("UNBLOCK"), Value::from(id)]).await;
+        if let Err(e) = result {
+            tracing::debug!(consumer = %shared.name, error = %e, "CLIENT UNBLOCK failed");
+        }
+    }
 }
 
 /// Starts a handler for each already-tracked `(entry, attempt)` as permits free up.

@@ -231,9 +231,19 @@ async fn concurrency_is_a_hard_bound(topology: Topology) {
         .start()
         .await
         .unwrap();
-    wait_until(Duration::from_secs(30), "300 handled", || async { done.load(Ordering::SeqCst) >= 300 }).await;
+    // Messages held in memory (fetched, not yet finished) stay within concurrency + two
+    // batches, however deep the backlog.
+    let stats = runtime.stats(&format!("{stream}/g")).expect("stats of the consumer");
+    let mut max_held = 0;
+    wait_until(Duration::from_secs(30), "300 handled", || {
+        let held = streamx::ConsumerStats::get(&stats.delivered) - streamx::ConsumerStats::get(&stats.succeeded);
+        max_held = max_held.max(held);
+        async { done.load(Ordering::SeqCst) >= 300 }
+    })
+    .await;
     runtime.shutdown().await.unwrap();
     assert_eq!(max_seen.load(Ordering::SeqCst), 5, "never more than 5 at once, and the bound is reached");
+    assert!(max_held > 5 && max_held <= 5 + 2 * 50, "held at most {max_held} messages");
 }
 
 async fn shutdown_is_prompt_and_lets_running_handlers_finish(topology: Topology) {

@@ -29,6 +29,7 @@ const ORDERS_USER_RULES: &[&str] = &[
     "+ping",
     "+info",
     "+client|id",
+    "+client|unblock",
 ];
 const ORDERS_USER: &str = "orders-worker";
 const ORDERS_PASSWORD: &str = "correct-horse-battery";
