@@ -20,7 +20,8 @@ async fn main() -> ExitCode {
 async fn publish(count: u64) -> Result<(), streamx::Error> {
     let producer = Producer::from_env().await?;
     let orders: Vec<Order> = (1..=count).map(|id| Order { id, amount_cents: 1_000 + id as i64 }).collect();
-    let options = PublishOptions::new().headers(Headers::new().with("source", "publish-example")).max_len_approx(1_000_000);
+    let options =
+        PublishOptions::new().headers(Headers::new().with("source", "publish-example")).max_len_approx(1_000_000);
     let ids = producer.publish_batch_with("orders", &orders, &options).await?;
     println!("published {} orders to `orders`: {:?} .. {:?}", ids.len(), ids.first(), ids.last());
     Ok(())

@@ -7,11 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Benchmarks streamx against a hand-written fred baseline on the same Redis, in one run,
 /// and prints each figure as a ratio streamx/raw with the project's targets.
 #[derive(Debug, Parser)]
-#[command(
-    name = "streamx-bench",
-    version,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "streamx-bench", version, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -43,23 +39,13 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [
-        Phase::Produce,
-        Phase::Consume,
-        Phase::Latency,
-        Phase::Io,
-        Phase::Memory,
-    ];
+    pub const ALL: [Phase; 5] = [Phase::Produce, Phase::Consume, Phase::Latency, Phase::Io, Phase::Memory];
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Redis URL.
-    #[arg(
-        long,
-        env = "STREAMX_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
+    #[arg(long, env = "STREAMX_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub url: String,
     /// Phases to run, comma-separated (default: all).
     #[arg(long, value_delimiter = ',', value_enum)]
@@ -121,40 +107,24 @@ impl Settings {
         let messages = a.messages.unwrap_or(if q { 20_000 } else { 200_000 });
         let s = Settings {
             url: a.url.clone(),
-            phases: if a.only.is_empty() {
-                Phase::ALL.to_vec()
-            } else {
-                a.only.clone()
-            },
+            phases: if a.only.is_empty() { Phase::ALL.to_vec() } else { a.only.clone() },
             messages,
             backlog: a.backlog.unwrap_or(if q { 100_000 } else { 1_000_000 }),
             repeat: a.repeat.unwrap_or(if q { 1 } else { 3 }).max(1),
             concurrency: a.concurrency.clone(),
             rates: a.rates.clone(),
             latency_secs: a.latency_secs.unwrap_or(if q { 2.0 } else { 5.0 }),
-            io_messages: a
-                .io_messages
-                .unwrap_or(if q { 10_000 } else { 100_000 })
-                .min(messages),
+            io_messages: a.io_messages.unwrap_or(if q { 10_000 } else { 100_000 }).min(messages),
             io_concurrency: 256,
             io_sleep_ms: 10,
             memory_concurrency: a.memory_concurrency,
             quick: q,
         };
-        anyhow::ensure!(
-            s.messages > 0 && s.backlog > 0,
-            "--messages and --backlog must be positive"
-        );
-        anyhow::ensure!(
-            s.concurrency.iter().all(|c| *c > 0),
-            "--concurrency values must be positive"
-        );
+        anyhow::ensure!(s.messages > 0 && s.backlog > 0, "--messages and --backlog must be positive");
+        anyhow::ensure!(s.concurrency.iter().all(|c| *c > 0), "--concurrency values must be positive");
         anyhow::ensure!(s.rates.iter().all(|r| *r > 0), "--rates must be positive");
         anyhow::ensure!(s.latency_secs > 0.0, "--latency-secs must be positive");
-        anyhow::ensure!(
-            s.memory_concurrency > 0,
-            "--memory-concurrency must be positive"
-        );
+        anyhow::ensure!(s.memory_concurrency > 0, "--memory-concurrency must be positive");
         Ok(s)
     }
 
@@ -185,11 +155,7 @@ impl Side {
 
 #[derive(Debug, Clone, Args)]
 pub struct ConsumeOnlyArgs {
-    #[arg(
-        long,
-        env = "STREAMX_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379"
-    )]
+    #[arg(long, env = "STREAMX_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub url: String,
     #[arg(long)]
     pub stream: String,

@@ -52,29 +52,17 @@ type Shared = Arc<Mutex<Histogram<u64>>>;
 fn record(hist: &Mutex<Histogram<u64>>, event: &Event, warmup: u64) {
     let now = now_ns();
     if event.seq >= warmup {
-        hist.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .saturating_record(now.saturating_sub(event.sent_ns).max(1));
+        hist.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(now.saturating_sub(event.sent_ns).max(1));
     }
 }
 
 /// Measures `side` at `rate` msg/s for `duration` on a fresh stream.
-pub async fn measure(
-    url: &str,
-    keys: &Keys,
-    side: Side,
-    rate: u64,
-    duration: Duration,
-) -> Result<LatencyStats> {
+pub async fn measure(url: &str, keys: &Keys, side: Side, rate: u64, duration: Duration) -> Result<LatencyStats> {
     let stream = keys.stream(&format!("latency-{rate}-{}", side.name()));
     let group = keys.group("latency");
     let warmup = (rate / 4).max(50);
     let total = warmup + (rate as f64 * duration.as_secs_f64()).round() as u64;
-    let hist: Shared = Arc::new(Mutex::new(Histogram::new_with_bounds(
-        1,
-        3_600_000_000_000,
-        3,
-    )?));
+    let hist: Shared = Arc::new(Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000_000, 3)?));
     let timeout = duration + Duration::from_secs(30);
     let label = format!("latency {rate}/s {}", side.name());
 
@@ -105,10 +93,7 @@ pub async fn measure(
             let stats = LatencyStats::of(&hist.lock().unwrap_or_else(PoisonError::into_inner));
             progress.finish(&summary(&stats)).await;
             if !done {
-                bail!(
-                    "{label}: only {} of {total} messages handled",
-                    tally.handled.load(Ordering::Relaxed)
-                );
+                bail!("{label}: only {} of {total} messages handled", tally.handled.load(Ordering::Relaxed));
             }
             stats
         }
@@ -145,10 +130,7 @@ pub async fn measure(
 }
 
 fn summary(s: &LatencyStats) -> String {
-    format!(
-        "p50 {:.0} us, p99 {:.0} us, max {:.0} us ({} samples)",
-        s.p50_us, s.p99_us, s.max_us, s.count
-    )
+    format!("p50 {:.0} us, p99 {:.0} us, max {:.0} us ({} samples)", s.p50_us, s.p99_us, s.max_us, s.count)
 }
 
 /// Publishes `total` events at `rate` msg/s, one at a time, each stamped right before its

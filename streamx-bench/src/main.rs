@@ -42,16 +42,12 @@ fn main() -> ExitCode {
             .with_writer(std::io::stderr)
             .init();
     }
-    let ended = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(anyhow::Error::from)
-        .and_then(|runtime| match cli.command {
-            Some(Command::ConsumeOnly(args)) => runtime
-                .block_on(memory::consume_only(args))
-                .map(|()| Ended::Done),
+    let ended = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(anyhow::Error::from).and_then(
+        |runtime| match cli.command {
+            Some(Command::ConsumeOnly(args)) => runtime.block_on(memory::consume_only(args)).map(|()| Ended::Done),
             None => runtime.block_on(bench(cli.bench)),
-        });
+        },
+    );
     match ended {
         Ok(Ended::Done) => ExitCode::SUCCESS,
         Ok(Ended::Interrupted) => ExitCode::from(130),

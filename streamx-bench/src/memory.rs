@@ -51,12 +51,7 @@ pub async fn publish_backlog(client: &Client, stream: &str, n: u64, label: &str)
         next += len;
         done.store(next, Ordering::Relaxed);
     }
-    progress
-        .finish(&format!(
-            "{n} messages in {:.1} s",
-            started.elapsed().as_secs_f64()
-        ))
-        .await;
+    progress.finish(&format!("{n} messages in {:.1} s", started.elapsed().as_secs_f64())).await;
     Ok(())
 }
 
@@ -73,12 +68,7 @@ pub async fn run_child(
     let mut child = tokio::process::Command::new(exe)
         .arg("consume-only")
         .args(["--url", url, "--stream", stream, "--group", group])
-        .args([
-            "--count",
-            &count.to_string(),
-            "--concurrency",
-            &concurrency.to_string(),
-        ])
+        .args(["--count", &count.to_string(), "--concurrency", &concurrency.to_string()])
         .args(["--side", side.name()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -89,11 +79,7 @@ pub async fn run_child(
     let stdout = child.stdout.take().context("child has no stdout")?;
     let counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(
-        format!(
-            "memory {} child (pid {})",
-            side.name(),
-            child.id().unwrap_or(0)
-        ),
+        format!("memory {} child (pid {})", side.name(), child.id().unwrap_or(0)),
         count,
         counter.clone(),
     );
@@ -112,11 +98,7 @@ pub async fn run_child(
     }
     let report = report.context("the child printed no result")?;
     progress
-        .finish(&format!(
-            "peak RSS {:.1} MiB, {:.0} msg/s",
-            report.vm_hwm_kib as f64 / 1024.0,
-            report.rate()
-        ))
+        .finish(&format!("peak RSS {:.1} MiB, {:.0} msg/s", report.vm_hwm_kib as f64 / 1024.0, report.rate()))
         .await;
     Ok(report)
 }
@@ -159,8 +141,7 @@ pub async fn consume_only(a: ConsumeOnlyArgs) -> Result<()> {
         }
     };
     printer.abort();
-    let status =
-        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let report = ChildReport {
         handled: tally.handled.load(Ordering::Relaxed),
         secs: elapsed.as_secs_f64(),

@@ -71,10 +71,7 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
 }
 
 async fn produce(s: &Settings, keys: &Keys, admin: &Client) -> Result<Throughput> {
-    note(&format!(
-        "== produce: {} messages, best of {}",
-        s.messages, s.repeat
-    ));
+    note(&format!("== produce: {} messages, best of {}", s.messages, s.repeat));
     let batch = events(0, s.messages);
     let (mut sx_runs, mut raw_runs) = (Vec::new(), Vec::new());
     for r in 0..s.repeat {
@@ -120,9 +117,7 @@ async fn consume(s: &Settings, keys: &Keys, backlog: &str) -> Result<Vec<Consume
                 Side::Streamx => {
                     for (i, &c) in s.concurrency.iter().enumerate() {
                         let label = format!("consume streamx c={c} run {}/{}", r + 1, s.repeat);
-                        let rate =
-                            drain_streamx(s, keys, backlog, &label, c, Work::None, s.messages)
-                                .await?;
+                        let rate = drain_streamx(s, keys, backlog, &label, c, Work::None, s.messages).await?;
                         sx_runs[i].push(rate);
                     }
                 }
@@ -136,10 +131,7 @@ async fn consume(s: &Settings, keys: &Keys, backlog: &str) -> Result<Vec<Consume
     Ok(s.concurrency
         .iter()
         .zip(sx_runs)
-        .map(|(&concurrency, runs)| ConsumeRow {
-            concurrency,
-            throughput: Throughput::new(runs, raw_runs.clone()),
-        })
+        .map(|(&concurrency, runs)| ConsumeRow { concurrency, throughput: Throughput::new(runs, raw_runs.clone()) })
         .collect())
 }
 
@@ -156,15 +148,8 @@ async fn drain_streamx(
     let group = keys.group("sx");
     let tally = Arc::new(Tally::default());
     let progress = Progress::start(label, target, tally.handled.clone());
-    let drain = Drain {
-        url: &s.url,
-        stream: backlog,
-        group: &group,
-        target,
-        concurrency,
-        work,
-        timeout: DRAIN_TIMEOUT,
-    };
+    let drain =
+        Drain { url: &s.url, stream: backlog, group: &group, target, concurrency, work, timeout: DRAIN_TIMEOUT };
     let elapsed = streamx_side::consume(&drain, tally).await?;
     let rate = target as f64 / elapsed.as_secs_f64();
     progress.finish(&format!("{rate:.0} msg/s")).await;
@@ -192,7 +177,10 @@ async fn drain_raw(s: &Settings, keys: &Keys, backlog: &str, label: &str) -> Res
 async fn io_bound(s: &Settings, keys: &Keys, backlog: &str) -> Result<IoRow> {
     let (c, ms) = (s.io_concurrency, s.io_sleep_ms);
     let ideal = c as f64 * 1000.0 / ms as f64;
-    note(&format!("== I/O-bound: {} messages, handler awaits {ms} ms, concurrency {c}, ideal {ideal:.0} msg/s", s.io_messages));
+    note(&format!(
+        "== I/O-bound: {} messages, handler awaits {ms} ms, concurrency {c}, ideal {ideal:.0} msg/s",
+        s.io_messages
+    ));
     let mut runs = Vec::new();
     for r in 0..s.repeat {
         let label = format!("io streamx c={c} run {}/{}", r + 1, s.repeat);
@@ -200,15 +188,7 @@ async fn io_bound(s: &Settings, keys: &Keys, backlog: &str) -> Result<IoRow> {
         runs.push(drain_streamx(s, keys, backlog, &label, c, work, s.io_messages).await?);
     }
     let streamx = best(&runs);
-    Ok(IoRow {
-        concurrency: c,
-        sleep_ms: ms,
-        messages: s.io_messages,
-        streamx,
-        ideal,
-        ratio: streamx / ideal,
-        runs,
-    })
+    Ok(IoRow { concurrency: c, sleep_ms: ms, messages: s.io_messages, streamx, ideal, ratio: streamx / ideal, runs })
 }
 
 async fn latency(s: &Settings, keys: &Keys, rate: u64) -> Result<LatencyRow> {
@@ -229,10 +209,7 @@ async fn latency(s: &Settings, keys: &Keys, rate: u64) -> Result<LatencyRow> {
         }
     }
     let lowest_p99 = |runs: &[LatencyStats]| {
-        runs.iter()
-            .min_by(|a, b| a.p99_us.total_cmp(&b.p99_us))
-            .cloned()
-            .context("no latency run")
+        runs.iter().min_by(|a, b| a.p99_us.total_cmp(&b.p99_us)).cloned().context("no latency run")
     };
     let (streamx, raw_best) = (lowest_p99(&sx)?, lowest_p99(&raw)?);
     Ok(LatencyRow {
@@ -253,24 +230,8 @@ async fn memory(s: &Settings, keys: &Keys, admin: &Client) -> Result<MemoryRow> 
     let stream = keys.stream("memory");
     memory::publish_backlog(admin, &stream, s.backlog, "backlog for memory").await?;
     let c = s.memory_concurrency;
-    let streamx = memory::run_child(
-        &s.url,
-        &stream,
-        &keys.group("mem-sx"),
-        s.backlog,
-        c,
-        Side::Streamx,
-    )
-    .await?;
-    let raw = memory::run_child(
-        &s.url,
-        &stream,
-        &keys.group("mem-raw"),
-        s.backlog,
-        c,
-        Side::Raw,
-    )
-    .await?;
+    let streamx = memory::run_child(&s.url, &stream, &keys.group("mem-sx"), s.backlog, c, Side::Streamx).await?;
+    let raw = memory::run_child(&s.url, &stream, &keys.group("mem-raw"), s.backlog, c, Side::Raw).await?;
     raw::delete(admin, vec![stream]).await?;
     Ok(MemoryRow {
         backlog: s.backlog,

@@ -27,17 +27,10 @@ impl Progress {
                 while !stop.load(Ordering::Relaxed) {
                     let done = counter.load(Ordering::Relaxed);
                     let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-                    let pct = if total > 0 {
-                        100.0 * done as f64 / total as f64
-                    } else {
-                        0.0
-                    };
+                    let pct = if total > 0 { 100.0 * done as f64 / total as f64 } else { 0.0 };
                     {
                         let mut err = std::io::stderr().lock();
-                        let _ = write!(
-                            err,
-                            "\r\x1b[2K{label}: {done}/{total} ({pct:.0}%, {rate:.0}/s)"
-                        );
+                        let _ = write!(err, "\r\x1b[2K{label}: {done}/{total} ({pct:.0}%, {rate:.0}/s)");
                         let _ = err.flush();
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;

@@ -30,17 +30,13 @@ const DATA_FIELD: &str = "data";
 
 /// A connected fred client with TCP_NODELAY (as streamx sets it).
 pub async fn connect(url: &str) -> Result<Client> {
-    let config = Config::from_url(url)
-        .with_context(|| format!("invalid Redis URL {}", streamx::redact(url)))?;
+    let config = Config::from_url(url).with_context(|| format!("invalid Redis URL {}", streamx::redact(url)))?;
     let mut builder = Builder::from_config(config);
     builder.with_connection_config(|c| {
         c.tcp.nodelay = Some(true);
     });
     let client = builder.build()?;
-    client
-        .init()
-        .await
-        .with_context(|| format!("cannot connect to {}", streamx::redact(url)))?;
+    client.init().await.with_context(|| format!("cannot connect to {}", streamx::redact(url)))?;
     Ok(client)
 }
 
@@ -50,21 +46,14 @@ pub async fn publish_chunk(client: &Client, stream: &str, events: &[Event]) -> R
     for e in events {
         let data = Bytes::from(serde_json::to_vec(e)?);
         let fields = vec![(Key::from_static_str(DATA_FIELD), Value::Bytes(data))];
-        let _: () = pipeline
-            .xadd(stream, false, XCap::from(None::<()>), "*", fields)
-            .await?;
+        let _: () = pipeline.xadd(stream, false, XCap::from(None::<()>), "*", fields).await?;
     }
     let _: Vec<Value> = pipeline.all().await.context("pipelined XADD")?;
     Ok(())
 }
 
 /// Publishes `events` in chunks of [`PUBLISH_CHUNK`], counting them in `done`.
-pub async fn publish(
-    client: &Client,
-    stream: &str,
-    events: &[Event],
-    done: &AtomicU64,
-) -> Result<()> {
+pub async fn publish(client: &Client, stream: &str, events: &[Event], done: &AtomicU64) -> Result<()> {
     for chunk in events.chunks(PUBLISH_CHUNK) {
         publish_chunk(client, stream, chunk).await?;
         done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -76,10 +65,7 @@ pub async fn publish(
 pub async fn publish_one(client: &Client, stream: &str, event: &Event) -> Result<()> {
     let data = Bytes::from(serde_json::to_vec(event)?);
     let fields = vec![(Key::from_static_str(DATA_FIELD), Value::Bytes(data))];
-    let _: Value = client
-        .xadd(stream, false, XCap::from(None::<()>), "*", fields)
-        .await
-        .context("XADD")?;
+    let _: Value = client.xadd(stream, false, XCap::from(None::<()>), "*", fields).await.context("XADD")?;
     Ok(())
 }
 
@@ -115,23 +101,13 @@ impl RawConsumer {
         let reader = connect(url).await?;
         let acker = connect(url).await?;
         create_group(&acker, stream, group).await?;
-        Ok(RawConsumer {
-            reader,
-            acker,
-            stream: stream.to_string(),
-            group: group.to_string(),
-        })
+        Ok(RawConsumer { reader, acker, stream: stream.to_string(), group: group.to_string() })
     }
 
     /// Reads, decodes and acknowledges until `target` messages were handled (each passed to
     /// `handle` right after decoding) or `timeout` passes. Returns when the last one was
     /// handled.
-    pub async fn run(
-        &self,
-        target: u64,
-        timeout: Duration,
-        mut handle: impl FnMut(&Event),
-    ) -> Result<Instant> {
+    pub async fn run(&self, target: u64, timeout: Duration, mut handle: impl FnMut(&Event)) -> Result<Instant> {
         let deadline = Instant::now() + timeout;
         let (stream, group) = (self.stream.as_str(), self.group.as_str());
         let mut handled = 0u64;
@@ -139,9 +115,7 @@ impl RawConsumer {
         let mut ids: Vec<Str> = Vec::new();
         while handled < target {
             if Instant::now() > deadline {
-                bail!(
-                    "raw consumer: only {handled} of {target} messages arrived within {timeout:?}"
-                );
+                bail!("raw consumer: only {handled} of {target} messages arrived within {timeout:?}");
             }
             let to_ack = std::mem::replace(&mut ids, Vec::with_capacity(READ_COUNT as usize));
             let read = self.reader.xreadgroup::<Value, _, _, _, _>(
@@ -172,11 +146,7 @@ impl RawConsumer {
 
     async fn ack(&self, ids: Vec<Str>) -> Result<()> {
         if !ids.is_empty() {
-            let _: i64 = self
-                .acker
-                .xack(self.stream.as_str(), self.group.as_str(), ids)
-                .await
-                .context("XACK")?;
+            let _: i64 = self.acker.xack(self.stream.as_str(), self.group.as_str(), ids).await.context("XACK")?;
         }
         Ok(())
     }
@@ -195,10 +165,7 @@ impl RawConsumer {
 fn for_each_entry(reply: Value, mut f: impl FnMut(Str, &[u8]) -> Result<()>) -> Result<()> {
     let per_stream: Vec<Value> = match reply {
         Value::Null => return Ok(()),
-        Value::Array(streams) => streams
-            .into_iter()
-            .filter_map(|s| s.into_array().into_iter().nth(1))
-            .collect(),
+        Value::Array(streams) => streams.into_iter().filter_map(|s| s.into_array().into_iter().nth(1)).collect(),
         Value::Map(map) => map.inner().into_values().collect(),
         other => bail!("unexpected XREADGROUP reply {other:?}"),
     };

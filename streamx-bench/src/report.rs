@@ -25,13 +25,7 @@ pub struct Throughput {
 impl Throughput {
     pub fn new(streamx_runs: Vec<f64>, raw_runs: Vec<f64>) -> Self {
         let (streamx, raw) = (best(&streamx_runs), best(&raw_runs));
-        Throughput {
-            streamx,
-            raw,
-            ratio: streamx / raw,
-            streamx_runs,
-            raw_runs,
-        }
+        Throughput { streamx, raw, ratio: streamx / raw, streamx_runs, raw_runs }
     }
 }
 
@@ -112,59 +106,32 @@ impl Results {
     pub fn check_targets(&mut self) {
         let mut t = Vec::new();
         let mut check = |target: &str, value: String, pass: bool| {
-            t.push(TargetCheck {
-                target: target.to_string(),
-                value,
-                pass,
-            });
+            t.push(TargetCheck { target: target.to_string(), value, pass });
         };
         if let Some(row) = self.consume.iter().find(|r| r.concurrency == 64) {
             let r = row.throughput.ratio;
             check("consume c=64 >= 0.9 x raw", format!("{r:.2} x"), r >= 0.9);
         }
         if let Some(p) = &self.produce {
-            check(
-                "produce >= 0.9 x raw",
-                format!("{:.2} x", p.ratio),
-                p.ratio >= 0.9,
-            );
+            check("produce >= 0.9 x raw", format!("{:.2} x", p.ratio), p.ratio >= 0.9);
         }
         if let Some(row) = self.latency.iter().find(|r| r.rate == 1000) {
             let p99 = row.streamx.p99_us / 1000.0;
-            check(
-                "latency 1000/s p99 <= 0.5 ms",
-                format!("{p99:.3} ms"),
-                p99 <= 0.5,
-            );
-            check(
-                "latency 1000/s p99 <= 1.5 x raw p99",
-                format!("{:.2} x", row.p99_ratio),
-                row.p99_ratio <= 1.5,
-            );
+            check("latency 1000/s p99 <= 0.5 ms", format!("{p99:.3} ms"), p99 <= 0.5);
+            check("latency 1000/s p99 <= 1.5 x raw p99", format!("{:.2} x", row.p99_ratio), row.p99_ratio <= 1.5);
         }
         if let Some(row) = self.latency.iter().find(|r| r.rate == 5000) {
             let p99 = row.streamx.p99_us / 1000.0;
-            check(
-                "latency 5000/s p99 <= 1 ms",
-                format!("{p99:.3} ms"),
-                p99 <= 1.0,
-            );
+            check("latency 5000/s p99 <= 1 ms", format!("{p99:.3} ms"), p99 <= 1.0);
         }
         if let Some(io) = &self.io_bound {
             let ideal = format!("{:.0}", io.ideal);
-            check(
-                &format!("I/O-bound >= 0.8 x {ideal}/s"),
-                format!("{:.2} x", io.ratio),
-                io.ratio >= 0.8,
-            );
+            check(&format!("I/O-bound >= 0.8 x {ideal}/s"), format!("{:.2} x", io.ratio), io.ratio >= 0.8);
         }
         if let Some(m) = &self.memory {
             let mib = m.streamx.vm_hwm_kib as f64 / 1024.0;
             check(
-                &format!(
-                    "{} backlog consumer peak RSS <= 32 MiB",
-                    count(m.backlog as f64)
-                ),
+                &format!("{} backlog consumer peak RSS <= 32 MiB", count(m.backlog as f64)),
                 format!("{mib:.1} MiB"),
                 mib <= 32.0,
             );
@@ -185,28 +152,15 @@ impl Results {
             self.redis_url,
             if s.quick { " (--quick)" } else { "" }
         );
-        let _ = writeln!(
-            out,
-            "load average before: {}   after: {}",
-            self.load_before, self.load_after
-        );
+        let _ = writeln!(out, "load average before: {}   after: {}", self.load_before, self.load_after);
         let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "{:<40} {:>14} {:>14} {:>12}",
-            "figure", "streamx", "raw", "streamx/raw"
-        );
+        let _ = writeln!(out, "{:<40} {:>14} {:>14} {:>12}", "figure", "streamx", "raw", "streamx/raw");
         let _ = writeln!(out, "{}", "-".repeat(83));
         let mut row = |name: String, sx: String, raw: String, ratio: String| {
             let _ = writeln!(out, "{name:<40} {sx:>14} {raw:>14} {ratio:>12}");
         };
         if let Some(p) = &self.produce {
-            row(
-                "produce (msg/s)".into(),
-                count(p.streamx),
-                count(p.raw),
-                format!("{:.2}", p.ratio),
-            );
+            row("produce (msg/s)".into(), count(p.streamx), count(p.raw), format!("{:.2}", p.ratio));
         }
         for c in &self.consume {
             let t = &c.throughput;
@@ -221,24 +175,9 @@ impl Results {
             let ms = |us: f64| format!("{:.3}", us / 1000.0);
             let ratio = |a: f64, b: f64| format!("{:.2}", a / b);
             let (x, r) = (&l.streamx, &l.raw);
-            row(
-                format!("latency {}/s p50 (ms)", l.rate),
-                ms(x.p50_us),
-                ms(r.p50_us),
-                ratio(x.p50_us, r.p50_us),
-            );
-            row(
-                format!("latency {}/s p99 (ms)", l.rate),
-                ms(x.p99_us),
-                ms(r.p99_us),
-                ratio(x.p99_us, r.p99_us),
-            );
-            row(
-                format!("latency {}/s max (ms)", l.rate),
-                ms(x.max_us),
-                ms(r.max_us),
-                ratio(x.max_us, r.max_us),
-            );
+            row(format!("latency {}/s p50 (ms)", l.rate), ms(x.p50_us), ms(r.p50_us), ratio(x.p50_us, r.p50_us));
+            row(format!("latency {}/s p99 (ms)", l.rate), ms(x.p99_us), ms(r.p99_us), ratio(x.p99_us, r.p99_us));
+            row(format!("latency {}/s max (ms)", l.rate), ms(x.max_us), ms(r.max_us), ratio(x.max_us, r.max_us));
         }
         if let Some(io) = &self.io_bound {
             row(
@@ -269,13 +208,7 @@ impl Results {
             let _ = writeln!(out, "{:<48} {:>14} {:>7}", "target", "value", "result");
             let _ = writeln!(out, "{}", "-".repeat(71));
             for t in &self.targets {
-                let _ = writeln!(
-                    out,
-                    "{:<48} {:>14} {:>7}",
-                    t.target,
-                    t.value,
-                    if t.pass { "PASS" } else { "MISS" }
-                );
+                let _ = writeln!(out, "{:<48} {:>14} {:>7}", t.target, t.value, if t.pass { "PASS" } else { "MISS" });
             }
         }
         out

@@ -17,12 +17,7 @@ pub async fn produce(url: &str, stream: &str, events: &[Event]) -> Result<Durati
     let ids = producer.publish_batch(stream, events).await?;
     let elapsed = started.elapsed();
     producer.close().await;
-    anyhow::ensure!(
-        ids.len() == events.len(),
-        "published {} of {} messages",
-        ids.len(),
-        events.len()
-    );
+    anyhow::ensure!(ids.len() == events.len(), "published {} of {} messages", ids.len(), events.len());
     Ok(elapsed)
 }
 
@@ -56,28 +51,17 @@ impl Tally {
 
 /// A consumer of `stream` in a fresh `group` running `work` per message after decoding it,
 /// counting into `tally`.
-pub fn consumer(
-    stream: &str,
-    group: &str,
-    concurrency: usize,
-    work: Work,
-    tally: Arc<Tally>,
-    target: u64,
-) -> Consumer {
-    Consumer::new(
-        stream.to_string(),
-        group.to_string(),
-        move |msg: Message<Event>| {
-            let tally = tally.clone();
-            async move {
-                std::hint::black_box(msg.payload());
-                if let Work::Sleep(d) = work {
-                    tokio::time::sleep(d).await;
-                }
-                tally.record(target);
+pub fn consumer(stream: &str, group: &str, concurrency: usize, work: Work, tally: Arc<Tally>, target: u64) -> Consumer {
+    Consumer::new(stream.to_string(), group.to_string(), move |msg: Message<Event>| {
+        let tally = tally.clone();
+        async move {
+            std::hint::black_box(msg.payload());
+            if let Work::Sleep(d) = work {
+                tokio::time::sleep(d).await;
             }
-        },
-    )
+            tally.record(target);
+        }
+    })
     .concurrency(concurrency)
 }
 
@@ -109,21 +93,9 @@ pub struct Drain<'a> {
 /// Runs `drain` with the streamx runtime, counting into `tally`; returns the time from the
 /// runtime's start to the last handled message.
 pub async fn consume(drain: &Drain<'_>, tally: Arc<Tally>) -> Result<Duration> {
-    let Drain {
-        url,
-        stream,
-        group,
-        target,
-        concurrency,
-        work,
-        timeout,
-    } = *drain;
+    let Drain { url, stream, group, target, concurrency, work, timeout } = *drain;
     let started = Instant::now();
-    let running = start(
-        url,
-        consumer(stream, group, concurrency, work, tally.clone(), target),
-    )
-    .await?;
+    let running = start(url, consumer(stream, group, concurrency, work, tally.clone(), target)).await?;
     let finished = wait_for(&tally, target, started + timeout).await;
     running.shutdown().await?;
     match finished {

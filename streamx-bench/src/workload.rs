@@ -36,11 +36,7 @@ pub fn events(first: u64, n: u64) -> Vec<Event> {
 
 /// Size of a typical encoded event, for the report.
 pub fn typical_payload_bytes() -> usize {
-    serde_json::to_vec(&Event {
-        sent_ns: 1_234_567_890,
-        ..Event::new(123_456)
-    })
-    .map_or(0, |v| v.len())
+    serde_json::to_vec(&Event { sent_ns: 1_234_567_890, ..Event::new(123_456) }).map_or(0, |v| v.len())
 }
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -59,9 +55,7 @@ pub struct Keys {
 
 impl Keys {
     pub fn new() -> Self {
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
         Keys {
             prefix: format!("streamx-bench:{}-{millis}", std::process::id()),
             created: Mutex::new(Vec::new()),
@@ -87,9 +81,6 @@ impl Keys {
 
     /// Every key created so far.
     pub fn all(&self) -> Vec<String> {
-        self.created
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.created.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }

@@ -238,10 +238,7 @@ impl ConsumerArgs {
                 continue;
             };
             if seen.contains(&key) {
-                errors.push(syn::Error::new_spanned(
-                    path,
-                    format!("duplicate argument `{key}`"),
-                ));
+                errors.push(syn::Error::new_spanned(path, format!("duplicate argument `{key}`")));
                 continue;
             }
             seen.push(key);
@@ -300,41 +297,23 @@ impl ConsumerArgs {
                 claim_idle,
             }),
             // Unreachable: a missing or invalid `stream`/`group` has recorded an error above.
-            _ => Err(syn::Error::new(
-                Span::call_site(),
-                "`stream` and `group` are required",
-            )),
+            _ => Err(syn::Error::new(Span::call_site(), "`stream` and `group` are required")),
         }
     }
 }
 
 /// The error for a key that is not in `allowed`, listing every allowed key.
 fn unknown_key(path: &Path, allowed: &[&str]) -> syn::Error {
-    let written = path
-        .segments
-        .iter()
-        .map(|segment| segment.ident.to_string())
-        .collect::<Vec<_>>()
-        .join("::");
-    let list = allowed
-        .iter()
-        .map(|key| format!("`{key}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    syn::Error::new_spanned(
-        path,
-        format!("unknown argument `{written}`; expected one of: {list}"),
-    )
+    let written = path.segments.iter().map(|segment| segment.ident.to_string()).collect::<Vec<_>>().join("::");
+    let list = allowed.iter().map(|key| format!("`{key}`")).collect::<Vec<_>>().join(", ");
+    syn::Error::new_spanned(path, format!("unknown argument `{written}`; expected one of: {list}"))
 }
 
 /// The value of a `key = value` argument, or an error showing the expected form.
 fn name_value(meta: &Meta, key: Key) -> syn::Result<&Expr> {
     match meta {
         Meta::NameValue(MetaNameValue { value, .. }) => Ok(strip_groups(value)),
-        _ => Err(syn::Error::new_spanned(
-            meta,
-            format!("expected `{}`", key.example()),
-        )),
+        _ => Err(syn::Error::new_spanned(meta, format!("expected `{}`", key.example()))),
     }
 }
 
@@ -361,10 +340,7 @@ fn string(value: &Expr, key: Key) -> syn::Result<LitStr> {
         Some(Lit::Str(lit)) => Ok(lit.clone()),
         _ => Err(syn::Error::new_spanned(
             value,
-            format!(
-                "expected string literal for `{key}`, e.g. `{}`",
-                key.example()
-            ),
+            format!("expected string literal for `{key}`, e.g. `{}`", key.example()),
         )),
     }
 }
@@ -373,10 +349,7 @@ fn string(value: &Expr, key: Key) -> syn::Result<LitStr> {
 fn non_empty_str(value: &Expr, key: Key) -> syn::Result<LitStr> {
     let lit = string(value, key)?;
     if lit.value().is_empty() {
-        return Err(syn::Error::new(
-            lit.span(),
-            format!("`{key}` must not be empty"),
-        ));
+        return Err(syn::Error::new(lit.span(), format!("`{key}` must not be empty")));
     }
     Ok(lit)
 }
@@ -390,22 +363,15 @@ where
     let Some(Lit::Int(lit)) = literal(value) else {
         return Err(syn::Error::new_spanned(
             value,
-            format!(
-                "expected integer literal for `{key}`, e.g. `{}`",
-                key.example()
-            ),
+            format!("expected integer literal for `{key}`, e.g. `{}`", key.example()),
         ));
     };
     let ty = std::any::type_name::<N>();
     if !lit.suffix().is_empty() && lit.suffix() != ty {
-        return Err(syn::Error::new(
-            lit.span(),
-            format!("`{key}` is a `{ty}`; remove the `{}` suffix", lit.suffix()),
-        ));
+        return Err(syn::Error::new(lit.span(), format!("`{key}` is a `{ty}`; remove the `{}` suffix", lit.suffix())));
     }
-    let parsed = lit
-        .base10_parse::<N>()
-        .map_err(|error| syn::Error::new(lit.span(), format!("invalid `{key}`: {error}")))?;
+    let parsed =
+        lit.base10_parse::<N>().map_err(|error| syn::Error::new(lit.span(), format!("invalid `{key}`: {error}")))?;
     Ok(Spanned::new(parsed, lit.span()))
 }
 
@@ -413,10 +379,7 @@ where
 fn positive_usize(value: &Expr, key: Key) -> syn::Result<Spanned<usize>> {
     let parsed = int::<usize>(value, key)?;
     if parsed.value == 0 {
-        return Err(syn::Error::new(
-            parsed.span,
-            format!("`{key}` must be at least 1"),
-        ));
+        return Err(syn::Error::new(parsed.span, format!("`{key}` must be at least 1")));
     }
     Ok(parsed)
 }
@@ -451,16 +414,10 @@ fn lit_duration_ms(lit: &LitStr, what: &str, allow_zero: bool) -> syn::Result<u6
         ));
     }
     let ms = u64::try_from(duration.as_millis()).map_err(|_| {
-        syn::Error::new(
-            lit.span(),
-            format!("`{what}` = {text:?} is too large: at most u64::MAX milliseconds"),
-        )
+        syn::Error::new(lit.span(), format!("`{what}` = {text:?} is too large: at most u64::MAX milliseconds"))
     })?;
     if ms == 0 && !allow_zero {
-        return Err(syn::Error::new(
-            lit.span(),
-            format!("`{what}` must be greater than zero"),
-        ));
+        return Err(syn::Error::new(lit.span(), format!("`{what}` must be greater than zero")));
     }
     Ok(ms)
 }
@@ -489,9 +446,8 @@ fn parse_start(value: &Expr) -> syn::Result<Spanned<Start>> {
 
 /// Whether `id` is a Redis stream entry id: `<ms>` or `<ms>-<seq>`, each a `u64`.
 fn is_entry_id(id: &str) -> bool {
-    let is_u64 = |part: &str| {
-        !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && part.parse::<u64>().is_ok()
-    };
+    let is_u64 =
+        |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) && part.parse::<u64>().is_ok();
     match id.split_once('-') {
         Some((ms, seq)) => is_u64(ms) && is_u64(seq),
         None => is_u64(id),
@@ -501,14 +457,7 @@ fn is_entry_id(id: &str) -> bool {
 /// `dlq = true | false | "stream"`.
 fn parse_dlq(value: &Expr) -> syn::Result<Spanned<Dlq>> {
     match literal(value) {
-        Some(Lit::Bool(lit)) => Ok(Spanned::new(
-            if lit.value {
-                Dlq::Default
-            } else {
-                Dlq::Disabled
-            },
-            lit.span,
-        )),
+        Some(Lit::Bool(lit)) => Ok(Spanned::new(if lit.value { Dlq::Default } else { Dlq::Disabled }, lit.span)),
         Some(Lit::Str(lit)) if lit.value().is_empty() => Err(syn::Error::new(
             lit.span(),
             "`dlq` stream name must not be empty; use `dlq = false` to disable dead-lettering",
@@ -526,19 +475,10 @@ fn parse_dlq(value: &Expr) -> syn::Result<Spanned<Dlq>> {
 fn parse_crate(value: &Expr) -> syn::Result<Path> {
     match value {
         Expr::Path(expr) if expr.attrs.is_empty() && expr.qself.is_none() => Ok(expr.path.clone()),
-        Expr::Lit(ExprLit {
-            lit: Lit::Str(lit),
-            attrs,
-        }) if attrs.is_empty() => lit.parse::<Path>().map_err(|error| {
-            syn::Error::new(
-                lit.span(),
-                format!("`crate` must be a path such as `my_streamx`: {error}"),
-            )
+        Expr::Lit(ExprLit { lit: Lit::Str(lit), attrs }) if attrs.is_empty() => lit.parse::<Path>().map_err(|error| {
+            syn::Error::new(lit.span(), format!("`crate` must be a path such as `my_streamx`: {error}"))
         }),
-        _ => Err(syn::Error::new_spanned(
-            value,
-            "expected a path for `crate`, e.g. `crate = my_streamx`",
-        )),
+        _ => Err(syn::Error::new_spanned(value, "expected a path for `crate`, e.g. `crate = my_streamx`")),
     }
 }
 
@@ -548,10 +488,7 @@ const BACKOFF_KEYS: [&str; 3] = ["initial", "multiplier", "max"];
 /// `backoff(initial = "1s", multiplier = 2.0, max = "30s")`, each sub-key optional.
 fn parse_backoff(meta: &Meta) -> syn::Result<Spanned<Backoff>> {
     let Meta::List(list) = meta else {
-        return Err(syn::Error::new_spanned(
-            meta,
-            format!("expected `{}`", Key::Backoff.example()),
-        ));
+        return Err(syn::Error::new_spanned(meta, format!("expected `{}`", Key::Backoff.example())));
     };
     let entries = list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)?;
     let mut errors = Errors::default();
@@ -562,26 +499,17 @@ fn parse_backoff(meta: &Meta) -> syn::Result<Spanned<Backoff>> {
 
     for entry in &entries {
         let path = entry.path();
-        let Some(key) = BACKOFF_KEYS
-            .into_iter()
-            .find(|key| path.get_ident().is_some_and(|ident| ident == key))
-        else {
+        let Some(key) = BACKOFF_KEYS.into_iter().find(|key| path.get_ident().is_some_and(|ident| ident == key)) else {
             errors.push(unknown_key(path, &BACKOFF_KEYS).with_context("in `backoff(...)`"));
             continue;
         };
         if seen.contains(&key) {
-            errors.push(syn::Error::new_spanned(
-                path,
-                format!("duplicate `{key}` in `backoff(...)`"),
-            ));
+            errors.push(syn::Error::new_spanned(path, format!("duplicate `{key}` in `backoff(...)`")));
             continue;
         }
         seen.push(key);
         let Meta::NameValue(MetaNameValue { value, .. }) = entry else {
-            errors.push(syn::Error::new_spanned(
-                entry,
-                format!("expected `{key} = ...` in `backoff(...)`"),
-            ));
+            errors.push(syn::Error::new_spanned(entry, format!("expected `{key} = ...` in `backoff(...)`")));
             continue;
         };
         let value = strip_groups(value);
@@ -593,12 +521,8 @@ fn parse_backoff(meta: &Meta) -> syn::Result<Spanned<Backoff>> {
     }
     errors.finish()?;
 
-    let initial_ms = initial
-        .as_ref()
-        .map_or(default_ms(DEFAULT_BACKOFF_INITIAL), |d| d.value);
-    let max_ms = max
-        .as_ref()
-        .map_or(default_ms(DEFAULT_BACKOFF_MAX), |d| d.value);
+    let initial_ms = initial.as_ref().map_or(default_ms(DEFAULT_BACKOFF_INITIAL), |d| d.value);
+    let max_ms = max.as_ref().map_or(default_ms(DEFAULT_BACKOFF_MAX), |d| d.value);
     if max_ms < initial_ms {
         let show = |ms: u64, given: bool| {
             let shown = humantime::format_duration(Duration::from_millis(ms));
@@ -609,10 +533,7 @@ fn parse_backoff(meta: &Meta) -> syn::Result<Spanned<Backoff>> {
             }
         };
         // Point at whichever bound the user wrote (the later one if both).
-        let span = max
-            .as_ref()
-            .or(initial.as_ref())
-            .map_or(list.path.span(), |d| d.span);
+        let span = max.as_ref().or(initial.as_ref()).map_or(list.path.span(), |d| d.span);
         return Err(syn::Error::new(
             span,
             format!(
@@ -623,11 +544,7 @@ fn parse_backoff(meta: &Meta) -> syn::Result<Spanned<Backoff>> {
         ));
     }
     Ok(Spanned::new(
-        Backoff {
-            initial_ms,
-            multiplier: multiplier.unwrap_or(DEFAULT_BACKOFF_MULTIPLIER),
-            max_ms,
-        },
+        Backoff { initial_ms, multiplier: multiplier.unwrap_or(DEFAULT_BACKOFF_MULTIPLIER), max_ms },
         list.path.span(),
     ))
 }
@@ -653,9 +570,7 @@ fn backoff_duration(value: &Expr, key: &str) -> syn::Result<Spanned<u64>> {
 /// `multiplier` inside `backoff(...)`: a float or integer literal, finite and at least 1.
 fn parse_multiplier(value: &Expr) -> syn::Result<f64> {
     let (parsed, span) = match literal(value) {
-        Some(Lit::Float(lit)) if matches!(lit.suffix(), "" | "f64" | "f32") => {
-            (lit.base10_parse::<f64>(), lit.span())
-        }
+        Some(Lit::Float(lit)) if matches!(lit.suffix(), "" | "f64" | "f32") => (lit.base10_parse::<f64>(), lit.span()),
         Some(Lit::Int(lit)) if lit.suffix().is_empty() => (lit.base10_parse::<f64>(), lit.span()),
         _ => {
             return Err(syn::Error::new_spanned(
@@ -693,8 +608,7 @@ mod tests {
 
     /// Parses `metas` and returns the validated arguments or every error message.
     fn check(metas: Punctuated<Meta, Token![,]>) -> Result<ConsumerArgs, Vec<String>> {
-        ConsumerArgs::from_metas(metas)
-            .map_err(|error| error.into_iter().map(|e| e.to_string()).collect())
+        ConsumerArgs::from_metas(metas).map_err(|error| error.into_iter().map(|e| e.to_string()).collect())
     }
 
     /// Parses `metas`, which must be valid.
@@ -717,11 +631,7 @@ mod tests {
     #[track_caller]
     fn assert_one(errors: &[String], needle: &str) {
         assert_eq!(errors.len(), 1, "expected one error, got {errors:#?}");
-        assert!(
-            errors[0].contains(needle),
-            "{:?} does not contain {needle:?}",
-            errors[0]
-        );
+        assert!(errors[0].contains(needle), "{:?} does not contain {needle:?}", errors[0]);
     }
 
     #[test]
@@ -766,34 +676,15 @@ mod tests {
             claim_idle = "30s",
             crate = ::my_streamx,
         ));
-        assert_eq!(
-            args.consumer.map(|c| c.value()).as_deref(),
-            Some("worker-1")
-        );
-        assert_eq!(
-            args.name.map(|c| c.value()).as_deref(),
-            Some("billing::charge")
-        );
+        assert_eq!(args.consumer.map(|c| c.value()).as_deref(), Some("worker-1"));
+        assert_eq!(args.name.map(|c| c.value()).as_deref(), Some("billing::charge"));
         assert_eq!(args.concurrency.map(|c| c.value), Some(8));
         assert_eq!(args.batch_size.map(|c| c.value), Some(100));
         assert_eq!(args.block.map(|c| c.value), Some(2000));
-        assert_eq!(
-            args.start.map(|c| c.value),
-            Some(Start::Id("1700000000000-0".into()))
-        );
+        assert_eq!(args.start.map(|c| c.value), Some(Start::Id("1700000000000-0".into())));
         assert_eq!(args.max_retries.map(|c| c.value), Some(5));
-        assert_eq!(
-            args.backoff.map(|c| c.value),
-            Some(Backoff {
-                initial_ms: 500,
-                multiplier: 1.5,
-                max_ms: 60_000
-            })
-        );
-        assert_eq!(
-            args.dlq.map(|c| c.value),
-            Some(Dlq::Stream("orders-dead".into()))
-        );
+        assert_eq!(args.backoff.map(|c| c.value), Some(Backoff { initial_ms: 500, multiplier: 1.5, max_ms: 60_000 }));
+        assert_eq!(args.dlq.map(|c| c.value), Some(Dlq::Stream("orders-dead".into())));
         assert_eq!(args.claim_idle.map(|c| c.value), Some(30_000));
         let krate = args.krate.expect("crate was given");
         assert_eq!(quote::quote!(#krate).to_string(), ":: my_streamx");
@@ -817,18 +708,12 @@ mod tests {
 
     #[test]
     fn missing_group() {
-        assert_one(
-            &err(parse_quote!(stream = "orders")),
-            "missing required argument `group`",
-        );
+        assert_one(&err(parse_quote!(stream = "orders")), "missing required argument `group`");
     }
 
     #[test]
     fn invalid_required_key_is_not_also_missing() {
-        assert_one(
-            &err(parse_quote!(stream = "", group = "g")),
-            "`stream` must not be empty",
-        );
+        assert_one(&err(parse_quote!(stream = "", group = "g")), "`stream` must not be empty");
     }
 
     #[test]
@@ -844,39 +729,22 @@ mod tests {
 
     #[test]
     fn unknown_path_key() {
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", a::b = 1)),
-            "unknown argument `a::b`",
-        );
+        assert_one(&err(parse_quote!(stream = "s", group = "g", a::b = 1)), "unknown argument `a::b`");
     }
 
     #[test]
     fn duplicate_key() {
+        assert_one(&err(parse_quote!(stream = "a", group = "g", stream = "b")), "duplicate argument `stream`");
         assert_one(
-            &err(parse_quote!(stream = "a", group = "g", stream = "b")),
-            "duplicate argument `stream`",
-        );
-        assert_one(
-            &err(parse_quote!(
-                stream = "a",
-                group = "g",
-                backoff(),
-                backoff(max = "1m")
-            )),
+            &err(parse_quote!(stream = "a", group = "g", backoff(), backoff(max = "1m"))),
             "duplicate argument `backoff`",
         );
     }
 
     #[test]
     fn wrong_form() {
-        assert_one(
-            &err(parse_quote!(stream, group = "g")),
-            "expected `stream = \"orders\"`",
-        );
-        assert_one(
-            &err(parse_quote!(stream("s"), group = "g")),
-            "expected `stream = \"orders\"`",
-        );
+        assert_one(&err(parse_quote!(stream, group = "g")), "expected `stream = \"orders\"`");
+        assert_one(&err(parse_quote!(stream("s"), group = "g")), "expected `stream = \"orders\"`");
         assert_one(
             &err(parse_quote!(stream = "s", group = "g", backoff = "1s")),
             "expected `backoff(initial = \"1s\", multiplier = 2.0, max = \"30s\")`",
@@ -885,14 +753,8 @@ mod tests {
 
     #[test]
     fn wrong_literal_types() {
-        assert_one(
-            &err(parse_quote!(stream = orders, group = "g")),
-            "expected string literal for `stream`",
-        );
-        assert_one(
-            &err(parse_quote!(stream = "s", group = 1)),
-            "expected string literal for `group`",
-        );
+        assert_one(&err(parse_quote!(stream = orders, group = "g")), "expected string literal for `stream`");
+        assert_one(&err(parse_quote!(stream = "s", group = 1)), "expected string literal for `group`");
         assert_one(
             &err(parse_quote!(stream = "s", group = "g", concurrency = "8")),
             "expected integer literal for `concurrency`, e.g. `concurrency = 8`",
@@ -913,88 +775,48 @@ mod tests {
             &err(parse_quote!(stream = "s", group = "g", claim_idle = 30)),
             "expected string literal for `claim_idle`",
         );
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", start = 0)),
-            "expected string literal for `start`",
-        );
+        assert_one(&err(parse_quote!(stream = "s", group = "g", start = 0)), "expected string literal for `start`");
         assert_one(
             &err(parse_quote!(stream = "s", group = "g", consumer = c)),
             "expected string literal for `consumer`",
         );
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", name = 1)),
-            "expected string literal for `name`",
-        );
+        assert_one(&err(parse_quote!(stream = "s", group = "g", name = 1)), "expected string literal for `name`");
         assert_one(
             &err(parse_quote!(stream = "s", group = "g", dlq = 1)),
             "expected `true`, `false` or a stream name string literal for `dlq`",
         );
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", crate = 1)),
-            "expected a path for `crate`",
-        );
+        assert_one(&err(parse_quote!(stream = "s", group = "g", crate = 1)), "expected a path for `crate`");
     }
 
     #[test]
     fn empty_strings() {
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "")),
-            "`group` must not be empty",
-        );
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", consumer = "")),
-            "`consumer` must not be empty",
-        );
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", name = "")),
-            "`name` must not be empty",
-        );
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", dlq = "")),
-            "`dlq` stream name must not be empty",
-        );
+        assert_one(&err(parse_quote!(stream = "s", group = "")), "`group` must not be empty");
+        assert_one(&err(parse_quote!(stream = "s", group = "g", consumer = "")), "`consumer` must not be empty");
+        assert_one(&err(parse_quote!(stream = "s", group = "g", name = "")), "`name` must not be empty");
+        assert_one(&err(parse_quote!(stream = "s", group = "g", dlq = "")), "`dlq` stream name must not be empty");
     }
 
     #[test]
     fn integers() {
-        let args = ok(parse_quote!(
-            stream = "s",
-            group = "g",
-            concurrency = 1usize,
-            batch_size = 0x10,
-            max_retries = 0
-        ));
+        let args =
+            ok(parse_quote!(stream = "s", group = "g", concurrency = 1usize, batch_size = 0x10, max_retries = 0));
         assert_eq!(args.concurrency.map(|c| c.value), Some(1));
         assert_eq!(args.batch_size.map(|c| c.value), Some(16));
         assert_eq!(args.max_retries.map(|c| c.value), Some(0));
-        let args = ok(parse_quote!(
-            stream = "s",
-            group = "g",
-            max_retries = 4294967295u32
-        ));
+        let args = ok(parse_quote!(stream = "s", group = "g", max_retries = 4294967295u32));
         assert_eq!(args.max_retries.map(|c| c.value), Some(u32::MAX));
     }
 
     #[test]
     fn zero_concurrency_and_batch_size() {
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", concurrency = 0)),
-            "`concurrency` must be at least 1",
-        );
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", batch_size = 0)),
-            "`batch_size` must be at least 1",
-        );
+        assert_one(&err(parse_quote!(stream = "s", group = "g", concurrency = 0)), "`concurrency` must be at least 1");
+        assert_one(&err(parse_quote!(stream = "s", group = "g", batch_size = 0)), "`batch_size` must be at least 1");
     }
 
     #[test]
     fn integer_out_of_range_or_wrong_suffix() {
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                max_retries = 4294967296
-            )),
+            &err(parse_quote!(stream = "s", group = "g", max_retries = 4294967296)),
             "invalid `max_retries`: number too large to fit in target type",
         );
         assert_one(
@@ -1005,12 +827,7 @@ mod tests {
 
     #[test]
     fn durations() {
-        let args = ok(parse_quote!(
-            stream = "s",
-            group = "g",
-            block = "1500ms",
-            claim_idle = "1m 30s"
-        ));
+        let args = ok(parse_quote!(stream = "s", group = "g", block = "1500ms", claim_idle = "1m 30s"));
         assert_eq!(args.block.map(|c| c.value), Some(1500));
         assert_eq!(args.claim_idle.map(|c| c.value), Some(90_000));
     }
@@ -1018,10 +835,7 @@ mod tests {
     #[test]
     fn unparseable_duration_includes_humantime_reason() {
         let errors = err(parse_quote!(stream = "s", group = "g", block = "2 parsecs"));
-        assert_one(
-            &errors,
-            "invalid duration \"2 parsecs\" for `block`: unknown time unit",
-        );
+        assert_one(&errors, "invalid duration \"2 parsecs\" for `block`: unknown time unit");
         assert_one(
             &err(parse_quote!(stream = "s", group = "g", claim_idle = "")),
             "invalid duration \"\" for `claim_idle`: value was empty",
@@ -1030,10 +844,7 @@ mod tests {
 
     #[test]
     fn zero_sub_millisecond_and_huge_durations() {
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", block = "0s")),
-            "`block` must be greater than zero",
-        );
+        assert_one(&err(parse_quote!(stream = "s", group = "g", block = "0s")), "`block` must be greater than zero");
         assert_one(
             &err(parse_quote!(stream = "s", group = "g", claim_idle = "0ms")),
             "`claim_idle` must be greater than zero",
@@ -1043,11 +854,7 @@ mod tests {
             "`block` has millisecond resolution",
         );
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                block = "18446744073709551615s"
-            )),
+            &err(parse_quote!(stream = "s", group = "g", block = "18446744073709551615s")),
             "`block` = \"18446744073709551615s\" is too large",
         );
     }
@@ -1055,40 +862,18 @@ mod tests {
     #[test]
     fn start_values() {
         let start = |metas| ok(metas).start.map(|s| s.value);
+        assert_eq!(start(parse_quote!(stream = "s", group = "g", start = "begin")), Some(Start::Beginning));
+        assert_eq!(start(parse_quote!(stream = "s", group = "g", start = "new")), Some(Start::New));
         assert_eq!(
-            start(parse_quote!(stream = "s", group = "g", start = "begin")),
-            Some(Start::Beginning)
-        );
-        assert_eq!(
-            start(parse_quote!(stream = "s", group = "g", start = "new")),
-            Some(Start::New)
-        );
-        assert_eq!(
-            start(parse_quote!(
-                stream = "s",
-                group = "g",
-                start = "1700000000000"
-            )),
+            start(parse_quote!(stream = "s", group = "g", start = "1700000000000")),
             Some(Start::Id("1700000000000".into()))
         );
-        assert_eq!(
-            start(parse_quote!(stream = "s", group = "g", start = "0-0")),
-            Some(Start::Id("0-0".into()))
-        );
+        assert_eq!(start(parse_quote!(stream = "s", group = "g", start = "0-0")), Some(Start::Id("0-0".into())));
     }
 
     #[test]
     fn bad_start_values_list_the_accepted_forms() {
-        for bad in [
-            "$",
-            "beginning",
-            "",
-            "12-",
-            "-3",
-            "1-2-3",
-            "12a",
-            "99999999999999999999",
-        ] {
+        for bad in ["$", "beginning", "", "12-", "-3", "1-2-3", "12a", "99999999999999999999"] {
             let errors = err(parse_quote!(stream = "s", group = "g", start = #bad));
             assert_one(
                 &errors,
@@ -1107,108 +892,51 @@ mod tests {
     #[test]
     fn backoff_defaults() {
         let backoff = |metas| ok(metas).backoff.map(|b| b.value);
-        let defaults = Backoff {
-            initial_ms: 1000,
-            multiplier: 2.0,
-            max_ms: 30_000,
-        };
+        let defaults = Backoff { initial_ms: 1000, multiplier: 2.0, max_ms: 30_000 };
+        assert_eq!(backoff(parse_quote!(stream = "s", group = "g", backoff())), Some(defaults.clone()));
         assert_eq!(
-            backoff(parse_quote!(stream = "s", group = "g", backoff())),
-            Some(defaults.clone())
+            backoff(parse_quote!(stream = "s", group = "g", backoff(multiplier = 3))),
+            Some(Backoff { multiplier: 3.0, ..defaults.clone() })
         );
         assert_eq!(
-            backoff(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(multiplier = 3)
-            )),
-            Some(Backoff {
-                multiplier: 3.0,
-                ..defaults.clone()
-            })
+            backoff(parse_quote!(stream = "s", group = "g", backoff(initial = "0s"))),
+            Some(Backoff { initial_ms: 0, ..defaults.clone() })
         );
         assert_eq!(
-            backoff(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(initial = "0s")
-            )),
-            Some(Backoff {
-                initial_ms: 0,
-                ..defaults.clone()
-            })
-        );
-        assert_eq!(
-            backoff(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(max = "2m", multiplier = 1.0f64,)
-            )),
-            Some(Backoff {
-                max_ms: 120_000,
-                multiplier: 1.0,
-                ..defaults
-            })
+            backoff(parse_quote!(stream = "s", group = "g", backoff(max = "2m", multiplier = 1.0f64,))),
+            Some(Backoff { max_ms: 120_000, multiplier: 1.0, ..defaults })
         );
     }
 
     #[test]
     fn backoff_errors() {
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(factor = 2.0)
-            )),
+            &err(parse_quote!(stream = "s", group = "g", backoff(factor = 2.0))),
             "unknown argument `factor`; expected one of: `initial`, `multiplier`, `max` in \
              `backoff(...)`",
         );
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(max = "1m", max = "2m")
-            )),
+            &err(parse_quote!(stream = "s", group = "g", backoff(max = "1m", max = "2m"))),
             "duplicate `max` in `backoff(...)`",
         );
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(multiplier = 0.5)
-            )),
+            &err(parse_quote!(stream = "s", group = "g", backoff(multiplier = 0.5))),
             "backoff `multiplier` must be a finite number >= 1.0, found 0.5",
         );
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(multiplier = 1e999)
-            )),
+            &err(parse_quote!(stream = "s", group = "g", backoff(multiplier = 1e999))),
             "backoff `multiplier` must be a finite number >= 1.0, found inf",
         );
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(multiplier = "2")
-            )),
+            &err(parse_quote!(stream = "s", group = "g", backoff(multiplier = "2"))),
             "expected float literal for backoff `multiplier`",
         );
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(initial = 1)
-            )),
+            &err(parse_quote!(stream = "s", group = "g", backoff(initial = 1))),
             "expected duration string literal for backoff `initial`",
         );
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(initial = "soon")
-            )),
+            &err(parse_quote!(stream = "s", group = "g", backoff(initial = "soon"))),
             "invalid duration \"soon\" for `backoff initial`",
         );
         assert_one(
@@ -1216,56 +944,32 @@ mod tests {
             "expected `max = ...` in `backoff(...)`",
         );
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(initial = "10s", max = "5s")
-            )),
+            &err(parse_quote!(stream = "s", group = "g", backoff(initial = "10s", max = "5s"))),
             "backoff `max` (5s) must not be less than `initial` (10s)",
         );
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(max = "500ms")
-            )),
+            &err(parse_quote!(stream = "s", group = "g", backoff(max = "500ms"))),
             "backoff `max` (500ms) must not be less than `initial` (1s, the default)",
         );
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                backoff(initial = "1m")
-            )),
+            &err(parse_quote!(stream = "s", group = "g", backoff(initial = "1m"))),
             "backoff `max` (30s, the default) must not be less than `initial` (1m)",
         );
     }
 
     #[test]
     fn backoff_reports_all_sub_key_errors() {
-        let errors = err(parse_quote!(
-            stream = "s",
-            group = "g",
-            backoff(initial = "x", multiplier = 0.0, jitter = true)
-        ));
+        let errors =
+            err(parse_quote!(stream = "s", group = "g", backoff(initial = "x", multiplier = 0.0, jitter = true)));
         assert_eq!(errors.len(), 3, "{errors:#?}");
     }
 
     #[test]
     fn dlq_values() {
         let dlq = |metas| ok(metas).dlq.map(|d| d.value);
-        assert_eq!(
-            dlq(parse_quote!(stream = "s", group = "g", dlq = true)),
-            Some(Dlq::Default)
-        );
-        assert_eq!(
-            dlq(parse_quote!(stream = "s", group = "g", dlq = false)),
-            Some(Dlq::Disabled)
-        );
-        assert_eq!(
-            dlq(parse_quote!(stream = "s", group = "g", dlq = "dead")),
-            Some(Dlq::Stream("dead".into()))
-        );
+        assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = true)), Some(Dlq::Default));
+        assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = false)), Some(Dlq::Disabled));
+        assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = "dead")), Some(Dlq::Stream("dead".into())));
     }
 
     #[test]
@@ -1274,24 +978,11 @@ mod tests {
             let path = ok(metas).krate.expect("crate was given");
             quote::quote!(#path).to_string()
         };
-        assert_eq!(
-            krate(parse_quote!(stream = "s", group = "g", crate = sx)),
-            "sx"
-        );
-        assert_eq!(
-            krate(parse_quote!(stream = "s", group = "g", crate = ::a::b)),
-            ":: a :: b"
-        );
-        assert_eq!(
-            krate(parse_quote!(stream = "s", group = "g", crate = "::sx")),
-            ":: sx"
-        );
+        assert_eq!(krate(parse_quote!(stream = "s", group = "g", crate = sx)), "sx");
+        assert_eq!(krate(parse_quote!(stream = "s", group = "g", crate = ::a::b)), ":: a :: b");
+        assert_eq!(krate(parse_quote!(stream = "s", group = "g", crate = "::sx")), ":: sx");
         assert_one(
-            &err(parse_quote!(
-                stream = "s",
-                group = "g",
-                crate = "not a path"
-            )),
+            &err(parse_quote!(stream = "s", group = "g", crate = "not a path")),
             "`crate` must be a path such as `my_streamx`",
         );
     }
@@ -1320,21 +1011,13 @@ mod tests {
             "missing required argument `stream`",
         ];
         for (error, needle) in errors.iter().zip(expected) {
-            assert!(
-                error.contains(needle),
-                "{error:?} does not contain {needle:?}"
-            );
+            assert!(error.contains(needle), "{error:?} does not contain {needle:?}");
         }
     }
 
     #[test]
     fn parse_from_tokens() {
-        let args = parse(quote::quote!(
-            stream = "s",
-            group = "g",
-            backoff(max = "1m")
-        ))
-        .expect("valid arguments");
+        let args = parse(quote::quote!(stream = "s", group = "g", backoff(max = "1m"))).expect("valid arguments");
         assert_eq!(args.stream.value(), "s");
         let Err(error) = parse(quote::quote!(stream "s")) else {
             panic!("`stream \"s\"` lacks `=`");

@@ -23,10 +23,8 @@ pub(crate) fn stream_consumer(args: TokenStream, item: TokenStream) -> TokenStre
     let func: Option<ItemFn> = match syn::parse2::<Item>(item.clone()) {
         Ok(Item::Fn(func)) => Some(func),
         Ok(other) => {
-            errors.push(syn::Error::new(
-                item_span(&other),
-                "`#[stream_consumer]` can only be applied to an `async fn`",
-            ));
+            errors
+                .push(syn::Error::new(item_span(&other), "`#[stream_consumer]` can only be applied to an `async fn`"));
             None
         }
         Err(error) => {
@@ -34,9 +32,7 @@ pub(crate) fn stream_consumer(args: TokenStream, item: TokenStream) -> TokenStre
             None
         }
     };
-    let handler = func
-        .as_ref()
-        .and_then(|func| errors.record(signature::check(func)));
+    let handler = func.as_ref().and_then(|func| errors.record(signature::check(func)));
 
     match (errors.finish(), args, handler) {
         (Ok(()), Some(args), Some(handler)) => {
@@ -190,10 +186,7 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
     }
     if let Some(backoff) = &args.backoff {
         let initial = duration(private, backoff.value.initial_ms, backoff.span);
-        let multiplier = spanned(
-            Literal::f64_suffixed(backoff.value.multiplier),
-            backoff.span,
-        );
+        let multiplier = spanned(Literal::f64_suffixed(backoff.value.multiplier), backoff.span);
         let max = duration(private, backoff.value.max_ms, backoff.span);
         out.extend(quote!(.backoff(#private::Backoff::new(#initial, #multiplier, #max))));
     }
@@ -343,23 +336,11 @@ mod tests {
             ))
         };
         let out = render(quote!(stream = "s", group = "g", start = "new", dlq = true));
-        assert!(
-            out.contains(".start(::streamx::__private::StartFrom::New)"),
-            "{out}"
-        );
-        assert!(
-            out.contains(".dlq(::streamx::__private::DeadLetterTarget::Default)"),
-            "{out}"
-        );
+        assert!(out.contains(".start(::streamx::__private::StartFrom::New)"), "{out}");
+        assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Default)"), "{out}");
         let out = render(quote!(stream = "s", group = "g", start = "5", dlq = false));
-        assert!(
-            out.contains(".start(::streamx::__private::StartFrom::Id(\"5\"))"),
-            "{out}"
-        );
-        assert!(
-            out.contains(".dlq(::streamx::__private::DeadLetterTarget::Disabled)"),
-            "{out}"
-        );
+        assert!(out.contains(".start(::streamx::__private::StartFrom::Id(\"5\"))"), "{out}");
+        assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Disabled)"), "{out}");
     }
 
     #[test]
@@ -370,10 +351,7 @@ mod tests {
                 async fn f(m: Message<X>) {}
             ),
         );
-        assert!(
-            squash(&out).contains("sx::__private::invoke::<_,Message<X>,_>(f,__streamx_delivery)"),
-            "{out}"
-        );
+        assert!(squash(&out).contains("sx::__private::invoke::<_,Message<X>,_>(f,__streamx_delivery)"), "{out}");
         assert!(!out.contains(":: streamx"), "{out}");
     }
 
@@ -385,10 +363,7 @@ mod tests {
                 async fn r#match(m: Message<X>) {}
             ),
         ));
-        assert!(
-            out.contains(r#"::core::module_path!(),"::","match")"#),
-            "{out}"
-        );
+        assert!(out.contains(r#"::core::module_path!(),"::","match")"#), "{out}");
         assert!(out.contains("(r#match,__streamx_delivery)"), "{out}");
     }
 
@@ -420,9 +395,6 @@ mod tests {
             ),
         );
         assert!(out.starts_with("struct S ;"), "{out}");
-        assert!(
-            out.contains("can only be applied to an `async fn`"),
-            "{out}"
-        );
+        assert!(out.contains("can only be applied to an `async fn`"), "{out}");
     }
 }

@@ -27,10 +27,7 @@ pub(crate) fn check(func: &ItemFn) -> syn::Result<Handler<'_>> {
     let mut errors = Errors::default();
 
     if let Some(token) = &sig.constness {
-        errors.push(syn::Error::new_spanned(
-            token,
-            "a stream consumer cannot be a `const fn`",
-        ));
+        errors.push(syn::Error::new_spanned(token, "a stream consumer cannot be a `const fn`"));
     }
     if sig.asyncness.is_none() {
         errors.push(syn::Error::new_spanned(
@@ -39,16 +36,10 @@ pub(crate) fn check(func: &ItemFn) -> syn::Result<Handler<'_>> {
         ));
     }
     if let Some(token) = &sig.unsafety {
-        errors.push(syn::Error::new_spanned(
-            token,
-            "a stream consumer cannot be an `unsafe fn`",
-        ));
+        errors.push(syn::Error::new_spanned(token, "a stream consumer cannot be an `unsafe fn`"));
     }
     if let Some(abi) = &sig.abi {
-        errors.push(syn::Error::new_spanned(
-            abi,
-            "a stream consumer cannot declare an ABI; remove `extern`",
-        ));
+        errors.push(syn::Error::new_spanned(abi, "a stream consumer cannot declare an ABI; remove `extern`"));
     }
     if !sig.generics.params.is_empty() {
         errors.push(syn::Error::new_spanned(
@@ -58,36 +49,23 @@ pub(crate) fn check(func: &ItemFn) -> syn::Result<Handler<'_>> {
         ));
     }
     if let Some(where_clause) = &sig.generics.where_clause {
-        errors.push(syn::Error::new_spanned(
-            where_clause,
-            "a stream consumer cannot have a `where` clause",
-        ));
+        errors.push(syn::Error::new_spanned(where_clause, "a stream consumer cannot have a `where` clause"));
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new_spanned(
-            variadic,
-            "a stream consumer cannot be variadic",
-        ));
+        errors.push(syn::Error::new_spanned(variadic, "a stream consumer cannot be variadic"));
     }
 
     let arg = arguments(sig, &mut errors);
     errors.finish()?;
     let Some(arg) = arg else {
         // Unreachable: `arguments` records an error whenever it returns `None`.
-        return Err(syn::Error::new_spanned(
-            &sig.ident,
-            "a stream consumer takes exactly one argument",
-        ));
+        return Err(syn::Error::new_spanned(&sig.ident, "a stream consumer takes exactly one argument"));
     };
     let output = match &sig.output {
         ReturnType::Default => None,
         ReturnType::Type(_, ty) => Some(&**ty),
     };
-    Ok(Handler {
-        ident: &sig.ident,
-        arg,
-        output,
-    })
+    Ok(Handler { ident: &sig.ident, arg, output })
 }
 
 /// Checks the parameter list and returns the type of the only argument.
@@ -165,11 +143,7 @@ mod tests {
         check(&func)
             .map(|handler| {
                 let Handler { ident, arg, output } = handler;
-                (
-                    ident.to_string(),
-                    quote!(#arg).to_string(),
-                    output.map(|ty| quote!(#ty).to_string()),
-                )
+                (ident.to_string(), quote!(#arg).to_string(), output.map(|ty| quote!(#ty).to_string()))
             })
             .map_err(|error| error.into_iter().map(|e| e.to_string()).collect())
     }

@@ -111,9 +111,7 @@ impl RedisUrl {
             (Some(cert), Some(key)) => url = url.with_tls_client_cert_files(cert, key)?,
             (None, None) => {}
             _ => {
-                return Err(url.tls_error(format!(
-                    "{REDIS_TLS_CERT_ENV} and {REDIS_TLS_KEY_ENV} must be set together"
-                )))
+                return Err(url.tls_error(format!("{REDIS_TLS_CERT_ENV} and {REDIS_TLS_KEY_ENV} must be set together")))
             }
         }
         Ok(url)
@@ -173,9 +171,7 @@ impl RedisUrl {
         let certs = parse_certs(pem).map_err(|reason| self.tls_error(format!("{what}: {reason}")))?;
         let mut roots = RootCertStore::empty();
         for cert in &certs {
-            roots
-                .add(cert.clone())
-                .map_err(|e| self.tls_error(format!("{what}: not a usable CA certificate: {e}")))?;
+            roots.add(cert.clone()).map_err(|e| self.tls_error(format!("{what}: not a usable CA certificate: {e}")))?;
         }
         self.tls_mut(what)?.ca = Some(certs);
         Ok(self)
@@ -291,8 +287,7 @@ fn tls_scheme_as_plain(url: &str) -> Option<String> {
     let scheme = scheme.to_ascii_lowercase();
     ["rediss", "valkeys"].iter().find_map(|tls| {
         let suffix = scheme.strip_prefix(tls)?;
-        (suffix.is_empty() || suffix.starts_with('-'))
-            .then(|| format!("{}{suffix}://{rest}", &tls[..tls.len() - 1]))
+        (suffix.is_empty() || suffix.starts_with('-')).then(|| format!("{}{suffix}://{rest}", &tls[..tls.len() - 1]))
     })
 }
 
@@ -405,11 +400,7 @@ pub(crate) fn build_client(url: &RedisUrl, role: ClientRole) -> Result<fred::cli
 
 /// Builds a client for `role` and connects it, retrying with backoff until `deadline`
 /// (`Duration::ZERO`: one attempt). Each failed attempt is logged with the redacted URL.
-pub(crate) async fn connect(
-    url: &RedisUrl,
-    role: ClientRole,
-    deadline: Duration,
-) -> Result<fred::clients::Client> {
+pub(crate) async fn connect(url: &RedisUrl, role: ClientRole, deadline: Duration) -> Result<fred::clients::Client> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {

@@ -255,10 +255,8 @@ impl DeadLetters {
             .xrange(&self.stream, start, "+", Some(limit.max(1)))
             .await
             .map_err(|e| Error::redis("XRANGE", &self.stream, e))?;
-        let entries: Vec<DeadLetter> = raw_entries(reply)
-            .into_iter()
-            .map(|(id, fields)| DeadLetter::from_fields(id, fields))
-            .collect();
+        let entries: Vec<DeadLetter> =
+            raw_entries(reply).into_iter().map(|(id, fields)| DeadLetter::from_fields(id, fields)).collect();
         let next = if entries.len() as u64 >= limit.max(1) { entries.last().map(|e| e.id) } else { None };
         Ok(DeadLetterPage { total: self.count().await?, entries, next })
     }

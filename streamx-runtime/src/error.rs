@@ -46,7 +46,9 @@ pub enum Error {
         source: fred::error::Error,
     },
     /// A durable publish was written but fewer replicas than asked confirmed it in time.
-    #[error("publish to `{stream}` reached {acked} replica(s) of the {wanted} required; it may not survive a failover")]
+    #[error(
+        "publish to `{stream}` reached {acked} replica(s) of the {wanted} required; it may not survive a failover"
+    )]
     NotReplicated {
         /// The stream.
         stream: String,

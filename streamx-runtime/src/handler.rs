@@ -50,10 +50,7 @@ impl HandlerError {
 
     /// A transient failure to retry after `delay` instead of the configured backoff (still
     /// counted against `max_retries`).
-    pub fn retry_after(
-        err: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
-        delay: Duration,
-    ) -> Self {
+    pub fn retry_after(err: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>, delay: Duration) -> Self {
         HandlerError { source: err.into(), permanent: false, retry_after: Some(delay) }
     }
 

@@ -106,10 +106,7 @@ mod tests {
 
     #[test]
     fn hash_tags_follow_the_cluster_rules() {
-        assert_eq!(
-            slot("{user1000}.following"),
-            slot("{user1000}.followers")
-        );
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
         assert_eq!(slot("{user1000}.following"), slot("user1000"));
         // Empty tag: the whole key is hashed.
         assert_eq!(slot("foo{}{bar}"), crc16(b"foo{}{bar}") % SLOT_COUNT);

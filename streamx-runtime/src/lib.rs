@@ -27,7 +27,7 @@ pub use connection::{
 pub use consumer::{Consumer, ConsumerOptions};
 pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
 pub use error::{Error, Result};
-pub use handler::{FailureKind, HandlerError, HandlerArg, HandlerReturn};
+pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};
 pub use history::History;
 pub use inspect::{ConsumerInfo, GroupInfo, Inspector, PendingEntry};
 pub use message::{Headers, Message, MessageId, ParseMessageIdError};

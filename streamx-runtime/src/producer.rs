@@ -141,13 +141,11 @@ impl Producer {
     pub async fn publish_raw(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let client = self.client.get();
-        let reply: Value = match client
-            .xadd(stream, options.no_mkstream, cap, "*", entry_fields(data, &options.headers))
-            .await
-        {
-            Ok(reply) => reply,
-            Err(e) => return Err(self.failed(&client, "XADD", stream, e).await),
-        };
+        let reply: Value =
+            match client.xadd(stream, options.no_mkstream, cap, "*", entry_fields(data, &options.headers)).await {
+                Ok(reply) => reply,
+                Err(e) => return Err(self.failed(&client, "XADD", stream, e).await),
+            };
         let id = parse_added_id(stream, reply)?;
         self.wait_for_replicas(&client, stream, options).await?;
         Ok(id)
@@ -201,7 +199,11 @@ impl Producer {
             Err(e) => return Err(self.failed(client, "WAIT", stream, e).await),
         };
         if acked < i64::from(replicas) {
-            return Err(Error::NotReplicated { stream: stream.to_string(), wanted: replicas, acked: acked.max(0) as u32 });
+            return Err(Error::NotReplicated {
+                stream: stream.to_string(),
+                wanted: replicas,
+                acked: acked.max(0) as u32,
+            });
         }
         Ok(())
     }
@@ -225,9 +227,7 @@ impl Producer {
 }
 
 fn encode<T: Serialize + ?Sized>(stream: &str, payload: &T) -> Result<Bytes> {
-    serde_json::to_vec(payload)
-        .map(Bytes::from)
-        .map_err(|source| Error::Encode { stream: stream.to_string(), source })
+    serde_json::to_vec(payload).map(Bytes::from).map_err(|source| Error::Encode { stream: stream.to_string(), source })
 }
 
 fn parse_added_id(stream: &str, reply: Value) -> Result<MessageId> {
@@ -238,11 +238,9 @@ fn parse_added_id(stream: &str, reply: Value) -> Result<MessageId> {
             reason: "XADD added nothing: the stream does not exist and NOMKSTREAM was set".to_string(),
         });
     }
-    value_bytes(reply.clone())
-        .and_then(|b| MessageId::parse_bytes(&b))
-        .ok_or_else(|| Error::Decode {
-            stream: stream.to_string(),
-            id: format!("{reply:?}"),
-            reason: "XADD replied with something that is not an entry id".to_string(),
-        })
+    value_bytes(reply.clone()).and_then(|b| MessageId::parse_bytes(&b)).ok_or_else(|| Error::Decode {
+        stream: stream.to_string(),
+        id: format!("{reply:?}"),
+        reason: "XADD replied with something that is not an entry id".to_string(),
+    })
 }

@@ -353,11 +353,7 @@ impl Runtime {
         for consumer in self.consumers {
             let settings = LoopSettings {
                 url: self.url.clone(),
-                consumer_name: consumer
-                    .options
-                    .consumer_name
-                    .map(str::to_string)
-                    .unwrap_or_else(default_consumer_name),
+                consumer_name: consumer.options.consumer_name.map(str::to_string).unwrap_or_else(default_consumer_name),
                 dead_letter_stream: dead_letter_stream(consumer.stream(), &consumer.options.retry.dead_letter),
                 max_payload_bytes: consumer.options.max_payload_bytes.unwrap_or(self.max_payload_bytes),
                 shutdown_timeout: self.shutdown_timeout,

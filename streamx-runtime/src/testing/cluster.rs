@@ -151,16 +151,12 @@ impl RedisClusterBuilder {
                 self.masters
             )));
         }
-        let total = self
-            .masters
-            .checked_mul(self.replicas_per_master + 1)
-            .filter(|&n| n <= 100)
-            .ok_or_else(|| {
-                TestingError::InvalidTopology(format!(
-                    "{} masters with {} replicas each is too many nodes",
-                    self.masters, self.replicas_per_master
-                ))
-            })?;
+        let total = self.masters.checked_mul(self.replicas_per_master + 1).filter(|&n| n <= 100).ok_or_else(|| {
+            TestingError::InvalidTopology(format!(
+                "{} masters with {} replicas each is too many nodes",
+                self.masters, self.replicas_per_master
+            ))
+        })?;
         // Fail fast, before starting nodes, if redis-cli is missing.
         let cli = resolve_binary(self.cli, REDIS_CLI_ENV, "redis-cli");
         Command::new(&cli)
@@ -203,10 +199,7 @@ impl RedisCluster {
     ///
     /// As for [`RedisClusterBuilder::start`].
     pub fn start(masters: usize, replicas_per_master: usize) -> Result<RedisCluster, TestingError> {
-        RedisCluster::builder()
-            .masters(masters)
-            .replicas_per_master(replicas_per_master)
-            .start()
+        RedisCluster::builder().masters(masters).replicas_per_master(replicas_per_master).start()
     }
 
     /// A builder for a cluster with non-default options.
@@ -258,10 +251,7 @@ impl RedisCluster {
         let mut disagree = false;
         for node in self.running() {
             let view = parse_cluster_nodes(&node.call_text(&["CLUSTER", "NODES"])?);
-            let owner = view
-                .iter()
-                .find(|e| e.is_master() && e.serves(slot))
-                .map(|e| e.port);
+            let owner = view.iter().find(|e| e.is_master() && e.serves(slot)).map(|e| e.port);
             let _ = write!(detail, "{}: {owner:?}; ", node.port());
             match agreed {
                 None => agreed = Some(owner),
@@ -270,17 +260,11 @@ impl RedisCluster {
             }
         }
         match agreed {
-            Some(Some(port)) if !disagree => {
-                self.index_of_port(port)
-                    .ok_or_else(|| TestingError::NoMasterForSlot {
-                        slot,
-                        detail: format!("master port {port} is not a node of this cluster"),
-                    })
-            }
-            None => Err(TestingError::NoMasterForSlot {
+            Some(Some(port)) if !disagree => self.index_of_port(port).ok_or_else(|| TestingError::NoMasterForSlot {
                 slot,
-                detail: "no node is running".into(),
+                detail: format!("master port {port} is not a node of this cluster"),
             }),
+            None => Err(TestingError::NoMasterForSlot { slot, detail: "no node is running".into() }),
             _ => Err(TestingError::NoMasterForSlot {
                 slot,
                 detail: format!("views differ (node port: owner port): {detail}"),
@@ -379,25 +363,17 @@ impl RedisCluster {
         // A master that does not know its replica yet would silently ignore the request.
         self.wait_until_healthy()?;
         let view = parse_cluster_nodes(&node.call_text(&["CLUSTER", "NODES"])?);
-        let is_replica = view
-            .iter()
-            .any(|e| e.has_flag("myself") && e.has_flag("slave"));
+        let is_replica = view.iter().any(|e| e.has_flag("myself") && e.has_flag("slave"));
         if !is_replica {
-            return Err(TestingError::BadNode {
-                index: replica,
-                detail: "not a replica".into(),
-            });
+            return Err(TestingError::BadNode { index: replica, detail: "not a replica".into() });
         }
         node.call(&["CLUSTER", "FAILOVER"])?;
         let port = node.port();
         self.wait_for(&format!("node {replica} to become a master"), || {
             for other in self.running() {
-                let text = other
-                    .call_text(&["CLUSTER", "NODES"])
-                    .map_err(|e| e.to_string())?;
-                let promoted = parse_cluster_nodes(&text)
-                    .iter()
-                    .any(|e| e.port == port && e.is_master() && !e.slots.is_empty());
+                let text = other.call_text(&["CLUSTER", "NODES"]).map_err(|e| e.to_string())?;
+                let promoted =
+                    parse_cluster_nodes(&text).iter().any(|e| e.port == port && e.is_master() && !e.slots.is_empty());
                 if !promoted {
                     return Err(format!("node on port {} does not see it yet", other.port()));
                 }
@@ -421,9 +397,7 @@ impl RedisCluster {
     /// involved; [`TestingError::Timeout`].
     pub fn migrate_slot(&self, slot: u16, to: usize) -> Result<(), TestingError> {
         if slot >= SLOT_COUNT {
-            return Err(TestingError::InvalidTopology(format!(
-                "slot {slot} out of range 0..{SLOT_COUNT}"
-            )));
+            return Err(TestingError::InvalidTopology(format!("slot {slot} out of range 0..{SLOT_COUNT}")));
         }
         let target = self.running_node(to)?;
         let from = self.master_for_slot(slot)?;
@@ -431,14 +405,8 @@ impl RedisCluster {
             return Ok(());
         }
         let target_view = parse_cluster_nodes(&target.call_text(&["CLUSTER", "NODES"])?);
-        if !target_view
-            .iter()
-            .any(|e| e.has_flag("myself") && e.is_master())
-        {
-            return Err(TestingError::BadNode {
-                index: to,
-                detail: "not a master".into(),
-            });
+        if !target_view.iter().any(|e| e.has_flag("myself") && e.is_master()) {
+            return Err(TestingError::BadNode { index: to, detail: "not a master".into() });
         }
         let source = self.running_node(from)?;
         let source_id = source.call_text(&["CLUSTER", "MYID"])?;
@@ -462,18 +430,10 @@ impl RedisCluster {
             if keys.is_empty() {
                 break;
             }
-            let mut migrate: Vec<Vec<u8>> = [
-                "MIGRATE",
-                "127.0.0.1",
-                &target_port,
-                "",
-                "0",
-                MIGRATE_TIMEOUT_MS,
-                "KEYS",
-            ]
-            .iter()
-            .map(|s| s.as_bytes().to_vec())
-            .collect();
+            let mut migrate: Vec<Vec<u8>> = ["MIGRATE", "127.0.0.1", &target_port, "", "0", MIGRATE_TIMEOUT_MS, "KEYS"]
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect();
             for key in keys {
                 match key {
                     Reply::Bulk(Some(key)) => migrate.push(key),
@@ -498,14 +458,11 @@ impl RedisCluster {
                 }
             }
         }
-        self.wait_for(
-            &format!("all nodes to see slot {slot} on node {to}"),
-            || match self.master_for_slot(slot) {
-                Ok(owner) if owner == to => Ok(()),
-                Ok(owner) => Err(format!("slot {slot} still on node {owner}")),
-                Err(err) => Err(err.to_string()),
-            },
-        )
+        self.wait_for(&format!("all nodes to see slot {slot} on node {to}"), || match self.master_for_slot(slot) {
+            Ok(owner) if owner == to => Ok(()),
+            Ok(owner) => Err(format!("slot {slot} still on node {owner}")),
+            Err(err) => Err(err.to_string()),
+        })
     }
 
     /// Runs `redis-cli --cluster create` over all nodes.
@@ -514,15 +471,10 @@ impl RedisCluster {
             let what = what.to_owned();
             move |source: std::io::Error| TestingError::Setup { what, source }
         };
-        let first = self
-            .nodes
-            .first()
-            .ok_or_else(|| TestingError::InvalidTopology("a cluster needs nodes".into()))?;
+        let first = self.nodes.first().ok_or_else(|| TestingError::InvalidTopology("a cluster needs nodes".into()))?;
         let log_path = first.dir().join("cluster-create.log");
         let log = File::create(&log_path).map_err(setup("creating cluster-create.log"))?;
-        let stderr = log
-            .try_clone()
-            .map_err(setup("creating cluster-create.log"))?;
+        let stderr = log.try_clone().map_err(setup("creating cluster-create.log"))?;
         let mut child = Command::new(cli)
             .args(["--cluster", "create"])
             .args(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port())))
@@ -552,10 +504,7 @@ impl RedisCluster {
         let output = read_to_string_lossy(&log_path);
         match status {
             Ok(status) if status.success() && !output.contains("[ERR]") => Ok(()),
-            Ok(status) => Err(TestingError::ClusterCreate {
-                status: status.to_string(),
-                output,
-            }),
+            Ok(status) => Err(TestingError::ClusterCreate { status: status.to_string(), output }),
             Err(status) => Err(TestingError::ClusterCreate { status, output }),
         }
     }
@@ -569,9 +518,7 @@ impl RedisCluster {
             let mut views = Vec::new();
             for node in self.running() {
                 let port = node.port();
-                let info = node
-                    .call_text(&["CLUSTER", "INFO"])
-                    .map_err(|e| e.to_string())?;
+                let info = node.call_text(&["CLUSTER", "INFO"]).map_err(|e| e.to_string())?;
                 let field = |name: &str| resp::info_field(&info, name).unwrap_or("?").to_owned();
                 let expected = [
                     ("cluster_state", "ok".to_owned()),
@@ -590,29 +537,19 @@ impl RedisCluster {
                         return Err(format!("node on port {port}: cluster_size:{got}"));
                     }
                 }
-                let replication = node
-                    .call_text(&["INFO", "replication"])
-                    .map_err(|e| e.to_string())?;
+                let replication = node.call_text(&["INFO", "replication"]).map_err(|e| e.to_string())?;
                 if resp::info_field(&replication, "role") == Some("slave") {
                     let link = resp::info_field(&replication, "master_link_status");
                     if link != Some("up") {
-                        return Err(format!(
-                            "replica on port {port}: master_link_status:{}",
-                            link.unwrap_or("?")
-                        ));
+                        return Err(format!("replica on port {port}: master_link_status:{}", link.unwrap_or("?")));
                     }
                 }
-                let nodes = node
-                    .call_text(&["CLUSTER", "NODES"])
-                    .map_err(|e| e.to_string())?;
+                let nodes = node.call_text(&["CLUSTER", "NODES"]).map_err(|e| e.to_string())?;
                 let view = parse_cluster_nodes(&nodes);
-                if let Some(failing) = view.iter().find(|e| {
-                    (e.has_flag("fail") || e.has_flag("fail?")) && running_ports.contains(&e.port)
-                }) {
-                    return Err(format!(
-                        "node on port {port} flags running node {} as failing",
-                        failing.port
-                    ));
+                if let Some(failing) =
+                    view.iter().find(|e| (e.has_flag("fail") || e.has_flag("fail?")) && running_ports.contains(&e.port))
+                {
+                    return Err(format!("node on port {port} flags running node {} as failing", failing.port));
                 }
                 views.push((port, slot_map(&view), roles(&view)));
             }
@@ -621,9 +558,7 @@ impl RedisCluster {
             if let Some((first_port, first_slots, first_roles)) = views.first() {
                 let differs = |(_, s, r): &&(u16, _, _)| s != first_slots || r != first_roles;
                 if let Some((port, ..)) = views.iter().find(differs) {
-                    return Err(format!(
-                        "nodes on ports {first_port} and {port} see different topologies"
-                    ));
+                    return Err(format!("nodes on ports {first_port} and {port} see different topologies"));
                 }
             }
             Ok(())
@@ -633,36 +568,23 @@ impl RedisCluster {
     /// Checks that every running node reports `cluster_state:ok`.
     fn check_state_ok(&self) -> Result<(), String> {
         for node in self.running() {
-            let info = node
-                .call_text(&["CLUSTER", "INFO"])
-                .map_err(|e| e.to_string())?;
+            let info = node.call_text(&["CLUSTER", "INFO"]).map_err(|e| e.to_string())?;
             let state = resp::info_field(&info, "cluster_state").unwrap_or("?");
             if state != "ok" {
-                return Err(format!(
-                    "node on port {}: cluster_state:{state}",
-                    node.port()
-                ));
+                return Err(format!("node on port {}: cluster_state:{state}", node.port()));
             }
         }
         Ok(())
     }
 
     /// Polls `check` until it succeeds or [`CLUSTER_TIMEOUT`] passes.
-    fn wait_for<T>(
-        &self,
-        what: &str,
-        mut check: impl FnMut() -> Result<T, String>,
-    ) -> Result<T, TestingError> {
+    fn wait_for<T>(&self, what: &str, mut check: impl FnMut() -> Result<T, String>) -> Result<T, TestingError> {
         let started = Instant::now();
         loop {
             match check() {
                 Ok(value) => return Ok(value),
                 Err(last) if started.elapsed() > CLUSTER_TIMEOUT => {
-                    return Err(TestingError::Timeout {
-                        what: what.to_owned(),
-                        waited: started.elapsed(),
-                        last,
-                    })
+                    return Err(TestingError::Timeout { what: what.to_owned(), waited: started.elapsed(), last })
                 }
                 Err(_) => std::thread::sleep(POLL_INTERVAL),
             }
@@ -676,10 +598,7 @@ impl RedisCluster {
     fn running_node(&self, index: usize) -> Result<&RedisServer, TestingError> {
         match self.nodes.get(index) {
             Some(node) if node.is_running() => Ok(node),
-            Some(_) => Err(TestingError::BadNode {
-                index,
-                detail: "not running".into(),
-            }),
+            Some(_) => Err(TestingError::BadNode { index, detail: "not running".into() }),
             None => Err(TestingError::BadNode {
                 index,
                 detail: format!("out of range: the cluster has {} nodes", self.nodes.len()),
@@ -740,13 +659,7 @@ fn parse_cluster_nodes(text: &str) -> Vec<NodeEntry> {
                 })
                 .collect();
             let master_id = Some(fields[3]).filter(|m| *m != "-").map(str::to_owned);
-            Some(NodeEntry {
-                id: fields[0].to_owned(),
-                port,
-                master_id,
-                flags,
-                slots,
-            })
+            Some(NodeEntry { id: fields[0].to_owned(), port, master_id, flags, slots })
         })
         .collect()
 }
@@ -768,10 +681,7 @@ fn roles(entries: &[NodeEntry]) -> Vec<(u16, Option<u16>)> {
     let mut roles: Vec<(u16, Option<u16>)> = entries
         .iter()
         .map(|e| {
-            let master = e
-                .master_id
-                .as_ref()
-                .map(|id| entries.iter().find(|m| &m.id == id).map_or(0, |m| m.port));
+            let master = e.master_id.as_ref().map(|id| entries.iter().find(|m| &m.id == id).map_or(0, |m| m.port));
             (e.port, master)
         })
         .collect();
@@ -781,13 +691,8 @@ fn roles(entries: &[NodeEntry]) -> Vec<(u16, Option<u16>)> {
 
 fn cli_spawn_error(cli: &Path, source: std::io::Error) -> TestingError {
     match source.kind() {
-        std::io::ErrorKind::NotFound => TestingError::RedisCliNotFound {
-            binary: cli.to_path_buf(),
-        },
-        _ => TestingError::Spawn {
-            binary: cli.to_path_buf(),
-            source,
-        },
+        std::io::ErrorKind::NotFound => TestingError::RedisCliNotFound { binary: cli.to_path_buf() },
+        _ => TestingError::Spawn { binary: cli.to_path_buf(), source },
     }
 }
 
@@ -818,32 +723,16 @@ garbage
         assert_eq!(entries.len(), 4);
         assert_eq!(entries[0].port, 30004);
         assert!(!entries[0].is_master());
-        assert_eq!(
-            entries[0].master_id.as_deref(),
-            Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca")
-        );
+        assert_eq!(entries[0].master_id.as_deref(), Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca"));
         assert_eq!(entries[1].master_id, None);
-        assert_eq!(
-            roles(&entries),
-            vec![
-                (30001, None),
-                (30002, None),
-                (30003, None),
-                (30004, Some(30001))
-            ]
-        );
+        assert_eq!(roles(&entries), vec![(30001, None), (30002, None), (30003, None), (30004, Some(30001))]);
         assert_eq!(entries[2].slots, vec![(10923, 16383)]);
         assert!(entries[3].has_flag("myself"));
         assert!(entries[3].serves(0) && entries[3].serves(5460) && entries[3].serves(16000));
         assert!(!entries[3].serves(5461));
         assert_eq!(
             slot_map(&entries),
-            vec![
-                (0, 5460, 30001),
-                (5461, 10922, 30002),
-                (10923, 16383, 30003),
-                (16000, 16000, 30001)
-            ]
+            vec![(0, 5460, 30001), (5461, 10922, 30002), (10923, 16383, 30003), (16000, 16000, 30001)]
         );
     }
 
@@ -864,26 +753,12 @@ garbage
         let ports: Vec<u16> = cluster.nodes().iter().map(RedisServer::port).collect();
         assert_eq!(
             cluster.url(),
-            format!(
-                "redis-cluster://127.0.0.1:{}?node=127.0.0.1:{}&node=127.0.0.1:{}",
-                ports[0], ports[1], ports[2]
-            )
+            format!("redis-cluster://127.0.0.1:{}?node=127.0.0.1:{}&node=127.0.0.1:{}", ports[0], ports[1], ports[2])
         );
 
-        let keys = [
-            "foo",
-            "bar",
-            "{user1000}.following",
-            "orders",
-            "a{b}c",
-            "x{}y",
-            "streamx",
-        ];
+        let keys = ["foo", "bar", "{user1000}.following", "orders", "a{b}c", "x{}y", "streamx"];
         for key in keys {
-            let server_slot = match cluster.nodes()[0]
-                .call(&["CLUSTER", "KEYSLOT", key])
-                .unwrap()
-            {
+            let server_slot = match cluster.nodes()[0].call(&["CLUSTER", "KEYSLOT", key]).unwrap() {
                 Reply::Integer(n) => u16::try_from(n).unwrap(),
                 other => panic!("{other:?}"),
             };
@@ -902,31 +777,17 @@ garbage
         let slot = key_slot("foo");
         let from = cluster.master_for_key("foo").unwrap();
         let to = (from + 1) % 3;
-        cluster.nodes()[from]
-            .call(&["SET", "{foo}:second", "w"])
-            .unwrap();
+        cluster.nodes()[from].call(&["SET", "{foo}:second", "w"]).unwrap();
         cluster.migrate_slot(slot, to).unwrap();
         assert_eq!(cluster.master_for_slot(slot).unwrap(), to);
         let target = &cluster.nodes()[to];
-        assert_eq!(
-            target.call(&["GET", "foo"]).unwrap(),
-            Reply::Bulk(Some(b"v".to_vec()))
-        );
-        assert_eq!(
-            target.call(&["GET", "{foo}:second"]).unwrap(),
-            Reply::Bulk(Some(b"w".to_vec()))
-        );
-        assert_eq!(
-            moved_port(cluster.nodes()[from].call(&["GET", "foo"])),
-            ports[to]
-        );
+        assert_eq!(target.call(&["GET", "foo"]).unwrap(), Reply::Bulk(Some(b"v".to_vec())));
+        assert_eq!(target.call(&["GET", "{foo}:second"]).unwrap(), Reply::Bulk(Some(b"w".to_vec())));
+        assert_eq!(moved_port(cluster.nodes()[from].call(&["GET", "foo"])), ports[to]);
         cluster.wait_until_healthy().unwrap();
         // Moving to the current owner is a no-op; a bad index is an error.
         cluster.migrate_slot(slot, to).unwrap();
-        assert!(matches!(
-            cluster.migrate_slot(slot, 7),
-            Err(TestingError::BadNode { index: 7, .. })
-        ));
+        assert!(matches!(cluster.migrate_slot(slot, 7), Err(TestingError::BadNode { index: 7, .. })));
     }
 
     #[test]
@@ -944,10 +805,7 @@ garbage
         assert_eq!(cluster.kill_master_of(key).unwrap(), old);
         let new = cluster.wait_for_failover(key_slot(key)).unwrap();
         assert_ne!(new, old);
-        assert_eq!(
-            cluster.nodes()[new].call(&["GET", key]).unwrap(),
-            Reply::Bulk(Some(b"kept".to_vec()))
-        );
+        assert_eq!(cluster.nodes()[new].call(&["GET", key]).unwrap(), Reply::Bulk(Some(b"kept".to_vec())));
 
         // The old master comes back as a replica; a coordinated failover promotes it again.
         cluster.node(old).restart().unwrap();
@@ -964,14 +822,8 @@ garbage
 
     #[test]
     fn missing_redis_cli_is_reported_before_starting_nodes() {
-        let err = RedisCluster::builder()
-            .cli_binary("/nonexistent/redis-cli")
-            .start()
-            .unwrap_err();
-        assert!(
-            matches!(err, TestingError::RedisCliNotFound { .. }),
-            "{err:?}"
-        );
+        let err = RedisCluster::builder().cli_binary("/nonexistent/redis-cli").start().unwrap_err();
+        assert!(matches!(err, TestingError::RedisCliNotFound { .. }), "{err:?}");
         let message = err.to_string();
         assert!(message.contains("/nonexistent/redis-cli"), "{message}");
         assert!(message.contains(REDIS_CLI_ENV), "{message}");
@@ -980,10 +832,7 @@ garbage
     #[test]
     fn failing_redis_cli_is_reported_with_its_status() {
         // `false --version` and `false --cluster create ...` both exit 1.
-        let err = RedisCluster::builder()
-            .cli_binary("false")
-            .start()
-            .unwrap_err();
+        let err = RedisCluster::builder().cli_binary("false").start().unwrap_err();
         match err {
             TestingError::ClusterCreate { status, .. } => assert!(status.contains('1'), "{status}"),
             other => panic!("unexpected error: {other:?}"),

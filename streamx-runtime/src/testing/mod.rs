@@ -45,9 +45,9 @@ mod resp;
 mod server;
 mod tls;
 
+pub use crate::keys::{slot as key_slot, SLOT_COUNT};
 pub use cluster::{RedisCluster, RedisClusterBuilder, REDIS_CLI_ENV};
 pub use error::TestingError;
 pub use name::unique_name;
 pub use server::{RedisServer, RedisServerBuilder, REDIS_SERVER_ENV};
 pub use tls::TlsFiles;
-pub use crate::keys::{slot as key_slot, SLOT_COUNT};

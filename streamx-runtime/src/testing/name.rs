@@ -37,9 +37,8 @@ mod tests {
 
     #[test]
     fn names_are_unique_across_threads() {
-        let handles: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(|| (0..250).map(|_| unique_name("t")).collect::<Vec<_>>()))
-            .collect();
+        let handles: Vec<_> =
+            (0..4).map(|_| std::thread::spawn(|| (0..250).map(|_| unique_name("t")).collect::<Vec<_>>())).collect();
         let mut seen = HashSet::new();
         for handle in handles {
             for name in handle.join().expect("thread panicked") {

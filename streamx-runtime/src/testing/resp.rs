@@ -85,33 +85,20 @@ pub(crate) fn send<S: AsRef<[u8]>>(addr: SocketAddr, args: &[S]) -> io::Result<R
 /// name the port and the command.
 pub(crate) fn call<S: AsRef<[u8]>>(addr: SocketAddr, args: &[S]) -> Result<Reply, TestingError> {
     match send(addr, args) {
-        Ok(Reply::Error(message)) => Err(TestingError::Redis {
-            port: addr.port(),
-            command: describe(args),
-            message,
-        }),
+        Ok(Reply::Error(message)) => Err(TestingError::Redis { port: addr.port(), command: describe(args), message }),
         Ok(reply) => Ok(reply),
-        Err(source) => Err(TestingError::Io {
-            port: addr.port(),
-            command: describe(args),
-            source,
-        }),
+        Err(source) => Err(TestingError::Io { port: addr.port(), command: describe(args), source }),
     }
 }
 
 /// Like [`call`], for commands whose reply is text (`CLUSTER INFO`, `CLUSTER NODES`, `INFO`).
-pub(crate) fn call_text<S: AsRef<[u8]>>(
-    addr: SocketAddr,
-    args: &[S],
-) -> Result<String, TestingError> {
+pub(crate) fn call_text<S: AsRef<[u8]>>(addr: SocketAddr, args: &[S]) -> Result<String, TestingError> {
     let reply = call(addr, args)?;
-    reply
-        .as_text()
-        .ok_or_else(|| TestingError::UnexpectedReply {
-            port: addr.port(),
-            command: describe(args),
-            reply: reply.to_string(),
-        })
+    reply.as_text().ok_or_else(|| TestingError::UnexpectedReply {
+        port: addr.port(),
+        command: describe(args),
+        reply: reply.to_string(),
+    })
 }
 
 /// The value of `field` in an `INFO` or `CLUSTER INFO` reply (`field:value` lines).
@@ -163,15 +150,9 @@ fn protocol_error(detail: impl Into<String>) -> io::Error {
 /// Reads one line without its trailing CRLF.
 fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
     let mut line = Vec::new();
-    let n = reader
-        .by_ref()
-        .take(MAX_LEN as u64)
-        .read_until(b'\n', &mut line)?;
+    let n = reader.by_ref().take(MAX_LEN as u64).read_until(b'\n', &mut line)?;
     if n == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed before a reply",
-        ));
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a reply"));
     }
     if !line.ends_with(b"\r\n") {
         return Err(protocol_error("reply line not terminated by CRLF"));
@@ -181,9 +162,7 @@ fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
 }
 
 fn parse_len(text: &str) -> io::Result<Option<usize>> {
-    let n: i64 = text
-        .parse()
-        .map_err(|_| protocol_error(format!("bad length {text:?}")))?;
+    let n: i64 = text.parse().map_err(|_| protocol_error(format!("bad length {text:?}")))?;
     if n < 0 {
         return Ok(None);
     }
@@ -204,10 +183,7 @@ pub(crate) fn read_reply(reader: &mut impl BufRead) -> io::Result<Reply> {
     match kind {
         "+" => Ok(Reply::Simple(rest.to_owned())),
         "-" => Ok(Reply::Error(rest.to_owned())),
-        ":" => rest
-            .parse()
-            .map(Reply::Integer)
-            .map_err(|_| protocol_error(format!("bad integer {rest:?}"))),
+        ":" => rest.parse().map(Reply::Integer).map_err(|_| protocol_error(format!("bad integer {rest:?}"))),
         "$" => match parse_len(rest)? {
             None => Ok(Reply::Bulk(None)),
             Some(len) => {
@@ -245,31 +221,19 @@ mod tests {
 
     #[test]
     fn encodes_commands_as_bulk_arrays() {
-        assert_eq!(
-            encode(&["SET", "k", ""]),
-            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n"
-        );
+        assert_eq!(encode(&["SET", "k", ""]), b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$0\r\n\r\n");
     }
 
     #[test]
     fn parses_every_reply_type() {
         assert_eq!(parse(b"+PONG\r\n").unwrap(), Reply::Simple("PONG".into()));
-        assert_eq!(
-            parse(b"-LOADING Redis is loading\r\n").unwrap(),
-            Reply::Error("LOADING Redis is loading".into())
-        );
+        assert_eq!(parse(b"-LOADING Redis is loading\r\n").unwrap(), Reply::Error("LOADING Redis is loading".into()));
         assert_eq!(parse(b":-3\r\n").unwrap(), Reply::Integer(-3));
         assert_eq!(parse(b"$-1\r\n").unwrap(), Reply::Bulk(None));
-        assert_eq!(
-            parse(b"$4\r\na\r\nb\r\n").unwrap(),
-            Reply::Bulk(Some(b"a\r\nb".to_vec()))
-        );
+        assert_eq!(parse(b"$4\r\na\r\nb\r\n").unwrap(), Reply::Bulk(Some(b"a\r\nb".to_vec())));
         assert_eq!(
             parse(b"*2\r\n$1\r\nx\r\n*-1\r\n").unwrap(),
-            Reply::Array(Some(vec![
-                Reply::Bulk(Some(b"x".to_vec())),
-                Reply::Array(None)
-            ]))
+            Reply::Array(Some(vec![Reply::Bulk(Some(b"x".to_vec())), Reply::Array(None)]))
         );
     }
 
@@ -291,9 +255,6 @@ mod tests {
 
     #[test]
     fn describes_commands_for_errors() {
-        assert_eq!(
-            describe(&["CONFIG", "SET", "save", ""]),
-            r#"CONFIG SET save """#
-        );
+        assert_eq!(describe(&["CONFIG", "SET", "save", ""]), r#"CONFIG SET save """#);
     }
 }

@@ -153,13 +153,9 @@ impl RedisServerBuilder {
     /// free port cannot be had.
     pub fn start(self) -> Result<RedisServer, TestingError> {
         let binary = resolve_binary(self.binary, REDIS_SERVER_ENV, "redis-server");
-        let dir = tempfile::Builder::new()
-            .prefix("streamx-redis-")
-            .tempdir()
-            .map_err(|source| TestingError::Setup {
-                what: "creating a temporary directory for redis-server".into(),
-                source,
-            })?;
+        let dir = tempfile::Builder::new().prefix("streamx-redis-").tempdir().map_err(|source| {
+            TestingError::Setup { what: "creating a temporary directory for redis-server".into(), source }
+        })?;
         let log_path = dir.path().join(LOG_FILE);
         let tls = match self.tls {
             true => Some((0, TlsFiles::generate(dir.path())?)),
@@ -175,11 +171,7 @@ impl RedisServerBuilder {
             process: Mutex::new(Process::default()),
             dir,
         };
-        let attempts = if self.port.is_some() {
-            1
-        } else {
-            PORT_ATTEMPTS
-        };
+        let attempts = if self.port.is_some() { 1 } else { PORT_ATTEMPTS };
         let mut attempt = 1;
         loop {
             server.port = match self.port {
@@ -226,8 +218,7 @@ impl RedisServer {
     /// For a server started with [`RedisServerBuilder::tls`]: the URL of its TLS port,
     /// `rediss://127.0.0.1:TLS_PORT`. Clients must trust [`TlsFiles::ca_cert`].
     pub fn tls_url(&self) -> Option<String> {
-        self.tls_port()
-            .map(|port| format!("rediss://127.0.0.1:{port}"))
+        self.tls_port().map(|port| format!("rediss://127.0.0.1:{port}"))
     }
 
     /// For a server started with [`RedisServerBuilder::tls`]: its TLS port. It stays the
@@ -286,10 +277,7 @@ impl RedisServer {
         let port = self.port;
         self.process_mut()
             .kill()
-            .map_err(|source| TestingError::Setup {
-                what: format!("killing redis-server on port {port}"),
-                source,
-            })
+            .map_err(|source| TestingError::Setup { what: format!("killing redis-server on port {port}"), source })
     }
 
     /// Stops the server gracefully (`SHUTDOWN NOSAVE`, else `SIGTERM`) and waits for it to
@@ -309,10 +297,7 @@ impl RedisServer {
         let shutdown = |args: &[&str]| match resp::send(addr, args) {
             Ok(Reply::Error(_)) => false,
             Ok(_) => true,
-            Err(err) => matches!(
-                err.kind(),
-                io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
-            ),
+            Err(err) => matches!(err.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset),
         };
         let asked = shutdown(&["SHUTDOWN", "NOSAVE", "NOW"]) || shutdown(&["SHUTDOWN", "NOSAVE"]);
         if !asked {
@@ -371,9 +356,7 @@ impl RedisServer {
     }
 
     fn process_mut(&mut self) -> &mut Process {
-        self.process
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.process.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The full argument list for `redis-server`.
@@ -418,23 +401,15 @@ impl RedisServer {
             let what = format!("{what} for redis-server on port {port}");
             move |source: io::Error| TestingError::Setup { what, source }
         };
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .map_err(setup("opening the log file"))?;
-        let log_start = log
-            .seek(SeekFrom::End(0))
-            .map_err(setup("opening the log file"))?;
+        let mut log =
+            OpenOptions::new().create(true).append(true).open(&self.log_path).map_err(setup("opening the log file"))?;
+        let log_start = log.seek(SeekFrom::End(0)).map_err(setup("opening the log file"))?;
         let args = self.command_line();
         writeln!(
             log,
             "### streamx::testing: starting {} {}",
             self.binary.display(),
-            args.iter()
-                .map(|a| format!("{:?}", a.to_string_lossy()))
-                .collect::<Vec<_>>()
-                .join(" ")
+            args.iter().map(|a| format!("{:?}", a.to_string_lossy())).collect::<Vec<_>>().join(" ")
         )
         .map_err(setup("writing the log file"))?;
         let stderr = log.try_clone().map_err(setup("opening the log file"))?;
@@ -446,19 +421,11 @@ impl RedisServer {
             .stderr(stderr)
             .spawn()
             .map_err(|source| match source.kind() {
-                io::ErrorKind::NotFound => TestingError::RedisServerNotFound {
-                    binary: self.binary.clone(),
-                },
-                _ => TestingError::Spawn {
-                    binary: self.binary.clone(),
-                    source,
-                },
+                io::ErrorKind::NotFound => TestingError::RedisServerNotFound { binary: self.binary.clone() },
+                _ => TestingError::Spawn { binary: self.binary.clone(), source },
             })?;
         let watchdog = spawn_watchdog(child.id());
-        *self.process_mut() = Process {
-            child: Some(child),
-            watchdog,
-        };
+        *self.process_mut() = Process { child: Some(child), watchdog };
         let result = self.wait_ready(log_start);
         if result.is_err() {
             // Already failing: the readiness error is the one worth reporting.
@@ -518,10 +485,7 @@ impl RedisServer {
         };
         let their_pid = resp::info_field(&info, "process_id").and_then(|p| p.parse().ok());
         if their_pid != pid {
-            return Err(format!(
-                "port {} answered by another process (pid {their_pid:?})",
-                self.port
-            ));
+            return Err(format!("port {} answered by another process (pid {their_pid:?})", self.port));
         }
         let persistence = match resp::send(self.addr(), &["INFO", "persistence"]) {
             Ok(reply) => reply.as_text().unwrap_or_default(),
@@ -589,11 +553,7 @@ impl Process {
 /// cleaning up, the pipe closes, `read` returns and the server is killed.
 fn spawn_watchdog(pid: u32) -> Option<Child> {
     Command::new("sh")
-        .args([
-            "-c",
-            r#"read _line; kill -KILL "$1" 2>/dev/null"#,
-            "streamx-redis-watchdog",
-        ])
+        .args(["-c", r#"read _line; kill -KILL "$1" 2>/dev/null"#, "streamx-redis-watchdog"])
         .arg(pid.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -606,11 +566,7 @@ fn spawn_watchdog(pid: u32) -> Option<Child> {
 /// `PATH`.
 pub(crate) fn resolve_binary(explicit: Option<PathBuf>, env: &str, default: &str) -> PathBuf {
     explicit
-        .or_else(|| {
-            std::env::var_os(env)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        })
+        .or_else(|| std::env::var_os(env).filter(|v| !v.is_empty()).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(default))
 }
 
@@ -646,12 +602,8 @@ fn free_port(cluster_bus: bool) -> Result<u16, TestingError> {
     }
     Err(TestingError::Setup {
         what: "finding a free loopback port".into(),
-        source: last_error.unwrap_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::AddrInUse,
-                "no port with a free cluster bus port",
-            )
-        }),
+        source: last_error
+            .unwrap_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, "no port with a free cluster bus port")),
     })
 }
 
@@ -723,10 +675,7 @@ mod tests {
         let server = RedisServer::start().unwrap();
         assert_eq!(text(&server, &["PING"]).as_deref(), Some("PONG"));
         assert_eq!(server.url(), format!("redis://127.0.0.1:{}", server.port()));
-        assert_eq!(
-            server.addr().to_string(),
-            format!("127.0.0.1:{}", server.port())
-        );
+        assert_eq!(server.addr().to_string(), format!("127.0.0.1:{}", server.port()));
         assert!(server.is_running());
         assert!(server.dir().is_dir());
         assert!(server.log_path().starts_with(server.dir()));
@@ -759,10 +708,7 @@ mod tests {
         ));
         server.restart().unwrap();
         assert_eq!(server.port(), port);
-        assert_eq!(
-            text(&server, &["GET", "survivor"]).as_deref(),
-            Some("still here")
-        );
+        assert_eq!(text(&server, &["GET", "survivor"]).as_deref(), Some("still here"));
     }
 
     #[test]
@@ -772,10 +718,7 @@ mod tests {
         server.stop().unwrap();
         assert!(!server.is_running());
         server.restart().unwrap();
-        assert_eq!(
-            server.call(&["GET", "ephemeral"]).unwrap(),
-            Reply::Bulk(None)
-        );
+        assert_eq!(server.call(&["GET", "ephemeral"]).unwrap(), Reply::Bulk(None));
         // Restarting a running server stops it first.
         let before = server.pid().unwrap();
         server.restart().unwrap();
@@ -784,30 +727,18 @@ mod tests {
 
     #[test]
     fn missing_binary_is_reported_with_install_hint() {
-        let err = RedisServer::builder()
-            .binary("/nonexistent/redis-server")
-            .start()
-            .unwrap_err();
-        assert!(
-            matches!(err, TestingError::RedisServerNotFound { .. }),
-            "{err:?}"
-        );
+        let err = RedisServer::builder().binary("/nonexistent/redis-server").start().unwrap_err();
+        assert!(matches!(err, TestingError::RedisServerNotFound { .. }), "{err:?}");
         let message = err.to_string();
         assert!(message.contains("/nonexistent/redis-server"), "{message}");
-        assert!(
-            message.contains("apt-get install redis-server"),
-            "{message}"
-        );
+        assert!(message.contains("apt-get install redis-server"), "{message}");
         assert!(message.contains(REDIS_SERVER_ENV), "{message}");
     }
 
     #[test]
     fn taken_fixed_port_fails_with_the_log_tail() {
         let first = RedisServer::start().unwrap();
-        let err = RedisServer::builder()
-            .port(first.port())
-            .start()
-            .unwrap_err();
+        let err = RedisServer::builder().port(first.port()).start().unwrap_err();
         match &err {
             TestingError::Exited { port, log_tail, .. } => {
                 assert_eq!(*port, first.port());
@@ -821,10 +752,7 @@ mod tests {
 
     #[test]
     fn bad_option_fails_with_the_log_tail() {
-        let err = RedisServer::builder()
-            .arg("--no-such-option", "1")
-            .start()
-            .unwrap_err();
+        let err = RedisServer::builder().arg("--no-such-option", "1").start().unwrap_err();
         match &err {
             TestingError::Exited { log_tail, .. } => {
                 assert!(log_tail.contains("no-such-option"), "{log_tail}");
@@ -835,15 +763,8 @@ mod tests {
 
     #[test]
     fn extra_args_override_defaults() {
-        let server = RedisServer::builder()
-            .arg("maxmemory", "12mb")
-            .arg("--save", "3600 1")
-            .start()
-            .unwrap();
-        let maxmemory = server
-            .call(&["CONFIG", "GET", "maxmemory"])
-            .unwrap()
-            .to_string();
+        let server = RedisServer::builder().arg("maxmemory", "12mb").arg("--save", "3600 1").start().unwrap();
+        let maxmemory = server.call(&["CONFIG", "GET", "maxmemory"]).unwrap().to_string();
         assert!(maxmemory.contains("12582912"), "{maxmemory}");
         let save = server.call(&["CONFIG", "GET", "save"]).unwrap().to_string();
         assert!(save.contains("3600 1"), "{save}");

@@ -5,8 +5,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use super::error::TestingError;
@@ -59,21 +58,15 @@ impl TlsFiles {
         };
         let failed = |what: &str| {
             let what = format!("making the test {what}");
-            move |e: rcgen::Error| TestingError::Setup {
-                what,
-                source: io::Error::other(e.to_string()),
-            }
+            move |e: rcgen::Error| TestingError::Setup { what, source: io::Error::other(e.to_string()) }
         };
 
         let mut ca = CertificateParams::new(Vec::new()).map_err(failed("CA certificate"))?;
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         // A name of its own: a client that trusts another test CA must not even find an
         // issuer of that name.
-        let unique = dir
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        ca.distinguished_name
-            .push(DnType::CommonName, format!("streamx test CA {unique}"));
+        let unique = dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        ca.distinguished_name.push(DnType::CommonName, format!("streamx test CA {unique}"));
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_key = KeyPair::generate().map_err(failed("CA key"))?;
         let ca_cert = ca.self_signed(&ca_key).map_err(failed("CA certificate"))?;
@@ -81,13 +74,8 @@ impl TlsFiles {
 
         let leaf = |names: Vec<String>, common_name: &str, usage: ExtendedKeyUsagePurpose| {
             let mut params = CertificateParams::new(names)?;
-            params
-                .distinguished_name
-                .push(DnType::CommonName, common_name);
-            params.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
+            params.distinguished_name.push(DnType::CommonName, common_name);
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
             params.extended_key_usages = vec![usage];
             params.use_authority_key_identifier_extension = true;
             let key = KeyPair::generate()?;
@@ -95,18 +83,10 @@ impl TlsFiles {
             Ok::<_, rcgen::Error>((cert.pem(), key.serialize_pem()))
         };
         let server_names = vec!["127.0.0.1".into(), "::1".into(), "localhost".into()];
-        let (server_cert, server_key) = leaf(
-            server_names,
-            "localhost",
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
-        .map_err(failed("server certificate"))?;
-        let (client_cert, client_key) = leaf(
-            Vec::new(),
-            "streamx-test-client",
-            ExtendedKeyUsagePurpose::ClientAuth,
-        )
-        .map_err(failed("client certificate"))?;
+        let (server_cert, server_key) = leaf(server_names, "localhost", ExtendedKeyUsagePurpose::ServerAuth)
+            .map_err(failed("server certificate"))?;
+        let (client_cert, client_key) = leaf(Vec::new(), "streamx-test-client", ExtendedKeyUsagePurpose::ClientAuth)
+            .map_err(failed("client certificate"))?;
 
         for (path, pem) in [
             (&files.ca_cert, ca_cert.pem()),
@@ -115,10 +95,8 @@ impl TlsFiles {
             (&files.client_cert, client_cert),
             (&files.client_key, client_key),
         ] {
-            fs::write(path, pem).map_err(|source| TestingError::Setup {
-                what: format!("writing {}", path.display()),
-                source,
-            })?;
+            fs::write(path, pem)
+                .map_err(|source| TestingError::Setup { what: format!("writing {}", path.display()), source })?;
         }
         Ok(files)
     }
@@ -129,10 +107,8 @@ impl TlsFiles {
     ///
     /// [`TestingError::Setup`] if the file cannot be read (its server was dropped).
     pub fn ca_pem(&self) -> Result<String, TestingError> {
-        fs::read_to_string(&self.ca_cert).map_err(|source| TestingError::Setup {
-            what: format!("reading {}", self.ca_cert.display()),
-            source,
-        })
+        fs::read_to_string(&self.ca_cert)
+            .map_err(|source| TestingError::Setup { what: format!("reading {}", self.ca_cert.display()), source })
     }
 }
 

@@ -37,8 +37,8 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken, stop: 
     let options = &shared.consumer.options;
     let claim_idle = options.claim_idle;
     let lease_every = (claim_idle / 3).max(Duration::from_millis(10));
-    let scan_every = (claim_idle.min(options.retry.backoff.initial) / 4)
-        .clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let scan_every =
+        (claim_idle.min(options.retry.backoff.initial) / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
     let cleanup_every = shared.settings.cleanup_idle.clamp(Duration::from_secs(1), Duration::from_secs(60));
     let tick = lease_every.min(scan_every);
     let (mut last_lease, mut last_scan, mut last_cleanup) = (Instant::now(), Instant::now(), Instant::now());
@@ -130,8 +130,8 @@ async fn scan(shared: &Arc<Shared>, shutdown: &CancellationToken) {
     let mut start = "-".to_string();
     loop {
         let client = shared.command.get();
-        let reply: Result<Value, _> = client.xpending(shared.stream(), shared.group(), (claim_idle_ms, start.as_str(), "+", SCAN_PAGE))
-            .await;
+        let reply: Result<Value, _> =
+            client.xpending(shared.stream(), shared.group(), (claim_idle_ms, start.as_str(), "+", SCAN_PAGE)).await;
         let page = match reply {
             Ok(v) => parse_pending(v),
             Err(e) => {
@@ -166,7 +166,10 @@ async fn scan(shared: &Arc<Shared>, shutdown: &CancellationToken) {
 
 /// Claims `id` without counting a delivery; true if this consumer got it.
 async fn claim_just_id(shared: &Shared, id: MessageId, min_idle_ms: u64) -> bool {
-    let reply: Result<Value, _> = shared.command.get().xclaim(
+    let reply: Result<Value, _> = shared
+        .command
+        .get()
+        .xclaim(
             shared.stream(),
             shared.group(),
             shared.consumer_name(),
@@ -194,7 +197,10 @@ async fn claim_and_dispatch(
 ) -> bool {
     let deliveries: HashMap<MessageId, u32> = pending.iter().map(|p| (p.id, p.deliveries)).collect();
     let ids: Vec<String> = pending.iter().map(|p| p.id.to_string()).collect();
-    let reply: Result<Value, _> = shared.command.get().xclaim(
+    let reply: Result<Value, _> = shared
+        .command
+        .get()
+        .xclaim(
             shared.stream(),
             shared.group(),
             shared.consumer_name(),

@@ -16,7 +16,8 @@ use crate::wire::RawEntry;
 
 pub(crate) async fn handle(shared: Arc<Shared>, entry: RawEntry, attempt: u32, permit: OwnedSemaphorePermit) {
     let id = entry.id;
-    let span = tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
+    let span =
+        tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
     async {
         let outcome = run_handler(&shared, entry, attempt).await;
         settle(&shared, id, attempt, outcome).await;
@@ -89,7 +90,8 @@ pub(crate) async fn schedule_retry(shared: &Shared, id: MessageId, delay: Durati
 pub(crate) async fn age(shared: &Shared, ids: &[MessageId], idle: Duration) {
     let strs: Vec<String> = ids.iter().map(MessageId::to_string).collect();
     let client = shared.command.get();
-    let result: Result<fred::types::Value, _> = client.xclaim(
+    let result: Result<fred::types::Value, _> = client
+        .xclaim(
             shared.stream(),
             shared.group(),
             shared.consumer_name(),

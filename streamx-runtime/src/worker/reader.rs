@@ -66,7 +66,9 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
                 if entries.len() as u64 >= count {
                     ahead = Some(spawn_read(&shared, reader.get(), count, None));
                 }
-                if !entries.is_empty() && !dispatch_tracked(&shared, entries.into_iter().map(|e| (e, 1)), &shutdown).await {
+                if !entries.is_empty()
+                    && !dispatch_tracked(&shared, entries.into_iter().map(|e| (e, 1)), &shutdown).await
+                {
                     break;
                 }
             }
@@ -153,7 +155,8 @@ impl ReaderId {
     async fn unblock(&self, shared: &Shared) {
         let Some(id) = self.server_id else { return };
         let cmd = CustomCommand::new_static("CLIENT", ClusterHash::Custom(slot(shared.stream())), false);
-        let result: Result<Value, FredError> = shared.command.get().custom(cmd, vec![Value::from("UNBLOCK"), Value::from(id)]).await;
+        let result: Result<Value, FredError> =
+            shared.command.get().custom(cmd, vec![Value::from("UNBLOCK"), Value::from(id)]).await;
         if let Err(e) = result {
             tracing::debug!(consumer = %shared.name, error = %e, "CLIENT UNBLOCK failed");
         }

@@ -1,6 +1,8 @@
 //! Redis Cluster topology changes while producers and consumers run: master failover with
 //! durable publishes, and slot migration (resharding).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use common::{start_server, wait_until, Job};
 use streamx::testing::{key_slot, unique_name, RedisCluster};
-use streamx::{Consumer, Error, Inspector, Message, Producer, PublishOptions, Runtime, RunningRuntime};
+use streamx::{Consumer, Error, Inspector, Message, Producer, PublishOptions, RunningRuntime, Runtime};
 
 type Seen = Arc<Mutex<HashMap<u64, usize>>>;
 
@@ -42,7 +44,14 @@ async fn counting_consumer(url: &str, stream: &str) -> (RunningRuntime, Seen) {
 
 /// Publishes jobs `from..to` in batches of 50, retrying a failed batch until it is
 /// acknowledged (at most `max_failures` failures in all); returns the failures.
-async fn publish_all(producer: &Producer, stream: &str, from: u64, to: u64, options: &PublishOptions, acked: &mut HashSet<u64>) -> usize {
+async fn publish_all(
+    producer: &Producer,
+    stream: &str,
+    from: u64,
+    to: u64,
+    options: &PublishOptions,
+    acked: &mut HashSet<u64>,
+) -> usize {
     let mut failures = 0;
     let mut n = from;
     while n < to {
@@ -80,7 +89,7 @@ async fn durable_publishes_survive_a_master_failover() {
     let failover = tokio::task::spawn_blocking(move || {
         let mut cluster = c.lock().unwrap();
         let old = cluster.kill_master_of(&s).unwrap();
-                let new = cluster.wait_for_failover(slot).unwrap();
+        let new = cluster.wait_for_failover(slot).unwrap();
         // The promoted replica has no replica of its own until the old master comes back
         // (as its replica): durable publishes fail until then, as they must.
         cluster.node(old).restart().unwrap();

@@ -1,5 +1,7 @@
 //! Delivery through consumer groups, in one process: exact accounting of ids.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashSet;
@@ -167,7 +169,8 @@ async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand(topology: To
     let stream = unique_name("interop");
     // Another language (here redis-cli) writes the documented wire format.
     let id = server.cli(&["XADD", &stream, "*", "data", r#"{"n":1,"action":"ok"}"#, "h:source", "cli"]);
-    let seen: Arc<Mutex<Vec<(MessageId, u64, Option<String>)>>> = Arc::default();
+    type SeenWithSource = Arc<Mutex<Vec<(MessageId, u64, Option<String>)>>>;
+    let seen: SeenWithSource = Arc::default();
     let s = seen.clone();
     let consumer = Consumer::new(stream.clone(), "g".to_string(), move |msg: Message<Job>| {
         let s = s.clone();
@@ -185,7 +188,8 @@ async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand(topology: To
         .start()
         .await
         .unwrap();
-    wait_until(Duration::from_secs(10), "hand-written entry handled", || async { !seen.lock().unwrap().is_empty() }).await;
+    wait_until(Duration::from_secs(10), "hand-written entry handled", || async { !seen.lock().unwrap().is_empty() })
+        .await;
     runtime.shutdown().await.unwrap();
     let got = seen.lock().unwrap().clone();
     assert_eq!(got, vec![(id.trim().parse().unwrap(), 1, Some("cli".to_string()))]);
@@ -193,7 +197,11 @@ async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand(topology: To
     // What streamx writes is plain fields anyone can read.
     let producer = Producer::connect(&server.url()).await.unwrap();
     let id = producer
-        .publish_with(&stream, &Job::ok(7), &streamx::PublishOptions::new().headers(streamx::Headers::new().with("k", "v")))
+        .publish_with(
+            &stream,
+            &Job::ok(7),
+            &streamx::PublishOptions::new().headers(streamx::Headers::new().with("k", "v")),
+        )
         .await
         .unwrap();
     let raw = server.cli(&["XRANGE", &stream, &id.to_string(), &id.to_string()]);
@@ -263,18 +271,15 @@ async fn shutdown_is_prompt_and_lets_running_handlers_finish(topology: Topology)
     .concurrency(2)
     .block(Duration::from_secs(5));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let runtime = Runtime::builder()
-        .redis_url(server.url())
-        .registered_consumers(false)
-        .consumer(consumer)
-        .build()
-        .unwrap();
+    let runtime =
+        Runtime::builder().redis_url(server.url()).registered_consumers(false).consumer(consumer).build().unwrap();
     let task = tokio::spawn(runtime.run_until(async move {
         let _ = stop_rx.await;
     }));
     let producer = Producer::connect(&server.url()).await.unwrap();
     producer.publish_batch(&stream, &(0..2).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    wait_until(Duration::from_secs(10), "both handlers started", || async { started.load(Ordering::SeqCst) == 2 }).await;
+    wait_until(Duration::from_secs(10), "both handlers started", || async { started.load(Ordering::SeqCst) == 2 })
+        .await;
     let t0 = Instant::now();
     stop_tx.send(()).unwrap();
     task.await.unwrap().unwrap();

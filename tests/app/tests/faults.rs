@@ -3,6 +3,8 @@
 //! published id was handled after a successful run, or sits in the dead-letter stream with
 //! the right reason.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -11,12 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    counts, handled, id_strings, redis_cli, sigterm, spawn_worker, start_server, wait_exit, wait_until, Job, TestRedis, Topology,
+    counts, handled, id_strings, redis_cli, sigterm, spawn_worker, start_server, wait_exit, wait_until, Job, TestRedis,
+    Topology,
 };
 use streamx::testing::{unique_name, RedisServer};
 use streamx::{
     Backoff, Consumer, DeadLetters, FailureKind, HandlerError, Inspector, Message, MessageId, Producer, PublishOptions,
-    Runtime, RunningRuntime,
+    RunningRuntime, Runtime,
 };
 
 async fn start(url: &str, consumers: Vec<Consumer>) -> RunningRuntime {
@@ -36,10 +39,12 @@ async fn killed_worker_loses_nothing_and_only_in_flight_messages_run_twice(topol
     let url = server.url();
     let producer = Producer::connect(&url).await.unwrap();
     let jobs: Vec<Job> = (0..20_000).map(|n| Job::sleep(n, 1)).collect();
-    let published: HashSet<String> = id_strings(&producer.publish_batch("app.jobs", &jobs).await.unwrap()).into_iter().collect();
+    let published: HashSet<String> =
+        id_strings(&producer.publish_batch("app.jobs", &jobs).await.unwrap()).into_iter().collect();
 
     let mut first = spawn_worker(&url, "jobs", &[]);
-    wait_until(Duration::from_secs(60), "first worker handled 3000", || async { handled(&url).await.len() >= 3000 }).await;
+    wait_until(Duration::from_secs(60), "first worker handled 3000", || async { handled(&url).await.len() >= 3000 })
+        .await;
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
 
@@ -63,7 +68,11 @@ async fn killed_worker_loses_nothing_and_only_in_flight_messages_run_twice(topol
     let per_id = counts(records.iter().map(|r| r.id.as_str()));
     assert_eq!(per_id.keys().cloned().collect::<HashSet<_>>(), published, "nothing lost");
     let twice: HashSet<String> = per_id.iter().filter(|(_, n)| **n > 1).map(|(id, _)| id.clone()).collect();
-    assert!(twice.is_subset(&in_flight), "only messages in flight at the kill ran twice: {:?}", twice.difference(&in_flight));
+    assert!(
+        twice.is_subset(&in_flight),
+        "only messages in flight at the kill ran twice: {:?}",
+        twice.difference(&in_flight)
+    );
     assert!(per_id.values().all(|n| *n <= 2));
     assert_eq!(inspector.group("app.jobs", "workers").await.unwrap().unwrap().pending, 0);
     assert_eq!(inspector.stream_len(&dlq_of("app.jobs")).await.unwrap(), 0);
@@ -131,7 +140,7 @@ async fn redis_restart_mid_stream_loses_nothing() {
     })
     .await;
     runtime.shutdown().await.unwrap();
-    let seen = seen.lock().unwrap();
+    let seen = seen.lock().unwrap().clone();
     assert!(!seen.contains_key(&u64::MAX), "nothing published while Redis was down");
     let inspector = Inspector::connect(&url).await.unwrap();
     assert_eq!(inspector.group(&stream, "g").await.unwrap().unwrap().pending, 0);
@@ -165,7 +174,8 @@ async fn poison_entries_go_to_the_dead_letter_stream_with_their_reason(topology:
                 bad.insert(id, FailureKind::WrongShape);
             }
             20 => {
-                let big = serde_json::to_vec(&serde_json::json!({"n": i, "action": "ok", "pad": "x".repeat(4096)})).unwrap();
+                let big =
+                    serde_json::to_vec(&serde_json::json!({"n": i, "action": "ok", "pad": "x".repeat(4096)})).unwrap();
                 let id = producer.publish_raw(&stream, big.into(), &raw).await.unwrap();
                 bad.insert(id, FailureKind::PayloadTooLarge);
             }
@@ -191,7 +201,10 @@ async fn poison_entries_go_to_the_dead_letter_stream_with_their_reason(topology:
     .await;
     // The worker is alive: one more good message goes through.
     let after = producer.publish(&stream, &Job::ok(99_999)).await.unwrap();
-    wait_until(Duration::from_secs(10), "a message after the poison", || async { seen.lock().unwrap().contains(&after) }).await;
+    wait_until(Duration::from_secs(10), "a message after the poison", || async {
+        seen.lock().unwrap().contains(&after)
+    })
+    .await;
     runtime.shutdown().await.unwrap();
 
     let handled: Vec<MessageId> = seen.lock().unwrap().clone();
@@ -355,7 +368,8 @@ async fn dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing(
     let url = server.url();
     let stream = unique_name("replay");
     let broken = Arc::new(AtomicBool::new(true));
-    let handled: Arc<Mutex<Vec<(u64, Option<String>)>>> = Arc::default();
+    type Replayed = Arc<Mutex<Vec<(u64, Option<String>)>>>;
+    let handled: Replayed = Arc::default();
     let (b, h) = (broken.clone(), handled.clone());
     let consumer = Consumer::new(stream.clone(), "g".to_string(), move |msg: Message<Job>| {
         let (b, h) = (b.clone(), h.clone());
@@ -373,7 +387,11 @@ async fn dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing(
     let producer = Producer::connect(&url).await.unwrap();
     let headers = streamx::Headers::new().with("tenant", "acme");
     producer
-        .publish_batch_with(&stream, &(0..600).map(Job::ok).collect::<Vec<_>>(), &PublishOptions::new().headers(headers))
+        .publish_batch_with(
+            &stream,
+            &(0..600).map(Job::ok).collect::<Vec<_>>(),
+            &PublishOptions::new().headers(headers),
+        )
         .await
         .unwrap();
     let dlq = DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap();

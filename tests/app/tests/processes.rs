@@ -1,6 +1,8 @@
 //! Worker *processes* (the `worker` binary, built like a user's crate): load sharing in
 //! one group, graceful SIGTERM, and a clear failure when Redis is unreachable.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashSet;
@@ -39,10 +41,12 @@ async fn sigterm_mid_stream_loses_nothing(topology: Topology) {
     let url = server.url();
     let producer = Producer::connect(&url).await.unwrap();
     let jobs: Vec<Job> = (0..600).map(|n| Job::sleep(n, 20)).collect();
-    let published: HashSet<String> = id_strings(&producer.publish_batch("app.jobs", &jobs).await.unwrap()).into_iter().collect();
+    let published: HashSet<String> =
+        id_strings(&producer.publish_batch("app.jobs", &jobs).await.unwrap()).into_iter().collect();
 
     let mut first = spawn_worker(&url, "jobs", &[]);
-    wait_until(Duration::from_secs(30), "first worker handled 100", || async { handled(&url).await.len() >= 100 }).await;
+    wait_until(Duration::from_secs(30), "first worker handled 100", || async { handled(&url).await.len() >= 100 })
+        .await;
     sigterm(&first);
     let status = wait_exit(&mut first, Duration::from_secs(15)).await;
     assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
@@ -89,7 +93,4 @@ async fn worker_exits_non_zero_with_a_redacted_error_when_redis_is_down() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-on_both_topologies!(
-    two_worker_processes_share_one_group,
-    sigterm_mid_stream_loses_nothing,
-);
+on_both_topologies!(two_worker_processes_share_one_group, sigterm_mid_stream_loses_nothing,);

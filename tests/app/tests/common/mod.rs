@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: servers, waiting on conditions, worker
 //! processes, reading what handlers recorded.
 #![allow(dead_code, missing_docs)]
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -58,6 +59,7 @@ pub enum Topology {
 }
 
 /// A throwaway Redis of either topology.
+#[allow(clippy::large_enum_variant)]
 pub enum TestRedis {
     Standalone(RedisServer),
     Cluster(RedisCluster),
