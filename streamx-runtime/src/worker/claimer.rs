@@ -146,7 +146,7 @@ async fn scan(shared: &Arc<Shared>, shutdown: &CancellationToken) {
         let full = page.len() as u64 >= SCAN_PAGE;
         let (exhausted, retry): (Vec<_>, Vec<_>) = page.into_iter().partition(|p| p.deliveries >= max_deliveries);
         for p in exhausted {
-            if claim_just_id(shared, p.id, claim_idle_ms).await {
+            if claim_just_id(shared, p.id, shared.consumer.options.claim_idle).await {
                 let error = format!(
                     "delivered {} times without completing (its consumer died or lost it each time)",
                     p.deliveries
@@ -154,7 +154,7 @@ async fn scan(shared: &Arc<Shared>, shutdown: &CancellationToken) {
                 dead_letter(shared, p.id, p.deliveries, FailureKind::DeliveryLimit, &error).await;
             }
         }
-        if !retry.is_empty() && !claim_and_dispatch(shared, retry, claim_idle_ms, shutdown).await {
+        if !retry.is_empty() && !claim_and_dispatch(shared, retry, shared.consumer.options.claim_idle, shutdown).await {
             return;
         }
         if !full || shutdown.is_cancelled() {
@@ -165,24 +165,8 @@ async fn scan(shared: &Arc<Shared>, shutdown: &CancellationToken) {
 }
 
 /// Claims `id` without counting a delivery; true if this consumer got it.
-async fn claim_just_id(shared: &Shared, id: MessageId, min_idle_ms: u64) -> bool {
-    let reply: Result<Value, _> = shared
-        .command
-        .get()
-        .xclaim(
-            shared.stream(),
-            shared.group(),
-            shared.consumer_name(),
-            min_idle_ms,
-            id.to_string(),
-            None,
-            None,
-            None,
-            false,
-            true,
-        )
-        .await;
-    match reply {
+async fn claim_just_id(shared: &Shared, id: MessageId, min_idle: Duration) -> bool {
+    match shared.claim(&[id], min_idle, None, true).await {
         Ok(v) if !v.is_null() => !v.into_array().is_empty(),
         _ => false,
     }
@@ -192,27 +176,12 @@ async fn claim_just_id(shared: &Shared, id: MessageId, min_idle_ms: u64) -> bool
 async fn claim_and_dispatch(
     shared: &Arc<Shared>,
     pending: Vec<Pending>,
-    min_idle_ms: u64,
+    min_idle: Duration,
     shutdown: &CancellationToken,
 ) -> bool {
     let deliveries: HashMap<MessageId, u32> = pending.iter().map(|p| (p.id, p.deliveries)).collect();
-    let ids: Vec<String> = pending.iter().map(|p| p.id.to_string()).collect();
-    let reply: Result<Value, _> = shared
-        .command
-        .get()
-        .xclaim(
-            shared.stream(),
-            shared.group(),
-            shared.consumer_name(),
-            min_idle_ms,
-            ids,
-            None,
-            None,
-            None,
-            false,
-            false,
-        )
-        .await;
+    let ids: Vec<MessageId> = pending.iter().map(|p| p.id).collect();
+    let reply = shared.claim(&ids, min_idle, None, false).await;
     let entries = match reply {
         Ok(v) => parse_entries(v),
         Err(e) => {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fred::interfaces::StreamsInterface;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
@@ -88,25 +87,8 @@ pub(crate) async fn schedule_retry(shared: &Shared, id: MessageId, delay: Durati
 /// Sets the idle time of entries this consumer owns (`XCLAIM ... IDLE ms JUSTID`), without
 /// counting a delivery.
 pub(crate) async fn age(shared: &Shared, ids: &[MessageId], idle: Duration) {
-    let strs: Vec<String> = ids.iter().map(MessageId::to_string).collect();
-    let client = shared.command.get();
-    let result: Result<fred::types::Value, _> = client
-        .xclaim(
-            shared.stream(),
-            shared.group(),
-            shared.consumer_name(),
-            0,
-            strs,
-            Some(idle.as_millis() as u64),
-            None,
-            None,
-            false,
-            true,
-        )
-        .await;
-    if let Err(e) = result {
+    if let Err(e) = shared.claim(ids, Duration::ZERO, Some(idle), true).await {
         tracing::warn!(consumer = %shared.name, error = %e, "cannot set the idle time of pending entries; they will be retried after claim_idle");
-        shared.command_failed(&client, &e).await;
     }
 }
 

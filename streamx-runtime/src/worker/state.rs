@@ -3,8 +3,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use fred::interfaces::StreamsInterface;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::acker::{AckReceiver, AckSender};
@@ -79,6 +80,39 @@ impl Shared {
     /// After a failed command on `used`: replaces the shared client if it is wedged.
     pub async fn command_failed(&self, used: &fred::clients::Client, err: &fred::error::Error) {
         self.command.heal(used, err).await;
+    }
+
+    /// `XCLAIM`s `ids` for this consumer. `min_idle` skips entries renewed more recently
+    /// (someone else holds them); `idle` sets their idle time (default zero: a fresh
+    /// lease); `just_id` leaves the delivery count alone and returns only ids.
+    pub async fn claim(
+        &self,
+        ids: &[MessageId],
+        min_idle: Duration,
+        idle: Option<Duration>,
+        just_id: bool,
+    ) -> Result<fred::types::Value, fred::error::Error> {
+        let ids: Vec<String> = ids.iter().map(MessageId::to_string).collect();
+        let client = self.command.get();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let result = client
+            .xclaim(
+                self.stream(),
+                self.group(),
+                self.consumer_name(),
+                ms(min_idle),
+                ids,
+                idle.map(ms),
+                None,
+                None,
+                false,
+                just_id,
+            )
+            .await;
+        if let Err(e) = &result {
+            self.command_failed(&client, e).await;
+        }
+        result
     }
 
     pub fn stream(&self) -> &str {

@@ -9,9 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{start_server, wait_until, Job};
+use common::{start_runtime, start_server, wait_until, Job};
 use streamx::testing::{key_slot, unique_name, RedisCluster};
-use streamx::{Consumer, Error, Inspector, Message, Producer, PublishOptions, RunningRuntime, Runtime};
+use streamx::{Consumer, Error, Inspector, Message, Producer, PublishOptions, RunningRuntime};
 
 type Seen = Arc<Mutex<HashMap<u64, usize>>>;
 
@@ -30,15 +30,7 @@ async fn counting_consumer(url: &str, stream: &str) -> (RunningRuntime, Seen) {
     })
     .concurrency(8)
     .claim_idle(Duration::from_secs(2));
-    let runtime = Runtime::builder()
-        .redis_url(url)
-        .registered_consumers(false)
-        .consumer(consumer)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let runtime = start_runtime(url, vec![consumer]).await;
     (runtime, seen)
 }
 

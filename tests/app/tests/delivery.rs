@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Job, TestRedis, Topology};
+use common::{start_error, start_runtime, wait_until, Job, TestRedis, Topology};
 use futures_util::TryStreamExt;
 use streamx::testing::unique_name;
 use streamx::{Consumer, Error, HandlerError, History, Inspector, Message, MessageId, Producer, Runtime, StartFrom};
@@ -44,15 +44,7 @@ async fn ten_thousand_messages_are_each_handled_exactly_once(topology: Topology)
     assert_eq!(published.len(), 10_000);
 
     let (consumer, seen) = recorder(&stream, "billing");
-    let runtime = Runtime::builder()
-        .redis_url(server.url())
-        .registered_consumers(false)
-        .consumer(consumer.concurrency(8))
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let runtime = start_runtime(server.url(), vec![consumer.concurrency(8)]).await;
     wait_until(Duration::from_secs(60), "10,000 handled", || async { len(&seen) >= 10_000 }).await;
     runtime.shutdown().await.unwrap();
 
@@ -179,15 +171,7 @@ async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand(topology: To
             s.lock().unwrap().push((msg.id(), msg.payload().n, source));
         }
     });
-    let runtime = Runtime::builder()
-        .redis_url(server.url())
-        .registered_consumers(false)
-        .consumer(consumer)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let runtime = start_runtime(server.url(), vec![consumer]).await;
     wait_until(Duration::from_secs(10), "hand-written entry handled", || async { !seen.lock().unwrap().is_empty() })
         .await;
     runtime.shutdown().await.unwrap();
@@ -230,15 +214,7 @@ async fn concurrency_is_a_hard_bound(topology: Topology) {
     })
     .concurrency(5)
     .batch_size(50);
-    let runtime = Runtime::builder()
-        .redis_url(server.url())
-        .registered_consumers(false)
-        .consumer(consumer)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let runtime = start_runtime(server.url(), vec![consumer]).await;
     // Messages held in memory (fetched, not yet finished) stay within concurrency + two
     // batches, however deep the backlog.
     let stats = runtime.stats(&format!("{stream}/g")).expect("stats of the consumer");
@@ -290,15 +266,8 @@ async fn shutdown_is_prompt_and_lets_running_handlers_finish(topology: Topology)
     assert_eq!(group.pending, 0, "finished handlers were acknowledged before exit");
 
     // An idle runtime (blocked in XREADGROUP with nothing to read) stops promptly too.
-    let runtime = Runtime::builder()
-        .redis_url(server.url())
-        .registered_consumers(false)
-        .consumer(recorder(&unique_name("idle"), "g").0.block(Duration::from_secs(5)))
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let runtime =
+        start_runtime(server.url(), vec![recorder(&unique_name("idle"), "g").0.block(Duration::from_secs(5))]).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // let the read block on the server
     let t0 = Instant::now();
     runtime.shutdown().await.unwrap();
@@ -324,17 +293,7 @@ async fn duplicate_names_are_a_startup_error_naming_both_places() {
 #[tokio::test]
 async fn unreachable_redis_is_a_clear_error_without_the_password() {
     let (consumer, _) = recorder("s", "g");
-    let err = Runtime::builder()
-        .redis_url("redis://app:hunter2@127.0.0.1:1")
-        .registered_consumers(false)
-        .consumer(consumer)
-        .connect_timeout(Duration::ZERO)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .err()
-        .expect("connecting to a closed port fails");
+    let err = start_error("redis://app:hunter2@127.0.0.1:1", consumer).await;
     let text = err.to_string();
     assert!(matches!(err, Error::Connect { .. }), "{text}");
     assert!(text.contains("redis://app:***@127.0.0.1:1"), "{text}");

@@ -13,22 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    counts, handled, id_strings, redis_cli, sigterm, spawn_worker, start_server, wait_exit, wait_until, Job, TestRedis,
-    Topology,
+    counts, handled, id_strings, redis_cli, sigterm, spawn_worker, start_runtime, start_server, wait_exit, wait_until,
+    Job, TestRedis, Topology,
 };
 use streamx::testing::{unique_name, RedisServer};
 use streamx::{
     Backoff, Consumer, DeadLetters, FailureKind, HandlerError, Inspector, Message, MessageId, Producer, PublishOptions,
-    RunningRuntime, Runtime,
+    Runtime,
 };
-
-async fn start(url: &str, consumers: Vec<Consumer>) -> RunningRuntime {
-    let mut builder = Runtime::builder().redis_url(url).registered_consumers(false);
-    for c in consumers {
-        builder = builder.consumer(c);
-    }
-    builder.build().unwrap().start().await.unwrap()
-}
 
 fn dlq_of(stream: &str) -> String {
     streamx::keys::dead_letter_stream(stream, &streamx::DeadLetterTarget::Default).unwrap()
@@ -98,7 +90,7 @@ async fn redis_restart_mid_stream_loses_nothing() {
     })
     .concurrency(8)
     .claim_idle(Duration::from_secs(1));
-    let runtime = start(&url, vec![consumer]).await;
+    let runtime = start_runtime(&url, vec![consumer]).await;
     let producer = Producer::connect(&url).await.unwrap();
 
     // Publish 3000 jobs in batches of 100 while Redis is killed and restarted once; a
@@ -193,7 +185,7 @@ async fn poison_entries_go_to_the_dead_letter_stream_with_their_reason(topology:
     })
     .concurrency(4)
     .max_payload_bytes(1024);
-    let runtime = start(&url, vec![consumer]).await;
+    let runtime = start_runtime(&url, vec![consumer]).await;
     let dlq = DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap();
     wait_until(Duration::from_secs(30), "all good handled and all bad dead-lettered", || async {
         seen.lock().unwrap().len() >= 1000 && dlq.count().await.unwrap() >= 200
@@ -258,7 +250,7 @@ async fn failed_messages_are_retried_after_the_backoff_without_blocking_others(t
     .backoff(Backoff::new(Duration::from_millis(400), 2.0, Duration::from_secs(5)))
     .max_retries(3)
     .claim_idle(Duration::from_secs(3));
-    let runtime = start(&url, vec![consumer]).await;
+    let runtime = start_runtime(&url, vec![consumer]).await;
     let producer = Producer::connect(&url).await.unwrap();
     producer.publish(&stream, &Job::ok(0)).await.unwrap();
     wait_until(Duration::from_secs(10), "first attempt", || async { !attempts.lock().unwrap().is_empty() }).await;
@@ -347,8 +339,8 @@ async fn a_long_handler_keeps_its_lease_and_runs_once(topology: Topology) {
         .claim_idle(Duration::from_secs(1))
         .concurrency(2)
     };
-    let first = start(&url, vec![make("first")]).await;
-    let second = start(&url, vec![make("second")]).await;
+    let first = start_runtime(&url, vec![make("first")]).await;
+    let second = start_runtime(&url, vec![make("second")]).await;
     let producer = Producer::connect(&url).await.unwrap();
     let ids = producer.publish_batch(&stream, &(0..4).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
     let inspector = Inspector::connect(&url).await.unwrap();
@@ -383,7 +375,7 @@ async fn dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing(
         }
     })
     .concurrency(8);
-    let runtime = start(&url, vec![consumer]).await;
+    let runtime = start_runtime(&url, vec![consumer]).await;
     let producer = Producer::connect(&url).await.unwrap();
     let headers = streamx::Headers::new().with("tenant", "acme");
     producer
@@ -453,7 +445,7 @@ async fn panics_are_failed_attempts_and_dlq_false_drops(topology: Topology) {
         }
     })
     .dlq(streamx::DeadLetterTarget::Disabled);
-    let runtime = start(&url, vec![consumer, dropper]).await;
+    let runtime = start_runtime(&url, vec![consumer, dropper]).await;
     let producer = Producer::connect(&url).await.unwrap();
     producer.publish_batch(&stream, &(0..20).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
     wait_until(Duration::from_secs(20), "all handled on the second attempt", || async {

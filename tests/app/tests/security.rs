@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{redis_cli, spawn_worker, wait_exit, wait_until, Job};
+use common::{redis_cli, spawn_worker, start_error, wait_exit, wait_until, Job};
 use streamx::testing::RedisServer;
 use streamx::{Consumer, DeadLetters, Error, HandlerError, Inspector, Message, MessageId, Producer, Runtime};
 
@@ -211,17 +211,7 @@ async fn plain_and_tls_mixed_up_fail_clearly_without_hanging() {
 
     // Plain TCP to the TLS port: the server drops the connection.
     let t0 = Instant::now();
-    let err = Runtime::builder()
-        .redis_url(&plain_to_tls_port)
-        .registered_consumers(false)
-        .consumer(recorder("orders", None).0)
-        .connect_timeout(Duration::ZERO)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .err()
-        .expect("plain TCP to a TLS port fails");
+    let err = start_error(&plain_to_tls_port, recorder("orders", None).0).await;
     let text = err.to_string();
     assert!(matches!(err, Error::Connect { .. }), "{text}");
     assert!(text.contains("if it only accepts TLS, use a rediss:// URL"), "{text}");

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use streamx::testing::{RedisCluster, RedisServer};
-use streamx::{History, MessageId};
+use streamx::{Consumer, History, MessageId, RunningRuntime, Runtime};
 
 /// The job payload the worker binary understands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +107,32 @@ macro_rules! on_both_topologies {
             }
         }
     )*};
+}
+
+/// Starts a runtime running only `consumers` (none from the registry) against `url`.
+pub async fn start_runtime(url: impl Into<String>, consumers: Vec<Consumer>) -> RunningRuntime {
+    let mut builder = Runtime::builder().redis_url(url).registered_consumers(false);
+    for c in consumers {
+        builder = builder.consumer(c);
+    }
+    builder.build().unwrap().start().await.unwrap()
+}
+
+/// Starting a runtime with `consumer` against `url` (one connection attempt) fails: the error.
+pub async fn start_error(url: impl Into<String>, consumer: Consumer) -> streamx::Error {
+    match Runtime::builder()
+        .redis_url(url)
+        .registered_consumers(false)
+        .consumer(consumer)
+        .connect_timeout(Duration::ZERO)
+        .build()
+        .unwrap()
+        .start()
+        .await
+    {
+        Ok(_) => panic!("the runtime started"),
+        Err(e) => e,
+    }
 }
 
 /// Polls `check` every 20 ms until it returns true; panics with `what` after `limit`.
