@@ -59,15 +59,62 @@ pub(crate) fn spawn(
 async fn run(shared: Arc<Shared>, ack_rx: acker::AckReceiver, shutdown: CancellationToken) {
     let stop_background = CancellationToken::new();
     let acker = tokio::spawn(acker::run(shared.clone(), ack_rx));
-    let claimer = tokio::spawn(claimer::run(shared.clone(), shutdown.clone(), stop_background.clone()));
-    let outcome: Result<()> = reader::run(shared.clone(), shutdown.clone()).await;
-    if let Err(e) = outcome {
-        tracing::error!(consumer = %shared.name, error = %e, "consumer loop ended with an error");
-    }
+    let claimer = tokio::spawn(supervise("claimer", shared.clone(), stop_background.clone(), {
+        let (shared, shutdown, stop) = (shared.clone(), shutdown.clone(), stop_background.clone());
+        move || claimer::run(shared.clone(), shutdown.clone(), stop.clone())
+    }));
+    supervise("reader", shared.clone(), shutdown.clone(), {
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        move || reader::run(shared.clone(), shutdown.clone())
+    })
+    .await;
     shared.drain().await;
     stop_background.cancel();
     let _ = claimer.await;
     shared.close_acks();
     let _ = acker.await;
     tracing::info!(consumer = %shared.name, "consumer stopped");
+}
+
+/// Runs a task of the loop until `until` is cancelled, restarting it (after a pause that
+/// grows to 5 s) if it fails or panics, so a consumer never dies silently.
+async fn supervise<F, Fut, T>(what: &'static str, shared: Arc<Shared>, until: CancellationToken, start: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: IntoTaskResult + Send + 'static,
+{
+    let mut backoff = reader::Backoff::new();
+    loop {
+        let failure = match tokio::spawn(start()).await {
+            Ok(outcome) => match outcome.into_task_result() {
+                Ok(()) => None,
+                Err(e) => Some(e.to_string()),
+            },
+            Err(join) => Some(if join.is_panic() { "it panicked".to_string() } else { join.to_string() }),
+        };
+        if until.is_cancelled() {
+            return;
+        }
+        let reason = failure.unwrap_or_else(|| "it stopped".to_string());
+        tracing::error!(consumer = %shared.name, task = what, %reason, retry_in = ?backoff.current(), "consumer task ended; restarting it");
+        backoff.wait(&until).await;
+    }
+}
+
+/// What a supervised task returns.
+trait IntoTaskResult {
+    fn into_task_result(self) -> Result<()>;
+}
+
+impl IntoTaskResult for () {
+    fn into_task_result(self) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl IntoTaskResult for Result<()> {
+    fn into_task_result(self) -> Result<()> {
+        self
+    }
 }

@@ -517,3 +517,45 @@ on_both_topologies!(
     dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing,
     panics_are_failed_attempts_and_dlq_false_drops,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_that_are_gone_and_own_nothing_are_removed() {
+    let server = start_server();
+    let url = server.url();
+    let stream = unique_name("cleanup");
+    let make = |name: &'static str| {
+        Consumer::new(stream.clone(), "g".to_string(), |_msg: Message<Job>| async {}).consumer_name(name).name_as(name)
+    };
+    let inspector = Inspector::connect(&url).await.unwrap();
+    let names = |list: Vec<streamx::ConsumerInfo>| list.into_iter().map(|c| c.name).collect::<HashSet<_>>();
+    let gone = start_runtime(&url, vec![make("gone-consumer")]).await;
+    // Redis 7.0 registers a consumer when its read returns something.
+    Producer::connect(&url).await.unwrap().publish(&stream, &Job::ok(1)).await.unwrap();
+    wait_until(Duration::from_secs(10), "the first consumer joined the group", || async {
+        names(inspector.consumers(&stream, "g").await.unwrap()).contains("gone-consumer")
+    })
+    .await;
+    gone.shutdown().await.unwrap();
+
+    let alive = Runtime::builder()
+        .redis_url(&url)
+        .registered_consumers(false)
+        .consumer(make("alive-consumer"))
+        .consumer_cleanup_after(Duration::from_millis(500))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(15), "the idle consumer that owns nothing is removed", || async {
+        !names(inspector.consumers(&stream, "g").await.unwrap()).contains("gone-consumer")
+    })
+    .await;
+    // The live one reads and is a member of the group.
+    Producer::connect(&url).await.unwrap().publish(&stream, &Job::ok(2)).await.unwrap();
+    wait_until(Duration::from_secs(10), "the live consumer in the group", || async {
+        names(inspector.consumers(&stream, "g").await.unwrap()).contains("alive-consumer")
+    })
+    .await;
+    alive.shutdown().await.unwrap();
+}
