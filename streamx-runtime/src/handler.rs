@@ -12,6 +12,7 @@ use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 
 use crate::message::{Message, MessageId};
+use crate::state::State;
 use crate::wire::RawEntry;
 
 /// A boxed, sendable future (what the generated trampolines return).
@@ -195,11 +196,12 @@ pub struct Delivery {
     pub(crate) stream: Arc<str>,
     pub(crate) entry: RawEntry,
     pub(crate) attempt: u32,
+    pub(crate) state: State,
 }
 
 impl Delivery {
-    pub(crate) fn new(stream: Arc<str>, entry: RawEntry, attempt: u32) -> Self {
-        Delivery { stream, entry, attempt }
+    pub(crate) fn new(stream: Arc<str>, entry: RawEntry, attempt: u32, state: State) -> Self {
+        Delivery { stream, entry, attempt, state }
     }
 
     /// The entry id.
@@ -224,7 +226,7 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn from_delivery(delivery: Delivery) -> Result<Self, (FailureKind, String)> {
-        let Delivery { stream, entry, attempt } = delivery;
+        let Delivery { stream, entry, attempt, state } = delivery;
         let Some(data) = entry.data else {
             return Err((FailureKind::MissingPayload, "the entry has no `data` field".to_string()));
         };
@@ -232,7 +234,7 @@ where
             let kind = if e.is_data() { FailureKind::WrongShape } else { FailureKind::InvalidJson };
             (kind, format!("cannot decode payload as {}: {e}", std::any::type_name::<T>()))
         })?;
-        Ok(Message { id: entry.id, stream, payload, headers: entry.headers, attempt })
+        Ok(Message { id: entry.id, stream, payload, headers: entry.headers, attempt, state })
     }
 }
 
@@ -346,6 +348,7 @@ mod tests {
                 deleted: false,
             },
             1,
+            State::new(),
         )
     }
 

@@ -158,9 +158,11 @@ impl Pager {
 
 fn decode<T: DeserializeOwned + Send + 'static>(stream: &Arc<str>, entry: RawEntry) -> Result<Message<T>> {
     let id = entry.id;
-    Message::<T>::from_delivery(Delivery::new(stream.clone(), entry, 0)).map_err(|(kind, reason)| Error::Decode {
-        stream: stream.to_string(),
-        id: id.to_string(),
-        reason: format!("{kind}: {reason}"),
-    })
+    Message::<T>::from_delivery(Delivery::new(stream.clone(), entry, 0, crate::state::State::new())).map_err(
+        |(kind, reason)| Error::Decode {
+            stream: stream.to_string(),
+            id: id.to_string(),
+            reason: format!("{kind}: {reason}"),
+        },
+    )
 }

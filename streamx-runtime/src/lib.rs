@@ -15,6 +15,7 @@ mod producer;
 mod registry;
 mod runtime;
 mod shutdown;
+mod state;
 mod wire;
 mod worker;
 
@@ -35,6 +36,7 @@ pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom};
 pub use producer::{Producer, PublishOptions};
 pub use registry::{registered, Registration, SourceLocation};
 pub use runtime::{run, RunningRuntime, Runtime, RuntimeBuilder, DEFAULT_MAX_PAYLOAD_BYTES};
+pub use state::State;
 pub use wire::{DATA_FIELD, HEADER_PREFIX};
 pub use worker::ConsumerStats;
 

@@ -5,6 +5,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::state::State;
+
 /// A Redis stream entry id, `<milliseconds>-<sequence>`.
 ///
 /// ```
@@ -183,6 +185,7 @@ pub struct Message<T> {
     pub(crate) payload: T,
     pub(crate) headers: Headers,
     pub(crate) attempt: u32,
+    pub(crate) state: State,
 }
 
 impl<T> Message<T> {
@@ -195,7 +198,7 @@ impl<T> Message<T> {
     /// assert_eq!(msg.attempt(), 2);
     /// ```
     pub fn new(stream: &str, id: MessageId, payload: T) -> Self {
-        Message { id, stream: Arc::from(stream), payload, headers: Headers::new(), attempt: 1 }
+        Message { id, stream: Arc::from(stream), payload, headers: Headers::new(), attempt: 1, state: State::new() }
     }
 
     /// Sets the delivery attempt (builder style, for tests).
@@ -208,6 +211,26 @@ impl<T> Message<T> {
     pub fn with_headers(mut self, headers: Headers) -> Self {
         self.headers = headers;
         self
+    }
+
+    /// Sets the application state (builder style, for tests).
+    pub fn with_state(mut self, state: State) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// The application value of type `S` given to
+    /// [`RuntimeBuilder::state`](crate::RuntimeBuilder::state), e.g. a database pool or a
+    /// [`Producer`](crate::Producer).
+    ///
+    /// ```
+    /// use streamx_runtime::{Message, MessageId, State};
+    /// struct Db { name: &'static str }
+    /// let msg = Message::new("orders", MessageId::new(1, 0), ()).with_state(State::new().with(Db { name: "main" }));
+    /// assert_eq!(msg.state::<Db>().map(|db| db.name), Some("main"));
+    /// ```
+    pub fn state<S: Send + Sync + 'static>(&self) -> Option<&S> {
+        self.state.get::<S>()
     }
 
     /// The entry id.

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::keys::{dead_letter_stream, slot};
 use crate::producer::Producer;
 use crate::registry::registered;
+use crate::state::State;
 use crate::worker::{self, ensure_group, ConsumerStats, LoopHandle, LoopSettings};
 
 /// Default payload size limit: larger payloads are dead-lettered unread.
@@ -55,6 +56,7 @@ pub struct RuntimeBuilder {
     tls_ca: Option<TlsCa>,
     tls_client_cert: Option<(PathBuf, PathBuf)>,
     credentials: Option<(String, String)>,
+    state: State,
 }
 
 /// Where the CA certificates given to [`RuntimeBuilder`] come from.
@@ -86,6 +88,7 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("tls_ca", &self.tls_ca)
             .field("tls_client_cert", &self.tls_client_cert)
             .field("credentials", &self.credentials.as_ref().map(|(user, _)| format!("{user}:***")))
+            .field("state", &self.state)
             .finish()
     }
 }
@@ -104,6 +107,7 @@ impl Default for RuntimeBuilder {
             tls_ca: None,
             tls_client_cert: None,
             credentials: None,
+            state: State::new(),
         }
     }
 }
@@ -156,6 +160,28 @@ impl RuntimeBuilder {
     /// `max_payload_bytes` wins.
     pub fn max_payload_bytes(mut self, limit: usize) -> Self {
         self.max_payload_bytes = limit;
+        self
+    }
+
+    /// Makes `value` available to every handler as `msg.state::<S>()` (one value per type):
+    /// a database pool, an HTTP client, a [`Producer`] for handlers that publish.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), streamx_runtime::Error> {
+    /// use streamx_runtime::{Consumer, HandlerError, Message, Producer, Runtime};
+    ///
+    /// async fn forward(msg: Message<serde_json::Value>) -> Result<(), HandlerError> {
+    ///     let producer = msg.state::<Producer>().ok_or("no producer")?;
+    ///     producer.publish("audit", msg.payload()).await?;
+    ///     Ok(())
+    /// }
+    ///
+    /// let producer = Producer::connect("redis://127.0.0.1:6379").await?;
+    /// Runtime::builder().state(producer).consumer(Consumer::new("orders", "audit", forward)).build()?.run().await
+    /// # }
+    /// ```
+    pub fn state<S: Send + Sync + 'static>(mut self, value: S) -> Self {
+        self.state.insert(value);
         self
     }
 
@@ -247,6 +273,7 @@ impl RuntimeBuilder {
             connect_timeout: self.connect_timeout,
             max_payload_bytes: self.max_payload_bytes,
             cleanup_idle: self.cleanup_idle,
+            state: self.state,
         })
     }
 }
@@ -301,6 +328,7 @@ pub struct Runtime {
     connect_timeout: Duration,
     max_payload_bytes: usize,
     cleanup_idle: Duration,
+    state: State,
 }
 
 static LOOP_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -358,6 +386,7 @@ impl Runtime {
                 max_payload_bytes: consumer.options.max_payload_bytes.unwrap_or(self.max_payload_bytes),
                 shutdown_timeout: self.shutdown_timeout,
                 cleanup_idle: self.cleanup_idle,
+                state: self.state.clone(),
             };
             tracing::info!(
                 consumer = %consumer.name(), stream = consumer.stream(), group = consumer.group(),

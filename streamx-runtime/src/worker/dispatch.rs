@@ -40,7 +40,8 @@ async fn run_handler(shared: &Shared, entry: RawEntry, attempt: u32) -> Outcome 
             kind: FailureKind::MissingPayload,
         };
     }
-    (shared.consumer.handler)(Delivery::new(shared.stream_arc.clone(), entry, attempt)).await
+    (shared.consumer.handler)(Delivery::new(shared.stream_arc.clone(), entry, attempt, shared.settings.state.clone()))
+        .await
 }
 
 async fn settle(shared: &Shared, id: MessageId, attempt: u32, outcome: Outcome) {

@@ -32,6 +32,7 @@ pub(crate) struct LoopSettings {
     pub max_payload_bytes: usize,
     pub shutdown_timeout: Duration,
     pub cleanup_idle: Duration,
+    pub state: crate::state::State,
 }
 
 /// A running consumer loop.

@@ -10,7 +10,6 @@
 //! Every handler records what it did by publishing a [`Handled`] record to the stream
 //! `app.handled` before it returns, so tests can account for every message id.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -49,10 +48,9 @@ struct Handled<'a> {
     pid: u32,
 }
 
-static PRODUCER: OnceLock<Producer> = OnceLock::new();
-
 async fn record(consumer: &str, msg: &Message<Job>) -> Result<(), HandlerError> {
-    let producer = PRODUCER.get().ok_or("producer not initialised")?;
+    // The producer comes from the runtime's state (see `main`): no globals.
+    let producer = msg.state::<Producer>().ok_or("no producer in the runtime state")?;
     let record = Handled {
         consumer,
         id: msg.id().to_string(),
@@ -117,9 +115,8 @@ async fn run() -> Result<(), streamx::Error> {
     if let Some(ms) = std::env::var("WORKER_SHUTDOWN_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()) {
         builder = builder.shutdown_timeout(Duration::from_millis(ms));
     }
-    let runtime = builder.build()?;
-    let producer = runtime.producer().await?;
-    let _ = PRODUCER.set(producer);
+    let producer = Producer::connect_with(&streamx::RedisUrl::from_env()?).await?;
+    let runtime = builder.state(producer).build()?;
     eprintln!("worker {} ready", std::process::id());
     runtime.run().await
 }
