@@ -7,7 +7,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::handler::{erase, ErasedHandler, HandlerArg, HandlerReturn};
-use crate::policy::{Backoff, DeadLetterTarget, Name, RetryPolicy, StartFrom};
+use crate::policy::{Name, RetryPolicy, StartFrom};
 use crate::registry::SourceLocation;
 
 /// Everything about a consumer besides its stream, group and handler. Every field has a
@@ -219,7 +219,3 @@ impl std::fmt::Debug for Consumer {
             .finish_non_exhaustive()
     }
 }
-
-/// Makes the unused-import lint see these as used by the macro expansion above.
-#[allow(dead_code)]
-type _Used = (Backoff, DeadLetterTarget, StartFrom);

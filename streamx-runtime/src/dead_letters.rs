@@ -31,7 +31,7 @@ use fred::types::Value;
 use crate::error::{Error, Result};
 use crate::handler::FailureKind;
 use crate::message::{Headers, MessageId};
-use crate::wire::{parse_entries, value_bytes, DATA_FIELD, HEADER_PREFIX};
+use crate::wire::{field, parse_entries, split_entry, value_bytes, Field, HEADER_PREFIX};
 
 /// Prefix of the fields a dead-letter entry adds.
 pub const DLQ_FIELD_PREFIX: &str = "dlq:";
@@ -175,11 +175,13 @@ impl DeadLetter {
                 b"dlq:kind" => d.kind = FailureKind::parse(&text()),
                 b"dlq:error" => d.error = text(),
                 b"dlq:at" => d.dead_lettered_at_ms = text().parse().unwrap_or(0),
-                k if k == DATA_FIELD.as_bytes() => d.payload = Some(v.clone()),
-                k if k.starts_with(HEADER_PREFIX.as_bytes()) => {
-                    d.headers.insert(String::from_utf8_lossy(&k[HEADER_PREFIX.len()..]), text());
-                }
-                _ => {}
+                k => match field(k) {
+                    Field::Data => d.payload = Some(v.clone()),
+                    Field::Header(name) => {
+                        d.headers.insert(String::from_utf8_lossy(name), text());
+                    }
+                    Field::Other => {}
+                },
             }
         }
         d
@@ -246,6 +248,12 @@ impl DeadLetters {
 
     /// Up to `limit` dead letters with ids greater than `after` (from the start when `None`).
     pub async fn list(&self, after: Option<MessageId>, limit: u64) -> Result<DeadLetterPage> {
+        let (entries, next) = self.page(after, limit).await?;
+        Ok(DeadLetterPage { total: self.count().await?, entries, next })
+    }
+
+    /// Up to `limit` dead letters after `after`, and the cursor of the next page.
+    async fn page(&self, after: Option<MessageId>, limit: u64) -> Result<(Vec<DeadLetter>, Option<MessageId>)> {
         let start = match after {
             Some(id) => format!("({id}"),
             None => "-".to_string(),
@@ -258,7 +266,7 @@ impl DeadLetters {
         let entries: Vec<DeadLetter> =
             raw_entries(reply).into_iter().map(|(id, fields)| DeadLetter::from_fields(id, fields)).collect();
         let next = if entries.len() as u64 >= limit.max(1) { entries.last().map(|e| e.id) } else { None };
-        Ok(DeadLetterPage { total: self.count().await?, entries, next })
+        Ok((entries, next))
     }
 
     /// One dead letter by its id.
@@ -276,13 +284,20 @@ impl DeadLetters {
     /// the dead-letter stream, atomically. Returns the new id on the origin stream, or `None`
     /// if no such dead letter exists.
     pub async fn replay(&self, id: MessageId) -> Result<Option<MessageId>> {
-        let Some(letter) = self.get(id).await? else { return Ok(None) };
+        match self.get(id).await? {
+            Some(letter) => self.replay_letter(&letter).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Moves `letter` (as listed) back to its origin stream; `None` if it is gone meanwhile.
+    async fn replay_letter(&self, letter: &DeadLetter) -> Result<Option<MessageId>> {
         let header_field = format!("{HEADER_PREFIX}{REPLAYED_FROM_HEADER}");
         let reply: Value = REPLAY_SCRIPT
             .evalsha_with_reload(
                 &self.client,
                 vec![self.stream.clone(), letter.origin_stream.clone()],
-                vec![id.to_string(), header_field],
+                vec![letter.id.to_string(), header_field],
             )
             .await
             .map_err(|e| Error::redis("EVALSHA (dead-letter replay)", &self.stream, e))?;
@@ -297,16 +312,16 @@ impl DeadLetters {
         let mut after = None;
         let end = self.last_id().await?;
         loop {
-            let page = self.list(after, 100).await?;
-            for letter in &page.entries {
+            let (letters, next) = self.page(after, 100).await?;
+            for letter in &letters {
                 if end.is_some_and(|end| letter.id > end) {
                     return Ok(replayed);
                 }
-                if self.replay(letter.id).await?.is_some() {
+                if self.replay_letter(letter).await?.is_some() {
                     replayed += 1;
                 }
             }
-            match page.next {
+            match next {
                 Some(next) => after = Some(next),
                 None => return Ok(replayed),
             }
@@ -338,17 +353,7 @@ fn raw_entries(reply: Value) -> Vec<(MessageId, Vec<(bytes::Bytes, bytes::Bytes)
     reply
         .into_array()
         .into_iter()
-        .filter_map(|entry| {
-            let mut parts = entry.into_array().into_iter();
-            let id = MessageId::parse_bytes(&value_bytes(parts.next()?)?)?;
-            let mut fields = Vec::new();
-            let mut it = parts.next().map(Value::into_array).unwrap_or_default().into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                if let (Some(k), Some(v)) = (value_bytes(k), value_bytes(v)) {
-                    fields.push((k, v));
-                }
-            }
-            Some((id, fields))
-        })
+        .filter_map(split_entry)
+        .map(|(id, fields)| (id, fields.map(Iterator::collect).unwrap_or_default()))
         .collect()
 }

@@ -107,22 +107,7 @@ impl Inspector {
     pub async fn consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
         let reply: Value =
             self.client.xinfo_consumers(stream, group).await.map_err(|e| Error::redis("XINFO CONSUMERS", stream, e))?;
-        Ok(reply
-            .into_array()
-            .into_iter()
-            .map(|c| {
-                let mut info = ConsumerInfo::default();
-                for (k, v) in pairs(c) {
-                    match k.as_str() {
-                        "name" => info.name = text(v),
-                        "pending" => info.pending = v.as_u64().unwrap_or(0),
-                        "idle" => info.idle_ms = v.as_u64().unwrap_or(0),
-                        _ => {}
-                    }
-                }
-                info
-            })
-            .collect())
+        Ok(parse_consumers(reply))
     }
 }
 
@@ -138,29 +123,55 @@ impl Inspector {
                 None => self.client.xpending(stream, group, (start.as_str(), "+", 1000)).await,
             }
             .map_err(|e| Error::redis("XPENDING", stream, e))?;
-            let rows = reply.into_array();
+            let rows = parse_pending(reply);
             let full = rows.len() >= 1000;
-            for row in rows {
-                let mut parts = row.into_array().into_iter();
-                let (Some(id), Some(consumer), Some(idle), Some(deliveries)) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                else {
-                    continue;
-                };
-                let Some(id) = value_bytes(id).and_then(|b| MessageId::parse_bytes(&b)) else { continue };
-                out.push(PendingEntry {
-                    id,
-                    consumer: text(consumer),
-                    idle_ms: idle.as_u64().unwrap_or(0),
-                    deliveries: deliveries.as_u64().unwrap_or(0),
-                });
-            }
+            out.extend(rows);
             match out.last() {
                 Some(last) if full => start = format!("({}", last.id),
                 _ => return Ok(out),
             }
         }
     }
+}
+
+/// Parses an XINFO CONSUMERS reply; a consumer missing its name, pending count or idle
+/// time is left out (so no caller acts on a default).
+pub(crate) fn parse_consumers(reply: Value) -> Vec<ConsumerInfo> {
+    reply
+        .into_array()
+        .into_iter()
+        .filter_map(|c| {
+            let (mut name, mut pending, mut idle_ms) = (None, None, None);
+            for (k, v) in pairs(c) {
+                match k.as_str() {
+                    "name" => name = Some(text(v)),
+                    "pending" => pending = v.as_u64(),
+                    "idle" => idle_ms = v.as_u64(),
+                    _ => {}
+                }
+            }
+            Some(ConsumerInfo { name: name?, pending: pending?, idle_ms: idle_ms? })
+        })
+        .collect()
+}
+
+/// Parses an extended XPENDING reply (`[id, consumer, idle, deliveries]` rows).
+pub(crate) fn parse_pending(reply: Value) -> Vec<PendingEntry> {
+    if reply.is_null() {
+        return Vec::new();
+    }
+    reply
+        .into_array()
+        .into_iter()
+        .filter_map(|row| {
+            let mut parts = row.into_array().into_iter();
+            let id = MessageId::parse_bytes(&value_bytes(parts.next()?)?)?;
+            let consumer = text(parts.next()?);
+            let idle_ms = parts.next()?.as_u64()?;
+            let deliveries = parts.next()?.as_u64()?;
+            Some(PendingEntry { id, consumer, idle_ms, deliveries })
+        })
+        .collect()
 }
 
 fn pairs(v: Value) -> Vec<(String, Value)> {

@@ -12,10 +12,8 @@ use crate::policy::DeadLetterTarget;
 /// The text Redis Cluster hashes for `key`: the first non-empty `{...}` section, or the
 /// whole key.
 pub fn hash_tag(key: &str) -> &str {
-    let tag = hash_tag_bytes(key.as_bytes());
-    // The tag is delimited by ASCII braces, so it starts and ends on char boundaries.
-    let start = tag.as_ptr() as usize - key.as_ptr() as usize;
-    &key[start..start + tag.len()]
+    // The tag is delimited by ASCII braces, so the range falls on char boundaries.
+    &key[hash_tag_range(key.as_bytes())]
 }
 
 /// A key derived from `base` (with `:suffix`) that shares `base`'s hash slot.
@@ -48,19 +46,20 @@ pub const SLOT_COUNT: u16 = 16384;
 /// assert_eq!(slot("{orders}:dlq"), slot("orders"));
 /// ```
 pub fn slot(key: impl AsRef<[u8]>) -> u16 {
-    crc16(hash_tag_bytes(key.as_ref())) % SLOT_COUNT
+    let key = key.as_ref();
+    crc16(&key[hash_tag_range(key)]) % SLOT_COUNT
 }
 
-fn hash_tag_bytes(key: &[u8]) -> &[u8] {
+/// Where the hashed part of `key` is: inside the first `{...}` if non-empty, else all of it.
+fn hash_tag_range(key: &[u8]) -> std::ops::Range<usize> {
     if let Some(open) = key.iter().position(|&b| b == b'{') {
-        let after = &key[open + 1..];
-        if let Some(close) = after.iter().position(|&b| b == b'}') {
-            if close > 0 {
-                return &after[..close];
+        if let Some(len) = key[open + 1..].iter().position(|&b| b == b'}') {
+            if len > 0 {
+                return open + 1..open + 1 + len;
             }
         }
     }
-    key
+    0..key.len()
 }
 
 /// CRC16/XMODEM (polynomial 0x1021, initial value 0), the checksum Redis Cluster uses.

@@ -165,14 +165,14 @@ impl Producer {
         options: &PublishOptions,
     ) -> Result<Vec<MessageId>> {
         let mut ids = Vec::with_capacity(payloads.len());
+        let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let client = self.client.get();
         for chunk in payloads.chunks(BATCH_CHUNK) {
             let pipeline = client.pipeline();
             for payload in chunk {
                 let data = encode(stream, payload)?;
-                let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
                 let _: () = pipeline
-                    .xadd(stream, options.no_mkstream, cap, "*", entry_fields(data, &options.headers))
+                    .xadd(stream, options.no_mkstream, cap.clone(), "*", entry_fields(data, &options.headers))
                     .await
                     .map_err(|e| Error::redis("XADD", stream, e))?;
             }

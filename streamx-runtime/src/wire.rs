@@ -46,23 +46,67 @@ pub(crate) fn value_bytes(value: Value) -> Option<Bytes> {
     }
 }
 
-/// Parses one `[id, [field, value, ...]]` entry (or `[id, nil]` for a deleted one).
-pub(crate) fn parse_entry(value: Value) -> Option<RawEntry> {
+/// The field/value pairs of an entry, as bytes (pairs that are not strings are skipped).
+pub(crate) struct FieldPairs(std::vec::IntoIter<Value>);
+
+impl Iterator for FieldPairs {
+    type Item = (Bytes, Bytes);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (k, v) = (self.0.next()?, self.0.next()?);
+            if let (Some(k), Some(v)) = (value_bytes(k), value_bytes(v)) {
+                return Some((k, v));
+            }
+        }
+    }
+}
+
+/// Splits one `[id, [field, value, ...]]` entry into its id and fields; the fields are
+/// `None` for `[id, nil]` (an entry deleted or trimmed while pending).
+pub(crate) fn split_entry(value: Value) -> Option<(MessageId, Option<FieldPairs>)> {
     let mut parts = value.into_array().into_iter();
     let id = MessageId::parse_bytes(&value_bytes(parts.next()?)?)?;
-    let fields = parts.next().unwrap_or(Value::Null);
-    if fields.is_null() {
-        return Some(RawEntry { id, data: None, headers: Headers::new(), deleted: true });
+    let fields = parts.next().filter(|f| !f.is_null()).map(|f| FieldPairs(f.into_array().into_iter()));
+    Some((id, fields))
+}
+
+/// What a field of an entry holds.
+pub(crate) enum Field<'a> {
+    /// The payload (`data`).
+    Data,
+    /// A header (`h:<name>`), with its name.
+    Header(&'a [u8]),
+    /// Anything else.
+    Other,
+}
+
+/// Classifies a field name.
+pub(crate) fn field(name: &[u8]) -> Field<'_> {
+    if name == DATA_FIELD.as_bytes() {
+        Field::Data
+    } else if let Some(header) = name.strip_prefix(HEADER_PREFIX.as_bytes()) {
+        Field::Header(header)
+    } else {
+        Field::Other
     }
+}
+
+/// Parses one `[id, [field, value, ...]]` entry (or `[id, nil]` for a deleted one).
+pub(crate) fn parse_entry(value: Value) -> Option<RawEntry> {
+    let (id, fields) = split_entry(value)?;
+    let Some(fields) = fields else {
+        return Some(RawEntry { id, data: None, headers: Headers::new(), deleted: true });
+    };
     let mut data = None;
     let mut headers = Headers::new();
-    let mut it = fields.into_array().into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        let (Some(k), Some(v)) = (value_bytes(k), value_bytes(v)) else { continue };
-        if &k[..] == DATA_FIELD.as_bytes() {
-            data = Some(v);
-        } else if let Some(name) = k.strip_prefix(HEADER_PREFIX.as_bytes()) {
-            headers.insert(String::from_utf8_lossy(name), String::from_utf8_lossy(&v));
+    for (k, v) in fields {
+        match field(&k) {
+            Field::Data => data = Some(v),
+            Field::Header(name) => {
+                headers.insert(String::from_utf8_lossy(name), String::from_utf8_lossy(&v));
+            }
+            Field::Other => {}
         }
     }
     Some(RawEntry { id, data, headers, deleted: false })

@@ -24,8 +24,9 @@ use super::dispatch::{age, dead_letter};
 use super::reader::dispatch_tracked;
 use super::state::{lock, ConsumerStats, Shared};
 use crate::handler::FailureKind;
+use crate::inspect::{parse_consumers, parse_pending, PendingEntry};
 use crate::message::MessageId;
-use crate::wire::{parse_entries, value_bytes};
+use crate::wire::parse_entries;
 
 /// Pending entries examined per XPENDING page.
 const SCAN_PAGE: u64 = 100;
@@ -99,30 +100,6 @@ pub(crate) async fn release(shared: &Shared, ids: &[MessageId]) {
     tracing::info!(consumer = %shared.name, count = ids.len(), "handed unfinished messages back to the group");
 }
 
-/// One pending entry as XPENDING reports it.
-struct Pending {
-    id: MessageId,
-    deliveries: u32,
-}
-
-fn parse_pending(reply: Value) -> Vec<Pending> {
-    if reply.is_null() {
-        return Vec::new();
-    }
-    reply
-        .into_array()
-        .into_iter()
-        .filter_map(|row| {
-            let mut parts = row.into_array().into_iter();
-            let id = MessageId::parse_bytes(&value_bytes(parts.next()?)?)?;
-            let _consumer = parts.next();
-            let _idle = parts.next();
-            let deliveries = parts.next().and_then(|v| v.as_u64()).unwrap_or(1) as u32;
-            Some(Pending { id, deliveries })
-        })
-        .collect()
-}
-
 /// Walks the PEL for entries idle at least `claim_idle` and takes them over.
 async fn scan(shared: &Arc<Shared>, shutdown: &CancellationToken) {
     let claim_idle_ms = shared.consumer.options.claim_idle.as_millis() as u64;
@@ -144,14 +121,16 @@ async fn scan(shared: &Arc<Shared>, shutdown: &CancellationToken) {
         };
         let Some(last) = page.last().map(|p| p.id) else { return };
         let full = page.len() as u64 >= SCAN_PAGE;
-        let (exhausted, retry): (Vec<_>, Vec<_>) = page.into_iter().partition(|p| p.deliveries >= max_deliveries);
+        let (exhausted, retry): (Vec<_>, Vec<_>) =
+            page.into_iter().partition(|p| p.deliveries >= u64::from(max_deliveries));
         for p in exhausted {
             if claim_just_id(shared, p.id, shared.consumer.options.claim_idle).await {
                 let error = format!(
                     "delivered {} times without completing (its consumer died or lost it each time)",
                     p.deliveries
                 );
-                dead_letter(shared, p.id, p.deliveries, FailureKind::DeliveryLimit, &error).await;
+                let deliveries = u32::try_from(p.deliveries).unwrap_or(u32::MAX);
+                dead_letter(shared, p.id, deliveries, FailureKind::DeliveryLimit, &error).await;
             }
         }
         if !retry.is_empty() && !claim_and_dispatch(shared, retry, shared.consumer.options.claim_idle, shutdown).await {
@@ -175,11 +154,11 @@ async fn claim_just_id(shared: &Shared, id: MessageId, min_idle: Duration) -> bo
 /// Claims the given entries (counting a delivery each) and runs their handlers.
 async fn claim_and_dispatch(
     shared: &Arc<Shared>,
-    pending: Vec<Pending>,
+    pending: Vec<PendingEntry>,
     min_idle: Duration,
     shutdown: &CancellationToken,
 ) -> bool {
-    let deliveries: HashMap<MessageId, u32> = pending.iter().map(|p| (p.id, p.deliveries)).collect();
+    let deliveries: HashMap<MessageId, u64> = pending.iter().map(|p| (p.id, p.deliveries)).collect();
     let ids: Vec<MessageId> = pending.iter().map(|p| p.id).collect();
     let reply = shared.claim(&ids, min_idle, None, false).await;
     let entries = match reply {
@@ -198,7 +177,8 @@ async fn claim_and_dispatch(
     let work: Vec<_> = entries
         .into_iter()
         .map(|e| {
-            let attempt = deliveries.get(&e.id).copied().unwrap_or(1).saturating_add(1);
+            let delivered = deliveries.get(&e.id).copied().unwrap_or(1);
+            let attempt = u32::try_from(delivered).unwrap_or(u32::MAX).saturating_add(1);
             (e, attempt)
         })
         .collect();
@@ -211,24 +191,12 @@ async fn cleanup(shared: &Shared) {
     let threshold = shared.settings.cleanup_idle.as_millis() as u64;
     let reply: Result<Value, _> = shared.command.get().xinfo_consumers(shared.stream(), shared.group()).await;
     let Ok(reply) = reply else { return };
-    for consumer in reply.into_array() {
-        let mut name = None;
-        let (mut pending, mut idle) = (u64::MAX, 0u64);
-        let mut it = consumer.into_array().into_iter();
-        while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            match k.as_str().as_deref() {
-                Some("name") => name = v.as_string(),
-                Some("pending") => pending = v.as_u64().unwrap_or(u64::MAX),
-                Some("idle") => idle = v.as_u64().unwrap_or(0),
-                _ => {}
-            }
-        }
-        let Some(name) = name else { continue };
-        if pending == 0 && idle > threshold && name != shared.consumer_name() {
+    for consumer in parse_consumers(reply) {
+        if consumer.pending == 0 && consumer.idle_ms > threshold && consumer.name != shared.consumer_name() {
             let result: Result<Value, _> =
-                shared.command.get().xgroup_delconsumer(shared.stream(), shared.group(), name.as_str()).await;
+                shared.command.get().xgroup_delconsumer(shared.stream(), shared.group(), consumer.name.as_str()).await;
             if result.is_ok() {
-                tracing::info!(consumer = %shared.name, removed = %name, idle_ms = idle, "removed an idle consumer that owned nothing");
+                tracing::info!(consumer = %shared.name, removed = %consumer.name, idle_ms = consumer.idle_ms, "removed an idle consumer that owned nothing");
             }
         }
     }

@@ -268,7 +268,8 @@ async fn shutdown_is_prompt_and_lets_running_handlers_finish(topology: Topology)
     // An idle runtime (blocked in XREADGROUP with nothing to read) stops promptly too.
     let runtime =
         start_runtime(server.url(), vec![recorder(&unique_name("idle"), "g").0.block(Duration::from_secs(5))]).await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // let the read block on the server
+    wait_until(Duration::from_secs(10), "the reader blocked in XREADGROUP", || async { server.blocked_readers() >= 1 })
+        .await;
     let t0 = Instant::now();
     runtime.shutdown().await.unwrap();
     assert!(t0.elapsed() < Duration::from_secs(2), "idle shutdown took {:?}", t0.elapsed());

@@ -82,6 +82,23 @@ impl TestRedis {
         }
     }
 
+    /// How many clients are blocked in XREADGROUP, over every node.
+    pub fn blocked_readers(&self) -> usize {
+        let ports: Vec<u16> = match self {
+            TestRedis::Standalone(s) => vec![s.port()],
+            TestRedis::Cluster(c) => c.nodes().iter().map(|n| n.port()).collect(),
+        };
+        ports
+            .into_iter()
+            .map(|port| {
+                redis_cli_at(port, false, &["CLIENT", "LIST"])
+                    .lines()
+                    .filter(|l| l.contains("cmd=xreadgroup") && l.contains("flags=b"))
+                    .count()
+            })
+            .sum()
+    }
+
     /// Runs `redis-cli` (in cluster mode, following redirects) and returns its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         match self {
