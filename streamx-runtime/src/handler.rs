@@ -116,6 +116,9 @@ pub enum FailureKind {
     /// The message was delivered `max_retries + 1` times without a result (each time the
     /// consumer died or lost it), e.g. a message that crashes its worker.
     DeliveryLimit,
+    /// The entry was deleted from the stream (trimmed, `XDEL`) while it was pending: only
+    /// its id and the group's bookkeeping are left, no payload.
+    Trimmed,
 }
 
 impl FailureKind {
@@ -130,6 +133,7 @@ impl FailureKind {
             FailureKind::InvalidJson => "invalid_json",
             FailureKind::WrongShape => "wrong_shape",
             FailureKind::DeliveryLimit => "delivery_limit",
+            FailureKind::Trimmed => "trimmed",
         }
     }
 
@@ -144,6 +148,7 @@ impl FailureKind {
             FailureKind::InvalidJson,
             FailureKind::WrongShape,
             FailureKind::DeliveryLimit,
+            FailureKind::Trimmed,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -392,7 +397,7 @@ mod tests {
 
     #[test]
     fn failure_kinds_round_trip() {
-        for k in [FailureKind::Error, FailureKind::DeliveryLimit, FailureKind::WrongShape] {
+        for k in [FailureKind::Error, FailureKind::DeliveryLimit, FailureKind::WrongShape, FailureKind::Trimmed] {
             assert_eq!(FailureKind::parse(k.as_str()), Some(k));
         }
     }

@@ -38,7 +38,7 @@ pub use registry::{registered, Registration, SourceLocation};
 pub use runtime::{run, RunningRuntime, Runtime, RuntimeBuilder, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use state::State;
 pub use wire::{DATA_FIELD, HEADER_PREFIX};
-pub use worker::ConsumerStats;
+pub use worker::{ConsumerStats, ConsumerStatsSnapshot};
 
 /// Not public API: what `#[stream_consumer]` expands to. May change in any release.
 #[doc(hidden)]

@@ -118,6 +118,9 @@ pub(crate) async fn dead_letter(shared: &Shared, id: MessageId, deliveries: u32,
             ConsumerStats::bump(&shared.stats.dead_lettered, 1);
         }
         Ok(None) => tracing::info!("message was no longer pending; not dead-lettered"),
-        Err(e) => tracing::error!(error = %e, "cannot move the message to the dead-letter stream; it stays pending"),
+        Err(e) => {
+            ConsumerStats::bump(&shared.stats.dead_letter_failures, 1);
+            tracing::error!(error = %e, "cannot move the message to the dead-letter stream; it stays pending")
+        }
     }
 }

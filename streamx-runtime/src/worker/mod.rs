@@ -20,7 +20,7 @@ use crate::consumer::Consumer;
 use crate::error::Result;
 
 pub(crate) use group::ensure_group;
-pub use state::ConsumerStats;
+pub use state::{ConsumerStats, ConsumerStatsSnapshot};
 use state::Shared;
 
 /// Settings the runtime passes to every consumer loop.

@@ -106,6 +106,14 @@ impl TestRedis {
             TestRedis::Cluster(c) => redis_cli_at(c.nodes()[0].port(), true, args),
         }
     }
+
+    /// Runs `redis-cli args...` against every node (e.g. `CLIENT KILL`); their outputs.
+    pub fn cli_all(&self, args: &[&str]) -> Vec<String> {
+        match self {
+            TestRedis::Standalone(s) => vec![redis_cli_at(s.port(), false, args)],
+            TestRedis::Cluster(c) => c.nodes().iter().map(|n| redis_cli_at(n.port(), false, args)).collect(),
+        }
+    }
 }
 
 /// Declares, for each `async fn NAME(topology: Topology)` in the test file, a module
