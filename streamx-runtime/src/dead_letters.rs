@@ -11,14 +11,16 @@
 //! | `dlq:group` | the consumer group that gave up on it |
 //! | `dlq:consumer` | the consumer that moved it |
 //! | `dlq:deliveries` | how many times it was delivered |
-//! | `dlq:kind` | why: `error`, `permanent`, `panic`, `missing_payload`, `payload_too_large`, `invalid_json`, `wrong_shape`, `delivery_limit` |
+//! | `dlq:kind` | why: `error`, `permanent`, `panic`, `missing_payload`, `payload_too_large`, `invalid_json`, `wrong_shape`, `delivery_limit`, `trimmed` |
 //! | `dlq:error` | the last error text |
 //! | `dlq:at` | when it was moved (Unix milliseconds) |
 //!
-//! The move is one Lua script: XACK the original and, only if that acknowledged it, copy
-//! it with XADD. Both keys share a hash slot (see [`crate::keys`]), so the script is legal
-//! on Redis Cluster, and it runs atomically: a crash cannot lose the message or write two
-//! dead-letter entries for it.
+//! The move is one Lua script: only if the entry is still pending for the consumer giving up
+//! on it, copy it with XADD, then XACK it. Both keys share a hash slot (see
+//! [`crate::keys`]), so the script is legal on Redis Cluster, and it runs atomically: a crash
+//! cannot lose the message or write two dead-letter entries for it, and a failing XADD
+//! leaves the entry pending. (Entries too wide for Lua are copied by the client; see
+//! [`move_to_dead_letters`].)
 
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,17 +41,26 @@ pub const DLQ_FIELD_PREFIX: &str = "dlq:";
 /// The header a replayed message carries: the id it had in the dead-letter stream.
 pub const REPLAYED_FROM_HEADER: &str = "streamx-replayed-from";
 
+/// Moves one failed entry to the dead-letter stream, only if it is still pending for the
+/// consumer that gives up on it. The dead letter is written first and the XACK comes last, so
+/// an error (a dead-letter key of the wrong type, say) leaves the entry pending and writes
+/// nothing; a crash before the script runs changes nothing, after it both happened.
+///
+/// Lua cannot pass more than about 8,000 values to one command (`unpack`), so an entry with
+/// more fields than [`WIDE_ENTRY_FIELDS`] is not copied here: the script answers
+/// `STREAMX_WIDE` and [`move_to_dead_letters`] copies it from the client instead.
 static MOVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
+    crate::scripts::assemble(
+        &[],
         r#"
--- KEYS: origin stream, dead-letter stream
--- ARGV: group, id, consumer, deliveries, kind, error, at
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then
-  return false
-end
+-- KEYS: origin stream, dead-letter stream, take-over marks
+-- ARGV: group, id, consumer, deliveries, kind, error, at, max fields
+local mine = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+if not mine[1] then return false end
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 local fields = {}
 if found[1] then fields = found[1][2] end
+if #fields > tonumber(ARGV[8]) then return 'STREAMX_WIDE' end
 table.insert(fields, 'dlq:stream');     table.insert(fields, KEYS[1])
 table.insert(fields, 'dlq:id');         table.insert(fields, ARGV[2])
 table.insert(fields, 'dlq:group');      table.insert(fields, ARGV[1])
@@ -58,10 +69,38 @@ table.insert(fields, 'dlq:deliveries'); table.insert(fields, ARGV[4])
 table.insert(fields, 'dlq:kind');       table.insert(fields, ARGV[5])
 table.insert(fields, 'dlq:error');      table.insert(fields, ARGV[6])
 table.insert(fields, 'dlq:at');         table.insert(fields, ARGV[7])
-return redis.call('XADD', KEYS[2], '*', unpack(fields))
+local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+return id
 "#,
     )
 });
+
+/// Second step of the client-side move of a wide entry: acknowledges it if it is still
+/// pending for this consumer, else removes the dead letter just written (someone else took
+/// the entry over and will decide its fate).
+static ACK_WIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    crate::scripts::assemble(
+        &[],
+        r#"
+-- KEYS: origin stream, dead-letter stream, take-over marks
+-- ARGV: group, id, consumer, dead-letter id
+local mine = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
+if not mine[1] then
+  redis.call('XDEL', KEYS[2], ARGV[4])
+  return 0
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// Entries with more fields than this are dead-lettered by the client (see [`MOVE_SCRIPT`]):
+/// `unpack` fails at about 8,000 values, and the dead letter adds 16.
+const WIDE_ENTRY_FIELDS: usize = 7_900;
 
 static REPLAY_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
@@ -99,14 +138,36 @@ pub(crate) struct Failure<'a> {
     pub error: &'a str,
 }
 
-/// Moves a failed entry to `dlq` and acknowledges it, atomically. Returns the dead-letter
-/// entry's id, or `None` when the entry was no longer pending (someone else finished it).
-pub(crate) async fn move_to_dead_letters(client: &Client, dlq: &str, f: &Failure<'_>) -> Result<Option<MessageId>> {
+impl Failure<'_> {
+    fn dlq_fields(&self, at: u128) -> Vec<(String, String)> {
+        vec![
+            ("dlq:stream".into(), self.stream.to_string()),
+            ("dlq:id".into(), self.id.to_string()),
+            ("dlq:group".into(), self.group.to_string()),
+            ("dlq:consumer".into(), self.consumer.to_string()),
+            ("dlq:deliveries".into(), self.deliveries.to_string()),
+            ("dlq:kind".into(), self.kind.as_str().to_string()),
+            ("dlq:error".into(), self.error.to_string()),
+            ("dlq:at".into(), at.to_string()),
+        ]
+    }
+}
+
+/// Moves a failed entry to `dlq` and acknowledges it, only if it is still pending for
+/// `f.consumer` (see [`MOVE_SCRIPT`]). Returns the dead-letter entry's id, or `None` when
+/// the entry was no longer this consumer's (someone else finished or took it over). On an
+/// error nothing was acknowledged: the entry stays pending.
+pub(crate) async fn move_to_dead_letters(
+    client: &Client,
+    dlq: &str,
+    marks: &str,
+    f: &Failure<'_>,
+) -> Result<Option<MessageId>> {
     let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let reply: Value = MOVE_SCRIPT
         .evalsha_with_reload(
             client,
-            vec![f.stream.to_string(), dlq.to_string()],
+            vec![f.stream.to_string(), dlq.to_string(), marks.to_string()],
             vec![
                 f.group.to_string(),
                 f.id.to_string(),
@@ -115,11 +176,57 @@ pub(crate) async fn move_to_dead_letters(client: &Client, dlq: &str, f: &Failure
                 f.kind.as_str().to_string(),
                 f.error.to_string(),
                 at.to_string(),
+                WIDE_ENTRY_FIELDS.to_string(),
             ],
         )
         .await
         .map_err(|e| Error::redis("EVALSHA (dead-letter move)", f.stream, e))?;
+    if reply.as_str().is_some_and(|s| s == "STREAMX_WIDE") {
+        return Box::pin(move_wide_entry(client, dlq, marks, f, at)).await;
+    }
     Ok(value_bytes(reply).and_then(|b| MessageId::parse_bytes(&b)))
+}
+
+/// The move of an entry too wide for Lua: the client copies it with its own XADD, then a
+/// script acknowledges it if it is still this consumer's. A crash between the two leaves the
+/// entry pending and its dead letter written; the next attempt writes a second one (the only
+/// case where a message can have two dead letters).
+async fn move_wide_entry(
+    client: &Client,
+    dlq: &str,
+    marks: &str,
+    f: &Failure<'_>,
+    at: u128,
+) -> Result<Option<MessageId>> {
+    let id = f.id.to_string();
+    let reply: Value =
+        client.xrange(f.stream, id.as_str(), id.as_str(), Some(1)).await.map_err(|e| Error::redis("XRANGE", f.stream, e))?;
+    let mut fields: Vec<(Value, Value)> = raw_entries(reply)
+        .into_iter()
+        .next()
+        .map(|(_, fields)| fields.into_iter().map(|(k, v)| (Value::Bytes(k), Value::Bytes(v))).collect())
+        .unwrap_or_default();
+    fields.extend(f.dlq_fields(at).into_iter().map(|(k, v)| (Value::from(k), Value::from(v))));
+    let args: Vec<(fred::types::Key, Value)> = fields
+        .into_iter()
+        .filter_map(|(k, v)| value_bytes(k).map(|k| (fred::types::Key::from(k), v)))
+        .collect();
+    let written: Value = client
+        .xadd(dlq, false, None::<()>, "*", args)
+        .await
+        .map_err(|e| Error::redis("XADD (dead letter)", dlq, e))?;
+    let Some(dlq_id) = value_bytes(written).and_then(|b| MessageId::parse_bytes(&b)) else {
+        return Ok(None);
+    };
+    let acked: i64 = ACK_WIDE_SCRIPT
+        .evalsha_with_reload(
+            client,
+            vec![f.stream.to_string(), dlq.to_string(), marks.to_string()],
+            vec![f.group.to_string(), id, f.consumer.to_string(), dlq_id.to_string()],
+        )
+        .await
+        .map_err(|e| Error::redis("EVALSHA (dead-letter ack)", f.stream, e))?;
+    Ok((acked == 1).then_some(dlq_id))
 }
 
 /// One entry of a dead-letter stream.

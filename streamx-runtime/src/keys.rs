@@ -6,6 +6,14 @@
 //!   only the text inside `{...}`, so `{orders}:dlq` lives in the slot of `orders`);
 //! - when the stream name already has a hash tag (`{shop}.orders`), the suffix is appended:
 //!   `{shop}.orders:dlq`.
+//!
+//! Per consumer group, the engine keeps three small keys next to the stream (same slot):
+//! - `{orders}:retries:<group>`: the retry schedule, a sorted set of entry ids scored by the
+//!   time (Unix ms, Redis clock) their next attempt is due;
+//! - `{orders}:consumers:<group>`: consumer heartbeats, a sorted set of consumer names scored
+//!   by their last heartbeat (Unix ms, Redis clock);
+//! - `{orders}:takeovers:<group>`: ids taken over from a stopped consumer and started since,
+//!   so that a crash during such a run is pinned on them (crash-loop isolation).
 
 use crate::policy::DeadLetterTarget;
 
@@ -32,6 +40,21 @@ pub fn dead_letter_stream(stream: &str, target: &DeadLetterTarget) -> Option<Str
         DeadLetterTarget::Disabled => None,
         DeadLetterTarget::Stream(name) => Some((*name).to_string()),
     }
+}
+
+/// The retry schedule of `group` on `stream` (see the module docs).
+pub fn retry_schedule(stream: &str, group: &str) -> String {
+    derived_key(stream, &format!("retries:{group}"))
+}
+
+/// The consumer heartbeats of `group` on `stream` (see the module docs).
+pub fn heartbeats(stream: &str, group: &str) -> String {
+    derived_key(stream, &format!("consumers:{group}"))
+}
+
+/// The take-over marks of `group` on `stream` (see the module docs).
+pub fn takeover_marks(stream: &str, group: &str) -> String {
+    derived_key(stream, &format!("takeovers:{group}"))
 }
 
 /// Number of hash slots in a Redis Cluster.
@@ -87,6 +110,10 @@ mod tests {
         assert_eq!(slot("foo"), 12182);
         assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
         assert_eq!(hash_tag("a{}b"), "a{}b");
+        for key in [retry_schedule("orders", "g"), heartbeats("orders", "g"), takeover_marks("{shop}.orders", "g")] {
+            assert_eq!(slot(&key), slot(if key.starts_with("{shop}") { "{shop}.orders" } else { "orders" }));
+        }
+        assert_eq!(retry_schedule("orders", "billing"), "{orders}:retries:billing");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod message;
 mod policy;
 mod producer;
 mod registry;
+mod scripts;
 mod runtime;
 mod shutdown;
 mod state;
@@ -38,7 +39,7 @@ pub use registry::{registered, Registration, SourceLocation};
 pub use runtime::{run, RunningRuntime, Runtime, RuntimeBuilder, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use state::State;
 pub use wire::{DATA_FIELD, HEADER_PREFIX};
-pub use worker::{ConsumerStats, ConsumerStatsSnapshot};
+pub use worker::{ConsumerStats, ConsumerStatsSnapshot, SCHEDULED_CONSUMER};
 
 /// Not public API: what `#[stream_consumer]` expands to. May change in any release.
 #[doc(hidden)]

@@ -1,14 +1,17 @@
 //! Batched acknowledgements: handler tasks queue ids; one task sends them as one XACK per
-//! round trip. An id is queued only after its handler succeeded, and waits at most for the
-//! XACK in flight before it (no timer: the batch is whatever queued meanwhile).
+//! round trip. An id is queued only after its handler succeeded, waits at most for the XACK
+//! in flight before it (no timer: the batch is whatever queued meanwhile), and stays held by
+//! this consumer until Redis has the XACK (so a shutdown never hands back a handled entry
+//! whose acknowledgement is still on its way, nor forgets one whose XACK failed).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use fred::interfaces::StreamsInterface;
+use fred::interfaces::{SetsInterface, StreamsInterface};
 use tokio::sync::mpsc;
 
-use super::state::{ConsumerStats, Shared};
+use super::shared::Shared;
+use super::stats::ConsumerStats;
+use super::ticker::RetryDelay;
 use crate::message::MessageId;
 
 pub(crate) type AckSender = mpsc::UnboundedSender<MessageId>;
@@ -16,6 +19,9 @@ pub(crate) type AckReceiver = mpsc::UnboundedReceiver<MessageId>;
 
 /// The most ids sent in one XACK.
 const MAX_ACK_BATCH: usize = 1000;
+
+/// Attempts of the last XACKs once the loop is stopping (the drain hands back what fails).
+const LAST_ATTEMPTS: u32 = 3;
 
 pub(crate) async fn run(shared: Arc<Shared>, mut rx: AckReceiver) {
     let mut batch: Vec<MessageId> = Vec::with_capacity(64);
@@ -25,30 +31,49 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: AckReceiver) {
     }
 }
 
-/// Sends one XACK for `ids`, retrying transient failures a few times. An id whose ack is
-/// lost stays pending and is redelivered after `claim_idle` (at-least-once).
+/// Sends one XACK for `ids` (and clears the take-over marks of those that had one), retrying
+/// failures with backoff; once the loop is stopping, a few more attempts, after which the
+/// entries stay pending and are handed back by the drain (redelivered: at-least-once).
 async fn send(shared: &Shared, ids: &[MessageId]) {
     let strs: Vec<String> = ids.iter().map(MessageId::to_string).collect();
-    let mut delay = Duration::from_millis(50);
-    for attempt in 1..=5 {
+    let marked: Vec<String> = ids.iter().filter(|id| shared.is_taken_over(**id)).map(MessageId::to_string).collect();
+    let mut delay = RetryDelay::new();
+    let mut last_attempts = 0;
+    loop {
         let client = shared.command.get();
         let result: Result<u64, _> = client.xack(shared.stream(), shared.group(), strs.clone()).await;
         match result {
             Ok(_) => {
                 ConsumerStats::bump(&shared.stats.ack_batches, 1);
+                if !marked.is_empty() {
+                    let cleared: Result<u64, _> = client.srem(&shared.keys.marks, marked.clone()).await;
+                    if let Err(e) = cleared {
+                        tracing::debug!(consumer = %shared.name, error = %e, "cannot clear take-over marks");
+                    }
+                }
+                shared.untrack(ids.iter().copied());
                 return;
             }
             Err(e) if crate::error::is_no_group(&e) => {
-                tracing::warn!(consumer = %shared.name, count = ids.len(), "XACK: the group is gone (Redis restarted or flushed?); these entries are lost with it");
+                tracing::warn!(consumer = %shared.name, count = ids.len(), "XACK: the group is gone (Redis restarted or flushed?); these entries are gone with it");
+                shared.untrack(ids.iter().copied());
                 return;
             }
             Err(e) => {
-                tracing::warn!(consumer = %shared.name, attempt, error = %e, "XACK failed; retrying");
+                tracing::warn!(consumer = %shared.name, error = %e, retry_in = ?delay.current(), "XACK failed; retrying");
                 shared.command_failed(&client, &e).await;
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+                if shared.stopping.is_cancelled() {
+                    last_attempts += 1;
+                    if last_attempts >= LAST_ATTEMPTS {
+                        tracing::error!(consumer = %shared.name, count = ids.len(), "XACK kept failing at shutdown; these entries stay pending and will be redelivered");
+                        return;
+                    }
+                }
+                // While running, keep trying; at shutdown the wait is short-circuited.
+                let never = tokio_util::sync::CancellationToken::new();
+                let stop = if shared.stopping.is_cancelled() { &never } else { &shared.stopping };
+                delay.wait(stop).await;
             }
         }
     }
-    tracing::error!(consumer = %shared.name, count = ids.len(), "XACK kept failing; these entries stay pending and will be redelivered");
 }

@@ -1,32 +1,141 @@
-//! One delivery: run the handler under its concurrency permit, then act on the outcome
-//! (acknowledge, schedule a retry, or dead-letter).
+//! One delivery: a permit, the handler, then what its outcome asks for (acknowledge, park
+//! for a retry, or dead-letter), retried with backoff while Redis fails so nothing is ever
+//! acknowledged without its dead letter nor forgotten.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use fred::types::Value;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use super::state::{lock, ConsumerStats, Shared};
+use super::retries::{self, Parking};
+use super::shared::Shared;
+use super::stats::ConsumerStats;
+use super::ticker::RetryDelay;
 use crate::dead_letters::{move_to_dead_letters, Failure};
 use crate::handler::{Delivery, FailureKind, Outcome};
 use crate::message::MessageId;
-use crate::wire::RawEntry;
+use crate::wire::{parse_entry, RawEntry};
 
-pub(crate) async fn handle(shared: Arc<Shared>, entry: RawEntry, attempt: u32, permit: OwnedSemaphorePermit) {
+/// An entry a script claimed for this consumer: the entry, the delivery count the claim
+/// set (this delivery included), and whether it is a crash suspect (see
+/// [`super::takeover`]).
+pub(crate) struct Claimed {
+    pub entry: RawEntry,
+    pub count: u32,
+    pub suspect: bool,
+}
+
+impl Claimed {
+    /// Parses a script's `[[id, fields, count, suspect], ...]`.
+    pub fn parse_all(reply: Value) -> Vec<Claimed> {
+        if reply.is_null() {
+            return Vec::new();
+        }
+        reply
+            .into_array()
+            .into_iter()
+            .filter_map(|item| {
+                let mut parts = item.into_array().into_iter();
+                let (id, fields) = (parts.next()?, parts.next()?);
+                let count = parts.next().and_then(|v| v.as_u64()).unwrap_or(1);
+                let suspect = parts.next().and_then(|v| v.as_u64()).unwrap_or(0) == 1;
+                let entry = parse_entry(Value::Array(vec![id, fields]))?;
+                Some(Claimed { entry, count: u32::try_from(count).unwrap_or(u32::MAX), suspect })
+            })
+            .collect()
+    }
+}
+
+/// Waits for one permit (in turn with the reader), then takes every other free one without
+/// waiting: what a claim may take. `None` once the loop stops.
+pub(crate) async fn take_permits(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+    let mut permits = tokio::select! {
+        biased;
+        _ = shared.stopping.cancelled() => return None,
+        permit = shared.permits.clone().acquire_owned() => permit.ok()?,
+    };
+    let free = shared.permits.available_permits();
+    if free > 0 {
+        if let Ok(more) = shared.permits.clone().try_acquire_many_owned(free as u32) {
+            permits.merge(more);
+        }
+    }
+    Some(permits)
+}
+
+/// Starts the handlers of claimed entries, one permit each out of `permits` (taken before
+/// the claim, so a claim never takes more than can start at once).
+pub(crate) fn start_claimed(
+    shared: &Arc<Shared>,
+    claimed: Vec<Claimed>,
+    mut permits: OwnedSemaphorePermit,
+    taken_over: bool,
+) {
+    if claimed.is_empty() {
+        return;
+    }
+    ConsumerStats::bump(&shared.stats.delivered, claimed.len() as u64);
+    if taken_over {
+        ConsumerStats::bump(&shared.stats.claimed, claimed.len() as u64);
+    }
+    for c in claimed {
+        let Some(permit) = permits.split(1) else {
+            // The scripts claim at most as many entries as there are permits; if one ever
+            // exceeded that, it stays pending here and the reconciliation takes it up.
+            tracing::error!(consumer = %shared.name, id = %c.entry.id, "claimed more entries than permits");
+            continue;
+        };
+        shared.track_claimed(c.entry.id, c.count, taken_over);
+        start(shared, c.entry, c.count, permit);
+    }
+}
+
+/// Runs the handler of `entry` (delivery `attempt`) on its own task, holding `permit`.
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    entry: RawEntry,
+    attempt: u32,
+    permit: OwnedSemaphorePermit,
+) -> tokio::task::JoinHandle<()> {
+    let id = entry.id;
+    let task = shared.tasks.spawn(handle(shared.clone(), entry, attempt, permit));
+    shared.started(id, Some(task.abort_handle()));
+    task
+}
+
+async fn handle(shared: Arc<Shared>, entry: RawEntry, attempt: u32, permit: OwnedSemaphorePermit) {
     let id = entry.id;
     let span =
         tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
     async {
         let outcome = run_handler(&shared, entry, attempt).await;
-        settle(&shared, id, attempt, outcome).await;
+        settle(&shared, id, attempt, outcome, permit).await;
     }
     .instrument(span)
     .await;
-    drop(permit);
 }
 
 async fn run_handler(shared: &Shared, entry: RawEntry, attempt: u32) -> Outcome {
+    let max = shared.consumer.options.retry.max_deliveries();
+    if attempt > max {
+        // Its earlier deliveries may all have started (its consumers stopped each time, or
+        // its dead letter could not be written): never run it more than max_retries + 1 times.
+        return Outcome::Rejected {
+            reason: format!(
+                "delivered {} times without completing (its consumer stopped or lost it each time)",
+                attempt - 1
+            ),
+            kind: FailureKind::DeliveryLimit,
+        };
+    }
+    if entry.deleted {
+        return Outcome::Rejected {
+            reason: "the entry was deleted from the stream (trimmed or XDEL) while it was pending".to_string(),
+            kind: FailureKind::Trimmed,
+        };
+    }
     let limit = shared.settings.max_payload_bytes;
     if let Some(len) = entry.data.as_ref().map(|d| d.len()).filter(|len| *len > limit) {
         return Outcome::Rejected {
@@ -34,70 +143,77 @@ async fn run_handler(shared: &Shared, entry: RawEntry, attempt: u32) -> Outcome 
             kind: FailureKind::PayloadTooLarge,
         };
     }
-    if entry.deleted {
-        return Outcome::Rejected {
-            reason: "the entry was deleted from the stream (trimmed?) before it was handled".to_string(),
-            kind: FailureKind::MissingPayload,
-        };
-    }
     (shared.consumer.handler)(Delivery::new(shared.stream_arc.clone(), entry, attempt, shared.settings.state.clone()))
         .await
 }
 
-async fn settle(shared: &Shared, id: MessageId, attempt: u32, outcome: Outcome) {
-    shared.untrack(id);
+async fn settle(shared: &Shared, id: MessageId, attempt: u32, outcome: Outcome, permit: OwnedSemaphorePermit) {
     match outcome {
         Outcome::Done => {
             shared.ack(id);
             ConsumerStats::bump(&shared.stats.succeeded, 1);
+            drop(permit);
         }
         Outcome::Failed { error, kind, retry_after } => {
             let policy = &shared.consumer.options.retry;
             if attempt >= policy.max_deliveries() {
                 tracing::warn!(%error, %kind, deliveries = attempt, "handler failed on its last delivery");
                 // Boxed: the rare paths must not bloat every handler task's future.
-                Box::pin(dead_letter(shared, id, attempt, kind, &error)).await;
+                Box::pin(dead_letter(shared, id, attempt, kind, &error, permit)).await;
             } else {
                 let delay = retry_after.unwrap_or_else(|| policy.backoff.delay(attempt));
                 tracing::info!(%error, %kind, retry_in = ?delay, "handler failed; will retry");
                 ConsumerStats::bump(&shared.stats.retried, 1);
-                Box::pin(schedule_retry(shared, id, delay)).await;
+                Box::pin(schedule_retry(shared, id, delay, permit)).await;
             }
         }
         Outcome::Rejected { reason, kind } => {
             tracing::warn!(%reason, %kind, "message rejected");
-            Box::pin(dead_letter(shared, id, attempt, kind, &reason)).await;
+            let deliveries = attempt.min(shared.consumer.options.retry.max_deliveries());
+            Box::pin(dead_letter(shared, id, deliveries, kind, &reason, permit)).await;
         }
     }
 }
 
-/// Makes `id` claimable by any consumer of the group `delay` from now, keeping the retry
-/// state in Redis: the entry's idle time is set to `claim_idle - delay`, so the claimers'
-/// scan (pending entries idle for `claim_idle`) picks it up when the delay has passed,
-/// here or in another process if this one dies. Delays longer than `claim_idle` are held
-/// (and leased) locally until the remainder fits.
-pub(crate) async fn schedule_retry(shared: &Shared, id: MessageId, delay: Duration) {
-    let claim_idle = shared.consumer.options.claim_idle;
-    if delay >= claim_idle {
-        lock(&shared.held).insert(id, Instant::now() + delay);
-        return;
+/// Parks `id` in the retry schedule, due `delay` from now, its count unchanged. While Redis
+/// fails, tries again with backoff (after giving up the permit); the entry stays this
+/// consumer's meanwhile, and is handed back at shutdown.
+async fn schedule_retry(shared: &Shared, id: MessageId, delay: Duration, permit: OwnedSemaphorePermit) {
+    let parking = [Parking { id, delay, count: None }];
+    let mut permit = Some(permit);
+    let mut backoff = RetryDelay::new();
+    loop {
+        match retries::park(shared, &parking).await {
+            Ok(parked) => {
+                if parked.is_empty() {
+                    tracing::info!("the message was taken over by another consumer meanwhile; leaving it to it");
+                }
+                shared.untrack([id]);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff.current(), "cannot schedule the retry yet; it stays pending here");
+                drop(permit.take());
+                if !backoff.wait(&shared.stopping).await {
+                    return; // shutdown: the drain hands it back
+                }
+            }
+        }
     }
-    age(shared, &[id], claim_idle - delay).await;
 }
 
-/// Sets the idle time of entries this consumer owns (`XCLAIM ... IDLE ms JUSTID`), without
-/// counting a delivery.
-pub(crate) async fn age(shared: &Shared, ids: &[MessageId], idle: Duration) {
-    if let Err(e) = shared.claim(ids, Duration::ZERO, Some(idle), true).await {
-        tracing::warn!(consumer = %shared.name, error = %e, "cannot set the idle time of pending entries; they will be retried after claim_idle");
-    }
-}
-
-/// Moves `id` to the dead-letter stream (or acknowledges and drops it when dead letters
-/// are off). On a Redis error the entry stays pending and is dead-lettered by a later
-/// claim once its deliveries are used up.
-pub(crate) async fn dead_letter(shared: &Shared, id: MessageId, deliveries: u32, kind: FailureKind, error: &str) {
-    let Some(dlq) = shared.settings.dead_letter_stream.as_deref() else {
+/// Moves `id` to the dead-letter stream (or acknowledges and drops it when dead letters are
+/// off). Nothing is acknowledged unless the dead letter is written; while that fails, the
+/// entry stays pending here and the move is tried again with backoff (each failure counted).
+pub(crate) async fn dead_letter(
+    shared: &Shared,
+    id: MessageId,
+    deliveries: u32,
+    kind: FailureKind,
+    error: &str,
+    permit: OwnedSemaphorePermit,
+) {
+    let Some(dlq) = shared.keys.dead_letters.as_deref() else {
         tracing::warn!(%kind, %error, "dead letters are disabled for this consumer; dropping the message");
         shared.ack(id);
         ConsumerStats::bump(&shared.stats.dead_lettered, 1);
@@ -112,15 +228,32 @@ pub(crate) async fn dead_letter(shared: &Shared, id: MessageId, deliveries: u32,
         kind,
         error,
     };
-    match move_to_dead_letters(&shared.command.get(), dlq, &failure).await {
-        Ok(Some(dlq_id)) => {
-            tracing::warn!(dead_letter_stream = dlq, dead_letter_id = %dlq_id, %kind, "message moved to the dead-letter stream");
-            ConsumerStats::bump(&shared.stats.dead_lettered, 1);
-        }
-        Ok(None) => tracing::info!("message was no longer pending; not dead-lettered"),
-        Err(e) => {
-            ConsumerStats::bump(&shared.stats.dead_letter_failures, 1);
-            tracing::error!(error = %e, "cannot move the message to the dead-letter stream; it stays pending")
+    let mut permit = Some(permit);
+    let mut backoff = RetryDelay::new();
+    loop {
+        let client = shared.command.get();
+        match move_to_dead_letters(&client, dlq, &shared.keys.marks, &failure).await {
+            Ok(Some(dlq_id)) => {
+                tracing::warn!(dead_letter_stream = dlq, dead_letter_id = %dlq_id, %kind, "message moved to the dead-letter stream");
+                ConsumerStats::bump(&shared.stats.dead_lettered, 1);
+                break;
+            }
+            Ok(None) => {
+                tracing::info!("message was no longer this consumer's; not dead-lettered here");
+                break;
+            }
+            Err(e) => {
+                ConsumerStats::bump(&shared.stats.dead_letter_failures, 1);
+                tracing::error!(error = %e, retry_in = ?backoff.current(), "cannot write the dead letter; the message stays pending and the move is tried again");
+                if let crate::error::Error::Redis { source, .. } = &e {
+                    shared.command_failed(&client, source).await;
+                }
+                drop(permit.take());
+                if !backoff.wait(&shared.stopping).await {
+                    return; // shutdown: the drain hands it back
+                }
+            }
         }
     }
+    shared.untrack([id]);
 }

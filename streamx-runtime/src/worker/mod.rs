@@ -1,13 +1,30 @@
-//! The consumer loop of one consumer: a reader fetching new entries, handler tasks bounded
-//! by a semaphore, an acker batching XACKs, and a claimer that renews leases, schedules
-//! retries and takes over abandoned entries.
+//! The consumer loop of one consumer:
+//!
+//! - a **reader** fetching new entries (`XREADGROUP >`) on a connection of its own;
+//! - handler tasks, never more than `concurrency` at once (**dispatch**), whose outcomes are
+//!   acknowledged in batches (**acker**), parked in the durable retry schedule (**retries**)
+//!   or dead-lettered;
+//! - a **heartbeat** on its own timer, proving this consumer alive so nothing it holds is
+//!   taken over;
+//! - **take-overs** of what stopped consumers held, with crash-loop isolation, and due
+//!   **retries**, each claiming at most as many entries as there are free permits;
+//! - a graceful **drain** at shutdown.
+//!
+//! Glossary: a *registration* (or consumer, in the API) is a handler bound to a stream and
+//! group; its loop joins the group as a *member* under a *consumer name* (`name_in_group` in
+//! logs). *Held* entries are those pending under this member's name.
 
 mod acker;
-mod claimer;
 mod dispatch;
+mod drain;
 mod group;
+mod heartbeat;
 mod reader;
-mod state;
+mod retries;
+mod shared;
+mod stats;
+mod takeover;
+mod ticker;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +37,10 @@ use crate::consumer::Consumer;
 use crate::error::Result;
 
 pub(crate) use group::ensure_group;
-pub use state::{ConsumerStats, ConsumerStatsSnapshot};
-use state::Shared;
+pub use retries::SCHEDULED_CONSUMER;
+use shared::Shared;
+pub use stats::{ConsumerStats, ConsumerStatsSnapshot};
+use ticker::RetryDelay;
 
 /// Settings the runtime passes to every consumer loop.
 #[derive(Debug, Clone)]
@@ -43,7 +62,7 @@ pub(crate) struct LoopHandle {
 }
 
 /// Starts the loop of `consumer`. It runs until `shutdown` is cancelled, then drains (see
-/// [`Shared::drain`]) and ends.
+/// [`drain`]) and ends; when its task has ended, nothing of it runs any more.
 pub(crate) fn spawn(
     consumer: Consumer,
     settings: LoopSettings,
@@ -51,29 +70,52 @@ pub(crate) fn spawn(
     shutdown: CancellationToken,
 ) -> LoopHandle {
     let name = consumer.name.to_string();
-    let (shared, ack_rx) = Shared::new(consumer, settings, command);
+    let (shared, ack_rx) = Shared::new(consumer, settings, command, shutdown);
     let stats = shared.stats.clone();
-    let task = tokio::spawn(run(shared, ack_rx, shutdown));
+    let task = tokio::spawn(run(shared, ack_rx));
     LoopHandle { name, stats, task }
 }
 
-async fn run(shared: Arc<Shared>, ack_rx: acker::AckReceiver, shutdown: CancellationToken) {
-    let stop_background = CancellationToken::new();
+async fn run(shared: Arc<Shared>, ack_rx: acker::AckReceiver) {
+    let shutdown = shared.stopping.clone();
+    // Alive before the first read, so no take-over mistakes this member for a stopped one.
+    let mut delay = RetryDelay::new();
+    while let Err(e) = heartbeat::beat(&shared).await {
+        tracing::warn!(consumer = %shared.name, error = %e, "cannot send the first heartbeat yet");
+        if !delay.wait(&shutdown).await {
+            break;
+        }
+    }
+    let stop_beating = CancellationToken::new();
     let acker = tokio::spawn(acker::run(shared.clone(), ack_rx));
-    let claimer = tokio::spawn(supervise("claimer", shared.clone(), stop_background.clone(), {
-        let (shared, shutdown, stop) = (shared.clone(), shutdown.clone(), stop_background.clone());
-        move || claimer::run(shared.clone(), shutdown.clone(), stop.clone())
+    let beating = tokio::spawn(supervise("heartbeat", shared.clone(), stop_beating.clone(), {
+        let (shared, stop) = (shared.clone(), stop_beating.clone());
+        move || heartbeat::run(shared.clone(), stop.clone())
+    }));
+    let taking_over = tokio::spawn(supervise("take-over", shared.clone(), shutdown.clone(), {
+        let shared = shared.clone();
+        move || takeover::run(shared.clone())
+    }));
+    let promoting = tokio::spawn(supervise("retries", shared.clone(), shutdown.clone(), {
+        let shared = shared.clone();
+        move || retries::run(shared.clone())
     }));
     supervise("reader", shared.clone(), shutdown.clone(), {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         move || reader::run(shared.clone(), shutdown.clone())
     })
     .await;
-    shared.drain().await;
-    stop_background.cancel();
-    let _ = claimer.await;
+    let _ = taking_over.await;
+    let _ = promoting.await;
+    drain::finish_handlers(&shared).await;
+    shared.tasks.close();
+    shared.tasks.wait().await;
     shared.close_acks();
     let _ = acker.await;
+    drain::hand_back(&shared).await;
+    stop_beating.cancel();
+    let _ = beating.await;
+    heartbeat::clean_up(&shared, shared.consumer_name()).await;
     tracing::info!(consumer = %shared.name, "consumer stopped");
 }
 
@@ -85,7 +127,7 @@ where
     Fut: std::future::Future<Output = T> + Send + 'static,
     T: IntoTaskResult + Send + 'static,
 {
-    let mut backoff = reader::Backoff::new();
+    let mut backoff = RetryDelay::new();
     loop {
         let failure = match tokio::spawn(start()).await {
             Ok(outcome) => match outcome.into_task_result() {

@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::dispatch;
 use super::group::ensure_group;
-use super::state::{ConsumerStats, Shared};
+use super::shared::Shared;
+use super::stats::ConsumerStats;
+use super::ticker::RetryDelay;
 use crate::connection::{ClientRole, HealingClient};
 use crate::error::{is_no_group, Result};
 use crate::keys::slot;
@@ -32,26 +34,27 @@ type PendingRead = JoinHandle<(Client, Result<Vec<RawEntry>, FredError>)>;
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()> {
     let options = &shared.consumer.options;
     let role = ClientRole::Reader { block: options.block };
+    // Entries an earlier run of this task read but never started: nothing will start them
+    // now; the reconciliation of this consumer's own PEL takes them up.
+    let orphaned = shared.untrack_unstarted();
+    if orphaned > 0 {
+        tracing::warn!(consumer = %shared.name, count = orphaned, "the reader restarted; its unstarted messages are taken up again after claim_idle");
+    }
     let Some(reader) = connect_until(&shared, role, &shutdown).await else { return Ok(()) };
     let count = options.effective_batch_size() as u64;
     let block_ms = options.block.as_millis().max(1) as u64;
-    let mut backoff = Backoff::new();
+    let mut backoff = RetryDelay::new();
     let mut ahead: Option<PendingRead> = None;
-    let mut reader_id = ReaderId::default();
 
     while !shutdown.is_cancelled() {
         let mut read = match ahead.take() {
             Some(read) => read,
-            None => {
-                let client = reader.get();
-                reader_id.refresh(&shared, &client).await;
-                spawn_read(&shared, client, count, Some(block_ms))
-            }
+            None => spawn_read(&shared, reader.get(), count, Some(block_ms)),
         };
         let joined = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
-                stop_read(&shared, &reader_id, read).await;
+                stop_read(&shared, &reader, read).await;
                 break;
             }
             joined = &mut read => joined,
@@ -67,7 +70,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
                     ahead = Some(spawn_read(&shared, reader.get(), count, None));
                 }
                 if !entries.is_empty()
-                    && !dispatch_tracked(&shared, entries.into_iter().map(|e| (e, 1)), &shutdown).await
+                    && !dispatch_tracked(&shared, entries, &shutdown).await
                 {
                     break;
                 }
@@ -88,9 +91,9 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
         }
     }
     if let Some(read) = ahead.take() {
-        stop_read(&shared, &reader_id, read).await;
+        stop_read(&shared, &reader, read).await;
     }
-    tokio::spawn(async move { reader.quit().await });
+    let _ = tokio::time::timeout(Duration::from_secs(1), reader.quit()).await;
     Ok(())
 }
 
@@ -112,7 +115,7 @@ fn spawn_read(shared: &Arc<Shared>, client: Client, count: u64, block_ms: Option
             .await
             .map(parse_read_reply);
         if let Ok(entries) = &reply {
-            shared.track(entries.iter().map(|e| e.id));
+            shared.track_read(entries.iter().map(|e| e.id));
             ConsumerStats::bump(&shared.stats.delivered, entries.len() as u64);
         }
         (client, reply)
@@ -122,54 +125,46 @@ fn spawn_read(shared: &Arc<Shared>, client: Client, count: u64, block_ms: Option
 /// Ends a read at shutdown without losing what it may still deliver: a blocked read is
 /// woken with `CLIENT UNBLOCK` (so shutdown never waits out a BLOCK) and awaited briefly;
 /// whatever it returned is tracked and handed back to the group by the drain.
-async fn stop_read(shared: &Shared, reader_id: &ReaderId, mut read: PendingRead) {
+async fn stop_read(shared: &Shared, reader: &HealingClient, mut read: PendingRead) {
     if tokio::time::timeout(Duration::from_millis(20), &mut read).await.is_ok() {
         return;
     }
-    reader_id.unblock(shared).await;
+    unblock(shared, &reader.get()).await;
     if tokio::time::timeout(Duration::from_secs(1), &mut read).await.is_err() {
         read.abort();
-        tracing::warn!(consumer = %shared.name, "a blocked read did not end; entries it delivers wait for claim_idle");
+        tracing::warn!(consumer = %shared.name, "a blocked read did not end; what it delivers is handed back by the drain");
     }
 }
 
-/// The server-side id of the reader's connection to the stream's node (`CLIENT ID`), for
-/// `CLIENT UNBLOCK` at shutdown; refreshed when the reader client is replaced.
-#[derive(Default)]
-struct ReaderId {
-    client: String,
-    server_id: Option<i64>,
-}
-
-impl ReaderId {
-    async fn refresh(&mut self, shared: &Shared, client: &Client) {
-        if self.client == client.id() && self.server_id.is_some() {
-            return;
-        }
-        let cmd = CustomCommand::new_static("CLIENT", ClusterHash::Custom(slot(shared.stream())), false);
-        self.server_id = client.custom::<i64, _>(cmd, vec!["ID"]).await.ok();
-        self.client = client.id().to_string();
-    }
-
-    /// Wakes the reader's blocked XREADGROUP (it then returns what it has, or nothing).
-    async fn unblock(&self, shared: &Shared) {
-        let Some(id) = self.server_id else { return };
-        let cmd = CustomCommand::new_static("CLIENT", ClusterHash::Custom(slot(shared.stream())), false);
-        let result: Result<Value, FredError> =
-            shared.command.get().custom(cmd, vec![Value::from("UNBLOCK"), Value::from(id)]).await;
-        if let Err(e) = result {
-            tracing::debug!(consumer = %shared.name, error = %e, "CLIENT UNBLOCK failed");
-        }
+/// Wakes the blocked XREADGROUP of `reader` (it then returns what it has, or nothing). The
+/// reader's connection carries the fred client's id as its name (`CLIENT SETNAME` on every
+/// connect and reconnect), so its current server-side id is looked up by name at the moment
+/// it is needed: a reconnect or a Redis restart since the read began cannot make it miss or
+/// hit another client.
+async fn unblock(shared: &Shared, reader: &Client) {
+    let node = || CustomCommand::new_static("CLIENT", ClusterHash::Custom(slot(shared.stream())), false);
+    let list: Result<String, FredError> = shared.command.get().custom(node(), vec!["LIST", "TYPE", "normal"]).await;
+    let Ok(list) = list else { return };
+    let name = format!("name={}", reader.id());
+    let Some(id) = list.lines().filter(|l| l.split(' ').any(|f| f == name)).find_map(|l| {
+        l.split(' ').find_map(|f| f.strip_prefix("id=")).and_then(|v| v.parse::<i64>().ok())
+    }) else {
+        return;
+    };
+    let result: Result<Value, FredError> =
+        shared.command.get().custom(node(), vec![Value::from("UNBLOCK"), Value::from(id)]).await;
+    if let Err(e) = result {
+        tracing::debug!(consumer = %shared.name, error = %e, "CLIENT UNBLOCK failed");
     }
 }
 
-/// Starts a handler for each already-tracked `(entry, attempt)` as permits free up.
-pub(crate) async fn dispatch_tracked(
+/// Starts a handler for each read (already tracked) entry as permits free up.
+async fn dispatch_tracked(
     shared: &Arc<Shared>,
-    entries: impl IntoIterator<Item = (RawEntry, u32)>,
+    entries: impl IntoIterator<Item = RawEntry>,
     shutdown: &CancellationToken,
 ) -> bool {
-    for (entry, attempt) in entries {
+    for entry in entries {
         let permit = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return false,
@@ -178,13 +173,13 @@ pub(crate) async fn dispatch_tracked(
                 Err(_) => return false,
             },
         };
-        tokio::spawn(dispatch::handle(shared.clone(), entry, attempt, permit));
+        dispatch::start(shared, entry, 1, permit);
     }
     true
 }
 
 async fn connect_until(shared: &Shared, role: ClientRole, shutdown: &CancellationToken) -> Option<HealingClient> {
-    let mut backoff = Backoff::new();
+    let mut backoff = RetryDelay::new();
     loop {
         if shutdown.is_cancelled() {
             return None;
@@ -196,28 +191,5 @@ async fn connect_until(shared: &Shared, role: ClientRole, shutdown: &Cancellatio
                 backoff.wait(shutdown).await;
             }
         }
-    }
-}
-
-/// Delay between retries of a failing Redis call: 100 ms doubling to 5 s.
-pub(crate) struct Backoff(Duration);
-
-impl Backoff {
-    pub fn new() -> Self {
-        Backoff(Duration::from_millis(100))
-    }
-    pub fn reset(&mut self) {
-        self.0 = Duration::from_millis(100);
-    }
-    pub fn current(&self) -> Duration {
-        self.0
-    }
-    /// Sleeps for the current delay (or until shutdown) and doubles it.
-    pub async fn wait(&mut self, shutdown: &CancellationToken) {
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            _ = tokio::time::sleep(self.0) => {}
-        }
-        self.0 = (self.0 * 2).min(Duration::from_secs(5));
     }
 }

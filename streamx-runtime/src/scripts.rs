@@ -1,0 +1,41 @@
+//! Lua fragments shared by the engine's scripts, and how a script is assembled from them.
+//!
+//! Every script runs atomically, but Redis does not roll back what a script already wrote
+//! when a later command in it fails. Each script therefore checks first (ownership,
+//! existence), writes what must not be lost next (a dead letter, a schedule entry), and does
+//! the destructive step (XACK, handing an entry to another consumer) last.
+
+use fred::types::scripts::Script;
+
+/// `now_ms()`: the Redis server's clock in Unix milliseconds. Every time the engine compares
+/// (heartbeats, retry due times) comes from this one clock, so client clocks may drift.
+pub(crate) const NOW_MS: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"#;
+
+/// `dead_letter_trimmed(stream, dlq, group, id, owner, deliveries, now)`: an entry deleted
+/// from the stream (trimmed or XDEL) while it was pending becomes a dead letter of kind
+/// `trimmed` (no payload is left to copy), then leaves the PEL. `dlq` is `false` when dead
+/// letters are off (the entry is only acknowledged). The dead letter is written before the
+/// XACK: a failed XADD leaves the entry pending.
+pub(crate) const DEAD_LETTER_TRIMMED: &str = r#"
+local function dead_letter_trimmed(stream, dlq, group, id, owner, deliveries, now)
+  if dlq then
+    redis.call('XADD', dlq, '*', 'dlq:stream', stream, 'dlq:id', id, 'dlq:group', group,
+      'dlq:consumer', owner, 'dlq:deliveries', deliveries, 'dlq:kind', 'trimmed',
+      'dlq:error', 'the entry was deleted from the stream (trimmed or XDEL) while it was pending',
+      'dlq:at', now)
+  end
+  redis.call('XACK', stream, group, id)
+end
+"#;
+
+/// A script made of shared fragments followed by its body.
+pub(crate) fn assemble(fragments: &[&str], body: &str) -> Script {
+    let mut text = fragments.concat();
+    text.push_str(body);
+    Script::from_lua(text)
+}

@@ -1,0 +1,204 @@
+//! State shared by the tasks of one consumer loop: the entries this consumer holds, the
+//! permits that bound its handlers, its keys, clients and counters.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::acker::{AckReceiver, AckSender};
+use super::stats::ConsumerStats;
+use super::LoopSettings;
+use crate::connection::HealingClient;
+use crate::consumer::Consumer;
+use crate::keys;
+use crate::message::MessageId;
+
+/// An entry this consumer holds (it is in the PEL under this consumer's name).
+#[derive(Debug)]
+pub(crate) struct Held {
+    /// The delivery count Redis has for it: deliveries that may have started, this one
+    /// included.
+    pub count: u32,
+    /// Its handler was started (a run that started counts, whatever became of it).
+    pub started: bool,
+    /// Taken over from a consumer that stopped: its take-over mark must be cleared when it
+    /// settles.
+    pub taken_over: bool,
+    /// Cancels its handler at the shutdown timeout.
+    pub abort: Option<AbortHandle>,
+}
+
+/// The Redis keys of one consumer group's bookkeeping (see [`crate::keys`]).
+#[derive(Debug, Clone)]
+pub(crate) struct GroupKeys {
+    pub schedule: String,
+    pub heartbeats: String,
+    pub marks: String,
+    pub dead_letters: Option<String>,
+}
+
+pub(crate) struct Shared {
+    /// The registration name (logs).
+    pub name: String,
+    pub stream_arc: Arc<str>,
+    pub consumer: Consumer,
+    pub settings: LoopSettings,
+    pub keys: GroupKeys,
+    pub command: HealingClient,
+    /// One permit per handler that may run: the concurrency bound.
+    pub permits: Arc<Semaphore>,
+    /// Every task of the loop that may touch Redis or run a handler: awaited at shutdown,
+    /// so nothing of the runtime runs after `shutdown()` returns.
+    pub tasks: TaskTracker,
+    /// Cancelled when the loop stops taking new work (reads, take-overs, due retries).
+    pub stopping: CancellationToken,
+    pub stats: Arc<ConsumerStats>,
+    held: Mutex<HashMap<MessageId, Held>>,
+    acks: Mutex<Option<AckSender>>,
+}
+
+impl Shared {
+    pub fn new(
+        consumer: Consumer,
+        settings: LoopSettings,
+        command: HealingClient,
+        stopping: CancellationToken,
+    ) -> (Arc<Self>, AckReceiver) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let keys = GroupKeys {
+            schedule: keys::retry_schedule(&consumer.stream, &consumer.group),
+            heartbeats: keys::heartbeats(&consumer.stream, &consumer.group),
+            marks: keys::takeover_marks(&consumer.stream, &consumer.group),
+            dead_letters: settings.dead_letter_stream.clone(),
+        };
+        let shared = Shared {
+            name: consumer.name.to_string(),
+            stream_arc: Arc::from(&*consumer.stream),
+            permits: Arc::new(Semaphore::new(consumer.options.concurrency)),
+            consumer,
+            settings,
+            keys,
+            command,
+            tasks: TaskTracker::new(),
+            stopping,
+            stats: Arc::new(ConsumerStats::default()),
+            held: Mutex::new(HashMap::new()),
+            acks: Mutex::new(Some(tx)),
+        };
+        (Arc::new(shared), rx)
+    }
+
+    /// After a failed command on `used`: replaces the shared client if it is wedged.
+    pub async fn command_failed(&self, used: &fred::clients::Client, err: &fred::error::Error) {
+        self.command.heal(used, err).await;
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.consumer.stream
+    }
+
+    pub fn group(&self) -> &str {
+        &self.consumer.group
+    }
+
+    /// This consumer's name inside the group.
+    pub fn consumer_name(&self) -> &str {
+        &self.settings.consumer_name
+    }
+
+    /// Entries a read just delivered: delivery count 1, not started.
+    pub fn track_read(&self, ids: impl IntoIterator<Item = MessageId>) {
+        let mut held = lock(&self.held);
+        for id in ids {
+            held.insert(id, Held { count: 1, started: false, taken_over: false, abort: None });
+        }
+    }
+
+    /// An entry claimed (a due retry or a take-over) with the count the claim set; it starts
+    /// at once, on a permit taken before the claim.
+    pub fn track_claimed(&self, id: MessageId, count: u32, taken_over: bool) {
+        lock(&self.held).insert(id, Held { count, started: true, taken_over, abort: None });
+    }
+
+    /// Marks `id` started; `abort` cancels its handler.
+    pub fn started(&self, id: MessageId, abort: Option<AbortHandle>) {
+        if let Some(h) = lock(&self.held).get_mut(&id) {
+            h.started = true;
+            if abort.is_some() {
+                h.abort = abort;
+            }
+        }
+    }
+
+    /// Whether `id` was taken over (see [`Held::taken_over`]).
+    pub fn is_taken_over(&self, id: MessageId) -> bool {
+        lock(&self.held).get(&id).is_some_and(|h| h.taken_over)
+    }
+
+    /// Forgets entries that settled (acknowledged, scheduled for a retry, dead-lettered, or
+    /// no longer this consumer's).
+    pub fn untrack(&self, ids: impl IntoIterator<Item = MessageId>) {
+        let mut held = lock(&self.held);
+        for id in ids {
+            held.remove(&id);
+        }
+    }
+
+    /// Forgets entries read but never started: after a reader restart nothing will start
+    /// them, so the reconciliation of this consumer's own PEL takes them up again.
+    pub fn untrack_unstarted(&self) -> usize {
+        let mut held = lock(&self.held);
+        let before = held.len();
+        held.retain(|_, h| h.started);
+        before - held.len()
+    }
+
+    pub fn is_tracked(&self, id: MessageId) -> bool {
+        lock(&self.held).contains_key(&id)
+    }
+
+    /// Cancels every running handler (at the shutdown timeout).
+    pub fn abort_handlers(&self) -> usize {
+        let held = lock(&self.held);
+        let mut aborted = 0;
+        for h in held.values() {
+            if let Some(abort) = &h.abort {
+                abort.abort();
+                aborted += 1;
+            }
+        }
+        aborted
+    }
+
+    /// The count and started flag of every held entry, for the hand-back at shutdown.
+    pub fn held_entries(&self) -> HashMap<MessageId, (u32, bool)> {
+        lock(&self.held).iter().map(|(id, h)| (*id, (h.count, h.started))).collect()
+    }
+
+    /// Queues the acknowledgement of a handled entry; the acker sends it within one round
+    /// trip and forgets the entry once Redis has it.
+    pub fn ack(&self, id: MessageId) {
+        if let Some(tx) = lock(&self.acks).as_ref() {
+            let _ = tx.send(id);
+        }
+    }
+
+    pub fn close_acks(&self) {
+        lock(&self.acks).take();
+    }
+
+    /// Keys and arguments prefix shared by the engine's scripts.
+    pub fn script_keys(&self) -> Vec<String> {
+        vec![self.stream().to_string(), self.keys.schedule.clone(), self.keys.heartbeats.clone(), self.keys.marks.clone()]
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (every critical
+/// section here leaves the data consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

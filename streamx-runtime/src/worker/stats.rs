@@ -1,0 +1,67 @@
+//! The counters of one consumer loop.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one consumer loop (since the process started).
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Entries received (new reads, take-overs and due retries).
+    pub delivered: AtomicU64,
+    /// Handler runs that succeeded (and were acknowledged).
+    pub succeeded: AtomicU64,
+    /// Handler runs that failed and were scheduled for a retry.
+    pub retried: AtomicU64,
+    /// Entries moved to the dead-letter stream (or dropped when it is disabled).
+    pub dead_lettered: AtomicU64,
+    /// Entries taken over from consumers that stopped (crashed or lost their connection).
+    pub claimed: AtomicU64,
+    /// XACK round trips.
+    pub ack_batches: AtomicU64,
+    /// Attempts to write a dead letter that failed (the entry stayed pending and the write
+    /// is tried again with backoff).
+    pub dead_letter_failures: AtomicU64,
+}
+
+/// The counters of [`ConsumerStats`] at one moment, as plain numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerStatsSnapshot {
+    /// See [`ConsumerStats::delivered`].
+    pub delivered: u64,
+    /// See [`ConsumerStats::succeeded`].
+    pub succeeded: u64,
+    /// See [`ConsumerStats::retried`].
+    pub retried: u64,
+    /// See [`ConsumerStats::dead_lettered`].
+    pub dead_lettered: u64,
+    /// See [`ConsumerStats::claimed`].
+    pub claimed: u64,
+    /// See [`ConsumerStats::ack_batches`].
+    pub ack_batches: u64,
+    /// See [`ConsumerStats::dead_letter_failures`].
+    pub dead_letter_failures: u64,
+}
+
+impl ConsumerStats {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Every counter, read now.
+    pub fn snapshot(&self) -> ConsumerStatsSnapshot {
+        ConsumerStatsSnapshot {
+            delivered: Self::get(&self.delivered),
+            succeeded: Self::get(&self.succeeded),
+            retried: Self::get(&self.retried),
+            dead_lettered: Self::get(&self.dead_lettered),
+            claimed: Self::get(&self.claimed),
+            ack_batches: Self::get(&self.ack_batches),
+            dead_letter_failures: Self::get(&self.dead_letter_failures),
+        }
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
