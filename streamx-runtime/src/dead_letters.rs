@@ -199,22 +199,20 @@ async fn move_wide_entry(
     at: u128,
 ) -> Result<Option<MessageId>> {
     let id = f.id.to_string();
-    let reply: Value =
-        client.xrange(f.stream, id.as_str(), id.as_str(), Some(1)).await.map_err(|e| Error::redis("XRANGE", f.stream, e))?;
+    let reply: Value = client
+        .xrange(f.stream, id.as_str(), id.as_str(), Some(1))
+        .await
+        .map_err(|e| Error::redis("XRANGE", f.stream, e))?;
     let mut fields: Vec<(Value, Value)> = raw_entries(reply)
         .into_iter()
         .next()
         .map(|(_, fields)| fields.into_iter().map(|(k, v)| (Value::Bytes(k), Value::Bytes(v))).collect())
         .unwrap_or_default();
     fields.extend(f.dlq_fields(at).into_iter().map(|(k, v)| (Value::from(k), Value::from(v))));
-    let args: Vec<(fred::types::Key, Value)> = fields
-        .into_iter()
-        .filter_map(|(k, v)| value_bytes(k).map(|k| (fred::types::Key::from(k), v)))
-        .collect();
-    let written: Value = client
-        .xadd(dlq, false, None::<()>, "*", args)
-        .await
-        .map_err(|e| Error::redis("XADD (dead letter)", dlq, e))?;
+    let args: Vec<(fred::types::Key, Value)> =
+        fields.into_iter().filter_map(|(k, v)| value_bytes(k).map(|k| (fred::types::Key::from(k), v))).collect();
+    let written: Value =
+        client.xadd(dlq, false, None::<()>, "*", args).await.map_err(|e| Error::redis("XADD (dead letter)", dlq, e))?;
     let Some(dlq_id) = value_bytes(written).and_then(|b| MessageId::parse_bytes(&b)) else {
         return Ok(None);
     };

@@ -36,7 +36,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: AckReceiver) {
 /// entries stay pending and are handed back by the drain (redelivered: at-least-once).
 async fn send(shared: &Shared, ids: &[MessageId]) {
     let strs: Vec<String> = ids.iter().map(MessageId::to_string).collect();
-    let marked: Vec<String> = ids.iter().filter(|id| shared.is_taken_over(**id)).map(MessageId::to_string).collect();
+    let marked: Vec<String> = shared.taken_over_among(ids).iter().map(MessageId::to_string).collect();
     let mut delay = RetryDelay::new();
     let mut last_attempts = 0;
     loop {

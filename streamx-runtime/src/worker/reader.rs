@@ -69,9 +69,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
                 if entries.len() as u64 >= count {
                     ahead = Some(spawn_read(&shared, reader.get(), count, None));
                 }
-                if !entries.is_empty()
-                    && !dispatch_tracked(&shared, entries, &shutdown).await
-                {
+                if !entries.is_empty() && !dispatch_tracked(&shared, entries, &shutdown).await {
                     break;
                 }
             }
@@ -146,9 +144,11 @@ async fn unblock(shared: &Shared, reader: &Client) {
     let list: Result<String, FredError> = shared.command.get().custom(node(), vec!["LIST", "TYPE", "normal"]).await;
     let Ok(list) = list else { return };
     let name = format!("name={}", reader.id());
-    let Some(id) = list.lines().filter(|l| l.split(' ').any(|f| f == name)).find_map(|l| {
-        l.split(' ').find_map(|f| f.strip_prefix("id=")).and_then(|v| v.parse::<i64>().ok())
-    }) else {
+    let Some(id) = list
+        .lines()
+        .filter(|l| l.split(' ').any(|f| f == name))
+        .find_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")).and_then(|v| v.parse::<i64>().ok()))
+    else {
         return;
     };
     let result: Result<Value, FredError> =

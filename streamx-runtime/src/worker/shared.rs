@@ -134,9 +134,10 @@ impl Shared {
         }
     }
 
-    /// Whether `id` was taken over (see [`Held::taken_over`]).
-    pub fn is_taken_over(&self, id: MessageId) -> bool {
-        lock(&self.held).get(&id).is_some_and(|h| h.taken_over)
+    /// Those of `ids` that were taken over (see [`Held::taken_over`]).
+    pub fn taken_over_among(&self, ids: &[MessageId]) -> Vec<MessageId> {
+        let held = lock(&self.held);
+        ids.iter().filter(|id| held.get(id).is_some_and(|h| h.taken_over)).copied().collect()
     }
 
     /// Forgets entries that settled (acknowledged, scheduled for a retry, dead-lettered, or
@@ -193,7 +194,12 @@ impl Shared {
 
     /// Keys and arguments prefix shared by the engine's scripts.
     pub fn script_keys(&self) -> Vec<String> {
-        vec![self.stream().to_string(), self.keys.schedule.clone(), self.keys.heartbeats.clone(), self.keys.marks.clone()]
+        vec![
+            self.stream().to_string(),
+            self.keys.schedule.clone(),
+            self.keys.heartbeats.clone(),
+            self.keys.marks.clone(),
+        ]
     }
 }
 

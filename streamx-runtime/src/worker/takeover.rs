@@ -215,9 +215,8 @@ async fn take_over(
 async fn lost_entries(shared: &Shared) -> Option<Vec<MessageId>> {
     let idle = ms(shared.consumer.options.claim_idle);
     let client = shared.command.get();
-    let reply: Result<Value, _> = client
-        .xpending(shared.stream(), shared.group(), (idle, "-", "+", 1000u64, shared.consumer_name()))
-        .await;
+    let reply: Result<Value, _> =
+        client.xpending(shared.stream(), shared.group(), (idle, "-", "+", 1000u64, shared.consumer_name())).await;
     let pending = match reply {
         Ok(v) => parse_pending(v),
         Err(e) => {

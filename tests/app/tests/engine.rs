@@ -71,10 +71,11 @@ async fn a_dead_consumers_entries_run_once_across_two_consumers(topology: Topolo
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
     let runs = runs.lock().unwrap().clone();
-    let twice: Vec<_> = counts(runs.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().iter().map(String::as_str))
-        .into_iter()
-        .filter(|(_, n)| *n > 1)
-        .collect();
+    let twice: Vec<_> =
+        counts(runs.iter().map(|(id, _)| id.to_string()).collect::<Vec<_>>().iter().map(String::as_str))
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .collect();
     assert!(twice.is_empty(), "ids that ran more than once: {twice:?}");
     assert_eq!(runs.len(), 60, "60 runs for 60 entries");
     assert_eq!(runs.iter().map(|(id, _)| *id).collect::<HashSet<_>>(), ids.into_iter().collect());
@@ -122,7 +123,8 @@ async fn an_entry_with_thousands_of_fields_is_dead_lettered_whole(topology: Topo
     let url = server.url();
     let stream = unique_name("wide");
     let producer = Producer::connect(&url).await.unwrap();
-    let mut args: Vec<String> = vec!["XADD".into(), stream.clone(), "*".into(), "data".into(), "{\"n\":1,\"action\":\"ok\"}".into()];
+    let mut args: Vec<String> =
+        vec!["XADD".into(), stream.clone(), "*".into(), "data".into(), "{\"n\":1,\"action\":\"ok\"}".into()];
     for i in 0..5000 {
         args.push(format!("h:f{i}"));
         args.push(format!("v{i}"));
