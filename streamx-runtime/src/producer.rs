@@ -9,7 +9,7 @@ use fred::types::streams::XCap;
 use fred::types::{ClusterHash, CustomCommand, Value};
 use serde::Serialize;
 
-use crate::connection::{ClientRole, HealingClient, RedisUrl};
+use crate::connection::{read_off_runtime, ClientRole, HealingClient, RedisUrl};
 use crate::error::{Error, Result};
 use crate::keys::slot;
 use crate::message::{Headers, MessageId};
@@ -107,9 +107,13 @@ impl Producer {
         Self::connect_url(&RedisUrl::parse(url)?, Duration::ZERO).await
     }
 
-    /// Connects to `STREAMX_REDIS_URL` (default `redis://127.0.0.1:6379`).
+    /// Connects to `STREAMX_REDIS_URL` (default `redis://127.0.0.1:6379`), with the TLS
+    /// files named by the environment (see [`RedisUrl::from_env`]), read off the async
+    /// runtime.
     pub async fn from_env() -> Result<Self> {
-        Self::connect_url(&RedisUrl::from_env()?, Duration::ZERO).await
+        let env_url = std::env::var(crate::connection::REDIS_URL_ENV).unwrap_or_default();
+        let url = read_off_runtime(&env_url, RedisUrl::from_env).await?;
+        Self::connect_url(&url, Duration::ZERO).await
     }
 
     /// Connects with a parsed URL (with TLS or credentials options).
