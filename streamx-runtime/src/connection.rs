@@ -371,9 +371,38 @@ pub(crate) enum ClientRole {
     Reader { block: Duration },
 }
 
-/// Builds a fred client for `role`; it reconnects by itself (exponential backoff, no limit).
-pub(crate) fn build_client(url: &RedisUrl, role: ClientRole) -> Result<fred::clients::Client> {
-    let mut builder = Builder::from_config(url.client_config()?);
+/// Runs `read`, which reads files (certificate files, the system's CA store), on tokio's
+/// blocking pool rather than on a thread of the async runtime. A panic in `read` is resumed
+/// here; `url` (redacted) names the connection in the error if the runtime shuts down first.
+pub(crate) async fn read_off_runtime<T: Send + 'static>(
+    url: &str,
+    read: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(result) => result,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => {
+                Err(Error::Tls { url: redact(url), reason: format!("reading the TLS files did not finish: {e}") })
+            }
+        },
+    }
+}
+
+/// fred's settings for `url`, with its TLS connector built off the async runtime: without a
+/// CA given, building it reads the system's CA store from disk.
+async fn config_off_runtime(url: &RedisUrl) -> Result<Config> {
+    if !url.is_tls() {
+        return url.client_config();
+    }
+    let owned = url.clone();
+    read_off_runtime(&url.raw, move || owned.client_config()).await
+}
+
+/// Builds a fred client for `role` from `config` (see [`config_off_runtime`]); it reconnects by
+/// itself (exponential backoff, no limit).
+fn build_client(url: &RedisUrl, config: Config, role: ClientRole) -> Result<fred::clients::Client> {
+    let mut builder = Builder::from_config(config);
     builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
     builder.with_connection_config(|c| {
         c.connection_timeout = Duration::from_secs(5);
@@ -406,8 +435,9 @@ pub(crate) fn build_client(url: &RedisUrl, role: ClientRole) -> Result<fred::cli
 pub(crate) async fn connect(url: &RedisUrl, role: ClientRole, deadline: Duration) -> Result<fred::clients::Client> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(100);
+    let config = config_off_runtime(url).await?;
     loop {
-        let client = build_client(url, role)?;
+        let client = build_client(url, config.clone(), role)?;
         match client.init().await {
             Ok(_) => return Ok(client),
             Err(source) => {

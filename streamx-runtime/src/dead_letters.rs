@@ -26,7 +26,7 @@ use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fred::clients::Client;
-use fred::interfaces::{KeysInterface, StreamsInterface};
+use fred::interfaces::StreamsInterface;
 use fred::types::scripts::Script;
 use fred::types::Value;
 
@@ -123,6 +123,18 @@ table.insert(out, ARGV[2]); table.insert(out, ARGV[1])
 local id = redis.call('XADD', KEYS[2], '*', unpack(out))
 redis.call('XDEL', KEYS[1], ARGV[1])
 return id
+"#,
+    )
+});
+
+/// Counts and deletes a stream in one step, so the count is exactly what was deleted.
+static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+-- KEYS: dead-letter stream
+local removed = redis.call('XLEN', KEYS[1])
+redis.call('DEL', KEYS[1])
+return removed
 "#,
     )
 });
@@ -433,11 +445,14 @@ impl DeadLetters {
         }
     }
 
-    /// Deletes every dead letter; returns how many messages were removed.
+    /// Deletes every dead letter; returns how many messages were removed. The count and the
+    /// delete are one atomic script, so letters that arrive meanwhile are either counted and
+    /// removed or left in place.
     pub async fn purge(&self) -> Result<u64> {
-        let removed = self.count().await?;
-        let _: Value = self.client.del(&self.stream).await.map_err(|e| Error::redis("DEL", &self.stream, e))?;
-        Ok(removed)
+        PURGE_SCRIPT
+            .evalsha_with_reload(&self.client, vec![self.stream.clone()], Vec::<String>::new())
+            .await
+            .map_err(|e| Error::redis("EVALSHA (dead-letter purge)", &self.stream, e))
     }
 
     async fn last_id(&self) -> Result<Option<MessageId>> {

@@ -1,5 +1,6 @@
 //! The error type of every fallible streamx operation.
 
+use crate::message::MessageId;
 use crate::registry::SourceLocation;
 
 /// Everything that can go wrong in streamx, with the context needed to act on it:
@@ -56,6 +57,23 @@ pub enum Error {
         wanted: u32,
         /// Replicas that confirmed.
         acked: u32,
+    },
+    /// A batch publish ([`Producer::publish_batch`](crate::Producer::publish_batch)) failed
+    /// after writing some of its entries. `written` lists exactly those (retry only the
+    /// other payloads, or they are duplicated); `source` is the failure that stopped the
+    /// batch. Also returned when every entry was written but a durable batch was not
+    /// replicated in time (`source` is then [`Error::NotReplicated`]). A batch that wrote
+    /// nothing fails with the underlying error itself.
+    #[error("batch publish to `{stream}` failed with {} of its entries written: {source}", .written.len())]
+    PartialPublish {
+        /// The stream.
+        stream: String,
+        /// The entries in the stream, as `(position of the payload in the batch, its id)`,
+        /// by position.
+        written: Vec<(usize, MessageId)>,
+        /// Why the batch stopped.
+        #[source]
+        source: Box<Error>,
     },
     /// A payload could not be serialized to JSON when publishing.
     #[error("cannot encode payload for stream `{stream}`: {source}")]
@@ -118,6 +136,25 @@ pub enum Error {
 impl Error {
     pub(crate) fn redis(command: &'static str, key: impl Into<String>, source: fred::error::Error) -> Self {
         Error::Redis { command, key: key.into(), source }
+    }
+
+    /// A failed batch's entries that are in the stream anyway, as `(position of the payload
+    /// in the batch, its id)`, by position: those of an [`Error::PartialPublish`], and none
+    /// for any other error (nothing was written).
+    pub fn written(&self) -> &[(usize, MessageId)] {
+        match self {
+            Error::PartialPublish { written, .. } => written,
+            _ => &[],
+        }
+    }
+
+    /// `source` after a batch wrote `written`: [`Error::PartialPublish`], or `source` itself
+    /// when nothing was written.
+    pub(crate) fn partial_publish(stream: &str, written: Vec<(usize, MessageId)>, source: Error) -> Self {
+        if written.is_empty() {
+            return source;
+        }
+        Error::PartialPublish { stream: stream.to_string(), written, source: Box::new(source) }
     }
 
     /// True when this error means the consumer group (or its stream) no longer exists,

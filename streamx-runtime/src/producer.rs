@@ -9,7 +9,7 @@ use fred::types::streams::XCap;
 use fred::types::{ClusterHash, CustomCommand, Value};
 use serde::Serialize;
 
-use crate::connection::{ClientRole, HealingClient, RedisUrl};
+use crate::connection::{read_off_runtime, ClientRole, HealingClient, RedisUrl};
 use crate::error::{Error, Result};
 use crate::keys::slot;
 use crate::message::{Headers, MessageId};
@@ -107,9 +107,13 @@ impl Producer {
         Self::connect_url(&RedisUrl::parse(url)?, Duration::ZERO).await
     }
 
-    /// Connects to `STREAMX_REDIS_URL` (default `redis://127.0.0.1:6379`).
+    /// Connects to `STREAMX_REDIS_URL` (default `redis://127.0.0.1:6379`), with the TLS
+    /// files named by the environment (see [`RedisUrl::from_env`]), read off the async
+    /// runtime.
     pub async fn from_env() -> Result<Self> {
-        Self::connect_url(&RedisUrl::from_env()?, Duration::ZERO).await
+        let env_url = std::env::var(crate::connection::REDIS_URL_ENV).unwrap_or_default();
+        let url = read_off_runtime(&env_url, RedisUrl::from_env).await?;
+        Self::connect_url(&url, Duration::ZERO).await
     }
 
     /// Connects with a parsed URL (with TLS or credentials options).
@@ -153,39 +157,97 @@ impl Producer {
 
     /// Publishes every payload, in order, in pipelined round trips of up to 1000 XADDs (not
     /// one round trip per message). Returns the ids in the same order.
+    ///
+    /// Every payload is encoded before anything is sent: a payload that cannot be encoded
+    /// fails the batch with [`Error::Encode`] and nothing is written.
+    ///
+    /// A batch that fails after writing some entries returns [`Error::PartialPublish`]; its
+    /// [`written`](Error::written) lists, by position in `payloads`, exactly the entries
+    /// that are in the stream. They are usually a prefix (the round trips before the one
+    /// that failed), but within a round trip each XADD succeeds or fails on its own (e.g.
+    /// `OOM`), so a failed round trip can have written some of its positions and not others.
+    /// After a lost connection or a timeout the round trip in flight is not listed and its
+    /// fate is unknown, as with [`publish`](Self::publish). The batch stops at the first
+    /// round trip with a failure; later payloads are not sent. A batch that wrote nothing
+    /// fails with the error itself, for which `written()` is empty.
+    ///
+    /// Retrying only what was not written:
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: streamx_runtime::Producer, orders: Vec<u64>) -> Result<(), streamx_runtime::Error> {
+    /// match producer.publish_batch("orders", &orders).await {
+    ///     Ok(ids) => println!("published {}", ids.len()),
+    ///     Err(e) => {
+    ///         let written = e.written();
+    ///         let rest: Vec<u64> = orders
+    ///             .iter()
+    ///             .enumerate()
+    ///             .filter(|(i, _)| written.binary_search_by_key(i, |&(at, _)| at).is_err())
+    ///             .map(|(_, order)| *order)
+    ///             .collect();
+    ///         eprintln!("{e}; {} written, {} to retry", written.len(), rest.len());
+    ///         producer.publish_batch("orders", &rest).await?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn publish_batch<T: Serialize>(&self, stream: &str, payloads: &[T]) -> Result<Vec<MessageId>> {
         self.publish_batch_with(stream, payloads, &PublishOptions::default()).await
     }
 
-    /// [`publish_batch`](Self::publish_batch) with options applied to every message.
+    /// [`publish_batch`](Self::publish_batch) with options applied to every message. With
+    /// [`durable`](PublishOptions::durable), each round trip is followed by a `WAIT`; a
+    /// round trip that is written but not replicated in time fails the batch with
+    /// [`Error::PartialPublish`] whose source is [`Error::NotReplicated`], listing its
+    /// entries among the written ones.
     pub async fn publish_batch_with<T: Serialize>(
         &self,
         stream: &str,
         payloads: &[T],
         options: &PublishOptions,
     ) -> Result<Vec<MessageId>> {
-        let mut ids = Vec::with_capacity(payloads.len());
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
+        let encoded = payloads.iter().map(|payload| encode(stream, payload)).collect::<Result<Vec<_>>>()?;
         let client = self.client.get();
-        for chunk in payloads.chunks(BATCH_CHUNK) {
-            let pipeline = client.pipeline();
-            for payload in chunk {
-                let data = encode(stream, payload)?;
-                let _: () = pipeline
-                    .xadd(stream, options.no_mkstream, cap.clone(), "*", entry_fields(data, &options.headers))
-                    .await
-                    .map_err(|e| Error::redis("XADD", stream, e))?;
-            }
-            let replies: Vec<Value> = match pipeline.all().await {
-                Ok(replies) => replies,
-                Err(e) => return Err(self.failed(&client, "XADD", stream, e).await),
+        let mut written: Vec<(usize, MessageId)> = Vec::with_capacity(encoded.len());
+        for (n, chunk) in encoded.chunks(BATCH_CHUNK).enumerate() {
+            let (ids, failure) = self.send_chunk(&client, stream, chunk, &cap, options).await;
+            written.extend(ids.into_iter().map(|(at, id)| (n * BATCH_CHUNK + at, id)));
+            let outcome = match failure {
+                Some(e) => Err(e),
+                None => self.wait_for_replicas(&client, stream, options).await,
             };
-            for reply in replies {
-                ids.push(parse_added_id(stream, reply)?);
+            if let Err(source) = outcome {
+                return Err(Error::partial_publish(stream, written, source));
             }
-            self.wait_for_replicas(&client, stream, options).await?;
         }
-        Ok(ids)
+        Ok(written.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// One pipelined round trip of XADDs: the entries it added, as `(position in the
+    /// chunk, id)`, and its first failure.
+    async fn send_chunk(
+        &self,
+        client: &Client,
+        stream: &str,
+        chunk: &[Bytes],
+        cap: &XCap,
+        options: &PublishOptions,
+    ) -> (Vec<(usize, MessageId)>, Option<Error>) {
+        let pipeline = client.pipeline();
+        for data in chunk {
+            let queued: Result<(), _> = pipeline
+                .xadd(stream, options.no_mkstream, cap.clone(), "*", entry_fields(data.clone(), &options.headers))
+                .await;
+            if let Err(e) = queued {
+                return (Vec::new(), Some(Error::redis("XADD", stream, e)));
+            }
+        }
+        let replies: Vec<Result<Value, fred::error::Error>> = pipeline.try_all().await;
+        if let Some(Err(e)) = replies.iter().find(|reply| reply.is_err()) {
+            self.client.heal(client, e).await;
+        }
+        chunk_outcome(stream, chunk.len(), replies)
     }
 
     /// For a durable publish: `WAIT` on the connection that carried the XADDs (the one to
@@ -230,6 +292,39 @@ fn encode<T: Serialize + ?Sized>(stream: &str, payload: &T) -> Result<Bytes> {
     serde_json::to_vec(payload).map(Bytes::from).map_err(|source| Error::Encode { stream: stream.to_string(), source })
 }
 
+/// What a round trip of `sent` XADDs did: the entries added, as `(position, id)`, and the
+/// first failure. fred answers a round trip that failed as a whole (connection lost,
+/// timeout) with a single error in place of the replies: then nothing is known to be added.
+fn chunk_outcome(
+    stream: &str,
+    sent: usize,
+    replies: Vec<Result<Value, fred::error::Error>>,
+) -> (Vec<(usize, MessageId)>, Option<Error>) {
+    if replies.len() != sent {
+        let received = replies.len();
+        let failure = replies.into_iter().find_map(Result::err).map_or_else(
+            || Error::Decode {
+                stream: stream.to_string(),
+                id: "*".to_string(),
+                reason: format!("{sent} pipelined XADDs got {received} replies"),
+            },
+            |e| Error::redis("XADD", stream, e),
+        );
+        return (Vec::new(), Some(failure));
+    }
+    let mut added = Vec::with_capacity(sent);
+    let mut failure = None;
+    for (at, reply) in replies.into_iter().enumerate() {
+        match reply.map_err(|e| Error::redis("XADD", stream, e)).and_then(|reply| parse_added_id(stream, reply)) {
+            Ok(id) => added.push((at, id)),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    (added, failure)
+}
+
 fn parse_added_id(stream: &str, reply: Value) -> Result<MessageId> {
     if reply.is_null() {
         return Err(Error::Decode {
@@ -243,4 +338,60 @@ fn parse_added_id(stream: &str, reply: Value) -> Result<MessageId> {
         id: format!("{reply:?}"),
         reason: "XADD replied with something that is not an entry id".to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use fred::error::{Error as FredError, ErrorKind};
+
+    use super::*;
+
+    fn id(n: u64) -> Value {
+        Value::from(format!("{n}-0"))
+    }
+
+    fn server_error(text: &'static str) -> FredError {
+        FredError::new(ErrorKind::Unknown, text)
+    }
+
+    #[test]
+    fn a_round_trip_keeps_every_added_id_and_the_first_failure() {
+        let replies =
+            vec![Ok(id(1)), Err(server_error("OOM command not allowed")), Ok(id(3)), Ok(Value::Null), Ok(id(5))];
+        let (added, failure) = chunk_outcome("s", 5, replies);
+        let positions: Vec<usize> = added.iter().map(|(at, _)| *at).collect();
+        assert_eq!(positions, [0, 2, 4]);
+        assert_eq!(added[1].1.to_string(), "3-0");
+        assert!(
+            matches!(&failure, Some(Error::Redis { source, .. }) if source.details().starts_with("OOM")),
+            "{failure:?}"
+        );
+    }
+
+    #[test]
+    fn a_round_trip_that_failed_as_a_whole_added_nothing_known() {
+        let (added, failure) = chunk_outcome("s", 3, vec![Err(FredError::new(ErrorKind::Timeout, "timed out"))]);
+        assert!(added.is_empty());
+        assert!(matches!(failure, Some(Error::Redis { command: "XADD", .. })), "{failure:?}");
+    }
+
+    #[test]
+    fn a_round_trip_without_failures_adds_every_entry() {
+        let (added, failure) = chunk_outcome("s", 2, vec![Ok(id(7)), Ok(id(8))]);
+        assert_eq!(added.len(), 2);
+        assert!(failure.is_none());
+    }
+
+    #[test]
+    fn only_a_batch_that_wrote_something_is_a_partial_publish() {
+        let not_replicated = || Error::NotReplicated { stream: "s".into(), wanted: 1, acked: 0 };
+        let none = Error::partial_publish("s", Vec::new(), not_replicated());
+        assert!(matches!(none, Error::NotReplicated { .. }));
+        assert!(none.written().is_empty());
+        let some = Error::partial_publish("s", vec![(0, MessageId::default())], not_replicated());
+        assert!(
+            matches!(&some, Error::PartialPublish { source, .. } if matches!(**source, Error::NotReplicated { .. }))
+        );
+        assert_eq!(some.written().len(), 1);
+    }
 }

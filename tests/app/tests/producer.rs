@@ -1,0 +1,100 @@
+//! Batch publishing: nothing is written when a payload cannot be encoded, and a batch that
+//! fails part-way says exactly which entries it wrote.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::start_server;
+use futures_util::TryStreamExt;
+use serde::ser::{Error as _, Serialize, Serializer};
+use streamx::testing::unique_name;
+use streamx::{Error, History, Inspector, MessageId, Producer, PublishOptions};
+
+/// A payload whose encoding fails when `poisoned`.
+struct Item {
+    n: u64,
+    poisoned: bool,
+}
+
+impl Serialize for Item {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.poisoned {
+            return Err(S::Error::custom("this payload cannot be encoded"));
+        }
+        self.n.serialize(serializer)
+    }
+}
+
+fn items(count: u64, poisoned_at: Option<u64>) -> Vec<Item> {
+    (0..count).map(|n| Item { n, poisoned: Some(n) == poisoned_at }).collect()
+}
+
+/// The ids of every entry of `stream`, oldest first.
+async fn stored_ids(url: &str, stream: &str) -> Vec<MessageId> {
+    let history = History::connect(url).await.unwrap();
+    history.read::<u64>(stream, ..).map_ok(|m| m.id()).try_collect().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unencodable_payload_fails_the_batch_before_anything_is_written() {
+    let server = start_server();
+    let stream = unique_name("encode");
+    let producer = Producer::connect(&server.url()).await.unwrap();
+
+    let err = producer.publish_batch(&stream, &items(1_500, Some(1_200))).await.unwrap_err();
+
+    assert!(matches!(err, Error::Encode { .. }), "an encode error: {err:?}");
+    let len = Inspector::connect(&server.url()).await.unwrap().stream_len(&stream).await.unwrap();
+    assert_eq!(len, 0, "nothing is written when one payload of the batch cannot be encoded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_fails_after_its_first_chunk_reports_the_written_ids() {
+    let server = start_server();
+    let stream = unique_name("partial");
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    // No replicas: the first chunk of 1,000 is written, then WAIT confirms it on none.
+    let options = PublishOptions::new().durable(1, Duration::from_millis(20));
+
+    let err = producer.publish_batch_with(&stream, &items(1_500, None), &options).await.unwrap_err();
+
+    let Error::PartialPublish { written, source, .. } = &err else { panic!("a partial publish: {err:?}") };
+    assert!(matches!(**source, Error::NotReplicated { wanted: 1, acked: 0, .. }), "stopped by WAIT: {source:?}");
+    assert_eq!(err.written(), &written[..]);
+    let positions: Vec<usize> = written.iter().map(|(at, _)| *at).collect();
+    assert_eq!(positions, (0..1_000).collect::<Vec<_>>(), "the first chunk, by position");
+    let ids: Vec<MessageId> = written.iter().map(|(_, id)| *id).collect();
+    assert_eq!(stored_ids(&server.url(), &stream).await, ids, "the stream holds exactly the ids reported as written");
+
+    // Retrying the rest completes the batch without duplicates.
+    let rest = &items(1_500, None)[1_000..];
+    let more = producer.publish_batch(&stream, rest).await.unwrap();
+    let all: Vec<MessageId> = ids.into_iter().chain(more).collect();
+    let stored = stored_ids(&server.url(), &stream).await;
+    assert_eq!(stored, all);
+    let values: Vec<u64> = History::connect(&server.url())
+        .await
+        .unwrap()
+        .read::<u64>(&stream, ..)
+        .map_ok(|m| m.into_payload())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(values, (0..1_500).collect::<Vec<_>>(), "each payload once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_writes_nothing_fails_with_the_error_itself() {
+    let server = start_server();
+    let stream = unique_name("absent");
+    let producer = Producer::connect(&server.url()).await.unwrap();
+
+    let err = producer.publish_batch_with(&stream, &items(10, None), &PublishOptions::new().no_mkstream()).await;
+
+    let err = err.unwrap_err();
+    assert!(matches!(err, Error::Decode { .. }), "NOMKSTREAM on a missing stream: {err:?}");
+    assert!(err.written().is_empty());
+}
