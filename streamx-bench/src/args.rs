@@ -36,10 +36,13 @@ pub enum Phase {
     Io,
     /// Peak RSS of a consumer-only child process draining a large backlog.
     Memory,
+    /// Redis CPU of idle consumers with a 1,000,000-entry PEL, and the take-over rate.
+    Scale,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [Phase::Produce, Phase::Consume, Phase::Latency, Phase::Io, Phase::Memory];
+    pub const ALL: [Phase; 6] =
+        [Phase::Produce, Phase::Consume, Phase::Latency, Phase::Io, Phase::Memory, Phase::Scale];
 }
 
 #[derive(Debug, Clone, Args)]
@@ -74,6 +77,33 @@ pub struct BenchArgs {
     /// Handler concurrency of the memory phase's consumers.
     #[arg(long, default_value_t = 64)]
     pub memory_concurrency: usize,
+    /// Scale phase: entries in the PEL (none due) while the idle cost is measured
+    /// [default: 1000000; --quick: 100000].
+    #[arg(long)]
+    pub scale_pel: Option<u64>,
+    /// Scale phase: idle consumers of the group (streamx, and raw readers for the baseline).
+    #[arg(long, default_value_t = 8)]
+    pub scale_consumers: usize,
+    /// Scale phase: seconds of each idle measurement window [default: 10; --quick: 5].
+    #[arg(long)]
+    pub scale_secs: Option<f64>,
+    /// Scale phase: seconds between starting the idle consumers and the window.
+    #[arg(long, default_value_t = 2.0)]
+    pub scale_settle_secs: f64,
+    /// Scale phase: `claim_idle` of the streamx consumers of the idle measurement, ms
+    /// [default: the consumer default].
+    #[arg(long)]
+    pub scale_claim_idle_ms: Option<u64>,
+    /// Scale phase: entries taken over from a dead consumer (and drained fresh, to compare)
+    /// [default: 100000; --quick: 20000].
+    #[arg(long)]
+    pub takeover_messages: Option<u64>,
+    /// Scale phase: `claim_idle` of the take-over and fresh-drain consumers, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub takeover_claim_idle_ms: u64,
+    /// Scale phase: handler concurrency of the take-over and fresh-drain consumers.
+    #[arg(long, default_value_t = 8)]
+    pub takeover_concurrency: usize,
     /// A small, fast run (for iterating on the program; figures are less stable).
     #[arg(long)]
     pub quick: bool,
@@ -98,6 +128,14 @@ pub struct Settings {
     pub io_concurrency: usize,
     pub io_sleep_ms: u64,
     pub memory_concurrency: usize,
+    pub scale_pel: u64,
+    pub scale_consumers: usize,
+    pub scale_secs: f64,
+    pub scale_settle_secs: f64,
+    pub scale_claim_idle_ms: Option<u64>,
+    pub takeover_messages: u64,
+    pub takeover_claim_idle_ms: u64,
+    pub takeover_concurrency: usize,
     pub quick: bool,
 }
 
@@ -118,6 +156,14 @@ impl Settings {
             io_concurrency: 256,
             io_sleep_ms: 10,
             memory_concurrency: a.memory_concurrency,
+            scale_pel: a.scale_pel.unwrap_or(if q { 100_000 } else { 1_000_000 }),
+            scale_consumers: a.scale_consumers,
+            scale_secs: a.scale_secs.unwrap_or(if q { 5.0 } else { 10.0 }),
+            scale_settle_secs: a.scale_settle_secs,
+            scale_claim_idle_ms: a.scale_claim_idle_ms,
+            takeover_messages: a.takeover_messages.unwrap_or(if q { 20_000 } else { 100_000 }),
+            takeover_claim_idle_ms: a.takeover_claim_idle_ms,
+            takeover_concurrency: a.takeover_concurrency,
             quick: q,
         };
         anyhow::ensure!(s.messages > 0 && s.backlog > 0, "--messages and --backlog must be positive");
@@ -125,6 +171,15 @@ impl Settings {
         anyhow::ensure!(s.rates.iter().all(|r| *r > 0), "--rates must be positive");
         anyhow::ensure!(s.latency_secs > 0.0, "--latency-secs must be positive");
         anyhow::ensure!(s.memory_concurrency > 0, "--memory-concurrency must be positive");
+        anyhow::ensure!(
+            s.scale_pel > 0 && s.takeover_messages > 0,
+            "--scale-pel and --takeover-messages must be positive"
+        );
+        anyhow::ensure!(s.scale_consumers > 0, "--scale-consumers must be positive");
+        anyhow::ensure!(s.scale_secs > 0.0 && s.scale_settle_secs >= 0.0, "--scale-secs must be positive");
+        anyhow::ensure!(s.scale_claim_idle_ms != Some(0), "--scale-claim-idle-ms must be positive");
+        anyhow::ensure!(s.takeover_claim_idle_ms > 0, "--takeover-claim-idle-ms must be positive");
+        anyhow::ensure!(s.takeover_concurrency > 0, "--takeover-concurrency must be positive");
         Ok(s)
     }
 

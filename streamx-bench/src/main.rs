@@ -2,8 +2,10 @@
 //!
 //! Benchmarks streamx against a raw baseline written directly with fred, on the same Redis
 //! and the same workload, in one run: produce, consume (concurrency 1, 8, 64), latency at
-//! steady rates, an I/O-bound handler, and the peak RSS of a consume-only process. Prints
-//! each figure with its ratio streamx/raw and the project's targets with PASS/MISS.
+//! steady rates, an I/O-bound handler, the peak RSS of a consume-only process, and (scale)
+//! the Redis cost of idle consumers with a large pending entries list and the take-over
+//! rate. Prints each figure with its ratio streamx/raw and the project's targets with
+//! PASS/MISS.
 //!
 //! Every run uses fresh, uniquely named streams and deletes them at the end (also on
 //! Ctrl-C). See BENCHMARKS.md for the figures of a full run.
@@ -15,6 +17,7 @@ mod phases;
 mod progress;
 mod raw;
 mod report;
+mod scale;
 mod streamx_side;
 mod workload;
 

@@ -14,6 +14,7 @@ use crate::memory;
 use crate::progress::{note, Progress};
 use crate::raw::{self, RawConsumer};
 use crate::report::{best, ConsumeRow, IoRow, LatencyRow, MemoryRow, Results, Throughput};
+use crate::scale;
 use crate::streamx_side::{self, Drain, Tally, Work};
 use crate::workload::{events, typical_payload_bytes, Keys};
 
@@ -41,6 +42,7 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
         latency: Vec::new(),
         io_bound: None,
         memory: None,
+        scale: None,
         targets: Vec::new(),
     };
     if s.runs(Phase::Produce) {
@@ -64,6 +66,9 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
     }
     if s.runs(Phase::Memory) {
         results.memory = Some(memory(s, keys, admin).await?);
+    }
+    if s.runs(Phase::Scale) {
+        results.scale = Some(scale::run(s, keys, admin).await?);
     }
     results.load_after = loadavg();
     results.check_targets();

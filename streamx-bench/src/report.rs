@@ -7,6 +7,7 @@ use serde::Serialize;
 use crate::args::Settings;
 use crate::latency::LatencyStats;
 use crate::memory::ChildReport;
+use crate::scale::{calls_summary, ScaleRow};
 
 /// A throughput measured on both sides, best of the repeats.
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +99,7 @@ pub struct Results {
     pub latency: Vec<LatencyRow>,
     pub io_bound: Option<IoRow>,
     pub memory: Option<MemoryRow>,
+    pub scale: Option<ScaleRow>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -135,6 +137,16 @@ impl Results {
                 format!("{mib:.1} MiB"),
                 mib <= 32.0,
             );
+        }
+        if let Some(sc) = &self.scale {
+            let (idle, pct) = (&sc.idle, sc.idle.streamx.command_cpu_pct);
+            check(
+                &format!("idle, {} PEL, {} consumers: Redis <= 2% core", count(idle.pel as f64), idle.consumers),
+                format!("{pct:.2} %"),
+                pct <= 2.0,
+            );
+            let r = sc.takeover.ratio;
+            check("take-over >= 0.5 x fresh consume", format!("{r:.2} x"), r >= 0.5);
         }
         self.targets = t;
     }
@@ -201,6 +213,63 @@ impl Results {
                 count(m.streamx.rate()),
                 count(m.raw.rate()),
                 format!("{:.2}", m.streamx.rate() / m.raw.rate()),
+            );
+        }
+        if let Some(sc) = &self.scale {
+            let (i, t) = (&sc.idle, &sc.takeover);
+            let pct = |v: f64| format!("{v:.3}");
+            row(
+                format!("idle Redis CPU, {} PEL (% core)", count(i.pel as f64)),
+                pct(i.streamx.command_cpu_pct),
+                pct(i.raw.command_cpu_pct),
+                "-".into(),
+            );
+            row(
+                format!("take-over {} c={} (msg/s)", count(t.messages as f64), t.concurrency),
+                count(t.takeover),
+                format!("{} fresh", count(t.fresh)),
+                format!("{:.2}", t.ratio),
+            );
+        }
+        if let Some(sc) = &self.scale {
+            let i = &sc.idle;
+            let _ = writeln!(out);
+            let claim = i.claim_idle_ms.map_or("default".to_string(), |ms| format!("{ms} ms"));
+            let _ = writeln!(
+                out,
+                "scale: Redis load over {:.1} s, {} entries pending (none due; {} after), {} consumers, \
+                 claim_idle {claim}, {:.0} s settle",
+                i.streamx.secs,
+                count(i.pel as f64),
+                count(i.pel_after as f64),
+                i.consumers,
+                i.settle_secs
+            );
+            let _ = writeln!(out, "  {:<44} {:>16} {:>16}", "", "% core, commands", "% core, process");
+            let mut load = |name: &str, l: &crate::scale::RedisLoad| {
+                let _ = writeln!(out, "  {name:<44} {:>16.3} {:>16.2}", l.command_cpu_pct, l.process_cpu_pct);
+                let _ = writeln!(out, "    calls/s: {}", calls_summary(l, 8));
+            };
+            load("no client (floor)", &i.floor);
+            load(&format!("raw: {} XREADGROUP BLOCK 2000 loops", i.consumers), &i.raw);
+            load(&format!("streamx: {} idle consumers", i.consumers), &i.streamx);
+            let _ = writeln!(
+                out,
+                "  streamx handler runs: {} while settling, {} in the window (none was due)",
+                i.handled_settling, i.handled_in_window
+            );
+            let t = &sc.takeover;
+            let _ = writeln!(
+                out,
+                "scale: take-over of {} entries pending for `dead` (idle > {} ms after {:.1} s): {} msg/s, {} handler runs; \
+                 fresh: {} msg/s, {} handler runs",
+                count(t.messages as f64),
+                t.claim_idle_ms,
+                t.waited_for_idle_secs,
+                count(t.takeover),
+                t.takeover_handled,
+                count(t.fresh),
+                t.fresh_handled
             );
         }
         if !self.targets.is_empty() {
