@@ -5,12 +5,17 @@
 //! Run with: `STREAMX_REDIS_URL=redis://127.0.0.1:6379 cargo run -p streamx-test-app --bin worker`
 //!
 //! Environment: `STREAMX_REDIS_URL`; `WORKER_ONLY` (comma-separated registration names to
-//! run, default all); `WORKER_SHUTDOWN_TIMEOUT_MS`.
+//! run, default all); `WORKER_SHUTDOWN_TIMEOUT_MS`; `CHAOS_JOURNAL_DIR` (where the `chaos`
+//! consumer notes the log writes that failed, one file per process).
 //!
 //! Every handler records what it did by publishing a [`Handled`] record to the stream
-//! `app.handled` before it returns, so tests can account for every message id.
+//! `app.handled` before it returns, so tests can account for every message id. The `chaos`
+//! consumer instead logs the start and the end of every attempt to `app.chaos.log`.
 
-use std::time::Duration;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use streamx::prelude::*;
@@ -96,6 +101,142 @@ async fn audit(msg: Message<Job>) -> Result<(), HandlerError> {
     record("audit", &msg).await
 }
 
+/// What a chaos job's handler does on each attempt (see `tests/chaos.rs`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Behaviour {
+    /// Succeed.
+    Ok,
+    /// Fail (retryably) on attempts up to this number, then succeed.
+    FailUntil(u32),
+    /// Fail with [`HandlerError::permanent`].
+    Permanent,
+    /// Panic on every attempt.
+    Panic,
+}
+
+/// A job published by the chaos test.
+#[derive(Debug, Deserialize)]
+struct ChaosJob {
+    n: u64,
+    behaviour: Behaviour,
+    /// How long the attempt works, between its start and its end record.
+    sleep_ms: u64,
+}
+
+/// How an attempt of a chaos job ended, as its end record says.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum ChaosOutcome {
+    Ok,
+    Fail,
+    Permanent,
+    Panic,
+}
+
+/// One record in `app.chaos.log`: the start or the end of one attempt.
+#[derive(Debug, Serialize)]
+struct ChaosRecord<'a> {
+    id: String,
+    n: u64,
+    attempt: u32,
+    pid: u32,
+    /// Numbers the attempts this process ran, so a start and an end pair up exactly.
+    run: u64,
+    phase: &'a str,
+    outcome: Option<ChaosOutcome>,
+}
+
+/// State of the `chaos` consumer (runtime state, no globals).
+struct ChaosState {
+    runs: AtomicU64,
+    journal: Option<PathBuf>,
+}
+
+impl ChaosState {
+    fn from_env() -> Self {
+        let journal = std::env::var_os("CHAOS_JOURNAL_DIR")
+            .map(|dir| PathBuf::from(dir).join(format!("{}.journal", std::process::id())));
+        ChaosState { runs: AtomicU64::new(0), journal }
+    }
+
+    /// Notes, in this process's journal file, that the `phase` record of attempt `run`
+    /// could not be written (its XADD failed, so it may or may not be in the log). Best
+    /// effort: a process killed while writing it was killed during the attempt anyway.
+    fn note_log_failure(&self, run: u64, msg: &Message<ChaosJob>, phase: &str, error: &streamx::Error) {
+        let Some(path) = &self.journal else { return };
+        let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let line = format!(
+            "{run}\t{}\t{}\t{phase}\t{at}\t{}\n",
+            msg.id(),
+            msg.attempt(),
+            error.to_string().replace('\n', " ")
+        );
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut file| file.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("worker: cannot write the chaos journal {}: {e}", path.display());
+        }
+    }
+}
+
+/// The chaos test's consumer: every attempt logs its start, works a little, logs its end
+/// with the outcome its job asks for, then returns that outcome. An attempt whose log write
+/// fails returns a retryable error instead (it never succeeds unlogged) and notes the
+/// failure in its process's journal.
+#[stream_consumer(
+    stream = "app.chaos",
+    group = "chaos",
+    name = "chaos",
+    concurrency = 16,
+    claim_idle = "1s",
+    max_retries = 2,
+    backoff(initial = "50ms", multiplier = 2.0, max = "200ms")
+)]
+async fn chaos(msg: Message<ChaosJob>) -> Result<(), HandlerError> {
+    let producer = msg.state::<Producer>().ok_or("no producer in the runtime state")?;
+    let state = msg.state::<ChaosState>().ok_or("no chaos state in the runtime state")?;
+    let run = state.runs.fetch_add(1, Ordering::Relaxed);
+    let job = msg.payload();
+    let record = |phase, outcome| ChaosRecord {
+        id: msg.id().to_string(),
+        n: job.n,
+        attempt: msg.attempt(),
+        pid: std::process::id(),
+        run,
+        phase,
+        outcome,
+    };
+    if let Err(e) = producer.publish(CHAOS_LOG, &record("start", None)).await {
+        state.note_log_failure(run, &msg, "start", &e);
+        return Err(format!("cannot log the start of the attempt: {e}").into());
+    }
+    tokio::time::sleep(Duration::from_millis(job.sleep_ms)).await;
+    let outcome = match job.behaviour {
+        Behaviour::Ok => ChaosOutcome::Ok,
+        Behaviour::FailUntil(n) if msg.attempt() <= n => ChaosOutcome::Fail,
+        Behaviour::FailUntil(_) => ChaosOutcome::Ok,
+        Behaviour::Permanent => ChaosOutcome::Permanent,
+        Behaviour::Panic => ChaosOutcome::Panic,
+    };
+    if let Err(e) = producer.publish(CHAOS_LOG, &record("end", Some(outcome))).await {
+        state.note_log_failure(run, &msg, "end", &e);
+        return Err(format!("cannot log the end of the attempt: {e}").into());
+    }
+    match outcome {
+        ChaosOutcome::Ok => Ok(()),
+        ChaosOutcome::Fail => Err(format!("failing on purpose (attempt {})", msg.attempt()).into()),
+        ChaosOutcome::Permanent => Err(HandlerError::permanent("rejected on purpose")),
+        ChaosOutcome::Panic => panic!("panicking on purpose (attempt {})", msg.attempt()),
+    }
+}
+
+/// Where the `chaos` consumer logs its attempts.
+const CHAOS_LOG: &str = "app.chaos.log";
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match run().await {
@@ -116,7 +257,7 @@ async fn run() -> Result<(), streamx::Error> {
         builder = builder.shutdown_timeout(Duration::from_millis(ms));
     }
     let producer = Producer::connect_with(&streamx::RedisUrl::from_env()?).await?;
-    let runtime = builder.state(producer).build()?;
+    let runtime = builder.state(producer).state(ChaosState::from_env()).build()?;
     eprintln!("worker {} ready", std::process::id());
     runtime.run().await
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -210,6 +211,19 @@ pub fn spawn_worker(url: &str, only: &str, extra_env: &[(&str, &str)]) -> Child 
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn worker binary")
+}
+
+/// Starts the worker binary like [`spawn_worker`], with its stderr appended to the file
+/// `log` instead of a pipe (a busy worker that writes more than a pipe holds, and nobody
+/// reads it, would block).
+pub fn spawn_worker_logged(url: &str, only: &str, extra_env: &[(&str, &str)], log: &Path) -> Child {
+    let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open the worker log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_worker"));
+    cmd.env("STREAMX_REDIS_URL", url).env("WORKER_ONLY", only).stdout(Stdio::null()).stderr(stderr);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
