@@ -49,13 +49,9 @@ impl Claimed {
 }
 
 /// Waits for one permit (in turn with the reader), then takes every other free one without
-/// waiting: what a claim may take. `None` once the loop stops.
+/// waiting: what a claim of due retries may take. `None` once the loop stops.
 pub(crate) async fn take_permits(shared: &Shared) -> Option<OwnedSemaphorePermit> {
-    let mut permits = tokio::select! {
-        biased;
-        _ = shared.stopping.cancelled() => return None,
-        permit = shared.permits.clone().acquire_owned() => permit.ok()?,
-    };
+    let mut permits = take_one_permit(shared).await?;
     let free = shared.permits.available_permits();
     if free > 0 {
         if let Ok(more) = shared.permits.clone().try_acquire_many_owned(free as u32) {
@@ -65,21 +61,22 @@ pub(crate) async fn take_permits(shared: &Shared) -> Option<OwnedSemaphorePermit
     Some(permits)
 }
 
+/// Waits for one permit; `None` once the loop stops.
+pub(crate) async fn take_one_permit(shared: &Shared) -> Option<OwnedSemaphorePermit> {
+    tokio::select! {
+        biased;
+        _ = shared.stopping.cancelled() => None,
+        permit = shared.permits.clone().acquire_owned() => permit.ok(),
+    }
+}
+
 /// Starts the handlers of claimed entries, one permit each out of `permits` (taken before
-/// the claim, so a claim never takes more than can start at once).
-pub(crate) fn start_claimed(
-    shared: &Arc<Shared>,
-    claimed: Vec<Claimed>,
-    mut permits: OwnedSemaphorePermit,
-    taken_over: bool,
-) {
+/// the claim, so a claim of due retries never takes more than can start at once).
+pub(crate) fn start_claimed(shared: &Arc<Shared>, claimed: Vec<Claimed>, mut permits: OwnedSemaphorePermit) {
     if claimed.is_empty() {
         return;
     }
     ConsumerStats::bump(&shared.stats.delivered, claimed.len() as u64);
-    if taken_over {
-        ConsumerStats::bump(&shared.stats.claimed, claimed.len() as u64);
-    }
     for c in claimed {
         let Some(permit) = permits.split(1) else {
             // The scripts claim at most as many entries as there are permits; if one ever
@@ -87,9 +84,19 @@ pub(crate) fn start_claimed(
             tracing::error!(consumer = %shared.name, id = %c.entry.id, "claimed more entries than permits");
             continue;
         };
-        shared.track_claimed(c.entry.id, c.count, taken_over);
+        shared.track_claimed(c.entry.id, c.count, false);
         start(shared, c.entry, c.count, permit);
     }
+}
+
+/// Starts a handler for each already-tracked `(entry, attempt)` as permits free up, in
+/// order; false if the loop stopped first (the rest stay tracked, handed back by the drain).
+pub(crate) async fn start_queued(shared: &Arc<Shared>, entries: impl IntoIterator<Item = (RawEntry, u32)>) -> bool {
+    for (entry, attempt) in entries {
+        let Some(permit) = take_one_permit(shared).await else { return false };
+        start(shared, entry, attempt, permit);
+    }
+    true
 }
 
 /// Runs the handler of `entry` (delivery `attempt`) on its own task, holding `permit`.

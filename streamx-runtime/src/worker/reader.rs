@@ -69,7 +69,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
                 if entries.len() as u64 >= count {
                     ahead = Some(spawn_read(&shared, reader.get(), count, None));
                 }
-                if !entries.is_empty() && !dispatch_tracked(&shared, entries, &shutdown).await {
+                if !entries.is_empty() && !dispatch::start_queued(&shared, entries.into_iter().map(|e| (e, 1))).await {
                     break;
                 }
             }
@@ -156,26 +156,6 @@ async fn unblock(shared: &Shared, reader: &Client) {
     if let Err(e) = result {
         tracing::debug!(consumer = %shared.name, error = %e, "CLIENT UNBLOCK failed");
     }
-}
-
-/// Starts a handler for each read (already tracked) entry as permits free up.
-async fn dispatch_tracked(
-    shared: &Arc<Shared>,
-    entries: impl IntoIterator<Item = RawEntry>,
-    shutdown: &CancellationToken,
-) -> bool {
-    for entry in entries {
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return false,
-            permit = shared.permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return false,
-            },
-        };
-        dispatch::start(shared, entry, 1, permit);
-    }
-    true
 }
 
 async fn connect_until(shared: &Shared, role: ClientRole, shutdown: &CancellationToken) -> Option<HealingClient> {

@@ -140,7 +140,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             Ok(reply) => {
                 let claimed = Claimed::parse_all(reply);
                 ticker.more(claimed.len() >= limit);
-                dispatch::start_claimed(&shared, claimed, permits, false);
+                dispatch::start_claimed(&shared, claimed, permits);
             }
             Err(e) => {
                 if !crate::error::is_no_group(&e) {

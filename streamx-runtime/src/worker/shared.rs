@@ -118,10 +118,10 @@ impl Shared {
         }
     }
 
-    /// An entry claimed (a due retry or a take-over) with the count the claim set; it starts
-    /// at once, on a permit taken before the claim.
+    /// An entry claimed (a due retry or a take-over) with the count the claim set; not
+    /// started yet.
     pub fn track_claimed(&self, id: MessageId, count: u32, taken_over: bool) {
-        lock(&self.held).insert(id, Held { count, started: true, taken_over, abort: None });
+        lock(&self.held).insert(id, Held { count, started: false, taken_over, abort: None });
     }
 
     /// Marks `id` started; `abort` cancels its handler.
@@ -150,11 +150,12 @@ impl Shared {
     }
 
     /// Forgets entries read but never started: after a reader restart nothing will start
-    /// them, so the reconciliation of this consumer's own PEL takes them up again.
+    /// them, so the reconciliation of this consumer's own PEL takes them up again. (Entries
+    /// taken over wait for the take-over task, which goes on.)
     pub fn untrack_unstarted(&self) -> usize {
         let mut held = lock(&self.held);
         let before = held.len();
-        held.retain(|_, h| h.started);
+        held.retain(|_, h| h.started || h.taken_over);
         before - held.len()
     }
 

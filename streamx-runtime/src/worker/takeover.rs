@@ -10,9 +10,9 @@
 //!   stopped, a walk of *its* pending entries up to the number of free permits: never a
 //!   walk of the group's PEL.
 //! - **Counting**: a stopped consumer's entries may or may not have started, so the claim
-//!   counts a delivery (`RETRYCOUNT count + 1`, absolute: a re-sent script cannot count twice)
-//!   — except that an entry never taken over before is not pushed past `max_retries + 1`
-//!   merely for being held at a crash.
+//!   counts a delivery (`RETRYCOUNT count + 1`, absolute: a re-sent script cannot count
+//!   twice). No message therefore runs more than `max_retries + 1` times; one that was on its
+//!   last delivery when its consumer stopped is dead-lettered as `delivery_limit`.
 //! - **Crash-loop isolation**: every entry taken over is marked (`{stream}:takeovers:<group>`)
 //!   until it settles. If its new holder dies too, the mark pins the crash on it: marked
 //!   entries are *suspects*, claimed one at a time and run alone, so a message that crashes
@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 use fred::interfaces::StreamsInterface;
 use fred::types::scripts::Script;
 use fred::types::Value;
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::dispatch::{self, Claimed};
 use super::retries::{ms, SCHEDULED_CONSUMER};
@@ -41,116 +40,144 @@ use crate::message::MessageId;
 use crate::scripts::{assemble, DEAD_LETTER_TRIMMED, NOW_MS};
 
 /// Claims entries of stopped consumers (or the given ids of one consumer). Returns
-/// `[id, fields, count, suspect]` per entry claimed.
+/// `[id, fields, count, suspect]` per entry claimed: at most `limit` entries that are not
+/// suspects, plus at most one suspect when allowed.
 static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS, DEAD_LETTER_TRIMMED],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, [dead letters]
 -- ARGV: group, me, scheduled consumer, claim_idle ms, limit, may take a suspect (1/0),
---       max deliveries, victim ('' = every stopped consumer), then explicit ids of the victim
+--       max deliveries (unused here: the dispatcher dead-letters what is past it), victim ('' = every stopped consumer), then explicit ids of the victim
 local dlq = KEYS[5] or false
 local now = now_ms()
 local stale = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
 local suspect_ok = ARGV[6] == '1'
-local max = tonumber(ARGV[7])
 local out = {}
+local taken = 0
+local by_count = {}
 
-local function take(id, owner, count)
-  local suspect = redis.call('SISMEMBER', KEYS[4], id) == 1
-  if suspect and not suspect_ok then return end
-  local found = redis.call('XRANGE', KEYS[1], id, id)
-  if not found[1] then
-    dead_letter_trimmed(KEYS[1], dlq, ARGV[1], id, owner, count, now)
-    redis.call('SREM', KEYS[4], id)
-    return
-  end
-  local next = count + 1
-  if not suspect and next > max then next = max end
-  if next < 1 then next = 1 end
-  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID', 'RETRYCOUNT', next)
-  redis.call('SADD', KEYS[4], id)
-  if suspect then suspect_ok = false end
-  table.insert(out, {id, found[1][2], next, suspect and 1 or 0})
-end
-
-if ARGV[8] ~= '' then
-  for i = 9, #ARGV do
-    if #out >= limit then break end
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[8])
-    if p[1] then take(p[1][1], ARGV[8], p[1][4]) end
-  end
-  return out
-end
-
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  if #out >= limit then break end
-  local name, pending, idle
-  for i = 1, #c, 2 do
-    if c[i] == 'name' then name = c[i + 1]
-    elseif c[i] == 'pending' then pending = c[i + 1]
-    elseif c[i] == 'idle' then idle = c[i + 1] end
-  end
-  if pending > 0 and name ~= ARGV[2] and name ~= ARGV[3] then
-    local beat = redis.call('ZSCORE', KEYS[3], name)
-    local stopped
-    if beat then stopped = now - tonumber(beat) >= stale else stopped = idle >= stale end
-    if stopped then
-      local from = '-'
-      repeat
-        local page = redis.call('XPENDING', KEYS[1], ARGV[1], from, '+', limit + 16, name)
-        for _, p in ipairs(page) do
-          if #out >= limit then break end
-          take(p[1], name, p[4])
-          from = '(' .. p[1]
-        end
-      until #out >= limit or #page < limit + 16
+-- p: XPENDING rows {id, owner, idle, count}
+local function take_page(rows)
+  if #rows == 0 then return end
+  local ids = {}
+  for i, p in ipairs(rows) do ids[i] = p[1] end
+  local marked = redis.call('SMISMEMBER', KEYS[4], unpack(ids))
+  for i, p in ipairs(rows) do
+    local id, owner, count = p[1], p[2], p[4]
+    local suspect = marked[i] == 1
+    if suspect and not suspect_ok then
+      -- left for a consumer that runs no suspect now
+    elseif not suspect and taken >= limit then
+      -- enough for this call
+    else
+      local found = redis.call('XRANGE', KEYS[1], id, id)
+      if not found[1] then
+        dead_letter_trimmed(KEYS[1], dlq, ARGV[1], id, owner, count, now)
+        redis.call('SREM', KEYS[4], id)
+      else
+        local next = count + 1
+        by_count[next] = by_count[next] or {}
+        table.insert(by_count[next], id)
+        if suspect then suspect_ok = false else taken = taken + 1 end
+        table.insert(out, {id, found[1][2], next, suspect and 1 or 0})
+      end
     end
   end
 end
+
+if ARGV[8] ~= '' then
+  local rows = {}
+  for i = 9, #ARGV do
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[8])
+    if p[1] then table.insert(rows, p[1]) end
+  end
+  take_page(rows)
+else
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+    if taken >= limit then break end
+    local name, pending, idle
+    for i = 1, #c, 2 do
+      if c[i] == 'name' then name = c[i + 1]
+      elseif c[i] == 'pending' then pending = c[i + 1]
+      elseif c[i] == 'idle' then idle = c[i + 1] end
+    end
+    if pending > 0 and name ~= ARGV[2] and name ~= ARGV[3] then
+      local beat = redis.call('ZSCORE', KEYS[3], name)
+      local stopped
+      if beat then stopped = now - tonumber(beat) >= stale else stopped = idle >= stale end
+      if stopped then
+        local from = '-'
+        local page_size = limit - taken + 16
+        repeat
+          local page = redis.call('XPENDING', KEYS[1], ARGV[1], from, '+', page_size, name)
+          take_page(page)
+          if #page > 0 then from = '(' .. page[#page][1] end
+        until taken >= limit or #page < page_size
+      end
+    end
+  end
+end
+
+-- The claims, one XCLAIM per delivery count (JUSTID: the fields came from XRANGE; the count
+-- is set, not incremented), and the take-over marks, written before anything starts.
+local all = {}
+for n, ids in pairs(by_count) do
+  -- (`unpack` must come last in an argument list, or Lua keeps only its first value.)
+  local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
+  for _, id in ipairs(ids) do
+    table.insert(args, id)
+    table.insert(all, id)
+  end
+  table.insert(args, 'JUSTID'); table.insert(args, 'RETRYCOUNT'); table.insert(args, n)
+  redis.call(unpack(args))
+end
+if #all > 0 then redis.call('SADD', KEYS[4], unpack(all)) end
 return out
 "#,
     )
 });
 
 /// Takes over what stopped consumers hold, and what this consumer owns but lost track of,
-/// until the loop stops. Each tick waits for a permit (in turn with the reader) and claims
-/// at most as many entries as it holds permits.
+/// until the loop stops. Like a read, a claim takes up to a batch ahead of the free permits
+/// (the heartbeat keeps them this consumer's while they wait), and the next claim is sent
+/// once the last entry of this one has a permit.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let claim_idle = shared.consumer.options.claim_idle;
+    let batch = shared.consumer.options.effective_batch_size();
     let mut ticker = Ticker::new((claim_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let isolating = Arc::new(AtomicBool::new(false));
     let mut next_reconcile = Instant::now() + jittered(claim_idle);
     while ticker.wait(&shared.stopping).await {
         let own = if Instant::now() >= next_reconcile {
             next_reconcile = Instant::now() + jittered(claim_idle);
-            match lost_entries(&shared).await {
-                Some(ids) if !ids.is_empty() => ids,
-                _ => Vec::new(),
-            }
+            lost_entries(&shared).await.unwrap_or_default()
         } else {
             Vec::new()
         };
-        let Some(permits) = dispatch::take_permits(&shared).await else { return };
-        let limit = permits.num_permits();
         let suspect_ok = !isolating.load(Ordering::Acquire);
-        match take_over(&shared, limit, suspect_ok, &own).await {
+        match take_over(&shared, batch, suspect_ok, &own).await {
             Ok(claimed) => {
-                ticker.more(claimed.len() >= limit);
+                let others = claimed.iter().filter(|c| !c.suspect).count();
+                ticker.more(others >= batch);
                 if claimed.is_empty() {
                     continue;
                 }
                 tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a consumer that stopped");
-                let (suspects, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.suspect);
-                let mut permits = permits;
-                for suspect in suspects {
-                    // The script returns at most one suspect, and only when none runs here.
-                    if let Some(permit) = permits.split(1) {
-                        isolate(&shared, suspect, permit, &isolating);
-                    }
+                ConsumerStats::bump(&shared.stats.delivered, claimed.len() as u64);
+                ConsumerStats::bump(&shared.stats.claimed, claimed.len() as u64);
+                for c in &claimed {
+                    shared.track_claimed(c.entry.id, c.count, true);
                 }
-                dispatch::start_claimed(&shared, others, permits, true);
+                let (suspects, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.suspect);
+                for suspect in suspects {
+                    isolate(&shared, suspect, &isolating);
+                }
+                let work = others.into_iter().map(|c| (c.entry, c.count));
+                if !dispatch::start_queued(&shared, work).await {
+                    return;
+                }
             }
             Err(e) => {
                 if !crate::error::is_no_group(&e) {
@@ -163,17 +190,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 /// Runs one suspect alone: no other suspect starts here until its handler has finished.
-fn isolate(shared: &Arc<Shared>, suspect: Claimed, permit: OwnedSemaphorePermit, isolating: &Arc<AtomicBool>) {
+fn isolate(shared: &Arc<Shared>, suspect: Claimed, isolating: &Arc<AtomicBool>) {
     tracing::warn!(consumer = %shared.name, id = %suspect.entry.id, deliveries = suspect.count,
-        "running a message alone: its last holder stopped while running it (crash-loop isolation)");
+        "running a message alone: its last holder stopped while holding it (crash-loop isolation)");
     isolating.store(true, Ordering::Release);
-    ConsumerStats::bump(&shared.stats.delivered, 1);
-    ConsumerStats::bump(&shared.stats.claimed, 1);
-    shared.track_claimed(suspect.entry.id, suspect.count, true);
-    let handler = dispatch::start(shared, suspect.entry, suspect.count, permit);
-    let isolating = isolating.clone();
+    let (task_shared, isolating) = (shared.clone(), isolating.clone());
     shared.tasks.spawn(async move {
-        let _ = handler.await;
+        let shared = task_shared;
+        if let Some(permit) = dispatch::take_one_permit(&shared).await {
+            let _ = dispatch::start(&shared, suspect.entry, suspect.count, permit).await;
+        }
         isolating.store(false, Ordering::Release);
     });
 }
