@@ -343,6 +343,11 @@ impl RedisCluster {
     /// slots assigned, agree on who serves every slot, know every node, and every running
     /// replica is in sync with its master. Use it after restarting nodes.
     ///
+    /// "In sync" means the replica's link is up and its full sync is done; new writes still
+    /// reach it asynchronously (right after a diskless sync, the master holds them until
+    /// the replica's next `REPLCONF ACK`, up to a second). To know that a write reached a
+    /// replica, send `WAIT` on the connection that made the write.
+    ///
     /// # Errors
     ///
     /// [`TestingError::Timeout`] with the last observed state.
@@ -797,10 +802,14 @@ garbage
         assert_eq!(cluster.masters().unwrap().len(), 3);
         let key = "{failover}:key";
         let old = cluster.master_for_key(key).unwrap();
-        cluster.nodes()[old].call(&["SET", key, "kept"]).unwrap();
-        // Make sure the replica has the write before the crash.
-        let acked = cluster.nodes()[old].call(&["WAIT", "1", "5000"]).unwrap();
-        assert_eq!(acked, Reply::Integer(1));
+        // Make sure the replica has the write before the crash. WAIT must run on the
+        // connection that wrote: it waits for the replicas to reach that connection's last
+        // write offset, and a fresh connection has none, so there it returns 1 at once even
+        // while the master still holds the write back (after a diskless full sync the
+        // master may start streaming to a replica only at its next REPLCONF ACK, up to a
+        // second later).
+        let replies = cluster.nodes()[old].call_all(&[&["SET", key, "kept"][..], &["WAIT", "1", "5000"][..]]).unwrap();
+        assert_eq!(replies, vec![Reply::Simple("OK".into()), Reply::Integer(1)]);
 
         assert_eq!(cluster.kill_master_of(key).unwrap(), old);
         let new = cluster.wait_for_failover(key_slot(key)).unwrap();

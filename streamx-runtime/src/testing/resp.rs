@@ -70,25 +70,54 @@ impl fmt::Display for Reply {
 ///
 /// Fails only on I/O and protocol errors; `-ERR` replies are `Ok(Reply::Error(..))`.
 pub(crate) fn send<S: AsRef<[u8]>>(addr: SocketAddr, args: &[S]) -> io::Result<Reply> {
+    let mut replies = send_all(addr, &[args])?;
+    replies.pop().ok_or_else(|| protocol_error("no reply"))
+}
+
+/// Sends `commands` in order over one connection and returns their replies, error replies
+/// included. Commands whose meaning depends on the connection need this: `WAIT` counts
+/// the replicas that acknowledged the *same connection's* last write, so on a fresh
+/// connection, which has written nothing, it returns at once with every connected replica.
+fn send_all<S: AsRef<[u8]>>(addr: SocketAddr, commands: &[&[S]]) -> io::Result<Vec<Reply>> {
     let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     stream.set_write_timeout(Some(READ_TIMEOUT))?;
     stream.set_nodelay(true)?;
     let mut writer = &stream;
-    writer.write_all(&encode(args))?;
+    for args in commands {
+        writer.write_all(&encode(args))?;
+    }
     writer.flush()?;
     let mut reader = BufReader::new(&stream);
-    read_reply(&mut reader)
+    commands.iter().map(|_| read_reply(&mut reader)).collect()
 }
 
 /// Sends one command and turns I/O failures and error replies into [`TestingError`]s that
 /// name the port and the command.
 pub(crate) fn call<S: AsRef<[u8]>>(addr: SocketAddr, args: &[S]) -> Result<Reply, TestingError> {
-    match send(addr, args) {
-        Ok(Reply::Error(message)) => Err(TestingError::Redis { port: addr.port(), command: describe(args), message }),
-        Ok(reply) => Ok(reply),
-        Err(source) => Err(TestingError::Io { port: addr.port(), command: describe(args), source }),
+    let mut replies = call_all(addr, &[args])?;
+    replies.pop().ok_or_else(|| TestingError::UnexpectedReply {
+        port: addr.port(),
+        command: describe(args),
+        reply: "(none)".to_owned(),
+    })
+}
+
+/// Like [`call`], for several commands sent in order over one connection (see
+/// [`send_all`]); the first error reply fails the whole call.
+pub(crate) fn call_all<S: AsRef<[u8]>>(addr: SocketAddr, commands: &[&[S]]) -> Result<Vec<Reply>, TestingError> {
+    let describe_all = || commands.iter().map(|args| describe(args)).collect::<Vec<_>>().join("; ");
+    let replies = send_all(addr, commands).map_err(|source| TestingError::Io {
+        port: addr.port(),
+        command: describe_all(),
+        source,
+    })?;
+    for (args, reply) in commands.iter().zip(&replies) {
+        if let Reply::Error(message) = reply {
+            return Err(TestingError::Redis { port: addr.port(), command: describe(args), message: message.clone() });
+        }
     }
+    Ok(replies)
 }
 
 /// Like [`call`], for commands whose reply is text (`CLUSTER INFO`, `CLUSTER NODES`, `INFO`).

@@ -346,6 +346,14 @@ impl RedisServer {
         resp::call(self.addr(), args)
     }
 
+    /// Sends `commands` in order over one connection, e.g. a write followed by `WAIT`
+    /// (which only counts acknowledgements of its own connection's writes); the first
+    /// error reply becomes [`TestingError::Redis`].
+    #[cfg(test)]
+    pub(crate) fn call_all<S: AsRef<[u8]>>(&self, commands: &[&[S]]) -> Result<Vec<Reply>, TestingError> {
+        resp::call_all(self.addr(), commands)
+    }
+
     /// Like [`call`](Self::call), for commands that answer with text.
     pub(crate) fn call_text<S: AsRef<[u8]>>(&self, args: &[S]) -> Result<String, TestingError> {
         resp::call_text(self.addr(), args)
@@ -723,6 +731,16 @@ mod tests {
         let before = server.pid().unwrap();
         server.restart().unwrap();
         assert_ne!(server.pid().unwrap(), before);
+    }
+
+    #[test]
+    fn call_all_sends_in_order_over_one_connection() {
+        let server = RedisServer::start().unwrap();
+        let replies = server.call_all(&[&["CLIENT", "ID"][..], &["SET", "k", "v"][..], &["CLIENT", "ID"][..]]).unwrap();
+        assert_eq!(replies[1], Reply::Simple("OK".into()));
+        assert_eq!(replies[0], replies[2], "the commands went over different connections");
+        let err = server.call_all(&[&["GET", "k"][..], &["INCR", "k"][..]]).unwrap_err();
+        assert!(matches!(&err, TestingError::Redis { command, .. } if command == "INCR k"), "{err:?}");
     }
 
     #[test]
