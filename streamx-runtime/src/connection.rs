@@ -417,9 +417,6 @@ fn build_client(url: &RedisUrl, config: Config, role: ClientRole) -> Result<fred
             ClientRole::Publish | ClientRole::Reader { .. } => 1,
         };
         c.tcp.nodelay = Some(true);
-        // The reader's connection is named after the fred client's id on every (re)connect,
-        // so shutdown can find its current server-side id for CLIENT UNBLOCK.
-        c.auto_client_setname = matches!(role, ClientRole::Reader { .. });
     });
     builder.with_performance_config(|p| {
         p.default_command_timeout = match role {

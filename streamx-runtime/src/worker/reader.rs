@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fred::clients::Client;
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientLike, StreamsInterface};
+use fred::interfaces::{ClientInterface, ClientLike, ClusterInterface, StreamsInterface};
 use fred::types::{ClusterHash, CustomCommand, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -135,24 +135,26 @@ async fn stop_read(shared: &Shared, reader: &HealingClient, mut read: PendingRea
 }
 
 /// Wakes the blocked XREADGROUP of `reader` (it then returns what it has, or nothing). The
-/// reader's connection carries the fred client's id as its name (`CLIENT SETNAME` on every
-/// connect and reconnect), so its current server-side id is looked up by name at the moment
-/// it is needed: a reconnect or a Redis restart since the read began cannot make it miss or
-/// hit another client.
+/// server-side id of the reader's connection to the stream's node is the one fred caches on
+/// every connect and reconnect (`CLIENT ID`), read at the moment it is needed: a reconnect
+/// or a Redis restart since the read began cannot make it miss or hit another client.
 async fn unblock(shared: &Shared, reader: &Client) {
-    let node = || CustomCommand::new_static("CLIENT", ClusterHash::Custom(slot(shared.stream())), false);
-    let list: Result<String, FredError> = shared.command.get().custom(node(), vec!["LIST", "TYPE", "normal"]).await;
-    let Ok(list) = list else { return };
-    let name = format!("name={}", reader.id());
-    let Some(id) = list
-        .lines()
-        .filter(|l| l.split(' ').any(|f| f == name))
-        .find_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")).and_then(|v| v.parse::<i64>().ok()))
-    else {
+    let slot = slot(shared.stream());
+    let ids = reader.connection_ids();
+    let id = if ids.len() == 1 {
+        ids.values().next().copied()
+    } else {
+        reader
+            .cached_cluster_state()
+            .and_then(|state| state.get_server(slot).and_then(|server| ids.get(server).copied()))
+    };
+    let Some(id) = id else {
+        tracing::debug!(consumer = %shared.name, "the reader's connection id is unknown; cannot unblock it");
         return;
     };
+    let cmd = CustomCommand::new_static("CLIENT", ClusterHash::Custom(slot), false);
     let result: Result<Value, FredError> =
-        shared.command.get().custom(node(), vec![Value::from("UNBLOCK"), Value::from(id)]).await;
+        shared.command.get().custom(cmd, vec![Value::from("UNBLOCK"), Value::from(id)]).await;
     if let Err(e) = result {
         tracing::debug!(consumer = %shared.name, error = %e, "CLIENT UNBLOCK failed");
     }

@@ -64,6 +64,12 @@ local function take_page(rows)
   local ids = {}
   for i, p in ipairs(rows) do ids[i] = p[1] end
   local marked = redis.call('SMISMEMBER', KEYS[4], unpack(ids))
+  -- The entries' fields, in one XRANGE over the page's span when the ids are dense (they
+  -- usually are: one read's worth); ids missing from a complete span were deleted.
+  local fields = {}
+  local span = redis.call('XRANGE', KEYS[1], ids[1], ids[#ids], 'COUNT', 2 * #ids)
+  local complete = #span < 2 * #ids
+  for _, e in ipairs(span) do fields[e[1]] = e[2] end
   for i, p in ipairs(rows) do
     local id, owner, count = p[1], p[2], p[4]
     local suspect = marked[i] == 1
@@ -72,8 +78,12 @@ local function take_page(rows)
     elseif not suspect and taken >= limit then
       -- enough for this call
     else
-      local found = redis.call('XRANGE', KEYS[1], id, id)
-      if not found[1] then
+      local found = fields[id]
+      if not found and not complete then
+        local e = redis.call('XRANGE', KEYS[1], id, id)
+        if e[1] then found = e[1][2] end
+      end
+      if not found then
         dead_letter_trimmed(KEYS[1], dlq, ARGV[1], id, owner, count, now)
         redis.call('SREM', KEYS[4], id)
       else
@@ -81,7 +91,7 @@ local function take_page(rows)
         by_count[next] = by_count[next] or {}
         table.insert(by_count[next], id)
         if suspect then suspect_ok = false else taken = taken + 1 end
-        table.insert(out, {id, found[1][2], next, suspect and 1 or 0})
+        table.insert(out, {id, found, next, suspect and 1 or 0})
       end
     end
   end
@@ -139,54 +149,85 @@ return out
     )
 });
 
+/// A claim in flight: its entries are tracked as soon as its reply arrives.
+type PendingClaim = tokio::task::JoinHandle<Result<Vec<Claimed>, fred::error::Error>>;
+
 /// Takes over what stopped consumers hold, and what this consumer owns but lost track of,
 /// until the loop stops. Like a read, a claim takes up to a batch ahead of the free permits
-/// (the heartbeat keeps them this consumer's while they wait), and the next claim is sent
-/// once the last entry of this one has a permit.
+/// (the heartbeat keeps them this consumer's while they wait); when a claim was full, the
+/// next one is sent at once and runs while this batch is dispatched, so round trips overlap
+/// handler work. At most two batches wait.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let claim_idle = shared.consumer.options.claim_idle;
     let batch = shared.consumer.options.effective_batch_size();
     let mut ticker = Ticker::new((claim_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let isolating = Arc::new(AtomicBool::new(false));
     let mut next_reconcile = Instant::now() + jittered(claim_idle);
-    while ticker.wait(&shared.stopping).await {
-        let own = if Instant::now() >= next_reconcile {
-            next_reconcile = Instant::now() + jittered(claim_idle);
-            lost_entries(&shared).await.unwrap_or_default()
-        } else {
-            Vec::new()
+    let mut ahead: Option<PendingClaim> = None;
+    loop {
+        let claim = match ahead.take() {
+            Some(claim) => claim,
+            None => {
+                if !ticker.wait(&shared.stopping).await {
+                    return;
+                }
+                let own = if Instant::now() >= next_reconcile {
+                    next_reconcile = Instant::now() + jittered(claim_idle);
+                    lost_entries(&shared).await.unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                spawn_claim(&shared, batch, !isolating.load(Ordering::Acquire), own)
+            }
         };
-        let suspect_ok = !isolating.load(Ordering::Acquire);
-        match take_over(&shared, batch, suspect_ok, &own).await {
-            Ok(claimed) => {
-                let others = claimed.iter().filter(|c| !c.suspect).count();
-                ticker.more(others >= batch);
+        match claim.await {
+            Ok(Ok(claimed)) => {
+                let full = claimed.iter().filter(|c| !c.suspect).count() >= batch;
+                ticker.more(full);
+                if full && !shared.stopping.is_cancelled() {
+                    ahead = Some(spawn_claim(&shared, batch, false, Vec::new()));
+                }
                 if claimed.is_empty() {
                     continue;
                 }
                 tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a consumer that stopped");
-                ConsumerStats::bump(&shared.stats.delivered, claimed.len() as u64);
-                ConsumerStats::bump(&shared.stats.claimed, claimed.len() as u64);
-                for c in &claimed {
-                    shared.track_claimed(c.entry.id, c.count, true);
-                }
                 let (suspects, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.suspect);
                 for suspect in suspects {
                     isolate(&shared, suspect, &isolating);
                 }
                 let work = others.into_iter().map(|c| (c.entry, c.count));
                 if !dispatch::start_queued(&shared, work).await {
-                    return;
+                    break;
                 }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 if !crate::error::is_no_group(&e) {
                     tracing::warn!(consumer = %shared.name, error = %e, "take-over failed; trying again");
                 }
                 ticker.failed();
             }
+            Err(_) => tracing::error!(consumer = %shared.name, "a take-over task panicked; trying again"),
         }
     }
+    // Stopping: a claim still in flight is awaited so what it took is tracked (and handed
+    // back by the drain).
+    if let Some(claim) = ahead {
+        let _ = claim.await;
+    }
+}
+
+/// Sends one take-over claim; its entries are tracked (and counted) the moment it returns.
+fn spawn_claim(shared: &Arc<Shared>, batch: usize, suspect_ok: bool, own: Vec<MessageId>) -> PendingClaim {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let claimed = take_over(&shared, batch, suspect_ok, &own).await?;
+        ConsumerStats::bump(&shared.stats.delivered, claimed.len() as u64);
+        ConsumerStats::bump(&shared.stats.claimed, claimed.len() as u64);
+        for c in &claimed {
+            shared.track_claimed(c.entry.id, c.count, true);
+        }
+        Ok(claimed)
+    })
 }
 
 /// Runs one suspect alone: no other suspect starts here until its handler has finished.

@@ -16,8 +16,10 @@ pub(crate) struct Ticker {
 }
 
 impl Ticker {
+    /// The first tick comes at once (a consumer that starts takes up due work without
+    /// waiting a period).
     pub fn new(every: Duration) -> Self {
-        Ticker { every, now: false, backoff: RetryDelay::new(), failing: false }
+        Ticker { every, now: true, backoff: RetryDelay::new(), failing: false }
     }
 
     /// Waits for the next tick; false once `stop` is cancelled.

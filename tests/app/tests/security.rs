@@ -42,8 +42,6 @@ const ORDERS_USER_RULES: &[&str] = &[
     "+ping",
     "+info",
     "+client|id",
-    "+client|list",
-    "+client|setname",
     "+client|unblock",
 ];
 const ORDERS_USER: &str = "orders-worker";
