@@ -38,7 +38,7 @@ const ORDERS_USER_RULES: &[&str] = &[
     "+zremrangebyscore",
     "+sadd",
     "+srem",
-    "+sismember",
+    "+smismember",
     "+ping",
     "+info",
     "+client|id",
