@@ -25,12 +25,13 @@ use fred::interfaces::{ClientLike, StreamsInterface};
 use fred::types::streams::XCap;
 use fred::types::{ClusterHash, CustomCommand, Key, Value};
 use serde::{Deserialize, Serialize};
-use streamx::{Consumer, HandlerError, Message, RunningRuntime, Runtime};
+use streamx::{Consumer, HandlerError, Message, Runtime};
 use tokio::task::JoinHandle;
 
 use crate::args::Settings;
 use crate::progress::{note, Progress};
 use crate::raw;
+use crate::streamx_side::start;
 use crate::workload::Keys;
 
 /// The longest the fill, a drain or a take-over may take before the run gives up.
@@ -378,18 +379,6 @@ async fn drain(s: &Settings, stream: &str, group: &str, n: u64, label: &str) -> 
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// Starts a runtime with just `consumer`.
-async fn start(url: &str, consumer: Consumer) -> Result<RunningRuntime> {
-    Ok(Runtime::builder()
-        .redis_url(url)
-        .registered_consumers(false)
-        .consumer(consumer)
-        .shutdown_timeout(Duration::from_secs(5))
-        .build()?
-        .start()
-        .await?)
-}
 
 /// Calls `check` every `every` until it returns true (→ true) or `deadline` passes (→ false).
 async fn wait_until<F, Fut>(deadline: Instant, every: Duration, mut check: F) -> Result<bool>

@@ -33,6 +33,20 @@ local function dead_letter_trimmed(stream, dlq, group, id, owner, deliveries, no
 end
 "#;
 
+/// `consumers(stream, group)`: the group's consumers from `XINFO CONSUMERS` as
+/// `{name, pending, idle}` tables (idle: ms since the consumer's last command).
+pub(crate) const CONSUMERS: &str = r#"
+local function consumers(stream, group)
+  local out = {}
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, group)) do
+    local row = {}
+    for i = 1, #c, 2 do row[c[i]] = c[i + 1] end
+    table.insert(out, {name = row['name'], pending = row['pending'], idle = row['idle']})
+  end
+  return out
+end
+"#;
+
 /// A script made of shared fragments followed by its body.
 pub(crate) fn assemble(fragments: &[&str], body: &str) -> Script {
     let mut text = fragments.concat();

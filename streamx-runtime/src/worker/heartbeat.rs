@@ -16,7 +16,7 @@ use fred::types::Value;
 use super::retries::{ms, SCHEDULED_CONSUMER};
 use super::shared::Shared;
 use super::ticker::RetryDelay;
-use crate::scripts::{assemble, NOW_MS};
+use crate::scripts::{assemble, CONSUMERS, NOW_MS};
 
 static BEAT: LazyLock<Script> = LazyLock::new(|| {
     assemble(
@@ -35,7 +35,7 @@ return 1
 /// victim, removes only that consumer (this one, leaving) if it owns nothing.
 static CLEAN_UP: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS],
+        &[NOW_MS, CONSUMERS],
         r#"
 -- KEYS: stream, heartbeats
 -- ARGV: group, me, scheduled consumer, idle threshold ms, victim ('' = every idle consumer)
@@ -49,17 +49,11 @@ if ARGV[5] ~= '' then
   return removed
 end
 local threshold = tonumber(ARGV[4])
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local name, pending, idle
-  for i = 1, #c, 2 do
-    if c[i] == 'name' then name = c[i + 1]
-    elseif c[i] == 'pending' then pending = c[i + 1]
-    elseif c[i] == 'idle' then idle = c[i + 1] end
-  end
-  if pending == 0 and idle > threshold and name ~= ARGV[2] and name ~= ARGV[3] then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
-    redis.call('ZREM', KEYS[2], name)
-    table.insert(removed, name)
+for _, c in ipairs(consumers(KEYS[1], ARGV[1])) do
+  if c.pending == 0 and c.idle > threshold and c.name ~= ARGV[2] and c.name ~= ARGV[3] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], c.name)
+    redis.call('ZREM', KEYS[2], c.name)
+    table.insert(removed, c.name)
   end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms() - threshold)

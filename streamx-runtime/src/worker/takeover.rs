@@ -37,14 +37,14 @@ use super::stats::ConsumerStats;
 use super::ticker::{jittered, Ticker};
 use crate::inspect::parse_pending;
 use crate::message::MessageId;
-use crate::scripts::{assemble, DEAD_LETTER_TRIMMED, NOW_MS};
+use crate::scripts::{assemble, CONSUMERS, DEAD_LETTER_TRIMMED, NOW_MS};
 
 /// Claims entries of stopped consumers (or the given ids of one consumer). Returns
 /// `[id, fields, count, suspect]` per entry claimed: at most `limit` entries that are not
 /// suspects, plus at most one suspect when allowed.
 static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_TRIMMED],
+        &[NOW_MS, DEAD_LETTER_TRIMMED, CONSUMERS],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, [dead letters]
 -- ARGV: group, me, scheduled consumer, claim_idle ms, limit, may take a suspect (1/0),
@@ -105,18 +105,13 @@ if ARGV[8] ~= '' then
   end
   take_page(rows)
 else
-  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  for _, c in ipairs(consumers(KEYS[1], ARGV[1])) do
     if taken >= limit then break end
-    local name, pending, idle
-    for i = 1, #c, 2 do
-      if c[i] == 'name' then name = c[i + 1]
-      elseif c[i] == 'pending' then pending = c[i + 1]
-      elseif c[i] == 'idle' then idle = c[i + 1] end
-    end
-    if pending > 0 and name ~= ARGV[2] and name ~= ARGV[3] then
+    local name = c.name
+    if c.pending > 0 and name ~= ARGV[2] and name ~= ARGV[3] then
       local beat = redis.call('ZSCORE', KEYS[3], name)
       local stopped
-      if beat then stopped = now - tonumber(beat) >= stale else stopped = idle >= stale end
+      if beat then stopped = now - tonumber(beat) >= stale else stopped = c.idle >= stale end
       if stopped then
         local from = '-'
         local page_size = limit - taken + 16
@@ -161,14 +156,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let claim_idle = shared.consumer.options.claim_idle;
     let batch = shared.consumer.options.effective_batch_size();
     let mut ticker = Ticker::new((claim_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
-    let isolating = Arc::new(AtomicBool::new(false));
+    let isolating = Arc::new(Isolation::default());
     let mut next_reconcile = Instant::now() + jittered(claim_idle);
     let mut ahead: Option<PendingClaim> = None;
     loop {
         let claim = match ahead.take() {
             Some(claim) => claim,
             None => {
-                if !ticker.wait(&shared.stopping).await {
+                if !ticker.wait_or(&shared.stopping, &isolating.done).await {
                     return;
                 }
                 let own = if Instant::now() >= next_reconcile {
@@ -177,7 +172,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 } else {
                     Vec::new()
                 };
-                spawn_claim(&shared, batch, !isolating.load(Ordering::Acquire), own)
+                spawn_claim(&shared, batch, !isolating.running.load(Ordering::Acquire), own)
             }
         };
         match claim.await {
@@ -230,18 +225,27 @@ fn spawn_claim(shared: &Arc<Shared>, batch: usize, suspect_ok: bool, own: Vec<Me
     })
 }
 
+/// The suspect this consumer runs alone, if any.
+#[derive(Default)]
+struct Isolation {
+    running: AtomicBool,
+    /// Wakes the take-over loop when the suspect finished, so the next one starts at once.
+    done: tokio::sync::Notify,
+}
+
 /// Runs one suspect alone: no other suspect starts here until its handler has finished.
-fn isolate(shared: &Arc<Shared>, suspect: Claimed, isolating: &Arc<AtomicBool>) {
+fn isolate(shared: &Arc<Shared>, suspect: Claimed, isolation: &Arc<Isolation>) {
     tracing::warn!(consumer = %shared.name, id = %suspect.entry.id, deliveries = suspect.count,
         "running a message alone: its last holder stopped while holding it (crash-loop isolation)");
-    isolating.store(true, Ordering::Release);
-    let (task_shared, isolating) = (shared.clone(), isolating.clone());
+    isolation.running.store(true, Ordering::Release);
+    let (task_shared, isolation) = (shared.clone(), isolation.clone());
     shared.tasks.spawn(async move {
         let shared = task_shared;
         if let Some(permit) = dispatch::take_one_permit(&shared).await {
             let _ = dispatch::start(&shared, suspect.entry, suspect.count, permit).await;
         }
-        isolating.store(false, Ordering::Release);
+        isolation.running.store(false, Ordering::Release);
+        isolation.done.notify_one();
     });
 }
 

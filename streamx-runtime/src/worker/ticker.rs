@@ -22,6 +22,17 @@ impl Ticker {
         Ticker { every, now: true, backoff: RetryDelay::new(), failing: false }
     }
 
+    /// Waits for the next tick, or for `wake`; false once `stop` is cancelled.
+    pub async fn wait_or(&mut self, stop: &CancellationToken, wake: &tokio::sync::Notify) -> bool {
+        if self.now || self.failing {
+            return self.wait(stop).await;
+        }
+        tokio::select! {
+            _ = wake.notified() => !stop.is_cancelled(),
+            more = self.wait(stop) => more,
+        }
+    }
+
     /// Waits for the next tick; false once `stop` is cancelled.
     pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
         if stop.is_cancelled() {

@@ -378,9 +378,11 @@ async fn a_crash_loop_takes_no_bystanders() {
             if status.is_some() {
                 exited = status;
             }
-            let (url, inspector) = (url.clone(), inspector.clone());
+            let (url, inspector, dlq) = (url.clone(), inspector.clone(), dlq.clone());
             async move {
-                let settled = handled(&url).await.iter().filter(|r| r.consumer == "jobs").count() >= 199
+                let done: HashSet<String> =
+                    handled(&url).await.into_iter().filter(|r| r.consumer == "jobs").map(|r| r.id).collect();
+                let settled = done.len() as u64 + dlq.count().await.unwrap() >= 200
                     && inspector.group("app.jobs", "workers").await.unwrap().is_some_and(|g| g.pending == 0);
                 status.is_some() || settled
             }
