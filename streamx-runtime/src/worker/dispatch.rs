@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fred::types::Value;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::retries::{self, Parking};
@@ -91,11 +92,30 @@ pub(crate) fn start_claimed(shared: &Arc<Shared>, claimed: Vec<Claimed>, mut per
 
 /// Starts a handler for each already-tracked `(entry, attempt)` as permits free up, in
 /// order; false if the loop stopped first (the rest stay tracked, handed back by the drain).
+/// Which entries started is recorded under one lock per run of free permits, not per entry
+/// (the hot path of every read).
 pub(crate) async fn start_queued(shared: &Arc<Shared>, entries: impl IntoIterator<Item = (RawEntry, u32)>) -> bool {
+    let mut started: Vec<(MessageId, AbortHandle)> = Vec::new();
     for (entry, attempt) in entries {
-        let Some(permit) = take_one_permit(shared).await else { return false };
-        start(shared, entry, attempt, permit);
+        if shared.stopping.is_cancelled() {
+            shared.started_all(started);
+            return false;
+        }
+        let permit = match shared.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                shared.started_all(started.drain(..));
+                match take_one_permit(shared).await {
+                    Some(permit) => permit,
+                    None => return false,
+                }
+            }
+        };
+        let id = entry.id;
+        let task = shared.tasks.spawn(handle(shared.clone(), entry, attempt, permit));
+        started.push((id, task.abort_handle()));
     }
+    shared.started_all(started);
     true
 }
 
@@ -108,7 +128,7 @@ pub(crate) fn start(
 ) -> tokio::task::JoinHandle<()> {
     let id = entry.id;
     let task = shared.tasks.spawn(handle(shared.clone(), entry, attempt, permit));
-    shared.started(id, Some(task.abort_handle()));
+    shared.started_all([(id, task.abort_handle())]);
     task
 }
 
@@ -155,6 +175,7 @@ async fn run_handler(shared: &Shared, entry: RawEntry, attempt: u32) -> Outcome 
 }
 
 async fn settle(shared: &Shared, id: MessageId, attempt: u32, outcome: Outcome, permit: OwnedSemaphorePermit) {
+    shared.finished(id);
     match outcome {
         Outcome::Done => {
             shared.ack(id);

@@ -86,7 +86,12 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: tokio_util::sync::Cancellatio
             _ = tokio::time::sleep(every) => {}
         }
         match beat(&shared).await {
-            Ok(()) => failing.reset(),
+            Ok(()) => {
+                if failing.current() > RetryDelay::new().current() {
+                    shared.recovered();
+                }
+                failing.reset();
+            }
             Err(e) => {
                 tracing::warn!(consumer = %shared.name, error = %e, next_in = ?failing.current(),
                     "heartbeat failed; if it keeps failing for claim_idle, other consumers take this one's messages over");

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
@@ -57,6 +58,9 @@ pub(crate) struct Shared {
     /// Cancelled when the loop stops taking new work (reads, take-overs, due retries).
     pub stopping: CancellationToken,
     pub stats: Arc<ConsumerStats>,
+    /// When the heartbeat last got through again after failing (Redis unreachable or
+    /// restarted): every consumer's heartbeat looks stale for a while after an outage.
+    recovered_at: Mutex<Option<Instant>>,
     held: Mutex<HashMap<MessageId, Held>>,
     acks: Mutex<Option<AckSender>>,
 }
@@ -86,6 +90,7 @@ impl Shared {
             tasks: TaskTracker::new(),
             stopping,
             stats: Arc::new(ConsumerStats::default()),
+            recovered_at: Mutex::new(None),
             held: Mutex::new(HashMap::new()),
             acks: Mutex::new(Some(tx)),
         };
@@ -110,6 +115,19 @@ impl Shared {
         &self.settings.consumer_name
     }
 
+    /// The heartbeat got through again after failing.
+    pub fn recovered(&self) {
+        *lock(&self.recovered_at) = Some(Instant::now());
+    }
+
+    /// Whether heartbeats may be trusted to tell stopped consumers: not until `claim_idle`
+    /// after an outage this consumer saw, so its peers have beaten again meanwhile (after a
+    /// Redis restart every heartbeat is as old as the outage, live consumers' too).
+    pub fn may_take_over(&self) -> bool {
+        let claim_idle = self.consumer.options.claim_idle;
+        lock(&self.recovered_at).is_none_or(|at| at.elapsed() >= claim_idle)
+    }
+
     /// Entries a read just delivered: delivery count 1, not started.
     pub fn track_read(&self, ids: impl IntoIterator<Item = MessageId>) {
         let mut held = lock(&self.held);
@@ -124,14 +142,23 @@ impl Shared {
         lock(&self.held).insert(id, Held { count, started: false, taken_over, abort: None });
     }
 
-    /// Marks `id` started; `abort` cancels its handler.
-    pub fn started(&self, id: MessageId, abort: Option<AbortHandle>) {
-        if let Some(h) = lock(&self.held).get_mut(&id) {
-            h.started = true;
-            if abort.is_some() {
-                h.abort = abort;
+    /// Marks entries started; each handle cancels its handler. (An entry that already
+    /// settled and was forgotten stays forgotten.)
+    pub fn started_all(&self, started: impl IntoIterator<Item = (MessageId, AbortHandle)>) {
+        let mut held = lock(&self.held);
+        for (id, abort) in started {
+            if let Some(h) = held.get_mut(&id) {
+                h.started = true;
+                h.abort = Some(abort);
             }
         }
+    }
+
+    /// The handler of `id` returned: its cancel handle is dropped here, on the handler's own
+    /// thread (the last handle of a finished task frees its memory where it drops).
+    pub fn finished(&self, id: MessageId) {
+        let abort = lock(&self.held).get_mut(&id).and_then(|h| h.abort.take());
+        drop(abort);
     }
 
     /// Those of `ids` that were taken over (see [`Held::taken_over`]).

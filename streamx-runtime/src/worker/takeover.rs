@@ -166,6 +166,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 if !ticker.wait_or(&shared.stopping, &isolating.done).await {
                     return;
                 }
+                if !shared.may_take_over() {
+                    // Just after an outage every heartbeat looks stale: wait for peers to beat.
+                    continue;
+                }
                 let own = if Instant::now() >= next_reconcile {
                     next_reconcile = Instant::now() + jittered(claim_idle);
                     lost_entries(&shared).await.unwrap_or_default()
