@@ -139,7 +139,15 @@ impl Shared {
     /// An entry claimed (a due retry or a take-over) with the count the claim set; not
     /// started yet.
     pub fn track_claimed(&self, id: MessageId, count: u32, taken_over: bool) {
-        lock(&self.held).insert(id, Held { count, started: false, taken_over, abort: None });
+        self.track_all_claimed([(id, count)], taken_over);
+    }
+
+    /// [`track_claimed`](Self::track_claimed) for several entries under one lock.
+    pub fn track_all_claimed(&self, claimed: impl IntoIterator<Item = (MessageId, u32)>, taken_over: bool) {
+        let mut held = lock(&self.held);
+        for (id, count) in claimed {
+            held.insert(id, Held { count, started: false, taken_over, abort: None });
+        }
     }
 
     /// Marks entries started; each handle cancels its handler. (An entry that already

@@ -144,23 +144,26 @@ return out
     )
 });
 
+/// Claims sent ahead while a batch is dispatched.
+const CLAIMS_AHEAD: usize = 2;
+
 /// A claim in flight: its entries are tracked as soon as its reply arrives.
 type PendingClaim = tokio::task::JoinHandle<Result<Vec<Claimed>, fred::error::Error>>;
 
 /// Takes over what stopped consumers hold, and what this consumer owns but lost track of,
 /// until the loop stops. Like a read, a claim takes up to a batch ahead of the free permits
 /// (the heartbeat keeps them this consumer's while they wait); when a claim was full, the
-/// next one is sent at once and runs while this batch is dispatched, so round trips overlap
-/// handler work. At most two batches wait.
+/// next ones are sent at once and run while this batch is dispatched, so round trips overlap
+/// handler work. At most `1 + CLAIMS_AHEAD` batches wait.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let claim_idle = shared.consumer.options.claim_idle;
     let batch = shared.consumer.options.effective_batch_size();
     let mut ticker = Ticker::new((claim_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let isolating = Arc::new(Isolation::default());
     let mut next_reconcile = Instant::now() + jittered(claim_idle);
-    let mut ahead: Option<PendingClaim> = None;
+    let mut ahead: std::collections::VecDeque<PendingClaim> = std::collections::VecDeque::new();
     loop {
-        let claim = match ahead.take() {
+        let claim = match ahead.pop_front() {
             Some(claim) => claim,
             None => {
                 if !ticker.wait_or(&shared.stopping, &isolating.done).await {
@@ -183,8 +186,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             Ok(Ok(claimed)) => {
                 let full = claimed.iter().filter(|c| !c.suspect).count() >= batch;
                 ticker.more(full);
-                if full && !shared.stopping.is_cancelled() {
-                    ahead = Some(spawn_claim(&shared, batch, false, Vec::new()));
+                while full && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled() {
+                    ahead.push_back(spawn_claim(&shared, batch, false, Vec::new()));
                 }
                 if claimed.is_empty() {
                     continue;
@@ -210,7 +213,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
     // Stopping: a claim still in flight is awaited so what it took is tracked (and handed
     // back by the drain).
-    if let Some(claim) = ahead {
+    for claim in ahead {
         let _ = claim.await;
     }
 }
@@ -222,9 +225,7 @@ fn spawn_claim(shared: &Arc<Shared>, batch: usize, suspect_ok: bool, own: Vec<Me
         let claimed = take_over(&shared, batch, suspect_ok, &own).await?;
         ConsumerStats::bump(&shared.stats.delivered, claimed.len() as u64);
         ConsumerStats::bump(&shared.stats.claimed, claimed.len() as u64);
-        for c in &claimed {
-            shared.track_claimed(c.entry.id, c.count, true);
-        }
+        shared.track_all_claimed(claimed.iter().map(|c| (c.entry.id, c.count)), true);
         Ok(claimed)
     })
 }
