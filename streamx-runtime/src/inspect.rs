@@ -45,7 +45,7 @@ pub struct PendingEntry {
     pub id: MessageId,
     /// The consumer holding it.
     pub consumer: String,
-    /// Milliseconds since it was last delivered (or its lease renewed).
+    /// Milliseconds since it was last delivered or claimed.
     pub idle_ms: u64,
     /// How many times it was delivered.
     pub deliveries: u64,

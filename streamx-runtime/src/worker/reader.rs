@@ -21,7 +21,7 @@ use crate::error::{is_no_group, Result};
 use crate::keys::slot;
 use crate::wire::{parse_read_reply, RawEntry};
 
-/// A read in flight: its entries are tracked (leased) as soon as its reply arrives.
+/// A read in flight: its entries are tracked (held) as soon as its reply arrives.
 type PendingRead = JoinHandle<(Client, Result<Vec<RawEntry>, FredError>)>;
 
 /// Reads and dispatches until `shutdown`. Redis errors are logged and retried with backoff
@@ -96,7 +96,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
 }
 
 /// Sends one XREADGROUP on `client` (blocking for `block_ms` if given); its entries are
-/// tracked the moment they arrive, so they are leased even while they wait.
+/// tracked the moment they arrive, so shutdown hands them back even if none started.
 fn spawn_read(shared: &Arc<Shared>, client: Client, count: u64, block_ms: Option<u64>) -> PendingRead {
     let shared = shared.clone();
     tokio::spawn(async move {
