@@ -400,10 +400,12 @@ async fn config_off_runtime(url: &RedisUrl) -> Result<Config> {
 }
 
 /// Builds a fred client for `role` from `config` (see [`config_off_runtime`]); it reconnects by
-/// itself (exponential backoff, no limit).
+/// itself (backoff 100 ms doubling to 1 s, no limit).
 fn build_client(url: &RedisUrl, config: Config, role: ClientRole) -> Result<fred::clients::Client> {
     let mut builder = Builder::from_config(config);
-    builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
+    // Reconnect attempts at most a second apart: a consumer whose connection stays down
+    // longer than `claim_idle` after Redis is back looks stopped to the others.
+    builder.set_policy(ReconnectPolicy::new_exponential(0, 100, 1_000, 2));
     builder.with_connection_config(|c| {
         c.connection_timeout = Duration::from_secs(5);
         c.internal_command_timeout = Duration::from_secs(5);

@@ -1,9 +1,9 @@
 //! Take-overs: entries held by a consumer that stopped (crashed, lost its connection, was
 //! killed) are claimed by another consumer of the group.
 //!
-//! - **Who is stopped**: a consumer whose heartbeat (see [`super::heartbeat`]) is older than
-//!   `claim_idle`, or, for consumers that never sent one (not streamx, or from before
-//!   heartbeats), whose `XINFO CONSUMERS` idle time exceeds `claim_idle`. The check and the
+//! - **Who is stopped**: a consumer that has been silent in Redis for `claim_idle` (its
+//!   `XINFO CONSUMERS` idle time: no read, no claim) and whose heartbeat (see
+//!   [`super::heartbeat`]), if it ever sent one, is older than `claim_idle` too. The check and the
 //!   claim run in one script, so two consumers never claim the same entries, and a consumer
 //!   that is alive never loses an entry, however long its handler runs.
 //! - **Cost**: per tick, `XINFO CONSUMERS` (O(consumers)) and, only when a consumer is
@@ -109,9 +109,12 @@ else
     if taken >= limit then break end
     local name = c.name
     if c.pending > 0 and name ~= ARGV[2] and name ~= ARGV[3] then
+      -- Stopped: silent in Redis for claim_idle (no read, no claim) and, if it ever sent a
+      -- heartbeat, no heartbeat for claim_idle either. A live consumer whose heartbeats are
+      -- held up (its command connection reconnecting) still reads; one whose reads wait for
+      -- long handlers still beats.
       local beat = redis.call('ZSCORE', KEYS[3], name)
-      local stopped
-      if beat then stopped = now - tonumber(beat) >= stale else stopped = c.idle >= stale end
+      local stopped = c.idle >= stale and (not beat or now - tonumber(beat) >= stale)
       if stopped then
         local from = '-'
         local page_size = limit - taken + 16
