@@ -227,46 +227,54 @@ async fn trimmed_pending_entries_become_dead_letters(topology: Topology) {
 }
 
 /// Finding 7: entries fetched but never started are handed back at shutdown with their
-/// delivery count unchanged; `attempt()` counts only runs that started.
+/// delivery count unchanged; `attempt()` counts only runs that started. (The one running
+/// handler never returns: it is cancelled at the shutdown timeout, and its run counts.)
 async fn unstarted_entries_keep_their_count_across_a_shutdown(topology: Topology) {
     let server = TestRedis::start(topology);
     let url = server.url();
     let stream = unique_name("unstarted");
     let runs: Runs = Arc::default();
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let make = |gate: Option<Arc<tokio::sync::Notify>>| {
-        recording(&stream, &runs, move |_| {
-            let gate = gate.clone();
-            async move {
-                if let Some(gate) = gate {
-                    gate.notified().await;
-                }
-                Ok(())
+    let make = |stuck: bool| {
+        recording(&stream, &runs, move |_| async move {
+            if stuck {
+                std::future::pending::<()>().await;
             }
+            Ok(())
         })
         .concurrency(1)
         .batch_size(10)
     };
     let producer = Producer::connect(&url).await.unwrap();
     let ids = producer.publish_batch(&stream, &(0..10).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    let first = start_runtime(&url, vec![make(Some(gate.clone()))]).await;
+    let first = Runtime::builder()
+        .redis_url(&url)
+        .registered_consumers(false)
+        .consumer(make(true))
+        .shutdown_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
     wait_until(Duration::from_secs(10), "the first handler started", || async { !runs.lock().unwrap().is_empty() })
         .await;
-    // The first handler finishes during the drain; the other nine never start.
-    let shutdown = tokio::spawn(first.shutdown());
-    gate.notify_one();
-    shutdown.await.unwrap().unwrap();
-    assert_eq!(runs.lock().unwrap().len(), 1);
-    let second = start_runtime(&url, vec![make(None)]).await;
+    first.shutdown().await.unwrap();
+    assert_eq!(runs.lock().unwrap().len(), 1, "one handler ran; the nine others never started");
+    let second = start_runtime(&url, vec![make(false)]).await;
     wait_until(Duration::from_secs(10), "all ten handled", || async {
-        runs.lock().unwrap().len() >= 10 && pending(&url, &stream).await == 0
+        runs.lock().unwrap().len() >= 11 && pending(&url, &stream).await == 0
     })
     .await;
     second.shutdown().await.unwrap();
     let runs = runs.lock().unwrap().clone();
-    assert_eq!(runs.len(), 10, "each ran once: {runs:?}");
-    assert!(runs.iter().all(|(_, attempt)| *attempt == 1), "no attempt burnt by the restart: {runs:?}");
-    assert_eq!(runs.iter().map(|(id, _)| *id).collect::<HashSet<_>>(), ids.into_iter().collect());
+    assert_eq!(runs.len(), 11, "{runs:?}");
+    let (cancelled, _) = runs[0];
+    assert_eq!(cancelled, ids[0]);
+    for (id, attempt) in &runs[1..] {
+        let expected = if *id == cancelled { 2 } else { 1 };
+        assert_eq!(*attempt, expected, "{id}: no attempt burnt by the restart, the cancelled run counted: {runs:?}");
+    }
+    assert_eq!(runs[1..].iter().map(|(id, _)| *id).collect::<HashSet<_>>(), ids.into_iter().collect());
 }
 
 /// Finding 10: handlers still running at the shutdown timeout are cancelled before
