@@ -85,7 +85,7 @@ pub(crate) fn start_claimed(shared: &Arc<Shared>, claimed: Vec<Claimed>, mut per
             tracing::error!(consumer = %shared.name, id = %c.entry.id, "claimed more entries than permits");
             continue;
         };
-        shared.track_claimed(c.entry.id, c.count, false);
+        shared.track_claimed([c.entry.id], false);
         start(shared, c.entry, c.count, permit);
     }
 }

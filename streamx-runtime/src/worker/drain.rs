@@ -5,7 +5,7 @@
 //! started do not count the delivery); then the consumer leaves the group's heartbeats.
 //! Retries already scheduled keep their due times: they are not this consumer's.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
@@ -34,7 +34,7 @@ pub(crate) async fn finish_handlers(shared: &Shared) -> usize {
 
 /// Hands every entry this consumer owns back to the group (see the module docs).
 pub(crate) async fn hand_back(shared: &Shared) {
-    let held = shared.held_entries();
+    let started = shared.started_entries();
     let mut from = "-".to_string();
     let mut handed = 0usize;
     loop {
@@ -51,7 +51,7 @@ pub(crate) async fn hand_back(shared: &Shared) {
         };
         let Some(last) = page.last().map(|p| p.id) else { break };
         let full = page.len() as u64 >= PAGE;
-        let parking: Vec<Parking> = page.iter().map(|p| corrected(&held, p.id, p.deliveries)).collect();
+        let parking: Vec<Parking> = page.iter().map(|p| corrected(&started, p.id, p.deliveries)).collect();
         match retries::park(shared, &parking).await {
             Ok(parked) => handed += parked.len(),
             Err(e) => {
@@ -71,8 +71,8 @@ pub(crate) async fn hand_back(shared: &Shared) {
 }
 
 /// Due now; a delivery that never started is taken back from the count.
-fn corrected(held: &HashMap<MessageId, (u32, bool)>, id: MessageId, deliveries: u64) -> Parking {
+fn corrected(started: &HashSet<MessageId>, id: MessageId, deliveries: u64) -> Parking {
     let count = u32::try_from(deliveries).unwrap_or(u32::MAX);
-    let started = held.get(&id).is_some_and(|(_, started)| *started);
+    let started = started.contains(&id);
     Parking { id, delay: std::time::Duration::ZERO, count: Some(if started { count } else { count.saturating_sub(1) }) }
 }

@@ -21,9 +21,6 @@ use crate::message::MessageId;
 /// An entry this consumer holds (it is in the PEL under this consumer's name).
 #[derive(Debug)]
 pub(crate) struct Held {
-    /// The delivery count Redis has for it: deliveries that may have started, this one
-    /// included.
-    pub count: u32,
     /// Its handler was started (a run that started counts, whatever became of it).
     pub started: bool,
     /// Taken over from a consumer that stopped: its take-over mark must be cleared when it
@@ -128,25 +125,16 @@ impl Shared {
         lock(&self.recovered_at).is_none_or(|at| at.elapsed() >= claim_idle)
     }
 
-    /// Entries a read just delivered: delivery count 1, not started.
+    /// Entries a read just delivered, not started yet.
     pub fn track_read(&self, ids: impl IntoIterator<Item = MessageId>) {
+        self.track_claimed(ids, false);
+    }
+
+    /// Entries claimed (due retries or take-overs), not started yet.
+    pub fn track_claimed(&self, ids: impl IntoIterator<Item = MessageId>, taken_over: bool) {
         let mut held = lock(&self.held);
         for id in ids {
-            held.insert(id, Held { count: 1, started: false, taken_over: false, abort: None });
-        }
-    }
-
-    /// An entry claimed (a due retry or a take-over) with the count the claim set; not
-    /// started yet.
-    pub fn track_claimed(&self, id: MessageId, count: u32, taken_over: bool) {
-        self.track_all_claimed([(id, count)], taken_over);
-    }
-
-    /// [`track_claimed`](Self::track_claimed) for several entries under one lock.
-    pub fn track_all_claimed(&self, claimed: impl IntoIterator<Item = (MessageId, u32)>, taken_over: bool) {
-        let mut held = lock(&self.held);
-        for (id, count) in claimed {
-            held.insert(id, Held { count, started: false, taken_over, abort: None });
+            held.insert(id, Held { started: false, taken_over, abort: None });
         }
     }
 
@@ -211,9 +199,9 @@ impl Shared {
         aborted
     }
 
-    /// The count and started flag of every held entry, for the hand-back at shutdown.
-    pub fn held_entries(&self) -> HashMap<MessageId, (u32, bool)> {
-        lock(&self.held).iter().map(|(id, h)| (*id, (h.count, h.started))).collect()
+    /// The entries this consumer holds whose handler started, for the hand-back at shutdown.
+    pub fn started_entries(&self) -> std::collections::HashSet<MessageId> {
+        lock(&self.held).iter().filter(|(_, h)| h.started).map(|(id, _)| *id).collect()
     }
 
     /// Queues the acknowledgement of a handled entry; the acker sends it within one round

@@ -228,7 +228,7 @@ fn spawn_claim(shared: &Arc<Shared>, batch: usize, suspect_ok: bool, own: Vec<Me
         let claimed = take_over(&shared, batch, suspect_ok, &own).await?;
         ConsumerStats::bump(&shared.stats.delivered, claimed.len() as u64);
         ConsumerStats::bump(&shared.stats.claimed, claimed.len() as u64);
-        shared.track_all_claimed(claimed.iter().map(|c| (c.entry.id, c.count)), true);
+        shared.track_claimed(claimed.iter().map(|c| c.entry.id), true);
         Ok(claimed)
     })
 }
