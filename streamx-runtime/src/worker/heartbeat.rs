@@ -80,6 +80,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: tokio_util::sync::Cancellatio
     let cleanup_every = shared.settings.cleanup_idle.clamp(Duration::from_secs(1), Duration::from_secs(60));
     let mut last_cleanup = tokio::time::Instant::now();
     let mut failing = RetryDelay::new();
+    let mut failed = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -87,12 +88,13 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: tokio_util::sync::Cancellatio
         }
         match beat(&shared).await {
             Ok(()) => {
-                if failing.current() > RetryDelay::new().current() {
+                if std::mem::take(&mut failed) {
                     shared.recovered();
                 }
                 failing.reset();
             }
             Err(e) => {
+                failed = true;
                 tracing::warn!(consumer = %shared.name, error = %e, next_in = ?failing.current(),
                     "heartbeat failed; if it keeps failing for claim_idle, other consumers take this one's messages over");
                 if !failing.wait(&stop).await {

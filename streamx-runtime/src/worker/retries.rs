@@ -110,7 +110,7 @@ pub(crate) async fn park(shared: &Shared, entries: &[Parking]) -> Result<Vec<Mes
         args.push(p.count.map_or(-1, i64::from).to_string());
     }
     let client = shared.command.get();
-    let result: Result<Value, _> = PARK.evalsha_with_reload(&client, keys(shared), args).await;
+    let result: Result<Value, _> = PARK.evalsha_with_reload(&client, shared.script_keys(), args).await;
     match result {
         Ok(reply) => Ok(ids(reply)),
         Err(e) => {
@@ -135,7 +135,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             limit.to_string(),
         ];
         let client = shared.command.get();
-        let result: Result<Value, _> = PROMOTE.evalsha_with_reload(&client, keys(&shared), args).await;
+        let result: Result<Value, _> = PROMOTE.evalsha_with_reload(&client, shared.script_keys(), args).await;
         match result {
             Ok(reply) => {
                 let claimed = Claimed::parse_all(reply);
@@ -151,12 +151,6 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         }
     }
-}
-
-fn keys(shared: &Shared) -> Vec<String> {
-    let mut keys = shared.script_keys();
-    keys.extend(shared.keys.dead_letters.clone());
-    keys
 }
 
 fn ids(reply: Value) -> Vec<MessageId> {

@@ -216,14 +216,17 @@ impl Shared {
         lock(&self.acks).take();
     }
 
-    /// Keys and arguments prefix shared by the engine's scripts.
+    /// The KEYS of the engine's scripts: stream, retry schedule, heartbeats, take-over marks,
+    /// and the dead-letter stream when dead letters are on.
     pub fn script_keys(&self) -> Vec<String> {
-        vec![
+        let mut keys = vec![
             self.stream().to_string(),
             self.keys.schedule.clone(),
             self.keys.heartbeats.clone(),
             self.keys.marks.clone(),
-        ]
+        ];
+        keys.extend(self.keys.dead_letters.clone());
+        keys
     }
 }
 

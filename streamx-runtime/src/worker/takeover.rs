@@ -48,7 +48,7 @@ static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, [dead letters]
 -- ARGV: group, me, scheduled consumer, claim_idle ms, limit, may take a suspect (1/0),
---       max deliveries (unused here: the dispatcher dead-letters what is past it), victim ('' = every stopped consumer), then explicit ids of the victim
+--       victim ('' = every stopped consumer), then explicit ids of the victim
 local dlq = KEYS[5] or false
 local now = now_ms()
 local stale = tonumber(ARGV[4])
@@ -97,10 +97,10 @@ local function take_page(rows)
   end
 end
 
-if ARGV[8] ~= '' then
+if ARGV[7] ~= '' then
   local rows = {}
-  for i = 9, #ARGV do
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[8])
+  for i = 8, #ARGV do
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[7])
     if p[1] then table.insert(rows, p[1]) end
   end
   take_page(rows)
@@ -272,12 +272,10 @@ async fn take_over(
         ms(options.claim_idle).to_string(),
         limit.to_string(),
         if suspect_ok { "1" } else { "0" }.to_string(),
-        options.retry.max_deliveries().to_string(),
         victim.to_string(),
     ];
     args.extend(own.iter().map(MessageId::to_string));
-    let mut keys = shared.script_keys();
-    keys.extend(shared.keys.dead_letters.clone());
+    let keys = shared.script_keys();
     let client = shared.command.get();
     let result: Result<Value, _> = TAKE_OVER.evalsha_with_reload(&client, keys, args).await;
     match result {
