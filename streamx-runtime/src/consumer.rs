@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::handler::{erase, ErasedHandler, HandlerArg, HandlerReturn};
 use crate::policy::{Name, RetryPolicy, StartFrom};
-use crate::registry::SourceLocation;
+use crate::location::SourceLocation;
 
 /// Everything about a consumer besides its stream, group and handler. Every field has a
 /// default; see the README's attribute reference.

@@ -4,19 +4,16 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 
 use crate::message::{Message, MessageId};
 use crate::state::State;
 use crate::wire::RawEntry;
-
-/// A boxed, sendable future (what the generated trampolines return).
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The error a handler returns. Any `std::error::Error + Send + Sync + 'static`, `String` or
 /// `&str` converts into it with `?` or `.into()`; by default the message is retried per the

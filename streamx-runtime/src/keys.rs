@@ -61,7 +61,8 @@ pub fn takeover_marks(stream: &str, group: &str) -> String {
 pub const SLOT_COUNT: u16 = 16384;
 
 /// The Redis Cluster hash slot of `key`, as `CLUSTER KEYSLOT` computes it: CRC16/XMODEM of
-/// its hash tag (the first non-empty `{...}`) or of the whole key, modulo 16384.
+/// its hash tag (the first non-empty `{...}`) or of the whole key, modulo 16384 (fred's
+/// `redis_keyslot`, the hash its cluster routing uses).
 ///
 /// ```
 /// use streamx_runtime::keys::slot;
@@ -69,8 +70,7 @@ pub const SLOT_COUNT: u16 = 16384;
 /// assert_eq!(slot("{orders}:dlq"), slot("orders"));
 /// ```
 pub fn slot(key: impl AsRef<[u8]>) -> u16 {
-    let key = key.as_ref();
-    crc16(&key[hash_tag_range(key)]) % SLOT_COUNT
+    fred::util::redis_keyslot(key.as_ref())
 }
 
 /// Where the hashed part of `key` is: inside the first `{...}` if non-empty, else all of it.
@@ -83,18 +83,6 @@ fn hash_tag_range(key: &[u8]) -> std::ops::Range<usize> {
         }
     }
     0..key.len()
-}
-
-/// CRC16/XMODEM (polynomial 0x1021, initial value 0), the checksum Redis Cluster uses.
-fn crc16(data: &[u8]) -> u16 {
-    let mut crc: u16 = 0;
-    for &byte in data {
-        crc ^= u16::from(byte) << 8;
-        for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
-        }
-    }
-    crc
 }
 
 #[cfg(test)]
@@ -117,17 +105,11 @@ mod tests {
     }
 
     #[test]
-    fn crc16_matches_the_xmodem_check_value() {
-        assert_eq!(crc16(b"123456789"), 0x31C3);
-        assert_eq!(crc16(b""), 0);
-    }
-
-    #[test]
     fn slots_match_redis() {
-        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        // Values from `CLUSTER KEYSLOT` (Redis 7.0).
         assert_eq!(slot("foo"), 12182);
         assert_eq!(slot("bar"), 5061);
-        assert_eq!(slot("123456789"), 0x31C3 % SLOT_COUNT);
+        assert_eq!(slot("123456789"), 12739);
     }
 
     #[test]
@@ -135,11 +117,11 @@ mod tests {
         assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
         assert_eq!(slot("{user1000}.following"), slot("user1000"));
         // Empty tag: the whole key is hashed.
-        assert_eq!(slot("foo{}{bar}"), crc16(b"foo{}{bar}") % SLOT_COUNT);
+        assert_eq!(slot("foo{}{bar}"), 8363);
         // Only the first `{` and the first `}` after it count.
         assert_eq!(slot("foo{{bar}}zap"), slot("{bar"));
         assert_eq!(slot("foo{bar}{zap}"), slot("bar"));
         // No closing brace: the whole key is hashed.
-        assert_eq!(slot("foo{bar"), crc16(b"foo{bar") % SLOT_COUNT);
+        assert_eq!(slot("foo{bar"), 15278);
     }
 }

@@ -9,6 +9,7 @@ mod handler;
 pub mod history;
 mod inspect;
 pub mod keys;
+mod location;
 mod message;
 mod policy;
 mod producer;
@@ -35,7 +36,8 @@ pub use inspect::{ConsumerInfo, GroupInfo, Inspector, PendingEntry};
 pub use message::{Headers, Message, MessageId, ParseMessageIdError};
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom};
 pub use producer::{Producer, PublishOptions};
-pub use registry::{registered, Registration, SourceLocation};
+pub use location::SourceLocation;
+pub use registry::{registered, Registration};
 pub use runtime::{run, RunningRuntime, Runtime, RuntimeBuilder, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use state::State;
 pub use wire::{DATA_FIELD, HEADER_PREFIX};
@@ -49,5 +51,6 @@ pub mod __private {
 
     pub use crate::handler::{assert_handler_arg, assert_handler_return, invoke, BoxFuture, Delivery, Outcome};
     pub use crate::policy::{Backoff, DeadLetterTarget, StartFrom};
-    pub use crate::registry::{Registration, SourceLocation};
+    pub use crate::location::SourceLocation;
+    pub use crate::registry::Registration;
 }

@@ -6,37 +6,7 @@ use std::sync::Arc;
 
 use crate::consumer::{option_setters, Consumer, ConsumerOptions};
 use crate::handler::{BoxFuture, Delivery, Outcome};
-
-/// A source position, for error messages naming where a consumer was declared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceLocation {
-    /// The file, as `file!()` gives it.
-    pub file: &'static str,
-    /// The line.
-    pub line: u32,
-    /// The column.
-    pub column: u32,
-}
-
-impl SourceLocation {
-    /// A location from its parts (the macro passes `file!()`, `line!()`, `column!()`).
-    pub const fn new(file: &'static str, line: u32, column: u32) -> Self {
-        SourceLocation { file, line, column }
-    }
-
-    /// The location of the caller of a `#[track_caller]` fn.
-    #[track_caller]
-    pub fn caller() -> Self {
-        let l = std::panic::Location::caller();
-        SourceLocation { file: l.file(), line: l.line(), column: l.column() }
-    }
-}
-
-impl std::fmt::Display for SourceLocation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
-    }
-}
+use crate::location::SourceLocation;
 
 /// The generated trampoline: decodes a delivery and calls the user's handler.
 pub type HandlerFn = fn(Delivery) -> BoxFuture<'static, Outcome>;

@@ -381,7 +381,7 @@ impl Runtime {
         for consumer in self.consumers {
             let settings = LoopSettings {
                 url: self.url.clone(),
-                consumer_name: consumer.options.consumer_name.map(str::to_string).unwrap_or_else(default_consumer_name),
+                member_name: consumer.options.consumer_name.map(str::to_string).unwrap_or_else(default_member_name),
                 dead_letter_stream: dead_letter_stream(consumer.stream(), &consumer.options.retry.dead_letter),
                 max_payload_bytes: consumer.options.max_payload_bytes.unwrap_or(self.max_payload_bytes),
                 shutdown_timeout: self.shutdown_timeout,
@@ -390,7 +390,7 @@ impl Runtime {
             };
             tracing::info!(
                 consumer = %consumer.name(), stream = consumer.stream(), group = consumer.group(),
-                name_in_group = %settings.consumer_name, concurrency = consumer.options.concurrency,
+                member = %settings.member_name, concurrency = consumer.options.concurrency,
                 "starting consumer"
             );
             loops.push(worker::spawn(consumer, settings, command.clone(), token.child_token()));
@@ -400,13 +400,8 @@ impl Runtime {
 }
 
 /// `<hostname>-<pid>-<n>`: unique per process and loop.
-fn default_consumer_name() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string()))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "host".to_string());
+fn default_member_name() -> String {
+    let host = gethostname::gethostname().into_string().ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "host".to_string());
     let n = LOOP_COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{host}-{}-{n}", std::process::id())
 }

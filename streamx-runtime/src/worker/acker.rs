@@ -7,15 +7,10 @@
 use std::sync::Arc;
 
 use fred::interfaces::{SetsInterface, StreamsInterface};
-use tokio::sync::mpsc;
-
-use super::shared::Shared;
+use super::shared::{AckReceiver, Shared};
 use super::stats::ConsumerStats;
 use super::ticker::RetryDelay;
 use crate::message::MessageId;
-
-pub(crate) type AckSender = mpsc::UnboundedSender<MessageId>;
-pub(crate) type AckReceiver = mpsc::UnboundedReceiver<MessageId>;
 
 /// The most ids sent in one XACK.
 const MAX_ACK_BATCH: usize = 1000;

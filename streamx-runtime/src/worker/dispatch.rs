@@ -250,7 +250,7 @@ pub(crate) async fn dead_letter(
     let failure = Failure {
         stream: shared.stream(),
         group: shared.group(),
-        consumer: shared.consumer_name(),
+        consumer: shared.member_name(),
         id,
         deliveries,
         kind,

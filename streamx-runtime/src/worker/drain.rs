@@ -40,7 +40,7 @@ pub(crate) async fn hand_back(shared: &Shared) {
     loop {
         let client = shared.command.get();
         let reply: Result<Value, _> =
-            client.xpending(shared.stream(), shared.group(), (from.as_str(), "+", PAGE, shared.consumer_name())).await;
+            client.xpending(shared.stream(), shared.group(), (from.as_str(), "+", PAGE, shared.member_name())).await;
         let page = match reply {
             Ok(v) => parse_pending(v),
             Err(e) => {

@@ -66,7 +66,7 @@ return removed
 pub(crate) async fn beat(shared: &Shared) -> Result<(), fred::error::Error> {
     let client = shared.command.get();
     let result: Result<Value, _> = BEAT
-        .evalsha_with_reload(&client, vec![shared.keys.heartbeats.clone()], vec![shared.consumer_name().to_string()])
+        .evalsha_with_reload(&client, vec![shared.keys.heartbeats.clone()], vec![shared.member_name().to_string()])
         .await;
     if let Err(e) = &result {
         shared.command_failed(&client, e).await;
@@ -114,7 +114,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: tokio_util::sync::Cancellatio
 pub(crate) async fn clean_up(shared: &Shared, victim: &str) {
     let args = vec![
         shared.group().to_string(),
-        shared.consumer_name().to_string(),
+        shared.member_name().to_string(),
         SCHEDULED_CONSUMER.to_string(),
         ms(shared.settings.cleanup_idle).to_string(),
         victim.to_string(),
@@ -126,7 +126,7 @@ pub(crate) async fn clean_up(shared: &Shared, victim: &str) {
     match result {
         Ok(removed) => {
             for name in removed.into_array().into_iter().filter_map(|v| v.as_string()) {
-                if name != shared.consumer_name() {
+                if name != shared.member_name() {
                     tracing::info!(consumer = %shared.name, removed = %name, "removed a consumer that was idle and owned nothing");
                 }
             }

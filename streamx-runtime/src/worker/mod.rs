@@ -19,6 +19,7 @@ mod dispatch;
 mod drain;
 mod group;
 mod heartbeat;
+mod promoter;
 mod reader;
 mod retries;
 mod shared;
@@ -46,7 +47,7 @@ use ticker::RetryDelay;
 #[derive(Debug, Clone)]
 pub(crate) struct LoopSettings {
     pub url: RedisUrl,
-    pub consumer_name: String,
+    pub member_name: String,
     pub dead_letter_stream: Option<String>,
     pub max_payload_bytes: usize,
     pub shutdown_timeout: Duration,
@@ -76,7 +77,7 @@ pub(crate) fn spawn(
     LoopHandle { name, stats, task }
 }
 
-async fn run(shared: Arc<Shared>, ack_rx: acker::AckReceiver) {
+async fn run(shared: Arc<Shared>, ack_rx: shared::AckReceiver) {
     let shutdown = shared.stopping.clone();
     // Alive before the first read, so no take-over mistakes this member for a stopped one.
     let mut delay = RetryDelay::new();
@@ -98,7 +99,7 @@ async fn run(shared: Arc<Shared>, ack_rx: acker::AckReceiver) {
     }));
     let promoting = tokio::spawn(supervise("retries", shared.clone(), shutdown.clone(), {
         let shared = shared.clone();
-        move || retries::run(shared.clone())
+        move || promoter::run(shared.clone())
     }));
     supervise("reader", shared.clone(), shutdown.clone(), {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
@@ -115,7 +116,7 @@ async fn run(shared: Arc<Shared>, ack_rx: acker::AckReceiver) {
     drain::hand_back(&shared).await;
     stop_beating.cancel();
     let _ = beating.await;
-    heartbeat::clean_up(&shared, shared.consumer_name()).await;
+    heartbeat::clean_up(&shared, shared.member_name()).await;
     tracing::info!(consumer = %shared.name, "consumer stopped");
 }
 

@@ -103,7 +103,7 @@ fn spawn_read(shared: &Arc<Shared>, client: Client, count: u64, block_ms: Option
         let reply = client
             .xreadgroup::<Value, _, _, _, _>(
                 shared.group(),
-                shared.consumer_name(),
+                shared.member_name(),
                 Some(count),
                 block_ms,
                 false,

@@ -6,22 +6,15 @@
 //!   schedule in one script: only if it is still this consumer's, ZADD its due time, then
 //!   XCLAIM it to the placeholder (JUSTID, count set explicitly). A crash before the script
 //!   leaves it with this consumer (taken over later); after it, the schedule has it.
-//! - **Promote**: every tick (jittered), any consumer of the group with free permits takes
-//!   the due ids (`ZRANGEBYSCORE ... LIMIT`: O(log n + due), never a walk of the PEL),
-//!   claims each with `RETRYCOUNT count + 1` (absolute, so a re-sent script cannot count
-//!   twice) and starts it at once on a permit taken before the claim. Entries deleted from
-//!   the stream meanwhile become `trimmed` dead letters.
+//! - **Promote**: see [`super::promoter`], which takes due entries out of the schedule.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use fred::types::scripts::Script;
 use fred::types::Value;
 use std::sync::LazyLock;
 
-use super::dispatch::{self, Claimed};
 use super::shared::Shared;
-use super::ticker::Ticker;
 use crate::message::MessageId;
 use crate::scripts::{assemble, DEAD_LETTER_TRIMMED, NOW_MS};
 
@@ -61,37 +54,6 @@ return parked
     )
 });
 
-/// Claims up to `limit` due retries for this consumer; returns `[id, fields, count, 0]` per
-/// entry.
-static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
-    assemble(
-        &[NOW_MS, DEAD_LETTER_TRIMMED],
-        r#"
--- KEYS: stream, schedule, heartbeats, marks, [dead letters]
--- ARGV: group, me, scheduled consumer, limit
-local dlq = KEYS[5] or false
-local now = now_ms()
-local out = {}
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
-for _, id in ipairs(due) do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-  if p[1] and p[1][2] == ARGV[3] then
-    local count = p[1][4]
-    local found = redis.call('XRANGE', KEYS[1], id, id)
-    if found[1] then
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID', 'RETRYCOUNT', count + 1)
-      table.insert(out, {id, found[1][2], count + 1, 0})
-    else
-      dead_letter_trimmed(KEYS[1], dlq, ARGV[1], id, ARGV[3], count, now)
-    end
-  end
-  redis.call('ZREM', KEYS[2], id)
-end
-return out
-"#,
-    )
-});
-
 /// One entry to park: its id, when its next attempt is due, and the delivery count to set
 /// (`None` keeps it).
 pub(crate) struct Parking {
@@ -103,7 +65,7 @@ pub(crate) struct Parking {
 /// Parks `entries` in the schedule (see the module docs). Returns the ids parked; the others
 /// were no longer this consumer's (taken over meanwhile).
 pub(crate) async fn park(shared: &Shared, entries: &[Parking]) -> Result<Vec<MessageId>, fred::error::Error> {
-    let mut args = vec![shared.group().to_string(), shared.consumer_name().to_string(), SCHEDULED_CONSUMER.to_string()];
+    let mut args = vec![shared.group().to_string(), shared.member_name().to_string(), SCHEDULED_CONSUMER.to_string()];
     for p in entries {
         args.push(p.id.to_string());
         args.push(ms(p.delay).to_string());
@@ -116,39 +78,6 @@ pub(crate) async fn park(shared: &Shared, entries: &[Parking]) -> Result<Vec<Mes
         Err(e) => {
             shared.command_failed(&client, &e).await;
             Err(e)
-        }
-    }
-}
-
-/// Promotes due retries while the loop runs: each tick takes a permit (waiting its turn with
-/// the reader), then as many more as are free, and claims at most that many due entries.
-pub(crate) async fn run(shared: Arc<Shared>) {
-    let initial = shared.consumer.options.retry.backoff.initial;
-    let mut ticker = Ticker::new((initial / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)));
-    while ticker.wait(&shared.stopping).await {
-        let Some(permits) = dispatch::take_permits(&shared).await else { return };
-        let limit = permits.num_permits();
-        let args = vec![
-            shared.group().to_string(),
-            shared.consumer_name().to_string(),
-            SCHEDULED_CONSUMER.to_string(),
-            limit.to_string(),
-        ];
-        let client = shared.command.get();
-        let result: Result<Value, _> = PROMOTE.evalsha_with_reload(&client, shared.script_keys(), args).await;
-        match result {
-            Ok(reply) => {
-                let claimed = Claimed::parse_all(reply);
-                ticker.more(claimed.len() >= limit);
-                dispatch::start_claimed(&shared, claimed, permits);
-            }
-            Err(e) => {
-                if !crate::error::is_no_group(&e) {
-                    tracing::warn!(consumer = %shared.name, error = %e, "cannot take due retries; trying again");
-                }
-                shared.command_failed(&client, &e).await;
-                ticker.failed();
-            }
         }
     }
 }

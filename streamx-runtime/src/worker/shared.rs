@@ -10,13 +10,17 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::acker::{AckReceiver, AckSender};
 use super::stats::ConsumerStats;
 use super::LoopSettings;
 use crate::connection::HealingClient;
 use crate::consumer::Consumer;
 use crate::keys;
 use crate::message::MessageId;
+
+/// Where handler tasks queue the ids to acknowledge (drained by the acker task).
+pub(crate) type AckSender = mpsc::UnboundedSender<MessageId>;
+/// The acker task's end of [`AckSender`].
+pub(crate) type AckReceiver = mpsc::UnboundedReceiver<MessageId>;
 
 /// An entry this consumer holds (it is in the PEL under this consumer's name).
 #[derive(Debug)]
@@ -108,8 +112,8 @@ impl Shared {
     }
 
     /// This consumer's name inside the group.
-    pub fn consumer_name(&self) -> &str {
-        &self.settings.consumer_name
+    pub fn member_name(&self) -> &str {
+        &self.settings.member_name
     }
 
     /// The heartbeat got through again after failing.

@@ -264,10 +264,10 @@ async fn take_over(
     own: &[MessageId],
 ) -> Result<Vec<Claimed>, fred::error::Error> {
     let options = &shared.consumer.options;
-    let victim = if own.is_empty() { "" } else { shared.consumer_name() };
+    let victim = if own.is_empty() { "" } else { shared.member_name() };
     let mut args = vec![
         shared.group().to_string(),
-        shared.consumer_name().to_string(),
+        shared.member_name().to_string(),
         SCHEDULED_CONSUMER.to_string(),
         ms(options.claim_idle).to_string(),
         limit.to_string(),
@@ -293,7 +293,7 @@ async fn lost_entries(shared: &Shared) -> Option<Vec<MessageId>> {
     let idle = ms(shared.consumer.options.claim_idle);
     let client = shared.command.get();
     let reply: Result<Value, _> =
-        client.xpending(shared.stream(), shared.group(), (idle, "-", "+", 1000u64, shared.consumer_name())).await;
+        client.xpending(shared.stream(), shared.group(), (idle, "-", "+", 1000u64, shared.member_name())).await;
     let pending = match reply {
         Ok(v) => parse_pending(v),
         Err(e) => {
