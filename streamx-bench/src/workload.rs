@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
-    /// When it was published, in ns since [`epoch`] (0 when not timed).
+    /// When it was published, in ns since the Unix epoch (0 when not timed).
     pub sent_ns: u64,
     pub kind: String,
     pub user: String,

@@ -1,4 +1,4 @@
-//! Procedural macros for [streamx](https://example.invalid/streamx).
+//! Procedural macros for [streamx](https://docs.rs/streamx).
 //!
 //! Do not depend on this crate directly: use the `streamx` facade, which re-exports
 //! [`macro@stream_consumer`] from its prelude together with the runtime items the generated

@@ -20,7 +20,7 @@
 //! [`crate::keys`]), so the script is legal on Redis Cluster, and it runs atomically: a crash
 //! cannot lose the message or write two dead-letter entries for it, and a failing XADD
 //! leaves the entry pending. (Entries too wide for Lua are copied by the client; see
-//! [`move_to_dead_letters`].)
+//! the engine's `move_to_dead_letters`.)
 
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,4 +1,7 @@
 #![doc = include_str!("../../README.md")]
+//!
+//! # Cargo features
+#![doc = document_features::document_features!()]
 
 pub use streamx_macros::stream_consumer;
 pub use streamx_runtime::*;
