@@ -7,8 +7,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::handler::{erase, ErasedHandler, HandlerArg, HandlerReturn};
-use crate::policy::{Name, RetryPolicy, StartFrom};
 use crate::location::SourceLocation;
+use crate::policy::{Name, RetryPolicy, StartFrom};
 
 /// Everything about a consumer besides its stream, group and handler. Every field has a
 /// default; see the README's attribute reference.

@@ -1,7 +1,7 @@
 //! The error type of every fallible streamx operation.
 
-use crate::message::MessageId;
 use crate::location::SourceLocation;
+use crate::message::MessageId;
 
 /// Everything that can go wrong in streamx, with the context needed to act on it:
 /// which URL, stream, group or message.

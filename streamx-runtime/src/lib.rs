@@ -36,10 +36,10 @@ pub use error::{Error, Result};
 pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};
 pub use history::History;
 pub use inspect::{ConsumerInfo, GroupInfo, Inspector, PendingEntry};
+pub use location::SourceLocation;
 pub use message::{Headers, Message, MessageId, ParseMessageIdError};
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom};
 pub use producer::{Producer, PublishOptions};
-pub use location::SourceLocation;
 pub use registry::{registered, Registration};
 pub use runtime::{run, RunningRuntime, Runtime, RuntimeBuilder, DEFAULT_MAX_PAYLOAD_BYTES};
 pub use state::State;
@@ -53,7 +53,7 @@ pub mod __private {
     pub use inventory;
 
     pub use crate::handler::{assert_handler_arg, assert_handler_return, invoke, BoxFuture, Delivery, Outcome};
-    pub use crate::policy::{Backoff, DeadLetterTarget, StartFrom};
     pub use crate::location::SourceLocation;
+    pub use crate::policy::{Backoff, DeadLetterTarget, StartFrom};
     pub use crate::registry::Registration;
 }

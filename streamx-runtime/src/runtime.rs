@@ -401,7 +401,8 @@ impl Runtime {
 
 /// `<hostname>-<pid>-<n>`: unique per process and loop.
 fn default_member_name() -> String {
-    let host = gethostname::gethostname().into_string().ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "host".to_string());
+    let host =
+        gethostname::gethostname().into_string().ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "host".to_string());
     let n = LOOP_COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{host}-{}-{n}", std::process::id())
 }

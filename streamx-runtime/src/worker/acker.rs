@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use fred::interfaces::{SetsInterface, StreamsInterface};
 use super::shared::{AckReceiver, Shared};
 use super::stats::ConsumerStats;
 use super::ticker::RetryDelay;
 use crate::message::MessageId;
+use fred::interfaces::{SetsInterface, StreamsInterface};
 
 /// The most ids sent in one XACK.
 const MAX_ACK_BATCH: usize = 1000;

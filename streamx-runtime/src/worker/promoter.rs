@@ -80,4 +80,3 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
     }
 }
-
