@@ -20,9 +20,6 @@ mod state;
 mod wire;
 mod worker;
 
-#[cfg(feature = "testing")]
-pub mod testing;
-
 pub use connection::{
     redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_TLS_CA_ENV, REDIS_TLS_CERT_ENV, REDIS_TLS_KEY_ENV, REDIS_URL_ENV,
 };
