@@ -1,8 +1,5 @@
 //! The engine of [streamx](https://docs.rs/streamx): consumer loops, producer, history,
 //! retries and dead letters on Redis Streams. Use it through the `streamx` crate.
-//!
-//! # Cargo features
-#![doc = document_features::document_features!()]
 
 mod connection;
 mod consumer;
@@ -23,9 +20,6 @@ mod shutdown;
 mod state;
 mod wire;
 mod worker;
-
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use connection::{
     redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_TLS_CA_ENV, REDIS_TLS_CERT_ENV, REDIS_TLS_KEY_ENV, REDIS_URL_ENV,

@@ -1,4 +1,8 @@
-//! Throwaway Redis servers and clusters for tests (feature `testing`).
+//! Throwaway Redis servers and clusters for tests of [streamx](https://docs.rs/streamx).
+//!
+//! Use it through the facade: enable the `testing` feature of `streamx` in
+//! `[dev-dependencies]` (`streamx = { version = "0.1", features = ["testing"] }`) and
+//! write `streamx::testing::RedisServer` and so on; everything here is re-exported there.
 //!
 //! Runtime tests run against real `redis-server` processes that this module spawns: each
 //! test gets its own server on a free loopback port, in its own temporary directory, and
@@ -27,9 +31,9 @@
 //! # Example
 //!
 //! ```no_run
-//! use streamx_runtime::testing::{unique_name, RedisServer};
+//! use streamx_testing::{unique_name, RedisServer};
 //!
-//! # fn main() -> Result<(), streamx_runtime::testing::TestingError> {
+//! # fn main() -> Result<(), streamx_testing::TestingError> {
 //! let server = RedisServer::start()?;
 //! let stream = unique_name("orders");
 //! // Point the runtime under test at `server.url()` and use `stream` as its stream name.
@@ -41,13 +45,15 @@
 mod cluster;
 mod error;
 mod name;
+mod process;
 mod resp;
 mod server;
+mod slot;
 mod tls;
 
-pub use crate::keys::{slot as key_slot, SLOT_COUNT};
 pub use cluster::{RedisCluster, RedisClusterBuilder, REDIS_CLI_ENV};
 pub use error::TestingError;
 pub use name::unique_name;
 pub use server::{RedisServer, RedisServerBuilder, REDIS_SERVER_ENV};
+pub use slot::{key_slot, SLOT_COUNT};
 pub use tls::TlsFiles;

@@ -1,9 +1,6 @@
 //! Names unique to one call, so tests sharing a server never share keys.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
 
 /// A key or stream name that no other call in this process returns, and that another run
 /// of the tests is very unlikely to return: `{prefix}-{pid}-{counter}-{random}`.
@@ -11,7 +8,7 @@ use std::time::SystemTime;
 /// The result contains no `{`/`}`, so it can itself be used as a cluster hash tag.
 ///
 /// ```
-/// use streamx_runtime::testing::unique_name;
+/// use streamx_testing::unique_name;
 ///
 /// let a = unique_name("orders");
 /// let b = unique_name("orders");
@@ -21,12 +18,8 @@ use std::time::SystemTime;
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // RandomState is seeded randomly per process and varies per instance: enough entropy
-    // to tell apart runs that reuse a pid against a long-lived server.
-    let mut hasher = RandomState::new().build_hasher();
-    count.hash(&mut hasher);
-    SystemTime::now().hash(&mut hasher);
-    let random = hasher.finish() as u32;
+    // Tells apart runs that reuse a pid against a long-lived server.
+    let random: u32 = rand::random();
     format!("{prefix}-{}-{count}-{random:08x}", std::process::id())
 }
 

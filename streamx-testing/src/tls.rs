@@ -16,7 +16,7 @@ use super::error::TestingError;
 /// no other server's CA is trusted.
 ///
 /// ```no_run
-/// use streamx_runtime::testing::RedisServer;
+/// use streamx_testing::RedisServer;
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = RedisServer::builder().tls(true).start()?;
@@ -130,7 +130,7 @@ mod tests {
             assert!(text.starts_with("-----BEGIN PRIVATE KEY-----"), "{text}");
         }
         // The client side of streamx takes them as they are.
-        crate::RedisUrl::parse("rediss://127.0.0.1:1")
+        streamx_runtime::RedisUrl::parse("rediss://127.0.0.1:1")
             .unwrap()
             .with_tls_ca_pem(files.ca_pem().unwrap())
             .unwrap()

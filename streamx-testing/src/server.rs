@@ -1,19 +1,21 @@
-//! One throwaway `redis-server` process: its port, its directory, its lifecycle.
+//! One throwaway `redis-server`: its port, directory, options and readiness, and its
+//! lifecycle (start, kill, stop, restart) on top of the process supervision in `process`.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::error::TestingError;
-use super::resp::{self, Reply};
-use super::tls::TlsFiles;
+use crate::error::TestingError;
+use crate::process::{resolve_binary, Process};
+use crate::resp::{self, Reply};
+use crate::tls::TlsFiles;
 
 /// Environment variable naming the `redis-server` binary to run.
 pub const REDIS_SERVER_ENV: &str = "STREAMX_REDIS_SERVER";
@@ -48,9 +50,9 @@ const LOG_TAIL_LINES: usize = 30;
 /// to `redis.log` in [`dir`](Self::dir).
 ///
 /// ```no_run
-/// use streamx_runtime::testing::RedisServer;
+/// use streamx_testing::RedisServer;
 ///
-/// # fn main() -> Result<(), streamx_runtime::testing::TestingError> {
+/// # fn main() -> Result<(), streamx_testing::TestingError> {
 /// let mut server = RedisServer::builder().appendonly(true).start()?;
 /// let url = server.url(); // "redis://127.0.0.1:PORT", give it to the client under test
 /// # let _ = url;
@@ -71,13 +73,6 @@ pub struct RedisServer {
     process: Mutex<Process>,
     // Declared last so it is removed after the process is gone.
     dir: TempDir,
-}
-
-/// The running process, if any, and the watchdog that kills it if this process dies.
-#[derive(Debug, Default)]
-struct Process {
-    child: Option<Child>,
-    watchdog: Option<Child>,
 }
 
 /// Configures a [`RedisServer`] before starting it; from [`RedisServer::builder`].
@@ -255,16 +250,12 @@ impl RedisServer {
 
     /// The process id, or `None` when the server is not running.
     pub fn pid(&self) -> Option<u32> {
-        let mut process = self.lock();
-        process.refresh();
-        process.child.as_ref().map(Child::id)
+        self.lock().pid()
     }
 
     /// Whether the process is alive. A server that crashed on its own reports `false`.
     pub fn is_running(&self) -> bool {
-        let mut process = self.lock();
-        process.refresh();
-        process.child.is_some()
+        self.lock().is_running()
     }
 
     /// Kills the server with `SIGKILL`, like a crash, and waits for it to exit. Writes not
@@ -287,10 +278,9 @@ impl RedisServer {
     ///
     /// [`TestingError::Setup`] if waiting for the process fails.
     pub fn stop(&mut self) -> Result<(), TestingError> {
-        let pid = match self.pid() {
-            Some(pid) => pid,
-            None => return Ok(()),
-        };
+        if !self.is_running() {
+            return Ok(());
+        }
         let addr = self.addr();
         // `NOW` skips waiting for lagging replicas (Redis 7+); older servers reject it.
         // A successful SHUTDOWN closes the connection without replying.
@@ -301,19 +291,10 @@ impl RedisServer {
         };
         let asked = shutdown(&["SHUTDOWN", "NOSAVE", "NOW"]) || shutdown(&["SHUTDOWN", "NOSAVE"]);
         if !asked {
-            // Best effort: if `kill` is missing, the deadline below falls back to SIGKILL.
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            self.process_mut().terminate();
         }
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while Instant::now() < deadline {
-            if !self.is_running() {
-                return Ok(());
-            }
-            std::thread::sleep(POLL_INTERVAL);
+        if self.process_mut().wait_exit(STOP_TIMEOUT) {
+            return Ok(());
         }
         self.kill()
     }
@@ -421,19 +402,19 @@ impl RedisServer {
         )
         .map_err(setup("writing the log file"))?;
         let stderr = log.try_clone().map_err(setup("opening the log file"))?;
-        let child = Command::new(&self.binary)
-            .args(&args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr)
-            .spawn()
-            .map_err(|source| match source.kind() {
-                io::ErrorKind::NotFound => TestingError::RedisServerNotFound { binary: self.binary.clone() },
-                _ => TestingError::Spawn { binary: self.binary.clone(), source },
-            })?;
-        let watchdog = spawn_watchdog(child.id());
-        *self.process_mut() = Process { child: Some(child), watchdog };
+        let process = Process::spawn(
+            Command::new(&self.binary)
+                .args(&args)
+                .current_dir(self.dir.path())
+                .stdin(Stdio::null())
+                .stdout(log)
+                .stderr(stderr),
+        )
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => TestingError::RedisServerNotFound { binary: self.binary.clone() },
+            _ => TestingError::Spawn { binary: self.binary.clone(), source },
+        })?;
+        *self.process_mut() = process;
         let result = self.wait_ready(log_start);
         if result.is_err() {
             // Already failing: the readiness error is the one worth reporting.
@@ -447,21 +428,14 @@ impl RedisServer {
         let started = Instant::now();
         loop {
             let process = self.process_mut();
-            let exited = match process.child.as_mut().map(Child::try_wait) {
-                Some(Ok(None)) => None,
-                Some(Ok(Some(status))) => Some(describe_status(status)),
-                Some(Err(err)) => Some(format!("unknown: {err}")),
-                None => Some("not started".to_owned()),
-            };
-            if let Some(status) = exited {
-                process.forget();
+            if let Some(status) = process.exit_status() {
                 return Err(TestingError::Exited {
                     port: self.port,
                     status,
                     log_tail: log_tail(&self.log_path, log_start),
                 });
             }
-            let pid = process.child.as_ref().map(Child::id);
+            let pid = process.pid();
             let last = match self.probe(pid) {
                 Ok(()) => return Ok(()),
                 Err(answer) => answer,
@@ -513,71 +487,6 @@ impl Drop for RedisServer {
     }
 }
 
-impl Process {
-    /// Notices a process that exited on its own.
-    fn refresh(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            if !matches!(child.try_wait(), Ok(None)) {
-                self.forget();
-            }
-        }
-    }
-
-    /// Drops an exited (reaped) child, and its watchdog so it cannot kill a reused pid.
-    fn forget(&mut self) {
-        self.child = None;
-        self.stop_watchdog();
-    }
-
-    fn stop_watchdog(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
-    }
-
-    /// SIGKILL and reap. The watchdog goes first: once the server is reaped its pid may be
-    /// reused, and the watchdog must not be around to kill it.
-    fn kill(&mut self) -> io::Result<()> {
-        self.stop_watchdog();
-        if let Some(mut child) = self.child.take() {
-            if let Err(err) = child.kill() {
-                // InvalidInput: it had already exited; waiting below reaps it.
-                if err.kind() != io::ErrorKind::InvalidInput {
-                    self.child = Some(child);
-                    return Err(err);
-                }
-            }
-            if let Err(err) = child.wait() {
-                self.child = Some(child);
-                return Err(err);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Starts `sh` waiting on a pipe from this process: when this process dies without
-/// cleaning up, the pipe closes, `read` returns and the server is killed.
-fn spawn_watchdog(pid: u32) -> Option<Child> {
-    Command::new("sh")
-        .args(["-c", r#"read _line; kill -KILL "$1" 2>/dev/null"#, "streamx-redis-watchdog"])
-        .arg(pid.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()
-}
-
-/// The binary to run: explicit choice, else the environment variable, else `default` from
-/// `PATH`.
-pub(crate) fn resolve_binary(explicit: Option<PathBuf>, env: &str, default: &str) -> PathBuf {
-    explicit
-        .or_else(|| std::env::var_os(env).filter(|v| !v.is_empty()).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(default))
-}
-
 /// A loopback port nobody listens on right now (and, for cluster nodes, whose bus port
 /// `port + 10000` is free too). Another process may take it before the server binds it;
 /// the caller retries on that rare collision.
@@ -618,17 +527,6 @@ fn free_port(cluster_bus: bool) -> Result<u16, TestingError> {
 /// Whether a start failed because the port (or the cluster bus port) was taken.
 fn is_addr_in_use(err: &TestingError) -> bool {
     matches!(err, TestingError::Exited { log_tail, .. } if log_tail.contains("Address already in use"))
-}
-
-fn describe_status(status: ExitStatus) -> String {
-    #[cfg(unix)]
-    {
-        use std::os::unix::process::ExitStatusExt;
-        if let Some(signal) = status.signal() {
-            return format!("killed by signal {signal}");
-        }
-    }
-    status.to_string()
 }
 
 /// The last lines the server wrote since `from` (a byte offset in the log).
@@ -674,7 +572,7 @@ mod tests {
     fn handles_can_move_into_async_tasks() {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<RedisServer>();
-        assert_send_sync::<crate::testing::RedisCluster>();
+        assert_send_sync::<crate::RedisCluster>();
         assert_send_sync::<TestingError>();
     }
 
