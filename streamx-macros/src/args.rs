@@ -16,17 +16,11 @@ use syn::{Expr, ExprLit, Lit, LitStr, Meta, MetaNameValue, Path, Token};
 
 use crate::Errors;
 
-/// Default first retry delay of `backoff(...)` when `initial` is not given.
-pub(crate) const DEFAULT_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
-/// Default growth factor of `backoff(...)` when `multiplier` is not given.
-pub(crate) const DEFAULT_BACKOFF_MULTIPLIER: f64 = 2.0;
-/// Default delay cap of `backoff(...)` when `max` is not given.
-pub(crate) const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(30);
-
 /// The arguments of one `#[stream_consumer(...)]`, validated.
 ///
 /// Optional settings are `None` when the user did not write them: the generated code then
-/// leaves the runtime's default in place.
+/// leaves the runtime's default in place. The macro knows no default values, only the
+/// ranges it validates.
 pub(crate) struct ConsumerArgs {
     /// `crate = path`: where the `streamx` facade is; `None` means `::streamx`.
     pub(crate) krate: Option<Path>,
@@ -48,7 +42,7 @@ pub(crate) struct ConsumerArgs {
     pub(crate) start: Option<Spanned<Start>>,
     /// `max_retries = n`.
     pub(crate) max_retries: Option<Spanned<u32>>,
-    /// `backoff(...)`, with defaults filled in for omitted sub-keys.
+    /// `backoff(...)`, with the sub-keys that were written.
     pub(crate) backoff: Option<Spanned<Backoff>>,
     /// `dlq = true | false | "stream"`.
     pub(crate) dlq: Option<Spanned<Dlq>>,
@@ -84,15 +78,16 @@ pub(crate) enum Start {
     Id(String),
 }
 
-/// Retry delays (`backoff(...)`), with defaults applied.
-#[derive(Debug, Clone, PartialEq)]
+/// Retry delays (`backoff(...)`): each sub-key is `None` when it was left out, so the
+/// runtime's default applies.
+#[derive(Debug, Clone)]
 pub(crate) struct Backoff {
-    /// First delay, in milliseconds.
-    pub(crate) initial_ms: u64,
-    /// Growth factor between attempts; finite and at least 1.
-    pub(crate) multiplier: f64,
-    /// Largest delay, in milliseconds; at least `initial_ms`.
-    pub(crate) max_ms: u64,
+    /// `initial`: first delay, in milliseconds.
+    pub(crate) initial_ms: Option<Spanned<u64>>,
+    /// `multiplier`: growth factor between attempts; finite and at least 1.
+    pub(crate) multiplier: Option<Spanned<f64>>,
+    /// `max`: largest delay, in milliseconds; at least `initial_ms` when both are given.
+    pub(crate) max_ms: Option<Spanned<u64>>,
 }
 
 /// What happens to an entry that exhausted its retries (`dlq = ...`).
@@ -494,7 +489,7 @@ fn parse_backoff(meta: &Meta) -> syn::Result<Spanned<Backoff>> {
     let mut errors = Errors::default();
     let mut seen: Vec<&str> = Vec::new();
     let mut initial: Option<Spanned<u64>> = None;
-    let mut multiplier: Option<f64> = None;
+    let mut multiplier: Option<Spanned<f64>> = None;
     let mut max: Option<Spanned<u64>> = None;
 
     for entry in &entries {
@@ -521,37 +516,23 @@ fn parse_backoff(meta: &Meta) -> syn::Result<Spanned<Backoff>> {
     }
     errors.finish()?;
 
-    let initial_ms = initial.as_ref().map_or(default_ms(DEFAULT_BACKOFF_INITIAL), |d| d.value);
-    let max_ms = max.as_ref().map_or(default_ms(DEFAULT_BACKOFF_MAX), |d| d.value);
-    if max_ms < initial_ms {
-        let show = |ms: u64, given: bool| {
-            let shown = humantime::format_duration(Duration::from_millis(ms));
-            if given {
-                shown.to_string()
-            } else {
-                format!("{shown}, the default")
-            }
-        };
-        // Point at whichever bound the user wrote (the later one if both).
-        let span = max.as_ref().or(initial.as_ref()).map_or(list.path.span(), |d| d.span);
-        return Err(syn::Error::new(
-            span,
-            format!(
-                "backoff `max` ({}) must not be less than `initial` ({})",
-                show(max_ms, max.is_some()),
-                show(initial_ms, initial.is_some()),
-            ),
-        ));
+    // Only a pair the user wrote is compared here. When one bound is left out, the
+    // generated code checks the other against the runtime's default at compile time
+    // (see `expand::backoff_bound_check`).
+    if let (Some(initial), Some(max)) = (&initial, &max) {
+        if max.value < initial.value {
+            let show = |ms: u64| humantime::format_duration(Duration::from_millis(ms));
+            return Err(syn::Error::new(
+                max.span,
+                format!(
+                    "backoff `max` ({}) must not be less than `initial` ({})",
+                    show(max.value),
+                    show(initial.value),
+                ),
+            ));
+        }
     }
-    Ok(Spanned::new(
-        Backoff { initial_ms, multiplier: multiplier.unwrap_or(DEFAULT_BACKOFF_MULTIPLIER), max_ms },
-        list.path.span(),
-    ))
-}
-
-/// A default duration in milliseconds (the defaults are small constants).
-fn default_ms(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    Ok(Spanned::new(Backoff { initial_ms: initial, multiplier, max_ms: max }, list.path.span()))
 }
 
 /// `initial`/`max` inside `backoff(...)`: a duration literal; zero is allowed.
@@ -568,7 +549,7 @@ fn backoff_duration(value: &Expr, key: &str) -> syn::Result<Spanned<u64>> {
 }
 
 /// `multiplier` inside `backoff(...)`: a float or integer literal, finite and at least 1.
-fn parse_multiplier(value: &Expr) -> syn::Result<f64> {
+fn parse_multiplier(value: &Expr) -> syn::Result<Spanned<f64>> {
     let (parsed, span) = match literal(value) {
         Some(Lit::Float(lit)) if matches!(lit.suffix(), "" | "f64" | "f32") => (lit.base10_parse::<f64>(), lit.span()),
         Some(Lit::Int(lit)) if lit.suffix().is_empty() => (lit.base10_parse::<f64>(), lit.span()),
@@ -586,7 +567,7 @@ fn parse_multiplier(value: &Expr) -> syn::Result<f64> {
             format!("backoff `multiplier` must be a finite number >= 1.0, found {multiplier}"),
         ));
     }
-    Ok(multiplier)
+    Ok(Spanned::new(multiplier, span))
 }
 
 /// Adds `context` to the message of a single error.
@@ -625,6 +606,15 @@ mod tests {
             Ok(_) => panic!("expected errors, the arguments parsed"),
             Err(errors) => errors,
         }
+    }
+
+    /// The values of the `backoff(...)` sub-keys that were written: `(initial, multiplier,
+    /// max)`, each `None` when left out.
+    fn backoff_values(backoff: Option<Spanned<Backoff>>) -> Option<(Option<u64>, Option<f64>, Option<u64>)> {
+        backoff.map(|b| {
+            let Backoff { initial_ms, multiplier, max_ms } = b.value;
+            (initial_ms.map(|s| s.value), multiplier.map(|s| s.value), max_ms.map(|s| s.value))
+        })
     }
 
     /// Asserts that exactly one error was reported and that it contains `needle`.
@@ -683,9 +673,9 @@ mod tests {
         assert_eq!(args.block.map(|c| c.value), Some(2000));
         assert_eq!(args.start.map(|c| c.value), Some(Start::Id("1700000000000-0".into())));
         assert_eq!(args.max_retries.map(|c| c.value), Some(5));
-        assert_eq!(args.backoff.map(|c| c.value), Some(Backoff { initial_ms: 500, multiplier: 1.5, max_ms: 60_000 }));
         assert_eq!(args.dlq.map(|c| c.value), Some(Dlq::Stream("orders-dead".into())));
         assert_eq!(args.claim_idle.map(|c| c.value), Some(30_000));
+        assert_eq!(backoff_values(args.backoff), Some((Some(500), Some(1.5), Some(60_000))));
         let krate = args.krate.expect("crate was given");
         assert_eq!(quote::quote!(#krate).to_string(), ":: my_streamx");
     }
@@ -890,21 +880,28 @@ mod tests {
     }
 
     #[test]
-    fn backoff_defaults() {
-        let backoff = |metas| ok(metas).backoff.map(|b| b.value);
-        let defaults = Backoff { initial_ms: 1000, multiplier: 2.0, max_ms: 30_000 };
-        assert_eq!(backoff(parse_quote!(stream = "s", group = "g", backoff())), Some(defaults.clone()));
+    fn backoff_keeps_only_the_sub_keys_written() {
+        let backoff = |metas| backoff_values(ok(metas).backoff);
+        assert_eq!(backoff(parse_quote!(stream = "s", group = "g")), None);
+        assert_eq!(backoff(parse_quote!(stream = "s", group = "g", backoff())), Some((None, None, None)));
         assert_eq!(
             backoff(parse_quote!(stream = "s", group = "g", backoff(multiplier = 3))),
-            Some(Backoff { multiplier: 3.0, ..defaults.clone() })
+            Some((None, Some(3.0), None))
         );
         assert_eq!(
             backoff(parse_quote!(stream = "s", group = "g", backoff(initial = "0s"))),
-            Some(Backoff { initial_ms: 0, ..defaults.clone() })
+            Some((Some(0), None, None))
         );
         assert_eq!(
             backoff(parse_quote!(stream = "s", group = "g", backoff(max = "2m", multiplier = 1.0f64,))),
-            Some(Backoff { max_ms: 120_000, multiplier: 1.0, ..defaults })
+            Some((None, Some(1.0), Some(120_000)))
+        );
+        // A single bound is not compared with a default the macro would have to copy: the
+        // generated code compares it with the runtime's (see `expand`).
+        assert_eq!(backoff(parse_quote!(stream = "s", group = "g", backoff(max = "1ms"))), Some((None, None, Some(1))));
+        assert_eq!(
+            backoff(parse_quote!(stream = "s", group = "g", backoff(initial = "1h"))),
+            Some((Some(3_600_000), None, None))
         );
     }
 
@@ -946,14 +943,6 @@ mod tests {
         assert_one(
             &err(parse_quote!(stream = "s", group = "g", backoff(initial = "10s", max = "5s"))),
             "backoff `max` (5s) must not be less than `initial` (10s)",
-        );
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(max = "500ms"))),
-            "backoff `max` (500ms) must not be less than `initial` (1s, the default)",
-        );
-        assert_one(
-            &err(parse_quote!(stream = "s", group = "g", backoff(initial = "1m"))),
-            "backoff `max` (30s, the default) must not be less than `initial` (1m)",
         );
     }
 

@@ -4,6 +4,9 @@
 //! `const _: () = { ... };` block follows it with a trampoline, the trait-bound checks of
 //! the signature and the `inventory` registration; on failure the combined errors follow
 //! it instead. Generated code names nothing but `#krate::__private::...` and `::core::...`.
+//!
+//! Only settings the user wrote are emitted, as setters on the runtime's defaults
+//! (`Backoff::DEFAULT.with_multiplier(..)`), so the macro holds no copy of any default.
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{quote, quote_spanned};
@@ -122,6 +125,7 @@ fn registration(args: &ConsumerArgs, handler: &Handler<'_>) -> TokenStream {
     let stream = &args.stream;
     let group = &args.group;
     let setters = setters(args, &private);
+    let backoff_check = args.backoff.as_ref().and_then(|backoff| backoff_bound_check(&backoff.value, &private));
 
     quote! {
         const _: () = {
@@ -147,6 +151,8 @@ fn registration(args: &ConsumerArgs, handler: &Handler<'_>) -> TokenStream {
                 )
                 #setters
             }
+
+            #backoff_check
         };
     }
 }
@@ -185,10 +191,8 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         out.extend(quote!(.max_retries(#value)));
     }
     if let Some(backoff) = &args.backoff {
-        let initial = duration(private, backoff.value.initial_ms, backoff.span);
-        let multiplier = spanned(Literal::f64_suffixed(backoff.value.multiplier), backoff.span);
-        let max = duration(private, backoff.value.max_ms, backoff.span);
-        out.extend(quote!(.backoff(#private::Backoff::new(#initial, #multiplier, #max))));
+        let value = backoff_value(&backoff.value, private);
+        out.extend(quote!(.backoff(#value)));
     }
     if let Some(dlq) = &args.dlq {
         let value = match &dlq.value {
@@ -206,6 +210,56 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         out.extend(quote!(.claim_idle(#value)));
     }
     out
+}
+
+/// `Backoff::DEFAULT` with a `const` setter for each sub-key the user wrote, so the ones
+/// left out keep the runtime's defaults.
+fn backoff_value(backoff: &args::Backoff, private: &TokenStream) -> TokenStream {
+    let mut out = quote!(#private::Backoff::DEFAULT);
+    if let Some(initial) = &backoff.initial_ms {
+        let value = duration(private, initial.value, initial.span);
+        out.extend(quote!(.with_initial(#value)));
+    }
+    if let Some(multiplier) = &backoff.multiplier {
+        let value = spanned(Literal::f64_suffixed(multiplier.value), multiplier.span);
+        out.extend(quote!(.with_multiplier(#value)));
+    }
+    if let Some(max) = &backoff.max_ms {
+        let value = duration(private, max.value, max.span);
+        out.extend(quote!(.with_max(#value)));
+    }
+    out
+}
+
+/// When exactly one of `initial` and `max` is written, a compile-time assertion that it is
+/// compatible with the runtime's default for the other, spanned on the user's token. (A
+/// pair the user wrote is compared by the parser; the multiplier is validated there too.)
+fn backoff_bound_check(backoff: &args::Backoff, private: &TokenStream) -> Option<TokenStream> {
+    let show = |ms: u64| humantime::format_duration(std::time::Duration::from_millis(ms));
+    let (span, message) = match (&backoff.initial_ms, &backoff.max_ms) {
+        (Some(initial), None) => (
+            initial.span,
+            format!(
+                "backoff `initial` ({}) must not be greater than the runtime's default `max` \
+                 (`Backoff::DEFAULT.max`); set `max` too",
+                show(initial.value)
+            ),
+        ),
+        (None, Some(max)) => (
+            max.span,
+            format!(
+                "backoff `max` ({}) must not be less than the runtime's default `initial` \
+                 (`Backoff::DEFAULT.initial`); set `initial` too",
+                show(max.value)
+            ),
+        ),
+        _ => return None,
+    };
+    let value = backoff_value(backoff, private);
+    let message = Literal::string(&message);
+    Some(quote_spanned! {span=>
+        const _: () = ::core::assert!(#value.is_valid(), #message);
+    })
 }
 
 /// `Duration::from_millis(ms)`, the literal spanned on the user's token.
@@ -313,16 +367,79 @@ mod tests {
             .block(::streamx::__private::Duration::from_millis(2000))
             .start(::streamx::__private::StartFrom::Beginning)
             .max_retries(5)
-            .backoff(::streamx::__private::Backoff::new(
-                ::streamx::__private::Duration::from_millis(1000),
-                3f64,
-                ::streamx::__private::Duration::from_millis(30000)))
+            .backoff(::streamx::__private::Backoff::DEFAULT.with_multiplier(3f64))
             .dlq(::streamx::__private::DeadLetterTarget::Stream("dead"))
             .claim_idle(::streamx::__private::Duration::from_millis(30000))
             }"#,
         );
         assert!(out.contains(&expected), "{out}");
         assert!(out.contains("assert_handler_return::<()>()"), "{out}");
+        assert!(!out.contains("is_valid"), "a multiplier alone needs no bound check: {out}");
+    }
+
+    #[test]
+    fn backoff_emits_only_the_sub_keys_written() {
+        let render = |args: TokenStream| {
+            squash(&expand(
+                args,
+                quote!(
+                    async fn f(m: Message<X>) {}
+                ),
+            ))
+        };
+        let out = render(quote!(stream = "s", group = "g", backoff()));
+        assert!(out.contains(".backoff(::streamx::__private::Backoff::DEFAULT)"), "{out}");
+        let out = render(quote!(stream = "s", group = "g", backoff(max = "1m", initial = "5ms", multiplier = 1.5)));
+        let expected = ".backoff(::streamx::__private::Backoff::DEFAULT\
+            .with_initial(::streamx::__private::Duration::from_millis(5))\
+            .with_multiplier(1.5f64)\
+            .with_max(::streamx::__private::Duration::from_millis(60000)))";
+        assert!(out.contains(&squash(expected)), "{out}");
+        assert!(!out.contains("is_valid"), "the parser compared both bounds: {out}");
+        assert!(!out.contains("from_millis(1000)") && !out.contains("from_millis(30000)"), "{out}");
+    }
+
+    #[test]
+    fn a_single_backoff_bound_is_checked_against_the_runtime_default() {
+        let render = |args: TokenStream| {
+            expand(
+                args,
+                quote!(
+                    async fn f(m: Message<X>) {}
+                ),
+            )
+        };
+        let out = render(quote!(stream = "s", group = "g", backoff(max = "500ms")));
+        let check = squash(
+            r#"const _: () = ::core::assert!(
+                ::streamx::__private::Backoff::DEFAULT
+                    .with_max(::streamx::__private::Duration::from_millis(500))
+                    .is_valid(),"#,
+        );
+        assert!(squash(&out).contains(&check), "{out}");
+        assert!(
+            out.contains(
+                "backoff `max` (500ms) must not be less than the runtime's default `initial` \
+                 (`Backoff::DEFAULT.initial`); set `initial` too"
+            ),
+            "{out}"
+        );
+        let out = render(quote!(stream = "s", group = "g", backoff(initial = "1h", multiplier = 3)));
+        let check = squash(
+            r#"const _: () = ::core::assert!(
+                ::streamx::__private::Backoff::DEFAULT
+                    .with_initial(::streamx::__private::Duration::from_millis(3600000))
+                    .with_multiplier(3f64)
+                    .is_valid(),"#,
+        );
+        assert!(squash(&out).contains(&check), "{out}");
+        assert!(
+            out.contains(
+                "backoff `initial` (1h) must not be greater than the runtime's default `max` \
+                 (`Backoff::DEFAULT.max`); set `max` too"
+            ),
+            "{out}"
+        );
     }
 
     #[test]

@@ -69,7 +69,7 @@ use proc_macro::TokenStream;
 /// | `block` | how long one `XREADGROUP` blocks, duration `> 0` | `"2s"` | `.block(Duration)` |
 /// | `start` | where a newly created group starts: `"begin"`, `"new"` or an entry id such as `"1700000000000-0"` | `"begin"` | `.start(StartFrom::..)` |
 /// | `max_retries` | retries after a failure before dead-lettering, integer `>= 0` | `3` | `.max_retries(n)` |
-/// | `backoff(initial = "1s", multiplier = 2.0, max = "30s")` | delays between retries; each sub-key is optional and defaults to the value shown; `multiplier >= 1.0`, `max >= initial` | as shown | `.backoff(Backoff::new(..))` |
+/// | `backoff(initial = "1s", multiplier = 2.0, max = "30s")` | delays between retries; each sub-key is optional and one left out keeps the runtime's default (`Backoff::DEFAULT`); `multiplier >= 1.0`, `max >= initial` (a single bound is checked at compile time against the runtime's default for the other) | `1s`, `2.0`, `30s` | `.backoff(Backoff::DEFAULT.with_multiplier(3.0))` |
 /// | `dlq` | `true` (the stream's default dead-letter stream), `false` (drop after the last retry) or a stream name | `true` | `.dlq(DeadLetterTarget::..)` |
 /// | `claim_idle` | pending entries idle this long are claimed from dead consumers, duration `> 0` | `"30s"` | `.claim_idle(Duration)` |
 /// | `crate` | path to the `streamx` crate when it is renamed, e.g. `crate = my_streamx` | `::streamx` | — |

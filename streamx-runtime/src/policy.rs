@@ -30,6 +30,19 @@ impl StartFrom {
 /// Exponential backoff between deliveries of a failed message:
 /// `initial * multiplier^(retry - 1)`, capped at `max`, plus up to 10% jitter (never less
 /// than the computed delay, so a retry never comes early).
+///
+/// [`Backoff::DEFAULT`] is the one place the defaults are defined. To change some
+/// parameters and keep the others at their defaults, start from it and use the `const`
+/// setters (this is what `#[stream_consumer(backoff(...))]` expands to):
+///
+/// ```
+/// use std::time::Duration;
+/// use streamx_runtime::Backoff;
+///
+/// const SLOW: Backoff = Backoff::DEFAULT.with_multiplier(3.0).with_max(Duration::from_secs(120));
+/// assert_eq!(SLOW.initial, Backoff::DEFAULT.initial);
+/// assert!(SLOW.is_valid());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     /// The delay before the first retry. Default 1 s.
@@ -48,6 +61,31 @@ impl Backoff {
     /// A backoff from its three parameters.
     pub const fn new(initial: Duration, multiplier: f64, max: Duration) -> Self {
         Backoff { initial, multiplier, max }
+    }
+
+    /// This backoff with the delay before the first retry set to `initial`.
+    pub const fn with_initial(mut self, initial: Duration) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// This backoff with the factor per further retry set to `multiplier`.
+    pub const fn with_multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// This backoff with the cap set to `max`.
+    pub const fn with_max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// Whether the runtime accepts this backoff: the multiplier is finite and at least 1,
+    /// and `max` is not less than `initial`. A consumer with an invalid backoff is refused
+    /// when the runtime is built.
+    pub const fn is_valid(&self) -> bool {
+        self.multiplier.is_finite() && self.multiplier >= 1.0 && self.max.as_nanos() >= self.initial.as_nanos()
     }
 
     /// The delay before retry number `retry` (1-based), without jitter.
@@ -75,6 +113,9 @@ impl Default for Backoff {
         Backoff::DEFAULT
     }
 }
+
+// The defaults must be a backoff the runtime accepts.
+const _: () = assert!(Backoff::DEFAULT.is_valid(), "Backoff::DEFAULT must be valid");
 
 /// Where a message goes after its last failed delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,5 +176,27 @@ mod tests {
             let d = b.delay(retry);
             assert!(d >= b.base_delay(retry) && d <= b.max, "{d:?}");
         }
+    }
+
+    #[test]
+    fn setters_change_one_parameter_and_keep_the_rest() {
+        const B: Backoff = Backoff::DEFAULT.with_multiplier(3.0);
+        assert_eq!(B, Backoff::new(Backoff::DEFAULT.initial, 3.0, Backoff::DEFAULT.max));
+        let initial = Duration::from_millis(5);
+        assert_eq!(Backoff::DEFAULT.with_initial(initial), Backoff { initial, ..Backoff::DEFAULT });
+        let max = Duration::from_secs(90);
+        assert_eq!(Backoff::DEFAULT.with_max(max), Backoff { max, ..Backoff::DEFAULT });
+    }
+
+    #[test]
+    fn validity() {
+        assert!(Backoff::DEFAULT.is_valid());
+        assert!(Backoff::new(Duration::ZERO, 1.0, Duration::ZERO).is_valid());
+        assert!(!Backoff::DEFAULT.with_multiplier(0.5).is_valid());
+        assert!(!Backoff::DEFAULT.with_multiplier(f64::INFINITY).is_valid());
+        assert!(!Backoff::DEFAULT.with_multiplier(f64::NAN).is_valid());
+        let initial = Duration::from_millis(1500);
+        assert!(!Backoff::new(initial, 2.0, initial - Duration::from_nanos(1)).is_valid());
+        assert!(Backoff::new(initial, 2.0, initial).is_valid());
     }
 }

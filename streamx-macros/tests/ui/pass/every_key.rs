@@ -87,10 +87,7 @@ fn main() {
     let audit = options(concat!(module_path!(), "::audit"));
     assert_eq!(audit.start, StartFrom::New);
     assert_eq!(audit.retry.max_retries, 0);
-    assert_eq!(
-        audit.retry.backoff,
-        Backoff::new(Duration::from_secs(1), 3.0, Duration::from_secs(30))
-    );
+    assert_eq!(audit.retry.backoff, Backoff::DEFAULT.with_multiplier(3.0));
     assert_eq!(audit.retry.dead_letter, DeadLetterTarget::Disabled);
 
     let replay = options(concat!(module_path!(), "::replay"));
