@@ -132,7 +132,10 @@ mod enabled {
         pub fn untrusted_hint(&self) -> String {
             match &self.ca {
                 Some((_, source)) => source.untrusted_because(),
-                None => untrusted_by_the_system(),
+                None => format!(
+                    "no CA was configured, so the system's CA certificates were used and none of them signed it; \
+                     set {REDIS_TLS_CA_ENV} to the server's CA file (or use tls_ca_file / with_tls_ca_file)"
+                ),
             }
         }
 
@@ -200,14 +203,6 @@ mod enabled {
                 ),
             }
         }
-    }
-
-    /// Why the server's certificate was not trusted when no CA was configured.
-    fn untrusted_by_the_system() -> String {
-        format!(
-            "no CA was configured, so the system's CA certificates were used and none of them signed it; set \
-             {REDIS_TLS_CA_ENV} to the server's CA file (or use tls_ca_file / with_tls_ca_file)"
-        )
     }
 
     /// Every `CERTIFICATE` block of a PEM text; an error if there is none.
