@@ -338,12 +338,17 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// Connects to `url` and opens the dead-letter stream `stream`.
+    /// Connects to `url` and opens the dead-letter stream `stream`. For a `rediss://` URL
+    /// the CA file in `STREAMX_REDIS_TLS_CA` and the client certificate in
+    /// `STREAMX_REDIS_TLS_CERT` / `STREAMX_REDIS_TLS_KEY` are used when set, as by the
+    /// runtime (see [`RedisUrl`](crate::RedisUrl)).
     pub async fn connect(url: &str, stream: &str) -> Result<Self> {
         Self::connect_with(&crate::connection::RedisUrl::parse(url)?, stream).await
     }
 
-    /// Connects with a parsed URL (with TLS or credentials options).
+    /// Connects with a parsed URL (with TLS or credentials options). TLS files it does not
+    /// set are taken from the environment, as for [`connect`](Self::connect); its own
+    /// settings win.
     pub async fn connect_with(url: &crate::connection::RedisUrl, stream: &str) -> Result<Self> {
         Ok(Self::with_client(crate::connection::tool_client(url).await?, stream))
     }

@@ -35,6 +35,16 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A `rediss://` URL (or a TLS setting) was given, but streamx was built without its
+    /// `tls` feature (on by default).
+    #[error(
+        "Redis at {url} needs TLS, but streamx was built without TLS support: enable the `tls` feature of streamx \
+         (on by default)"
+    )]
+    TlsNotEnabled {
+        /// The URL with any password replaced by `***`.
+        url: String,
+    },
     /// A Redis command failed.
     #[error("Redis {command} on `{key}` failed: {source}")]
     Redis {

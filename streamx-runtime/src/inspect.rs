@@ -67,12 +67,16 @@ pub struct Inspector {
 }
 
 impl Inspector {
-    /// Connects to `url`.
+    /// Connects to `url`. For a `rediss://` URL the CA file in
+    /// `STREAMX_REDIS_TLS_CA` and the client certificate in `STREAMX_REDIS_TLS_CERT` /
+    /// `STREAMX_REDIS_TLS_KEY` are used when set, as by the runtime (see [`RedisUrl`]).
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(&RedisUrl::parse(url)?).await
     }
 
-    /// Connects with a parsed URL (with TLS or credentials options).
+    /// Connects with a parsed URL (with TLS or credentials options). TLS files it does not
+    /// set are taken from the environment, as for [`connect`](Self::connect); its own
+    /// settings win.
     pub async fn connect_with(url: &RedisUrl) -> Result<Self> {
         Ok(Inspector { client: tool_client(url).await? })
     }

@@ -1,5 +1,8 @@
 //! The engine of [streamx](https://docs.rs/streamx): consumer loops, producer, history,
 //! retries and dead letters on Redis Streams. Use it through the `streamx` crate.
+//!
+//! # Cargo features
+#![doc = document_features::document_features!()]
 
 mod connection;
 mod consumer;

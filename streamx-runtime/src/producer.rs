@@ -9,7 +9,7 @@ use fred::types::streams::XCap;
 use fred::types::{ClusterHash, CustomCommand, Value};
 use serde::Serialize;
 
-use crate::connection::{read_off_runtime, ClientRole, HealingClient, RedisUrl};
+use crate::connection::{read_off_runtime, with_env_off_runtime, ClientRole, HealingClient, RedisUrl};
 use crate::error::{Error, Result};
 use crate::keys::slot;
 use crate::message::{Headers, MessageId};
@@ -102,7 +102,10 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// Connects to `url` (see [`RedisUrl::parse`] for the accepted forms).
+    /// Connects to `url` (see [`RedisUrl::parse`] for the accepted forms). For a
+    /// `rediss://` URL the CA file in `STREAMX_REDIS_TLS_CA` and the client certificate in
+    /// `STREAMX_REDIS_TLS_CERT` / `STREAMX_REDIS_TLS_KEY` are used when set, as by the
+    /// runtime (see [`RedisUrl`]).
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_url(&RedisUrl::parse(url)?, Duration::ZERO).await
     }
@@ -116,13 +119,17 @@ impl Producer {
         Self::connect_url(&url, Duration::ZERO).await
     }
 
-    /// Connects with a parsed URL (with TLS or credentials options).
+    /// Connects with a parsed URL (with TLS or credentials options). TLS files it does not
+    /// set are taken from the environment, as for [`connect`](Self::connect); its own
+    /// settings win.
     pub async fn connect_with(url: &RedisUrl) -> Result<Self> {
         Self::connect_url(url, Duration::ZERO).await
     }
 
+    /// Connects with `url` completed from the environment, retrying until `deadline`.
     pub(crate) async fn connect_url(url: &RedisUrl, deadline: Duration) -> Result<Self> {
-        Ok(Producer { client: HealingClient::connect(url, ClientRole::Publish, deadline).await? })
+        let url = with_env_off_runtime(url).await?;
+        Ok(Producer { client: HealingClient::connect(&url, ClientRole::Publish, deadline).await? })
     }
 
     /// Publishes `payload` as JSON; returns the new entry's id.

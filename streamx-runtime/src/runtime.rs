@@ -113,7 +113,9 @@ impl Default for RuntimeBuilder {
 }
 
 impl RuntimeBuilder {
-    /// The Redis URL. Default: `STREAMX_REDIS_URL`, else `redis://127.0.0.1:6379`.
+    /// The Redis URL. Default: `STREAMX_REDIS_URL`, else `redis://127.0.0.1:6379`. Either
+    /// way, TLS files not set on the builder are taken from `STREAMX_REDIS_TLS_CA`,
+    /// `STREAMX_REDIS_TLS_CERT` and `STREAMX_REDIS_TLS_KEY` when set (see [`RedisUrl`]).
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
         self.url = Some(url.into());
         self
@@ -193,8 +195,9 @@ impl RuntimeBuilder {
     }
 
     /// For a `rediss://` URL: trusts only the CA certificates in this PEM file, instead of
-    /// the system's (see [`RedisUrl::with_tls_ca_file`]). Without a URL from the builder,
-    /// `STREAMX_REDIS_TLS_CA` does the same.
+    /// the system's (see [`RedisUrl::with_tls_ca_file`]). Without it, the file named by
+    /// `STREAMX_REDIS_TLS_CA` is used when set, whether the URL comes from the builder or
+    /// from `STREAMX_REDIS_URL`.
     pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.tls_ca = Some(TlsCa::File(path.into()));
         self
@@ -238,6 +241,8 @@ impl RuntimeBuilder {
         if let Some((username, password)) = self.credentials {
             url = url.with_credentials(username, password);
         }
+        // What the builder did not set comes from the environment, as for every connect.
+        url = url.with_tls_from_env()?;
         let mut all: Vec<Consumer> = Vec::new();
         if self.use_registry {
             all.extend(registered().into_iter().map(|r| r.to_consumer()));
