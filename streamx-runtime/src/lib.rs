@@ -17,6 +17,7 @@ mod message;
 mod policy;
 mod producer;
 mod registry;
+mod retry_delay;
 mod runtime;
 mod scripts;
 mod shutdown;

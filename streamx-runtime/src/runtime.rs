@@ -305,7 +305,7 @@ fn validate(c: &Consumer, url: &RedisUrl) -> Result<()> {
         return invalid("claim_idle must be at least 100ms".into());
     }
     let b = &o.retry.backoff;
-    if !(b.multiplier.is_finite() && b.multiplier >= 1.0) || b.max < b.initial {
+    if !b.is_valid() {
         return invalid(format!("invalid backoff {b:?}: the multiplier must be >= 1 and max >= initial"));
     }
     if let Some(dlq) = dead_letter_stream(c.stream(), &o.retry.dead_letter) {

@@ -19,6 +19,7 @@ use fred::types::Builder;
 use super::redact::redact;
 use super::redis_url::RedisUrl;
 use crate::error::{Error, Result};
+use crate::retry_delay::RetryDelay;
 
 /// What a client is used for; decides its timeouts and whether commands are re-sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +106,7 @@ fn build_client(url: &RedisUrl, config: Config, role: ClientRole) -> Result<fred
 /// [`with_env_off_runtime`]).
 pub(crate) async fn connect(url: &RedisUrl, role: ClientRole, deadline: Duration) -> Result<fred::clients::Client> {
     let started = Instant::now();
-    let mut delay = Duration::from_millis(100);
+    let mut delay = RetryDelay::up_to(Duration::from_secs(2));
     let config = config_off_runtime(url).await?;
     loop {
         let client = build_client(url, config.clone(), role)?;
@@ -117,12 +118,11 @@ pub(crate) async fn connect(url: &RedisUrl, role: ClientRole, deadline: Duration
                 // Wrong credentials or a rejected certificate do not fix themselves.
                 let permanent = is_permanent(&source);
                 let elapsed = started.elapsed();
-                if permanent || elapsed + delay > deadline {
+                if permanent || elapsed + delay.current() > deadline {
                     return Err(Error::Connect { url: url.redacted(), source });
                 }
-                tracing::warn!(url = %url, error = %source, retry_in = ?delay, "Redis is not reachable yet; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                tracing::warn!(url = %url, error = %source, retry_in = ?delay.current(), "Redis is not reachable yet; retrying");
+                tokio::time::sleep(delay.advance()).await;
             }
         }
     }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use super::shared::{AckReceiver, Shared};
 use super::stats::ConsumerStats;
-use super::ticker::RetryDelay;
 use crate::message::MessageId;
+use crate::retry_delay::RetryDelay;
 use fred::interfaces::{SetsInterface, StreamsInterface};
 
 /// The most ids sent in one XACK.

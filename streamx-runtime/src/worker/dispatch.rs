@@ -13,10 +13,10 @@ use tracing::Instrument;
 use super::retries::{self, Parking};
 use super::shared::Shared;
 use super::stats::ConsumerStats;
-use super::ticker::RetryDelay;
 use crate::dead_letters::{move_to_dead_letters, Failure};
 use crate::handler::{Delivery, FailureKind, Outcome};
 use crate::message::MessageId;
+use crate::retry_delay::RetryDelay;
 use crate::wire::{parse_entry, RawEntry};
 
 /// An entry a script claimed for this consumer: the entry, the delivery count the claim

@@ -15,7 +15,7 @@ use fred::types::Value;
 
 use super::retries::{ms, SCHEDULED_CONSUMER};
 use super::shared::Shared;
-use super::ticker::RetryDelay;
+use crate::retry_delay::RetryDelay;
 use crate::scripts::{assemble, CONSUMERS, NOW_MS};
 
 static BEAT: LazyLock<Script> = LazyLock::new(|| {

@@ -37,11 +37,11 @@ use crate::connection::RedisUrl;
 use crate::consumer::Consumer;
 use crate::error::Result;
 
+use crate::retry_delay::RetryDelay;
 pub(crate) use group::ensure_group;
 pub use retries::SCHEDULED_CONSUMER;
 use shared::Shared;
 pub use stats::{ConsumerStats, ConsumerStatsSnapshot};
-use ticker::RetryDelay;
 
 /// Settings the runtime passes to every consumer loop.
 #[derive(Debug, Clone)]

@@ -15,10 +15,10 @@ use super::dispatch;
 use super::group::ensure_group;
 use super::shared::Shared;
 use super::stats::ConsumerStats;
-use super::ticker::RetryDelay;
 use crate::connection::{ClientRole, HealingClient};
 use crate::error::{is_no_group, Result};
 use crate::keys::slot;
+use crate::retry_delay::RetryDelay;
 use crate::wire::{parse_read_reply, RawEntry};
 
 /// A read in flight: its entries are tracked (held) as soon as its reply arrives.

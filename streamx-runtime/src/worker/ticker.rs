@@ -1,10 +1,11 @@
-//! The two timers of the loop's background tasks: a jittered tick (consumers of a group do
-//! not all hit Redis at the same instant) and the delay between attempts of a failing Redis
-//! call (100 ms doubling to 5 s).
+//! The tick of the loop's background tasks: jittered, so consumers of a group do not all hit
+//! Redis at the same instant; after a failure it waits the crate's [`RetryDelay`].
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+use crate::retry_delay::RetryDelay;
 
 /// A jittered interval (each wait is 80–120% of the period). After a tick that found a full
 /// page of work the next one comes at once; after a failure it backs off.
@@ -67,34 +68,4 @@ impl Ticker {
 /// `d` scaled by a random factor in 0.8..1.2.
 pub(crate) fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.8 + rand::random::<f64>() * 0.4)
-}
-
-/// Delay between retries of a failing Redis call: 100 ms doubling to 5 s.
-pub(crate) struct RetryDelay(Duration);
-
-impl RetryDelay {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    pub fn new() -> Self {
-        RetryDelay(Self::FIRST)
-    }
-
-    pub fn reset(&mut self) {
-        self.0 = Self::FIRST;
-    }
-
-    pub fn current(&self) -> Duration {
-        self.0
-    }
-
-    /// Sleeps for the current delay and doubles it; false if `stop` was cancelled first.
-    pub async fn wait(&mut self, stop: &CancellationToken) -> bool {
-        let delay = self.0;
-        self.0 = (self.0 * 2).min(Self::MAX);
-        tokio::select! {
-            _ = stop.cancelled() => false,
-            _ = tokio::time::sleep(delay) => true,
-        }
-    }
 }
