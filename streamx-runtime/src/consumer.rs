@@ -34,6 +34,9 @@ pub struct ConsumerOptions {
     /// Payloads larger than this are dead-lettered unread. Default: the runtime's limit
     /// (4 MiB unless set with `RuntimeBuilder::max_payload_bytes`).
     pub max_payload_bytes: Option<usize>,
+    /// The byte budget of fetched, unfinished entries. Default: the runtime's (64 MiB unless
+    /// set with `RuntimeBuilder::max_buffered_bytes`).
+    pub max_buffered_bytes: Option<usize>,
 }
 
 impl ConsumerOptions {
@@ -47,6 +50,7 @@ impl ConsumerOptions {
         retry: RetryPolicy::DEFAULT,
         claim_idle: Duration::from_secs(30),
         max_payload_bytes: None,
+        max_buffered_bytes: None,
     };
 
     /// The batch size in effect.
@@ -171,6 +175,13 @@ impl Consumer {
     /// Sets the payload size limit for this consumer.
     pub fn max_payload_bytes(mut self, limit: usize) -> Self {
         self.options.max_payload_bytes = Some(limit);
+        self
+    }
+
+    /// Sets the byte budget of this consumer's fetched, unfinished entries (see
+    /// `RuntimeBuilder::max_buffered_bytes`).
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.options.max_buffered_bytes = Some(bytes);
         self
     }
 

@@ -39,7 +39,9 @@ pub use message::{Headers, Message, MessageId, ParseMessageIdError};
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom};
 pub use producer::{Producer, PublishOptions};
 pub use registry::{registered, Registration};
-pub use runtime::{run, RunningRuntime, Runtime, RuntimeBuilder, DEFAULT_MAX_PAYLOAD_BYTES};
+pub use runtime::{
+    run, RunningRuntime, Runtime, RuntimeBuilder, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
+};
 pub use state::State;
 pub use wire::{DATA_FIELD, HEADER_PREFIX};
 pub use worker::{ConsumerStats, ConsumerStatsSnapshot, SCHEDULED_CONSUMER};

@@ -22,6 +22,10 @@ use crate::worker::{self, ensure_group, ConsumerStats, LoopHandle, LoopSettings}
 /// Default payload size limit: larger payloads are dead-lettered unread.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 
+/// The default byte budget of a consumer: fetched entries whose handlers have not finished
+/// hold at most about this many bytes (see [`RuntimeBuilder::max_buffered_bytes`]).
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
+
 /// Configures a [`Runtime`].
 ///
 /// ```no_run
@@ -52,6 +56,7 @@ pub struct RuntimeBuilder {
     shutdown_timeout: Duration,
     connect_timeout: Duration,
     max_payload_bytes: usize,
+    max_buffered_bytes: usize,
     cleanup_idle: Duration,
     tls_ca: Option<TlsCa>,
     tls_client_cert: Option<(PathBuf, PathBuf)>,
@@ -84,6 +89,7 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("cleanup_idle", &self.cleanup_idle)
             .field("tls_ca", &self.tls_ca)
             .field("tls_client_cert", &self.tls_client_cert)
@@ -103,6 +109,7 @@ impl Default for RuntimeBuilder {
             shutdown_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             cleanup_idle: Duration::from_secs(3600),
             tls_ca: None,
             tls_client_cert: None,
@@ -162,6 +169,20 @@ impl RuntimeBuilder {
     /// `max_payload_bytes` wins.
     pub fn max_payload_bytes(mut self, limit: usize) -> Self {
         self.max_payload_bytes = limit;
+        self
+    }
+
+    /// The byte budget of every consumer (default 64 MiB): the payloads and headers of
+    /// entries fetched but not yet handled (waiting for a permit or running) add up to
+    /// about this much at most. Each read or claim is sized from the room left and the
+    /// recent average entry size, so large entries are fetched a few at a time while small
+    /// ones still come a full batch at a time. An entry larger than the budget is fetched
+    /// alone. A consumer's own `max_buffered_bytes` wins.
+    ///
+    /// A process's memory then stays near `budget + concurrency × (decoded payload)` per
+    /// consumer, whatever the backlog and the entry sizes.
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes;
         self
     }
 
@@ -277,6 +298,7 @@ impl RuntimeBuilder {
             shutdown_timeout: self.shutdown_timeout,
             connect_timeout: self.connect_timeout,
             max_payload_bytes: self.max_payload_bytes,
+            max_buffered_bytes: self.max_buffered_bytes,
             cleanup_idle: self.cleanup_idle,
             state: self.state,
         })
@@ -297,6 +319,9 @@ fn validate(c: &Consumer, url: &RedisUrl) -> Result<()> {
     }
     if o.batch_size == Some(0) {
         return invalid("batch_size must be at least 1".into());
+    }
+    if o.max_buffered_bytes == Some(0) {
+        return invalid("max_buffered_bytes must be at least 1".into());
     }
     if o.block.is_zero() {
         return invalid("block must be longer than zero".into());
@@ -332,6 +357,7 @@ pub struct Runtime {
     shutdown_timeout: Duration,
     connect_timeout: Duration,
     max_payload_bytes: usize,
+    max_buffered_bytes: usize,
     cleanup_idle: Duration,
     state: State,
 }
@@ -389,6 +415,7 @@ impl Runtime {
                 member_name: consumer.options.consumer_name.map(str::to_string).unwrap_or_else(default_member_name),
                 dead_letter_stream: dead_letter_stream(consumer.stream(), &consumer.options.retry.dead_letter),
                 max_payload_bytes: consumer.options.max_payload_bytes.unwrap_or(self.max_payload_bytes),
+                max_buffered_bytes: consumer.options.max_buffered_bytes.unwrap_or(self.max_buffered_bytes),
                 shutdown_timeout: self.shutdown_timeout,
                 cleanup_idle: self.cleanup_idle,
                 state: self.state.clone(),

@@ -10,6 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
+use super::budget::Charge;
 use super::retries::{self, Parking};
 use super::shared::Shared;
 use super::stats::ConsumerStats;
@@ -72,8 +73,14 @@ pub(crate) async fn take_one_permit(shared: &Shared) -> Option<OwnedSemaphorePer
 }
 
 /// Starts the handlers of claimed entries, one permit each out of `permits` (taken before
-/// the claim, so a claim of due retries never takes more than can start at once).
-pub(crate) fn start_claimed(shared: &Arc<Shared>, claimed: Vec<Claimed>, mut permits: OwnedSemaphorePermit) {
+/// the claim, so a claim of due retries never takes more than can start at once), each
+/// taking its part of `charge`.
+pub(crate) fn start_claimed(
+    shared: &Arc<Shared>,
+    claimed: Vec<Claimed>,
+    mut permits: OwnedSemaphorePermit,
+    mut charge: Charge,
+) {
     if claimed.is_empty() {
         return;
     }
@@ -86,7 +93,8 @@ pub(crate) fn start_claimed(shared: &Arc<Shared>, claimed: Vec<Claimed>, mut per
             continue;
         };
         shared.track_claimed([c.entry.id], false);
-        start(shared, c.entry, c.count, permit);
+        let part = charge.split_for(&c.entry);
+        start(shared, c.entry, c.count, permit, part);
     }
 }
 
@@ -94,7 +102,11 @@ pub(crate) fn start_claimed(shared: &Arc<Shared>, claimed: Vec<Claimed>, mut per
 /// order; false if the loop stopped first (the rest stay tracked, handed back by the drain).
 /// Which entries started is recorded under one lock per run of free permits, not per entry
 /// (the hot path of every read).
-pub(crate) async fn start_queued(shared: &Arc<Shared>, entries: impl IntoIterator<Item = (RawEntry, u32)>) -> bool {
+pub(crate) async fn start_queued(
+    shared: &Arc<Shared>,
+    entries: impl IntoIterator<Item = (RawEntry, u32)>,
+    mut charge: Charge,
+) -> bool {
     let mut started: Vec<(MessageId, AbortHandle)> = Vec::new();
     for (entry, attempt) in entries {
         if shared.stopping.is_cancelled() {
@@ -112,32 +124,37 @@ pub(crate) async fn start_queued(shared: &Arc<Shared>, entries: impl IntoIterato
             }
         };
         let id = entry.id;
-        let task = shared.tasks.spawn(handle(shared.clone(), entry, attempt, permit));
+        let part = charge.split_for(&entry);
+        let task = shared.tasks.spawn(handle(shared.clone(), entry, attempt, permit, part));
         started.push((id, task.abort_handle()));
     }
     shared.started_all(started);
     true
 }
 
-/// Runs the handler of `entry` (delivery `attempt`) on its own task, holding `permit`.
+/// Runs the handler of `entry` (delivery `attempt`) on its own task, holding `permit` and
+/// the entry's `charge` of the byte budget.
 pub(crate) fn start(
     shared: &Arc<Shared>,
     entry: RawEntry,
     attempt: u32,
     permit: OwnedSemaphorePermit,
+    charge: Charge,
 ) -> tokio::task::JoinHandle<()> {
     let id = entry.id;
-    let task = shared.tasks.spawn(handle(shared.clone(), entry, attempt, permit));
+    let task = shared.tasks.spawn(handle(shared.clone(), entry, attempt, permit, charge));
     shared.started_all([(id, task.abort_handle())]);
     task
 }
 
-async fn handle(shared: Arc<Shared>, entry: RawEntry, attempt: u32, permit: OwnedSemaphorePermit) {
+async fn handle(shared: Arc<Shared>, entry: RawEntry, attempt: u32, permit: OwnedSemaphorePermit, charge: Charge) {
     let id = entry.id;
     let span =
         tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
     async {
         let outcome = run_handler(&shared, entry, attempt).await;
+        // The entry and its decoded payload are gone with the handler.
+        drop(charge);
         settle(&shared, id, attempt, outcome, permit).await;
     }
     .instrument(span)

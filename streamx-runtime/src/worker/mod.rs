@@ -15,6 +15,7 @@
 //! logs). *Held* entries are those pending under this member's name.
 
 mod acker;
+mod budget;
 mod dispatch;
 mod drain;
 mod group;
@@ -50,6 +51,7 @@ pub(crate) struct LoopSettings {
     pub member_name: String,
     pub dead_letter_stream: Option<String>,
     pub max_payload_bytes: usize,
+    pub max_buffered_bytes: usize,
     pub shutdown_timeout: Duration,
     pub cleanup_idle: Duration,
     pub state: crate::state::State,

@@ -68,7 +68,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             Ok(reply) => {
                 let claimed = Claimed::parse_all(reply);
                 ticker.more(claimed.len() >= limit);
-                dispatch::start_claimed(&shared, claimed, permits);
+                let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
+                dispatch::start_claimed(&shared, claimed, permits, charge);
             }
             Err(e) => {
                 if !crate::error::is_no_group(&e) {

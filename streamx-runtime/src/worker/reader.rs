@@ -11,6 +11,7 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::Charge;
 use super::dispatch;
 use super::group::ensure_group;
 use super::shared::Shared;
@@ -21,8 +22,16 @@ use crate::keys::slot;
 use crate::retry_delay::RetryDelay;
 use crate::wire::{parse_read_reply, RawEntry};
 
-/// A read in flight: its entries are tracked (held) as soon as its reply arrives.
-type PendingRead = JoinHandle<(Client, Result<Vec<RawEntry>, FredError>)>;
+/// A read in flight: its entries are tracked (held) and charged to the byte budget as soon
+/// as its reply arrives.
+type PendingRead = JoinHandle<Read>;
+
+/// A finished read: the client it used, how many entries it asked for, and what it got.
+struct Read {
+    client: Client,
+    count: usize,
+    reply: Result<(Vec<RawEntry>, Charge), FredError>,
+}
 
 /// Reads and dispatches until `shutdown`. Redis errors are logged and retried with backoff
 /// (100 ms doubling to 5 s); a vanished group is recreated.
@@ -41,7 +50,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
         tracing::warn!(consumer = %shared.name, count = orphaned, "the reader restarted; its unstarted messages are taken up again after claim_idle");
     }
     let Some(reader) = connect_until(&shared, role, &shutdown).await else { return Ok(()) };
-    let count = options.effective_batch_size() as u64;
+    let batch = options.effective_batch_size();
     let block_ms = options.block.as_millis().max(1) as u64;
     let mut backoff = RetryDelay::new();
     let mut ahead: Option<PendingRead> = None;
@@ -49,7 +58,10 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
     while !shutdown.is_cancelled() {
         let mut read = match ahead.take() {
             Some(read) => read,
-            None => spawn_read(&shared, reader.get(), count, Some(block_ms)),
+            None => {
+                let Some(count) = shared.budget.wait_room_for(batch, &shutdown).await else { break };
+                spawn_read(&shared, reader.get(), count, Some(block_ms))
+            }
         };
         let joined = tokio::select! {
             biased;
@@ -59,17 +71,20 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
             }
             joined = &mut read => joined,
         };
-        let Ok((client, reply)) = joined else {
+        let Ok(Read { client, count, reply }) = joined else {
             tracing::error!(consumer = %shared.name, "a read task panicked; reading again");
             continue;
         };
         match reply {
-            Ok(entries) => {
+            Ok((entries, charge)) => {
                 backoff.reset();
-                if entries.len() as u64 >= count {
-                    ahead = Some(spawn_read(&shared, reader.get(), count, None));
+                if entries.len() >= count {
+                    // A full batch: probably more waiting. Read ahead if the budget has room.
+                    ahead = shared.budget.room_for(batch).map(|count| spawn_read(&shared, reader.get(), count, None));
                 }
-                if !entries.is_empty() && !dispatch::start_queued(&shared, entries.into_iter().map(|e| (e, 1))).await {
+                if !entries.is_empty()
+                    && !dispatch::start_queued(&shared, entries.into_iter().map(|e| (e, 1)), charge).await
+                {
                     break;
                 }
             }
@@ -97,26 +112,28 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
 
 /// Sends one XREADGROUP on `client` (blocking for `block_ms` if given); its entries are
 /// tracked the moment they arrive, so shutdown hands them back even if none started.
-fn spawn_read(shared: &Arc<Shared>, client: Client, count: u64, block_ms: Option<u64>) -> PendingRead {
+fn spawn_read(shared: &Arc<Shared>, client: Client, count: usize, block_ms: Option<u64>) -> PendingRead {
     let shared = shared.clone();
     tokio::spawn(async move {
         let reply = client
             .xreadgroup::<Value, _, _, _, _>(
                 shared.group(),
                 shared.member_name(),
-                Some(count),
+                Some(count as u64),
                 block_ms,
                 false,
                 shared.stream(),
                 ">",
             )
             .await
-            .map(parse_read_reply);
-        if let Ok(entries) = &reply {
-            shared.track_read(entries.iter().map(|e| e.id));
-            ConsumerStats::bump(&shared.stats.delivered, entries.len() as u64);
-        }
-        (client, reply)
+            .map(|reply| {
+                let entries = parse_read_reply(reply);
+                shared.track_read(entries.iter().map(|e| e.id));
+                ConsumerStats::bump(&shared.stats.delivered, entries.len() as u64);
+                let charge = shared.budget.charge(&entries);
+                (entries, charge)
+            });
+        Read { client, count, reply }
     })
 }
 

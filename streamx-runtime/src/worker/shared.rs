@@ -10,6 +10,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::budget::ByteBudget;
 use super::stats::ConsumerStats;
 use super::LoopSettings;
 use crate::connection::HealingClient;
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub command: HealingClient,
     /// One permit per handler that may run: the concurrency bound.
     pub permits: Arc<Semaphore>,
+    /// The bytes of fetched, unfinished entries: the memory bound.
+    pub budget: Arc<ByteBudget>,
     /// Every task of the loop that may touch Redis or run a handler: awaited at shutdown,
     /// so nothing of the runtime runs after `shutdown()` returns.
     pub tasks: TaskTracker,
@@ -84,6 +87,7 @@ impl Shared {
             name: consumer.name.to_string(),
             stream_arc: Arc::from(&*consumer.stream),
             permits: Arc::new(Semaphore::new(consumer.options.concurrency)),
+            budget: ByteBudget::new(settings.max_buffered_bytes),
             consumer,
             settings,
             keys,

@@ -30,6 +30,7 @@ use fred::interfaces::StreamsInterface;
 use fred::types::scripts::Script;
 use fred::types::Value;
 
+use super::budget::Charge;
 use super::dispatch::{self, Claimed};
 use super::retries::{ms, SCHEDULED_CONSUMER};
 use super::shared::Shared;
@@ -150,8 +151,16 @@ return out
 /// Claims sent ahead while a batch is dispatched.
 const CLAIMS_AHEAD: usize = 2;
 
-/// A claim in flight: its entries are tracked as soon as its reply arrives.
-type PendingClaim = tokio::task::JoinHandle<Result<Vec<Claimed>, fred::error::Error>>;
+/// A claim in flight: its entries are tracked and charged to the byte budget as soon as its
+/// reply arrives.
+type PendingClaim = tokio::task::JoinHandle<Result<TakenOver, fred::error::Error>>;
+
+/// What one claim took: the entries, their charge, and how many it asked for.
+struct TakenOver {
+    claimed: Vec<Claimed>,
+    charge: Charge,
+    limit: usize,
+}
 
 /// Takes over what stopped consumers hold, and what this consumer owns but lost track of,
 /// until the loop stops. Like a read, a claim takes up to a batch ahead of the free permits
@@ -182,15 +191,17 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 } else {
                     Vec::new()
                 };
-                spawn_claim(&shared, batch, !isolating.running.load(Ordering::Acquire), own)
+                let Some(limit) = shared.budget.wait_room_for(batch, &shared.stopping).await else { break };
+                spawn_claim(&shared, limit, !isolating.running.load(Ordering::Acquire), own)
             }
         };
         match claim.await {
-            Ok(Ok(claimed)) => {
-                let full = claimed.iter().filter(|c| !c.suspect).count() >= batch;
+            Ok(Ok(TakenOver { claimed, mut charge, limit })) => {
+                let full = claimed.iter().filter(|c| !c.suspect).count() >= limit;
                 ticker.more(full);
                 while full && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled() {
-                    ahead.push_back(spawn_claim(&shared, batch, false, Vec::new()));
+                    let Some(limit) = shared.budget.room_for(batch) else { break };
+                    ahead.push_back(spawn_claim(&shared, limit, false, Vec::new()));
                 }
                 if claimed.is_empty() {
                     continue;
@@ -198,10 +209,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a consumer that stopped");
                 let (suspects, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.suspect);
                 for suspect in suspects {
-                    isolate(&shared, suspect, &isolating);
+                    let part = charge.split_for(&suspect.entry);
+                    isolate(&shared, suspect, part, &isolating);
                 }
                 let work = others.into_iter().map(|c| (c.entry, c.count));
-                if !dispatch::start_queued(&shared, work).await {
+                if !dispatch::start_queued(&shared, work, charge).await {
                     break;
                 }
             }
@@ -221,15 +233,17 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Sends one take-over claim; its entries are tracked (and counted) the moment it returns.
-fn spawn_claim(shared: &Arc<Shared>, batch: usize, suspect_ok: bool, own: Vec<MessageId>) -> PendingClaim {
+/// Sends one take-over claim of at most `limit` entries; its entries are tracked, counted
+/// and charged the moment it returns.
+fn spawn_claim(shared: &Arc<Shared>, limit: usize, suspect_ok: bool, own: Vec<MessageId>) -> PendingClaim {
     let shared = shared.clone();
     tokio::spawn(async move {
-        let claimed = take_over(&shared, batch, suspect_ok, &own).await?;
+        let claimed = take_over(&shared, limit, suspect_ok, &own).await?;
         ConsumerStats::bump(&shared.stats.delivered, claimed.len() as u64);
         ConsumerStats::bump(&shared.stats.claimed, claimed.len() as u64);
         shared.track_claimed(claimed.iter().map(|c| c.entry.id), true);
-        Ok(claimed)
+        let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
+        Ok(TakenOver { claimed, charge, limit })
     })
 }
 
@@ -242,7 +256,7 @@ struct Isolation {
 }
 
 /// Runs one suspect alone: no other suspect starts here until its handler has finished.
-fn isolate(shared: &Arc<Shared>, suspect: Claimed, isolation: &Arc<Isolation>) {
+fn isolate(shared: &Arc<Shared>, suspect: Claimed, charge: Charge, isolation: &Arc<Isolation>) {
     tracing::warn!(consumer = %shared.name, id = %suspect.entry.id, deliveries = suspect.count,
         "running a message alone: its last holder stopped while holding it (crash-loop isolation)");
     isolation.running.store(true, Ordering::Release);
@@ -250,7 +264,7 @@ fn isolate(shared: &Arc<Shared>, suspect: Claimed, isolation: &Arc<Isolation>) {
     shared.tasks.spawn(async move {
         let shared = task_shared;
         if let Some(permit) = dispatch::take_one_permit(&shared).await {
-            let _ = dispatch::start(&shared, suspect.entry, suspect.count, permit).await;
+            let _ = dispatch::start(&shared, suspect.entry, suspect.count, permit, charge).await;
         }
         isolation.running.store(false, Ordering::Release);
         isolation.done.notify_one();

@@ -1,0 +1,187 @@
+//! The byte budget of one consumer loop: the bytes of fetched entries whose handlers have not
+//! finished (read, taken over or promoted, waiting for a permit or running). Every fetch is
+//! sized from it, so memory stays bounded in bytes as well as in entries, whatever the
+//! entries weigh.
+//!
+//! An entry is *charged* when its reply arrives and *released* when its handler has finished
+//! (or when it is dropped unstarted): a [`Charge`] is a guard, like a semaphore permit, so no
+//! path can leak budget. A fetch asks for `room / average entry size` entries (at most a
+//! batch, at least one), after waiting until there is room for one average entry or nothing
+//! is charged at all, so one entry larger than the whole budget still goes through, alone.
+//! Before the first entry is seen the average is unknown and a fetch takes at most
+//! [`FIRST_FETCH`] entries.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::wire::RawEntry;
+
+/// The most entries a fetch takes before their size is known.
+pub(crate) const FIRST_FETCH: usize = 16;
+
+/// Bytes counted per entry on top of its payload and headers (id, parsing, bookkeeping).
+const ENTRY_OVERHEAD: usize = 128;
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct ByteBudget {
+    limit: usize,
+    used: AtomicUsize,
+    /// Average charged size per entry (a moving average); 0 until the first entry.
+    average: AtomicUsize,
+    freed: Notify,
+}
+
+impl ByteBudget {
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(ByteBudget { limit: limit.max(1), used: AtomicUsize::new(0), average: AtomicUsize::new(0), freed: Notify::new() })
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// How many entries (1..=`batch`) the next fetch may take, without waiting; `None` if
+    /// there is no room for one average entry now.
+    pub fn room_for(&self, batch: usize) -> Option<usize> {
+        let used = self.used();
+        let average = self.average.load(Ordering::Relaxed);
+        if average == 0 {
+            return (used == 0 || used < self.limit).then_some(batch.clamp(1, FIRST_FETCH));
+        }
+        if used == 0 {
+            return Some((self.limit / average).clamp(1, batch.max(1)));
+        }
+        let room = self.limit.saturating_sub(used);
+        (room >= average).then(|| (room / average).clamp(1, batch.max(1)))
+    }
+
+    /// [`room_for`](Self::room_for), waiting for handlers to release bytes while there is no
+    /// room; `None` once `stop` is cancelled.
+    pub async fn wait_room_for(&self, batch: usize, stop: &CancellationToken) -> Option<usize> {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if let Some(n) = self.room_for(batch) {
+                return Some(n);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = freed => {}
+            }
+        }
+    }
+
+    /// Charges fetched entries; the returned guard releases what is left in it when dropped.
+    pub fn charge<'a>(self: &Arc<Self>, entries: impl IntoIterator<Item = &'a RawEntry>) -> Charge {
+        let (count, bytes) = entries.into_iter().fold((0, 0), |(n, b), e| (n + 1, b + charged_size(e)));
+        if count == 0 {
+            return Charge { budget: self.clone(), bytes: 0 };
+        }
+        self.used.fetch_add(bytes, Ordering::AcqRel);
+        let sample = bytes / count;
+        let old = self.average.load(Ordering::Relaxed);
+        let average = if old == 0 { sample } else { (old * 3 + sample) / 4 };
+        self.average.store(average.max(1), Ordering::Relaxed);
+        Charge { budget: self.clone(), bytes }
+    }
+
+    fn release(&self, bytes: usize) {
+        if bytes > 0 {
+            self.used.fetch_sub(bytes, Ordering::AcqRel);
+            self.freed.notify_waiters();
+        }
+    }
+}
+
+/// The bytes an entry is charged for.
+pub(crate) fn charged_size(entry: &RawEntry) -> usize {
+    let data = entry.data.as_ref().map_or(0, |d| d.len());
+    let headers: usize = entry.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+    data + headers + ENTRY_OVERHEAD
+}
+
+/// Charged bytes, released when dropped (see [`ByteBudget::charge`]).
+#[derive(Debug)]
+pub(crate) struct Charge {
+    budget: Arc<ByteBudget>,
+    bytes: usize,
+}
+
+impl Charge {
+    /// Moves the charge of `entry` out of this one (for the handler task that takes it).
+    pub fn split_for(&mut self, entry: &RawEntry) -> Charge {
+        let bytes = charged_size(entry).min(self.bytes);
+        self.bytes -= bytes;
+        Charge { budget: self.budget.clone(), bytes }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.release(std::mem::take(&mut self.bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::message::{Headers, MessageId};
+
+    fn entry(bytes: usize) -> RawEntry {
+        RawEntry {
+            id: MessageId::new(1, 0),
+            data: Some(Bytes::from(vec![b'x'; bytes])),
+            headers: Headers::new(),
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn fetches_are_sized_from_the_room_left() {
+        let budget = ByteBudget::new(10_000);
+        assert_eq!(budget.room_for(512), Some(FIRST_FETCH), "unknown size: a small first fetch");
+        let mut charge = budget.charge(&[entry(1_872), entry(1_872)]); // 2,000 bytes each
+        assert_eq!(budget.used(), 4_000);
+        assert_eq!(budget.room_for(512), Some(3), "6,000 bytes of room for 2,000-byte entries");
+        let one = charge.split_for(&entry(1_872));
+        drop(charge);
+        assert_eq!(budget.used(), 2_000);
+        let _more = budget.charge(&[entry(3_872), entry(3_872), entry(3_872), entry(3_872)]);
+        assert_eq!(budget.room_for(512), None, "over the limit: no room");
+        drop(one);
+        assert_eq!(budget.room_for(512), None);
+    }
+
+    #[test]
+    fn an_entry_larger_than_the_budget_goes_alone() {
+        let budget = ByteBudget::new(1_000);
+        let big = budget.charge(&[entry(5_000)]);
+        assert_eq!(budget.room_for(512), None);
+        drop(big);
+        assert_eq!(budget.used(), 0);
+        assert_eq!(budget.room_for(512), Some(1), "nothing charged: one entry, however large");
+    }
+
+    #[tokio::test]
+    async fn waiting_for_room_ends_when_bytes_are_released() {
+        let budget = ByteBudget::new(1_000);
+        let held = budget.charge(&[entry(900)]);
+        let stop = CancellationToken::new();
+        let waiter = {
+            let (budget, stop) = (budget.clone(), stop.clone());
+            tokio::spawn(async move { budget.wait_room_for(512, &stop).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        drop(held);
+        assert_eq!(waiter.await.ok().flatten(), Some(1));
+    }
+}
