@@ -37,7 +37,12 @@ pub(crate) struct ByteBudget {
 
 impl ByteBudget {
     pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(ByteBudget { limit: limit.max(1), used: AtomicUsize::new(0), average: AtomicUsize::new(0), freed: Notify::new() })
+        Arc::new(ByteBudget {
+            limit: limit.max(1),
+            used: AtomicUsize::new(0),
+            average: AtomicUsize::new(0),
+            freed: Notify::new(),
+        })
     }
 
     /// Bytes charged now.

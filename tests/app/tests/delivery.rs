@@ -230,6 +230,55 @@ async fn concurrency_is_a_hard_bound(topology: Topology) {
     assert!(max_held > 5 && max_held <= 5 + 2 * 50, "held at most {max_held} messages");
 }
 
+/// Large entries: what is fetched and not finished stays within the byte budget (not two
+/// batches of entries, whatever they weigh), and everything is still handled exactly once.
+async fn large_entries_stay_within_the_byte_budget(topology: Topology) {
+    const ENTRY: usize = 256 * 1024;
+    const BUDGET: usize = 8 * 1024 * 1024;
+    let server = TestRedis::start(topology);
+    let stream = unique_name("large");
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    let blob = "x".repeat(ENTRY);
+    let big: Vec<serde_json::Value> = (0..200).map(|n| serde_json::json!({ "n": n, "blob": blob })).collect();
+    producer.publish_batch(&stream, &big).await.unwrap();
+
+    let (gate_tx, gate_rx) = tokio::sync::watch::channel(false);
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let consumer = Consumer::new(stream.clone(), "g".to_string(), move |msg: Message<serde_json::Value>| {
+        let (s, mut gate) = (s.clone(), gate_rx.clone());
+        async move {
+            let _ = gate.wait_for(|open| *open).await;
+            s.lock().unwrap().push((msg.id(), msg.attempt()));
+            Ok::<(), HandlerError>(())
+        }
+    })
+    .concurrency(4)
+    .max_buffered_bytes(BUDGET);
+    let runtime = start_runtime(server.url(), vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).expect("stats of the consumer");
+    let delivered = || streamx::ConsumerStats::get(&stats.delivered) as usize;
+    // All four handlers are held at the gate; the reader keeps fetching while the budget
+    // has room, then must stop. Without a byte budget it fetches two batches (256 entries
+    // here, 64 MiB): all 200.
+    wait_until(Duration::from_secs(30), "the budget filled", || async { delivered() >= BUDGET / (ENTRY + 1024) }).await;
+    let watch_until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < watch_until {
+        assert!(
+            delivered() <= BUDGET / ENTRY,
+            "fetched {} entries of {ENTRY} bytes with a budget of {BUDGET}",
+            delivered()
+        );
+        tokio::task::yield_now().await;
+    }
+    gate_tx.send(true).unwrap();
+    wait_until(Duration::from_secs(60), "200 handled", || async { len(&seen) >= 200 }).await;
+    runtime.shutdown().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 200, "no message handled twice");
+    assert_eq!(seen.iter().map(|(id, _)| *id).collect::<HashSet<_>>().len(), 200);
+}
+
 async fn shutdown_is_prompt_and_lets_running_handlers_finish(topology: Topology) {
     let server = TestRedis::start(topology);
     let stream = unique_name("shutdown");
@@ -308,5 +357,6 @@ on_both_topologies!(
     history_reads_ranges_page_by_page,
     entries_written_by_hand_are_consumed_and_ours_read_by_hand,
     concurrency_is_a_hard_bound,
+    large_entries_stay_within_the_byte_budget,
     shutdown_is_prompt_and_lets_running_handlers_finish,
 );
