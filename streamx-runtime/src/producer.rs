@@ -15,7 +15,7 @@ use crate::keys::slot;
 use crate::message::{Headers, MessageId};
 use crate::wire::{entry_fields, value_bytes};
 
-/// How many XADDs one pipelined round trip of [`Producer::publish_batch`] carries.
+/// How many XADDs one round trip of [`Producer::publish_batch`] carries.
 const BATCH_CHUNK: usize = 1000;
 
 /// Options of a publish: headers, trimming, NOMKSTREAM.
@@ -231,8 +231,15 @@ impl Producer {
         Ok(written.into_iter().map(|(_, id)| id).collect())
     }
 
-    /// One pipelined round trip of XADDs: the entries it added, as `(position in the
-    /// chunk, id)`, and its first failure.
+    /// One round trip of XADDs: the entries it added, as `(position in the chunk, id)`, and
+    /// its first failure.
+    ///
+    /// The XADDs are sent as concurrent commands of this task rather than as a fred
+    /// `Pipeline`: fred flushes the socket after every command of a pipeline (one `writev`
+    /// per XADD, one TCP segment each with `TCP_NODELAY`), while commands queued together are
+    /// written out together, a few hundred per `writev`. They are queued in order (each is
+    /// handed to the connection when first polled, and `join_all` polls them in order), so
+    /// the entries land in the stream in the order of `chunk`.
     async fn send_chunk(
         &self,
         client: &Client,
@@ -241,16 +248,16 @@ impl Producer {
         cap: &XCap,
         options: &PublishOptions,
     ) -> (Vec<(usize, MessageId)>, Option<Error>) {
-        let pipeline = client.pipeline();
-        for data in chunk {
-            let queued: Result<(), _> = pipeline
-                .xadd(stream, options.no_mkstream, cap.clone(), "*", entry_fields(data.clone(), &options.headers))
-                .await;
-            if let Err(e) = queued {
-                return (Vec::new(), Some(Error::redis("XADD", stream, e)));
-            }
-        }
-        let replies: Vec<Result<Value, fred::error::Error>> = pipeline.try_all().await;
+        let xadds = chunk.iter().map(|data| {
+            client.xadd::<Value, _, _, _, _>(
+                stream,
+                options.no_mkstream,
+                cap.clone(),
+                "*",
+                entry_fields(data.clone(), &options.headers),
+            )
+        });
+        let replies: Vec<Result<Value, fred::error::Error>> = futures_util::future::join_all(xadds).await;
         if let Some(Err(e)) = replies.iter().find(|reply| reply.is_err()) {
             self.client.heal(client, e).await;
         }

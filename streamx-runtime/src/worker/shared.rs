@@ -158,6 +158,13 @@ impl Shared {
         }
     }
 
+    /// Marks one entry started (before its first poll).
+    pub fn mark_started(&self, id: MessageId) {
+        if let Some(h) = lock(&self.held).get_mut(&id) {
+            h.started = true;
+        }
+    }
+
     /// The handler of `id` returned: its cancel handle is dropped here, on the handler's own
     /// thread (the last handle of a finished task frees its memory where it drops).
     pub fn finished(&self, id: MessageId) {
