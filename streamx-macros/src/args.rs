@@ -12,7 +12,7 @@ use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned as _;
-use syn::{Expr, ExprLit, Lit, LitStr, Meta, MetaNameValue, Path, Token};
+use syn::{Expr, ExprLit, ExprUnary, Lit, LitStr, Meta, MetaNameValue, Path, Token, UnOp};
 
 use crate::Errors;
 
@@ -48,6 +48,10 @@ pub(crate) struct ConsumerArgs {
     pub(crate) dlq: Option<Spanned<Dlq>>,
     /// `claim_idle = "30s"`, in whole milliseconds, at least 1.
     pub(crate) claim_idle: Option<Spanned<u64>>,
+    /// `max_buffered_bytes = "64MiB"` (or a number of bytes), at least 1.
+    pub(crate) max_buffered_bytes: Option<Spanned<usize>>,
+    /// `max_payload_bytes = "4MiB"` (or a number of bytes), at least 1.
+    pub(crate) max_payload_bytes: Option<Spanned<usize>>,
 }
 
 /// A validated value together with the span of the literal it came from, so generated
@@ -128,13 +132,17 @@ enum Key {
     Dlq,
     /// `claim_idle = "..."`
     ClaimIdle,
+    /// `max_buffered_bytes = ...`
+    MaxBufferedBytes,
+    /// `max_payload_bytes = ...`
+    MaxPayloadBytes,
     /// `crate = path`
     Crate,
 }
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 13] = [
+    const ALL: [Key; 15] = [
         Key::Stream,
         Key::Group,
         Key::Consumer,
@@ -147,6 +155,8 @@ impl Key {
         Key::Backoff,
         Key::Dlq,
         Key::ClaimIdle,
+        Key::MaxBufferedBytes,
+        Key::MaxPayloadBytes,
         Key::Crate,
     ];
 
@@ -165,6 +175,8 @@ impl Key {
             Key::Backoff => "backoff",
             Key::Dlq => "dlq",
             Key::ClaimIdle => "claim_idle",
+            Key::MaxBufferedBytes => "max_buffered_bytes",
+            Key::MaxPayloadBytes => "max_payload_bytes",
             Key::Crate => "crate",
         }
     }
@@ -184,6 +196,8 @@ impl Key {
             Key::Backoff => "backoff(initial = \"1s\", multiplier = 2.0, max = \"30s\")",
             Key::Dlq => "dlq = true",
             Key::ClaimIdle => "claim_idle = \"30s\"",
+            Key::MaxBufferedBytes => "max_buffered_bytes = \"64MiB\"",
+            Key::MaxPayloadBytes => "max_payload_bytes = \"4MiB\"",
             Key::Crate => "crate = my_streamx",
         }
     }
@@ -225,6 +239,8 @@ impl ConsumerArgs {
         let mut backoff = None;
         let mut dlq = None;
         let mut claim_idle = None;
+        let mut max_buffered_bytes = None;
+        let mut max_payload_bytes = None;
 
         for meta in &metas {
             let path = meta.path();
@@ -257,6 +273,8 @@ impl ConsumerArgs {
                 Key::MaxRetries => max_retries = errors.record(int::<u32>(value, key)),
                 Key::Dlq => dlq = errors.record(parse_dlq(value)),
                 Key::ClaimIdle => claim_idle = errors.record(duration_ms(value, key, false)),
+                Key::MaxBufferedBytes => max_buffered_bytes = errors.record(size_bytes(value, key)),
+                Key::MaxPayloadBytes => max_payload_bytes = errors.record(size_bytes(value, key)),
                 Key::Crate => krate = errors.record(parse_crate(value)),
                 Key::Backoff => {}
             }
@@ -290,6 +308,8 @@ impl ConsumerArgs {
                 backoff,
                 dlq,
                 claim_idle,
+                max_buffered_bytes,
+                max_payload_bytes,
             }),
             // Unreachable: a missing or invalid `stream`/`group` has recorded an error above.
             _ => Err(syn::Error::new(Span::call_site(), "`stream` and `group` are required")),
@@ -415,6 +435,138 @@ fn lit_duration_ms(lit: &LitStr, what: &str, allow_zero: bool) -> syn::Result<u6
         return Err(syn::Error::new(lit.span(), format!("`{what}` must be greater than zero")));
     }
     Ok(ms)
+}
+
+/// A size in bytes, at least 1: an integer literal (`67108864`) or a string with a unit
+/// (`"64MiB"`, `"512 KiB"`, `"100kB"`, `"123B"`).
+fn size_bytes(value: &Expr, key: Key) -> syn::Result<Spanned<usize>> {
+    let at_least_one = format!("`{key}` must be at least 1 byte");
+    if is_negative_number(value) {
+        return Err(syn::Error::new_spanned(value, at_least_one));
+    }
+    let parsed = match literal(value) {
+        Some(Lit::Int(_)) => int::<usize>(value, key)?,
+        Some(Lit::Str(lit)) => {
+            let text = lit.value();
+            let bytes = parse_size(&text).map_err(|error| {
+                let message = match error {
+                    SizeError::TooLarge => format!("`{key}` = {text:?} is {error}"),
+                    error => format!("invalid size {text:?} for `{key}`: {error}"),
+                };
+                syn::Error::new(lit.span(), message)
+            })?;
+            Spanned::new(bytes, lit.span())
+        }
+        _ => {
+            return Err(syn::Error::new_spanned(
+                value,
+                format!(
+                    "expected a size like \"64MiB\" or a number of bytes for `{key}`, e.g. `{}` \
+                     or `{key} = 1048576`",
+                    key.example()
+                ),
+            ))
+        }
+    };
+    if parsed.value == 0 {
+        return Err(syn::Error::new(parsed.span, at_least_one));
+    }
+    Ok(parsed)
+}
+
+/// Whether `expr` is a negative integer or float: a negation of a literal, or the single
+/// negative literal syn makes of `-1` in some token streams.
+fn is_negative_number(expr: &Expr) -> bool {
+    match expr {
+        Expr::Unary(ExprUnary { op: UnOp::Neg(_), expr, attrs }) if attrs.is_empty() => {
+            matches!(literal(strip_groups(expr)), Some(Lit::Int(_) | Lit::Float(_)))
+        }
+        _ => match literal(expr) {
+            Some(Lit::Int(lit)) => lit.base10_digits().starts_with('-'),
+            Some(Lit::Float(lit)) => lit.base10_digits().starts_with('-'),
+            _ => false,
+        },
+    }
+}
+
+/// The units of a size string, case-sensitive, with their value in bytes.
+const SIZE_UNITS: [(&str, u64); 7] = [
+    ("B", 1),
+    ("kB", 1000),
+    ("MB", 1000 * 1000),
+    ("GB", 1000 * 1000 * 1000),
+    ("KiB", 1024),
+    ("MiB", 1024 * 1024),
+    ("GiB", 1024 * 1024 * 1024),
+];
+
+/// Why a size string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SizeError {
+    /// It does not start with a digit (empty, a sign, leading whitespace, a unit alone).
+    NoNumber,
+    /// The number has a fractional part.
+    Fraction,
+    /// A number without a unit.
+    MissingUnit,
+    /// A unit that is not in [`SIZE_UNITS`], as written.
+    UnknownUnit(String),
+    /// More than `usize::MAX` bytes.
+    TooLarge,
+}
+
+impl fmt::Display for SizeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let units = SIZE_UNITS.map(|(unit, _)| unit).join(", ");
+        match self {
+            SizeError::NoNumber => f.write_str("expected a size like \"64MiB\" or a number of bytes"),
+            SizeError::Fraction => {
+                f.write_str("sizes are whole numbers; use a smaller unit, e.g. \"1536KiB\" instead of \"1.5MiB\"")
+            }
+            SizeError::MissingUnit => {
+                write!(f, "missing unit (one of {units}); for a number of bytes, remove the quotes")
+            }
+            SizeError::UnknownUnit(unit) => {
+                // A unit in the wrong case, or without the `i` of a binary one: "KB", "mib".
+                let near = SIZE_UNITS
+                    .iter()
+                    .filter(|(known, _)| {
+                        known.eq_ignore_ascii_case(unit) || known.replace('i', "").eq_ignore_ascii_case(unit)
+                    })
+                    .map(|(known, bytes)| format!("{known:?} ({bytes} bytes)"))
+                    .collect::<Vec<_>>();
+                if near.is_empty() {
+                    write!(f, "unknown unit {unit:?}; expected one of {units}")
+                } else {
+                    write!(f, "unknown unit {unit:?}; units are case-sensitive, did you mean {}?", near.join(" or "))
+                }
+            }
+            SizeError::TooLarge => f.write_str("too large: at most usize::MAX bytes"),
+        }
+    }
+}
+
+/// Parses `<digits>[whitespace]<unit>`, e.g. `"64MiB"` or `"100 kB"`, into bytes. Zero is
+/// returned as is; the caller rejects it.
+fn parse_size(text: &str) -> Result<usize, SizeError> {
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, rest) = text.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(SizeError::NoNumber);
+    }
+    if rest.starts_with(['.', ',']) {
+        return Err(SizeError::Fraction);
+    }
+    let unit = rest.trim_start();
+    if unit.is_empty() {
+        return Err(SizeError::MissingUnit);
+    }
+    let Some(&(_, factor)) = SIZE_UNITS.iter().find(|(known, _)| *known == unit) else {
+        return Err(SizeError::UnknownUnit(unit.to_owned()));
+    };
+    let number = digits.parse::<u64>().map_err(|_| SizeError::TooLarge)?;
+    let bytes = number.checked_mul(factor).ok_or(SizeError::TooLarge)?;
+    usize::try_from(bytes).map_err(|_| SizeError::TooLarge)
 }
 
 /// `start = "begin" | "new" | "<ms>" | "<ms>-<seq>"`.
@@ -640,6 +792,8 @@ mod tests {
         assert!(args.backoff.is_none());
         assert!(args.dlq.is_none());
         assert!(args.claim_idle.is_none());
+        assert!(args.max_buffered_bytes.is_none());
+        assert!(args.max_payload_bytes.is_none());
     }
 
     #[test]
@@ -664,6 +818,8 @@ mod tests {
             backoff(initial = "500ms", multiplier = 1.5, max = "1m"),
             dlq = "orders-dead",
             claim_idle = "30s",
+            max_buffered_bytes = "16MiB",
+            max_payload_bytes = 65536,
             crate = ::my_streamx,
         ));
         assert_eq!(args.consumer.map(|c| c.value()).as_deref(), Some("worker-1"));
@@ -675,6 +831,8 @@ mod tests {
         assert_eq!(args.max_retries.map(|c| c.value), Some(5));
         assert_eq!(args.dlq.map(|c| c.value), Some(Dlq::Stream("orders-dead".into())));
         assert_eq!(args.claim_idle.map(|c| c.value), Some(30_000));
+        assert_eq!(args.max_buffered_bytes.map(|c| c.value), Some(16 << 20));
+        assert_eq!(args.max_payload_bytes.map(|c| c.value), Some(65_536));
         assert_eq!(backoff_values(args.backoff), Some((Some(500), Some(1.5), Some(60_000))));
         let krate = args.krate.expect("crate was given");
         assert_eq!(quote::quote!(#krate).to_string(), ":: my_streamx");
@@ -713,7 +871,7 @@ mod tests {
             &errors,
             "unknown argument `concurency`; expected one of: `stream`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `block`, `start`, `max_retries`, `backoff`, \
-             `dlq`, `claim_idle`, `crate`",
+             `dlq`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `crate`",
         );
     }
 
@@ -847,6 +1005,154 @@ mod tests {
             &err(parse_quote!(stream = "s", group = "g", block = "18446744073709551615s")),
             "`block` = \"18446744073709551615s\" is too large",
         );
+    }
+
+    #[test]
+    fn sizes() {
+        let sizes = |metas| {
+            let args = ok(metas);
+            (args.max_buffered_bytes.map(|s| s.value), args.max_payload_bytes.map(|s| s.value))
+        };
+        assert_eq!(
+            sizes(parse_quote!(stream = "s", group = "g", max_buffered_bytes = "64MiB", max_payload_bytes = 1)),
+            (Some(64 * 1024 * 1024), Some(1))
+        );
+        assert_eq!(
+            sizes(parse_quote!(stream = "s", group = "g", max_buffered_bytes = 1_048_576usize)),
+            (Some(1_048_576), None)
+        );
+        for (text, bytes) in [
+            ("123B", 123),
+            ("1 B", 1),
+            ("100kB", 100_000),
+            ("512KiB", 512 * 1024),
+            ("64MB", 64_000_000),
+            ("64 MiB", 64 << 20),
+            ("2\tMiB", 2 << 20),
+            ("1GB", 1_000_000_000),
+            ("1GiB", 1 << 30),
+            ("007kB", 7000),
+        ] {
+            assert_eq!(parse_size(text), Ok(bytes), "{text:?}");
+            assert_eq!(sizes(parse_quote!(stream = "s", group = "g", max_payload_bytes = #text)), (None, Some(bytes)));
+        }
+    }
+
+    #[test]
+    fn size_string_errors() {
+        for (text, error) in [
+            ("", SizeError::NoNumber),
+            ("MiB", SizeError::NoNumber),
+            ("-1MiB", SizeError::NoNumber),
+            ("+1MiB", SizeError::NoNumber),
+            (" 1MiB", SizeError::NoNumber),
+            (".5MiB", SizeError::NoNumber),
+            ("1.5MiB", SizeError::Fraction),
+            ("1,5MiB", SizeError::Fraction),
+            ("64", SizeError::MissingUnit),
+            ("64 ", SizeError::MissingUnit),
+            ("64MiB ", SizeError::UnknownUnit("MiB ".into())),
+            ("64 MiB B", SizeError::UnknownUnit("MiB B".into())),
+            ("64mib", SizeError::UnknownUnit("mib".into())),
+            ("64KB", SizeError::UnknownUnit("KB".into())),
+            ("64Kib", SizeError::UnknownUnit("Kib".into())),
+            ("64TiB", SizeError::UnknownUnit("TiB".into())),
+            ("64bytes", SizeError::UnknownUnit("bytes".into())),
+            ("1_000kB", SizeError::UnknownUnit("_000kB".into())),
+            ("18446744073709551616B", SizeError::TooLarge),
+            ("18446744073709551615KiB", SizeError::TooLarge),
+            ("17179869184GiB", SizeError::TooLarge),
+        ] {
+            assert_eq!(parse_size(text), Err(error), "{text:?}");
+        }
+        // u64::MAX rounded down to whole GiB (on a 64-bit host).
+        assert_eq!(parse_size("17179869183GiB").map(|bytes| bytes as u64), Ok(17_179_869_183 << 30));
+    }
+
+    #[test]
+    fn size_error_messages() {
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", max_buffered_bytes = "64 parsecs")),
+            "invalid size \"64 parsecs\" for `max_buffered_bytes`: unknown unit \"parsecs\"; expected one of B, \
+             kB, MB, GB, KiB, MiB, GiB",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", max_payload_bytes = "4mib")),
+            "unknown unit \"mib\"; units are case-sensitive, did you mean \"MiB\" (1048576 bytes)?",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", max_payload_bytes = "4KB")),
+            "did you mean \"kB\" (1000 bytes) or \"KiB\" (1024 bytes)?",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", max_payload_bytes = "1.5MiB")),
+            "invalid size \"1.5MiB\" for `max_payload_bytes`: sizes are whole numbers; use a smaller unit, e.g. \
+             \"1536KiB\" instead of \"1.5MiB\"",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", max_payload_bytes = "4096")),
+            "invalid size \"4096\" for `max_payload_bytes`: missing unit (one of B, kB, MB, GB, KiB, MiB, GiB); \
+             for a number of bytes, remove the quotes",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", max_payload_bytes = "")),
+            "invalid size \"\" for `max_payload_bytes`: expected a size like \"64MiB\" or a number of bytes",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", max_buffered_bytes = "99999999999GiB")),
+            "`max_buffered_bytes` = \"99999999999GiB\" is too large: at most usize::MAX bytes",
+        );
+    }
+
+    #[test]
+    fn size_values_that_are_not_sizes() {
+        for key in ["max_buffered_bytes", "max_payload_bytes"] {
+            let key = syn::Ident::new(key, Span::call_site());
+            let expected = |example: &str| {
+                format!(
+                    "expected a size like \"64MiB\" or a number of bytes for `{key}`, e.g. `{key} = \"{example}\"` \
+                     or `{key} = 1048576`"
+                )
+            };
+            let example = if key == "max_buffered_bytes" { "64MiB" } else { "4MiB" };
+            for value in [quote::quote!(1.5), quote::quote!(true), quote::quote!(MiB), quote::quote!(-MiB)] {
+                assert_one(&err(parse_quote!(stream = "s", group = "g", #key = #value)), &expected(example));
+            }
+            for zero_or_negative in [quote::quote!(0), quote::quote!(-1), quote::quote!(-0x10), quote::quote!(-1.5)] {
+                assert_one(
+                    &err(parse_quote!(stream = "s", group = "g", #key = #zero_or_negative)),
+                    &format!("`{key}` must be at least 1 byte"),
+                );
+            }
+            assert_one(
+                &err(parse_quote!(stream = "s", group = "g", #key = "0MiB")),
+                &format!("`{key}` must be at least 1 byte"),
+            );
+            assert_one(
+                &err(parse_quote!(stream = "s", group = "g", #key = 18446744073709551616)),
+                &format!("invalid `{key}`: number too large to fit in target type"),
+            );
+            assert_one(
+                &err(parse_quote!(stream = "s", group = "g", #key = 64u32)),
+                &format!("`{key}` is a `usize`; remove the `u32` suffix"),
+            );
+            assert_one(
+                &err(parse_quote!(stream = "s", group = "g", #key = 1, #key = 2)),
+                &format!("duplicate argument `{key}`"),
+            );
+        }
+    }
+
+    #[test]
+    fn negative_sizes_in_either_form() {
+        // As an expression `-1` is a negation; in attribute arguments syn may read it as one
+        // negative literal (see `size_values_that_are_not_sizes`). Both are "at least 1".
+        let message = |value: Expr| size_bytes(&value, Key::MaxPayloadBytes).err().map(|e| e.to_string());
+        let at_least_one = Some("`max_payload_bytes` must be at least 1 byte".to_owned());
+        assert_eq!(message(parse_quote!(-1)), at_least_one);
+        assert_eq!(message(parse_quote!(-1.5)), at_least_one);
+        let not_a_size = message(parse_quote!(-(8)));
+        assert!(not_a_size.as_deref().is_some_and(|e| e.starts_with("expected a size like")), "{not_a_size:?}");
     }
 
     #[test]

@@ -209,6 +209,14 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         let value = duration(private, claim_idle.value, claim_idle.span);
         out.extend(quote!(.claim_idle(#value)));
     }
+    if let Some(max_buffered_bytes) = &args.max_buffered_bytes {
+        let value = usize_lit(max_buffered_bytes);
+        out.extend(quote!(.max_buffered_bytes(#value)));
+    }
+    if let Some(max_payload_bytes) = &args.max_payload_bytes {
+        let value = usize_lit(max_payload_bytes);
+        out.extend(quote!(.max_payload_bytes(#value)));
+    }
     out
 }
 
@@ -351,7 +359,9 @@ mod tests {
                 max_retries = 5,
                 backoff(multiplier = 3),
                 dlq = "dead",
-                claim_idle = "30s"
+                claim_idle = "30s",
+                max_buffered_bytes = "64MiB",
+                max_payload_bytes = 4096
             ),
             quote!(
                 async fn charge(msg: Message<Order>) {}
@@ -370,6 +380,8 @@ mod tests {
             .backoff(::streamx::__private::Backoff::DEFAULT.with_multiplier(3f64))
             .dlq(::streamx::__private::DeadLetterTarget::Stream("dead"))
             .claim_idle(::streamx::__private::Duration::from_millis(30000))
+            .max_buffered_bytes(67108864)
+            .max_payload_bytes(4096)
             }"#,
         );
         assert!(out.contains(&expected), "{out}");

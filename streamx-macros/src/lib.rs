@@ -72,10 +72,16 @@ use proc_macro::TokenStream;
 /// | `backoff(initial = "1s", multiplier = 2.0, max = "30s")` | delays between retries; each sub-key is optional and one left out keeps the runtime's default (`Backoff::DEFAULT`); `multiplier >= 1.0`, `max >= initial` (a single bound is checked at compile time against the runtime's default for the other) | `1s`, `2.0`, `30s` | `.backoff(Backoff::DEFAULT.with_multiplier(3.0))` |
 /// | `dlq` | `true` (the stream's default dead-letter stream), `false` (drop after the last retry) or a stream name | `true` | `.dlq(DeadLetterTarget::..)` |
 /// | `claim_idle` | pending entries idle this long are claimed from dead consumers, duration `> 0` | `"30s"` | `.claim_idle(Duration)` |
+/// | `max_buffered_bytes` | byte budget of the entries fetched but not yet handled (waiting or running), a size `>= 1` byte | the runtime's: `"64MiB"` unless `RuntimeBuilder::max_buffered_bytes` changes it | `.max_buffered_bytes(n)` |
+/// | `max_payload_bytes` | payloads larger than this are dead-lettered unread, a size `>= 1` byte | the runtime's: `"4MiB"` unless `RuntimeBuilder::max_payload_bytes` changes it | `.max_payload_bytes(n)` |
 /// | `crate` | path to the `streamx` crate when it is renamed, e.g. `crate = my_streamx` | `::streamx` | — |
 ///
 /// Durations use [humantime](https://docs.rs/humantime) syntax (`"500ms"`, `"2s"`,
 /// `"1m 30s"`) and have millisecond resolution.
+///
+/// Sizes are an integer literal, in bytes (`1048576`), or a string of a whole number and a
+/// unit, optionally separated by spaces: `B`, `kB`/`MB`/`GB` (powers of 1000) or
+/// `KiB`/`MiB`/`GiB` (powers of 1024), case-sensitive: `"64MiB"`, `"512 KiB"`, `"100kB"`.
 ///
 /// Every problem is reported at once, each on the offending token; the function is still
 /// emitted so the rest of the crate keeps compiling.

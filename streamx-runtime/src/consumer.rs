@@ -114,6 +114,19 @@ macro_rules! option_setters {
             self.options.claim_idle = idle;
             self
         }
+        /// Sets the payload size limit for this consumer: larger payloads are dead-lettered
+        /// unread (default: the runtime's, 4 MiB unless set with
+        /// `RuntimeBuilder::max_payload_bytes`).
+        pub $($constness)? fn max_payload_bytes(mut self, limit: usize) -> Self {
+            self.options.max_payload_bytes = Some(limit);
+            self
+        }
+        /// Sets the byte budget of this consumer's fetched, unfinished entries (default: the
+        /// runtime's, 64 MiB unless set with `RuntimeBuilder::max_buffered_bytes`).
+        pub $($constness)? fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+            self.options.max_buffered_bytes = Some(bytes);
+            self
+        }
     };
 }
 pub(crate) use option_setters;
@@ -169,19 +182,6 @@ impl Consumer {
     /// Sets the registration name (used in logs, metrics and `RuntimeBuilder::only`).
     pub fn name_as(mut self, name: impl Into<Name>) -> Self {
         self.name = name.into();
-        self
-    }
-
-    /// Sets the payload size limit for this consumer.
-    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
-        self.options.max_payload_bytes = Some(limit);
-        self
-    }
-
-    /// Sets the byte budget of this consumer's fetched, unfinished entries (see
-    /// `RuntimeBuilder::max_buffered_bytes`).
-    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
-        self.options.max_buffered_bytes = Some(bytes);
         self
     }
 

@@ -23,6 +23,8 @@ struct Order {
     backoff(initial = "1s", multiplier = 2.0, max = "30s"),
     dlq = true,
     claim_idle = "30s",
+    max_buffered_bytes = "16MiB",
+    max_payload_bytes = 65536,
     crate = ::streamx,
 )]
 async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
@@ -36,6 +38,8 @@ async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
     max_retries = 0,
     backoff(multiplier = 3),
     dlq = false,
+    max_buffered_bytes = 1_000_000usize,
+    max_payload_bytes = "512 KiB",
 )]
 async fn audit(_msg: Message<Order>) -> Result<(), HandlerError> {
     Ok(())
@@ -47,6 +51,8 @@ async fn audit(_msg: Message<Order>) -> Result<(), HandlerError> {
     start = "1700000000000-0",
     backoff(),
     dlq = "orders-dead",
+    max_buffered_bytes = "1GB",
+    max_payload_bytes = "123B",
     crate = "streamx",
 )]
 async fn replay(_msg: Message<Order>) -> Result<(), HandlerError> {
@@ -80,6 +86,8 @@ fn main() {
                 dead_letter: DeadLetterTarget::Default,
             },
             claim_idle: Duration::from_secs(30),
+            max_buffered_bytes: Some(16 * 1024 * 1024),
+            max_payload_bytes: Some(65_536),
             ..ConsumerOptions::DEFAULT
         }
     );
@@ -89,11 +97,15 @@ fn main() {
     assert_eq!(audit.retry.max_retries, 0);
     assert_eq!(audit.retry.backoff, Backoff::DEFAULT.with_multiplier(3.0));
     assert_eq!(audit.retry.dead_letter, DeadLetterTarget::Disabled);
+    assert_eq!(audit.max_buffered_bytes, Some(1_000_000));
+    assert_eq!(audit.max_payload_bytes, Some(512 * 1024));
 
     let replay = options(concat!(module_path!(), "::replay"));
     assert_eq!(replay.start, StartFrom::Id("1700000000000-0"));
     assert_eq!(replay.retry.backoff, Backoff::DEFAULT);
     assert_eq!(replay.retry.dead_letter, DeadLetterTarget::Stream("orders-dead"));
+    assert_eq!(replay.max_buffered_bytes, Some(1_000_000_000));
+    assert_eq!(replay.max_payload_bytes, Some(123));
 
     let from_millis = options(concat!(module_path!(), "::replay_from_millis"));
     assert_eq!(from_millis.start, StartFrom::Id("1700000000000"));
