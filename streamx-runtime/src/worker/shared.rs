@@ -1,10 +1,10 @@
 //! State shared by the tasks of one consumer loop: the entries this consumer holds, the
 //! permits that bound its handlers, its keys, clients and counters.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
@@ -65,7 +65,9 @@ pub(crate) struct Shared {
     /// When the heartbeat last got through again after failing (Redis unreachable or
     /// restarted): every consumer's heartbeat looks stale for a while after an outage.
     recovered_at: Mutex<Option<Instant>>,
-    held: Mutex<HashMap<MessageId, Held>>,
+    /// Keyed by id with a fast non-cryptographic hash: ids come from Redis, and a lookup
+    /// happens several times per message.
+    held: Mutex<FxHashMap<MessageId, Held>>,
     acks: Mutex<Option<AckSender>>,
 }
 
@@ -96,7 +98,7 @@ impl Shared {
             stopping,
             stats: Arc::new(ConsumerStats::default()),
             recovered_at: Mutex::new(None),
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(FxHashMap::default()),
             acks: Mutex::new(Some(tx)),
         };
         (Arc::new(shared), rx)
