@@ -1,18 +1,21 @@
 //! The consumer loop of one consumer:
 //!
-//! - a **reader** fetching new entries (`XREADGROUP >`) on a connection of its own;
-//! - handler tasks, never more than `concurrency` at once (**dispatch**), whose outcomes are
-//!   acknowledged in batches (**acker**), parked in the durable retry schedule (**retries**)
-//!   or dead-lettered;
+//! - a **reader** fetching new entries (`XREADGROUP >`) on a connection of its own, each
+//!   read sized by the **budget** of fetched, unfinished bytes;
+//! - handlers, never more than `concurrency` at once (**dispatch**; a handler that waits
+//!   runs on a task of its own), whose outcomes are acknowledged in batches (**acker**),
+//!   parked in the durable retry schedule (**retries**) or dead-lettered;
 //! - a **heartbeat** on its own timer, proving this consumer alive so nothing it holds is
 //!   taken over;
 //! - **take-overs** of what stopped consumers held, with crash-loop isolation, and due
-//!   **retries**, each claiming at most as many entries as there are free permits;
+//!   retries (**promoter**), each sized by the permits and the budget;
 //! - a graceful **drain** at shutdown.
 //!
-//! Glossary: a *registration* (or consumer, in the API) is a handler bound to a stream and
-//! group; its loop joins the group as a *member* under a *consumer name* (`name_in_group` in
-//! logs). *Held* entries are those pending under this member's name.
+//! Glossary (see also the README's): a *consumer* (the API's `Consumer`, a registration)
+//! is a handler bound to a stream and group; its loop joins the group as a *member* under a
+//! *member name* (`member=` in logs; the option is still called `consumer_name`, Redis's
+//! word). *Held* entries are those pending under this member's name; the *byte budget*
+//! bounds the bytes of fetched, unfinished entries.
 
 mod acker;
 mod budget;
