@@ -12,11 +12,12 @@ use streamx::{Consumer, Message, Producer};
 
 use crate::args::Side;
 use crate::progress::Progress;
-use crate::raw::{self, RawConsumer};
+use crate::raw::{self, RawConsumer, ReadPlan};
 use crate::streamx_side::{self, Tally};
 use crate::workload::{now_ns, Event, Keys};
 
-/// Handler concurrency of the streamx consumer in this phase.
+/// Handler concurrency of the streamx consumer in this phase (and the raw consumer runs
+/// as many reader tasks, see [`ReadPlan::for_concurrency`]).
 pub const CONCURRENCY: usize = 8;
 
 /// Latency percentiles of one measurement, in microseconds.
@@ -98,14 +99,15 @@ pub async fn measure(url: &str, keys: &Keys, side: Side, rate: u64, duration: Du
             stats
         }
         Side::Raw => {
-            let consumer = RawConsumer::connect(url, &stream, &group).await?;
+            let plan = ReadPlan::for_concurrency(CONCURRENCY);
+            let consumer = RawConsumer::connect(url, &stream, &group, plan).await?;
             let publisher = raw::connect(url).await?;
             let handled = Arc::new(AtomicU64::new(0));
             let progress = Progress::start(&label, total, handled.clone());
             let (h, c) = (hist.clone(), handled.clone());
             let task = tokio::spawn(async move {
                 let result = consumer
-                    .run(total, timeout, |e| {
+                    .run(total, timeout, move |e: &Event| {
                         record(&h, e, warmup);
                         c.fetch_add(1, Ordering::Relaxed);
                     })

@@ -11,11 +11,14 @@
 //! Ctrl-C). See BENCHMARKS.md for the figures of a full run.
 
 mod args;
+mod cost;
 mod latency;
 mod memory;
 mod phases;
 mod progress;
 mod raw;
+mod raw_producer;
+mod redis_stats;
 mod report;
 mod scale;
 mod streamx_side;
