@@ -16,8 +16,8 @@ use crate::raw::{self, RawConsumer, ReadPlan};
 use crate::streamx_side::{self, Tally};
 use crate::workload::{now_ns, Event, Keys};
 
-/// Handler concurrency of the streamx consumer in this phase (and the raw consumer runs
-/// as many reader tasks, see [`ReadPlan::for_concurrency`]).
+/// Handler concurrency of the streamx consumer in this phase (the raw consumer reads as
+/// the consume phase's does at this concurrency).
 pub const CONCURRENCY: usize = 8;
 
 /// Latency percentiles of one measurement, in microseconds.
@@ -57,8 +57,16 @@ fn record(hist: &Mutex<Histogram<u64>>, event: &Event, warmup: u64) {
     }
 }
 
-/// Measures `side` at `rate` msg/s for `duration` on a fresh stream.
-pub async fn measure(url: &str, keys: &Keys, side: Side, rate: u64, duration: Duration) -> Result<LatencyStats> {
+/// Measures `side` at `rate` msg/s for `duration` on a fresh stream (the raw side reads
+/// with `plan`).
+pub async fn measure(
+    url: &str,
+    keys: &Keys,
+    side: Side,
+    plan: ReadPlan,
+    rate: u64,
+    duration: Duration,
+) -> Result<LatencyStats> {
     let stream = keys.stream(&format!("latency-{rate}-{}", side.name()));
     let group = keys.group("latency");
     let warmup = (rate / 4).max(50);
@@ -99,7 +107,6 @@ pub async fn measure(url: &str, keys: &Keys, side: Side, rate: u64, duration: Du
             stats
         }
         Side::Raw => {
-            let plan = ReadPlan::for_concurrency(CONCURRENCY);
             let consumer = RawConsumer::connect(url, &stream, &group, plan).await?;
             let publisher = raw::connect(url).await?;
             let handled = Arc::new(AtomicU64::new(0));

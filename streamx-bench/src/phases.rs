@@ -298,7 +298,8 @@ async fn latency(s: &Settings, keys: &Keys, rate: u64) -> Result<LatencyRow> {
     let (mut sx, mut raw): (Vec<LatencyStats>, Vec<LatencyStats>) = (Vec::new(), Vec::new());
     for r in 0..s.repeat {
         for side in order(r) {
-            let stats = latency::measure(&s.url, keys, side, rate, s.latency_duration()).await?;
+            let plan = s.raw_plan(latency::CONCURRENCY);
+            let stats = latency::measure(&s.url, keys, side, plan, rate, s.latency_duration()).await?;
             match side {
                 Side::Streamx => sx.push(stats),
                 Side::Raw => raw.push(stats),

@@ -102,6 +102,25 @@ pub async fn delete(client: &Client, keys: Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// Deletes every key matching `pattern` (SCAN of the server the client talks to).
+pub async fn delete_matching(client: &Client, pattern: &str) -> Result<()> {
+    let mut cursor = "0".to_string();
+    loop {
+        let page: Value = client.scan_page(cursor.as_str(), pattern, Some(1000), None).await.context("SCAN")?;
+        let mut parts = page.into_array().into_iter();
+        let next = parts.next().and_then(|c| c.as_string()).context("unexpected SCAN reply")?;
+        let keys: Vec<String> =
+            parts.next().map(Value::into_array).unwrap_or_default().iter().filter_map(Value::as_string).collect();
+        if !keys.is_empty() {
+            delete(client, keys).await?;
+        }
+        if next == "0" {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
 /// How the raw consumer reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadPlan {

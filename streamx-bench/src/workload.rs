@@ -96,6 +96,12 @@ impl Keys {
         format!("{what}-{n}")
     }
 
+    /// Glob patterns matching every key of this run, including the ones the streamx
+    /// engine derives from a stream name (`{stream}:retries:<group>` and the like).
+    pub fn patterns(&self) -> [String; 2] {
+        [format!("{}:*", self.prefix), format!("{{{}:*", self.prefix)]
+    }
+
     /// Every key created so far.
     pub fn all(&self) -> Vec<String> {
         self.created.lock().unwrap_or_else(PoisonError::into_inner).clone()
