@@ -80,14 +80,14 @@ pub struct CommandCost {
 }
 
 /// The costs of the repeats of one measurement: the lowest of each figure (noise from
-/// other processes only ever adds CPU time), with the per-command figures of the run with
-/// the lowest Redis CPU.
+/// other processes only ever adds CPU time), and the run with the lowest Redis CPU (for its
+/// per-command figures).
 #[derive(Debug, Clone, Serialize)]
 pub struct CostSummary {
     pub client_cpu_us: f64,
     pub redis_cpu_us: f64,
     pub redis_commands_us: f64,
-    pub commands: Vec<CommandCost>,
+    pub quietest: Cost,
     pub runs: Vec<Cost>,
 }
 
@@ -99,7 +99,7 @@ impl CostSummary {
             client_cpu_us: lowest(|c| c.client_cpu_us),
             redis_cpu_us: lowest(|c| c.redis_cpu_us),
             redis_commands_us: lowest(|c| c.redis_commands_us),
-            commands: quietest.commands.clone(),
+            quietest: quietest.clone(),
             runs: runs.clone(),
         })
     }
@@ -123,7 +123,7 @@ mod tests {
     fn summary_keeps_the_lowest_of_each_figure() {
         let s = CostSummary::of(vec![cost(5.0, 3.0, "a"), cost(4.0, 3.5, "b")]).unwrap();
         assert_eq!((s.client_cpu_us, s.redis_cpu_us, s.redis_commands_us), (4.0, 3.0, 1.5));
-        assert_eq!(s.commands[0].command, "a");
+        assert_eq!(s.quietest.commands[0].command, "a");
         assert!(CostSummary::of(Vec::new()).is_none());
     }
 

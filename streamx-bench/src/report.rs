@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::args::Settings;
-use crate::cost::{CommandCost, CostSummary};
+use crate::cost::{CommandCost, Cost, CostSummary};
 use crate::latency::LatencyStats;
 use crate::memory::ChildReport;
 use crate::scale::{calls_summary, ScaleRow};
@@ -450,10 +450,11 @@ fn cost_rows(out: &mut String, name: &str, x: &Option<CostSummary>, r: &Option<C
 /// "other".
 fn commands_table(out: &mut String, what: &str, x: &Option<CostSummary>, r: &Option<CostSummary>) {
     let (Some(x), Some(r)) = (x, r) else { return };
-    let find = |s: &CostSummary, name: &str| s.commands.iter().find(|c| c.command == name).cloned();
+    let (x, r) = (&x.quietest, &r.quietest);
+    let find = |s: &Cost, name: &str| s.commands.iter().find(|c| c.command == name).cloned();
     let mut names: Vec<&str> = x.commands.iter().chain(&r.commands).map(|c| c.command.as_str()).collect();
     let most = |name: &str| {
-        let us = |s: &CostSummary| find(s, name).map_or(0.0, |c| c.us_per_msg);
+        let us = |s: &Cost| find(s, name).map_or(0.0, |c| c.us_per_msg);
         us(x).max(us(r))
     };
     names.sort_by(|a, b| most(b).total_cmp(&most(a)).then(a.cmp(b)));
@@ -482,7 +483,7 @@ fn commands_table(out: &mut String, what: &str, x: &Option<CostSummary>, r: &Opt
         line(name, xc, xu, rc, ru);
     }
     if !other.is_empty() {
-        let sum = |s: &CostSummary| {
+        let sum = |s: &Cost| {
             let of = |name: &&str| find(s, name);
             let calls = other.iter().filter_map(of).fold(0.0, |sum, c| sum + c.calls_per_msg);
             let us = other.iter().filter_map(of).fold(0.0, |sum, c| sum + c.us_per_msg);
