@@ -370,29 +370,24 @@ async fn memory_large(s: &Settings, keys: &Keys, admin: &Client) -> Result<Large
     ));
     memory::ensure_room(admin, n.saturating_mul(bytes as u64)).await?;
     let stream = keys.stream("memory-large");
-    let published = memory::publish_blobs(admin, &stream, n, bytes, "backlog for memory-large").await;
-    let measured = match published {
-        Ok(()) => {
-            let job = |side, group, concurrency| ChildJob {
-                url: &s.url,
-                stream: &stream,
-                group,
-                count: n,
-                side,
-                payload: PayloadKind::Blob,
-                concurrency,
-                plan,
-            };
-            let (sx_group, raw_group) = (keys.group("large-sx"), keys.group("large-raw"));
-            match memory::run_child(&job(Side::Streamx, &sx_group, c)).await {
-                Ok(streamx) => {
-                    memory::run_child(&job(Side::Raw, &raw_group, plan.readers)).await.map(|raw| (streamx, raw))
-                }
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
+    let job = |side, group, concurrency| ChildJob {
+        url: &s.url,
+        stream: &stream,
+        group,
+        count: n,
+        side,
+        payload: PayloadKind::Blob,
+        concurrency,
+        plan,
     };
+    let (sx_group, raw_group) = (keys.group("large-sx"), keys.group("large-raw"));
+    let measured = async {
+        memory::publish_blobs(admin, &stream, n, bytes, "backlog for memory-large").await?;
+        let streamx = memory::run_child(&job(Side::Streamx, &sx_group, c)).await?;
+        let raw = memory::run_child(&job(Side::Raw, &raw_group, plan.readers)).await?;
+        Ok::<_, anyhow::Error>((streamx, raw))
+    }
+    .await;
     // Free the server's memory whatever happened.
     raw::delete(admin, vec![stream]).await?;
     let (streamx, raw) = measured?;
