@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::raw::ReadPlan;
+use crate::raw_producer::ProducerDesign;
+
 /// Benchmarks streamx against a hand-written fred baseline on the same Redis, in one run,
 /// and prints each figure as a ratio streamx/raw with the project's targets.
 #[derive(Debug, Parser)]
@@ -36,13 +39,15 @@ pub enum Phase {
     Io,
     /// Peak RSS of a consumer-only child process draining a large backlog.
     Memory,
+    /// Peak RSS of a consumer-only child process draining entries of about 1 MiB each.
+    MemoryLarge,
     /// Redis CPU of idle consumers with a 1,000,000-entry PEL, and the take-over rate.
     Scale,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] =
-        [Phase::Produce, Phase::Consume, Phase::Latency, Phase::Io, Phase::Memory, Phase::Scale];
+    pub const ALL: [Phase; 7] =
+        [Phase::Produce, Phase::Consume, Phase::Latency, Phase::Io, Phase::Memory, Phase::MemoryLarge, Phase::Scale];
 }
 
 #[derive(Debug, Clone, Args)]
@@ -77,6 +82,26 @@ pub struct BenchArgs {
     /// Handler concurrency of the memory phase's consumers.
     #[arg(long, default_value_t = 64)]
     pub memory_concurrency: usize,
+    /// Memory-large phase: entries in the backlog.
+    #[arg(long, default_value_t = 1500)]
+    pub large_entries: u64,
+    /// Memory-large phase: size of each entry's JSON payload, KiB.
+    #[arg(long, default_value_t = 1024)]
+    pub large_payload_kib: usize,
+    /// Memory-large phase: handler concurrency of the streamx consumer.
+    #[arg(long, default_value_t = 64)]
+    pub large_concurrency: usize,
+    /// Raw producer designs the produce phase measures; the fastest is the baseline
+    /// [default: pipeline-1000+nodelay, pipeline-1000, pipeline-10000, pipeline-1000x2,
+    /// pipeline-1000x4, pipeline-1000x4+nodelay, pipeline-500x8, conns-4x1000, queue-writer]. Names:
+    /// `pipeline-<chunk>[x<in flight>]`, `conns-<n>x<chunk>`, `inflight-<window>`,
+    /// `queue-writer`, each with an optional `+nodelay`.
+    #[arg(long, value_delimiter = ',')]
+    pub raw_producers: Vec<ProducerDesign>,
+    /// Reader tasks of the raw consumer at each concurrency [default: the concurrency,
+    /// clamped to 1..=8].
+    #[arg(long)]
+    pub raw_readers: Option<usize>,
     /// Scale phase: entries in the PEL (none due) while the idle cost is measured
     /// [default: 1000000; --quick: 100000].
     #[arg(long)]
@@ -128,6 +153,11 @@ pub struct Settings {
     pub io_concurrency: usize,
     pub io_sleep_ms: u64,
     pub memory_concurrency: usize,
+    pub large_entries: u64,
+    pub large_payload_bytes: usize,
+    pub large_concurrency: usize,
+    pub raw_producers: Vec<ProducerDesign>,
+    pub raw_readers: Option<usize>,
     pub scale_pel: u64,
     pub scale_consumers: usize,
     pub scale_secs: f64,
@@ -156,6 +186,15 @@ impl Settings {
             io_concurrency: 256,
             io_sleep_ms: 10,
             memory_concurrency: a.memory_concurrency,
+            large_entries: a.large_entries,
+            large_payload_bytes: a.large_payload_kib.saturating_mul(1024),
+            large_concurrency: a.large_concurrency,
+            raw_producers: if a.raw_producers.is_empty() {
+                ProducerDesign::DEFAULTS.to_vec()
+            } else {
+                a.raw_producers.clone()
+            },
+            raw_readers: a.raw_readers,
             scale_pel: a.scale_pel.unwrap_or(if q { 100_000 } else { 1_000_000 }),
             scale_consumers: a.scale_consumers,
             scale_secs: a.scale_secs.unwrap_or(if q { 5.0 } else { 10.0 }),
@@ -172,6 +211,11 @@ impl Settings {
         anyhow::ensure!(s.latency_secs > 0.0, "--latency-secs must be positive");
         anyhow::ensure!(s.memory_concurrency > 0, "--memory-concurrency must be positive");
         anyhow::ensure!(
+            s.large_entries > 0 && s.large_payload_bytes > 0 && s.large_concurrency > 0,
+            "--large-entries, --large-payload-kib and --large-concurrency must be positive"
+        );
+        anyhow::ensure!(s.raw_readers != Some(0), "--raw-readers must be positive");
+        anyhow::ensure!(
             s.scale_pel > 0 && s.takeover_messages > 0,
             "--scale-pel and --takeover-messages must be positive"
         );
@@ -185,6 +229,14 @@ impl Settings {
 
     pub fn runs(&self, phase: Phase) -> bool {
         self.phases.contains(&phase)
+    }
+
+    /// How the raw consumer reads when streamx runs at `concurrency`.
+    pub fn raw_plan(&self, concurrency: usize) -> ReadPlan {
+        match self.raw_readers {
+            Some(readers) => ReadPlan { readers, ..ReadPlan::for_concurrency(concurrency) },
+            None => ReadPlan::for_concurrency(concurrency),
+        }
     }
 
     pub fn latency_duration(&self) -> Duration {
@@ -223,4 +275,31 @@ pub struct ConsumeOnlyArgs {
     pub concurrency: usize,
     #[arg(long, value_enum)]
     pub side: Side,
+    /// The payload the backlog holds.
+    #[arg(long, value_enum, default_value = "event")]
+    pub payload: PayloadKind,
+    /// Raw side: reader tasks.
+    #[arg(long, default_value_t = 1)]
+    pub readers: usize,
+    /// Raw side: entries per XREADGROUP.
+    #[arg(long, default_value_t = crate::raw::READ_COUNT)]
+    pub read_count: u64,
+}
+
+/// What a backlog's entries hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PayloadKind {
+    /// [`Event`](crate::workload::Event), about 100 bytes of JSON.
+    Event,
+    /// [`Blob`](crate::workload::Blob), a large JSON payload.
+    Blob,
+}
+
+impl PayloadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadKind::Event => "event",
+            PayloadKind::Blob => "blob",
+        }
+    }
 }

@@ -12,11 +12,12 @@ use streamx::{Consumer, Message, Producer};
 
 use crate::args::Side;
 use crate::progress::Progress;
-use crate::raw::{self, RawConsumer};
+use crate::raw::{self, RawConsumer, ReadPlan};
 use crate::streamx_side::{self, Tally};
 use crate::workload::{now_ns, Event, Keys};
 
-/// Handler concurrency of the streamx consumer in this phase.
+/// Handler concurrency of the streamx consumer in this phase (the raw consumer reads as
+/// the consume phase's does at this concurrency).
 pub const CONCURRENCY: usize = 8;
 
 /// Latency percentiles of one measurement, in microseconds.
@@ -56,8 +57,16 @@ fn record(hist: &Mutex<Histogram<u64>>, event: &Event, warmup: u64) {
     }
 }
 
-/// Measures `side` at `rate` msg/s for `duration` on a fresh stream.
-pub async fn measure(url: &str, keys: &Keys, side: Side, rate: u64, duration: Duration) -> Result<LatencyStats> {
+/// Measures `side` at `rate` msg/s for `duration` on a fresh stream (the raw side reads
+/// with `plan`).
+pub async fn measure(
+    url: &str,
+    keys: &Keys,
+    side: Side,
+    plan: ReadPlan,
+    rate: u64,
+    duration: Duration,
+) -> Result<LatencyStats> {
     let stream = keys.stream(&format!("latency-{rate}-{}", side.name()));
     let group = keys.group("latency");
     let warmup = (rate / 4).max(50);
@@ -98,14 +107,14 @@ pub async fn measure(url: &str, keys: &Keys, side: Side, rate: u64, duration: Du
             stats
         }
         Side::Raw => {
-            let consumer = RawConsumer::connect(url, &stream, &group).await?;
+            let consumer = RawConsumer::connect(url, &stream, &group, plan).await?;
             let publisher = raw::connect(url).await?;
             let handled = Arc::new(AtomicU64::new(0));
             let progress = Progress::start(&label, total, handled.clone());
             let (h, c) = (hist.clone(), handled.clone());
             let task = tokio::spawn(async move {
                 let result = consumer
-                    .run(total, timeout, |e| {
+                    .run(total, timeout, move |e: &Event| {
                         record(&h, e, warmup);
                         c.fetch_add(1, Ordering::Relaxed);
                     })

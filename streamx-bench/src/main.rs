@@ -1,21 +1,28 @@
 //! Run with: cargo run --release -p streamx-bench -- --help
 //!
 //! Benchmarks streamx against a raw baseline written directly with fred, on the same Redis
-//! and the same workload, in one run: produce, consume (concurrency 1, 8, 64), latency at
-//! steady rates, an I/O-bound handler, the peak RSS of a consume-only process, and (scale)
+//! and the same workload, in one run: produce (against the fastest of several raw producer
+//! designs), consume (concurrency 1, 8, 64), with the client's and the server's CPU time per
+//! message and the server's time per command, latency at steady rates, an I/O-bound
+//! handler, the peak RSS of a consume-only process (small and ~1 MiB entries), and (scale)
 //! the Redis cost of idle consumers with a large pending entries list and the take-over
 //! rate. Prints each figure with its ratio streamx/raw and the project's targets with
 //! PASS/MISS.
+//!
+//! Server figures count every client of the server: use a dedicated Redis.
 //!
 //! Every run uses fresh, uniquely named streams and deletes them at the end (also on
 //! Ctrl-C). See BENCHMARKS.md for the figures of a full run.
 
 mod args;
+mod cost;
 mod latency;
 mod memory;
 mod phases;
 mod progress;
 mod raw;
+mod raw_producer;
+mod redis_stats;
 mod report;
 mod scale;
 mod streamx_side;
@@ -88,9 +95,14 @@ async fn bench(args: BenchArgs) -> Result<Ended> {
     Ok(Ended::Done)
 }
 
-/// Deletes every key this run created (best effort: a failure is reported, not fatal).
+/// Deletes every key this run created, and the ones the engine derived from them (best
+/// effort: a failure is reported, not fatal).
 async fn cleanup(admin: &fred::clients::Client, keys: &Keys) {
-    if let Err(e) = raw::delete(admin, keys.all()).await {
+    let mut outcome = raw::delete(admin, keys.all()).await;
+    for pattern in keys.patterns() {
+        outcome = outcome.and(raw::delete_matching(admin, &pattern).await);
+    }
+    if let Err(e) = outcome {
         progress::note(&format!("warning: could not delete this run's keys: {e:#}"));
     }
 }

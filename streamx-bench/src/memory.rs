@@ -1,6 +1,10 @@
-//! Peak RSS of a process that only consumes: the parent publishes a large backlog, then
+//! Peak RSS of a process that only consumes: the parent publishes a backlog, then
 //! re-executes this binary as `consume-only` (once with streamx, once with the raw
 //! consumer), and each child drains the backlog and prints its own `VmHWM`.
+//!
+//! Two backlogs: many small [`Event`]s (the memory phase), and a few entries of about
+//! 1 MiB each ([`Blob`]s, the memory-large phase), where what bounds memory is the bytes
+//! held, not the number of entries.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,18 +12,26 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use bytes::Bytes;
 use fred::clients::Client;
+use fred::interfaces::ClientLike;
+use fred::types::{ClusterHash, CustomCommand, Value};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::args::{ConsumeOnlyArgs, Side};
+use crate::args::{ConsumeOnlyArgs, PayloadKind, Side};
 use crate::progress::Progress;
-use crate::raw::{self, RawConsumer};
+use crate::raw::{self, RawConsumer, ReadPlan};
 use crate::streamx_side::{self, Drain, Tally, Work};
-use crate::workload::events;
+use crate::workload::{blob_json, events, Blob, Event};
 
 /// How long a child may take to drain its backlog.
 const CHILD_TIMEOUT: Duration = Duration::from_secs(900);
+/// The most payload bytes in one pipelined round trip of the large backlog's publisher.
+const BLOB_PIPELINE_BYTES: usize = 8 << 20;
+/// The most payload bytes the raw consumer asks for in one XREADGROUP when entries are
+/// large (a careful hand-written reader sizes COUNT to the payload).
+pub const RAW_READ_BYTES: usize = 8 << 20;
 
 /// What a `consume-only` child reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,21 +67,83 @@ pub async fn publish_backlog(client: &Client, stream: &str, n: u64, label: &str)
     Ok(())
 }
 
-/// Runs a `consume-only` child draining `count` messages of `stream` in `group`.
-pub async fn run_child(
-    url: &str,
-    stream: &str,
-    group: &str,
-    count: u64,
-    concurrency: usize,
-    side: Side,
-) -> Result<ChildReport> {
+/// Publishes `n` blobs of `bytes` bytes of JSON to `stream`, a few per round trip (at most
+/// 8 MiB), without keeping more than one round trip's worth in memory.
+pub async fn publish_blobs(client: &Client, stream: &str, n: u64, bytes: usize, label: &str) -> Result<()> {
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start(label, n, done.clone());
+    let started = Instant::now();
+    let per_trip = (BLOB_PIPELINE_BYTES / bytes.max(1)).max(1) as u64;
+    let mut next = 0;
+    while next < n {
+        let len = per_trip.min(n - next);
+        let payloads = (next..next + len).map(|seq| Bytes::from(blob_json(seq, bytes))).collect();
+        raw::publish_encoded(client, stream, payloads).await?;
+        next += len;
+        done.store(next, Ordering::Relaxed);
+    }
+    let mib = (n as f64) * bytes as f64 / f64::from(1 << 20);
+    progress.finish(&format!("{n} entries, {mib:.0} MiB in {:.1} s", started.elapsed().as_secs_f64())).await;
+    Ok(())
+}
+
+/// Fails unless the server can take `bytes` more without reaching `maxmemory` (with 25%
+/// to spare for the stream's own overhead). A server that hides CONFIG passes.
+pub async fn ensure_room(admin: &Client, bytes: u64) -> Result<()> {
+    let config: Result<Value, _> =
+        admin.custom(CustomCommand::new_static("CONFIG", ClusterHash::Random, false), vec!["GET", "maxmemory"]).await;
+    let max = match config {
+        Ok(value) => value.into_array().get(1).and_then(Value::as_u64).unwrap_or(0),
+        Err(_) => return Ok(()),
+    };
+    if max == 0 {
+        return Ok(());
+    }
+    let info: String = admin
+        .custom(CustomCommand::new_static("INFO", ClusterHash::Random, false), vec!["memory"])
+        .await
+        .context("INFO memory")?;
+    let used = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("used_memory:"))
+        .and_then(|v| v.parse::<u64>().ok())
+        .context("no used_memory in INFO memory")?;
+    let needed = bytes + bytes / 4;
+    if used + needed > max {
+        bail!(
+            "the memory-large backlog needs about {} MiB but the server's maxmemory leaves {} MiB: \
+             raise maxmemory, or lower --large-entries / --large-payload-kib",
+            needed >> 20,
+            max.saturating_sub(used) >> 20
+        );
+    }
+    Ok(())
+}
+
+/// One `consume-only` child's work.
+pub struct ChildJob<'a> {
+    pub url: &'a str,
+    pub stream: &'a str,
+    pub group: &'a str,
+    /// Messages to drain.
+    pub count: u64,
+    pub side: Side,
+    pub payload: PayloadKind,
+    /// streamx: handler concurrency.
+    pub concurrency: usize,
+    /// raw: how to read.
+    pub plan: ReadPlan,
+}
+
+/// Runs a `consume-only` child doing `job`.
+pub async fn run_child(job: &ChildJob<'_>) -> Result<ChildReport> {
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let mut child = tokio::process::Command::new(exe)
         .arg("consume-only")
-        .args(["--url", url, "--stream", stream, "--group", group])
-        .args(["--count", &count.to_string(), "--concurrency", &concurrency.to_string()])
-        .args(["--side", side.name()])
+        .args(["--url", job.url, "--stream", job.stream, "--group", job.group])
+        .args(["--count", &job.count.to_string(), "--concurrency", &job.concurrency.to_string()])
+        .args(["--side", job.side.name(), "--payload", job.payload.name()])
+        .args(["--readers", &job.plan.readers.to_string(), "--read-count", &job.plan.count.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -79,8 +153,8 @@ pub async fn run_child(
     let stdout = child.stdout.take().context("child has no stdout")?;
     let counter = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(
-        format!("memory {} child (pid {})", side.name(), child.id().unwrap_or(0)),
-        count,
+        format!("memory {} child (pid {})", job.side.name(), child.id().unwrap_or(0)),
+        job.count,
         counter.clone(),
     );
     let mut lines = BufReader::new(stdout).lines();
@@ -94,7 +168,7 @@ pub async fn run_child(
     }
     let status = child.wait().await?;
     if !status.success() {
-        bail!("the {} consume-only child failed ({status})", side.name());
+        bail!("the {} consume-only child failed ({status})", job.side.name());
     }
     let report = report.context("the child printed no result")?;
     progress
@@ -107,11 +181,11 @@ pub async fn run_child(
 /// Prints `progress <n>` every 250 ms meanwhile.
 pub async fn consume_only(a: ConsumeOnlyArgs) -> Result<()> {
     let tally = Arc::new(Tally::default());
-    let counter = tally.handled.clone();
+    let handled = tally.handled.clone();
     let printer = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            println!("progress {}", counter.load(Ordering::Relaxed));
+            println!("progress {}", handled.load(Ordering::Relaxed));
         }
     });
     let started = Instant::now();
@@ -126,16 +200,19 @@ pub async fn consume_only(a: ConsumeOnlyArgs) -> Result<()> {
                 work: Work::None,
                 timeout: CHILD_TIMEOUT,
             };
-            streamx_side::consume(&drain, tally.clone()).await?
+            match a.payload {
+                PayloadKind::Event => streamx_side::consume_as::<Event>(&drain, tally.clone()).await?,
+                PayloadKind::Blob => streamx_side::consume_as::<Blob>(&drain, tally.clone()).await?,
+            }
         }
         Side::Raw => {
-            let consumer = RawConsumer::connect(&a.url, &a.stream, &a.group).await?;
-            let handled = tally.handled.clone();
-            let last = consumer
-                .run(a.count, CHILD_TIMEOUT, |_| {
-                    handled.fetch_add(1, Ordering::Relaxed);
-                })
-                .await?;
+            let plan = ReadPlan { readers: a.readers.max(1), count: a.read_count.max(1) };
+            let consumer = RawConsumer::connect(&a.url, &a.stream, &a.group, plan).await?;
+            let handled = &tally.handled;
+            let last = match a.payload {
+                PayloadKind::Event => consumer.run(a.count, CHILD_TIMEOUT, counter::<Event>(handled)).await?,
+                PayloadKind::Blob => consumer.run(a.count, CHILD_TIMEOUT, counter::<Blob>(handled)).await?,
+            };
             consumer.close().await;
             last - started
         }
@@ -150,6 +227,14 @@ pub async fn consume_only(a: ConsumeOnlyArgs) -> Result<()> {
     };
     println!("result {}", serde_json::to_string(&report)?);
     Ok(())
+}
+
+/// A raw consumer's handler that counts the payloads of type `E` into `handled`.
+fn counter<E>(handled: &Arc<AtomicU64>) -> impl Fn(&E) + Send + Sync + 'static {
+    let handled = handled.clone();
+    move |_| {
+        handled.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A `Name:   1234 kB` line of `/proc/<pid>/status`, in KiB.

@@ -1,6 +1,7 @@
 //! Runs the selected phases, alternating streamx and raw runs so that noise on a shared
 //! machine hits both sides alike, and keeps the best of the repeats.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,15 +9,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use fred::clients::Client;
 
-use crate::args::{Phase, Settings, Side};
+use crate::args::{PayloadKind, Phase, Settings, Side};
+use crate::cost::{Cost, CostSummary, Meter};
 use crate::latency::{self, LatencyStats};
-use crate::memory;
+use crate::memory::{self, ChildJob};
 use crate::progress::{note, Progress};
-use crate::raw::{self, RawConsumer};
-use crate::report::{best, ConsumeRow, IoRow, LatencyRow, MemoryRow, Results, Throughput};
+use crate::raw::{self, RawConsumer, ReadPlan};
+use crate::raw_producer;
+use crate::report::{
+    best, ConsumeRow, DesignRate, IoRow, LargeMemoryRow, LatencyRow, MemoryRow, ProduceResult, Results, Throughput,
+};
 use crate::scale;
 use crate::streamx_side::{self, Drain, Tally, Work};
-use crate::workload::{events, typical_payload_bytes, Keys};
+use crate::workload::{events, typical_payload_bytes, Event, Keys};
 
 /// The longest a single drain may take before the run gives up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
@@ -42,6 +47,7 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
         latency: Vec::new(),
         io_bound: None,
         memory: None,
+        memory_large: None,
         scale: None,
         targets: Vec::new(),
     };
@@ -52,10 +58,10 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
         let backlog = keys.stream("backlog");
         memory::publish_backlog(admin, &backlog, s.messages, "backlog for consume/io").await?;
         if s.runs(Phase::Consume) {
-            results.consume = consume(s, keys, &backlog).await?;
+            results.consume = consume(s, keys, admin, &backlog).await?;
         }
         if s.runs(Phase::Io) {
-            results.io_bound = Some(io_bound(s, keys, &backlog).await?);
+            results.io_bound = Some(io_bound(s, keys, admin, &backlog).await?);
         }
         raw::delete(admin, vec![backlog]).await?;
     }
@@ -67,6 +73,9 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
     if s.runs(Phase::Memory) {
         results.memory = Some(memory(s, keys, admin).await?);
     }
+    if s.runs(Phase::MemoryLarge) {
+        results.memory_large = Some(memory_large(s, keys, admin).await?);
+    }
     if s.runs(Phase::Scale) {
         results.scale = Some(scale::run(s, keys, admin).await?);
     }
@@ -75,111 +84,194 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
     Ok(results)
 }
 
-async fn produce(s: &Settings, keys: &Keys, admin: &Client) -> Result<Throughput> {
-    note(&format!("== produce: {} messages, best of {}", s.messages, s.repeat));
+async fn produce(s: &Settings, keys: &Keys, admin: &Client) -> Result<ProduceResult> {
+    let designs = &s.raw_producers;
+    let names: Vec<String> = designs.iter().map(ToString::to_string).collect();
+    note(&format!(
+        "== produce: {} messages, streamx publish_batch vs raw producers [{}], best of {}",
+        s.messages,
+        names.join(", "),
+        s.repeat
+    ));
     let batch = events(0, s.messages);
-    let (mut sx_runs, mut raw_runs) = (Vec::new(), Vec::new());
+    let (mut sx_runs, mut sx_costs) = (Vec::new(), Vec::new());
+    let mut raw_runs: Vec<Vec<f64>> = vec![Vec::new(); designs.len()];
+    let mut raw_costs: Vec<Vec<Cost>> = vec![Vec::new(); designs.len()];
     for r in 0..s.repeat {
         for side in order(r) {
-            let stream = keys.stream("produce");
-            let done = Arc::new(AtomicU64::new(0));
-            let label = format!("produce {} run {}/{}", side.name(), r + 1, s.repeat);
-            let progress = Progress::start(&label, s.messages, done.clone());
-            let elapsed = match side {
-                Side::Streamx => streamx_side::produce(&s.url, &stream, &batch).await?,
-                Side::Raw => {
-                    let client = raw::connect(&s.url).await?;
-                    let started = Instant::now();
-                    raw::publish(&client, &stream, &batch, &done).await?;
-                    let elapsed = started.elapsed();
-                    let _ = fred::interfaces::ClientLike::quit(&client).await;
-                    elapsed
-                }
-            };
-            done.store(s.messages, Ordering::Relaxed);
-            let rate = s.messages as f64 / elapsed.as_secs_f64();
-            progress.finish(&format!("{rate:.0} msg/s")).await;
             match side {
-                Side::Streamx => sx_runs.push(rate),
-                Side::Raw => raw_runs.push(rate),
+                Side::Streamx => {
+                    let stream = keys.stream("produce");
+                    let label = format!("produce streamx run {}/{}", r + 1, s.repeat);
+                    let done = Arc::new(AtomicU64::new(0));
+                    let publish = streamx_side::produce(&s.url, &stream, &batch);
+                    let (rate, cost) = timed_publish(s, admin, &label, &done, publish).await?;
+                    sx_runs.push(rate);
+                    sx_costs.push(cost);
+                    raw::delete(admin, vec![stream]).await?;
+                }
+                Side::Raw => {
+                    for (i, &design) in designs.iter().enumerate() {
+                        let stream = keys.stream("produce");
+                        let label = format!("produce raw {design} run {}/{}", r + 1, s.repeat);
+                        let done = Arc::new(AtomicU64::new(0));
+                        let publish = raw_producer::publish(design, &s.url, &stream, &batch, &done);
+                        let (rate, cost) = timed_publish(s, admin, &label, &done, publish).await?;
+                        raw_runs[i].push(rate);
+                        raw_costs[i].push(cost);
+                        raw::delete(admin, vec![stream]).await?;
+                    }
+                }
             }
-            raw::delete(admin, vec![stream]).await?;
         }
     }
-    Ok(Throughput::new(sx_runs, raw_runs))
+    let rates: Vec<DesignRate> = names
+        .into_iter()
+        .zip(&raw_runs)
+        .map(|(design, runs)| DesignRate { design, best: best(runs), runs: runs.clone() })
+        .collect();
+    let fastest =
+        (0..rates.len()).max_by(|&a, &b| rates[a].best.total_cmp(&rates[b].best)).context("no raw producer")?;
+    Ok(ProduceResult {
+        throughput: Throughput::new(sx_runs, raw_runs[fastest].clone()),
+        raw_design: rates[fastest].design.clone(),
+        designs: rates,
+        streamx_cost: CostSummary::of(sx_costs),
+        raw_cost: CostSummary::of(std::mem::take(&mut raw_costs[fastest])),
+    })
 }
 
-async fn consume(s: &Settings, keys: &Keys, backlog: &str) -> Result<Vec<ConsumeRow>> {
+/// Runs `publish` (which counts into `done` and returns its own clock) with a progress
+/// line and a [`Meter`]; msg/s and the cost.
+async fn timed_publish(
+    s: &Settings,
+    admin: &Client,
+    label: &str,
+    done: &Arc<AtomicU64>,
+    publish: impl Future<Output = Result<Duration>>,
+) -> Result<(f64, Cost)> {
+    let progress = Progress::start(label, s.messages, done.clone());
+    let meter = Meter::start(admin).await?;
+    let elapsed = publish.await?;
+    let cost = meter.finish(admin, s.messages).await?;
+    done.store(s.messages, Ordering::Relaxed);
+    let rate = s.messages as f64 / elapsed.as_secs_f64();
+    progress.finish(&format!("{rate:.0} msg/s; {}", cost_summary(&cost))).await;
+    Ok((rate, cost))
+}
+
+fn cost_summary(cost: &Cost) -> String {
+    format!("client {:.2} us/msg, Redis {:.2} us/msg", cost.client_cpu_us, cost.redis_cpu_us)
+}
+
+async fn consume(s: &Settings, keys: &Keys, admin: &Client, backlog: &str) -> Result<Vec<ConsumeRow>> {
+    let plans: Vec<ReadPlan> = s.concurrency.iter().map(|&c| s.raw_plan(c)).collect();
+    let mut distinct: Vec<ReadPlan> = Vec::new();
+    for plan in &plans {
+        if !distinct.contains(plan) {
+            distinct.push(*plan);
+        }
+    }
+    let readers: Vec<usize> = distinct.iter().map(|p| p.readers).collect();
     note(&format!(
-        "== consume: drain {} messages, streamx at concurrency {:?} vs raw, best of {}",
+        "== consume: drain {} messages, streamx at concurrency {:?} vs raw with {readers:?} readers, best of {}",
         s.messages, s.concurrency, s.repeat
     ));
-    let mut sx_runs: Vec<Vec<f64>> = vec![Vec::new(); s.concurrency.len()];
-    let mut raw_runs = Vec::new();
+    let mut sx_runs: Vec<Vec<(f64, Cost)>> = vec![Vec::new(); s.concurrency.len()];
+    let mut raw_runs: Vec<Vec<(f64, Cost)>> = vec![Vec::new(); distinct.len()];
     for r in 0..s.repeat {
         for side in order(r) {
             match side {
                 Side::Streamx => {
                     for (i, &c) in s.concurrency.iter().enumerate() {
                         let label = format!("consume streamx c={c} run {}/{}", r + 1, s.repeat);
-                        let rate = drain_streamx(s, keys, backlog, &label, c, Work::None, s.messages).await?;
-                        sx_runs[i].push(rate);
+                        sx_runs[i]
+                            .push(drain_streamx(s, keys, admin, backlog, &label, c, Work::None, s.messages).await?);
                     }
                 }
                 Side::Raw => {
-                    let label = format!("consume raw run {}/{}", r + 1, s.repeat);
-                    raw_runs.push(drain_raw(s, keys, backlog, &label).await?);
+                    for (j, plan) in distinct.iter().enumerate() {
+                        let label = format!("consume raw {} readers run {}/{}", plan.readers, r + 1, s.repeat);
+                        raw_runs[j].push(drain_raw(s, keys, admin, backlog, &label, *plan).await?);
+                    }
                 }
             }
         }
     }
-    Ok(s.concurrency
-        .iter()
-        .zip(sx_runs)
-        .map(|(&concurrency, runs)| ConsumeRow { concurrency, throughput: Throughput::new(runs, raw_runs.clone()) })
-        .collect())
+    let split = |runs: &[(f64, Cost)]| -> (Vec<f64>, Option<CostSummary>) {
+        (runs.iter().map(|(rate, _)| *rate).collect(), CostSummary::of(runs.iter().map(|(_, c)| c.clone()).collect()))
+    };
+    let mut rows = Vec::new();
+    for (i, &concurrency) in s.concurrency.iter().enumerate() {
+        let j = distinct.iter().position(|p| *p == plans[i]).context("raw plan")?;
+        let (sx_rates, streamx_cost) = split(&sx_runs[i]);
+        let (raw_rates, raw_cost) = split(&raw_runs[j]);
+        rows.push(ConsumeRow {
+            concurrency,
+            raw_readers: plans[i].readers,
+            throughput: Throughput::new(sx_rates, raw_rates),
+            streamx_cost,
+            raw_cost,
+        });
+    }
+    Ok(rows)
 }
 
-/// Drains `target` messages of `backlog` with the streamx runtime in a fresh group; msg/s.
+/// Drains `target` messages of `backlog` with the streamx runtime in a fresh group; msg/s
+/// and the cost.
+#[allow(clippy::too_many_arguments)]
 async fn drain_streamx(
     s: &Settings,
     keys: &Keys,
+    admin: &Client,
     backlog: &str,
     label: &str,
     concurrency: usize,
     work: Work,
     target: u64,
-) -> Result<f64> {
+) -> Result<(f64, Cost)> {
     let group = keys.group("sx");
     let tally = Arc::new(Tally::default());
     let progress = Progress::start(label, target, tally.handled.clone());
     let drain =
         Drain { url: &s.url, stream: backlog, group: &group, target, concurrency, work, timeout: DRAIN_TIMEOUT };
+    let meter = Meter::start(admin).await?;
     let elapsed = streamx_side::consume(&drain, tally).await?;
+    let cost = meter.finish(admin, target).await?;
     let rate = target as f64 / elapsed.as_secs_f64();
-    progress.finish(&format!("{rate:.0} msg/s")).await;
-    Ok(rate)
+    progress.finish(&format!("{rate:.0} msg/s; {}", cost_summary(&cost))).await;
+    Ok((rate, cost))
 }
 
-/// Drains all of `backlog` with the raw consumer in a fresh group; msg/s.
-async fn drain_raw(s: &Settings, keys: &Keys, backlog: &str, label: &str) -> Result<f64> {
+/// Drains all of `backlog` with the raw consumer in a fresh group; msg/s and the cost.
+async fn drain_raw(
+    s: &Settings,
+    keys: &Keys,
+    admin: &Client,
+    backlog: &str,
+    label: &str,
+    plan: ReadPlan,
+) -> Result<(f64, Cost)> {
     let group = keys.group("raw");
     let handled = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(label, s.messages, handled.clone());
+    let meter = Meter::start(admin).await?;
     let started = Instant::now();
-    let consumer = RawConsumer::connect(&s.url, backlog, &group).await?;
+    let consumer = RawConsumer::connect(&s.url, backlog, &group, plan).await?;
+    let counter = handled.clone();
     let last = consumer
-        .run(s.messages, DRAIN_TIMEOUT, |_| {
-            handled.fetch_add(1, Ordering::Relaxed);
+        .run(s.messages, DRAIN_TIMEOUT, move |_: &Event| {
+            counter.fetch_add(1, Ordering::Relaxed);
         })
         .await?;
     consumer.close().await;
+    let cost = meter.finish(admin, s.messages).await?;
     let rate = s.messages as f64 / (last - started).as_secs_f64();
-    progress.finish(&format!("{rate:.0} msg/s")).await;
-    Ok(rate)
+    progress.finish(&format!("{rate:.0} msg/s; {}", cost_summary(&cost))).await;
+    Ok((rate, cost))
 }
 
-async fn io_bound(s: &Settings, keys: &Keys, backlog: &str) -> Result<IoRow> {
+async fn io_bound(s: &Settings, keys: &Keys, admin: &Client, backlog: &str) -> Result<IoRow> {
     let (c, ms) = (s.io_concurrency, s.io_sleep_ms);
     let ideal = c as f64 * 1000.0 / ms as f64;
     note(&format!(
@@ -190,7 +282,7 @@ async fn io_bound(s: &Settings, keys: &Keys, backlog: &str) -> Result<IoRow> {
     for r in 0..s.repeat {
         let label = format!("io streamx c={c} run {}/{}", r + 1, s.repeat);
         let work = Work::Sleep(Duration::from_millis(ms));
-        runs.push(drain_streamx(s, keys, backlog, &label, c, work, s.io_messages).await?);
+        runs.push(drain_streamx(s, keys, admin, backlog, &label, c, work, s.io_messages).await?.0);
     }
     let streamx = best(&runs);
     Ok(IoRow { concurrency: c, sleep_ms: ms, messages: s.io_messages, streamx, ideal, ratio: streamx / ideal, runs })
@@ -206,7 +298,8 @@ async fn latency(s: &Settings, keys: &Keys, rate: u64) -> Result<LatencyRow> {
     let (mut sx, mut raw): (Vec<LatencyStats>, Vec<LatencyStats>) = (Vec::new(), Vec::new());
     for r in 0..s.repeat {
         for side in order(r) {
-            let stats = latency::measure(&s.url, keys, side, rate, s.latency_duration()).await?;
+            let plan = s.raw_plan(latency::CONCURRENCY);
+            let stats = latency::measure(&s.url, keys, side, plan, rate, s.latency_duration()).await?;
             match side {
                 Side::Streamx => sx.push(stats),
                 Side::Raw => raw.push(stats),
@@ -228,20 +321,84 @@ async fn latency(s: &Settings, keys: &Keys, rate: u64) -> Result<LatencyRow> {
 }
 
 async fn memory(s: &Settings, keys: &Keys, admin: &Client) -> Result<MemoryRow> {
+    let c = s.memory_concurrency;
+    let plan = s.raw_plan(c);
     note(&format!(
-        "== memory: peak RSS of a consume-only child draining {} messages at concurrency {}",
-        s.backlog, s.memory_concurrency
+        "== memory: peak RSS of a consume-only child draining {} messages, streamx at concurrency {c}, \
+         raw with {} readers",
+        s.backlog, plan.readers
     ));
     let stream = keys.stream("memory");
     memory::publish_backlog(admin, &stream, s.backlog, "backlog for memory").await?;
-    let c = s.memory_concurrency;
-    let streamx = memory::run_child(&s.url, &stream, &keys.group("mem-sx"), s.backlog, c, Side::Streamx).await?;
-    let raw = memory::run_child(&s.url, &stream, &keys.group("mem-raw"), s.backlog, c, Side::Raw).await?;
+    let job = |side, group| ChildJob {
+        url: &s.url,
+        stream: &stream,
+        group,
+        count: s.backlog,
+        side,
+        payload: PayloadKind::Event,
+        concurrency: c,
+        plan,
+    };
+    let (sx_group, raw_group) = (keys.group("mem-sx"), keys.group("mem-raw"));
+    let streamx = memory::run_child(&job(Side::Streamx, &sx_group)).await?;
+    let raw = memory::run_child(&job(Side::Raw, &raw_group)).await?;
     raw::delete(admin, vec![stream]).await?;
     Ok(MemoryRow {
         backlog: s.backlog,
         concurrency: c,
+        raw_readers: plan.readers,
         ratio: streamx.vm_hwm_kib as f64 / raw.vm_hwm_kib.max(1) as f64,
+        streamx,
+        raw,
+    })
+}
+
+/// The memory-large phase: entries of about 1 MiB, a streamx consumer with the default
+/// batch size; its peak RSS against `2 × concurrency × payload + 32 MiB`.
+async fn memory_large(s: &Settings, keys: &Keys, admin: &Client) -> Result<LargeMemoryRow> {
+    let (n, bytes, c) = (s.large_entries, s.large_payload_bytes, s.large_concurrency);
+    let plan = ReadPlan {
+        readers: raw::MAX_READERS,
+        count: (memory::RAW_READ_BYTES / bytes).clamp(1, raw::READ_COUNT as usize) as u64,
+    };
+    let kib = bytes as f64 / 1024.0;
+    note(&format!(
+        "== memory-large: peak RSS of a consume-only child draining {n} entries of {kib:.0} KiB, streamx at \
+         concurrency {c} (default batch size), raw with {} readers of COUNT {}",
+        plan.readers, plan.count
+    ));
+    memory::ensure_room(admin, n.saturating_mul(bytes as u64)).await?;
+    let stream = keys.stream("memory-large");
+    let job = |side, group, concurrency| ChildJob {
+        url: &s.url,
+        stream: &stream,
+        group,
+        count: n,
+        side,
+        payload: PayloadKind::Blob,
+        concurrency,
+        plan,
+    };
+    let (sx_group, raw_group) = (keys.group("large-sx"), keys.group("large-raw"));
+    let measured = async {
+        memory::publish_blobs(admin, &stream, n, bytes, "backlog for memory-large").await?;
+        let streamx = memory::run_child(&job(Side::Streamx, &sx_group, c)).await?;
+        let raw = memory::run_child(&job(Side::Raw, &raw_group, plan.readers)).await?;
+        Ok::<_, anyhow::Error>((streamx, raw))
+    }
+    .await;
+    // Free the server's memory whatever happened.
+    raw::delete(admin, vec![stream]).await?;
+    let (streamx, raw) = measured?;
+    let bound_kib = (2 * c as u64 * bytes as u64 + (32 << 20)) / 1024;
+    Ok(LargeMemoryRow {
+        entries: n,
+        payload_bytes: bytes,
+        concurrency: c,
+        raw_readers: plan.readers,
+        raw_read_count: plan.count,
+        bound_kib,
         streamx,
         raw,
     })

@@ -1,11 +1,17 @@
-//! The raw baseline: fred used directly, the way a careful hand-written program would.
+//! The raw baseline's consumer and helpers: fred used directly, the way a careful
+//! hand-written program would (the producers are in [`crate::raw_producer`]).
 //!
-//! - Publish: XADDs pipelined in chunks of 1,000, one round trip per chunk.
-//! - Consume: `XREADGROUP COUNT 500 BLOCK 2000` on a connection of its own, serde_json
-//!   decode of each payload, and one XACK per batch on a second connection, sent while the
-//!   next batch is being read.
+//! Consume: `readers` tasks, each on a connection of its own (without TCP_NODELAY: the
+//! replies are large and the requests few), looping `XREADGROUP COUNT 500 BLOCK 2000`,
+//! serde_json decode of each payload, and one XACK per batch, written on the same
+//! connection just before the next XREADGROUP (both leave in one write, one round trip).
+//! At the phase's concurrency `c` it runs `c` readers, clamped to 1..=8 (more readers than
+//! that only add round trips that wait on the same single-threaded server; see
+//! BENCHMARKS.md for the comparison).
 
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -16,56 +22,65 @@ use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
 use fred::prelude::{Builder, Config};
 use fred::types::streams::XCap;
 use fred::types::{Key, Value};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 use crate::workload::Event;
 
-/// XADDs per pipelined round trip.
+/// XADDs per pipelined round trip of the backlog publisher.
 pub const PUBLISH_CHUNK: usize = 1000;
 /// Entries per XREADGROUP.
 pub const READ_COUNT: u64 = 500;
+/// The most reader tasks the raw consumer runs.
+pub const MAX_READERS: usize = 8;
 /// XREADGROUP BLOCK, ms.
 const BLOCK_MS: u64 = 2000;
 /// The payload field, as streamx writes it.
-const DATA_FIELD: &str = "data";
+pub const DATA_FIELD: &str = "data";
 
 /// A connected fred client with TCP_NODELAY (as streamx sets it).
 pub async fn connect(url: &str) -> Result<Client> {
+    connect_with(url, true).await
+}
+
+/// A connected fred client, with or without TCP_NODELAY.
+pub async fn connect_with(url: &str, nodelay: bool) -> Result<Client> {
     let config = Config::from_url(url).with_context(|| format!("invalid Redis URL {}", streamx::redact(url)))?;
     let mut builder = Builder::from_config(config);
     builder.with_connection_config(|c| {
-        c.tcp.nodelay = Some(true);
+        c.tcp.nodelay = Some(nodelay);
     });
     let client = builder.build()?;
     client.init().await.with_context(|| format!("cannot connect to {}", streamx::redact(url)))?;
     Ok(client)
 }
 
-/// Publishes `events` in one pipelined round trip.
-pub async fn publish_chunk(client: &Client, stream: &str, events: &[Event]) -> Result<()> {
-    let pipeline = client.pipeline();
-    for e in events {
-        let data = Bytes::from(serde_json::to_vec(e)?);
-        let fields = vec![(Key::from_static_str(DATA_FIELD), Value::Bytes(data))];
-        let _: () = pipeline.xadd(stream, false, XCap::from(None::<()>), "*", fields).await?;
-    }
-    let _: Vec<Value> = pipeline.all().await.context("pipelined XADD")?;
-    Ok(())
+/// The `data` field of an entry holding `data`.
+pub fn entry_fields(data: Bytes) -> Vec<(Key, Value)> {
+    vec![(Key::from_static_str(DATA_FIELD), Value::Bytes(data))]
 }
 
-/// Publishes `events` in chunks of [`PUBLISH_CHUNK`], counting them in `done`.
-pub async fn publish(client: &Client, stream: &str, events: &[Event], done: &AtomicU64) -> Result<()> {
-    for chunk in events.chunks(PUBLISH_CHUNK) {
-        publish_chunk(client, stream, chunk).await?;
-        done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+/// Publishes `events` in one pipelined round trip.
+pub async fn publish_chunk(client: &Client, stream: &str, events: &[Event]) -> Result<()> {
+    let encoded = events.iter().map(|e| serde_json::to_vec(e).map(Bytes::from)).collect::<Result<Vec<_>, _>>()?;
+    publish_encoded(client, stream, encoded).await
+}
+
+/// Publishes already encoded payloads in one pipelined round trip.
+pub async fn publish_encoded(client: &Client, stream: &str, payloads: Vec<Bytes>) -> Result<()> {
+    let pipeline = client.pipeline();
+    for data in payloads {
+        let _: () = pipeline.xadd(stream, false, XCap::from(None::<()>), "*", entry_fields(data)).await?;
     }
+    let _: Vec<Value> = pipeline.all().await.context("pipelined XADD")?;
     Ok(())
 }
 
 /// One unpipelined XADD (the latency phase's publisher).
 pub async fn publish_one(client: &Client, stream: &str, event: &Event) -> Result<()> {
     let data = Bytes::from(serde_json::to_vec(event)?);
-    let fields = vec![(Key::from_static_str(DATA_FIELD), Value::Bytes(data))];
-    let _: Value = client.xadd(stream, false, XCap::from(None::<()>), "*", fields).await.context("XADD")?;
+    let _: Value = client.xadd(stream, false, XCap::from(None::<()>), "*", entry_fields(data)).await.context("XADD")?;
     Ok(())
 }
 
@@ -87,77 +102,194 @@ pub async fn delete(client: &Client, keys: Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// A hand-written consumer: a reading connection and an acknowledging one.
+/// Deletes every key matching `pattern` (SCAN of the server the client talks to).
+pub async fn delete_matching(client: &Client, pattern: &str) -> Result<()> {
+    let mut cursor = "0".to_string();
+    loop {
+        let page: Value = client.scan_page(cursor.as_str(), pattern, Some(1000), None).await.context("SCAN")?;
+        let mut parts = page.into_array().into_iter();
+        let next = parts.next().and_then(|c| c.as_string()).context("unexpected SCAN reply")?;
+        let keys: Vec<String> =
+            parts.next().map(Value::into_array).unwrap_or_default().iter().filter_map(Value::as_string).collect();
+        if !keys.is_empty() {
+            delete(client, keys).await?;
+        }
+        if next == "0" {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
+/// How the raw consumer reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPlan {
+    /// Reader tasks, each on its own connection.
+    pub readers: usize,
+    /// Entries per XREADGROUP.
+    pub count: u64,
+}
+
+impl ReadPlan {
+    /// The plan for handler concurrency `concurrency`: as many readers, at most
+    /// [`MAX_READERS`], `COUNT 500`.
+    pub fn for_concurrency(concurrency: usize) -> Self {
+        ReadPlan { readers: concurrency.clamp(1, MAX_READERS), count: READ_COUNT }
+    }
+}
+
+/// A hand-written consumer: [`ReadPlan::readers`] reading connections.
 pub struct RawConsumer {
-    reader: Client,
-    acker: Client,
-    stream: String,
-    group: String,
+    readers: Vec<Client>,
+    stream: Arc<str>,
+    group: Arc<str>,
+    count: u64,
+}
+
+/// What the reader tasks of one [`RawConsumer::run`] share.
+struct Drain<E, H> {
+    stream: Arc<str>,
+    group: Arc<str>,
+    count: u64,
+    target: u64,
+    handle: H,
+    /// Entries handled (decoded and passed to `handle`).
+    handled: AtomicU64,
+    /// Entries acknowledged.
+    acked: AtomicU64,
+    /// When the last entry was handled.
+    last: Mutex<Option<Instant>>,
+    /// Signalled after each acknowledgement.
+    progress: Notify,
+    payload: PhantomData<fn() -> E>,
 }
 
 impl RawConsumer {
-    /// Connects and creates the group.
-    pub async fn connect(url: &str, stream: &str, group: &str) -> Result<Self> {
-        let reader = connect(url).await?;
-        let acker = connect(url).await?;
-        create_group(&acker, stream, group).await?;
-        Ok(RawConsumer { reader, acker, stream: stream.to_string(), group: group.to_string() })
-    }
-
-    /// Reads, decodes and acknowledges until `target` messages were handled (each passed to
-    /// `handle` right after decoding) or `timeout` passes. Returns when the last one was
-    /// handled.
-    pub async fn run(&self, target: u64, timeout: Duration, mut handle: impl FnMut(&Event)) -> Result<Instant> {
-        let deadline = Instant::now() + timeout;
-        let (stream, group) = (self.stream.as_str(), self.group.as_str());
-        let mut handled = 0u64;
-        let mut last = Instant::now();
-        let mut ids: Vec<Str> = Vec::new();
-        while handled < target {
-            if Instant::now() > deadline {
-                bail!("raw consumer: only {handled} of {target} messages arrived within {timeout:?}");
-            }
-            let to_ack = std::mem::replace(&mut ids, Vec::with_capacity(READ_COUNT as usize));
-            let read = self.reader.xreadgroup::<Value, _, _, _, _>(
-                group,
-                "raw",
-                Some(READ_COUNT),
-                Some(BLOCK_MS),
-                false,
-                stream,
-                ">",
-            );
-            let (reply, acked) = tokio::join!(read, self.ack(to_ack));
-            acked?;
-            for_each_entry(reply.context("XREADGROUP")?, |id, data| {
-                let event: Event = serde_json::from_slice(data).context("decoding a payload")?;
-                handle(std::hint::black_box(&event));
-                ids.push(id);
-                Ok(())
-            })?;
-            if !ids.is_empty() {
-                handled += ids.len() as u64;
-                last = Instant::now();
-            }
+    /// Connects the readers and creates the group.
+    pub async fn connect(url: &str, stream: &str, group: &str, plan: ReadPlan) -> Result<Self> {
+        let mut readers = Vec::with_capacity(plan.readers);
+        for _ in 0..plan.readers.max(1) {
+            readers.push(connect_with(url, false).await?);
         }
-        self.ack(ids).await?;
-        Ok(last)
+        create_group(&readers[0], stream, group).await?;
+        Ok(RawConsumer { readers, stream: stream.into(), group: group.into(), count: plan.count.max(1) })
     }
 
-    async fn ack(&self, ids: Vec<Str>) -> Result<()> {
-        if !ids.is_empty() {
-            let _: i64 = self.acker.xack(self.stream.as_str(), self.group.as_str(), ids).await.context("XACK")?;
-        }
-        Ok(())
-    }
-
-    pub async fn close(self) {
-        let _ = self.acker.quit().await;
-        // A BLOCK may still be running; QUIT would queue behind it.
-        tokio::spawn(async move {
-            let _ = self.reader.quit().await;
+    /// Reads, decodes and acknowledges until `target` messages were handled and acknowledged
+    /// (each passed to `handle` right after decoding) or `timeout` passes. Returns when the
+    /// last one was handled. The stream must hold no more than `target` entries for the
+    /// group: readers still blocked in XREADGROUP once all are acknowledged are cancelled.
+    pub async fn run<E, H>(&self, target: u64, timeout: Duration, handle: H) -> Result<Instant>
+    where
+        E: DeserializeOwned + 'static,
+        H: Fn(&E) + Send + Sync + 'static,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let drain = Arc::new(Drain {
+            stream: self.stream.clone(),
+            group: self.group.clone(),
+            count: self.count,
+            target,
+            handle,
+            handled: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            last: Mutex::new(None),
+            progress: Notify::new(),
+            payload: PhantomData,
         });
+        let mut tasks = JoinSet::new();
+        for (i, client) in self.readers.iter().enumerate() {
+            tasks.spawn(read_loop(client.clone(), format!("raw-{i}"), drain.clone()));
+        }
+        let outcome = loop {
+            if drain.acked.load(Ordering::Relaxed) >= target {
+                break Ok(());
+            }
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(e))) => break Err(e),
+                    Some(Err(e)) => break Err(anyhow!(e).context("raw reader task")),
+                    None => break Err(anyhow!("raw consumer: the readers stopped after {} of {target} messages",
+                        drain.acked.load(Ordering::Relaxed))),
+                },
+                _ = drain.progress.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => break Err(anyhow!(
+                    "raw consumer: only {} of {target} messages arrived within {timeout:?}",
+                    drain.handled.load(Ordering::Relaxed)
+                )),
+            }
+        };
+        tasks.abort_all();
+        outcome?;
+        let last = *drain.last.lock().unwrap_or_else(PoisonError::into_inner);
+        last.context("raw consumer: no message handled")
     }
+
+    /// Closes the connections (in the background: a reader may still be blocked in
+    /// XREADGROUP, and QUIT would queue behind it).
+    pub async fn close(self) {
+        for client in self.readers {
+            tokio::spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
+    }
+}
+
+/// One reader: XACK of the previous batch and XREADGROUP of the next, written together,
+/// until `target` messages were handled by all the readers.
+async fn read_loop<E, H>(client: Client, me: String, drain: Arc<Drain<E, H>>) -> Result<()>
+where
+    E: DeserializeOwned,
+    H: Fn(&E),
+{
+    let (stream, group) = (&*drain.stream, &*drain.group);
+    let mut ids: Vec<Str> = Vec::new();
+    while drain.handled.load(Ordering::Relaxed) < drain.target {
+        let to_ack = std::mem::replace(&mut ids, Vec::with_capacity(drain.count as usize));
+        let read = client.xreadgroup::<Value, _, _, _, _>(
+            group,
+            me.as_str(),
+            Some(drain.count),
+            Some(BLOCK_MS),
+            false,
+            stream,
+            ">",
+        );
+        // The XACK is polled first, so it is written ahead of the XREADGROUP.
+        let (acked, reply) = tokio::join!(ack(&client, stream, group, to_ack), read);
+        record_acked(&drain, acked?);
+        for_each_entry(reply.context("XREADGROUP")?, |id, data| {
+            let payload: E = serde_json::from_slice(data).context("decoding a payload")?;
+            (drain.handle)(std::hint::black_box(&payload));
+            ids.push(id);
+            Ok(())
+        })?;
+        if !ids.is_empty() {
+            drain.handled.fetch_add(ids.len() as u64, Ordering::Relaxed);
+            *drain.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        }
+    }
+    let acked = ack(&client, stream, group, ids).await?;
+    record_acked(&drain, acked);
+    Ok(())
+}
+
+fn record_acked<E, H>(drain: &Drain<E, H>, n: u64) {
+    if n > 0 {
+        drain.acked.fetch_add(n, Ordering::Relaxed);
+        drain.progress.notify_one();
+    }
+}
+
+/// XACKs `ids` (none: no command); how many were sent.
+async fn ack(client: &Client, stream: &str, group: &str, ids: Vec<Str>) -> Result<u64> {
+    let n = ids.len() as u64;
+    if n > 0 {
+        let _: i64 = client.xack(stream, group, ids).await.context("XACK")?;
+    }
+    Ok(n)
 }
 
 /// Calls `f(id, data)` for each entry of an XREADGROUP reply (RESP2 or RESP3 shape); nil

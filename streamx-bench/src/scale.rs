@@ -13,7 +13,6 @@
 //!   entry was handled and the PEL is empty. Compared with the same consumer draining the
 //!   same number of fresh entries in another group.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use bytes::Bytes;
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, StreamsInterface};
 use fred::types::streams::XCap;
-use fred::types::{ClusterHash, CustomCommand, Key, Value};
+use fred::types::{Key, Value};
 use serde::{Deserialize, Serialize};
 use streamx::{Consumer, HandlerError, Message, Runtime};
 use tokio::task::JoinHandle;
@@ -31,6 +30,7 @@ use tokio::task::JoinHandle;
 use crate::args::Settings;
 use crate::progress::{note, Progress};
 use crate::raw;
+use crate::redis_stats;
 use crate::streamx_side::start;
 use crate::workload::Keys;
 
@@ -471,72 +471,29 @@ fn entry_count(reply: Value) -> u64 {
     per_stream.into_iter().map(|entries| entries.into_array().len() as u64).sum()
 }
 
-/// One `INFO cpu commandstats` sample.
-struct Sample {
-    at: Instant,
-    /// used_cpu_user + used_cpu_sys, s.
-    cpu_secs: f64,
-    /// command → (calls, usec).
-    commands: HashMap<String, (u64, u64)>,
-}
-
-async fn sample(admin: &Client) -> Result<Sample> {
-    let info: String = admin
-        .custom(CustomCommand::new_static("INFO", ClusterHash::Random, false), vec!["cpu", "commandstats"])
-        .await
-        .context("INFO cpu commandstats")?;
-    let at = Instant::now();
-    let mut cpu_secs = 0.0;
-    let mut commands = HashMap::new();
-    for line in info.lines() {
-        let line = line.trim();
-        if let Some(v) = line.strip_prefix("used_cpu_user:").or_else(|| line.strip_prefix("used_cpu_sys:")) {
-            cpu_secs += v.parse::<f64>().with_context(|| format!("INFO line {line:?}"))?;
-        } else if let Some(rest) = line.strip_prefix("cmdstat_") {
-            let (name, stats) = rest.split_once(':').with_context(|| format!("INFO line {line:?}"))?;
-            let field = |key: &str| {
-                stats
-                    .split(',')
-                    .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .with_context(|| format!("no {key} in INFO line {line:?}"))
-            };
-            commands.insert(name.to_string(), (field("calls")?, field("usec")?));
-        }
-    }
-    Ok(Sample { at, cpu_secs, commands })
-}
-
 /// Samples, waits `window`, samples again: the load in between (INFO itself left out of the
 /// command figures).
 async fn measure(admin: &Client, window: Duration) -> Result<RedisLoad> {
-    let before = sample(admin).await?;
+    let before = redis_stats::sample(admin).await?;
     tokio::time::sleep(window).await;
-    let after = sample(admin).await?;
+    let after = redis_stats::sample(admin).await?;
     let secs = (after.at - before.at).as_secs_f64();
-    let mut commands: Vec<CommandLoad> = after
-        .commands
-        .iter()
-        .filter(|(name, _)| name.as_str() != "info")
-        .filter_map(|(name, &(calls, usec))| {
-            let (calls0, usec0) = before.commands.get(name).copied().unwrap_or((0, 0));
-            let (calls, usec) = (calls.saturating_sub(calls0), usec.saturating_sub(usec0));
-            (calls > 0).then(|| CommandLoad {
-                command: name.clone(),
-                calls_per_sec: calls as f64 / secs,
-                usec_per_sec: usec as f64 / secs,
-                usec_per_call: usec as f64 / calls as f64,
-            })
+    let commands: Vec<CommandLoad> = after
+        .commands_since(&before)
+        .into_iter()
+        .map(|d| CommandLoad {
+            calls_per_sec: d.calls as f64 / secs,
+            usec_per_sec: d.usec as f64 / secs,
+            usec_per_call: d.usec as f64 / d.calls as f64,
+            command: d.command,
         })
         .collect();
-    commands
-        .sort_by(|a, b| b.usec_per_sec.total_cmp(&a.usec_per_sec).then(b.calls_per_sec.total_cmp(&a.calls_per_sec)));
     // A fold from +0.0: an empty f64 sum is -0.0, printed as "-0.000".
     let usec = commands.iter().fold(0.0, |sum, c| sum + c.usec_per_sec);
     Ok(RedisLoad {
         secs,
         command_cpu_pct: usec / 1e6 * 100.0,
-        process_cpu_pct: (after.cpu_secs - before.cpu_secs).max(0.0) / secs * 100.0,
+        process_cpu_pct: after.cpu_secs_since(&before) / secs * 100.0,
         commands,
     })
 }

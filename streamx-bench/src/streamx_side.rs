@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use serde::de::DeserializeOwned;
 use streamx::{Consumer, Message, Producer, RunningRuntime, Runtime};
 
 use crate::workload::Event;
@@ -49,10 +50,20 @@ impl Tally {
     }
 }
 
-/// A consumer of `stream` in a fresh `group` running `work` per message after decoding it,
-/// counting into `tally`.
-pub fn consumer(stream: &str, group: &str, concurrency: usize, work: Work, tally: Arc<Tally>, target: u64) -> Consumer {
-    Consumer::new(stream.to_string(), group.to_string(), move |msg: Message<Event>| {
+/// A consumer of `stream` in a fresh `group` running `work` per message after decoding its
+/// payload as `T`, counting into `tally`.
+pub fn consumer<T>(
+    stream: &str,
+    group: &str,
+    concurrency: usize,
+    work: Work,
+    tally: Arc<Tally>,
+    target: u64,
+) -> Consumer
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    Consumer::new(stream.to_string(), group.to_string(), move |msg: Message<T>| {
         let tally = tally.clone();
         async move {
             std::hint::black_box(msg.payload());
@@ -90,12 +101,20 @@ pub struct Drain<'a> {
     pub timeout: Duration,
 }
 
-/// Runs `drain` with the streamx runtime, counting into `tally`; returns the time from the
-/// runtime's start to the last handled message.
+/// Runs `drain` with the streamx runtime (payloads decoded as [`Event`]), counting into
+/// `tally`; returns the time from the runtime's start to the last handled message.
 pub async fn consume(drain: &Drain<'_>, tally: Arc<Tally>) -> Result<Duration> {
+    consume_as::<Event>(drain, tally).await
+}
+
+/// [`consume`] with payloads decoded as `T`.
+pub async fn consume_as<T>(drain: &Drain<'_>, tally: Arc<Tally>) -> Result<Duration>
+where
+    T: DeserializeOwned + Send + 'static,
+{
     let Drain { url, stream, group, target, concurrency, work, timeout } = *drain;
     let started = Instant::now();
-    let running = start(url, consumer(stream, group, concurrency, work, tally.clone(), target)).await?;
+    let running = start(url, consumer::<T>(stream, group, concurrency, work, tally.clone(), target)).await?;
     let finished = wait_for(&tally, target, started + timeout).await;
     running.shutdown().await?;
     match finished {

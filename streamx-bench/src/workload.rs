@@ -34,6 +34,23 @@ pub fn events(first: u64, n: u64) -> Vec<Event> {
     (first..first + n).map(Event::new).collect()
 }
 
+/// A large message (the memory-large phase): a sequence number and a string of filler.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Blob {
+    pub seq: u64,
+    pub data: String,
+}
+
+/// The JSON of blob `seq`, `bytes` long (give or take the digits of `seq`).
+pub fn blob_json(seq: u64, bytes: usize) -> Vec<u8> {
+    let head = format!("{{\"seq\":{seq},\"data\":\"");
+    let mut json = Vec::with_capacity(bytes.max(head.len() + 2));
+    json.extend_from_slice(head.as_bytes());
+    json.resize(bytes.saturating_sub(2).max(head.len()), b'x');
+    json.extend_from_slice(b"\"}");
+    json
+}
+
 /// Size of a typical encoded event, for the report.
 pub fn typical_payload_bytes() -> usize {
     serde_json::to_vec(&Event { sent_ns: 1_234_567_890, ..Event::new(123_456) }).map_or(0, |v| v.len())
@@ -77,6 +94,12 @@ impl Keys {
         let mut n = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
         *n += 1;
         format!("{what}-{n}")
+    }
+
+    /// Glob patterns matching every key of this run, including the ones the streamx
+    /// engine derives from a stream name (`{stream}:retries:<group>` and the like).
+    pub fn patterns(&self) -> [String; 2] {
+        [format!("{}:*", self.prefix), format!("{{{}:*", self.prefix)]
     }
 
     /// Every key created so far.
