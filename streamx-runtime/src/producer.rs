@@ -1,5 +1,6 @@
 //! Publishing: [`Producer`] and [`PublishOptions`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -7,6 +8,7 @@ use fred::clients::Client;
 use fred::interfaces::{ClientLike, StreamsInterface};
 use fred::types::streams::XCap;
 use fred::types::{ClusterHash, CustomCommand, Value};
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::connection::{read_off_runtime, with_env_off_runtime, ClientRole, HealingClient, RedisUrl};
@@ -16,7 +18,11 @@ use crate::message::{Headers, MessageId};
 use crate::wire::{entry_fields, value_bytes};
 
 /// How many XADDs one round trip of [`Producer::publish_batch`] carries.
-const BATCH_CHUNK: usize = 1000;
+const BATCH_CHUNK: usize = 500;
+
+/// How many round trips of a batch are in flight at once on the connection (measured on a
+/// 2-core VM: 8 × 500 in flight publishes about twice as fast as one 1,000 at a time).
+const CHUNKS_IN_FLIGHT: usize = 8;
 
 /// Options of a publish: headers, trimming, NOMKSTREAM.
 ///
@@ -162,8 +168,9 @@ impl Producer {
         Ok(id)
     }
 
-    /// Publishes every payload, in order, in pipelined round trips of up to 1000 XADDs (not
-    /// one round trip per message). Returns the ids in the same order.
+    /// Publishes every payload, in order, in pipelined round trips of up to 500 XADDs, up to
+    /// 8 of them in flight at once (not one round trip per message). Returns the ids in the
+    /// same order.
     ///
     /// Every payload is encoded before anything is sent: a payload that cannot be encoded
     /// fails the batch with [`Error::Encode`] and nothing is written.
@@ -173,10 +180,11 @@ impl Producer {
     /// that are in the stream. They are usually a prefix (the round trips before the one
     /// that failed), but within a round trip each XADD succeeds or fails on its own (e.g.
     /// `OOM`), so a failed round trip can have written some of its positions and not others.
-    /// After a lost connection or a timeout the round trip in flight is not listed and its
-    /// fate is unknown, as with [`publish`](Self::publish). The batch stops at the first
-    /// round trip with a failure; later payloads are not sent. A batch that wrote nothing
-    /// fails with the error itself, for which `written()` is empty.
+    /// After a lost connection or a timeout the round trips in flight are not listed and their
+    /// fate is unknown, as with [`publish`](Self::publish). After the first round trip with a
+    /// failure no further round trip starts (later payloads are not sent); the ones already
+    /// in flight finish, and what they wrote is listed too. A batch that wrote nothing fails
+    /// with the error itself, for which `written()` is empty.
     ///
     /// Retrying only what was not written:
     ///
@@ -217,6 +225,10 @@ impl Producer {
         let encoded = payloads.iter().map(|payload| encode(stream, payload)).collect::<Result<Vec<_>>>()?;
         let client = self.client.get();
         let mut written: Vec<(usize, MessageId)> = Vec::with_capacity(encoded.len());
+        if options.durable.is_none() {
+            return self.publish_chunks_in_flight(&client, stream, &encoded, &cap, options, written).await;
+        }
+        // Durable: each round trip is followed by its WAIT, one at a time.
         for (n, chunk) in encoded.chunks(BATCH_CHUNK).enumerate() {
             let (ids, failure) = self.send_chunk(&client, stream, chunk, &cap, options).await;
             written.extend(ids.into_iter().map(|(at, id)| (n * BATCH_CHUNK + at, id)));
@@ -229,6 +241,46 @@ impl Producer {
             }
         }
         Ok(written.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// A batch as round trips of [`BATCH_CHUNK`] XADDs, [`CHUNKS_IN_FLIGHT`] at once. The
+    /// round trips are started in order (`buffered` polls each new one after the ones before
+    /// it, and a round trip queues its XADDs when first polled), so the entries land in the
+    /// stream in the batch's order. Once one has failed, no further round trip starts.
+    async fn publish_chunks_in_flight(
+        &self,
+        client: &Client,
+        stream: &str,
+        encoded: &[Bytes],
+        cap: &XCap,
+        options: &PublishOptions,
+        mut written: Vec<(usize, MessageId)>,
+    ) -> Result<Vec<MessageId>> {
+        let failed = AtomicBool::new(false);
+        let mut rounds = futures_util::stream::iter(encoded.chunks(BATCH_CHUNK).enumerate())
+            .map(|(n, chunk)| {
+                let failed = &failed;
+                async move {
+                    if failed.load(Ordering::Acquire) {
+                        return (n, Vec::new(), None);
+                    }
+                    let (ids, failure) = self.send_chunk(client, stream, chunk, cap, options).await;
+                    (n, ids, failure)
+                }
+            })
+            .buffered(CHUNKS_IN_FLIGHT);
+        let mut first_failure = None;
+        while let Some((n, ids, failure)) = rounds.next().await {
+            written.extend(ids.into_iter().map(|(at, id)| (n * BATCH_CHUNK + at, id)));
+            if let Some(e) = failure {
+                failed.store(true, Ordering::Release);
+                first_failure.get_or_insert(e);
+            }
+        }
+        match first_failure {
+            Some(source) => Err(Error::partial_publish(stream, written, source)),
+            None => Ok(written.into_iter().map(|(_, id)| id).collect()),
+        }
     }
 
     /// One round trip of XADDs: the entries it added, as `(position in the chunk, id)`, and

@@ -10,6 +10,7 @@ use super::shared::{AckReceiver, Shared};
 use super::stats::ConsumerStats;
 use crate::message::MessageId;
 use crate::retry_delay::RetryDelay;
+use fred::bytes_utils::Str;
 use fred::interfaces::{SetsInterface, StreamsInterface};
 
 /// The most ids sent in one XACK.
@@ -30,7 +31,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: AckReceiver) {
 /// failures with backoff; once the loop is stopping, a few more attempts, after which the
 /// entries stay pending and are handed back by the drain (redelivered: at-least-once).
 async fn send(shared: &Shared, ids: &[MessageId]) {
-    let strs: Vec<String> = ids.iter().map(MessageId::to_string).collect();
+    // Reference-counted strings: each retry re-sends them without copying.
+    let strs: Vec<Str> = ids.iter().map(|id| Str::from(id.to_string())).collect();
     let marked: Vec<String> = shared.taken_over_among(ids).iter().map(MessageId::to_string).collect();
     let mut delay = RetryDelay::new();
     let mut last_attempts = 0;
