@@ -56,7 +56,7 @@ async fn a_batch_that_fails_after_its_first_chunk_reports_the_written_ids() {
     let server = start_server();
     let stream = unique_name("partial");
     let producer = Producer::connect(&server.url()).await.unwrap();
-    // No replicas: the first chunk of 1,000 is written, then WAIT confirms it on none.
+    // No replicas: the first chunk of 500 is written, then WAIT confirms it on none.
     let options = PublishOptions::new().durable(1, Duration::from_millis(20));
 
     let err = producer.publish_batch_with(&stream, &items(1_500, None), &options).await.unwrap_err();
@@ -65,12 +65,12 @@ async fn a_batch_that_fails_after_its_first_chunk_reports_the_written_ids() {
     assert!(matches!(**source, Error::NotReplicated { wanted: 1, acked: 0, .. }), "stopped by WAIT: {source:?}");
     assert_eq!(err.written(), &written[..]);
     let positions: Vec<usize> = written.iter().map(|(at, _)| *at).collect();
-    assert_eq!(positions, (0..1_000).collect::<Vec<_>>(), "the first chunk, by position");
+    assert_eq!(positions, (0..500).collect::<Vec<_>>(), "the first chunk, by position");
     let ids: Vec<MessageId> = written.iter().map(|(_, id)| *id).collect();
     assert_eq!(stored_ids(&server.url(), &stream).await, ids, "the stream holds exactly the ids reported as written");
 
     // Retrying the rest completes the batch without duplicates.
-    let rest = &items(1_500, None)[1_000..];
+    let rest = &items(1_500, None)[500..];
     let more = producer.publish_batch(&stream, rest).await.unwrap();
     let all: Vec<MessageId> = ids.into_iter().chain(more).collect();
     let stored = stored_ids(&server.url(), &stream).await;
@@ -97,4 +97,24 @@ async fn a_batch_that_writes_nothing_fails_with_the_error_itself() {
     let err = err.unwrap_err();
     assert!(matches!(err, Error::Decode { .. }), "NOMKSTREAM on a missing stream: {err:?}");
     assert!(err.written().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_lands_in_order_with_round_trips_in_flight() {
+    let server = start_server();
+    let stream = unique_name("order");
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    // 20 round trips of 500, 8 in flight at once: the stream still holds the batch's order,
+    // and the returned ids are the stored ones, in the same order.
+    let ids = producer.publish_batch(&stream, &(0..10_000u64).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(stored_ids(&server.url(), &stream).await, ids);
+    let values: Vec<u64> = History::connect(&server.url())
+        .await
+        .unwrap()
+        .read::<u64>(&stream, ..)
+        .map_ok(|m| m.into_payload())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(values, (0..10_000).collect::<Vec<_>>());
 }
