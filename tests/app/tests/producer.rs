@@ -107,7 +107,8 @@ async fn a_large_batch_lands_in_order_with_round_trips_in_flight() {
     // 20 round trips of 500, 8 in flight at once: the stream still holds the batch's order,
     // and the returned ids are the stored ones, in the same order.
     let ids = producer.publish_batch(&stream, &(0..10_000u64).collect::<Vec<_>>()).await.unwrap();
-    assert_eq!(stored_ids(&server.url(), &stream).await, ids);
+    let stored = stored_ids(&server.url(), &stream).await;
+    assert_eq!(stored, ids);
     let values: Vec<u64> = History::connect(&server.url())
         .await
         .unwrap()
