@@ -23,8 +23,10 @@ use crate::keys::slot;
 use crate::retry_delay::RetryDelay;
 use crate::wire::{parse_read_reply, RawEntry};
 
-/// Reads kept in flight ahead of the one being dispatched while the backlog is deep.
-const READS_AHEAD: usize = 2;
+/// Reads kept in flight ahead of the one being dispatched while the backlog is deep. (Two
+/// measured faster, but made the chaos test leave a consumer's fetched entries unstarted
+/// with seed 1795989409312320774; not understood yet, so one.)
+const READS_AHEAD: usize = 1;
 
 /// A read in flight: its entries are tracked (held) and charged to the byte budget as soon
 /// as its reply arrives.
@@ -40,11 +42,10 @@ struct Read {
 /// Reads and dispatches until `shutdown`. Redis errors are logged and retried with backoff
 /// (100 ms doubling to 5 s); a vanished group is recreated.
 ///
-/// When a read returns a full batch there is probably more: the next reads (without BLOCK,
-/// [`READS_AHEAD`] of them, pipelined on the reader's connection) are sent at once and run
-/// while the batch is dispatched, so Redis round trips overlap handler work and Redis never
-/// waits for this process. At most `concurrency` handlers run and at most three batches
-/// wait, whatever the backlog; the byte budget sizes every read.
+/// When a read returns a full batch there is probably more: the next read (without BLOCK,
+/// on the reader's connection) is sent at once and runs while the batch is dispatched, so
+/// Redis round trips overlap handler work. At most `concurrency` handlers run and at most
+/// two batches wait, whatever the backlog; the byte budget sizes every read.
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()> {
     let options = &shared.consumer.options;
     let role = ClientRole::Reader { block: options.block };
