@@ -1,5 +1,7 @@
 //! Publishing: [`Producer`] and [`PublishOptions`].
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -8,6 +10,7 @@ use fred::clients::Client;
 use fred::interfaces::{ClientLike, StreamsInterface};
 use fred::types::streams::XCap;
 use fred::types::{ClusterHash, CustomCommand, Value};
+use futures_util::future::{join_all, maybe_done};
 use futures_util::StreamExt;
 use serde::Serialize;
 
@@ -283,15 +286,16 @@ impl Producer {
         }
     }
 
-    /// One round trip of XADDs as a fred pipeline: the entries it added, as `(position in
-    /// the chunk, id)`, and its first failure.
+    /// One round trip of XADDs: the entries it added, as `(position in the chunk, id)`, and
+    /// its first failure.
     ///
-    /// The whole pipeline is handed to the connection the first time this is polled (one
-    /// command of fred's router), so round trips started one after the other land one after
-    /// the other, each in its own order. fred flushes the socket after every command of a
-    /// lone pipeline (one `writev` per XADD, one TCP segment each with `TCP_NODELAY`), but
-    /// with other round trips queued behind it, it writes them out together: that is why a
-    /// batch keeps several in flight.
+    /// The XADDs are sent as concurrent commands of this task rather than as a fred
+    /// `Pipeline`: fred flushes the socket after every command of a pipeline (one `writev`
+    /// per XADD, one TCP segment each with `TCP_NODELAY`), while commands queued together are
+    /// written out together, a few hundred per `writev`. They are all queued, in order,
+    /// before this returns to its caller for the first time, so the entries land in the
+    /// stream in the order of `chunk`, and round trips started one after the other land one
+    /// after the other.
     async fn send_chunk(
         &self,
         client: &Client,
@@ -300,16 +304,36 @@ impl Producer {
         cap: &XCap,
         options: &PublishOptions,
     ) -> (Vec<(usize, MessageId)>, Option<Error>) {
-        let pipeline = client.pipeline();
-        for data in chunk {
-            let queued: Result<(), _> = pipeline
-                .xadd(stream, options.no_mkstream, cap.clone(), "*", entry_fields(data.clone(), &options.headers))
-                .await;
-            if let Err(e) = queued {
-                return (Vec::new(), Some(Error::redis("XADD", stream, e)));
-            }
+        let mut xadds: Vec<_> = chunk
+            .iter()
+            .map(|data| {
+                maybe_done(Box::pin(client.xadd::<Value, _, _, _, _>(
+                    stream,
+                    options.no_mkstream,
+                    cap.clone(),
+                    "*",
+                    entry_fields(data.clone(), &options.headers),
+                )))
+            })
+            .collect();
+        // Queue every XADD now, in order, before anything else can run: a fred command is
+        // handed to the connection when its future is first polled, and a join polls in
+        // order only until its task's cooperative budget runs out, after which other round
+        // trips in flight could queue theirs in between. (A no-op waker is fine here: the
+        // join below polls each again with the task's waker.)
+        let mut queue_now = std::task::Context::from_waker(std::task::Waker::noop());
+        for xadd in &mut xadds {
+            let _ = Pin::new(xadd).poll(&mut queue_now);
         }
-        let replies: Vec<Result<Value, fred::error::Error>> = pipeline.try_all().await;
+        join_all(xadds.iter_mut()).await;
+        let replies: Vec<Result<Value, fred::error::Error>> = xadds
+            .iter_mut()
+            .map(|xadd| {
+                Pin::new(xadd).take_output().unwrap_or_else(|| {
+                    Err(fred::error::Error::new(fred::error::ErrorKind::Unknown, "XADD reply missing"))
+                })
+            })
+            .collect();
         if let Some(Err(e)) = replies.iter().find(|reply| reply.is_err()) {
             self.client.heal(client, e).await;
         }
