@@ -38,6 +38,11 @@ async fn stored_ids(url: &str, stream: &str) -> Vec<MessageId> {
     history.read::<u64>(stream, ..).map_ok(|m| m.id()).try_collect().await.unwrap()
 }
 
+async fn stored_values(url: &str, stream: &str) -> Vec<u64> {
+    let history = History::connect(url).await.unwrap();
+    history.read::<u64>(stream, ..).map_ok(|m| m.into_payload()).try_collect().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unencodable_payload_fails_the_batch_before_anything_is_written() {
     let server = start_server();
@@ -75,14 +80,7 @@ async fn a_batch_that_fails_after_its_first_chunk_reports_the_written_ids() {
     let all: Vec<MessageId> = ids.into_iter().chain(more).collect();
     let stored = stored_ids(&server.url(), &stream).await;
     assert_eq!(stored, all);
-    let values: Vec<u64> = History::connect(&server.url())
-        .await
-        .unwrap()
-        .read::<u64>(&stream, ..)
-        .map_ok(|m| m.into_payload())
-        .try_collect()
-        .await
-        .unwrap();
+    let values = stored_values(&server.url(), &stream).await;
     assert_eq!(values, (0..1_500).collect::<Vec<_>>(), "each payload once, in order");
 }
 
@@ -109,13 +107,6 @@ async fn a_large_batch_lands_in_order_with_round_trips_in_flight() {
     let ids = producer.publish_batch(&stream, &(0..10_000u64).collect::<Vec<_>>()).await.unwrap();
     let stored = stored_ids(&server.url(), &stream).await;
     assert_eq!(stored, ids);
-    let values: Vec<u64> = History::connect(&server.url())
-        .await
-        .unwrap()
-        .read::<u64>(&stream, ..)
-        .map_ok(|m| m.into_payload())
-        .try_collect()
-        .await
-        .unwrap();
+    let values = stored_values(&server.url(), &stream).await;
     assert_eq!(values, (0..10_000).collect::<Vec<_>>());
 }

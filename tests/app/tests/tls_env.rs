@@ -12,11 +12,11 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{wait_until, Job};
+use common::{start_runtime, wait_until, Job};
 use futures_util::TryStreamExt;
 use streamx::testing::RedisServer;
 use streamx::{
-    Consumer, DeadLetters, Error, HandlerError, History, Inspector, Message, MessageId, Producer, RedisUrl, Runtime,
+    Consumer, DeadLetters, Error, HandlerError, History, Inspector, Message, MessageId, Producer, RedisUrl,
     REDIS_TLS_CA_ENV,
 };
 
@@ -62,16 +62,7 @@ async fn every_entry_point_takes_the_ca_from_the_environment() {
             Ok(())
         }
     });
-    let runtime = Runtime::builder()
-        .redis_url(&url)
-        .registered_consumers(false)
-        .consumer(consumer)
-        .connect_timeout(Duration::ZERO)
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let runtime = start_runtime(url.clone(), vec![consumer]).await;
     let dlq = DeadLetters::connect(&url, "{orders}:dlq").await.unwrap();
     wait_until(Duration::from_secs(20), "20 handled and 1 dead-lettered over TLS", || async {
         seen.lock().unwrap().len() >= 20 && dlq.count().await.unwrap_or(0) >= 1
