@@ -19,7 +19,8 @@ pub struct ConsumerOptions {
     pub consumer_name: Option<&'static str>,
     /// At most this many handler invocations run at once. Default 1.
     pub concurrency: usize,
-    /// Entries fetched per XREADGROUP (at most; the byte budget may fetch fewer). Default 512.
+    /// Entries fetched per XREADGROUP (at most; the byte budget may fetch fewer). Default:
+    /// `8 × concurrency`, at least 128 and at most 512.
     pub batch_size: Option<usize>,
     /// How long one XREADGROUP waits for new entries. Default 2 s.
     pub block: Duration,
@@ -54,7 +55,7 @@ impl ConsumerOptions {
 
     /// The batch size in effect.
     pub fn effective_batch_size(&self) -> usize {
-        self.batch_size.unwrap_or(512)
+        self.batch_size.unwrap_or_else(|| self.concurrency.saturating_mul(8).clamp(128, 512))
     }
 }
 

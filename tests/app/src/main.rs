@@ -87,7 +87,6 @@ async fn perform(consumer: &str, msg: Message<Job>) -> Result<(), HandlerError> 
     group = "workers",
     name = "jobs",
     concurrency = 16,
-    batch_size = 128,
     claim_idle = "1s",
     max_retries = 2,
     backoff(initial = "200ms", multiplier = 2.0, max = "1s")
