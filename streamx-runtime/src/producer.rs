@@ -227,37 +227,24 @@ impl Producer {
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let encoded = payloads.iter().map(|payload| encode(stream, payload)).collect::<Result<Vec<_>>>()?;
         let client = self.client.get();
-        let mut written: Vec<(usize, MessageId)> = Vec::with_capacity(encoded.len());
-        if options.durable.is_none() {
-            return self.publish_chunks_in_flight(&client, stream, &encoded, &cap, options, written).await;
-        }
-        // Durable: each round trip is followed by its WAIT, one at a time.
-        for (n, chunk) in encoded.chunks(BATCH_CHUNK).enumerate() {
-            let (ids, failure) = self.send_chunk(&client, stream, chunk, &cap, options).await;
-            written.extend(ids.into_iter().map(|(at, id)| (n * BATCH_CHUNK + at, id)));
-            let outcome = match failure {
-                Some(e) => Err(e),
-                None => self.wait_for_replicas(&client, stream, options).await,
-            };
-            if let Err(source) = outcome {
-                return Err(Error::partial_publish(stream, written, source));
-            }
-        }
-        Ok(written.into_iter().map(|(_, id)| id).collect())
+        // A durable batch has one round trip in flight, each followed by its WAIT.
+        let in_flight = if options.durable.is_some() { 1 } else { CHUNKS_IN_FLIGHT };
+        self.publish_chunks(&client, stream, &encoded, &cap, options, in_flight).await
     }
 
-    /// A batch as round trips of [`BATCH_CHUNK`] XADDs, [`CHUNKS_IN_FLIGHT`] at once. The
-    /// round trips are started in order (`buffered` polls each new one after the ones before
-    /// it, and a round trip queues its XADDs when first polled), so the entries land in the
-    /// stream in the batch's order. Once one has failed, no further round trip starts.
-    async fn publish_chunks_in_flight(
+    /// A batch as round trips of [`BATCH_CHUNK`] XADDs, `in_flight` at once (a durable round
+    /// trip ends with its WAIT). The round trips are started in order (`buffered` polls each
+    /// new one after the ones before it, and a round trip queues its XADDs when first
+    /// polled), so the entries land in the stream in the batch's order. Once one has failed,
+    /// no further round trip starts.
+    async fn publish_chunks(
         &self,
         client: &Client,
         stream: &str,
         encoded: &[Bytes],
         cap: &XCap,
         options: &PublishOptions,
-        mut written: Vec<(usize, MessageId)>,
+        in_flight: usize,
     ) -> Result<Vec<MessageId>> {
         let failed = AtomicBool::new(false);
         let mut rounds = futures_util::stream::iter(encoded.chunks(BATCH_CHUNK).enumerate())
@@ -268,10 +255,15 @@ impl Producer {
                         return (n, Vec::new(), None);
                     }
                     let (ids, failure) = self.send_chunk(client, stream, chunk, cap, options).await;
+                    let failure = match failure {
+                        Some(e) => Some(e),
+                        None => self.wait_for_replicas(client, stream, options).await.err(),
+                    };
                     (n, ids, failure)
                 }
             })
-            .buffered(CHUNKS_IN_FLIGHT);
+            .buffered(in_flight);
+        let mut written: Vec<(usize, MessageId)> = Vec::with_capacity(encoded.len());
         let mut first_failure = None;
         while let Some((n, ids, failure)) = rounds.next().await {
             written.extend(ids.into_iter().map(|(at, id)| (n * BATCH_CHUNK + at, id)));

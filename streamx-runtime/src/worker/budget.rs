@@ -55,14 +55,12 @@ impl ByteBudget {
     pub fn room_for(&self, batch: usize) -> Option<usize> {
         let used = self.used();
         let average = self.average.load(Ordering::Relaxed);
+        let batch = batch.max(1);
         if average == 0 {
-            return (used == 0 || used < self.limit).then_some(batch.clamp(1, FIRST_FETCH));
-        }
-        if used == 0 {
-            return Some((self.limit / average).clamp(1, batch.max(1)));
+            return (used < self.limit).then_some(batch.min(FIRST_FETCH));
         }
         let room = self.limit.saturating_sub(used);
-        (room >= average).then(|| (room / average).clamp(1, batch.max(1)))
+        (used == 0 || room >= average).then(|| (room / average).clamp(1, batch))
     }
 
     /// [`room_for`](Self::room_for), waiting for handlers to release bytes while there is no

@@ -1,7 +1,6 @@
 //! The reader: one blocking `XREADGROUP ... >` at a time on a connection of its own, and
 //! dispatch of what it reads to handler tasks, never more than `concurrency` at once.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +22,6 @@ use crate::keys::slot;
 use crate::retry_delay::RetryDelay;
 use crate::wire::{parse_read_reply, RawEntry};
 
-/// Reads kept in flight ahead of the one being dispatched while the backlog is deep. (Two
-/// measured faster, but made the chaos test leave a consumer's fetched entries unstarted
-/// with seed 1795989409312320774; not understood yet, so one.)
-const READS_AHEAD: usize = 1;
-
 /// A read in flight: its entries are tracked (held) and charged to the byte budget as soon
 /// as its reply arrives.
 type PendingRead = JoinHandle<Read>;
@@ -45,7 +39,9 @@ struct Read {
 /// When a read returns a full batch there is probably more: the next read (without BLOCK,
 /// on the reader's connection) is sent at once and runs while the batch is dispatched, so
 /// Redis round trips overlap handler work. At most `concurrency` handlers run and at most
-/// two batches wait, whatever the backlog; the byte budget sizes every read.
+/// two batches wait, whatever the backlog; the byte budget sizes every read. (Two reads
+/// ahead measured faster, but with more entries held per consumer a taker that dies leaves
+/// more crash suspects, run one at a time: see BENCHMARKS.md, issue 13.)
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()> {
     let options = &shared.consumer.options;
     let role = ClientRole::Reader { block: options.block };
@@ -59,10 +55,10 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
     let batch = options.effective_batch_size();
     let block_ms = options.block.as_millis().max(1) as u64;
     let mut backoff = RetryDelay::new();
-    let mut ahead: VecDeque<PendingRead> = VecDeque::with_capacity(READS_AHEAD);
+    let mut ahead: Option<PendingRead> = None;
 
     while !shutdown.is_cancelled() {
-        let mut read = match ahead.pop_front() {
+        let mut read = match ahead.take() {
             Some(read) => read,
             None => {
                 let Some(count) = shared.budget.wait_room_for(batch, &shutdown).await else { break };
@@ -85,16 +81,8 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
             Ok((entries, charge)) => {
                 backoff.reset();
                 if entries.len() >= count {
-                    // A full batch: probably more waiting. Keep reads ahead in flight (pipelined
-                    // on the reader's connection, so Redis never waits for this process) while
-                    // the budget has room.
-                    // Where the budget limits a read, the room is shared among the reads
-                    // ahead (none of them is charged before its reply arrives).
-                    while ahead.len() < READS_AHEAD {
-                        let Some(room) = shared.budget.room_for(batch) else { break };
-                        let count = if room < batch { (room / READS_AHEAD).max(1) } else { room };
-                        ahead.push_back(spawn_read(&shared, reader.get(), count, None));
-                    }
+                    // A full batch: probably more waiting. Read ahead if the budget has room.
+                    ahead = shared.budget.room_for(batch).map(|count| spawn_read(&shared, reader.get(), count, None));
                 }
                 if !entries.is_empty()
                     && !dispatch::start_queued(&shared, entries.into_iter().map(|e| (e, 1)), charge).await
@@ -117,7 +105,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
             }
         }
     }
-    for read in ahead {
+    if let Some(read) = ahead.take() {
         stop_read(&shared, &reader, read).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), reader.quit()).await;
