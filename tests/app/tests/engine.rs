@@ -360,6 +360,105 @@ async fn shutdown_wakes_the_reader_after_a_reconnect(topology: Topology) {
     assert!(took < Duration::from_secs(5), "shutdown took {took:?} with a 30 s BLOCK");
 }
 
+/// Issue 13: only the entries a taker *started* become crash suspects if it dies. A consumer
+/// of concurrency 2 takes over 40 entries of a dead one in one claim; its two handlers hang.
+/// Exactly the two it started are marked: the 38 it holds unstarted would not have crashed
+/// it, and marking them made a dead taker's whole claim run one entry at a time.
+async fn a_taker_marks_only_the_entries_it_starts(topology: Topology) {
+    let server = TestRedis::start(topology);
+    let url = server.url();
+    let stream = unique_name("marks");
+    let producer = Producer::connect(&url).await.unwrap();
+    producer.publish_batch(&stream, &(0..40).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]);
+    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "40", "STREAMS", &stream, ">"]);
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let runs: Runs = Arc::default();
+    let open = gate.clone();
+    let taker = recording(&stream, &runs, move |_| {
+        let gate = open.clone();
+        async move {
+            gate.acquire().await.unwrap().forget();
+            Ok(())
+        }
+    })
+    .name_as("taker")
+    .concurrency(2)
+    .claim_idle(Duration::from_millis(300));
+    let runtime = start_runtime(&url, vec![taker]).await;
+    let marks = streamx::keys::takeover_marks(&stream, "g");
+    wait_until(Duration::from_secs(20), "two handlers started", || async { runs.lock().unwrap().len() >= 2 }).await;
+    let inspector = Inspector::connect(&url).await.unwrap();
+    let held = inspector.pending(&stream, "g", None).await.unwrap();
+    assert_eq!(held.len(), 40);
+    assert!(held.iter().all(|p| p.consumer != "dead"), "the taker claimed all 40 entries at once");
+    let members = server.cli(&["SMEMBERS", &marks]);
+    let (claimed, started): (Vec<&str>, Vec<&str>) = members.lines().partition(|m| m.starts_with("c:"));
+    assert_eq!(started.len(), 2, "only the two started entries are suspects: {started:?}");
+    assert_eq!(claimed.len(), 40, "all 40 are marked as claimed, not started");
+    gate.add_permits(40);
+    wait_until(Duration::from_secs(20), "all 40 handled", || async {
+        runs.lock().unwrap().len() >= 40 && pending(&url, &stream).await == 0
+    })
+    .await;
+    wait_until(Duration::from_secs(5), "the marks cleared", || async { server.cli(&["SCARD", &marks]).trim() == "0" })
+        .await;
+    runtime.shutdown().await.unwrap();
+    assert_eq!(runs.lock().unwrap().len(), 40, "each entry ran once");
+}
+
+/// Issue 13: a taker dies (its tokio runtime is dropped: no drain, no more heartbeats) while it
+/// runs 2 of the 40 entries it took over and holds 38 unstarted. The next consumer runs the 2
+/// alone as crash suspects, their third delivery; the 38 never ran on the dead taker, so they
+/// keep their count (second delivery) and are not suspects.
+async fn a_dead_takers_unstarted_entries_keep_their_count(topology: Topology) {
+    let server = TestRedis::start(topology);
+    let url = server.url();
+    let stream = unique_name("counts");
+    let producer = Producer::connect(&url).await.unwrap();
+    producer.publish_batch(&stream, &(0..40).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]);
+    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "40", "STREAMS", &stream, ">"]);
+    let hung: Runs = Arc::default();
+    let taker = recording(&stream, &hung, |_| std::future::pending())
+        .name_as("taker")
+        .concurrency(2)
+        .claim_idle(Duration::from_millis(300));
+    let (kill, killed) = std::sync::mpsc::channel::<()>();
+    let taker_url = url.clone();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let running = rt.block_on(start_runtime(taker_url, vec![taker]));
+        killed.recv().unwrap();
+        std::mem::forget(running);
+        rt.shutdown_background();
+    });
+    wait_until(Duration::from_secs(20), "the taker started two", || async { hung.lock().unwrap().len() >= 2 }).await;
+    kill.send(()).unwrap();
+    thread.join().unwrap();
+    let started: HashSet<MessageId> = hung.lock().unwrap().iter().map(|(id, _)| *id).collect();
+    assert_eq!(started.len(), 2);
+
+    let runs: Runs = Arc::default();
+    let next = recording(&stream, &runs, |_| async { Ok(()) })
+        .name_as("next")
+        .concurrency(4)
+        .claim_idle(Duration::from_millis(300));
+    let runtime = start_runtime(&url, vec![next]).await;
+    wait_until(Duration::from_secs(30), "all 40 handled", || async {
+        runs.lock().unwrap().len() >= 40 && pending(&url, &stream).await == 0
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 40, "each entry ran once on the next consumer");
+    for (id, attempt) in &runs {
+        let expected = if started.contains(id) { 3 } else { 2 };
+        assert_eq!(*attempt, expected, "{id}: started on the dead taker: {}", started.contains(id));
+    }
+    assert_eq!(DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap().count().await.unwrap(), 0);
+}
+
 /// Finding 11: one job crashes its worker (abort) among 200; the worker is restarted after
 /// each crash. The crasher is dead-lettered after at most max_retries + 1 = 3 crashes, and
 /// every other job is handled; none is dead-lettered.
@@ -481,6 +580,8 @@ async fn idle_consumers_cost_does_not_grow_with_the_pending_list() {
 }
 
 on_both_topologies!(
+    a_taker_marks_only_the_entries_it_starts,
+    a_dead_takers_unstarted_entries_keep_their_count,
     a_dead_consumers_entries_run_once_across_two_consumers,
     a_dead_letter_that_cannot_be_written_stays_pending,
     an_entry_with_thousands_of_fields_is_dead_lettered_whole,
