@@ -10,11 +10,11 @@ use crate::handler::{erase, ErasedHandler, HandlerArg, HandlerReturn};
 use crate::location::SourceLocation;
 use crate::policy::{Name, RetryPolicy, StartFrom};
 
-/// Everything about a consumer besides its stream, group and handler. Every field has a
-/// default; see the README's attribute reference.
 /// Entries per read when `batch_size` is not set.
 const DEFAULT_BATCH_SIZE: usize = 512;
 
+/// Everything about a consumer besides its stream, group and handler. Every field has a
+/// default; see the README's attribute reference.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumerOptions {
     /// The consumer name inside the group. Default: `<hostname>-<pid>-<n>`, unique per

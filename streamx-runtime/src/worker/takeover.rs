@@ -266,35 +266,52 @@ fn spawn_claim(shared: &Arc<Shared>, limit: usize, suspect_ok: bool, own: Vec<Me
     })
 }
 
-/// Starts taken-over entries in order as permits free up. Each run of free permits is marked
-/// (one SADD to the take-over marks, retried while Redis fails) before any entry of it
-/// starts: if this consumer dies, exactly the entries it may have been running are suspects.
-/// False if the loop stopped first (the rest stay tracked and are handed back by the drain).
+/// Taken-over entries are marked in chunks of `concurrency`, and at least this many.
+const MARK_CHUNK: usize = 32;
+
+/// Starts taken-over entries in order as permits free up, each chunk of them only once its
+/// ids are marked (one SADD, retried while Redis fails). The next chunk is marked while this
+/// one starts, so marking costs no round trip per chunk; if this consumer dies, the suspects
+/// are the entries it was running and at most two chunks it was about to start, never the
+/// rest of its claim. False if the loop stopped first (the rest stay tracked and are handed
+/// back by the drain).
 async fn start_marked(
     shared: &Arc<Shared>,
     entries: impl IntoIterator<Item = (RawEntry, u32)>,
     mut charge: Charge,
 ) -> bool {
-    let mut queue = entries.into_iter().peekable();
-    while queue.peek().is_some() {
-        let Some(mut permits) = dispatch::take_permits(shared).await else { return false };
-        let run: Vec<(RawEntry, u32)> = queue.by_ref().take(permits.num_permits()).collect();
-        if !mark(shared, run.iter().map(|(entry, _)| entry.id)).await {
+    let size = shared.consumer.options.concurrency.max(MARK_CHUNK);
+    let mut entries = entries.into_iter().peekable();
+    let mut chunks = std::iter::from_fn(move || {
+        entries.peek()?;
+        Some(entries.by_ref().take(size).collect::<Vec<(RawEntry, u32)>>())
+    })
+    .peekable();
+    let mut marking = chunks.peek().map(|first| spawn_mark(shared, first));
+    while let Some(chunk) = chunks.next() {
+        let Some(marked) = marking.take() else { return false };
+        if !matches!(marked.await, Ok(true)) {
             return false;
         }
-        // `run` has no more entries than `permits` has permits; what is left over drops here.
-        for ((entry, attempt), permit) in run.into_iter().zip(std::iter::from_fn(|| permits.split(1))) {
-            let part = charge.split_for(&entry);
-            dispatch::start(shared, entry, attempt, permit, part);
+        marking = chunks.peek().map(|next| spawn_mark(shared, next));
+        let part = charge.split_for_all(chunk.iter().map(|(entry, _)| entry));
+        if !dispatch::start_queued(shared, chunk, part).await {
+            return false;
         }
     }
     true
 }
 
+/// Marks the entries of `chunk` on a task of the loop (see [`mark`]).
+fn spawn_mark(shared: &Arc<Shared>, chunk: &[(RawEntry, u32)]) -> tokio::task::JoinHandle<bool> {
+    let ids: Vec<Str> = chunk.iter().map(|(entry, _)| Str::from(entry.id.to_string())).collect();
+    let task_shared = shared.clone();
+    shared.tasks.spawn(async move { mark(&task_shared, ids).await })
+}
+
 /// Adds `ids` to the take-over marks, trying again with backoff while Redis fails; false if
 /// the loop stopped first.
-async fn mark(shared: &Shared, ids: impl Iterator<Item = MessageId>) -> bool {
-    let ids: Vec<Str> = ids.map(|id| Str::from(id.to_string())).collect();
+async fn mark(shared: &Shared, ids: Vec<Str>) -> bool {
     let mut delay = RetryDelay::new();
     loop {
         let client = shared.command.get();

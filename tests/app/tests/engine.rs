@@ -360,18 +360,33 @@ async fn shutdown_wakes_the_reader_after_a_reconnect(topology: Topology) {
     assert!(took < Duration::from_secs(5), "shutdown took {took:?} with a 30 s BLOCK");
 }
 
-/// Issue 13: only the entries a taker *started* become crash suspects if it dies. A consumer
-/// of concurrency 2 takes over 40 entries of a dead one in one claim; its two handlers hang.
-/// Exactly the two it started are marked: the 38 it holds unstarted would not have crashed
-/// it, and marking them made a dead taker's whole claim run one entry at a time.
+/// The bare-id members of the take-over marks (entries a taker started or is about to start)
+/// and the number of `c:<id>` members (entries a taker claimed).
+fn marks(server: &TestRedis, stream: &str) -> (HashSet<String>, usize) {
+    let members = server.cli(&["SMEMBERS", &streamx::keys::takeover_marks(stream, "g")]);
+    let (claimed, started): (Vec<&str>, Vec<&str>) =
+        members.lines().filter(|m| !m.is_empty()).partition(|m| m.starts_with("c:"));
+    (started.into_iter().map(str::to_string).collect(), claimed.len())
+}
+
+/// A dead consumer's 200 entries, pending in group `g` of a new stream.
+async fn orphaned_entries(server: &TestRedis, url: &str, prefix: &str) -> String {
+    let stream = unique_name(prefix);
+    let producer = Producer::connect(url).await.unwrap();
+    producer.publish_batch(&stream, &(0..200).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]);
+    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "200", "STREAMS", &stream, ">"]);
+    stream
+}
+
+/// Issue 13: a taker marks as crash suspects only the entries it starts, and the next two
+/// chunks of 32 it is about to start. A consumer of concurrency 2 takes over 200 entries of a
+/// dead one in one claim; its two handlers hang. The ~160 it holds further back would not
+/// have crashed it: marking them made a dead taker's whole claim run one entry at a time.
 async fn a_taker_marks_only_the_entries_it_starts(topology: Topology) {
     let server = TestRedis::start(topology);
     let url = server.url();
-    let stream = unique_name("marks");
-    let producer = Producer::connect(&url).await.unwrap();
-    producer.publish_batch(&stream, &(0..40).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]);
-    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "40", "STREAMS", &stream, ">"]);
+    let stream = orphaned_entries(&server, &url, "marks").await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let runs: Runs = Arc::default();
     let open = gate.clone();
@@ -386,39 +401,37 @@ async fn a_taker_marks_only_the_entries_it_starts(topology: Topology) {
     .concurrency(2)
     .claim_idle(Duration::from_millis(300));
     let runtime = start_runtime(&url, vec![taker]).await;
-    let marks = streamx::keys::takeover_marks(&stream, "g");
     wait_until(Duration::from_secs(20), "two handlers started", || async { runs.lock().unwrap().len() >= 2 }).await;
-    let inspector = Inspector::connect(&url).await.unwrap();
-    let held = inspector.pending(&stream, "g", None).await.unwrap();
-    assert_eq!(held.len(), 40);
-    assert!(held.iter().all(|p| p.consumer != "dead"), "the taker claimed all 40 entries at once");
-    let members = server.cli(&["SMEMBERS", &marks]);
-    let (claimed, started): (Vec<&str>, Vec<&str>) = members.lines().partition(|m| m.starts_with("c:"));
-    assert_eq!(started.len(), 2, "only the two started entries are suspects: {started:?}");
-    assert_eq!(claimed.len(), 40, "all 40 are marked as claimed, not started");
-    gate.add_permits(40);
-    wait_until(Duration::from_secs(20), "all 40 handled", || async {
-        runs.lock().unwrap().len() >= 40 && pending(&url, &stream).await == 0
+    let held = Inspector::connect(&url).await.unwrap().pending(&stream, "g", None).await.unwrap();
+    assert_eq!(held.len(), 200);
+    assert!(held.iter().all(|p| p.consumer != "dead"), "the taker claimed all 200 entries at once");
+    let (started, claimed) = marks(&server, &stream);
+    assert_eq!(claimed, 200, "all 200 are marked as claimed");
+    let running: HashSet<String> = runs.lock().unwrap().iter().map(|(id, _)| id.to_string()).collect();
+    assert!(started.is_superset(&running), "the running entries are suspects");
+    assert!(started.len() <= 2 * 32, "{} suspects: at most the first two chunks of 32", started.len());
+    gate.add_permits(200);
+    wait_until(Duration::from_secs(30), "all 200 handled", || async {
+        runs.lock().unwrap().len() >= 200 && pending(&url, &stream).await == 0
     })
     .await;
-    wait_until(Duration::from_secs(5), "the marks cleared", || async { server.cli(&["SCARD", &marks]).trim() == "0" })
-        .await;
+    wait_until(Duration::from_secs(5), "the marks cleared", || async {
+        marks(&server, &stream) == (HashSet::new(), 0)
+    })
+    .await;
     runtime.shutdown().await.unwrap();
-    assert_eq!(runs.lock().unwrap().len(), 40, "each entry ran once");
+    assert_eq!(runs.lock().unwrap().len(), 200, "each entry ran once");
 }
 
 /// Issue 13: a taker dies (its tokio runtime is dropped: no drain, no more heartbeats) while it
-/// runs 2 of the 40 entries it took over and holds 38 unstarted. The next consumer runs the 2
-/// alone as crash suspects, their third delivery; the 38 never ran on the dead taker, so they
-/// keep their count (second delivery) and are not suspects.
+/// runs 2 of the 200 entries it took over and holds the rest unstarted. The next consumer
+/// runs the taker's suspects (what it ran and was about to run) alone, their third delivery;
+/// the others never ran on the dead taker, so they keep their count (second delivery) and
+/// are not suspects.
 async fn a_dead_takers_unstarted_entries_keep_their_count(topology: Topology) {
     let server = TestRedis::start(topology);
     let url = server.url();
-    let stream = unique_name("counts");
-    let producer = Producer::connect(&url).await.unwrap();
-    producer.publish_batch(&stream, &(0..40).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]);
-    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "40", "STREAMS", &stream, ">"]);
+    let stream = orphaned_entries(&server, &url, "counts").await;
     let hung: Runs = Arc::default();
     let taker = recording(&stream, &hung, |_| std::future::pending())
         .name_as("taker")
@@ -436,8 +449,9 @@ async fn a_dead_takers_unstarted_entries_keep_their_count(topology: Topology) {
     wait_until(Duration::from_secs(20), "the taker started two", || async { hung.lock().unwrap().len() >= 2 }).await;
     kill.send(()).unwrap();
     thread.join().unwrap();
-    let started: HashSet<MessageId> = hung.lock().unwrap().iter().map(|(id, _)| *id).collect();
-    assert_eq!(started.len(), 2);
+    let (suspects, _) = marks(&server, &stream);
+    let started: HashSet<String> = hung.lock().unwrap().iter().map(|(id, _)| id.to_string()).collect();
+    assert!(suspects.is_superset(&started) && suspects.len() <= 2 * 32, "{} suspects", suspects.len());
 
     let runs: Runs = Arc::default();
     let next = recording(&stream, &runs, |_| async { Ok(()) })
@@ -445,16 +459,16 @@ async fn a_dead_takers_unstarted_entries_keep_their_count(topology: Topology) {
         .concurrency(4)
         .claim_idle(Duration::from_millis(300));
     let runtime = start_runtime(&url, vec![next]).await;
-    wait_until(Duration::from_secs(30), "all 40 handled", || async {
-        runs.lock().unwrap().len() >= 40 && pending(&url, &stream).await == 0
+    wait_until(Duration::from_secs(30), "all 200 handled", || async {
+        runs.lock().unwrap().len() >= 200 && pending(&url, &stream).await == 0
     })
     .await;
     runtime.shutdown().await.unwrap();
     let runs = runs.lock().unwrap().clone();
-    assert_eq!(runs.len(), 40, "each entry ran once on the next consumer");
+    assert_eq!(runs.len(), 200, "each entry ran once on the next consumer");
     for (id, attempt) in &runs {
-        let expected = if started.contains(id) { 3 } else { 2 };
-        assert_eq!(*attempt, expected, "{id}: started on the dead taker: {}", started.contains(id));
+        let suspect = suspects.contains(&id.to_string());
+        assert_eq!(*attempt, if suspect { 3 } else { 2 }, "{id}: a suspect: {suspect}");
     }
     assert_eq!(DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap().count().await.unwrap(), 0);
 }
