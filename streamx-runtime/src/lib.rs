@@ -14,6 +14,7 @@ mod inspect;
 pub mod keys;
 mod location;
 mod message;
+pub mod observe;
 mod policy;
 mod producer;
 mod registry;

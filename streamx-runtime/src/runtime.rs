@@ -1,7 +1,7 @@
 //! The runtime: discovers consumers, validates them, creates their groups, runs one
 //! supervised loop per consumer and shuts down gracefully.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,10 +14,11 @@ use crate::connection::{redact, ClientRole, HealingClient, RedisUrl};
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::keys::{dead_letter_stream, slot};
+use crate::observe::readiness::Loops;
 use crate::producer::Producer;
 use crate::registry::registered;
 use crate::state::State;
-use crate::worker::{self, ensure_group, ConsumerStats, LoopHandle, LoopSettings};
+use crate::worker::{self, ensure_group, ConsumerStats, ConsumerStatsSnapshot, LoopHandle, LoopSettings};
 
 /// Default payload size limit: larger payloads are dead-lettered unread.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
@@ -427,7 +428,8 @@ impl Runtime {
             );
             loops.push(worker::spawn(consumer, settings, command.clone(), token.child_token()));
         }
-        Ok(RunningRuntime { token, loops, command, url: self.url, connect_timeout: self.connect_timeout })
+        let readiness = Loops::new(loops.iter().map(|l| (l.name.clone(), l.readiness.clone())).collect());
+        Ok(RunningRuntime { token, loops, readiness, command, url: self.url, connect_timeout: self.connect_timeout })
     }
 }
 
@@ -443,6 +445,7 @@ fn default_member_name() -> String {
 pub struct RunningRuntime {
     token: CancellationToken,
     loops: Vec<LoopHandle>,
+    readiness: Loops,
     command: HealingClient,
     url: RedisUrl,
     connect_timeout: Duration,
@@ -452,6 +455,26 @@ impl RunningRuntime {
     /// The counters of the consumer registered as `name`.
     pub fn stats(&self, name: &str) -> Option<Arc<ConsumerStats>> {
         self.loops.iter().find(|l| l.name == name).map(|l| l.stats.clone())
+    }
+
+    /// The counters of every consumer, read now, by registration name: for exporting them
+    /// yourself (the runtime also records them as metrics, see the README's "Monitoring").
+    ///
+    /// ```no_run
+    /// # async fn demo(running: streamx_runtime::RunningRuntime) {
+    /// for (name, stats) in running.stats_all() {
+    ///     println!("{name}: {} succeeded, {} dead-lettered", stats.succeeded, stats.dead_lettered);
+    /// }
+    /// # }
+    /// ```
+    pub fn stats_all(&self) -> BTreeMap<String, ConsumerStatsSnapshot> {
+        self.loops.iter().map(|l| (l.name.clone(), l.stats.snapshot())).collect()
+    }
+
+    /// Why the runtime is not ready (what `/readyz` answers): one reason per consumer whose
+    /// reader is not connected or whose last read failed. Empty when every consumer reads.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.readiness.reasons()
     }
 
     /// A producer on the runtime's Redis.

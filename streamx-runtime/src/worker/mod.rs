@@ -64,6 +64,7 @@ pub(crate) struct LoopSettings {
 pub(crate) struct LoopHandle {
     pub name: String,
     pub stats: Arc<ConsumerStats>,
+    pub readiness: Arc<crate::observe::Readiness>,
     pub task: JoinHandle<()>,
 }
 
@@ -78,8 +79,9 @@ pub(crate) fn spawn(
     let name = consumer.name.to_string();
     let (shared, ack_rx) = Shared::new(consumer, settings, command, shutdown);
     let stats = shared.stats.clone();
+    let readiness = shared.readiness.clone();
     let task = tokio::spawn(run(shared, ack_rx));
-    LoopHandle { name, stats, task }
+    LoopHandle { name, stats, readiness, task }
 }
 
 async fn run(shared: Arc<Shared>, ack_rx: shared::AckReceiver) {
@@ -111,6 +113,7 @@ async fn run(shared: Arc<Shared>, ack_rx: shared::AckReceiver) {
         move || reader::run(shared.clone(), shutdown.clone())
     })
     .await;
+    shared.readiness.stopped();
     let _ = taking_over.await;
     let _ = promoting.await;
     drain::finish_handlers(&shared).await;

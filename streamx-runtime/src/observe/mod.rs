@@ -1,0 +1,48 @@
+//! Observability: the metrics the runtime and the producer record through the [`metrics`]
+//! facade (one place names them all), the readiness of consumer loops, the sampled gauges
+//! and, with features, the HTTP endpoint and OpenTelemetry trace propagation.
+//!
+//! Every handle is built once (per consumer loop, per stream a producer publishes to), so
+//! recording costs an atomic add or two. With no recorder installed every handle is a no-op
+//! and the runtime does not even read the clock for histograms.
+//!
+//! Labels are the stream, the group and the consumer's registration name (label
+//! `consumer`): never message ids, member names or payload values.
+
+pub mod names;
+
+pub(crate) mod consumer;
+pub(crate) mod producer;
+pub(crate) mod readiness;
+
+pub(crate) use consumer::ConsumerMetrics;
+pub(crate) use producer::PublishMetrics;
+pub(crate) use readiness::Readiness;
+
+/// A dead letter was replayed onto `stream` (operator API: a lookup by name is fine here).
+pub(crate) fn dead_letter_replayed(stream: &str) {
+    metrics::counter!(names::DEAD_LETTER_REPLAYS, names::LABEL_STREAM => stream.to_string()).increment(1);
+}
+
+/// Whether a `metrics` recorder (global, or local to this thread) is installed. Without one,
+/// the facade hands out no-op handles; the runtime then skips the clock reads that only
+/// histograms need.
+///
+/// The facade has no query for it; its fallback, `metrics::NoopRecorder`, is the one
+/// zero-sized recorder there is (every real recorder holds a registry), which is what
+/// this tells apart.
+pub(crate) fn recorder_installed() -> bool {
+    metrics::with_recorder(|recorder| size_of_val(recorder) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_recorder_is_told_from_a_real_one() {
+        assert!(!recorder_installed());
+        let recorder = metrics::NoopRecorder;
+        assert!(!metrics::with_local_recorder(&recorder, recorder_installed));
+    }
+}
