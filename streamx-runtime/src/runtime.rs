@@ -27,6 +27,10 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 /// hold at most about this many bytes (see [`RuntimeBuilder::max_buffered_bytes`]).
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
 
+/// How often consumer loops sample their gauges by default (see
+/// [`RuntimeBuilder::metrics_interval`]).
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Configures a [`Runtime`].
 ///
 /// ```no_run
@@ -59,6 +63,7 @@ pub struct RuntimeBuilder {
     max_payload_bytes: usize,
     max_buffered_bytes: usize,
     cleanup_idle: Duration,
+    metrics_interval: Duration,
     tls_ca: Option<TlsCa>,
     tls_client_cert: Option<(PathBuf, PathBuf)>,
     credentials: Option<(String, String)>,
@@ -92,6 +97,7 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("cleanup_idle", &self.cleanup_idle)
+            .field("metrics_interval", &self.metrics_interval)
             .field("tls_ca", &self.tls_ca)
             .field("tls_client_cert", &self.tls_client_cert)
             .field("credentials", &self.credentials.as_ref().map(|(user, _)| format!("{user}:***")))
@@ -112,6 +118,7 @@ impl Default for RuntimeBuilder {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             cleanup_idle: Duration::from_secs(3600),
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
             tls_ca: None,
             tls_client_cert: None,
             credentials: None,
@@ -216,6 +223,15 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How often each consumer loop samples its group's gauges (lag, pending count, oldest
+    /// pending age, dead-letter length, handlers in flight; default 5 s; zero: never). A
+    /// sample is one cheap script on the loop's command connection, taken only when a
+    /// `metrics` recorder is installed when the runtime starts.
+    pub fn metrics_interval(mut self, every: Duration) -> Self {
+        self.metrics_interval = every;
+        self
+    }
+
     /// For a `rediss://` URL: trusts only the CA certificates in this PEM file, instead of
     /// the system's (see [`RedisUrl::with_tls_ca_file`]). Without it, the file named by
     /// `STREAMX_REDIS_TLS_CA` is used when set, whether the URL comes from the builder or
@@ -301,6 +317,7 @@ impl RuntimeBuilder {
             max_payload_bytes: self.max_payload_bytes,
             max_buffered_bytes: self.max_buffered_bytes,
             cleanup_idle: self.cleanup_idle,
+            metrics_interval: self.metrics_interval,
             state: self.state,
         })
     }
@@ -360,6 +377,7 @@ pub struct Runtime {
     max_payload_bytes: usize,
     max_buffered_bytes: usize,
     cleanup_idle: Duration,
+    metrics_interval: Duration,
     state: State,
 }
 
@@ -419,6 +437,7 @@ impl Runtime {
                 max_buffered_bytes: consumer.options.max_buffered_bytes.unwrap_or(self.max_buffered_bytes),
                 shutdown_timeout: self.shutdown_timeout,
                 cleanup_idle: self.cleanup_idle,
+                metrics_interval: self.metrics_interval,
                 state: self.state.clone(),
             };
             tracing::info!(

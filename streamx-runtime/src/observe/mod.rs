@@ -12,10 +12,12 @@
 pub mod names;
 
 pub(crate) mod consumer;
+pub(crate) mod gauges;
 pub(crate) mod producer;
 pub(crate) mod readiness;
 
 pub(crate) use consumer::ConsumerMetrics;
+pub(crate) use gauges::{GroupSample, LoopGauges};
 pub(crate) use producer::PublishMetrics;
 pub(crate) use readiness::Readiness;
 

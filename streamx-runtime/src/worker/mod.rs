@@ -26,6 +26,7 @@ mod heartbeat;
 mod promoter;
 mod reader;
 mod retries;
+mod sampler;
 mod shared;
 mod stats;
 mod takeover;
@@ -57,6 +58,8 @@ pub(crate) struct LoopSettings {
     pub max_buffered_bytes: usize,
     pub shutdown_timeout: Duration,
     pub cleanup_idle: Duration,
+    /// How often the gauges are sampled (zero: never).
+    pub metrics_interval: Duration,
     pub state: crate::state::State,
 }
 
@@ -108,6 +111,9 @@ async fn run(shared: Arc<Shared>, ack_rx: shared::AckReceiver) {
         let shared = shared.clone();
         move || promoter::run(shared.clone())
     }));
+    // Gauges only when a recorder would keep them.
+    let sampling = (!shared.settings.metrics_interval.is_zero() && crate::observe::recorder_installed())
+        .then(|| tokio::spawn(sampler::run(shared.clone(), shared.settings.metrics_interval)));
     supervise("reader", shared.clone(), shutdown.clone(), {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         move || reader::run(shared.clone(), shutdown.clone())
@@ -116,6 +122,9 @@ async fn run(shared: Arc<Shared>, ack_rx: shared::AckReceiver) {
     shared.readiness.stopped();
     let _ = taking_over.await;
     let _ = promoting.await;
+    if let Some(sampling) = sampling {
+        let _ = sampling.await;
+    }
     drain::finish_handlers(&shared).await;
     shared.tasks.close();
     shared.tasks.wait().await;
