@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,10 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 /// The default byte budget of a consumer: fetched entries whose handlers have not finished
 /// hold at most about this many bytes (see [`RuntimeBuilder::max_buffered_bytes`]).
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
+
+/// The environment variable that turns the HTTP endpoint on at this address (e.g.
+/// `0.0.0.0:9090`) when [`RuntimeBuilder::http`] was not called.
+pub const HTTP_ADDR_ENV: &str = "STREAMX_HTTP_ADDR";
 
 /// How often consumer loops sample their gauges by default (see
 /// [`RuntimeBuilder::metrics_interval`]).
@@ -64,6 +69,7 @@ pub struct RuntimeBuilder {
     max_buffered_bytes: usize,
     cleanup_idle: Duration,
     metrics_interval: Duration,
+    http: Option<String>,
     tls_ca: Option<TlsCa>,
     tls_client_cert: Option<(PathBuf, PathBuf)>,
     credentials: Option<(String, String)>,
@@ -98,6 +104,7 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("cleanup_idle", &self.cleanup_idle)
             .field("metrics_interval", &self.metrics_interval)
+            .field("http", &self.http)
             .field("tls_ca", &self.tls_ca)
             .field("tls_client_cert", &self.tls_client_cert)
             .field("credentials", &self.credentials.as_ref().map(|(user, _)| format!("{user}:***")))
@@ -119,6 +126,7 @@ impl Default for RuntimeBuilder {
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             cleanup_idle: Duration::from_secs(3600),
             metrics_interval: DEFAULT_METRICS_INTERVAL,
+            http: None,
             tls_ca: None,
             tls_client_cert: None,
             credentials: None,
@@ -232,6 +240,27 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Serves the HTTP endpoint at `addr` (e.g. `"0.0.0.0:9090"`, or `"127.0.0.1:0"` for
+    /// any free port, see [`RunningRuntime::http_addr`]): `/metrics` in the Prometheus text
+    /// format, `/healthz` (200 while the process runs) and `/readyz` (200 when every
+    /// consumer reads; 503 with `{"ready":false,"reasons":[...]}` otherwise). Off by default;
+    /// `STREAMX_HTTP_ADDR` turns it on too (this call wins).
+    ///
+    /// Starting it installs the `metrics-exporter-prometheus` recorder as the process's
+    /// global `metrics` recorder, unless the application installed one before: then the
+    /// metrics go to that one and `/metrics` answers 404.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), streamx_runtime::Error> {
+    /// streamx_runtime::Runtime::builder().http("0.0.0.0:9090").build()?.run().await
+    /// # }
+    /// ```
+    #[cfg(feature = "http")]
+    pub fn http(mut self, addr: impl Into<String>) -> Self {
+        self.http = Some(addr.into());
+        self
+    }
+
     /// For a `rediss://` URL: trusts only the CA certificates in this PEM file, instead of
     /// the system's (see [`RedisUrl::with_tls_ca_file`]). Without it, the file named by
     /// `STREAMX_REDIS_TLS_CA` is used when set, whether the URL comes from the builder or
@@ -281,6 +310,7 @@ impl RuntimeBuilder {
         }
         // What the builder did not set comes from the environment, as for every connect.
         url = url.with_tls_from_env()?;
+        let http = http_addr(self.http)?;
         let mut all: Vec<Consumer> = Vec::new();
         if self.use_registry {
             all.extend(registered().into_iter().map(|r| r.to_consumer()));
@@ -318,8 +348,25 @@ impl RuntimeBuilder {
             max_buffered_bytes: self.max_buffered_bytes,
             cleanup_idle: self.cleanup_idle,
             metrics_interval: self.metrics_interval,
+            http,
             state: self.state,
         })
+    }
+}
+
+/// The endpoint's address: the builder's, else `STREAMX_HTTP_ADDR` when set.
+fn http_addr(configured: Option<String>) -> Result<Option<SocketAddr>> {
+    let addr = configured.or_else(|| std::env::var(HTTP_ADDR_ENV).ok().filter(|a| !a.trim().is_empty()));
+    #[cfg(feature = "http")]
+    {
+        addr.as_deref().map(crate::observe::http::parse_addr).transpose()
+    }
+    #[cfg(not(feature = "http"))]
+    {
+        if let Some(addr) = addr {
+            tracing::warn!(%addr, "{HTTP_ADDR_ENV} is set, but streamx was built without its `http` feature; no endpoint is served");
+        }
+        Ok(None)
     }
 }
 
@@ -378,6 +425,7 @@ pub struct Runtime {
     max_buffered_bytes: usize,
     cleanup_idle: Duration,
     metrics_interval: Duration,
+    http: Option<SocketAddr>,
     state: State,
 }
 
@@ -422,6 +470,12 @@ impl Runtime {
     /// Connects (retrying up to the connect timeout), creates the groups and starts every
     /// consumer loop; returns a handle to stop them.
     pub async fn start(self) -> Result<RunningRuntime> {
+        // The endpoint's recorder is installed before any loop builds its metric handles.
+        #[cfg(feature = "http")]
+        let http = match self.http {
+            Some(addr) => Some((crate::observe::http::bind(addr).await?, crate::observe::http::install_recorder())),
+            None => None,
+        };
         let command = HealingClient::connect(&self.url, ClientRole::Command, self.connect_timeout).await?;
         for c in &self.consumers {
             ensure_group(&command.get(), c.stream(), c.group(), c.options.start.group_create_id()).await?;
@@ -448,7 +502,23 @@ impl Runtime {
             loops.push(worker::spawn(consumer, settings, command.clone(), token.child_token()));
         }
         let readiness = Loops::new(loops.iter().map(|l| (l.name.clone(), l.readiness.clone())).collect());
-        Ok(RunningRuntime { token, loops, readiness, command, url: self.url, connect_timeout: self.connect_timeout })
+        #[cfg(feature = "http")]
+        let http = match http {
+            Some((listener, prometheus)) => {
+                Some(crate::observe::http::HttpServer::start(listener, prometheus, readiness.clone())?)
+            }
+            None => None,
+        };
+        Ok(RunningRuntime {
+            token,
+            loops,
+            readiness,
+            command,
+            url: self.url,
+            connect_timeout: self.connect_timeout,
+            #[cfg(feature = "http")]
+            http,
+        })
     }
 }
 
@@ -468,6 +538,8 @@ pub struct RunningRuntime {
     command: HealingClient,
     url: RedisUrl,
     connect_timeout: Duration,
+    #[cfg(feature = "http")]
+    http: Option<crate::observe::http::HttpServer>,
 }
 
 impl RunningRuntime {
@@ -496,6 +568,19 @@ impl RunningRuntime {
         self.readiness.reasons()
     }
 
+    /// The address the HTTP endpoint listens on (with the port chosen when `:0` was
+    /// asked); `None` when it is off.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        #[cfg(feature = "http")]
+        {
+            self.http.as_ref().map(|h| h.addr)
+        }
+        #[cfg(not(feature = "http"))]
+        {
+            None
+        }
+    }
+
     /// A producer on the runtime's Redis.
     pub async fn producer(&self) -> Result<Producer> {
         Producer::connect_url(&self.url, self.connect_timeout).await
@@ -512,6 +597,10 @@ impl RunningRuntime {
             }
         }
         self.command.quit().await;
+        #[cfg(feature = "http")]
+        if let Some(http) = self.http {
+            http.stop().await;
+        }
         failed.map_or(Ok(()), Err)
     }
 }

@@ -13,6 +13,8 @@ pub mod names;
 
 pub(crate) mod consumer;
 pub(crate) mod gauges;
+#[cfg(feature = "http")]
+pub(crate) mod http;
 pub(crate) mod producer;
 pub(crate) mod readiness;
 
