@@ -79,6 +79,12 @@ impl PublishOptions {
         self
     }
 
+    /// The headers set so far.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn headers_ref(&self) -> &Headers {
+        &self.headers
+    }
+
     fn cap(&self) -> Result<XCap, fred::error::Error> {
         match self.max_len {
             Some(len) => XCap::try_from(("MAXLEN", "~", len as i64)),
@@ -162,6 +168,8 @@ impl Producer {
 
     /// Publishes an already-encoded payload (stored as the `data` field as is).
     pub async fn publish_raw(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
+        #[cfg(feature = "opentelemetry")]
+        let options = &*crate::observe::trace_context::with_current_context(options);
         let timer = self.metrics.start(stream);
         let result = self.add_one(stream, data, options).await;
         timer.finish(1, &result);
@@ -234,6 +242,8 @@ impl Producer {
         payloads: &[T],
         options: &PublishOptions,
     ) -> Result<Vec<MessageId>> {
+        #[cfg(feature = "opentelemetry")]
+        let options = &*crate::observe::trace_context::with_current_context(options);
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let encoded = payloads.iter().map(|payload| encode(stream, payload)).collect::<Result<Vec<_>>>()?;
         let client = self.client.get();

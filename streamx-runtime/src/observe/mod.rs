@@ -17,6 +17,8 @@ pub(crate) mod gauges;
 pub(crate) mod http;
 pub(crate) mod producer;
 pub(crate) mod readiness;
+#[cfg(feature = "opentelemetry")]
+pub mod trace_context;
 
 pub(crate) use consumer::ConsumerMetrics;
 pub(crate) use gauges::{GroupSample, LoopGauges};

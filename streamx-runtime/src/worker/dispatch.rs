@@ -178,6 +178,8 @@ async fn handle(shared: Arc<Shared>, entry: RawEntry, attempt: u32, permit: Owne
     let id = entry.id;
     let span =
         tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
+    #[cfg(feature = "opentelemetry")]
+    crate::observe::trace_context::set_parent(&span, &entry.headers);
     async {
         let started = shared.metrics.handler_started(id, attempt);
         let outcome = run_handler(&shared, entry, attempt).await;

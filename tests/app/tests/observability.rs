@@ -151,10 +151,7 @@ async fn metrics_count_the_workload_and_gauges_match_redis() {
     let replayed = DeadLetters::connect(&url, &dlq).await.unwrap().replay_all().await.unwrap();
     assert_eq!(replayed, 3);
     let text = scrape(addr).await;
-    assert_eq!(
-        prometheus_value(&text, "streamx_dead_letter_replays_total", &[("stream", stream.as_str())]),
-        Some(3.0)
-    );
+    assert_eq!(prometheus_value(&text, "streamx_dead_letter_replays_total", &[("stream", stream.as_str())]), Some(3.0));
 
     let (status, body) = http_get(addr, "/healthz").await;
     assert_eq!(status, 200, "{body}");
