@@ -310,6 +310,7 @@ impl RuntimeBuilder {
         }
         // What the builder did not set comes from the environment, as for every connect.
         url = url.with_tls_from_env()?;
+        #[cfg_attr(not(feature = "http"), allow(unused_variables))]
         let http = http_addr(self.http)?;
         let mut all: Vec<Consumer> = Vec::new();
         if self.use_registry {
@@ -348,6 +349,7 @@ impl RuntimeBuilder {
             max_buffered_bytes: self.max_buffered_bytes,
             cleanup_idle: self.cleanup_idle,
             metrics_interval: self.metrics_interval,
+            #[cfg(feature = "http")]
             http,
             state: self.state,
         })
@@ -425,6 +427,7 @@ pub struct Runtime {
     max_buffered_bytes: usize,
     cleanup_idle: Duration,
     metrics_interval: Duration,
+    #[cfg(feature = "http")]
     http: Option<SocketAddr>,
     state: State,
 }
