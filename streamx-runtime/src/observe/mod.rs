@@ -51,4 +51,34 @@ mod tests {
         let recorder = metrics::NoopRecorder;
         assert!(!metrics::with_local_recorder(&recorder, recorder_installed));
     }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn outcomes_are_counted_under_their_labels() {
+        use crate::handler::FailureKind;
+
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let consumer = metrics::with_local_recorder(&recorder, || {
+            assert!(recorder_installed());
+            ConsumerMetrics::new("orders", "billing", "charge")
+        });
+        consumer.succeeded();
+        consumer.succeeded();
+        consumer.retried();
+        consumer.dead_lettered(FailureKind::Error);
+        consumer.dead_lettered(FailureKind::InvalidJson);
+        consumer.taken_over(3);
+        let started = consumer.handler_started(crate::message::MessageId::new(1, 0), 1);
+        consumer.handler_finished(started);
+        let text = handle.render();
+        let labels = r#"stream="orders",group="billing",consumer="charge""#;
+        for (outcome, n) in [("success", 2), ("retry", 1), ("dead_letter", 1), ("rejected", 1)] {
+            let line = format!(r#"streamx_messages_consumed_total{{{labels},outcome="{outcome}"}} {n}"#);
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(text.contains(&format!("streamx_takeovers_total{{{labels}}} 3")), "{text}");
+        assert!(text.contains(&format!("streamx_handler_duration_seconds_count{{{labels}}} 1")), "{text}");
+        assert!(text.contains(&format!("streamx_end_to_end_latency_seconds_count{{{labels}}} 1")), "{text}");
+    }
 }
