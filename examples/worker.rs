@@ -2,7 +2,9 @@
 //! or `redis-cli XADD orders '*' data '{"id":1,"amount_cents":500}'`; stop with Ctrl-C).
 //!
 //! A long-running worker: every `#[stream_consumer]` in the binary runs until SIGINT or
-//! SIGTERM, then in-flight handlers finish and the process exits 0.
+//! SIGTERM, then in-flight handlers finish and the process exits 0. It serves
+//! `http://127.0.0.1:9090/metrics` (Prometheus), `/healthz` and `/readyz` (another address
+//! with `STREAMX_HTTP_ADDR=0.0.0.0:9100`).
 
 use std::process::ExitCode;
 
@@ -27,7 +29,15 @@ async fn ship(msg: Message<Order>) {
 #[tokio::main]
 async fn main() -> ExitCode {
     init_logging();
-    match streamx::run().await {
+    let http = std::env::var(streamx::HTTP_ADDR_ENV).unwrap_or_else(|_| "127.0.0.1:9090".to_string());
+    let runtime = match streamx::Runtime::builder().http(http).build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("worker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("worker: {e}");

@@ -423,7 +423,11 @@ impl DeadLetters {
             )
             .await
             .map_err(|e| Error::redis("EVALSHA (dead-letter replay)", &self.stream, e))?;
-        Ok(value_bytes(reply).and_then(|b| MessageId::parse_bytes(&b)))
+        let replayed = value_bytes(reply).and_then(|b| MessageId::parse_bytes(&b));
+        if replayed.is_some() {
+            crate::observe::dead_letter_replayed(&letter.origin_stream);
+        }
+        Ok(replayed)
     }
 
     /// Replays every dead letter present when the call starts, oldest first, one atomic

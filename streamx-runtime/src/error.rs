@@ -45,6 +45,14 @@ pub enum Error {
         /// The URL with any password replaced by `***`.
         url: String,
     },
+    /// The HTTP endpoint cannot be served: its address does not parse, or binding it failed.
+    #[error("cannot serve HTTP on `{addr}`: {reason}")]
+    Http {
+        /// The address as given.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A Redis command failed.
     #[error("Redis {command} on `{key}` failed: {source}")]
     Redis {

@@ -14,6 +14,7 @@ mod inspect;
 pub mod keys;
 mod location;
 mod message;
+pub mod observe;
 mod policy;
 mod producer;
 mod registry;
@@ -41,6 +42,7 @@ pub use producer::{Producer, PublishOptions};
 pub use registry::{registered, Registration};
 pub use runtime::{
     run, RunningRuntime, Runtime, RuntimeBuilder, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_METRICS_INTERVAL, HTTP_ADDR_ENV,
 };
 pub use state::State;
 pub use wire::{DATA_FIELD, HEADER_PREFIX};

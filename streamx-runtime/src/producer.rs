@@ -18,6 +18,7 @@ use crate::connection::{read_off_runtime, with_env_off_runtime, ClientRole, Heal
 use crate::error::{Error, Result};
 use crate::keys::slot;
 use crate::message::{Headers, MessageId};
+use crate::observe::PublishMetrics;
 use crate::wire::{entry_fields, value_bytes};
 
 /// How many XADDs one round trip of [`Producer::publish_batch`] carries.
@@ -78,6 +79,12 @@ impl PublishOptions {
         self
     }
 
+    /// The headers set so far.
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) fn headers_ref(&self) -> &Headers {
+        &self.headers
+    }
+
     fn cap(&self) -> Result<XCap, fred::error::Error> {
         match self.max_len {
             Some(len) => XCap::try_from(("MAXLEN", "~", len as i64)),
@@ -108,6 +115,7 @@ impl PublishOptions {
 #[derive(Clone)]
 pub struct Producer {
     client: HealingClient,
+    metrics: PublishMetrics,
 }
 
 impl Producer {
@@ -138,7 +146,8 @@ impl Producer {
     /// Connects with `url` completed from the environment, retrying until `deadline`.
     pub(crate) async fn connect_url(url: &RedisUrl, deadline: Duration) -> Result<Self> {
         let url = with_env_off_runtime(url).await?;
-        Ok(Producer { client: HealingClient::connect(&url, ClientRole::Publish, deadline).await? })
+        let client = HealingClient::connect(&url, ClientRole::Publish, deadline).await?;
+        Ok(Producer { client, metrics: PublishMetrics::default() })
     }
 
     /// Publishes `payload` as JSON; returns the new entry's id.
@@ -159,6 +168,15 @@ impl Producer {
 
     /// Publishes an already-encoded payload (stored as the `data` field as is).
     pub async fn publish_raw(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
+        #[cfg(feature = "opentelemetry")]
+        let options = &*crate::observe::trace_context::with_current_context(options);
+        let timer = self.metrics.start(stream);
+        let result = self.add_one(stream, data, options).await;
+        timer.finish(1, &result);
+        result
+    }
+
+    async fn add_one(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let client = self.client.get();
         let reply: Value =
@@ -224,12 +242,17 @@ impl Producer {
         payloads: &[T],
         options: &PublishOptions,
     ) -> Result<Vec<MessageId>> {
+        #[cfg(feature = "opentelemetry")]
+        let options = &*crate::observe::trace_context::with_current_context(options);
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let encoded = payloads.iter().map(|payload| encode(stream, payload)).collect::<Result<Vec<_>>>()?;
         let client = self.client.get();
         // A durable batch has one round trip in flight, each followed by its WAIT.
         let in_flight = if options.durable.is_some() { 1 } else { CHUNKS_IN_FLIGHT };
-        self.publish_chunks(&client, stream, &encoded, &cap, options, in_flight).await
+        let timer = self.metrics.start(stream);
+        let result = self.publish_chunks(&client, stream, &encoded, &cap, options, in_flight).await;
+        timer.finish(encoded.len(), &result);
+        result
     }
 
     /// A batch as round trips of [`BATCH_CHUNK`] XADDs, `in_flight` at once (a durable round

@@ -1,8 +1,9 @@
 //! The runtime: discovers consumers, validates them, creates their groups, runs one
 //! supervised loop per consumer and shuts down gracefully.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,10 +15,11 @@ use crate::connection::{redact, ClientRole, HealingClient, RedisUrl};
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::keys::{dead_letter_stream, slot};
+use crate::observe::readiness::Loops;
 use crate::producer::Producer;
 use crate::registry::registered;
 use crate::state::State;
-use crate::worker::{self, ensure_group, ConsumerStats, LoopHandle, LoopSettings};
+use crate::worker::{self, ensure_group, ConsumerStats, ConsumerStatsSnapshot, LoopHandle, LoopSettings};
 
 /// Default payload size limit: larger payloads are dead-lettered unread.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
@@ -25,6 +27,14 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 4 * 1024 * 1024;
 /// The default byte budget of a consumer: fetched entries whose handlers have not finished
 /// hold at most about this many bytes (see [`RuntimeBuilder::max_buffered_bytes`]).
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
+
+/// The environment variable that turns the HTTP endpoint on at this address (e.g.
+/// `0.0.0.0:9090`) when [`RuntimeBuilder::http`] was not called.
+pub const HTTP_ADDR_ENV: &str = "STREAMX_HTTP_ADDR";
+
+/// How often consumer loops sample their gauges by default (see
+/// [`RuntimeBuilder::metrics_interval`]).
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Configures a [`Runtime`].
 ///
@@ -58,6 +68,8 @@ pub struct RuntimeBuilder {
     max_payload_bytes: usize,
     max_buffered_bytes: usize,
     cleanup_idle: Duration,
+    metrics_interval: Duration,
+    http: Option<String>,
     tls_ca: Option<TlsCa>,
     tls_client_cert: Option<(PathBuf, PathBuf)>,
     credentials: Option<(String, String)>,
@@ -91,6 +103,8 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("max_payload_bytes", &self.max_payload_bytes)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("cleanup_idle", &self.cleanup_idle)
+            .field("metrics_interval", &self.metrics_interval)
+            .field("http", &self.http)
             .field("tls_ca", &self.tls_ca)
             .field("tls_client_cert", &self.tls_client_cert)
             .field("credentials", &self.credentials.as_ref().map(|(user, _)| format!("{user}:***")))
@@ -111,6 +125,8 @@ impl Default for RuntimeBuilder {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             cleanup_idle: Duration::from_secs(3600),
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
+            http: None,
             tls_ca: None,
             tls_client_cert: None,
             credentials: None,
@@ -215,6 +231,36 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How often each consumer loop samples its group's gauges (lag, pending count, oldest
+    /// pending age, dead-letter length, handlers in flight; default 5 s; zero: never). A
+    /// sample is one cheap script on the loop's command connection, taken only when a
+    /// `metrics` recorder is installed when the runtime starts.
+    pub fn metrics_interval(mut self, every: Duration) -> Self {
+        self.metrics_interval = every;
+        self
+    }
+
+    /// Serves the HTTP endpoint at `addr` (e.g. `"0.0.0.0:9090"`, or `"127.0.0.1:0"` for
+    /// any free port, see [`RunningRuntime::http_addr`]): `/metrics` in the Prometheus text
+    /// format, `/healthz` (200 while the process runs) and `/readyz` (200 when every
+    /// consumer reads; 503 with `{"ready":false,"reasons":[...]}` otherwise). Off by default;
+    /// `STREAMX_HTTP_ADDR` turns it on too (this call wins).
+    ///
+    /// Starting it installs the `metrics-exporter-prometheus` recorder as the process's
+    /// global `metrics` recorder, unless the application installed one before: then the
+    /// metrics go to that one and `/metrics` answers 404.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), streamx_runtime::Error> {
+    /// streamx_runtime::Runtime::builder().http("0.0.0.0:9090").build()?.run().await
+    /// # }
+    /// ```
+    #[cfg(feature = "http")]
+    pub fn http(mut self, addr: impl Into<String>) -> Self {
+        self.http = Some(addr.into());
+        self
+    }
+
     /// For a `rediss://` URL: trusts only the CA certificates in this PEM file, instead of
     /// the system's (see [`RedisUrl::with_tls_ca_file`]). Without it, the file named by
     /// `STREAMX_REDIS_TLS_CA` is used when set, whether the URL comes from the builder or
@@ -264,6 +310,8 @@ impl RuntimeBuilder {
         }
         // What the builder did not set comes from the environment, as for every connect.
         url = url.with_tls_from_env()?;
+        #[cfg_attr(not(feature = "http"), allow(unused_variables))]
+        let http = http_addr(self.http)?;
         let mut all: Vec<Consumer> = Vec::new();
         if self.use_registry {
             all.extend(registered().into_iter().map(|r| r.to_consumer()));
@@ -300,8 +348,27 @@ impl RuntimeBuilder {
             max_payload_bytes: self.max_payload_bytes,
             max_buffered_bytes: self.max_buffered_bytes,
             cleanup_idle: self.cleanup_idle,
+            metrics_interval: self.metrics_interval,
+            #[cfg(feature = "http")]
+            http,
             state: self.state,
         })
+    }
+}
+
+/// The endpoint's address: the builder's, else `STREAMX_HTTP_ADDR` when set.
+fn http_addr(configured: Option<String>) -> Result<Option<SocketAddr>> {
+    let addr = configured.or_else(|| std::env::var(HTTP_ADDR_ENV).ok().filter(|a| !a.trim().is_empty()));
+    #[cfg(feature = "http")]
+    {
+        addr.as_deref().map(crate::observe::http::parse_addr).transpose()
+    }
+    #[cfg(not(feature = "http"))]
+    {
+        if let Some(addr) = addr {
+            tracing::warn!(%addr, "{HTTP_ADDR_ENV} is set, but streamx was built without its `http` feature; no endpoint is served");
+        }
+        Ok(None)
     }
 }
 
@@ -359,6 +426,9 @@ pub struct Runtime {
     max_payload_bytes: usize,
     max_buffered_bytes: usize,
     cleanup_idle: Duration,
+    metrics_interval: Duration,
+    #[cfg(feature = "http")]
+    http: Option<SocketAddr>,
     state: State,
 }
 
@@ -403,6 +473,12 @@ impl Runtime {
     /// Connects (retrying up to the connect timeout), creates the groups and starts every
     /// consumer loop; returns a handle to stop them.
     pub async fn start(self) -> Result<RunningRuntime> {
+        // The endpoint's recorder is installed before any loop builds its metric handles.
+        #[cfg(feature = "http")]
+        let http = match self.http {
+            Some(addr) => Some((crate::observe::http::bind(addr).await?, crate::observe::http::install_recorder())),
+            None => None,
+        };
         let command = HealingClient::connect(&self.url, ClientRole::Command, self.connect_timeout).await?;
         for c in &self.consumers {
             ensure_group(&command.get(), c.stream(), c.group(), c.options.start.group_create_id()).await?;
@@ -418,6 +494,7 @@ impl Runtime {
                 max_buffered_bytes: consumer.options.max_buffered_bytes.unwrap_or(self.max_buffered_bytes),
                 shutdown_timeout: self.shutdown_timeout,
                 cleanup_idle: self.cleanup_idle,
+                metrics_interval: self.metrics_interval,
                 state: self.state.clone(),
             };
             tracing::info!(
@@ -427,7 +504,24 @@ impl Runtime {
             );
             loops.push(worker::spawn(consumer, settings, command.clone(), token.child_token()));
         }
-        Ok(RunningRuntime { token, loops, command, url: self.url, connect_timeout: self.connect_timeout })
+        let readiness = Loops::new(loops.iter().map(|l| (l.name.clone(), l.readiness.clone())).collect());
+        #[cfg(feature = "http")]
+        let http = match http {
+            Some((listener, prometheus)) => {
+                Some(crate::observe::http::HttpServer::start(listener, prometheus, readiness.clone())?)
+            }
+            None => None,
+        };
+        Ok(RunningRuntime {
+            token,
+            loops,
+            readiness,
+            command,
+            url: self.url,
+            connect_timeout: self.connect_timeout,
+            #[cfg(feature = "http")]
+            http,
+        })
     }
 }
 
@@ -443,15 +537,51 @@ fn default_member_name() -> String {
 pub struct RunningRuntime {
     token: CancellationToken,
     loops: Vec<LoopHandle>,
+    readiness: Loops,
     command: HealingClient,
     url: RedisUrl,
     connect_timeout: Duration,
+    #[cfg(feature = "http")]
+    http: Option<crate::observe::http::HttpServer>,
 }
 
 impl RunningRuntime {
     /// The counters of the consumer registered as `name`.
     pub fn stats(&self, name: &str) -> Option<Arc<ConsumerStats>> {
         self.loops.iter().find(|l| l.name == name).map(|l| l.stats.clone())
+    }
+
+    /// The counters of every consumer, read now, by registration name: for exporting them
+    /// yourself (the runtime also records them as metrics, see the README's "Monitoring").
+    ///
+    /// ```no_run
+    /// # async fn demo(running: streamx_runtime::RunningRuntime) {
+    /// for (name, stats) in running.stats_all() {
+    ///     println!("{name}: {} succeeded, {} dead-lettered", stats.succeeded, stats.dead_lettered);
+    /// }
+    /// # }
+    /// ```
+    pub fn stats_all(&self) -> BTreeMap<String, ConsumerStatsSnapshot> {
+        self.loops.iter().map(|l| (l.name.clone(), l.stats.snapshot())).collect()
+    }
+
+    /// Why the runtime is not ready (what `/readyz` answers): one reason per consumer whose
+    /// reader is not connected or whose last read failed. Empty when every consumer reads.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.readiness.reasons()
+    }
+
+    /// The address the HTTP endpoint listens on (with the port chosen when `:0` was
+    /// asked); `None` when it is off.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        #[cfg(feature = "http")]
+        {
+            self.http.as_ref().map(|h| h.addr)
+        }
+        #[cfg(not(feature = "http"))]
+        {
+            None
+        }
     }
 
     /// A producer on the runtime's Redis.
@@ -470,6 +600,10 @@ impl RunningRuntime {
             }
         }
         self.command.quit().await;
+        #[cfg(feature = "http")]
+        if let Some(http) = self.http {
+            http.stop().await;
+        }
         failed.map_or(Ok(()), Err)
     }
 }

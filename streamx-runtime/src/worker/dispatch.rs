@@ -178,8 +178,12 @@ async fn handle(shared: Arc<Shared>, entry: RawEntry, attempt: u32, permit: Owne
     let id = entry.id;
     let span =
         tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
+    #[cfg(feature = "opentelemetry")]
+    crate::observe::trace_context::set_parent(&span, &entry.headers);
     async {
+        let started = shared.metrics.handler_started(id, attempt);
         let outcome = run_handler(&shared, entry, attempt).await;
+        shared.metrics.handler_finished(started);
         // The entry and its decoded payload are gone with the handler.
         drop(charge);
         settle(&shared, id, attempt, outcome, permit).await;
@@ -224,23 +228,27 @@ async fn settle(shared: &Shared, id: MessageId, attempt: u32, outcome: Outcome, 
         Outcome::Done => {
             shared.ack(id);
             ConsumerStats::bump(&shared.stats.succeeded, 1);
+            shared.metrics.succeeded();
             drop(permit);
         }
         Outcome::Failed { error, kind, retry_after } => {
             let policy = &shared.consumer.options.retry;
             if attempt >= policy.max_deliveries() {
                 tracing::warn!(%error, %kind, deliveries = attempt, "handler failed on its last delivery");
+                shared.metrics.dead_lettered(kind);
                 // Boxed: the rare paths must not bloat every handler task's future.
                 Box::pin(dead_letter(shared, id, attempt, kind, &error, permit)).await;
             } else {
                 let delay = retry_after.unwrap_or_else(|| policy.backoff.delay(attempt));
                 tracing::info!(%error, %kind, retry_in = ?delay, "handler failed; will retry");
                 ConsumerStats::bump(&shared.stats.retried, 1);
+                shared.metrics.retried();
                 Box::pin(schedule_retry(shared, id, delay, permit)).await;
             }
         }
         Outcome::Rejected { reason, kind } => {
             tracing::warn!(%reason, %kind, "message rejected");
+            shared.metrics.dead_lettered(kind);
             let deliveries = attempt.min(shared.consumer.options.retry.max_deliveries());
             Box::pin(dead_letter(shared, id, deliveries, kind, &reason, permit)).await;
         }

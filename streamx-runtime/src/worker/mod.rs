@@ -26,6 +26,7 @@ mod heartbeat;
 mod promoter;
 mod reader;
 mod retries;
+mod sampler;
 mod shared;
 mod stats;
 mod takeover;
@@ -57,6 +58,8 @@ pub(crate) struct LoopSettings {
     pub max_buffered_bytes: usize,
     pub shutdown_timeout: Duration,
     pub cleanup_idle: Duration,
+    /// How often the gauges are sampled (zero: never).
+    pub metrics_interval: Duration,
     pub state: crate::state::State,
 }
 
@@ -64,6 +67,7 @@ pub(crate) struct LoopSettings {
 pub(crate) struct LoopHandle {
     pub name: String,
     pub stats: Arc<ConsumerStats>,
+    pub readiness: Arc<crate::observe::Readiness>,
     pub task: JoinHandle<()>,
 }
 
@@ -78,8 +82,9 @@ pub(crate) fn spawn(
     let name = consumer.name.to_string();
     let (shared, ack_rx) = Shared::new(consumer, settings, command, shutdown);
     let stats = shared.stats.clone();
+    let readiness = shared.readiness.clone();
     let task = tokio::spawn(run(shared, ack_rx));
-    LoopHandle { name, stats, task }
+    LoopHandle { name, stats, readiness, task }
 }
 
 async fn run(shared: Arc<Shared>, ack_rx: shared::AckReceiver) {
@@ -106,13 +111,20 @@ async fn run(shared: Arc<Shared>, ack_rx: shared::AckReceiver) {
         let shared = shared.clone();
         move || promoter::run(shared.clone())
     }));
+    // Gauges only when a recorder would keep them.
+    let sampling = (!shared.settings.metrics_interval.is_zero() && crate::observe::recorder_installed())
+        .then(|| tokio::spawn(sampler::run(shared.clone(), shared.settings.metrics_interval)));
     supervise("reader", shared.clone(), shutdown.clone(), {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         move || reader::run(shared.clone(), shutdown.clone())
     })
     .await;
+    shared.readiness.stopped();
     let _ = taking_over.await;
     let _ = promoting.await;
+    if let Some(sampling) = sampling {
+        let _ = sampling.await;
+    }
     drain::finish_handlers(&shared).await;
     shared.tasks.close();
     shared.tasks.wait().await;

@@ -51,7 +51,9 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
     if orphaned > 0 {
         tracing::warn!(consumer = %shared.name, count = orphaned, "the reader restarted; its unstarted messages are taken up again after claim_idle");
     }
+    shared.readiness.connecting();
     let Some(reader) = connect_until(&shared, role, &shutdown).await else { return Ok(()) };
+    shared.readiness.reading();
     let batch = options.effective_batch_size();
     let block_ms = options.block.as_millis().max(1) as u64;
     let mut backoff = RetryDelay::new();
@@ -80,6 +82,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
         match reply {
             Ok((entries, charge)) => {
                 backoff.reset();
+                shared.readiness.reading();
                 if entries.len() >= count {
                     // A full batch: probably more waiting. Read ahead if the budget has room.
                     ahead = shared.budget.room_for(batch).map(|count| spawn_read(&shared, reader.get(), count, None));
@@ -91,6 +94,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
                 }
             }
             Err(e) if is_no_group(&e) => {
+                shared.readiness.read_failed();
                 tracing::warn!(consumer = %shared.name, stream = shared.stream(), group = shared.group(),
                     "the consumer group is gone (Redis restarted or flushed?); recreating it");
                 if let Err(e) = ensure_group(&shared.command.get(), shared.stream(), shared.group(), "0").await {
@@ -100,6 +104,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
             }
             Err(e) => {
                 tracing::warn!(consumer = %shared.name, error = %e, retry_in = ?backoff.current(), "XREADGROUP failed; retrying");
+                shared.readiness.read_failed();
                 reader.heal(&client, &e).await;
                 backoff.wait(&shutdown).await;
             }

@@ -17,6 +17,7 @@ use crate::connection::HealingClient;
 use crate::consumer::Consumer;
 use crate::keys;
 use crate::message::MessageId;
+use crate::observe::{ConsumerMetrics, Readiness};
 
 /// Where handler tasks queue the ids to acknowledge (drained by the acker task).
 pub(crate) type AckSender = mpsc::UnboundedSender<MessageId>;
@@ -62,6 +63,10 @@ pub(crate) struct Shared {
     /// Cancelled when the loop stops taking new work (reads, take-overs, due retries).
     pub stopping: CancellationToken,
     pub stats: Arc<ConsumerStats>,
+    /// The loop's metric handles (see [`crate::observe`]).
+    pub metrics: ConsumerMetrics,
+    /// Whether the reader is connected and reading (`/readyz`).
+    pub readiness: Arc<Readiness>,
     /// When the heartbeat last got through again after failing (Redis unreachable or
     /// restarted): every consumer's heartbeat looks stale for a while after an outage.
     recovered_at: Mutex<Option<Instant>>,
@@ -88,6 +93,7 @@ impl Shared {
         let shared = Shared {
             name: consumer.name.to_string(),
             stream_arc: Arc::from(&*consumer.stream),
+            metrics: ConsumerMetrics::new(&consumer.stream, &consumer.group, &consumer.name),
             permits: Arc::new(Semaphore::new(consumer.options.concurrency)),
             budget: ByteBudget::new(settings.max_buffered_bytes),
             consumer,
@@ -97,6 +103,7 @@ impl Shared {
             tasks: TaskTracker::new(),
             stopping,
             stats: Arc::new(ConsumerStats::default()),
+            readiness: Arc::new(Readiness::default()),
             recovered_at: Mutex::new(None),
             held: Mutex::new(FxHashMap::default()),
             acks: Mutex::new(Some(tx)),

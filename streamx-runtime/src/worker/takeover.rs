@@ -260,6 +260,7 @@ fn spawn_claim(shared: &Arc<Shared>, limit: usize, suspect_ok: bool, own: Vec<Me
         let claimed = take_over(&shared, limit, suspect_ok, &own).await?;
         ConsumerStats::bump(&shared.stats.delivered, claimed.len() as u64);
         ConsumerStats::bump(&shared.stats.claimed, claimed.len() as u64);
+        shared.metrics.taken_over(claimed.len());
         shared.track_claimed(claimed.iter().map(|c| c.entry.id), true);
         let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
         Ok(TakenOver { claimed, charge, limit })

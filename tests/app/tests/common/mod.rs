@@ -144,6 +144,67 @@ pub async fn start_runtime(url: impl Into<String>, consumers: Vec<Consumer>) -> 
     builder.build().unwrap().start().await.unwrap()
 }
 
+/// Starts a runtime running only `consumers` against `url`, with more settings made by
+/// `configure` (e.g. the HTTP endpoint).
+pub async fn start_runtime_with(
+    url: impl Into<String>,
+    consumers: Vec<Consumer>,
+    configure: impl FnOnce(streamx::RuntimeBuilder) -> streamx::RuntimeBuilder,
+) -> RunningRuntime {
+    let mut builder = Runtime::builder().redis_url(url).registered_consumers(false);
+    for c in consumers {
+        builder = builder.consumer(c);
+    }
+    configure(builder).build().unwrap().start().await.unwrap()
+}
+
+/// `GET path` on a local HTTP server, with a raw HTTP/1.1 request (no client library): the
+/// status code and the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+        (status, if chunked { dechunk(body) } else { body.to_string() })
+    })
+    .await
+    .unwrap()
+}
+
+/// The payload of a `Transfer-Encoding: chunked` body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// The value of the sample `name{labels...}` in a Prometheus text exposition, if present:
+/// the line whose labels include every one of `labels`.
+pub fn prometheus_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+        if metric != name || !labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))) {
+            return None;
+        }
+        value.parse().ok()
+    })
+}
+
 /// Starting a runtime with `consumer` against `url` (one connection attempt) fails: the error.
 pub async fn start_error(url: impl Into<String>, consumer: Consumer) -> streamx::Error {
     match Runtime::builder()

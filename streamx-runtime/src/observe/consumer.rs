@@ -1,0 +1,98 @@
+//! The metric handles of one consumer loop, built once when the loop starts: recording a
+//! delivery is an atomic add (a histogram sample with a recorder installed), never a
+//! lookup by name.
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use metrics::{Counter, Histogram};
+
+use super::names::*;
+use crate::handler::FailureKind;
+use crate::message::MessageId;
+
+/// The handles of one consumer loop (labels: stream, group, registration name).
+pub(crate) struct ConsumerMetrics {
+    success: Counter,
+    retry: Counter,
+    dead_letter: Counter,
+    rejected: Counter,
+    takeovers: Counter,
+    handler_duration: Histogram,
+    end_to_end: Histogram,
+    /// A recorder was installed when the handles were built: only then are clocks read.
+    timed: bool,
+}
+
+impl ConsumerMetrics {
+    pub fn new(stream: &str, group: &str, consumer: &str) -> Self {
+        let labels = |outcome: Option<&'static str>| {
+            let mut labels = vec![
+                metrics::Label::new(LABEL_STREAM, stream.to_string()),
+                metrics::Label::new(LABEL_GROUP, group.to_string()),
+                metrics::Label::new(LABEL_CONSUMER, consumer.to_string()),
+            ];
+            labels.extend(outcome.map(|o| metrics::Label::new(LABEL_OUTCOME, o)));
+            labels
+        };
+        let consumed = |outcome| metrics::counter!(MESSAGES_CONSUMED, labels(Some(outcome)));
+        ConsumerMetrics {
+            success: consumed(OUTCOME_SUCCESS),
+            retry: consumed(OUTCOME_RETRY),
+            dead_letter: consumed(OUTCOME_DEAD_LETTER),
+            rejected: consumed(OUTCOME_REJECTED),
+            takeovers: metrics::counter!(TAKEOVERS, labels(None)),
+            handler_duration: metrics::histogram!(HANDLER_DURATION, labels(None)),
+            end_to_end: metrics::histogram!(END_TO_END_LATENCY, labels(None)),
+            timed: super::recorder_installed(),
+        }
+    }
+
+    /// A handler run of `id` (delivery `attempt`) starts: records the end-to-end latency of
+    /// a first delivery; the returned start time goes to [`handler_finished`](Self::handler_finished).
+    #[inline]
+    pub fn handler_started(&self, id: MessageId, attempt: u32) -> Option<Instant> {
+        if !self.timed {
+            return None;
+        }
+        if attempt == 1 {
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            self.end_to_end.record(now_ms.saturating_sub(id.millis()) as f64 / 1000.0);
+        }
+        Some(Instant::now())
+    }
+
+    /// The handler started at `started` returned.
+    #[inline]
+    pub fn handler_finished(&self, started: Option<Instant>) {
+        if let Some(started) = started {
+            self.handler_duration.record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// The handler succeeded.
+    #[inline]
+    pub fn succeeded(&self) {
+        self.success.increment(1);
+    }
+
+    /// The delivery failed and is scheduled for another.
+    pub fn retried(&self) {
+        self.retry.increment(1);
+    }
+
+    /// The entry goes to the dead letters, for `kind`: poison kinds count as `rejected`.
+    pub fn dead_lettered(&self, kind: FailureKind) {
+        if kind.is_poison() {
+            self.rejected.increment(1);
+        } else {
+            self.dead_letter.increment(1);
+        }
+    }
+
+    /// `n` entries were taken over from consumers that stopped.
+    pub fn taken_over(&self, n: usize) {
+        if n > 0 {
+            self.takeovers.increment(n as u64);
+        }
+    }
+}

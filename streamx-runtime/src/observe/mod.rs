@@ -1,0 +1,84 @@
+//! Observability: the metrics the runtime and the producer record through the [`metrics`]
+//! facade (one place names them all), the readiness of consumer loops, the sampled gauges
+//! and, with features, the HTTP endpoint and OpenTelemetry trace propagation.
+//!
+//! Every handle is built once (per consumer loop, per stream a producer publishes to), so
+//! recording costs an atomic add or two. With no recorder installed every handle is a no-op
+//! and the runtime does not even read the clock for histograms.
+//!
+//! Labels are the stream, the group and the consumer's registration name (label
+//! `consumer`): never message ids, member names or payload values.
+
+pub mod names;
+
+pub(crate) mod consumer;
+pub(crate) mod gauges;
+#[cfg(feature = "http")]
+pub(crate) mod http;
+pub(crate) mod producer;
+pub(crate) mod readiness;
+#[cfg(feature = "opentelemetry")]
+pub mod trace_context;
+
+pub(crate) use consumer::ConsumerMetrics;
+pub(crate) use gauges::{GroupSample, LoopGauges};
+pub(crate) use producer::PublishMetrics;
+pub(crate) use readiness::Readiness;
+
+/// A dead letter was replayed onto `stream` (operator API: a lookup by name is fine here).
+pub(crate) fn dead_letter_replayed(stream: &str) {
+    metrics::counter!(names::DEAD_LETTER_REPLAYS, names::LABEL_STREAM => stream.to_string()).increment(1);
+}
+
+/// Whether a `metrics` recorder (global, or local to this thread) is installed. Without one,
+/// the facade hands out no-op handles; the runtime then skips the clock reads that only
+/// histograms need.
+///
+/// The facade has no query for it; its fallback, `metrics::NoopRecorder`, is the one
+/// zero-sized recorder there is (every real recorder holds a registry), which is what
+/// this tells apart.
+pub(crate) fn recorder_installed() -> bool {
+    metrics::with_recorder(|recorder| size_of_val(recorder) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_recorder_is_told_from_a_real_one() {
+        assert!(!recorder_installed());
+        let recorder = metrics::NoopRecorder;
+        assert!(!metrics::with_local_recorder(&recorder, recorder_installed));
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn outcomes_are_counted_under_their_labels() {
+        use crate::handler::FailureKind;
+
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let consumer = metrics::with_local_recorder(&recorder, || {
+            assert!(recorder_installed());
+            ConsumerMetrics::new("orders", "billing", "charge")
+        });
+        consumer.succeeded();
+        consumer.succeeded();
+        consumer.retried();
+        consumer.dead_lettered(FailureKind::Error);
+        consumer.dead_lettered(FailureKind::InvalidJson);
+        consumer.taken_over(3);
+        let started = consumer.handler_started(crate::message::MessageId::new(1, 0), 1);
+        consumer.handler_finished(started);
+        let text = handle.render();
+        let labels = r#"stream="orders",group="billing",consumer="charge""#;
+        for (outcome, n) in [("success", 2), ("retry", 1), ("dead_letter", 1), ("rejected", 1)] {
+            let line = format!(r#"streamx_messages_consumed_total{{{labels},outcome="{outcome}"}} {n}"#);
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(text.contains(&format!("streamx_takeovers_total{{{labels}}} 3")), "{text}");
+        assert!(text.contains(&format!("streamx_handler_duration_seconds_count{{{labels}}} 1")), "{text}");
+        assert!(text.contains(&format!("streamx_end_to_end_latency_seconds_count{{{labels}}} 1")), "{text}");
+    }
+}

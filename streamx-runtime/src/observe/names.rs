@@ -1,0 +1,61 @@
+//! The names of the metrics streamx records, and of their labels. Every metric is
+//! registered under these names only, here: see the README's "Monitoring" section for what
+//! each one means.
+
+/// Counter, labels `stream`: messages a [`Producer`](crate::Producer) published.
+pub const MESSAGES_PUBLISHED: &str = "streamx_messages_published_total";
+/// Counter, labels `stream`: publishes that failed (a batch counts each message it did not
+/// write).
+pub const PUBLISH_ERRORS: &str = "streamx_publish_errors_total";
+/// Histogram (seconds), labels `stream`: how long one publish call took (a batch is one
+/// observation).
+pub const PUBLISH_DURATION: &str = "streamx_publish_duration_seconds";
+/// Counter, labels `stream`, `group`, `consumer`, `outcome`: handled deliveries by what
+/// became of them ([`OUTCOME_SUCCESS`], [`OUTCOME_RETRY`], [`OUTCOME_DEAD_LETTER`],
+/// [`OUTCOME_REJECTED`]).
+pub const MESSAGES_CONSUMED: &str = "streamx_messages_consumed_total";
+/// Counter, labels `stream`, `group`, `consumer`: entries taken over from consumers that
+/// stopped.
+pub const TAKEOVERS: &str = "streamx_takeovers_total";
+/// Counter, labels `stream` (the origin stream): dead letters replayed onto their stream.
+pub const DEAD_LETTER_REPLAYS: &str = "streamx_dead_letter_replays_total";
+/// Histogram (seconds), labels `stream`, `group`, `consumer`: how long handlers ran.
+pub const HANDLER_DURATION: &str = "streamx_handler_duration_seconds";
+/// Histogram (seconds), labels `stream`, `group`, `consumer`: from the time in an entry's id
+/// (when Redis added it) to the start of its first handler run.
+pub const END_TO_END_LATENCY: &str = "streamx_end_to_end_latency_seconds";
+/// Gauge, labels `stream`, `group`: entries of the stream the group has not read yet
+/// (`XINFO GROUPS` `lag`, estimated when Redis cannot tell).
+pub const GROUP_LAG: &str = "streamx_group_lag";
+/// Gauge, labels `stream`, `group`: entries read but not acknowledged (the group's PEL,
+/// scheduled retries included).
+pub const GROUP_PENDING: &str = "streamx_group_pending";
+/// Gauge (seconds), labels `stream`, `group`: age of the oldest pending entry (now minus
+/// the time in its id); 0 when nothing is pending.
+pub const OLDEST_PENDING_AGE: &str = "streamx_group_oldest_pending_age_seconds";
+/// Gauge, labels `stream`, `group`: length of the group's dead-letter stream.
+pub const DEAD_LETTER_LENGTH: &str = "streamx_dead_letter_stream_length";
+/// Gauge, labels `stream`, `group`, `consumer`: handlers running (or about to) in this
+/// process.
+pub const IN_FLIGHT: &str = "streamx_handlers_in_flight";
+
+/// Label: the stream.
+pub const LABEL_STREAM: &str = "stream";
+/// Label: the consumer group.
+pub const LABEL_GROUP: &str = "group";
+/// Label: the consumer's registration name.
+pub const LABEL_CONSUMER: &str = "consumer";
+/// Label of [`MESSAGES_CONSUMED`]: what became of the delivery.
+pub const LABEL_OUTCOME: &str = "outcome";
+
+/// The handler succeeded; the entry was acknowledged.
+pub const OUTCOME_SUCCESS: &str = "success";
+/// The handler failed (or panicked) and the entry was scheduled for another delivery.
+pub const OUTCOME_RETRY: &str = "retry";
+/// The entry goes to the dead-letter stream (or is dropped when dead letters are off): its
+/// last allowed delivery failed, the handler returned a permanent error, it reached the
+/// delivery limit, or it was trimmed while pending.
+pub const OUTCOME_DEAD_LETTER: &str = "dead_letter";
+/// Poison: the entry could not be decoded (no payload, not JSON, wrong shape, too large)
+/// and goes to the dead-letter stream without a handler run.
+pub const OUTCOME_REJECTED: &str = "rejected";
