@@ -43,11 +43,22 @@ pub enum Phase {
     MemoryLarge,
     /// Redis CPU of idle consumers with a 1,000,000-entry PEL, and the take-over rate.
     Scale,
+    /// Consume throughput of a consumer-only child at concurrency 8 with a Prometheus
+    /// recorder installed (what the HTTP endpoint does) against the same child without one.
+    Metrics,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 7] =
-        [Phase::Produce, Phase::Consume, Phase::Latency, Phase::Io, Phase::Memory, Phase::MemoryLarge, Phase::Scale];
+    pub const ALL: [Phase; 8] = [
+        Phase::Produce,
+        Phase::Consume,
+        Phase::Latency,
+        Phase::Io,
+        Phase::Memory,
+        Phase::MemoryLarge,
+        Phase::Scale,
+        Phase::Metrics,
+    ];
 }
 
 #[derive(Debug, Clone, Args)]
@@ -284,6 +295,10 @@ pub struct ConsumeOnlyArgs {
     /// Raw side: entries per XREADGROUP.
     #[arg(long, default_value_t = crate::raw::READ_COUNT)]
     pub read_count: u64,
+    /// streamx side: install a Prometheus recorder first (metrics recorded, as with the
+    /// HTTP endpoint on).
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// What a backlog's entries hold.

@@ -133,6 +133,8 @@ pub struct ChildJob<'a> {
     pub concurrency: usize,
     /// raw: how to read.
     pub plan: ReadPlan,
+    /// streamx: record metrics into a Prometheus recorder.
+    pub metrics: bool,
 }
 
 /// Runs a `consume-only` child doing `job`.
@@ -144,6 +146,7 @@ pub async fn run_child(job: &ChildJob<'_>) -> Result<ChildReport> {
         .args(["--count", &job.count.to_string(), "--concurrency", &job.concurrency.to_string()])
         .args(["--side", job.side.name(), "--payload", job.payload.name()])
         .args(["--readers", &job.plan.readers.to_string(), "--read-count", &job.plan.count.to_string()])
+        .args(job.metrics.then_some("--metrics"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -188,6 +191,8 @@ pub async fn consume_only(a: ConsumeOnlyArgs) -> Result<()> {
             println!("progress {}", handled.load(Ordering::Relaxed));
         }
     });
+    let recorder =
+        if a.metrics { Some(metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?) } else { None };
     let started = Instant::now();
     let elapsed = match a.side {
         Side::Streamx => {
@@ -218,6 +223,19 @@ pub async fn consume_only(a: ConsumeOnlyArgs) -> Result<()> {
         }
     };
     printer.abort();
+    if let Some(recorder) = recorder {
+        // The recorder really recorded: the success counter holds every handled message.
+        let text = recorder.render();
+        let counted: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("streamx_messages_consumed_total") && l.contains(r#"outcome="success""#))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        let handled = tally.handled.load(Ordering::Relaxed) as f64;
+        if counted < handled {
+            bail!("the Prometheus recorder counted {counted} successes for {handled} handled messages");
+        }
+    }
     let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let report = ChildReport {
         handled: tally.handled.load(Ordering::Relaxed),

@@ -17,7 +17,8 @@ use crate::progress::{note, Progress};
 use crate::raw::{self, RawConsumer, ReadPlan};
 use crate::raw_producer;
 use crate::report::{
-    best, ConsumeRow, DesignRate, IoRow, LargeMemoryRow, LatencyRow, MemoryRow, ProduceResult, Results, Throughput,
+    best, ConsumeRow, DesignRate, IoRow, LargeMemoryRow, LatencyRow, MemoryRow, MetricsRow, ProduceResult, Results,
+    Throughput,
 };
 use crate::scale;
 use crate::streamx_side::{self, Drain, Tally, Work};
@@ -49,6 +50,7 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
         memory: None,
         memory_large: None,
         scale: None,
+        metrics: None,
         targets: Vec::new(),
     };
     if s.runs(Phase::Produce) {
@@ -78,6 +80,9 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
     }
     if s.runs(Phase::Scale) {
         results.scale = Some(scale::run(s, keys, admin).await?);
+    }
+    if s.runs(Phase::Metrics) {
+        results.metrics = Some(metrics_cost(s, keys, admin).await?);
     }
     results.load_after = loadavg();
     results.check_targets();
@@ -339,6 +344,7 @@ async fn memory(s: &Settings, keys: &Keys, admin: &Client) -> Result<MemoryRow> 
         payload: PayloadKind::Event,
         concurrency: c,
         plan,
+        metrics: false,
     };
     let (sx_group, raw_group) = (keys.group("mem-sx"), keys.group("mem-raw"));
     let streamx = memory::run_child(&job(Side::Streamx, &sx_group)).await?;
@@ -379,6 +385,7 @@ async fn memory_large(s: &Settings, keys: &Keys, admin: &Client) -> Result<Large
         payload: PayloadKind::Blob,
         concurrency,
         plan,
+        metrics: false,
     };
     let (sx_group, raw_group) = (keys.group("large-sx"), keys.group("large-raw"));
     let measured = async {
@@ -408,4 +415,55 @@ fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
+}
+
+/// The metrics phase: consume-only children drain the same backlog at concurrency 8, with
+/// and without a Prometheus recorder, alternating; the best of each.
+async fn metrics_cost(s: &Settings, keys: &Keys, admin: &Client) -> Result<MetricsRow> {
+    const CONCURRENCY: usize = 8;
+    note(&format!(
+        "== metrics: consume-only children drain {} messages at concurrency {CONCURRENCY}, metrics off vs on \
+         (Prometheus recorder), best of {}",
+        s.messages, s.repeat
+    ));
+    let stream = keys.stream("metrics");
+    memory::publish_backlog(admin, &stream, s.messages, "backlog for metrics").await?;
+    let measured = async {
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for r in 0..s.repeat {
+            for metrics in if r % 2 == 0 { [false, true] } else { [true, false] } {
+                let group = keys.group(if metrics { "metrics-on" } else { "metrics-off" });
+                let job = ChildJob {
+                    url: &s.url,
+                    stream: &stream,
+                    group: &group,
+                    count: s.messages,
+                    side: Side::Streamx,
+                    payload: PayloadKind::Event,
+                    concurrency: CONCURRENCY,
+                    plan: s.raw_plan(CONCURRENCY),
+                    metrics,
+                };
+                let rate = memory::run_child(&job).await?.rate();
+                if metrics {
+                    on.push(rate)
+                } else {
+                    off.push(rate)
+                }
+            }
+        }
+        Ok::<_, anyhow::Error>((off, on))
+    }
+    .await;
+    raw::delete(admin, vec![stream]).await?;
+    let (off, on) = measured?;
+    let (best_off, best_on) = (best(&off), best(&on));
+    Ok(MetricsRow {
+        concurrency: CONCURRENCY,
+        off: best_off,
+        on: best_on,
+        ratio: best_on / best_off,
+        off_runs: off,
+        on_runs: on,
+    })
 }

@@ -112,6 +112,20 @@ pub struct IoRow {
     pub runs: Vec<f64>,
 }
 
+/// Consume throughput with metrics recorded (a Prometheus recorder) against without.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricsRow {
+    pub concurrency: usize,
+    /// msg/s, best run, no recorder.
+    pub off: f64,
+    /// msg/s, best run, Prometheus recorder installed.
+    pub on: f64,
+    /// on / off.
+    pub ratio: f64,
+    pub off_runs: Vec<f64>,
+    pub on_runs: Vec<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryRow {
     pub backlog: u64,
@@ -161,6 +175,7 @@ pub struct Results {
     pub memory: Option<MemoryRow>,
     pub memory_large: Option<LargeMemoryRow>,
     pub scale: Option<ScaleRow>,
+    pub metrics: Option<MetricsRow>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -235,6 +250,9 @@ impl Results {
             let r = sc.takeover.ratio;
             check("take-over >= 0.5 x fresh consume", format!("{r:.2} x"), r >= 0.5);
         }
+        if let Some(m) = &self.metrics {
+            check("consume with metrics >= 0.95 x without", format!("{:.2} x", m.ratio), m.ratio >= 0.95);
+        }
         self.targets = t;
     }
 
@@ -277,6 +295,14 @@ impl Results {
             row(format!("latency {}/s p50 (ms)", l.rate), ms(x.p50_us), ms(r.p50_us), ratio(x.p50_us, r.p50_us));
             row(format!("latency {}/s p99 (ms)", l.rate), ms(x.p99_us), ms(r.p99_us), ratio(x.p99_us, r.p99_us));
             row(format!("latency {}/s max (ms)", l.rate), ms(x.max_us), ms(r.max_us), ratio(x.max_us, r.max_us));
+        }
+        if let Some(m) = &self.metrics {
+            row(
+                format!("consume c={} child, metrics on (msg/s)", m.concurrency),
+                count(m.on),
+                format!("{} off", count(m.off)),
+                format!("{:.2}", m.ratio),
+            );
         }
         if let Some(io) = &self.io_bound {
             row(
