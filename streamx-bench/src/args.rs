@@ -43,8 +43,8 @@ pub enum Phase {
     MemoryLarge,
     /// Redis CPU of idle consumers with a 1,000,000-entry PEL, and the take-over rate.
     Scale,
-    /// Consume throughput of a consumer-only child at concurrency 8 with a Prometheus
-    /// recorder installed (what the HTTP endpoint does) against the same child without one.
+    /// Consume throughput and CPU of a consumer-only child at concurrency 8 with the HTTP
+    /// endpoint on (metrics recorded, gauges sampled) against the same child without it.
     Metrics,
 }
 
@@ -295,8 +295,8 @@ pub struct ConsumeOnlyArgs {
     /// Raw side: entries per XREADGROUP.
     #[arg(long, default_value_t = crate::raw::READ_COUNT)]
     pub read_count: u64,
-    /// streamx side: install a Prometheus recorder first (metrics recorded, as with the
-    /// HTTP endpoint on).
+    /// streamx side: serve the HTTP endpoint (metrics recorded into its Prometheus recorder,
+    /// gauges sampled).
     #[arg(long)]
     pub metrics: bool,
 }

@@ -238,8 +238,16 @@ async fn drain_streamx(
     let group = keys.group("sx");
     let tally = Arc::new(Tally::default());
     let progress = Progress::start(label, target, tally.handled.clone());
-    let drain =
-        Drain { url: &s.url, stream: backlog, group: &group, target, concurrency, work, timeout: DRAIN_TIMEOUT };
+    let drain = Drain {
+        url: &s.url,
+        stream: backlog,
+        group: &group,
+        target,
+        concurrency,
+        work,
+        timeout: DRAIN_TIMEOUT,
+        http: false,
+    };
     let meter = Meter::start(admin).await?;
     let elapsed = streamx_side::consume(&drain, tally).await?;
     let cost = meter.finish(admin, target).await?;
@@ -430,6 +438,7 @@ async fn metrics_cost(s: &Settings, keys: &Keys, admin: &Client) -> Result<Metri
     memory::publish_backlog(admin, &stream, s.messages, "backlog for metrics").await?;
     let measured = async {
         let (mut off, mut on) = (Vec::new(), Vec::new());
+        let (mut off_cpu, mut on_cpu): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
         for r in 0..s.repeat {
             for metrics in if r % 2 == 0 { [false, true] } else { [true, false] } {
                 let group = keys.group(if metrics { "metrics-on" } else { "metrics-off" });
@@ -444,25 +453,26 @@ async fn metrics_cost(s: &Settings, keys: &Keys, admin: &Client) -> Result<Metri
                     plan: s.raw_plan(CONCURRENCY),
                     metrics,
                 };
-                let rate = memory::run_child(&job).await?.rate();
-                if metrics {
-                    on.push(rate)
-                } else {
-                    off.push(rate)
-                }
+                let report = memory::run_child(&job).await?;
+                let (rates, cpus) = if metrics { (&mut on, &mut on_cpu) } else { (&mut off, &mut off_cpu) };
+                rates.push(report.rate());
+                cpus.push(report.cpu_us_per_msg());
             }
         }
-        Ok::<_, anyhow::Error>((off, on))
+        Ok::<_, anyhow::Error>((off, on, off_cpu, on_cpu))
     }
     .await;
     raw::delete(admin, vec![stream]).await?;
-    let (off, on) = measured?;
+    let (off, on, off_cpu, on_cpu) = measured?;
+    let least = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let (best_off, best_on) = (best(&off), best(&on));
     Ok(MetricsRow {
         concurrency: CONCURRENCY,
         off: best_off,
         on: best_on,
         ratio: best_on / best_off,
+        off_cpu_us: least(&off_cpu),
+        on_cpu_us: least(&on_cpu),
         off_runs: off,
         on_runs: on,
     })

@@ -122,6 +122,9 @@ pub struct MetricsRow {
     pub on: f64,
     /// on / off.
     pub ratio: f64,
+    /// Client CPU per message, µs, least of the runs.
+    pub off_cpu_us: f64,
+    pub on_cpu_us: f64,
     pub off_runs: Vec<f64>,
     pub on_runs: Vec<f64>,
 }
@@ -302,6 +305,12 @@ impl Results {
                 count(m.on),
                 format!("{} off", count(m.off)),
                 format!("{:.2}", m.ratio),
+            );
+            row(
+                "  metrics on, client CPU (us/msg)".to_string(),
+                format!("{:.2}", m.on_cpu_us),
+                format!("{:.2} off", m.off_cpu_us),
+                format!("{:.2}", m.on_cpu_us / m.off_cpu_us),
             );
         }
         if let Some(io) = &self.io_bound {

@@ -78,14 +78,44 @@ where
 
 /// Starts a runtime with just `consumer`.
 pub async fn start(url: &str, consumer: Consumer) -> Result<RunningRuntime> {
-    Ok(Runtime::builder()
+    start_with(url, consumer, false).await
+}
+
+/// [`start`], serving the HTTP endpoint on a free loopback port if `http`.
+async fn start_with(url: &str, consumer: Consumer, http: bool) -> Result<RunningRuntime> {
+    let mut builder = Runtime::builder()
         .redis_url(url)
         .registered_consumers(false)
         .consumer(consumer)
-        .shutdown_timeout(Duration::from_secs(5))
-        .build()?
-        .start()
-        .await?)
+        .shutdown_timeout(Duration::from_secs(5));
+    if http {
+        builder = builder.http("127.0.0.1:0");
+    }
+    Ok(builder.build()?.start().await?)
+}
+
+/// Fails unless `/metrics` at `addr` counts at least `handled` successes: the metrics-on
+/// runs really recorded.
+async fn check_metrics(addr: std::net::SocketAddr, handled: u64) -> Result<()> {
+    let text = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(addr)?;
+        // HTTP/1.0: the body comes whole, never chunked.
+        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text)?;
+        Ok(text)
+    })
+    .await??;
+    let counted: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("streamx_messages_consumed_total") && l.contains(r#"outcome="success""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    if counted < handled as f64 {
+        bail!("/metrics counted {counted} successes for {handled} handled messages");
+    }
+    Ok(())
 }
 
 /// One drain of a backlog by a fresh group.
@@ -99,6 +129,9 @@ pub struct Drain<'a> {
     pub concurrency: usize,
     pub work: Work,
     pub timeout: Duration,
+    /// Serve the HTTP endpoint on a free loopback port: metrics recorded into the
+    /// Prometheus recorder and gauges sampled, as in production with `/metrics` on.
+    pub http: bool,
 }
 
 /// Runs `drain` with the streamx runtime (payloads decoded as [`Event`]), counting into
@@ -112,10 +145,14 @@ pub async fn consume_as<T>(drain: &Drain<'_>, tally: Arc<Tally>) -> Result<Durat
 where
     T: DeserializeOwned + Send + 'static,
 {
-    let Drain { url, stream, group, target, concurrency, work, timeout } = *drain;
+    let Drain { url, stream, group, target, concurrency, work, timeout, http } = *drain;
     let started = Instant::now();
-    let running = start(url, consumer::<T>(stream, group, concurrency, work, tally.clone(), target)).await?;
+    let consumer = consumer::<T>(stream, group, concurrency, work, tally.clone(), target);
+    let running = start_with(url, consumer, http).await?;
     let finished = wait_for(&tally, target, started + timeout).await;
+    if let Some(addr) = running.http_addr() {
+        check_metrics(addr, tally.handled.load(Ordering::Relaxed)).await?;
+    }
     running.shutdown().await?;
     match finished {
         Some(at) => Ok(at - started),
