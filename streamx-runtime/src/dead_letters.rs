@@ -51,7 +51,7 @@ pub const REPLAYED_FROM_HEADER: &str = "streamx-replayed-from";
 /// `STREAMX_WIDE` and [`move_to_dead_letters`] copies it from the client instead.
 static MOVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     crate::scripts::assemble(
-        &[&crate::scripts::CLEAR_MARKS],
+        &[],
         r#"
 -- KEYS: origin stream, dead-letter stream, take-over marks
 -- ARGV: group, id, consumer, deliveries, kind, error, at, max fields
@@ -71,7 +71,7 @@ table.insert(fields, 'dlq:error');      table.insert(fields, ARGV[6])
 table.insert(fields, 'dlq:at');         table.insert(fields, ARGV[7])
 local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-clear_marks(KEYS[3], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2])
 return id
 "#,
     )
@@ -82,7 +82,7 @@ return id
 /// the entry over and will decide its fate).
 static ACK_WIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     crate::scripts::assemble(
-        &[&crate::scripts::CLEAR_MARKS],
+        &[],
         r#"
 -- KEYS: origin stream, dead-letter stream, take-over marks
 -- ARGV: group, id, consumer, dead-letter id
@@ -92,7 +92,7 @@ if not mine[1] then
   return 0
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-clear_marks(KEYS[3], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2])
 return 1
 "#,
     )

@@ -5,8 +5,6 @@
 //! existence), writes what must not be lost next (a dead letter, a schedule entry), and does
 //! the destructive step (XACK, handing an entry to another consumer) last.
 
-use std::sync::LazyLock;
-
 use fred::types::scripts::Script;
 
 /// `now_ms()`: the Redis server's clock in Unix milliseconds. Every time the engine compares
@@ -34,25 +32,6 @@ local function dead_letter_trimmed(stream, dlq, group, id, owner, deliveries, no
   redis.call('XACK', stream, group, id)
 end
 "#;
-
-/// The member of the take-over marks that says an entry was claimed by a taker and has not
-/// started there (see `worker::takeover`); the bare id says it started.
-pub(crate) fn claimed_mark(id: &str) -> String {
-    format!("{CLAIMED_MARK_PREFIX}{id}")
-}
-
-const CLAIMED_MARK_PREFIX: &str = "c:";
-
-/// `clear_marks(key, id)`: removes both take-over marks of a settled entry (the bare id, and
-/// its [`claimed_mark`]).
-pub(crate) static CLEAR_MARKS: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        r#"
-local function claimed_mark(id) return '{CLAIMED_MARK_PREFIX}' .. id end
-local function clear_marks(key, id) redis.call('SREM', key, id, claimed_mark(id)) end
-"#
-    )
-});
 
 /// `consumers(stream, group)`: the group's consumers from `XINFO CONSUMERS` as
 /// `{name, pending, idle}` tables (idle: ms since the consumer's last command).

@@ -33,14 +33,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: AckReceiver) {
 async fn send(shared: &Shared, ids: &[MessageId]) {
     // Reference-counted strings: each retry re-sends them without copying.
     let strs: Vec<Str> = ids.iter().map(|id| Str::from(id.to_string())).collect();
-    let marked: Vec<String> = shared
-        .taken_over_among(ids)
-        .iter()
-        .flat_map(|id| {
-            let id = id.to_string();
-            [crate::scripts::claimed_mark(&id), id]
-        })
-        .collect();
+    let marked: Vec<String> = shared.taken_over_among(ids).iter().map(MessageId::to_string).collect();
     let mut delay = RetryDelay::new();
     let mut last_attempts = 0;
     loop {

@@ -119,12 +119,7 @@ pub(crate) struct Charge {
 impl Charge {
     /// Moves the charge of `entry` out of this one (for the handler task that takes it).
     pub fn split_for(&mut self, entry: &RawEntry) -> Charge {
-        self.split_for_all([entry])
-    }
-
-    /// Moves the charge of `entries` out of this one.
-    pub fn split_for_all<'a>(&mut self, entries: impl IntoIterator<Item = &'a RawEntry>) -> Charge {
-        let bytes = entries.into_iter().map(charged_size).sum::<usize>().min(self.bytes);
+        let bytes = charged_size(entry).min(self.bytes);
         self.bytes -= bytes;
         Charge { budget: self.budget.clone(), bytes }
     }

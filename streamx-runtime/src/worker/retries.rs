@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 
 use super::shared::Shared;
 use crate::message::MessageId;
-use crate::scripts::{assemble, CLEAR_MARKS, DEAD_LETTER_TRIMMED, NOW_MS};
+use crate::scripts::{assemble, DEAD_LETTER_TRIMMED, NOW_MS};
 
 /// The consumer name under which scheduled retries wait in the PEL. It never reads; the
 /// engine's take-overs skip it.
@@ -26,7 +26,7 @@ pub const SCHEDULED_CONSUMER: &str = "streamx:scheduled";
 /// this consumer's).
 static PARK: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_TRIMMED, &CLEAR_MARKS],
+        &[NOW_MS, DEAD_LETTER_TRIMMED],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, [dead letters]
 -- ARGV: group, me, scheduled consumer, then per entry: id, delay ms, count to set (-1 keeps it)
@@ -45,7 +45,7 @@ for i = 4, #ARGV, 3 do
     else
       dead_letter_trimmed(KEYS[1], dlq, ARGV[1], id, ARGV[2], count, now)
     end
-    clear_marks(KEYS[4], id)
+    redis.call('SREM', KEYS[4], id)
     table.insert(parked, id)
   end
 end

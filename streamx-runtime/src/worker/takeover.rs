@@ -12,19 +12,12 @@
 //! - **Counting**: a stopped consumer's entries may or may not have started, so the claim
 //!   counts a delivery (`RETRYCOUNT count + 1`, absolute: a re-sent script cannot count
 //!   twice). No message therefore runs more than `max_retries + 1` times; one that was on its
-//!   last delivery when its consumer stopped is dead-lettered as `delivery_limit`. The one
-//!   exception is an entry a taker claimed and is known not to have started (below): its
-//!   count already holds the delivery that never ran, so the next claim keeps it, as a
-//!   graceful shutdown does for the entries it hands back.
-//! - **Crash-loop isolation**: an entry taken over is marked (`{stream}:takeovers:<group>`)
-//!   twice until it settles: `c:<id>` when it is claimed (in the claiming script), and
-//!   `<id>` before its handler starts. If its new holder dies too, the mark pins
-//!   the crash on it: marked entries are *suspects*, claimed one at a time and run alone, so a
-//!   message that crashes its worker reaches `max_retries + 1` deliveries by itself (and is
-//!   dead-lettered as `delivery_limit`) without dragging the entries around it along. Entries
-//!   a taker claimed but had not started when it died are not marked (they cannot have
-//!   crashed it): the next taker claims them in batches, so a claim may run well ahead of the
-//!   free permits without turning a whole batch into suspects.
+//!   last delivery when its consumer stopped is dead-lettered as `delivery_limit`.
+//! - **Crash-loop isolation**: every entry taken over is marked (`{stream}:takeovers:<group>`)
+//!   until it settles. If its new holder dies too, the mark pins the crash on it: marked
+//!   entries are *suspects*, claimed one at a time and run alone, so a message that crashes
+//!   its worker reaches `max_retries + 1` deliveries by itself (and is dead-lettered as
+//!   `delivery_limit`) without dragging the entries around it along.
 //! - **Reconciliation**: entries this consumer owns in Redis but does not hold in memory (a
 //!   read whose reply was lost to a dropped connection, a restarted reader, a fixed
 //!   consumer name reused after a crash) are taken over from itself once idle `claim_idle`.
@@ -33,8 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use fred::bytes_utils::Str;
-use fred::interfaces::{SetsInterface, StreamsInterface};
+use fred::interfaces::StreamsInterface;
 use fred::types::scripts::Script;
 use fred::types::Value;
 
@@ -46,16 +38,14 @@ use super::stats::ConsumerStats;
 use super::ticker::{jittered, Ticker};
 use crate::inspect::parse_pending;
 use crate::message::MessageId;
-use crate::retry_delay::RetryDelay;
-use crate::scripts::{assemble, CLEAR_MARKS, CONSUMERS, DEAD_LETTER_TRIMMED, NOW_MS};
-use crate::wire::RawEntry;
+use crate::scripts::{assemble, CONSUMERS, DEAD_LETTER_TRIMMED, NOW_MS};
 
 /// Claims entries of stopped consumers (or the given ids of one consumer). Returns
 /// `[id, fields, count, suspect]` per entry claimed: at most `limit` entries that are not
 /// suspects, plus at most one suspect when allowed.
 static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_TRIMMED, CONSUMERS, &CLEAR_MARKS],
+        &[NOW_MS, DEAD_LETTER_TRIMMED, CONSUMERS],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, [dead letters]
 -- ARGV: group, me, scheduled consumer, claim_idle ms, limit, may take a suspect (1/0),
@@ -74,12 +64,7 @@ local function take_page(rows)
   if #rows == 0 then return end
   local ids = {}
   for i, p in ipairs(rows) do ids[i] = p[1] end
-  -- Take-over marks: the bare id if a taker started it, claimed_mark(id) if a taker claimed
-  -- it (and had not started it unless the bare id is there too).
   local marked = redis.call('SMISMEMBER', KEYS[4], unpack(ids))
-  local claims = {}
-  for i, id in ipairs(ids) do claims[i] = claimed_mark(id) end
-  local claimed = redis.call('SMISMEMBER', KEYS[4], unpack(claims))
   -- The entries' fields, in one XRANGE over the page's span when the ids are dense (they
   -- usually are: one read's worth); ids missing from a complete span were deleted.
   local fields = {}
@@ -101,12 +86,9 @@ local function take_page(rows)
       end
       if not found then
         dead_letter_trimmed(KEYS[1], dlq, ARGV[1], id, owner, count, now)
-        clear_marks(KEYS[4], id)
+        redis.call('SREM', KEYS[4], id)
       else
-        -- This claim counts a delivery, unless the last one was a taker's claim that never
-        -- started (its count already holds the delivery this claim makes).
         local next = count + 1
-        if claimed[i] == 1 and not suspect then next = count end
         by_count[next] = by_count[next] or {}
         table.insert(by_count[next], id)
         if suspect then suspect_ok = false else taken = taken + 1 end
@@ -148,27 +130,30 @@ else
 end
 
 -- The claims, one XCLAIM per delivery count (JUSTID: the fields came from XRANGE; the count
--- is set, not incremented), and the claimed marks, written before anything starts. The
--- bare-id marks are written by the taker as it starts each entry.
-local claims = {}
+-- is set, not incremented), and the take-over marks, written before anything starts.
+local all = {}
 for n, ids in pairs(by_count) do
   -- (`unpack` must come last in an argument list, or Lua keeps only its first value.)
   local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
   for _, id in ipairs(ids) do
     table.insert(args, id)
-    table.insert(claims, claimed_mark(id))
+    table.insert(all, id)
   end
   table.insert(args, 'JUSTID'); table.insert(args, 'RETRYCOUNT'); table.insert(args, n)
   redis.call(unpack(args))
 end
-if #claims > 0 then redis.call('SADD', KEYS[4], unpack(claims)) end
+if #all > 0 then redis.call('SADD', KEYS[4], unpack(all)) end
 return out
 "#,
     )
 });
 
-/// Claims sent ahead while a batch is dispatched.
+/// Claims sent ahead while a claim is dispatched.
 const CLAIMS_AHEAD: usize = 2;
+
+/// A take-over claim takes at most `concurrency` plus this many entries (and less when the
+/// byte budget is short), whatever the read batch size.
+const CLAIM_BEYOND_PERMITS: usize = 32;
 
 /// A claim in flight: its entries are tracked and charged to the byte budget as soon as its
 /// reply arrives.
@@ -182,13 +167,16 @@ struct TakenOver {
 }
 
 /// Takes over what stopped consumers hold, and what this consumer owns but lost track of,
-/// until the loop stops. Like a read, a claim takes up to a batch ahead of the free permits
+/// until the loop stops. A claim takes what can start soon (`concurrency + 32` entries)
 /// (the heartbeat keeps them this consumer's while they wait); when a claim was full, the
 /// next ones are sent at once and run while this batch is dispatched, so round trips overlap
 /// handler work. At most `1 + CLAIMS_AHEAD` batches wait.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let claim_idle = shared.consumer.options.claim_idle;
-    let batch = shared.consumer.options.effective_batch_size();
+    // Small claims, not read batches: every entry claimed is a crash suspect if this consumer
+    // dies before it settles, so a taker that dies leaves at most `1 + CLAIMS_AHEAD` claims of
+    // suspects (run one at a time by the next taker), however large `batch_size` is.
+    let batch = shared.consumer.options.concurrency.saturating_add(CLAIM_BEYOND_PERMITS);
     let mut ticker = Ticker::new((claim_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let isolating = Arc::new(Isolation::default());
     let mut next_reconcile = Instant::now() + jittered(claim_idle);
@@ -232,7 +220,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     isolate(&shared, suspect, part, &isolating);
                 }
                 let work = others.into_iter().map(|c| (c.entry, c.count));
-                if !start_marked(&shared, work, charge).await {
+                if !dispatch::start_queued(&shared, work, charge).await {
                     break;
                 }
             }
@@ -265,69 +253,6 @@ fn spawn_claim(shared: &Arc<Shared>, limit: usize, suspect_ok: bool, own: Vec<Me
         let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
         Ok(TakenOver { claimed, charge, limit })
     })
-}
-
-/// Taken-over entries are marked in chunks of `concurrency`, and at least this many.
-const MARK_CHUNK: usize = 32;
-
-/// Starts taken-over entries in order as permits free up, each chunk of them only once its
-/// ids are marked (one SADD, retried while Redis fails). The next chunk is marked while this
-/// one starts, so marking costs no round trip per chunk; if this consumer dies, the suspects
-/// are the entries it was running and at most two chunks it was about to start, never the
-/// rest of its claim. False if the loop stopped first (the rest stay tracked and are handed
-/// back by the drain).
-async fn start_marked(
-    shared: &Arc<Shared>,
-    entries: impl IntoIterator<Item = (RawEntry, u32)>,
-    mut charge: Charge,
-) -> bool {
-    let size = shared.consumer.options.concurrency.max(MARK_CHUNK);
-    let mut entries = entries.into_iter().peekable();
-    let mut chunks = std::iter::from_fn(move || {
-        entries.peek()?;
-        Some(entries.by_ref().take(size).collect::<Vec<(RawEntry, u32)>>())
-    })
-    .peekable();
-    let mut marking = chunks.peek().map(|first| spawn_mark(shared, first));
-    while let Some(chunk) = chunks.next() {
-        let Some(marked) = marking.take() else { return false };
-        if !matches!(marked.await, Ok(true)) {
-            return false;
-        }
-        marking = chunks.peek().map(|next| spawn_mark(shared, next));
-        let part = charge.split_for_all(chunk.iter().map(|(entry, _)| entry));
-        if !dispatch::start_queued(shared, chunk, part).await {
-            return false;
-        }
-    }
-    true
-}
-
-/// Marks the entries of `chunk` on a task of the loop (see [`mark`]).
-fn spawn_mark(shared: &Arc<Shared>, chunk: &[(RawEntry, u32)]) -> tokio::task::JoinHandle<bool> {
-    let ids: Vec<Str> = chunk.iter().map(|(entry, _)| Str::from(entry.id.to_string())).collect();
-    let task_shared = shared.clone();
-    shared.tasks.spawn(async move { mark(&task_shared, ids).await })
-}
-
-/// Adds `ids` to the take-over marks, trying again with backoff while Redis fails; false if
-/// the loop stopped first.
-async fn mark(shared: &Shared, ids: Vec<Str>) -> bool {
-    let mut delay = RetryDelay::new();
-    loop {
-        let client = shared.command.get();
-        let result: Result<u64, _> = client.sadd(&shared.keys.marks, ids.clone()).await;
-        match result {
-            Ok(_) => return true,
-            Err(e) => {
-                tracing::warn!(consumer = %shared.name, error = %e, retry_in = ?delay.current(), "cannot mark taken-over messages before starting them; retrying");
-                shared.command_failed(&client, &e).await;
-                if !delay.wait(&shared.stopping).await {
-                    return false;
-                }
-            }
-        }
-    }
 }
 
 /// The suspect this consumer runs alone, if any.
