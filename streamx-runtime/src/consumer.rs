@@ -10,9 +10,6 @@ use crate::handler::{erase, ErasedHandler, HandlerArg, HandlerReturn};
 use crate::location::SourceLocation;
 use crate::policy::{Name, RetryPolicy, StartFrom};
 
-/// Entries per read when `batch_size` is not set.
-const DEFAULT_BATCH_SIZE: usize = 512;
-
 /// Everything about a consumer besides its stream, group and handler. Every field has a
 /// default; see the README's attribute reference.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,9 +19,8 @@ pub struct ConsumerOptions {
     pub consumer_name: Option<&'static str>,
     /// At most this many handler invocations run at once. Default 1.
     pub concurrency: usize,
-    /// Entries fetched per XREADGROUP (at most; the byte budget may fetch fewer). Default
-    /// 512: large reads cost Redis least per entry, and memory is bounded in bytes by
-    /// `max_buffered_bytes` whatever the batch.
+    /// Entries fetched per XREADGROUP (at most; the byte budget may fetch fewer). Default:
+    /// `8 × concurrency`, at least 128 and at most 512.
     pub batch_size: Option<usize>,
     /// How long one XREADGROUP waits for new entries. Default 2 s.
     pub block: Duration,
@@ -59,7 +55,7 @@ impl ConsumerOptions {
 
     /// The batch size in effect.
     pub fn effective_batch_size(&self) -> usize {
-        self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
+        self.batch_size.unwrap_or_else(|| self.concurrency.saturating_mul(8).clamp(128, 512))
     }
 }
 

@@ -12,10 +12,8 @@
 //!   time (Unix ms, Redis clock) their next attempt is due;
 //! - `{orders}:consumers:<group>`: consumer heartbeats, a sorted set of consumer names scored
 //!   by their last heartbeat (Unix ms, Redis clock);
-//! - `{orders}:takeovers:<group>`: `c:<id>` for each entry taken over from a stopped
-//!   consumer, and `<id>` once a taker is about to start it, so that a crash during such a
-//!   run is pinned on it and a claimed entry that never started is not (crash-loop
-//!   isolation).
+//! - `{orders}:takeovers:<group>`: ids taken over from a stopped consumer and not settled
+//!   yet, so that a crash during such a run is pinned on them (crash-loop isolation).
 
 use crate::policy::DeadLetterTarget;
 
