@@ -7,7 +7,7 @@
 //!   claim run in one script, so two consumers never claim the same entries, and a consumer
 //!   that is alive never loses an entry, however long its handler runs.
 //! - **Cost**: per tick, `XINFO CONSUMERS` (O(consumers)) and, only when a consumer is
-//!   stopped, a walk of *its* pending entries up to the number of free permits: never a
+//!   stopped, a walk of *its* pending entries up to one claim (`concurrency + 32`): never a
 //!   walk of the group's PEL.
 //! - **Counting**: a stopped consumer's entries may or may not have started, so the claim
 //!   counts a delivery (`RETRYCOUNT count + 1`, absolute: a re-sent script cannot count
@@ -167,16 +167,16 @@ struct TakenOver {
 }
 
 /// Takes over what stopped consumers hold, and what this consumer owns but lost track of,
-/// until the loop stops. A claim takes what can start soon (`concurrency + 32` entries)
-/// (the heartbeat keeps them this consumer's while they wait); when a claim was full, the
-/// next ones are sent at once and run while this batch is dispatched, so round trips overlap
-/// handler work. At most `1 + CLAIMS_AHEAD` batches wait.
+/// until the loop stops. A claim takes what can start soon (`concurrency + 32` entries; the
+/// heartbeat keeps them this consumer's while they wait); when a claim was full, the next
+/// ones are sent at once and run while this one is dispatched, so round trips overlap
+/// handler work. At most `1 + CLAIMS_AHEAD` claims wait.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let claim_idle = shared.consumer.options.claim_idle;
     // Small claims, not read batches: every entry claimed is a crash suspect if this consumer
     // dies before it settles, so a taker that dies leaves at most `1 + CLAIMS_AHEAD` claims of
     // suspects (run one at a time by the next taker), however large `batch_size` is.
-    let batch = shared.consumer.options.concurrency.saturating_add(CLAIM_BEYOND_PERMITS);
+    let claim_size = shared.consumer.options.concurrency.saturating_add(CLAIM_BEYOND_PERMITS);
     let mut ticker = Ticker::new((claim_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let isolating = Arc::new(Isolation::default());
     let mut next_reconcile = Instant::now() + jittered(claim_idle);
@@ -198,7 +198,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 } else {
                     Vec::new()
                 };
-                let Some(limit) = shared.budget.wait_room_for(batch, &shared.stopping).await else { break };
+                let Some(limit) = shared.budget.wait_room_for(claim_size, &shared.stopping).await else { break };
                 spawn_claim(&shared, limit, !isolating.running.load(Ordering::Acquire), own)
             }
         };
@@ -207,7 +207,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 let full = claimed.iter().filter(|c| !c.suspect).count() >= limit;
                 ticker.more(full);
                 while full && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled() {
-                    let Some(limit) = shared.budget.room_for(batch) else { break };
+                    let Some(limit) = shared.budget.room_for(claim_size) else { break };
                     ahead.push_back(spawn_claim(&shared, limit, false, Vec::new()));
                 }
                 if claimed.is_empty() {
