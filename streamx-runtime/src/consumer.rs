@@ -19,9 +19,15 @@ pub struct ConsumerOptions {
     pub consumer_name: Option<&'static str>,
     /// At most this many handler invocations run at once. Default 1.
     pub concurrency: usize,
-    /// Entries fetched per XREADGROUP (at most; the byte budget may fetch fewer). Default:
-    /// `8 × concurrency`, at least 128 and at most 512.
+    /// Entries fetched per round of reads, shared among the [`readers`](Self::readers) (at
+    /// most; the byte budget may fetch fewer). Default: `8 × concurrency`, at least 128 and
+    /// at most 512.
     pub batch_size: Option<usize>,
+    /// How many read loops fetch new entries, each on a connection and a task of its own,
+    /// sharing the batch, the permits and the byte budget. Default: 1 below concurrency 8
+    /// (entries then start in stream order), 2 from 8, 4 from 32. One loop dispatches at
+    /// most one core's worth of quick handlers.
+    pub readers: Option<usize>,
     /// How long one XREADGROUP waits for new entries. Default 2 s.
     pub block: Duration,
     /// Where a newly created group starts. Default [`StartFrom::Beginning`].
@@ -45,6 +51,7 @@ impl ConsumerOptions {
         consumer_name: None,
         concurrency: 1,
         batch_size: None,
+        readers: None,
         block: Duration::from_secs(2),
         start: StartFrom::Beginning,
         retry: RetryPolicy::DEFAULT,
@@ -56,6 +63,16 @@ impl ConsumerOptions {
     /// The batch size in effect.
     pub fn effective_batch_size(&self) -> usize {
         self.batch_size.unwrap_or_else(|| self.concurrency.saturating_mul(8).clamp(128, 512))
+    }
+
+    /// The number of read loops in effect: at least 1, at most the concurrency.
+    pub fn effective_readers(&self) -> usize {
+        let default = match self.concurrency {
+            0..8 => 1,
+            8..32 => 2,
+            _ => 4,
+        };
+        self.readers.unwrap_or(default).clamp(1, self.concurrency.max(1))
     }
 }
 
@@ -82,6 +99,12 @@ macro_rules! option_setters {
         /// Sets how many entries one XREADGROUP fetches.
         pub $($constness)? fn batch_size(mut self, n: usize) -> Self {
             self.options.batch_size = Some(n);
+            self
+        }
+        /// Sets how many read loops fetch new entries, each on a connection of its own
+        /// (default 1 below concurrency 8, 2 from 8, 4 from 32; at most the concurrency).
+        pub $($constness)? fn readers(mut self, n: usize) -> Self {
+            self.options.readers = ::std::option::Option::Some(n);
             self
         }
         /// Sets the XREADGROUP BLOCK time (default 2 s).

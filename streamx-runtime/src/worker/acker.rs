@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use super::shared::{AckReceiver, Shared};
 use super::stats::ConsumerStats;
-use crate::message::MessageId;
+use crate::message::{id_args, MessageId};
 use crate::retry_delay::RetryDelay;
-use fred::bytes_utils::Str;
 use fred::interfaces::{SetsInterface, StreamsInterface};
 
 /// The most ids sent in one XACK.
@@ -21,7 +20,13 @@ const LAST_ATTEMPTS: u32 = 3;
 
 pub(crate) async fn run(shared: Arc<Shared>, mut rx: AckReceiver) {
     let mut batch: Vec<MessageId> = Vec::with_capacity(64);
-    while rx.recv_many(&mut batch, MAX_ACK_BATCH).await > 0 {
+    loop {
+        tokio::select! {
+            biased;
+            n = rx.recv_many(&mut batch, MAX_ACK_BATCH) => if n == 0 { break },
+            // No handler runs any more and nothing is queued: every ack has been sent.
+            _ = shared.acks_closed().cancelled() => break,
+        }
         send(&shared, &batch).await;
         batch.clear();
     }
@@ -31,14 +36,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: AckReceiver) {
 /// failures with backoff; once the loop is stopping, a few more attempts, after which the
 /// entries stay pending and are handed back by the drain (redelivered: at-least-once).
 async fn send(shared: &Shared, ids: &[MessageId]) {
-    // Reference-counted strings: each retry re-sends them without copying.
-    let strs: Vec<Str> = ids.iter().map(|id| Str::from(id.to_string())).collect();
     let marked: Vec<String> = shared.taken_over_among(ids).iter().map(MessageId::to_string).collect();
     let mut delay = RetryDelay::new();
     let mut last_attempts = 0;
     loop {
         let client = shared.command.get();
-        let result: Result<u64, _> = client.xack(shared.stream(), shared.group(), strs.clone()).await;
+        let result: Result<u64, _> = client.xack(shared.stream(), shared.group(), id_args(ids)).await;
         match result {
             Ok(_) => {
                 ConsumerStats::bump(&shared.stats.ack_batches, 1);

@@ -33,6 +33,9 @@ pub(crate) struct ByteBudget {
     /// Average charged size per entry (a moving average); 0 until the first entry.
     average: AtomicUsize,
     freed: Notify,
+    /// Fetches waiting for room: releases notify only while one waits (a notification takes
+    /// a lock, and a release happens for every message).
+    waiting: AtomicUsize,
 }
 
 impl ByteBudget {
@@ -42,36 +45,51 @@ impl ByteBudget {
             used: AtomicUsize::new(0),
             average: AtomicUsize::new(0),
             freed: Notify::new(),
+            waiting: AtomicUsize::new(0),
         })
     }
 
     /// Bytes charged now.
     pub fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
+        self.used.load(Ordering::SeqCst)
     }
 
-    /// How many entries (1..=`batch`) the next fetch may take, without waiting; `None` if
-    /// there is no room for one average entry now.
-    pub fn room_for(&self, batch: usize) -> Option<usize> {
+    /// How many entries (1..=`batch`) the next fetch may take, without waiting, with their
+    /// estimated bytes (count × the average entry) reserved until the fetch's reply is
+    /// charged: fetches sent at the same time (several readers, claims) never count the same
+    /// room twice. `None` if there is no room for one average entry now.
+    pub fn room_for(self: &Arc<Self>, batch: usize) -> Option<(usize, Charge)> {
         let used = self.used();
         let average = self.average.load(Ordering::Relaxed);
         let batch = batch.max(1);
-        if average == 0 {
-            return (used < self.limit).then_some(batch.min(FIRST_FETCH));
-        }
-        let room = self.limit.saturating_sub(used);
-        (used == 0 || room >= average).then(|| (room / average).clamp(1, batch))
+        let count = if average == 0 {
+            (used < self.limit).then_some(batch.min(FIRST_FETCH))
+        } else {
+            let room = self.limit.saturating_sub(used);
+            (used == 0 || room >= average).then(|| (room / average).clamp(1, batch))
+        }?;
+        let reserved = count.saturating_mul(average);
+        self.used.fetch_add(reserved, Ordering::AcqRel);
+        Some((count, Charge { budget: self.clone(), bytes: reserved }))
     }
 
     /// [`room_for`](Self::room_for), waiting for handlers to release bytes while there is no
     /// room; `None` once `stop` is cancelled.
-    pub async fn wait_room_for(&self, batch: usize, stop: &CancellationToken) -> Option<usize> {
+    pub async fn wait_room_for(self: &Arc<Self>, batch: usize, stop: &CancellationToken) -> Option<(usize, Charge)> {
+        if let Some(room) = self.room_for(batch) {
+            return Some(room);
+        }
+        // Counted as waiting before each check of the room, and a release counts the bytes
+        // before it looks for waiters (both sequentially consistent): either the check sees
+        // the bytes released, or the release sees this waiter and wakes it.
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            if let Some(n) = self.room_for(batch) {
-                return Some(n);
+            if let Some(room) = self.room_for(batch) {
+                return Some(room);
             }
             tokio::select! {
                 _ = stop.cancelled() => return None,
@@ -96,9 +114,20 @@ impl ByteBudget {
 
     fn release(&self, bytes: usize) {
         if bytes > 0 {
-            self.used.fetch_sub(bytes, Ordering::AcqRel);
-            self.freed.notify_waiters();
+            self.used.fetch_sub(bytes, Ordering::SeqCst);
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                self.freed.notify_waiters();
+            }
         }
+    }
+}
+
+/// One fetch waiting for room, counted while it waits (also when its wait is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -147,30 +176,50 @@ mod tests {
         }
     }
 
+    /// The entry count of a reservation, releasing it at once.
+    fn count(room: Option<(usize, Charge)>) -> Option<usize> {
+        room.map(|(n, _)| n)
+    }
+
+    #[test]
+    fn fetches_sent_together_never_count_the_same_room_twice() {
+        let budget = ByteBudget::new(10_000);
+        drop(budget.charge(&[entry(1_872)])); // learn the size: 2,000 bytes an entry
+        let (first, reserved) = budget.room_for(512).expect("room");
+        assert_eq!(first, 5, "10,000 bytes of room");
+        assert_eq!(budget.used(), 10_000, "the fetch's estimate is reserved until its reply");
+        assert_eq!(count(budget.room_for(512)), None, "a second fetch finds no room meanwhile");
+        let arrived = budget.charge(&[entry(1_872), entry(1_872)]); // the reply: 2 entries
+        drop(reserved);
+        assert_eq!(budget.used(), 4_000, "the reservation gives way to what was fetched");
+        assert_eq!(count(budget.room_for(512)), Some(3));
+        drop(arrived);
+    }
+
     #[test]
     fn fetches_are_sized_from_the_room_left() {
         let budget = ByteBudget::new(10_000);
-        assert_eq!(budget.room_for(512), Some(FIRST_FETCH), "unknown size: a small first fetch");
+        assert_eq!(count(budget.room_for(512)), Some(FIRST_FETCH), "unknown size: a small first fetch");
         let mut charge = budget.charge(&[entry(1_872), entry(1_872)]); // 2,000 bytes each
         assert_eq!(budget.used(), 4_000);
-        assert_eq!(budget.room_for(512), Some(3), "6,000 bytes of room for 2,000-byte entries");
+        assert_eq!(count(budget.room_for(512)), Some(3), "6,000 bytes of room for 2,000-byte entries");
         let one = charge.split_for(&entry(1_872));
         drop(charge);
         assert_eq!(budget.used(), 2_000);
         let _more = budget.charge(&[entry(3_872), entry(3_872), entry(3_872), entry(3_872)]);
-        assert_eq!(budget.room_for(512), None, "over the limit: no room");
+        assert_eq!(count(budget.room_for(512)), None, "over the limit: no room");
         drop(one);
-        assert_eq!(budget.room_for(512), None);
+        assert_eq!(count(budget.room_for(512)), None);
     }
 
     #[test]
     fn an_entry_larger_than_the_budget_goes_alone() {
         let budget = ByteBudget::new(1_000);
         let big = budget.charge(&[entry(5_000)]);
-        assert_eq!(budget.room_for(512), None);
+        assert_eq!(count(budget.room_for(512)), None);
         drop(big);
         assert_eq!(budget.used(), 0);
-        assert_eq!(budget.room_for(512), Some(1), "nothing charged: one entry, however large");
+        assert_eq!(count(budget.room_for(512)), Some(1), "nothing charged: one entry, however large");
     }
 
     #[tokio::test]
@@ -185,6 +234,6 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         drop(held);
-        assert_eq!(waiter.await.ok().flatten(), Some(1));
+        assert_eq!(waiter.await.ok().flatten().map(|(n, _)| n), Some(1));
     }
 }

@@ -102,13 +102,14 @@ pub(crate) fn start_claimed(
 /// Starts a handler for each already-tracked `(entry, attempt)` as permits free up, in
 /// order; false if the loop stopped first (the rest stay tracked, handed back by the drain).
 /// Which entries started is recorded under one lock per run of free permits, not per entry
-/// (the hot path of every read).
+/// (the hot path of every read), before any wait: nothing that reads it (the drain, a
+/// restarted reader) can look in between, as both run only once this task has ended.
 pub(crate) async fn start_queued(
     shared: &Arc<Shared>,
     entries: impl IntoIterator<Item = (RawEntry, u32)>,
     mut charge: Charge,
 ) -> bool {
-    let mut started: Vec<(MessageId, AbortHandle)> = Vec::new();
+    let mut started: Vec<(MessageId, Option<AbortHandle>)> = Vec::new();
     for (entry, attempt) in entries {
         if shared.stopping.is_cancelled() {
             shared.started_all(started);
@@ -126,9 +127,7 @@ pub(crate) async fn start_queued(
         };
         let id = entry.id;
         let part = charge.split_for(&entry);
-        if let Some(task) = run_or_spawn(shared, entry, attempt, permit, part) {
-            started.push((id, task));
-        }
+        started.push((id, run_or_spawn(shared, entry, attempt, permit, part)));
     }
     shared.started_all(started);
     true
@@ -150,7 +149,6 @@ fn run_or_spawn(
     permit: OwnedSemaphorePermit,
     charge: Charge,
 ) -> Option<AbortHandle> {
-    shared.mark_started(entry.id);
     let mut future = Box::pin(handle(shared.clone(), entry, attempt, permit, charge));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut cx) {
@@ -170,7 +168,7 @@ pub(crate) fn start(
 ) -> tokio::task::JoinHandle<()> {
     let id = entry.id;
     let task = shared.tasks.spawn(handle(shared.clone(), entry, attempt, permit, charge));
-    shared.started_all([(id, task.abort_handle())]);
+    shared.started_all([(id, Some(task.abort_handle()))]);
     task
 }
 

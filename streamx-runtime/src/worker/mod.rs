@@ -148,10 +148,7 @@ where
     let mut backoff = RetryDelay::new();
     loop {
         let failure = match tokio::spawn(start()).await {
-            Ok(outcome) => match outcome.into_task_result() {
-                Ok(()) => None,
-                Err(e) => Some(e.to_string()),
-            },
+            Ok(outcome) => outcome.into_task_result().err(),
             Err(join) => Some(if join.is_panic() { "it panicked".to_string() } else { join.to_string() }),
         };
         if until.is_cancelled() {
@@ -163,19 +160,25 @@ where
     }
 }
 
-/// What a supervised task returns.
+/// What a supervised task returns: why it failed, if it did.
 trait IntoTaskResult {
-    fn into_task_result(self) -> Result<()>;
+    fn into_task_result(self) -> std::result::Result<(), String>;
 }
 
 impl IntoTaskResult for () {
-    fn into_task_result(self) -> Result<()> {
+    fn into_task_result(self) -> std::result::Result<(), String> {
         Ok(())
     }
 }
 
 impl IntoTaskResult for Result<()> {
-    fn into_task_result(self) -> Result<()> {
-        self
+    fn into_task_result(self) -> std::result::Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+impl IntoTaskResult for std::result::Result<(), &'static str> {
+    fn into_task_result(self) -> std::result::Result<(), String> {
+        self.map_err(str::to_string)
     }
 }

@@ -33,28 +33,63 @@ struct Read {
     reply: Result<(Vec<RawEntry>, Charge), FredError>,
 }
 
-/// Reads and dispatches until `shutdown`. Redis errors are logged and retried with backoff
-/// (100 ms doubling to 5 s); a vanished group is recreated.
+/// Reads and dispatches until `shutdown`, with the consumer's
+/// [`effective_readers`](crate::ConsumerOptions::effective_readers) read loops, each on a
+/// connection and a task of its own (see [`read_loop`]): quick handlers run inline in the
+/// loop that read them, so one loop is one core's worth of dispatch; several loops share the
+/// permits and the byte budget, so concurrency and memory stay bounded as with one.
 ///
-/// When a read returns a full batch there is probably more: the next read (without BLOCK,
-/// on the reader's connection) is sent at once and runs while the batch is dispatched, so
-/// Redis round trips overlap handler work. At most `concurrency` handlers run and at most
-/// two batches wait, whatever the backlog; the byte budget sizes every read. (Two reads
-/// ahead measured faster, but with more entries held per consumer a taker that dies leaves
-/// more crash suspects, run one at a time: see BENCHMARKS.md, issue 13.)
-pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Result<()> {
-    let options = &shared.consumer.options;
-    let role = ClientRole::Reader { block: options.block };
+/// If one loop ends (it cannot: it only panics), the others are stopped too and this returns
+/// an error; the supervisor restarts the whole reader, which first releases what the loops
+/// read and never started (nothing else can start it any more).
+pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std::result::Result<(), &'static str> {
     // Entries an earlier run of this task read but never started: nothing will start them
     // now; the reconciliation of this consumer's own PEL takes them up.
     let orphaned = shared.untrack_unstarted();
     if orphaned > 0 {
         tracing::warn!(consumer = %shared.name, count = orphaned, "the reader restarted; its unstarted messages are taken up again after claim_idle");
     }
+    let options = &shared.consumer.options;
+    let readers = options.effective_readers();
+    // The batch is what all the loops fetch per round; each loop reads its share.
+    let count = options.effective_batch_size().div_ceil(readers);
+    let stop = shutdown.child_token();
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..readers {
+        loops.spawn(read_loop(shared.clone(), count, stop.clone()));
+    }
+    let mut ended_early = false;
+    while let Some(ended) = loops.join_next().await {
+        if !stop.is_cancelled() {
+            if let Err(join) = ended {
+                tracing::error!(consumer = %shared.name, panicked = join.is_panic(), "a read loop failed; restarting the reader");
+            }
+            ended_early = true;
+            stop.cancel();
+        }
+    }
+    if ended_early && !shutdown.is_cancelled() {
+        return Err("a read loop of the consumer ended");
+    }
+    Ok(())
+}
+
+/// One read loop: one blocking `XREADGROUP ... >` of `batch` entries at a time on a
+/// connection of its own, then dispatch of what it read. Redis errors are logged and retried
+/// with backoff (100 ms doubling to 5 s); a vanished group is recreated.
+///
+/// When a read returns a full batch there is probably more: the next read (without BLOCK,
+/// on the loop's connection) is sent at once and runs while the batch is dispatched, so
+/// Redis round trips overlap handler work. At most `concurrency` handlers run and at most
+/// two batches per loop wait, whatever the backlog; the byte budget sizes every read. (Two
+/// reads ahead measured faster, but with more entries held per consumer a taker that dies
+/// leaves more crash suspects, run one at a time: see BENCHMARKS.md, issue 13.)
+async fn read_loop(shared: Arc<Shared>, batch: usize, shutdown: CancellationToken) {
+    let options = &shared.consumer.options;
+    let role = ClientRole::Reader { block: options.block };
     shared.readiness.connecting();
-    let Some(reader) = connect_until(&shared, role, &shutdown).await else { return Ok(()) };
+    let Some(reader) = connect_until(&shared, role, &shutdown).await else { return };
     shared.readiness.reading();
-    let batch = options.effective_batch_size();
     let block_ms = options.block.as_millis().max(1) as u64;
     let mut backoff = RetryDelay::new();
     let mut ahead: Option<PendingRead> = None;
@@ -63,8 +98,8 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
         let mut read = match ahead.take() {
             Some(read) => read,
             None => {
-                let Some(count) = shared.budget.wait_room_for(batch, &shutdown).await else { break };
-                spawn_read(&shared, reader.get(), count, Some(block_ms))
+                let Some(room) = shared.budget.wait_room_for(batch, &shutdown).await else { break };
+                spawn_read(&shared, reader.get(), room, Some(block_ms))
             }
         };
         let joined = tokio::select! {
@@ -85,7 +120,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
                 shared.readiness.reading();
                 if entries.len() >= count {
                     // A full batch: probably more waiting. Read ahead if the budget has room.
-                    ahead = shared.budget.room_for(batch).map(|count| spawn_read(&shared, reader.get(), count, None));
+                    ahead = shared.budget.room_for(batch).map(|room| spawn_read(&shared, reader.get(), room, None));
                 }
                 if !entries.is_empty()
                     && !dispatch::start_queued(&shared, entries.into_iter().map(|e| (e, 1)), charge).await
@@ -114,12 +149,17 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> Res
         stop_read(&shared, &reader, read).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), reader.quit()).await;
-    Ok(())
 }
 
-/// Sends one XREADGROUP on `client` (blocking for `block_ms` if given); its entries are
-/// tracked the moment they arrive, so shutdown hands them back even if none started.
-fn spawn_read(shared: &Arc<Shared>, client: Client, count: usize, block_ms: Option<u64>) -> PendingRead {
+/// Sends one XREADGROUP of `count` entries (the room reserved for them in the byte budget)
+/// on `client`, blocking for `block_ms` if given; its entries are tracked the moment they
+/// arrive, so shutdown hands them back even if none started.
+fn spawn_read(
+    shared: &Arc<Shared>,
+    client: Client,
+    (count, reserved): (usize, Charge),
+    block_ms: Option<u64>,
+) -> PendingRead {
     let shared = shared.clone();
     tokio::spawn(async move {
         let reply = client
@@ -138,6 +178,7 @@ fn spawn_read(shared: &Arc<Shared>, client: Client, count: usize, block_ms: Opti
                 shared.track_read(entries.iter().map(|e| e.id));
                 ConsumerStats::bump(&shared.stats.delivered, entries.len() as u64);
                 let charge = shared.budget.charge(&entries);
+                drop(reserved); // the estimate gives way to what was read
                 (entries, charge)
             });
         Read { client, count, reply }

@@ -73,7 +73,10 @@ pub(crate) struct Shared {
     /// Keyed by id with a fast non-cryptographic hash: ids come from Redis, and a lookup
     /// happens several times per message.
     held: Mutex<FxHashMap<MessageId, Held>>,
-    acks: Mutex<Option<AckSender>>,
+    /// Where handlers queue acknowledgements; no lock on this path, which every message
+    /// takes. The acker stops at [`close_acks`](Self::close_acks).
+    acks: AckSender,
+    acks_closed: CancellationToken,
 }
 
 impl Shared {
@@ -106,7 +109,8 @@ impl Shared {
             readiness: Arc::new(Readiness::default()),
             recovered_at: Mutex::new(None),
             held: Mutex::new(FxHashMap::default()),
-            acks: Mutex::new(Some(tx)),
+            acks: tx,
+            acks_closed: CancellationToken::new(),
         };
         (Arc::new(shared), rx)
     }
@@ -155,22 +159,15 @@ impl Shared {
         }
     }
 
-    /// Marks entries started; each handle cancels its handler. (An entry that already
-    /// settled and was forgotten stays forgotten.)
-    pub fn started_all(&self, started: impl IntoIterator<Item = (MessageId, AbortHandle)>) {
+    /// Marks entries started; each handle, if the handler runs on a task of its own, cancels
+    /// it. (An entry that already settled and was forgotten stays forgotten.)
+    pub fn started_all(&self, started: impl IntoIterator<Item = (MessageId, Option<AbortHandle>)>) {
         let mut held = lock(&self.held);
         for (id, abort) in started {
             if let Some(h) = held.get_mut(&id) {
                 h.started = true;
-                h.abort = Some(abort);
+                h.abort = abort;
             }
-        }
-    }
-
-    /// Marks one entry started (before its first poll).
-    pub fn mark_started(&self, id: MessageId) {
-        if let Some(h) = lock(&self.held).get_mut(&id) {
-            h.started = true;
         }
     }
 
@@ -231,13 +228,18 @@ impl Shared {
     /// Queues the acknowledgement of a handled entry; the acker sends it within one round
     /// trip and forgets the entry once Redis has it.
     pub fn ack(&self, id: MessageId) {
-        if let Some(tx) = lock(&self.acks).as_ref() {
-            let _ = tx.send(id);
-        }
+        let _ = self.acks.send(id);
     }
 
+    /// Tells the acker that no handler runs any more: once it has sent what is queued, it
+    /// ends.
     pub fn close_acks(&self) {
-        lock(&self.acks).take();
+        self.acks_closed.cancel();
+    }
+
+    /// Cancelled by [`close_acks`](Self::close_acks).
+    pub fn acks_closed(&self) -> &CancellationToken {
+        &self.acks_closed
     }
 
     /// The KEYS of the engine's scripts: stream, retry schedule, heartbeats, take-over marks,

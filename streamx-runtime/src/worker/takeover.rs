@@ -198,8 +198,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 } else {
                     Vec::new()
                 };
-                let Some(limit) = shared.budget.wait_room_for(claim_size, &shared.stopping).await else { break };
-                spawn_claim(&shared, limit, !isolating.running.load(Ordering::Acquire), own)
+                let Some(room) = shared.budget.wait_room_for(claim_size, &shared.stopping).await else { break };
+                spawn_claim(&shared, room, !isolating.running.load(Ordering::Acquire), own)
             }
         };
         match claim.await {
@@ -207,8 +207,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 let full = claimed.iter().filter(|c| !c.suspect).count() >= limit;
                 ticker.more(full);
                 while full && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled() {
-                    let Some(limit) = shared.budget.room_for(claim_size) else { break };
-                    ahead.push_back(spawn_claim(&shared, limit, false, Vec::new()));
+                    let Some(room) = shared.budget.room_for(claim_size) else { break };
+                    ahead.push_back(spawn_claim(&shared, room, false, Vec::new()));
                 }
                 if claimed.is_empty() {
                     continue;
@@ -240,9 +240,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Sends one take-over claim of at most `limit` entries; its entries are tracked, counted
-/// and charged the moment it returns.
-fn spawn_claim(shared: &Arc<Shared>, limit: usize, suspect_ok: bool, own: Vec<MessageId>) -> PendingClaim {
+/// Sends one take-over claim of at most `limit` entries (the room reserved for them in the
+/// byte budget); its entries are tracked, counted and charged the moment it returns.
+fn spawn_claim(
+    shared: &Arc<Shared>,
+    (limit, reserved): (usize, Charge),
+    suspect_ok: bool,
+    own: Vec<MessageId>,
+) -> PendingClaim {
     let shared = shared.clone();
     tokio::spawn(async move {
         let claimed = take_over(&shared, limit, suspect_ok, &own).await?;
@@ -251,6 +256,7 @@ fn spawn_claim(shared: &Arc<Shared>, limit: usize, suspect_ok: bool, own: Vec<Me
         shared.metrics.taken_over(claimed.len());
         shared.track_claimed(claimed.iter().map(|c| c.entry.id), true);
         let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
+        drop(reserved); // the estimate gives way to what was claimed
         Ok(TakenOver { claimed, charge, limit })
     })
 }
