@@ -300,7 +300,7 @@ mod tests {
     #[test]
     fn id_args_are_the_ids_as_text() {
         let ids = [MessageId::new(0, 0), MessageId::new(1_700_000_000_123, 42), MessageId::new(u64::MAX, u64::MAX)];
-        let args: Vec<String> = super::id_args(&ids).iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = id_args(&ids).iter().map(|s| s.to_string()).collect();
         let expected: Vec<String> = ids.iter().map(MessageId::to_string).collect();
         assert_eq!(args, expected);
     }
