@@ -52,6 +52,8 @@ pub(crate) struct ConsumerArgs {
     pub(crate) max_buffered_bytes: Option<Spanned<usize>>,
     /// `max_payload_bytes = "4MiB"` (or a number of bytes), at least 1.
     pub(crate) max_payload_bytes: Option<Spanned<usize>>,
+    /// `timeout = "30s"`, in whole milliseconds, at least 1.
+    pub(crate) timeout: Option<Spanned<u64>>,
 }
 
 /// A validated value together with the span of the literal it came from, so generated
@@ -136,13 +138,15 @@ enum Key {
     MaxBufferedBytes,
     /// `max_payload_bytes = ...`
     MaxPayloadBytes,
+    /// `timeout = "..."`
+    Timeout,
     /// `crate = path`
     Crate,
 }
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 15] = [
+    const ALL: [Key; 16] = [
         Key::Stream,
         Key::Group,
         Key::Consumer,
@@ -157,6 +161,7 @@ impl Key {
         Key::ClaimIdle,
         Key::MaxBufferedBytes,
         Key::MaxPayloadBytes,
+        Key::Timeout,
         Key::Crate,
     ];
 
@@ -177,6 +182,7 @@ impl Key {
             Key::ClaimIdle => "claim_idle",
             Key::MaxBufferedBytes => "max_buffered_bytes",
             Key::MaxPayloadBytes => "max_payload_bytes",
+            Key::Timeout => "timeout",
             Key::Crate => "crate",
         }
     }
@@ -198,6 +204,7 @@ impl Key {
             Key::ClaimIdle => "claim_idle = \"30s\"",
             Key::MaxBufferedBytes => "max_buffered_bytes = \"64MiB\"",
             Key::MaxPayloadBytes => "max_payload_bytes = \"4MiB\"",
+            Key::Timeout => "timeout = \"30s\"",
             Key::Crate => "crate = my_streamx",
         }
     }
@@ -241,6 +248,7 @@ impl ConsumerArgs {
         let mut claim_idle = None;
         let mut max_buffered_bytes = None;
         let mut max_payload_bytes = None;
+        let mut timeout = None;
 
         for meta in &metas {
             let path = meta.path();
@@ -275,6 +283,7 @@ impl ConsumerArgs {
                 Key::ClaimIdle => claim_idle = errors.record(duration_ms(value, key, false)),
                 Key::MaxBufferedBytes => max_buffered_bytes = errors.record(size_bytes(value, key)),
                 Key::MaxPayloadBytes => max_payload_bytes = errors.record(size_bytes(value, key)),
+                Key::Timeout => timeout = errors.record(duration_ms(value, key, false)),
                 Key::Crate => krate = errors.record(parse_crate(value)),
                 Key::Backoff => {}
             }
@@ -310,6 +319,7 @@ impl ConsumerArgs {
                 claim_idle,
                 max_buffered_bytes,
                 max_payload_bytes,
+                timeout,
             }),
             // Unreachable: a missing or invalid `stream`/`group` has recorded an error above.
             _ => Err(syn::Error::new(Span::call_site(), "`stream` and `group` are required")),
@@ -794,6 +804,7 @@ mod tests {
         assert!(args.claim_idle.is_none());
         assert!(args.max_buffered_bytes.is_none());
         assert!(args.max_payload_bytes.is_none());
+        assert!(args.timeout.is_none());
     }
 
     #[test]
@@ -820,6 +831,7 @@ mod tests {
             claim_idle = "30s",
             max_buffered_bytes = "16MiB",
             max_payload_bytes = 65536,
+            timeout = "45s",
             crate = ::my_streamx,
         ));
         assert_eq!(args.consumer.map(|c| c.value()).as_deref(), Some("worker-1"));
@@ -833,6 +845,7 @@ mod tests {
         assert_eq!(args.claim_idle.map(|c| c.value), Some(30_000));
         assert_eq!(args.max_buffered_bytes.map(|c| c.value), Some(16 << 20));
         assert_eq!(args.max_payload_bytes.map(|c| c.value), Some(65_536));
+        assert_eq!(args.timeout.map(|c| c.value), Some(45_000));
         assert_eq!(backoff_values(args.backoff), Some((Some(500), Some(1.5), Some(60_000))));
         let krate = args.krate.expect("crate was given");
         assert_eq!(quote::quote!(#krate).to_string(), ":: my_streamx");
@@ -871,7 +884,7 @@ mod tests {
             &errors,
             "unknown argument `concurency`; expected one of: `stream`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `block`, `start`, `max_retries`, `backoff`, \
-             `dlq`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `crate`",
+             `dlq`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, `crate`",
         );
     }
 
@@ -978,6 +991,21 @@ mod tests {
         let args = ok(parse_quote!(stream = "s", group = "g", block = "1500ms", claim_idle = "1m 30s"));
         assert_eq!(args.block.map(|c| c.value), Some(1500));
         assert_eq!(args.claim_idle.map(|c| c.value), Some(90_000));
+        let args = ok(parse_quote!(stream = "s", group = "g", timeout = "200ms"));
+        assert_eq!(args.timeout.map(|c| c.value), Some(200));
+    }
+
+    #[test]
+    fn timeout_errors() {
+        assert_one(&err(parse_quote!(stream = "s", group = "g", timeout = "0s")), "`timeout` must be greater than zero");
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", timeout = 30)),
+            "expected string literal for `timeout`, e.g. `timeout = \"30s\"`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", timeout = "soon")),
+            "invalid duration \"soon\" for `timeout`",
+        );
     }
 
     #[test]

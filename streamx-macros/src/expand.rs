@@ -217,6 +217,10 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         let value = usize_lit(max_payload_bytes);
         out.extend(quote!(.max_payload_bytes(#value)));
     }
+    if let Some(timeout) = &args.timeout {
+        let value = duration(private, timeout.value, timeout.span);
+        out.extend(quote!(.timeout(#value)));
+    }
     out
 }
 
@@ -361,7 +365,8 @@ mod tests {
                 dlq = "dead",
                 claim_idle = "30s",
                 max_buffered_bytes = "64MiB",
-                max_payload_bytes = 4096
+                max_payload_bytes = 4096,
+                timeout = "1m"
             ),
             quote!(
                 async fn charge(msg: Message<Order>) {}
@@ -382,6 +387,7 @@ mod tests {
             .claim_idle(::streamx::__private::Duration::from_millis(30000))
             .max_buffered_bytes(67108864)
             .max_payload_bytes(4096)
+            .timeout(::streamx::__private::Duration::from_millis(60000))
             }"#,
         );
         assert!(out.contains(&expected), "{out}");

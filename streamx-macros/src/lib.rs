@@ -36,6 +36,7 @@ use proc_macro::TokenStream;
 ///     backoff(initial = "500ms", max = "1m"),
 ///     dlq = "orders-audit-dead",
 ///     claim_idle = "5m",
+///     timeout = "30s",
 /// )]
 /// async fn audit(_msg: Message<Order>) {}
 /// ```
@@ -74,6 +75,7 @@ use proc_macro::TokenStream;
 /// | `claim_idle` | pending entries idle this long are claimed from dead consumers, duration `> 0` | `"30s"` | `.claim_idle(Duration)` |
 /// | `max_buffered_bytes` | byte budget of the entries fetched but not yet handled (waiting or running), a size `>= 1` byte | the runtime's: `"64MiB"` unless `RuntimeBuilder::max_buffered_bytes` changes it | `.max_buffered_bytes(n)` |
 /// | `max_payload_bytes` | payloads larger than this are dead-lettered unread, a size `>= 1` byte | the runtime's: `"4MiB"` unless `RuntimeBuilder::max_payload_bytes` changes it | `.max_payload_bytes(n)` |
+/// | `timeout` | a handler run longer than this is cancelled and counts as a failure of kind `timeout` (retried, then dead-lettered), duration `> 0` | none: handlers may run as long as they like | `.timeout(Duration)` |
 /// | `crate` | path to the `streamx` crate when it is renamed, e.g. `crate = my_streamx` | `::streamx` | — |
 ///
 /// Durations use [humantime](https://docs.rs/humantime) syntax (`"500ms"`, `"2s"`,

@@ -37,6 +37,12 @@ pub struct ConsumerOptions {
     /// The byte budget of fetched, unfinished entries. Default: the runtime's (64 MiB unless
     /// set with `RuntimeBuilder::max_buffered_bytes`).
     pub max_buffered_bytes: Option<usize>,
+    /// How long one handler run may take: at the deadline the handler's future is dropped
+    /// (cancelled) and the delivery fails with [`FailureKind::Timeout`](crate::FailureKind::Timeout),
+    /// retried with backoff like an error and dead-lettered with kind `timeout` after its
+    /// last delivery. Default `None`: no timeout, a handler may run as long as it likes
+    /// (the heartbeat keeps its message this consumer's meanwhile).
+    pub timeout: Option<Duration>,
 }
 
 impl ConsumerOptions {
@@ -51,6 +57,7 @@ impl ConsumerOptions {
         claim_idle: Duration::from_secs(30),
         max_payload_bytes: None,
         max_buffered_bytes: None,
+        timeout: None,
     };
 
     /// The batch size in effect.
@@ -125,6 +132,13 @@ macro_rules! option_setters {
         /// runtime's, 64 MiB unless set with `RuntimeBuilder::max_buffered_bytes`).
         pub $($constness)? fn max_buffered_bytes(mut self, bytes: usize) -> Self {
             self.options.max_buffered_bytes = Some(bytes);
+            self
+        }
+        /// Cancels a handler run that takes longer than `timeout`: the delivery then fails
+        /// with kind `timeout` (retried with backoff, then dead-lettered). Default: no
+        /// timeout.
+        pub $($constness)? fn timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.options.timeout = Some(timeout);
             self
         }
     };

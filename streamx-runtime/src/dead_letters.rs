@@ -11,7 +11,7 @@
 //! | `dlq:group` | the consumer group that gave up on it |
 //! | `dlq:consumer` | the consumer that moved it |
 //! | `dlq:deliveries` | how many times it was delivered |
-//! | `dlq:kind` | why: `error`, `permanent`, `panic`, `missing_payload`, `payload_too_large`, `invalid_json`, `wrong_shape`, `delivery_limit`, `trimmed` |
+//! | `dlq:kind` | why: `error`, `permanent`, `panic`, `missing_payload`, `payload_too_large`, `invalid_json`, `wrong_shape`, `delivery_limit`, `trimmed`, `timeout` |
 //! | `dlq:error` | the last error text |
 //! | `dlq:at` | when it was moved (Unix milliseconds) |
 //!

@@ -116,6 +116,9 @@ pub enum FailureKind {
     /// The entry was deleted from the stream (trimmed, `XDEL`) while it was pending: only
     /// its id and the group's bookkeeping are left, no payload.
     Trimmed,
+    /// The handler did not finish within the consumer's `timeout` on its last allowed
+    /// delivery: it was cancelled (its future dropped) at the deadline.
+    Timeout,
 }
 
 impl FailureKind {
@@ -131,6 +134,7 @@ impl FailureKind {
             FailureKind::WrongShape => "wrong_shape",
             FailureKind::DeliveryLimit => "delivery_limit",
             FailureKind::Trimmed => "trimmed",
+            FailureKind::Timeout => "timeout",
         }
     }
 
@@ -146,6 +150,7 @@ impl FailureKind {
             FailureKind::WrongShape,
             FailureKind::DeliveryLimit,
             FailureKind::Trimmed,
+            FailureKind::Timeout,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -178,7 +183,7 @@ pub enum Outcome {
     Failed {
         /// The error text.
         error: String,
-        /// [`FailureKind::Error`] or [`FailureKind::Panic`].
+        /// [`FailureKind::Error`], [`FailureKind::Panic`] or [`FailureKind::Timeout`].
         kind: FailureKind,
         /// An explicit delay from [`HandlerError::retry_after`].
         retry_after: Option<Duration>,
@@ -394,8 +399,16 @@ mod tests {
 
     #[test]
     fn failure_kinds_round_trip() {
-        for k in [FailureKind::Error, FailureKind::DeliveryLimit, FailureKind::WrongShape, FailureKind::Trimmed] {
+        for k in [
+            FailureKind::Error,
+            FailureKind::DeliveryLimit,
+            FailureKind::WrongShape,
+            FailureKind::Trimmed,
+            FailureKind::Timeout,
+        ] {
             assert_eq!(FailureKind::parse(k.as_str()), Some(k));
         }
+        assert_eq!(FailureKind::Timeout.as_str(), "timeout");
+        assert!(!FailureKind::Timeout.is_poison(), "a timeout is retried like an error");
     }
 }

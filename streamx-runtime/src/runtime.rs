@@ -396,6 +396,9 @@ fn validate(c: &Consumer, url: &RedisUrl) -> Result<()> {
     if o.claim_idle < Duration::from_millis(100) {
         return invalid("claim_idle must be at least 100ms".into());
     }
+    if o.timeout.is_some_and(|t| t.is_zero()) {
+        return invalid("timeout must be longer than zero (leave it unset for no timeout)".into());
+    }
     let b = &o.retry.backoff;
     if !b.is_valid() {
         return invalid(format!("invalid backoff {b:?}: the multiplier must be >= 1 and max >= initial"));

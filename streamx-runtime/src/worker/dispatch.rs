@@ -218,8 +218,13 @@ async fn run_handler(shared: &Shared, entry: RawEntry, attempt: u32) -> Outcome 
             kind: FailureKind::PayloadTooLarge,
         };
     }
-    (shared.consumer.handler)(Delivery::new(shared.stream_arc.clone(), entry, attempt, shared.settings.state.clone()))
-        .await
+    let run =
+        (shared.consumer.handler)(Delivery::new(shared.stream_arc.clone(), entry, attempt, shared.settings.state.clone()));
+    match shared.consumer.options.timeout {
+        None => run.await,
+        // Boxed: consumers without a timeout keep the smaller future.
+        Some(limit) => Box::pin(super::timeout::run_with_timeout(shared, run, limit)).await,
+    }
 }
 
 async fn settle(shared: &Shared, id: MessageId, attempt: u32, outcome: Outcome, permit: OwnedSemaphorePermit) {

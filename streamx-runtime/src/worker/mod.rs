@@ -31,6 +31,7 @@ mod shared;
 mod stats;
 mod takeover;
 mod ticker;
+mod timeout;
 
 use std::sync::Arc;
 use std::time::Duration;

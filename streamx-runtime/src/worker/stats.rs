@@ -20,6 +20,9 @@ pub struct ConsumerStats {
     /// Attempts to write a dead letter that failed (the entry stayed pending and the write
     /// is tried again with backoff).
     pub dead_letter_failures: AtomicU64,
+    /// Handler runs cancelled at the consumer's `timeout` (each also counted as retried or
+    /// dead-lettered).
+    pub timed_out: AtomicU64,
 }
 
 /// The counters of [`ConsumerStats`] at one moment, as plain numbers.
@@ -40,6 +43,8 @@ pub struct ConsumerStatsSnapshot {
     pub ack_batches: u64,
     /// See [`ConsumerStats::dead_letter_failures`].
     pub dead_letter_failures: u64,
+    /// See [`ConsumerStats::timed_out`].
+    pub timed_out: u64,
 }
 
 impl ConsumerStats {
@@ -58,6 +63,7 @@ impl ConsumerStats {
             claimed: Self::get(&self.claimed),
             ack_batches: Self::get(&self.ack_batches),
             dead_letter_failures: Self::get(&self.dead_letter_failures),
+            timed_out: Self::get(&self.timed_out),
         }
     }
 

@@ -25,6 +25,7 @@ struct Order {
     claim_idle = "30s",
     max_buffered_bytes = "16MiB",
     max_payload_bytes = 65536,
+    timeout = "45s",
     crate = ::streamx,
 )]
 async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
@@ -88,6 +89,7 @@ fn main() {
             claim_idle: Duration::from_secs(30),
             max_buffered_bytes: Some(16 * 1024 * 1024),
             max_payload_bytes: Some(65_536),
+            timeout: Some(Duration::from_secs(45)),
             ..ConsumerOptions::DEFAULT
         }
     );

@@ -1,0 +1,189 @@
+//! The message-handling options of issue 10 against real servers: the handler `timeout`,
+//! the dead-letter stream's length cap (`dlq_max_len`), explicit ids on publish
+//! (`PublishOptions::id`) and the batch handler form.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{start_runtime, wait_until, Job, TestRedis, Topology};
+use streamx::testing::unique_name;
+use streamx::{Backoff, Consumer, DeadLetters, FailureKind, HandlerError, Inspector, Message, Producer};
+
+fn dlq_of(stream: &str) -> String {
+    streamx::keys::dead_letter_stream(stream, &streamx::DeadLetterTarget::Default).unwrap()
+}
+
+async fn pending(url: &str, stream: &str) -> u64 {
+    Inspector::connect(url).await.unwrap().group(stream, "g").await.unwrap().map_or(0, |g| g.pending)
+}
+
+/// Counts its drops: a handler future holding one was cancelled (or finished) when it drops.
+struct OnDrop(Arc<AtomicUsize>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Backoff short enough for tests.
+fn quick_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), 2.0, Duration::from_millis(200))
+}
+
+/// A handler that never returns, with `timeout = 200ms` and two retries: each of its three
+/// runs is cancelled at the deadline (its future dropped), retried with backoff, and after
+/// the last one the message is dead-lettered with kind `timeout` and 3 deliveries.
+async fn a_hung_handler_is_cancelled_retried_and_dead_lettered(topology: Topology) {
+    let server = TestRedis::start(topology);
+    let url = server.url();
+    let stream = unique_name("hung");
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let consumer = {
+        let (attempts, dropped) = (attempts.clone(), dropped.clone());
+        Consumer::new(stream.clone(), "g", move |msg: Message<Job>| {
+            let (attempts, dropped) = (attempts.clone(), dropped.clone());
+            async move {
+                attempts.lock().unwrap().push(msg.attempt());
+                let _guard = OnDrop(dropped);
+                std::future::pending::<()>().await;
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .timeout(Duration::from_millis(200))
+        .max_retries(2)
+        .backoff(quick_backoff())
+    };
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).unwrap();
+    let id = Producer::connect(&url).await.unwrap().publish(&stream, &Job::ok(1)).await.unwrap();
+    let letters = DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap();
+    wait_until(Duration::from_secs(15), "the hung message dead-lettered", || async {
+        letters.count().await.unwrap() == 1 && pending(&url, &stream).await == 0
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+    assert_eq!(*attempts.lock().unwrap(), vec![1, 2, 3], "three runs, each with its own attempt number");
+    assert_eq!(dropped.load(Ordering::SeqCst), 3, "every run was cancelled (its future dropped)");
+    let letter = &letters.list(None, 10).await.unwrap().entries[0];
+    assert_eq!(letter.origin_id, Some(id));
+    assert_eq!(letter.kind, Some(FailureKind::Timeout));
+    assert_eq!(letter.deliveries, 3);
+    assert!(letter.error.contains("timeout"), "{}", letter.error);
+    let stats = stats.snapshot();
+    assert_eq!(stats.timed_out, 3);
+    assert_eq!(stats.retried, 2);
+    assert_eq!(stats.dead_lettered, 1);
+    assert_eq!(stats.succeeded, 0);
+}
+
+/// Handlers that finish within their timeout are untouched by it: every message succeeds on
+/// its first run and nothing is counted as timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_within_their_timeout_are_unaffected() {
+    let server = TestRedis::start(Topology::Standalone);
+    let url = server.url();
+    let stream = unique_name("intime");
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let consumer = {
+        let attempts = attempts.clone();
+        Consumer::new(stream.clone(), "g", move |msg: Message<Job>| {
+            let attempts = attempts.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                attempts.lock().unwrap().push(msg.attempt());
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .timeout(Duration::from_secs(5))
+        .concurrency(4)
+    };
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).unwrap();
+    let jobs: Vec<Job> = (0..20).map(Job::ok).collect();
+    Producer::connect(&url).await.unwrap().publish_batch(&stream, &jobs).await.unwrap();
+    wait_until(Duration::from_secs(15), "all 20 acknowledged", || async {
+        stats.snapshot().succeeded == 20 && pending(&url, &stream).await == 0
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+    assert_eq!(*attempts.lock().unwrap(), vec![1; 20], "each ran once");
+    let stats = stats.snapshot();
+    assert_eq!((stats.timed_out, stats.retried, stats.dead_lettered), (0, 0, 0));
+}
+
+/// While one handler hangs, the other slot keeps handling messages; the hung one gives its
+/// slot back at the timeout, so afterwards both slots can again run at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_handler_frees_its_slot_at_the_timeout() {
+    let server = TestRedis::start(Topology::Standalone);
+    let url = server.url();
+    let stream = unique_name("slots");
+    let hanging = Arc::new(AtomicUsize::new(0));
+    let most_hanging = Arc::new(AtomicUsize::new(0));
+    let done_while_hanging = Arc::new(AtomicUsize::new(0));
+    struct Hanging(Arc<AtomicUsize>);
+    impl Drop for Hanging {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let consumer = {
+        let (hanging, most, done) = (hanging.clone(), most_hanging.clone(), done_while_hanging.clone());
+        Consumer::new(stream.clone(), "g", move |msg: Message<Job>| {
+            let (hanging, most, done) = (hanging.clone(), most.clone(), done.clone());
+            async move {
+                if msg.payload().action == "hang" {
+                    let now = hanging.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    let _guard = Hanging(hanging);
+                    std::future::pending::<()>().await;
+                } else if hanging.load(Ordering::SeqCst) > 0 {
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .concurrency(2)
+        .timeout(Duration::from_secs(2))
+        .max_retries(0)
+    };
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).unwrap();
+    let producer = Producer::connect(&url).await.unwrap();
+    let hang = Job { n: 0, action: serde_json::json!("hang") };
+    producer.publish(&stream, &hang).await.unwrap();
+    wait_until(Duration::from_secs(10), "the first handler hanging", || async {
+        hanging.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    producer.publish_batch(&stream, &(1..=10).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    wait_until(Duration::from_secs(10), "ten handled beside it", || async { stats.snapshot().succeeded == 10 })
+        .await;
+    assert_eq!(done_while_hanging.load(Ordering::SeqCst), 10, "the other slot handled all ten while one hung");
+    wait_until(Duration::from_secs(10), "the hung one timed out", || async { stats.snapshot().timed_out == 1 })
+        .await;
+    // Both slots are free again: two hanging messages now run at the same time.
+    producer.publish_batch(&stream, &[hang.clone(), hang.clone()]).await.unwrap();
+    wait_until(Duration::from_secs(10), "two handlers hanging at once", || async {
+        most_hanging.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let letters = DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap();
+    wait_until(Duration::from_secs(10), "the three hung messages dead-lettered", || async {
+        letters.count().await.unwrap() == 3 && pending(&url, &stream).await == 0
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+    let page = letters.list(None, 10).await.unwrap();
+    assert!(page.entries.iter().all(|l| l.kind == Some(FailureKind::Timeout) && l.deliveries == 1), "{page:?}");
+    assert_eq!(stats.snapshot().timed_out, 3);
+}
+
+on_both_topologies!(a_hung_handler_is_cancelled_retried_and_dead_lettered);
