@@ -997,7 +997,10 @@ mod tests {
 
     #[test]
     fn timeout_errors() {
-        assert_one(&err(parse_quote!(stream = "s", group = "g", timeout = "0s")), "`timeout` must be greater than zero");
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", timeout = "0s")),
+            "`timeout` must be greater than zero",
+        );
         assert_one(
             &err(parse_quote!(stream = "s", group = "g", timeout = 30)),
             "expected string literal for `timeout`, e.g. `timeout = \"30s\"`",

@@ -11,8 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{start_runtime, wait_until, Job, TestRedis, Topology};
+use futures_util::TryStreamExt;
 use streamx::testing::unique_name;
-use streamx::{Backoff, Consumer, DeadLetters, FailureKind, HandlerError, Inspector, Message, Producer};
+use streamx::{
+    Backoff, Consumer, DeadLetters, Error, FailureKind, HandlerError, History, Inspector, Message, MessageId, Producer,
+    PublishOptions,
+};
 
 fn dlq_of(stream: &str) -> String {
     streamx::keys::dead_letter_stream(stream, &streamx::DeadLetterTarget::Default).unwrap()
@@ -159,16 +163,12 @@ async fn a_hung_handler_frees_its_slot_at_the_timeout() {
     let producer = Producer::connect(&url).await.unwrap();
     let hang = Job { n: 0, action: serde_json::json!("hang") };
     producer.publish(&stream, &hang).await.unwrap();
-    wait_until(Duration::from_secs(10), "the first handler hanging", || async {
-        hanging.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    wait_until(Duration::from_secs(10), "the first handler hanging", || async { hanging.load(Ordering::SeqCst) == 1 })
+        .await;
     producer.publish_batch(&stream, &(1..=10).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    wait_until(Duration::from_secs(10), "ten handled beside it", || async { stats.snapshot().succeeded == 10 })
-        .await;
+    wait_until(Duration::from_secs(10), "ten handled beside it", || async { stats.snapshot().succeeded == 10 }).await;
     assert_eq!(done_while_hanging.load(Ordering::SeqCst), 10, "the other slot handled all ten while one hung");
-    wait_until(Duration::from_secs(10), "the hung one timed out", || async { stats.snapshot().timed_out == 1 })
-        .await;
+    wait_until(Duration::from_secs(10), "the hung one timed out", || async { stats.snapshot().timed_out == 1 }).await;
     // Both slots are free again: two hanging messages now run at the same time.
     producer.publish_batch(&stream, &[hang.clone(), hang.clone()]).await.unwrap();
     wait_until(Duration::from_secs(10), "two handlers hanging at once", || async {
@@ -187,3 +187,43 @@ async fn a_hung_handler_frees_its_slot_at_the_timeout() {
 }
 
 on_both_topologies!(a_hung_handler_is_cancelled_retried_and_dead_lettered);
+
+/// `PublishOptions::id`: the entry gets exactly the id asked for; an id that is not greater
+/// than the stream's last one is refused with `Error::IdNotIncreasing` naming the stream
+/// and the id, and writes nothing; a batch refuses an explicit id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_with_an_explicit_id() {
+    let server = TestRedis::start(Topology::Standalone);
+    let url = server.url();
+    let stream = unique_name("ids");
+    let producer = Producer::connect(&url).await.unwrap();
+    let id = MessageId::new(1_700_000_000_000, 7);
+    let written = producer.publish_with(&stream, &Job::ok(1), &PublishOptions::new().id(id)).await.unwrap();
+    assert_eq!(written, id);
+    let history = History::connect(&url).await.unwrap();
+    let entries: Vec<Message<Job>> = history.read(&stream, ..).try_collect().await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].id(), id, "the entry in the stream has exactly that id");
+    assert_eq!(entries[0].payload().n, 1);
+
+    for refused in [id, MessageId::new(1_700_000_000_000, 6), MessageId::new(5, 0)] {
+        match producer.publish_with(&stream, &Job::ok(2), &PublishOptions::new().id(refused)).await {
+            Err(Error::IdNotIncreasing { stream: s, id: got }) => {
+                assert_eq!((s.as_str(), got), (stream.as_str(), refused));
+            }
+            other => panic!("expected IdNotIncreasing for {refused}, got {other:?}"),
+        }
+    }
+    let zero =
+        producer.publish_with(&unique_name("ids0"), &Job::ok(3), &PublishOptions::new().id(MessageId::MIN)).await;
+    assert!(matches!(zero, Err(Error::IdNotIncreasing { .. })), "0-0 is never accepted: {zero:?}");
+    let message = Error::IdNotIncreasing { stream: stream.clone(), id }.to_string();
+    assert!(message.contains(&stream) && message.contains("1700000000000-7"), "{message}");
+
+    let next = id.successor().unwrap();
+    assert_eq!(producer.publish_with(&stream, &Job::ok(4), &PublishOptions::new().id(next)).await.unwrap(), next);
+    let batch = producer.publish_batch_with(&stream, &[Job::ok(5)], &PublishOptions::new().id(MessageId::MAX)).await;
+    assert!(matches!(batch, Err(Error::IdInBatch { .. })), "{batch:?}");
+    let ids: Vec<MessageId> = history.read::<Job>(&stream, ..).map_ok(|m| m.id()).try_collect().await.unwrap();
+    assert_eq!(ids, vec![id, next], "nothing refused was written");
+}
