@@ -54,6 +54,8 @@ pub(crate) struct ConsumerArgs {
     pub(crate) max_payload_bytes: Option<Spanned<usize>>,
     /// `timeout = "30s"`, in whole milliseconds, at least 1.
     pub(crate) timeout: Option<Spanned<u64>>,
+    /// `dlq_max_len = n` (at least 1) or `dlq_max_len = "unbounded"` (`None`).
+    pub(crate) dlq_max_len: Option<Spanned<Option<u64>>>,
 }
 
 /// A validated value together with the span of the literal it came from, so generated
@@ -140,13 +142,15 @@ enum Key {
     MaxPayloadBytes,
     /// `timeout = "..."`
     Timeout,
+    /// `dlq_max_len = n | "unbounded"`
+    DlqMaxLen,
     /// `crate = path`
     Crate,
 }
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 16] = [
+    const ALL: [Key; 17] = [
         Key::Stream,
         Key::Group,
         Key::Consumer,
@@ -158,6 +162,7 @@ impl Key {
         Key::MaxRetries,
         Key::Backoff,
         Key::Dlq,
+        Key::DlqMaxLen,
         Key::ClaimIdle,
         Key::MaxBufferedBytes,
         Key::MaxPayloadBytes,
@@ -183,6 +188,7 @@ impl Key {
             Key::MaxBufferedBytes => "max_buffered_bytes",
             Key::MaxPayloadBytes => "max_payload_bytes",
             Key::Timeout => "timeout",
+            Key::DlqMaxLen => "dlq_max_len",
             Key::Crate => "crate",
         }
     }
@@ -205,6 +211,7 @@ impl Key {
             Key::MaxBufferedBytes => "max_buffered_bytes = \"64MiB\"",
             Key::MaxPayloadBytes => "max_payload_bytes = \"4MiB\"",
             Key::Timeout => "timeout = \"30s\"",
+            Key::DlqMaxLen => "dlq_max_len = 10000",
             Key::Crate => "crate = my_streamx",
         }
     }
@@ -249,6 +256,7 @@ impl ConsumerArgs {
         let mut max_buffered_bytes = None;
         let mut max_payload_bytes = None;
         let mut timeout = None;
+        let mut dlq_max_len = None;
 
         for meta in &metas {
             let path = meta.path();
@@ -284,6 +292,7 @@ impl ConsumerArgs {
                 Key::MaxBufferedBytes => max_buffered_bytes = errors.record(size_bytes(value, key)),
                 Key::MaxPayloadBytes => max_payload_bytes = errors.record(size_bytes(value, key)),
                 Key::Timeout => timeout = errors.record(duration_ms(value, key, false)),
+                Key::DlqMaxLen => dlq_max_len = errors.record(parse_dlq_max_len(value)),
                 Key::Crate => krate = errors.record(parse_crate(value)),
                 Key::Backoff => {}
             }
@@ -320,6 +329,7 @@ impl ConsumerArgs {
                 max_buffered_bytes,
                 max_payload_bytes,
                 timeout,
+                dlq_max_len,
             }),
             // Unreachable: a missing or invalid `stream`/`group` has recorded an error above.
             _ => Err(syn::Error::new(Span::call_site(), "`stream` and `group` are required")),
@@ -628,6 +638,29 @@ fn parse_dlq(value: &Expr) -> syn::Result<Spanned<Dlq>> {
     }
 }
 
+/// `dlq_max_len = n` (at least 1) or `dlq_max_len = "unbounded"`.
+fn parse_dlq_max_len(value: &Expr) -> syn::Result<Spanned<Option<u64>>> {
+    let key = Key::DlqMaxLen;
+    match literal(value) {
+        Some(Lit::Int(_)) => {
+            let len = int::<u64>(value, key)?;
+            if len.value == 0 {
+                return Err(syn::Error::new(
+                    len.span,
+                    "`dlq_max_len` must be at least 1; use `dlq_max_len = \"unbounded\"` to keep every dead letter",
+                ));
+            }
+            Ok(Spanned::new(Some(len.value), len.span))
+        }
+        Some(Lit::Str(lit)) if lit.value() == "unbounded" => Ok(Spanned::new(None, lit.span())),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "expected a number of dead letters (at least 1) or \"unbounded\" for `dlq_max_len`, \
+             e.g. `dlq_max_len = 10000`",
+        )),
+    }
+}
+
 /// `crate = path` (or `crate = "path"`, as serde and tokio accept).
 fn parse_crate(value: &Expr) -> syn::Result<Path> {
     match value {
@@ -805,6 +838,7 @@ mod tests {
         assert!(args.max_buffered_bytes.is_none());
         assert!(args.max_payload_bytes.is_none());
         assert!(args.timeout.is_none());
+        assert!(args.dlq_max_len.is_none());
     }
 
     #[test]
@@ -832,6 +866,7 @@ mod tests {
             max_buffered_bytes = "16MiB",
             max_payload_bytes = 65536,
             timeout = "45s",
+            dlq_max_len = 5000,
             crate = ::my_streamx,
         ));
         assert_eq!(args.consumer.map(|c| c.value()).as_deref(), Some("worker-1"));
@@ -846,6 +881,7 @@ mod tests {
         assert_eq!(args.max_buffered_bytes.map(|c| c.value), Some(16 << 20));
         assert_eq!(args.max_payload_bytes.map(|c| c.value), Some(65_536));
         assert_eq!(args.timeout.map(|c| c.value), Some(45_000));
+        assert_eq!(args.dlq_max_len.map(|c| c.value), Some(Some(5000)));
         assert_eq!(backoff_values(args.backoff), Some((Some(500), Some(1.5), Some(60_000))));
         let krate = args.krate.expect("crate was given");
         assert_eq!(quote::quote!(#krate).to_string(), ":: my_streamx");
@@ -884,7 +920,7 @@ mod tests {
             &errors,
             "unknown argument `concurency`; expected one of: `stream`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `block`, `start`, `max_retries`, `backoff`, \
-             `dlq`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, `crate`",
+             `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, `crate`",
         );
     }
 
@@ -1296,6 +1332,21 @@ mod tests {
         assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = true)), Some(Dlq::Default));
         assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = false)), Some(Dlq::Disabled));
         assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = "dead")), Some(Dlq::Stream("dead".into())));
+    }
+
+    #[test]
+    fn dlq_max_len_values() {
+        let cap = |metas| ok(metas).dlq_max_len.map(|d| d.value);
+        assert_eq!(cap(parse_quote!(stream = "s", group = "g", dlq_max_len = 1)), Some(Some(1)));
+        assert_eq!(cap(parse_quote!(stream = "s", group = "g", dlq_max_len = 10_000u64)), Some(Some(10_000)));
+        assert_eq!(cap(parse_quote!(stream = "s", group = "g", dlq_max_len = "unbounded")), Some(None));
+        assert_one(&err(parse_quote!(stream = "s", group = "g", dlq_max_len = 0)), "`dlq_max_len` must be at least 1");
+        for bad in [quote::quote!("10k"), quote::quote!(true), quote::quote!(1.5)] {
+            assert_one(
+                &err(parse_quote!(stream = "s", group = "g", dlq_max_len = #bad)),
+                "expected a number of dead letters (at least 1) or \"unbounded\" for `dlq_max_len`",
+            );
+        }
     }
 
     #[test]

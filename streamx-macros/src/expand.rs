@@ -205,6 +205,16 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         };
         out.extend(quote!(.dlq(#value)));
     }
+    if let Some(dlq_max_len) = &args.dlq_max_len {
+        let value = match dlq_max_len.value {
+            Some(len) => {
+                let len = spanned(Literal::u64_unsuffixed(len), dlq_max_len.span);
+                quote!(::core::option::Option::Some(#len))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        out.extend(quote!(.dlq_max_len(#value)));
+    }
     if let Some(claim_idle) = &args.claim_idle {
         let value = duration(private, claim_idle.value, claim_idle.span);
         out.extend(quote!(.claim_idle(#value)));
@@ -363,6 +373,7 @@ mod tests {
                 max_retries = 5,
                 backoff(multiplier = 3),
                 dlq = "dead",
+                dlq_max_len = 500,
                 claim_idle = "30s",
                 max_buffered_bytes = "64MiB",
                 max_payload_bytes = 4096,
@@ -384,6 +395,7 @@ mod tests {
             .max_retries(5)
             .backoff(::streamx::__private::Backoff::DEFAULT.with_multiplier(3f64))
             .dlq(::streamx::__private::DeadLetterTarget::Stream("dead"))
+            .dlq_max_len(::core::option::Option::Some(500))
             .claim_idle(::streamx::__private::Duration::from_millis(30000))
             .max_buffered_bytes(67108864)
             .max_payload_bytes(4096)

@@ -72,6 +72,7 @@ use proc_macro::TokenStream;
 /// | `max_retries` | retries after a failure before dead-lettering, integer `>= 0` | `3` | `.max_retries(n)` |
 /// | `backoff(initial = "1s", multiplier = 2.0, max = "30s")` | delays between retries; each sub-key is optional and one left out keeps the runtime's default (`Backoff::DEFAULT`); `multiplier >= 1.0`, `max >= initial` (a single bound is checked at compile time against the runtime's default for the other) | `1s`, `2.0`, `30s` | `.backoff(Backoff::DEFAULT.with_multiplier(3.0))` |
 /// | `dlq` | `true` (the stream's default dead-letter stream), `false` (drop after the last retry) or a stream name | `true` | `.dlq(DeadLetterTarget::..)` |
+/// | `dlq_max_len` | the dead-letter stream's length cap: each dead letter written trims it to about this many letters, oldest first (`XTRIM MAXLEN ~`, with a warning and `streamx_dead_letters_trimmed_total`); an integer `>= 1`, or `"unbounded"` | `100000` | `.dlq_max_len(Some(n))` / `.dlq_max_len(None)` |
 /// | `claim_idle` | pending entries idle this long are claimed from dead consumers, duration `> 0` | `"30s"` | `.claim_idle(Duration)` |
 /// | `max_buffered_bytes` | byte budget of the entries fetched but not yet handled (waiting or running), a size `>= 1` byte | the runtime's: `"64MiB"` unless `RuntimeBuilder::max_buffered_bytes` changes it | `.max_buffered_bytes(n)` |
 /// | `max_payload_bytes` | payloads larger than this are dead-lettered unread, a size `>= 1` byte | the runtime's: `"4MiB"` unless `RuntimeBuilder::max_payload_bytes` changes it | `.max_payload_bytes(n)` |

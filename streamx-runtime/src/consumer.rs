@@ -116,6 +116,14 @@ macro_rules! option_setters {
             self.options.retry.dead_letter = target;
             self
         }
+        /// Sets the dead-letter stream's length cap: each dead letter written trims it to
+        /// about `len` letters, oldest first (`XTRIM MAXLEN ~`; counted in
+        /// `streamx_dead_letters_trimmed_total`, with a warning). `None` keeps every letter.
+        /// Default `Some(100_000)` ([`DEFAULT_DLQ_MAX_LEN`](crate::policy::DEFAULT_DLQ_MAX_LEN)).
+        pub $($constness)? fn dlq_max_len(mut self, len: ::std::option::Option<u64>) -> Self {
+            self.options.retry.dlq_max_len = len;
+            self
+        }
         /// Sets after how long an unrenewed pending message is taken over (default 30 s).
         pub $($constness)? fn claim_idle(mut self, idle: ::std::time::Duration) -> Self {
             self.options.claim_idle = idle;

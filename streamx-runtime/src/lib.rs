@@ -37,7 +37,7 @@ pub use history::History;
 pub use inspect::{ConsumerInfo, GroupInfo, Inspector, PendingEntry};
 pub use location::SourceLocation;
 pub use message::{Headers, Message, MessageId, ParseMessageIdError};
-pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom};
+pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};
 pub use producer::{Producer, PublishOptions};
 pub use registry::{registered, Registration};
 pub use runtime::{

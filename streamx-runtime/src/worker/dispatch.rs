@@ -321,10 +321,12 @@ pub(crate) async fn dead_letter(
     let mut backoff = RetryDelay::new();
     loop {
         let client = shared.command.get();
-        match move_to_dead_letters(&client, dlq, &shared.keys.marks, &failure).await {
-            Ok(Some(dlq_id)) => {
-                tracing::warn!(dead_letter_stream = dlq, dead_letter_id = %dlq_id, %kind, "message moved to the dead-letter stream");
+        let cap = shared.consumer.options.retry.dlq_max_len;
+        match move_to_dead_letters(&client, dlq, cap, &shared.keys.marks, &failure).await {
+            Ok(Some(moved)) => {
+                tracing::warn!(dead_letter_stream = dlq, dead_letter_id = %moved.id, %kind, "message moved to the dead-letter stream");
                 ConsumerStats::bump(&shared.stats.dead_lettered, 1);
+                shared.dead_letters_trimmed(moved.trimmed);
                 break;
             }
             Ok(None) => {

@@ -240,6 +240,32 @@ impl Shared {
         lock(&self.acks).take();
     }
 
+    /// The dead-letter stream's length cap, as the engine's scripts take it.
+    pub fn dead_letter_cap_arg(&self) -> String {
+        crate::scripts::cap_arg(self.consumer.options.retry.dlq_max_len)
+    }
+
+    /// Reads a script's `{result, dlq_trimmed}` reply: reports the dead letters its cap
+    /// trimmed and returns the result.
+    pub fn note_trimmed(&self, reply: fred::types::Value) -> fred::types::Value {
+        let (result, trimmed) = crate::scripts::split_trimmed(reply);
+        self.dead_letters_trimmed(trimmed);
+        result
+    }
+
+    /// `n` of the oldest dead letters were trimmed by the dead-letter stream's length cap
+    /// (`dlq_max_len`): counted, and a warning, since they are gone for good.
+    pub fn dead_letters_trimmed(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        ConsumerStats::bump(&self.stats.dead_letters_trimmed, n);
+        self.metrics.dead_letters_trimmed(n);
+        tracing::warn!(consumer = %self.name, dead_letter_stream = self.keys.dead_letters.as_deref().unwrap_or_default(),
+            cap = self.consumer.options.retry.dlq_max_len, trimmed = n,
+            "the dead-letter stream reached its length cap (dlq_max_len): its oldest letters were deleted");
+    }
+
     /// The KEYS of the engine's scripts: stream, retry schedule, heartbeats, take-over marks,
     /// and the dead-letter stream when dead letters are on.
     pub fn script_keys(&self) -> Vec<String> {

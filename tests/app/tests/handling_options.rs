@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{start_runtime, wait_until, Job, TestRedis, Topology};
+use common::{http_get, prometheus_value, start_runtime, start_runtime_with, wait_until, Job, TestRedis, Topology};
 use futures_util::TryStreamExt;
 use streamx::testing::unique_name;
 use streamx::{
@@ -186,7 +186,113 @@ async fn a_hung_handler_frees_its_slot_at_the_timeout() {
     assert_eq!(stats.snapshot().timed_out, 3);
 }
 
-on_both_topologies!(a_hung_handler_is_cancelled_retried_and_dead_lettered);
+/// Every `tracing` event at WARN or above, from every test of this binary (they are told
+/// apart by their consumer names).
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(|| Capture)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .try_init();
+}
+
+/// `dlq_max_len = 20`: 300 messages dead-lettered one after the other leave the dead-letter
+/// stream near 20 letters. The trim is approximate (`XTRIM MAXLEN ~` removes whole stream
+/// nodes only, each at most `stream-node-max-entries` = 100 letters), so the length is
+/// between 20 and 20 + 100; and every letter written is either still there or counted as
+/// trimmed, exactly. On a single server the counter and the warning are checked too.
+async fn the_dead_letter_stream_stays_near_its_cap(topology: Topology) {
+    const CAP: u64 = 20;
+    const LETTERS: u64 = 300;
+    capture_logs();
+    let server = TestRedis::start(topology);
+    let url = server.url();
+    let stream = unique_name("capped");
+    let name = format!("capped-{}", stream);
+    let consumer = Consumer::new(stream.clone(), "g", |_: Message<Job>| async {
+        Err::<(), _>(HandlerError::permanent("never works"))
+    })
+    .name_as(name.clone())
+    .concurrency(8)
+    .dlq_max_len(Some(CAP));
+    let with_http = topology == Topology::Standalone;
+    let runtime = start_runtime_with(&url, vec![consumer], |b| if with_http { b.http("127.0.0.1:0") } else { b }).await;
+    let stats = runtime.stats(&name).unwrap();
+    let jobs: Vec<Job> = (0..LETTERS).map(Job::ok).collect();
+    Producer::connect(&url).await.unwrap().publish_batch(&stream, &jobs).await.unwrap();
+    wait_until(Duration::from_secs(60), "every message dead-lettered", || async {
+        stats.snapshot().dead_lettered == LETTERS && pending(&url, &stream).await == 0
+    })
+    .await;
+    let letters = DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap();
+    let len = letters.count().await.unwrap();
+    assert!((CAP..=CAP + 100).contains(&len), "{len} letters for a cap of {CAP}");
+    let trimmed = stats.snapshot().dead_letters_trimmed;
+    assert_eq!(trimmed + len, LETTERS, "every letter written is kept or counted as trimmed");
+    if let Some(addr) = runtime.http_addr() {
+        let (status, text) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200, "{text}");
+        let labels = [("stream", stream.as_str()), ("group", "g"), ("consumer", name.as_str())];
+        assert_eq!(
+            prometheus_value(&text, "streamx_dead_letters_trimmed_total", &labels),
+            Some(trimmed as f64),
+            "{text}"
+        );
+        let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
+        let warned = logs.lines().any(|l| l.contains(&name) && l.contains("reached its length cap"));
+        assert!(warned, "no trim warning for {name} in:\n{logs}");
+    }
+    runtime.shutdown().await.unwrap();
+    let newest = letters.list(None, 1000).await.unwrap().entries;
+    let origins: Vec<u64> =
+        newest.iter().map(|l| serde_json::from_slice::<Job>(l.payload.as_ref().unwrap()).unwrap().n).collect();
+    assert_eq!(origins.len() as u64, len);
+    assert!(origins.contains(&(LETTERS - 1)), "the newest letter is kept: {origins:?}");
+}
+
+/// `dlq_max_len(None)` keeps every letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unbounded_dead_letter_stream_keeps_every_letter() {
+    let server = TestRedis::start(Topology::Standalone);
+    let url = server.url();
+    let stream = unique_name("unbounded");
+    let consumer = Consumer::new(stream.clone(), "g", |_: Message<Job>| async {
+        Err::<(), _>(HandlerError::permanent("never works"))
+    })
+    .concurrency(8)
+    .dlq_max_len(None);
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).unwrap();
+    Producer::connect(&url)
+        .await
+        .unwrap()
+        .publish_batch(&stream, &(0..250).map(Job::ok).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(60), "every message dead-lettered", || async {
+        stats.snapshot().dead_lettered == 250 && pending(&url, &stream).await == 0
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+    assert_eq!(DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap().count().await.unwrap(), 250);
+    assert_eq!(stats.snapshot().dead_letters_trimmed, 0);
+}
+
+on_both_topologies!(a_hung_handler_is_cancelled_retried_and_dead_lettered, the_dead_letter_stream_stays_near_its_cap);
 
 /// `PublishOptions::id`: the entry gets exactly the id asked for; an id that is not greater
 /// than the stream's last one is refused with `Error::IdNotIncreasing` naming the stream
