@@ -56,6 +56,10 @@ pub(crate) struct ConsumerArgs {
     pub(crate) timeout: Option<Spanned<u64>>,
     /// `dlq_max_len = n` (at least 1) or `dlq_max_len = "unbounded"` (`None`).
     pub(crate) dlq_max_len: Option<Spanned<Option<u64>>>,
+    /// `max_batch = n`, at least 1 (batch handlers only).
+    pub(crate) max_batch: Option<Spanned<usize>>,
+    /// `batch_wait = "50ms"`, in whole milliseconds, zero allowed (batch handlers only).
+    pub(crate) batch_wait: Option<Spanned<u64>>,
 }
 
 /// A validated value together with the span of the literal it came from, so generated
@@ -144,13 +148,17 @@ enum Key {
     Timeout,
     /// `dlq_max_len = n | "unbounded"`
     DlqMaxLen,
+    /// `max_batch = n`
+    MaxBatch,
+    /// `batch_wait = "..."`
+    BatchWait,
     /// `crate = path`
     Crate,
 }
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 17] = [
+    const ALL: [Key; 19] = [
         Key::Stream,
         Key::Group,
         Key::Consumer,
@@ -167,6 +175,8 @@ impl Key {
         Key::MaxBufferedBytes,
         Key::MaxPayloadBytes,
         Key::Timeout,
+        Key::MaxBatch,
+        Key::BatchWait,
         Key::Crate,
     ];
 
@@ -189,6 +199,8 @@ impl Key {
             Key::MaxPayloadBytes => "max_payload_bytes",
             Key::Timeout => "timeout",
             Key::DlqMaxLen => "dlq_max_len",
+            Key::MaxBatch => "max_batch",
+            Key::BatchWait => "batch_wait",
             Key::Crate => "crate",
         }
     }
@@ -212,6 +224,8 @@ impl Key {
             Key::MaxPayloadBytes => "max_payload_bytes = \"4MiB\"",
             Key::Timeout => "timeout = \"30s\"",
             Key::DlqMaxLen => "dlq_max_len = 10000",
+            Key::MaxBatch => "max_batch = 500",
+            Key::BatchWait => "batch_wait = \"50ms\"",
             Key::Crate => "crate = my_streamx",
         }
     }
@@ -257,6 +271,8 @@ impl ConsumerArgs {
         let mut max_payload_bytes = None;
         let mut timeout = None;
         let mut dlq_max_len = None;
+        let mut max_batch = None;
+        let mut batch_wait = None;
 
         for meta in &metas {
             let path = meta.path();
@@ -293,6 +309,8 @@ impl ConsumerArgs {
                 Key::MaxPayloadBytes => max_payload_bytes = errors.record(size_bytes(value, key)),
                 Key::Timeout => timeout = errors.record(duration_ms(value, key, false)),
                 Key::DlqMaxLen => dlq_max_len = errors.record(parse_dlq_max_len(value)),
+                Key::MaxBatch => max_batch = errors.record(positive_usize(value, key)),
+                Key::BatchWait => batch_wait = errors.record(duration_ms(value, key, true)),
                 Key::Crate => krate = errors.record(parse_crate(value)),
                 Key::Backoff => {}
             }
@@ -330,6 +348,8 @@ impl ConsumerArgs {
                 max_payload_bytes,
                 timeout,
                 dlq_max_len,
+                max_batch,
+                batch_wait,
             }),
             // Unreachable: a missing or invalid `stream`/`group` has recorded an error above.
             _ => Err(syn::Error::new(Span::call_site(), "`stream` and `group` are required")),
@@ -839,6 +859,8 @@ mod tests {
         assert!(args.max_payload_bytes.is_none());
         assert!(args.timeout.is_none());
         assert!(args.dlq_max_len.is_none());
+        assert!(args.max_batch.is_none());
+        assert!(args.batch_wait.is_none());
     }
 
     #[test]
@@ -920,7 +942,8 @@ mod tests {
             &errors,
             "unknown argument `concurency`; expected one of: `stream`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `block`, `start`, `max_retries`, `backoff`, \
-             `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, `crate`",
+             `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, \
+             `max_batch`, `batch_wait`, `crate`",
         );
     }
 
@@ -1332,6 +1355,18 @@ mod tests {
         assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = true)), Some(Dlq::Default));
         assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = false)), Some(Dlq::Disabled));
         assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = "dead")), Some(Dlq::Stream("dead".into())));
+    }
+
+    #[test]
+    fn batch_keys() {
+        let args = ok(parse_quote!(stream = "s", group = "g", max_batch = 500, batch_wait = "0ms"));
+        assert_eq!(args.max_batch.map(|m| m.value), Some(500));
+        assert_eq!(args.batch_wait.map(|w| w.value), Some(0));
+        assert_one(&err(parse_quote!(stream = "s", group = "g", max_batch = 0)), "`max_batch` must be at least 1");
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", batch_wait = 50)),
+            "expected string literal for `batch_wait`, e.g. `batch_wait = \"50ms\"`",
+        );
     }
 
     #[test]

@@ -53,6 +53,34 @@ use proc_macro::TokenStream;
 /// types are checked by trait bounds, so a wrong type is reported on the type itself with a
 /// note saying what is accepted.
 ///
+/// # Batch handlers
+///
+/// A function whose argument is written `Vec<...>` is a batch handler: it takes
+/// `Vec<Message<T>>` and returns `()`, `Result<(), E>` (every message of the batch succeeds
+/// or fails together), `BatchOutcome` (per message) or `Result<BatchOutcome, E>`. Each
+/// message is still acknowledged, retried and dead-lettered on its own, with its own attempt
+/// count; an entry that does not decode is dead-lettered alone and never reaches the
+/// handler. `concurrency` counts calls; `max_batch` and `batch_wait` size the batches.
+///
+/// ```
+/// use streamx::prelude::*;
+/// use streamx::BatchOutcome;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Click { page: String }
+///
+/// #[stream_consumer(stream = "clicks", group = "warehouse", max_batch = 500, batch_wait = "200ms")]
+/// async fn store(batch: Vec<Message<Click>>) -> BatchOutcome {
+///     let mut outcome = BatchOutcome::new();
+///     for msg in &batch {
+///         if msg.payload().page.is_empty() {
+///             outcome.fail(msg.id(), HandlerError::permanent("no page"));
+///         }
+///     }
+///     outcome
+/// }
+/// ```
+///
 /// # Arguments
 ///
 /// All values are literals, validated at compile time. A setting left out keeps the
@@ -77,6 +105,8 @@ use proc_macro::TokenStream;
 /// | `max_buffered_bytes` | byte budget of the entries fetched but not yet handled (waiting or running), a size `>= 1` byte | the runtime's: `"64MiB"` unless `RuntimeBuilder::max_buffered_bytes` changes it | `.max_buffered_bytes(n)` |
 /// | `max_payload_bytes` | payloads larger than this are dead-lettered unread, a size `>= 1` byte | the runtime's: `"4MiB"` unless `RuntimeBuilder::max_payload_bytes` changes it | `.max_payload_bytes(n)` |
 /// | `timeout` | a handler run longer than this is cancelled and counts as a failure of kind `timeout` (retried, then dead-lettered), duration `> 0` | none: handlers may run as long as they like | `.timeout(Duration)` |
+/// | `max_batch` | batch handlers only: the most messages one call gets, integer `>= 1` | `100` | `.max_batch(n)` |
+/// | `batch_wait` | batch handlers only: how long a batch waits to fill before its call starts, duration (`"0ms"` allowed) | `"50ms"` | `.batch_wait(Duration)` |
 /// | `crate` | path to the `streamx` crate when it is renamed, e.g. `crate = my_streamx` | `::streamx` | — |
 ///
 /// Durations use [humantime](https://docs.rs/humantime) syntax (`"500ms"`, `"2s"`,

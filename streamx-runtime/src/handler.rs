@@ -175,7 +175,7 @@ impl std::fmt::Display for FailureKind {
 }
 
 /// What became of one handler invocation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     /// Handled: acknowledge.
     Done,
@@ -269,15 +269,18 @@ where
     fn into_outcome(self) -> Outcome {
         match self {
             Ok(()) => Outcome::Done,
-            Err(e) => {
-                let e: HandlerError = e.into();
-                if e.permanent {
-                    Outcome::Rejected { reason: e.to_string(), kind: FailureKind::Permanent }
-                } else {
-                    Outcome::Failed { error: e.to_string(), kind: FailureKind::Error, retry_after: e.retry_after }
-                }
-            }
+            Err(e) => error_outcome(e.into()),
         }
+    }
+}
+
+/// The outcome of a handler that returned `e`: dead-letter now if it is permanent, else
+/// retry (after its delay, or the backoff).
+pub(crate) fn error_outcome(e: HandlerError) -> Outcome {
+    if e.permanent {
+        Outcome::Rejected { reason: e.to_string(), kind: FailureKind::Permanent }
+    } else {
+        Outcome::Failed { error: e.to_string(), kind: FailureKind::Error, retry_after: e.retry_after }
     }
 }
 
@@ -297,15 +300,16 @@ where
     // Calling `f` may itself panic (a non-async fn body); catch that as well.
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| f(arg))) {
         Ok(fut) => fut,
-        Err(panic) => return Box::pin(std::future::ready(panicked(panic))),
+        Err(panic) => return Box::pin(std::future::ready(panicked(&panic))),
     };
     Box::pin(AssertUnwindSafe(fut).catch_unwind().map(|r| match r {
         Ok(ret) => ret.into_outcome(),
-        Err(panic) => panicked(panic),
+        Err(panic) => panicked(&panic),
     }))
 }
 
-fn panicked(panic: Box<dyn Any + Send>) -> Outcome {
+/// The outcome of a handler that panicked with `panic`.
+pub(crate) fn panicked(panic: &Box<dyn Any + Send>) -> Outcome {
     let text = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

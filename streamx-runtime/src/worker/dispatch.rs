@@ -218,12 +218,7 @@ async fn run_handler(shared: &Shared, entry: RawEntry, attempt: u32) -> Outcome 
             kind: FailureKind::PayloadTooLarge,
         };
     }
-    let run = (shared.consumer.handler)(Delivery::new(
-        shared.stream_arc.clone(),
-        entry,
-        attempt,
-        shared.settings.state.clone(),
-    ));
+    let run = (shared.handler)(Delivery::new(shared.stream_arc.clone(), entry, attempt, shared.settings.state.clone()));
     match shared.consumer.options.timeout {
         None => run.await,
         // Boxed: consumers without a timeout keep the smaller future.

@@ -18,6 +18,7 @@
 //! bounds the bytes of fetched, unfinished entries.
 
 mod acker;
+mod batcher;
 mod budget;
 mod dispatch;
 mod drain;

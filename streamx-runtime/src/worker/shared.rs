@@ -10,11 +10,13 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::batcher::Batcher;
 use super::budget::ByteBudget;
 use super::stats::ConsumerStats;
 use super::LoopSettings;
 use crate::connection::HealingClient;
-use crate::consumer::Consumer;
+use crate::consumer::{Consumer, HandlerKind};
+use crate::handler::ErasedHandler;
 use crate::keys;
 use crate::message::MessageId;
 use crate::observe::{ConsumerMetrics, Readiness};
@@ -50,6 +52,11 @@ pub(crate) struct Shared {
     pub name: String,
     pub stream_arc: Arc<str>,
     pub consumer: Consumer,
+    /// What runs for each delivery: the consumer's handler, or for a batch consumer its
+    /// [`Batcher`]'s per-message side.
+    pub handler: ErasedHandler,
+    /// How many permits there are: messages in flight at once (see `Consumer::slots`).
+    pub slots: usize,
     pub settings: LoopSettings,
     pub keys: GroupKeys,
     pub command: HealingClient,
@@ -90,11 +97,25 @@ impl Shared {
             marks: keys::takeover_marks(&consumer.stream, &consumer.group),
             dead_letters: settings.dead_letter_stream.clone(),
         };
+        let options = &consumer.options;
+        let handler = match &consumer.handler {
+            HandlerKind::One(handler) => handler.clone(),
+            HandlerKind::Batch(call) => Batcher::handler(
+                call.clone(),
+                options.concurrency,
+                options.max_batch,
+                options.batch_wait,
+                options.timeout,
+            ),
+        };
+        let slots = consumer.slots();
         let shared = Shared {
             name: consumer.name.to_string(),
+            handler,
+            slots,
             stream_arc: Arc::from(&*consumer.stream),
             metrics: ConsumerMetrics::new(&consumer.stream, &consumer.group, &consumer.name),
-            permits: Arc::new(Semaphore::new(consumer.options.concurrency)),
+            permits: Arc::new(Semaphore::new(slots)),
             budget: ByteBudget::new(settings.max_buffered_bytes),
             consumer,
             settings,

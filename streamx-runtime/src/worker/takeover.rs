@@ -179,7 +179,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     // Small claims, not read batches: every entry claimed is a crash suspect if this consumer
     // dies before it settles, so a taker that dies leaves at most `1 + CLAIMS_AHEAD` claims of
     // suspects (run one at a time by the next taker), however large `batch_size` is.
-    let claim_size = shared.consumer.options.concurrency.saturating_add(CLAIM_BEYOND_PERMITS);
+    let claim_size = shared.slots.saturating_add(CLAIM_BEYOND_PERMITS);
     let mut ticker = Ticker::new((claim_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let isolating = Arc::new(Isolation::default());
     let mut next_reconcile = Instant::now() + jittered(claim_idle);

@@ -14,8 +14,8 @@ use common::{http_get, prometheus_value, start_runtime, start_runtime_with, wait
 use futures_util::TryStreamExt;
 use streamx::testing::unique_name;
 use streamx::{
-    Backoff, Consumer, DeadLetters, Error, FailureKind, HandlerError, History, Inspector, Message, MessageId, Producer,
-    PublishOptions,
+    Backoff, BatchOutcome, Consumer, DeadLetters, Error, FailureKind, HandlerError, History, Inspector, Message,
+    MessageId, Producer, PublishOptions,
 };
 
 fn dlq_of(stream: &str) -> String {
@@ -332,4 +332,157 @@ async fn publish_with_an_explicit_id() {
     assert!(matches!(batch, Err(Error::IdInBatch { .. })), "{batch:?}");
     let ids: Vec<MessageId> = history.read::<Job>(&stream, ..).map_ok(|m| m.id()).try_collect().await.unwrap();
     assert_eq!(ids, vec![id, next], "nothing refused was written");
+}
+
+/// A batch consumer (`max_batch = 10`) over a backlog of 95 messages: every call gets at most
+/// 10, every message is in exactly one call, and all are acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_consumer_gets_batches_within_the_cap_and_acknowledges_all() {
+    let server = TestRedis::start(Topology::Standalone);
+    let url = server.url();
+    let stream = unique_name("batches");
+    let calls: Arc<Mutex<Vec<Vec<u64>>>> = Arc::default();
+    Producer::connect(&url)
+        .await
+        .unwrap()
+        .publish_batch(&stream, &(0..95).map(Job::ok).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let consumer = {
+        let calls = calls.clone();
+        Consumer::batch(stream.clone(), "g", move |batch: Vec<Message<Job>>| {
+            let calls = calls.clone();
+            async move {
+                calls.lock().unwrap().push(batch.iter().map(|m| m.payload().n).collect());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .concurrency(2)
+        .max_batch(10)
+        .batch_wait(Duration::from_millis(50))
+    };
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).unwrap();
+    wait_until(Duration::from_secs(20), "all 95 acknowledged", || async {
+        stats.snapshot().succeeded == 95 && pending(&url, &stream).await == 0
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert!(calls.iter().all(|c| !c.is_empty() && c.len() <= 10), "{calls:?}");
+    let mut all: Vec<u64> = calls.iter().flatten().copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..95).collect::<Vec<_>>(), "each message in exactly one call");
+    assert!(calls.iter().filter(|c| c.len() == 10).count() >= 5, "a backlog fills batches: {calls:?}");
+    let stats = stats.snapshot();
+    assert_eq!((stats.retried, stats.dead_lettered), (0, 0));
+}
+
+/// One batch, three fates: the message whose first run fails is retried alone (attempt 2,
+/// in a later call) while its neighbours are acknowledged once; a permanent failure is
+/// dead-lettered alone; an entry that does not decode is dead-lettered as poison without
+/// reaching the handler or failing its batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_message_of_a_batch_is_retried_alone() {
+    let server = TestRedis::start(Topology::Standalone);
+    let url = server.url();
+    let stream = unique_name("batchfail");
+    let producer = Producer::connect(&url).await.unwrap();
+    let ids = producer.publish_batch(&stream, &(0..8).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    let poison =
+        producer.publish_raw(&stream, bytes::Bytes::from_static(b"{not json"), &PublishOptions::new()).await.unwrap();
+    let calls: Arc<Mutex<Vec<Vec<(u64, u32)>>>> = Arc::default();
+    let consumer = {
+        let calls = calls.clone();
+        Consumer::batch(stream.clone(), "g", move |batch: Vec<Message<Job>>| {
+            let calls = calls.clone();
+            async move {
+                calls.lock().unwrap().push(batch.iter().map(|m| (m.payload().n, m.attempt())).collect());
+                let mut outcome = BatchOutcome::new();
+                for msg in &batch {
+                    match msg.payload().n {
+                        3 if msg.attempt() == 1 => {
+                            outcome.fail(msg.id(), "first try fails");
+                        }
+                        5 => {
+                            outcome.fail(msg.id(), HandlerError::permanent("never"));
+                        }
+                        _ => {}
+                    }
+                }
+                outcome
+            }
+        })
+        .max_batch(20)
+        .batch_wait(Duration::from_millis(100))
+        .backoff(quick_backoff())
+    };
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).unwrap();
+    let letters = DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap();
+    wait_until(Duration::from_secs(20), "7 acknowledged, 2 dead-lettered, nothing pending", || async {
+        stats.snapshot().succeeded == 7 && letters.count().await.unwrap() == 2 && pending(&url, &stream).await == 0
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    let runs: Vec<(u64, u32)> = calls.iter().flatten().copied().collect();
+    for n in (0..8).filter(|n| *n != 3) {
+        assert_eq!(runs.iter().filter(|(m, _)| *m == n).collect::<Vec<_>>(), [&(n, 1)], "{n} ran once: {calls:?}");
+    }
+    assert_eq!(runs.iter().filter(|(m, _)| *m == 3).collect::<Vec<_>>(), [&(3, 1), &(3, 2)], "{calls:?}");
+    assert!(calls.last().unwrap().contains(&(3, 2)) && calls.len() >= 2, "the retry came in a later call: {calls:?}");
+    let page = letters.list(None, 10).await.unwrap();
+    let mut fates: Vec<(Option<MessageId>, Option<FailureKind>, u32)> =
+        page.entries.iter().map(|l| (l.origin_id, l.kind, l.deliveries)).collect();
+    fates.sort_by_key(|(id, _, _)| *id);
+    assert_eq!(
+        fates,
+        [(Some(ids[5]), Some(FailureKind::Permanent), 1), (Some(poison), Some(FailureKind::InvalidJson), 1)]
+    );
+    let stats = stats.snapshot();
+    assert_eq!((stats.retried, stats.dead_lettered), (1, 2));
+}
+
+/// `Err` from a batch handler fails every message of the call, each retried on its own with
+/// its own attempt count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_fails_every_message_of_the_batch_each_on_its_own() {
+    let server = TestRedis::start(Topology::Standalone);
+    let url = server.url();
+    let stream = unique_name("batcherr");
+    Producer::connect(&url)
+        .await
+        .unwrap()
+        .publish_batch(&stream, &(0..6).map(Job::ok).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let runs: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
+    let consumer = {
+        let runs = runs.clone();
+        Consumer::batch(stream.clone(), "g", move |batch: Vec<Message<Job>>| {
+            let runs = runs.clone();
+            async move {
+                runs.lock().unwrap().extend(batch.iter().map(|m| (m.payload().n, m.attempt())));
+                if batch.iter().any(|m| m.attempt() == 1) {
+                    return Err(HandlerError::from("the warehouse is down"));
+                }
+                Ok(())
+            }
+        })
+        .backoff(quick_backoff())
+    };
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).unwrap();
+    wait_until(Duration::from_secs(20), "all 6 acknowledged", || async {
+        stats.snapshot().succeeded == 6 && pending(&url, &stream).await == 0
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+    let mut runs = runs.lock().unwrap().clone();
+    runs.sort_unstable();
+    let expected: Vec<(u64, u32)> = (0..6).flat_map(|n| [(n, 1), (n, 2)]).collect();
+    assert_eq!(runs, expected, "each failed once with the batch and succeeded on its own retry");
+    assert_eq!(stats.snapshot().retried, 6);
 }
