@@ -37,6 +37,10 @@ pub type Deliveries = Vec<Delivery>;
 /// One [`Outcome`] per delivery of a batch, in the order of the deliveries.
 pub type Outcomes = Vec<Outcome>;
 
+/// What decoding did with one delivery of a batch: its id (it is in the batch handed to the
+/// handler), or why it was rejected as bad input.
+pub type Decoded = Result<MessageId, (FailureKind, String)>;
+
 /// The per-message result of a batch handler: every message of the batch succeeds (and is
 /// acknowledged) unless marked failed here.
 ///
@@ -99,7 +103,7 @@ impl BatchOutcome {
 pub trait BatchArg: Sized + Send + 'static {
     /// Decodes the deliveries: the batch of those that decode, and for each delivery in
     /// order either its id (it is in the batch) or why it was rejected as bad input.
-    fn from_deliveries(deliveries: Deliveries) -> (Self, Vec<Result<MessageId, (FailureKind, String)>>);
+    fn from_deliveries(deliveries: Deliveries) -> (Self, Vec<Decoded>);
 }
 
 impl<T> BatchArg for Vec<Message<T>>
@@ -107,7 +111,7 @@ where
     Message<T>: HandlerArg,
     T: Send + 'static,
 {
-    fn from_deliveries(deliveries: Deliveries) -> (Self, Vec<Result<MessageId, (FailureKind, String)>>) {
+    fn from_deliveries(deliveries: Deliveries) -> (Self, Vec<Decoded>) {
         let mut batch = Vec::with_capacity(deliveries.len());
         let decoded = deliveries
             .into_iter()
@@ -206,7 +210,7 @@ where
 
 /// One outcome per delivery: the handler's for those it got (in order), a rejection for the
 /// others.
-fn merge(decoded: Vec<Result<MessageId, (FailureKind, String)>>, handled: Outcomes) -> Outcomes {
+fn merge(decoded: Vec<Decoded>, handled: Outcomes) -> Outcomes {
     let mut handled = handled.into_iter();
     decoded
         .into_iter()

@@ -27,7 +27,7 @@ mod state;
 mod wire;
 mod worker;
 
-pub use batch::{BatchArg, BatchOutcome, BatchReturn};
+pub use batch::{BatchArg, BatchOutcome, BatchReturn, Decoded};
 pub use connection::{
     redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_TLS_CA_ENV, REDIS_TLS_CERT_ENV, REDIS_TLS_KEY_ENV, REDIS_URL_ENV,
 };

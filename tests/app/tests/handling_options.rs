@@ -379,6 +379,9 @@ async fn a_batch_consumer_gets_batches_within_the_cap_and_acknowledges_all() {
     assert_eq!((stats.retried, stats.dead_lettered), (0, 0));
 }
 
+/// The `(n, attempt)` of each message of each call of a batch handler.
+type Calls = Arc<Mutex<Vec<Vec<(u64, u32)>>>>;
+
 /// One batch, three fates: the message whose first run fails is retried alone (attempt 2,
 /// in a later call) while its neighbours are acknowledged once; a permanent failure is
 /// dead-lettered alone; an entry that does not decode is dead-lettered as poison without
@@ -392,7 +395,7 @@ async fn a_failed_message_of_a_batch_is_retried_alone() {
     let ids = producer.publish_batch(&stream, &(0..8).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
     let poison =
         producer.publish_raw(&stream, bytes::Bytes::from_static(b"{not json"), &PublishOptions::new()).await.unwrap();
-    let calls: Arc<Mutex<Vec<Vec<(u64, u32)>>>> = Arc::default();
+    let calls: Calls = Arc::default();
     let consumer = {
         let calls = calls.clone();
         Consumer::batch(stream.clone(), "g", move |batch: Vec<Message<Job>>| {
