@@ -248,10 +248,6 @@ pub const fn assert_batch_return<T: BatchReturn>() {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Headers;
-    use crate::state::State;
-    use crate::wire::RawEntry;
-    use bytes::Bytes;
 
     #[derive(serde::Deserialize)]
     struct Click {
@@ -259,17 +255,7 @@ mod tests {
     }
 
     fn delivery(seq: u64, data: &'static str) -> Delivery {
-        Delivery::new(
-            Arc::from("clicks"),
-            RawEntry {
-                id: MessageId::new(1, seq),
-                data: Some(Bytes::from_static(data.as_bytes())),
-                headers: Headers::new(),
-                deleted: false,
-            },
-            1,
-            State::new(),
-        )
+        Delivery::for_test("clicks", MessageId::new(1, seq), Some(data))
     }
 
     fn kinds(outcomes: &[Outcome]) -> Vec<&'static str> {

@@ -215,6 +215,18 @@ impl Delivery {
     pub fn id(&self) -> MessageId {
         self.entry.id
     }
+
+    /// A first delivery of entry `id` of `stream` with payload `data`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(stream: &str, id: MessageId, data: Option<&'static str>) -> Self {
+        let entry = RawEntry {
+            id,
+            data: data.map(|d| bytes::Bytes::from_static(d.as_bytes())),
+            headers: crate::message::Headers::new(),
+            deleted: false,
+        };
+        Delivery::new(Arc::from(stream), entry, 1, State::new())
+    }
 }
 
 /// What a handler may take as its argument: `Message<T>` with `T: DeserializeOwned`.
@@ -341,8 +353,6 @@ pub const fn assert_handler_return<T: HandlerReturn>() {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Headers;
-    use bytes::Bytes;
 
     #[derive(serde::Deserialize)]
     struct Order {
@@ -350,17 +360,7 @@ mod tests {
     }
 
     fn delivery(data: Option<&'static str>) -> Delivery {
-        Delivery::new(
-            Arc::from("orders"),
-            RawEntry {
-                id: MessageId::new(1, 0),
-                data: data.map(|d| Bytes::from_static(d.as_bytes())),
-                headers: Headers::new(),
-                deleted: false,
-            },
-            1,
-            State::new(),
-        )
+        Delivery::for_test("orders", MessageId::new(1, 0), data)
     }
 
     async fn ok(msg: Message<Order>) -> Result<(), HandlerError> {

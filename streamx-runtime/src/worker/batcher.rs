@@ -164,17 +164,10 @@ impl Drop for Closing<'_> {
 mod tests {
     use super::*;
     use crate::batch::Deliveries;
-    use crate::message::{Headers, MessageId};
-    use crate::state::State;
-    use crate::wire::RawEntry;
+    use crate::message::MessageId;
 
     fn delivery(seq: u64) -> Delivery {
-        Delivery::new(
-            Arc::from("s"),
-            RawEntry { id: MessageId::new(1, seq), data: None, headers: Headers::new(), deleted: false },
-            1,
-            State::new(),
-        )
+        Delivery::for_test("s", MessageId::new(1, seq), None)
     }
 
     /// A batch handler recording the sizes of its calls; fails odd sequence numbers.
