@@ -19,6 +19,10 @@
 //! A message is acknowledged only once the call that contained it returned: at-least-once,
 //! as for any handler. `concurrency` counts calls: at most that many batches are handled at
 //! once, so at most `concurrency × max_batch` messages are in flight.
+//!
+//! Known limit: a crash suspect (a message whose holders died while holding it, see the
+//! take-over's crash-loop isolation) is started alone but may join a batch with others, so
+//! if it crashes the process again, the messages of its call count that delivery too.
 
 use std::collections::HashMap;
 use std::future::Future;
