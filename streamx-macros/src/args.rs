@@ -52,6 +52,14 @@ pub(crate) struct ConsumerArgs {
     pub(crate) max_buffered_bytes: Option<Spanned<usize>>,
     /// `max_payload_bytes = "4MiB"` (or a number of bytes), at least 1.
     pub(crate) max_payload_bytes: Option<Spanned<usize>>,
+    /// `timeout = "30s"`, in whole milliseconds, at least 1.
+    pub(crate) timeout: Option<Spanned<u64>>,
+    /// `dlq_max_len = n` (at least 1) or `dlq_max_len = "unbounded"` (`None`).
+    pub(crate) dlq_max_len: Option<Spanned<Option<u64>>>,
+    /// `max_batch = n`, at least 1 (batch handlers only).
+    pub(crate) max_batch: Option<Spanned<usize>>,
+    /// `batch_wait = "50ms"`, in whole milliseconds, zero allowed (batch handlers only).
+    pub(crate) batch_wait: Option<Spanned<u64>>,
 }
 
 /// A validated value together with the span of the literal it came from, so generated
@@ -136,13 +144,21 @@ enum Key {
     MaxBufferedBytes,
     /// `max_payload_bytes = ...`
     MaxPayloadBytes,
+    /// `timeout = "..."`
+    Timeout,
+    /// `dlq_max_len = n | "unbounded"`
+    DlqMaxLen,
+    /// `max_batch = n`
+    MaxBatch,
+    /// `batch_wait = "..."`
+    BatchWait,
     /// `crate = path`
     Crate,
 }
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 15] = [
+    const ALL: [Key; 19] = [
         Key::Stream,
         Key::Group,
         Key::Consumer,
@@ -154,9 +170,13 @@ impl Key {
         Key::MaxRetries,
         Key::Backoff,
         Key::Dlq,
+        Key::DlqMaxLen,
         Key::ClaimIdle,
         Key::MaxBufferedBytes,
         Key::MaxPayloadBytes,
+        Key::Timeout,
+        Key::MaxBatch,
+        Key::BatchWait,
         Key::Crate,
     ];
 
@@ -177,6 +197,10 @@ impl Key {
             Key::ClaimIdle => "claim_idle",
             Key::MaxBufferedBytes => "max_buffered_bytes",
             Key::MaxPayloadBytes => "max_payload_bytes",
+            Key::Timeout => "timeout",
+            Key::DlqMaxLen => "dlq_max_len",
+            Key::MaxBatch => "max_batch",
+            Key::BatchWait => "batch_wait",
             Key::Crate => "crate",
         }
     }
@@ -198,6 +222,10 @@ impl Key {
             Key::ClaimIdle => "claim_idle = \"30s\"",
             Key::MaxBufferedBytes => "max_buffered_bytes = \"64MiB\"",
             Key::MaxPayloadBytes => "max_payload_bytes = \"4MiB\"",
+            Key::Timeout => "timeout = \"30s\"",
+            Key::DlqMaxLen => "dlq_max_len = 10000",
+            Key::MaxBatch => "max_batch = 500",
+            Key::BatchWait => "batch_wait = \"50ms\"",
             Key::Crate => "crate = my_streamx",
         }
     }
@@ -241,6 +269,10 @@ impl ConsumerArgs {
         let mut claim_idle = None;
         let mut max_buffered_bytes = None;
         let mut max_payload_bytes = None;
+        let mut timeout = None;
+        let mut dlq_max_len = None;
+        let mut max_batch = None;
+        let mut batch_wait = None;
 
         for meta in &metas {
             let path = meta.path();
@@ -275,6 +307,10 @@ impl ConsumerArgs {
                 Key::ClaimIdle => claim_idle = errors.record(duration_ms(value, key, false)),
                 Key::MaxBufferedBytes => max_buffered_bytes = errors.record(size_bytes(value, key)),
                 Key::MaxPayloadBytes => max_payload_bytes = errors.record(size_bytes(value, key)),
+                Key::Timeout => timeout = errors.record(duration_ms(value, key, false)),
+                Key::DlqMaxLen => dlq_max_len = errors.record(parse_dlq_max_len(value)),
+                Key::MaxBatch => max_batch = errors.record(positive_usize(value, key)),
+                Key::BatchWait => batch_wait = errors.record(duration_ms(value, key, true)),
                 Key::Crate => krate = errors.record(parse_crate(value)),
                 Key::Backoff => {}
             }
@@ -310,6 +346,10 @@ impl ConsumerArgs {
                 claim_idle,
                 max_buffered_bytes,
                 max_payload_bytes,
+                timeout,
+                dlq_max_len,
+                max_batch,
+                batch_wait,
             }),
             // Unreachable: a missing or invalid `stream`/`group` has recorded an error above.
             _ => Err(syn::Error::new(Span::call_site(), "`stream` and `group` are required")),
@@ -618,6 +658,29 @@ fn parse_dlq(value: &Expr) -> syn::Result<Spanned<Dlq>> {
     }
 }
 
+/// `dlq_max_len = n` (at least 1) or `dlq_max_len = "unbounded"`.
+fn parse_dlq_max_len(value: &Expr) -> syn::Result<Spanned<Option<u64>>> {
+    let key = Key::DlqMaxLen;
+    match literal(value) {
+        Some(Lit::Int(_)) => {
+            let len = int::<u64>(value, key)?;
+            if len.value == 0 {
+                return Err(syn::Error::new(
+                    len.span,
+                    "`dlq_max_len` must be at least 1; use `dlq_max_len = \"unbounded\"` to keep every dead letter",
+                ));
+            }
+            Ok(Spanned::new(Some(len.value), len.span))
+        }
+        Some(Lit::Str(lit)) if lit.value() == "unbounded" => Ok(Spanned::new(None, lit.span())),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "expected a number of dead letters (at least 1) or \"unbounded\" for `dlq_max_len`, \
+             e.g. `dlq_max_len = 10000`",
+        )),
+    }
+}
+
 /// `crate = path` (or `crate = "path"`, as serde and tokio accept).
 fn parse_crate(value: &Expr) -> syn::Result<Path> {
     match value {
@@ -794,6 +857,10 @@ mod tests {
         assert!(args.claim_idle.is_none());
         assert!(args.max_buffered_bytes.is_none());
         assert!(args.max_payload_bytes.is_none());
+        assert!(args.timeout.is_none());
+        assert!(args.dlq_max_len.is_none());
+        assert!(args.max_batch.is_none());
+        assert!(args.batch_wait.is_none());
     }
 
     #[test]
@@ -820,6 +887,8 @@ mod tests {
             claim_idle = "30s",
             max_buffered_bytes = "16MiB",
             max_payload_bytes = 65536,
+            timeout = "45s",
+            dlq_max_len = 5000,
             crate = ::my_streamx,
         ));
         assert_eq!(args.consumer.map(|c| c.value()).as_deref(), Some("worker-1"));
@@ -833,6 +902,8 @@ mod tests {
         assert_eq!(args.claim_idle.map(|c| c.value), Some(30_000));
         assert_eq!(args.max_buffered_bytes.map(|c| c.value), Some(16 << 20));
         assert_eq!(args.max_payload_bytes.map(|c| c.value), Some(65_536));
+        assert_eq!(args.timeout.map(|c| c.value), Some(45_000));
+        assert_eq!(args.dlq_max_len.map(|c| c.value), Some(Some(5000)));
         assert_eq!(backoff_values(args.backoff), Some((Some(500), Some(1.5), Some(60_000))));
         let krate = args.krate.expect("crate was given");
         assert_eq!(quote::quote!(#krate).to_string(), ":: my_streamx");
@@ -871,7 +942,8 @@ mod tests {
             &errors,
             "unknown argument `concurency`; expected one of: `stream`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `block`, `start`, `max_retries`, `backoff`, \
-             `dlq`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `crate`",
+             `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, \
+             `max_batch`, `batch_wait`, `crate`",
         );
     }
 
@@ -978,6 +1050,24 @@ mod tests {
         let args = ok(parse_quote!(stream = "s", group = "g", block = "1500ms", claim_idle = "1m 30s"));
         assert_eq!(args.block.map(|c| c.value), Some(1500));
         assert_eq!(args.claim_idle.map(|c| c.value), Some(90_000));
+        let args = ok(parse_quote!(stream = "s", group = "g", timeout = "200ms"));
+        assert_eq!(args.timeout.map(|c| c.value), Some(200));
+    }
+
+    #[test]
+    fn timeout_errors() {
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", timeout = "0s")),
+            "`timeout` must be greater than zero",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", timeout = 30)),
+            "expected string literal for `timeout`, e.g. `timeout = \"30s\"`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", timeout = "soon")),
+            "invalid duration \"soon\" for `timeout`",
+        );
     }
 
     #[test]
@@ -1265,6 +1355,33 @@ mod tests {
         assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = true)), Some(Dlq::Default));
         assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = false)), Some(Dlq::Disabled));
         assert_eq!(dlq(parse_quote!(stream = "s", group = "g", dlq = "dead")), Some(Dlq::Stream("dead".into())));
+    }
+
+    #[test]
+    fn batch_keys() {
+        let args = ok(parse_quote!(stream = "s", group = "g", max_batch = 500, batch_wait = "0ms"));
+        assert_eq!(args.max_batch.map(|m| m.value), Some(500));
+        assert_eq!(args.batch_wait.map(|w| w.value), Some(0));
+        assert_one(&err(parse_quote!(stream = "s", group = "g", max_batch = 0)), "`max_batch` must be at least 1");
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", batch_wait = 50)),
+            "expected string literal for `batch_wait`, e.g. `batch_wait = \"50ms\"`",
+        );
+    }
+
+    #[test]
+    fn dlq_max_len_values() {
+        let cap = |metas| ok(metas).dlq_max_len.map(|d| d.value);
+        assert_eq!(cap(parse_quote!(stream = "s", group = "g", dlq_max_len = 1)), Some(Some(1)));
+        assert_eq!(cap(parse_quote!(stream = "s", group = "g", dlq_max_len = 10_000u64)), Some(Some(10_000)));
+        assert_eq!(cap(parse_quote!(stream = "s", group = "g", dlq_max_len = "unbounded")), Some(None));
+        assert_one(&err(parse_quote!(stream = "s", group = "g", dlq_max_len = 0)), "`dlq_max_len` must be at least 1");
+        for bad in [quote::quote!("10k"), quote::quote!(true), quote::quote!(1.5)] {
+            assert_one(
+                &err(parse_quote!(stream = "s", group = "g", dlq_max_len = #bad)),
+                "expected a number of dead letters (at least 1) or \"unbounded\" for `dlq_max_len`",
+            );
+        }
     }
 
     #[test]

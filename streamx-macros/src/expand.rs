@@ -15,7 +15,7 @@ use syn::spanned::Spanned as _;
 use syn::{Item, ItemFn};
 
 use crate::args::{self, ConsumerArgs, Dlq, Spanned, Start};
-use crate::signature::{self, Handler};
+use crate::signature::{self, Form, Handler};
 use crate::Errors;
 
 /// Expands `#[stream_consumer(args)] item`.
@@ -36,6 +36,9 @@ pub(crate) fn stream_consumer(args: TokenStream, item: TokenStream) -> TokenStre
         }
     };
     let handler = func.as_ref().and_then(|func| errors.record(signature::check(func)));
+    if let (Some(args), Some(handler)) = (&args, &handler) {
+        batch_keys_need_a_batch(args, handler, &mut errors);
+    }
 
     match (errors.finish(), args, handler) {
         (Ok(()), Some(args), Some(handler)) => {
@@ -51,6 +54,29 @@ pub(crate) fn stream_consumer(args: TokenStream, item: TokenStream) -> TokenStre
                 #item
                 #errors
             }
+        }
+    }
+}
+
+/// `max_batch` and `batch_wait` size the batches of a batch handler: on a one-message
+/// handler they are a mistake, reported on their values.
+fn batch_keys_need_a_batch(args: &ConsumerArgs, handler: &Handler<'_>, errors: &mut Errors) {
+    if handler.form == Form::Batch {
+        return;
+    }
+    let spans = [
+        ("max_batch", args.max_batch.as_ref().map(|m| m.span)),
+        ("batch_wait", args.batch_wait.as_ref().map(|w| w.span)),
+    ];
+    for (key, span) in spans {
+        if let Some(span) = span {
+            errors.push(syn::Error::new(
+                span,
+                format!(
+                    "`{key}` applies to batch handlers only, which take `Vec<Message<T>>`; `{}` takes one message",
+                    handler.ident
+                ),
+            ));
         }
     }
 }
@@ -96,23 +122,57 @@ fn registration(args: &ConsumerArgs, handler: &Handler<'_>) -> TokenStream {
     //   `invoke` has the same predicate and span as the matching assertion, and rustc
     //   reports it once. This only works within one body, hence the assertions live in
     //   the trampoline (they are empty `const fn`s).
+    //
+    // A batch handler (`Vec<...>` argument) has the same checks and call under batch names.
+    let (assert_arg, assert_return, invoke_fn, constructor, input, outcome) = match handler.form {
+        Form::One => (
+            quote!(assert_handler_arg),
+            quote!(assert_handler_return),
+            quote!(invoke),
+            quote!(new),
+            quote!(Delivery),
+            quote!(Outcome),
+        ),
+        Form::Batch => (
+            quote!(assert_batch_arg),
+            quote!(assert_batch_return),
+            quote!(invoke_batch),
+            quote!(batch),
+            quote!(Deliveries),
+            quote!(Outcomes),
+        ),
+    };
     let arg = handler.arg;
     let arg_check = quote_spanned! {arg.span()=>
-        #private::assert_handler_arg::<#arg>();
+        #private::#assert_arg::<#arg>();
     };
     let return_span = handler.output.map_or(ident.span(), |output| output.span());
     let return_check = match handler.output {
         // `impl Trait` cannot be named in a turbofish; `invoke` still checks the bound.
         Some(syn::Type::ImplTrait(_)) => None,
         Some(output) => Some(quote_spanned! {return_span=>
-            #private::assert_handler_return::<#output>();
+            #private::#assert_return::<#output>();
         }),
         None => Some(quote_spanned! {return_span=>
-            #private::assert_handler_return::<()>();
+            #private::#assert_return::<()>();
         }),
     };
-    let invoke = quote_spanned! {return_span=>
-        #private::invoke::<_, #arg, _>(#ident, #delivery)
+    let invoke = match handler.form {
+        Form::One => quote_spanned! {return_span=>
+            #private::#invoke_fn::<_, #arg, _>(#ident, #delivery)
+        },
+        // The return type is named, so a wrong one fails the same bound on the same tokens
+        // as the assertion, and is reported once.
+        Form::Batch => {
+            let output = match handler.output {
+                Some(syn::Type::ImplTrait(_)) => quote!(_),
+                Some(output) => quote!(#output),
+                None => quote!(()),
+            };
+            quote_spanned! {return_span=>
+                #private::#invoke_fn::<_, #arg, _, #output>(#ident, #delivery)
+            }
+        }
     };
 
     let name = match &args.name {
@@ -130,15 +190,15 @@ fn registration(args: &ConsumerArgs, handler: &Handler<'_>) -> TokenStream {
     quote! {
         const _: () = {
             fn __streamx_handler(
-                #delivery: #private::Delivery,
-            ) -> #private::BoxFuture<'static, #private::Outcome> {
+                #delivery: #private::#input,
+            ) -> #private::BoxFuture<'static, #private::#outcome> {
                 #arg_check
                 #return_check
                 #invoke
             }
 
             #private::inventory::submit! {
-                #private::Registration::new(
+                #private::Registration::#constructor(
                     #name,
                     #stream,
                     #group,
@@ -205,6 +265,24 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         };
         out.extend(quote!(.dlq(#value)));
     }
+    if let Some(dlq_max_len) = &args.dlq_max_len {
+        let value = match dlq_max_len.value {
+            Some(len) => {
+                let len = spanned(Literal::u64_unsuffixed(len), dlq_max_len.span);
+                quote!(::core::option::Option::Some(#len))
+            }
+            None => quote!(::core::option::Option::None),
+        };
+        out.extend(quote!(.dlq_max_len(#value)));
+    }
+    if let Some(max_batch) = &args.max_batch {
+        let value = usize_lit(max_batch);
+        out.extend(quote!(.max_batch(#value)));
+    }
+    if let Some(batch_wait) = &args.batch_wait {
+        let value = duration(private, batch_wait.value, batch_wait.span);
+        out.extend(quote!(.batch_wait(#value)));
+    }
     if let Some(claim_idle) = &args.claim_idle {
         let value = duration(private, claim_idle.value, claim_idle.span);
         out.extend(quote!(.claim_idle(#value)));
@@ -216,6 +294,10 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
     if let Some(max_payload_bytes) = &args.max_payload_bytes {
         let value = usize_lit(max_payload_bytes);
         out.extend(quote!(.max_payload_bytes(#value)));
+    }
+    if let Some(timeout) = &args.timeout {
+        let value = duration(private, timeout.value, timeout.span);
+        out.extend(quote!(.timeout(#value)));
     }
     out
 }
@@ -359,9 +441,11 @@ mod tests {
                 max_retries = 5,
                 backoff(multiplier = 3),
                 dlq = "dead",
+                dlq_max_len = 500,
                 claim_idle = "30s",
                 max_buffered_bytes = "64MiB",
-                max_payload_bytes = 4096
+                max_payload_bytes = 4096,
+                timeout = "1m"
             ),
             quote!(
                 async fn charge(msg: Message<Order>) {}
@@ -379,9 +463,11 @@ mod tests {
             .max_retries(5)
             .backoff(::streamx::__private::Backoff::DEFAULT.with_multiplier(3f64))
             .dlq(::streamx::__private::DeadLetterTarget::Stream("dead"))
+            .dlq_max_len(::core::option::Option::Some(500))
             .claim_idle(::streamx::__private::Duration::from_millis(30000))
             .max_buffered_bytes(67108864)
             .max_payload_bytes(4096)
+            .timeout(::streamx::__private::Duration::from_millis(60000))
             }"#,
         );
         assert!(out.contains(&expected), "{out}");
@@ -470,6 +556,42 @@ mod tests {
         let out = render(quote!(stream = "s", group = "g", start = "5", dlq = false));
         assert!(out.contains(".start(::streamx::__private::StartFrom::Id(\"5\"))"), "{out}");
         assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Disabled)"), "{out}");
+    }
+
+    #[test]
+    fn a_vec_argument_registers_a_batch_handler() {
+        let out = squash(&expand(
+            quote!(stream = "s", group = "g", max_batch = 50, batch_wait = "10ms"),
+            quote!(
+                async fn store(batch: Vec<Message<X>>) -> BatchOutcome {
+                    BatchOutcome::new()
+                }
+            ),
+        ));
+        for expected in [
+            "fn__streamx_handler(__streamx_delivery:::streamx::__private::Deliveries,)\
+             ->::streamx::__private::BoxFuture<'static,::streamx::__private::Outcomes>",
+            "::streamx::__private::assert_batch_arg::<Vec<Message<X>>>();",
+            "::streamx::__private::assert_batch_return::<BatchOutcome>();",
+            "::streamx::__private::invoke_batch::<_,Vec<Message<X>>,_,BatchOutcome>(store,__streamx_delivery)",
+            "::streamx::__private::Registration::batch(",
+            ".max_batch(50).batch_wait(::streamx::__private::Duration::from_millis(10))",
+        ] {
+            assert!(out.contains(expected), "{expected} missing from {out}");
+        }
+    }
+
+    #[test]
+    fn batch_keys_on_a_one_message_handler_are_errors() {
+        let out = expand(
+            quote!(stream = "s", group = "g", max_batch = 50, batch_wait = "10ms"),
+            quote!(
+                async fn f(m: Message<X>) {}
+            ),
+        );
+        assert!(!out.contains("const _"), "{out}");
+        assert!(out.contains("`max_batch` applies to batch handlers only"), "{out}");
+        assert!(out.contains("`batch_wait` applies to batch handlers only"), "{out}");
     }
 
     #[test]

@@ -36,6 +36,7 @@ use proc_macro::TokenStream;
 ///     backoff(initial = "500ms", max = "1m"),
 ///     dlq = "orders-audit-dead",
 ///     claim_idle = "5m",
+///     timeout = "30s",
 /// )]
 /// async fn audit(_msg: Message<Order>) {}
 /// ```
@@ -51,6 +52,34 @@ use proc_macro::TokenStream;
 /// `std::error::Error + Send + Sync + 'static`, `String`, `&str`). The argument and return
 /// types are checked by trait bounds, so a wrong type is reported on the type itself with a
 /// note saying what is accepted.
+///
+/// # Batch handlers
+///
+/// A function whose argument is written `Vec<...>` is a batch handler: it takes
+/// `Vec<Message<T>>` and returns `()`, `Result<(), E>` (every message of the batch succeeds
+/// or fails together), `BatchOutcome` (per message) or `Result<BatchOutcome, E>`. Each
+/// message is still acknowledged, retried and dead-lettered on its own, with its own attempt
+/// count; an entry that does not decode is dead-lettered alone and never reaches the
+/// handler. `concurrency` counts calls; `max_batch` and `batch_wait` size the batches.
+///
+/// ```
+/// use streamx::prelude::*;
+/// use streamx::BatchOutcome;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Click { page: String }
+///
+/// #[stream_consumer(stream = "clicks", group = "warehouse", max_batch = 500, batch_wait = "200ms")]
+/// async fn store(batch: Vec<Message<Click>>) -> BatchOutcome {
+///     let mut outcome = BatchOutcome::new();
+///     for msg in &batch {
+///         if msg.payload().page.is_empty() {
+///             outcome.fail(msg.id(), HandlerError::permanent("no page"));
+///         }
+///     }
+///     outcome
+/// }
+/// ```
 ///
 /// # Arguments
 ///
@@ -71,9 +100,13 @@ use proc_macro::TokenStream;
 /// | `max_retries` | retries after a failure before dead-lettering, integer `>= 0` | `3` | `.max_retries(n)` |
 /// | `backoff(initial = "1s", multiplier = 2.0, max = "30s")` | delays between retries; each sub-key is optional and one left out keeps the runtime's default (`Backoff::DEFAULT`); `multiplier >= 1.0`, `max >= initial` (a single bound is checked at compile time against the runtime's default for the other) | `1s`, `2.0`, `30s` | `.backoff(Backoff::DEFAULT.with_multiplier(3.0))` |
 /// | `dlq` | `true` (the stream's default dead-letter stream), `false` (drop after the last retry) or a stream name | `true` | `.dlq(DeadLetterTarget::..)` |
+/// | `dlq_max_len` | the dead-letter stream's length cap: each dead letter written trims it to about this many letters, oldest first (`XTRIM MAXLEN ~`, with a warning and `streamx_dead_letters_trimmed_total`); an integer `>= 1`, or `"unbounded"` | `100000` | `.dlq_max_len(Some(n))` / `.dlq_max_len(None)` |
 /// | `claim_idle` | pending entries idle this long are claimed from dead consumers, duration `> 0` | `"30s"` | `.claim_idle(Duration)` |
 /// | `max_buffered_bytes` | byte budget of the entries fetched but not yet handled (waiting or running), a size `>= 1` byte | the runtime's: `"64MiB"` unless `RuntimeBuilder::max_buffered_bytes` changes it | `.max_buffered_bytes(n)` |
 /// | `max_payload_bytes` | payloads larger than this are dead-lettered unread, a size `>= 1` byte | the runtime's: `"4MiB"` unless `RuntimeBuilder::max_payload_bytes` changes it | `.max_payload_bytes(n)` |
+/// | `timeout` | a handler run longer than this is cancelled and counts as a failure of kind `timeout` (retried, then dead-lettered), duration `> 0` | none: handlers may run as long as they like | `.timeout(Duration)` |
+/// | `max_batch` | batch handlers only: the most messages one call gets, integer `>= 1` | `100` | `.max_batch(n)` |
+/// | `batch_wait` | batch handlers only: how long a batch waits to fill before its call starts, duration (`"0ms"` allowed) | `"50ms"` | `.batch_wait(Duration)` |
 /// | `crate` | path to the `streamx` crate when it is renamed, e.g. `crate = my_streamx` | `::streamx` | — |
 ///
 /// Durations use [humantime](https://docs.rs/humantime) syntax (`"500ms"`, `"2s"`,

@@ -1,9 +1,10 @@
 //! Checks on the shape of the annotated function.
 //!
 //! Only what syntax can decide is checked here: the function must be a free `async fn`
-//! without generics or `self`, taking exactly one argument. Whether the argument and
-//! return *types* are acceptable is left to trait bounds in the generated code, so those
-//! errors carry the runtime's explanation and point at the type.
+//! without generics or `self`, taking exactly one argument, and its form: an argument
+//! written `Vec<...>` makes a batch handler, anything else a one-message handler. Whether
+//! the argument and return *types* are acceptable is left to trait bounds in the generated
+//! code, so those errors carry the runtime's explanation and point at the type.
 
 use proc_macro2::TokenStream;
 use quote::ToTokens;
@@ -11,8 +12,19 @@ use syn::{FnArg, Ident, ItemFn, ReturnType, Signature, Type};
 
 use crate::Errors;
 
+/// How many messages one call of the handler takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Form {
+    /// `async fn f(msg: Message<T>)`.
+    One,
+    /// `async fn f(batch: Vec<Message<T>>)`.
+    Batch,
+}
+
 /// What the generated code needs to know about a valid handler.
 pub(crate) struct Handler<'a> {
+    /// One message or a batch per call, from the argument's type.
+    pub(crate) form: Form,
     /// The function's name.
     pub(crate) ident: &'a Ident,
     /// The type of its only argument.
@@ -65,7 +77,18 @@ pub(crate) fn check(func: &ItemFn) -> syn::Result<Handler<'_>> {
         ReturnType::Default => None,
         ReturnType::Type(_, ty) => Some(&**ty),
     };
-    Ok(Handler { ident: &sig.ident, arg, output })
+    let form = if is_vec(arg) { Form::Batch } else { Form::One };
+    Ok(Handler { form, ident: &sig.ident, arg, output })
+}
+
+/// Whether `ty` is written `Vec<...>` (any path ending in `Vec` with one type argument, so
+/// `std::vec::Vec<...>` too): the batch form.
+fn is_vec(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    let Some(last) = path.path.segments.last() else { return false };
+    last.ident == "Vec"
+        && path.qself.is_none()
+        && matches!(&last.arguments, syn::PathArguments::AngleBracketed(args) if args.args.len() == 1)
 }
 
 /// Checks the parameter list and returns the type of the only argument.
@@ -142,7 +165,7 @@ mod tests {
     fn run(func: ItemFn) -> Result<(String, String, Option<String>), Vec<String>> {
         check(&func)
             .map(|handler| {
-                let Handler { ident, arg, output } = handler;
+                let Handler { ident, arg, output, .. } = handler;
                 (ident.to_string(), quote!(#arg).to_string(), output.map(|ty| quote!(#ty).to_string()))
             })
             .map_err(|error| error.into_iter().map(|e| e.to_string()).collect())
@@ -175,6 +198,42 @@ mod tests {
         .expect("valid");
         assert_eq!(arg, "Message < Order >");
         assert_eq!(output, None);
+    }
+
+    #[test]
+    fn the_form_follows_the_argument() {
+        let form = |func: ItemFn| check(&func).map(|h| h.form).map_err(|e| e.to_string());
+        assert_eq!(
+            form(parse_quote!(
+                async fn f(m: Message<Order>) {}
+            )),
+            Ok(Form::One)
+        );
+        assert_eq!(
+            form(parse_quote!(
+                async fn f(b: Vec<Message<Order>>) {}
+            )),
+            Ok(Form::Batch)
+        );
+        assert_eq!(
+            form(parse_quote!(
+                async fn f(b: std::vec::Vec<Message<Order>>) {}
+            )),
+            Ok(Form::Batch)
+        );
+        // Left to the trait bound, which explains what a batch takes.
+        assert_eq!(
+            form(parse_quote!(
+                async fn f(b: Vec<String>) {}
+            )),
+            Ok(Form::Batch)
+        );
+        assert_eq!(
+            form(parse_quote!(
+                async fn f(b: VecDeque<Message<Order>>) {}
+            )),
+            Ok(Form::One)
+        );
     }
 
     #[test]

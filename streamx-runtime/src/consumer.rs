@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
+use crate::batch::{erase_batch, BatchArg, BatchReturn, ErasedBatchHandler};
 use crate::handler::{erase, ErasedHandler, HandlerArg, HandlerReturn};
 use crate::location::SourceLocation;
 use crate::policy::{Name, RetryPolicy, StartFrom};
@@ -43,6 +44,18 @@ pub struct ConsumerOptions {
     /// The byte budget of fetched, unfinished entries. Default: the runtime's (64 MiB unless
     /// set with `RuntimeBuilder::max_buffered_bytes`).
     pub max_buffered_bytes: Option<usize>,
+    /// How long one handler run may take: at the deadline the handler's future is dropped
+    /// (cancelled) and the delivery fails with [`FailureKind::Timeout`](crate::FailureKind::Timeout),
+    /// retried with backoff like an error and dead-lettered with kind `timeout` after its
+    /// last delivery. Default `None`: no timeout, a handler may run as long as it likes
+    /// (the heartbeat keeps its message this consumer's meanwhile).
+    pub timeout: Option<Duration>,
+    /// Batch handlers only: the most messages one call of the handler gets. Default 100.
+    pub max_batch: usize,
+    /// Batch handlers only: how long the first message of a batch waits for others to join
+    /// it before the call starts with what it has (a full batch starts at once). Default
+    /// 50 ms.
+    pub batch_wait: Duration,
 }
 
 impl ConsumerOptions {
@@ -58,6 +71,9 @@ impl ConsumerOptions {
         claim_idle: Duration::from_secs(30),
         max_payload_bytes: None,
         max_buffered_bytes: None,
+        timeout: None,
+        max_batch: 100,
+        batch_wait: Duration::from_millis(50),
     };
 
     /// The batch size in effect.
@@ -132,6 +148,14 @@ macro_rules! option_setters {
             self.options.retry.dead_letter = target;
             self
         }
+        /// Sets the dead-letter stream's length cap: each dead letter written trims it to
+        /// about `len` letters, oldest first (`XTRIM MAXLEN ~`; counted in
+        /// `streamx_dead_letters_trimmed_total`, with a warning). `None` keeps every letter.
+        /// Default `Some(100_000)` ([`DEFAULT_DLQ_MAX_LEN`](crate::policy::DEFAULT_DLQ_MAX_LEN)).
+        pub $($constness)? fn dlq_max_len(mut self, len: ::std::option::Option<u64>) -> Self {
+            self.options.retry.dlq_max_len = len;
+            self
+        }
         /// Sets after how long an unrenewed pending message is taken over (default 30 s).
         pub $($constness)? fn claim_idle(mut self, idle: ::std::time::Duration) -> Self {
             self.options.claim_idle = idle;
@@ -148,6 +172,24 @@ macro_rules! option_setters {
         /// runtime's, 64 MiB unless set with `RuntimeBuilder::max_buffered_bytes`).
         pub $($constness)? fn max_buffered_bytes(mut self, bytes: usize) -> Self {
             self.options.max_buffered_bytes = Some(bytes);
+            self
+        }
+        /// Cancels a handler run that takes longer than `timeout`: the delivery then fails
+        /// with kind `timeout` (retried with backoff, then dead-lettered). Default: no
+        /// timeout.
+        pub $($constness)? fn timeout(mut self, timeout: ::std::time::Duration) -> Self {
+            self.options.timeout = Some(timeout);
+            self
+        }
+        /// Batch handlers only: sets the most messages one call gets (default 100).
+        pub $($constness)? fn max_batch(mut self, n: usize) -> Self {
+            self.options.max_batch = n;
+            self
+        }
+        /// Batch handlers only: sets how long a batch waits to fill before its call starts
+        /// (default 50 ms).
+        pub $($constness)? fn batch_wait(mut self, wait: ::std::time::Duration) -> Self {
+            self.options.batch_wait = wait;
             self
         }
     };
@@ -176,8 +218,15 @@ pub struct Consumer {
     pub(crate) stream: Name,
     pub(crate) group: Name,
     pub(crate) location: SourceLocation,
-    pub(crate) handler: ErasedHandler,
+    pub(crate) handler: HandlerKind,
     pub(crate) options: ConsumerOptions,
+}
+
+/// A consumer's handler: one message per call, or a batch per call (see [`crate::batch`]).
+#[derive(Clone)]
+pub(crate) enum HandlerKind {
+    One(ErasedHandler),
+    Batch(ErasedBatchHandler),
 }
 
 impl Consumer {
@@ -191,14 +240,66 @@ impl Consumer {
         Fut: Future + Send + 'static,
         Fut::Output: HandlerReturn,
     {
-        let (stream, group) = (stream.into(), group.into());
+        Self::with_handler(stream.into(), group.into(), HandlerKind::One(erase(handler)), SourceLocation::caller())
+    }
+
+    /// A consumer of `stream` in `group` whose `handler` takes a batch: an async fn or
+    /// closure taking `Vec<Message<T>>` and returning `()`, `Result<(), E>` (all or
+    /// nothing), [`BatchOutcome`](crate::BatchOutcome) or `Result<BatchOutcome, E>` (per
+    /// message). Messages are still acknowledged, retried and dead-lettered one by one;
+    /// `concurrency` counts calls, `max_batch` and `batch_wait` size the batches. Its name
+    /// defaults to `<stream>/<group>`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use streamx_runtime::{Consumer, HandlerError, Message};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Click { page: String }
+    ///
+    /// async fn store(batch: Vec<Message<Click>>) -> Result<(), HandlerError> {
+    ///     println!("{} clicks in one insert", batch.len());
+    ///     Ok(())
+    /// }
+    ///
+    /// let consumer = Consumer::batch("clicks", "warehouse", store).max_batch(500).batch_wait(Duration::from_millis(200));
+    /// assert!(consumer.is_batch());
+    /// ```
+    #[track_caller]
+    pub fn batch<F, A, Fut>(stream: impl Into<Name>, group: impl Into<Name>, handler: F) -> Self
+    where
+        F: Fn(A) -> Fut + Clone + Send + Sync + 'static,
+        A: BatchArg,
+        Fut: Future + Send + 'static,
+        Fut::Output: BatchReturn,
+    {
+        let handler = HandlerKind::Batch(erase_batch(handler));
+        Self::with_handler(stream.into(), group.into(), handler, SourceLocation::caller())
+    }
+
+    fn with_handler(stream: Name, group: Name, handler: HandlerKind, location: SourceLocation) -> Self {
         Consumer {
             name: Cow::Owned(format!("{stream}/{group}")),
             stream,
             group,
-            location: SourceLocation::caller(),
-            handler: erase(handler),
+            location,
+            handler,
             options: ConsumerOptions::DEFAULT,
+        }
+    }
+
+    /// Whether the handler takes a batch (see [`Consumer::batch`]).
+    pub fn is_batch(&self) -> bool {
+        matches!(self.handler, HandlerKind::Batch(_))
+    }
+
+    /// How many messages may be in flight (fetched and handed to the handler) at once: one
+    /// per permit. `concurrency` for a one-message handler; `concurrency × max_batch` for a
+    /// batch handler, whose `concurrency` counts calls.
+    pub(crate) fn slots(&self) -> usize {
+        match self.handler {
+            HandlerKind::One(_) => self.options.concurrency,
+            HandlerKind::Batch(_) => self.options.concurrency.saturating_mul(self.options.max_batch),
         }
     }
 

@@ -11,7 +11,7 @@
 //! | `dlq:group` | the consumer group that gave up on it |
 //! | `dlq:consumer` | the consumer that moved it |
 //! | `dlq:deliveries` | how many times it was delivered |
-//! | `dlq:kind` | why: `error`, `permanent`, `panic`, `missing_payload`, `payload_too_large`, `invalid_json`, `wrong_shape`, `delivery_limit`, `trimmed` |
+//! | `dlq:kind` | why: `error`, `permanent`, `panic`, `missing_payload`, `payload_too_large`, `invalid_json`, `wrong_shape`, `delivery_limit`, `trimmed`, `timeout` |
 //! | `dlq:error` | the last error text |
 //! | `dlq:at` | when it was moved (Unix milliseconds) |
 //!
@@ -51,10 +51,10 @@ pub const REPLAYED_FROM_HEADER: &str = "streamx-replayed-from";
 /// `STREAMX_WIDE` and [`move_to_dead_letters`] copies it from the client instead.
 static MOVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     crate::scripts::assemble(
-        &[],
+        &[crate::scripts::DEAD_LETTER_ADD],
         r#"
 -- KEYS: origin stream, dead-letter stream, take-over marks
--- ARGV: group, id, consumer, deliveries, kind, error, at, max fields
+-- ARGV: group, id, consumer, deliveries, kind, error, at, max fields, dead-letter cap
 local mine = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
 if not mine[1] then return false end
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
@@ -69,31 +69,35 @@ table.insert(fields, 'dlq:deliveries'); table.insert(fields, ARGV[4])
 table.insert(fields, 'dlq:kind');       table.insert(fields, ARGV[5])
 table.insert(fields, 'dlq:error');      table.insert(fields, ARGV[6])
 table.insert(fields, 'dlq:at');         table.insert(fields, ARGV[7])
-local id = redis.call('XADD', KEYS[2], '*', unpack(fields))
+local id = dead_letter_add(KEYS[2], tonumber(ARGV[9]), fields)
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SREM', KEYS[3], ARGV[2])
-return id
+return {id, dlq_trimmed}
 "#,
     )
 });
 
 /// Second step of the client-side move of a wide entry: acknowledges it if it is still
-/// pending for this consumer, else removes the dead letter just written (someone else took
-/// the entry over and will decide its fate).
+/// pending for this consumer and trims the dead-letter stream to its cap (as
+/// `dead_letter_add` does), returning how many letters the trim removed; else removes the
+/// dead letter just written (someone else took the entry over and will decide its fate) and
+/// returns -1.
 static ACK_WIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     crate::scripts::assemble(
         &[],
         r#"
 -- KEYS: origin stream, dead-letter stream, take-over marks
--- ARGV: group, id, consumer, dead-letter id
+-- ARGV: group, id, consumer, dead-letter id, dead-letter cap
 local mine = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[3])
 if not mine[1] then
   redis.call('XDEL', KEYS[2], ARGV[4])
-  return 0
+  return -1
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SREM', KEYS[3], ARGV[2])
-return 1
+local cap = tonumber(ARGV[5])
+if cap > 0 then return redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', cap) end
+return 0
 "#,
     )
 });
@@ -139,6 +143,14 @@ return removed
     )
 });
 
+/// A dead letter written: its id in the dead-letter stream, and how many of the oldest
+/// letters the stream's length cap trimmed to make room.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Moved {
+    pub id: MessageId,
+    pub trimmed: u64,
+}
+
 /// What the consumer loop knows when it gives up on a message.
 pub(crate) struct Failure<'a> {
     pub stream: &'a str,
@@ -166,15 +178,17 @@ impl Failure<'_> {
 }
 
 /// Moves a failed entry to `dlq` and acknowledges it, only if it is still pending for
-/// `f.consumer` (see [`MOVE_SCRIPT`]). Returns the dead-letter entry's id, or `None` when
+/// `f.consumer` (see [`MOVE_SCRIPT`]), then trims `dlq` to about `cap` entries (`None`:
+/// unbounded). Returns the dead-letter entry's id and what the trim removed, or `None` when
 /// the entry was no longer this consumer's (someone else finished or took it over). On an
 /// error nothing was acknowledged: the entry stays pending.
 pub(crate) async fn move_to_dead_letters(
     client: &Client,
     dlq: &str,
+    cap: Option<u64>,
     marks: &str,
     f: &Failure<'_>,
-) -> Result<Option<MessageId>> {
+) -> Result<Option<Moved>> {
     let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let reply: Value = MOVE_SCRIPT
         .evalsha_with_reload(
@@ -189,14 +203,19 @@ pub(crate) async fn move_to_dead_letters(
                 f.error.to_string(),
                 at.to_string(),
                 WIDE_ENTRY_FIELDS.to_string(),
+                crate::scripts::cap_arg(cap),
             ],
         )
         .await
         .map_err(|e| Error::redis("EVALSHA (dead-letter move)", f.stream, e))?;
     if reply.as_str().is_some_and(|s| s == "STREAMX_WIDE") {
-        return Box::pin(move_wide_entry(client, dlq, marks, f, at)).await;
+        return Box::pin(move_wide_entry(client, dlq, cap, marks, f, at)).await;
     }
-    Ok(value_bytes(reply).and_then(|b| MessageId::parse_bytes(&b)))
+    if reply.is_null() {
+        return Ok(None);
+    }
+    let (id, trimmed) = crate::scripts::split_trimmed(reply);
+    Ok(value_bytes(id).and_then(|b| MessageId::parse_bytes(&b)).map(|id| Moved { id, trimmed }))
 }
 
 /// The move of an entry too wide for Lua: the client copies it with its own XADD, then a
@@ -206,10 +225,11 @@ pub(crate) async fn move_to_dead_letters(
 async fn move_wide_entry(
     client: &Client,
     dlq: &str,
+    cap: Option<u64>,
     marks: &str,
     f: &Failure<'_>,
     at: u128,
-) -> Result<Option<MessageId>> {
+) -> Result<Option<Moved>> {
     let id = f.id.to_string();
     let reply: Value = client
         .xrange(f.stream, id.as_str(), id.as_str(), Some(1))
@@ -228,15 +248,15 @@ async fn move_wide_entry(
     let Some(dlq_id) = value_bytes(written).and_then(|b| MessageId::parse_bytes(&b)) else {
         return Ok(None);
     };
-    let acked: i64 = ACK_WIDE_SCRIPT
+    let trimmed: i64 = ACK_WIDE_SCRIPT
         .evalsha_with_reload(
             client,
             vec![f.stream.to_string(), dlq.to_string(), marks.to_string()],
-            vec![f.group.to_string(), id, f.consumer.to_string(), dlq_id.to_string()],
+            vec![f.group.to_string(), id, f.consumer.to_string(), dlq_id.to_string(), crate::scripts::cap_arg(cap)],
         )
         .await
         .map_err(|e| Error::redis("EVALSHA (dead-letter ack)", f.stream, e))?;
-    Ok((acked == 1).then_some(dlq_id))
+    Ok(u64::try_from(trimmed).ok().map(|trimmed| Moved { id: dlq_id, trimmed }))
 }
 
 /// One entry of a dead-letter stream.

@@ -93,6 +93,30 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A publish with an explicit id ([`PublishOptions::id`](crate::PublishOptions::id))
+    /// was refused: Redis accepts only ids greater than the stream's last entry's (and
+    /// greater than `0-0`). Nothing was written.
+    #[error(
+        "cannot publish to `{stream}` with id {id}: Redis accepts only an id greater than the stream's last entry's \
+         (and greater than 0-0)"
+    )]
+    IdNotIncreasing {
+        /// The stream.
+        stream: String,
+        /// The id asked for.
+        id: MessageId,
+    },
+    /// [`Producer::publish_batch_with`](crate::Producer::publish_batch_with) was given
+    /// options with an explicit id, which cannot apply to every entry of a batch. Nothing
+    /// was written; publish such entries one at a time with
+    /// [`Producer::publish_with`](crate::Producer::publish_with).
+    #[error(
+        "a batch publish to `{stream}` cannot give one explicit id to all its entries; publish them one at a time"
+    )]
+    IdInBatch {
+        /// The stream.
+        stream: String,
+    },
     /// A payload could not be serialized to JSON when publishing.
     #[error("cannot encode payload for stream `{stream}`: {source}")]
     Encode {

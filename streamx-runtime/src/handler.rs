@@ -116,6 +116,9 @@ pub enum FailureKind {
     /// The entry was deleted from the stream (trimmed, `XDEL`) while it was pending: only
     /// its id and the group's bookkeeping are left, no payload.
     Trimmed,
+    /// The handler did not finish within the consumer's `timeout` on its last allowed
+    /// delivery: it was cancelled (its future dropped) at the deadline.
+    Timeout,
 }
 
 impl FailureKind {
@@ -131,6 +134,7 @@ impl FailureKind {
             FailureKind::WrongShape => "wrong_shape",
             FailureKind::DeliveryLimit => "delivery_limit",
             FailureKind::Trimmed => "trimmed",
+            FailureKind::Timeout => "timeout",
         }
     }
 
@@ -146,6 +150,7 @@ impl FailureKind {
             FailureKind::WrongShape,
             FailureKind::DeliveryLimit,
             FailureKind::Trimmed,
+            FailureKind::Timeout,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -170,7 +175,7 @@ impl std::fmt::Display for FailureKind {
 }
 
 /// What became of one handler invocation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     /// Handled: acknowledge.
     Done,
@@ -178,7 +183,7 @@ pub enum Outcome {
     Failed {
         /// The error text.
         error: String,
-        /// [`FailureKind::Error`] or [`FailureKind::Panic`].
+        /// [`FailureKind::Error`], [`FailureKind::Panic`] or [`FailureKind::Timeout`].
         kind: FailureKind,
         /// An explicit delay from [`HandlerError::retry_after`].
         retry_after: Option<Duration>,
@@ -209,6 +214,18 @@ impl Delivery {
     /// The entry id.
     pub fn id(&self) -> MessageId {
         self.entry.id
+    }
+
+    /// A first delivery of entry `id` of `stream` with payload `data`, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(stream: &str, id: MessageId, data: Option<&'static str>) -> Self {
+        let entry = RawEntry {
+            id,
+            data: data.map(|d| bytes::Bytes::from_static(d.as_bytes())),
+            headers: crate::message::Headers::new(),
+            deleted: false,
+        };
+        Delivery::new(Arc::from(stream), entry, 1, State::new())
     }
 }
 
@@ -264,15 +281,18 @@ where
     fn into_outcome(self) -> Outcome {
         match self {
             Ok(()) => Outcome::Done,
-            Err(e) => {
-                let e: HandlerError = e.into();
-                if e.permanent {
-                    Outcome::Rejected { reason: e.to_string(), kind: FailureKind::Permanent }
-                } else {
-                    Outcome::Failed { error: e.to_string(), kind: FailureKind::Error, retry_after: e.retry_after }
-                }
-            }
+            Err(e) => error_outcome(e.into()),
         }
+    }
+}
+
+/// The outcome of a handler that returned `e`: dead-letter now if it is permanent, else
+/// retry (after its delay, or the backoff).
+pub(crate) fn error_outcome(e: HandlerError) -> Outcome {
+    if e.permanent {
+        Outcome::Rejected { reason: e.to_string(), kind: FailureKind::Permanent }
+    } else {
+        Outcome::Failed { error: e.to_string(), kind: FailureKind::Error, retry_after: e.retry_after }
     }
 }
 
@@ -292,15 +312,16 @@ where
     // Calling `f` may itself panic (a non-async fn body); catch that as well.
     let fut = match std::panic::catch_unwind(AssertUnwindSafe(|| f(arg))) {
         Ok(fut) => fut,
-        Err(panic) => return Box::pin(std::future::ready(panicked(panic))),
+        Err(panic) => return Box::pin(std::future::ready(panicked(&panic))),
     };
     Box::pin(AssertUnwindSafe(fut).catch_unwind().map(|r| match r {
         Ok(ret) => ret.into_outcome(),
-        Err(panic) => panicked(panic),
+        Err(panic) => panicked(&panic),
     }))
 }
 
-fn panicked(panic: Box<dyn Any + Send>) -> Outcome {
+/// The outcome of a handler that panicked with `panic`.
+pub(crate) fn panicked(panic: &Box<dyn Any + Send>) -> Outcome {
     let text = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -332,8 +353,6 @@ pub const fn assert_handler_return<T: HandlerReturn>() {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::Headers;
-    use bytes::Bytes;
 
     #[derive(serde::Deserialize)]
     struct Order {
@@ -341,17 +360,7 @@ mod tests {
     }
 
     fn delivery(data: Option<&'static str>) -> Delivery {
-        Delivery::new(
-            Arc::from("orders"),
-            RawEntry {
-                id: MessageId::new(1, 0),
-                data: data.map(|d| Bytes::from_static(d.as_bytes())),
-                headers: Headers::new(),
-                deleted: false,
-            },
-            1,
-            State::new(),
-        )
+        Delivery::for_test("orders", MessageId::new(1, 0), data)
     }
 
     async fn ok(msg: Message<Order>) -> Result<(), HandlerError> {
@@ -394,8 +403,16 @@ mod tests {
 
     #[test]
     fn failure_kinds_round_trip() {
-        for k in [FailureKind::Error, FailureKind::DeliveryLimit, FailureKind::WrongShape, FailureKind::Trimmed] {
+        for k in [
+            FailureKind::Error,
+            FailureKind::DeliveryLimit,
+            FailureKind::WrongShape,
+            FailureKind::Trimmed,
+            FailureKind::Timeout,
+        ] {
             assert_eq!(FailureKind::parse(k.as_str()), Some(k));
         }
+        assert_eq!(FailureKind::Timeout.as_str(), "timeout");
+        assert!(!FailureKind::Timeout.is_poison(), "a timeout is retried like an error");
     }
 }

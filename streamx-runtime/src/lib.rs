@@ -4,6 +4,7 @@
 //! # Cargo features
 #![doc = document_features::document_features!()]
 
+mod batch;
 mod connection;
 mod consumer;
 pub mod dead_letters;
@@ -26,6 +27,7 @@ mod state;
 mod wire;
 mod worker;
 
+pub use batch::{BatchArg, BatchOutcome, BatchReturn, Decoded};
 pub use connection::{
     redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_TLS_CA_ENV, REDIS_TLS_CERT_ENV, REDIS_TLS_KEY_ENV, REDIS_URL_ENV,
 };
@@ -37,7 +39,7 @@ pub use history::History;
 pub use inspect::{ConsumerInfo, GroupInfo, Inspector, PendingEntry};
 pub use location::SourceLocation;
 pub use message::{Headers, Message, MessageId, ParseMessageIdError};
-pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom};
+pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};
 pub use producer::{Producer, PublishOptions};
 pub use registry::{registered, Registration};
 pub use runtime::{
@@ -54,6 +56,7 @@ pub mod __private {
     pub use core::time::Duration;
     pub use inventory;
 
+    pub use crate::batch::{assert_batch_arg, assert_batch_return, invoke_batch, Deliveries, Outcomes};
     pub use crate::handler::{assert_handler_arg, assert_handler_return, invoke, BoxFuture, Delivery, Outcome};
     pub use crate::location::SourceLocation;
     pub use crate::policy::{Backoff, DeadLetterTarget, StartFrom};

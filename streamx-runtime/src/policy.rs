@@ -128,6 +128,17 @@ pub enum DeadLetterTarget {
     Stream(&'static str),
 }
 
+/// The default length cap of a dead-letter stream, in letters.
+///
+/// Why bounded: a dead-letter stream only grows by itself (a poison producer, a downstream
+/// outage dead-lettering every message), and an unbounded one ends as a Redis out of memory
+/// that stops every stream on the server, not just this one. 100,000 letters keep days of a
+/// realistic failure rate for inspection and replay while bounding the memory to about
+/// 100,000 × (payload + ~250 bytes of dead-letter fields); each letter beyond it deletes
+/// the oldest ones, with a warning and `streamx_dead_letters_trimmed_total`. Set
+/// `dlq_max_len = "unbounded"` (or `.dlq_max_len(None)`) to keep everything.
+pub const DEFAULT_DLQ_MAX_LEN: u64 = 100_000;
+
 /// The failure policy of a consumer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -138,12 +149,22 @@ pub struct RetryPolicy {
     pub backoff: Backoff,
     /// Where messages go after the last failure.
     pub dead_letter: DeadLetterTarget,
+    /// The dead-letter stream's length cap: every dead-letter write trims it to about this
+    /// many entries (`XTRIM MAXLEN ~`, oldest first, whole stream nodes only, so it may hold
+    /// up to one node, `stream-node-max-entries` = 100 by default, more). `None`:
+    /// unbounded. Default `Some(`[`DEFAULT_DLQ_MAX_LEN`]`)`.
+    pub dlq_max_len: Option<u64>,
 }
 
 impl RetryPolicy {
-    /// The default: 3 retries, [`Backoff::DEFAULT`], the default dead-letter stream.
-    pub const DEFAULT: RetryPolicy =
-        RetryPolicy { max_retries: 3, backoff: Backoff::DEFAULT, dead_letter: DeadLetterTarget::Default };
+    /// The default: 3 retries, [`Backoff::DEFAULT`], the default dead-letter stream, capped
+    /// at [`DEFAULT_DLQ_MAX_LEN`] letters.
+    pub const DEFAULT: RetryPolicy = RetryPolicy {
+        max_retries: 3,
+        backoff: Backoff::DEFAULT,
+        dead_letter: DeadLetterTarget::Default,
+        dlq_max_len: Some(DEFAULT_DLQ_MAX_LEN),
+    };
 
     /// The most deliveries a message gets.
     pub fn max_deliveries(&self) -> u32 {

@@ -28,14 +28,17 @@ const BATCH_CHUNK: usize = 500;
 /// 2-core VM: 8 × 500 in flight publishes about twice as fast as one 1,000 at a time).
 const CHUNKS_IN_FLIGHT: usize = 8;
 
-/// Options of a publish: headers, trimming, NOMKSTREAM.
+/// Options of a publish: headers, trimming, NOMKSTREAM, durability, an explicit id.
 ///
 /// ```
-/// use streamx_runtime::{Headers, PublishOptions};
+/// use streamx_runtime::{Headers, MessageId, PublishOptions};
 /// let opts = PublishOptions::new()
 ///     .headers(Headers::new().with("trace-id", "abc"))
 ///     .max_len_approx(100_000);
 /// # let _ = opts;
+/// // An entry whose id is given, e.g. to mirror another stream's ids:
+/// let mirrored = PublishOptions::new().id(MessageId::new(1_700_000_000_000, 0));
+/// # let _ = mirrored;
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct PublishOptions {
@@ -43,6 +46,7 @@ pub struct PublishOptions {
     max_len: Option<u64>,
     no_mkstream: bool,
     durable: Option<(u32, Duration)>,
+    id: Option<MessageId>,
 }
 
 impl PublishOptions {
@@ -76,6 +80,31 @@ impl PublishOptions {
     /// publish returns once the master has the entry (replication is asynchronous).
     pub fn durable(mut self, replicas: u32, timeout: Duration) -> Self {
         self.durable = Some((replicas, timeout));
+        self
+    }
+
+    /// Gives the entry this id instead of letting Redis choose one (`XADD key <id> ...`).
+    /// Redis accepts only an id greater than the stream's last one (and greater than
+    /// `0-0`); otherwise the publish fails with [`Error::IdNotIncreasing`] and nothing is
+    /// written. For [`Producer::publish`], [`publish_with`](Producer::publish_with) and
+    /// [`publish_raw`](Producer::publish_raw) only: a batch cannot give one id to all its
+    /// entries, so [`publish_batch_with`](Producer::publish_batch_with) refuses these
+    /// options with [`Error::IdInBatch`].
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: streamx_runtime::Producer) -> Result<(), streamx_runtime::Error> {
+    /// use streamx_runtime::{Error, MessageId, PublishOptions};
+    ///
+    /// let id = MessageId::new(1_700_000_000_000, 7);
+    /// match producer.publish_with("orders", &42, &PublishOptions::new().id(id)).await {
+    ///     Ok(written) => assert_eq!(written, id),
+    ///     Err(Error::IdNotIncreasing { stream, id }) => eprintln!("{stream} already has entries at or after {id}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn id(mut self, id: MessageId) -> Self {
+        self.id = Some(id);
         self
     }
 
@@ -179,10 +208,14 @@ impl Producer {
     async fn add_one(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let client = self.client.get();
+        let id = options.id.map_or_else(|| "*".to_string(), |id| id.to_string());
         let reply: Value =
-            match client.xadd(stream, options.no_mkstream, cap, "*", entry_fields(data, &options.headers)).await {
+            match client.xadd(stream, options.no_mkstream, cap, id, entry_fields(data, &options.headers)).await {
                 Ok(reply) => reply,
-                Err(e) => return Err(self.failed(&client, "XADD", stream, e).await),
+                Err(e) => match options.id.filter(|_| is_id_not_increasing(&e)) {
+                    Some(id) => return Err(Error::IdNotIncreasing { stream: stream.to_string(), id }),
+                    None => return Err(self.failed(&client, "XADD", stream, e).await),
+                },
             };
         let id = parse_added_id(stream, reply)?;
         self.wait_for_replicas(&client, stream, options).await?;
@@ -244,6 +277,9 @@ impl Producer {
     ) -> Result<Vec<MessageId>> {
         #[cfg(feature = "opentelemetry")]
         let options = &*crate::observe::trace_context::with_current_context(options);
+        if options.id.is_some() {
+            return Err(Error::IdInBatch { stream: stream.to_string() });
+        }
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let encoded = payloads.iter().map(|payload| encode(stream, payload)).collect::<Result<Vec<_>>>()?;
         let client = self.client.get();
@@ -430,6 +466,11 @@ fn chunk_outcome(
     (added, failure)
 }
 
+/// Redis refused an explicit XADD id: not greater than the stream's last id, or `0-0`.
+fn is_id_not_increasing(e: &fred::error::Error) -> bool {
+    e.details().contains("The ID specified in XADD")
+}
+
 fn parse_added_id(stream: &str, reply: Value) -> Result<MessageId> {
     if reply.is_null() {
         return Err(Error::Decode {
@@ -478,6 +519,15 @@ mod tests {
         let (added, failure) = chunk_outcome("s", 3, vec![Err(FredError::new(ErrorKind::Timeout, "timed out"))]);
         assert!(added.is_empty());
         assert!(matches!(failure, Some(Error::Redis { command: "XADD", .. })), "{failure:?}");
+    }
+
+    #[test]
+    fn refused_explicit_ids_are_recognised() {
+        assert!(is_id_not_increasing(&server_error(
+            "ERR The ID specified in XADD is equal or smaller than the target stream top item"
+        )));
+        assert!(is_id_not_increasing(&server_error("ERR The ID specified in XADD must be greater than 0-0")));
+        assert!(!is_id_not_increasing(&server_error("OOM command not allowed")));
     }
 
     #[test]

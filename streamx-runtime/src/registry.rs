@@ -4,13 +4,24 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::consumer::{option_setters, Consumer, ConsumerOptions};
+use crate::batch::{Deliveries, Outcomes};
+use crate::consumer::{option_setters, Consumer, ConsumerOptions, HandlerKind};
 use crate::handler::{BoxFuture, Delivery, Outcome};
 use crate::location::SourceLocation;
 
 /// The generated trampoline: decodes a delivery and calls the user's handler.
 pub type HandlerFn = fn(Delivery) -> BoxFuture<'static, Outcome>;
 
+/// The generated trampoline of a batch handler: decodes the deliveries and calls the
+/// user's handler with those that decode; one outcome per delivery, in order.
+pub type BatchHandlerFn = fn(Deliveries) -> BoxFuture<'static, Outcomes>;
+
+/// The trampoline of a registration.
+#[derive(Debug, Clone, Copy)]
+enum RegisteredHandler {
+    One(HandlerFn),
+    Batch(BatchHandlerFn),
+}
 /// A consumer declared with `#[stream_consumer]`: const data, collected at link time.
 #[derive(Debug)]
 pub struct Registration {
@@ -18,7 +29,7 @@ pub struct Registration {
     stream: &'static str,
     group: &'static str,
     location: SourceLocation,
-    handler: HandlerFn,
+    handler: RegisteredHandler,
     options: ConsumerOptions,
 }
 
@@ -31,6 +42,20 @@ impl Registration {
         location: SourceLocation,
         handler: HandlerFn,
     ) -> Self {
+        let handler = RegisteredHandler::One(handler);
+        Registration { name, stream, group, location, handler, options: ConsumerOptions::DEFAULT }
+    }
+
+    /// A registration of a batch handler with default options (what the macro starts from
+    /// for `async fn f(batch: Vec<Message<T>>)`).
+    pub const fn batch(
+        name: &'static str,
+        stream: &'static str,
+        group: &'static str,
+        location: SourceLocation,
+        handler: BatchHandlerFn,
+    ) -> Self {
+        let handler = RegisteredHandler::Batch(handler);
         Registration { name, stream, group, location, handler, options: ConsumerOptions::DEFAULT }
     }
 
@@ -43,13 +68,16 @@ impl Registration {
 
     /// Turns the registration into a runnable [`Consumer`].
     pub fn to_consumer(&self) -> Consumer {
-        let handler = self.handler;
+        let handler = match self.handler {
+            RegisteredHandler::One(handler) => HandlerKind::One(Arc::new(handler)),
+            RegisteredHandler::Batch(handler) => HandlerKind::Batch(Arc::new(handler)),
+        };
         Consumer {
             name: Cow::Borrowed(self.name),
             stream: Cow::Borrowed(self.stream),
             group: Cow::Borrowed(self.group),
             location: self.location,
-            handler: Arc::new(handler),
+            handler,
             options: self.options.clone(),
         }
     }

@@ -396,6 +396,15 @@ fn validate(c: &Consumer, url: &RedisUrl) -> Result<()> {
     if o.claim_idle < Duration::from_millis(100) {
         return invalid("claim_idle must be at least 100ms".into());
     }
+    if c.is_batch() && o.max_batch == 0 {
+        return invalid("max_batch must be at least 1".into());
+    }
+    if o.retry.dlq_max_len == Some(0) {
+        return invalid("dlq_max_len must be at least 1 (None keeps every dead letter)".into());
+    }
+    if o.timeout.is_some_and(|t| t.is_zero()) {
+        return invalid("timeout must be longer than zero (leave it unset for no timeout)".into());
+    }
     let b = &o.retry.backoff;
     if !b.is_valid() {
         return invalid(format!("invalid backoff {b:?}: the multiplier must be >= 1 and max >= initial"));

@@ -6,6 +6,7 @@
 //! the destructive step (XACK, handing an entry to another consumer) last.
 
 use fred::types::scripts::Script;
+use fred::types::Value;
 
 /// `now_ms()`: the Redis server's clock in Unix milliseconds. Every time the engine compares
 /// (heartbeats, retry due times) comes from this one clock, so client clocks may drift.
@@ -16,18 +17,35 @@ local function now_ms()
 end
 "#;
 
-/// `dead_letter_trimmed(stream, dlq, group, id, owner, deliveries, now)`: an entry deleted
-/// from the stream (trimmed or XDEL) while it was pending becomes a dead letter of kind
-/// `trimmed` (no payload is left to copy), then leaves the PEL. `dlq` is `false` when dead
-/// letters are off (the entry is only acknowledged). The dead letter is written before the
-/// XACK: a failed XADD leaves the entry pending.
+/// `dead_letter_add(dlq, cap, fields)`: every dead letter is written by this function (or,
+/// for an entry too wide for Lua, by the client followed by the same trim): XADD `fields`
+/// to `dlq`, then trim it to about `cap` entries (`XTRIM MAXLEN ~`, whole stream nodes only;
+/// `cap` 0: unbounded). Returns the new id; what the trim removed is added to
+/// `dlq_trimmed`, which a script returns with its result (see [`split_trimmed`]).
+pub(crate) const DEAD_LETTER_ADD: &str = r#"
+local dlq_trimmed = 0
+local function dead_letter_add(dlq, cap, fields)
+  local id = redis.call('XADD', dlq, '*', unpack(fields))
+  if cap > 0 then
+    dlq_trimmed = dlq_trimmed + redis.call('XTRIM', dlq, 'MAXLEN', '~', cap)
+  end
+  return id
+end
+"#;
+
+/// `dead_letter_trimmed(stream, dlq, cap, group, id, owner, deliveries, now)` (needs
+/// [`DEAD_LETTER_ADD`] before it): an entry deleted from the stream (trimmed or XDEL) while
+/// it was pending becomes a dead letter of kind `trimmed` (no payload is left to copy), then
+/// leaves the PEL. `dlq` is `false` when dead letters are off (the entry is only
+/// acknowledged). The dead letter is written before the XACK: a failed XADD leaves the entry
+/// pending.
 pub(crate) const DEAD_LETTER_TRIMMED: &str = r#"
-local function dead_letter_trimmed(stream, dlq, group, id, owner, deliveries, now)
+local function dead_letter_trimmed(stream, dlq, cap, group, id, owner, deliveries, now)
   if dlq then
-    redis.call('XADD', dlq, '*', 'dlq:stream', stream, 'dlq:id', id, 'dlq:group', group,
+    dead_letter_add(dlq, cap, {'dlq:stream', stream, 'dlq:id', id, 'dlq:group', group,
       'dlq:consumer', owner, 'dlq:deliveries', deliveries, 'dlq:kind', 'trimmed',
       'dlq:error', 'the entry was deleted from the stream (trimmed or XDEL) while it was pending',
-      'dlq:at', now)
+      'dlq:at', now})
   end
   redis.call('XACK', stream, group, id)
 end
@@ -46,6 +64,21 @@ local function consumers(stream, group)
   return out
 end
 "#;
+
+/// A script's `{result, dlq_trimmed}` reply (scripts that may write dead letters return
+/// what [`DEAD_LETTER_ADD`] trimmed beside their result): the result, and the count.
+pub(crate) fn split_trimmed(reply: Value) -> (Value, u64) {
+    let mut parts = reply.into_array().into_iter();
+    let result = parts.next().unwrap_or(Value::Null);
+    let trimmed = parts.next().and_then(|v| v.as_u64()).unwrap_or(0);
+    (result, trimmed)
+}
+
+/// The `cap` argument of [`DEAD_LETTER_ADD`]: the dead-letter stream's length cap, 0 for
+/// none.
+pub(crate) fn cap_arg(cap: Option<u64>) -> String {
+    cap.unwrap_or(0).to_string()
+}
 
 /// A script made of shared fragments followed by its body.
 pub(crate) fn assemble(fragments: &[&str], body: &str) -> Script {

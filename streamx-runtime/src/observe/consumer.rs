@@ -17,6 +17,8 @@ pub(crate) struct ConsumerMetrics {
     dead_letter: Counter,
     rejected: Counter,
     takeovers: Counter,
+    timeouts: Counter,
+    dead_letters_trimmed: Counter,
     handler_duration: Histogram,
     end_to_end: Histogram,
     /// A recorder was installed when the handles were built: only then are clocks read.
@@ -41,6 +43,8 @@ impl ConsumerMetrics {
             dead_letter: consumed(OUTCOME_DEAD_LETTER),
             rejected: consumed(OUTCOME_REJECTED),
             takeovers: metrics::counter!(TAKEOVERS, labels(None)),
+            timeouts: metrics::counter!(HANDLER_TIMEOUTS, labels(None)),
+            dead_letters_trimmed: metrics::counter!(DEAD_LETTERS_TRIMMED, labels(None)),
             handler_duration: metrics::histogram!(HANDLER_DURATION, labels(None)),
             end_to_end: metrics::histogram!(END_TO_END_LATENCY, labels(None)),
             timed: super::recorder_installed(),
@@ -87,6 +91,16 @@ impl ConsumerMetrics {
         } else {
             self.dead_letter.increment(1);
         }
+    }
+
+    /// A handler run was cancelled at the consumer's timeout.
+    pub fn timed_out(&self) {
+        self.timeouts.increment(1);
+    }
+
+    /// `n` dead letters were trimmed by the dead-letter stream's length cap.
+    pub fn dead_letters_trimmed(&self, n: u64) {
+        self.dead_letters_trimmed.increment(n);
     }
 
     /// `n` entries were taken over from consumers that stopped.

@@ -69,6 +69,8 @@ mod tests {
         consumer.dead_lettered(FailureKind::Error);
         consumer.dead_lettered(FailureKind::InvalidJson);
         consumer.taken_over(3);
+        consumer.timed_out();
+        consumer.dead_letters_trimmed(5);
         let started = consumer.handler_started(crate::message::MessageId::new(1, 0), 1);
         consumer.handler_finished(started);
         let text = handle.render();
@@ -78,6 +80,8 @@ mod tests {
             assert!(text.contains(&line), "{line} in\n{text}");
         }
         assert!(text.contains(&format!("streamx_takeovers_total{{{labels}}} 3")), "{text}");
+        assert!(text.contains(&format!("streamx_handler_timeouts_total{{{labels}}} 1")), "{text}");
+        assert!(text.contains(&format!("streamx_dead_letters_trimmed_total{{{labels}}} 5")), "{text}");
         assert!(text.contains(&format!("streamx_handler_duration_seconds_count{{{labels}}} 1")), "{text}");
         assert!(text.contains(&format!("streamx_end_to_end_latency_seconds_count{{{labels}}} 1")), "{text}");
     }

@@ -14,6 +14,13 @@ pub const PUBLISH_DURATION: &str = "streamx_publish_duration_seconds";
 /// became of them ([`OUTCOME_SUCCESS`], [`OUTCOME_RETRY`], [`OUTCOME_DEAD_LETTER`],
 /// [`OUTCOME_REJECTED`]).
 pub const MESSAGES_CONSUMED: &str = "streamx_messages_consumed_total";
+/// Counter, labels `stream`, `group`, `consumer`: handler runs cancelled at the consumer's
+/// `timeout` (each delivery is also counted in [`MESSAGES_CONSUMED`], as a `retry` or a
+/// `dead_letter`).
+pub const HANDLER_TIMEOUTS: &str = "streamx_handler_timeouts_total";
+/// Counter, labels `stream`, `group`, `consumer`: dead letters deleted from the dead-letter
+/// stream by its length cap (`dlq_max_len`) when the consumer wrote new ones; they are gone.
+pub const DEAD_LETTERS_TRIMMED: &str = "streamx_dead_letters_trimmed_total";
 /// Counter, labels `stream`, `group`, `consumer`: entries taken over from consumers that
 /// stopped.
 pub const TAKEOVERS: &str = "streamx_takeovers_total";

@@ -216,8 +216,12 @@ async fn run_handler(shared: &Shared, entry: RawEntry, attempt: u32) -> Outcome 
             kind: FailureKind::PayloadTooLarge,
         };
     }
-    (shared.consumer.handler)(Delivery::new(shared.stream_arc.clone(), entry, attempt, shared.settings.state.clone()))
-        .await
+    let run = (shared.handler)(Delivery::new(shared.stream_arc.clone(), entry, attempt, shared.settings.state.clone()));
+    match shared.consumer.options.timeout {
+        None => run.await,
+        // Boxed: consumers without a timeout keep the smaller future.
+        Some(limit) => Box::pin(super::timeout::run_with_timeout(shared, run, limit)).await,
+    }
 }
 
 async fn settle(shared: &Shared, id: MessageId, attempt: u32, outcome: Outcome, permit: OwnedSemaphorePermit) {
@@ -310,10 +314,12 @@ pub(crate) async fn dead_letter(
     let mut backoff = RetryDelay::new();
     loop {
         let client = shared.command.get();
-        match move_to_dead_letters(&client, dlq, &shared.keys.marks, &failure).await {
-            Ok(Some(dlq_id)) => {
-                tracing::warn!(dead_letter_stream = dlq, dead_letter_id = %dlq_id, %kind, "message moved to the dead-letter stream");
+        let cap = shared.consumer.options.retry.dlq_max_len;
+        match move_to_dead_letters(&client, dlq, cap, &shared.keys.marks, &failure).await {
+            Ok(Some(moved)) => {
+                tracing::warn!(dead_letter_stream = dlq, dead_letter_id = %moved.id, %kind, "message moved to the dead-letter stream");
                 ConsumerStats::bump(&shared.stats.dead_lettered, 1);
+                shared.dead_letters_trimmed(moved.trimmed);
                 break;
             }
             Ok(None) => {

@@ -20,7 +20,7 @@ const PAGE: u64 = 500;
 
 /// Waits for (or cancels) the running handlers. Returns how many were cancelled.
 pub(crate) async fn finish_handlers(shared: &Shared) -> usize {
-    let all = u32::try_from(shared.consumer.options.concurrency).unwrap_or(u32::MAX);
+    let all = u32::try_from(shared.slots).unwrap_or(u32::MAX);
     let timeout = shared.settings.shutdown_timeout;
     if let Ok(Ok(permits)) = tokio::time::timeout(timeout, shared.permits.acquire_many(all)).await {
         permits.forget();

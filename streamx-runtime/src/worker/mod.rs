@@ -18,6 +18,7 @@
 //! bounds the bytes of fetched, unfinished entries.
 
 mod acker;
+mod batcher;
 mod budget;
 mod dispatch;
 mod drain;
@@ -31,6 +32,7 @@ mod shared;
 mod stats;
 mod takeover;
 mod ticker;
+mod timeout;
 
 use std::sync::Arc;
 use std::time::Duration;

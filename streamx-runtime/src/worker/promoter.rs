@@ -15,17 +15,18 @@ use super::dispatch::{self, Claimed};
 use super::retries::SCHEDULED_CONSUMER;
 use super::shared::Shared;
 use super::ticker::Ticker;
-use crate::scripts::{assemble, DEAD_LETTER_TRIMMED, NOW_MS};
+use crate::scripts::{assemble, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS};
 
 /// Claims up to `limit` due retries for this consumer; returns `[id, fields, count, 0]` per
-/// entry.
+/// entry, and the count of dead letters trimmed (see [`crate::scripts::split_trimmed`]).
 static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_TRIMMED],
+        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, [dead letters]
--- ARGV: group, me, scheduled consumer, limit
+-- ARGV: group, me, scheduled consumer, limit, dead-letter cap
 local dlq = KEYS[5] or false
+local cap = tonumber(ARGV[5])
 local now = now_ms()
 local out = {}
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
@@ -38,12 +39,12 @@ for _, id in ipairs(due) do
       redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID', 'RETRYCOUNT', count + 1)
       table.insert(out, {id, found[1][2], count + 1, 0})
     else
-      dead_letter_trimmed(KEYS[1], dlq, ARGV[1], id, ARGV[3], count, now)
+      dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, ARGV[3], count, now)
     end
   end
   redis.call('ZREM', KEYS[2], id)
 end
-return out
+return {out, dlq_trimmed}
 "#,
     )
 });
@@ -61,12 +62,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             shared.member_name().to_string(),
             SCHEDULED_CONSUMER.to_string(),
             limit.to_string(),
+            shared.dead_letter_cap_arg(),
         ];
         let client = shared.command.get();
         let result: Result<Value, _> = PROMOTE.evalsha_with_reload(&client, shared.script_keys(), args).await;
         match result {
             Ok(reply) => {
-                let claimed = Claimed::parse_all(reply);
+                let claimed = Claimed::parse_all(shared.note_trimmed(reply));
                 ticker.more(claimed.len() >= limit);
                 let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
                 dispatch::start_claimed(&shared, claimed, permits, charge);

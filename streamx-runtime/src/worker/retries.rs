@@ -16,24 +16,27 @@ use std::sync::LazyLock;
 
 use super::shared::Shared;
 use crate::message::MessageId;
-use crate::scripts::{assemble, DEAD_LETTER_TRIMMED, NOW_MS};
+use crate::scripts::{assemble, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS};
 
 /// The consumer name under which scheduled retries wait in the PEL. It never reads; the
 /// engine's take-overs skip it.
 pub const SCHEDULED_CONSUMER: &str = "streamx:scheduled";
 
 /// Parks entries in the schedule. Returns the ids it parked (the others were no longer
-/// this consumer's).
+/// this consumer's) and the count of dead letters trimmed (see
+/// [`crate::scripts::split_trimmed`]).
 static PARK: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_TRIMMED],
+        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, [dead letters]
--- ARGV: group, me, scheduled consumer, then per entry: id, delay ms, count to set (-1 keeps it)
+-- ARGV: group, me, scheduled consumer, dead-letter cap, then per entry: id, delay ms,
+--       count to set (-1 keeps it)
 local dlq = KEYS[5] or false
+local cap = tonumber(ARGV[4])
 local now = now_ms()
 local parked = {}
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   local id = ARGV[i]
   local mine = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
   if mine[1] then
@@ -43,13 +46,13 @@ for i = 4, #ARGV, 3 do
       redis.call('ZADD', KEYS[2], now + tonumber(ARGV[i + 1]), id)
       redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, id, 'JUSTID', 'RETRYCOUNT', count)
     else
-      dead_letter_trimmed(KEYS[1], dlq, ARGV[1], id, ARGV[2], count, now)
+      dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, ARGV[2], count, now)
     end
     redis.call('SREM', KEYS[4], id)
     table.insert(parked, id)
   end
 end
-return parked
+return {parked, dlq_trimmed}
 "#,
     )
 });
@@ -65,7 +68,12 @@ pub(crate) struct Parking {
 /// Parks `entries` in the schedule (see the module docs). Returns the ids parked; the others
 /// were no longer this consumer's (taken over meanwhile).
 pub(crate) async fn park(shared: &Shared, entries: &[Parking]) -> Result<Vec<MessageId>, fred::error::Error> {
-    let mut args = vec![shared.group().to_string(), shared.member_name().to_string(), SCHEDULED_CONSUMER.to_string()];
+    let mut args = vec![
+        shared.group().to_string(),
+        shared.member_name().to_string(),
+        SCHEDULED_CONSUMER.to_string(),
+        shared.dead_letter_cap_arg(),
+    ];
     for p in entries {
         args.push(p.id.to_string());
         args.push(ms(p.delay).to_string());
@@ -74,7 +82,7 @@ pub(crate) async fn park(shared: &Shared, entries: &[Parking]) -> Result<Vec<Mes
     let client = shared.command.get();
     let result: Result<Value, _> = PARK.evalsha_with_reload(&client, shared.script_keys(), args).await;
     match result {
-        Ok(reply) => Ok(ids(reply)),
+        Ok(reply) => Ok(ids(shared.note_trimmed(reply))),
         Err(e) => {
             shared.command_failed(&client, &e).await;
             Err(e)

@@ -70,9 +70,8 @@ return {lag, estimated, group['pending'], oldest, dlq}
 pub(crate) async fn run(shared: Arc<Shared>, every: Duration) {
     let gauges = LoopGauges::new(shared.stream(), shared.group(), &shared.name);
     let mut ticker = Ticker::new(every);
-    let concurrency = shared.consumer.options.concurrency;
     while ticker.wait(&shared.stopping).await {
-        gauges.set_in_flight(concurrency.saturating_sub(shared.permits.available_permits()));
+        gauges.set_in_flight(shared.slots.saturating_sub(shared.permits.available_permits()));
         match sample(&shared).await {
             Ok(Some(sample)) => gauges.set_group(&sample),
             Ok(None) => {}

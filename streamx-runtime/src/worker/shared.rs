@@ -10,11 +10,13 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::batcher::Batcher;
 use super::budget::ByteBudget;
 use super::stats::ConsumerStats;
 use super::LoopSettings;
 use crate::connection::HealingClient;
-use crate::consumer::Consumer;
+use crate::consumer::{Consumer, HandlerKind};
+use crate::handler::ErasedHandler;
 use crate::keys;
 use crate::message::MessageId;
 use crate::observe::{ConsumerMetrics, Readiness};
@@ -50,6 +52,11 @@ pub(crate) struct Shared {
     pub name: String,
     pub stream_arc: Arc<str>,
     pub consumer: Consumer,
+    /// What runs for each delivery: the consumer's handler, or for a batch consumer its
+    /// [`Batcher`]'s per-message side.
+    pub handler: ErasedHandler,
+    /// How many permits there are: messages in flight at once (see `Consumer::slots`).
+    pub slots: usize,
     pub settings: LoopSettings,
     pub keys: GroupKeys,
     pub command: HealingClient,
@@ -93,11 +100,25 @@ impl Shared {
             marks: keys::takeover_marks(&consumer.stream, &consumer.group),
             dead_letters: settings.dead_letter_stream.clone(),
         };
+        let options = &consumer.options;
+        let handler = match &consumer.handler {
+            HandlerKind::One(handler) => handler.clone(),
+            HandlerKind::Batch(call) => Batcher::handler(
+                call.clone(),
+                options.concurrency,
+                options.max_batch,
+                options.batch_wait,
+                options.timeout,
+            ),
+        };
+        let slots = consumer.slots();
         let shared = Shared {
             name: consumer.name.to_string(),
+            handler,
+            slots,
             stream_arc: Arc::from(&*consumer.stream),
             metrics: ConsumerMetrics::new(&consumer.stream, &consumer.group, &consumer.name),
-            permits: Arc::new(Semaphore::new(consumer.options.concurrency)),
+            permits: Arc::new(Semaphore::new(slots)),
             budget: ByteBudget::new(settings.max_buffered_bytes),
             consumer,
             settings,
@@ -240,6 +261,32 @@ impl Shared {
     /// Cancelled by [`close_acks`](Self::close_acks).
     pub fn acks_closed(&self) -> &CancellationToken {
         &self.acks_closed
+    }
+
+    /// The dead-letter stream's length cap, as the engine's scripts take it.
+    pub fn dead_letter_cap_arg(&self) -> String {
+        crate::scripts::cap_arg(self.consumer.options.retry.dlq_max_len)
+    }
+
+    /// Reads a script's `{result, dlq_trimmed}` reply: reports the dead letters its cap
+    /// trimmed and returns the result.
+    pub fn note_trimmed(&self, reply: fred::types::Value) -> fred::types::Value {
+        let (result, trimmed) = crate::scripts::split_trimmed(reply);
+        self.dead_letters_trimmed(trimmed);
+        result
+    }
+
+    /// `n` of the oldest dead letters were trimmed by the dead-letter stream's length cap
+    /// (`dlq_max_len`): counted, and a warning, since they are gone for good.
+    pub fn dead_letters_trimmed(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        ConsumerStats::bump(&self.stats.dead_letters_trimmed, n);
+        self.metrics.dead_letters_trimmed(n);
+        tracing::warn!(consumer = %self.name, dead_letter_stream = self.keys.dead_letters.as_deref().unwrap_or_default(),
+            cap = self.consumer.options.retry.dlq_max_len, trimmed = n,
+            "the dead-letter stream reached its length cap (dlq_max_len): its oldest letters were deleted");
     }
 
     /// The KEYS of the engine's scripts: stream, retry schedule, heartbeats, take-over marks,

@@ -20,6 +20,12 @@ pub struct ConsumerStats {
     /// Attempts to write a dead letter that failed (the entry stayed pending and the write
     /// is tried again with backoff).
     pub dead_letter_failures: AtomicU64,
+    /// Handler runs cancelled at the consumer's `timeout` (each also counted as retried or
+    /// dead-lettered).
+    pub timed_out: AtomicU64,
+    /// Dead letters deleted from the dead-letter stream by its length cap (`dlq_max_len`)
+    /// when this consumer wrote new ones.
+    pub dead_letters_trimmed: AtomicU64,
 }
 
 /// The counters of [`ConsumerStats`] at one moment, as plain numbers.
@@ -40,6 +46,10 @@ pub struct ConsumerStatsSnapshot {
     pub ack_batches: u64,
     /// See [`ConsumerStats::dead_letter_failures`].
     pub dead_letter_failures: u64,
+    /// See [`ConsumerStats::timed_out`].
+    pub timed_out: u64,
+    /// See [`ConsumerStats::dead_letters_trimmed`].
+    pub dead_letters_trimmed: u64,
 }
 
 impl ConsumerStats {
@@ -58,6 +68,8 @@ impl ConsumerStats {
             claimed: Self::get(&self.claimed),
             ack_batches: Self::get(&self.ack_batches),
             dead_letter_failures: Self::get(&self.dead_letter_failures),
+            timed_out: Self::get(&self.timed_out),
+            dead_letters_trimmed: Self::get(&self.dead_letters_trimmed),
         }
     }
 

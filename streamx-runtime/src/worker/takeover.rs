@@ -38,19 +38,22 @@ use super::stats::ConsumerStats;
 use super::ticker::{jittered, Ticker};
 use crate::inspect::parse_pending;
 use crate::message::MessageId;
-use crate::scripts::{assemble, CONSUMERS, DEAD_LETTER_TRIMMED, NOW_MS};
+use crate::scripts::{assemble, CONSUMERS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS};
 
 /// Claims entries of stopped consumers (or the given ids of one consumer). Returns
-/// `[id, fields, count, suspect]` per entry claimed: at most `limit` entries that are not
-/// suspects, plus at most one suspect when allowed.
+/// `[id, fields, count, suspect]` per entry claimed (at most `limit` entries that are not
+/// suspects, plus at most one suspect when allowed), and the count of dead letters trimmed
+/// (see [`crate::scripts::split_trimmed`]).
 static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_TRIMMED, CONSUMERS],
+        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, [dead letters]
 -- ARGV: group, me, scheduled consumer, claim_idle ms, limit, may take a suspect (1/0),
---       victim ('' = every stopped consumer), then explicit ids of the victim
+--       victim ('' = every stopped consumer), dead-letter cap, then explicit ids of the
+--       victim
 local dlq = KEYS[5] or false
+local cap = tonumber(ARGV[8])
 local now = now_ms()
 local stale = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
@@ -85,7 +88,7 @@ local function take_page(rows)
         if e[1] then found = e[1][2] end
       end
       if not found then
-        dead_letter_trimmed(KEYS[1], dlq, ARGV[1], id, owner, count, now)
+        dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, owner, count, now)
         redis.call('SREM', KEYS[4], id)
       else
         local next = count + 1
@@ -100,7 +103,7 @@ end
 
 if ARGV[7] ~= '' then
   local rows = {}
-  for i = 8, #ARGV do
+  for i = 9, #ARGV do
     local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[7])
     if p[1] then table.insert(rows, p[1]) end
   end
@@ -143,7 +146,7 @@ for n, ids in pairs(by_count) do
   redis.call(unpack(args))
 end
 if #all > 0 then redis.call('SADD', KEYS[4], unpack(all)) end
-return out
+return {out, dlq_trimmed}
 "#,
     )
 });
@@ -176,7 +179,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     // Small claims, not read batches: every entry claimed is a crash suspect if this consumer
     // dies before it settles, so a taker that dies leaves at most `1 + CLAIMS_AHEAD` claims of
     // suspects (run one at a time by the next taker), however large `batch_size` is.
-    let claim_size = shared.consumer.options.concurrency.saturating_add(CLAIM_BEYOND_PERMITS);
+    let claim_size = shared.slots.saturating_add(CLAIM_BEYOND_PERMITS);
     let mut ticker = Ticker::new((claim_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let isolating = Arc::new(Isolation::default());
     let mut next_reconcile = Instant::now() + jittered(claim_idle);
@@ -301,13 +304,14 @@ async fn take_over(
         limit.to_string(),
         if suspect_ok { "1" } else { "0" }.to_string(),
         victim.to_string(),
+        shared.dead_letter_cap_arg(),
     ];
     args.extend(own.iter().map(MessageId::to_string));
     let keys = shared.script_keys();
     let client = shared.command.get();
     let result: Result<Value, _> = TAKE_OVER.evalsha_with_reload(&client, keys, args).await;
     match result {
-        Ok(reply) => Ok(Claimed::parse_all(reply)),
+        Ok(reply) => Ok(Claimed::parse_all(shared.note_trimmed(reply))),
         Err(e) => {
             shared.command_failed(&client, &e).await;
             Err(e)

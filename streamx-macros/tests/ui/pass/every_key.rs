@@ -22,9 +22,11 @@ struct Order {
     max_retries = 5,
     backoff(initial = "1s", multiplier = 2.0, max = "30s"),
     dlq = true,
+    dlq_max_len = 5000,
     claim_idle = "30s",
     max_buffered_bytes = "16MiB",
     max_payload_bytes = 65536,
+    timeout = "45s",
     crate = ::streamx,
 )]
 async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
@@ -38,6 +40,7 @@ async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
     max_retries = 0,
     backoff(multiplier = 3),
     dlq = false,
+    dlq_max_len = "unbounded",
     max_buffered_bytes = 1_000_000usize,
     max_payload_bytes = "512 KiB",
 )]
@@ -84,10 +87,12 @@ fn main() {
                 max_retries: 5,
                 backoff: Backoff::new(Duration::from_secs(1), 2.0, Duration::from_secs(30)),
                 dead_letter: DeadLetterTarget::Default,
+                dlq_max_len: Some(5000),
             },
             claim_idle: Duration::from_secs(30),
             max_buffered_bytes: Some(16 * 1024 * 1024),
             max_payload_bytes: Some(65_536),
+            timeout: Some(Duration::from_secs(45)),
             ..ConsumerOptions::DEFAULT
         }
     );
@@ -97,6 +102,7 @@ fn main() {
     assert_eq!(audit.retry.max_retries, 0);
     assert_eq!(audit.retry.backoff, Backoff::DEFAULT.with_multiplier(3.0));
     assert_eq!(audit.retry.dead_letter, DeadLetterTarget::Disabled);
+    assert_eq!(audit.retry.dlq_max_len, None);
     assert_eq!(audit.max_buffered_bytes, Some(1_000_000));
     assert_eq!(audit.max_payload_bytes, Some(512 * 1024));
 
