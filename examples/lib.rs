@@ -112,6 +112,13 @@ pub async fn wait_settled(running: &streamx::RunningRuntime, n: u64, what: &str)
     .await
 }
 
+/// The dead letters of `stream`'s consumers (its default dead-letter stream, `{stream}:dlq`).
+pub async fn dead_letters_of(url: &str, stream: &str) -> Result<streamx::DeadLetters, RecipeError> {
+    let dlq = streamx::keys::dead_letter_stream(stream, &streamx::DeadLetterTarget::Default)
+        .ok_or_else(|| RecipeError::Unexpected(format!("no dead-letter stream for `{stream}`")))?;
+    Ok(streamx::DeadLetters::connect(url, &dlq).await?)
+}
+
 /// `STREAMX_REDIS_URL`, else `redis://127.0.0.1:6379`.
 pub fn redis_url() -> String {
     std::env::var(streamx::REDIS_URL_ENV).unwrap_or_else(|_| streamx::DEFAULT_REDIS_URL.to_string())

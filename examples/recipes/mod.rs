@@ -5,3 +5,4 @@
 //! another example's `streamx::run()` would pick up.
 
 pub mod event_sourcing;
+pub mod task_queue;

@@ -21,3 +21,28 @@ async fn event_sourcing() {
     assert_eq!(report.from_snapshot, expected, "snapshot + the events after it = the full replay");
     assert_eq!(report.read_model, vec![("acc-1".into(), 110_00), ("acc-2".into(), 0)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_queue() {
+    use recipes::task_queue::{run, thumbnail_size, CORRUPT_JOB, JOBS, WORKERS};
+    let server = server();
+    let report = run(server.url(), unique_name("tq")).await.unwrap();
+    assert_eq!(report.jobs as u64, JOBS);
+    let done: Vec<u64> = report.thumbnails.keys().copied().collect();
+    let expected: Vec<u64> = (1..=JOBS).filter(|j| *j != CORRUPT_JOB).collect();
+    assert_eq!(done, expected, "a thumbnail for every job but the corrupt one");
+    for t in report.thumbnails.values() {
+        let job = &recipes::task_queue::jobs()[t.job as usize - 1];
+        assert_eq!((t.width, t.height), thumbnail_size(job.width, job.height));
+        assert_eq!(t.attempt, if t.job % 7 == 3 { 2 } else { 1 }, "job {}", t.job);
+    }
+    assert_eq!(report.retried, 4, "jobs 3, 10, 17 and 24 failed once");
+    assert_eq!(report.per_worker.values().sum::<usize>(), done.len());
+    assert!(report.per_worker.len() >= 2 && report.per_worker.len() <= WORKERS, "{:?}", report.per_worker);
+    assert_eq!(report.completed_on_dashboard, done.len());
+    assert_eq!(
+        report.dead_letters,
+        vec![(format!("photo-{CORRUPT_JOB}-corrupt.jpg"), format!("photo-{CORRUPT_JOB}-corrupt.jpg: not a JPEG"))]
+    );
+    assert_eq!(thumbnail_size(4000, 3000), (128, 96));
+}
