@@ -4,5 +4,6 @@
 //! their stream names can be chosen at run time, and the library registers nothing that
 //! another example's `streamx::run()` would pick up.
 
+pub mod audit_log;
 pub mod event_sourcing;
 pub mod task_queue;

@@ -46,3 +46,24 @@ async fn task_queue() {
     );
     assert_eq!(thumbnail_size(4000, 3000), (128, 96));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log() {
+    use recipes::audit_log::{id_range, run, sessions, ExportLine};
+    let server = server();
+    let report = run(server.url(), unique_name("audit")).await.unwrap();
+    assert_eq!(report.recorded, 9);
+    assert_eq!(report.stream_len, 9, "acknowledged entries stay in the stream");
+    let window: Vec<_> = report.in_window.iter().map(|l| l.event.clone()).collect();
+    assert_eq!(window, sessions()[1], "exactly the second session");
+    assert!(report.in_window.iter().all(|l| l.at_ms == l.id.millis()));
+    let exported: Vec<ExportLine> =
+        std::fs::read_to_string(&report.export).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(exported, report.in_window);
+    std::fs::remove_file(&report.export).unwrap();
+    assert_eq!(report.deletions, vec![("bob".to_string(), "customer/3".to_string())]);
+
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+    let range = id_range(t, t);
+    assert_eq!((range.start().to_string(), range.end().millis()), ("1700000000123-0".to_string(), 1_700_000_000_123));
+}
