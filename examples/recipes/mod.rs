@@ -6,4 +6,5 @@
 
 pub mod audit_log;
 pub mod event_sourcing;
+pub mod notifications;
 pub mod task_queue;

@@ -67,3 +67,22 @@ async fn audit_log() {
     let range = id_range(t, t);
     assert_eq!((range.start().to_string(), range.end().millis()), ("1700000000123-0".to_string(), 1_700_000_000_123));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications() {
+    use recipes::notifications::{run, Channel};
+    use streamx::FailureKind;
+    let server = server();
+    let report = run(server.url(), unique_name("signups")).await.unwrap();
+    assert_eq!(report.signups, 8);
+    let email = Channel { sent: (1..=8).collect(), retried: 4, dead_letters: vec![] };
+    assert_eq!(report.channels["email"], email, "users 4 and 8 failed twice, then got their email");
+    let sms = Channel {
+        sent: vec![1, 3, 4, 7, 8],
+        retried: 1,
+        dead_letters: vec![(5, Some(FailureKind::Error), 2), (6, Some(FailureKind::Permanent), 1)],
+    };
+    assert_eq!(report.channels["sms"], sms, "no phone: skipped; invalid: permanent; carrier down: 2 deliveries");
+    let push = Channel { sent: vec![1, 2, 4, 5, 8], retried: 0, dead_letters: vec![(7, Some(FailureKind::Error), 1)] };
+    assert_eq!(report.channels["push"], push, "no retries for push");
+}
