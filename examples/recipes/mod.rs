@@ -8,3 +8,4 @@ pub mod audit_log;
 pub mod event_sourcing;
 pub mod notifications;
 pub mod task_queue;
+pub mod webhooks;

@@ -86,3 +86,35 @@ async fn notifications() {
     let push = Channel { sent: vec![1, 2, 4, 5, 8], retried: 0, dead_letters: vec![(7, Some(FailureKind::Error), 1)] };
     assert_eq!(report.channels["push"], push, "no retries for push");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks() {
+    use recipes::webhooks::{run, RETRY_AFTER_SECS};
+    use streamx::FailureKind;
+    let server = server();
+    let report = run(server.url(), unique_name("hooks")).await.unwrap();
+    let requests: Vec<(u64, Vec<u16>)> = report.requests.clone().into_iter().collect();
+    assert_eq!(
+        requests,
+        vec![
+            (1, vec![200]),
+            (2, vec![500, 200]),
+            (3, vec![429, 200]),
+            (4, vec![410, 200]),
+            (5, vec![400, 200]),
+            (6, vec![200]),
+        ],
+        "5xx retried, 429 retried, 4xx dead-lettered then replayed after the fix"
+    );
+    let waited = report.waited_after_429.unwrap();
+    assert!(waited >= std::time::Duration::from_secs(RETRY_AFTER_SECS), "Retry-After honoured: {waited:?}");
+    assert_eq!(
+        report.dead_letters,
+        vec![
+            (4, Some(FailureKind::Permanent), "HTTP 410".into()),
+            (5, Some(FailureKind::Permanent), "HTTP 400".into())
+        ]
+    );
+    assert_eq!((report.replayed, report.dead_letters_left), (2, 0));
+    assert_eq!(report.delivered, (1..=6).collect::<Vec<_>>());
+}
