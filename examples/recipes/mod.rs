@@ -7,5 +7,6 @@
 pub mod audit_log;
 pub mod event_sourcing;
 pub mod notifications;
+pub mod order_workflow;
 pub mod task_queue;
 pub mod webhooks;

@@ -118,3 +118,27 @@ async fn webhooks() {
     assert_eq!((report.replayed, report.dead_letters_left), (2, 0));
     assert_eq!(report.delivered, (1..=6).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_workflow() {
+    use recipes::order_workflow::{run, OrderShipped};
+    use streamx::FailureKind;
+    let server = server();
+    let report = run(server.url(), unique_name("orders")).await.unwrap();
+    assert_eq!(report.placed, 5);
+    assert_eq!(report.shipped_before_fix, vec![1, 2, 4, 5], "order 3 (Ireland) stopped at the shipping step");
+    assert_eq!(
+        report.dead_letters,
+        vec![(3, Some(FailureKind::Permanent), "order 3: no carrier for country IE".to_string())]
+    );
+    assert_eq!(report.replayed, 1);
+    let shipped = |order: u64, carrier: &str| OrderShipped {
+        order,
+        payment: format!("pay-{order}"),
+        tracking: format!("{carrier}-{order}"),
+    };
+    assert_eq!(
+        report.shipped,
+        vec![shipped(1, "dhl"), shipped(2, "dhl"), shipped(3, "an-post"), shipped(4, "dhl"), shipped(5, "dhl")]
+    );
+}
