@@ -5,6 +5,7 @@
 //! another example's `streamx::run()` would pick up.
 
 pub mod audit_log;
+pub mod dead_letters;
 pub mod event_sourcing;
 pub mod notifications;
 pub mod order_workflow;

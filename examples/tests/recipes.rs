@@ -142,3 +142,20 @@ async fn order_workflow() {
         vec![shipped(1, "dhl"), shipped(2, "dhl"), shipped(3, "an-post"), shipped(4, "dhl"), shipped(5, "dhl")]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters() {
+    use recipes::dead_letters::run;
+    let server = server();
+    let report = run(server.url(), unique_name("payments")).await.unwrap();
+    assert_eq!(report.published, 8);
+    let by_kind: Vec<(&str, usize)> = report.by_kind.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+    assert_eq!(by_kind, vec![("error", 2), ("invalid_json", 1), ("permanent", 1), ("wrong_shape", 1)]);
+    assert_eq!(report.pages, 3, "5 letters, 2 a page");
+    assert_eq!(report.replayed, vec![3, 5]);
+    let kinds: Vec<&str> = report.purged.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, vec!["permanent", "invalid_json", "wrong_shape"]);
+    assert_eq!(report.purged[0].1, "payment 4: amount must be positive");
+    assert_eq!((report.purge_count, report.left), (3, 0));
+    assert_eq!(report.booked, vec![1, 2, 3, 5, 6]);
+}
