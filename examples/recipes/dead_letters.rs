@@ -157,6 +157,7 @@ pub async fn run(url: String, prefix: String) -> Result<Report, RecipeError> {
             replayed.push(payment.id);
         }
     }
+    replayed.sort();
     let expected = 3 + replayed.len();
     wait_until(RECIPE_LIMIT, "the replayed payments to be booked", || {
         let booked = ledger.booked().len();

@@ -249,15 +249,15 @@ impl fmt::Display for Report {
 /// The commands the recipe runs; a snapshot of `acc-1` is taken after the first `SNAPSHOT_AFTER`.
 pub const COMMANDS: [Command; 10] = [
     Command::Open("acc-1", "alice"),
-    Command::Deposit("acc-1", 100_00),
+    Command::Deposit("acc-1", 10_000),
     Command::Open("acc-2", "bob"),
-    Command::Deposit("acc-1", 50_00),
-    Command::Withdraw("acc-1", 30_00),
-    Command::Deposit("acc-2", 70_00),
-    Command::Deposit("acc-1", 10_00),
-    Command::Withdraw("acc-1", 500_00), // refused: more than the balance
-    Command::Withdraw("acc-2", 70_00),
-    Command::Withdraw("acc-1", 20_00),
+    Command::Deposit("acc-1", 5_000),
+    Command::Withdraw("acc-1", 3_000),
+    Command::Deposit("acc-2", 7_000),
+    Command::Deposit("acc-1", 1_000),
+    Command::Withdraw("acc-1", 50_000), // refused: more than the balance
+    Command::Withdraw("acc-2", 7_000),
+    Command::Withdraw("acc-1", 2_000),
 ];
 
 /// Commands run before the snapshot.

@@ -39,10 +39,10 @@ fn outbox<T>(msg: &Message<T>) -> Result<&Arc<Outbox>, HandlerError> {
     Ok(msg.state::<Arc<Outbox>>().ok_or("no outbox in the state")?)
 }
 
-/// Email: the provider is flaky for every fourth user (fails twice); retried up to 5 times.
+/// Email: the provider is flaky for users 4 and 8 (fails twice); retried up to 5 times.
 async fn send_email(msg: Message<SignedUp>) -> Result<(), HandlerError> {
     let user = msg.payload();
-    if user.user % 4 == 0 && msg.attempt() <= 2 {
+    if matches!(user.user, 4 | 8) && msg.attempt() <= 2 {
         return Err(format!("smtp: 451 try again later ({})", user.email).into());
     }
     outbox(&msg)?.sent("email", user.user);

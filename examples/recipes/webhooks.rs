@@ -253,6 +253,8 @@ pub async fn run(url: String, prefix: String) -> Result<Report, RecipeError> {
             .map_err(RecipeError::json("a dead-lettered event"))?;
         dead_letters.push((event.event, letter.kind, letter.error));
     }
+    // Delivered 4 at a time, they are listed in the order they failed: sort by event.
+    dead_letters.sort_by_key(|d| d.0);
     // The subscriber fixes its endpoint; put the dead letters back on the stream.
     subscriber.fixed.store(true, Ordering::SeqCst);
     let delivered_before: u64 = running.stats_all().values().map(|s| s.succeeded).sum();
