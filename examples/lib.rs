@@ -119,6 +119,12 @@ pub async fn dead_letters_of(url: &str, stream: &str) -> Result<streamx::DeadLet
     Ok(streamx::DeadLetters::connect(url, &dlq).await?)
 }
 
+/// The original payload of a dead letter, decoded as `T`.
+pub fn letter_payload<T: serde::de::DeserializeOwned>(letter: &streamx::DeadLetter) -> Result<T, RecipeError> {
+    let data = letter.payload.as_deref().unwrap_or_default();
+    serde_json::from_slice(data).map_err(RecipeError::json(format!("the payload of dead letter {}", letter.id)))
+}
+
 /// `STREAMX_REDIS_URL`, else `redis://127.0.0.1:6379`.
 pub fn redis_url() -> String {
     std::env::var(streamx::REDIS_URL_ENV).unwrap_or_else(|_| streamx::DEFAULT_REDIS_URL.to_string())

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use streamx::{Backoff, Consumer, DeadLetter, FailureKind, HandlerError, Message, Producer, PublishOptions, Runtime};
 
-use crate::{dead_letters_of, wait_settled, wait_until, RecipeError, RECIPE_LIMIT};
+use crate::{dead_letters_of, letter_payload, wait_settled, wait_until, RecipeError, RECIPE_LIMIT};
 
 /// A payment to book.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -151,8 +151,7 @@ pub async fn run(url: String, prefix: String) -> Result<Report, RecipeError> {
     ledger.unlocked.store(true, Ordering::SeqCst);
     let mut replayed = Vec::new();
     for letter in letters.iter().filter(|l| l.kind == Some(FailureKind::Error)) {
-        let payment: Payment = serde_json::from_slice(letter.payload.as_deref().unwrap_or_default())
-            .map_err(RecipeError::json("a dead-lettered payment"))?;
+        let payment: Payment = letter_payload(letter)?;
         if dlq.replay(letter.id).await?.is_some() {
             replayed.push(payment.id);
         }

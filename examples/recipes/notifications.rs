@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use streamx::{Backoff, Consumer, FailureKind, HandlerError, Message, Producer, Runtime};
 
-use crate::{dead_letters_of, wait_settled, RecipeError};
+use crate::{dead_letters_of, letter_payload, wait_settled, RecipeError};
 
 /// A user signed up: the one event every channel reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,8 +158,7 @@ pub async fn run(url: String, prefix: String) -> Result<Report, RecipeError> {
         channels.entry(name).or_default().sent.push(*user);
     }
     for letter in dead_letters_of(&url, &stream).await?.list(None, 100).await?.entries {
-        let user: SignedUp = serde_json::from_slice(letter.payload.as_deref().unwrap_or_default())
-            .map_err(RecipeError::json("a dead-lettered sign-up"))?;
+        let user: SignedUp = letter_payload(&letter)?;
         // One dead-letter stream per stream; each letter names the group that gave up.
         if let Some((_, channel)) = channels.iter_mut().find(|(name, _)| **name == letter.group) {
             channel.dead_letters.push((user.user, letter.kind, letter.deliveries));

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use streamx::{Consumer, FailureKind, HandlerError, Message, Producer, Runtime};
 
-use crate::{dead_letters_of, wait_until, RecipeError, RECIPE_LIMIT};
+use crate::{dead_letters_of, letter_payload, wait_until, RecipeError, RECIPE_LIMIT};
 
 /// A customer placed an order.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,8 +197,7 @@ pub async fn run(url: String, prefix: String) -> Result<Report, RecipeError> {
     let dlq = dead_letters_of(&url, &workflow.paid).await?;
     let mut dead_letters = Vec::new();
     for letter in dlq.list(None, 100).await?.entries {
-        let paid: OrderPaid = serde_json::from_slice(letter.payload.as_deref().unwrap_or_default())
-            .map_err(RecipeError::json("a dead-lettered payment"))?;
+        let paid: OrderPaid = letter_payload(&letter)?;
         dead_letters.push((paid.placed.order, letter.kind, letter.error));
     }
     // Deploy the fix, then put the failed step back: the order goes on from `paid`.

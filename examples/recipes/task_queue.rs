@@ -11,7 +11,7 @@ use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use streamx::{Backoff, Consumer, HandlerError, History, Message, Producer, RunningRuntime, Runtime};
 
-use crate::{dead_letters_of, wait_settled, wait_until, RecipeError, RECIPE_LIMIT};
+use crate::{dead_letters_of, letter_payload, wait_settled, wait_until, RecipeError, RECIPE_LIMIT};
 
 /// A job: make a thumbnail of an image.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,8 +209,7 @@ pub async fn run(url: String, prefix: String) -> Result<Report, RecipeError> {
     let dlq = dead_letters_of(&url, &jobs_stream).await?;
     let mut dead_letters = Vec::new();
     for letter in dlq.list(None, 100).await?.entries {
-        let job: Job = serde_json::from_slice(letter.payload.as_deref().unwrap_or_default())
-            .map_err(RecipeError::json("a dead-lettered job"))?;
+        let job: Job = letter_payload(&letter)?;
         dead_letters.push((job.image, letter.error));
     }
     let completed_on_dashboard =

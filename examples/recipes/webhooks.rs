@@ -16,7 +16,7 @@ use streamx::{Backoff, Consumer, FailureKind, HandlerError, Message, Producer, R
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::{dead_letters_of, wait_settled, wait_until, RecipeError, RECIPE_LIMIT};
+use crate::{dead_letters_of, letter_payload, wait_settled, wait_until, RecipeError, RECIPE_LIMIT};
 
 /// An event to deliver.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -249,8 +249,7 @@ pub async fn run(url: String, prefix: String) -> Result<Report, RecipeError> {
     let dlq = dead_letters_of(&url, &stream).await?;
     let mut dead_letters = Vec::new();
     for letter in dlq.list(None, 100).await?.entries {
-        let event: WebhookEvent = serde_json::from_slice(letter.payload.as_deref().unwrap_or_default())
-            .map_err(RecipeError::json("a dead-lettered event"))?;
+        let event: WebhookEvent = letter_payload(&letter)?;
         dead_letters.push((event.event, letter.kind, letter.error));
     }
     // Delivered 4 at a time, they are listed in the order they failed: sort by event.
