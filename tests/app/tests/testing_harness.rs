@@ -179,3 +179,18 @@ async fn an_unknown_consumer_name_is_a_clear_error() {
     assert!(text.contains("no consumer is registered as `testing_harness::nope`"), "{text}");
     assert!(text.contains("testing_harness::greet"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_it_stops_the_consumers_then_the_server() {
+    let (builder, _, _) = harness();
+    let app = builder.start().await.unwrap();
+    let addr = app.server().unwrap().addr();
+    app.publish("harness.greetings", &Greeting::to("last")).await.unwrap();
+    app.wait_until_handled(1).await.unwrap();
+    drop(app);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(addr).is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the server at {addr} still runs after the drop");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
