@@ -136,6 +136,15 @@ impl serde::Serialize for MessageId {
     }
 }
 
+/// Reads the `<ms>-<seq>` text [`Serialize`](serde::Serialize) writes, so ids can be kept in
+/// payloads (a snapshot's position, a saga's step).
+impl<'de> serde::Deserialize<'de> for MessageId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// String headers carried beside the payload (stored as `h:<name>` fields).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
@@ -318,6 +327,16 @@ mod tests {
         assert!("5-".parse::<MessageId>().is_err());
         assert!("x-1".parse::<MessageId>().is_err());
         assert!("99999999999999999999999-1".parse::<MessageId>().is_err());
+    }
+
+    #[test]
+    fn ids_round_trip_through_json() {
+        let id = MessageId::new(1_700_000_000_000, 7);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"1700000000000-7\"");
+        assert_eq!(serde_json::from_str::<MessageId>(&json).unwrap(), id);
+        let err = serde_json::from_str::<MessageId>("\"7-x\"").unwrap_err();
+        assert!(err.to_string().contains("`7-x` is not a stream id"), "{err}");
     }
 
     #[test]

@@ -136,7 +136,8 @@ pub enum TestingError {
         output: String,
     },
 
-    /// A cluster condition was not reached in time.
+    /// A condition (of a cluster, or of a [`TestRuntime`](crate::TestRuntime) wait) was
+    /// not reached in time.
     #[error("timed out after {waited:?} waiting for {what}; last state: {last}")]
     Timeout {
         /// What was awaited.
@@ -145,6 +146,17 @@ pub enum TestingError {
         waited: Duration,
         /// The last observed state.
         last: String,
+    },
+
+    /// The streamx runtime under test failed: it refused its configuration, could not
+    /// start, or a publish or read through it failed.
+    #[error("{what}: {source}")]
+    Runtime {
+        /// What the test runtime was doing.
+        what: String,
+        /// The runtime's error.
+        #[source]
+        source: streamx_runtime::Error,
     },
 
     /// The running cluster nodes do not agree on which master serves a slot, or none does.
@@ -164,4 +176,10 @@ pub enum TestingError {
         /// What is wrong with it.
         detail: String,
     },
+}
+
+impl TestingError {
+    pub(crate) fn runtime(what: &str, source: streamx_runtime::Error) -> Self {
+        TestingError::Runtime { what: what.to_string(), source }
+    }
 }

@@ -8,6 +8,9 @@
 //! test gets its own server on a free loopback port, in its own temporary directory, and
 //! the process is killed when the handle is dropped, even when the test panics.
 //!
+//! - [`TestRuntime`]: your `#[stream_consumer]`s (all, or the ones you pick) running
+//!   against a server of their own, with `publish`, `wait_until_handled(n)`, `wait_idle()`,
+//!   `dead_letters(stream)` and `stats()`: an integration test of a consumer in five lines.
 //! - [`RedisServer`]: one server; optional AOF; crash it with [`RedisServer::kill`] and
 //!   bring it back on the same port with the same data with [`RedisServer::restart`].
 //! - [`RedisServerBuilder::tls`]: a server that also listens for TLS, with a CA and
@@ -17,7 +20,8 @@
 //! - [`unique_name`]: key and stream names that tests sharing a server never share.
 //! - [`key_slot`]: the cluster hash slot of a key.
 //!
-//! The API is synchronous (it talks RESP over a plain `TcpStream`, not through a Redis
+//! [`TestRuntime`] is async (it runs the streamx runtime, inside your `#[tokio::test]`).
+//! The rest is synchronous (it talks RESP over a plain `TcpStream`, not through a Redis
 //! client) and usable from async tests: calls block for at most a few seconds while a
 //! server starts or a cluster settles, and every wait has a deadline.
 //!
@@ -47,6 +51,7 @@ mod error;
 mod name;
 mod process;
 mod resp;
+mod runtime;
 mod server;
 mod slot;
 mod tls;
@@ -54,6 +59,7 @@ mod tls;
 pub use cluster::{RedisCluster, RedisClusterBuilder, REDIS_CLI_ENV};
 pub use error::TestingError;
 pub use name::unique_name;
+pub use runtime::{TestRuntime, TestRuntimeBuilder, DEFAULT_WAIT_LIMIT};
 pub use server::{RedisServer, RedisServerBuilder, REDIS_SERVER_ENV};
 pub use slot::{key_slot, SLOT_COUNT};
 pub use tls::TlsFiles;

@@ -6,22 +6,23 @@
 pub use streamx_macros::stream_consumer;
 pub use streamx_runtime::*;
 
-/// Throwaway `redis-server` processes (AOF, TLS) and local Redis Clusters for tests
-/// (feature `testing`): the [`streamx_testing`] crate.
+/// Test support (feature `testing`): [`TestRuntime`](testing::TestRuntime) runs your
+/// consumers against a throwaway `redis-server`; throwaway servers (AOF, TLS) and local
+/// Redis Clusters for lower-level tests. The [`streamx_testing`] crate.
 ///
 /// Enable it for tests only, in `[dev-dependencies]`:
-/// `streamx = { version = "0.1", features = ["testing"] }`.
+/// `streamx = { version = "0.1", features = ["testing"] }`. See the README's "Testing"
+/// section for a complete test file.
 ///
 /// ```no_run
-/// use streamx::testing::{unique_name, RedisServer};
+/// # #[derive(serde::Serialize)] struct Order { id: u64 }
+/// # async fn demo() -> Result<(), streamx::testing::TestingError> {
+/// use streamx::testing::TestRuntime;
 ///
-/// # fn main() -> Result<(), streamx::testing::TestingError> {
-/// let server = RedisServer::start()?;
-/// let stream = unique_name("orders");
-/// // Point the runtime under test at `server.url()` and use `stream` as its stream name.
-/// # let _ = (server.url(), stream);
-/// # Ok(())
-/// # }
+/// let app = TestRuntime::start().await?; // every #[stream_consumer] of the test binary
+/// app.publish("orders", &Order { id: 1 }).await?;
+/// app.wait_until_handled(1).await?;
+/// # Ok(()) }
 /// ```
 #[cfg(feature = "testing")]
 pub mod testing {
