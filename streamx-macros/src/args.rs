@@ -36,6 +36,8 @@ pub(crate) struct ConsumerArgs {
     pub(crate) concurrency: Option<Spanned<usize>>,
     /// `batch_size = n`, at least 1.
     pub(crate) batch_size: Option<Spanned<usize>>,
+    /// `readers = n`, at least 1.
+    pub(crate) readers: Option<Spanned<usize>>,
     /// `block = "2s"`, in whole milliseconds, at least 1.
     pub(crate) block: Option<Spanned<u64>>,
     /// `start = "begin" | "new" | "<id>"`.
@@ -128,6 +130,8 @@ enum Key {
     Concurrency,
     /// `batch_size = n`
     BatchSize,
+    /// `readers = n`
+    Readers,
     /// `block = "..."`
     Block,
     /// `start = "..."`
@@ -158,13 +162,14 @@ enum Key {
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 19] = [
+    const ALL: [Key; 20] = [
         Key::Stream,
         Key::Group,
         Key::Consumer,
         Key::Name,
         Key::Concurrency,
         Key::BatchSize,
+        Key::Readers,
         Key::Block,
         Key::Start,
         Key::MaxRetries,
@@ -189,6 +194,7 @@ impl Key {
             Key::Name => "name",
             Key::Concurrency => "concurrency",
             Key::BatchSize => "batch_size",
+            Key::Readers => "readers",
             Key::Block => "block",
             Key::Start => "start",
             Key::MaxRetries => "max_retries",
@@ -214,6 +220,7 @@ impl Key {
             Key::Name => "name = \"billing::charge\"",
             Key::Concurrency => "concurrency = 8",
             Key::BatchSize => "batch_size = 100",
+            Key::Readers => "readers = 2",
             Key::Block => "block = \"2s\"",
             Key::Start => "start = \"begin\"",
             Key::MaxRetries => "max_retries = 5",
@@ -261,6 +268,7 @@ impl ConsumerArgs {
         let mut name = None;
         let mut concurrency = None;
         let mut batch_size = None;
+        let mut readers = None;
         let mut block = None;
         let mut start = None;
         let mut max_retries = None;
@@ -300,6 +308,7 @@ impl ConsumerArgs {
                 Key::Name => name = errors.record(non_empty_str(value, key)),
                 Key::Concurrency => concurrency = errors.record(positive_usize(value, key)),
                 Key::BatchSize => batch_size = errors.record(positive_usize(value, key)),
+                Key::Readers => readers = errors.record(positive_usize(value, key)),
                 Key::Block => block = errors.record(duration_ms(value, key, false)),
                 Key::Start => start = errors.record(parse_start(value)),
                 Key::MaxRetries => max_retries = errors.record(int::<u32>(value, key)),
@@ -338,6 +347,7 @@ impl ConsumerArgs {
                 name,
                 concurrency,
                 batch_size,
+                readers,
                 block,
                 start,
                 max_retries,
@@ -941,7 +951,7 @@ mod tests {
         assert_one(
             &errors,
             "unknown argument `concurency`; expected one of: `stream`, `group`, `consumer`, \
-             `name`, `concurrency`, `batch_size`, `block`, `start`, `max_retries`, `backoff`, \
+             `name`, `concurrency`, `batch_size`, `readers`, `block`, `start`, `max_retries`, `backoff`, \
              `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, \
              `max_batch`, `batch_wait`, `crate`",
         );

@@ -231,6 +231,10 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         let value = usize_lit(batch_size);
         out.extend(quote!(.batch_size(#value)));
     }
+    if let Some(readers) = &args.readers {
+        let value = usize_lit(readers);
+        out.extend(quote!(.readers(#value)));
+    }
     if let Some(block) = &args.block {
         let value = duration(private, block.value, block.span);
         out.extend(quote!(.block(#value)));

@@ -17,6 +17,7 @@ struct Order {
     name = "billing::charge",
     concurrency = 8,
     batch_size = 100,
+    readers = 2,
     block = "2s",
     start = "begin",
     max_retries = 5,
@@ -81,6 +82,7 @@ fn main() {
             consumer_name: Some("worker-1"),
             concurrency: 8,
             batch_size: Some(100),
+            readers: Some(2),
             block: Duration::from_secs(2),
             start: StartFrom::Beginning,
             retry: RetryPolicy {
