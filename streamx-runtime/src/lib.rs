@@ -23,7 +23,7 @@ mod runtime;
 mod scripts;
 mod shutdown;
 mod state;
-mod wire;
+pub mod wire;
 mod worker;
 
 pub use connection::{
