@@ -1,5 +1,6 @@
 //! The command line: every command, option and help text (clap derive).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -73,6 +74,8 @@ pub enum Command {
     },
     /// A live view of every group's lag, pending entries and rates; quit with q or Ctrl-C.
     Top(TopArgs),
+    /// Serve the web dashboard: streams, groups, live charts, pending entries, dead letters.
+    Dashboard(DashboardArgs),
 }
 
 /// `streamx tail`.
@@ -177,6 +180,26 @@ pub struct TopArgs {
     /// Print this many views and stop.
     #[arg(long)]
     pub iterations: Option<u64>,
+}
+
+/// `streamx dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// The address to serve on (loopback unless you say otherwise; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Show, never change: no replay or purge (the server refuses them too).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Require this token: `Authorization: Bearer TOKEN`, or `?token=TOKEN` on the page's URL.
+    #[arg(long, env = "STREAMX_DASHBOARD_TOKEN", hide_env_values = true, conflicts_with = "basic_auth")]
+    pub token: Option<String>,
+    /// Require HTTP basic authentication with `user:password`.
+    #[arg(long, env = "STREAMX_DASHBOARD_BASIC_AUTH", hide_env_values = true)]
+    pub basic_auth: Option<String>,
+    /// Time between samples for the charts.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub sample_every: Duration,
 }
 
 /// A header given as `name=value`.

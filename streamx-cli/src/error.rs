@@ -100,7 +100,7 @@ impl CliError {
         ExitCode::from(self.code())
     }
 
-    fn code(&self) -> u8 {
+    pub(crate) fn code(&self) -> u8 {
         use streamx_runtime::Error as E;
         match self {
             CliError::Streamx(e) if is_no_permission(e) => exit::PERMISSION,

@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod confirm;
 mod connection;
+mod dashboard;
 mod error;
 mod output;
 mod overview;
@@ -49,5 +50,6 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Publish(args) => commands::publish::publish(&conn, args, json).await,
         Command::Dlq { command } => commands::dlq::run(&conn, command, json).await,
         Command::Top(args) => commands::top::top(&conn, args, json).await,
+        Command::Dashboard(args) => dashboard::serve(conn, args).await,
     }
 }

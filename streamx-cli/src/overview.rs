@@ -165,9 +165,12 @@ pub async fn all(conn: &Connection) -> Result<Vec<StreamOverview>> {
     let keys = stream_keys(conn).await?;
     let dead_letter_streams: std::collections::HashSet<String> = keys.iter().map(|k| dead_letter_key(k)).collect();
     let origins: Vec<String> = keys.into_iter().filter(|k| !dead_letter_streams.contains(k)).collect();
-    let found: Vec<Option<StreamOverview>> = futures_util::stream::iter(origins.iter().map(|k| stream(conn, k)))
-        .buffered(CONCURRENT_READS)
-        .try_collect()
-        .await?;
+    // Owned futures (a connection clone and the key each), so the set can run in a spawned task.
+    let reads = origins.into_iter().map(|key| {
+        let conn = conn.clone();
+        async move { stream(&conn, &key).await }
+    });
+    let found: Vec<Option<StreamOverview>> =
+        futures_util::stream::iter(reads).buffered(CONCURRENT_READS).try_collect().await?;
     Ok(found.into_iter().flatten().collect())
 }
