@@ -3,6 +3,8 @@
 #![allow(dead_code, missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod browser;
+
 use std::future::Future;
 use std::process::Command as StdCommand;
 use std::time::{Duration, Instant};
