@@ -8,7 +8,7 @@ use crate::cli::{DlqAction, DlqCommand, DlqSelection};
 use crate::confirm::{confirm, Progress};
 use crate::connection::Connection;
 use crate::error::{CliError, Result};
-use crate::output::{millis, or_dash, print_json, shorten, table};
+use crate::output::{or_dash, print_json, shorten, table};
 use crate::overview::id_time;
 
 /// Dead letters read per XRANGE while selecting.
@@ -167,17 +167,13 @@ async fn show(conn: &Connection, stream: &str, id: MessageId, dlq_stream: Option
         print_json(&view);
         return Ok(());
     }
-    let age = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|now| millis((now.as_millis() as u64).saturating_sub(letter.dead_lettered_at_ms)))
-        .unwrap_or_default();
     let payload = match view.payload.as_deref().map(serde_json::from_str::<serde_json::Value>) {
         Some(Ok(value)) => serde_json::to_string_pretty(&value).unwrap_or_default(),
         _ => view.payload.clone().unwrap_or_else(|| "<no data field>".to_string()),
     };
     let headers = letter.headers.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n");
     let facts = vec![
-        vec!["id".to_string(), format!("{} ({} ago)", view.id, age)],
+        vec!["id".to_string(), format!("{} (dead-lettered {})", view.id, view.at)],
         vec!["origin".to_string(), format!("{} {}", view.origin_stream, or_dash(view.origin_id))],
         vec!["group".to_string(), view.group.clone()],
         vec!["consumer".to_string(), view.consumer.clone()],
