@@ -153,6 +153,15 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     client.dismiss_alert().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(redis.xlen(&dlq_key), 2);
+
+    // Replay all: the rest goes back too.
+    client.find(Locator::Css("#replay-all")).await.unwrap().click().await.unwrap();
+    assert!(client.get_alert_text().await.unwrap().contains("Replay every dead letter"));
+    client.accept_alert().await.unwrap();
+    wait_until(WAIT, "no dead letter left", || async { text(client, "#dlq-total").await.as_deref() == Some("0") })
+        .await;
+    assert_eq!(redis.xlen(&dlq_key), 0);
+    assert_eq!(redis.xlen(&failing), 6);
     browser.close().await;
 }
 

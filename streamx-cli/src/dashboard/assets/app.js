@@ -297,29 +297,22 @@ async function replayOne(stream, id) {
   await loadDeadLetters().catch((e) => say(e.message));
 }
 
-async function replayAll() {
+// Replays or purges every dead letter of the open stream, after asking.
+async function everyLetter(action, question, done) {
   const stream = state.dlq;
-  if (!stream || !confirm("Replay every dead letter of " + stream + "?")) return;
+  if (!stream || !confirm(question(stream))) return;
   try {
-    const r = await change("/api/" + path("streams", stream, "dead-letters", "replay"));
-    say("replayed " + r.done + " dead letters", true);
+    const r = await change("/api/" + path("streams", stream, "dead-letters", action));
+    say(done + " " + r.done + " dead letters", true);
   } catch (e) {
     say(e.message);
   }
   await loadDeadLetters().catch((e) => say(e.message));
 }
 
-async function purgeAll() {
-  const stream = state.dlq;
-  if (!stream || !confirm("Delete every dead letter of " + stream + "? This cannot be undone.")) return;
-  try {
-    const r = await change("/api/" + path("streams", stream, "dead-letters", "purge"));
-    say("purged " + r.done + " dead letters", true);
-  } catch (e) {
-    say(e.message);
-  }
-  await loadDeadLetters().catch((e) => say(e.message));
-}
+const replayAll = () => everyLetter("replay", (s) => "Replay every dead letter of " + s + "?", "replayed");
+const purgeAll = () =>
+  everyLetter("purge", (s) => "Delete every dead letter of " + s + "? This cannot be undone.", "purged");
 
 $("#replay-all").addEventListener("click", replayAll);
 $("#purge-all").addEventListener("click", purgeAll);
