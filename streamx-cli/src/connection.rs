@@ -13,7 +13,6 @@ use crate::error::{redis, CliError, Result};
 #[derive(Clone)]
 pub struct Connection {
     producer: Producer,
-    client: Client,
     url: String,
 }
 
@@ -23,8 +22,7 @@ impl Connection {
     pub async fn open(url: &str) -> Result<Self> {
         let parsed = RedisUrl::parse(url)?;
         let producer = Producer::connect_with(&parsed).await?;
-        let client = producer.client();
-        Ok(Connection { producer, client, url: parsed.redacted() })
+        Ok(Connection { producer, url: parsed.redacted() })
     }
 
     /// The URL, without its password.
@@ -32,9 +30,10 @@ impl Connection {
         &self.url
     }
 
-    /// The fred client, for commands streamx does not wrap.
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The fred client, for commands streamx does not wrap: asked of the producer each time,
+    /// since it replaces a client that got stuck (the dashboard runs for days).
+    pub fn client(&self) -> Client {
+        self.producer.client()
     }
 
     /// The producer (publishes in streamx's wire format).
@@ -44,18 +43,18 @@ impl Connection {
 
     /// Group and pending figures.
     pub fn inspector(&self) -> Inspector {
-        Inspector::with_client(self.client.clone())
+        Inspector::with_client(self.client())
     }
 
     /// The dead letters of `stream`: `{stream}:dlq` unless `dlq_stream` names another.
     pub fn dead_letters(&self, stream: &str, dlq_stream: Option<&str>) -> DeadLetters {
         let key = dlq_stream.map(str::to_string).unwrap_or_else(|| dead_letter_key(stream));
-        DeadLetters::with_client(self.client.clone(), &key)
+        DeadLetters::with_client(self.client(), &key)
     }
 
     /// Fails with [`CliError::UnknownStream`] unless `stream` exists.
     pub async fn require_stream(&self, stream: &str) -> Result<()> {
-        let exists: u64 = self.client.exists(stream).await.map_err(|e| redis("EXISTS", stream, e))?;
+        let exists: u64 = self.client().exists(stream).await.map_err(|e| redis("EXISTS", stream, e))?;
         if exists == 0 {
             return Err(CliError::UnknownStream { stream: stream.to_string() });
         }

@@ -93,7 +93,7 @@ pub fn id_time(id: MessageId) -> String {
 /// Every stream key, sorted: SCAN with TYPE stream, on every master of a cluster.
 pub async fn stream_keys(conn: &Connection) -> Result<Vec<String>> {
     let client = conn.client();
-    let pages = if fred::interfaces::ClientLike::is_clustered(client) {
+    let pages = if fred::interfaces::ClientLike::is_clustered(&client) {
         client.scan_cluster("*", Some(1000), Some(ScanType::Stream)).boxed()
     } else {
         client.scan("*", Some(1000), Some(ScanType::Stream)).boxed()
@@ -115,7 +115,8 @@ pub async fn stream_keys(conn: &Connection) -> Result<Vec<String>> {
 pub async fn stream(conn: &Connection, stream: &str) -> Result<Option<StreamOverview>> {
     let dead_letter_stream = dead_letter_key(stream);
     let info = async {
-        let reply: std::result::Result<Value, _> = conn.client().xinfo_stream(stream, false, None).await;
+        let client = conn.client();
+        let reply: std::result::Result<Value, _> = client.xinfo_stream(stream, false, None).await;
         match reply {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.details().contains("no such key") => Ok(None),

@@ -249,4 +249,13 @@ async fn the_api_asks_for_the_token_and_changes_need_the_action_header() {
     assert_eq!(redis.xlen(&dlq_key), 0);
     let (status, body) = http(dashboard.addr, "GET", "/api/streams/nope/groups/g/pending", &[bearer]);
     assert_eq!(status, 404, "{body}");
+
+    // Basic authentication: the browser is asked for credentials, and only the right ones pass.
+    let basic = Dashboard::start(&redis.url(), &["--basic-auth", "ops:pa ss"]);
+    let (status, _) = http(basic.addr, "GET", "/api/overview", &[]);
+    assert_eq!(status, 401);
+    let (status, _) = http(basic.addr, "GET", "/api/overview", &[("Authorization", "Basic b3BzOndyb25n")]);
+    assert_eq!(status, 401, "ops:wrong");
+    let (status, body) = http(basic.addr, "GET", "/api/overview", &[("Authorization", "Basic b3BzOnBhIHNz")]);
+    assert_eq!(status, 200, "ops:pa ss: {body}");
 }

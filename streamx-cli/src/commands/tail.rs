@@ -29,7 +29,8 @@ pub async fn tail(conn: &Connection, args: &TailArgs, json: bool) -> Result<()> 
     while printed < wanted {
         let count = READ_COUNT.min(wanted - printed);
         let block = (!args.no_follow).then_some(BLOCK_MS);
-        let read = conn.client().xread::<Value, _, _>(Some(count), block, args.stream.as_str(), after.to_string());
+        let client = conn.client();
+        let read = client.xread::<Value, _, _>(Some(count), block, args.stream.as_str(), after.to_string());
         let reply = tokio::select! {
             reply = read => reply.map_err(|e| redis("XREAD", &args.stream, e))?,
             _ = tokio::signal::ctrl_c() => return Ok(()),
