@@ -172,7 +172,7 @@ pub struct DlqAction {
 #[derive(Debug, Args)]
 pub struct TopArgs {
     /// Time between refreshes.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
     pub interval: Duration,
     /// Print one view and stop (rates need two: they show `-`).
     #[arg(long, conflicts_with = "iterations")]
@@ -198,7 +198,7 @@ pub struct DashboardArgs {
     #[arg(long, env = "STREAMX_DASHBOARD_BASIC_AUTH", hide_env_values = true)]
     pub basic_auth: Option<String>,
     /// Time between samples for the charts.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
     pub sample_every: Duration,
 }
 
@@ -207,6 +207,15 @@ fn parse_header(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
         _ => Err(format!("`{text}` is not name=value")),
+    }
+}
+
+/// A duration above zero (`500ms`, `2s`).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".to_string()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -236,5 +245,7 @@ mod tests {
         assert_eq!(parse_id_or_zero("0"), Ok(MessageId::MIN));
         assert_eq!(parse_id_or_zero("5-1"), Ok(MessageId::new(5, 1)));
         assert!(parse_id_or_zero("x").is_err());
+        assert_eq!(positive_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(positive_duration("0s").is_err());
     }
 }
