@@ -432,8 +432,11 @@ impl DeadLetters {
         }
     }
 
-    /// Moves `letter` (as listed) back to its origin stream; `None` if it is gone meanwhile.
-    async fn replay_letter(&self, letter: &DeadLetter) -> Result<Option<MessageId>> {
+    /// Moves `letter` (as [listed](Self::list)) back to its origin stream, like
+    /// [`replay`](Self::replay) without reading it again: one atomic script. Returns the new
+    /// id on the origin stream, or `None` if the letter is gone meanwhile (replayed or
+    /// purged by someone else).
+    pub async fn replay_letter(&self, letter: &DeadLetter) -> Result<Option<MessageId>> {
         let header_field = format!("{HEADER_PREFIX}{REPLAYED_FROM_HEADER}");
         let reply: Value = REPLAY_SCRIPT
             .evalsha_with_reload(
@@ -472,6 +475,27 @@ impl DeadLetters {
                 None => return Ok(replayed),
             }
         }
+    }
+
+    /// Deletes the dead letters with these ids (XDEL); returns how many existed and were
+    /// removed. Ids that are not in the dead-letter stream are ignored.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), streamx_runtime::Error> {
+    /// use streamx_runtime::{DeadLetters, FailureKind};
+    /// let dlq = DeadLetters::connect("redis://127.0.0.1:6379", "{orders}:dlq").await?;
+    /// let page = dlq.list(None, 100).await?;
+    /// let poison: Vec<_> =
+    ///     page.entries.iter().filter(|l| l.kind == Some(FailureKind::InvalidJson)).map(|l| l.id).collect();
+    /// println!("deleted {}", dlq.delete(&poison).await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete(&self, ids: &[MessageId]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = ids.iter().map(MessageId::to_string).collect();
+        self.client.xdel(&self.stream, ids).await.map_err(|e| Error::redis("XDEL", &self.stream, e))
     }
 
     /// Deletes every dead letter; returns how many messages were removed. The count and the

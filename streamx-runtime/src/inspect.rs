@@ -191,6 +191,16 @@ fn text(v: Value) -> String {
     value_bytes(v).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
+/// A number Redis may answer with nil for "unknown" (fred reads nil as 0 with
+/// `default-nil-types`, which would show an unknown lag as no lag).
+fn known(v: &Value) -> Option<u64> {
+    if v.is_null() {
+        None
+    } else {
+        v.as_u64()
+    }
+}
+
 fn parse_group(v: Value) -> GroupInfo {
     let mut g = GroupInfo::default();
     for (k, v) in pairs(v) {
@@ -199,10 +209,30 @@ fn parse_group(v: Value) -> GroupInfo {
             "consumers" => g.consumers = v.as_u64().unwrap_or(0),
             "pending" => g.pending = v.as_u64().unwrap_or(0),
             "last-delivered-id" => g.last_delivered_id = value_bytes(v).and_then(|b| MessageId::parse_bytes(&b)),
-            "entries-read" => g.entries_read = v.as_u64(),
-            "lag" => g.lag = v.as_u64(),
+            "entries-read" => g.entries_read = known(&v),
+            "lag" => g.lag = known(&v),
             _ => {}
         }
     }
     g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_lag_stays_unknown() {
+        let reply = Value::Array(vec![
+            "name".into(),
+            "billing".into(),
+            "lag".into(),
+            Value::Null,
+            "entries-read".into(),
+            Value::Integer(3),
+        ]);
+        let group = parse_group(reply);
+        assert_eq!(group.lag, None);
+        assert_eq!(group.entries_read, Some(3));
+    }
 }

@@ -24,7 +24,7 @@ mod runtime;
 mod scripts;
 mod shutdown;
 mod state;
-mod wire;
+pub mod wire;
 mod worker;
 
 pub use batch::{BatchArg, BatchOutcome, BatchReturn, Decoded};

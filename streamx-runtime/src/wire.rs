@@ -14,12 +14,15 @@ pub const DATA_FIELD: &str = "data";
 /// The prefix of header fields: header `trace-id` is stored as field `h:trace-id`.
 pub const HEADER_PREFIX: &str = "h:";
 
-/// One stream entry as read from Redis, before the payload is decoded.
+/// One stream entry as read from Redis, before the payload is decoded: what tools that
+/// read streams without a consumer group (`streamx tail`) show.
 #[derive(Debug, Clone)]
-pub(crate) struct RawEntry {
+pub struct RawEntry {
+    /// The entry id.
     pub id: MessageId,
     /// The `data` field; `None` when the entry has none.
     pub data: Option<Bytes>,
+    /// The `h:<name>` fields, by header name.
     pub headers: Headers,
     /// True when Redis returned the id without fields: the entry was deleted or trimmed
     /// while it was pending.
@@ -113,7 +116,7 @@ pub(crate) fn parse_entry(value: Value) -> Option<RawEntry> {
 }
 
 /// Parses a list of entries (the reply of XRANGE, XCLAIM, or one stream of XREADGROUP).
-pub(crate) fn parse_entries(value: Value) -> Vec<RawEntry> {
+pub fn parse_entries(value: Value) -> Vec<RawEntry> {
     if value.is_null() {
         return Vec::new();
     }
@@ -122,7 +125,7 @@ pub(crate) fn parse_entries(value: Value) -> Vec<RawEntry> {
 
 /// Parses an XREADGROUP/XREAD reply for a single stream: nil (BLOCK timed out) is empty.
 /// Handles both the RESP2 shape `[[stream, entries]]` and the RESP3 map `{stream: entries}`.
-pub(crate) fn parse_read_reply(value: Value) -> Vec<RawEntry> {
+pub fn parse_read_reply(value: Value) -> Vec<RawEntry> {
     match value {
         Value::Null => Vec::new(),
         Value::Map(map) => map.inner().into_values().flat_map(parse_entries).collect(),

@@ -1,0 +1,251 @@
+//! The command line: every command, option and help text (clap derive).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use streamx_runtime::{MessageId, DEFAULT_REDIS_URL, REDIS_URL_ENV};
+
+/// The exit codes, as shown at the end of `--help` (and in the README).
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  a Redis command failed (the message names the command and the key)
+  2  invalid arguments or input: a bad option, URL, JSON payload, header or id
+  3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted
+  4  not found: unknown stream, group or dead letter
+  5  permission denied: NOPERM (the message names the command and the key)
+  6  confirmation needed: more than one dead letter to replay or purge, no --yes, and
+     standard input is not a terminal (or the answer was no)";
+
+/// Operate streamx: inspect streams, groups and dead letters, tail and publish, replay,
+/// watch live with `top` or the web dashboard.
+#[derive(Debug, Parser)]
+#[command(name = "streamx", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// The Redis URL: redis://, rediss:// (TLS), redis-cluster://host:port?node=host:port,
+    /// with an optional user:password@. TLS files come from STREAMX_REDIS_TLS_CA,
+    /// STREAMX_REDIS_TLS_CERT and STREAMX_REDIS_TLS_KEY, as for the runtime.
+    #[arg(long, global = true, env = REDIS_URL_ENV, hide_env_values = true, default_value = DEFAULT_REDIS_URL)]
+    pub url: String,
+
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Every stream (SCAN TYPE stream, on every master of a cluster): length, groups, dead letters.
+    Streams,
+    /// One stream: length, first and last entry, groups with lag, pending, consumers.
+    Info {
+        /// The stream key.
+        stream: String,
+    },
+    /// The pending entries of a group, oldest first: id, owner, idle time, deliveries.
+    Pending {
+        /// The stream key.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// Only the entries of this consumer.
+        #[arg(long)]
+        consumer: Option<String>,
+        /// Show at most this many entries.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Follow a stream (XREAD, no group): id, headers and payload of every new entry.
+    Tail(TailArgs),
+    /// Publish one JSON payload, or every line of a JSON Lines file, in streamx's wire format.
+    Publish(PublishArgs),
+    /// Dead letters: list, show, replay or purge them.
+    Dlq {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// A live view of every group's lag, pending entries and rates; quit with q or Ctrl-C.
+    Top(TopArgs),
+    /// Serve the web dashboard: streams, groups, live charts, pending entries, dead letters.
+    Dashboard(DashboardArgs),
+}
+
+/// `streamx tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// The stream key.
+    pub stream: String,
+    /// Start at this id (inclusive); `0` for the beginning. Default: only new entries.
+    #[arg(long, value_parser = parse_id_or_zero)]
+    pub from: Option<MessageId>,
+    /// Stop after this many entries.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Print what is there and stop instead of waiting for new entries.
+    #[arg(long)]
+    pub no_follow: bool,
+}
+
+/// `streamx publish`.
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The stream key.
+    pub stream: String,
+    /// The JSON payload.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub payload: Option<String>,
+    /// A JSON Lines file: one payload per non-empty line, published as one batch.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// A header, `name=value` (repeat for more).
+    #[arg(short = 'H', long = "header", value_parser = parse_header)]
+    pub headers: Vec<(String, String)>,
+}
+
+/// Which dead letters a `dlq` command acts on.
+#[derive(Debug, Args, Clone)]
+pub struct DlqSelection {
+    /// The origin stream (its dead letters are in `{STREAM}:dlq`, see --dlq-stream).
+    pub stream: String,
+    /// The dead-letter stream, when a consumer names its own (`dlq = "..."`).
+    #[arg(long)]
+    pub dlq_stream: Option<String>,
+    /// Only the letters of this group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Only the letters of this kind (error, permanent, panic, missing_payload,
+    /// payload_too_large, invalid_json, wrong_shape, delivery_limit, trimmed).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// At most this many letters (oldest first).
+    #[arg(long, conflicts_with = "all")]
+    pub limit: Option<u64>,
+    /// Every letter (that matches --group and --kind).
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// `streamx dlq ...`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, oldest first (20 unless --limit or --all).
+    List(DlqSelection),
+    /// Show one dead letter: origin, error, headers and payload.
+    Show {
+        /// The origin stream.
+        stream: String,
+        /// The dead letter's id.
+        id: MessageId,
+        /// The dead-letter stream, when a consumer names its own.
+        #[arg(long)]
+        dlq_stream: Option<String>,
+    },
+    /// Move dead letters back to their stream (with the header streamx-replayed-from).
+    Replay(DlqAction),
+    /// Delete dead letters.
+    Purge(DlqAction),
+}
+
+/// `dlq replay` and `dlq purge`: the letters by id, or a selection.
+#[derive(Debug, Args)]
+pub struct DlqAction {
+    /// Which letters.
+    #[command(flatten)]
+    pub selection: DlqSelection,
+    /// These dead letters (by id) instead of a selection.
+    #[arg(long = "id", conflicts_with_all = ["all", "limit", "group", "kind"])]
+    pub ids: Vec<MessageId>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+/// `streamx top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// Time between refreshes.
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
+    pub interval: Duration,
+    /// Print one view and stop (rates need two: they show `-`).
+    #[arg(long, conflicts_with = "iterations")]
+    pub once: bool,
+    /// Print this many views and stop.
+    #[arg(long)]
+    pub iterations: Option<u64>,
+}
+
+/// `streamx dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// The address to serve on (loopback unless you say otherwise; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Show, never change: no replay or purge (the server refuses them too).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Require this token: `Authorization: Bearer TOKEN`, or `?token=TOKEN` on the page's URL.
+    #[arg(long, env = "STREAMX_DASHBOARD_TOKEN", hide_env_values = true, conflicts_with = "basic_auth")]
+    pub token: Option<String>,
+    /// Require HTTP basic authentication with `user:password`.
+    #[arg(long, env = "STREAMX_DASHBOARD_BASIC_AUTH", hide_env_values = true)]
+    pub basic_auth: Option<String>,
+    /// Time between samples for the charts.
+    #[arg(long, default_value = "1s", value_parser = positive_duration)]
+    pub sample_every: Duration,
+}
+
+/// A header given as `name=value`.
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("`{text}` is not name=value")),
+    }
+}
+
+/// A duration above zero (`500ms`, `2s`).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".to_string()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A message id, or `0` for the very beginning.
+fn parse_id_or_zero(text: &str) -> Result<MessageId, String> {
+    if text == "0" {
+        return Ok(MessageId::MIN);
+    }
+    text.parse().map_err(|e| format!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn headers_and_ids_parse() {
+        assert_eq!(parse_header("a=b=c"), Ok(("a".to_string(), "b=c".to_string())));
+        assert!(parse_header("=b").is_err());
+        assert!(parse_header("novalue").is_err());
+        assert_eq!(parse_id_or_zero("0"), Ok(MessageId::MIN));
+        assert_eq!(parse_id_or_zero("5-1"), Ok(MessageId::new(5, 1)));
+        assert!(parse_id_or_zero("x").is_err());
+        assert_eq!(positive_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(positive_duration("0s").is_err());
+    }
+}

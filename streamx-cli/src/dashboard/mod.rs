@@ -1,0 +1,100 @@
+//! `streamx dashboard`: one page served by the binary (assets embedded), a JSON API it
+//! polls, and a sampler that keeps the last minutes of figures for the charts.
+//!
+//! - `auth`: the optional token or basic authentication, and the guard on changes
+//!   (read-only mode, a header no cross-site form can send);
+//! - `api`: the JSON endpoints;
+//! - `history`: the samples behind the charts.
+
+mod api;
+mod auth;
+mod history;
+
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::Mutex;
+
+use crate::cli::DashboardArgs;
+use crate::connection::Connection;
+use crate::error::{CliError, Result};
+use auth::Access;
+use history::History;
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+
+/// What every request handler shares.
+pub struct Shared {
+    conn: Connection,
+    read_only: bool,
+    history: Mutex<History>,
+}
+
+/// Serves the dashboard until Ctrl-C (or SIGTERM).
+pub async fn serve(conn: Connection, args: &DashboardArgs) -> Result<()> {
+    let access = Access::from_args(args.token.as_deref(), args.basic_auth.as_deref())?;
+    let shared =
+        Arc::new(Shared { conn, read_only: args.read_only, history: Mutex::new(History::new(args.sample_every)) });
+    let sampler = tokio::spawn(history::sample_forever(shared.clone(), args.sample_every));
+    let app = router(shared.clone(), access);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| CliError::Io { what: format!("cannot listen on {}", args.listen), source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| CliError::Io { what: format!("cannot listen on {}", args.listen), source })?;
+    let mode = if args.read_only { " (read-only)" } else { "" };
+    println!("streamx dashboard on http://{addr}/{mode} for {}", shared.conn.redacted_url());
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    sampler.abort();
+    served.map_err(|source| CliError::Io { what: format!("serving on {addr}"), source })
+}
+
+fn router(shared: Arc<Shared>, access: Access) -> Router {
+    let page = Router::new()
+        .route("/", get(|| async { Html(INDEX_HTML) }))
+        .route("/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
+        .route("/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS) }));
+    let reads = Router::new()
+        .route("/api/overview", get(api::overview))
+        .route("/api/streams/{stream}/groups/{group}/pending", get(api::pending))
+        .route("/api/streams/{stream}/dead-letters", get(api::dead_letters));
+    let changes = Router::new()
+        .route("/api/streams/{stream}/dead-letters/{id}/replay", post(api::replay_one))
+        .route("/api/streams/{stream}/dead-letters/replay", post(api::replay_all))
+        .route("/api/streams/{stream}/dead-letters/purge", post(api::purge))
+        .layer(axum::middleware::from_fn_with_state(shared.read_only, auth::guard_changes));
+    // The page and its assets hold no data: only the API asks for credentials, so that
+    // `?token=` on the page's URL is enough for the browser.
+    let api = reads.merge(changes).layer(axum::middleware::from_fn_with_state(Arc::new(access), auth::require));
+    page.merge(api)
+        .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found").into_response() })
+        .with_state(shared)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,177 @@
+//! What a stream looks like now: length, first and last entry, groups, dead letters. One
+//! place that reads it for `streams`, `info`, `top` and the dashboard.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use fred::interfaces::StreamsInterface;
+use fred::types::scan::{ScanType, Scanner};
+use fred::types::Value;
+use futures_util::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use streamx_runtime::wire::parse_entries;
+use streamx_runtime::{GroupInfo, MessageId};
+
+use crate::connection::{dead_letter_key, Connection};
+use crate::error::{redis, Result};
+
+/// Streams read at once when listing them all.
+const CONCURRENT_READS: usize = 16;
+
+/// One stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamOverview {
+    /// The key.
+    pub stream: String,
+    /// Entries in it (XLEN).
+    pub length: u64,
+    /// Entries ever added (XINFO STREAM `entries-added`, Redis 7+).
+    pub entries_added: Option<u64>,
+    /// The id of the last entry added, even if deleted since.
+    pub last_generated_id: Option<MessageId>,
+    /// The oldest entry.
+    pub first_entry: Option<EntryMark>,
+    /// The newest entry.
+    pub last_entry: Option<EntryMark>,
+    /// Where its dead letters go (the engine's default name).
+    pub dead_letter_stream: String,
+    /// How many dead letters are there.
+    pub dead_letters: u64,
+    /// Its consumer groups.
+    pub groups: Vec<GroupOverview>,
+}
+
+/// An entry's id and the time in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryMark {
+    /// The id.
+    pub id: MessageId,
+    /// Its millisecond part as an RFC 3339 time.
+    pub time: String,
+}
+
+impl EntryMark {
+    fn new(id: MessageId) -> Self {
+        EntryMark { id, time: id_time(id) }
+    }
+}
+
+/// One consumer group.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupOverview {
+    /// The group name.
+    pub name: String,
+    /// Consumers in the group.
+    pub consumers: u64,
+    /// Entries delivered and not acknowledged (scheduled retries included).
+    pub pending: u64,
+    /// Entries not yet delivered to the group; `None` when Redis cannot tell.
+    pub lag: Option<u64>,
+    /// Entries the group has read.
+    pub entries_read: Option<u64>,
+    /// The last id delivered to the group.
+    pub last_delivered_id: Option<MessageId>,
+}
+
+impl From<GroupInfo> for GroupOverview {
+    fn from(g: GroupInfo) -> Self {
+        GroupOverview {
+            name: g.name,
+            consumers: g.consumers,
+            pending: g.pending,
+            lag: g.lag,
+            entries_read: g.entries_read,
+            last_delivered_id: g.last_delivered_id,
+        }
+    }
+}
+
+/// The time in an id, RFC 3339 with milliseconds.
+pub fn id_time(id: MessageId) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(id.millis())).to_string()
+}
+
+/// Every stream key, sorted: SCAN with TYPE stream, on every master of a cluster.
+pub async fn stream_keys(conn: &Connection) -> Result<Vec<String>> {
+    let client = conn.client();
+    let pages = if fred::interfaces::ClientLike::is_clustered(&client) {
+        client.scan_cluster("*", Some(1000), Some(ScanType::Stream)).boxed()
+    } else {
+        client.scan("*", Some(1000), Some(ScanType::Stream)).boxed()
+    };
+    let mut keys: Vec<String> = pages
+        .map_err(|e| redis("SCAN", "*", e))
+        .map_ok(|mut page| page.take_results().unwrap_or_default())
+        .try_concat()
+        .await?
+        .into_iter()
+        .map(|k| k.as_str_lossy().into_owned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    Ok(keys)
+}
+
+/// `stream` now; `None` when it does not exist.
+pub async fn stream(conn: &Connection, stream: &str) -> Result<Option<StreamOverview>> {
+    let dead_letter_stream = dead_letter_key(stream);
+    let info = async {
+        let client = conn.client();
+        let reply: std::result::Result<Value, _> = client.xinfo_stream(stream, false, None).await;
+        match reply {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.details().contains("no such key") => Ok(None),
+            Err(e) => Err(redis("XINFO STREAM", stream, e)),
+        }
+    };
+    let groups = async { Ok(conn.inspector().groups(stream).await?) };
+    let dead_letters = async { Ok(conn.dead_letters(stream, None).count().await?) };
+    let (info, groups, dead_letters) = tokio::try_join!(info, groups, dead_letters)?;
+    let Some(info) = info else { return Ok(None) };
+    let mut overview = StreamOverview {
+        stream: stream.to_string(),
+        length: 0,
+        entries_added: None,
+        last_generated_id: None,
+        first_entry: None,
+        last_entry: None,
+        dead_letter_stream,
+        dead_letters,
+        groups: groups.into_iter().map(GroupOverview::from).collect(),
+    };
+    let mut fields = info.into_array().into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match name.as_str().as_deref() {
+            Some("length") => overview.length = value.as_u64().unwrap_or(0),
+            Some("entries-added") => overview.entries_added = value.as_u64(),
+            Some("last-generated-id") => overview.last_generated_id = value.as_str().and_then(|s| s.parse().ok()),
+            Some("first-entry") => overview.first_entry = entry_mark(value),
+            Some("last-entry") => overview.last_entry = entry_mark(value),
+            _ => {}
+        }
+    }
+    Ok(Some(overview))
+}
+
+/// The id of an XINFO STREAM `first-entry` / `last-entry` (nil for an empty stream).
+fn entry_mark(entry: Value) -> Option<EntryMark> {
+    if entry.is_null() {
+        return None;
+    }
+    parse_entries(Value::Array(vec![entry])).first().map(|e| EntryMark::new(e.id))
+}
+
+/// Every stream, sorted by key. Dead-letter streams appear as the `dead_letters` of their
+/// origin stream, not on their own (unless the origin stream is gone).
+pub async fn all(conn: &Connection) -> Result<Vec<StreamOverview>> {
+    let keys = stream_keys(conn).await?;
+    let dead_letter_streams: std::collections::HashSet<String> = keys.iter().map(|k| dead_letter_key(k)).collect();
+    let origins: Vec<String> = keys.into_iter().filter(|k| !dead_letter_streams.contains(k)).collect();
+    // Owned futures (a connection clone and the key each), so the set can run in a spawned task.
+    let reads = origins.into_iter().map(|key| {
+        let conn = conn.clone();
+        async move { stream(&conn, &key).await }
+    });
+    let found: Vec<Option<StreamOverview>> =
+        futures_util::stream::iter(reads).buffered(CONCURRENT_READS).try_collect().await?;
+    Ok(found.into_iter().flatten().collect())
+}
