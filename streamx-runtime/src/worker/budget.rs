@@ -49,6 +49,12 @@ impl ByteBudget {
         })
     }
 
+    /// The average charged size of the entries fetched so far (a moving average); 0 before
+    /// the first.
+    pub fn average_entry(&self) -> usize {
+        self.average.load(Ordering::Relaxed)
+    }
+
     /// Bytes charged now.
     pub fn used(&self) -> usize {
         self.used.load(Ordering::SeqCst)

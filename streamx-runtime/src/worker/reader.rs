@@ -22,6 +22,9 @@ use crate::keys::slot;
 use crate::retry_delay::RetryDelay;
 use crate::wire::{parse_read_reply, RawEntry};
 
+/// Entries averaging more than this are read by one read loop only (see [`read_loop`]).
+const LARGE_ENTRY: usize = 64 * 1024;
+
 /// A read in flight: its entries are tracked (held) and charged to the byte budget as soon
 /// as its reply arrives.
 type PendingRead = JoinHandle<Read>;
@@ -55,8 +58,8 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
     let count = options.effective_batch_size().div_ceil(readers);
     let stop = shutdown.child_token();
     let mut loops = tokio::task::JoinSet::new();
-    for _ in 0..readers {
-        loops.spawn(read_loop(shared.clone(), count, stop.clone()));
+    for index in 0..readers {
+        loops.spawn(read_loop(shared.clone(), count, index, stop.clone()));
     }
     let mut ended_early = false;
     while let Some(ended) = loops.join_next().await {
@@ -84,7 +87,13 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
 /// two batches per loop wait, whatever the backlog; the byte budget sizes every read. (Two
 /// reads ahead measured faster, but with more entries held per consumer a taker that dies
 /// leaves more crash suspects, run one at a time: see BENCHMARKS.md, issue 13.)
-async fn read_loop(shared: Arc<Shared>, batch: usize, shutdown: CancellationToken) {
+///
+/// The loops after the first (`index > 0`) wait until the first loop has learned the size
+/// of entries, and pause while entries average more than [`LARGE_ENTRY`]: each connection
+/// buffers whole replies, so on large entries several loops would hold several replies'
+/// worth of buffers beside the byte budget. One loop then reads, and the others look again
+/// every `block`.
+async fn read_loop(shared: Arc<Shared>, batch: usize, index: usize, shutdown: CancellationToken) {
     let options = &shared.consumer.options;
     let role = ClientRole::Reader { block: options.block };
     shared.readiness.connecting();
@@ -98,6 +107,13 @@ async fn read_loop(shared: Arc<Shared>, batch: usize, shutdown: CancellationToke
         let mut read = match ahead.take() {
             Some(read) => read,
             None => {
+                let average = shared.budget.average_entry();
+                if index > 0 && (average == 0 || average > LARGE_ENTRY) {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(options.block) => continue,
+                    }
+                }
                 let Some(room) = shared.budget.wait_room_for(batch, &shutdown).await else { break };
                 spawn_read(&shared, reader.get(), room, Some(block_ms))
             }
