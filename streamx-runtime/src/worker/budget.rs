@@ -33,6 +33,8 @@ pub(crate) struct ByteBudget {
     /// Average charged size per entry (a moving average); 0 until the first entry.
     average: AtomicUsize,
     freed: Notify,
+    /// Notified when the first entries are charged (the average entry size becomes known).
+    learned: Notify,
     /// Fetches waiting for room: releases notify only while one waits (a notification takes
     /// a lock, and a release happens for every message).
     waiting: AtomicUsize,
@@ -45,6 +47,7 @@ impl ByteBudget {
             used: AtomicUsize::new(0),
             average: AtomicUsize::new(0),
             freed: Notify::new(),
+            learned: Notify::new(),
             waiting: AtomicUsize::new(0),
         })
     }
@@ -53,6 +56,19 @@ impl ByteBudget {
     /// the first.
     pub fn average_entry(&self) -> usize {
         self.average.load(Ordering::Relaxed)
+    }
+
+    /// Returns once the average entry size is known (some entries were charged).
+    pub async fn size_known(&self) {
+        loop {
+            let learned = self.learned.notified();
+            tokio::pin!(learned);
+            learned.as_mut().enable();
+            if self.average_entry() != 0 {
+                return;
+            }
+            learned.await;
+        }
     }
 
     /// Bytes charged now.
@@ -115,6 +131,9 @@ impl ByteBudget {
         let old = self.average.load(Ordering::Relaxed);
         let average = if old == 0 { sample } else { (old * 3 + sample) / 4 };
         self.average.store(average.max(1), Ordering::Relaxed);
+        if old == 0 {
+            self.learned.notify_waiters();
+        }
         Charge { budget: self.clone(), bytes }
     }
 
@@ -226,6 +245,20 @@ mod tests {
         drop(big);
         assert_eq!(budget.used(), 0);
         assert_eq!(count(budget.room_for(512)), Some(1), "nothing charged: one entry, however large");
+    }
+
+    #[tokio::test]
+    async fn waiting_for_the_entry_size_ends_when_entries_are_charged() {
+        let budget = ByteBudget::new(10_000);
+        let waiter = {
+            let budget = budget.clone();
+            tokio::spawn(async move { budget.size_known().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "nothing fetched yet: the size is unknown");
+        let _held = budget.charge(&[entry(100)]);
+        assert!(waiter.await.is_ok());
+        assert_eq!(budget.average_entry(), 228, "100 bytes of payload + the per-entry overhead");
     }
 
     #[tokio::test]

@@ -88,11 +88,11 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
 /// reads ahead measured faster, but with more entries held per consumer a taker that dies
 /// leaves more crash suspects, run one at a time: see BENCHMARKS.md, issue 13.)
 ///
-/// The loops after the first (`index > 0`) wait until the first loop has learned the size
-/// of entries, and pause while entries average more than [`LARGE_ENTRY`]: each connection
-/// buffers whole replies, so on large entries several loops would hold several replies'
-/// worth of buffers beside the byte budget. One loop then reads, and the others look again
-/// every `block`.
+/// The loops after the first (`index > 0`) start reading once the first has learned the
+/// size of entries, and pause while entries average more than [`LARGE_ENTRY`]: each
+/// connection buffers whole replies, so on large entries several loops would hold several
+/// replies' worth of buffers beside the byte budget. One loop then reads, and the others
+/// look again every `block`.
 async fn read_loop(shared: Arc<Shared>, batch: usize, index: usize, shutdown: CancellationToken) {
     let options = &shared.consumer.options;
     let role = ClientRole::Reader { block: options.block };
@@ -108,7 +108,13 @@ async fn read_loop(shared: Arc<Shared>, batch: usize, index: usize, shutdown: Ca
             Some(read) => read,
             None => {
                 let average = shared.budget.average_entry();
-                if index > 0 && (average == 0 || average > LARGE_ENTRY) {
+                if index > 0 && average == 0 {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = shared.budget.size_known() => continue,
+                    }
+                }
+                if index > 0 && average > LARGE_ENTRY {
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(options.block) => continue,
