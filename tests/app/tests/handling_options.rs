@@ -228,6 +228,10 @@ async fn the_dead_letter_stream_stays_near_its_cap(topology: Topology) {
     })
     .name_as(name.clone())
     .concurrency(8)
+    // One read loop: letters are then written in about the stream's order, so the newest
+    // message's letter is among the last written (with two loops, each dead-letters its own
+    // half of the backlog and either half may finish first).
+    .readers(1)
     .dlq_max_len(Some(CAP));
     let with_http = topology == Topology::Standalone;
     let runtime = start_runtime_with(&url, vec![consumer], |b| if with_http { b.http("127.0.0.1:0") } else { b }).await;
