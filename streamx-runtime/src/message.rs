@@ -306,14 +306,6 @@ impl<T> Message<T> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn id_args_are_the_ids_as_text() {
-        let ids = [MessageId::new(0, 0), MessageId::new(1_700_000_000_123, 42), MessageId::new(u64::MAX, u64::MAX)];
-        let args: Vec<String> = id_args(&ids).iter().map(|s| s.to_string()).collect();
-        let expected: Vec<String> = ids.iter().map(MessageId::to_string).collect();
-        assert_eq!(args, expected);
-    }
-
     use super::*;
 
     #[test]
@@ -327,6 +319,14 @@ mod tests {
         assert!("5-".parse::<MessageId>().is_err());
         assert!("x-1".parse::<MessageId>().is_err());
         assert!("99999999999999999999999-1".parse::<MessageId>().is_err());
+    }
+
+    #[test]
+    fn id_args_are_the_ids_as_text() {
+        let ids = [MessageId::new(0, 0), MessageId::new(1_700_000_000_123, 42), MessageId::new(u64::MAX, u64::MAX)];
+        let args: Vec<String> = id_args(&ids).iter().map(|s| s.to_string()).collect();
+        let expected: Vec<String> = ids.iter().map(MessageId::to_string).collect();
+        assert_eq!(args, expected);
     }
 
     #[test]
