@@ -99,8 +99,16 @@ pub(crate) fn start_claimed(
     }
 }
 
+/// What [`start_queued`] did.
+pub(crate) enum Dispatched {
+    /// The loop stopped first: the entries not started stay tracked, handed back by the drain.
+    Stopped,
+    /// Every entry started; `waited` if some had to wait for a permit.
+    Started { waited: bool },
+}
+
 /// Starts a handler for each already-tracked `(entry, attempt)` as permits free up, in
-/// order; false if the loop stopped first (the rest stay tracked, handed back by the drain).
+/// order.
 /// Which entries started is recorded under one lock per run of free permits, not per entry
 /// (the hot path of every read), before any wait: nothing that reads it (the drain, a
 /// restarted reader) can look in between, as both run only once this task has ended.
@@ -108,20 +116,22 @@ pub(crate) async fn start_queued(
     shared: &Arc<Shared>,
     entries: impl IntoIterator<Item = (RawEntry, u32)>,
     mut charge: Charge,
-) -> bool {
+) -> Dispatched {
     let mut started: Vec<(MessageId, Option<AbortHandle>)> = Vec::new();
+    let mut waited = false;
     for (entry, attempt) in entries {
         if shared.stopping.is_cancelled() {
             shared.started_all(started);
-            return false;
+            return Dispatched::Stopped;
         }
         let permit = match shared.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
+                waited = true;
                 shared.started_all(started.drain(..));
                 match take_one_permit(shared).await {
                     Some(permit) => permit,
-                    None => return false,
+                    None => return Dispatched::Stopped,
                 }
             }
         };
@@ -130,7 +140,7 @@ pub(crate) async fn start_queued(
         started.push((id, run_or_spawn(shared, entry, attempt, permit, part)));
     }
     shared.started_all(started);
-    true
+    Dispatched::Started { waited }
 }
 
 /// Starts the handling of `entry`: polls it once right here, and only if it does not finish

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::budget::Charge;
-use super::dispatch;
+use super::dispatch::{self, Dispatched};
 use super::group::ensure_group;
 use super::shared::Shared;
 use super::stats::ConsumerStats;
@@ -24,6 +24,38 @@ use crate::wire::{parse_read_reply, RawEntry};
 
 /// Entries averaging more than this are read by one read loop only (see [`read_loop`]).
 const LARGE_ENTRY: usize = 64 * 1024;
+
+/// The most entries one read loop asks for in one XREADGROUP when the batch size is the
+/// default and handlers keep up (see [`ReadSize`]).
+const MAX_READ: usize = 512;
+
+/// How many entries a read loop asks for next. With an explicit `batch_size` it is fixed
+/// (the batch shared among the loops). With the default it starts at the loop's share of the
+/// default batch (`8 × concurrency` for all loops) and doubles, up to [`MAX_READ`], after
+/// each full read whose entries all started without waiting for a permit: handlers that
+/// keep up (they finish as fast as they are dispatched) are read in large batches, so the
+/// round trips, Redis's per-call work and the acks shrink per message. It falls back to the
+/// share at once when a dispatch had to wait for permits (handlers that take time: a large
+/// read would hold entries other consumers of the group could be running) or a read came
+/// back short (the backlog is drained). The byte budget still sizes every read.
+struct ReadSize {
+    base: usize,
+    max: usize,
+    current: usize,
+}
+
+impl ReadSize {
+    fn new(options: &crate::consumer::ConsumerOptions, readers: usize) -> Self {
+        let base = options.effective_batch_size().div_ceil(readers);
+        let max = if options.batch_size.is_some() { base } else { base.max(MAX_READ) };
+        ReadSize { base, max, current: base }
+    }
+
+    /// After a read of `read` entries (asked: `asked`) whose dispatch `waited` for permits.
+    fn after(&mut self, asked: usize, read: usize, waited: bool) {
+        self.current = if waited || read < asked { self.base } else { (self.current * 2).min(self.max) };
+    }
+}
 
 /// A read in flight: its entries are tracked (held) and charged to the byte budget as soon
 /// as its reply arrives.
@@ -52,14 +84,11 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
     if orphaned > 0 {
         tracing::warn!(consumer = %shared.name, count = orphaned, "the reader restarted; its unstarted messages are taken up again after claim_idle");
     }
-    let options = &shared.consumer.options;
-    let readers = options.effective_readers();
-    // The batch is what all the loops fetch per round; each loop reads its share.
-    let count = options.effective_batch_size().div_ceil(readers);
+    let readers = shared.consumer.options.effective_readers();
     let stop = shutdown.child_token();
     let mut loops = tokio::task::JoinSet::new();
     for index in 0..readers {
-        loops.spawn(read_loop(shared.clone(), count, index, stop.clone()));
+        loops.spawn(read_loop(shared.clone(), index, stop.clone()));
     }
     let mut ended_early = false;
     while let Some(ended) = loops.join_next().await {
@@ -77,8 +106,8 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
     Ok(())
 }
 
-/// One read loop: one blocking `XREADGROUP ... >` of `batch` entries at a time on a
-/// connection of its own, then dispatch of what it read. Redis errors are logged and retried
+/// One read loop: one blocking `XREADGROUP ... >` at a time on a connection of its own (of
+/// as many entries as [`ReadSize`] says), then dispatch of what it read. Redis errors are logged and retried
 /// with backoff (100 ms doubling to 5 s); a vanished group is recreated.
 ///
 /// When a read returns a full batch there is probably more: the next read (without BLOCK,
@@ -93,8 +122,9 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
 /// connection buffers whole replies, so on large entries several loops would hold several
 /// replies' worth of buffers beside the byte budget. One loop then reads, and the others
 /// look again every `block`.
-async fn read_loop(shared: Arc<Shared>, batch: usize, index: usize, shutdown: CancellationToken) {
+async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToken) {
     let options = &shared.consumer.options;
+    let mut size = ReadSize::new(options, options.effective_readers());
     let role = ClientRole::Reader { block: options.block };
     shared.readiness.connecting();
     let Some(reader) = connect_until(&shared, role, &shutdown).await else { return };
@@ -120,7 +150,7 @@ async fn read_loop(shared: Arc<Shared>, batch: usize, index: usize, shutdown: Ca
                         _ = tokio::time::sleep(options.block) => continue,
                     }
                 }
-                let Some(room) = shared.budget.wait_room_for(batch, &shutdown).await else { break };
+                let Some(room) = shared.budget.wait_room_for(size.current, &shutdown).await else { break };
                 spawn_read(&shared, reader.get(), room, Some(block_ms))
             }
         };
@@ -140,14 +170,20 @@ async fn read_loop(shared: Arc<Shared>, batch: usize, index: usize, shutdown: Ca
             Ok((entries, charge)) => {
                 backoff.reset();
                 shared.readiness.reading();
-                if entries.len() >= count {
+                let full = entries.len() >= count;
+                if full {
                     // A full batch: probably more waiting. Read ahead if the budget has room.
-                    ahead = shared.budget.room_for(batch).map(|room| spawn_read(&shared, reader.get(), room, None));
+                    ahead =
+                        shared.budget.room_for(size.current).map(|room| spawn_read(&shared, reader.get(), room, None));
                 }
-                if !entries.is_empty()
-                    && !dispatch::start_queued(&shared, entries.into_iter().map(|e| (e, 1)), charge).await
-                {
-                    break;
+                let read = entries.len();
+                if read > 0 {
+                    match dispatch::start_queued(&shared, entries.into_iter().map(|e| (e, 1)), charge).await {
+                        Dispatched::Stopped => break,
+                        Dispatched::Started { waited } => size.after(count, read, waited),
+                    }
+                } else {
+                    size.after(count, read, false);
                 }
             }
             Err(e) if is_no_group(&e) => {

@@ -223,7 +223,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     isolate(&shared, suspect, part, &isolating);
                 }
                 let work = others.into_iter().map(|c| (c.entry, c.count));
-                if !dispatch::start_queued(&shared, work, charge).await {
+                if let dispatch::Dispatched::Stopped = dispatch::start_queued(&shared, work, charge).await {
                     break;
                 }
             }
