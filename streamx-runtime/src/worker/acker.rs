@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::shared::{AckReceiver, Shared};
+use super::shared::{AckReceiver, Acks, Shared};
 use super::stats::ConsumerStats;
 use crate::message::{id_args, MessageId};
 use crate::retry_delay::RetryDelay;
@@ -21,14 +21,29 @@ const LAST_ATTEMPTS: u32 = 3;
 pub(crate) async fn run(shared: Arc<Shared>, mut rx: AckReceiver) {
     let mut batch: Vec<MessageId> = Vec::with_capacity(64);
     loop {
-        tokio::select! {
+        let first = tokio::select! {
             biased;
-            n = rx.recv_many(&mut batch, MAX_ACK_BATCH) => if n == 0 { break },
+            first = rx.recv() => first,
             // No handler runs any more and nothing is queued: every ack has been sent.
-            _ = shared.acks_closed().cancelled() => break,
+            _ = shared.acks_closed().cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        add(&mut batch, first);
+        while batch.len() < MAX_ACK_BATCH {
+            let Ok(more) = rx.try_recv() else { break };
+            add(&mut batch, more);
         }
-        send(&shared, &batch).await;
+        for ids in batch.chunks(MAX_ACK_BATCH) {
+            send(&shared, ids).await;
+        }
         batch.clear();
+    }
+}
+
+fn add(batch: &mut Vec<MessageId>, acks: Acks) {
+    match acks {
+        Acks::One(id) => batch.push(id),
+        Acks::Many(ids) => batch.extend(ids),
     }
 }
 

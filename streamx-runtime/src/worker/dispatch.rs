@@ -118,10 +118,12 @@ pub(crate) async fn start_queued(
     mut charge: Charge,
 ) -> Dispatched {
     let mut started: Vec<(MessageId, Option<AbortHandle>)> = Vec::new();
+    let mut acks: Vec<MessageId> = Vec::new();
     let mut waited = false;
     for (entry, attempt) in entries {
         if shared.stopping.is_cancelled() {
             shared.started_all(started);
+            shared.ack_all(acks);
             return Dispatched::Stopped;
         }
         let permit = match shared.permits.clone().try_acquire_owned() {
@@ -129,6 +131,7 @@ pub(crate) async fn start_queued(
             Err(_) => {
                 waited = true;
                 shared.started_all(started.drain(..));
+                shared.ack_all(std::mem::take(&mut acks));
                 match take_one_permit(shared).await {
                     Some(permit) => permit,
                     None => return Dispatched::Stopped,
@@ -137,9 +140,10 @@ pub(crate) async fn start_queued(
         };
         let id = entry.id;
         let part = charge.split_for(&entry);
-        started.push((id, run_or_spawn(shared, entry, attempt, permit, part)));
+        started.push((id, run_or_spawn(shared, entry, attempt, permit, part, &mut acks)));
     }
     shared.started_all(started);
+    shared.ack_all(acks);
     Dispatched::Started { waited }
 }
 
@@ -152,18 +156,36 @@ pub(crate) async fn start_queued(
 /// Polling first with a no-op waker is sound: a spawned task polls its future again at once,
 /// which registers the task's own waker (the most recent poll's waker is the one a future
 /// must wake). Panics are caught inside the handler's future (see `handler::invoke`).
+///
+/// A handler that finished inline and succeeded adds its id to `acks`, which the caller
+/// queues for the acker with the others of its run: one message and at most one wake-up of
+/// the acker per run of entries instead of one per entry.
 fn run_or_spawn(
     shared: &Arc<Shared>,
     entry: RawEntry,
     attempt: u32,
     permit: OwnedSemaphorePermit,
     charge: Charge,
+    acks: &mut Vec<MessageId>,
 ) -> Option<AbortHandle> {
     let mut future = Box::pin(handle(shared.clone(), entry, attempt, permit, charge));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(()) => None,
-        std::task::Poll::Pending => Some(shared.tasks.spawn(future).abort_handle()),
+        std::task::Poll::Ready(ack) => {
+            acks.extend(ack);
+            None
+        }
+        std::task::Poll::Pending => Some(shared.tasks.spawn(finish_on_task(shared.clone(), future)).abort_handle()),
+    }
+}
+
+/// The rest of a handling that waits, on a task of its own: once it settled, the task's
+/// cancel handle is dropped here, on the handler's own thread (the last handle of a finished
+/// task frees its memory where it drops), and a success is queued for the acker.
+async fn finish_on_task(shared: Arc<Shared>, handling: impl Future<Output = Option<MessageId>>) {
+    if let Some(id) = handling.await {
+        shared.finished(id);
+        shared.ack(id);
     }
 }
 
@@ -177,12 +199,21 @@ pub(crate) fn start(
     charge: Charge,
 ) -> tokio::task::JoinHandle<()> {
     let id = entry.id;
-    let task = shared.tasks.spawn(handle(shared.clone(), entry, attempt, permit, charge));
+    let handling = handle(shared.clone(), entry, attempt, permit, charge);
+    let task = shared.tasks.spawn(finish_on_task(shared.clone(), handling));
     shared.started_all([(id, Some(task.abort_handle()))]);
     task
 }
 
-async fn handle(shared: Arc<Shared>, entry: RawEntry, attempt: u32, permit: OwnedSemaphorePermit, charge: Charge) {
+/// Runs the handler of `entry` and settles its outcome; returns the id when it succeeded
+/// and is to be acknowledged (the caller queues it: see [`run_or_spawn`]).
+async fn handle(
+    shared: Arc<Shared>,
+    entry: RawEntry,
+    attempt: u32,
+    permit: OwnedSemaphorePermit,
+    charge: Charge,
+) -> Option<MessageId> {
     let id = entry.id;
     let span =
         tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
@@ -194,10 +225,10 @@ async fn handle(shared: Arc<Shared>, entry: RawEntry, attempt: u32, permit: Owne
         shared.metrics.handler_finished(started);
         // The entry and its decoded payload are gone with the handler.
         drop(charge);
-        settle(&shared, id, attempt, outcome, permit).await;
+        settle(&shared, id, attempt, outcome, permit).await
     }
     .instrument(span)
-    .await;
+    .await
 }
 
 async fn run_handler(shared: &Shared, entry: RawEntry, attempt: u32) -> Outcome {
@@ -234,14 +265,21 @@ async fn run_handler(shared: &Shared, entry: RawEntry, attempt: u32) -> Outcome 
     }
 }
 
-async fn settle(shared: &Shared, id: MessageId, attempt: u32, outcome: Outcome, permit: OwnedSemaphorePermit) {
-    shared.finished(id);
+/// Settles an outcome: a success returns its id, to be acknowledged by the caller; a
+/// failure is parked for a retry or dead-lettered here.
+async fn settle(
+    shared: &Shared,
+    id: MessageId,
+    attempt: u32,
+    outcome: Outcome,
+    permit: OwnedSemaphorePermit,
+) -> Option<MessageId> {
     match outcome {
         Outcome::Done => {
-            shared.ack(id);
             ConsumerStats::bump(&shared.stats.succeeded, 1);
             shared.metrics.succeeded();
             drop(permit);
+            return Some(id);
         }
         Outcome::Failed { error, kind, retry_after } => {
             let policy = &shared.consumer.options.retry;
@@ -265,6 +303,7 @@ async fn settle(shared: &Shared, id: MessageId, attempt: u32, outcome: Outcome, 
             Box::pin(dead_letter(shared, id, deliveries, kind, &reason, permit)).await;
         }
     }
+    None
 }
 
 /// Parks `id` in the retry schedule, due `delay` from now, its count unchanged. While Redis

@@ -298,3 +298,44 @@ async fn connect_until(shared: &Shared, role: ClientRole, shutdown: &Cancellatio
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::ConsumerOptions;
+
+    fn options(concurrency: usize, batch_size: Option<usize>) -> ConsumerOptions {
+        ConsumerOptions { concurrency, batch_size, ..ConsumerOptions::DEFAULT }
+    }
+
+    #[test]
+    fn reads_grow_while_handlers_keep_up_and_fall_back_when_they_do_not() {
+        // Concurrency 8: a default batch of 128 shared by 4 loops, 32 each.
+        let mut size = ReadSize::new(&options(8, None), 4);
+        assert_eq!(size.current, 32);
+        size.after(32, 32, false);
+        assert_eq!(size.current, 64, "a full read that started without waiting doubles the next");
+        for _ in 0..10 {
+            let asked = size.current;
+            size.after(asked, asked, false);
+        }
+        assert_eq!(size.current, MAX_READ, "never past the most one read asks for");
+        size.after(MAX_READ, MAX_READ, true);
+        assert_eq!(size.current, 32, "a dispatch that waited for permits falls back to the share");
+        size.after(32, 32, false);
+        size.after(64, 10, false);
+        assert_eq!(size.current, 32, "a short read (the backlog is drained) falls back to the share");
+    }
+
+    #[test]
+    fn an_explicit_batch_size_is_never_exceeded() {
+        let mut size = ReadSize::new(&options(8, Some(100)), 4);
+        assert_eq!(size.current, 25);
+        size.after(25, 25, false);
+        assert_eq!(size.current, 25);
+        let mut large = ReadSize::new(&options(64, Some(4096)), 8);
+        assert_eq!(large.current, 512);
+        large.after(512, 512, false);
+        assert_eq!(large.current, 512);
+    }
+}

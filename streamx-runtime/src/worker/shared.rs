@@ -21,10 +21,19 @@ use crate::keys;
 use crate::message::MessageId;
 use crate::observe::{ConsumerMetrics, Readiness};
 
-/// Where handler tasks queue the ids to acknowledge (drained by the acker task).
-pub(crate) type AckSender = mpsc::UnboundedSender<MessageId>;
+/// Where handlers queue the ids to acknowledge (drained by the acker task).
+pub(crate) type AckSender = mpsc::UnboundedSender<Acks>;
 /// The acker task's end of [`AckSender`].
-pub(crate) type AckReceiver = mpsc::UnboundedReceiver<MessageId>;
+pub(crate) type AckReceiver = mpsc::UnboundedReceiver<Acks>;
+
+/// Ids to acknowledge: one, from a handler that ran on a task of its own, or those of the
+/// handlers a dispatch ran to completion inline (one message, one wake-up of the acker, per
+/// run instead of per entry).
+#[derive(Debug)]
+pub(crate) enum Acks {
+    One(MessageId),
+    Many(Vec<MessageId>),
+}
 
 /// An entry this consumer holds (it is in the PEL under this consumer's name).
 #[derive(Debug)]
@@ -36,6 +45,32 @@ pub(crate) struct Held {
     pub taken_over: bool,
     /// Cancels its handler at the shutdown timeout.
     pub abort: Option<AbortHandle>,
+}
+
+/// The entries this consumer holds, and how many of them were taken over (so the acker's
+/// look-up of take-over marks to clear costs nothing in the usual case: none).
+#[derive(Default)]
+struct HeldSet {
+    /// Keyed by id with a fast non-cryptographic hash: ids come from Redis, and a lookup
+    /// happens several times per message.
+    map: FxHashMap<MessageId, Held>,
+    taken_over: usize,
+}
+
+impl HeldSet {
+    fn insert(&mut self, id: MessageId, held: Held) {
+        let taken_over = held.taken_over;
+        if let Some(old) = self.map.insert(id, held) {
+            self.taken_over -= usize::from(old.taken_over);
+        }
+        self.taken_over += usize::from(taken_over);
+    }
+
+    fn remove(&mut self, id: MessageId) {
+        if let Some(old) = self.map.remove(&id) {
+            self.taken_over -= usize::from(old.taken_over);
+        }
+    }
 }
 
 /// The Redis keys of one consumer group's bookkeeping (see [`crate::keys`]).
@@ -77,9 +112,7 @@ pub(crate) struct Shared {
     /// When the heartbeat last got through again after failing (Redis unreachable or
     /// restarted): every consumer's heartbeat looks stale for a while after an outage.
     recovered_at: Mutex<Option<Instant>>,
-    /// Keyed by id with a fast non-cryptographic hash: ids come from Redis, and a lookup
-    /// happens several times per message.
-    held: Mutex<FxHashMap<MessageId, Held>>,
+    held: Mutex<HeldSet>,
     /// Where handlers queue acknowledgements; no lock on this path, which every message
     /// takes. The acker stops at [`close_acks`](Self::close_acks).
     acks: AckSender,
@@ -129,7 +162,7 @@ impl Shared {
             stats: Arc::new(ConsumerStats::default()),
             readiness: Arc::new(Readiness::default()),
             recovered_at: Mutex::new(None),
-            held: Mutex::new(FxHashMap::default()),
+            held: Mutex::new(HeldSet::default()),
             acks: tx,
             acks_closed: CancellationToken::new(),
         };
@@ -175,6 +208,8 @@ impl Shared {
     /// Entries claimed (due retries or take-overs), not started yet.
     pub fn track_claimed(&self, ids: impl IntoIterator<Item = MessageId>, taken_over: bool) {
         let mut held = lock(&self.held);
+        let ids = ids.into_iter();
+        held.map.reserve(ids.size_hint().0);
         for id in ids {
             held.insert(id, Held { started: false, taken_over, abort: None });
         }
@@ -185,7 +220,7 @@ impl Shared {
     pub fn started_all(&self, started: impl IntoIterator<Item = (MessageId, Option<AbortHandle>)>) {
         let mut held = lock(&self.held);
         for (id, abort) in started {
-            if let Some(h) = held.get_mut(&id) {
+            if let Some(h) = held.map.get_mut(&id) {
                 h.started = true;
                 h.abort = abort;
             }
@@ -195,14 +230,17 @@ impl Shared {
     /// The handler of `id` returned: its cancel handle is dropped here, on the handler's own
     /// thread (the last handle of a finished task frees its memory where it drops).
     pub fn finished(&self, id: MessageId) {
-        let abort = lock(&self.held).get_mut(&id).and_then(|h| h.abort.take());
+        let abort = lock(&self.held).map.get_mut(&id).and_then(|h| h.abort.take());
         drop(abort);
     }
 
     /// Those of `ids` that were taken over (see [`Held::taken_over`]).
     pub fn taken_over_among(&self, ids: &[MessageId]) -> Vec<MessageId> {
         let held = lock(&self.held);
-        ids.iter().filter(|id| held.get(id).is_some_and(|h| h.taken_over)).copied().collect()
+        if held.taken_over == 0 {
+            return Vec::new();
+        }
+        ids.iter().filter(|id| held.map.get(id).is_some_and(|h| h.taken_over)).copied().collect()
     }
 
     /// Forgets entries that settled (acknowledged, scheduled for a retry, dead-lettered, or
@@ -210,7 +248,7 @@ impl Shared {
     pub fn untrack(&self, ids: impl IntoIterator<Item = MessageId>) {
         let mut held = lock(&self.held);
         for id in ids {
-            held.remove(&id);
+            held.remove(id);
         }
     }
 
@@ -219,20 +257,20 @@ impl Shared {
     /// taken over wait for the take-over task, which goes on.)
     pub fn untrack_unstarted(&self) -> usize {
         let mut held = lock(&self.held);
-        let before = held.len();
-        held.retain(|_, h| h.started || h.taken_over);
-        before - held.len()
+        let before = held.map.len();
+        held.map.retain(|_, h| h.started || h.taken_over);
+        before - held.map.len()
     }
 
     pub fn is_tracked(&self, id: MessageId) -> bool {
-        lock(&self.held).contains_key(&id)
+        lock(&self.held).map.contains_key(&id)
     }
 
     /// Cancels every running handler (at the shutdown timeout).
     pub fn abort_handlers(&self) -> usize {
         let held = lock(&self.held);
         let mut aborted = 0;
-        for h in held.values() {
+        for h in held.map.values() {
             if let Some(abort) = &h.abort {
                 abort.abort();
                 aborted += 1;
@@ -243,13 +281,20 @@ impl Shared {
 
     /// The entries this consumer holds whose handler started, for the hand-back at shutdown.
     pub fn started_entries(&self) -> std::collections::HashSet<MessageId> {
-        lock(&self.held).iter().filter(|(_, h)| h.started).map(|(id, _)| *id).collect()
+        lock(&self.held).map.iter().filter(|(_, h)| h.started).map(|(id, _)| *id).collect()
     }
 
     /// Queues the acknowledgement of a handled entry; the acker sends it within one round
     /// trip and forgets the entry once Redis has it.
     pub fn ack(&self, id: MessageId) {
-        let _ = self.acks.send(id);
+        let _ = self.acks.send(Acks::One(id));
+    }
+
+    /// [`ack`](Self::ack) for several entries at once (nothing sent when empty).
+    pub fn ack_all(&self, ids: Vec<MessageId>) {
+        if !ids.is_empty() {
+            let _ = self.acks.send(Acks::Many(ids));
+        }
     }
 
     /// Tells the acker that no handler runs any more: once it has sent what is queued, it

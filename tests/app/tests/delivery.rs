@@ -230,6 +230,63 @@ async fn concurrency_is_a_hard_bound(topology: Topology) {
     assert!(max_held > 5 && max_held <= 5 + 2 * 50, "held at most {max_held} messages");
 }
 
+/// XREADGROUP calls served by the test's Redis (every node of a cluster).
+fn reads_served(server: &TestRedis) -> u64 {
+    server
+        .cli_all(&["INFO", "commandstats"])
+        .iter()
+        .flat_map(|s| s.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| l.starts_with("cmdstat_xreadgroup:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// With the default batch size, reads grow while handlers keep up and stay at the loop's
+/// share of `8 x concurrency` when they do not: quick handlers drain a backlog in a few
+/// large reads, slow ones never hold more than two shares per read loop (others in the
+/// group could be running those entries).
+async fn reads_grow_only_while_handlers_keep_up(topology: Topology) {
+    let server = TestRedis::start(topology);
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    // Quick handlers, concurrency 8: 4 loops, each starting at 32 entries per read.
+    let quick = unique_name("quick");
+    producer.publish_batch(&quick, &(0..20_000).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    let reads_before = reads_served(&server);
+    let (consumer, seen) = recorder(&quick, "g");
+    let runtime = start_runtime(server.url(), vec![consumer.concurrency(8)]).await;
+    wait_until(Duration::from_secs(60), "20,000 handled", || async { len(&seen) >= 20_000 }).await;
+    runtime.shutdown().await.unwrap();
+    let reads = reads_served(&server) - reads_before;
+    // Fixed reads of 32 would take at least 625 (20,000 / 32); growing to 512 takes about
+    // 40 plus the ramp of each loop and the blocking reads at the end.
+    assert!(reads < 200, "{reads} reads for 20,000 quick messages");
+
+    // Slow handlers, same concurrency: never more than 4 loops x 2 reads x 32 held.
+    let slow = unique_name("slow");
+    producer.publish_batch(&slow, &(0..1_000).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let consumer = Consumer::new(slow.clone(), "g".to_string(), move |_msg: Message<Job>| {
+        let d = d.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            d.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .concurrency(8);
+    let runtime = start_runtime(server.url(), vec![consumer]).await;
+    let stats = runtime.stats(&format!("{slow}/g")).expect("stats of the consumer");
+    let mut max_held = 0;
+    wait_until(Duration::from_secs(60), "1,000 handled", || {
+        let held = streamx::ConsumerStats::get(&stats.delivered) - streamx::ConsumerStats::get(&stats.succeeded);
+        max_held = max_held.max(held);
+        async { done.load(Ordering::SeqCst) >= 1_000 }
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+    assert!(max_held > 8 && max_held <= 4 * 2 * 32, "held at most {max_held} messages");
+}
+
 /// Large entries: what is fetched and not finished stays within the byte budget (not two
 /// batches of entries, whatever they weigh), and everything is still handled exactly once.
 async fn large_entries_stay_within_the_byte_budget(topology: Topology) {
@@ -357,6 +414,7 @@ on_both_topologies!(
     history_reads_ranges_page_by_page,
     entries_written_by_hand_are_consumed_and_ours_read_by_hand,
     concurrency_is_a_hard_bound,
+    reads_grow_only_while_handlers_keep_up,
     large_entries_stay_within_the_byte_budget,
     shutdown_is_prompt_and_lets_running_handlers_finish,
 );
