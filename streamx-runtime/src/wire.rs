@@ -117,28 +117,41 @@ pub(crate) fn parse_entry(value: Value) -> Option<RawEntry> {
 
 /// Parses a list of entries (the reply of XRANGE, XCLAIM, or one stream of XREADGROUP).
 pub fn parse_entries(value: Value) -> Vec<RawEntry> {
+    let mut entries = Vec::new();
+    parse_entries_into(value, &mut entries);
+    entries
+}
+
+/// [`parse_entries`], appending to `entries` (reserved once for the whole list).
+fn parse_entries_into(value: Value, entries: &mut Vec<RawEntry>) {
     if value.is_null() {
-        return Vec::new();
+        return;
     }
-    value.into_array().into_iter().filter_map(parse_entry).collect()
+    let list = value.into_array();
+    entries.reserve(list.len());
+    entries.extend(list.into_iter().filter_map(parse_entry));
 }
 
 /// Parses an XREADGROUP/XREAD reply for a single stream: nil (BLOCK timed out) is empty.
 /// Handles both the RESP2 shape `[[stream, entries]]` and the RESP3 map `{stream: entries}`.
 pub fn parse_read_reply(value: Value) -> Vec<RawEntry> {
+    let mut entries = Vec::new();
     match value {
-        Value::Null => Vec::new(),
-        Value::Map(map) => map.inner().into_values().flat_map(parse_entries).collect(),
-        Value::Array(streams) => streams
-            .into_iter()
-            .flat_map(|s| {
-                let mut parts = s.into_array().into_iter();
-                let _name = parts.next();
-                parts.next().map(parse_entries).unwrap_or_default()
-            })
-            .collect(),
-        _ => Vec::new(),
+        Value::Map(map) => {
+            for list in map.inner().into_values() {
+                parse_entries_into(list, &mut entries);
+            }
+        }
+        Value::Array(streams) => {
+            for stream in streams {
+                if let Some(list) = stream.into_array().into_iter().nth(1) {
+                    parse_entries_into(list, &mut entries);
+                }
+            }
+        }
+        _ => {}
     }
+    entries
 }
 
 #[cfg(test)]

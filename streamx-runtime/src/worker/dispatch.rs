@@ -99,6 +99,10 @@ pub(crate) fn start_claimed(
     }
 }
 
+/// How often [`start_queued`] looks whether the loop is stopping: every this many entries,
+/// and whenever it waits for a permit.
+const STOP_CHECK_EVERY: usize = 16;
+
 /// What [`start_queued`] did.
 pub(crate) enum Dispatched {
     /// The loop stopped first: the entries not started stay tracked, handed back by the drain.
@@ -120,13 +124,19 @@ pub(crate) async fn start_queued(
     let mut started: Vec<(MessageId, Option<AbortHandle>)> = Vec::new();
     let mut acks: Vec<MessageId> = Vec::new();
     let mut waited = false;
-    for (entry, attempt) in entries {
-        if shared.stopping.is_cancelled() {
+    // The permit of the last handler that finished inline, reused by the next entry: a run
+    // of quick handlers takes and gives back one permit, not one per entry (each of those
+    // is an atomic on the semaphore shared by every loop, and a lock to give it back).
+    let mut spare: Option<OwnedSemaphorePermit> = None;
+    for (n, (entry, attempt)) in entries.into_iter().enumerate() {
+        // Checked every few entries (it takes a lock): a stop lets at most that many more
+        // start, which finished at once or wait for permits (where the stop is seen).
+        if n % STOP_CHECK_EVERY == 0 && shared.stopping.is_cancelled() {
             shared.started_all(started);
             shared.ack_all(acks);
             return Dispatched::Stopped;
         }
-        let permit = match shared.permits.clone().try_acquire_owned() {
+        let permit = match spare.take().map_or_else(|| shared.permits.clone().try_acquire_owned(), Ok) {
             Ok(permit) => permit,
             Err(_) => {
                 waited = true;
@@ -140,7 +150,9 @@ pub(crate) async fn start_queued(
         };
         let id = entry.id;
         let part = charge.split_for(&entry);
-        started.push((id, run_or_spawn(shared, entry, attempt, permit, part, &mut acks)));
+        let (abort, back) = run_or_spawn(shared, entry, attempt, permit, part, &mut acks);
+        started.push((id, abort));
+        spare = back;
     }
     shared.started_all(started);
     shared.ack_all(acks);
@@ -158,8 +170,9 @@ pub(crate) async fn start_queued(
 /// must wake). Panics are caught inside the handler's future (see `handler::invoke`).
 ///
 /// A handler that finished inline and succeeded adds its id to `acks`, which the caller
-/// queues for the acker with the others of its run: one message and at most one wake-up of
-/// the acker per run of entries instead of one per entry.
+/// queues for the acker with the others of its run (one message and at most one wake-up of
+/// the acker per run of entries instead of one per entry), and hands its permit back for
+/// the next entry.
 fn run_or_spawn(
     shared: &Arc<Shared>,
     entry: RawEntry,
@@ -167,27 +180,39 @@ fn run_or_spawn(
     permit: OwnedSemaphorePermit,
     charge: Charge,
     acks: &mut Vec<MessageId>,
-) -> Option<AbortHandle> {
+) -> (Option<AbortHandle>, Option<OwnedSemaphorePermit>) {
     let mut future = Box::pin(handle(shared.clone(), entry, attempt, permit, charge));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(ack) => {
-            acks.extend(ack);
-            None
+        std::task::Poll::Ready(Succeeded(success)) => match success {
+            Some((id, permit)) => {
+                acks.push(id);
+                (None, Some(permit))
+            }
+            None => (None, None),
+        },
+        std::task::Poll::Pending => {
+            (Some(shared.tasks.spawn(finish_on_task(shared.clone(), future)).abort_handle()), None)
         }
-        std::task::Poll::Pending => Some(shared.tasks.spawn(finish_on_task(shared.clone(), future)).abort_handle()),
     }
 }
 
 /// The rest of a handling that waits, on a task of its own: once it settled, the task's
 /// cancel handle is dropped here, on the handler's own thread (the last handle of a finished
-/// task frees its memory where it drops), and a success is queued for the acker.
-async fn finish_on_task(shared: Arc<Shared>, handling: impl Future<Output = Option<MessageId>>) {
-    if let Some(id) = handling.await {
+/// task frees its memory where it drops), and a success is queued for the acker before its
+/// permit is given back.
+async fn finish_on_task(shared: Arc<Shared>, handling: impl Future<Output = Succeeded>) {
+    if let Succeeded(Some((id, permit))) = handling.await {
         shared.finished(id);
         shared.ack(id);
+        drop(permit);
     }
 }
+
+/// How a handling settled: for a success, its id (to acknowledge) and its permit, which the
+/// caller gives back once the acknowledgement is queued; `None` when the failure was
+/// settled (parked for a retry or dead-lettered) and its permit given back.
+struct Succeeded(Option<(MessageId, OwnedSemaphorePermit)>);
 
 /// Runs the handler of `entry` (delivery `attempt`) on its own task, holding `permit` and
 /// the entry's `charge` of the byte budget.
@@ -205,15 +230,14 @@ pub(crate) fn start(
     task
 }
 
-/// Runs the handler of `entry` and settles its outcome; returns the id when it succeeded
-/// and is to be acknowledged (the caller queues it: see [`run_or_spawn`]).
+/// Runs the handler of `entry` and settles its outcome (see [`Succeeded`]).
 async fn handle(
     shared: Arc<Shared>,
     entry: RawEntry,
     attempt: u32,
     permit: OwnedSemaphorePermit,
     charge: Charge,
-) -> Option<MessageId> {
+) -> Succeeded {
     let id = entry.id;
     let span =
         tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
@@ -265,21 +289,20 @@ async fn run_handler(shared: &Shared, entry: RawEntry, attempt: u32) -> Outcome 
     }
 }
 
-/// Settles an outcome: a success returns its id, to be acknowledged by the caller; a
-/// failure is parked for a retry or dead-lettered here.
+/// Settles an outcome: a success is returned, to be acknowledged by the caller; a failure
+/// is parked for a retry or dead-lettered here.
 async fn settle(
     shared: &Shared,
     id: MessageId,
     attempt: u32,
     outcome: Outcome,
     permit: OwnedSemaphorePermit,
-) -> Option<MessageId> {
+) -> Succeeded {
     match outcome {
         Outcome::Done => {
             ConsumerStats::bump(&shared.stats.succeeded, 1);
             shared.metrics.succeeded();
-            drop(permit);
-            return Some(id);
+            return Succeeded(Some((id, permit)));
         }
         Outcome::Failed { error, kind, retry_after } => {
             let policy = &shared.consumer.options.retry;
@@ -303,7 +326,7 @@ async fn settle(
             Box::pin(dead_letter(shared, id, deliveries, kind, &reason, permit)).await;
         }
     }
-    None
+    Succeeded(None)
 }
 
 /// Parks `id` in the retry schedule, due `delay` from now, its count unchanged. While Redis
