@@ -18,7 +18,7 @@ use streamx::{DeadLetters, FailureKind, Producer, Runtime};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_analytics_recipe_counts_views_per_page_and_minute() {
     const VIEWS: u64 = 5_000;
-    let server = TestRedis::start(Topology::Standalone);
+    let server = TestRedis::start(Topology::Standalone).unwrap();
     let url = server.url();
     let stream = unique_name("page_views");
     let (views, expected) = analytics::workload(VIEWS, 5, analytics::minute_of(1_700_000_000_000));
@@ -41,7 +41,8 @@ async fn the_analytics_recipe_counts_views_per_page_and_minute() {
     wait_until(Duration::from_secs(30), "every view counted or dead-lettered", || async {
         store.total() == valid && letters.count().await.unwrap() == VIEWS - valid
     })
-    .await;
+    .await
+    .unwrap();
     running.shutdown().await.unwrap();
 
     assert_eq!(store.counts(), expected, "views per (minute, page)");
