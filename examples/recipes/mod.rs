@@ -4,6 +4,7 @@
 //! their stream names can be chosen at run time, and the library registers nothing that
 //! another example's `streamx::run()` would pick up.
 
+pub mod analytics;
 pub mod audit_log;
 pub mod dead_letters;
 pub mod event_sourcing;

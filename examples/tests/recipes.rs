@@ -1,7 +1,9 @@
 //! Every recipe's core against a throwaway redis-server, with the outcome asserted.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use streamx::testing::{unique_name, RedisServer};
+use std::collections::BTreeSet;
+
+use streamx::testing::{redis_cli, unique_name, RedisServer};
 use streamx_examples::recipes;
 
 fn server() -> RedisServer {
@@ -85,6 +87,34 @@ async fn notifications() {
     assert_eq!(report.channels["sms"], sms, "no phone: skipped; invalid: permanent; carrier down: 2 deliveries");
     let push = Channel { sent: vec![1, 2, 4, 5, 8], retried: 0, dead_letters: vec![(7, Some(FailureKind::Error), 1)] };
     assert_eq!(report.channels["push"], push, "no retries for push");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics() {
+    use recipes::analytics::{run, MINUTES, VIEWS};
+    use streamx::FailureKind;
+    let server = server();
+    let prefix = unique_name("analytics");
+    let report = run(server.url(), prefix.clone()).await.unwrap();
+    assert_eq!(report.published, VIEWS);
+    let valid: u64 = report.expected.values().sum();
+    assert!(valid < VIEWS, "the workload has bad views");
+    assert_eq!(report.counts, report.expected, "views per (minute, page)");
+    let minutes: BTreeSet<u64> = report.counts.keys().map(|(minute, _)| *minute).collect();
+    assert_eq!(minutes.len() as u64, MINUTES);
+    assert!(report.writes <= VIEWS / 100, "{} writes for {VIEWS} views: batched", report.writes);
+    assert_eq!(report.dead_letters.len() as u64, VIEWS - valid, "only the views without a page");
+    assert!(
+        report
+            .dead_letters
+            .iter()
+            .all(|(kind, error)| *kind == Some(FailureKind::Permanent) && error.contains("without a page")),
+        "{:?}",
+        report.dead_letters
+    );
+    let stream = format!("{prefix}.page_views");
+    let left = redis_cli(&server, &["EXISTS", &stream, &format!("{{{stream}}}:dlq")]).unwrap();
+    assert_eq!(left.trim(), "0", "the run's stream and dead letters are deleted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::time::Duration;
 
-use common::{run_fails, run_json, run_ok, streamx, wait_until, TestRedis, Topology};
+use common::{on_both_topologies, run_fails, run_json, run_ok, streamx, wait_until, TestRedis, Topology};
 use serde_json::Value;
 use streamx_testing::unique_name;
 
@@ -20,10 +20,10 @@ fn three_streams(redis: &TestRedis) -> Vec<String> {
     let prefix = unique_name("cli");
     let mut names: Vec<String> = Vec::new();
     let mut masters = BTreeSet::new();
-    let spread = matches!(redis, TestRedis::Cluster(_));
+    let spread = redis.topology() == Topology::Cluster;
     for i in 0.. {
         let name = format!("{prefix}-{i}");
-        if !spread || masters.insert(redis.master_of(&name)) {
+        if !spread || masters.insert(redis.master_of(&name).unwrap()) {
             names.push(name);
         }
         if names.len() == 3 {
@@ -41,35 +41,39 @@ fn seed(redis: &TestRedis, stream: &str, n: usize, groups: &[(&str, usize)], dea
         writeln!(file, "{{\"n\":{i}}}").unwrap();
     }
     run_ok(&redis.url(), &["publish", stream, "--file", file.path().to_str().unwrap()]);
-    assert_eq!(redis.xlen(stream), n as u64);
+    assert_eq!(redis.xlen(stream).unwrap(), n as u64);
     for (group, read) in groups {
-        redis.cli(&["XGROUP", "CREATE", stream, group, "0"]);
+        redis.cli(&["XGROUP", "CREATE", stream, group, "0"]).unwrap();
         if *read > 0 {
-            redis.cli(&["XREADGROUP", "GROUP", group, "worker-1", "COUNT", &read.to_string(), "STREAMS", stream, ">"]);
+            redis
+                .cli(&["XREADGROUP", "GROUP", group, "worker-1", "COUNT", &read.to_string(), "STREAMS", stream, ">"])
+                .unwrap();
         }
     }
     let dlq = format!("{{{stream}}}:dlq");
     for i in 0..dead {
-        redis.cli(&[
-            "XADD",
-            &dlq,
-            "*",
-            "data",
-            &format!("{{\"n\":{i}}}"),
-            "dlq:stream",
-            stream,
-            "dlq:group",
-            "billing",
-            "dlq:kind",
-            "error",
-            "dlq:error",
-            "boom",
-        ]);
+        redis
+            .cli(&[
+                "XADD",
+                &dlq,
+                "*",
+                "data",
+                &format!("{{\"n\":{i}}}"),
+                "dlq:stream",
+                stream,
+                "dlq:group",
+                "billing",
+                "dlq:kind",
+                "error",
+                "dlq:error",
+                "boom",
+            ])
+            .unwrap();
     }
 }
 
 async fn streams_info_and_pending_match_redis(topology: Topology) {
-    let redis = TestRedis::start(topology);
+    let redis = TestRedis::start(topology).unwrap();
     let url = redis.url();
     let names = three_streams(&redis);
     seed(&redis, &names[0], 50, &[("billing", 20), ("audit", 0)], 3);
@@ -86,24 +90,24 @@ async fn streams_info_and_pending_match_redis(topology: Topology) {
     assert!(rows.keys().all(|k| !k.ends_with(":dlq")), "dead-letter streams are folded into their origin: {listed}");
     for name in &names {
         let row = rows[name];
-        assert_eq!(row["length"].as_u64().unwrap(), redis.xlen(name));
-        let groups = redis.cli_json(&["XINFO", "GROUPS", name]);
+        assert_eq!(row["length"].as_u64().unwrap(), redis.xlen(name).unwrap());
+        let groups = redis.cli_json(&["XINFO", "GROUPS", name]).unwrap();
         assert_eq!(row["groups"].as_u64().unwrap(), groups.as_array().unwrap().len() as u64);
-        assert_eq!(row["dead_letters"].as_u64().unwrap(), redis.xlen(&format!("{{{name}}}:dlq")));
+        assert_eq!(row["dead_letters"].as_u64().unwrap(), redis.xlen(&format!("{{{name}}}:dlq")).unwrap());
     }
     let table = run_ok(&url, &["streams"]);
     assert!(names.iter().all(|n| table.contains(n.as_str())) && table.contains("DEAD LETTERS"), "{table}");
 
     // info: length, first and last entry, groups with lag, pending, last delivered id.
     let info = run_json(&url, &["info", &names[0]]);
-    let xinfo = redis.cli_json(&["XINFO", "STREAM", &names[0]]);
+    let xinfo = redis.cli_json(&["XINFO", "STREAM", &names[0]]).unwrap();
     assert_eq!(info["length"], xinfo["length"]);
     assert_eq!(info["entries_added"], xinfo["entries-added"]);
     assert_eq!(info["first_entry"]["id"], xinfo["first-entry"][0]);
     assert_eq!(info["last_entry"]["id"], xinfo["last-entry"][0]);
     assert_eq!(info["last_generated_id"], xinfo["last-generated-id"]);
     assert_eq!(info["dead_letters"].as_u64().unwrap(), 3);
-    let xgroups = redis.cli_json(&["XINFO", "GROUPS", &names[0]]);
+    let xgroups = redis.cli_json(&["XINFO", "GROUPS", &names[0]]).unwrap();
     let groups = info["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2);
     for xg in xgroups.as_array().unwrap() {
@@ -122,7 +126,7 @@ async fn streams_info_and_pending_match_redis(topology: Topology) {
 
     // pending: oldest first, as XPENDING lists them.
     let pending = run_json(&url, &["pending", &names[0], "billing"]);
-    let xpending = redis.cli_json(&["XPENDING", &names[0], "billing", "-", "+", "1000"]);
+    let xpending = redis.cli_json(&["XPENDING", &names[0], "billing", "-", "+", "1000"]).unwrap();
     let pending = pending.as_array().unwrap();
     assert_eq!(pending.len(), 20);
     for (ours, theirs) in pending.iter().zip(xpending.as_array().unwrap()) {
@@ -141,14 +145,14 @@ async fn streams_info_and_pending_match_redis(topology: Topology) {
 }
 
 async fn publish_and_tail(topology: Topology) {
-    let redis = TestRedis::start(topology);
+    let redis = TestRedis::start(topology).unwrap();
     let url = redis.url();
     let stream = unique_name("tail");
 
     // publish: the payload as written, headers as h:<name> fields (the runtime's wire format).
     let first = run_ok(&url, &["publish", &stream, r#"{"id": 1, "b": [true]}"#, "-H", "trace-id=abc", "-H", "x=1=2"]);
     let first = first.trim().to_string();
-    let entry = redis.cli_json(&["XRANGE", &stream, "-", "+"]);
+    let entry = redis.cli_json(&["XRANGE", &stream, "-", "+"]).unwrap();
     assert_eq!(entry[0][0], first.as_str());
     assert_eq!(
         entry[0][1],
@@ -165,7 +169,7 @@ async fn publish_and_tail(topology: Topology) {
     assert!(err.contains("line 2 of"), "{err}");
     let err = run_fails(&url, &["publish", &stream, "{oops"], 2);
     assert!(err.contains("not JSON"), "{err}");
-    assert_eq!(redis.xlen(&stream), 3);
+    assert_eq!(redis.xlen(&stream).unwrap(), 3);
 
     // tail --from: that entry and the ones after it, with headers and payload.
     let out = run_ok(&url, &["tail", &stream, "--from", &first, "--no-follow"]);
@@ -188,7 +192,9 @@ async fn publish_and_tail(topology: Topology) {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_until(Duration::from_secs(20), "tail blocks in XREAD", || async { redis.blocked_in("xread") == 1 }).await;
+    wait_until(Duration::from_secs(20), "tail blocks in XREAD", || async { redis.blocked_in("xread").unwrap() == 1 })
+        .await
+        .unwrap();
     let new_one = run_ok(&url, &["publish", &stream, r#"{"id":3}"#, "-H", "k=v"]);
     run_ok(&url, &["publish", &stream, r#"{"id":4}"#]);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
@@ -202,7 +208,7 @@ async fn publish_and_tail(topology: Topology) {
 }
 
 async fn top_shows_lag_pending_and_rates(topology: Topology) {
-    let redis = TestRedis::start(topology);
+    let redis = TestRedis::start(topology).unwrap();
     let url = redis.url();
     let stream = unique_name("top");
     seed(&redis, &stream, 40, &[("billing", 10)], 2);
@@ -212,7 +218,7 @@ async fn top_shows_lag_pending_and_rates(topology: Topology) {
     let row =
         |view: &Value| view["groups"].as_array().unwrap().iter().find(|r| r["stream"] == stream.as_str()).cloned();
     let first = row(&views[0]).unwrap();
-    let xgroup = &redis.cli_json(&["XINFO", "GROUPS", &stream])[0];
+    let xgroup = &redis.cli_json(&["XINFO", "GROUPS", &stream]).unwrap()[0];
     assert_eq!(first["group"], "billing");
     assert_eq!(first["lag"], xgroup["lag"]);
     assert_eq!(first["pending"], xgroup["pending"]);
@@ -228,7 +234,7 @@ on_both_topologies!(streams_info_and_pending_match_redis, publish_and_tail, top_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_name_what_is_wrong_with_documented_exit_codes() {
-    let redis = TestRedis::start(Topology::Standalone);
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
     let url = redis.url();
     let stream = unique_name("errors");
     seed(&redis, &stream, 3, &[("billing", 1)], 0);
@@ -251,13 +257,13 @@ async fn errors_name_what_is_wrong_with_documented_exit_codes() {
     assert!(err.contains(&format!("cannot connect to Redis at redis://ops:***@127.0.0.1:{port}")), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
     // A wrong password: exit 3 too, still redacted.
-    redis.cli(&["ACL", "SETUSER", "ops", "on", ">right", "~*", "+@all"]);
+    redis.cli(&["ACL", "SETUSER", "ops", "on", ">right", "~*", "+@all"]).unwrap();
     let wrong = url.replace("redis://", "redis://ops:wrong@");
     let err = run_fails(&wrong, &["streams"], 3);
     assert!(err.contains("ops:***@") && !err.contains("wrong@"), "{err}");
 
     // NOPERM: exit 5, naming the command and the key.
-    redis.cli(&["ACL", "SETUSER", "limited", "on", ">pw", "resetkeys", "~other*", "+@all"]);
+    redis.cli(&["ACL", "SETUSER", "limited", "on", ">pw", "resetkeys", "~other*", "+@all"]).unwrap();
     let limited = url.replace("redis://", "redis://limited:pw@");
     let err = run_fails(&limited, &["pending", &stream, "billing"], 5);
     assert!(err.contains("NOPERM") && err.contains(&format!("EXISTS on `{stream}`")), "{err}");

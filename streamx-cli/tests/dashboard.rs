@@ -42,9 +42,9 @@ async fn seed(redis: &TestRedis) -> Seeded {
     let failing = unique_name("payments");
     let producer = Producer::connect(&url).await.unwrap();
     producer.publish_batch(&stream, &(0..30).collect::<Vec<u64>>()).await.unwrap();
-    redis.cli(&["XGROUP", "CREATE", &stream, "billing", "0"]);
-    redis.cli(&["XGROUP", "CREATE", &stream, "audit", "0"]);
-    redis.cli(&["XREADGROUP", "GROUP", "billing", "worker-1", "COUNT", "10", "STREAMS", &stream, ">"]);
+    redis.cli(&["XGROUP", "CREATE", &stream, "billing", "0"]).unwrap();
+    redis.cli(&["XGROUP", "CREATE", &stream, "audit", "0"]).unwrap();
+    redis.cli(&["XREADGROUP", "GROUP", "billing", "worker-1", "COUNT", "10", "STREAMS", &stream, ">"]).unwrap();
     let consumer = Consumer::new(failing.clone(), "charge", |msg: Message<Value>| async move {
         Err::<(), _>(HandlerError::permanent(format!("card declined for order {}", msg.payload()["order"])))
     });
@@ -53,20 +53,20 @@ async fn seed(redis: &TestRedis) -> Seeded {
         run_ok(&url, &["publish", &failing, &format!(r#"{{"order":{order},"cents":1299}}"#)]);
     }
     let dlq = format!("{{{failing}}}:dlq");
-    wait_until(WAIT, "3 dead letters", || async { redis.xlen(&dlq) == 3 }).await;
+    wait_until(WAIT, "3 dead letters", || async { redis.xlen(&dlq).unwrap() == 3 }).await.unwrap();
     runtime.shutdown().await.unwrap();
     Seeded { stream, failing }
 }
 
 fn lag(redis: &TestRedis, stream: &str, group: &str) -> u64 {
-    let groups = redis.cli_json(&["XINFO", "GROUPS", stream]);
+    let groups = redis.cli_json(&["XINFO", "GROUPS", stream]).unwrap();
     groups.as_array().unwrap().iter().find(|g| g["name"] == group).unwrap()["lag"].as_u64().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     let Some(browser) = Browser::start().await else { return };
-    let redis = TestRedis::start(Topology::Standalone);
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
     let seeded = seed(&redis).await;
     let dashboard = Dashboard::start(&redis.url(), &[]);
     let client = &browser.client;
@@ -80,7 +80,8 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     wait_until(WAIT, "the billing group with lag 20", || async {
         text(client, &lag_cell("billing")).await.as_deref() == Some("20")
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(text(client, &lag_cell("audit")).await.as_deref(), Some("30"));
     let length = format!("tr.stream[data-stream=\"{s}\"] td.length");
     assert_eq!(text(client, &length).await.as_deref(), Some("30"));
@@ -91,8 +92,9 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     wait_until(WAIT, "10 pending entries listed", || async {
         client.find_all(Locator::Css("#pending tbody tr")).await.map(|r| r.len()).unwrap_or(0) == 10
     })
-    .await;
-    let xpending = redis.cli_json(&["XPENDING", &s, "billing", "-", "+", "1"]);
+    .await
+    .unwrap();
+    let xpending = redis.cli_json(&["XPENDING", &s, "billing", "-", "+", "1"]).unwrap();
     assert_eq!(text(client, "#pending tbody tr td.id").await.unwrap(), xpending[0][0].as_str().unwrap());
 
     // The charts move as messages are published: throughput in > 0, lag up by what was added.
@@ -106,13 +108,15 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     wait_until(WAIT, "the throughput chart shows the publishing", || async {
         data(client, "#chart-throughput", "data-max").await.and_then(|m| m["in"].as_f64()).unwrap_or(0.0) > 0.0
     })
-    .await;
+    .await
+    .unwrap();
     let expected_lag = lag(&redis, &s, "billing") + lag(&redis, &s, "audit");
     assert_eq!(expected_lag, 20 + 30 + 2 * 2000);
     wait_until(WAIT, "the lag chart shows the new lag", || async {
         data(client, "#chart-lag", "data-latest").await.and_then(|l| l["lag"].as_u64()) == Some(expected_lag)
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(text(client, &lag_cell("billing")).await.as_deref(), Some("2020"));
 
     // The dead letters of a stream, with error and payload.
@@ -124,7 +128,8 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
         text(client, "#dlq-total").await.as_deref() == Some("3")
             && client.find_all(Locator::Css("#dead-letters tbody tr")).await.map(|r| r.len()).unwrap_or(0) == 3
     })
-    .await;
+    .await
+    .unwrap();
     let error = text(client, "#dead-letters tbody tr td.error").await.unwrap();
     assert_eq!(error, "card declined for order 1");
     let payload = text(client, "#dead-letters tbody tr td.payload").await.unwrap();
@@ -140,10 +145,11 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     assert!(question.contains(&id), "{question}");
     client.accept_alert().await.unwrap();
     wait_until(WAIT, "the count drops to 2", || async { text(client, "#dlq-total").await.as_deref() == Some("2") })
-        .await;
-    assert_eq!(redis.xlen(&dlq_key), 2);
-    assert_eq!(redis.xlen(&failing), 4);
-    let last = redis.cli_json(&["XREVRANGE", &failing, "+", "-", "COUNT", "1"]);
+        .await
+        .unwrap();
+    assert_eq!(redis.xlen(&dlq_key).unwrap(), 2);
+    assert_eq!(redis.xlen(&failing).unwrap(), 4);
+    let last = redis.cli_json(&["XREVRANGE", &failing, "+", "-", "COUNT", "1"]).unwrap();
     let fields: Vec<&str> = last[0][1].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(fields.windows(2).any(|w| w == ["h:streamx-replayed-from", id.as_str()]), "{fields:?}");
     assert!(fields.windows(2).any(|w| w == ["data", r#"{"order":1,"cents":1299}"#]), "{fields:?}");
@@ -152,16 +158,17 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     client.find(Locator::Css("#dead-letters tbody tr button.replay")).await.unwrap().click().await.unwrap();
     client.dismiss_alert().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(redis.xlen(&dlq_key), 2);
+    assert_eq!(redis.xlen(&dlq_key).unwrap(), 2);
 
     // Replay all: the rest goes back too.
     client.find(Locator::Css("#replay-all")).await.unwrap().click().await.unwrap();
     assert!(client.get_alert_text().await.unwrap().contains("Replay every dead letter"));
     client.accept_alert().await.unwrap();
     wait_until(WAIT, "no dead letter left", || async { text(client, "#dlq-total").await.as_deref() == Some("0") })
-        .await;
-    assert_eq!(redis.xlen(&dlq_key), 0);
-    assert_eq!(redis.xlen(&failing), 6);
+        .await
+        .unwrap();
+    assert_eq!(redis.xlen(&dlq_key).unwrap(), 0);
+    assert_eq!(redis.xlen(&failing).unwrap(), 6);
     browser.close().await;
 }
 
@@ -183,7 +190,7 @@ async fn save_screenshot(client: &Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_dashboard_shows_but_refuses_changes() {
     let Some(browser) = Browser::start().await else { return };
-    let redis = TestRedis::start(Topology::Standalone);
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
     let seeded = seed(&redis).await;
     let dlq_key = format!("{{{}}}:dlq", seeded.failing);
     let dashboard = Dashboard::start(&redis.url(), &["--read-only"]);
@@ -191,13 +198,16 @@ async fn a_read_only_dashboard_shows_but_refuses_changes() {
     client.goto(&dashboard.url()).await.unwrap();
 
     let show = format!("tr.stream[data-stream=\"{}\"] button.show-dlq", seeded.failing);
-    wait_until(WAIT, "the streams are listed", || async { client.find(Locator::Css(&show)).await.is_ok() }).await;
+    wait_until(WAIT, "the streams are listed", || async { client.find(Locator::Css(&show)).await.is_ok() })
+        .await
+        .unwrap();
     assert!(client.find(Locator::Css("#mode")).await.unwrap().is_displayed().await.unwrap(), "read-only badge");
     client.find(Locator::Css(&show)).await.unwrap().click().await.unwrap();
     wait_until(WAIT, "3 dead letters listed", || async {
         client.find_all(Locator::Css("#dead-letters tbody tr")).await.map(|r| r.len()).unwrap_or(0) == 3
     })
-    .await;
+    .await
+    .unwrap();
     assert!(client.find_all(Locator::Css("button.replay")).await.unwrap().is_empty(), "no replay buttons");
     assert!(!client.find(Locator::Css("#replay-all")).await.unwrap().is_displayed().await.unwrap());
     assert!(!client.find(Locator::Css("#purge-all")).await.unwrap().is_displayed().await.unwrap());
@@ -215,19 +225,19 @@ async fn a_read_only_dashboard_shows_but_refuses_changes() {
         .unwrap();
     assert_eq!(status, Value::from(403));
     // ...and from anywhere else.
-    let letter = redis.cli_json(&["XRANGE", &dlq_key, "-", "+", "COUNT", "1"]);
+    let letter = redis.cli_json(&["XRANGE", &dlq_key, "-", "+", "COUNT", "1"]).unwrap();
     let id = letter[0][0].as_str().unwrap();
     let path = format!("/api/streams/{}/dead-letters/{id}/replay", seeded.failing);
     let (status, body) = http(dashboard.addr, "POST", &path, &[("x-streamx-action", "1")]);
     assert_eq!(status, 403, "{body}");
     assert!(body.contains("read-only"), "{body}");
-    assert_eq!(redis.xlen(&dlq_key), 3, "nothing changed");
+    assert_eq!(redis.xlen(&dlq_key).unwrap(), 3, "nothing changed");
     browser.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_asks_for_the_token_and_changes_need_the_action_header() {
-    let redis = TestRedis::start(Topology::Standalone);
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
     let seeded = seed(&redis).await;
     let dlq_key = format!("{{{}}}:dlq", seeded.failing);
     let dashboard = Dashboard::start(&redis.url(), &["--token", "s3cret"]);
@@ -242,11 +252,11 @@ async fn the_api_asks_for_the_token_and_changes_need_the_action_header() {
     let purge = format!("/api/streams/{}/dead-letters/purge", seeded.failing);
     let (status, body) = http(dashboard.addr, "POST", &purge, &[bearer]);
     assert_eq!(status, 403, "a change without the action header (a cross-site form) is refused: {body}");
-    assert_eq!(redis.xlen(&dlq_key), 3);
+    assert_eq!(redis.xlen(&dlq_key).unwrap(), 3);
     let (status, body) = http(dashboard.addr, "POST", &purge, &[bearer, ("x-streamx-action", "1")]);
     assert_eq!(status, 200, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["done"], 3);
-    assert_eq!(redis.xlen(&dlq_key), 0);
+    assert_eq!(redis.xlen(&dlq_key).unwrap(), 0);
     let (status, body) = http(dashboard.addr, "GET", "/api/streams/nope/groups/g/pending", &[bearer]);
     assert_eq!(status, 404, "{body}");
 

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{run_fails, run_json, run_ok, start_runtime, streamx, wait_until, TestRedis, Topology};
+use common::{
+    on_both_topologies, run_fails, run_json, run_ok, start_runtime, streamx, wait_until, TestRedis, Topology,
+};
 use streamx_runtime::{Consumer, DeadLetters, HandlerError, Message, Producer};
 use streamx_testing::unique_name;
 
@@ -23,7 +25,7 @@ struct Handled {
 
 async fn replay_of_ten_thousand_letters(topology: Topology) {
     const N: u64 = 10_000;
-    let redis = TestRedis::start(topology);
+    let redis = TestRedis::start(topology).unwrap();
     let url = redis.url();
     let stream = unique_name("replay");
     let dlq_key = format!("{{{stream}}}:dlq");
@@ -49,8 +51,11 @@ async fn replay_of_ten_thousand_letters(topology: Topology) {
     let runtime = start_runtime(&url, vec![consumer]).await;
     let producer = Producer::connect(&url).await.unwrap();
     producer.publish_batch(&stream, &(0..N).collect::<Vec<u64>>()).await.unwrap();
-    wait_until(Duration::from_secs(120), "every message is dead-lettered", || async { redis.xlen(&dlq_key) == N })
-        .await;
+    wait_until(Duration::from_secs(120), "every message is dead-lettered", || async {
+        redis.xlen(&dlq_key).unwrap() == N
+    })
+    .await
+    .unwrap();
     let dead_letters = DeadLetters::connect(&url, &dlq_key).await.unwrap();
     let letter_ids: HashSet<String> = {
         let page = dead_letters.list(None, N + 1).await.unwrap();
@@ -61,7 +66,7 @@ async fn replay_of_ten_thousand_letters(topology: Topology) {
     // Without --yes and without a terminal: refused, exit 6, nothing replayed.
     let err = run_fails(&url, &["dlq", "replay", &stream, "--all"], 6);
     assert!(err.contains("refusing to replay 10000 dead letters") && err.contains("--yes"), "{err}");
-    assert_eq!(redis.xlen(&dlq_key), N);
+    assert_eq!(redis.xlen(&dlq_key).unwrap(), N);
 
     failing.store(false, Ordering::SeqCst);
     let out = streamx(&url).args(["dlq", "replay", &stream, "--all", "--yes"]).output().unwrap();
@@ -73,22 +78,23 @@ async fn replay_of_ten_thousand_letters(topology: Topology) {
     assert!(progress.len() >= 10, "{stderr}");
     assert_eq!(progress.last(), Some(&"replay: 10000/10000"));
 
-    assert_eq!(redis.xlen(&dlq_key), 0, "the dead-letter stream is empty");
+    assert_eq!(redis.xlen(&dlq_key).unwrap(), 0, "the dead-letter stream is empty");
     wait_until(Duration::from_secs(120), "every replayed message is handled", || async {
         handled.count.load(Ordering::SeqCst) >= N
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(*handled.replayed_from.lock().unwrap(), letter_ids, "each letter came back once, as itself");
     assert_eq!(handled.count.load(Ordering::SeqCst), N);
     runtime.shutdown().await.unwrap();
-    assert_eq!(redis.xlen(&dlq_key), 0);
+    assert_eq!(redis.xlen(&dlq_key).unwrap(), 0);
 }
 
 on_both_topologies!(replay_of_ten_thousand_letters);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_show_filter_replay_one_and_purge() {
-    let redis = TestRedis::start(Topology::Standalone);
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
     let url = redis.url();
     let stream = unique_name("letters");
     let dlq_key = format!("{{{stream}}}:dlq");
@@ -104,7 +110,9 @@ async fn list_show_filter_replay_one_and_purge() {
     for n in 0..5 {
         run_ok(&url, &["publish", &stream, &format!(r#"{{"n":{n}}}"#), "-H", "tenant=acme"]);
     }
-    wait_until(Duration::from_secs(30), "10 dead letters", || async { redis.xlen(&dlq_key) == 10 }).await;
+    wait_until(Duration::from_secs(30), "10 dead letters", || async { redis.xlen(&dlq_key).unwrap() == 10 })
+        .await
+        .unwrap();
     runtime.shutdown().await.unwrap();
 
     let all = run_json(&url, &["dlq", "list", &stream, "--all"]);
@@ -125,7 +133,7 @@ async fn list_show_filter_replay_one_and_purge() {
     // show: one letter with its error and payload, as Redis holds it.
     let id = entries[0]["id"].as_str().unwrap().to_string();
     let shown = run_json(&url, &["dlq", "show", &stream, &id]);
-    let raw = redis.cli_json(&["XRANGE", &dlq_key, &id, &id]);
+    let raw = redis.cli_json(&["XRANGE", &dlq_key, &id, &id]).unwrap();
     let fields: Vec<&str> = raw[0][1].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     let field = |name: &str| fields.iter().position(|f| *f == name).map(|i| fields[i + 1]).unwrap();
     assert_eq!(shown["payload"], field("data"));
@@ -135,14 +143,14 @@ async fn list_show_filter_replay_one_and_purge() {
     assert!(human.contains("card declined") && human.contains("\"n\": 0"), "{human}");
 
     // replay one by id: no question asked; back on the stream with the replayed-from header.
-    let before = redis.xlen(&stream);
+    let before = redis.xlen(&stream).unwrap();
     let out = run_ok(&url, &["dlq", "replay", &stream, "--id", &id]);
     assert!(out.contains("replayed 1 of 1"), "{out}");
-    assert_eq!(redis.xlen(&stream), before + 1);
-    let last = redis.cli_json(&["XREVRANGE", &stream, "+", "-", "COUNT", "1"]);
+    assert_eq!(redis.xlen(&stream).unwrap(), before + 1);
+    let last = redis.cli_json(&["XREVRANGE", &stream, "+", "-", "COUNT", "1"]).unwrap();
     let last_fields: Vec<&str> = last[0][1].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert!(last_fields.windows(2).any(|w| w == ["h:streamx-replayed-from", id.as_str()]), "{last_fields:?}");
-    assert_eq!(redis.xlen(&dlq_key), 9);
+    assert_eq!(redis.xlen(&dlq_key).unwrap(), 9);
 
     // purge: a selection is required; many letters need --yes; filters delete only theirs.
     run_fails(&url, &["dlq", "purge", &stream, "--group", "audit"], 2);
@@ -154,8 +162,8 @@ async fn list_show_filter_replay_one_and_purge() {
     let left = run_json(&url, &["dlq", "list", &stream, "--all"]);
     assert!(left["entries"].as_array().unwrap().iter().all(|e| e["group"] == "billing"));
     run_fails(&url, &["dlq", "purge", &stream, "--all"], 6);
-    assert_eq!(redis.xlen(&dlq_key), 4);
+    assert_eq!(redis.xlen(&dlq_key).unwrap(), 4);
     let out = run_ok(&url, &["dlq", "purge", &stream, "--all", "--yes"]);
     assert!(out.contains("purged 4 of 4"), "{out}");
-    assert_eq!(redis.cli(&["EXISTS", &dlq_key]).trim(), "0");
+    assert_eq!(redis.cli(&["EXISTS", &dlq_key]).unwrap().trim(), "0");
 }

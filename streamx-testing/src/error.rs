@@ -35,6 +35,21 @@ pub enum TestingError {
         binary: PathBuf,
     },
 
+    /// `redis-cli`, run as a witness ([`redis_cli`](crate::redis_cli),
+    /// [`TestRedis::cli`](crate::TestRedis::cli)), failed: it could not connect, or refused
+    /// its arguments. (A command's error reply is not a failure: it is printed.)
+    #[error("`redis-cli -p {port} {command}` failed ({status}): {output}")]
+    RedisCliFailed {
+        /// The port it was pointed at.
+        port: u16,
+        /// The command it was given.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed.
+        output: String,
+    },
+
     /// A binary was found but could not be started.
     #[error("could not start `{}`: {source}", binary.display())]
     Spawn {
@@ -136,8 +151,8 @@ pub enum TestingError {
         output: String,
     },
 
-    /// A condition (of a cluster, or of a [`TestRuntime`](crate::TestRuntime) wait) was
-    /// not reached in time.
+    /// A condition (of a cluster, of a [`TestRuntime`](crate::TestRuntime) wait or of
+    /// [`wait_until`](crate::wait_until)) was not reached in time.
     #[error("timed out after {waited:?} waiting for {what}; last state: {last}")]
     Timeout {
         /// What was awaited.

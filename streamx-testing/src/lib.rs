@@ -17,17 +17,22 @@
 //!   certificates made at test time ([`TlsFiles`]).
 //! - [`RedisCluster`]: a local Redis Cluster (e.g. 3 masters, 1 replica each), with helpers
 //!   to find, kill and fail over the master of a key and to migrate a slot.
+//! - [`TestRedis`]: a server or a cluster, by [`Topology`], so one test body runs against
+//!   both ([`on_both_topologies!`]); what is in it read back with `redis-cli`
+//!   ([`TestRedis::cli`], [`TestRedis::xlen`], [`redis_cli`] for one server), an
+//!   independent witness.
+//! - [`wait_until`]: waits for a condition with a deadline instead of sleeping.
 //! - [`unique_name`]: key and stream names that tests sharing a server never share.
 //! - [`key_slot`]: the cluster hash slot of a key.
 //!
-//! [`TestRuntime`] is async (it runs the streamx runtime, inside your `#[tokio::test]`).
-//! The rest is synchronous (it talks RESP over a plain `TcpStream`, not through a Redis
-//! client) and usable from async tests: calls block for at most a few seconds while a
-//! server starts or a cluster settles, and every wait has a deadline.
+//! [`TestRuntime`] and [`wait_until`] are async (they run inside your `#[tokio::test]`).
+//! The rest is synchronous (it talks RESP over a plain `TcpStream` or runs `redis-cli`, not
+//! through a Redis client) and usable from async tests: calls block for at most a few
+//! seconds while a server starts or a cluster settles, and every wait has a deadline.
 //!
 //! # Requirements
 //!
-//! `redis-server` (and `redis-cli`, for clusters) on `PATH`
+//! `redis-server` (and `redis-cli`, for clusters and the witness helpers) on `PATH`
 //! (`apt-get install redis-server`), or their paths in the environment variables
 //! `STREAMX_REDIS_SERVER` and `STREAMX_REDIS_CLI`. Linux or another Unix: the watchdog
 //! that kills orphaned servers uses `sh`.
@@ -50,16 +55,22 @@ mod cluster;
 mod error;
 mod name;
 mod process;
+mod redis_cli;
 mod resp;
 mod runtime;
 mod server;
 mod slot;
 mod tls;
+mod topology;
+mod wait;
 
 pub use cluster::{RedisCluster, RedisClusterBuilder, REDIS_CLI_ENV};
 pub use error::TestingError;
 pub use name::unique_name;
+pub use redis_cli::redis_cli;
 pub use runtime::{TestRuntime, TestRuntimeBuilder, DEFAULT_WAIT_LIMIT};
 pub use server::{RedisServer, RedisServerBuilder, REDIS_SERVER_ENV};
 pub use slot::{key_slot, SLOT_COUNT};
 pub use tls::TlsFiles;
+pub use topology::{TestRedis, Topology};
+pub use wait::wait_until;

@@ -138,7 +138,7 @@ pub(crate) fn resolve_binary(explicit: Option<PathBuf>, env: &str, default: &str
 }
 
 /// How a process ended, for error messages: `exit status: 1`, `killed by signal 9`.
-fn describe_status(status: ExitStatus) -> String {
+pub(crate) fn describe_status(status: ExitStatus) -> String {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
@@ -462,22 +462,12 @@ impl TestRuntime {
     }
 
     /// Polls `check` (done?, the state to report) until done or the wait limit.
-    async fn poll<F, Fut>(&self, what: &str, mut check: F) -> Result<(), TestingError>
+    async fn poll<F, Fut>(&self, what: &str, check: F) -> Result<(), TestingError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(bool, String), TestingError>>,
     {
-        let started = Instant::now();
-        loop {
-            let (done, last) = check().await?;
-            if done {
-                return Ok(());
-            }
-            if started.elapsed() > self.wait_limit {
-                return Err(TestingError::Timeout { what: what.to_string(), waited: started.elapsed(), last });
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
+        crate::wait::poll(self.wait_limit, POLL_INTERVAL, what, check).await
     }
 }
 

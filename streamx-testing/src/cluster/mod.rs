@@ -13,6 +13,7 @@ mod nodes;
 
 use crate::error::TestingError;
 use crate::process::resolve_binary;
+use crate::redis_cli::spawn_error;
 use crate::resp::{self, Reply};
 use crate::server::RedisServer;
 use crate::slot::{key_slot, SLOT_COUNT};
@@ -171,7 +172,7 @@ impl RedisClusterBuilder {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .map_err(|source| cli_spawn_error(&cli, source))?;
+            .map_err(|source| spawn_error(&cli, source))?;
         let node_timeout_ms = self.node_timeout.as_millis().max(1).to_string();
         let mut nodes = Vec::with_capacity(total);
         for _ in 0..total {
@@ -494,7 +495,7 @@ impl RedisCluster {
             .stdout(log)
             .stderr(stderr)
             .spawn()
-            .map_err(|source| cli_spawn_error(cli, source))?;
+            .map_err(|source| spawn_error(cli, source))?;
         let deadline = Instant::now() + CREATE_TIMEOUT;
         let status = loop {
             match child.try_wait() {
@@ -619,13 +620,6 @@ impl RedisCluster {
 
     fn index_of_port(&self, port: u16) -> Option<usize> {
         self.nodes.iter().position(|n| n.port() == port)
-    }
-}
-
-fn cli_spawn_error(cli: &Path, source: std::io::Error) -> TestingError {
-    match source.kind() {
-        std::io::ErrorKind::NotFound => TestingError::RedisCliNotFound { binary: cli.to_path_buf() },
-        _ => TestingError::Spawn { binary: cli.to_path_buf(), source },
     }
 }
 

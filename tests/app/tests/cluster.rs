@@ -103,7 +103,8 @@ async fn durable_publishes_survive_a_master_failover() {
         let seen = seen.lock().unwrap();
         acked.iter().all(|n| seen.contains_key(n))
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     let group = Inspector::connect(&url).await.unwrap().group(&stream, "g").await.unwrap().unwrap();
     assert_eq!(group.pending, 0);
@@ -140,7 +141,8 @@ async fn moving_the_streams_slot_to_another_master_loses_nothing() {
         let seen = seen.lock().unwrap();
         acked.iter().all(|n| seen.contains_key(n))
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     assert_eq!(acked.len(), 2500);
     let group = Inspector::connect(&url).await.unwrap().group(&stream, "g").await.unwrap().unwrap();

@@ -20,6 +20,6 @@ async fn purge_returns_exactly_how_many_letters_it_deleted() {
     assert_eq!(dlq.purge().await.unwrap(), 1_234);
 
     assert_eq!(dlq.count().await.unwrap(), 0);
-    assert_eq!(redis_cli(&server, &["EXISTS", &dlq_key]).trim(), "0", "the stream is deleted");
+    assert_eq!(redis_cli(&server, &["EXISTS", &dlq_key]).unwrap().trim(), "0", "the stream is deleted");
     assert_eq!(dlq.purge().await.unwrap(), 0, "purging a missing stream removes nothing");
 }

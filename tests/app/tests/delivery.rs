@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{start_error, start_runtime, wait_until, Job, TestRedis, Topology};
+use common::{on_both_topologies, start_error, start_runtime, wait_until, Job, TestRedis, Topology};
 use futures_util::TryStreamExt;
 use streamx::testing::unique_name;
 use streamx::{Consumer, Error, HandlerError, History, Inspector, Message, MessageId, Producer, Runtime, StartFrom};
@@ -36,7 +36,7 @@ fn len(seen: &Seen) -> usize {
 }
 
 async fn ten_thousand_messages_are_each_handled_exactly_once(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let stream = unique_name("orders");
     let producer = Producer::connect(&server.url()).await.unwrap();
     let jobs: Vec<Job> = (0..10_000).map(Job::ok).collect();
@@ -45,7 +45,7 @@ async fn ten_thousand_messages_are_each_handled_exactly_once(topology: Topology)
 
     let (consumer, seen) = recorder(&stream, "billing");
     let runtime = start_runtime(server.url(), vec![consumer.concurrency(8)]).await;
-    wait_until(Duration::from_secs(60), "10,000 handled", || async { len(&seen) >= 10_000 }).await;
+    wait_until(Duration::from_secs(60), "10,000 handled", || async { len(&seen) >= 10_000 }).await.unwrap();
     runtime.shutdown().await.unwrap();
 
     let seen = seen.lock().unwrap().clone();
@@ -59,7 +59,7 @@ async fn ten_thousand_messages_are_each_handled_exactly_once(topology: Topology)
 }
 
 async fn two_groups_on_one_stream_each_see_every_message(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let stream = unique_name("events");
     let producer = Producer::connect(&server.url()).await.unwrap();
     let published: HashSet<_> = producer
@@ -84,7 +84,8 @@ async fn two_groups_on_one_stream_each_see_every_message(topology: Topology) {
     wait_until(Duration::from_secs(30), "both groups done", || async {
         len(&billing_seen) >= 500 && len(&audit_seen) >= 500
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     for seen in [billing_seen, audit_seen] {
         let seen = seen.lock().unwrap();
@@ -94,7 +95,7 @@ async fn two_groups_on_one_stream_each_see_every_message(topology: Topology) {
 }
 
 async fn start_decides_where_a_new_group_begins(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let stream = unique_name("start");
     let producer = Producer::connect(&server.url()).await.unwrap();
     let before = producer.publish_batch(&stream, &(0..5).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
@@ -118,7 +119,8 @@ async fn start_decides_where_a_new_group_begins(topology: Topology) {
     wait_until(Duration::from_secs(20), "all three groups caught up", || async {
         len(&begin_seen) >= 8 && len(&new_seen) >= 3 && len(&id_seen) >= 5
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
 
     let ids = |seen: &Seen| seen.lock().unwrap().iter().map(|(id, _)| *id).collect::<Vec<_>>();
@@ -129,7 +131,7 @@ async fn start_decides_where_a_new_group_begins(topology: Topology) {
 }
 
 async fn history_reads_ranges_page_by_page(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let stream = unique_name("history");
     let producer = Producer::connect(&server.url()).await.unwrap();
     let ids = producer.publish_batch(&stream, &(0..100).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
@@ -157,10 +159,10 @@ async fn history_reads_ranges_page_by_page(topology: Topology) {
 }
 
 async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let stream = unique_name("interop");
     // Another language (here redis-cli) writes the documented wire format.
-    let id = server.cli(&["XADD", &stream, "*", "data", r#"{"n":1,"action":"ok"}"#, "h:source", "cli"]);
+    let id = server.cli(&["XADD", &stream, "*", "data", r#"{"n":1,"action":"ok"}"#, "h:source", "cli"]).unwrap();
     type SeenWithSource = Arc<Mutex<Vec<(MessageId, u64, Option<String>)>>>;
     let seen: SeenWithSource = Arc::default();
     let s = seen.clone();
@@ -173,7 +175,8 @@ async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand(topology: To
     });
     let runtime = start_runtime(server.url(), vec![consumer]).await;
     wait_until(Duration::from_secs(10), "hand-written entry handled", || async { !seen.lock().unwrap().is_empty() })
-        .await;
+        .await
+        .unwrap();
     runtime.shutdown().await.unwrap();
     let got = seen.lock().unwrap().clone();
     assert_eq!(got, vec![(id.trim().parse().unwrap(), 1, Some("cli".to_string()))]);
@@ -188,13 +191,13 @@ async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand(topology: To
         )
         .await
         .unwrap();
-    let raw = server.cli(&["XRANGE", &stream, &id.to_string(), &id.to_string()]);
+    let raw = server.cli(&["XRANGE", &stream, &id.to_string(), &id.to_string()]).unwrap();
     let lines: Vec<&str> = raw.lines().collect();
     assert_eq!(lines, vec![id.to_string().as_str(), "data", r#"{"n":7,"action":"ok"}"#, "h:k", "v"]);
 }
 
 async fn concurrency_is_a_hard_bound(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let stream = unique_name("bound");
     let producer = Producer::connect(&server.url()).await.unwrap();
     producer.publish_batch(&stream, &(0..300).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
@@ -224,7 +227,8 @@ async fn concurrency_is_a_hard_bound(topology: Topology) {
         max_held = max_held.max(held);
         async { done.load(Ordering::SeqCst) >= 300 }
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     assert_eq!(max_seen.load(Ordering::SeqCst), 5, "never more than 5 at once, and the bound is reached");
     assert!(max_held > 5 && max_held <= 5 + 2 * 50, "held at most {max_held} messages");
@@ -292,7 +296,7 @@ async fn reads_grow_only_while_handlers_keep_up(topology: Topology) {
 async fn large_entries_stay_within_the_byte_budget(topology: Topology) {
     const ENTRY: usize = 256 * 1024;
     const BUDGET: usize = 8 * 1024 * 1024;
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let stream = unique_name("large");
     let producer = Producer::connect(&server.url()).await.unwrap();
     let blob = "x".repeat(ENTRY);
@@ -318,7 +322,9 @@ async fn large_entries_stay_within_the_byte_budget(topology: Topology) {
     // All four handlers are held at the gate; the reader keeps fetching while the budget
     // has room, then must stop. Without a byte budget it fetches two batches of 512: all
     // 200.
-    wait_until(Duration::from_secs(30), "the budget filled", || async { delivered() >= BUDGET / (ENTRY + 1024) }).await;
+    wait_until(Duration::from_secs(30), "the budget filled", || async { delivered() >= BUDGET / (ENTRY + 1024) })
+        .await
+        .unwrap();
     let watch_until = Instant::now() + Duration::from_millis(500);
     while Instant::now() < watch_until {
         assert!(
@@ -329,7 +335,7 @@ async fn large_entries_stay_within_the_byte_budget(topology: Topology) {
         tokio::task::yield_now().await;
     }
     gate_tx.send(true).unwrap();
-    wait_until(Duration::from_secs(60), "200 handled", || async { len(&seen) >= 200 }).await;
+    wait_until(Duration::from_secs(60), "200 handled", || async { len(&seen) >= 200 }).await.unwrap();
     runtime.shutdown().await.unwrap();
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 200, "no message handled twice");
@@ -337,7 +343,7 @@ async fn large_entries_stay_within_the_byte_budget(topology: Topology) {
 }
 
 async fn shutdown_is_prompt_and_lets_running_handlers_finish(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let stream = unique_name("shutdown");
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
@@ -361,7 +367,8 @@ async fn shutdown_is_prompt_and_lets_running_handlers_finish(topology: Topology)
     let producer = Producer::connect(&server.url()).await.unwrap();
     producer.publish_batch(&stream, &(0..2).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
     wait_until(Duration::from_secs(10), "both handlers started", || async { started.load(Ordering::SeqCst) == 2 })
-        .await;
+        .await
+        .unwrap();
     let t0 = Instant::now();
     stop_tx.send(()).unwrap();
     task.await.unwrap().unwrap();
@@ -374,8 +381,11 @@ async fn shutdown_is_prompt_and_lets_running_handlers_finish(topology: Topology)
     // An idle runtime (blocked in XREADGROUP with nothing to read) stops promptly too.
     let runtime =
         start_runtime(server.url(), vec![recorder(&unique_name("idle"), "g").0.block(Duration::from_secs(5))]).await;
-    wait_until(Duration::from_secs(10), "the reader blocked in XREADGROUP", || async { server.blocked_readers() >= 1 })
-        .await;
+    wait_until(Duration::from_secs(10), "the reader blocked in XREADGROUP", || async {
+        server.blocked_in("xreadgroup").unwrap() >= 1
+    })
+    .await
+    .unwrap();
     let t0 = Instant::now();
     runtime.shutdown().await.unwrap();
     assert!(t0.elapsed() < Duration::from_secs(2), "idle shutdown took {:?}", t0.elapsed());

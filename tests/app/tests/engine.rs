@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{counts, handled, spawn_worker, start_runtime, wait_exit, wait_until, Job, TestRedis, Topology};
+use common::{
+    counts, handled, on_both_topologies, spawn_worker, start_runtime, wait_exit, wait_until, Job, TestRedis, Topology,
+};
 use streamx::testing::unique_name;
 use streamx::{Consumer, DeadLetters, FailureKind, HandlerError, Inspector, Message, MessageId, Producer, Runtime};
 
@@ -45,13 +47,13 @@ async fn pending(url: &str, stream: &str) -> u64 {
 /// claim may take more than it can start, and renewing a lease must never steal an entry
 /// back from the other consumer.
 async fn a_dead_consumers_entries_run_once_across_two_consumers(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("orphans");
     let producer = Producer::connect(&url).await.unwrap();
     let ids = producer.publish_batch(&stream, &(0..60).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]);
-    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "60", "STREAMS", &stream, ">"]);
+    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]).unwrap();
+    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "60", "STREAMS", &stream, ">"]).unwrap();
     let runs: Runs = Arc::default();
     let make = |name: &'static str| {
         recording(&stream, &runs, |_| async {
@@ -67,7 +69,8 @@ async fn a_dead_consumers_entries_run_once_across_two_consumers(topology: Topolo
     wait_until(Duration::from_secs(60), "all 60 handled and nothing pending", || async {
         runs.lock().unwrap().len() >= 60 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
     let runs = runs.lock().unwrap().clone();
@@ -86,11 +89,11 @@ async fn a_dead_consumers_entries_run_once_across_two_consumers(topology: Topolo
 /// entry must stay pending, never acknowledged without its dead letter; once the key is
 /// fixed, a later attempt writes the dead letter.
 async fn a_dead_letter_that_cannot_be_written_stays_pending(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("dlqwrong");
     let dlq = dlq_of(&stream);
-    server.cli(&["SET", &dlq, "not a stream"]);
+    server.cli(&["SET", &dlq, "not a stream"]).unwrap();
     let runs: Runs = Arc::default();
     let consumer = recording(&stream, &runs, |_| async { Err(HandlerError::permanent("no way")) })
         .claim_idle(Duration::from_millis(500))
@@ -101,15 +104,17 @@ async fn a_dead_letter_that_cannot_be_written_stays_pending(topology: Topology) 
     wait_until(Duration::from_secs(10), "two failed dead-letter writes", || async {
         stats.snapshot().dead_letter_failures >= 2
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(pending(&url, &stream).await, 1, "the entry stays pending while its dead letter cannot be written");
-    assert!(server.cli(&["TYPE", &dlq]).contains("string"));
-    server.cli(&["DEL", &dlq]);
+    assert!(server.cli(&["TYPE", &dlq]).unwrap().contains("string"));
+    server.cli(&["DEL", &dlq]).unwrap();
     let letters = DeadLetters::connect(&url, &dlq).await.unwrap();
     wait_until(Duration::from_secs(10), "the dead letter written once the key is fixed", || async {
         letters.count().await.unwrap_or(0) == 1 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     let letter = &letters.list(None, 10).await.unwrap().entries[0];
     assert_eq!(letter.origin_id, Some(id));
@@ -119,7 +124,7 @@ async fn a_dead_letter_that_cannot_be_written_stays_pending(topology: Topology) 
 /// Finding 2: Lua cannot `unpack` an entry with thousands of fields; such an entry must
 /// still reach the dead-letter stream whole, and nothing is acknowledged before that.
 async fn an_entry_with_thousands_of_fields_is_dead_lettered_whole(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("wide");
     let producer = Producer::connect(&url).await.unwrap();
@@ -130,7 +135,7 @@ async fn an_entry_with_thousands_of_fields_is_dead_lettered_whole(topology: Topo
         args.push(format!("v{i}"));
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let id: MessageId = server.cli(&refs).trim().parse().unwrap();
+    let id: MessageId = server.cli(&refs).unwrap().trim().parse().unwrap();
     let runs: Runs = Arc::default();
     let consumer = recording(&stream, &runs, |_| async { Err(HandlerError::permanent("no way")) });
     let runtime = start_runtime(&url, vec![consumer]).await;
@@ -138,7 +143,8 @@ async fn an_entry_with_thousands_of_fields_is_dead_lettered_whole(topology: Topo
     wait_until(Duration::from_secs(15), "the wide entry dead-lettered", || async {
         letters.count().await.unwrap() == 1 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     drop(producer);
     let letter = &letters.list(None, 1).await.unwrap().entries[0];
@@ -151,7 +157,7 @@ async fn an_entry_with_thousands_of_fields_is_dead_lettered_whole(topology: Topo
 
 /// Finding 5: a retry asked for in an hour must not run again after a graceful restart.
 async fn shutdown_keeps_retry_due_times(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("later");
     let runs: Runs = Arc::default();
@@ -170,14 +176,15 @@ async fn shutdown_keeps_retry_due_times(topology: Topology) {
     let producer = Producer::connect(&url).await.unwrap();
     let first = start_runtime(&url, vec![make()]).await;
     let later = producer.publish(&stream, &Job::ok(1)).await.unwrap();
-    wait_until(Duration::from_secs(10), "the first run", || async { !runs.lock().unwrap().is_empty() }).await;
+    wait_until(Duration::from_secs(10), "the first run", || async { !runs.lock().unwrap().is_empty() }).await.unwrap();
     first.shutdown().await.unwrap();
     let second = start_runtime(&url, vec![make()]).await;
     let probe = producer.publish(&stream, &Job::ok(2)).await.unwrap();
     wait_until(Duration::from_secs(10), "the probe handled on its second attempt", || async {
         runs.lock().unwrap().contains(&(probe, 2))
     })
-    .await;
+    .await
+    .unwrap();
     second.shutdown().await.unwrap();
     let runs_of_later = runs.lock().unwrap().iter().filter(|(id, _)| *id == later).count();
     assert_eq!(runs_of_later, 1, "the hour-long retry ran again after the restart");
@@ -187,7 +194,7 @@ async fn shutdown_keeps_retry_due_times(topology: Topology) {
 /// Finding 6: a pending entry deleted from the stream (trimmed) before its retry becomes a
 /// dead letter of kind `trimmed`, instead of vanishing from the PEL.
 async fn trimmed_pending_entries_become_dead_letters(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("trimmed");
     let runs: Runs = Arc::default();
@@ -208,14 +215,15 @@ async fn trimmed_pending_entries_become_dead_letters(topology: Topology) {
     };
     let runtime = start_runtime(&url, vec![consumer]).await;
     let id = Producer::connect(&url).await.unwrap().publish(&stream, &Job::ok(1)).await.unwrap();
-    wait_until(Duration::from_secs(10), "the first run", || async { !runs.lock().unwrap().is_empty() }).await;
-    server.cli(&["XDEL", &stream, &id.to_string()]);
+    wait_until(Duration::from_secs(10), "the first run", || async { !runs.lock().unwrap().is_empty() }).await.unwrap();
+    server.cli(&["XDEL", &stream, &id.to_string()]).unwrap();
     deleted.store(true, Ordering::SeqCst);
     let letters = DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap();
     wait_until(Duration::from_secs(10), "a `trimmed` dead letter", || async {
         letters.count().await.unwrap() == 1 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     let letter = &letters.list(None, 1).await.unwrap().entries[0];
     assert_eq!(letter.origin_id, Some(id));
@@ -230,7 +238,7 @@ async fn trimmed_pending_entries_become_dead_letters(topology: Topology) {
 /// delivery count unchanged; `attempt()` counts only runs that started. (The one running
 /// handler never returns: it is cancelled at the shutdown timeout, and its run counts.)
 async fn unstarted_entries_keep_their_count_across_a_shutdown(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("unstarted");
     let runs: Runs = Arc::default();
@@ -257,14 +265,16 @@ async fn unstarted_entries_keep_their_count_across_a_shutdown(topology: Topology
         .await
         .unwrap();
     wait_until(Duration::from_secs(10), "the first handler started", || async { !runs.lock().unwrap().is_empty() })
-        .await;
+        .await
+        .unwrap();
     first.shutdown().await.unwrap();
     assert_eq!(runs.lock().unwrap().len(), 1, "one handler ran; the nine others never started");
     let second = start_runtime(&url, vec![make(false)]).await;
     wait_until(Duration::from_secs(10), "all ten handled", || async {
         runs.lock().unwrap().len() >= 11 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     second.shutdown().await.unwrap();
     let runs = runs.lock().unwrap().clone();
     assert_eq!(runs.len(), 11, "{runs:?}");
@@ -280,7 +290,7 @@ async fn unstarted_entries_keep_their_count_across_a_shutdown(topology: Topology
 /// Finding 10: handlers still running at the shutdown timeout are cancelled before
 /// `shutdown()` returns, and their entries are handed back with their count unchanged.
 async fn handlers_past_the_shutdown_timeout_are_cancelled(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("stuck");
     let runs: Runs = Arc::default();
@@ -319,7 +329,9 @@ async fn handlers_past_the_shutdown_timeout_are_cancelled(topology: Topology) {
         .unwrap();
     let producer = Producer::connect(&url).await.unwrap();
     producer.publish_batch(&stream, &[Job::ok(1), Job::ok(2)]).await.unwrap();
-    wait_until(Duration::from_secs(10), "both handlers running", || async { runs.lock().unwrap().len() == 2 }).await;
+    wait_until(Duration::from_secs(10), "both handlers running", || async { runs.lock().unwrap().len() == 2 })
+        .await
+        .unwrap();
     runtime.shutdown().await.unwrap();
     assert_eq!(dropped.load(Ordering::SeqCst), 2, "both handlers were cancelled by the time shutdown returned");
     assert_eq!(finished.load(Ordering::SeqCst), 0);
@@ -328,7 +340,8 @@ async fn handlers_past_the_shutdown_timeout_are_cancelled(topology: Topology) {
     wait_until(Duration::from_secs(10), "both handled after the restart", || async {
         finished.load(Ordering::SeqCst) == 2 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     again.shutdown().await.unwrap();
     let attempts: Vec<u32> = runs.lock().unwrap()[2..].iter().map(|(_, a)| *a).collect();
     assert_eq!(attempts, vec![2, 2], "the cancelled runs started, so they count");
@@ -337,7 +350,7 @@ async fn handlers_past_the_shutdown_timeout_are_cancelled(topology: Topology) {
 /// Finding 9: after the reader's connection is replaced (killed by the server), shutdown
 /// still wakes the blocked read at once instead of leaving it blocked.
 async fn shutdown_wakes_the_reader_after_a_reconnect(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("unblock");
     let runs: Runs = Arc::default();
@@ -345,24 +358,31 @@ async fn shutdown_wakes_the_reader_after_a_reconnect(topology: Topology) {
     let runtime = start_runtime(&url, vec![consumer]).await;
     let producer = Producer::connect(&url).await.unwrap();
     producer.publish(&stream, &Job::ok(1)).await.unwrap();
-    wait_until(Duration::from_secs(10), "first message handled", || async { runs.lock().unwrap().len() == 1 }).await;
-    wait_until(Duration::from_secs(10), "the reader blocked", || async { server.blocked_readers() == 1 }).await;
-    server.cli_all(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]);
+    wait_until(Duration::from_secs(10), "first message handled", || async { runs.lock().unwrap().len() == 1 })
+        .await
+        .unwrap();
+    wait_until(Duration::from_secs(10), "the reader blocked", || async {
+        server.blocked_in("xreadgroup").unwrap() == 1
+    })
+    .await
+    .unwrap();
+    server.cli_all(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"]).unwrap();
     producer.publish(&stream, &Job::ok(2)).await.unwrap_or_else(|_| MessageId::new(0, 0));
     wait_until(Duration::from_secs(15), "the reader reconnected and blocked again", || async {
-        server.blocked_readers() == 1
+        server.blocked_in("xreadgroup").unwrap() == 1
     })
-    .await;
+    .await
+    .unwrap();
     let started = Instant::now();
     runtime.shutdown().await.unwrap();
     let took = started.elapsed();
-    assert_eq!(server.blocked_readers(), 0, "no read left blocked after shutdown");
+    assert_eq!(server.blocked_in("xreadgroup").unwrap(), 0, "no read left blocked after shutdown");
     assert!(took < Duration::from_secs(5), "shutdown took {took:?} with a 30 s BLOCK");
 }
 
 /// The members of the take-over marks (entries a taker claimed and has not settled).
 fn marks(server: &TestRedis, stream: &str) -> HashSet<String> {
-    let members = server.cli(&["SMEMBERS", &streamx::keys::takeover_marks(stream, "g")]);
+    let members = server.cli(&["SMEMBERS", &streamx::keys::takeover_marks(stream, "g")]).unwrap();
     members.lines().filter(|m| !m.is_empty()).map(str::to_string).collect()
 }
 
@@ -371,8 +391,8 @@ async fn orphaned_entries(server: &TestRedis, url: &str, prefix: &str) -> String
     let stream = unique_name(prefix);
     let producer = Producer::connect(url).await.unwrap();
     producer.publish_batch(&stream, &(0..200).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]);
-    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "200", "STREAMS", &stream, ">"]);
+    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]).unwrap();
+    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "200", "STREAMS", &stream, ">"]).unwrap();
     stream
 }
 
@@ -386,7 +406,7 @@ const MOST_CLAIMED: usize = 3 * (2 + 32);
 /// of a whole batch turned a dead taker's hundreds of unstarted entries into suspects, run
 /// one at a time.)
 async fn a_taker_claims_only_what_it_can_start_soon(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = orphaned_entries(&server, &url, "marks").await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -403,7 +423,9 @@ async fn a_taker_claims_only_what_it_can_start_soon(topology: Topology) {
     .concurrency(2)
     .claim_idle(Duration::from_millis(300));
     let runtime = start_runtime(&url, vec![taker]).await;
-    wait_until(Duration::from_secs(20), "two handlers started", || async { runs.lock().unwrap().len() >= 2 }).await;
+    wait_until(Duration::from_secs(20), "two handlers started", || async { runs.lock().unwrap().len() >= 2 })
+        .await
+        .unwrap();
     let inspector = Inspector::connect(&url).await.unwrap();
     let held = inspector.pending(&stream, "g", None).await.unwrap();
     let taken = held.iter().filter(|p| p.consumer != "dead").count();
@@ -414,8 +436,11 @@ async fn a_taker_claims_only_what_it_can_start_soon(topology: Topology) {
     wait_until(Duration::from_secs(30), "all 200 handled", || async {
         runs.lock().unwrap().len() >= 200 && pending(&url, &stream).await == 0
     })
-    .await;
-    wait_until(Duration::from_secs(5), "the marks cleared", || async { marks(&server, &stream).is_empty() }).await;
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(5), "the marks cleared", || async { marks(&server, &stream).is_empty() })
+        .await
+        .unwrap();
     runtime.shutdown().await.unwrap();
     assert_eq!(runs.lock().unwrap().len(), 200, "each entry ran once");
 }
@@ -426,7 +451,7 @@ async fn a_taker_claims_only_what_it_can_start_soon(topology: Topology) {
 /// half: the taker claimed only what it could start soon) are not suspects and run on their
 /// second delivery.
 async fn a_dead_takers_suspects_are_only_what_it_claimed(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = orphaned_entries(&server, &url, "counts").await;
     let hung: Runs = Arc::default();
@@ -443,7 +468,9 @@ async fn a_dead_takers_suspects_are_only_what_it_claimed(topology: Topology) {
         std::mem::forget(running);
         rt.shutdown_background();
     });
-    wait_until(Duration::from_secs(20), "the taker started two", || async { hung.lock().unwrap().len() >= 2 }).await;
+    wait_until(Duration::from_secs(20), "the taker started two", || async { hung.lock().unwrap().len() >= 2 })
+        .await
+        .unwrap();
     kill.send(()).unwrap();
     thread.join().unwrap();
     let suspects = marks(&server, &stream);
@@ -459,7 +486,8 @@ async fn a_dead_takers_suspects_are_only_what_it_claimed(topology: Topology) {
     wait_until(Duration::from_secs(30), "all 200 handled", || async {
         runs.lock().unwrap().len() >= 200 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     let runs = runs.lock().unwrap().clone();
     assert_eq!(runs.len(), 200, "each entry ran once on the next consumer");
@@ -475,7 +503,7 @@ async fn a_dead_takers_suspects_are_only_what_it_claimed(topology: Topology) {
 /// every other job is handled; none is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_takes_no_bystanders() {
-    let server = TestRedis::start(Topology::Standalone);
+    let server = TestRedis::start(Topology::Standalone).unwrap();
     let url = server.url();
     let producer = Producer::connect(&url).await.unwrap();
     let mut jobs: Vec<Job> = (0..200).map(|n| Job::sleep(n, 20)).collect();
@@ -505,7 +533,8 @@ async fn a_crash_loop_takes_no_bystanders() {
                 status.is_some() || settled
             }
         })
-        .await;
+        .await
+        .unwrap();
         match exited {
             Some(status) => {
                 assert!(!status.success());
@@ -540,7 +569,7 @@ async fn a_crash_loop_takes_no_bystanders() {
 /// timer, as before, took a large share of the Redis thread).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_consumers_cost_does_not_grow_with_the_pending_list() {
-    let server = TestRedis::start(Topology::Standalone);
+    let server = TestRedis::start(Topology::Standalone).unwrap();
     let url = server.url();
     let stream = unique_name("bigpel");
     let producer = Producer::connect(&url).await.unwrap();
@@ -560,7 +589,8 @@ async fn idle_consumers_cost_does_not_grow_with_the_pending_list() {
     wait_until(Duration::from_secs(120), "50,000 entries parked", || async {
         parked.load(Ordering::Relaxed) >= 50_000
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     assert_eq!(pending(&url, &stream).await, 50_000);
     let idle: Vec<Consumer> = (0..4)
@@ -579,10 +609,10 @@ async fn idle_consumers_cost_does_not_grow_with_the_pending_list() {
     };
     // Let start-up settle, then measure a 3 s window.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = busy(server.cli(&["INFO", "commandstats"]));
+    let before = busy(server.cli(&["INFO", "commandstats"]).unwrap());
     let window = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let used = busy(server.cli(&["INFO", "commandstats"])) - before;
+    let used = busy(server.cli(&["INFO", "commandstats"]).unwrap()) - before;
     let elapsed = window.elapsed();
     idle.shutdown().await.unwrap();
     let share = used as f64 / elapsed.as_micros() as f64;

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    counts, handled, id_strings, redis_cli, sigterm, spawn_worker, start_runtime, start_server, wait_exit, wait_until,
-    Job, TestRedis, Topology,
+    counts, handled, id_strings, on_both_topologies, redis_cli, sigterm, spawn_worker, start_runtime, start_server,
+    wait_exit, wait_until, Job, TestRedis, Topology,
 };
 use streamx::testing::{unique_name, RedisServer};
 use streamx::{
@@ -27,7 +27,7 @@ fn dlq_of(stream: &str) -> String {
 }
 
 async fn killed_worker_loses_nothing_and_only_in_flight_messages_run_twice(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let producer = Producer::connect(&url).await.unwrap();
     let jobs: Vec<Job> = (0..20_000).map(|n| Job::sleep(n, 1)).collect();
@@ -36,7 +36,8 @@ async fn killed_worker_loses_nothing_and_only_in_flight_messages_run_twice(topol
 
     let mut first = spawn_worker(&url, "jobs", &[]);
     wait_until(Duration::from_secs(60), "first worker handled 3000", || async { handled(&url).await.len() >= 3000 })
-        .await;
+        .await
+        .unwrap();
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
 
@@ -58,7 +59,8 @@ async fn killed_worker_loses_nothing_and_only_in_flight_messages_run_twice(topol
     wait_until(Duration::from_secs(120), "every id handled", || async {
         handled(&url).await.iter().map(|r| r.id.clone()).collect::<HashSet<_>>().len() >= 20_000
     })
-    .await;
+    .await
+    .unwrap();
     sigterm(&second);
     assert!(wait_exit(&mut second, Duration::from_secs(15)).await.success());
 
@@ -136,7 +138,8 @@ async fn redis_restart_mid_stream_loses_nothing() {
         let seen = seen.lock().unwrap();
         acknowledged.iter().all(|n| seen.contains_key(n))
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     let seen = seen.lock().unwrap().clone();
     assert!(!seen.contains_key(&u64::MAX), "nothing published while Redis was down");
@@ -150,7 +153,7 @@ async fn redis_restart_mid_stream_loses_nothing() {
 }
 
 async fn poison_entries_go_to_the_dead_letter_stream_with_their_reason(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("poison");
     let producer = Producer::connect(&url).await.unwrap();
@@ -160,7 +163,7 @@ async fn poison_entries_go_to_the_dead_letter_stream_with_their_reason(topology:
     for i in 0..1200u64 {
         match i % 24 {
             5 => {
-                let out = server.cli(&["XADD", &stream, "*", "payload", "not-in-data"]);
+                let out = server.cli(&["XADD", &stream, "*", "payload", "not-in-data"]).unwrap();
                 bad.insert(out.trim().parse().unwrap(), FailureKind::MissingPayload);
             }
             10 => {
@@ -196,13 +199,15 @@ async fn poison_entries_go_to_the_dead_letter_stream_with_their_reason(topology:
     wait_until(Duration::from_secs(30), "all good handled and all bad dead-lettered", || async {
         seen.lock().unwrap().len() >= 1000 && dlq.count().await.unwrap() >= 200
     })
-    .await;
+    .await
+    .unwrap();
     // The worker is alive: one more good message goes through.
     let after = producer.publish(&stream, &Job::ok(99_999)).await.unwrap();
     wait_until(Duration::from_secs(10), "a message after the poison", || async {
         seen.lock().unwrap().contains(&after)
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
 
     let handled: Vec<MessageId> = seen.lock().unwrap().clone();
@@ -231,7 +236,7 @@ async fn poison_entries_go_to_the_dead_letter_stream_with_their_reason(topology:
 }
 
 async fn failed_messages_are_retried_after_the_backoff_without_blocking_others(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("backoff");
     let attempts: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
@@ -259,9 +264,13 @@ async fn failed_messages_are_retried_after_the_backoff_without_blocking_others(t
     let runtime = start_runtime(&url, vec![consumer]).await;
     let producer = Producer::connect(&url).await.unwrap();
     producer.publish(&stream, &Job::ok(0)).await.unwrap();
-    wait_until(Duration::from_secs(10), "first attempt", || async { !attempts.lock().unwrap().is_empty() }).await;
+    wait_until(Duration::from_secs(10), "first attempt", || async { !attempts.lock().unwrap().is_empty() })
+        .await
+        .unwrap();
     producer.publish_batch(&stream, &(1..=50).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    wait_until(Duration::from_secs(20), "third attempt", || async { attempts.lock().unwrap().len() >= 3 }).await;
+    wait_until(Duration::from_secs(20), "third attempt", || async { attempts.lock().unwrap().len() >= 3 })
+        .await
+        .unwrap();
     runtime.shutdown().await.unwrap();
 
     let attempts = attempts.lock().unwrap().clone();
@@ -279,7 +288,7 @@ async fn failed_messages_are_retried_after_the_backoff_without_blocking_others(t
 }
 
 async fn a_message_that_crashes_its_worker_ends_in_the_dead_letter_stream(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let producer = Producer::connect(&url).await.unwrap();
     let deadly = producer.publish("app.jobs", &Job::abort(1)).await.unwrap();
@@ -296,7 +305,8 @@ async fn a_message_that_crashes_its_worker_ends_in_the_dead_letter_stream(topolo
             }
             async move { status.is_some() || dlq.count().await.unwrap() > 0 }
         })
-        .await;
+        .await
+        .unwrap();
         match exited {
             Some(status) => {
                 assert!(!status.success(), "the worker aborted");
@@ -308,7 +318,8 @@ async fn a_message_that_crashes_its_worker_ends_in_the_dead_letter_stream(topolo
                 wait_until(Duration::from_secs(10), "the next message handled", || async {
                     handled(&url).await.iter().any(|r| r.id == fine.to_string())
                 })
-                .await;
+                .await
+                .unwrap();
                 sigterm(&worker);
                 assert!(wait_exit(&mut worker, Duration::from_secs(15)).await.success());
                 break;
@@ -328,7 +339,7 @@ async fn a_message_that_crashes_its_worker_ends_in_the_dead_letter_stream(topolo
 }
 
 async fn a_long_handler_keeps_its_lease_and_runs_once(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("long");
     let runs: Arc<Mutex<Vec<(MessageId, String)>>> = Arc::default();
@@ -353,7 +364,8 @@ async fn a_long_handler_keeps_its_lease_and_runs_once(topology: Topology) {
     wait_until(Duration::from_secs(30), "all four done", || async {
         runs.lock().unwrap().len() >= 4 && inspector.group(&stream, "g").await.unwrap().unwrap().pending == 0
     })
-    .await;
+    .await
+    .unwrap();
     first.shutdown().await.unwrap();
     second.shutdown().await.unwrap();
     let runs = runs.lock().unwrap().clone();
@@ -362,7 +374,7 @@ async fn a_long_handler_keeps_its_lease_and_runs_once(topology: Topology) {
 }
 
 async fn dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("replay");
     let broken = Arc::new(AtomicBool::new(true));
@@ -393,7 +405,9 @@ async fn dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing(
         .await
         .unwrap();
     let dlq = DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap();
-    wait_until(Duration::from_secs(30), "600 dead letters", || async { dlq.count().await.unwrap() >= 600 }).await;
+    wait_until(Duration::from_secs(30), "600 dead letters", || async { dlq.count().await.unwrap() >= 600 })
+        .await
+        .unwrap();
     let page = dlq.list(None, 10).await.unwrap();
     assert_eq!(page.total, 600);
     assert_eq!(page.entries[0].kind, Some(FailureKind::Permanent));
@@ -406,7 +420,9 @@ async fn dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing(
         let dlq = dlq.clone();
         async move { dlq.replay_all().await }
     });
-    wait_until(Duration::from_secs(30), "part of the replay done", || async { dlq.count().await.unwrap() < 500 }).await;
+    wait_until(Duration::from_secs(30), "part of the replay done", || async { dlq.count().await.unwrap() < 500 })
+        .await
+        .unwrap();
     replaying.abort();
     let _ = replaying.await;
     let left = dlq.count().await.unwrap();
@@ -415,7 +431,9 @@ async fn dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing(
     assert_eq!(left + replayed_so_far, 600, "each letter is replayed or still dead: none lost, none doubled");
 
     assert_eq!(dlq.replay_all().await.unwrap(), left);
-    wait_until(Duration::from_secs(30), "all 600 handled", || async { handled.lock().unwrap().len() >= 600 }).await;
+    wait_until(Duration::from_secs(30), "all 600 handled", || async { handled.lock().unwrap().len() >= 600 })
+        .await
+        .unwrap();
     runtime.shutdown().await.unwrap();
     let handled = handled.lock().unwrap().clone();
     assert_eq!(handled.len(), 600);
@@ -426,7 +444,7 @@ async fn dead_letters_replay_after_the_fix_and_interrupted_replay_loses_nothing(
 }
 
 async fn panics_are_failed_attempts_and_dlq_false_drops(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("panic");
     let done = Arc::new(AtomicUsize::new(0));
@@ -457,7 +475,8 @@ async fn panics_are_failed_attempts_and_dlq_false_drops(topology: Topology) {
     wait_until(Duration::from_secs(20), "all handled on the second attempt", || async {
         done.load(Ordering::SeqCst) >= 20 && dropped.load(Ordering::SeqCst) >= 20
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     let inspector = Inspector::connect(&url).await.unwrap();
     assert_eq!(inspector.group(&stream, "g").await.unwrap().unwrap().pending, 0);
@@ -503,14 +522,15 @@ async fn the_group_is_recreated_after_flushall_and_startup_waits_for_redis() {
 
     let producer = Producer::connect(&url).await.unwrap();
     producer.publish(&stream, &Job::ok(1)).await.unwrap();
-    wait_until(Duration::from_secs(10), "first message", || async { seen.lock().unwrap().contains(&1) }).await;
-    redis_cli(&server, &["FLUSHALL"]);
+    wait_until(Duration::from_secs(10), "first message", || async { seen.lock().unwrap().contains(&1) }).await.unwrap();
+    redis_cli(&server, &["FLUSHALL"]).unwrap();
     wait_until(Duration::from_secs(10), "second message after FLUSHALL", || async {
         // publish until the recreated group picks one up (the first may land before the group exists: it is then read from the start anyway)
         let _ = producer.publish(&stream, &Job::ok(2)).await;
         seen.lock().unwrap().contains(&2)
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
 }
 
@@ -540,7 +560,8 @@ async fn consumers_that_are_gone_and_own_nothing_are_removed() {
     wait_until(Duration::from_secs(10), "the first consumer joined the group", || async {
         names(inspector.consumers(&stream, "g").await.unwrap()).contains("gone-consumer")
     })
-    .await;
+    .await
+    .unwrap();
     gone.shutdown().await.unwrap();
 
     let alive = Runtime::builder()
@@ -556,12 +577,14 @@ async fn consumers_that_are_gone_and_own_nothing_are_removed() {
     wait_until(Duration::from_secs(15), "the idle consumer that owns nothing is removed", || async {
         !names(inspector.consumers(&stream, "g").await.unwrap()).contains("gone-consumer")
     })
-    .await;
+    .await
+    .unwrap();
     // The live one reads and is a member of the group.
     Producer::connect(&url).await.unwrap().publish(&stream, &Job::ok(2)).await.unwrap();
     wait_until(Duration::from_secs(10), "the live consumer in the group", || async {
         names(inspector.consumers(&stream, "g").await.unwrap()).contains("alive-consumer")
     })
-    .await;
+    .await
+    .unwrap();
     alive.shutdown().await.unwrap();
 }

@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{http_get, prometheus_value, start_runtime, start_runtime_with, wait_until, Job, TestRedis, Topology};
+use common::{
+    http_get, on_both_topologies, prometheus_value, start_runtime, start_runtime_with, wait_until, Job, TestRedis,
+    Topology,
+};
 use futures_util::TryStreamExt;
 use streamx::testing::unique_name;
 use streamx::{
@@ -44,7 +47,7 @@ fn quick_backoff() -> Backoff {
 /// runs is cancelled at the deadline (its future dropped), retried with backoff, and after
 /// the last one the message is dead-lettered with kind `timeout` and 3 deliveries.
 async fn a_hung_handler_is_cancelled_retried_and_dead_lettered(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("hung");
     let attempts = Arc::new(Mutex::new(Vec::new()));
@@ -71,7 +74,8 @@ async fn a_hung_handler_is_cancelled_retried_and_dead_lettered(topology: Topolog
     wait_until(Duration::from_secs(15), "the hung message dead-lettered", || async {
         letters.count().await.unwrap() == 1 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     assert_eq!(*attempts.lock().unwrap(), vec![1, 2, 3], "three runs, each with its own attempt number");
     assert_eq!(dropped.load(Ordering::SeqCst), 3, "every run was cancelled (its future dropped)");
@@ -91,7 +95,7 @@ async fn a_hung_handler_is_cancelled_retried_and_dead_lettered(topology: Topolog
 /// its first run and nothing is counted as timed out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_within_their_timeout_are_unaffected() {
-    let server = TestRedis::start(Topology::Standalone);
+    let server = TestRedis::start(Topology::Standalone).unwrap();
     let url = server.url();
     let stream = unique_name("intime");
     let attempts = Arc::new(Mutex::new(Vec::new()));
@@ -115,7 +119,8 @@ async fn handlers_within_their_timeout_are_unaffected() {
     wait_until(Duration::from_secs(15), "all 20 acknowledged", || async {
         stats.snapshot().succeeded == 20 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     assert_eq!(*attempts.lock().unwrap(), vec![1; 20], "each ran once");
     let stats = stats.snapshot();
@@ -126,7 +131,7 @@ async fn handlers_within_their_timeout_are_unaffected() {
 /// slot back at the timeout, so afterwards both slots can again run at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_handler_frees_its_slot_at_the_timeout() {
-    let server = TestRedis::start(Topology::Standalone);
+    let server = TestRedis::start(Topology::Standalone).unwrap();
     let url = server.url();
     let stream = unique_name("slots");
     let hanging = Arc::new(AtomicUsize::new(0));
@@ -164,22 +169,29 @@ async fn a_hung_handler_frees_its_slot_at_the_timeout() {
     let hang = Job { n: 0, action: serde_json::json!("hang") };
     producer.publish(&stream, &hang).await.unwrap();
     wait_until(Duration::from_secs(10), "the first handler hanging", || async { hanging.load(Ordering::SeqCst) == 1 })
-        .await;
+        .await
+        .unwrap();
     producer.publish_batch(&stream, &(1..=10).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    wait_until(Duration::from_secs(10), "ten handled beside it", || async { stats.snapshot().succeeded == 10 }).await;
+    wait_until(Duration::from_secs(10), "ten handled beside it", || async { stats.snapshot().succeeded == 10 })
+        .await
+        .unwrap();
     assert_eq!(done_while_hanging.load(Ordering::SeqCst), 10, "the other slot handled all ten while one hung");
-    wait_until(Duration::from_secs(10), "the hung one timed out", || async { stats.snapshot().timed_out == 1 }).await;
+    wait_until(Duration::from_secs(10), "the hung one timed out", || async { stats.snapshot().timed_out == 1 })
+        .await
+        .unwrap();
     // Both slots are free again: two hanging messages now run at the same time.
     producer.publish_batch(&stream, &[hang.clone(), hang.clone()]).await.unwrap();
     wait_until(Duration::from_secs(10), "two handlers hanging at once", || async {
         most_hanging.load(Ordering::SeqCst) == 2
     })
-    .await;
+    .await
+    .unwrap();
     let letters = DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap();
     wait_until(Duration::from_secs(10), "the three hung messages dead-lettered", || async {
         letters.count().await.unwrap() == 3 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     let page = letters.list(None, 10).await.unwrap();
     assert!(page.entries.iter().all(|l| l.kind == Some(FailureKind::Timeout) && l.deliveries == 1), "{page:?}");
@@ -219,7 +231,7 @@ async fn the_dead_letter_stream_stays_near_its_cap(topology: Topology) {
     const CAP: u64 = 20;
     const LETTERS: u64 = 300;
     capture_logs();
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("capped");
     let name = format!("capped-{}", stream);
@@ -241,7 +253,8 @@ async fn the_dead_letter_stream_stays_near_its_cap(topology: Topology) {
     wait_until(Duration::from_secs(60), "every message dead-lettered", || async {
         stats.snapshot().dead_lettered == LETTERS && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     let letters = DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap();
     let len = letters.count().await.unwrap();
     assert!((CAP..=CAP + 100).contains(&len), "{len} letters for a cap of {CAP}");
@@ -271,7 +284,7 @@ async fn the_dead_letter_stream_stays_near_its_cap(topology: Topology) {
 /// `dlq_max_len(None)` keeps every letter.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unbounded_dead_letter_stream_keeps_every_letter() {
-    let server = TestRedis::start(Topology::Standalone);
+    let server = TestRedis::start(Topology::Standalone).unwrap();
     let url = server.url();
     let stream = unique_name("unbounded");
     let consumer = Consumer::new(stream.clone(), "g", |_: Message<Job>| async {
@@ -290,7 +303,8 @@ async fn an_unbounded_dead_letter_stream_keeps_every_letter() {
     wait_until(Duration::from_secs(60), "every message dead-lettered", || async {
         stats.snapshot().dead_lettered == 250 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     assert_eq!(DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap().count().await.unwrap(), 250);
     assert_eq!(stats.snapshot().dead_letters_trimmed, 0);
@@ -303,7 +317,7 @@ on_both_topologies!(a_hung_handler_is_cancelled_retried_and_dead_lettered, the_d
 /// and the id, and writes nothing; a batch refuses an explicit id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_with_an_explicit_id() {
-    let server = TestRedis::start(Topology::Standalone);
+    let server = TestRedis::start(Topology::Standalone).unwrap();
     let url = server.url();
     let stream = unique_name("ids");
     let producer = Producer::connect(&url).await.unwrap();
@@ -342,7 +356,7 @@ async fn publish_with_an_explicit_id() {
 /// 10, every message is in exactly one call, and all are acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_consumer_gets_batches_within_the_cap_and_acknowledges_all() {
-    let server = TestRedis::start(Topology::Standalone);
+    let server = TestRedis::start(Topology::Standalone).unwrap();
     let url = server.url();
     let stream = unique_name("batches");
     let calls: Arc<Mutex<Vec<Vec<u64>>>> = Arc::default();
@@ -371,7 +385,8 @@ async fn a_batch_consumer_gets_batches_within_the_cap_and_acknowledges_all() {
     wait_until(Duration::from_secs(20), "all 95 acknowledged", || async {
         stats.snapshot().succeeded == 95 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     let calls = calls.lock().unwrap().clone();
     assert!(calls.iter().all(|c| !c.is_empty() && c.len() <= 10), "{calls:?}");
@@ -392,7 +407,7 @@ type Calls = Arc<Mutex<Vec<Vec<(u64, u32)>>>>;
 /// reaching the handler or failing its batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_message_of_a_batch_is_retried_alone() {
-    let server = TestRedis::start(Topology::Standalone);
+    let server = TestRedis::start(Topology::Standalone).unwrap();
     let url = server.url();
     let stream = unique_name("batchfail");
     let producer = Producer::connect(&url).await.unwrap();
@@ -431,7 +446,8 @@ async fn a_failed_message_of_a_batch_is_retried_alone() {
     wait_until(Duration::from_secs(20), "7 acknowledged, 2 dead-lettered, nothing pending", || async {
         stats.snapshot().succeeded == 7 && letters.count().await.unwrap() == 2 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     let calls = calls.lock().unwrap().clone();
     let runs: Vec<(u64, u32)> = calls.iter().flatten().copied().collect();
@@ -456,7 +472,7 @@ async fn a_failed_message_of_a_batch_is_retried_alone() {
 /// its own attempt count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_fails_every_message_of_the_batch_each_on_its_own() {
-    let server = TestRedis::start(Topology::Standalone);
+    let server = TestRedis::start(Topology::Standalone).unwrap();
     let url = server.url();
     let stream = unique_name("batcherr");
     Producer::connect(&url)
@@ -485,7 +501,8 @@ async fn an_error_fails_every_message_of_the_batch_each_on_its_own() {
     wait_until(Duration::from_secs(20), "all 6 acknowledged", || async {
         stats.snapshot().succeeded == 6 && pending(&url, &stream).await == 0
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     let mut runs = runs.lock().unwrap().clone();
     runs.sort_unstable();

@@ -42,11 +42,11 @@ async fn metrics_count_the_workload_and_gauges_match_redis() {
     let dlq = format!("{{{stream}}}:dlq");
 
     // Three entries held by a consumer that stopped before the runtime starts: taken over.
-    redis_cli(&server, &["XGROUP", "CREATE", &stream, "g", "$", "MKSTREAM"]);
+    redis_cli(&server, &["XGROUP", "CREATE", &stream, "g", "$", "MKSTREAM"]).unwrap();
     for _ in 0..3 {
-        redis_cli(&server, &["XADD", &stream, "*", "data", "\"ok\""]);
+        redis_cli(&server, &["XADD", &stream, "*", "data", "\"ok\""]).unwrap();
     }
-    redis_cli(&server, &["XREADGROUP", "GROUP", "g", "ghost", "COUNT", "10", "STREAMS", &stream, ">"]);
+    redis_cli(&server, &["XREADGROUP", "GROUP", "g", "ghost", "COUNT", "10", "STREAMS", &stream, ">"]).unwrap();
 
     let worker = Consumer::new(stream.clone(), "g", work)
         .name_as("obs-work")
@@ -83,7 +83,8 @@ async fn metrics_count_the_workload_and_gauges_match_redis() {
         let text = scrape(addr).await;
         expected.iter().all(|(outcome, n)| consumed(&text, outcome) >= *n)
     })
-    .await;
+    .await
+    .unwrap();
     let text = scrape(addr).await;
     for (outcome, n) in expected {
         assert_eq!(consumed(&text, outcome), n, "outcome {outcome}:\n{text}");
@@ -107,9 +108,9 @@ async fn metrics_count_the_workload_and_gauges_match_redis() {
     assert_eq!(stats["obs-work"].claimed, 3);
 
     // The gauges match Redis within one sampling interval (plus its jitter).
-    let cli_int = |args: &[&str]| redis_cli(&server, args).trim().parse::<f64>().unwrap();
+    let cli_int = |args: &[&str]| redis_cli(&server, args).unwrap().trim().parse::<f64>().unwrap();
     let group_field = |key: &str, group: &str, field: &str| -> f64 {
-        let info = redis_cli(&server, &["XINFO", "GROUPS", key]);
+        let info = redis_cli(&server, &["XINFO", "GROUPS", key]).unwrap();
         let lines: Vec<&str> = info.lines().collect();
         let at = lines.iter().position(|l| *l == group).unwrap();
         let field_at = lines[at..].iter().position(|l| *l == field).unwrap() + at;
@@ -130,13 +131,14 @@ async fn metrics_count_the_workload_and_gauges_match_redis() {
             && gauge("streamx_dead_letter_stream_length", &g_group) == Some(cli_int(&["XLEN", &dlq]))
             && gauge("streamx_handlers_in_flight", &[("consumer", "obs-slow")]) == Some(1.0)
     })
-    .await;
+    .await
+    .unwrap();
     // The oldest pending entry of the backlog was added when the batch was published; its
     // age, as Redis's clock sees it now, is what the gauge says, give or take an interval.
-    let oldest = redis_cli(&server, &["XPENDING", &backlog, "slow", "-", "+", "1"]);
+    let oldest = redis_cli(&server, &["XPENDING", &backlog, "slow", "-", "+", "1"]).unwrap();
     let oldest_ms: f64 = oldest.lines().next().unwrap().split('-').next().unwrap().parse().unwrap();
     let now_ms = {
-        let time = redis_cli(&server, &["TIME"]);
+        let time = redis_cli(&server, &["TIME"]).unwrap();
         let mut parts = time.lines().map(|l| l.parse::<f64>().unwrap());
         parts.next().unwrap() * 1000.0 + (parts.next().unwrap() / 1000.0).floor()
     };
@@ -167,7 +169,9 @@ async fn readyz_is_503_while_redis_is_down_and_200_after() {
     let addr = running.http_addr().unwrap();
     let status = |code: u16| move |(got, _): &(u16, String)| *got == code;
 
-    wait_until(Duration::from_secs(10), "ready", || async { status(200)(&http_get(addr, "/readyz").await) }).await;
+    wait_until(Duration::from_secs(10), "ready", || async { status(200)(&http_get(addr, "/readyz").await) })
+        .await
+        .unwrap();
     let (_, body) = http_get(addr, "/readyz").await;
     assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap(), serde_json::json!({ "ready": true }));
 
@@ -175,7 +179,8 @@ async fn readyz_is_503_while_redis_is_down_and_200_after() {
     wait_until(Duration::from_secs(10), "not ready while Redis is down", || async {
         status(503)(&http_get(addr, "/readyz").await)
     })
-    .await;
+    .await
+    .unwrap();
     let (_, body) = http_get(addr, "/readyz").await;
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["ready"], false);
@@ -189,7 +194,8 @@ async fn readyz_is_503_while_redis_is_down_and_200_after() {
     wait_until(Duration::from_secs(20), "ready again after Redis is back", || async {
         status(200)(&http_get(addr, "/readyz").await)
     })
-    .await;
+    .await
+    .unwrap();
     assert!(running.not_ready().is_empty());
     running.shutdown().await.unwrap();
 }

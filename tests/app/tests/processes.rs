@@ -8,11 +8,14 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{counts, handled, id_strings, sigterm, spawn_worker, wait_exit, wait_until, Job, TestRedis, Topology};
+use common::{
+    counts, handled, id_strings, on_both_topologies, sigterm, spawn_worker, wait_exit, wait_until, Job, TestRedis,
+    Topology,
+};
 use streamx::{Inspector, Producer};
 
 async fn two_worker_processes_share_one_group(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let mut a = spawn_worker(&url, "jobs", &[]);
     let mut b = spawn_worker(&url, "jobs", &[]);
@@ -20,7 +23,7 @@ async fn two_worker_processes_share_one_group(topology: Topology) {
     let jobs: Vec<Job> = (0..2000).map(|n| Job::sleep(n, 2)).collect();
     let published = id_strings(&producer.publish_batch("app.jobs", &jobs).await.unwrap());
 
-    wait_until(Duration::from_secs(60), "2000 handled", || async { handled(&url).await.len() >= 2000 }).await;
+    wait_until(Duration::from_secs(60), "2000 handled", || async { handled(&url).await.len() >= 2000 }).await.unwrap();
     sigterm(&a);
     sigterm(&b);
     assert!(wait_exit(&mut a, Duration::from_secs(15)).await.success());
@@ -37,7 +40,7 @@ async fn two_worker_processes_share_one_group(topology: Topology) {
 }
 
 async fn sigterm_mid_stream_loses_nothing(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let producer = Producer::connect(&url).await.unwrap();
     let jobs: Vec<Job> = (0..600).map(|n| Job::sleep(n, 20)).collect();
@@ -46,7 +49,8 @@ async fn sigterm_mid_stream_loses_nothing(topology: Topology) {
 
     let mut first = spawn_worker(&url, "jobs", &[]);
     wait_until(Duration::from_secs(30), "first worker handled 100", || async { handled(&url).await.len() >= 100 })
-        .await;
+        .await
+        .unwrap();
     sigterm(&first);
     let status = wait_exit(&mut first, Duration::from_secs(15)).await;
     assert!(status.success(), "graceful shutdown exits 0, got {status:?}");
@@ -70,7 +74,8 @@ async fn sigterm_mid_stream_loses_nothing(topology: Topology) {
     wait_until(Duration::from_secs(60), "all 600 handled", || async {
         handled(&url).await.iter().map(|r| r.id.clone()).collect::<HashSet<_>>().len() >= 600
     })
-    .await;
+    .await
+    .unwrap();
     sigterm(&second);
     assert!(wait_exit(&mut second, Duration::from_secs(15)).await.success());
 

@@ -76,7 +76,7 @@ fn len(seen: &Seen) -> usize {
 
 /// Client connections whose server-side address is `port` (`laddr` in CLIENT LIST).
 fn clients_on_port(server: &RedisServer, port: u16) -> usize {
-    redis_cli(server, &["CLIENT", "LIST"]).matches(&format!("laddr=127.0.0.1:{port} ")).count()
+    redis_cli(server, &["CLIENT", "LIST"]).unwrap().matches(&format!("laddr=127.0.0.1:{port} ")).count()
 }
 
 fn add_orders_user(server: &RedisServer) {
@@ -84,13 +84,13 @@ fn add_orders_user(server: &RedisServer) {
     let password = format!(">{ORDERS_PASSWORD}");
     args.push(&password);
     args.extend_from_slice(ORDERS_USER_RULES);
-    assert_eq!(redis_cli(server, &args).trim(), "OK");
-    assert_eq!(redis_cli(server, &["ACL", "LOG", "RESET"]).trim(), "OK");
+    assert_eq!(redis_cli(server, &args).unwrap().trim(), "OK");
+    assert_eq!(redis_cli(server, &["ACL", "LOG", "RESET"]).unwrap().trim(), "OK");
 }
 
 /// The objects (command or key names) of the server's ACL LOG: what was denied.
 fn acl_denials(server: &RedisServer) -> Vec<String> {
-    let log = redis_cli(server, &["ACL", "LOG"]);
+    let log = redis_cli(server, &["ACL", "LOG"]).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     lines.windows(2).filter(|w| w[0] == "object").map(|w| w[1].to_string()).collect()
 }
@@ -113,7 +113,7 @@ async fn tls_with_a_custom_ca_publishes_and_consumes() {
         .unwrap();
     let producer = runtime.producer().await.unwrap();
     let published = producer.publish_batch("orders", &(0..200).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    wait_until(Duration::from_secs(20), "200 handled over TLS", || async { len(&seen) >= 200 }).await;
+    wait_until(Duration::from_secs(20), "200 handled over TLS", || async { len(&seen) >= 200 }).await.unwrap();
 
     // Every client of the runtime (command, publish, reader) came in on the TLS port.
     let tls_clients = clients_on_port(&server, server.tls_port().unwrap());
@@ -159,7 +159,9 @@ async fn the_ca_can_be_given_as_pem_and_a_client_certificate_when_required() {
         .await
         .unwrap();
     let id = runtime.producer().await.unwrap().publish("orders", &Job::ok(1)).await.unwrap();
-    wait_until(Duration::from_secs(10), "handled with a client certificate", || async { len(&seen) >= 1 }).await;
+    wait_until(Duration::from_secs(10), "handled with a client certificate", || async { len(&seen) >= 1 })
+        .await
+        .unwrap();
     runtime.shutdown().await.unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![id]);
 }
@@ -264,7 +266,8 @@ async fn a_worker_process_takes_the_ca_from_the_environment() {
     wait_until(Duration::from_secs(30), "50 jobs recorded by the worker", || async {
         common::handled(&server.url()).await.len() >= 50
     })
-    .await;
+    .await
+    .unwrap();
     assert!(clients_on_port(&server, server.tls_port().unwrap()) >= 2);
     common::sigterm(&worker);
     assert!(wait_exit(&mut worker, Duration::from_secs(20)).await.success());
@@ -293,7 +296,7 @@ async fn an_acl_user_limited_to_orders_runs_a_consumer_with_dead_letters() {
     let producer = Producer::connect(&url).await.unwrap();
     let ids = producer.publish_batch("orders", &(0..50).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
     let dlq = DeadLetters::connect(&url, "{orders}:dlq").await.unwrap();
-    let denied = || redis_cli(&server, &["ACL", "LOG"]);
+    let denied = || redis_cli(&server, &["ACL", "LOG"]).unwrap();
     wait_until(Duration::from_secs(20), "49 handled and 1 dead-lettered", || async {
         let done = len(&seen) >= 49 && dlq.list(None, 10).await.map(|p| p.total).unwrap_or(0) >= 1;
         if !done && !acl_denials(&server).is_empty() {
@@ -301,7 +304,8 @@ async fn an_acl_user_limited_to_orders_runs_a_consumer_with_dead_letters() {
         }
         done
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
 
     let page = dlq.list(None, 10).await.unwrap();
@@ -355,7 +359,7 @@ async fn a_dead_letter_stream_outside_the_users_keys_loses_nothing() {
     // `~orders*` does not match `{orders}:dlq`.
     args.extend(ORDERS_USER_RULES.iter().copied().filter(|r| *r != "~{orders}:dlq"));
     args.push("~orders*");
-    assert_eq!(redis_cli(&server, &args).trim(), "OK");
+    assert_eq!(redis_cli(&server, &args).unwrap().trim(), "OK");
 
     let (consumer, _) = recorder("orders", Some(0));
     let runtime = Runtime::builder()
@@ -376,16 +380,18 @@ async fn a_dead_letter_stream_outside_the_users_keys_loses_nothing() {
     wait_until(Duration::from_secs(10), "the dead-letter move denied", || async {
         acl_denials(&server).iter().any(|o| o == "{orders}:dlq") && stats.snapshot().dead_letter_failures >= 1
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(dlq.list(None, 10).await.unwrap().total, 0);
     assert_eq!(inspector.group("orders", "billing").await.unwrap().unwrap().pending, 1, "still pending, not lost");
 
     // Granting the key lets the next attempt through.
-    assert_eq!(redis_cli(&server, &["ACL", "SETUSER", ORDERS_USER, "~{orders}:dlq"]).trim(), "OK");
+    assert_eq!(redis_cli(&server, &["ACL", "SETUSER", ORDERS_USER, "~{orders}:dlq"]).unwrap().trim(), "OK");
     wait_until(Duration::from_secs(10), "dead-lettered once allowed", || async {
         dlq.list(None, 10).await.map(|p| p.total).unwrap_or(0) == 1
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     assert_eq!(dlq.list(None, 10).await.unwrap().entries[0].origin_id, Some(id));
     assert_eq!(inspector.group("orders", "billing").await.unwrap().unwrap().pending, 0);
@@ -443,11 +449,12 @@ async fn rediss_cluster_urls_use_tls_with_the_custom_ca_too() {
         .arg("cluster-announce-ip", "127.0.0.1")
         .start()
         .unwrap();
-    assert_eq!(redis_cli(&server, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).trim(), "OK");
+    assert_eq!(redis_cli(&server, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).unwrap().trim(), "OK");
     wait_until(Duration::from_secs(10), "cluster_state:ok", || async {
-        redis_cli(&server, &["CLUSTER", "INFO"]).contains("cluster_state:ok")
+        redis_cli(&server, &["CLUSTER", "INFO"]).unwrap().contains("cluster_state:ok")
     })
-    .await;
+    .await
+    .unwrap();
 
     let url = format!("rediss-cluster://127.0.0.1:{}", server.tls_port().unwrap());
     let (consumer, seen) = recorder("{orders}.eu", None);
@@ -469,7 +476,9 @@ async fn rediss_cluster_urls_use_tls_with_the_custom_ca_too() {
         .publish_batch("{orders}.eu", &(0..20).map(Job::ok).collect::<Vec<_>>())
         .await
         .unwrap();
-    wait_until(Duration::from_secs(20), "20 handled over TLS in cluster mode", || async { len(&seen) >= 20 }).await;
+    wait_until(Duration::from_secs(20), "20 handled over TLS in cluster mode", || async { len(&seen) >= 20 })
+        .await
+        .unwrap();
     assert!(clients_on_port(&server, server.tls_port().unwrap()) >= 3);
     runtime.shutdown().await.unwrap();
     assert_eq!(seen.lock().unwrap().iter().copied().collect::<HashSet<_>>(), ids.into_iter().collect::<HashSet<_>>());

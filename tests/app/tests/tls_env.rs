@@ -67,7 +67,8 @@ async fn every_entry_point_takes_the_ca_from_the_environment() {
     wait_until(Duration::from_secs(20), "20 handled and 1 dead-lettered over TLS", || async {
         seen.lock().unwrap().len() >= 20 && dlq.count().await.unwrap_or(0) >= 1
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     let handled: HashSet<MessageId> = seen.lock().unwrap().iter().copied().collect();
     let expected: HashSet<MessageId> = ids.iter().copied().filter(|id| *id != ids[13]).collect();

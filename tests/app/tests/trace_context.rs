@@ -42,7 +42,8 @@ async fn the_handler_span_is_a_child_of_the_publishing_span() {
         let spans = spans();
         named(&spans, "streamx.handle").is_some() && named(&spans, "http.request").is_some()
     })
-    .await;
+    .await
+    .unwrap();
     let spans = spans();
     let (request, handle) = (named(&spans, "http.request").unwrap(), named(&spans, "streamx.handle").unwrap());
     assert_eq!(handle.span_context.trace_id(), request.span_context.trace_id());

@@ -1,17 +1,20 @@
-//! Helpers shared by the integration tests: servers, waiting on conditions, worker
-//! processes, reading what handlers recorded.
+//! Helpers shared by the integration tests: servers, worker processes, reading what
+//! handlers recorded; from `streamx::testing`, Redis of either topology with redis-cli as
+//! the witness, and waiting on conditions.
 #![allow(dead_code, missing_docs)]
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use streamx::testing::{RedisCluster, RedisServer};
+use streamx::testing::RedisServer;
+// Each test binary uses some of these, as of the helpers below.
+#[allow(unused_imports)]
+pub use streamx::testing::{on_both_topologies, redis_cli, wait_until, TestRedis, Topology};
 use streamx::{Consumer, History, MessageId, RunningRuntime, Runtime};
 
 /// The job payload the worker binary understands.
@@ -48,91 +51,6 @@ pub struct Handled {
 
 pub fn start_server() -> RedisServer {
     RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis-server: {e}"))
-}
-
-/// Which kind of Redis a test runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Topology {
-    /// One redis-server.
-    Standalone,
-    /// A local Redis Cluster of 3 masters.
-    Cluster,
-}
-
-/// A throwaway Redis of either topology.
-#[allow(clippy::large_enum_variant)]
-pub enum TestRedis {
-    Standalone(RedisServer),
-    Cluster(RedisCluster),
-}
-
-impl TestRedis {
-    pub fn start(topology: Topology) -> Self {
-        match topology {
-            Topology::Standalone => TestRedis::Standalone(start_server()),
-            Topology::Cluster => TestRedis::Cluster(
-                RedisCluster::start(3, 0).unwrap_or_else(|e| panic!("cannot start a redis cluster: {e}")),
-            ),
-        }
-    }
-
-    pub fn url(&self) -> String {
-        match self {
-            TestRedis::Standalone(s) => s.url(),
-            TestRedis::Cluster(c) => c.url(),
-        }
-    }
-
-    /// How many clients are blocked in XREADGROUP, over every node.
-    pub fn blocked_readers(&self) -> usize {
-        let ports: Vec<u16> = match self {
-            TestRedis::Standalone(s) => vec![s.port()],
-            TestRedis::Cluster(c) => c.nodes().iter().map(|n| n.port()).collect(),
-        };
-        ports
-            .into_iter()
-            .map(|port| {
-                redis_cli_at(port, false, &["CLIENT", "LIST"])
-                    .lines()
-                    .filter(|l| l.contains("cmd=xreadgroup") && l.contains("flags=b"))
-                    .count()
-            })
-            .sum()
-    }
-
-    /// Runs `redis-cli` (in cluster mode, following redirects) and returns its stdout.
-    pub fn cli(&self, args: &[&str]) -> String {
-        match self {
-            TestRedis::Standalone(s) => redis_cli_at(s.port(), false, args),
-            TestRedis::Cluster(c) => redis_cli_at(c.nodes()[0].port(), true, args),
-        }
-    }
-
-    /// Runs `redis-cli args...` against every node (e.g. `CLIENT KILL`); their outputs.
-    pub fn cli_all(&self, args: &[&str]) -> Vec<String> {
-        match self {
-            TestRedis::Standalone(s) => vec![redis_cli_at(s.port(), false, args)],
-            TestRedis::Cluster(c) => c.nodes().iter().map(|n| redis_cli_at(n.port(), false, args)).collect(),
-        }
-    }
-}
-
-/// Declares, for each `async fn NAME(topology: Topology)` in the test file, a module
-/// `NAME` with the tests `NAME::standalone` and `NAME::cluster`.
-#[macro_export]
-macro_rules! on_both_topologies {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn standalone() {
-                super::$name(super::common::Topology::Standalone).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn cluster() {
-                super::$name(super::common::Topology::Cluster).await
-            }
-        }
-    )*};
 }
 
 /// Starts a runtime running only `consumers` (none from the registry) against `url`.
@@ -222,24 +140,6 @@ pub async fn start_error(url: impl Into<String>, consumer: Consumer) -> streamx:
     }
 }
 
-/// Polls `check` every 20 ms until it returns true; panics with `what` after `limit`.
-pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if check().await {
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {limit:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Every record in `app.handled`.
 pub async fn handled(url: &str) -> Vec<Handled> {
     let history = History::connect(url).await.expect("connect for history");
@@ -310,19 +210,4 @@ pub async fn wait_exit(child: &mut Child, limit: Duration) -> std::process::Exit
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Runs `redis-cli -p PORT args...` and returns its stdout.
-pub fn redis_cli(server: &RedisServer, args: &[&str]) -> String {
-    redis_cli_at(server.port(), false, args)
-}
-
-fn redis_cli_at(port: u16, cluster: bool, args: &[&str]) -> String {
-    let mut cmd = Command::new("redis-cli");
-    if cluster {
-        cmd.arg("-c");
-    }
-    let out = cmd.arg("-p").arg(port.to_string()).args(args).output().expect("run redis-cli");
-    assert!(out.status.success(), "redis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
