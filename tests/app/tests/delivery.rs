@@ -238,6 +238,7 @@ async fn concurrency_is_a_hard_bound(topology: Topology) {
 fn reads_served(server: &TestRedis) -> u64 {
     server
         .cli_all(&["INFO", "commandstats"])
+        .unwrap()
         .iter()
         .flat_map(|s| s.lines().map(str::to_string).collect::<Vec<_>>())
         .filter(|l| l.starts_with("cmdstat_xreadgroup:"))
@@ -250,7 +251,7 @@ fn reads_served(server: &TestRedis) -> u64 {
 /// large reads, slow ones never hold more than two shares per read loop (others in the
 /// group could be running those entries).
 async fn reads_grow_only_while_handlers_keep_up(topology: Topology) {
-    let server = TestRedis::start(topology);
+    let server = TestRedis::start(topology).unwrap();
     let producer = Producer::connect(&server.url()).await.unwrap();
     // Quick handlers, concurrency 8: 4 loops, each starting at 32 entries per read.
     let quick = unique_name("quick");
@@ -258,7 +259,7 @@ async fn reads_grow_only_while_handlers_keep_up(topology: Topology) {
     let reads_before = reads_served(&server);
     let (consumer, seen) = recorder(&quick, "g");
     let runtime = start_runtime(server.url(), vec![consumer.concurrency(8)]).await;
-    wait_until(Duration::from_secs(60), "20,000 handled", || async { len(&seen) >= 20_000 }).await;
+    wait_until(Duration::from_secs(60), "20,000 handled", || async { len(&seen) >= 20_000 }).await.unwrap();
     runtime.shutdown().await.unwrap();
     let reads = reads_served(&server) - reads_before;
     // Fixed reads of 32 would take at least 625 (20,000 / 32); growing to 512 takes about
@@ -286,7 +287,8 @@ async fn reads_grow_only_while_handlers_keep_up(topology: Topology) {
         max_held = max_held.max(held);
         async { done.load(Ordering::SeqCst) >= 1_000 }
     })
-    .await;
+    .await
+    .unwrap();
     runtime.shutdown().await.unwrap();
     assert!(max_held > 8 && max_held <= 4 * 2 * 32, "held at most {max_held} messages");
 }
