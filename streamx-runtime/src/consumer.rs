@@ -22,7 +22,9 @@ pub struct ConsumerOptions {
     pub concurrency: usize,
     /// Entries fetched per round of reads, shared among the [`readers`](Self::readers) (at
     /// most; the byte budget may fetch fewer). Default: `8 × concurrency`, at least 128 and
-    /// at most 512.
+    /// at most 512; with the default, each read loop's reads grow (up to 512 entries) while
+    /// handlers keep up, and fall back to its share when they do not. An explicit value is
+    /// never exceeded.
     pub batch_size: Option<usize>,
     /// How many read loops fetch new entries, each on a connection and a task of its own,
     /// sharing the batch, the permits and the byte budget. Default: 1 below concurrency 8
