@@ -81,6 +81,9 @@ async fn send(shared: &Shared, ids: &[MessageId]) {
                     last_attempts += 1;
                     if last_attempts >= LAST_ATTEMPTS {
                         tracing::error!(consumer = %shared.name, count = ids.len(), "XACK kept failing at shutdown; these entries stay pending and will be redelivered");
+                        // They ran: the hand-back must count this delivery (handlers that
+                        // finished inline are not marked started when they run).
+                        shared.started_all(ids.iter().map(|id| (*id, None)));
                         return;
                     }
                 }

@@ -113,9 +113,10 @@ pub(crate) enum Dispatched {
 
 /// Starts a handler for each already-tracked `(entry, attempt)` as permits free up, in
 /// order.
-/// Which entries started is recorded under one lock per run of free permits, not per entry
-/// (the hot path of every read), before any wait: nothing that reads it (the drain, a
-/// restarted reader) can look in between, as both run only once this task has ended.
+/// Which entries started on a task of their own is recorded under one lock per run of free
+/// permits, not per entry (the hot path of every read), before any wait: nothing that reads
+/// it (the drain, a restarted reader) can look in between, as both run only once this task
+/// has ended.
 pub(crate) async fn start_queued(
     shared: &Arc<Shared>,
     entries: impl IntoIterator<Item = (RawEntry, u32)>,
@@ -151,7 +152,12 @@ pub(crate) async fn start_queued(
         let id = entry.id;
         let part = charge.split_for(&entry);
         let (abort, back) = run_or_spawn(shared, entry, attempt, permit, part, &mut acks);
-        started.push((id, abort));
+        // Only handlers on a task of their own are marked started (with their cancel
+        // handle): one that finished inline has settled, and if it succeeded its id is
+        // queued for the acker, which marks it started only if the XACK fails at shutdown.
+        if abort.is_some() {
+            started.push((id, abort));
+        }
         spare = back;
     }
     shared.started_all(started);

@@ -29,6 +29,7 @@ mod reader;
 mod retries;
 mod sampler;
 mod shared;
+mod sizing;
 mod stats;
 mod takeover;
 mod ticker;

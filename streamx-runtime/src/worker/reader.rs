@@ -15,6 +15,7 @@ use super::budget::Charge;
 use super::dispatch::{self, Dispatched};
 use super::group::ensure_group;
 use super::shared::Shared;
+use super::sizing::FetchSize;
 use super::stats::ConsumerStats;
 use crate::connection::{ClientRole, HealingClient};
 use crate::error::{is_no_group, Result};
@@ -24,38 +25,6 @@ use crate::wire::{parse_read_reply, RawEntry};
 
 /// Entries averaging more than this are read by one read loop only (see [`read_loop`]).
 const LARGE_ENTRY: usize = 64 * 1024;
-
-/// The most entries one read loop asks for in one XREADGROUP when the batch size is the
-/// default and handlers keep up (see [`ReadSize`]).
-const MAX_READ: usize = 512;
-
-/// How many entries a read loop asks for next. With an explicit `batch_size` it is fixed
-/// (the batch shared among the loops). With the default it starts at the loop's share of the
-/// default batch (`8 × concurrency` for all loops) and doubles, up to [`MAX_READ`], after
-/// each full read whose entries all started without waiting for a permit: handlers that
-/// keep up (they finish as fast as they are dispatched) are read in large batches, so the
-/// round trips, Redis's per-call work and the acks shrink per message. It falls back to the
-/// share at once when a dispatch had to wait for permits (handlers that take time: a large
-/// read would hold entries other consumers of the group could be running) or a read came
-/// back short (the backlog is drained). The byte budget still sizes every read.
-struct ReadSize {
-    base: usize,
-    max: usize,
-    current: usize,
-}
-
-impl ReadSize {
-    fn new(options: &crate::consumer::ConsumerOptions, readers: usize) -> Self {
-        let base = options.effective_batch_size().div_ceil(readers);
-        let max = if options.batch_size.is_some() { base } else { base.max(MAX_READ) };
-        ReadSize { base, max, current: base }
-    }
-
-    /// After a read of `read` entries (asked: `asked`) whose dispatch `waited` for permits.
-    fn after(&mut self, asked: usize, read: usize, waited: bool) {
-        self.current = if waited || read < asked { self.base } else { (self.current * 2).min(self.max) };
-    }
-}
 
 /// A read in flight: its entries are tracked (held) and charged to the byte budget as soon
 /// as its reply arrives.
@@ -107,7 +76,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
 }
 
 /// One read loop: one blocking `XREADGROUP ... >` at a time on a connection of its own (of
-/// as many entries as [`ReadSize`] says), then dispatch of what it read. Redis errors are logged and retried
+/// as many entries as [`FetchSize`] says), then dispatch of what it read. Redis errors are logged and retried
 /// with backoff (100 ms doubling to 5 s); a vanished group is recreated.
 ///
 /// When a read returns a full batch there is probably more: the next read (without BLOCK,
@@ -124,7 +93,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
 /// look again every `block`.
 async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToken) {
     let options = &shared.consumer.options;
-    let mut size = ReadSize::new(options, options.effective_readers());
+    let mut size = FetchSize::for_reads(options, options.effective_readers());
     let role = ClientRole::Reader { block: options.block };
     shared.readiness.connecting();
     let Some(reader) = connect_until(&shared, role, &shutdown).await else { return };
@@ -150,7 +119,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToke
                         _ = tokio::time::sleep(options.block) => continue,
                     }
                 }
-                let Some(room) = shared.budget.wait_room_for(size.current, &shutdown).await else { break };
+                let Some(room) = shared.budget.wait_room_for(size.current(), &shutdown).await else { break };
                 spawn_read(&shared, reader.get(), room, Some(block_ms))
             }
         };
@@ -173,8 +142,10 @@ async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToke
                 let full = entries.len() >= count;
                 if full {
                     // A full batch: probably more waiting. Read ahead if the budget has room.
-                    ahead =
-                        shared.budget.room_for(size.current).map(|room| spawn_read(&shared, reader.get(), room, None));
+                    ahead = shared
+                        .budget
+                        .room_for(size.current())
+                        .map(|room| spawn_read(&shared, reader.get(), room, None));
                 }
                 let read = entries.len();
                 if read > 0 {
@@ -296,46 +267,5 @@ async fn connect_until(shared: &Shared, role: ClientRole, shutdown: &Cancellatio
                 backoff.wait(shutdown).await;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::consumer::ConsumerOptions;
-
-    fn options(concurrency: usize, batch_size: Option<usize>) -> ConsumerOptions {
-        ConsumerOptions { concurrency, batch_size, ..ConsumerOptions::DEFAULT }
-    }
-
-    #[test]
-    fn reads_grow_while_handlers_keep_up_and_fall_back_when_they_do_not() {
-        // Concurrency 8: a default batch of 128 shared by 4 loops, 32 each.
-        let mut size = ReadSize::new(&options(8, None), 4);
-        assert_eq!(size.current, 32);
-        size.after(32, 32, false);
-        assert_eq!(size.current, 64, "a full read that started without waiting doubles the next");
-        for _ in 0..10 {
-            let asked = size.current;
-            size.after(asked, asked, false);
-        }
-        assert_eq!(size.current, MAX_READ, "never past the most one read asks for");
-        size.after(MAX_READ, MAX_READ, true);
-        assert_eq!(size.current, 32, "a dispatch that waited for permits falls back to the share");
-        size.after(32, 32, false);
-        size.after(64, 10, false);
-        assert_eq!(size.current, 32, "a short read (the backlog is drained) falls back to the share");
-    }
-
-    #[test]
-    fn an_explicit_batch_size_is_never_exceeded() {
-        let mut size = ReadSize::new(&options(8, Some(100)), 4);
-        assert_eq!(size.current, 25);
-        size.after(25, 25, false);
-        assert_eq!(size.current, 25);
-        let mut large = ReadSize::new(&options(64, Some(4096)), 8);
-        assert_eq!(large.current, 512);
-        large.after(512, 512, false);
-        assert_eq!(large.current, 512);
     }
 }

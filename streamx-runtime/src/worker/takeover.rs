@@ -7,7 +7,8 @@
 //!   claim run in one script, so two consumers never claim the same entries, and a consumer
 //!   that is alive never loses an entry, however long its handler runs.
 //! - **Cost**: per tick, `XINFO CONSUMERS` (O(consumers)) and, only when a consumer is
-//!   stopped, a walk of *its* pending entries up to one claim (`concurrency + 32`): never a
+//!   stopped, a walk of *its* pending entries up to one claim (`concurrency + 32`, more while
+//!   handlers keep up: see [`super::sizing`]): never a
 //!   walk of the group's PEL.
 //! - **Counting**: a stopped consumer's entries may or may not have started, so the claim
 //!   counts a delivery (`RETRYCOUNT count + 1`, absolute: a re-sent script cannot count
@@ -34,6 +35,7 @@ use super::budget::Charge;
 use super::dispatch::{self, Claimed};
 use super::retries::{ms, SCHEDULED_CONSUMER};
 use super::shared::Shared;
+use super::sizing::FetchSize;
 use super::stats::ConsumerStats;
 use super::ticker::{jittered, Ticker};
 use crate::inspect::parse_pending;
@@ -154,8 +156,9 @@ return {out, dlq_trimmed}
 /// Claims sent ahead while a claim is dispatched.
 const CLAIMS_AHEAD: usize = 2;
 
-/// A take-over claim takes at most `concurrency` plus this many entries (and less when the
-/// byte budget is short), whatever the read batch size.
+/// A take-over claim takes `concurrency` plus this many entries at first (and less when the
+/// byte budget is short), whatever the read batch size; more only while handlers keep up
+/// (see [`FetchSize`]).
 const CLAIM_BEYOND_PERMITS: usize = 32;
 
 /// A claim in flight: its entries are tracked and charged to the byte budget as soon as its
@@ -171,15 +174,18 @@ struct TakenOver {
 
 /// Takes over what stopped consumers hold, and what this consumer owns but lost track of,
 /// until the loop stops. A claim takes what can start soon (`concurrency + 32` entries; the
-/// heartbeat keeps them this consumer's while they wait); when a claim was full, the next
-/// ones are sent at once and run while this one is dispatched, so round trips overlap
-/// handler work. At most `1 + CLAIMS_AHEAD` claims wait.
+/// heartbeat keeps them this consumer's while they wait), growing up to 512 while handlers
+/// keep up (they finish as fast as they are dispatched, so suspects left by this consumer's
+/// death would run quickly one at a time too) and falling back as soon as a dispatch waits;
+/// when a claim was full, the next ones are sent at once and run while this one is
+/// dispatched, so round trips overlap handler work. At most `1 + CLAIMS_AHEAD` claims wait.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let claim_idle = shared.consumer.options.claim_idle;
     // Small claims, not read batches: every entry claimed is a crash suspect if this consumer
     // dies before it settles, so a taker that dies leaves at most `1 + CLAIMS_AHEAD` claims of
-    // suspects (run one at a time by the next taker), however large `batch_size` is.
-    let claim_size = shared.slots.saturating_add(CLAIM_BEYOND_PERMITS);
+    // suspects (run one at a time by the next taker), however large `batch_size` is; claims
+    // grow only while handlers keep up.
+    let mut size = FetchSize::for_claims(shared.slots.saturating_add(CLAIM_BEYOND_PERMITS));
     let mut ticker = Ticker::new((claim_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let isolating = Arc::new(Isolation::default());
     let mut next_reconcile = Instant::now() + jittered(claim_idle);
@@ -201,19 +207,21 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 } else {
                     Vec::new()
                 };
-                let Some(room) = shared.budget.wait_room_for(claim_size, &shared.stopping).await else { break };
+                let Some(room) = shared.budget.wait_room_for(size.current(), &shared.stopping).await else { break };
                 spawn_claim(&shared, room, !isolating.running.load(Ordering::Acquire), own)
             }
         };
         match claim.await {
             Ok(Ok(TakenOver { claimed, mut charge, limit })) => {
-                let full = claimed.iter().filter(|c| !c.suspect).count() >= limit;
+                let taken = claimed.iter().filter(|c| !c.suspect).count();
+                let full = taken >= limit;
                 ticker.more(full);
                 while full && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled() {
-                    let Some(room) = shared.budget.room_for(claim_size) else { break };
+                    let Some(room) = shared.budget.room_for(size.current()) else { break };
                     ahead.push_back(spawn_claim(&shared, room, false, Vec::new()));
                 }
                 if claimed.is_empty() {
+                    size.after(limit, 0, false);
                     continue;
                 }
                 tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a consumer that stopped");
@@ -223,8 +231,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     isolate(&shared, suspect, part, &isolating);
                 }
                 let work = others.into_iter().map(|c| (c.entry, c.count));
-                if let dispatch::Dispatched::Stopped = dispatch::start_queued(&shared, work, charge).await {
-                    break;
+                match dispatch::start_queued(&shared, work, charge).await {
+                    dispatch::Dispatched::Stopped => break,
+                    dispatch::Dispatched::Started { waited } => size.after(limit, taken, waited),
                 }
             }
             Ok(Err(e)) => {

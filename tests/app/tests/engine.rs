@@ -445,6 +445,51 @@ async fn a_taker_claims_only_what_it_can_start_soon(topology: Topology) {
     assert_eq!(runs.lock().unwrap().len(), 200, "each entry ran once");
 }
 
+/// XCLAIM calls served by the test's Redis (every node of a cluster): the take-over script
+/// sends one per claim (its entries share one delivery count here).
+fn claims_served(server: &TestRedis) -> u64 {
+    server
+        .cli_all(&["INFO", "commandstats"])
+        .unwrap()
+        .iter()
+        .flat_map(|s| s.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter(|l| l.starts_with("cmdstat_xclaim:"))
+        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Issue 13: take-over claims grow while handlers keep up. A consumer of concurrency 2 with
+/// quick handlers takes over a dead one's 5,000 entries: claims start at 2 + 32 entries and
+/// double, so it takes far fewer claims than 5,000 / 34, and each entry still runs once.
+async fn a_quick_taker_claims_in_growing_batches(topology: Topology) {
+    let server = TestRedis::start(topology).unwrap();
+    let url = server.url();
+    let stream = unique_name("quick-takeover");
+    let producer = Producer::connect(&url).await.unwrap();
+    producer.publish_batch(&stream, &(0..5_000).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]).unwrap();
+    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "5000", "STREAMS", &stream, ">"]).unwrap();
+    let claims_before = claims_served(&server);
+    let runs: Runs = Arc::default();
+    let taker = recording(&stream, &runs, |_| async { Ok(()) })
+        .name_as("taker")
+        .concurrency(2)
+        .claim_idle(Duration::from_millis(300));
+    let runtime = start_runtime(&url, vec![taker]).await;
+    wait_until(Duration::from_secs(60), "all 5,000 handled", || async {
+        runs.lock().unwrap().len() >= 5_000 && pending(&url, &stream).await == 0
+    })
+    .await
+    .unwrap();
+    runtime.shutdown().await.unwrap();
+    let claims = claims_served(&server) - claims_before;
+    // Claims of 34 would take at least 148; growing to 512 takes about 15.
+    assert!(claims < 60, "{claims} claims for 5,000 entries");
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 5_000, "each entry ran once");
+    assert!(runs.iter().all(|(_, attempt)| *attempt == 2), "a taken-over entry runs on its second delivery");
+}
+
 /// Issue 13: a taker dies (its tokio runtime is dropped: no drain, no more heartbeats) while
 /// it runs 2 of the 200 entries of a dead consumer. The next consumer runs the entries the
 /// taker had claimed alone, as crash suspects, on their third delivery; the rest (more than
@@ -622,6 +667,7 @@ async fn idle_consumers_cost_does_not_grow_with_the_pending_list() {
 
 on_both_topologies!(
     a_taker_claims_only_what_it_can_start_soon,
+    a_quick_taker_claims_in_growing_batches,
     a_dead_takers_suspects_are_only_what_it_claimed,
     a_dead_consumers_entries_run_once_across_two_consumers,
     a_dead_letter_that_cannot_be_written_stays_pending,
