@@ -165,6 +165,27 @@ impl TestRedis {
         Ok(blocked)
     }
 
+    /// How many times the running nodes have served `command` (lower case, as `INFO
+    /// commandstats` names it: `xreadgroup`, `xclaim`, `evalsha`), summed over every node:
+    /// what a test asserts about the round trips an operation costs.
+    ///
+    /// # Errors
+    ///
+    /// [`TestingError::Io`] and friends when a node does not answer `INFO commandstats`.
+    pub fn calls_served(&self, command: &str) -> Result<u64, TestingError> {
+        let prefix = format!("cmdstat_{command}:calls=");
+        let mut calls = 0;
+        for node in self.running_nodes() {
+            let stats = node.call_text(&["INFO", "commandstats"])?;
+            calls += stats
+                .lines()
+                .filter_map(|line| line.strip_prefix(&prefix))
+                .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Ok(calls)
+    }
+
     fn running_nodes(&self) -> impl Iterator<Item = &RedisServer> {
         let nodes = match &self.redis {
             Redis::Standalone(server) => std::slice::from_ref(server),
@@ -293,6 +314,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(redis.blocked_in("xreadgroup").unwrap(), 0, "another command is not counted");
+        // Ten XADDs on `orders`..`streamx` (1 + 2 + 3 + 4), counted over every node.
+        assert_eq!(redis.calls_served("xadd").unwrap(), 10);
+        assert_eq!(redis.calls_served("xaddx").unwrap(), 0, "only the command named");
     }
 
     fn resp_command(args: &[&str]) -> Vec<u8> {

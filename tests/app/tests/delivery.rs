@@ -234,18 +234,6 @@ async fn concurrency_is_a_hard_bound(topology: Topology) {
     assert!(max_held > 5 && max_held <= 5 + 2 * 50, "held at most {max_held} messages");
 }
 
-/// XREADGROUP calls served by the test's Redis (every node of a cluster).
-fn reads_served(server: &TestRedis) -> u64 {
-    server
-        .cli_all(&["INFO", "commandstats"])
-        .unwrap()
-        .iter()
-        .flat_map(|s| s.lines().map(str::to_string).collect::<Vec<_>>())
-        .filter(|l| l.starts_with("cmdstat_xreadgroup:"))
-        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// With the default batch size, reads grow while handlers keep up and stay at the loop's
 /// share of `8 x concurrency` when they do not: quick handlers drain a backlog in a few
 /// large reads, slow ones never hold more than two shares per read loop (others in the
@@ -256,12 +244,12 @@ async fn reads_grow_only_while_handlers_keep_up(topology: Topology) {
     // Quick handlers, concurrency 8: 4 loops, each starting at 32 entries per read.
     let quick = unique_name("quick");
     producer.publish_batch(&quick, &(0..20_000).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    let reads_before = reads_served(&server);
+    let reads_before = server.calls_served("xreadgroup").unwrap();
     let (consumer, seen) = recorder(&quick, "g");
     let runtime = start_runtime(server.url(), vec![consumer.concurrency(8)]).await;
     wait_until(Duration::from_secs(60), "20,000 handled", || async { len(&seen) >= 20_000 }).await.unwrap();
     runtime.shutdown().await.unwrap();
-    let reads = reads_served(&server) - reads_before;
+    let reads = server.calls_served("xreadgroup").unwrap() - reads_before;
     // Fixed reads of 32 would take at least 625 (20,000 / 32); growing to 512 takes about
     // 40 plus the ramp of each loop and the blocking reads at the end.
     assert!(reads < 200, "{reads} reads for 20,000 quick messages");

@@ -445,19 +445,6 @@ async fn a_taker_claims_only_what_it_can_start_soon(topology: Topology) {
     assert_eq!(runs.lock().unwrap().len(), 200, "each entry ran once");
 }
 
-/// XCLAIM calls served by the test's Redis (every node of a cluster): the take-over script
-/// sends one per claim (its entries share one delivery count here).
-fn claims_served(server: &TestRedis) -> u64 {
-    server
-        .cli_all(&["INFO", "commandstats"])
-        .unwrap()
-        .iter()
-        .flat_map(|s| s.lines().map(str::to_string).collect::<Vec<_>>())
-        .filter(|l| l.starts_with("cmdstat_xclaim:"))
-        .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// Issue 13: take-over claims grow while handlers keep up. A consumer of concurrency 2 with
 /// quick handlers takes over a dead one's 5,000 entries: claims start at 2 + 32 entries and
 /// double, so it takes far fewer claims than 5,000 / 34, and each entry still runs once.
@@ -469,7 +456,7 @@ async fn a_quick_taker_claims_in_growing_batches(topology: Topology) {
     producer.publish_batch(&stream, &(0..5_000).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
     server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]).unwrap();
     server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "5000", "STREAMS", &stream, ">"]).unwrap();
-    let claims_before = claims_served(&server);
+    let claims_before = server.calls_served("xclaim").unwrap();
     let runs: Runs = Arc::default();
     let taker = recording(&stream, &runs, |_| async { Ok(()) })
         .name_as("taker")
@@ -482,7 +469,7 @@ async fn a_quick_taker_claims_in_growing_batches(topology: Topology) {
     .await
     .unwrap();
     runtime.shutdown().await.unwrap();
-    let claims = claims_served(&server) - claims_before;
+    let claims = server.calls_served("xclaim").unwrap() - claims_before;
     // Claims of 34 would take at least 148; growing to 512 takes about 15.
     assert!(claims < 60, "{claims} claims for 5,000 entries");
     let runs = runs.lock().unwrap().clone();
