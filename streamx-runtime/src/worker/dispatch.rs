@@ -16,7 +16,7 @@ use super::retries::{self, Parking};
 use super::shared::Shared;
 use super::stats::ConsumerStats;
 use crate::dead_letters::{move_to_dead_letters, Failure};
-use crate::handler::{Delivery, FailureKind, Outcome};
+use crate::handler::{BoxFuture, Delivery, FailureKind, Outcome};
 use crate::message::MessageId;
 use crate::retry_delay::RetryDelay;
 use crate::wire::{parse_entry, RawEntry};
@@ -165,11 +165,12 @@ pub(crate) async fn start_queued(
     Dispatched::Started { waited }
 }
 
-/// Starts the handling of `entry`: polls it once right here, and only if it does not finish
-/// at once (the handler awaits I/O, a timer, ...) moves it to a task of its own, whose cancel
-/// handle is returned. A handler that completes without waiting (CPU-only work, a cache hit)
-/// then costs no task, no cross-thread wake-up and no copy of its future: on a deep backlog
-/// of quick handlers that is most of the engine's own CPU per message.
+/// Starts the handling of `entry`: polls the handler once right here, and only if it does
+/// not finish at once (the handler awaits I/O, a timer, ...) moves the rest of the handling
+/// to a task of its own, whose cancel handle is returned. A handler that completes without
+/// waiting (CPU-only work, a cache hit) then costs no task, no cross-thread wake-up and no
+/// future besides the handler's own: on a deep backlog of quick handlers that is most of the
+/// engine's own CPU per message.
 ///
 /// Polling first with a no-op waker is sound: a spawned task polls its future again at once,
 /// which registers the task's own waker (the most recent poll's waker is the one a future
@@ -178,7 +179,8 @@ pub(crate) async fn start_queued(
 /// A handler that finished inline and succeeded adds its id to `acks`, which the caller
 /// queues for the acker with the others of its run (one message and at most one wake-up of
 /// the acker per run of entries instead of one per entry), and hands its permit back for
-/// the next entry.
+/// the next entry. A failure is settled on a task (parking it or writing its dead letter
+/// waits for Redis).
 fn run_or_spawn(
     shared: &Arc<Shared>,
     entry: RawEntry,
@@ -187,18 +189,34 @@ fn run_or_spawn(
     charge: Charge,
     acks: &mut Vec<MessageId>,
 ) -> (Option<AbortHandle>, Option<OwnedSemaphorePermit>) {
-    let mut future = Box::pin(handle(shared.clone(), entry, attempt, permit, charge));
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(Succeeded(success)) => match success {
-            Some((id, permit)) => {
-                acks.push(id);
-                (None, Some(permit))
-            }
-            None => (None, None),
-        },
+    let mut handling = Handling::begin(shared, entry, attempt, permit, charge);
+    let polled = {
+        let _in_span = handling.span.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        handling.run.as_mut().poll(&mut cx)
+    };
+    let outcome = match polled {
+        std::task::Poll::Ready(outcome) => outcome,
         std::task::Poll::Pending => {
-            (Some(shared.tasks.spawn(finish_on_task(shared.clone(), future)).abort_handle()), None)
+            let task = shared.tasks.spawn(finish_on_task(shared.clone(), handling.finish()));
+            return (Some(task.abort_handle()), None);
+        }
+    };
+    let Handling { id, attempt, started, permit, charge, span, .. } = handling;
+    shared.metrics.handler_finished(started);
+    drop(charge);
+    match outcome {
+        Outcome::Done => {
+            succeeded(shared);
+            acks.push(id);
+            (None, Some(permit))
+        }
+        failed => {
+            let settling = {
+                let shared = shared.clone();
+                async move { settle(&shared, id, attempt, failed, permit).await }.instrument(span)
+            };
+            (Some(shared.tasks.spawn(finish_on_task(shared.clone(), settling)).abort_handle()), None)
         }
     }
 }
@@ -230,69 +248,99 @@ pub(crate) fn start(
     charge: Charge,
 ) -> tokio::task::JoinHandle<()> {
     let id = entry.id;
-    let handling = handle(shared.clone(), entry, attempt, permit, charge);
-    let task = shared.tasks.spawn(finish_on_task(shared.clone(), handling));
+    let handling = Handling::begin(shared, entry, attempt, permit, charge);
+    let task = shared.tasks.spawn(finish_on_task(shared.clone(), handling.finish()));
     shared.started_all([(id, Some(task.abort_handle()))]);
     task
 }
 
-/// Runs the handler of `entry` and settles its outcome (see [`Succeeded`]).
-async fn handle(
+/// One delivery under way: the handler's future, polled or not yet, and what settling its
+/// outcome takes (the permit, the entry's charge of the byte budget, its span).
+struct Handling {
     shared: Arc<Shared>,
-    entry: RawEntry,
+    id: MessageId,
     attempt: u32,
+    run: BoxFuture<'static, Outcome>,
+    started: Option<std::time::Instant>,
     permit: OwnedSemaphorePermit,
     charge: Charge,
-) -> Succeeded {
-    let id = entry.id;
-    let span =
-        tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
-    #[cfg(feature = "opentelemetry")]
-    crate::observe::trace_context::set_parent(&span, &entry.headers);
-    async {
-        let started = shared.metrics.handler_started(id, attempt);
-        let outcome = run_handler(&shared, entry, attempt).await;
-        shared.metrics.handler_finished(started);
-        // The entry and its decoded payload are gone with the handler.
-        drop(charge);
-        settle(&shared, id, attempt, outcome, permit).await
-    }
-    .instrument(span)
-    .await
+    span: tracing::Span,
 }
 
-async fn run_handler(shared: &Shared, entry: RawEntry, attempt: u32) -> Outcome {
+impl Handling {
+    /// Calls the handler of `entry` (in its span); its future is not polled yet.
+    fn begin(
+        shared: &Arc<Shared>,
+        entry: RawEntry,
+        attempt: u32,
+        permit: OwnedSemaphorePermit,
+        charge: Charge,
+    ) -> Self {
+        let id = entry.id;
+        let span =
+            tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
+        #[cfg(feature = "opentelemetry")]
+        crate::observe::trace_context::set_parent(&span, &entry.headers);
+        let (started, run) = {
+            let _in_span = span.enter();
+            (shared.metrics.handler_started(id, attempt), call_handler(shared, entry, attempt))
+        };
+        Handling { shared: shared.clone(), id, attempt, run, started, permit, charge, span }
+    }
+
+    /// Runs the handler to its end, then settles its outcome (see [`Succeeded`]).
+    async fn finish(self) -> Succeeded {
+        let Handling { shared, id, attempt, run, started, permit, charge, span } = self;
+        async move {
+            let outcome = run.await;
+            shared.metrics.handler_finished(started);
+            // The entry and its decoded payload are gone with the handler.
+            drop(charge);
+            settle(&shared, id, attempt, outcome, permit).await
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// The handler's future for `entry`, or the rejection of an entry that must not run.
+fn call_handler(shared: &Arc<Shared>, entry: RawEntry, attempt: u32) -> BoxFuture<'static, Outcome> {
     let max = shared.consumer.options.retry.max_deliveries();
+    let rejected = |reason: String, kind: FailureKind| -> BoxFuture<'static, Outcome> {
+        Box::pin(std::future::ready(Outcome::Rejected { reason, kind }))
+    };
     if attempt > max {
         // Its earlier deliveries may all have started (its consumers stopped each time, or
         // its dead letter could not be written): never run it more than max_retries + 1 times.
-        return Outcome::Rejected {
-            reason: format!(
-                "delivered {} times without completing (its consumer stopped or lost it each time)",
-                attempt - 1
-            ),
-            kind: FailureKind::DeliveryLimit,
-        };
+        return rejected(
+            format!("delivered {} times without completing (its consumer stopped or lost it each time)", attempt - 1),
+            FailureKind::DeliveryLimit,
+        );
     }
     if entry.deleted {
-        return Outcome::Rejected {
-            reason: "the entry was deleted from the stream (trimmed or XDEL) while it was pending".to_string(),
-            kind: FailureKind::Trimmed,
-        };
+        return rejected(
+            "the entry was deleted from the stream (trimmed or XDEL) while it was pending".to_string(),
+            FailureKind::Trimmed,
+        );
     }
     let limit = shared.settings.max_payload_bytes;
     if let Some(len) = entry.data.as_ref().map(|d| d.len()).filter(|len| *len > limit) {
-        return Outcome::Rejected {
-            reason: format!("payload is {len} bytes, over the limit of {limit} bytes"),
-            kind: FailureKind::PayloadTooLarge,
-        };
+        return rejected(
+            format!("payload is {len} bytes, over the limit of {limit} bytes"),
+            FailureKind::PayloadTooLarge,
+        );
     }
     let run = (shared.handler)(Delivery::new(shared.stream_arc.clone(), entry, attempt, shared.settings.state.clone()));
     match shared.consumer.options.timeout {
-        None => run.await,
-        // Boxed: consumers without a timeout keep the smaller future.
-        Some(limit) => Box::pin(super::timeout::run_with_timeout(shared, run, limit)).await,
+        None => run,
+        Some(limit) => Box::pin(super::timeout::run_with_timeout(shared.clone(), run, limit)),
     }
+}
+
+/// Counts a success.
+fn succeeded(shared: &Shared) {
+    ConsumerStats::bump(&shared.stats.succeeded, 1);
+    shared.metrics.succeeded();
 }
 
 /// Settles an outcome: a success is returned, to be acknowledged by the caller; a failure
@@ -306,8 +354,7 @@ async fn settle(
 ) -> Succeeded {
     match outcome {
         Outcome::Done => {
-            ConsumerStats::bump(&shared.stats.succeeded, 1);
-            shared.metrics.succeeded();
+            succeeded(shared);
             return Succeeded(Some((id, permit)));
         }
         Outcome::Failed { error, kind, retry_after } => {

@@ -7,6 +7,7 @@
 //! timed-out one simply fails.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::shared::Shared;
@@ -15,7 +16,7 @@ use crate::handler::{FailureKind, Outcome};
 
 /// Runs `handler` for at most `limit`; past it, drops it and reports a timeout.
 pub(crate) async fn run_with_timeout(
-    shared: &Shared,
+    shared: Arc<Shared>,
     handler: impl Future<Output = Outcome>,
     limit: Duration,
 ) -> Outcome {
