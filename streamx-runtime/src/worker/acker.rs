@@ -1,31 +1,45 @@
-//! Batched acknowledgements: handler tasks queue ids; one task sends them as one XACK per
-//! round trip. An id is queued only after its handler succeeded, waits at most for the XACK
-//! in flight before it (no timer: the batch is whatever queued meanwhile), and stays held by
-//! this consumer until Redis has the XACK (so a shutdown never hands back a handled entry
-//! whose acknowledgement is still on its way, nor forgets one whose XACK failed).
+//! Batched acknowledgements: handlers queue ids; one task sends them as XACKs of up to
+//! [`MAX_ACK_BATCH`] ids, up to [`IN_FLIGHT`] at once (pipelined on the command connection,
+//! so acknowledging keeps up with several read loops). An id is queued only after its
+//! handler succeeded, waits at most for the XACKs in flight before it (no timer: a batch is
+//! whatever queued meanwhile), and stays held by this consumer until Redis has the XACK (so
+//! a shutdown never hands back a handled entry whose acknowledgement is still on its way,
+//! nor forgets one whose XACK failed). Held entries also bound the reads (see
+//! [`Shared::wait_held_room`]): acknowledgements that fall behind slow the reads down
+//! instead of piling up.
 
 use std::sync::Arc;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::shared::{AckReceiver, Acks, Shared};
 use super::stats::ConsumerStats;
 use crate::message::{id_args, MessageId};
 use crate::retry_delay::RetryDelay;
+use fred::clients::Client;
 use fred::interfaces::{SetsInterface, StreamsInterface};
+use std::future::Future;
 
 /// The most ids sent in one XACK.
 const MAX_ACK_BATCH: usize = 1000;
+
+/// The most XACKs in flight at once.
+const IN_FLIGHT: usize = 4;
 
 /// Attempts of the last XACKs once the loop is stopping (the drain hands back what fails).
 const LAST_ATTEMPTS: u32 = 3;
 
 pub(crate) async fn run(shared: Arc<Shared>, mut rx: AckReceiver) {
-    let mut batch: Vec<MessageId> = Vec::with_capacity(64);
+    let mut sending = FuturesUnordered::new();
+    let mut batch: Vec<MessageId> = Vec::new();
     loop {
+        let room = sending.len() < IN_FLIGHT;
         let first = tokio::select! {
             biased;
-            first = rx.recv() => first,
+            Some(()) = sending.next(), if !sending.is_empty() => continue,
+            first = rx.recv(), if room => first,
             // No handler runs any more and nothing is queued: every ack has been sent.
-            _ = shared.acks_closed().cancelled() => None,
+            _ = shared.acks_closed().cancelled(), if room => None,
         };
         let Some(first) = first else { break };
         add(&mut batch, first);
@@ -33,10 +47,30 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: AckReceiver) {
             let Ok(more) = rx.try_recv() else { break };
             add(&mut batch, more);
         }
-        for ids in batch.chunks(MAX_ACK_BATCH) {
-            send(&shared, ids).await;
+        // A message of many ids may take the batch past the most one XACK sends.
+        while batch.len() > MAX_ACK_BATCH {
+            let rest = batch.split_off(MAX_ACK_BATCH);
+            sending.push(send(shared.clone(), std::mem::replace(&mut batch, rest), None));
         }
-        batch.clear();
+        sending.push(send(shared.clone(), std::mem::take(&mut batch), None));
+    }
+    while sending.next().await.is_some() {}
+}
+
+/// Acknowledges `ids` on `client` (a read loop's own connection) right away: the XACK is
+/// queued on the connection before this returns, so it goes out ahead of the loop's next
+/// read (in the same write, as the raw loop does), and its reply is awaited on a task of its
+/// own. Used for the handlers a read loop ran to completion inline: their acknowledgements
+/// then need no other task to be scheduled, which on a busy machine is what lets
+/// acknowledging keep up with the reads.
+pub(crate) fn send_now(shared: &Arc<Shared>, client: &Client, ids: Vec<MessageId>) {
+    if ids.is_empty() {
+        return;
+    }
+    let mut sending = Box::pin(send(shared.clone(), ids, Some(client.clone())));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if sending.as_mut().poll(&mut cx).is_pending() {
+        shared.tasks.spawn(sending);
     }
 }
 
@@ -47,16 +81,17 @@ fn add(batch: &mut Vec<MessageId>, acks: Acks) {
     }
 }
 
-/// Sends one XACK for `ids` (and clears the take-over marks of those that had one), retrying
-/// failures with backoff; once the loop is stopping, a few more attempts, after which the
-/// entries stay pending and are handed back by the drain (redelivered: at-least-once).
-async fn send(shared: &Shared, ids: &[MessageId]) {
-    let marked: Vec<String> = shared.taken_over_among(ids).iter().map(MessageId::to_string).collect();
+/// Sends one XACK for `ids` (on `via` first if given, on the command connection after a
+/// failure) and clears the take-over marks of those that had one, retrying failures with
+/// backoff; once the loop is stopping, a few more attempts, after which the entries stay
+/// pending and are handed back by the drain (redelivered: at-least-once).
+async fn send(shared: Arc<Shared>, ids: Vec<MessageId>, mut via: Option<Client>) {
+    let marked: Vec<String> = shared.taken_over_among(&ids).iter().map(MessageId::to_string).collect();
     let mut delay = RetryDelay::new();
     let mut last_attempts = 0;
     loop {
-        let client = shared.command.get();
-        let result: Result<u64, _> = client.xack(shared.stream(), shared.group(), id_args(ids)).await;
+        let client = via.take().unwrap_or_else(|| shared.command.get());
+        let result: Result<u64, _> = client.xack(shared.stream(), shared.group(), id_args(&ids)).await;
         match result {
             Ok(_) => {
                 ConsumerStats::bump(&shared.stats.ack_batches, 1);

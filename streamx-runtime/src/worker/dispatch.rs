@@ -11,6 +11,9 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
+use fred::clients::Client;
+
+use super::acker;
 use super::budget::Charge;
 use super::retries::{self, Parking};
 use super::shared::Shared;
@@ -121,7 +124,12 @@ pub(crate) async fn start_queued(
     shared: &Arc<Shared>,
     entries: impl IntoIterator<Item = (RawEntry, u32)>,
     mut charge: Charge,
+    ack_via: Option<&Client>,
 ) -> Dispatched {
+    let ack = |acks: Vec<MessageId>| match ack_via {
+        Some(client) => acker::send_now(shared, client, acks),
+        None => shared.ack_all(acks),
+    };
     let mut started: Vec<(MessageId, Option<AbortHandle>)> = Vec::new();
     let mut acks: Vec<MessageId> = Vec::new();
     let mut waited = false;
@@ -134,7 +142,7 @@ pub(crate) async fn start_queued(
         // start, which finished at once or wait for permits (where the stop is seen).
         if n % STOP_CHECK_EVERY == 0 && shared.stopping.is_cancelled() {
             shared.started_all(started);
-            shared.ack_all(acks);
+            ack(acks);
             return Dispatched::Stopped;
         }
         let permit = match spare.take().map_or_else(|| shared.permits.clone().try_acquire_owned(), Ok) {
@@ -142,7 +150,7 @@ pub(crate) async fn start_queued(
             Err(_) => {
                 waited = true;
                 shared.started_all(started.drain(..));
-                shared.ack_all(std::mem::take(&mut acks));
+                ack(std::mem::take(&mut acks));
                 match take_one_permit(shared).await {
                     Some(permit) => permit,
                     None => return Dispatched::Stopped,
@@ -161,7 +169,7 @@ pub(crate) async fn start_queued(
         spare = back;
     }
     shared.started_all(started);
-    shared.ack_all(acks);
+    ack(acks);
     Dispatched::Started { waited }
 }
 

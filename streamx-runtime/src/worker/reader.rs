@@ -93,7 +93,13 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
 /// look again every `block`.
 async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToken) {
     let options = &shared.consumer.options;
-    let mut size = FetchSize::for_reads(options, options.effective_readers());
+    let readers = options.effective_readers();
+    let mut size = FetchSize::for_reads(options, readers);
+    // What this consumer may hold (read, claimed, running or waiting for its XACK): two
+    // reads of the most each loop asks for, twice over, plus the handlers. Acknowledgements
+    // that fall behind the reads slow the reads down instead of piling up in the pending
+    // list and in memory.
+    let held_limit = readers.saturating_mul(size.most()).saturating_mul(4).saturating_add(shared.slots);
     let role = ClientRole::Reader { block: options.block };
     shared.readiness.connecting();
     let Some(reader) = connect_until(&shared, role, &shutdown).await else { return };
@@ -119,6 +125,9 @@ async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToke
                         _ = tokio::time::sleep(options.block) => continue,
                     }
                 }
+                if !shared.wait_held_room(size.current(), held_limit, &shutdown).await {
+                    break;
+                }
                 let Some(room) = shared.budget.wait_room_for(size.current(), &shutdown).await else { break };
                 spawn_read(&shared, reader.get(), room, Some(block_ms))
             }
@@ -140,7 +149,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToke
                 backoff.reset();
                 shared.readiness.reading();
                 let full = entries.len() >= count;
-                if full {
+                if full && shared.has_held_room(size.current(), held_limit) {
                     // A full batch: probably more waiting. Read ahead if the budget has room.
                     ahead = shared
                         .budget
@@ -149,7 +158,8 @@ async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToke
                 }
                 let read = entries.len();
                 if read > 0 {
-                    match dispatch::start_queued(&shared, entries.into_iter().map(|e| (e, 1)), charge).await {
+                    let entries = entries.into_iter().map(|e| (e, 1));
+                    match dispatch::start_queued(&shared, entries, charge, Some(&client)).await {
                         Dispatched::Stopped => break,
                         Dispatched::Started { waited } => size.after(count, read, waited),
                     }

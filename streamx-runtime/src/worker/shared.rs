@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use rustc_hash::FxHashMap;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -113,6 +113,8 @@ pub(crate) struct Shared {
     /// restarted): every consumer's heartbeat looks stale for a while after an outage.
     recovered_at: Mutex<Option<Instant>>,
     held: Mutex<HeldSet>,
+    /// Notified when held entries are forgotten (see [`wait_held_room`](Self::wait_held_room)).
+    held_freed: Notify,
     /// Where handlers queue acknowledgements; no lock on this path, which every message
     /// takes. The acker stops at [`close_acks`](Self::close_acks).
     acks: AckSender,
@@ -163,6 +165,7 @@ impl Shared {
             readiness: Arc::new(Readiness::default()),
             recovered_at: Mutex::new(None),
             held: Mutex::new(HeldSet::default()),
+            held_freed: Notify::new(),
             acks: tx,
             acks_closed: CancellationToken::new(),
         };
@@ -246,10 +249,36 @@ impl Shared {
     /// Forgets entries that settled (acknowledged, scheduled for a retry, dead-lettered, or
     /// no longer this consumer's).
     pub fn untrack(&self, ids: impl IntoIterator<Item = MessageId>) {
-        let mut held = lock(&self.held);
-        for id in ids {
-            held.remove(id);
+        {
+            let mut held = lock(&self.held);
+            for id in ids {
+                held.remove(id);
+            }
         }
+        self.held_freed.notify_waiters();
+    }
+
+    /// Waits until `count` more entries can be held within `limit` (the entries read, claimed,
+    /// running or waiting for their XACK); false if `stop` came first. A read of at most
+    /// `limit` entries always gets room once this consumer holds nothing.
+    pub async fn wait_held_room(&self, count: usize, limit: usize, stop: &CancellationToken) -> bool {
+        loop {
+            let freed = self.held_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.has_held_room(count, limit) {
+                return true;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return false,
+                _ = freed => {}
+            }
+        }
+    }
+
+    /// Whether `count` more entries can be held within `limit` now.
+    pub fn has_held_room(&self, count: usize, limit: usize) -> bool {
+        lock(&self.held).map.len().saturating_add(count) <= limit
     }
 
     /// Forgets entries read but never started: after a reader restart nothing will start
@@ -259,7 +288,10 @@ impl Shared {
         let mut held = lock(&self.held);
         let before = held.map.len();
         held.map.retain(|_, h| h.started || h.taken_over);
-        before - held.map.len()
+        let forgotten = before - held.map.len();
+        drop(held);
+        self.held_freed.notify_waiters();
+        forgotten
     }
 
     pub fn is_tracked(&self, id: MessageId) -> bool {

@@ -38,6 +38,11 @@ impl FetchSize {
         FetchSize { base, most: base.max(MOST), current: base }
     }
 
+    /// The most it asks for.
+    pub fn most(&self) -> usize {
+        self.most
+    }
+
     /// The entries to ask for next.
     pub fn current(&self) -> usize {
         self.current

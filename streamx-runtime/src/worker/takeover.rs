@@ -231,7 +231,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     isolate(&shared, suspect, part, &isolating);
                 }
                 let work = others.into_iter().map(|c| (c.entry, c.count));
-                match dispatch::start_queued(&shared, work, charge).await {
+                match dispatch::start_queued(&shared, work, charge, None).await {
                     dispatch::Dispatched::Stopped => break,
                     dispatch::Dispatched::Started { waited } => size.after(limit, taken, waited),
                 }
