@@ -20,7 +20,7 @@ pub(crate) mod readiness;
 #[cfg(feature = "opentelemetry")]
 pub mod trace_context;
 
-pub(crate) use consumer::ConsumerMetrics;
+pub(crate) use consumer::{ConsumerMetrics, RunClock};
 pub(crate) use gauges::{GroupSample, LoopGauges};
 pub(crate) use producer::PublishMetrics;
 pub(crate) use readiness::Readiness;
@@ -63,8 +63,8 @@ mod tests {
             assert!(recorder_installed());
             ConsumerMetrics::new("orders", "billing", "charge")
         });
-        consumer.succeeded();
-        consumer.succeeded();
+        consumer.succeeded(1);
+        consumer.succeeded(1);
         consumer.retried();
         consumer.dead_lettered(FailureKind::Error);
         consumer.dead_lettered(FailureKind::InvalidJson);
@@ -73,6 +73,13 @@ mod tests {
         consumer.dead_letters_trimmed(5);
         let started = consumer.handler_started(crate::message::MessageId::new(1, 0), 1);
         consumer.handler_finished(started);
+        // Two more runs timed by a run's clock: the second is a redelivery (no end-to-end).
+        let mut clock = consumer.run_clock();
+        assert!(clock.is_some(), "a recorder keeps timings");
+        let started = consumer.handler_started_in(clock.as_ref(), crate::message::MessageId::new(2, 0), 1);
+        consumer.handler_finished_in(clock.as_mut(), started);
+        let started = consumer.handler_started_in(clock.as_ref(), crate::message::MessageId::new(3, 0), 2);
+        consumer.handler_finished_in(clock.as_mut(), started);
         let text = handle.render();
         let labels = r#"stream="orders",group="billing",consumer="charge""#;
         for (outcome, n) in [("success", 2), ("retry", 1), ("dead_letter", 1), ("rejected", 1)] {
@@ -82,7 +89,7 @@ mod tests {
         assert!(text.contains(&format!("streamx_takeovers_total{{{labels}}} 3")), "{text}");
         assert!(text.contains(&format!("streamx_handler_timeouts_total{{{labels}}} 1")), "{text}");
         assert!(text.contains(&format!("streamx_dead_letters_trimmed_total{{{labels}}} 5")), "{text}");
-        assert!(text.contains(&format!("streamx_handler_duration_seconds_count{{{labels}}} 1")), "{text}");
-        assert!(text.contains(&format!("streamx_end_to_end_latency_seconds_count{{{labels}}} 1")), "{text}");
+        assert!(text.contains(&format!("streamx_handler_duration_seconds_count{{{labels}}} 3")), "{text}");
+        assert!(text.contains(&format!("streamx_end_to_end_latency_seconds_count{{{labels}}} 2")), "{text}");
     }
 }

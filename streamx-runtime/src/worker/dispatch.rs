@@ -21,6 +21,7 @@ use super::stats::ConsumerStats;
 use crate::dead_letters::{move_to_dead_letters, Failure};
 use crate::handler::{BoxFuture, Delivery, FailureKind, Outcome};
 use crate::message::MessageId;
+use crate::observe::RunClock;
 use crate::retry_delay::RetryDelay;
 use crate::wire::{parse_entry, RawEntry};
 
@@ -126,9 +127,14 @@ pub(crate) async fn start_queued(
     mut charge: Charge,
     ack_via: Option<&Client>,
 ) -> Dispatched {
-    let ack = |acks: Vec<MessageId>| match ack_via {
-        Some(client) => acker::send_now(shared, client, acks),
-        None => shared.ack_all(acks),
+    // Inline successes are counted with their run, as their acks are sent: one bump of the
+    // shared counters per run instead of one per message.
+    let ack = |acks: Vec<MessageId>| {
+        succeeded(shared, acks.len() as u64);
+        match ack_via {
+            Some(client) => acker::send_now(shared, client, acks),
+            None => shared.ack_all(acks),
+        }
     };
     let mut started: Vec<(MessageId, Option<AbortHandle>)> = Vec::new();
     let mut acks: Vec<MessageId> = Vec::new();
@@ -137,6 +143,7 @@ pub(crate) async fn start_queued(
     // of quick handlers takes and gives back one permit, not one per entry (each of those
     // is an atomic on the semaphore shared by every loop, and a lock to give it back).
     let mut spare: Option<OwnedSemaphorePermit> = None;
+    let mut clock = shared.metrics.run_clock();
     for (n, (entry, attempt)) in entries.into_iter().enumerate() {
         // Checked every few entries (it takes a lock): a stop lets at most that many more
         // start, which finished at once or wait for permits (where the stop is seen).
@@ -151,15 +158,17 @@ pub(crate) async fn start_queued(
                 waited = true;
                 shared.started_all(started.drain(..));
                 ack(std::mem::take(&mut acks));
-                match take_one_permit(shared).await {
+                let permit = match take_one_permit(shared).await {
                     Some(permit) => permit,
                     None => return Dispatched::Stopped,
-                }
+                };
+                clock = shared.metrics.run_clock();
+                permit
             }
         };
         let id = entry.id;
         let part = charge.split_for(&entry);
-        let (abort, back) = run_or_spawn(shared, entry, attempt, permit, part, &mut acks);
+        let (abort, back) = run_or_spawn(shared, entry, attempt, permit, part, &mut acks, clock.as_mut());
         // Only handlers on a task of their own are marked started (with their cancel
         // handle): one that finished inline has settled, and if it succeeded its id is
         // queued for the acker, which marks it started only if the XACK fails at shutdown.
@@ -196,8 +205,10 @@ fn run_or_spawn(
     permit: OwnedSemaphorePermit,
     charge: Charge,
     acks: &mut Vec<MessageId>,
+    clock: Option<&mut RunClock>,
 ) -> (Option<AbortHandle>, Option<OwnedSemaphorePermit>) {
-    let mut handling = Handling::begin(shared, entry, attempt, permit, charge);
+    let started = shared.metrics.handler_started_in(clock.as_deref(), entry.id, attempt);
+    let mut handling = Handling::begin(shared, entry, attempt, permit, charge, started);
     let polled = {
         let _in_span = handling.span.enter();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -211,11 +222,10 @@ fn run_or_spawn(
         }
     };
     let Handling { id, attempt, started, permit, charge, span, .. } = handling;
-    shared.metrics.handler_finished(started);
+    shared.metrics.handler_finished_in(clock, started);
     drop(charge);
     match outcome {
         Outcome::Done => {
-            succeeded(shared);
             acks.push(id);
             (None, Some(permit))
         }
@@ -256,7 +266,8 @@ pub(crate) fn start(
     charge: Charge,
 ) -> tokio::task::JoinHandle<()> {
     let id = entry.id;
-    let handling = Handling::begin(shared, entry, attempt, permit, charge);
+    let started = shared.metrics.handler_started(entry.id, attempt);
+    let handling = Handling::begin(shared, entry, attempt, permit, charge, started);
     let task = shared.tasks.spawn(finish_on_task(shared.clone(), handling.finish()));
     shared.started_all([(id, Some(task.abort_handle()))]);
     task
@@ -276,22 +287,24 @@ struct Handling {
 }
 
 impl Handling {
-    /// Calls the handler of `entry` (in its span); its future is not polled yet.
+    /// Calls the handler of `entry` (in its span), which the metrics count as `started`; its
+    /// future is not polled yet.
     fn begin(
         shared: &Arc<Shared>,
         entry: RawEntry,
         attempt: u32,
         permit: OwnedSemaphorePermit,
         charge: Charge,
+        started: Option<std::time::Instant>,
     ) -> Self {
         let id = entry.id;
         let span =
             tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
         #[cfg(feature = "opentelemetry")]
         crate::observe::trace_context::set_parent(&span, &entry.headers);
-        let (started, run) = {
+        let run = {
             let _in_span = span.enter();
-            (shared.metrics.handler_started(id, attempt), call_handler(shared, entry, attempt))
+            call_handler(shared, entry, attempt)
         };
         Handling { shared: shared.clone(), id, attempt, run, started, permit, charge, span }
     }
@@ -345,10 +358,12 @@ fn call_handler(shared: &Arc<Shared>, entry: RawEntry, attempt: u32) -> BoxFutur
     }
 }
 
-/// Counts a success.
-fn succeeded(shared: &Shared) {
-    ConsumerStats::bump(&shared.stats.succeeded, 1);
-    shared.metrics.succeeded();
+/// Counts `n` successes.
+fn succeeded(shared: &Shared, n: u64) {
+    if n > 0 {
+        ConsumerStats::bump(&shared.stats.succeeded, n);
+        shared.metrics.succeeded(n);
+    }
 }
 
 /// Settles an outcome: a success is returned, to be acknowledged by the caller; a failure
@@ -362,7 +377,7 @@ async fn settle(
 ) -> Succeeded {
     match outcome {
         Outcome::Done => {
-            succeeded(shared);
+            succeeded(shared, 1);
             return Succeeded(Some((id, permit)));
         }
         Outcome::Failed { error, kind, retry_after } => {
