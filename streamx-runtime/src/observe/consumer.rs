@@ -95,6 +95,15 @@ impl ConsumerMetrics {
         }
     }
 
+    /// A handler of the run went on to a task of its own: the next one starts now, not when
+    /// that one started.
+    #[inline]
+    pub fn handler_moved_out(&self, clock: Option<&mut RunClock>) {
+        if let Some(clock) = clock {
+            clock.last = Instant::now();
+        }
+    }
+
     /// The handler started at `started` returned.
     #[inline]
     pub fn handler_finished(&self, started: Option<Instant>) {

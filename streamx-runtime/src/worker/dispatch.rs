@@ -116,7 +116,9 @@ pub(crate) enum Dispatched {
 }
 
 /// Starts a handler for each already-tracked `(entry, attempt)` as permits free up, in
-/// order.
+/// order. The handlers that finish inline are acknowledged together: on `ack_via` (a read
+/// loop's own connection, queued before its next read) or through the acker.
+///
 /// Which entries started on a task of their own is recorded under one lock per run of free
 /// permits, not per entry (the hot path of every read), before any wait: nothing that reads
 /// it (the drain, a restarted reader) can look in between, as both run only once this task
@@ -194,9 +196,8 @@ pub(crate) async fn start_queued(
 /// must wake). Panics are caught inside the handler's future (see `handler::invoke`).
 ///
 /// A handler that finished inline and succeeded adds its id to `acks`, which the caller
-/// queues for the acker with the others of its run (one message and at most one wake-up of
-/// the acker per run of entries instead of one per entry), and hands its permit back for
-/// the next entry. A failure is settled on a task (parking it or writing its dead letter
+/// acknowledges with the others of its run (one XACK per run: see [`start_queued`]), and
+/// hands its permit back for the next entry. A failure is settled on a task (parking it or writing its dead letter
 /// waits for Redis).
 fn run_or_spawn(
     shared: &Arc<Shared>,
@@ -217,6 +218,7 @@ fn run_or_spawn(
     let outcome = match polled {
         std::task::Poll::Ready(outcome) => outcome,
         std::task::Poll::Pending => {
+            shared.metrics.handler_moved_out(clock);
             let task = shared.tasks.spawn(finish_on_task(shared.clone(), handling.finish()));
             return (Some(task.abort_handle()), None);
         }
