@@ -8,6 +8,7 @@ use fred::clients::Client;
 use fred::error::Error as FredError;
 use fred::interfaces::{ClientInterface, ClientLike, ClusterInterface, StreamsInterface};
 use fred::types::{ClusterHash, CustomCommand, Value};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::budget::Charge;
@@ -25,10 +26,9 @@ use crate::wire::{parse_read_reply, RawEntry};
 /// Entries averaging more than this are read by one read loop only (see [`read_loop`]).
 const LARGE_ENTRY: usize = 64 * 1024;
 
-/// A read in flight, polled by its loop: its command is queued on the connection when it is
-/// sent, and its entries are tracked (held) and charged to the byte budget when the loop
-/// takes its reply (after dispatching the batch before it, or at shutdown).
-type PendingRead = std::pin::Pin<Box<dyn std::future::Future<Output = Read> + Send>>;
+/// A read in flight: its entries are tracked (held) and charged to the byte budget as soon
+/// as its reply arrives.
+type PendingRead = JoinHandle<Read>;
 
 /// A finished read: the client it used, how many entries it asked for, and what it got.
 struct Read {
@@ -129,7 +129,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToke
                     break;
                 }
                 let Some(room) = shared.budget.wait_room_for(size.current(), &shutdown).await else { break };
-                send_read(&shared, reader.get(), room, Some(block_ms))
+                spawn_read(&shared, reader.get(), room, Some(block_ms))
             }
         };
         let joined = tokio::select! {
@@ -140,7 +140,10 @@ async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToke
             }
             joined = &mut read => joined,
         };
-        let Read { client, count, reply } = joined;
+        let Ok(Read { client, count, reply }) = joined else {
+            tracing::error!(consumer = %shared.name, "a read task panicked; reading again");
+            continue;
+        };
         match reply {
             Ok((entries, charge)) => {
                 backoff.reset();
@@ -148,8 +151,10 @@ async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToke
                 let full = entries.len() >= count;
                 if full && shared.has_held_room(size.current(), held_limit) {
                     // A full batch: probably more waiting. Read ahead if the budget has room.
-                    ahead =
-                        shared.budget.room_for(size.current()).map(|room| send_read(&shared, reader.get(), room, None));
+                    ahead = shared
+                        .budget
+                        .room_for(size.current())
+                        .map(|room| spawn_read(&shared, reader.get(), room, None));
                 }
                 let read = entries.len();
                 if read > 0 {
@@ -186,20 +191,16 @@ async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToke
 }
 
 /// Sends one XREADGROUP of `count` entries (the room reserved for them in the byte budget)
-/// on `client`, blocking for `block_ms` if given. The command is queued on the connection
-/// before this returns (so it goes out in order with the loop's XACKs); the reply is parsed,
-/// tracked and charged by the loop that awaits it, with no task in between (each hop between
-/// tasks waits for a worker thread, which on a busy machine delays the next batch). A reply
-/// that is never awaited (the loop failed) leaves its entries in this consumer's pending list,
-/// taken up again by the reconciliation or handed back by the drain.
-fn send_read(
+/// on `client`, blocking for `block_ms` if given; its entries are tracked the moment they
+/// arrive, so shutdown hands them back even if none started.
+fn spawn_read(
     shared: &Arc<Shared>,
     client: Client,
     (count, reserved): (usize, Charge),
     block_ms: Option<u64>,
 ) -> PendingRead {
     let shared = shared.clone();
-    let mut read: PendingRead = Box::pin(async move {
+    tokio::spawn(async move {
         let reply = client
             .xreadgroup::<Value, _, _, _, _>(
                 shared.group(),
@@ -220,11 +221,7 @@ fn send_read(
                 (entries, charge)
             });
         Read { client, count, reply }
-    });
-    // The first poll queues the command on the connection, in order with the loop's XACKs.
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    let _ = read.as_mut().poll(&mut cx).is_ready();
-    read
+    })
 }
 
 /// Ends a read at shutdown without losing what it may still deliver: a blocked read is
@@ -236,6 +233,7 @@ async fn stop_read(shared: &Shared, reader: &HealingClient, mut read: PendingRea
     }
     unblock(shared, &reader.get()).await;
     if tokio::time::timeout(Duration::from_secs(1), &mut read).await.is_err() {
+        read.abort();
         tracing::warn!(consumer = %shared.name, "a blocked read did not end; what it delivers is handed back by the drain");
     }
 }
