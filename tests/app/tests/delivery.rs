@@ -196,6 +196,23 @@ async fn entries_written_by_hand_are_consumed_and_ours_read_by_hand(topology: To
     assert_eq!(lines, vec![id.to_string().as_str(), "data", r#"{"n":7,"action":"ok"}"#, "h:k", "v"]);
 }
 
+/// Runs `consumer` (of `stream`, group `g`) until `done` counts `n` handled, shuts it down,
+/// and returns the most messages it held at once (fetched and not yet handled).
+async fn most_held_until_handled(url: &str, consumer: Consumer, stream: &str, done: &AtomicUsize, n: usize) -> u64 {
+    let runtime = start_runtime(url, vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).expect("stats of the consumer");
+    let mut max_held = 0;
+    wait_until(Duration::from_secs(60), &format!("{n} handled"), || {
+        let held = streamx::ConsumerStats::get(&stats.delivered) - streamx::ConsumerStats::get(&stats.succeeded);
+        max_held = max_held.max(held);
+        async move { done.load(Ordering::SeqCst) >= n }
+    })
+    .await
+    .unwrap();
+    runtime.shutdown().await.unwrap();
+    max_held
+}
+
 async fn concurrency_is_a_hard_bound(topology: Topology) {
     let server = TestRedis::start(topology).unwrap();
     let stream = unique_name("bound");
@@ -217,19 +234,9 @@ async fn concurrency_is_a_hard_bound(topology: Topology) {
     })
     .concurrency(5)
     .batch_size(50);
-    let runtime = start_runtime(server.url(), vec![consumer]).await;
     // Messages held in memory (fetched, not yet finished) stay within concurrency + two
     // batches, however deep the backlog.
-    let stats = runtime.stats(&format!("{stream}/g")).expect("stats of the consumer");
-    let mut max_held = 0;
-    wait_until(Duration::from_secs(30), "300 handled", || {
-        let held = streamx::ConsumerStats::get(&stats.delivered) - streamx::ConsumerStats::get(&stats.succeeded);
-        max_held = max_held.max(held);
-        async { done.load(Ordering::SeqCst) >= 300 }
-    })
-    .await
-    .unwrap();
-    runtime.shutdown().await.unwrap();
+    let max_held = most_held_until_handled(&server.url(), consumer, &stream, &done, 300).await;
     assert_eq!(max_seen.load(Ordering::SeqCst), 5, "never more than 5 at once, and the bound is reached");
     assert!(max_held > 5 && max_held <= 5 + 2 * 50, "held at most {max_held} messages");
 }
@@ -267,17 +274,7 @@ async fn reads_grow_only_while_handlers_keep_up(topology: Topology) {
         }
     })
     .concurrency(8);
-    let runtime = start_runtime(server.url(), vec![consumer]).await;
-    let stats = runtime.stats(&format!("{slow}/g")).expect("stats of the consumer");
-    let mut max_held = 0;
-    wait_until(Duration::from_secs(60), "1,000 handled", || {
-        let held = streamx::ConsumerStats::get(&stats.delivered) - streamx::ConsumerStats::get(&stats.succeeded);
-        max_held = max_held.max(held);
-        async { done.load(Ordering::SeqCst) >= 1_000 }
-    })
-    .await
-    .unwrap();
-    runtime.shutdown().await.unwrap();
+    let max_held = most_held_until_handled(&server.url(), consumer, &slow, &done, 1_000).await;
     assert!(max_held > 8 && max_held <= 4 * 2 * 32, "held at most {max_held} messages");
 }
 

@@ -386,14 +386,39 @@ fn marks(server: &TestRedis, stream: &str) -> HashSet<String> {
     members.lines().filter(|m| !m.is_empty()).map(str::to_string).collect()
 }
 
-/// A dead consumer's 200 entries, pending in group `g` of a new stream.
-async fn orphaned_entries(server: &TestRedis, url: &str, prefix: &str) -> String {
+/// A dead consumer's `n` entries, pending in group `g` of a new stream.
+async fn orphaned_entries(server: &TestRedis, url: &str, prefix: &str, n: u64) -> String {
     let stream = unique_name(prefix);
     let producer = Producer::connect(url).await.unwrap();
-    producer.publish_batch(&stream, &(0..200).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    producer.publish_batch(&stream, &(0..n).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
     server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]).unwrap();
-    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "200", "STREAMS", &stream, ">"]).unwrap();
+    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", &n.to_string(), "STREAMS", &stream, ">"]).unwrap();
     stream
+}
+
+/// Runs a consumer `name` (quick handlers, `concurrency`, claim_idle 300 ms) until all `n`
+/// entries of `stream` ran and none is pending; its runs.
+async fn quick_taker_runs(
+    url: &str,
+    stream: &str,
+    name: &'static str,
+    concurrency: usize,
+    n: usize,
+) -> Vec<(MessageId, u32)> {
+    let runs: Runs = Arc::default();
+    let taker = recording(stream, &runs, |_| async { Ok(()) })
+        .name_as(name)
+        .concurrency(concurrency)
+        .claim_idle(Duration::from_millis(300));
+    let runtime = start_runtime(url, vec![taker]).await;
+    wait_until(Duration::from_secs(60), &format!("all {n} handled"), || async {
+        runs.lock().unwrap().len() >= n && pending(url, stream).await == 0
+    })
+    .await
+    .unwrap();
+    runtime.shutdown().await.unwrap();
+    // The guard goes with the closure's argument: no temporary outlives `runs`.
+    runs.lock().map(|recorded| recorded.to_vec()).unwrap()
 }
 
 /// At concurrency 2, a take-over claim takes 2 + 32 entries, and at most two claims wait
@@ -408,7 +433,7 @@ const MOST_CLAIMED: usize = 3 * (2 + 32);
 async fn a_taker_claims_only_what_it_can_start_soon(topology: Topology) {
     let server = TestRedis::start(topology).unwrap();
     let url = server.url();
-    let stream = orphaned_entries(&server, &url, "marks").await;
+    let stream = orphaned_entries(&server, &url, "marks", 200).await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let runs: Runs = Arc::default();
     let open = gate.clone();
@@ -451,28 +476,12 @@ async fn a_taker_claims_only_what_it_can_start_soon(topology: Topology) {
 async fn a_quick_taker_claims_in_growing_batches(topology: Topology) {
     let server = TestRedis::start(topology).unwrap();
     let url = server.url();
-    let stream = unique_name("quick-takeover");
-    let producer = Producer::connect(&url).await.unwrap();
-    producer.publish_batch(&stream, &(0..5_000).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
-    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]).unwrap();
-    server.cli(&["XREADGROUP", "GROUP", "g", "dead", "COUNT", "5000", "STREAMS", &stream, ">"]).unwrap();
+    let stream = orphaned_entries(&server, &url, "quick-takeover", 5_000).await;
     let claims_before = server.calls_served("xclaim").unwrap();
-    let runs: Runs = Arc::default();
-    let taker = recording(&stream, &runs, |_| async { Ok(()) })
-        .name_as("taker")
-        .concurrency(2)
-        .claim_idle(Duration::from_millis(300));
-    let runtime = start_runtime(&url, vec![taker]).await;
-    wait_until(Duration::from_secs(60), "all 5,000 handled", || async {
-        runs.lock().unwrap().len() >= 5_000 && pending(&url, &stream).await == 0
-    })
-    .await
-    .unwrap();
-    runtime.shutdown().await.unwrap();
+    let runs = quick_taker_runs(&url, &stream, "taker", 2, 5_000).await;
     let claims = server.calls_served("xclaim").unwrap() - claims_before;
     // Claims of 34 would take at least 148; growing to 512 takes about 15.
     assert!(claims < 60, "{claims} claims for 5,000 entries");
-    let runs = runs.lock().unwrap().clone();
     assert_eq!(runs.len(), 5_000, "each entry ran once");
     assert!(runs.iter().all(|(_, attempt)| *attempt == 2), "a taken-over entry runs on its second delivery");
 }
@@ -485,7 +494,7 @@ async fn a_quick_taker_claims_in_growing_batches(topology: Topology) {
 async fn a_dead_takers_suspects_are_only_what_it_claimed(topology: Topology) {
     let server = TestRedis::start(topology).unwrap();
     let url = server.url();
-    let stream = orphaned_entries(&server, &url, "counts").await;
+    let stream = orphaned_entries(&server, &url, "counts", 200).await;
     let hung: Runs = Arc::default();
     let taker = recording(&stream, &hung, |_| std::future::pending())
         .name_as("taker")
@@ -509,19 +518,7 @@ async fn a_dead_takers_suspects_are_only_what_it_claimed(topology: Topology) {
     let started: HashSet<String> = hung.lock().unwrap().iter().map(|(id, _)| id.to_string()).collect();
     assert!(suspects.is_superset(&started) && suspects.len() <= MOST_CLAIMED, "{} suspects", suspects.len());
 
-    let runs: Runs = Arc::default();
-    let next = recording(&stream, &runs, |_| async { Ok(()) })
-        .name_as("next")
-        .concurrency(4)
-        .claim_idle(Duration::from_millis(300));
-    let runtime = start_runtime(&url, vec![next]).await;
-    wait_until(Duration::from_secs(30), "all 200 handled", || async {
-        runs.lock().unwrap().len() >= 200 && pending(&url, &stream).await == 0
-    })
-    .await
-    .unwrap();
-    runtime.shutdown().await.unwrap();
-    let runs = runs.lock().unwrap().clone();
+    let runs = quick_taker_runs(&url, &stream, "next", 4, 200).await;
     assert_eq!(runs.len(), 200, "each entry ran once on the next consumer");
     for (id, attempt) in &runs {
         let suspect = suspects.contains(&id.to_string());
