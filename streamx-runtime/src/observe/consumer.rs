@@ -55,14 +55,7 @@ impl ConsumerMetrics {
     /// a first delivery; the returned start time goes to [`handler_finished`](Self::handler_finished).
     #[inline]
     pub fn handler_started(&self, id: MessageId, attempt: u32) -> Option<Instant> {
-        if !self.timed {
-            return None;
-        }
-        if attempt == 1 {
-            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            self.end_to_end.record(now_ms.saturating_sub(id.millis()) as f64 / 1000.0);
-        }
-        Some(Instant::now())
+        self.handler_started_in(self.run_clock().as_ref(), id, attempt)
     }
 
     /// A clock for a run of handlers dispatched one after another by one task (`None` when

@@ -106,18 +106,7 @@ impl ByteBudget {
         // the bytes released, or the release sees this waiter and wakes it.
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiting);
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if let Some(room) = self.room_for(batch) {
-                return Some(room);
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return None,
-                _ = freed => {}
-            }
-        }
+        super::notified::wait_for(&self.freed, stop, || self.room_for(batch)).await
     }
 
     /// Charges fetched entries; the returned guard releases what is left in it when dropped.

@@ -57,7 +57,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
     let stop = shutdown.child_token();
     let mut loops = tokio::task::JoinSet::new();
     for index in 0..readers {
-        loops.spawn(read_loop(shared.clone(), index, stop.clone()));
+        loops.spawn(read_loop(shared.clone(), index, readers, stop.clone()));
     }
     let mut ended_early = false;
     while let Some(ended) = loops.join_next().await {
@@ -91,9 +91,8 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
 /// connection buffers whole replies, so on large entries several loops would hold several
 /// replies' worth of buffers beside the byte budget. One loop then reads, and the others
 /// look again every `block`.
-async fn read_loop(shared: Arc<Shared>, index: usize, shutdown: CancellationToken) {
+async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: CancellationToken) {
     let options = &shared.consumer.options;
-    let readers = options.effective_readers();
     let mut size = FetchSize::for_reads(options, readers);
     // What this consumer may hold (read, claimed, running or waiting for its XACK): two
     // reads of the most each loop asks for, twice over, plus the handlers. Acknowledgements

@@ -262,18 +262,8 @@ impl Shared {
     /// running or waiting for their XACK); false if `stop` came first. A read of at most
     /// `limit` entries always gets room once this consumer holds nothing.
     pub async fn wait_held_room(&self, count: usize, limit: usize, stop: &CancellationToken) -> bool {
-        loop {
-            let freed = self.held_freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if self.has_held_room(count, limit) {
-                return true;
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return false,
-                _ = freed => {}
-            }
-        }
+        let room = || self.has_held_room(count, limit).then_some(());
+        super::notified::wait_for(&self.held_freed, stop, room).await.is_some()
     }
 
     /// Whether `count` more entries can be held within `limit` now.
