@@ -130,7 +130,7 @@ pub struct BenchArgs {
     /// [default: the consumer default].
     #[arg(long)]
     pub scale_claim_idle_ms: Option<u64>,
-    /// Scale phase: entries taken over from a dead consumer (and drained fresh, to compare)
+    /// Scale phase: entries taken over from a dead consumer (by streamx and by the raw XAUTOCLAIM loop, and drained fresh, to compare)
     /// [default: 100000; --quick: 20000].
     #[arg(long)]
     pub takeover_messages: Option<u64>,

@@ -302,21 +302,97 @@ fn for_each_entry(reply: Value, mut f: impl FnMut(Str, &[u8]) -> Result<()>) -> 
         other => bail!("unexpected XREADGROUP reply {other:?}"),
     };
     for entries in per_stream {
-        for entry in entries.into_array() {
-            let mut parts = entry.into_array().into_iter();
-            let id = match parts.next() {
-                Some(Value::String(id)) => id,
-                other => bail!("unexpected entry id {other:?}"),
-            };
-            let fields = parts.next().map(Value::into_array).unwrap_or_default();
-            let data = fields
-                .chunks(2)
-                .find(|kv| kv[0].as_bytes() == Some(DATA_FIELD.as_bytes()))
-                .and_then(|kv| kv.get(1))
-                .and_then(Value::as_bytes)
-                .ok_or_else(|| anyhow!("entry {id} has no `data` field"))?;
-            f(id, data)?;
-        }
+        for_each_listed(entries, &mut f)?;
     }
     Ok(())
+}
+
+/// Calls `f(id, data)` for each entry of a list of `[id, [field, value, ...]]` (one stream's
+/// entries in an XREADGROUP reply, or the entries an XAUTOCLAIM claimed).
+fn for_each_listed(entries: Value, mut f: impl FnMut(Str, &[u8]) -> Result<()>) -> Result<()> {
+    for entry in entries.into_array() {
+        let mut parts = entry.into_array().into_iter();
+        let id = match parts.next() {
+            Some(Value::String(id)) => id,
+            other => bail!("unexpected entry id {other:?}"),
+        };
+        let fields = parts.next().map(Value::into_array).unwrap_or_default();
+        let data = fields
+            .chunks(2)
+            .find(|kv| kv[0].as_bytes() == Some(DATA_FIELD.as_bytes()))
+            .and_then(|kv| kv.get(1))
+            .and_then(Value::as_bytes)
+            .ok_or_else(|| anyhow!("entry {id} has no `data` field"))?;
+        f(id, data)?;
+    }
+    Ok(())
+}
+
+/// The raw take-over: claims every entry of `group` idle longer than `min_idle_ms` for
+/// consumer `me`, 500 at a time, decodes each payload, and acknowledges each claim in the
+/// round trip of the next, until the scan wraps around (`0-0`) with nothing claimed. One
+/// loop: the next claim needs the cursor the last one returned.
+///
+/// Each round trip writes `XACK` (the last claim), `XAUTOCLAIM <cursor> COUNT 500 JUSTID`
+/// and `XRANGE <cursor> + COUNT 500`: the fields of a dense PEL (one consumer's reads) come
+/// from one range read instead of one lookup per claimed id, which is what `XAUTOCLAIM`
+/// without `JUSTID` costs Redis (measured in Redis 7.0 with 500 entries per call: 8 µs per
+/// entry with the fields, 4.5 µs with `JUSTID`, 0.5 µs per entry of `XRANGE`). Claimed ids
+/// the range did not hold are read one by one. Returns the entries handled.
+pub async fn take_over_all<E: DeserializeOwned>(
+    url: &str,
+    stream: &str,
+    group: &str,
+    me: &str,
+    min_idle_ms: u64,
+) -> Result<u64> {
+    let client = connect_with(url, false).await?;
+    let mut cursor = Str::from_static("0-0");
+    let mut ids: Vec<Str> = Vec::new();
+    let mut handled = 0u64;
+    loop {
+        let to_ack = std::mem::replace(&mut ids, Vec::with_capacity(READ_COUNT as usize));
+        let claim =
+            client.xautoclaim::<Value, _, _, _, _>(stream, group, me, min_idle_ms, &*cursor, Some(READ_COUNT), true);
+        let range = client.xrange::<Value, _, _, _>(stream, &*cursor, "+", Some(READ_COUNT));
+        let (acked, claimed, range) = tokio::join!(ack(&client, stream, group, to_ack), claim, range);
+        acked?;
+        let mut parts = claimed.context("XAUTOCLAIM")?.into_array().into_iter();
+        cursor = match parts.next() {
+            Some(Value::String(next)) => next,
+            other => bail!("unexpected XAUTOCLAIM cursor {other:?}"),
+        };
+        let mut missing: std::collections::HashSet<Str> = parts
+            .next()
+            .map(Value::into_array)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| v.as_bytes_str())
+            .collect();
+        let claimed = missing.len();
+        let mut found = Vec::with_capacity(claimed);
+        let mut handle = |id: Str, data: &[u8]| {
+            let payload: E = serde_json::from_slice(data).context("decoding a payload")?;
+            std::hint::black_box(&payload);
+            found.push(id);
+            Ok(())
+        };
+        for_each_listed(range.context("XRANGE")?, |id, data| {
+            if missing.remove(&id) {
+                handle(id, data)?;
+            }
+            Ok(())
+        })?;
+        for id in missing {
+            let entry: Value = client.xrange(stream, &*id, &*id, None).await.context("XRANGE of one id")?;
+            for_each_listed(entry, &mut handle)?;
+        }
+        ids = found;
+        handled += ids.len() as u64;
+        if claimed == 0 && &*cursor == "0-0" {
+            break;
+        }
+    }
+    let _ = client.quit().await;
+    Ok(handled)
 }

@@ -10,8 +10,10 @@
 //! - **Take-over rate**: `--takeover-messages` entries read by a raw consumer `dead` that
 //!   never acknowledges them; once `dead` has been idle longer than `claim_idle` (1 s here), a
 //!   streamx consumer (concurrency 8, no-op handler) starts in the group; time until every
-//!   entry was handled and the PEL is empty. Compared with the same consumer draining the
-//!   same number of fresh entries in another group.
+//!   entry was handled and the PEL is empty. Compared with the strongest hand-written
+//!   take-over (one `XAUTOCLAIM ... COUNT 500` loop acknowledging each claim with the next,
+//!   the same entries orphaned alike in a third group), and with the same consumer draining
+//!   the same number of fresh entries in another group.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -104,8 +106,13 @@ pub struct TakeOver {
     pub fresh: f64,
     /// Entries pending for a dead consumer, msg/s (same clock).
     pub takeover: f64,
+    /// The same entries taken over by the hand-written XAUTOCLAIM loop
+    /// ([`raw::take_over_all`]), msg/s (its connection to its last XACK).
+    pub raw: f64,
     /// takeover / fresh.
     pub ratio: f64,
+    /// takeover / raw.
+    pub raw_ratio: f64,
     /// Handler runs (more than `messages` means some entry was handled twice).
     pub fresh_handled: u64,
     pub takeover_handled: u64,
@@ -298,11 +305,50 @@ async fn takeover(s: &Settings, keys: &Keys, admin: &Client) -> Result<TakeOver>
         drain(s, &stream, &fresh_group, n, &format!("scale: consume {n} fresh entries c={c}")).await?;
 
     let group = keys.group("takeover");
-    raw::create_group(admin, &stream, &group).await?;
+    let waited_for_idle_secs = orphan(admin, &stream, &group, n, s.takeover_claim_idle_ms).await?;
+    let (takeover_secs, takeover_handled) =
+        drain(s, &stream, &group, n, &format!("scale: take over {n} entries from `dead` c={c}")).await?;
+
+    // The same, taken over by the hand-written XAUTOCLAIM loop (timed alike: from its
+    // connection to the last XACK).
+    let raw_group = keys.group("takeover-raw");
+    orphan(admin, &stream, &raw_group, n, s.takeover_claim_idle_ms).await?;
+    let started = Instant::now();
+    let raw_handled =
+        raw::take_over_all::<Small>(&s.url, &stream, &raw_group, "raw-taker", s.takeover_claim_idle_ms).await?;
+    let raw_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(raw_handled == n, "scale: the raw XAUTOCLAIM loop took over {raw_handled} of {n} entries");
+    note(&format!(
+        "scale: raw XAUTOCLAIM loop took over {n} entries: {:.0} msg/s ({raw_secs:.2} s)",
+        n as f64 / raw_secs
+    ));
+
+    raw::delete(admin, vec![stream]).await?;
+    let (fresh, takeover, raw) = (n as f64 / fresh_secs, n as f64 / takeover_secs, n as f64 / raw_secs);
+    Ok(TakeOver {
+        messages: n,
+        concurrency: c,
+        claim_idle_ms: s.takeover_claim_idle_ms,
+        fresh,
+        takeover,
+        raw,
+        ratio: takeover / fresh,
+        raw_ratio: takeover / raw,
+        fresh_handled,
+        takeover_handled,
+        waited_for_idle_secs,
+    })
+}
+
+/// Makes the `n` entries of `stream` pending in `group` for a consumer `dead` that reads them
+/// all and never acknowledges, then waits until `dead` has been idle longer than `claim_ms`;
+/// the seconds that wait took.
+async fn orphan(admin: &Client, stream: &str, group: &str, n: u64, claim_ms: u64) -> Result<f64> {
+    raw::create_group(admin, stream, group).await?;
     let mut read = 0u64;
     while read < n {
         let reply: Value = admin
-            .xreadgroup(group.as_str(), "dead", Some(DEAD_READ_COUNT), None, false, stream.as_str(), ">")
+            .xreadgroup(group, "dead", Some(DEAD_READ_COUNT), None, false, stream, ">")
             .await
             .context("XREADGROUP as dead")?;
         let got = entry_count(reply);
@@ -312,29 +358,12 @@ async fn takeover(s: &Settings, keys: &Keys, admin: &Client) -> Result<TakeOver>
         read += got;
     }
     let waiting = Instant::now();
-    let (stream_ref, group_ref, claim_ms) = (stream.as_str(), group.as_str(), s.takeover_claim_idle_ms);
     let idle_enough = wait_until(waiting + Duration::from_secs(60), Duration::from_millis(50), move || async move {
-        Ok(consumer_idle_ms(admin, stream_ref, group_ref, "dead").await? > claim_ms)
+        Ok(consumer_idle_ms(admin, stream, group, "dead").await? > claim_ms)
     })
     .await?;
-    anyhow::ensure!(idle_enough, "scale: the dead consumer did not become idle for {claim_idle:?}");
-    let waited_for_idle_secs = waiting.elapsed().as_secs_f64();
-
-    let (takeover_secs, takeover_handled) =
-        drain(s, &stream, &group, n, &format!("scale: take over {n} entries from `dead` c={c}")).await?;
-    raw::delete(admin, vec![stream]).await?;
-    let (fresh, takeover) = (n as f64 / fresh_secs, n as f64 / takeover_secs);
-    Ok(TakeOver {
-        messages: n,
-        concurrency: c,
-        claim_idle_ms: s.takeover_claim_idle_ms,
-        fresh,
-        takeover,
-        ratio: takeover / fresh,
-        fresh_handled,
-        takeover_handled,
-        waited_for_idle_secs,
-    })
+    anyhow::ensure!(idle_enough, "scale: the dead consumer did not become idle for {claim_ms} ms");
+    Ok(waiting.elapsed().as_secs_f64())
 }
 
 /// Runs a streamx consumer (no-op handler) in `group` until `n` entries were handled and the
