@@ -2,7 +2,8 @@
 //! hand-written program would (the producers are in [`crate::raw_producer`]).
 //!
 //! Consume: `readers` tasks, each on a connection of its own (without TCP_NODELAY: the
-//! replies are large and the requests few), looping `XREADGROUP COUNT 500 BLOCK 2000`,
+//! replies are large and the requests few), looping `XREADGROUP COUNT 500 BLOCK 2000`
+//! (a custom command whose reply frame is walked as is, without fred's `Value` conversion),
 //! serde_json decode of each payload, and one XACK per batch, written on the same
 //! connection just before the next XREADGROUP (both leave in one write, one round trip).
 //! At the phase's concurrency `c` it runs `c` readers, clamped to 1..=8 (more readers than
@@ -21,7 +22,7 @@ use fred::clients::Client;
 use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
 use fred::prelude::{Builder, Config};
 use fred::types::streams::XCap;
-use fred::types::{Key, Value};
+use fred::types::{ClusterHash, CustomCommand, Key, Resp3Frame, Value};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -238,29 +239,39 @@ impl RawConsumer {
 }
 
 /// One reader: XACK of the previous batch and XREADGROUP of the next, written together,
-/// until `target` messages were handled by all the readers.
+/// until `target` messages were handled by all the readers. Both are sent as custom
+/// commands and the read's reply frame is walked as is: fred's typed `xreadgroup` turns the
+/// reply into a `Value` tree first, checking every payload for UTF-8 (about a sixth of the
+/// CPU per message, measured with callgrind; see BENCHMARKS.md).
 async fn read_loop<E, H>(client: Client, me: String, drain: Arc<Drain<E, H>>) -> Result<()>
 where
     E: DeserializeOwned,
     H: Fn(&E),
 {
     let (stream, group) = (&*drain.stream, &*drain.group);
-    let mut ids: Vec<Str> = Vec::new();
+    let slot = fred::util::redis_keyslot(stream.as_bytes());
+    let mut ids: Vec<Bytes> = Vec::new();
     while drain.handled.load(Ordering::Relaxed) < drain.target {
         let to_ack = std::mem::replace(&mut ids, Vec::with_capacity(drain.count as usize));
-        let read = client.xreadgroup::<Value, _, _, _, _>(
-            group,
-            me.as_str(),
-            Some(drain.count),
-            Some(BLOCK_MS),
-            false,
-            stream,
-            ">",
+        let read = client.custom_raw(
+            CustomCommand::new_static("XREADGROUP", ClusterHash::Custom(slot), true),
+            vec![
+                Value::from_static_str("GROUP"),
+                Value::from(group),
+                Value::from(me.as_str()),
+                Value::from_static_str("COUNT"),
+                Value::Integer(drain.count as i64),
+                Value::from_static_str("BLOCK"),
+                Value::Integer(BLOCK_MS as i64),
+                Value::from_static_str("STREAMS"),
+                Value::from(stream),
+                Value::from_static_str(">"),
+            ],
         );
         // The XACK is polled first, so it is written ahead of the XREADGROUP.
-        let (acked, reply) = tokio::join!(ack(&client, stream, group, to_ack), read);
+        let (acked, reply) = tokio::join!(ack_bytes(&client, stream, group, slot, to_ack), read);
         record_acked(&drain, acked?);
-        for_each_entry(reply.context("XREADGROUP")?, |id, data| {
+        for_each_frame_entry(reply.context("XREADGROUP")?, |id, data| {
             let payload: E = serde_json::from_slice(data).context("decoding a payload")?;
             (drain.handle)(std::hint::black_box(&payload));
             ids.push(id);
@@ -271,8 +282,63 @@ where
             *drain.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         }
     }
-    let acked = ack(&client, stream, group, ids).await?;
+    let acked = ack_bytes(&client, stream, group, slot, ids).await?;
     record_acked(&drain, acked);
+    Ok(())
+}
+
+/// XACKs `ids` as a custom command (no command for none); how many were sent.
+async fn ack_bytes(client: &Client, stream: &str, group: &str, slot: u16, ids: Vec<Bytes>) -> Result<u64> {
+    let n = ids.len() as u64;
+    if n > 0 {
+        let mut args = Vec::with_capacity(ids.len() + 2);
+        args.extend([Value::from(stream), Value::from(group)]);
+        args.extend(ids.into_iter().map(Value::Bytes));
+        let cmd = CustomCommand::new_static("XACK", ClusterHash::Custom(slot), false);
+        let _: i64 = client.custom(cmd, args).await.context("XACK")?;
+    }
+    Ok(n)
+}
+
+/// Calls `f(id, data)` for each entry of an XREADGROUP reply frame (RESP2 or RESP3 shape);
+/// nil (the BLOCK timed out) has none.
+fn for_each_frame_entry(reply: Resp3Frame, mut f: impl FnMut(Bytes, &[u8]) -> Result<()>) -> Result<()> {
+    let per_stream: Vec<Resp3Frame> = match reply {
+        Resp3Frame::Null => return Ok(()),
+        Resp3Frame::Array { data, .. } => data
+            .into_iter()
+            .filter_map(|s| match s {
+                Resp3Frame::Array { data, .. } => data.into_iter().nth(1),
+                _ => None,
+            })
+            .collect(),
+        Resp3Frame::Map { data, .. } => data.into_values().collect(),
+        other => bail!("unexpected XREADGROUP reply {other:?}"),
+    };
+    for entries in per_stream {
+        let Resp3Frame::Array { data: entries, .. } = entries else { continue };
+        for entry in entries {
+            let Resp3Frame::Array { data: parts, .. } = entry else { bail!("unexpected entry {entry:?}") };
+            let mut parts = parts.into_iter();
+            let id = match parts.next() {
+                Some(Resp3Frame::BlobString { data, .. }) => data,
+                other => bail!("unexpected entry id {other:?}"),
+            };
+            let fields = match parts.next() {
+                Some(Resp3Frame::Array { data, .. }) => data,
+                _ => Vec::new(),
+            };
+            let data = fields
+                .chunks(2)
+                .find(|kv| matches!(&kv[0], Resp3Frame::BlobString { data, .. } if data.as_ref() == DATA_FIELD.as_bytes()))
+                .and_then(|kv| match kv.get(1) {
+                    Some(Resp3Frame::BlobString { data, .. }) => Some(data.as_ref()),
+                    _ => None,
+                })
+                .ok_or_else(|| anyhow!("entry {id:?} has no `data` field"))?;
+            f(id, data)?;
+        }
+    }
     Ok(())
 }
 
@@ -290,21 +356,6 @@ async fn ack(client: &Client, stream: &str, group: &str, ids: Vec<Str>) -> Resul
         let _: i64 = client.xack(stream, group, ids).await.context("XACK")?;
     }
     Ok(n)
-}
-
-/// Calls `f(id, data)` for each entry of an XREADGROUP reply (RESP2 or RESP3 shape); nil
-/// (the BLOCK timed out) has none.
-fn for_each_entry(reply: Value, mut f: impl FnMut(Str, &[u8]) -> Result<()>) -> Result<()> {
-    let per_stream: Vec<Value> = match reply {
-        Value::Null => return Ok(()),
-        Value::Array(streams) => streams.into_iter().filter_map(|s| s.into_array().into_iter().nth(1)).collect(),
-        Value::Map(map) => map.inner().into_values().collect(),
-        other => bail!("unexpected XREADGROUP reply {other:?}"),
-    };
-    for entries in per_stream {
-        for_each_listed(entries, &mut f)?;
-    }
-    Ok(())
 }
 
 /// Calls `f(id, data)` for each entry of a list of `[id, [field, value, ...]]` (one stream's

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fred::clients::Client;
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientInterface, ClientLike, ClusterInterface, StreamsInterface};
+use fred::interfaces::{ClientInterface, ClientLike, ClusterInterface};
 use fred::types::{ClusterHash, CustomCommand, Value};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ use crate::connection::{ClientRole, HealingClient};
 use crate::error::{is_no_group, Result};
 use crate::keys::slot;
 use crate::retry_delay::RetryDelay;
-use crate::wire::{parse_read_reply, RawEntry};
+use crate::wire::{parse_read_frame, RawEntry};
 
 /// Entries averaging more than this are read by one read loop only (see [`read_loop`]).
 const LARGE_ENTRY: usize = 64 * 1024;
@@ -200,27 +200,38 @@ fn spawn_read(
 ) -> PendingRead {
     let shared = shared.clone();
     tokio::spawn(async move {
-        let reply = client
-            .xreadgroup::<Value, _, _, _, _>(
-                shared.group(),
-                shared.member_name(),
-                Some(count as u64),
-                block_ms,
-                false,
-                shared.stream(),
-                ">",
-            )
-            .await
-            .map(|reply| {
-                let entries = parse_read_reply(reply);
-                shared.track_read(entries.iter().map(|e| e.id));
-                ConsumerStats::bump(&shared.stats.delivered, entries.len() as u64);
-                let charge = shared.budget.charge(&entries);
-                drop(reserved); // the estimate gives way to what was read
-                (entries, charge)
-            });
+        let reply =
+            client.custom_raw(read_command(&shared, block_ms.is_some()), read_args(&shared, count, block_ms)).await;
+        let reply = reply.and_then(parse_read_frame).map(|entries| {
+            shared.track_read(entries.iter().map(|e| e.id));
+            ConsumerStats::bump(&shared.stats.delivered, entries.len() as u64);
+            let charge = shared.budget.charge(&entries);
+            drop(reserved); // the estimate gives way to what was read
+            (entries, charge)
+        });
         Read { client, count, reply }
     })
+}
+
+/// `XREADGROUP` as a custom command, so its reply frame is parsed straight into entries (see
+/// [`parse_read_frame`]). The flags are those fred gives its own `xreadgroup`: one with
+/// `BLOCK` blocks its connection (never pipelined behind or ahead of other commands), one
+/// without is pipelined (the read ahead, and the XACK written just before it); in a cluster
+/// it goes to the stream's node.
+fn read_command(shared: &Shared, blocking: bool) -> CustomCommand {
+    CustomCommand::new_static("XREADGROUP", ClusterHash::Custom(slot(shared.stream())), blocking)
+}
+
+/// `GROUP <group> <me> COUNT <count> [BLOCK <ms>] STREAMS <stream> >`.
+fn read_args(shared: &Shared, count: usize, block_ms: Option<u64>) -> Vec<Value> {
+    let mut args = Vec::with_capacity(10);
+    args.extend([Value::from_static_str("GROUP"), Value::from(shared.group()), Value::from(shared.member_name())]);
+    args.extend([Value::from_static_str("COUNT"), Value::Integer(i64::try_from(count).unwrap_or(i64::MAX))]);
+    if let Some(ms) = block_ms {
+        args.extend([Value::from_static_str("BLOCK"), Value::Integer(i64::try_from(ms).unwrap_or(i64::MAX))]);
+    }
+    args.extend([Value::from_static_str("STREAMS"), Value::from(shared.stream()), Value::from_static_str(">")]);
+    args
 }
 
 /// Ends a read at shutdown without losing what it may still deliver: a blocked read is
