@@ -49,16 +49,23 @@ pub(crate) fn value_bytes(value: Value) -> Option<Bytes> {
     }
 }
 
-/// The field/value pairs of an entry, as bytes (pairs that are not strings are skipped).
-pub(crate) struct FieldPairs(std::vec::IntoIter<Value>);
+/// The field/value pairs of an entry, as bytes (pairs that are not strings are skipped),
+/// from a reply's values ([`FieldPairs`]) or its frames.
+pub(crate) struct Pairs<T> {
+    items: std::vec::IntoIter<T>,
+    bytes: fn(T) -> Option<Bytes>,
+}
 
-impl Iterator for FieldPairs {
+/// [`Pairs`] of a reply's values.
+pub(crate) type FieldPairs = Pairs<Value>;
+
+impl<T> Iterator for Pairs<T> {
     type Item = (Bytes, Bytes);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let (k, v) = (self.0.next()?, self.0.next()?);
-            if let (Some(k), Some(v)) = (value_bytes(k), value_bytes(v)) {
+            let (k, v) = (self.items.next()?, self.items.next()?);
+            if let (Some(k), Some(v)) = ((self.bytes)(k), (self.bytes)(v)) {
                 return Some((k, v));
             }
         }
@@ -70,7 +77,8 @@ impl Iterator for FieldPairs {
 pub(crate) fn split_entry(value: Value) -> Option<(MessageId, Option<FieldPairs>)> {
     let mut parts = value.into_array().into_iter();
     let id = MessageId::parse_bytes(&value_bytes(parts.next()?)?)?;
-    let fields = parts.next().filter(|f| !f.is_null()).map(|f| FieldPairs(f.into_array().into_iter()));
+    let fields =
+        parts.next().filter(|f| !f.is_null()).map(|f| Pairs { items: f.into_array().into_iter(), bytes: value_bytes });
     Some((id, fields))
 }
 
@@ -195,7 +203,8 @@ fn parse_frame_entries_into(list: Resp3Frame, entries: &mut Vec<RawEntry>) {
     entries.extend(list.into_iter().filter_map(|entry| {
         let mut parts = frame_items(entry)?.into_iter();
         let id = MessageId::parse_bytes(&frame_bytes(parts.next()?)?)?;
-        let fields = parts.next().and_then(frame_items).map(|fields| FramePairs(fields.into_iter()));
+        let fields =
+            parts.next().and_then(frame_items).map(|fields| Pairs { items: fields.into_iter(), bytes: frame_bytes });
         Some(build_entry(id, fields))
     }));
 }
@@ -216,22 +225,6 @@ fn frame_bytes(frame: Resp3Frame) -> Option<Bytes> {
         | Resp3Frame::VerbatimString { data, .. } => Some(data),
         Resp3Frame::Number { data, .. } => Some(Bytes::from(data.to_string())),
         _ => None,
-    }
-}
-
-/// [`FieldPairs`] over frames.
-struct FramePairs(std::vec::IntoIter<Resp3Frame>);
-
-impl Iterator for FramePairs {
-    type Item = (Bytes, Bytes);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let (k, v) = (self.0.next()?, self.0.next()?);
-            if let (Some(k), Some(v)) = (frame_bytes(k), frame_bytes(v)) {
-                return Some((k, v));
-            }
-        }
     }
 }
 
