@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
-use fred::bytes_utils::Str;
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, KeysInterface, StreamsInterface};
 use fred::prelude::{Builder, Config};
@@ -269,7 +268,7 @@ where
             ],
         );
         // The XACK is polled first, so it is written ahead of the XREADGROUP.
-        let (acked, reply) = tokio::join!(ack_bytes(&client, stream, group, slot, to_ack), read);
+        let (acked, reply) = tokio::join!(ack(&client, stream, group, slot, to_ack), read);
         record_acked(&drain, acked?);
         for_each_frame_entry(reply.context("XREADGROUP")?, |id, data| {
             let payload: E = serde_json::from_slice(data).context("decoding a payload")?;
@@ -282,13 +281,13 @@ where
             *drain.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         }
     }
-    let acked = ack_bytes(&client, stream, group, slot, ids).await?;
+    let acked = ack(&client, stream, group, slot, ids).await?;
     record_acked(&drain, acked);
     Ok(())
 }
 
 /// XACKs `ids` as a custom command (no command for none); how many were sent.
-async fn ack_bytes(client: &Client, stream: &str, group: &str, slot: u16, ids: Vec<Bytes>) -> Result<u64> {
+async fn ack(client: &Client, stream: &str, group: &str, slot: u16, ids: Vec<Bytes>) -> Result<u64> {
     let n = ids.len() as u64;
     if n > 0 {
         let mut args = Vec::with_capacity(ids.len() + 2);
@@ -305,41 +304,50 @@ async fn ack_bytes(client: &Client, stream: &str, group: &str, slot: u16, ids: V
 fn for_each_frame_entry(reply: Resp3Frame, mut f: impl FnMut(Bytes, &[u8]) -> Result<()>) -> Result<()> {
     let per_stream: Vec<Resp3Frame> = match reply {
         Resp3Frame::Null => return Ok(()),
-        Resp3Frame::Array { data, .. } => data
-            .into_iter()
-            .filter_map(|s| match s {
-                Resp3Frame::Array { data, .. } => data.into_iter().nth(1),
-                _ => None,
-            })
-            .collect(),
+        Resp3Frame::Array { data, .. } => data.into_iter().filter_map(|s| items(s).into_iter().nth(1)).collect(),
         Resp3Frame::Map { data, .. } => data.into_values().collect(),
         other => bail!("unexpected XREADGROUP reply {other:?}"),
     };
     for entries in per_stream {
-        let Resp3Frame::Array { data: entries, .. } = entries else { continue };
-        for entry in entries {
-            let Resp3Frame::Array { data: parts, .. } = entry else { bail!("unexpected entry {entry:?}") };
-            let mut parts = parts.into_iter();
-            let id = match parts.next() {
-                Some(Resp3Frame::BlobString { data, .. }) => data,
-                other => bail!("unexpected entry id {other:?}"),
-            };
-            let fields = match parts.next() {
-                Some(Resp3Frame::Array { data, .. }) => data,
-                _ => Vec::new(),
-            };
-            let data = fields
-                .chunks(2)
-                .find(|kv| matches!(&kv[0], Resp3Frame::BlobString { data, .. } if data.as_ref() == DATA_FIELD.as_bytes()))
-                .and_then(|kv| match kv.get(1) {
-                    Some(Resp3Frame::BlobString { data, .. }) => Some(data.as_ref()),
-                    _ => None,
-                })
-                .ok_or_else(|| anyhow!("entry {id:?} has no `data` field"))?;
-            f(id, data)?;
-        }
+        for_each_listed(entries, &mut f)?;
     }
     Ok(())
+}
+
+/// Calls `f(id, data)` for each entry of a list frame of `[id, [field, value, ...]]` (one
+/// stream's entries in an XREADGROUP reply, or an XRANGE reply).
+fn for_each_listed(entries: Resp3Frame, mut f: impl FnMut(Bytes, &[u8]) -> Result<()>) -> Result<()> {
+    for entry in items(entries) {
+        let mut parts = items(entry).into_iter();
+        let id = match parts.next() {
+            Some(Resp3Frame::BlobString { data, .. }) => data,
+            other => bail!("unexpected entry id {other:?}"),
+        };
+        let fields = parts.next().map(items).unwrap_or_default();
+        let data = fields
+            .chunks(2)
+            .find(|kv| blob(&kv[0]) == Some(DATA_FIELD.as_bytes()))
+            .and_then(|kv| kv.get(1).and_then(blob))
+            .ok_or_else(|| anyhow!("entry {id:?} has no `data` field"))?;
+        f(id, data)?;
+    }
+    Ok(())
+}
+
+/// The items of an array frame (none for anything else, nil included).
+fn items(frame: Resp3Frame) -> Vec<Resp3Frame> {
+    match frame {
+        Resp3Frame::Array { data, .. } => data,
+        _ => Vec::new(),
+    }
+}
+
+/// The bytes of a bulk-string frame.
+fn blob(frame: &Resp3Frame) -> Option<&[u8]> {
+    match frame {
+        Resp3Frame::BlobString { data, .. } => Some(data),
+        _ => None,
+    }
 }
 
 fn record_acked<E, H>(drain: &Drain<E, H>, n: u64) {
@@ -347,36 +355,6 @@ fn record_acked<E, H>(drain: &Drain<E, H>, n: u64) {
         drain.acked.fetch_add(n, Ordering::Relaxed);
         drain.progress.notify_one();
     }
-}
-
-/// XACKs `ids` (none: no command); how many were sent.
-async fn ack(client: &Client, stream: &str, group: &str, ids: Vec<Str>) -> Result<u64> {
-    let n = ids.len() as u64;
-    if n > 0 {
-        let _: i64 = client.xack(stream, group, ids).await.context("XACK")?;
-    }
-    Ok(n)
-}
-
-/// Calls `f(id, data)` for each entry of a list of `[id, [field, value, ...]]` (one stream's
-/// entries in an XREADGROUP reply, or the entries an XAUTOCLAIM claimed).
-fn for_each_listed(entries: Value, mut f: impl FnMut(Str, &[u8]) -> Result<()>) -> Result<()> {
-    for entry in entries.into_array() {
-        let mut parts = entry.into_array().into_iter();
-        let id = match parts.next() {
-            Some(Value::String(id)) => id,
-            other => bail!("unexpected entry id {other:?}"),
-        };
-        let fields = parts.next().map(Value::into_array).unwrap_or_default();
-        let data = fields
-            .chunks(2)
-            .find(|kv| kv[0].as_bytes() == Some(DATA_FIELD.as_bytes()))
-            .and_then(|kv| kv.get(1))
-            .and_then(Value::as_bytes)
-            .ok_or_else(|| anyhow!("entry {id} has no `data` field"))?;
-        f(id, data)?;
-    }
-    Ok(())
 }
 
 /// The raw take-over: claims every entry of `group` idle longer than `min_idle_ms` for
@@ -398,31 +376,52 @@ pub async fn take_over_all<E: DeserializeOwned>(
     min_idle_ms: u64,
 ) -> Result<u64> {
     let client = connect_with(url, false).await?;
-    let mut cursor = Str::from_static("0-0");
-    let mut ids: Vec<Str> = Vec::new();
+    let slot = fred::util::redis_keyslot(stream.as_bytes());
+    let command = |name: &'static str| CustomCommand::new_static(name, ClusterHash::Custom(slot), false);
+    let mut cursor = Bytes::from_static(b"0-0");
+    let mut ids: Vec<Bytes> = Vec::new();
     let mut handled = 0u64;
     loop {
         let to_ack = std::mem::replace(&mut ids, Vec::with_capacity(READ_COUNT as usize));
-        let claim =
-            client.xautoclaim::<Value, _, _, _, _>(stream, group, me, min_idle_ms, &*cursor, Some(READ_COUNT), true);
-        let range = client.xrange::<Value, _, _, _>(stream, &*cursor, "+", Some(READ_COUNT));
-        let (acked, claimed, range) = tokio::join!(ack(&client, stream, group, to_ack), claim, range);
+        let claim = client.custom_raw(
+            command("XAUTOCLAIM"),
+            vec![
+                Value::from(stream),
+                Value::from(group),
+                Value::from(me),
+                Value::Integer(min_idle_ms as i64),
+                Value::Bytes(cursor.clone()),
+                Value::from_static_str("COUNT"),
+                Value::Integer(READ_COUNT as i64),
+                Value::from_static_str("JUSTID"),
+            ],
+        );
+        let range = client.custom_raw(
+            command("XRANGE"),
+            vec![
+                Value::from(stream),
+                Value::Bytes(cursor.clone()),
+                Value::from_static_str("+"),
+                Value::from_static_str("COUNT"),
+                Value::Integer(READ_COUNT as i64),
+            ],
+        );
+        let (acked, claimed, range) = tokio::join!(ack(&client, stream, group, slot, to_ack), claim, range);
         acked?;
-        let mut parts = claimed.context("XAUTOCLAIM")?.into_array().into_iter();
+        let mut parts = items(claimed.context("XAUTOCLAIM")?).into_iter();
         cursor = match parts.next() {
-            Some(Value::String(next)) => next,
-            other => bail!("unexpected XAUTOCLAIM cursor {other:?}"),
+            Some(Resp3Frame::BlobString { data, .. }) => data,
+            other => bail!("unexpected XAUTOCLAIM reply {other:?}"),
         };
-        let mut missing: std::collections::HashSet<Str> = parts
-            .next()
-            .map(Value::into_array)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|v| v.as_bytes_str())
+        let mut missing: std::collections::HashSet<Bytes> = (parts.next().map(items).unwrap_or_default().into_iter())
+            .filter_map(|id| match id {
+                Resp3Frame::BlobString { data, .. } => Some(data),
+                _ => None,
+            })
             .collect();
         let claimed = missing.len();
         let mut found = Vec::with_capacity(claimed);
-        let mut handle = |id: Str, data: &[u8]| {
+        let mut handle = |id: Bytes, data: &[u8]| {
             let payload: E = serde_json::from_slice(data).context("decoding a payload")?;
             std::hint::black_box(&payload);
             found.push(id);
@@ -435,12 +434,13 @@ pub async fn take_over_all<E: DeserializeOwned>(
             Ok(())
         })?;
         for id in missing {
-            let entry: Value = client.xrange(stream, &*id, &*id, None).await.context("XRANGE of one id")?;
+            let args = vec![Value::from(stream), Value::Bytes(id.clone()), Value::Bytes(id)];
+            let entry = client.custom_raw(command("XRANGE"), args).await.context("XRANGE of one id")?;
             for_each_listed(entry, &mut handle)?;
         }
         ids = found;
         handled += ids.len() as u64;
-        if claimed == 0 && &*cursor == "0-0" {
+        if claimed == 0 && cursor.as_ref() == b"0-0" {
             break;
         }
     }
