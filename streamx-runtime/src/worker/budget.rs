@@ -162,9 +162,21 @@ pub(crate) struct Charge {
 impl Charge {
     /// Moves the charge of `entry` out of this one (for the handler task that takes it).
     pub fn split_for(&mut self, entry: &RawEntry) -> Charge {
-        let bytes = charged_size(entry).min(self.bytes);
+        self.split(charged_size(entry))
+    }
+
+    /// Moves `bytes` (an entry's [`charged_size`]) out of this charge into one of its own.
+    pub fn split(&mut self, bytes: usize) -> Charge {
+        let bytes = bytes.min(self.bytes);
         self.bytes -= bytes;
         Charge { budget: self.budget.clone(), bytes }
+    }
+
+    /// Releases `bytes` of this charge now (entries that finished while the rest wait).
+    pub fn release_part(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        self.budget.release(bytes);
     }
 }
 

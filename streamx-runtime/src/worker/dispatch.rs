@@ -14,7 +14,7 @@ use tracing::Instrument;
 use fred::clients::Client;
 
 use super::acker;
-use super::budget::Charge;
+use super::budget::{charged_size, Charge};
 use super::retries::{self, Parking};
 use super::shared::Shared;
 use super::stats::ConsumerStats;
@@ -126,9 +126,10 @@ pub(crate) enum Dispatched {
 pub(crate) async fn start_queued(
     shared: &Arc<Shared>,
     entries: impl IntoIterator<Item = (RawEntry, u32)>,
-    mut charge: Charge,
+    charge: Charge,
     ack_via: Option<&Client>,
 ) -> Dispatched {
+    let mut charge = RunCharge { charge, done: 0 };
     // Inline successes are counted with their run, as their acks are sent: one bump of the
     // shared counters per run instead of one per message.
     let ack = |acks: Vec<MessageId>| {
@@ -160,6 +161,7 @@ pub(crate) async fn start_queued(
                 waited = true;
                 shared.started_all(started.drain(..));
                 ack(std::mem::take(&mut acks));
+                charge.release_done();
                 let permit = match take_one_permit(shared).await {
                     Some(permit) => permit,
                     None => return Dispatched::Stopped,
@@ -169,8 +171,7 @@ pub(crate) async fn start_queued(
             }
         };
         let id = entry.id;
-        let part = charge.split_for(&entry);
-        let (abort, back) = run_or_spawn(shared, entry, attempt, permit, part, &mut acks, clock.as_mut());
+        let (abort, back) = run_or_spawn(shared, entry, attempt, permit, &mut charge, &mut acks, clock.as_mut());
         // Only handlers on a task of their own are marked started (with their cancel
         // handle): one that finished inline has settled, and if it succeeded its id is
         // queued for the acker, which marks it started only if the XACK fails at shutdown.
@@ -182,6 +183,23 @@ pub(crate) async fn start_queued(
     shared.started_all(started);
     ack(acks);
     Dispatched::Started { waited }
+}
+
+/// The byte-budget charge of the entries a run dispatches. An entry whose handler moves to a
+/// task takes its part along (see [`Charge::split`]); the part of one that finished inline
+/// stays here, `done`, and is released with the others of the run (at its end, or before
+/// the run waits for a permit): one atomic operation on the budget every loop shares, not
+/// one per entry (and no reference count to take and drop).
+struct RunCharge {
+    charge: Charge,
+    done: usize,
+}
+
+impl RunCharge {
+    /// Releases the parts of the entries that finished inline so far.
+    fn release_done(&mut self) {
+        self.charge.release_part(std::mem::take(&mut self.done));
+    }
 }
 
 /// Starts the handling of `entry`: polls the handler once right here, and only if it does
@@ -204,12 +222,13 @@ fn run_or_spawn(
     entry: RawEntry,
     attempt: u32,
     permit: OwnedSemaphorePermit,
-    charge: Charge,
+    charge: &mut RunCharge,
     acks: &mut Vec<MessageId>,
     clock: Option<&mut RunClock>,
 ) -> (Option<AbortHandle>, Option<OwnedSemaphorePermit>) {
     let started = shared.metrics.handler_started_in(clock.as_deref(), entry.id, attempt);
-    let mut handling = Handling::begin(shared, entry, attempt, permit, charge, started);
+    let bytes = charged_size(&entry);
+    let mut handling = Handling::begin(shared, entry, attempt, permit, started);
     let polled = {
         let _in_span = handling.span.enter();
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -219,13 +238,15 @@ fn run_or_spawn(
         std::task::Poll::Ready(outcome) => outcome,
         std::task::Poll::Pending => {
             shared.metrics.handler_moved_out(clock);
-            let task = shared.tasks.spawn(finish_on_task(shared.clone(), handling.finish()));
+            let part = charge.charge.split(bytes);
+            let task = shared.tasks.spawn(finish_on_task(shared.clone(), handling.finish(shared.clone(), part)));
             return (Some(task.abort_handle()), None);
         }
     };
-    let Handling { id, attempt, started, permit, charge, span, .. } = handling;
+    let Handling { id, attempt, started, permit, span, .. } = handling;
     shared.metrics.handler_finished_in(clock, started);
-    drop(charge);
+    // The entry and its decoded payload are gone with the handler.
+    charge.done += bytes;
     match outcome {
         Outcome::Done => {
             acks.push(id);
@@ -269,22 +290,21 @@ pub(crate) fn start(
 ) -> tokio::task::JoinHandle<()> {
     let id = entry.id;
     let started = shared.metrics.handler_started(entry.id, attempt);
-    let handling = Handling::begin(shared, entry, attempt, permit, charge, started);
-    let task = shared.tasks.spawn(finish_on_task(shared.clone(), handling.finish()));
+    let handling = Handling::begin(shared, entry, attempt, permit, started);
+    let task = shared.tasks.spawn(finish_on_task(shared.clone(), handling.finish(shared.clone(), charge)));
     shared.started_all([(id, Some(task.abort_handle()))]);
     task
 }
 
 /// One delivery under way: the handler's future, polled or not yet, and what settling its
-/// outcome takes (the permit, the entry's charge of the byte budget, its span).
+/// outcome takes (the permit, its span; the consumer and the entry's charge of the byte
+/// budget are given to [`finish`](Self::finish), only when it finishes on a task).
 struct Handling {
-    shared: Arc<Shared>,
     id: MessageId,
     attempt: u32,
     run: BoxFuture<'static, Outcome>,
     started: Option<std::time::Instant>,
     permit: OwnedSemaphorePermit,
-    charge: Charge,
     span: tracing::Span,
 }
 
@@ -296,7 +316,6 @@ impl Handling {
         entry: RawEntry,
         attempt: u32,
         permit: OwnedSemaphorePermit,
-        charge: Charge,
         started: Option<std::time::Instant>,
     ) -> Self {
         let id = entry.id;
@@ -308,12 +327,13 @@ impl Handling {
             let _in_span = span.enter();
             call_handler(shared, entry, attempt)
         };
-        Handling { shared: shared.clone(), id, attempt, run, started, permit, charge, span }
+        Handling { id, attempt, run, started, permit, span }
     }
 
-    /// Runs the handler to its end, then settles its outcome (see [`Succeeded`]).
-    async fn finish(self) -> Succeeded {
-        let Handling { shared, id, attempt, run, started, permit, charge, span } = self;
+    /// Runs the handler to its end, holding the entry's `charge`, then settles its outcome
+    /// (see [`Succeeded`]).
+    async fn finish(self, shared: Arc<Shared>, charge: Charge) -> Succeeded {
+        let Handling { id, attempt, run, started, permit, span } = self;
         async move {
             let outcome = run.await;
             shared.metrics.handler_finished(started);
