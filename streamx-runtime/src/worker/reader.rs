@@ -1,7 +1,10 @@
 //! The reader: one blocking `XREADGROUP ... >` at a time on a connection of its own, and
 //! dispatch of what it reads to handler tasks, never more than `concurrency` at once.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fred::clients::Client;
@@ -27,8 +30,37 @@ use crate::wire::{parse_read_frame, RawEntry};
 const LARGE_ENTRY: usize = 64 * 1024;
 
 /// A read in flight: its entries are tracked (held) and charged to the byte budget as soon
-/// as its reply arrives.
-type PendingRead = JoinHandle<Read>;
+/// as its reply arrives, that is, as soon as the future that sent it sees the reply.
+enum PendingRead {
+    /// A read ahead, on a task of its own: it must see its reply (and track its entries)
+    /// while the loop dispatches the batch before it and waits for permits.
+    Ahead(JoinHandle<Read>),
+    /// A read the loop awaits and does nothing else meanwhile: polled in the loop itself,
+    /// so its reply reaches the handlers with one task wake-up fewer (the latency of a
+    /// quiet stream, where every read is this one).
+    Here(Pin<Box<dyn Future<Output = Read> + Send>>),
+}
+
+impl Future for PendingRead {
+    /// `None` if the read's task panicked.
+    type Output = Option<Read>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            PendingRead::Ahead(task) => Pin::new(task).poll(cx).map(|joined| joined.ok()),
+            PendingRead::Here(read) => read.as_mut().poll(cx).map(Some),
+        }
+    }
+}
+
+impl PendingRead {
+    /// Gives the read up (at shutdown, after it did not end in time).
+    fn abandon(self) {
+        if let PendingRead::Ahead(task) = self {
+            task.abort();
+        }
+    }
+}
 
 /// A finished read: the client it used, how many entries it asked for, and what it got.
 struct Read {
@@ -128,7 +160,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                     break;
                 }
                 let Some(room) = shared.budget.wait_room_for(size.current(), &shutdown).await else { break };
-                spawn_read(&shared, reader.get(), room, Some(block_ms))
+                PendingRead::Here(Box::pin(send_read(&shared, reader.get(), room, Some(block_ms))))
             }
         };
         let joined = tokio::select! {
@@ -139,7 +171,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
             }
             joined = &mut read => joined,
         };
-        let Ok(Read { client, count, reply }) = joined else {
+        let Some(Read { client, count, reply }) = joined else {
             tracing::error!(consumer = %shared.name, "a read task panicked; reading again");
             continue;
         };
@@ -153,7 +185,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                     ahead = shared
                         .budget
                         .room_for(size.current())
-                        .map(|room| spawn_read(&shared, reader.get(), room, None));
+                        .map(|room| PendingRead::Ahead(tokio::spawn(send_read(&shared, reader.get(), room, None))));
                 }
                 let read = entries.len();
                 if read > 0 {
@@ -189,17 +221,17 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
     let _ = tokio::time::timeout(Duration::from_secs(1), reader.quit()).await;
 }
 
-/// Sends one XREADGROUP of `count` entries (the room reserved for them in the byte budget)
-/// on `client`, blocking for `block_ms` if given; its entries are tracked the moment they
-/// arrive, so shutdown hands them back even if none started.
-fn spawn_read(
+/// One XREADGROUP of `count` entries (the room reserved for them in the byte budget) on
+/// `client`, blocking for `block_ms` if given; its entries are tracked the moment the
+/// future sees them, so shutdown hands them back even if none started.
+fn send_read(
     shared: &Arc<Shared>,
     client: Client,
     (count, reserved): (usize, Charge),
     block_ms: Option<u64>,
-) -> PendingRead {
+) -> impl Future<Output = Read> + Send + 'static {
     let shared = shared.clone();
-    tokio::spawn(async move {
+    async move {
         let reply =
             client.custom_raw(read_command(&shared, block_ms.is_some()), read_args(&shared, count, block_ms)).await;
         let reply = reply.and_then(parse_read_frame).map(|entries| {
@@ -210,7 +242,7 @@ fn spawn_read(
             (entries, charge)
         });
         Read { client, count, reply }
-    })
+    }
 }
 
 /// `XREADGROUP` as a custom command, so its reply frame is parsed straight into entries (see
@@ -243,7 +275,7 @@ async fn stop_read(shared: &Shared, reader: &HealingClient, mut read: PendingRea
     }
     unblock(shared, &reader.get()).await;
     if tokio::time::timeout(Duration::from_secs(1), &mut read).await.is_err() {
-        read.abort();
+        read.abandon();
         tracing::warn!(consumer = %shared.name, "a blocked read did not end; what it delivers is handed back by the drain");
     }
 }
