@@ -55,31 +55,34 @@ impl MessageId {
 
     /// Parses `ms-seq` or `ms` (sequence 0) from raw bytes.
     pub fn parse_bytes(raw: &[u8]) -> Option<Self> {
-        let (ms, seq) = match raw.iter().position(|b| *b == b'-') {
-            Some(i) => (&raw[..i], Some(&raw[i + 1..])),
-            None => (raw, None),
-        };
-        let ms = parse_u64(ms)?;
-        let seq = match seq {
-            Some(s) => parse_u64(s)?,
-            None => 0,
+        let (ms, rest) = leading_u64(raw)?;
+        let seq = match rest {
+            [] => 0,
+            [b'-', seq @ ..] => match leading_u64(seq)? {
+                (seq, []) => seq,
+                _ => return None,
+            },
+            _ => return None,
         };
         Some(MessageId { ms, seq })
     }
 }
 
-fn parse_u64(raw: &[u8]) -> Option<u64> {
-    if raw.is_empty() || raw.len() > 20 {
-        return None;
-    }
+/// The decimal number `raw` starts with (at least one digit, within a `u64`), and the rest
+/// of `raw`. One pass, and no overflow check before the 20th digit (19 cannot overflow):
+/// every read parses the id of each entry it delivers.
+fn leading_u64(raw: &[u8]) -> Option<(u64, &[u8])> {
     let mut n: u64 = 0;
-    for b in raw {
-        if !b.is_ascii_digit() {
-            return None;
+    let mut len = 0;
+    for &b in raw {
+        let digit = b.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
         }
-        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        n = if len < 19 { n * 10 + u64::from(digit) } else { n.checked_mul(10)?.checked_add(u64::from(digit))? };
+        len += 1;
     }
-    Some(n)
+    (len > 0).then(|| (n, &raw[len..]))
 }
 
 /// `ids` as Redis command arguments (`<ms>-<seq>` strings), all formatted into one buffer
@@ -319,6 +322,20 @@ mod tests {
         assert!("5-".parse::<MessageId>().is_err());
         assert!("x-1".parse::<MessageId>().is_err());
         assert!("99999999999999999999999-1".parse::<MessageId>().is_err());
+        // The most a u64 holds parses; one more is an error, not a wrapped-around number.
+        assert_eq!(
+            "18446744073709551615-9999999999999999999".parse::<MessageId>().ok(),
+            Some(MessageId::new(u64::MAX, 9_999_999_999_999_999_999))
+        );
+        assert!("18446744073709551616-0".parse::<MessageId>().is_err());
+        assert!("99999999999999999999-0".parse::<MessageId>().is_err());
+        assert!("1-".parse::<MessageId>().is_err());
+        assert!("-1".parse::<MessageId>().is_err());
+        assert!("1-2-3".parse::<MessageId>().is_err());
+        assert!("1x".parse::<MessageId>().is_err());
+        assert!("1-2 ".parse::<MessageId>().is_err());
+        assert!("".parse::<MessageId>().is_err());
+        assert_eq!("1700000000000".parse::<MessageId>().ok(), Some(MessageId::new(1_700_000_000_000, 0)));
     }
 
     #[test]

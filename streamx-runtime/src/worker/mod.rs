@@ -24,6 +24,7 @@ mod dispatch;
 mod drain;
 mod group;
 mod heartbeat;
+mod held;
 mod notified;
 mod promoter;
 mod reader;

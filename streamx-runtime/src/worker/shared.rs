@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use super::batcher::Batcher;
 use super::budget::ByteBudget;
+use super::held::{Held, HeldSet};
 use super::stats::ConsumerStats;
 use super::LoopSettings;
 use crate::connection::HealingClient;
@@ -33,44 +33,6 @@ pub(crate) type AckReceiver = mpsc::UnboundedReceiver<Acks>;
 pub(crate) enum Acks {
     One(MessageId),
     Many(Vec<MessageId>),
-}
-
-/// An entry this consumer holds (it is in the PEL under this consumer's name).
-#[derive(Debug)]
-pub(crate) struct Held {
-    /// Its handler was started (a run that started counts, whatever became of it).
-    pub started: bool,
-    /// Taken over from a consumer that stopped: its take-over mark must be cleared when it
-    /// settles.
-    pub taken_over: bool,
-    /// Cancels its handler at the shutdown timeout.
-    pub abort: Option<AbortHandle>,
-}
-
-/// The entries this consumer holds, and how many of them were taken over (so the acker's
-/// look-up of take-over marks to clear costs nothing in the usual case: none).
-#[derive(Default)]
-struct HeldSet {
-    /// Keyed by id with a fast non-cryptographic hash: ids come from Redis, and a lookup
-    /// happens several times per message.
-    map: FxHashMap<MessageId, Held>,
-    taken_over: usize,
-}
-
-impl HeldSet {
-    fn insert(&mut self, id: MessageId, held: Held) {
-        let taken_over = held.taken_over;
-        if let Some(old) = self.map.insert(id, held) {
-            self.taken_over -= usize::from(old.taken_over);
-        }
-        self.taken_over += usize::from(taken_over);
-    }
-
-    fn remove(&mut self, id: MessageId) {
-        if let Some(old) = self.map.remove(&id) {
-            self.taken_over -= usize::from(old.taken_over);
-        }
-    }
 }
 
 /// The Redis keys of one consumer group's bookkeeping (see [`crate::keys`]).
