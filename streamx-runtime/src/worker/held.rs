@@ -58,7 +58,9 @@ const BUCKET_BITS: u64 = (1 << 57) - 1;
 /// elsewhere (`ms` is multiplied by [`MIX`]). The top 7 bits are mixed from the whole id,
 /// so the slots of a group still tell their keys apart before a key is compared.
 ///
-/// The keys come from Redis, not from users; a stream's ids are not chosen to collide.
+/// Like the FxHash it replaced, this hash does not resist ids crafted to collide (a producer
+/// may give explicit ids): such ids would cost the consumer CPU (longer probes, within the
+/// bound on held entries), not correctness.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
 
