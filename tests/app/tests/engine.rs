@@ -237,7 +237,9 @@ async fn trimmed_pending_entries_become_dead_letters(topology: Topology) {
 /// Finding 7: entries fetched but never started are handed back at shutdown with their
 /// delivery count unchanged; `attempt()` counts only runs that started. (The one running
 /// handler never returns: it is cancelled at the shutdown timeout, and its run counts.)
+/// There are more of them than one page of the hand-back (100), so it goes page by page.
 async fn unstarted_entries_keep_their_count_across_a_shutdown(topology: Topology) {
+    const N: u64 = 250;
     let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let stream = unique_name("unstarted");
@@ -250,10 +252,10 @@ async fn unstarted_entries_keep_their_count_across_a_shutdown(topology: Topology
             Ok(())
         })
         .concurrency(1)
-        .batch_size(10)
+        .batch_size(N as usize)
     };
     let producer = Producer::connect(&url).await.unwrap();
-    let ids = producer.publish_batch(&stream, &(0..10).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    let ids = producer.publish_batch(&stream, &(0..N).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
     let first = Runtime::builder()
         .redis_url(&url)
         .registered_consumers(false)
@@ -268,16 +270,17 @@ async fn unstarted_entries_keep_their_count_across_a_shutdown(topology: Topology
         .await
         .unwrap();
     first.shutdown().await.unwrap();
-    assert_eq!(runs.lock().unwrap().len(), 1, "one handler ran; the nine others never started");
+    assert_eq!(runs.lock().unwrap().len(), 1, "one handler ran; the others never started");
+    assert_eq!(pending(&url, &stream).await, N, "all were read in one batch and handed back, none acknowledged");
     let second = start_runtime(&url, vec![make(false)]).await;
-    wait_until(Duration::from_secs(10), "all ten handled", || async {
-        runs.lock().unwrap().len() >= 11 && pending(&url, &stream).await == 0
+    wait_until(Duration::from_secs(20), "all handled", || async {
+        runs.lock().unwrap().len() as u64 > N && pending(&url, &stream).await == 0
     })
     .await
     .unwrap();
     second.shutdown().await.unwrap();
     let runs = runs.lock().unwrap().clone();
-    assert_eq!(runs.len(), 11, "{runs:?}");
+    assert_eq!(runs.len() as u64, N + 1, "{runs:?}");
     let (cancelled, _) = runs[0];
     assert_eq!(cancelled, ids[0]);
     for (id, attempt) in &runs[1..] {
