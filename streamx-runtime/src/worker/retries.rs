@@ -36,6 +36,8 @@ local dlq = KEYS[5] or false
 local cap = tonumber(ARGV[4])
 local now = now_ms()
 local parked = {}
+local due = {}
+local by_count = {}
 for i = 5, #ARGV, 3 do
   local id = ARGV[i]
   local mine = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
@@ -43,15 +45,27 @@ for i = 5, #ARGV, 3 do
     local count = tonumber(ARGV[i + 2])
     if count < 0 then count = mine[1][4] end
     if redis.call('XRANGE', KEYS[1], id, id)[1] then
-      redis.call('ZADD', KEYS[2], now + tonumber(ARGV[i + 1]), id)
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, id, 'JUSTID', 'RETRYCOUNT', count)
+      table.insert(due, now + tonumber(ARGV[i + 1]))
+      table.insert(due, id)
+      by_count[count] = by_count[count] or {}
+      table.insert(by_count[count], id)
     else
       dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, ARGV[2], count, now)
     end
-    redis.call('SREM', KEYS[4], id)
     table.insert(parked, id)
   end
 end
+-- The schedule first, then the moves to the placeholder: one XCLAIM per delivery count
+-- (JUSTID; the count is set, not incremented), where one per entry cost Redis twice as
+-- much. (`unpack` must come last in an argument list, or Lua keeps only its first value.)
+if #due > 0 then redis.call('ZADD', KEYS[2], unpack(due)) end
+for n, ids in pairs(by_count) do
+  local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0}
+  for _, id in ipairs(ids) do table.insert(args, id) end
+  table.insert(args, 'JUSTID'); table.insert(args, 'RETRYCOUNT'); table.insert(args, n)
+  redis.call(unpack(args))
+end
+if #parked > 0 then redis.call('SREM', KEYS[4], unpack(parked)) end
 return {parked, dlq_trimmed}
 "#,
     )
@@ -66,7 +80,9 @@ pub(crate) struct Parking {
 }
 
 /// Parks `entries` in the schedule (see the module docs). Returns the ids parked; the others
-/// were no longer this consumer's (taken over meanwhile).
+/// were no longer this consumer's (taken over meanwhile). The script unpacks its lists into
+/// single commands, so callers pass a bounded number of entries: one failed delivery, or a
+/// page of the hand-back.
 pub(crate) async fn park(shared: &Shared, entries: &[Parking]) -> Result<Vec<MessageId>, fred::error::Error> {
     let mut args = vec![
         shared.group().to_string(),
