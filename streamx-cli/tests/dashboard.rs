@@ -23,6 +23,19 @@ async fn text(client: &Client, css: &str) -> Option<String> {
     client.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
 
+/// Clicks the element `css` once it is there. The page redraws its tables on every refresh,
+/// so an element found just before a redraw is stale by the click: find and click again.
+async fn click(client: &Client, css: &str) {
+    wait_until(WAIT, &format!("a click on {css}"), || async {
+        match client.find(Locator::Css(css)).await {
+            Ok(element) => element.click().await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await
+    .unwrap();
+}
+
 /// A `data-*` attribute of `css`, parsed as JSON.
 async fn data(client: &Client, css: &str, name: &str) -> Option<Value> {
     let attr = client.find(Locator::Css(css)).await.ok()?.attr(name).await.ok()??;
@@ -88,7 +101,7 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
 
     // The pending entries of a group, oldest first.
     let pending_button = format!("tr.group[data-stream=\"{s}\"][data-group=\"billing\"] button.show-pending");
-    client.find(Locator::Css(&pending_button)).await.unwrap().click().await.unwrap();
+    click(client, &pending_button).await;
     wait_until(WAIT, "10 pending entries listed", || async {
         client.find_all(Locator::Css("#pending tbody tr")).await.map(|r| r.len()).unwrap_or(0) == 10
     })
@@ -98,6 +111,12 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     assert_eq!(text(client, "#pending tbody tr td.id").await.unwrap(), xpending[0][0].as_str().unwrap());
 
     // The charts move as messages are published: throughput in > 0, lag up by what was added.
+    // The charts draw from a fetch of their own, which may come after the tables'.
+    wait_until(WAIT, "the throughput chart drawn", || async {
+        data(client, "#chart-throughput", "data-max").await.is_some()
+    })
+    .await
+    .unwrap();
     let before = data(client, "#chart-throughput", "data-max").await.unwrap();
     assert_eq!(before["in"].as_f64().unwrap_or(0.0), 0.0, "nothing published yet: {before}");
     let producer = Producer::connect(&redis.url()).await.unwrap();
@@ -123,7 +142,7 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     let failing = seeded.failing.clone();
     let dlq_key = format!("{{{failing}}}:dlq");
     let show = format!("tr.stream[data-stream=\"{failing}\"] button.show-dlq");
-    client.find(Locator::Css(&show)).await.unwrap().click().await.unwrap();
+    click(client, &show).await;
     wait_until(WAIT, "3 dead letters listed", || async {
         text(client, "#dlq-total").await.as_deref() == Some("3")
             && client.find_all(Locator::Css("#dead-letters tbody tr")).await.map(|r| r.len()).unwrap_or(0) == 3
@@ -140,7 +159,7 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     // Replay the first one: confirm, then it is back on its stream and the count drops.
     let first = client.find(Locator::Css("#dead-letters tbody tr")).await.unwrap();
     let id = first.attr("data-id").await.unwrap().unwrap();
-    first.find(Locator::Css("button.replay")).await.unwrap().click().await.unwrap();
+    click(client, &format!("#dead-letters tbody tr[data-id=\"{id}\"] button.replay")).await;
     let question = client.get_alert_text().await.unwrap();
     assert!(question.contains(&id), "{question}");
     client.accept_alert().await.unwrap();
@@ -155,13 +174,13 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     assert!(fields.windows(2).any(|w| w == ["data", r#"{"order":1,"cents":1299}"#]), "{fields:?}");
 
     // Dismissing the question changes nothing.
-    client.find(Locator::Css("#dead-letters tbody tr button.replay")).await.unwrap().click().await.unwrap();
+    click(client, "#dead-letters tbody tr button.replay").await;
     client.dismiss_alert().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(redis.xlen(&dlq_key).unwrap(), 2);
 
     // Replay all: the rest goes back too.
-    client.find(Locator::Css("#replay-all")).await.unwrap().click().await.unwrap();
+    click(client, "#replay-all").await;
     assert!(client.get_alert_text().await.unwrap().contains("Replay every dead letter"));
     client.accept_alert().await.unwrap();
     wait_until(WAIT, "no dead letter left", || async { text(client, "#dlq-total").await.as_deref() == Some("0") })
@@ -202,7 +221,7 @@ async fn a_read_only_dashboard_shows_but_refuses_changes() {
         .await
         .unwrap();
     assert!(client.find(Locator::Css("#mode")).await.unwrap().is_displayed().await.unwrap(), "read-only badge");
-    client.find(Locator::Css(&show)).await.unwrap().click().await.unwrap();
+    click(client, &show).await;
     wait_until(WAIT, "3 dead letters listed", || async {
         client.find_all(Locator::Css("#dead-letters tbody tr")).await.map(|r| r.len()).unwrap_or(0) == 3
     })
