@@ -18,9 +18,11 @@ use streamx_testing::unique_name;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Text of the first element matching `css`, or `None`.
+/// Text of the first element matching `css`, or `None`. Read by one script in the page, so
+/// a refresh cannot redraw the element between finding it and reading it.
 async fn text(client: &Client, css: &str) -> Option<String> {
-    client.find(Locator::Css(css)).await.ok()?.text().await.ok()
+    let script = "const e = document.querySelector(arguments[0]); return e ? e.textContent.trim() : null;";
+    client.execute(script, vec![Value::from(css)]).await.ok()?.as_str().map(str::to_owned)
 }
 
 /// Clicks the element `css` once it is there. The page redraws its tables on every refresh,
@@ -36,10 +38,15 @@ async fn click(client: &Client, css: &str) {
     .unwrap();
 }
 
+/// An attribute of the first element matching `css` (one script, as [`text`]).
+async fn attr(client: &Client, css: &str, name: &str) -> Option<String> {
+    let script = "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;";
+    client.execute(script, vec![Value::from(css), Value::from(name)]).await.ok()?.as_str().map(str::to_owned)
+}
+
 /// A `data-*` attribute of `css`, parsed as JSON.
 async fn data(client: &Client, css: &str, name: &str) -> Option<Value> {
-    let attr = client.find(Locator::Css(css)).await.ok()?.attr(name).await.ok()??;
-    serde_json::from_str(&attr).ok()
+    serde_json::from_str(&attr(client, css, name).await?).ok()
 }
 
 /// A stream with two groups (lag 20 and 30) and a stream whose 3 messages a runtime
@@ -119,6 +126,11 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     .unwrap();
     let before = data(client, "#chart-throughput", "data-max").await.unwrap();
     assert_eq!(before["in"].as_f64().unwrap_or(0.0), 0.0, "nothing published yet: {before}");
+    // Refreshes patch rows in place: the billing row and its pending button stay the same
+    // elements while their figures change (a click between mouse down and up is not lost).
+    let billing_row = format!("tr.group[data-stream=\"{s}\"][data-group=\"billing\"]");
+    let mark = "document.querySelector(arguments[0]).querySelector('button').dataset.mark = 'kept'; return true;";
+    client.execute(mark, vec![Value::from(billing_row.clone())]).await.unwrap();
     let producer = Producer::connect(&redis.url()).await.unwrap();
     for _ in 0..4 {
         producer.publish_batch(&s, &(0..500).collect::<Vec<u64>>()).await.unwrap();
@@ -137,6 +149,7 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     .await
     .unwrap();
     assert_eq!(text(client, &lag_cell("billing")).await.as_deref(), Some("2020"));
+    assert_eq!(attr(client, &format!("{billing_row} button"), "data-mark").await.as_deref(), Some("kept"));
 
     // The dead letters of a stream, with error and payload.
     let failing = seeded.failing.clone();
@@ -157,8 +170,7 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     save_screenshot(client).await;
 
     // Replay the first one: confirm, then it is back on its stream and the count drops.
-    let first = client.find(Locator::Css("#dead-letters tbody tr")).await.unwrap();
-    let id = first.attr("data-id").await.unwrap().unwrap();
+    let id = attr(client, "#dead-letters tbody tr", "data-id").await.unwrap();
     click(client, &format!("#dead-letters tbody tr[data-id=\"{id}\"] button.replay")).await;
     let question = client.get_alert_text().await.unwrap();
     assert!(question.contains(&id), "{question}");

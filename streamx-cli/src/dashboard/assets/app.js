@@ -47,14 +47,52 @@ function button(label, cls, onClick) {
 
 const rate = (r) => (r === null || r === undefined ? "-" : r.toFixed(1));
 
+// Puts `rows` (fresh <tr>s, each with a unique `dataset.key`) into `body`, keeping the rows
+// already there under the same key and changing only their cells whose text changed. A
+// refresh then never swaps out the button under a user's pointer (a click between mouse
+// down and up would be lost) nor a text selection in a row that did not change.
+function syncRows(body, rows) {
+  const old = new Map(Array.from(body.rows, (r) => [r.dataset.key, r]));
+  let at = body.firstElementChild;
+  for (const fresh of rows) {
+    const kept = old.get(fresh.dataset.key);
+    const row = kept && kept.cells.length === fresh.cells.length ? patchRow(kept, fresh) : fresh;
+    if (row === at) at = at.nextElementSibling;
+    else body.insertBefore(row, at);
+  }
+  while (at) {
+    const next = at.nextElementSibling;
+    at.remove();
+    at = next;
+  }
+}
+
+// `kept` made to show what `fresh` shows; a button keeps its element and only takes the label.
+function patchRow(kept, fresh) {
+  kept.className = fresh.className;
+  Array.from(fresh.cells).forEach((cell, i) => {
+    const was = kept.cells[i];
+    if (was.textContent === cell.textContent && was.className === cell.className) return;
+    const [oldButton, newButton] = [was.querySelector("button"), cell.querySelector("button")];
+    if (oldButton && newButton && was.childNodes.length === 1 && cell.childNodes.length === 1) {
+      oldButton.textContent = newButton.textContent;
+      oldButton.title = newButton.title;
+      was.className = cell.className;
+    } else {
+      was.replaceWith(cell);
+    }
+  });
+  return kept;
+}
+
 function renderStreams(streams) {
-  const body = $("#streams tbody");
-  body.replaceChildren();
+  const rows = [];
   $("#no-streams").hidden = streams.length > 0;
   for (const s of streams) {
     const row = document.createElement("tr");
     row.className = "stream";
     row.dataset.stream = s.stream;
+    row.dataset.key = "s\n" + s.stream;
     cell(row, s.stream);
     cell(row, s.length, "num length");
     cell(row, "", "num");
@@ -66,12 +104,13 @@ function renderStreams(streams) {
     dlq.title = "show the dead letters of " + s.stream;
     cell(row, dlq, "num dead-letters");
     if (state.dlq === s.stream) row.classList.add("selected");
-    body.appendChild(row);
+    rows.push(row);
     for (const g of s.groups) {
       const gr = document.createElement("tr");
       gr.className = "group";
       gr.dataset.stream = s.stream;
       gr.dataset.group = g.name;
+      gr.dataset.key = "g\n" + s.stream + "\n" + g.name;
       cell(gr, g.name, "name");
       cell(gr, "", "num");
       cell(gr, g.lag, "num lag");
@@ -81,9 +120,10 @@ function renderStreams(streams) {
       cell(gr, rate(s.consumed_per_sec[g.name]), "num out");
       cell(gr, "", "num");
       if (state.pending && state.pending.stream === s.stream && state.pending.group === g.name) gr.classList.add("selected");
-      body.appendChild(gr);
+      rows.push(gr);
     }
   }
+  syncRows($("#streams tbody"), rows);
   const select = $("#chart-stream");
   const chosen = select.value;
   const names = streams.map((s) => s.stream);
@@ -243,16 +283,16 @@ async function loadPending() {
   $("#pending-panel").hidden = false;
   $("#pending-title").textContent = stream + " / " + group;
   $("#pending-total").textContent = p.total + " entries, oldest first";
-  const body = $("#pending tbody");
-  body.replaceChildren();
-  for (const e of p.entries) {
+  const rows = p.entries.map((e) => {
     const row = document.createElement("tr");
+    row.dataset.key = stream + "\n" + group + "\n" + e.id;
     cell(row, e.id, "id");
     cell(row, e.consumer);
     cell(row, (e.idle_ms / 1000).toFixed(1) + "s", "num");
     cell(row, e.deliveries, "num");
-    body.appendChild(row);
-  }
+    return row;
+  });
+  syncRows($("#pending tbody"), rows);
 }
 
 function openDeadLetters(stream) {
@@ -266,11 +306,10 @@ async function loadDeadLetters() {
   $("#dlq-panel").hidden = false;
   $("#dlq-title").textContent = stream;
   $("#dlq-total").textContent = String(d.total);
-  const body = $("#dead-letters tbody");
-  body.replaceChildren();
-  for (const l of d.entries) {
+  const rows = d.entries.map((l) => {
     const row = document.createElement("tr");
     row.dataset.id = l.id;
+    row.dataset.key = stream + "\n" + l.id + "\n" + state.readOnly;
     cell(row, l.id, "id");
     cell(row, l.group);
     cell(row, l.kind);
@@ -282,8 +321,9 @@ async function loadDeadLetters() {
     if (!state.readOnly) {
       cell(row, button("Replay", "replay", () => replayOne(stream, l.id)), "write");
     }
-    body.appendChild(row);
-  }
+    return row;
+  });
+  syncRows($("#dead-letters tbody"), rows);
 }
 
 async function replayOne(stream, id) {
