@@ -1,7 +1,8 @@
 //! Promotes due retries out of the schedule kept by [`super::retries`]: every tick
 //! (jittered), any consumer of the group with free permits takes the due ids
-//! (`ZRANGEBYSCORE ... LIMIT`: O(log n + due), never a walk of the PEL), claims each with
-//! `RETRYCOUNT count + 1` (absolute, so a re-sent script cannot count twice) and starts it at
+//! (`ZRANGEBYSCORE ... LIMIT`: O(log n + due), never a walk of the PEL), claims them with
+//! `RETRYCOUNT count + 1` (absolute, so a re-sent script cannot count twice; one XCLAIM per
+//! count, see [`crate::scripts::CLAIM_BY_COUNT`]) and starts each at
 //! once on a permit taken before the claim. Entries deleted from the stream meanwhile become
 //! `trimmed` dead letters.
 
@@ -29,21 +30,26 @@ local dlq = KEYS[5] or false
 local cap = tonumber(ARGV[5])
 local now = now_ms()
 local out = {}
+local by_count = {}
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 for _, id in ipairs(due) do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
   if p[1] and p[1][2] == ARGV[3] then
-    local count = p[1][4]
+    local count = p[1][4] + 1
     local found = redis.call('XRANGE', KEYS[1], id, id)
     if found[1] then
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID', 'RETRYCOUNT', count + 1)
-      table.insert(out, {id, found[1][2], count + 1, 0})
+      by_count[count] = by_count[count] or {}
+      table.insert(by_count[count], id)
+      table.insert(out, {id, found[1][2], count, 0})
     else
-      dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, ARGV[3], count, now)
+      dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, ARGV[3], count - 1, now)
     end
   end
-  redis.call('ZREM', KEYS[2], id)
 end
+-- The claims first, then the schedule entries go: a script that failed between the two
+-- leaves an entry scheduled (promoted again), never with the placeholder unscheduled.
+claim_by_count(KEYS[1], ARGV[1], ARGV[2], by_count)
+if #due > 0 then redis.call('ZREM', KEYS[2], unpack(due)) end
 return {out, dlq_trimmed}
 "#,
     )

@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 
 use super::shared::Shared;
 use crate::message::MessageId;
-use crate::scripts::{assemble, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS};
+use crate::scripts::{assemble, CLAIM_BY_COUNT, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS};
 
 /// The consumer name under which scheduled retries wait in the PEL. It never reads; the
 /// engine's take-overs skip it.
@@ -27,7 +27,7 @@ pub const SCHEDULED_CONSUMER: &str = "streamx:scheduled";
 /// [`crate::scripts::split_trimmed`]).
 static PARK: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED],
+        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CLAIM_BY_COUNT],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, [dead letters]
 -- ARGV: group, me, scheduled consumer, dead-letter cap, then per entry: id, delay ms,
@@ -55,16 +55,9 @@ for i = 5, #ARGV, 3 do
     table.insert(parked, id)
   end
 end
--- The schedule first, then the moves to the placeholder: one XCLAIM per delivery count
--- (JUSTID; the count is set, not incremented), where one per entry cost Redis twice as
--- much. (`unpack` must come last in an argument list, or Lua keeps only its first value.)
+-- The schedule first, then the moves to the placeholder.
 if #due > 0 then redis.call('ZADD', KEYS[2], unpack(due)) end
-for n, ids in pairs(by_count) do
-  local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0}
-  for _, id in ipairs(ids) do table.insert(args, id) end
-  table.insert(args, 'JUSTID'); table.insert(args, 'RETRYCOUNT'); table.insert(args, n)
-  redis.call(unpack(args))
-end
+claim_by_count(KEYS[1], ARGV[1], ARGV[3], by_count)
 if #parked > 0 then redis.call('SREM', KEYS[4], unpack(parked)) end
 return {parked, dlq_trimmed}
 "#,

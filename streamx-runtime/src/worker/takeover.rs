@@ -40,7 +40,7 @@ use super::stats::ConsumerStats;
 use super::ticker::{jittered, Ticker};
 use crate::inspect::parse_pending;
 use crate::message::MessageId;
-use crate::scripts::{assemble, CONSUMERS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS};
+use crate::scripts::{assemble, CLAIM_BY_COUNT, CONSUMERS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS};
 
 /// Claims entries of stopped consumers (or the given ids of one consumer). Returns
 /// `[id, fields, count, suspect]` per entry claimed (at most `limit` entries that are not
@@ -48,7 +48,7 @@ use crate::scripts::{assemble, CONSUMERS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, 
 /// (see [`crate::scripts::split_trimmed`]).
 static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS],
+        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS, CLAIM_BY_COUNT],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, [dead letters]
 -- ARGV: group, me, scheduled consumer, claim_idle ms, limit, may take a suspect (1/0),
@@ -134,19 +134,9 @@ else
   end
 end
 
--- The claims, one XCLAIM per delivery count (JUSTID: the fields came from XRANGE; the count
--- is set, not incremented), and the take-over marks, written before anything starts.
-local all = {}
-for n, ids in pairs(by_count) do
-  -- (`unpack` must come last in an argument list, or Lua keeps only its first value.)
-  local args = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0}
-  for _, id in ipairs(ids) do
-    table.insert(args, id)
-    table.insert(all, id)
-  end
-  table.insert(args, 'JUSTID'); table.insert(args, 'RETRYCOUNT'); table.insert(args, n)
-  redis.call(unpack(args))
-end
+-- The claims (fields came from XRANGE, so JUSTID), and the take-over marks, written
+-- before anything starts.
+local all = claim_by_count(KEYS[1], ARGV[1], ARGV[2], by_count)
 if #all > 0 then redis.call('SADD', KEYS[4], unpack(all)) end
 return {out, dlq_trimmed}
 "#,
