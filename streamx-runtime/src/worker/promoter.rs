@@ -16,13 +16,13 @@ use super::dispatch::{self, Claimed};
 use super::retries::SCHEDULED_CONSUMER;
 use super::shared::Shared;
 use super::ticker::Ticker;
-use crate::scripts::{assemble, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS};
+use crate::scripts::{assemble, CLAIM_BY_COUNT, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS};
 
 /// Claims up to `limit` due retries for this consumer; returns `[id, fields, count, 0]` per
 /// entry, and the count of dead letters trimmed (see [`crate::scripts::split_trimmed`]).
 static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED],
+        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CLAIM_BY_COUNT],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, [dead letters]
 -- ARGV: group, me, scheduled consumer, limit, dead-letter cap
