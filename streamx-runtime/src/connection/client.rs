@@ -28,6 +28,9 @@ pub(crate) enum ClientRole {
     Command,
     /// XADD: never re-sent, so a dropped connection cannot duplicate an entry.
     Publish,
+    /// XADDs of batches of many round trips: as [`Publish`](Self::Publish), but without
+    /// TCP_NODELAY, so the kernel merges what fred writes per 8 KiB into full segments.
+    BulkPublish,
     /// One blocking XREADGROUP at a time, with the given BLOCK.
     Reader { block: Duration },
 }
@@ -86,14 +89,16 @@ fn build_client(url: &RedisUrl, config: Config, role: ClientRole) -> Result<fred
         // the client hangs), so there a publish may be re-sent once after a drop.
         c.max_command_attempts = match role {
             ClientRole::Command => 3,
-            ClientRole::Publish | ClientRole::Reader { .. } if url.is_cluster() => 2,
-            ClientRole::Publish | ClientRole::Reader { .. } => 1,
+            ClientRole::Publish | ClientRole::BulkPublish | ClientRole::Reader { .. } if url.is_cluster() => 2,
+            ClientRole::Publish | ClientRole::BulkPublish | ClientRole::Reader { .. } => 1,
         };
-        c.tcp.nodelay = Some(true);
+        // Small requests leave at once (a request written while another is unanswered would
+        // otherwise wait for that one's ACK); bulk publishing trades that for full segments.
+        c.tcp.nodelay = Some(role != ClientRole::BulkPublish);
     });
     builder.with_performance_config(|p| {
         p.default_command_timeout = match role {
-            ClientRole::Command | ClientRole::Publish => Duration::from_secs(30),
+            ClientRole::Command | ClientRole::Publish | ClientRole::BulkPublish => Duration::from_secs(30),
             ClientRole::Reader { block } => block + Duration::from_secs(10),
         };
     });

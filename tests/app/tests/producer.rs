@@ -110,3 +110,38 @@ async fn a_large_batch_lands_in_order_with_round_trips_in_flight() {
     let values = stored_values(&server.url(), &stream).await;
     assert_eq!(values, (0..10_000).collect::<Vec<_>>());
 }
+
+/// Client connections that last ran an XADD (`cmd=xadd` in CLIENT LIST), and all the
+/// normal client connections but redis-cli's own.
+fn connections(server: &streamx::testing::RedisServer) -> (usize, usize) {
+    let list = common::redis_cli(server, &["CLIENT", "LIST", "TYPE", "normal"]).unwrap();
+    let others: Vec<&str> = list.lines().filter(|l| !l.contains("cmd=client|list")).collect();
+    (others.iter().filter(|l| l.contains(" cmd=xadd ")).count(), others.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_of_many_round_trips_go_over_a_second_connection_made_once() {
+    let server = start_server();
+    let stream = unique_name("bulk");
+    let producer = Producer::connect(&server.url()).await.unwrap();
+
+    // Single publishes and a batch of one round trip share the first connection.
+    producer.publish(&stream, &0u64).await.unwrap();
+    producer.publish_batch(&stream, &(1..=500u64).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(connections(&server), (1, 1), "one connection so far");
+
+    // A batch of more than one round trip opens the bulk connection; later ones reuse it,
+    // and what is awaited in turn lands in turn across the two connections.
+    producer.publish_batch(&stream, &(501..=1_700u64).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(connections(&server), (2, 2), "the bulk connection");
+    producer.publish(&stream, &1_701u64).await.unwrap();
+    producer.clone().publish_batch(&stream, &(1_702..=3_000u64).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(connections(&server), (2, 2), "clones share both connections");
+    assert_eq!(stored_values(&server.url(), &stream).await, (0..=3_000).collect::<Vec<_>>());
+
+    // Closing closes both (what is left is the history reader's).
+    producer.close().await;
+    common::wait_until(Duration::from_secs(10), "both connections closed", || async { connections(&server).0 == 0 })
+        .await
+        .unwrap();
+}
