@@ -85,10 +85,10 @@ fn leading_u64(raw: &[u8]) -> Option<(u64, &[u8])> {
     (len > 0).then(|| (n, &raw[len..]))
 }
 
-/// `ids` as Redis command arguments (`<ms>-<seq>` strings), all formatted into one buffer
-/// that the strings share: one allocation for a whole XACK instead of one per id, and no
-/// formatting machinery (this runs for every acknowledged message).
-pub(crate) fn id_args(ids: &[MessageId]) -> Vec<fred::bytes_utils::Str> {
+/// `ids` as Redis command arguments (`<ms>-<seq>` byte strings), all formatted into one
+/// buffer that the arguments share: one allocation for a whole XACK instead of one per id,
+/// no formatting machinery and no UTF-8 check (this runs for every acknowledged message).
+pub(crate) fn id_args(ids: &[MessageId]) -> Vec<fred::types::Value> {
     let mut text = bytes::BytesMut::with_capacity(ids.len() * 24);
     let mut ends = Vec::with_capacity(ids.len());
     let mut digits = itoa::Buffer::new();
@@ -101,8 +101,8 @@ pub(crate) fn id_args(ids: &[MessageId]) -> Vec<fred::bytes_utils::Str> {
     let text = text.freeze();
     let mut start = 0;
     ends.into_iter()
-        .filter_map(|end| {
-            let arg = fred::bytes_utils::Str::from_inner(text.slice(start..end)).ok();
+        .map(|end| {
+            let arg = fred::types::Value::Bytes(text.slice(start..end));
             start = end;
             arg
         })
@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn id_args_are_the_ids_as_text() {
         let ids = [MessageId::new(0, 0), MessageId::new(1_700_000_000_123, 42), MessageId::new(u64::MAX, u64::MAX)];
-        let args: Vec<String> = id_args(&ids).iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = id_args(&ids).iter().filter_map(|v| v.as_bytes_str()).map(|s| s.to_string()).collect();
         let expected: Vec<String> = ids.iter().map(MessageId::to_string).collect();
         assert_eq!(args, expected);
     }
