@@ -59,7 +59,7 @@ impl ProducerDesign {
     }
 
     /// The designs the produce phase measures unless told otherwise.
-    pub const DEFAULTS: [ProducerDesign; 9] = [
+    pub const DEFAULTS: [ProducerDesign; 10] = [
         // The previous baseline (and what streamx's connections do).
         ProducerDesign::new(Shape::Pipelined { chunk: 1000, in_flight: 1 }, true),
         // The raw loop.
@@ -69,6 +69,9 @@ impl ProducerDesign {
         ProducerDesign::new(Shape::Pipelined { chunk: 1000, in_flight: 4 }, false),
         ProducerDesign::new(Shape::Pipelined { chunk: 1000, in_flight: 4 }, true),
         ProducerDesign::new(Shape::Pipelined { chunk: 500, in_flight: 8 }, false),
+        // The same with TCP_NODELAY: what the socket option alone costs at this shape
+        // (publish_batch's shape, whose connection for batches leaves it off).
+        ProducerDesign::new(Shape::Pipelined { chunk: 500, in_flight: 8 }, true),
         ProducerDesign::new(Shape::Connections { connections: 4, chunk: 1000 }, false),
         ProducerDesign::new(Shape::QueueWriter, false),
     ];
