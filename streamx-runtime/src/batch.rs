@@ -235,12 +235,12 @@ pub(crate) type ErasedBatchHandler = Arc<dyn Fn(Deliveries) -> BoxFuture<'static
 /// Type-erases a batch handler fn or closure taking `Vec<Message<T>>`.
 pub(crate) fn erase_batch<F, A, Fut>(f: F) -> ErasedBatchHandler
 where
-    F: Fn(A) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
     A: BatchArg,
     Fut: Future + Send + 'static,
     Fut::Output: BatchReturn,
 {
-    Arc::new(move |d| invoke_batch(f.clone(), d))
+    Arc::new(move |d| invoke_batch(&f, d))
 }
 
 /// Compile-time check used by the macro: the batch argument type is accepted.

@@ -238,7 +238,7 @@ impl Consumer {
     #[track_caller]
     pub fn new<F, A, Fut>(stream: impl Into<Name>, group: impl Into<Name>, handler: F) -> Self
     where
-        F: Fn(A) -> Fut + Clone + Send + Sync + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
         A: HandlerArg,
         Fut: Future + Send + 'static,
         Fut::Output: HandlerReturn,
@@ -271,7 +271,7 @@ impl Consumer {
     #[track_caller]
     pub fn batch<F, A, Fut>(stream: impl Into<Name>, group: impl Into<Name>, handler: F) -> Self
     where
-        F: Fn(A) -> Fut + Clone + Send + Sync + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
         A: BatchArg,
         Fut: Future + Send + 'static,
         Fut::Output: BatchReturn,

@@ -336,12 +336,14 @@ pub(crate) type ErasedHandler = Arc<dyn Fn(Delivery) -> BoxFuture<'static, Outco
 /// Type-erases a handler fn or closure taking `Message<T>`.
 pub(crate) fn erase<F, A, Fut>(f: F) -> ErasedHandler
 where
-    F: Fn(A) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
     A: HandlerArg,
     Fut: Future + Send + 'static,
     Fut::Output: HandlerReturn,
 {
-    Arc::new(move |d| invoke(f.clone(), d))
+    // Called by reference (`&F` is `FnOnce` too): no clone of the closure, and of what it
+    // captured (often an `Arc`, a shared count), per message.
+    Arc::new(move |d| invoke(&f, d))
 }
 
 /// Compile-time check used by the macro: the argument type is accepted.
@@ -398,6 +400,27 @@ mod tests {
         match invoke(fails, delivery(Some(r#"{"id":7}"#))).await {
             Outcome::Failed { kind: FailureKind::Error, error, .. } => assert_eq!(error, "disk full"),
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_share_what_the_closure_captured() {
+        // A counter captured by value (not in an `Arc`): every call sees the same one, as
+        // the erased handler calls the closure by reference instead of cloning it.
+        let calls = std::sync::atomic::AtomicU64::new(0);
+        let handler = erase(move |msg: Message<Order>| {
+            let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            async move {
+                if msg.payload().id == n {
+                    Ok(())
+                } else {
+                    Err(format!("call {n} saw id {}", msg.payload().id))
+                }
+            }
+        });
+        for id in 1..=3 {
+            let outcome = handler(delivery(Some(&*format!(r#"{{"id":{id}}}"#).leak()))).await;
+            assert!(matches!(outcome, Outcome::Done), "call {id}: {outcome:?}");
         }
     }
 
