@@ -53,21 +53,24 @@ end
 
 /// `claim_by_count(stream, group, consumer, by_count)`: gives the entries of `by_count` (a
 /// table from a delivery count to the ids to set it on) to `consumer`, in one
-/// `XCLAIM ... JUSTID RETRYCOUNT n` per count: the count is set, not incremented, so a
-/// re-sent script cannot count twice, and one XCLAIM of many ids costs Redis half what one
-/// per id does. Returns every id given. The caller checked ownership and existence first.
+/// `XCLAIM ... JUSTID RETRYCOUNT n` per count and 1,000 ids: the count is set, not
+/// incremented, so a re-sent script cannot count twice, and one XCLAIM of many ids costs
+/// Redis half what one per id does (Lua's `unpack` takes at most ~8,000 values, hence the
+/// pages). Returns every id given. The caller checked ownership and existence first.
 pub(crate) const CLAIM_BY_COUNT: &str = r#"
 local function claim_by_count(stream, group, consumer, by_count)
   local all = {}
   for n, ids in pairs(by_count) do
-    -- (`unpack` must come last in an argument list, or Lua keeps only its first value.)
-    local args = {'XCLAIM', stream, group, consumer, 0}
-    for _, id in ipairs(ids) do
-      table.insert(args, id)
-      table.insert(all, id)
+    for from = 1, #ids, 1000 do
+      -- (`unpack` must come last in an argument list, or Lua keeps only its first value.)
+      local args = {'XCLAIM', stream, group, consumer, 0}
+      for i = from, math.min(from + 999, #ids) do
+        table.insert(args, ids[i])
+        table.insert(all, ids[i])
+      end
+      table.insert(args, 'JUSTID'); table.insert(args, 'RETRYCOUNT'); table.insert(args, n)
+      redis.call(unpack(args))
     end
-    table.insert(args, 'JUSTID'); table.insert(args, 'RETRYCOUNT'); table.insert(args, n)
-    redis.call(unpack(args))
   end
   return all
 end

@@ -55,6 +55,9 @@ return {out, dlq_trimmed}
     )
 });
 
+/// The most due retries one promote script claims.
+const MAX_PROMOTED: usize = 512;
+
 /// Promotes due retries while the loop runs: each tick takes a permit (waiting its turn with
 /// the reader), then as many more as are free, and claims at most that many due entries.
 pub(crate) async fn run(shared: Arc<Shared>) {
@@ -62,7 +65,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let mut ticker = Ticker::new((initial / 4).clamp(Duration::from_millis(20), Duration::from_secs(1)));
     while ticker.wait(&shared.stopping).await {
         let Some(permits) = dispatch::take_permits(&shared).await else { return };
-        let limit = permits.num_permits();
+        // At most one claim's worth per script (a batch consumer may have tens of thousands
+        // of permits): Redis serves nobody else while a script runs. A full claim brings
+        // the next tick forward.
+        let limit = permits.num_permits().min(MAX_PROMOTED);
         let args = vec![
             shared.group().to_string(),
             shared.member_name().to_string(),
