@@ -98,15 +98,7 @@ pub(crate) fn id_args(ids: &[MessageId]) -> Vec<fred::types::Value> {
         text.extend_from_slice(digits.format(id.seq).as_bytes());
         ends.push(text.len());
     }
-    let text = text.freeze();
-    let mut start = 0;
-    ends.into_iter()
-        .map(|end| {
-            let arg = fred::types::Value::Bytes(text.slice(start..end));
-            start = end;
-            arg
-        })
-        .collect()
+    crate::wire::split_at_ends(text.freeze(), ends).map(fred::types::Value::Bytes).collect()
 }
 
 impl fmt::Display for MessageId {

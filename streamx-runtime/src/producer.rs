@@ -477,16 +477,7 @@ fn encode_all<T: Serialize>(stream: &str, payloads: &[T]) -> Result<Vec<Bytes>> 
         }
         ends.push(text.len());
     }
-    let text = Bytes::from(text);
-    let mut start = 0;
-    Ok(ends
-        .into_iter()
-        .map(|end| {
-            let payload = text.slice(start..end);
-            start = end;
-            payload
-        })
-        .collect())
+    Ok(crate::wire::split_at_ends(Bytes::from(text), ends).collect())
 }
 
 fn encode<T: Serialize + ?Sized>(stream: &str, payload: &T) -> Result<Bytes> {

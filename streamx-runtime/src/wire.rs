@@ -103,6 +103,17 @@ pub(crate) fn field(name: &[u8]) -> Field<'_> {
     }
 }
 
+/// `buf` cut at `ends` (each the end of one piece, ascending): pieces that share `buf`'s
+/// one allocation (how a batch's payloads and an XACK's ids are sent).
+pub(crate) fn split_at_ends(buf: Bytes, ends: Vec<usize>) -> impl Iterator<Item = Bytes> {
+    let mut start = 0;
+    ends.into_iter().map(move |end| {
+        let piece = buf.slice(start..end);
+        start = end;
+        piece
+    })
+}
+
 /// Parses one `[id, [field, value, ...]]` entry (or `[id, nil]` for a deleted one).
 pub(crate) fn parse_entry(value: Value) -> Option<RawEntry> {
     let (id, fields) = split_entry(value)?;

@@ -35,14 +35,15 @@ local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, tonumb
 for _, id in ipairs(due) do
   local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
   if p[1] and p[1][2] == ARGV[3] then
-    local count = p[1][4] + 1
+    local count = p[1][4]
     local found = redis.call('XRANGE', KEYS[1], id, id)
     if found[1] then
-      by_count[count] = by_count[count] or {}
-      table.insert(by_count[count], id)
-      table.insert(out, {id, found[1][2], count, 0})
+      local next = count + 1
+      by_count[next] = by_count[next] or {}
+      table.insert(by_count[next], id)
+      table.insert(out, {id, found[1][2], next, 0})
     else
-      dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, ARGV[3], count - 1, now)
+      dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, ARGV[3], count, now)
     end
   end
 end
