@@ -246,9 +246,10 @@ impl RuntimeBuilder {
     /// consumer reads; 503 with `{"ready":false,"reasons":[...]}` otherwise). Off by default;
     /// `STREAMX_HTTP_ADDR` turns it on too (this call wins).
     ///
-    /// Starting it installs the `metrics-exporter-prometheus` recorder as the process's
-    /// global `metrics` recorder, unless the application installed one before: then the
-    /// metrics go to that one and `/metrics` answers 404.
+    /// Starting it installs a recorder built on `metrics-exporter-prometheus` as the
+    /// process's global `metrics` recorder (the application's own metrics are served too),
+    /// unless the application installed one before: then the metrics go to that one and
+    /// `/metrics` answers 404.
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), streamx_runtime::Error> {
@@ -485,7 +486,7 @@ impl Runtime {
         // The endpoint's recorder is installed before any loop builds its metric handles.
         #[cfg(feature = "http")]
         let http = match self.http {
-            Some(addr) => Some((crate::observe::http::bind(addr).await?, crate::observe::http::install_recorder())),
+            Some(addr) => Some((crate::observe::http::bind(addr).await?, crate::observe::recorder::install_recorder())),
             None => None,
         };
         let command = HealingClient::connect(&self.url, ClientRole::Command, self.connect_timeout).await?;

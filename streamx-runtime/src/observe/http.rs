@@ -2,12 +2,11 @@
 //! (200 while the process runs) and `/readyz` (200 when every consumer loop reads; 503 with
 //! `{"ready":false,"reasons":[...]}` otherwise).
 //!
-//! `/metrics` renders the recorder of `metrics-exporter-prometheus`, installed as the global
-//! `metrics` recorder when the endpoint starts, unless the application installed one of its
-//! own first: then its own exporter has the metrics, and `/metrics` answers 404 saying so.
+//! `/metrics` renders the [recorder](super::recorder) installed as the global `metrics`
+//! recorder when the endpoint starts, unless the application installed one of its own
+//! first: then its own exporter has the metrics, and `/metrics` answers 404 saying so.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -15,53 +14,16 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::readiness::Loops;
+use super::recorder::Exporter;
 use crate::error::{Error, Result};
-
-/// Buckets of every `_seconds` histogram: 1 ms to 1 min.
-const SECONDS_BUCKETS: &[f64] =
-    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 /// How often histogram samples are folded in when nobody scrapes (bounds their memory).
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// The Prometheus recorder this process installed, if it could install one.
-static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-/// Installs the Prometheus recorder as the global `metrics` recorder, once per process;
-/// `None` when another recorder was installed first. Called before any consumer loop
-/// builds its metric handles.
-pub(crate) fn install_recorder() -> Option<PrometheusHandle> {
-    PROMETHEUS
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new();
-            let builder = match builder.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS) {
-                Ok(builder) => builder,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot set the histogram buckets; histograms are summaries");
-                    PrometheusBuilder::new()
-                }
-            };
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            match metrics::set_global_recorder(recorder) {
-                Ok(()) => Some(handle),
-                Err(_) => {
-                    tracing::warn!(
-                        "a metrics recorder was installed before the runtime started: streamx records into it, and \
-                         /metrics does not serve them (export them with that recorder's exporter)"
-                    );
-                    None
-                }
-            }
-        })
-        .clone()
-}
 
 /// Parses the endpoint's address.
 pub(crate) fn parse_addr(addr: &str) -> Result<SocketAddr> {
@@ -77,7 +39,7 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 
 #[derive(Clone)]
 struct Endpoint {
-    prometheus: Option<PrometheusHandle>,
+    prometheus: Option<Exporter>,
     loops: Loops,
 }
 
@@ -90,7 +52,7 @@ pub(crate) struct HttpServer {
 
 impl HttpServer {
     /// Serves on `listener` until [`stop`](Self::stop).
-    pub fn start(listener: TcpListener, prometheus: Option<PrometheusHandle>, loops: Loops) -> Result<Self> {
+    pub fn start(listener: TcpListener, prometheus: Option<Exporter>, loops: Loops) -> Result<Self> {
         let addr = listener.local_addr().map_err(|e| Error::Http { addr: "?".to_string(), reason: e.to_string() })?;
         let stop = CancellationToken::new();
         let app = Router::new()
@@ -123,7 +85,7 @@ impl HttpServer {
     }
 }
 
-async fn upkeep(handle: PrometheusHandle, stop: CancellationToken) {
+async fn upkeep(handle: Exporter, stop: CancellationToken) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,

@@ -11,12 +11,16 @@
 
 pub mod names;
 
+#[cfg(feature = "http")]
+pub(crate) mod buckets;
 pub(crate) mod consumer;
 pub(crate) mod gauges;
 #[cfg(feature = "http")]
 pub(crate) mod http;
 pub(crate) mod producer;
 pub(crate) mod readiness;
+#[cfg(feature = "http")]
+pub(crate) mod recorder;
 #[cfg(feature = "opentelemetry")]
 pub mod trace_context;
 
@@ -57,8 +61,8 @@ mod tests {
     fn outcomes_are_counted_under_their_labels() {
         use crate::handler::FailureKind;
 
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
+        let recorder = recorder::StreamxRecorder::new();
+        let handle = recorder.exporter();
         let consumer = metrics::with_local_recorder(&recorder, || {
             assert!(recorder_installed());
             ConsumerMetrics::new("orders", "billing", "charge")
@@ -91,5 +95,31 @@ mod tests {
         assert!(text.contains(&format!("streamx_dead_letters_trimmed_total{{{labels}}} 5")), "{text}");
         assert!(text.contains(&format!("streamx_handler_duration_seconds_count{{{labels}}} 3")), "{text}");
         assert!(text.contains(&format!("streamx_end_to_end_latency_seconds_count{{{labels}}} 2")), "{text}");
+        // Counted into buckets as they were recorded: every run took well under a second.
+        assert!(text.contains(&format!(r#"streamx_handler_duration_seconds_bucket{{{labels},le="1"}} 3"#)), "{text}");
+        assert!(
+            text.contains(&format!(r#"streamx_handler_duration_seconds_bucket{{{labels},le="+Inf"}} 3"#)),
+            "{text}"
+        );
+        assert_eq!(text.matches("# TYPE streamx_handler_duration_seconds histogram").count(), 1, "{text}");
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn the_application_s_own_metrics_are_served_beside_streamx_s() {
+        let recorder = recorder::StreamxRecorder::new();
+        let handle = recorder.exporter();
+        metrics::with_local_recorder(&recorder, || {
+            metrics::histogram!("app_request_seconds").record(0.02);
+            metrics::histogram!("app_size_bytes").record(10.0);
+            metrics::counter!("app_requests_total").increment(4);
+            metrics::histogram!(names::PUBLISH_DURATION, names::LABEL_STREAM => "s").record(0.003);
+        });
+        let text = handle.render();
+        assert!(text.contains(r#"app_request_seconds_bucket{le="0.025"} 1"#), "{text}");
+        assert!(text.contains("# TYPE app_size_bytes summary\napp_size_bytes{quantile=\"0\"} 10"), "{text}");
+        assert!(text.contains("app_requests_total 4"), "{text}");
+        assert!(text.contains(r#"streamx_publish_duration_seconds_bucket{stream="s",le="0.0025"} 0"#), "{text}");
+        assert!(text.contains(r#"streamx_publish_duration_seconds_bucket{stream="s",le="0.005"} 1"#), "{text}");
     }
 }

@@ -1,0 +1,268 @@
+//! Histograms kept as counts per bucket, recorded per thread: what the `/metrics` endpoint
+//! serves for streamx's own `_seconds` histograms.
+//!
+//! The Prometheus exporter keeps every sample (with a timestamp it reads) in a lock-free
+//! list until it folds them into buckets at a scrape or an upkeep: at hundreds of
+//! thousands of messages a second, two samples each, that is a clock read, an epoch pin and
+//! 16 bytes per sample, and tens of MiB held between upkeeps. Here a sample is two atomic
+//! adds on counters its thread owns (no other core writes that cache line), and the memory
+//! is the same at any rate. A scrape adds up the threads' counters.
+
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use metrics::{HistogramFn, Key};
+
+/// Threads record into this many sets of counters (a thread keeps the one it was given).
+const SHARDS: usize = 8;
+
+/// A histogram with fixed upper bounds (`le`), counted per bucket.
+#[derive(Debug)]
+pub(crate) struct BucketHistogram {
+    bounds: &'static [f64],
+    shards: Box<[Shard]>,
+}
+
+/// One thread's counters: one per bound and one above the last, and the sum of the values
+/// (an `f64`'s bits). Aligned so that two shards never share a cache line.
+#[derive(Debug)]
+#[repr(align(128))]
+struct Shard {
+    counts: Box<[AtomicU64]>,
+    sum_bits: AtomicU64,
+}
+
+/// What a histogram holds at one moment: counts per bucket (cumulative, as Prometheus
+/// wants them; the last is `+Inf`, the total), and the sum.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Snapshot {
+    pub cumulative: Vec<u64>,
+    pub sum: f64,
+}
+
+impl Snapshot {
+    /// How many values were recorded.
+    pub fn count(&self) -> u64 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
+}
+
+impl BucketHistogram {
+    /// A histogram with these bounds, in increasing order.
+    pub fn new(bounds: &'static [f64]) -> Self {
+        let shards = (0..SHARDS)
+            .map(|_| Shard {
+                counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+                sum_bits: AtomicU64::new(0f64.to_bits()),
+            })
+            .collect();
+        BucketHistogram { bounds, shards }
+    }
+
+    /// Counts `value` (a NaN or a negative value counts as 0).
+    #[inline]
+    pub fn observe(&self, value: f64) {
+        let value = if value > 0.0 { value } else { 0.0 };
+        let shard = &self.shards[this_thread_shard()];
+        let bucket = self.bounds.partition_point(|&bound| bound < value);
+        shard.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        // Only this thread writes the shard's sum (but for threads beyond SHARDS that share
+        // one): the exchange succeeds at once.
+        let mut current = shard.sum_bits.load(Ordering::Relaxed);
+        loop {
+            let next = (f64::from_bits(current) + value).to_bits();
+            match shard.sum_bits.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// The counts and the sum so far, over every thread.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut per_bucket = vec![0u64; self.bounds.len() + 1];
+        let mut sum = 0.0;
+        for shard in self.shards.iter() {
+            for (total, count) in per_bucket.iter_mut().zip(shard.counts.iter()) {
+                *total += count.load(Ordering::Relaxed);
+            }
+            sum += f64::from_bits(shard.sum_bits.load(Ordering::Relaxed));
+        }
+        let cumulative = per_bucket
+            .iter()
+            .scan(0u64, |running, n| {
+                *running += n;
+                Some(*running)
+            })
+            .collect();
+        Snapshot { cumulative, sum }
+    }
+}
+
+impl HistogramFn for BucketHistogram {
+    fn record(&self, value: f64) {
+        self.observe(value);
+    }
+}
+
+/// The shard of the calling thread: threads take shards in turn as they first record.
+#[inline]
+fn this_thread_shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+    SHARD.with(|shard| match shard.get() {
+        Some(index) => index,
+        None => {
+            let index = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            shard.set(Some(index));
+            index
+        }
+    })
+}
+
+/// The bucketed histograms registered so far, by key (one histogram per key).
+#[derive(Debug, Default)]
+pub(crate) struct BucketHistograms {
+    by_key: Mutex<Vec<(Key, Arc<BucketHistogram>)>>,
+}
+
+impl BucketHistograms {
+    /// The histogram of `key` (made with `bounds` the first time).
+    pub fn get_or_create(&self, key: &Key, bounds: &'static [f64]) -> Arc<BucketHistogram> {
+        let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, histogram)) = by_key.iter().find(|(k, _)| k == key) {
+            return histogram.clone();
+        }
+        let histogram = Arc::new(BucketHistogram::new(bounds));
+        by_key.push((key.clone(), histogram.clone()));
+        histogram
+    }
+
+    /// Appends every histogram in the Prometheus text format: per name a `# TYPE` line, then
+    /// per label set its `_bucket` lines (`le` the bounds, then `+Inf`), `_sum` and `_count`.
+    pub fn render_into(&self, out: &mut String) {
+        let mut by_key: Vec<(Key, Arc<BucketHistogram>)> =
+            self.by_key.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        by_key.sort_by(|(a, _), (b, _)| a.name().cmp(b.name()));
+        let mut last_name: Option<&str> = None;
+        for (key, histogram) in &by_key {
+            let name = key.name();
+            if last_name != Some(name) {
+                if !out.is_empty() && !out.ends_with("\n\n") {
+                    out.push('\n');
+                }
+                let _ = writeln!(out, "# TYPE {name} histogram");
+                last_name = Some(name);
+            }
+            let labels = label_text(key);
+            let sep = if labels.is_empty() { "" } else { "," };
+            let snapshot = histogram.snapshot();
+            let bounds = histogram.bounds.iter().map(f64::to_string).chain(["+Inf".to_string()]);
+            for (le, count) in bounds.zip(&snapshot.cumulative) {
+                let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {count}");
+            }
+            let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+            let _ = writeln!(out, "{name}_sum{braces} {}", snapshot.sum);
+            let _ = writeln!(out, "{name}_count{braces} {}", snapshot.count());
+        }
+    }
+}
+
+/// `k1="v1",k2="v2"` with the values escaped as the text format wants (`\\`, `\"`, `\n`).
+fn label_text(key: &Key) -> String {
+    let mut text = String::new();
+    for (i, label) in key.labels().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(label.key());
+        text.push_str("=\"");
+        for c in label.value().chars() {
+            match c {
+                '\\' => text.push_str("\\\\"),
+                '"' => text.push_str("\\\""),
+                '\n' => text.push_str("\\n"),
+                c => text.push(c),
+            }
+        }
+        text.push('"');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUNDS: &[f64] = &[0.001, 0.01, 0.1];
+
+    #[test]
+    fn values_count_in_the_first_bucket_whose_bound_is_not_below_them() {
+        let histogram = BucketHistogram::new(BOUNDS);
+        for value in [0.0005, 0.001, 0.002, 0.05, 0.1, 7.0, -1.0, f64::NAN] {
+            histogram.observe(value);
+        }
+        let snapshot = histogram.snapshot();
+        // le=0.001: 0.0005, 0.001, -1 and NaN (as 0); le=0.01: + 0.002; le=0.1: + 0.05, 0.1; +Inf: + 7.
+        assert_eq!(snapshot.cumulative, vec![4, 5, 7, 8]);
+        assert_eq!(snapshot.count(), 8);
+        assert!((snapshot.sum - (0.0005 + 0.001 + 0.002 + 0.05 + 0.1 + 7.0)).abs() < 1e-12, "{}", snapshot.sum);
+    }
+
+    #[test]
+    fn threads_recording_at_once_lose_no_value() {
+        let histogram = Arc::new(BucketHistogram::new(BOUNDS));
+        let threads: Vec<_> = (0..SHARDS + 3)
+            .map(|t| {
+                let histogram = histogram.clone();
+                std::thread::spawn(move || {
+                    for i in 0..10_000 {
+                        histogram.observe(if (i + t) % 2 == 0 { 0.005 } else { 0.5 });
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("a recording thread panicked");
+        }
+        let snapshot = histogram.snapshot();
+        let n = (SHARDS as u64 + 3) * 10_000;
+        assert_eq!(snapshot.count(), n);
+        assert_eq!(snapshot.cumulative[0], 0);
+        assert_eq!(snapshot.cumulative[1], n / 2);
+        assert_eq!(snapshot.cumulative[2], n / 2);
+        let expected = n as f64 / 2.0 * (0.005 + 0.5);
+        assert!((snapshot.sum - expected).abs() < 1e-6 * expected, "{} vs {expected}", snapshot.sum);
+    }
+
+    #[test]
+    fn one_key_one_histogram_rendered_in_the_text_format() {
+        let histograms = BucketHistograms::default();
+        let key = Key::from_parts("x_seconds", vec![metrics::Label::new("stream", "a\"b\\c\nd")]);
+        histograms.get_or_create(&key, BOUNDS).observe(0.005);
+        histograms.get_or_create(&key, BOUNDS).observe(0.05);
+        histograms.get_or_create(&Key::from_name("w_seconds"), BOUNDS).observe(1.0);
+        let mut text = String::new();
+        histograms.render_into(&mut text);
+        let expected = "# TYPE w_seconds histogram\n\
+            w_seconds_bucket{le=\"0.001\"} 0\n\
+            w_seconds_bucket{le=\"0.01\"} 0\n\
+            w_seconds_bucket{le=\"0.1\"} 0\n\
+            w_seconds_bucket{le=\"+Inf\"} 1\n\
+            w_seconds_sum 1\n\
+            w_seconds_count 1\n\
+            \n\
+            # TYPE x_seconds histogram\n\
+            x_seconds_bucket{stream=\"a\\\"b\\\\c\\nd\",le=\"0.001\"} 0\n\
+            x_seconds_bucket{stream=\"a\\\"b\\\\c\\nd\",le=\"0.01\"} 1\n\
+            x_seconds_bucket{stream=\"a\\\"b\\\\c\\nd\",le=\"0.1\"} 2\n\
+            x_seconds_bucket{stream=\"a\\\"b\\\\c\\nd\",le=\"+Inf\"} 2\n\
+            x_seconds_sum{stream=\"a\\\"b\\\\c\\nd\"} 0.055\n\
+            x_seconds_count{stream=\"a\\\"b\\\\c\\nd\"} 2\n";
+        assert_eq!(text, expected);
+    }
+}
