@@ -95,7 +95,7 @@ use proc_macro::TokenStream;
 /// | `name` | registration name, used in logs and to detect duplicates | `module_path!()::fn_name` | `Registration::new(name, ..)` |
 /// | `concurrency` | handlers running at once, integer `>= 1` | `1` | `.concurrency(n)` |
 /// | `batch_size` | entries fetched per round of `XREADGROUP`s (shared by the readers), integer `>= 1` | chosen by the runtime | `.batch_size(n)` |
-/// | `readers` | read loops, each on a connection of its own, integer `>= 1` (at most `concurrency`) | 1 below concurrency 8, 4 from 8, 8 from 32 | `.readers(n)` |
+/// | `readers` | read loops, each on a connection of its own, integer `>= 1` (at most `concurrency`) | 1 below concurrency 8, 8 from 8 | `.readers(n)` |
 /// | `block` | how long one `XREADGROUP` blocks, duration `> 0` | `"2s"` | `.block(Duration)` |
 /// | `start` | where a newly created group starts: `"begin"`, `"new"` or an entry id such as `"1700000000000-0"` | `"begin"` | `.start(StartFrom::..)` |
 /// | `max_retries` | retries after a failure before dead-lettering, integer `>= 0` | `3` | `.max_retries(n)` |

@@ -28,7 +28,7 @@ pub struct ConsumerOptions {
     pub batch_size: Option<usize>,
     /// How many read loops fetch new entries, each on a connection and a task of its own,
     /// sharing the batch, the permits and the byte budget. Default: 1 below concurrency 8
-    /// (entries then start in stream order), 4 from 8, 8 from 32. One loop dispatches at
+    /// (entries then start in stream order), 8 from 8. One loop dispatches at
     /// most one core's worth of quick handlers, and several keep Redis busy while each
     /// dispatches what it read.
     pub readers: Option<usize>,
@@ -86,11 +86,7 @@ impl ConsumerOptions {
 
     /// The number of read loops in effect: at least 1, at most the concurrency.
     pub fn effective_readers(&self) -> usize {
-        let default = match self.concurrency {
-            0..8 => 1,
-            8..32 => 4,
-            _ => 8,
-        };
+        let default = if self.concurrency < 8 { 1 } else { 8 };
         self.readers.unwrap_or(default).clamp(1, self.concurrency.max(1))
     }
 }
@@ -121,7 +117,7 @@ macro_rules! option_setters {
             self
         }
         /// Sets how many read loops fetch new entries, each on a connection of its own
-        /// (default 1 below concurrency 8, 4 from 8, 8 from 32; at most the concurrency).
+        /// (default 1 below concurrency 8, 8 from 8; at most the concurrency).
         pub $($constness)? fn readers(mut self, n: usize) -> Self {
             self.options.readers = ::std::option::Option::Some(n);
             self
