@@ -9,6 +9,7 @@
 //! is the same at any rate. A scrape adds up the threads' counters.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -127,38 +128,37 @@ fn this_thread_shard() -> usize {
 /// The bucketed histograms registered so far, by key (one histogram per key).
 #[derive(Debug, Default)]
 pub(crate) struct BucketHistograms {
-    by_key: Mutex<Vec<(Key, Arc<BucketHistogram>)>>,
+    by_key: Mutex<HashMap<Key, Arc<BucketHistogram>>>,
 }
 
 impl BucketHistograms {
     /// The histogram of `key` (made with `bounds` the first time).
     pub fn get_or_create(&self, key: &Key, bounds: &'static [f64]) -> Arc<BucketHistogram> {
         let mut by_key = self.by_key.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, histogram)) = by_key.iter().find(|(k, _)| k == key) {
-            return histogram.clone();
-        }
-        let histogram = Arc::new(BucketHistogram::new(bounds));
-        by_key.push((key.clone(), histogram.clone()));
-        histogram
+        by_key.entry(key.clone()).or_insert_with(|| Arc::new(BucketHistogram::new(bounds))).clone()
     }
 
     /// Appends every histogram in the Prometheus text format: per name a `# TYPE` line, then
     /// per label set its `_bucket` lines (`le` the bounds, then `+Inf`), `_sum` and `_count`.
     pub fn render_into(&self, out: &mut String) {
-        let mut by_key: Vec<(Key, Arc<BucketHistogram>)> =
-            self.by_key.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        by_key.sort_by(|(a, _), (b, _)| a.name().cmp(b.name()));
+        // By name, then by labels: one `# TYPE` line per name, the same order every scrape.
+        let mut rows: Vec<(String, String, Arc<BucketHistogram>)> = self
+            .by_key
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(key, histogram)| (key.name().to_string(), label_text(key), histogram.clone()))
+            .collect();
+        rows.sort_by(|(name_a, labels_a, _), (name_b, labels_b, _)| (name_a, labels_a).cmp(&(name_b, labels_b)));
         let mut last_name: Option<&str> = None;
-        for (key, histogram) in &by_key {
-            let name = key.name();
-            if last_name != Some(name) {
+        for (name, labels, histogram) in &rows {
+            if last_name != Some(name.as_str()) {
                 if !out.is_empty() && !out.ends_with("\n\n") {
                     out.push('\n');
                 }
                 let _ = writeln!(out, "# TYPE {name} histogram");
-                last_name = Some(name);
+                last_name = Some(name.as_str());
             }
-            let labels = label_text(key);
             let sep = if labels.is_empty() { "" } else { "," };
             let snapshot = histogram.snapshot();
             let bounds = histogram.bounds.iter().map(f64::to_string).chain(["+Inf".to_string()]);
@@ -264,5 +264,22 @@ mod tests {
             x_seconds_sum{stream=\"a\\\"b\\\\c\\nd\"} 0.055\n\
             x_seconds_count{stream=\"a\\\"b\\\\c\\nd\"} 2\n";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn label_sets_of_one_name_share_its_type_line_in_a_stable_order() {
+        let histograms = BucketHistograms::default();
+        for stream in ["b", "a", "c"] {
+            let key = Key::from_parts("y_seconds", vec![metrics::Label::new("stream", stream)]);
+            histograms.get_or_create(&key, BOUNDS).observe(0.5);
+        }
+        let mut text = String::new();
+        histograms.render_into(&mut text);
+        assert_eq!(text.matches("# TYPE y_seconds histogram").count(), 1, "{text}");
+        let counts: Vec<&str> = text.lines().filter(|line| line.starts_with("y_seconds_count")).collect();
+        assert_eq!(
+            counts,
+            ["y_seconds_count{stream=\"a\"} 1", "y_seconds_count{stream=\"b\"} 1", "y_seconds_count{stream=\"c\"} 1"]
+        );
     }
 }
