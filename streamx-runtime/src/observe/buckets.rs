@@ -19,6 +19,9 @@ use metrics::{HistogramFn, Key};
 /// Threads record into this many sets of counters (a thread keeps the one it was given).
 const SHARDS: usize = 8;
 
+/// The most bounds a histogram has (streamx's have 15): a shard's counters are inline.
+pub(crate) const MAX_BOUNDS: usize = 23;
+
 /// A histogram with fixed upper bounds (`le`), counted per bucket.
 #[derive(Debug)]
 pub(crate) struct BucketHistogram {
@@ -26,12 +29,13 @@ pub(crate) struct BucketHistogram {
     shards: Box<[Shard]>,
 }
 
-/// One thread's counters: one per bound and one above the last, and the sum of the values
-/// (an `f64`'s bits). Aligned so that two shards never share a cache line.
+/// One thread's counters: one per bound and one above the last (the first `bounds + 1` are
+/// used), and the sum of the values (an `f64`'s bits). Inline and aligned, so that two
+/// shards never share a cache line.
 #[derive(Debug)]
 #[repr(align(128))]
 struct Shard {
-    counts: Box<[AtomicU64]>,
+    counts: [AtomicU64; MAX_BOUNDS + 1],
     sum_bits: AtomicU64,
 }
 
@@ -51,11 +55,12 @@ impl Snapshot {
 }
 
 impl BucketHistogram {
-    /// A histogram with these bounds, in increasing order.
+    /// A histogram with these bounds, in increasing order (the first [`MAX_BOUNDS`] of them).
     pub fn new(bounds: &'static [f64]) -> Self {
+        let bounds = &bounds[..bounds.len().min(MAX_BOUNDS)];
         let shards = (0..SHARDS)
             .map(|_| Shard {
-                counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+                counts: std::array::from_fn(|_| AtomicU64::new(0)),
                 sum_bits: AtomicU64::new(0f64.to_bits()),
             })
             .collect();
@@ -281,5 +286,25 @@ mod tests {
             counts,
             ["y_seconds_count{stream=\"a\"} 1", "y_seconds_count{stream=\"b\"} 1", "y_seconds_count{stream=\"c\"} 1"]
         );
+    }
+
+    #[test]
+    fn bounds_past_the_most_a_shard_holds_are_left_out() {
+        static MANY: [f64; 30] = {
+            let mut bounds = [0.0; 30];
+            let mut i = 0;
+            while i < 30 {
+                bounds[i] = (i + 1) as f64;
+                i += 1;
+            }
+            bounds
+        };
+        let histogram = BucketHistogram::new(&MANY);
+        histogram.observe(MAX_BOUNDS as f64);
+        histogram.observe(29.0);
+        let snapshot = histogram.snapshot();
+        assert_eq!(snapshot.cumulative.len(), MAX_BOUNDS + 1);
+        assert_eq!(snapshot.cumulative[MAX_BOUNDS - 1], 1, "{MAX_BOUNDS} is counted at its own bound");
+        assert_eq!(snapshot.count(), 2, "29 is counted above the last bound kept");
     }
 }

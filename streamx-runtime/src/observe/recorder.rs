@@ -13,6 +13,7 @@ use super::buckets::BucketHistograms;
 /// Buckets of every `_seconds` histogram: 1 ms to 1 min.
 pub(crate) const SECONDS_BUCKETS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const _: () = assert!(SECONDS_BUCKETS.len() <= super::buckets::MAX_BOUNDS);
 
 /// The recorder: Prometheus's, with streamx's duration histograms bucketed by streamx.
 pub(crate) struct StreamxRecorder {
