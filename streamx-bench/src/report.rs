@@ -22,13 +22,29 @@ pub struct Throughput {
     /// msg/s of every run, in order.
     pub streamx_runs: Vec<f64>,
     pub raw_runs: Vec<f64>,
+    /// The median of the ratios of runs made one after the other (streamx's run `i` against
+    /// raw's run `i`), which the machine's load moves less than the ratio of the bests: both
+    /// runs of a pair see about the same load. `None` unless both sides ran as often.
+    pub paired_median: Option<f64>,
 }
 
 impl Throughput {
     pub fn new(streamx_runs: Vec<f64>, raw_runs: Vec<f64>) -> Self {
         let (streamx, raw) = (best(&streamx_runs), best(&raw_runs));
-        Throughput { streamx, raw, ratio: streamx / raw, streamx_runs, raw_runs }
+        let paired_median = paired_median(&streamx_runs, &raw_runs);
+        Throughput { streamx, raw, ratio: streamx / raw, streamx_runs, raw_runs, paired_median }
     }
+}
+
+/// The median of `a[i] / b[i]` (see [`Throughput::paired_median`]).
+fn paired_median(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() != b.len() || a.is_empty() {
+        return None;
+    }
+    let mut ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| x / y).collect();
+    ratios.sort_by(f64::total_cmp);
+    let mid = ratios.len() / 2;
+    Some(if ratios.len() % 2 == 1 { ratios[mid] } else { (ratios[mid - 1] + ratios[mid]) / 2.0 })
 }
 
 pub fn best(runs: &[f64]) -> f64 {
@@ -280,6 +296,7 @@ impl Results {
             let t = &p.throughput;
             let name = format!("produce (msg/s; raw {})", p.raw_design);
             table_row(&mut out, name, count(t.streamx), count(t.raw), format!("{:.2}", t.ratio));
+            paired_row(&mut out, "  produce", t);
             cost_rows(&mut out, "  produce", &p.streamx_cost, &p.raw_cost);
         }
         for c in &self.consume {
@@ -288,6 +305,7 @@ impl Results {
                 if c.raw_readers == 1 { "1 reader".to_string() } else { format!("{} readers", c.raw_readers) };
             let name = format!("consume c={} (msg/s; raw {readers})", c.concurrency);
             table_row(&mut out, name, count(t.streamx), count(t.raw), format!("{:.2}", t.ratio));
+            paired_row(&mut out, &format!("  c={}", c.concurrency), t);
             cost_rows(&mut out, &format!("  c={}", c.concurrency), &c.streamx_cost, &c.raw_cost);
         }
         let mut row = |name: String, sx: String, raw: String, ratio: String| table_row(&mut out, name, sx, raw, ratio);
@@ -470,6 +488,14 @@ fn table_row(out: &mut String, name: String, sx: String, raw: String, ratio: Str
     let _ = writeln!(out, "{name:<44} {sx:>14} {raw:>14} {ratio:>12}");
 }
 
+/// The row of a throughput's paired median, when there is one.
+fn paired_row(out: &mut String, name: &str, t: &Throughput) {
+    if let Some(median) = t.paired_median {
+        let runs = format!("{} pairs", t.streamx_runs.len());
+        table_row(out, format!("{name} median of paired runs"), runs, String::new(), format!("{median:.2}"));
+    }
+}
+
 /// The client and Redis CPU rows of one measurement.
 fn cost_rows(out: &mut String, name: &str, x: &Option<CostSummary>, r: &Option<CostSummary>) {
     let (Some(x), Some(r)) = (x, r) else { return };
@@ -566,4 +592,18 @@ pub fn count(v: f64) -> String {
         out.push(ch);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_median_pairs_runs_by_their_order() {
+        // Pairs 0.5, 2.0, 0.9: the median is 0.9, not best/best (400 / 200 = 2.0).
+        assert_eq!(paired_median(&[100.0, 400.0, 90.0], &[200.0, 200.0, 100.0]), Some(0.9));
+        assert_eq!(paired_median(&[1.0, 3.0], &[2.0, 2.0]), Some(1.0), "even: the mean of the middle two");
+        assert_eq!(paired_median(&[1.0], &[1.0, 2.0]), None, "sides that ran unequally are not paired");
+        assert_eq!(paired_median(&[], &[]), None);
+    }
 }
