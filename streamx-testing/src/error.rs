@@ -70,6 +70,19 @@ pub enum TestingError {
         source: io::Error,
     },
 
+    /// A server with TLS was asked for, and the binary was built without TLS support
+    /// (Valkey's and Redis's source builds leave it out unless asked; Debian's `redis-server`
+    /// has it).
+    #[error(
+        "`{}` was built without TLS support: install a build with it (Debian/Ubuntu: \
+         `apt-get install redis-server`) or set STREAMX_REDIS_SERVER to one",
+        binary.display()
+    )]
+    TlsUnsupported {
+        /// The server binary.
+        binary: PathBuf,
+    },
+
     /// The server process exited before it answered `PING`.
     #[error("redis-server on port {port} exited during startup ({status}); log tail:\n{log_tail}")]
     Exited {

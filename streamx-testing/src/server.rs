@@ -143,6 +143,7 @@ impl RedisServerBuilder {
     /// # Errors
     ///
     /// [`TestingError::RedisServerNotFound`] if the binary is missing;
+    /// [`TestingError::TlsUnsupported`] if TLS was asked for and the binary has none;
     /// [`TestingError::Exited`] or [`TestingError::NotReady`] (with the log tail) if the
     /// server does not come up; [`TestingError::Setup`] if the temporary directory or a
     /// free port cannot be had.
@@ -184,6 +185,9 @@ impl RedisServerBuilder {
             match server.launch() {
                 Ok(()) => return Ok(server),
                 Err(err) if attempt < attempts && is_addr_in_use(&err) => attempt += 1,
+                Err(err) if server.tls.is_some() && is_tls_unsupported(&err) => {
+                    return Err(TestingError::TlsUnsupported { binary: server.binary.clone() })
+                }
                 Err(err) => return Err(err),
             }
         }
@@ -524,6 +528,14 @@ fn free_port(cluster_bus: bool) -> Result<u16, TestingError> {
     })
 }
 
+/// Whether a start with TLS failed because the binary has no TLS: Redis 7.2+ and Valkey
+/// log "Failed finding TLS support."; older builds refuse the `tls-port` option.
+fn is_tls_unsupported(err: &TestingError) -> bool {
+    matches!(err, TestingError::Exited { log_tail, .. }
+        if log_tail.contains("Failed finding TLS support")
+            || (log_tail.contains("tls-port") && (log_tail.contains("Bad directive") || log_tail.contains("nrecognized"))))
+}
+
 /// Whether a start failed because the port (or the cluster bus port) was taken.
 fn is_addr_in_use(err: &TestingError) -> bool {
     matches!(err, TestingError::Exited { log_tail, .. } if log_tail.contains("Address already in use"))
@@ -558,6 +570,24 @@ fn log_tail(path: &Path, from: u64) -> String {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+
+    #[test]
+    fn a_binary_without_tls_is_told_from_other_start_failures() {
+        let exited = |log_tail: &str| TestingError::Exited {
+            port: 1,
+            status: "exit status: 1".into(),
+            log_tail: log_tail.into(),
+        };
+        let valkey = "# Missing implement of connection type tls\n# Failed finding TLS support.\n";
+        assert!(is_tls_unsupported(&exited(valkey)));
+        let old =
+            "*** FATAL CONFIG FILE ERROR ***\n>>> 'tls-port \"6380\"'\nBad directive or wrong number of arguments\n";
+        assert!(is_tls_unsupported(&exited(old)));
+        assert!(!is_tls_unsupported(&exited(
+            "# Could not create server TCP listening socket *:6379: bind: Address already in use"
+        )));
+        assert!(!is_tls_unsupported(&exited("# Failed to configure TLS. Check logs for more info.")));
+    }
     use super::*;
 
     fn text(server: &RedisServer, args: &[&str]) -> Option<String> {

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{redis_cli, spawn_worker, start_error, wait_exit, wait_until, Job};
+use common::{redis_cli, spawn_worker, start_error, tls_or_skip, wait_exit, wait_until, Job};
 use streamx::testing::RedisServer;
 use streamx::{Consumer, DeadLetters, Error, HandlerError, Inspector, Message, MessageId, Producer, Runtime};
 
@@ -49,8 +49,9 @@ const ORDERS_PASSWORD: &str = "correct-horse-battery";
 
 type Seen = Arc<Mutex<Vec<MessageId>>>;
 
-fn tls_server() -> RedisServer {
-    RedisServer::builder().tls(true).start().unwrap_or_else(|e| panic!("cannot start redis-server with TLS: {e}"))
+/// A server with TLS, or `None` where the binary has none (see [`tls_or_skip`]).
+fn tls_server() -> Option<RedisServer> {
+    tls_or_skip(RedisServer::builder().tls(true).start())
 }
 
 /// A consumer that records every id it handles; the job with `n == fail_n` fails for good.
@@ -97,7 +98,7 @@ fn acl_denials(server: &RedisServer) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_custom_ca_publishes_and_consumes() {
-    let server = tls_server();
+    let Some(server) = tls_server() else { return };
     let files = server.tls_files().unwrap();
     let (consumer, seen) = recorder("orders", None);
     let runtime = Runtime::builder()
@@ -129,7 +130,9 @@ async fn tls_with_a_custom_ca_publishes_and_consumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ca_can_be_given_as_pem_and_a_client_certificate_when_required() {
-    let server = RedisServer::builder().tls(true).arg("tls-auth-clients", "yes").start().unwrap();
+    let Some(server) = tls_or_skip(RedisServer::builder().tls(true).arg("tls-auth-clients", "yes").start()) else {
+        return;
+    };
     let files = server.tls_files().unwrap();
     let ca_pem = files.ca_pem().unwrap();
     let builder = || {
@@ -168,8 +171,8 @@ async fn the_ca_can_be_given_as_pem_and_a_client_certificate_when_required() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_is_rejected_at_once_with_a_hint() {
-    let server = tls_server();
-    let other = tls_server();
+    let Some(server) = tls_server() else { return };
+    let Some(other) = tls_server() else { return };
     let start = |ca: Option<std::path::PathBuf>| {
         let mut builder = Runtime::builder()
             .redis_url(server.tls_url().unwrap())
@@ -200,7 +203,7 @@ async fn an_untrusted_certificate_is_rejected_at_once_with_a_hint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_and_tls_mixed_up_fail_clearly_without_hanging() {
-    let server = tls_server();
+    let Some(server) = tls_server() else { return };
     let ca = server.tls_files().unwrap().ca_cert.clone();
     let start = |url: String| {
         let ca = ca.clone();
@@ -247,7 +250,7 @@ async fn plain_and_tls_mixed_up_fail_clearly_without_hanging() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_process_takes_the_ca_from_the_environment() {
-    let server = tls_server();
+    let Some(server) = tls_server() else { return };
     let ca = server.tls_files().unwrap().ca_cert.to_str().unwrap().to_string();
     let tls_url = server.tls_url().unwrap();
 
@@ -440,15 +443,15 @@ async fn a_wrong_password_fails_at_once_and_is_never_shown() {
 async fn rediss_cluster_urls_use_tls_with_the_custom_ca_too() {
     // A one-node cluster that speaks TLS to clients and on its bus.
     let bus_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let server = RedisServer::builder()
+    let started = RedisServer::builder()
         .tls(true)
         .arg("cluster-enabled", "yes")
         .arg("tls-cluster", "yes")
         .arg("cluster-port", bus_port.to_string())
         // Alone, a node does not know its own address; CLUSTER SLOTS would give "".
         .arg("cluster-announce-ip", "127.0.0.1")
-        .start()
-        .unwrap();
+        .start();
+    let Some(server) = tls_or_skip(started) else { return };
     assert_eq!(redis_cli(&server, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]).unwrap().trim(), "OK");
     wait_until(Duration::from_secs(10), "cluster_state:ok", || async {
         redis_cli(&server, &["CLUSTER", "INFO"]).unwrap().contains("cluster_state:ok")

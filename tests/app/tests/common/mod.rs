@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use streamx::testing::RedisServer;
+use streamx::testing::{RedisServer, TestingError};
 // Each test binary uses some of these, as of the helpers below.
 #[allow(unused_imports)]
 pub use streamx::testing::{on_both_topologies, redis_cli, wait_until, TestRedis, Topology};
@@ -51,6 +51,24 @@ pub struct Handled {
 
 pub fn start_server() -> RedisServer {
     RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis-server: {e}"))
+}
+
+/// Set to make a TLS test fail instead of skip where the server binary has no TLS (CI sets
+/// it: Debian's redis-server has TLS).
+pub const REQUIRE_TLS_ENV: &str = "STREAMX_REQUIRE_TLS";
+
+/// The server a TLS test `started`; `None`, with a notice, when the binary was built without
+/// TLS (a Valkey or Redis source build) and `STREAMX_REQUIRE_TLS` is unset: the test then
+/// has nothing to test and returns.
+pub fn tls_or_skip(started: Result<RedisServer, TestingError>) -> Option<RedisServer> {
+    match started {
+        Ok(server) => Some(server),
+        Err(e @ TestingError::TlsUnsupported { .. }) if std::env::var_os(REQUIRE_TLS_ENV).is_none() => {
+            eprintln!("SKIPPED, set {REQUIRE_TLS_ENV} to fail instead: {e}");
+            None
+        }
+        Err(e) => panic!("cannot start redis-server with TLS: {e}"),
+    }
 }
 
 /// Starts a runtime running only `consumers` (none from the registry) against `url`.
