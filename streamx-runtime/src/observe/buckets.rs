@@ -4,9 +4,10 @@
 //! The Prometheus exporter keeps every sample (with a timestamp it reads) in a lock-free
 //! list until it folds them into buckets at a scrape or an upkeep: at hundreds of
 //! thousands of messages a second, two samples each, that is a clock read, an epoch pin and
-//! 16 bytes per sample, and tens of MiB held between upkeeps. Here a sample is two atomic
-//! adds on counters its thread owns (no other core writes that cache line), and the memory
-//! is the same at any rate. A scrape adds up the threads' counters.
+//! 16 bytes per sample, and tens of MiB held between upkeeps. Here a sample adds to two
+//! counters its thread owns (plain loads and stores: no other thread writes them, nor
+//! their cache lines), and the memory is the same at any rate. A scrape adds up the
+//! threads' counters.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -16,7 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::{HistogramFn, Key};
 
-/// Threads record into this many sets of counters (a thread keeps the one it was given).
+/// Threads record into this many sets of counters: the first `SHARDS - 1` threads that
+/// record get one each, which only they write; later threads share the last.
 const SHARDS: usize = 8;
 
 /// The most bounds a histogram has (streamx's have 15): a shard's counters are inline.
@@ -71,18 +73,19 @@ impl BucketHistogram {
     #[inline]
     pub fn observe(&self, value: f64) {
         let value = if value > 0.0 { value } else { 0.0 };
-        let shard = &self.shards[this_thread_shard()];
+        let index = this_thread_shard();
+        let shard = &self.shards[index];
         let bucket = self.bounds.partition_point(|&bound| bound < value);
-        shard.counts[bucket].fetch_add(1, Ordering::Relaxed);
-        // Only this thread writes the shard's sum (but for threads beyond SHARDS that share
-        // one): the exchange succeeds at once.
-        let mut current = shard.sum_bits.load(Ordering::Relaxed);
-        loop {
-            let next = (f64::from_bits(current) + value).to_bits();
-            match shard.sum_bits.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(seen) => current = seen,
-            }
+        let add = |sum: u64| (f64::from_bits(sum) + value).to_bits();
+        if index < SHARDS - 1 {
+            // This thread is the shard's only writer: a plain load and store each (no locked
+            // instruction); a scrape reading meanwhile sees the old value or the new one.
+            let count = &shard.counts[bucket];
+            count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            shard.sum_bits.store(add(shard.sum_bits.load(Ordering::Relaxed)), Ordering::Relaxed);
+        } else {
+            shard.counts[bucket].fetch_add(1, Ordering::Relaxed);
+            let _ = shard.sum_bits.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |sum| Some(add(sum)));
         }
     }
 
@@ -113,7 +116,9 @@ impl HistogramFn for BucketHistogram {
     }
 }
 
-/// The shard of the calling thread: threads take shards in turn as they first record.
+/// The shard of the calling thread, the same in every histogram: the first `SHARDS - 1`
+/// threads that record take one each, in turn, for themselves; every later thread gets the
+/// last, shared one.
 #[inline]
 fn this_thread_shard() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -123,7 +128,7 @@ fn this_thread_shard() -> usize {
     SHARD.with(|shard| match shard.get() {
         Some(index) => index,
         None => {
-            let index = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+            let index = NEXT.fetch_add(1, Ordering::Relaxed).min(SHARDS - 1);
             shard.set(Some(index));
             index
         }
