@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use metrics::{HistogramFn, Key};
+use metrics_exporter_prometheus::formatting::{sanitize_label_key, sanitize_label_value};
 
 /// Threads record into this many sets of counters: the first `SHARDS - 1` threads that
 /// record get one each, which only they write; later threads share the last.
@@ -182,26 +183,14 @@ impl BucketHistograms {
     }
 }
 
-/// `k1="v1",k2="v2"` with the values escaped as the text format wants (`\\`, `\"`, `\n`).
+/// `k1="v1",k2="v2"`, escaped by the exporter's own functions, so a label reads the same
+/// here as in the families the exporter renders (the counters of the same consumer).
 fn label_text(key: &Key) -> String {
-    let mut text = String::new();
-    for (i, label) in key.labels().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(label.key());
-        text.push_str("=\"");
-        for c in label.value().chars() {
-            match c {
-                '\\' => text.push_str("\\\\"),
-                '"' => text.push_str("\\\""),
-                '\n' => text.push_str("\\n"),
-                c => text.push(c),
-            }
-        }
-        text.push('"');
-    }
-    text
+    let labels: Vec<String> = key
+        .labels()
+        .map(|label| format!("{}=\"{}\"", sanitize_label_key(label.key()), sanitize_label_value(label.value())))
+        .collect();
+    labels.join(",")
 }
 
 #[cfg(test)]
