@@ -57,6 +57,19 @@ pub fn takeover_marks(stream: &str, group: &str) -> String {
     derived_key(stream, &format!("takeovers:{group}"))
 }
 
+/// The members' liveness deadlines of `group` on `stream`: a sorted set of member names,
+/// each scored by the time (Unix ms, Redis clock) until which that member promised to be
+/// alive: the member's own `claim_idle` after its last heartbeat.
+pub fn member_deadlines(stream: &str, group: &str) -> String {
+    derived_key(stream, &format!("members:{group}"))
+}
+
+/// The ids of `group` on `stream` that a member claimed to run alone as crash suspects: if
+/// that member stops while holding one, its run is counted (see the worker's take-over).
+pub fn isolated_marks(stream: &str, group: &str) -> String {
+    derived_key(stream, &format!("isolated:{group}"))
+}
+
 /// Number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: u16 = 16384;
 
