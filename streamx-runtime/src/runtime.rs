@@ -224,8 +224,9 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Consumers of a group that own nothing and were idle this long are deleted from the
-    /// group (default 1 h).
+    /// Members of a group that own nothing, were idle this long and whose heartbeat deadline
+    /// has passed are deleted from the group (default 1 h). It must be at least every
+    /// consumer's `claim_idle` (checked by `build`).
     pub fn consumer_cleanup_after(mut self, idle: Duration) -> Self {
         self.cleanup_idle = idle;
         self
@@ -328,7 +329,7 @@ impl RuntimeBuilder {
                 });
             }
             seen.insert(c.name().to_string(), i);
-            validate(c, &url)?;
+            validate(c, &url, self.cleanup_idle)?;
         }
         if let Some(only) = &self.only {
             for name in only {
@@ -373,7 +374,7 @@ fn http_addr(configured: Option<String>) -> Result<Option<SocketAddr>> {
     }
 }
 
-fn validate(c: &Consumer, url: &RedisUrl) -> Result<()> {
+fn validate(c: &Consumer, url: &RedisUrl, cleanup_idle: Duration) -> Result<()> {
     let invalid = |reason: String| Err(Error::InvalidConsumer { consumer: c.name().to_string(), reason });
     let o = &c.options;
     if c.stream().is_empty() {
@@ -396,6 +397,15 @@ fn validate(c: &Consumer, url: &RedisUrl) -> Result<()> {
     }
     if o.claim_idle < Duration::from_millis(100) {
         return invalid("claim_idle must be at least 100ms".into());
+    }
+    if cleanup_idle < o.claim_idle {
+        // A clean-up that came sooner would judge members by less than the time they were
+        // promised to stay silent.
+        return invalid(format!(
+            "claim_idle ({:?}) must not exceed the runtime's consumer_cleanup_after ({cleanup_idle:?}): \
+             raise consumer_cleanup_after or lower claim_idle",
+            o.claim_idle
+        ));
     }
     if c.is_batch() && o.max_batch == 0 {
         return invalid("max_batch must be at least 1".into());

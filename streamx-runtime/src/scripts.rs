@@ -53,10 +53,11 @@ end
 
 /// `claim_by_count(stream, group, consumer, by_count)`: gives the entries of `by_count` (a
 /// table from a delivery count to the ids to set it on) to `consumer`, in one
-/// `XCLAIM ... JUSTID RETRYCOUNT n` per count and 1,000 ids: the count is set, not
-/// incremented, so a re-sent script cannot count twice, and one XCLAIM of many ids costs
-/// Redis half what one per id does (Lua's `unpack` takes at most ~8,000 values, hence the
-/// pages). Returns every id given. The caller checked ownership and existence first.
+/// `XCLAIM ... JUSTID RETRYCOUNT n` per count and page of 1,000 ids: the count is
+/// set, not incremented, so a re-sent script cannot count twice, and one XCLAIM of many ids
+/// costs Redis half what one per id does. Returns the ids XCLAIM answered with: an id whose
+/// entry was deleted from the stream is not claimed but dropped from the PEL by XCLAIM
+/// (Redis 7.0+), so a caller that did not check existence first learns of it here.
 pub(crate) const CLAIM_BY_COUNT: &str = r#"
 local function claim_by_count(stream, group, consumer, by_count)
   local all = {}
@@ -64,15 +65,26 @@ local function claim_by_count(stream, group, consumer, by_count)
     for from = 1, #ids, 1000 do
       -- (`unpack` must come last in an argument list, or Lua keeps only its first value.)
       local args = {'XCLAIM', stream, group, consumer, 0}
-      for i = from, math.min(from + 999, #ids) do
-        table.insert(args, ids[i])
-        table.insert(all, ids[i])
-      end
+      for i = from, math.min(from + 999, #ids) do table.insert(args, ids[i]) end
       table.insert(args, 'JUSTID'); table.insert(args, 'RETRYCOUNT'); table.insert(args, n)
-      redis.call(unpack(args))
+      for _, id in ipairs(redis.call(unpack(args))) do table.insert(all, id) end
     end
   end
   return all
+end
+"#;
+
+/// `paged(command, key, values)`: `command key v1 v2 ...` over `values` in pages of 1,000
+/// (Lua's `unpack` takes at most ~8,000 values: every list a script builds from Redis state
+/// or from its arguments goes through here). `values` of `ZADD` are score/member pairs: a
+/// page of 1,000 never splits one.
+pub(crate) const PAGED: &str = r#"
+local function paged(command, key, values)
+  for from = 1, #values, 1000 do
+    local args = {command, key}
+    for i = from, math.min(from + 999, #values) do table.insert(args, values[i]) end
+    redis.call(unpack(args))
+  end
 end
 "#;
 

@@ -99,7 +99,9 @@ fn add(batch: &mut Vec<MessageId>, acks: Acks) {
 /// backoff; once the loop is stopping, a few more attempts, after which the entries stay
 /// pending and are handed back by the drain (redelivered: at-least-once).
 async fn send(shared: Arc<Shared>, ids: Vec<MessageId>, mut via: Option<Client>) {
-    let marked: Vec<String> = shared.taken_over_among(&ids).iter().map(MessageId::to_string).collect();
+    // A settled entry's take-over mark and its isolation mark (see `super::takeover`).
+    let marked: Vec<String> =
+        shared.taken_over_among(&ids).iter().flat_map(|id| [id.to_string(), format!("i:{id}")]).collect();
     let mut delay = RetryDelay::new();
     let mut last_attempts = 0;
     loop {

@@ -109,6 +109,19 @@ impl ByteBudget {
         super::notified::wait_for(&self.freed, stop, || self.room_for(batch)).await
     }
 
+    /// The most entry bytes a claim script may bring back for the room `reserved` for it (see
+    /// [`room_for`](Self::room_for)): what was reserved once the average entry size is
+    /// known, before that the room left. The scripts count the entries' field bytes against
+    /// it and always take at least one entry, so one larger than the whole budget still goes
+    /// through, alone, as a read's would.
+    pub fn claim_bytes(&self, reserved: &Charge) -> usize {
+        if reserved.bytes > 0 {
+            reserved.bytes
+        } else {
+            self.limit.saturating_sub(self.used())
+        }
+    }
+
     /// Charges fetched entries; the returned guard releases what is left in it when dropped.
     pub fn charge<'a>(self: &Arc<Self>, entries: impl IntoIterator<Item = &'a RawEntry>) -> Charge {
         let (count, bytes) = entries.into_iter().fold((0, 0), |(n, b), e| (n + 1, b + charged_size(e)));

@@ -35,6 +35,15 @@ pub(crate) struct Claimed {
 }
 
 impl Claimed {
+    /// Parses a script's `{[[id, fields, count, suspect], ...], more}`: the entries, and
+    /// whether the script left work for another call at once (it stopped at a cap).
+    pub fn parse_with_more(reply: Value) -> (Vec<Claimed>, bool) {
+        let mut parts = reply.into_array().into_iter();
+        let claimed = parts.next().map(Claimed::parse_all).unwrap_or_default();
+        let more = parts.next().and_then(|v| v.as_u64()).unwrap_or(0) == 1;
+        (claimed, more)
+    }
+
     /// Parses a script's `[[id, fields, count, suspect], ...]`.
     pub fn parse_all(reply: Value) -> Vec<Claimed> {
         if reply.is_null() {
@@ -431,7 +440,7 @@ async fn settle(
 /// fails, tries again with backoff (after giving up the permit); the entry stays this
 /// consumer's meanwhile, and is handed back at shutdown.
 async fn schedule_retry(shared: &Shared, id: MessageId, delay: Duration, permit: OwnedSemaphorePermit) {
-    let parking = [Parking { id, delay, count: None }];
+    let parking = [Parking { id, delay, unstarted: false }];
     let mut permit = Some(permit);
     let mut backoff = RetryDelay::new();
     loop {

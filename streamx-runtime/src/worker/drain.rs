@@ -1,27 +1,26 @@
 //! Graceful shutdown of one consumer loop, after it stopped taking new work: running handlers
 //! get `shutdown_timeout` to finish and are cancelled after it; the last acknowledgements
-//! go out; everything this consumer still owns in Redis is handed back to the group through
-//! the retry schedule, due at once, with its delivery count corrected (entries that never
-//! started do not count the delivery); then the consumer leaves the group's heartbeats.
-//! Retries already scheduled keep their due times: they are not this consumer's.
-
-use std::collections::HashSet;
-
-use fred::interfaces::StreamsInterface;
-use fred::types::Value;
+//! go out; everything this process read or claimed and did not settle is handed back to the
+//! group through the retry schedule, due at once, with its count corrected (an entry that
+//! never started here does not count the delivery); then the member leaves the group's
+//! heartbeats. Retries already scheduled keep their due times: they are not this member's.
+//!
+//! Entries pending under this member's name that this process never held (a crashed
+//! predecessor's, under a fixed `consumer` name or a reused `<host>-<pid>-0`) are left
+//! where they are: their holder stopped while they may have been running, so they are taken
+//! over (marked, see [`super::takeover`]) after `claim_idle`, never handed back uncharged.
 
 use super::retries::{self, Parking};
 use super::shared::Shared;
-use crate::inspect::parse_pending;
 use crate::message::MessageId;
 
-/// Pending entries listed per XPENDING page of the hand-back, and parked by one script. The
+/// Entries parked by one script of the hand-back. The
 /// script checks, schedules and moves each entry (~30 µs of Redis per entry on a 2-core VM,
 /// in a stream of 1,000,000 entries), and Redis serves no other client while a script
 /// runs: a consumer stopped during a backlog hands back thousands of entries it read ahead,
 /// and pages of 100 hold Redis up at most 3 ms at a time where pages of 500 held it up 15 ms
 /// (the same Redis time in all).
-const PAGE: u64 = 100;
+const PAGE: usize = 100;
 
 /// Waits for (or cancels) the running handlers. Returns how many were cancelled.
 pub(crate) async fn finish_handlers(shared: &Shared) -> usize {
@@ -37,26 +36,16 @@ pub(crate) async fn finish_handlers(shared: &Shared) -> usize {
     cancelled
 }
 
-/// Hands every entry this consumer owns back to the group (see the module docs).
+/// Hands back what this process holds (see the module docs), in pages of [`PAGE`].
 pub(crate) async fn hand_back(shared: &Shared) {
-    let started = shared.started_entries();
-    let mut from = "-".to_string();
+    let mut held: Vec<(MessageId, bool)> = shared.held_entries().into_iter().collect();
+    held.sort_unstable();
     let mut handed = 0usize;
-    loop {
-        let client = shared.command.get();
-        let reply: Result<Value, _> =
-            client.xpending(shared.stream(), shared.group(), (from.as_str(), "+", PAGE, shared.member_name())).await;
-        let page = match reply {
-            Ok(v) => parse_pending(v),
-            Err(e) => {
-                tracing::warn!(consumer = %shared.name, error = %e,
-                    "cannot list this consumer's pending messages at shutdown; others take them over after claim_idle");
-                return;
-            }
-        };
-        let Some(last) = page.last().map(|p| p.id) else { break };
-        let full = page.len() as u64 >= PAGE;
-        let parking: Vec<Parking> = page.iter().map(|p| corrected(&started, p.id, p.deliveries)).collect();
+    for page in held.chunks(PAGE) {
+        let parking: Vec<Parking> = page
+            .iter()
+            .map(|(id, started)| Parking { id: *id, delay: std::time::Duration::ZERO, unstarted: !started })
+            .collect();
         match retries::park(shared, &parking).await {
             Ok(parked) => handed += parked.len(),
             Err(e) => {
@@ -65,19 +54,8 @@ pub(crate) async fn hand_back(shared: &Shared) {
                 return;
             }
         }
-        if !full {
-            break;
-        }
-        from = format!("({last}");
     }
     if handed > 0 {
         tracing::info!(consumer = %shared.name, count = handed, "handed unfinished messages back to the group");
     }
-}
-
-/// Due now; a delivery that never started is taken back from the count.
-fn corrected(started: &HashSet<MessageId>, id: MessageId, deliveries: u64) -> Parking {
-    let count = u32::try_from(deliveries).unwrap_or(u32::MAX);
-    let started = started.contains(&id);
-    Parking { id, delay: std::time::Duration::ZERO, count: Some(if started { count } else { count.saturating_sub(1) }) }
 }

@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 
 use super::shared::Shared;
 use crate::message::MessageId;
-use crate::scripts::{assemble, CLAIM_BY_COUNT, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS};
+use crate::scripts::{assemble, CLAIM_BY_COUNT, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS, PAGED};
 
 /// The consumer name under which scheduled retries wait in the PEL. It never reads; the
 /// engine's take-overs skip it.
@@ -27,23 +27,24 @@ pub const SCHEDULED_CONSUMER: &str = "streamx:scheduled";
 /// [`crate::scripts::split_trimmed`]).
 static PARK: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CLAIM_BY_COUNT],
+        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CLAIM_BY_COUNT, PAGED],
         r#"
--- KEYS: stream, schedule, heartbeats, marks, [dead letters]
+-- KEYS: stream, schedule, heartbeats, marks, deadlines, [dead letters]
 -- ARGV: group, me, scheduled consumer, dead-letter cap, then per entry: id, delay ms,
---       count to set (-1 keeps it)
-local dlq = KEYS[5] or false
+--       'keep' or 'less' (the count, or one less: a delivery that never started)
+local dlq = KEYS[6] or false
 local cap = tonumber(ARGV[4])
 local now = now_ms()
 local parked = {}
+local unmarked = {}
 local due = {}
 local by_count = {}
 for i = 5, #ARGV, 3 do
   local id = ARGV[i]
   local mine = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
   if mine[1] then
-    local count = tonumber(ARGV[i + 2])
-    if count < 0 then count = mine[1][4] end
+    local count = mine[1][4]
+    if ARGV[i + 2] == 'less' and count > 0 then count = count - 1 end
     if redis.call('XRANGE', KEYS[1], id, id)[1] then
       table.insert(due, now + tonumber(ARGV[i + 1]))
       table.insert(due, id)
@@ -53,23 +54,28 @@ for i = 5, #ARGV, 3 do
       dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, ARGV[2], count, now)
     end
     table.insert(parked, id)
+    table.insert(unmarked, id)
+    table.insert(unmarked, 'i:' .. id)
   end
 end
--- The schedule first, then the moves to the placeholder.
-if #due > 0 then redis.call('ZADD', KEYS[2], unpack(due)) end
+-- The schedule first, then the moves to the placeholder; the entries settled here, their
+-- take-over and isolation marks go.
+paged('ZADD', KEYS[2], due)
 claim_by_count(KEYS[1], ARGV[1], ARGV[3], by_count)
-if #parked > 0 then redis.call('SREM', KEYS[4], unpack(parked)) end
+paged('SREM', KEYS[4], unmarked)
 return {parked, dlq_trimmed}
 "#,
     )
 });
 
-/// One entry to park: its id, when its next attempt is due, and the delivery count to set
-/// (`None` keeps it).
+/// One entry to park: its id, when its next attempt is due, and whether its delivery is
+/// taken back from its count.
 pub(crate) struct Parking {
     pub id: MessageId,
     pub delay: Duration,
-    pub count: Option<u32>,
+    /// The delivery never started (handed back at shutdown): one less is counted, so its
+    /// next attempt has the number this one had.
+    pub unstarted: bool,
 }
 
 /// Parks `entries` in the schedule (see the module docs). Returns the ids parked; the others
@@ -86,7 +92,7 @@ pub(crate) async fn park(shared: &Shared, entries: &[Parking]) -> Result<Vec<Mes
     for p in entries {
         args.push(p.id.to_string());
         args.push(ms(p.delay).to_string());
-        args.push(p.count.map_or(-1, i64::from).to_string());
+        args.push(if p.unstarted { "less" } else { "keep" }.to_string());
     }
     let client = shared.command.get();
     let result: Result<Value, _> = PARK.evalsha_with_reload(&client, shared.script_keys(), args).await;

@@ -41,6 +41,8 @@ pub(crate) struct GroupKeys {
     pub schedule: String,
     pub heartbeats: String,
     pub marks: String,
+    /// The members' liveness deadlines (see [`super::heartbeat`]).
+    pub deadlines: String,
     pub dead_letters: Option<String>,
 }
 
@@ -95,6 +97,7 @@ impl Shared {
             schedule: keys::retry_schedule(&consumer.stream, &consumer.group),
             heartbeats: keys::heartbeats(&consumer.stream, &consumer.group),
             marks: keys::takeover_marks(&consumer.stream, &consumer.group),
+            deadlines: keys::member_deadlines(&consumer.stream, &consumer.group),
             dead_letters: settings.dead_letter_stream.clone(),
         };
         let options = &consumer.options;
@@ -263,9 +266,10 @@ impl Shared {
         aborted
     }
 
-    /// The entries this consumer holds whose handler started, for the hand-back at shutdown.
-    pub fn started_entries(&self) -> std::collections::HashSet<MessageId> {
-        lock(&self.held).map.iter().filter(|(_, h)| h.started).map(|(id, _)| *id).collect()
+    /// The entries this member holds (read or claimed by this process and not settled), each
+    /// with whether its handler started: what the hand-back at shutdown may give back.
+    pub fn held_entries(&self) -> std::collections::HashMap<MessageId, bool> {
+        lock(&self.held).map.iter().map(|(id, h)| (*id, h.started)).collect()
     }
 
     /// Queues the acknowledgement of a handled entry; the acker sends it within one round
@@ -319,13 +323,14 @@ impl Shared {
     }
 
     /// The KEYS of the engine's scripts: stream, retry schedule, heartbeats, take-over marks,
-    /// and the dead-letter stream when dead letters are on.
+    /// member deadlines, and the dead-letter stream when dead letters are on.
     pub fn script_keys(&self) -> Vec<String> {
         let mut keys = vec![
             self.stream().to_string(),
             self.keys.schedule.clone(),
             self.keys.heartbeats.clone(),
             self.keys.marks.clone(),
+            self.keys.deadlines.clone(),
         ];
         keys.extend(self.keys.dead_letters.clone());
         keys

@@ -1,27 +1,36 @@
-//! Take-overs: entries held by a consumer that stopped (crashed, lost its connection, was
-//! killed) are claimed by another consumer of the group.
+//! Take-overs: entries held by a member that stopped (crashed, lost its connection, was
+//! killed) are claimed by another member of the group.
 //!
-//! - **Who is stopped**: a consumer that has been silent in Redis for `claim_idle` (its
-//!   `XINFO CONSUMERS` idle time: no read, no claim) and whose heartbeat (see
-//!   [`super::heartbeat`]), if it ever sent one, is older than `claim_idle` too. The check and the
-//!   claim run in one script, so two consumers never claim the same entries, and a consumer
-//!   that is alive never loses an entry, however long its handler runs.
-//! - **Cost**: per tick, `XINFO CONSUMERS` (O(consumers)) and, only when a consumer is
-//!   stopped, a walk of *its* pending entries up to one claim (`concurrency + 32`, more while
-//!   handlers keep up: see [`super::sizing`]): never a
-//!   walk of the group's PEL.
-//! - **Counting**: a stopped consumer's entries may or may not have started, so the claim
-//!   counts a delivery (`RETRYCOUNT count + 1`, absolute: a re-sent script cannot count
-//!   twice). No message therefore runs more than `max_retries + 1` times; one that was on its
-//!   last delivery when its consumer stopped is dead-lettered as `delivery_limit`.
-//! - **Crash-loop isolation**: every entry taken over is marked (`{stream}:takeovers:<group>`)
-//!   until it settles. If its new holder dies too, the mark pins the crash on it: marked
-//!   entries are *suspects*, claimed one at a time and run alone, so a message that crashes
-//!   its worker reaches `max_retries + 1` deliveries by itself (and is dead-lettered as
-//!   `delivery_limit`) without dragging the entries around it along.
-//! - **Reconciliation**: entries this consumer owns in Redis but does not hold in memory (a
+//! - **Who is stopped**: a member whose own published deadline has passed (see
+//!   [`super::heartbeat`]: each member promises to beat again within *its* `claim_idle`, so
+//!   members with different settings judge each other right) and that has been silent in
+//!   Redis for the taker's `claim_idle` too (its `XINFO CONSUMERS` idle time: no read, no
+//!   claim). A member of an older version, with a last-beat time and no deadline, is
+//!   judged by that time and the taker's `claim_idle`. The check and the claim run in one
+//!   script, so two members never claim the same entries, and a member that is alive never
+//!   loses an entry, however long its handler runs.
+//! - **Cost**: per tick, `XINFO CONSUMERS` (O(members)) and, only when a member is stopped,
+//!   a walk of *its* pending entries up to one claim (`concurrency + 32`, more while
+//!   handlers keep up: see [`super::sizing`]) and at most [`MOST_EXAMINED`] entries per
+//!   script, within the byte budget's room: never a walk of the group's PEL. Every list a
+//!   script builds is paged (Lua's `unpack` limit), so a member of any size is taken over.
+//! - **Counting runs, not deliveries**: the limit of `max_retries + 1` counts handler runs
+//!   that are known to have started. A stopped member's entries may or may not have
+//!   started, so the take-over keeps their count (the next run has the same attempt
+//!   number) and *marks* them (`{stream}:takeovers:<group>`) until they settle. Only
+//!   redeliveries pay for marks; a first delivery that settles normally costs nothing more.
+//! - **Crash-loop isolation**: if a member dies holding marked entries, the mark pins the
+//!   crash on them: they are *suspects*, moved (in one pass, paged) to the placeholder
+//!   member [`SUSPECTS_CONSUMER`], whose pending list indexes them, and claimed from there
+//!   one at a time (O(log n) each), each run alone on a permit taken before its claim and
+//!   marked `i:<id>`. If its holder stops while holding it, that run is counted: a message
+//!   that crashes its worker each time it runs alone reaches `max_retries + 1` counted runs
+//!   and is dead-lettered as `delivery_limit`; a message that merely sat beside it (fetched
+//!   in the same batch) runs alone once, succeeds, and is never charged for the crashes.
+//! - **Reconciliation**: entries this member owns in Redis but does not hold in memory (a
 //!   read whose reply was lost to a dropped connection, a restarted reader, a fixed
-//!   consumer name reused after a crash) are taken over from itself once idle `claim_idle`.
+//!   member name reused after a crash) are taken over from itself once idle `claim_idle`,
+//!   as a stopped member's would be.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -40,105 +49,187 @@ use super::stats::ConsumerStats;
 use super::ticker::{jittered, Ticker};
 use crate::inspect::parse_pending;
 use crate::message::MessageId;
-use crate::scripts::{assemble, CLAIM_BY_COUNT, CONSUMERS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS};
+use crate::scripts::{assemble, CLAIM_BY_COUNT, CONSUMERS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS, PAGED};
+use tokio::sync::OwnedSemaphorePermit;
 
-/// Claims entries of stopped consumers (or the given ids of one consumer). Returns
-/// `[id, fields, count, suspect]` per entry claimed (at most `limit` entries that are not
-/// suspects, plus at most one suspect when allowed), and the count of dead letters trimmed
-/// (see [`crate::scripts::split_trimmed`]).
+/// The consumer name under which crash suspects wait in the PEL (see the module docs). It
+/// never reads; no take-over judges it.
+pub const SUSPECTS_CONSUMER: &str = "streamx:suspects";
+
+/// The most pending entries of stopped members one take-over script looks at (claimed,
+/// moved to the suspects, or dead-lettered as trimmed): Redis serves nobody else while a
+/// script runs, and Lua's `unpack` takes at most ~8,000 values. A script that stopped at it
+/// says so, and the next one follows at once.
+const MOST_EXAMINED: usize = 1000;
+
+/// Takes over what stopped members hold (or the given ids of one member). Returns
+/// `{[id, fields, count, suspect] per entry claimed, more}` (at most `limit` entries that
+/// are not suspects and their byte cap, plus at most one suspect when asked; `more`: the
+/// script stopped at a cap with work left) and the count of dead letters trimmed (see
+/// [`crate::scripts::split_trimmed`]).
+///
+/// If the process dies before the script, nothing changed; Redis runs it whole or not at
+/// all (but for an error part-way, which leaves every step done so far consistent: claims
+/// and marks first, then moves, then the suspect). A re-sent script finds the entries
+/// already moved and sets the same counts again.
 static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS, CLAIM_BY_COUNT],
+        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS, CLAIM_BY_COUNT, PAGED],
         r#"
--- KEYS: stream, schedule, heartbeats, marks, [dead letters]
--- ARGV: group, me, scheduled consumer, claim_idle ms, limit, may take a suspect (1/0),
---       victim ('' = every stopped consumer), dead-letter cap, then explicit ids of the
---       victim
-local dlq = KEYS[5] or false
+-- KEYS: stream, schedule, heartbeats, marks, deadlines, [dead letters]
+-- ARGV: group, me, scheduled consumer, claim_idle ms, limit, take a suspect (1/0),
+--       victim ('' = every stopped member), dead-letter cap, suspects consumer, byte cap,
+--       most rows examined, then explicit ids of the victim
+local dlq = KEYS[6] or false
 local cap = tonumber(ARGV[8])
 local now = now_ms()
 local stale = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
-local suspect_ok = ARGV[6] == '1'
+local suspects = ARGV[9]
+local bytes_left = tonumber(ARGV[10])
+local most = tonumber(ARGV[11])
 local out = {}
 local taken = 0
-local by_count = {}
+local examined = 0
+local more = false
+local to_me = {}        -- count -> ids claimed for this member
+local to_suspects = {}  -- count -> ids moved to the suspects
+local marks_new = {}    -- ids to mark taken over
+local counted = {}      -- isolation marks of runs now counted
 
--- p: XPENDING rows {id, owner, idle, count}
-local function take_page(rows)
-  if #rows == 0 then return end
-  local ids = {}
-  for i, p in ipairs(rows) do ids[i] = p[1] end
+local function fields_of(id)
+  local e = redis.call('XRANGE', KEYS[1], id, id)
+  return e[1] and e[1][2]
+end
+
+local function add(t, n, id)
+  t[n] = t[n] or {}
+  table.insert(t[n], id)
+end
+
+-- Rows {id, owner, idle, count} of one stopped holder, in id order. Unmarked entries are
+-- claimed for this member, their count kept (the holder may not have started them: that
+-- delivery is not counted); marked ones are moved to the suspects, with one more run
+-- counted if their holder ran them alone. Returns false once this call must stop.
+local function take_rows(rows)
+  if #rows == 0 then return true end
+  local ids, alone_ids = {}, {}
+  for i, p in ipairs(rows) do ids[i] = p[1]; alone_ids[i] = 'i:' .. p[1] end
   local marked = redis.call('SMISMEMBER', KEYS[4], unpack(ids))
-  -- The entries' fields, in one XRANGE over the page's span when the ids are dense (they
-  -- usually are: one read's worth); ids missing from a complete span were deleted.
-  local fields = {}
-  local span = redis.call('XRANGE', KEYS[1], ids[1], ids[#ids], 'COUNT', 2 * #ids)
-  local complete = #span < 2 * #ids
-  for _, e in ipairs(span) do fields[e[1]] = e[2] end
+  local alone = redis.call('SMISMEMBER', KEYS[4], unpack(alone_ids))
   for i, p in ipairs(rows) do
     local id, owner, count = p[1], p[2], p[4]
-    local suspect = marked[i] == 1
-    if suspect and not suspect_ok then
-      -- left for a consumer that runs no suspect now
-    elseif not suspect and taken >= limit then
-      -- enough for this call
-    else
-      local found = fields[id]
-      if not found and not complete then
-        local e = redis.call('XRANGE', KEYS[1], id, id)
-        if e[1] then found = e[1][2] end
+    if marked[i] == 1 or alone[i] == 1 then
+      if alone[i] == 1 then
+        add(to_suspects, count + 1, id)
+        table.insert(counted, alone_ids[i])
+      else
+        add(to_suspects, count, id)
       end
+    else
+      if taken >= limit then
+        more = true
+        return false
+      end
+      local found = fields_of(id)
       if not found then
         dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, owner, count, now)
-        redis.call('SREM', KEYS[4], id)
       else
-        local next = count + 1
-        by_count[next] = by_count[next] or {}
-        table.insert(by_count[next], id)
-        if suspect then suspect_ok = false else taken = taken + 1 end
-        table.insert(out, {id, found, next, suspect and 1 or 0})
+        local size = 0
+        for _, f in ipairs(found) do size = size + #f end
+        -- Within the room the caller has (at least one entry): the rest wait.
+        if taken > 0 and size > bytes_left then
+          more = true
+          return false
+        end
+        bytes_left = bytes_left - size
+        add(to_me, count, id)
+        table.insert(marks_new, id)
+        taken = taken + 1
+        table.insert(out, {id, found, count, 0})
       end
     end
+    examined = examined + 1
+    if examined >= most then
+      more = true
+      return false
+    end
   end
+  return true
+end
+
+-- Stopped: its own deadline passed (a member publishes it with each heartbeat: see the
+-- heartbeat module), or for a member of an older version without one, no heartbeat for
+-- claim_idle, or for a member that never beat, nothing at all; and silent in Redis for
+-- claim_idle (no read, no claim): a live member whose heartbeats are held up (its command
+-- connection reconnecting) still reads.
+local function stopped(c)
+  if c.idle < stale then return false end
+  local deadline = redis.call('ZSCORE', KEYS[5], c.name)
+  if deadline then return now >= tonumber(deadline) end
+  local beat = redis.call('ZSCORE', KEYS[3], c.name)
+  return not beat or now - tonumber(beat) >= stale
 end
 
 if ARGV[7] ~= '' then
   local rows = {}
-  for i = 9, #ARGV do
+  for i = 12, #ARGV do
     local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1, ARGV[7])
     if p[1] then table.insert(rows, p[1]) end
   end
-  take_page(rows)
+  take_rows(rows)
 else
   for _, c in ipairs(consumers(KEYS[1], ARGV[1])) do
-    if taken >= limit then break end
+    if more then break end
     local name = c.name
-    if c.pending > 0 and name ~= ARGV[2] and name ~= ARGV[3] then
-      -- Stopped: silent in Redis for claim_idle (no read, no claim) and, if it ever sent a
-      -- heartbeat, no heartbeat for claim_idle either. A live consumer whose heartbeats are
-      -- held up (its command connection reconnecting) still reads; one whose reads wait for
-      -- long handlers still beats.
-      local beat = redis.call('ZSCORE', KEYS[3], name)
-      local stopped = c.idle >= stale and (not beat or now - tonumber(beat) >= stale)
-      if stopped then
-        local from = '-'
-        local page_size = limit - taken + 16
-        repeat
-          local page = redis.call('XPENDING', KEYS[1], ARGV[1], from, '+', page_size, name)
-          take_page(page)
-          if #page > 0 then from = '(' .. page[#page][1] end
-        until taken >= limit or #page < page_size
-      end
+    if c.pending > 0 and name ~= ARGV[2] and name ~= ARGV[3] and name ~= suspects and stopped(c) then
+      local from = '-'
+      repeat
+        local want = math.min(1000, most - examined)
+        local page = redis.call('XPENDING', KEYS[1], ARGV[1], from, '+', want, name)
+        local go_on = take_rows(page)
+        if #page > 0 then from = '(' .. page[#page][1] end
+      until not go_on or #page < want
     end
   end
 end
 
--- The claims (fields came from XRANGE, so JUSTID), and the take-over marks, written
--- before anything starts.
-local all = claim_by_count(KEYS[1], ARGV[1], ARGV[2], by_count)
-if #all > 0 then redis.call('SADD', KEYS[4], unpack(all)) end
-return {out, dlq_trimmed}
+-- The claims and their marks, written before anything starts.
+claim_by_count(KEYS[1], ARGV[1], ARGV[2], to_me)
+paged('SADD', KEYS[4], marks_new)
+-- The suspects' moves. XCLAIM drops an id whose entry was deleted from the stream (and
+-- does not return it): such an entry becomes a `trimmed` dead letter right after (its
+-- payload is gone; a failure in between loses only that record).
+for n, ids in pairs(to_suspects) do
+  local moved = {}
+  for _, id in ipairs(claim_by_count(KEYS[1], ARGV[1], suspects, {[n] = ids})) do moved[id] = true end
+  for _, id in ipairs(ids) do
+    if not moved[id] then
+      dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, suspects, n, now)
+      table.insert(counted, id)
+      table.insert(counted, 'i:' .. id)
+    end
+  end
+end
+paged('SREM', KEYS[4], counted)
+
+-- One suspect to run alone (the oldest), counted as a run if this member stops holding it.
+if ARGV[6] == '1' then
+  for _ = 1, 16 do
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, suspects)[1]
+    if not p then break end
+    local found = fields_of(p[1])
+    if found then
+      claim_by_count(KEYS[1], ARGV[1], ARGV[2], {[p[4]] = {p[1]}})
+      redis.call('SADD', KEYS[4], 'i:' .. p[1])
+      table.insert(out, {p[1], found, p[4], 1})
+      break
+    end
+    dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], p[1], suspects, p[4], now)
+    redis.call('SREM', KEYS[4], p[1], 'i:' .. p[1])
+  end
+end
+return {{out, more and 1 or 0}, dlq_trimmed}
 "#,
     )
 });
@@ -155,27 +246,33 @@ const CLAIM_BEYOND_PERMITS: usize = 32;
 /// reply arrives.
 type PendingClaim = tokio::task::JoinHandle<Result<TakenOver, fred::error::Error>>;
 
-/// What one claim took: the entries, their charge, and how many it asked for.
+/// What one claim took: the entries, their charge, how many it asked for, whether the
+/// script left work for another call at once, and the permit held for a suspect (given
+/// back if none came).
 struct TakenOver {
     claimed: Vec<Claimed>,
     charge: Charge,
     limit: usize,
+    more: bool,
+    suspect_permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Takes over what stopped consumers hold, and what this consumer owns but lost track of,
-/// until the loop stops. A claim takes what can start soon (`concurrency + 32` entries; the
-/// heartbeat keeps them this consumer's while they wait), growing up to 512 while handlers
-/// keep up (they finish as fast as they are dispatched, so suspects left by this consumer's
-/// death would run quickly one at a time too) and falling back as soon as a dispatch waits;
-/// when a claim was full, the next ones are sent at once and run while this one is
-/// dispatched, so round trips overlap handler work. At most `1 + CLAIMS_AHEAD` claims wait.
+/// Takes over what stopped members hold, and what this member owns but lost track of, until
+/// the loop stops. A claim takes what can start soon (`concurrency + 32` entries, at most
+/// [`MOST_EXAMINED`]; the heartbeat keeps them this member's while they wait), growing up
+/// to 512 while handlers keep up (they finish as fast as they are dispatched, so suspects
+/// left by this member's death would run quickly one at a time too) and falling back as
+/// soon as a dispatch waits; when a claim was full, the next ones are sent at once and run
+/// while this one is dispatched, so round trips overlap handler work. At most
+/// `1 + CLAIMS_AHEAD` claims wait.
 pub(crate) async fn run(shared: Arc<Shared>) {
     let claim_idle = shared.consumer.options.claim_idle;
-    // Small claims, not read batches: every entry claimed is a crash suspect if this consumer
-    // dies before it settles, so a taker that dies leaves at most `1 + CLAIMS_AHEAD` claims of
-    // suspects (run one at a time by the next taker), however large `batch_size` is; claims
-    // grow only while handlers keep up.
-    let mut size = FetchSize::for_claims(shared.slots.saturating_add(CLAIM_BEYOND_PERMITS));
+    // Small claims, not read batches: every entry claimed is a crash suspect if this member
+    // dies before it settles, so a taker that dies leaves at most `1 + CLAIMS_AHEAD` claims
+    // of suspects (run one at a time by the next taker), however large `batch_size` is;
+    // claims grow only while handlers keep up.
+    let base = shared.slots.saturating_add(CLAIM_BEYOND_PERMITS).min(MOST_EXAMINED);
+    let mut size = FetchSize::for_claims(base);
     let mut ticker = Ticker::new((claim_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)));
     let isolating = Arc::new(Isolation::default());
     let mut next_reconcile = Instant::now() + jittered(claim_idle);
@@ -198,27 +295,39 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     Vec::new()
                 };
                 let Some(room) = shared.budget.wait_room_for(size.current(), &shared.stopping).await else { break };
-                spawn_claim(&shared, room, !isolating.running.load(Ordering::Acquire), own)
+                // A suspect is claimed only with a permit in hand, so it starts the moment it
+                // arrives: its run is counted if this member stops holding it.
+                let suspect_permit = if isolating.running.load(Ordering::Acquire) {
+                    None
+                } else {
+                    shared.permits.clone().try_acquire_owned().ok()
+                };
+                spawn_claim(&shared, room, suspect_permit, own)
             }
         };
         match claim.await {
-            Ok(Ok(TakenOver { claimed, mut charge, limit })) => {
+            Ok(Ok(TakenOver { claimed, mut charge, limit, more, mut suspect_permit })) => {
                 let taken = claimed.iter().filter(|c| !c.suspect).count();
-                let full = taken >= limit;
+                let full = taken >= limit || more;
                 ticker.more(full);
                 while full && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled() {
                     let Some(room) = shared.budget.room_for(size.current()) else { break };
-                    ahead.push_back(spawn_claim(&shared, room, false, Vec::new()));
+                    ahead.push_back(spawn_claim(&shared, room, None, Vec::new()));
                 }
                 if claimed.is_empty() {
                     size.after(limit, 0, false);
                     continue;
                 }
-                tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a consumer that stopped");
+                tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a member that stopped");
                 let (suspects, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.suspect);
                 for suspect in suspects {
                     let part = charge.split_for(&suspect.entry);
-                    isolate(&shared, suspect, part, &isolating);
+                    match suspect_permit.take() {
+                        Some(permit) => isolate(&shared, suspect, permit, part, &isolating),
+                        // Never: a suspect is asked for only with a permit. Left to the
+                        // reconciliation, which takes it up again.
+                        None => tracing::error!(consumer = %shared.name, id = %suspect.entry.id, "a suspect came without a permit"),
+                    }
                 }
                 let work = others.into_iter().map(|c| (c.entry, c.count));
                 match dispatch::start_queued(&shared, work, charge, None).await {
@@ -243,27 +352,29 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 }
 
 /// Sends one take-over claim of at most `limit` entries (the room reserved for them in the
-/// byte budget); its entries are tracked, counted and charged the moment it returns.
+/// byte budget), and of one suspect if `suspect_permit` is given; its entries are tracked,
+/// counted and charged the moment it returns.
 fn spawn_claim(
     shared: &Arc<Shared>,
     (limit, reserved): (usize, Charge),
-    suspect_ok: bool,
+    suspect_permit: Option<OwnedSemaphorePermit>,
     own: Vec<MessageId>,
 ) -> PendingClaim {
     let shared = shared.clone();
     tokio::spawn(async move {
-        let claimed = take_over(&shared, limit, suspect_ok, &own).await?;
+        let byte_cap = shared.budget.claim_bytes(&reserved);
+        let (claimed, more) = take_over(&shared, limit, byte_cap, suspect_permit.is_some(), &own).await?;
         ConsumerStats::bump(&shared.stats.delivered, claimed.len() as u64);
         ConsumerStats::bump(&shared.stats.claimed, claimed.len() as u64);
         shared.metrics.taken_over(claimed.len());
         shared.track_claimed(claimed.iter().map(|c| c.entry.id), true);
         let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
         drop(reserved); // the estimate gives way to what was claimed
-        Ok(TakenOver { claimed, charge, limit })
+        Ok(TakenOver { claimed, charge, limit, more, suspect_permit })
     })
 }
 
-/// The suspect this consumer runs alone, if any.
+/// The suspect this member runs alone, if any.
 #[derive(Default)]
 struct Isolation {
     running: AtomicBool,
@@ -271,17 +382,22 @@ struct Isolation {
     done: tokio::sync::Notify,
 }
 
-/// Runs one suspect alone: no other suspect starts here until its handler has finished.
-fn isolate(shared: &Arc<Shared>, suspect: Claimed, charge: Charge, isolation: &Arc<Isolation>) {
-    tracing::warn!(consumer = %shared.name, id = %suspect.entry.id, deliveries = suspect.count,
-        "running a message alone: its last holder stopped while holding it (crash-loop isolation)");
+/// Runs one suspect alone, on the permit taken before its claim: no other suspect starts
+/// here until its handler has finished.
+fn isolate(
+    shared: &Arc<Shared>,
+    suspect: Claimed,
+    permit: OwnedSemaphorePermit,
+    charge: Charge,
+    isolation: &Arc<Isolation>,
+) {
+    tracing::warn!(consumer = %shared.name, id = %suspect.entry.id, attempt = suspect.count,
+        "running a message alone: a member that held it stopped while it was taken over (crash-loop isolation)");
     isolation.running.store(true, Ordering::Release);
-    let (task_shared, isolation) = (shared.clone(), isolation.clone());
+    let task = dispatch::start(shared, suspect.entry, suspect.count, permit, charge);
+    let isolation = isolation.clone();
     shared.tasks.spawn(async move {
-        let shared = task_shared;
-        if let Some(permit) = dispatch::take_one_permit(&shared).await {
-            let _ = dispatch::start(&shared, suspect.entry, suspect.count, permit, charge).await;
-        }
+        let _ = task.await;
         isolation.running.store(false, Ordering::Release);
         isolation.done.notify_one();
     });
@@ -290,9 +406,10 @@ fn isolate(shared: &Arc<Shared>, suspect: Claimed, charge: Charge, isolation: &A
 async fn take_over(
     shared: &Shared,
     limit: usize,
-    suspect_ok: bool,
+    byte_cap: usize,
+    suspect: bool,
     own: &[MessageId],
-) -> Result<Vec<Claimed>, fred::error::Error> {
+) -> Result<(Vec<Claimed>, bool), fred::error::Error> {
     let options = &shared.consumer.options;
     let victim = if own.is_empty() { "" } else { shared.member_name() };
     let mut args = vec![
@@ -300,17 +417,20 @@ async fn take_over(
         shared.member_name().to_string(),
         SCHEDULED_CONSUMER.to_string(),
         ms(options.claim_idle).to_string(),
-        limit.to_string(),
-        if suspect_ok { "1" } else { "0" }.to_string(),
+        limit.min(MOST_EXAMINED).to_string(),
+        if suspect { "1" } else { "0" }.to_string(),
         victim.to_string(),
         shared.dead_letter_cap_arg(),
+        SUSPECTS_CONSUMER.to_string(),
+        byte_cap.to_string(),
+        MOST_EXAMINED.to_string(),
     ];
-    args.extend(own.iter().map(MessageId::to_string));
+    args.extend(own.iter().take(MOST_EXAMINED).map(MessageId::to_string));
     let keys = shared.script_keys();
     let client = shared.command.get();
     let result: Result<Value, _> = TAKE_OVER.evalsha_with_reload(&client, keys, args).await;
     match result {
-        Ok(reply) => Ok(Claimed::parse_all(shared.note_trimmed(reply))),
+        Ok(reply) => Ok(Claimed::parse_with_more(shared.note_trimmed(reply))),
         Err(e) => {
             shared.command_failed(&client, &e).await;
             Err(e)

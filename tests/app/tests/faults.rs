@@ -550,7 +550,10 @@ async fn consumers_that_are_gone_and_own_nothing_are_removed() {
     let url = server.url();
     let stream = unique_name("cleanup");
     let make = |name: &'static str| {
-        Consumer::new(stream.clone(), "g".to_string(), |_msg: Message<Job>| async {}).consumer_name(name).name_as(name)
+        Consumer::new(stream.clone(), "g".to_string(), |_msg: Message<Job>| async {})
+            .consumer_name(name)
+            .name_as(name)
+            .claim_idle(Duration::from_millis(500))
     };
     let inspector = Inspector::connect(&url).await.unwrap();
     let names = |list: Vec<streamx::ConsumerInfo>| list.into_iter().map(|c| c.name).collect::<HashSet<_>>();
