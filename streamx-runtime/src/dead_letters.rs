@@ -71,7 +71,7 @@ table.insert(fields, 'dlq:error');      table.insert(fields, ARGV[6])
 table.insert(fields, 'dlq:at');         table.insert(fields, ARGV[7])
 local id = dead_letter_add(KEYS[2], tonumber(ARGV[9]), fields)
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SREM', KEYS[3], ARGV[2], 'i:' .. ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2], 'i:' .. ARGV[2], 'c:' .. ARGV[2])
 return {id, dlq_trimmed}
 "#,
     )
@@ -94,7 +94,7 @@ if not mine[1] then
   return -1
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SREM', KEYS[3], ARGV[2], 'i:' .. ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2], 'i:' .. ARGV[2], 'c:' .. ARGV[2])
 local cap = tonumber(ARGV[5])
 if cap > 0 then return redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', cap) end
 return 0

@@ -101,7 +101,7 @@ fn add(batch: &mut Vec<MessageId>, acks: Acks) {
 async fn send(shared: Arc<Shared>, ids: Vec<MessageId>, mut via: Option<Client>) {
     // A settled entry's take-over mark and its isolation mark (see `super::takeover`).
     let marked: Vec<String> =
-        shared.taken_over_among(&ids).iter().flat_map(|id| [id.to_string(), format!("i:{id}")]).collect();
+        shared.taken_over_among(&ids).iter().flat_map(|id| super::takeover::marks_of(*id)).collect();
     let mut delay = RetryDelay::new();
     let mut last_attempts = 0;
     loop {

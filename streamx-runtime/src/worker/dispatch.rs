@@ -32,6 +32,8 @@ pub(crate) struct Claimed {
     pub entry: RawEntry,
     pub count: u32,
     pub suspect: bool,
+    /// A suspect that already crashed its worker when run alone: dead-lettered, not run.
+    pub crashed: bool,
 }
 
 impl Claimed {
@@ -44,7 +46,8 @@ impl Claimed {
         (claimed, more)
     }
 
-    /// Parses a script's `[[id, fields, count, suspect], ...]`.
+    /// Parses a script's `[[id, fields, count, flag], ...]` (flag: 0, 1 a suspect, 2 a
+    /// suspect that crashed its worker alone).
     pub fn parse_all(reply: Value) -> Vec<Claimed> {
         if reply.is_null() {
             return Vec::new();
@@ -56,9 +59,10 @@ impl Claimed {
                 let mut parts = item.into_array().into_iter();
                 let (id, fields) = (parts.next()?, parts.next()?);
                 let count = parts.next().and_then(|v| v.as_u64()).unwrap_or(1);
-                let suspect = parts.next().and_then(|v| v.as_u64()).unwrap_or(0) == 1;
+                let flag = parts.next().and_then(|v| v.as_u64()).unwrap_or(0);
+                let (suspect, crashed) = (flag >= 1, flag == 2);
                 let entry = parse_entry(Value::Array(vec![id, fields]))?;
-                Some(Claimed { entry, count: u32::try_from(count).unwrap_or(u32::MAX), suspect })
+                Some(Claimed { entry, count: u32::try_from(count).unwrap_or(u32::MAX), suspect, crashed })
             })
             .collect()
     }

@@ -56,6 +56,7 @@ for i = 5, #ARGV, 3 do
     table.insert(parked, id)
     table.insert(unmarked, id)
     table.insert(unmarked, 'i:' .. id)
+    table.insert(unmarked, 'c:' .. id)
   end
 end
 -- The schedule first, then the moves to the placeholder; the entries settled here, their

@@ -23,10 +23,13 @@
 //!   crash on them: they are *suspects*, moved (in one pass, paged) to the placeholder
 //!   member [`SUSPECTS_CONSUMER`], whose pending list indexes them, and claimed from there
 //!   one at a time (O(log n) each), each run alone on a permit taken before its claim and
-//!   marked `i:<id>`. If its holder stops while holding it, that run is counted: a message
-//!   that crashes its worker each time it runs alone reaches `max_retries + 1` counted runs
-//!   and is dead-lettered as `delivery_limit`; a message that merely sat beside it (fetched
-//!   in the same batch) runs alone once, succeeds, and is never charged for the crashes.
+//!   marked `i:<id>`. If its holder stops while holding it, the message crashed its worker
+//!   running alone: it is marked `c:<id>`, that run is counted, and the next taker
+//!   dead-letters it as `delivery_limit` without running it again. A message that merely
+//!   sat beside a crasher (fetched in the same batch) runs alone once, succeeds, and is
+//!   never charged for the crashes: a crash loop costs its neighbours nothing, at any
+//!   `max_retries`, and a poison message crashes at most three workers (its first holder,
+//!   its taker, and its run alone).
 //! - **Reconciliation**: entries this member owns in Redis but does not hold in memory (a
 //!   read whose reply was lost to a dropped connection, a restarted reader, a fixed
 //!   member name reused after a crash) are taken over from itself once idle `claim_idle`,
@@ -48,6 +51,7 @@ use super::sizing::FetchSize;
 use super::stats::ConsumerStats;
 use super::ticker::{jittered, Ticker};
 use crate::inspect::parse_pending;
+use crate::handler::FailureKind;
 use crate::message::MessageId;
 use crate::scripts::{assemble, CLAIM_BY_COUNT, CONSUMERS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS, PAGED};
 use tokio::sync::OwnedSemaphorePermit;
@@ -94,8 +98,8 @@ local examined = 0
 local more = false
 local to_me = {}        -- count -> ids claimed for this member
 local to_suspects = {}  -- count -> ids moved to the suspects
-local marks_new = {}    -- ids to mark taken over
-local counted = {}      -- isolation marks of runs now counted
+local marks_new = {}    -- marks to add: ids taken over, 'c:' ids that crashed alone
+local marks_gone = {}   -- marks to remove
 
 local function fields_of(id)
   local e = redis.call('XRANGE', KEYS[1], id, id)
@@ -121,8 +125,10 @@ local function take_rows(rows)
     local id, owner, count = p[1], p[2], p[4]
     if marked[i] == 1 or alone[i] == 1 then
       if alone[i] == 1 then
+        -- It ran alone and its holder stopped meanwhile: it crashed its worker.
         add(to_suspects, count + 1, id)
-        table.insert(counted, alone_ids[i])
+        table.insert(marks_gone, alone_ids[i])
+        table.insert(marks_new, 'c:' .. id)
       else
         add(to_suspects, count, id)
       end
@@ -196,7 +202,6 @@ end
 
 -- The claims and their marks, written before anything starts.
 claim_by_count(KEYS[1], ARGV[1], ARGV[2], to_me)
-paged('SADD', KEYS[4], marks_new)
 -- The suspects' moves. XCLAIM drops an id whose entry was deleted from the stream (and
 -- does not return it): such an entry becomes a `trimmed` dead letter right after (its
 -- payload is gone; a failure in between loses only that record).
@@ -206,14 +211,18 @@ for n, ids in pairs(to_suspects) do
   for _, id in ipairs(ids) do
     if not moved[id] then
       dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, suspects, n, now)
-      table.insert(counted, id)
-      table.insert(counted, 'i:' .. id)
+      table.insert(marks_gone, id)
+      table.insert(marks_gone, 'i:' .. id)
+      table.insert(marks_gone, 'c:' .. id)
     end
   end
 end
-paged('SREM', KEYS[4], counted)
+paged('SADD', KEYS[4], marks_new)
+paged('SREM', KEYS[4], marks_gone)
 
--- One suspect to run alone (the oldest), counted as a run if this member stops holding it.
+-- One suspect to run alone (the oldest), marked 'i:' so that its run is pinned on it if
+-- this member stops meanwhile; one that already crashed its worker alone ('c:') is taken
+-- to be dead-lettered (flag 2), not run.
 if ARGV[6] == '1' then
   for _ = 1, 16 do
     local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, suspects)[1]
@@ -221,12 +230,13 @@ if ARGV[6] == '1' then
     local found = fields_of(p[1])
     if found then
       claim_by_count(KEYS[1], ARGV[1], ARGV[2], {[p[4]] = {p[1]}})
-      redis.call('SADD', KEYS[4], 'i:' .. p[1])
-      table.insert(out, {p[1], found, p[4], 1})
+      local crashed = redis.call('SISMEMBER', KEYS[4], 'c:' .. p[1]) == 1
+      if not crashed then redis.call('SADD', KEYS[4], 'i:' .. p[1]) end
+      table.insert(out, {p[1], found, p[4], crashed and 2 or 1})
       break
     end
     dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], p[1], suspects, p[4], now)
-    redis.call('SREM', KEYS[4], p[1], 'i:' .. p[1])
+    redis.call('SREM', KEYS[4], p[1], 'i:' .. p[1], 'c:' .. p[1])
   end
 end
 return {{out, more and 1 or 0}, dlq_trimmed}
@@ -329,6 +339,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                         None => tracing::error!(consumer = %shared.name, id = %suspect.entry.id, "a suspect came without a permit"),
                     }
                 }
+                // The permit held for a suspect that did not come goes back before the others
+                // wait for permits.
+                drop(suspect_permit);
                 let work = others.into_iter().map(|c| (c.entry, c.count));
                 match dispatch::start_queued(&shared, work, charge, None).await {
                     dispatch::Dispatched::Stopped => break,
@@ -391,10 +404,23 @@ fn isolate(
     charge: Charge,
     isolation: &Arc<Isolation>,
 ) {
-    tracing::warn!(consumer = %shared.name, id = %suspect.entry.id, attempt = suspect.count,
-        "running a message alone: a member that held it stopped while it was taken over (crash-loop isolation)");
     isolation.running.store(true, Ordering::Release);
-    let task = dispatch::start(shared, suspect.entry, suspect.count, permit, charge);
+    let task = if suspect.crashed {
+        let (id, count) = (suspect.entry.id, suspect.count);
+        tracing::error!(consumer = %shared.name, %id, "a message crashed its worker when it ran alone; dead-lettering it");
+        drop((suspect, charge));
+        let shared = shared.clone();
+        shared.clone().tasks.spawn(async move {
+            shared.metrics.dead_lettered(FailureKind::DeliveryLimit);
+            let reason = "its worker stopped while running it alone, after an earlier worker had stopped while \
+                          running it (crash-loop isolation): it crashes its worker";
+            dispatch::dead_letter(&shared, id, count, FailureKind::DeliveryLimit, reason, permit).await;
+        })
+    } else {
+        tracing::warn!(consumer = %shared.name, id = %suspect.entry.id, attempt = suspect.count,
+            "running a message alone: a member that held it stopped while it was taken over (crash-loop isolation)");
+        dispatch::start(shared, suspect.entry, suspect.count, permit, charge)
+    };
     let isolation = isolation.clone();
     shared.tasks.spawn(async move {
         let _ = task.await;
@@ -436,6 +462,13 @@ async fn take_over(
             Err(e)
         }
     }
+}
+
+/// The marks an entry may carry in `{stream}:takeovers:<group>` (see the module docs): taken
+/// over (its id), run alone (`i:<id>`), crashed its worker alone (`c:<id>`). All go when
+/// it settles.
+pub(crate) fn marks_of(id: MessageId) -> [String; 3] {
+    [id.to_string(), format!("i:{id}"), format!("c:{id}")]
 }
 
 /// Entries this consumer owns in Redis, idle at least `claim_idle`, that it does not hold:
