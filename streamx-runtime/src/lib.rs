@@ -48,7 +48,7 @@ pub use runtime::{
 };
 pub use state::State;
 pub use wire::{DATA_FIELD, HEADER_PREFIX};
-pub use worker::{ConsumerStats, ConsumerStatsSnapshot, SCHEDULED_CONSUMER};
+pub use worker::{ConsumerStats, ConsumerStatsSnapshot, SCHEDULED_CONSUMER, SUSPECTS_CONSUMER};
 
 /// Not public API: what `#[stream_consumer]` expands to. May change in any release.
 #[doc(hidden)]

@@ -50,6 +50,7 @@ use crate::error::Result;
 use crate::retry_delay::RetryDelay;
 pub(crate) use group::ensure_group;
 pub use retries::SCHEDULED_CONSUMER;
+pub use takeover::SUSPECTS_CONSUMER;
 use shared::Shared;
 pub use stats::{ConsumerStats, ConsumerStatsSnapshot};
 
