@@ -115,17 +115,18 @@ async fn names_with_stray_braces_keep_their_keys_in_the_streams_slot(topology: T
     for stream in &streams {
         published.push(producer.publish_batch(stream, &jobs).await.unwrap());
     }
-    let done = wait_until(Duration::from_secs(20), "every retry ran and every poison message dead-lettered", || async {
-        let mut done = true;
-        for (stream, ids) in streams.iter().zip(&published) {
-            let letters = DeadLetters::connect(&url, &dlq_of(stream)).await.unwrap();
-            done &= retried(&runs, stream, &ids[1..]) == 5
-                && letters.count().await.unwrap_or(0) == 1
-                && pending(&url, stream).await == 0;
-        }
-        done
-    })
-    .await;
+    let done =
+        wait_until(Duration::from_secs(20), "every retry ran and every poison message dead-lettered", || async {
+            let mut done = true;
+            for (stream, ids) in streams.iter().zip(&published) {
+                let letters = DeadLetters::connect(&url, &dlq_of(stream)).await.unwrap();
+                done &= retried(&runs, stream, &ids[1..]) == 5
+                    && letters.count().await.unwrap_or(0) == 1
+                    && pending(&url, stream).await == 0;
+            }
+            done
+        })
+        .await;
     runtime.shutdown().await.unwrap();
     let retries: Vec<_> = streams.iter().zip(&published).map(|(s, ids)| (s, retried(&runs, s, &ids[1..]))).collect();
     assert!(done.is_ok(), "retries that ran, of 5 per stream: {retries:?}");
@@ -175,8 +176,47 @@ async fn a_braced_streams_old_keys_move_to_the_new_names_at_start(topology: Topo
     assert_eq!(server.xlen(&dlq_of(&stream)).unwrap(), 1, "the old dead letter is in the new dead-letter stream");
 }
 
+/// During a rolling upgrade an old version may still write to the old names after a new
+/// one made the new keys: at the next start the schedules are merged (both parked retries
+/// run), and a dead-letter stream at both names is left as it is (streams do not merge).
+async fn old_and_new_keys_both_present_are_merged_at_start(topology: Topology) {
+    let server = TestRedis::start(topology).unwrap();
+    let url = server.url();
+    let stream = format!("{{{}}}.orders", unique_name("shop"));
+    let old_schedule = format!("{stream}:retries:g");
+    let old_dlq = format!("{stream}:dlq");
+    let producer = Producer::connect(&url).await.unwrap();
+    let parked = producer.publish_batch(&stream, &[Job::ok(1), Job::ok(2)]).await.unwrap();
+    server.cli(&["XGROUP", "CREATE", &stream, "g", "0"]).unwrap();
+    server
+        .cli(&["XREADGROUP", "GROUP", "g", streamx::SCHEDULED_CONSUMER, "COUNT", "2", "STREAMS", &stream, ">"])
+        .unwrap();
+    server.cli(&["ZADD", &old_schedule, "1", &parked[0].to_string()]).unwrap();
+    // The new schedule's entry is due in an hour: the merge keeps each entry's own score.
+    let later = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() + 3_600_000)
+        .to_string();
+    server.cli(&["ZADD", &streamx::keys::retry_schedule(&stream, "g"), &later, &parked[1].to_string()]).unwrap();
+    server.cli(&["XADD", &old_dlq, "*", "old", "letter"]).unwrap();
+    server.cli(&["XADD", &dlq_of(&stream), "*", "new", "letter"]).unwrap();
+    let runs: Runs = Arc::default();
+    let runtime = start_runtime(&url, vec![failing_once(&stream, &runs)]).await;
+    let ran = wait_until(Duration::from_secs(10), "the retry parked in the old schedule ran", || async {
+        retried(&runs, &stream, &parked[..1]) == 1 && pending(&url, &stream).await == 1
+    })
+    .await;
+    runtime.shutdown().await.unwrap();
+    assert!(ran.is_ok(), "the retry parked in the old schedule never ran: {:?}", runs.lock().unwrap());
+    assert_eq!(retried(&runs, &stream, &parked[1..]), 0, "the other keeps its due time, an hour away");
+    assert_eq!(server.cli(&["EXISTS", &old_schedule]).unwrap().trim(), "0", "the old schedule was merged");
+    let schedule = server.cli(&["ZRANGE", &streamx::keys::retry_schedule(&stream, "g"), "0", "-1"]).unwrap();
+    assert_eq!(schedule.trim(), parked[1].to_string());
+    assert_eq!(server.xlen(&old_dlq).unwrap(), 1, "a dead-letter stream at both names is left");
+    assert_eq!(server.xlen(&dlq_of(&stream)).unwrap(), 1);
+}
+
 on_both_topologies!(
     streams_x_and_braced_x_keep_their_retries_apart,
     names_with_stray_braces_keep_their_keys_in_the_streams_slot,
     a_braced_streams_old_keys_move_to_the_new_names_at_start,
+    old_and_new_keys_both_present_are_merged_at_start,
 );
