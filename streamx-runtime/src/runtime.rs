@@ -655,3 +655,39 @@ impl RunningRuntime {
 pub async fn run() -> Result<()> {
     Runtime::builder().build()?.run().await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn handler(_: crate::Message<serde_json::Value>) {}
+
+    fn with_dlq(stream: &'static str, dlq: &'static str) -> Consumer {
+        Consumer::new(stream, "g", handler).dlq(DeadLetterTarget::Stream(dlq))
+    }
+
+    #[test]
+    fn derived_keys_pass_the_slot_check_on_any_topology() {
+        for stream in ["orders", "{shop}.orders", "orders}", "a}b", "x{}y", "{{a}", "foo{bar"] {
+            for cluster in [false, true] {
+                assert_eq!(check_key_slots(&Consumer::new(stream, "g:{x}", handler), cluster), Ok(()), "{stream}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_custom_dead_letter_stream_in_another_slot_fails_on_a_cluster_only() {
+        assert_eq!(check_key_slots(&with_dlq("orders", "orders-dead"), false), Ok(()));
+        assert_eq!(check_key_slots(&with_dlq("orders", "{orders}:dead"), true), Ok(()));
+        let hint = |stream, dlq| check_key_slots(&with_dlq(stream, dlq), true).unwrap_err();
+        let err = hint("orders", "orders-dead");
+        assert!(err.contains("`orders-dead` must share the hash slot of `orders` (105)"), "{err}");
+        assert!(err.ends_with("e.g. `{orders}:dead`"), "{err}");
+        assert!(hint("{shop}.orders", "orders-dead").ends_with("e.g. `{shop}:dead`"));
+        // No tag of its own: the hint is the default name, which is in the right slot.
+        let err = hint("orders}", "orders-dead");
+        let default = default_dead_letter_stream("orders}");
+        assert!(err.ends_with(&format!("e.g. `{default}`")), "{err}");
+        assert_eq!(slot(&default), slot("orders}"));
+    }
+}

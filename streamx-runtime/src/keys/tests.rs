@@ -109,6 +109,9 @@ fn names_with_a_closing_brace_get_the_escaped_form() {
     assert_eq!(retry_schedule("{x}", "g"), "{x}#{x}:retries:g");
     assert_eq!(retry_schedule("a{b}c:retries", "g"), "{b}#a{b}c%3Aretries:retries:g");
     assert_eq!(heartbeats("{b}50%", "g"), "{b}#{b}50%25:consumers:g");
+    // The README's examples.
+    assert_eq!(default_dead_letter_stream("shop:{eu}"), "{eu}#shop%3A{eu}:dlq");
+    assert_eq!(retry_schedule("shop:{eu}", "billing"), "{eu}#shop%3A{eu}:retries:billing");
     // No tag of its own: a filler tag in the name's slot.
     let filler = filler_tag(slot("orders}"));
     assert_eq!(default_dead_letter_stream("orders}"), format!("{{{filler}}}#orders}}:dlq"));
