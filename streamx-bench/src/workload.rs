@@ -85,7 +85,7 @@ impl Keys {
         let mut created = self.created.lock().unwrap_or_else(PoisonError::into_inner);
         let name = format!("{}:{what}:{}", self.prefix, created.len());
         created.push(name.clone());
-        created.push(streamx::keys::derived_key(&name, "dlq"));
+        created.push(streamx::keys::default_dead_letter_stream(&name));
         name
     }
 

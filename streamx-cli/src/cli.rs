@@ -113,7 +113,8 @@ pub struct PublishArgs {
 /// Which dead letters a `dlq` command acts on.
 #[derive(Debug, Args, Clone)]
 pub struct DlqSelection {
-    /// The origin stream (its dead letters are in `{STREAM}:dlq`, see --dlq-stream).
+    /// The origin stream (its dead letters are in `{STREAM}:dlq`, `{TAG}#STREAM:dlq` for a
+    /// name with a `}`; see --dlq-stream).
     pub stream: String,
     /// The dead-letter stream, when a consumer names its own (`dlq = "..."`).
     #[arg(long)]

@@ -4,8 +4,8 @@
 
 use fred::clients::Client;
 use fred::interfaces::KeysInterface;
-use streamx_runtime::keys::dead_letter_stream;
-use streamx_runtime::{DeadLetterTarget, DeadLetters, GroupInfo, Inspector, Producer, RedisUrl};
+use streamx_runtime::keys::default_dead_letter_stream;
+use streamx_runtime::{DeadLetters, GroupInfo, Inspector, Producer, RedisUrl};
 
 use crate::error::{redis, CliError, Result};
 
@@ -46,7 +46,8 @@ impl Connection {
         Inspector::with_client(self.client())
     }
 
-    /// The dead letters of `stream`: `{stream}:dlq` unless `dlq_stream` names another.
+    /// The dead letters of `stream`: its default dead-letter stream (`{stream}:dlq` for a
+    /// name without `}`) unless `dlq_stream` names another.
     pub fn dead_letters(&self, stream: &str, dlq_stream: Option<&str>) -> DeadLetters {
         let key = dlq_stream.map(str::to_string).unwrap_or_else(|| dead_letter_key(stream));
         DeadLetters::with_client(self.client(), &key)
@@ -80,8 +81,7 @@ impl Connection {
 }
 
 /// The default dead-letter stream of `stream` (the engine's naming, see
-/// `streamx_runtime::keys`).
+/// `streamx_runtime::keys`): `{orders}:dlq`, `{shop}#{shop}.orders:dlq`.
 pub fn dead_letter_key(stream: &str) -> String {
-    // The default target always has a dead-letter stream.
-    dead_letter_stream(stream, &DeadLetterTarget::Default).unwrap_or_default()
+    default_dead_letter_stream(stream)
 }

@@ -162,6 +162,20 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// At a consumer's start, a key derived from its stream could not be moved from its old
+    /// name (earlier releases named the keys of a stream whose name has a `}` differently,
+    /// see [`keys`](crate::keys)) to its current one, e.g. because the key at the new name
+    /// has another type. Nothing was moved; move or delete it by hand.
+    #[error("cannot move `{old}` to its new name `{new}`: {source}")]
+    KeyMove {
+        /// The key's old name (the stream's name and a suffix: `{shop}.orders:retries:billing`).
+        old: String,
+        /// The key's new name.
+        new: String,
+        /// The underlying client error (the server's message is in its details).
+        #[source]
+        source: fred::error::Error,
+    },
     /// A consumer loop ended with an error it could not recover from.
     #[error("consumer `{consumer}` stopped: {reason}")]
     ConsumerFailed {

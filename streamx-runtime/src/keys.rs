@@ -1,21 +1,103 @@
 //! Redis key names: the one place that decides them, so cluster hash slots are right.
 //!
-//! A consumer's stream is the user's key as given. Every key streamx derives from it
-//! shares the stream's hash slot, so scripts touching both stay legal on Redis Cluster:
-//! - the default dead-letter stream of `orders` is `{orders}:dlq` (Redis Cluster hashes
-//!   only the text inside `{...}`, so `{orders}:dlq` lives in the slot of `orders`);
-//! - when the stream name already has a hash tag (`{shop}.orders`), the suffix is appended:
-//!   `{shop}.orders:dlq`.
+//! A consumer's stream is the user's key as given. Every key streamx derives from it (see
+//! [`KeyKind`]) shares the stream's hash slot, so scripts touching both stay legal on Redis
+//! Cluster, and no two (stream, kind, group) give the same key, whatever the names.
 //!
-//! Per consumer group, the engine keeps three small keys next to the stream (same slot):
-//! - `{orders}:retries:<group>`: the retry schedule, a sorted set of entry ids scored by the
-//!   time (Unix ms, Redis clock) their next attempt is due;
-//! - `{orders}:consumers:<group>`: consumer heartbeats, a sorted set of consumer names scored
-//!   by their last heartbeat (Unix ms, Redis clock);
+//! A stream whose name has no `}` (almost every name) gets its keys in the form
+//! `{<stream>}:<kind>[:<group>]`. Redis Cluster hashes only the text inside the first
+//! `{...}`, so `{orders}:dlq` lives in the slot of `orders`:
+//! - `{orders}:dlq`: the default dead-letter stream;
+//! - `{orders}:retries:<group>`: the retry schedule, a sorted set of entry ids scored by
+//!   the time (Unix ms, Redis clock) their next attempt is due;
+//! - `{orders}:consumers:<group>`: consumer heartbeats, a sorted set of consumer names
+//!   scored by their last heartbeat (Unix ms, Redis clock);
 //! - `{orders}:takeovers:<group>`: ids taken over from a stopped consumer and not settled
-//!   yet, so that a crash during such a run is pinned on them (crash-loop isolation).
+//!   yet, so that a crash during such a run is pinned on them (crash-loop isolation);
+//! - `{orders}:members:<group>` and `{orders}:isolated:<group>`: see [`member_deadlines`]
+//!   and [`isolated_marks`].
+//!
+//! The stream's name is the text between the first `{` and the first `}`, and the kind
+//! words are fixed, so this form never gives two streams (or kinds, or groups) one key.
+//!
+//! A name with a `}` (`{shop}.orders`, `orders}`) cannot be put inside braces: the tag
+//! would end at its `}`, in another slot, and `x` and `{x}` would share `{x}:...`. Such a
+//! name (and the empty name) gets `{<tag>}#<escaped name>:<kind>[:<group>]`:
+//! - `<tag>` is the name's own hash tag when it has one (`shop` for `{shop}.orders`), else
+//!   the first of `s0`, `s1`, `s2`, ... in the name's slot (`orders}` hashes whole);
+//! - `<escaped name>` is the name with `%` written `%25` and `:` written `%3A`, so it ends
+//!   at the first `:` after the `#`.
+//!
+//! So `{shop}.orders` has `{shop}#{shop}.orders:dlq` and `{shop}#{shop}.orders:retries:<group>`.
+//! The `#` right after the first `}` tells this form from the first (where a `:` follows), and
+//! the escaped name gives the name back, so this form is one-to-one too. Keys of such names
+//! before this form (`{shop}.orders:retries:<group>`) are moved to it when a consumer starts
+//! (see `migrate`).
+
+mod migrate;
+
+pub(crate) use migrate::move_legacy_keys;
+
+use std::sync::OnceLock;
 
 use crate::policy::DeadLetterTarget;
+
+/// What a key derived from a stream holds; each kind has a fixed word in the key, and every
+/// kind but the dead-letter stream is per consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyKind<'a> {
+    /// The default dead-letter stream (`dlq`).
+    DeadLetters,
+    /// The retry schedule of a group (`retries`); see [`retry_schedule`].
+    RetrySchedule(&'a str),
+    /// The consumer heartbeats of a group (`consumers`); see [`heartbeats`].
+    Heartbeats(&'a str),
+    /// The take-over marks of a group (`takeovers`); see [`takeover_marks`].
+    TakeoverMarks(&'a str),
+    /// The members' liveness deadlines of a group (`members`); see [`member_deadlines`].
+    MemberDeadlines(&'a str),
+    /// The isolated-run marks of a group (`isolated`); see [`isolated_marks`].
+    IsolatedMarks(&'a str),
+}
+
+impl<'a> KeyKind<'a> {
+    /// Every kind, those per group for `group`.
+    pub fn all(group: &'a str) -> [KeyKind<'a>; 6] {
+        [
+            KeyKind::DeadLetters,
+            KeyKind::RetrySchedule(group),
+            KeyKind::Heartbeats(group),
+            KeyKind::TakeoverMarks(group),
+            KeyKind::MemberDeadlines(group),
+            KeyKind::IsolatedMarks(group),
+        ]
+    }
+
+    /// The word that names the kind in the key (`dlq`, `retries`, ...).
+    pub fn word(&self) -> &'static str {
+        match self {
+            KeyKind::DeadLetters => "dlq",
+            KeyKind::RetrySchedule(_) => "retries",
+            KeyKind::Heartbeats(_) => "consumers",
+            KeyKind::TakeoverMarks(_) => "takeovers",
+            KeyKind::MemberDeadlines(_) => "members",
+            KeyKind::IsolatedMarks(_) => "isolated",
+        }
+    }
+
+    /// The group the key belongs to; `None` for the dead-letter stream.
+    pub fn group(&self) -> Option<&'a str> {
+        match *self {
+            KeyKind::DeadLetters => None,
+            KeyKind::RetrySchedule(group)
+            | KeyKind::Heartbeats(group)
+            | KeyKind::TakeoverMarks(group)
+            | KeyKind::MemberDeadlines(group)
+            | KeyKind::IsolatedMarks(group) => Some(group),
+        }
+    }
+}
 
 /// The text Redis Cluster hashes for `key`: the first non-empty `{...}` section, or the
 /// whole key.
@@ -24,19 +106,57 @@ pub fn hash_tag(key: &str) -> &str {
     &key[hash_tag_range(key.as_bytes())]
 }
 
-/// A key derived from `base` (with `:suffix`) that shares `base`'s hash slot.
-pub fn derived_key(base: &str, suffix: &str) -> String {
-    if hash_tag(base).len() != base.len() {
-        format!("{base}:{suffix}")
+/// The key of `kind` derived from `stream` (see the module docs): in the slot of `stream`,
+/// and different for every different (stream, kind, group).
+///
+/// ```
+/// use streamx_runtime::keys::{derived_key, slot, KeyKind};
+/// assert_eq!(derived_key("orders", KeyKind::DeadLetters), "{orders}:dlq");
+/// assert_eq!(derived_key("orders", KeyKind::RetrySchedule("billing")), "{orders}:retries:billing");
+/// assert_eq!(derived_key("{shop}.orders", KeyKind::DeadLetters), "{shop}#{shop}.orders:dlq");
+/// assert_eq!(slot(derived_key("orders}", KeyKind::DeadLetters)), slot("orders}"));
+/// ```
+pub fn derived_key(stream: &str, kind: KeyKind<'_>) -> String {
+    let word = kind.word();
+    let group = kind.group().unwrap_or_default();
+    let mut key = String::with_capacity(stream.len() + word.len() + group.len() + 8);
+    if !stream.is_empty() && !stream.contains('}') {
+        key.push('{');
+        key.push_str(stream);
+        key.push('}');
     } else {
-        format!("{{{base}}}:{suffix}")
+        key.push('{');
+        match own_tag(stream) {
+            Some(tag) => key.push_str(tag),
+            None => key.push_str(&filler_tag(slot(stream))),
+        }
+        key.push_str("}#");
+        for c in stream.chars() {
+            match c {
+                '%' => key.push_str("%25"),
+                ':' => key.push_str("%3A"),
+                c => key.push(c),
+            }
+        }
     }
+    key.push(':');
+    key.push_str(word);
+    if let Some(group) = kind.group() {
+        key.push(':');
+        key.push_str(group);
+    }
+    key
+}
+
+/// The default dead-letter stream of `stream`: `{orders}:dlq` for `orders`.
+pub fn default_dead_letter_stream(stream: &str) -> String {
+    derived_key(stream, KeyKind::DeadLetters)
 }
 
 /// The dead-letter stream for `stream` under `target`; `None` when dead letters are off.
 pub fn dead_letter_stream(stream: &str, target: &DeadLetterTarget) -> Option<String> {
     match target {
-        DeadLetterTarget::Default => Some(derived_key(stream, "dlq")),
+        DeadLetterTarget::Default => Some(default_dead_letter_stream(stream)),
         DeadLetterTarget::Disabled => None,
         DeadLetterTarget::Stream(name) => Some((*name).to_string()),
     }
@@ -44,30 +164,30 @@ pub fn dead_letter_stream(stream: &str, target: &DeadLetterTarget) -> Option<Str
 
 /// The retry schedule of `group` on `stream` (see the module docs).
 pub fn retry_schedule(stream: &str, group: &str) -> String {
-    derived_key(stream, &format!("retries:{group}"))
+    derived_key(stream, KeyKind::RetrySchedule(group))
 }
 
 /// The consumer heartbeats of `group` on `stream` (see the module docs).
 pub fn heartbeats(stream: &str, group: &str) -> String {
-    derived_key(stream, &format!("consumers:{group}"))
+    derived_key(stream, KeyKind::Heartbeats(group))
 }
 
 /// The take-over marks of `group` on `stream` (see the module docs).
 pub fn takeover_marks(stream: &str, group: &str) -> String {
-    derived_key(stream, &format!("takeovers:{group}"))
+    derived_key(stream, KeyKind::TakeoverMarks(group))
 }
 
 /// The members' liveness deadlines of `group` on `stream`: a sorted set of member names,
 /// each scored by the time (Unix ms, Redis clock) until which that member promised to be
 /// alive: the member's own `claim_idle` after its last heartbeat.
 pub fn member_deadlines(stream: &str, group: &str) -> String {
-    derived_key(stream, &format!("members:{group}"))
+    derived_key(stream, KeyKind::MemberDeadlines(group))
 }
 
 /// The ids of `group` on `stream` that a member claimed to run alone as crash suspects: if
 /// that member stops while holding one, its run is counted (see the worker's take-over).
 pub fn isolated_marks(stream: &str, group: &str) -> String {
-    derived_key(stream, &format!("isolated:{group}"))
+    derived_key(stream, KeyKind::IsolatedMarks(group))
 }
 
 /// Number of hash slots in a Redis Cluster.
@@ -86,6 +206,40 @@ pub fn slot(key: impl AsRef<[u8]>) -> u16 {
     fred::util::redis_keyslot(key.as_ref())
 }
 
+/// The hash tag of `key` when it has one (a non-empty `{...}`); `None` when Redis Cluster
+/// hashes the whole key.
+fn own_tag(key: &str) -> Option<&str> {
+    let range = hash_tag_range(key.as_bytes());
+    (range.len() != key.len()).then(|| &key[range])
+}
+
+/// The first of `s0`, `s1`, `s2`, ... whose slot is `slot`: a hash tag for the keys of a
+/// name that has none of its own and cannot be put in braces. Every slot has one below
+/// `s155594` (checked by a test); the table of the first per slot is built once, when a
+/// process first needs one (some 155,000 CRC16s of a few bytes: about a millisecond).
+fn filler_tag(target: u16) -> String {
+    static FIRST: OnceLock<Vec<u32>> = OnceLock::new();
+    let first = FIRST.get_or_init(|| {
+        let mut first = vec![u32::MAX; usize::from(SLOT_COUNT)];
+        let mut missing = first.len();
+        let mut n: u32 = 0;
+        while missing > 0 {
+            let found = &mut first[usize::from(slot(filler(n)))];
+            if *found == u32::MAX {
+                *found = n;
+                missing -= 1;
+            }
+            n += 1;
+        }
+        first
+    });
+    filler(first[usize::from(target % SLOT_COUNT)])
+}
+
+fn filler(n: u32) -> String {
+    format!("s{n}")
+}
+
 /// Where the hashed part of `key` is: inside the first `{...}` if non-empty, else all of it.
 fn hash_tag_range(key: &[u8]) -> std::ops::Range<usize> {
     if let Some(open) = key.iter().position(|&b| b == b'{') {
@@ -99,42 +253,4 @@ fn hash_tag_range(key: &[u8]) -> std::ops::Range<usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn derived_keys_share_the_slot() {
-        assert_eq!(derived_key("orders", "dlq"), "{orders}:dlq");
-        assert_eq!(derived_key("{shop}.orders", "dlq"), "{shop}.orders:dlq");
-        assert_eq!(slot("orders"), slot("{orders}:dlq"));
-        assert_eq!(slot("{shop}.orders"), slot("{shop}.orders:dlq"));
-        assert_eq!(slot("foo"), 12182);
-        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
-        assert_eq!(hash_tag("a{}b"), "a{}b");
-        for key in [retry_schedule("orders", "g"), heartbeats("orders", "g"), takeover_marks("{shop}.orders", "g")] {
-            assert_eq!(slot(&key), slot(if key.starts_with("{shop}") { "{shop}.orders" } else { "orders" }));
-        }
-        assert_eq!(retry_schedule("orders", "billing"), "{orders}:retries:billing");
-    }
-
-    #[test]
-    fn slots_match_redis() {
-        // Values from `CLUSTER KEYSLOT` (Redis 7.0).
-        assert_eq!(slot("foo"), 12182);
-        assert_eq!(slot("bar"), 5061);
-        assert_eq!(slot("123456789"), 12739);
-    }
-
-    #[test]
-    fn hash_tags_follow_the_cluster_rules() {
-        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
-        assert_eq!(slot("{user1000}.following"), slot("user1000"));
-        // Empty tag: the whole key is hashed.
-        assert_eq!(slot("foo{}{bar}"), 8363);
-        // Only the first `{` and the first `}` after it count.
-        assert_eq!(slot("foo{{bar}}zap"), slot("{bar"));
-        assert_eq!(slot("foo{bar}{zap}"), slot("bar"));
-        // No closing brace: the whole key is hashed.
-        assert_eq!(slot("foo{bar"), 15278);
-    }
-}
+mod tests;

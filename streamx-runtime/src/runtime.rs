@@ -14,8 +14,11 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::{redact, ClientRole, HealingClient, RedisUrl};
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
-use crate::keys::{dead_letter_stream, slot};
+use crate::keys::{
+    dead_letter_stream, default_dead_letter_stream, derived_key, hash_tag, move_legacy_keys, slot, KeyKind,
+};
 use crate::observe::readiness::Loops;
+use crate::policy::DeadLetterTarget;
 use crate::producer::Producer;
 use crate::registry::registered;
 use crate::state::State;
@@ -424,12 +427,38 @@ fn validate(c: &Consumer, url: &RedisUrl, cleanup_idle: Duration) -> Result<()> 
         if dlq == c.stream() {
             return invalid("the dead-letter stream cannot be the consumer's own stream".into());
         }
-        if url.is_cluster() && slot(&dlq) != slot(c.stream()) {
-            return invalid(format!(
-                "on Redis Cluster the dead-letter stream `{dlq}` must share the hash slot of `{}`; \
-                 name it with the same hash tag, e.g. `{{{}}}:dead`",
-                c.stream(),
-                c.stream()
+    }
+    check_key_slots(c, url.is_cluster()).or_else(invalid)
+}
+
+/// The engine's scripts touch a consumer's stream together with the keys derived from it and
+/// its dead-letter stream: each must be in the stream's hash slot. The derived keys always
+/// are (see [`crate::keys`]; checked anyway, on any topology, since a wrong one would strand
+/// retries on a cluster); a custom dead-letter stream must be named so, on a cluster.
+fn check_key_slots(c: &Consumer, cluster: bool) -> std::result::Result<(), String> {
+    let stream = c.stream();
+    let wanted = slot(stream);
+    for kind in KeyKind::all(c.group()) {
+        let key = derived_key(stream, kind);
+        if slot(&key) != wanted {
+            return Err(format!(
+                "the key `{key}` derived from stream `{stream}` is in hash slot {}, not the stream's {wanted} \
+                 (a streamx bug: please report it with the stream's name)",
+                slot(&key)
+            ));
+        }
+    }
+    if let DeadLetterTarget::Stream(dlq) = c.options.retry.dead_letter {
+        if cluster && slot(dlq) != wanted {
+            // A name with a `}` and no valid tag of its own cannot lend it: the default then.
+            let example = if stream.contains('}') && hash_tag(stream) == stream {
+                default_dead_letter_stream(stream)
+            } else {
+                format!("{{{}}}:dead", hash_tag(stream))
+            };
+            return Err(format!(
+                "on Redis Cluster the dead-letter stream `{dlq}` must share the hash slot of `{stream}` \
+                 ({wanted}); name it with the same hash tag, e.g. `{example}`"
             ));
         }
     }
@@ -502,6 +531,8 @@ impl Runtime {
         let command = HealingClient::connect(&self.url, ClientRole::Command, self.connect_timeout).await?;
         for c in &self.consumers {
             ensure_group(&command.get(), c.stream(), c.group(), c.options.start.group_create_id()).await?;
+            let dead_letter = &c.options.retry.dead_letter;
+            move_legacy_keys(&command.get(), self.url.is_cluster(), c.stream(), c.group(), dead_letter).await?;
         }
         let token = CancellationToken::new();
         let mut loops = Vec::with_capacity(self.consumers.len());
@@ -633,4 +664,40 @@ impl RunningRuntime {
 /// `Runtime::builder().build()?.run().await`.
 pub async fn run() -> Result<()> {
     Runtime::builder().build()?.run().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn handler(_: crate::Message<serde_json::Value>) {}
+
+    fn with_dlq(stream: &'static str, dlq: &'static str) -> Consumer {
+        Consumer::new(stream, "g", handler).dlq(DeadLetterTarget::Stream(dlq))
+    }
+
+    #[test]
+    fn derived_keys_pass_the_slot_check_on_any_topology() {
+        for stream in ["orders", "{shop}.orders", "orders}", "a}b", "x{}y", "{{a}", "foo{bar"] {
+            for cluster in [false, true] {
+                assert_eq!(check_key_slots(&Consumer::new(stream, "g:{x}", handler), cluster), Ok(()), "{stream}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_custom_dead_letter_stream_in_another_slot_fails_on_a_cluster_only() {
+        assert_eq!(check_key_slots(&with_dlq("orders", "orders-dead"), false), Ok(()));
+        assert_eq!(check_key_slots(&with_dlq("orders", "{orders}:dead"), true), Ok(()));
+        let hint = |stream, dlq| check_key_slots(&with_dlq(stream, dlq), true).unwrap_err();
+        let err = hint("orders", "orders-dead");
+        assert!(err.contains("`orders-dead` must share the hash slot of `orders` (105)"), "{err}");
+        assert!(err.ends_with("e.g. `{orders}:dead`"), "{err}");
+        assert!(hint("{shop}.orders", "orders-dead").ends_with("e.g. `{shop}:dead`"));
+        // No tag of its own: the hint is the default name, which is in the right slot.
+        let err = hint("orders}", "orders-dead");
+        let default = default_dead_letter_stream("orders}");
+        assert!(err.ends_with(&format!("e.g. `{default}`")), "{err}");
+        assert_eq!(slot(&default), slot("orders}"));
+    }
 }
