@@ -12,10 +12,10 @@
 //!   the time (Unix ms, Redis clock) their next attempt is due;
 //! - `{orders}:consumers:<group>`: consumer heartbeats, a sorted set of consumer names
 //!   scored by their last heartbeat (Unix ms, Redis clock);
-//! - `{orders}:takeovers:<group>`: ids taken over from a stopped consumer and not settled
-//!   yet, so that a crash during such a run is pinned on them (crash-loop isolation);
-//! - `{orders}:members:<group>` and `{orders}:isolated:<group>`: see [`member_deadlines`]
-//!   and [`isolated_marks`].
+//! - `{orders}:takeovers:<group>`: the take-over marks: ids taken over from a stopped
+//!   member and not settled yet, `i:<id>` for one run alone, `c:<id>` for one that crashed
+//!   its worker alone (crash-loop isolation, see the worker's take-over);
+//! - `{orders}:members:<group>`: see [`member_deadlines`].
 //!
 //! The stream's name is the text between the first `{` and the first `}`, and the kind
 //! words are fixed, so this form never gives two streams (or kinds, or groups) one key.
@@ -57,20 +57,17 @@ pub enum KeyKind<'a> {
     TakeoverMarks(&'a str),
     /// The members' liveness deadlines of a group (`members`); see [`member_deadlines`].
     MemberDeadlines(&'a str),
-    /// The isolated-run marks of a group (`isolated`); see [`isolated_marks`].
-    IsolatedMarks(&'a str),
 }
 
 impl<'a> KeyKind<'a> {
     /// Every kind, those per group for `group`.
-    pub fn all(group: &'a str) -> [KeyKind<'a>; 6] {
+    pub fn all(group: &'a str) -> [KeyKind<'a>; 5] {
         [
             KeyKind::DeadLetters,
             KeyKind::RetrySchedule(group),
             KeyKind::Heartbeats(group),
             KeyKind::TakeoverMarks(group),
             KeyKind::MemberDeadlines(group),
-            KeyKind::IsolatedMarks(group),
         ]
     }
 
@@ -82,7 +79,6 @@ impl<'a> KeyKind<'a> {
             KeyKind::Heartbeats(_) => "consumers",
             KeyKind::TakeoverMarks(_) => "takeovers",
             KeyKind::MemberDeadlines(_) => "members",
-            KeyKind::IsolatedMarks(_) => "isolated",
         }
     }
 
@@ -93,8 +89,7 @@ impl<'a> KeyKind<'a> {
             KeyKind::RetrySchedule(group)
             | KeyKind::Heartbeats(group)
             | KeyKind::TakeoverMarks(group)
-            | KeyKind::MemberDeadlines(group)
-            | KeyKind::IsolatedMarks(group) => Some(group),
+            | KeyKind::MemberDeadlines(group) => Some(group),
         }
     }
 }
@@ -182,12 +177,6 @@ pub fn takeover_marks(stream: &str, group: &str) -> String {
 /// alive: the member's own `claim_idle` after its last heartbeat.
 pub fn member_deadlines(stream: &str, group: &str) -> String {
     derived_key(stream, KeyKind::MemberDeadlines(group))
-}
-
-/// The ids of `group` on `stream` that a member claimed to run alone as crash suspects: if
-/// that member stops while holding one, its run is counted (see the worker's take-over).
-pub fn isolated_marks(stream: &str, group: &str) -> String {
-    derived_key(stream, KeyKind::IsolatedMarks(group))
 }
 
 /// Number of hash slots in a Redis Cluster.

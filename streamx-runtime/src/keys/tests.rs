@@ -94,7 +94,6 @@ fn names_without_a_closing_brace_keep_the_documented_keys() {
     assert_eq!(heartbeats("orders", "billing"), "{orders}:consumers:billing");
     assert_eq!(takeover_marks("orders", "billing"), "{orders}:takeovers:billing");
     assert_eq!(member_deadlines("orders", "billing"), "{orders}:members:billing");
-    assert_eq!(isolated_marks("orders", "billing"), "{orders}:isolated:billing");
     assert_eq!(default_dead_letter_stream("harness.greetings"), "{harness.greetings}:dlq");
     // A `{` without a `}`, `:` and `%` in the name: still inside the braces.
     assert_eq!(default_dead_letter_stream("foo{bar"), "{foo{bar}:dlq");
