@@ -50,9 +50,9 @@ use crate::error::Result;
 use crate::retry_delay::RetryDelay;
 pub(crate) use group::ensure_group;
 pub use retries::SCHEDULED_CONSUMER;
-pub use takeover::SUSPECTS_CONSUMER;
 use shared::Shared;
 pub use stats::{ConsumerStats, ConsumerStatsSnapshot};
+pub use takeover::SUSPECTS_CONSUMER;
 
 /// Settings the runtime passes to every consumer loop.
 #[derive(Debug, Clone)]
