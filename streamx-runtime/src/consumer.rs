@@ -155,7 +155,9 @@ macro_rules! option_setters {
             self.options.retry.dlq_max_len = len;
             self
         }
-        /// Sets after how long an unrenewed pending message is taken over (default 30 s).
+        /// Sets how long this member promises to stay alive after each heartbeat (sent every
+        /// `claim_idle / 3`; default 30 s): once that deadline has passed, the others take
+        /// over what it holds. Members of one group may differ: each is judged by its own.
         pub $($constness)? fn claim_idle(mut self, idle: ::std::time::Duration) -> Self {
             self.options.claim_idle = idle;
             self

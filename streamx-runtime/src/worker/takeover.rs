@@ -124,13 +124,17 @@ local function take_rows(rows)
   for i, p in ipairs(rows) do
     local id, owner, count = p[1], p[2], p[4]
     if marked[i] == 1 or alone[i] == 1 then
-      if alone[i] == 1 then
+      -- (Among this member's own lost entries, a run alone is not pinned: the reply of the
+      -- script that claimed it may have been lost to a dropped connection, its run never
+      -- started. A crashed predecessor under the same name gets one more run alone.)
+      if alone[i] == 1 and ARGV[7] == '' then
         -- It ran alone and its holder stopped meanwhile: it crashed its worker.
         add(to_suspects, count + 1, id)
         table.insert(marks_gone, alone_ids[i])
         table.insert(marks_new, 'c:' .. id)
       else
         add(to_suspects, count, id)
+        if alone[i] == 1 then table.insert(marks_gone, alone_ids[i]) end
       end
     else
       if taken >= limit then
