@@ -110,8 +110,10 @@ pub enum FailureKind {
     InvalidJson,
     /// The payload was JSON of the wrong shape for the handler's type.
     WrongShape,
-    /// The message was delivered `max_retries + 1` times without a result (each time the
-    /// consumer died or lost it), e.g. a message that crashes its worker.
+    /// The message reached its limit of runs without a result: `max_retries + 1` runs that
+    /// started, or a run alone (as a crash suspect) during which its process died, i.e. a
+    /// message that crashes its worker. Its `deliveries` are the runs known to have started
+    /// (a run whose process died is known only when it ran alone).
     DeliveryLimit,
     /// The entry was deleted from the stream (trimmed, `XDEL`) while it was pending: only
     /// its id and the group's bookkeeping are left, no payload.

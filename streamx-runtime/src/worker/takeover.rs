@@ -412,7 +412,9 @@ fn isolate(
 ) {
     isolation.running.store(true, Ordering::Release);
     let task = if suspect.crashed {
-        let (id, count) = (suspect.entry.id, suspect.count);
+        // Its count was raised when its holder was found stopped: the runs known to have
+        // started are one fewer (its run alone among them).
+        let (id, count) = (suspect.entry.id, suspect.count.saturating_sub(1).max(1));
         tracing::error!(consumer = %shared.name, %id, "a message crashed its worker when it ran alone; dead-lettering it");
         drop((suspect, charge));
         let shared = shared.clone();
