@@ -234,7 +234,7 @@ if ARGV[6] == '1' then
     local found = fields_of(p[1])
     if found then
       claim_by_count(KEYS[1], ARGV[1], ARGV[2], {[p[4]] = {p[1]}})
-      local crashed = redis.call('SISMEMBER', KEYS[4], 'c:' .. p[1]) == 1
+      local crashed = redis.call('SMISMEMBER', KEYS[4], 'c:' .. p[1])[1] == 1
       if not crashed then redis.call('SADD', KEYS[4], 'i:' .. p[1]) end
       table.insert(out, {p[1], found, p[4], crashed and 2 or 1})
       break
