@@ -18,7 +18,7 @@ use super::shared::Shared;
 use crate::retry_delay::RetryDelay;
 use crate::scripts::{assemble, CONSUMERS, NOW_MS};
 
-static BEAT: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static BEAT: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS],
         r#"
@@ -33,7 +33,7 @@ return 1
 /// threshold, each checked and deleted in the same script (a consumer that reads in between
 /// cannot lose entries to `XGROUP DELCONSUMER`), and forgets their heartbeats. With a
 /// victim, removes only that consumer (this one, leaving) if it owns nothing.
-static CLEAN_UP: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static CLEAN_UP: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS, CONSUMERS],
         r#"
@@ -131,6 +131,9 @@ pub(crate) async fn clean_up(shared: &Shared, victim: &str) {
                 }
             }
         }
-        Err(e) => tracing::debug!(consumer = %shared.name, error = %e, "consumer clean-up failed"),
+        Err(e) => {
+            tracing::debug!(consumer = %shared.name, error = %e, "consumer clean-up failed");
+            shared.command_failed(&client, &e).await;
+        }
     }
 }

@@ -30,6 +30,7 @@ mod promoter;
 mod reader;
 mod retries;
 mod sampler;
+mod script_index;
 mod shared;
 mod sizing;
 mod stats;
@@ -50,6 +51,7 @@ use crate::error::Result;
 use crate::retry_delay::RetryDelay;
 pub(crate) use group::ensure_group;
 pub use retries::SCHEDULED_CONSUMER;
+pub(crate) use script_index::scripts;
 use shared::Shared;
 pub use stats::{ConsumerStats, ConsumerStatsSnapshot};
 

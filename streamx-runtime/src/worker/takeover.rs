@@ -46,7 +46,7 @@ use crate::scripts::{assemble, CLAIM_BY_COUNT, CONSUMERS, DEAD_LETTER_ADD, DEAD_
 /// `[id, fields, count, suspect]` per entry claimed (at most `limit` entries that are not
 /// suspects, plus at most one suspect when allowed), and the count of dead letters trimmed
 /// (see [`crate::scripts::split_trimmed`]).
-static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS, CLAIM_BY_COUNT],
         r#"
