@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | a command | `NOPERM this user has no permissions to run the 'xack' command` | `NOPERM User u has no permissions to run the 'xack' command` |
 //! | a key | `NOPERM this user has no permissions to access one of the keys used as arguments` | `NOPERM No permissions to access a key` |
-//! | in a script | `ERR The user executing the script can't run this command or subcommand script: <sha>, on @user_script:1.` (or `can't access at least one of the keys ...`) | `NOPERM ...` as above, with `script: <sha>` |
+//! | in a script | `ERR The user executing the script can't run this command or subcommand script: <sha>, on @user_script:1.` (or `can't access at least one of the keys ...`) | `ACL failure in script: User u has no permissions to run the 'xclaim' command script: <sha>, ...` (or `No permissions to access a key`) |
 
 use super::needs::from_acl_name;
 
@@ -30,7 +30,7 @@ pub(crate) struct Denial {
 
 /// The permission error in a server error's text, if it is one.
 pub(crate) fn denial(details: &str) -> Option<Denial> {
-    let refused = if details.contains("NOPERM") {
+    let refused = if details.contains("NOPERM") || details.contains("ACL failure in script") {
         if let Some(name) = quoted_after(details, "run the '") {
             Refused::Command(Some(from_acl_name(name)))
         } else if details.contains("key") {
@@ -56,9 +56,10 @@ fn quoted_after<'a>(text: &'a str, marker: &str) -> Option<&'a str> {
 
 /// The 40 hex digits after `script: `.
 fn script_sha(text: &str) -> Option<String> {
-    let rest = &text[text.find("script: ")? + "script: ".len()..];
-    let sha: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
-    (sha.len() == 40).then(|| sha.to_ascii_lowercase())
+    text.split("script: ").skip(1).find_map(|rest| {
+        let sha: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+        (sha.len() == 40).then(|| sha.to_ascii_lowercase())
+    })
 }
 
 #[cfg(test)]
@@ -90,6 +91,12 @@ mod tests {
                 cmd("XCLAIM"),
                 Some(SHA),
             ),
+            (
+                &*format!("ERR ACL failure in script: User u has no permissions to run the 'xclaim' command script: {SHA}, on @user_script:3."),
+                cmd("XCLAIM"),
+                Some(SHA),
+            ),
+            ("ACL failure in script: No permissions to access a key", Refused::Key, None),
         ];
         for (text, refused, script) in cases {
             let d = denial(text).unwrap_or_else(|| panic!("{text}"));

@@ -151,7 +151,17 @@ async fn recheck(inner: Arc<Inner>) {
     let mut logged: Option<Report> = None;
     loop {
         let seen = inner.state.lock().unwrap_or_else(PoisonError::into_inner).denials;
-        let report = check(&inner.client.get(), &inner.keys.stream, &inner.keys.all(), &inner.commands).await;
+        let (client, keys) = (inner.client.get(), inner.keys.all());
+        let checked = check(&client, &inner.keys.stream, &keys, &inner.commands);
+        let report = tokio::select! {
+            report = checked => report,
+            // (a check waiting on a Redis that does not answer must not hold up shutdown)
+            _ = inner.stopping.cancelled() => Report::default(),
+        };
+        if inner.stopping.is_cancelled() {
+            inner.state.lock().unwrap_or_else(PoisonError::into_inner).checking = false;
+            return;
+        }
         if report.refused() {
             if logged.as_ref() != Some(&report) {
                 let streams = [inner.keys.stream.clone()];
