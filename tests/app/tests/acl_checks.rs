@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{http_get, redis_cli, spawn_worker, wait_exit, wait_until, Job};
+use common::{http_get, on_both_topologies, redis_cli, spawn_worker, wait_exit, wait_until, Job, TestRedis, Topology};
 use streamx::testing::RedisServer;
 use streamx::{Consumer, Error, HandlerError, Message, Producer, RunningRuntime, Runtime};
 
@@ -288,3 +288,46 @@ fn the_readme_rule_is_the_one_the_runtime_gives() {
         Runtime::builder().redis_url("redis://127.0.0.1:6379").registered_consumers(false).consumer(consumer).build();
     assert_eq!(runtime.unwrap().acl_rule(USER), readme_rule());
 }
+
+/// On a server and on a cluster (ACL users are per node: the rule is set on each): the rule
+/// `acl_rule` gives (with `+cluster|info +cluster|slots` on a cluster) passes the check and
+/// consumes; without `+time` the start fails naming it.
+async fn the_rule_the_runtime_gives_passes_and_without_time_fails(topology: Topology) {
+    let redis = TestRedis::start(topology).unwrap();
+    let (consumer, seen) = recorder(&[]);
+    let builder = || {
+        Runtime::builder()
+            .redis_url(redis.url())
+            .credentials(USER, PASSWORD)
+            .registered_consumers(false)
+            .consumer(consumer.clone())
+            .connect_timeout(Duration::ZERO)
+    };
+    let rule = builder().build().unwrap().acl_rule(USER);
+    assert_eq!(rule.contains("+cluster|slots"), topology == Topology::Cluster, "{rule}");
+    let set = |without: &str| {
+        let password = format!(">{PASSWORD}");
+        let args: Vec<&str> = rule
+            .split_whitespace()
+            .map(|w| if w == ">PASSWORD" { password.as_str() } else { w })
+            .filter(|w| *w != without)
+            .collect();
+        for out in redis.cli_all(&args).unwrap() {
+            assert_eq!(out.trim(), "OK", "{args:?}");
+        }
+    };
+
+    set("+time");
+    let err = builder().build().unwrap().start().await.err().expect("refused without TIME");
+    assert!(matches!(&err, Error::MissingPermissions(m) if m.commands == ["TIME"] && m.keys.is_empty()), "{err}");
+
+    set("");
+    let running = builder().build().unwrap().start().await.unwrap();
+    let producer = running.producer().await.unwrap();
+    producer.publish_batch("orders", &(0..10).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    wait_until(Duration::from_secs(20), "10 handled", || async { seen.lock().unwrap().len() >= 10 }).await.unwrap();
+    assert!(running.not_ready().is_empty(), "{:?}", running.not_ready());
+    running.shutdown().await.unwrap();
+}
+
+on_both_topologies!(the_rule_the_runtime_gives_passes_and_without_time_fails);
