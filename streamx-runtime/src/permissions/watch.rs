@@ -22,10 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::denial::{denial, Denial, Refused};
-use super::needs::{engine_scripts, script_commands, ConsumerKeys};
+use super::needs::{engine_scripts, required_commands, script_commands, ConsumerKeys};
 use super::probe::{check, Report};
 use super::{describe_refusal, grant};
-use crate::connection::HealingClient;
+use crate::connection::{HealingClient, RedisUrl};
+use crate::consumer::Consumer;
 use crate::observe::names::{LABEL_COMMAND, LABEL_CONSUMER, LABEL_GROUP, LABEL_STREAM, PERMISSION_DENIED};
 use crate::observe::Readiness;
 use crate::retry_delay::RetryDelay;
@@ -68,25 +69,25 @@ struct State {
 }
 
 impl PermissionWatch {
-    /// The watch of the consumer `consumer` (registration name) on `keys`, whose loop runs as
-    /// `user` and needs `commands`; it re-checks on `client`, and its re-checks end at
+    /// The watch of `consumer`'s loop, connected by `url`, whose dead letters go to
+    /// `dead_letters`: it sets `readiness`, re-checks on `client`, and its re-checks end at
     /// `stopping` (tracked by `tasks`).
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        consumer: &str,
-        keys: ConsumerKeys,
-        user: &str,
-        commands: Vec<String>,
+        consumer: &Consumer,
+        url: &RedisUrl,
+        dead_letters: Option<String>,
         client: HealingClient,
         readiness: Arc<Readiness>,
         stopping: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
+        let keys =
+            ConsumerKeys { stream: consumer.stream().to_string(), group: consumer.group().to_string(), dead_letters };
         let inner = Inner {
-            consumer: consumer.to_string(),
-            user: user.to_string(),
+            consumer: consumer.name().to_string(),
+            user: url.username().to_string(),
             keys,
-            commands,
+            commands: required_commands(url.is_cluster()),
             client,
             readiness,
             stopping,

@@ -20,7 +20,7 @@ use crate::handler::ErasedHandler;
 use crate::keys;
 use crate::message::MessageId;
 use crate::observe::{ConsumerMetrics, Readiness};
-use crate::permissions::{ConsumerKeys, PermissionWatch};
+use crate::permissions::PermissionWatch;
 
 /// Where handlers queue the ids to acknowledge (drained by the acker task).
 pub(crate) type AckSender = mpsc::UnboundedSender<Acks>;
@@ -115,14 +115,9 @@ impl Shared {
         let readiness = Arc::new(Readiness::default());
         let tasks = TaskTracker::new();
         let permissions = PermissionWatch::new(
-            &consumer.name,
-            ConsumerKeys {
-                stream: consumer.stream.to_string(),
-                group: consumer.group.to_string(),
-                dead_letters: settings.dead_letter_stream.clone(),
-            },
-            settings.url.username(),
-            crate::permissions::required_commands(settings.url.is_cluster()),
+            &consumer,
+            &settings.url,
+            settings.dead_letter_stream.clone(),
             command.clone(),
             readiness.clone(),
             stopping.clone(),

@@ -247,8 +247,15 @@ async fn a_worker_whose_user_loses_a_command_is_not_ready_until_it_is_granted_ag
     // No script at all: the heartbeat fails within claim_idle / 3.
     acl(&server, &["-evalsha"]);
     let body = wait_readyz(&running, false, "may not run EVALSHA", "not ready without EVALSHA").await;
-    assert!(body.contains("orders"), "{body}");
+    assert!(body.contains("consumer orders/billing: the Redis user `orders-worker` may not"), "{body}");
     assert!(denials_counted(&running).await >= 1.0);
+    let (_, metrics) = http_get(running.http_addr().unwrap(), "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("streamx_permission_denied_total{") && l.contains(r#"command="EVALSHA""#)),
+        "{metrics}"
+    );
     acl(&server, &["+evalsha"]);
     wait_readyz(&running, true, "", "ready again with EVALSHA").await;
 
