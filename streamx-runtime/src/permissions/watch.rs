@@ -7,7 +7,8 @@
 //! which), and starts a re-check: the start-up check of this consumer's commands and keys,
 //! every 100 ms to 2 s. It logs exactly what is missing and how to grant it, and keeps the
 //! `/readyz` reason up to date; once it finds nothing missing and no command was refused
-//! meanwhile, the consumer is ready again.
+//! meanwhile, the consumer is ready again (where the check cannot run, once no command was
+//! refused for a round of it).
 //!
 //! Readiness comes back from the re-check rather than from the next command that succeeds:
 //! the loop's tasks run different commands (a refused `XCLAIM` only shows when something is
@@ -146,10 +147,13 @@ fn refused_what(d: &Denial) -> (String, String) {
     }
 }
 
-/// Checks the consumer's permissions until nothing is missing (see the module docs).
+/// Checks the consumer's permissions until nothing is missing (see the module docs). Where
+/// the check cannot run (a server older than 7.0), the consumer is ready again once no
+/// command was refused for a whole round (up to 2 s and two checks).
 async fn recheck(inner: Arc<Inner>) {
     let mut delay = RetryDelay::up_to(Duration::from_secs(2));
     let mut logged: Option<Report> = None;
+    let mut previous: Option<u64> = None;
     loop {
         let seen = inner.state.lock().unwrap_or_else(PoisonError::into_inner).denials;
         let (client, keys) = (inner.client.get(), inner.keys.all());
@@ -173,15 +177,19 @@ async fn recheck(inner: Arc<Inner>) {
                 inner.readiness.refused(text);
                 logged = Some(report);
             }
-        } else if report.unchecked.is_empty() {
+        } else {
             let mut state = inner.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if state.denials == seen {
+            // Nothing refused since this check started; or, when it could not check
+            // everything, since the one before.
+            let quiet = if report.unchecked.is_empty() { seen } else { previous.unwrap_or(u64::MAX) };
+            if state.denials == quiet {
                 state.checking = false;
                 inner.readiness.permitted();
                 tracing::info!(consumer = %inner.consumer, "the Redis user `{}` has the permissions the consumer needs again; it is ready", inner.user);
                 return;
             }
         }
+        previous = Some(seen);
         if !delay.wait(&inner.stopping).await {
             inner.state.lock().unwrap_or_else(PoisonError::into_inner).checking = false;
             return;
