@@ -137,8 +137,12 @@ pub(crate) async fn check(client: &Client, stream: &str, keys: &[String], comman
                 report.refuse(&d, "EVALSHA");
                 can_evalsha = false;
             }
+            None if e.details().starts_with("NOSCRIPT") => can_evalsha = false,
             None => report.unchecked.push(format!("key `{key}`: {e}")),
         }
+    }
+    if !can_evalsha {
+        report.unchecked.push("the keys and the commands, until the scripts that check them can run".to_string());
     }
 
     // Commands, in one read-only script; those Redis refuses to run from scripts directly.
@@ -170,7 +174,6 @@ pub(crate) async fn check(client: &Client, stream: &str, keys: &[String], comman
             },
         }
     } else if !scripted.is_empty() {
-        report.unchecked.push("the commands other than EVALSHA, checked by a script".to_string());
         direct.extend(
             scripted.iter().filter(|c| DIRECT_PROBES.iter().any(|(d, _)| *d == c.as_str())).map(|c| c.to_string()),
         );
@@ -200,7 +203,8 @@ async fn load(client: &Client, at: u16, script: &Script) -> Result<(), FredError
     Ok(())
 }
 
-/// `EVALSHA` of `script` on the node of `at` (loading it when Redis does not have it).
+/// `EVALSHA` of `script` on the node of `at` (loading it when Redis does not have it; the
+/// `NOSCRIPT` error when that fails).
 async fn evalsha(
     client: &Client,
     at: u16,
@@ -212,10 +216,11 @@ async fn evalsha(
     all.extend(keys.iter().chain(args).map(|a| Value::from(a.as_str())));
     let command = CustomCommand::new_static("EVALSHA", ClusterHash::Custom(at), false);
     match client.custom(command.clone(), all.clone()).await {
-        Err(e) if e.details().starts_with("NOSCRIPT") => {
-            load(client, at, script).await?;
-            client.custom(command, all).await
-        }
+        // (when the load is refused, the NOSCRIPT says more about this call than its error)
+        Err(e) if e.details().starts_with("NOSCRIPT") => match load(client, at, script).await {
+            Ok(()) => client.custom(command, all).await,
+            Err(_) => Err(e),
+        },
         result => result,
     }
 }
