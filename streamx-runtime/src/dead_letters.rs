@@ -49,7 +49,7 @@ pub const REPLAYED_FROM_HEADER: &str = "streamx-replayed-from";
 /// Lua cannot pass more than about 8,000 values to one command (`unpack`), so an entry with
 /// more fields than [`WIDE_ENTRY_FIELDS`] is not copied here: the script answers
 /// `STREAMX_WIDE` and [`move_to_dead_letters`] copies it from the client instead.
-static MOVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static MOVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     crate::scripts::assemble(
         &[crate::scripts::DEAD_LETTER_ADD],
         r#"
@@ -82,7 +82,7 @@ return {id, dlq_trimmed}
 /// `dead_letter_add` does), returning how many letters the trim removed; else removes the
 /// dead letter just written (someone else took the entry over and will decide its fate) and
 /// returns -1.
-static ACK_WIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+pub(crate) static ACK_WIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     crate::scripts::assemble(
         &[],
         r#"
@@ -142,6 +142,16 @@ return removed
 "#,
     )
 });
+
+/// The scripts of the dead-letter move, which the consumer loop runs (see
+/// [`crate::permissions`]).
+pub(crate) fn engine_scripts() -> [crate::permissions::EngineScript; 2] {
+    use crate::permissions::EngineScript;
+    [
+        EngineScript { name: "dead-letter move", ident: "MOVE_SCRIPT", script: &MOVE_SCRIPT },
+        EngineScript { name: "dead-letter acknowledgement", ident: "ACK_WIDE_SCRIPT", script: &ACK_WIDE_SCRIPT },
+    ]
+}
 
 /// A dead letter written: its id in the dead-letter stream, and how many of the oldest
 /// letters the stream's length cap trimmed to make room.

@@ -2,6 +2,7 @@
 
 use crate::location::SourceLocation;
 use crate::message::MessageId;
+pub use crate::permissions::MissingPermissions;
 
 /// Everything that can go wrong in streamx, with the context needed to act on it:
 /// which URL, stream, group or message.
@@ -176,6 +177,12 @@ pub enum Error {
         #[source]
         source: fred::error::Error,
     },
+    /// The Redis user may not run a command or touch a key the consumers need (checked when
+    /// the runtime starts, before any group is created; see the README's "TLS and ACL"). The
+    /// message names them and gives both the `ACL SETUSER` that adds them and the smallest
+    /// rule for these consumers.
+    #[error("{0}")]
+    MissingPermissions(Box<MissingPermissions>),
     /// A consumer loop ended with an error it could not recover from.
     #[error("consumer `{consumer}` stopped: {reason}")]
     ConsumerFailed {

@@ -179,6 +179,22 @@ pub fn member_deadlines(stream: &str, group: &str) -> String {
     derived_key(stream, KeyKind::MemberDeadlines(group))
 }
 
+/// Every key the engine touches for `group` on `stream`, each with what it is: the stream,
+/// its dead-letter stream (`dead_letters`, `None` when off) and the group's bookkeeping keys
+/// above. A key added to the engine is added here too: the start-up permission check (see
+/// [`crate::Runtime::start`] and the README's "TLS and ACL") asks Redis about each.
+pub fn engine_keys(stream: &str, group: &str, dead_letters: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut keys = vec![("stream", stream.to_string())];
+    keys.extend(dead_letters.map(|dlq| ("dead-letter stream", dlq.to_string())));
+    keys.extend([
+        ("retry schedule", retry_schedule(stream, group)),
+        ("heartbeats", heartbeats(stream, group)),
+        ("take-over marks", takeover_marks(stream, group)),
+        ("member deadlines", member_deadlines(stream, group)),
+    ]);
+    keys
+}
+
 /// Number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: u16 = 16384;
 

@@ -16,6 +16,7 @@ pub mod keys;
 mod location;
 mod message;
 pub mod observe;
+mod permissions;
 mod policy;
 mod producer;
 mod registry;
@@ -33,7 +34,7 @@ pub use connection::{
 };
 pub use consumer::{Consumer, ConsumerOptions};
 pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
-pub use error::{Error, Result};
+pub use error::{Error, MissingPermissions, Result};
 pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};
 pub use history::History;
 pub use inspect::{ConsumerInfo, GroupInfo, Inspector, PendingEntry};

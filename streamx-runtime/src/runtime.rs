@@ -19,6 +19,7 @@ use crate::keys::{
 };
 use crate::observe::readiness::Loops;
 use crate::policy::DeadLetterTarget;
+use crate::permissions::{check_consumers, required_commands, ConsumerKeys};
 use crate::producer::Producer;
 use crate::registry::registered;
 use crate::state::State;
@@ -504,6 +505,41 @@ impl Runtime {
         Producer::connect_url(&self.url, self.connect_timeout).await
     }
 
+    /// The smallest Redis ACL rule for `user` to run this runtime's consumers (and producers
+    /// on their streams), with `>PASSWORD` for the password: what [`start`](Self::start)
+    /// checks the user may do. For the consumers of `orders`, it is the README's rule ("TLS
+    /// and ACL").
+    ///
+    /// ```
+    /// # async fn audit(_: streamx_runtime::Message<serde_json::Value>) {}
+    /// use streamx_runtime::{Consumer, Runtime};
+    ///
+    /// let runtime = Runtime::builder()
+    ///     .redis_url("redis://127.0.0.1:6379")
+    ///     .registered_consumers(false)
+    ///     .consumer(Consumer::new("orders", "audit", audit))
+    ///     .build()?;
+    /// let rule = runtime.acl_rule("orders-worker");
+    /// assert!(rule.starts_with("ACL SETUSER orders-worker on >PASSWORD resetkeys ~orders ~{orders}:* "));
+    /// # Ok::<(), streamx_runtime::Error>(())
+    /// ```
+    pub fn acl_rule(&self, user: &str) -> String {
+        let consumers = self.consumer_keys();
+        crate::permissions::acl_rule(user, &consumers, &required_commands(self.url.is_cluster()))
+    }
+
+    /// The keys of every consumer, for the permission check.
+    fn consumer_keys(&self) -> Vec<ConsumerKeys> {
+        self.consumers
+            .iter()
+            .map(|c| ConsumerKeys {
+                stream: c.stream().to_string(),
+                group: c.group().to_string(),
+                dead_letters: dead_letter_stream(c.stream(), &c.options.retry.dead_letter),
+            })
+            .collect()
+    }
+
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn run(self) -> Result<()> {
         let running = self.start().await?;
@@ -519,7 +555,9 @@ impl Runtime {
         running.shutdown().await
     }
 
-    /// Connects (retrying up to the connect timeout), creates the groups and starts every
+    /// Connects (retrying up to the connect timeout), checks that the Redis user may do
+    /// what the consumers need ([`Error::MissingPermissions`] otherwise, naming what is
+    /// missing; see [`acl_rule`](Self::acl_rule)), creates the groups and starts every
     /// consumer loop; returns a handle to stop them.
     pub async fn start(self) -> Result<RunningRuntime> {
         // The endpoint's recorder is installed before any loop builds its metric handles.
@@ -529,6 +567,12 @@ impl Runtime {
             None => None,
         };
         let command = HealingClient::connect(&self.url, ClientRole::Command, self.connect_timeout).await?;
+        // Before anything is created: a user that lacks a permission fails here, saying which.
+        let keys = self.consumer_keys();
+        if let Err(e) = check_consumers(&command.get(), self.url.username(), &keys, self.url.is_cluster()).await {
+            command.quit().await;
+            return Err(e);
+        }
         for c in &self.consumers {
             ensure_group(&command.get(), c.stream(), c.group(), c.options.start.group_create_id()).await?;
             let dead_letter = &c.options.retry.dead_letter;

@@ -169,6 +169,11 @@ impl RedisUrl {
         self
     }
 
+    /// The ACL user the connections authenticate as (`default` when none is given).
+    pub(crate) fn username(&self) -> &str {
+        self.config.username.as_deref().filter(|u| !u.is_empty()).unwrap_or("default")
+    }
+
     /// True for a `rediss://` (TLS) URL.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()

@@ -24,6 +24,12 @@ pub const DEAD_LETTERS_TRIMMED: &str = "streamx_dead_letters_trimmed_total";
 /// Counter, labels `stream`, `group`, `consumer`: entries taken over from consumers that
 /// stopped.
 pub const TAKEOVERS: &str = "streamx_takeovers_total";
+/// Counter, labels `stream`, `group`, `consumer`, `command`: commands of the consumer loop
+/// that Redis refused for lack of permission (the user's ACL changed under a running
+/// worker); the consumer is not ready meanwhile (`/readyz`). `command` is the refused command
+/// when Redis names it (`XACK`, `EVALSHA`), else the script it ran in (`script:take-over`),
+/// else `key` (a key of a command sent outside a script).
+pub const PERMISSION_DENIED: &str = "streamx_permission_denied_total";
 /// Counter, labels `stream` (the origin stream): dead letters replayed onto their stream.
 pub const DEAD_LETTER_REPLAYS: &str = "streamx_dead_letter_replays_total";
 /// Histogram (seconds), labels `stream`, `group`, `consumer`: how long handlers ran.
@@ -52,6 +58,8 @@ pub const LABEL_STREAM: &str = "stream";
 pub const LABEL_GROUP: &str = "group";
 /// Label: the consumer's registration name.
 pub const LABEL_CONSUMER: &str = "consumer";
+/// Label of [`PERMISSION_DENIED`]: what Redis refused.
+pub const LABEL_COMMAND: &str = "command";
 /// Label of [`MESSAGES_CONSUMED`]: what became of the delivery.
 pub const LABEL_OUTCOME: &str = "outcome";
 

@@ -26,7 +26,7 @@ use super::takeover::SUSPECTS_CONSUMER;
 use crate::retry_delay::RetryDelay;
 use crate::scripts::{assemble, CONSUMERS, NOW_MS};
 
-static BEAT: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static BEAT: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS],
         r#"
@@ -49,7 +49,7 @@ return 1
 /// stopped one. With a victim, removes only that member (this one, leaving): its deadline
 /// and heartbeat go (whatever it still holds is taken over after `claim_idle`), and the
 /// member itself if it owns nothing.
-static CLEAN_UP: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static CLEAN_UP: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS, CONSUMERS],
         r#"
@@ -163,6 +163,9 @@ pub(crate) async fn clean_up(shared: &Shared, victim: &str) {
                 }
             }
         }
-        Err(e) => tracing::debug!(consumer = %shared.name, error = %e, "consumer clean-up failed"),
+        Err(e) => {
+            tracing::debug!(consumer = %shared.name, error = %e, "consumer clean-up failed");
+            shared.command_failed(&client, &e).await;
+        }
     }
 }

@@ -22,7 +22,7 @@ use crate::scripts::{assemble, CLAIM_BY_COUNT, DEAD_LETTER_ADD, DEAD_LETTER_TRIM
 /// Claims up to `limit` due retries for this consumer, within a byte cap; returns
 /// `{[id, fields, count, 0] per entry, more}` (`more`: due entries were left for the next
 /// call) and the count of dead letters trimmed (see [`crate::scripts::split_trimmed`]).
-static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CLAIM_BY_COUNT, PAGED],
         r#"

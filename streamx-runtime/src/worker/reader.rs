@@ -210,6 +210,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
             Err(e) => {
                 tracing::warn!(consumer = %shared.name, error = %e, retry_in = ?backoff.current(), "XREADGROUP failed; retrying");
                 shared.readiness.read_failed();
+                shared.permissions.failed(&e);
                 reader.heal(&client, &e).await;
                 backoff.wait(&shutdown).await;
             }

@@ -25,7 +25,7 @@ pub const SCHEDULED_CONSUMER: &str = "streamx:scheduled";
 /// Parks entries in the schedule. Returns the ids it parked (the others were no longer
 /// this consumer's) and the count of dead letters trimmed (see
 /// [`crate::scripts::split_trimmed`]).
-static PARK: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static PARK: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CLAIM_BY_COUNT, PAGED],
         r#"

@@ -23,7 +23,7 @@ use crate::scripts::{assemble, NOW_MS};
 
 /// `{lag or -1, estimated 0/1, pending, oldest pending age ms, dead-letter length or -1}`;
 /// nil when the group does not exist.
-static SAMPLE: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static SAMPLE: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS],
         r#"

@@ -20,6 +20,7 @@ use crate::handler::ErasedHandler;
 use crate::keys;
 use crate::message::MessageId;
 use crate::observe::{ConsumerMetrics, Readiness};
+use crate::permissions::PermissionWatch;
 
 /// Where handlers queue the ids to acknowledge (drained by the acker task).
 pub(crate) type AckSender = mpsc::UnboundedSender<Acks>;
@@ -73,6 +74,8 @@ pub(crate) struct Shared {
     pub metrics: ConsumerMetrics,
     /// Whether the reader is connected and reading (`/readyz`).
     pub readiness: Arc<Readiness>,
+    /// Tells permission errors among failed commands (see [`crate::permissions`]).
+    pub permissions: PermissionWatch,
     /// When the heartbeat last got through again after failing (Redis unreachable or
     /// restarted): every consumer's heartbeat looks stale for a while after an outage.
     recovered_at: Mutex<Option<Instant>>,
@@ -112,6 +115,17 @@ impl Shared {
             ),
         };
         let slots = consumer.slots();
+        let readiness = Arc::new(Readiness::default());
+        let tasks = TaskTracker::new();
+        let permissions = PermissionWatch::new(
+            &consumer,
+            &settings.url,
+            settings.dead_letter_stream.clone(),
+            command.clone(),
+            readiness.clone(),
+            stopping.clone(),
+            tasks.clone(),
+        );
         let shared = Shared {
             name: consumer.name.to_string(),
             handler,
@@ -124,10 +138,11 @@ impl Shared {
             settings,
             keys,
             command,
-            tasks: TaskTracker::new(),
+            tasks,
             stopping,
             stats: Arc::new(ConsumerStats::default()),
-            readiness: Arc::new(Readiness::default()),
+            readiness,
+            permissions,
             recovered_at: Mutex::new(None),
             held: Mutex::new(HeldSet::default()),
             held_freed: Notify::new(),
@@ -137,8 +152,10 @@ impl Shared {
         (Arc::new(shared), rx)
     }
 
-    /// After a failed command on `used`: replaces the shared client if it is wedged.
+    /// After a failed command on `used`: notes a permission error, replaces the shared client
+    /// if it is wedged.
     pub async fn command_failed(&self, used: &fred::clients::Client, err: &fred::error::Error) {
+        self.permissions.failed(err);
         self.command.heal(used, err).await;
     }
 

@@ -76,7 +76,7 @@ const MOST_EXAMINED: usize = 1000;
 /// all (but for an error part-way, which leaves every step done so far consistent: claims
 /// and marks first, then moves, then the suspect). A re-sent script finds the entries
 /// already moved and sets the same counts again.
-static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS, CLAIM_BY_COUNT, PAGED],
         r#"

@@ -16,7 +16,8 @@ use streamx::{Consumer, DeadLetters, Error, HandlerError, Inspector, Message, Me
 /// The ACL rule of a user that may run streamx consumers and producers on `orders` only:
 /// the stream, its dead-letter stream and the group bookkeeping keys next to it, stream
 /// commands, the engine's scripts and what they call, and what the client sends when it
-/// connects (the README's rule, with the `{orders}:*` keys spelled out one by one).
+/// connects (the README's rule, with the `{orders}:*` keys spelled out one by one and
+/// `+@stream` for the stream commands; `acl_checks.rs` runs the README's rule itself).
 const ORDERS_USER_RULES: &[&str] = &[
     "on",
     "resetkeys",
@@ -39,6 +40,7 @@ const ORDERS_USER_RULES: &[&str] = &[
     "+sadd",
     "+srem",
     "+smismember",
+    "+exists",
     "+ping",
     "+info",
     "+client|id",
@@ -322,7 +324,7 @@ async fn an_acl_user_limited_to_orders_runs_a_consumer_with_dead_letters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_stream_is_a_permission_error_naming_command_and_key() {
+async fn another_stream_is_a_permission_error_naming_the_keys() {
     let server = common::start_server();
     add_orders_user(&server);
     let err = Runtime::builder()
@@ -337,10 +339,16 @@ async fn another_stream_is_a_permission_error_naming_command_and_key() {
         .await
         .err()
         .expect("no access to `payments`");
+    // Refused by the start-up check, before the group is created: every key is named.
     let text = err.to_string();
-    assert!(matches!(&err, Error::Redis { command: "XGROUP CREATE", key, .. } if key == "payments"), "{text}");
-    assert!(text.starts_with("Redis XGROUP CREATE on `payments` failed:"), "{text}");
-    assert!(text.contains("NOPERM"), "{text}");
+    let Error::MissingPermissions(missing) = &err else { panic!("{text}") };
+    assert_eq!(missing.streams, ["payments"], "{text}");
+    assert!(missing.commands.is_empty(), "{text}");
+    assert_eq!(missing.keys[..2], ["payments", "{payments}:dlq"], "{text}");
+    assert!(missing.keys.contains(&"{payments}:retries:billing".to_string()), "{text}");
+    assert_eq!(missing.grant, format!("ACL SETUSER {ORDERS_USER} ~payments ~{{payments}}:*"), "{text}");
+    assert!(text.contains("`payments`, `{payments}:dlq`"), "{text}");
+    assert!(!format!("{text} {err:?}").contains(ORDERS_PASSWORD));
 
     let url = format!("redis://{ORDERS_USER}:{ORDERS_PASSWORD}@127.0.0.1:{}", server.port());
     let producer = Producer::connect(&url).await.unwrap();
@@ -356,32 +364,48 @@ async fn another_stream_is_a_permission_error_naming_command_and_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_stream_outside_the_users_keys_loses_nothing() {
     let server = common::start_server();
+    // `~orders*` does not match `{orders}:dlq`.
+    let without_dlq: Vec<&str> = ORDERS_USER_RULES
+        .iter()
+        .copied()
+        .filter(|r| r.starts_with('~') && *r != "~{orders}:dlq")
+        .chain(["~orders*"])
+        .collect();
     let mut args = vec!["ACL", "SETUSER", ORDERS_USER];
     let password = format!(">{ORDERS_PASSWORD}");
     args.push(&password);
-    // `~orders*` does not match `{orders}:dlq`.
     args.extend(ORDERS_USER_RULES.iter().copied().filter(|r| *r != "~{orders}:dlq"));
     args.push("~orders*");
     assert_eq!(redis_cli(&server, &args).unwrap().trim(), "OK");
-
     let (consumer, _) = recorder("orders", Some(0));
-    let runtime = Runtime::builder()
-        .redis_url(server.url())
-        .credentials(ORDERS_USER, ORDERS_PASSWORD)
-        .registered_consumers(false)
-        .consumer(consumer.claim_idle(Duration::from_millis(200)).max_retries(100))
-        .build()
-        .unwrap()
-        .start()
-        .await
-        .unwrap();
+    let consumer = consumer.claim_idle(Duration::from_millis(200)).max_retries(100);
+    let builder = || {
+        Runtime::builder()
+            .redis_url(server.url())
+            .credentials(ORDERS_USER, ORDERS_PASSWORD)
+            .registered_consumers(false)
+            .consumer(consumer.clone())
+    };
+
+    // At start: refused, naming the key.
+    let err = builder().build().unwrap().start().await.err().expect("refused at start");
+    assert!(matches!(&err, Error::MissingPermissions(m) if m.keys == ["{orders}:dlq"]), "{err}");
+
+    // Taken away under a running worker: the dead-letter move is refused, the message stays.
+    add_orders_user(&server);
+    let runtime = builder().build().unwrap().start().await.unwrap();
+    let mut revoke = vec!["ACL", "SETUSER", ORDERS_USER, "resetkeys"];
+    revoke.extend(&without_dlq);
+    assert_eq!(redis_cli(&server, &revoke).unwrap().trim(), "OK");
     let producer = runtime.producer().await.unwrap();
     let id = producer.publish("orders", &Job::ok(0)).await.unwrap();
     let dlq = DeadLetters::connect(&server.url(), "{orders}:dlq").await.unwrap();
     let inspector = Inspector::connect(&server.url()).await.unwrap();
     let stats = runtime.stats("orders/billing").unwrap();
-    wait_until(Duration::from_secs(10), "the dead-letter move denied", || async {
-        acl_denials(&server).iter().any(|o| o == "{orders}:dlq") && stats.snapshot().dead_letter_failures >= 1
+    wait_until(Duration::from_secs(10), "the dead-letter move denied, and the consumer not ready", || async {
+        acl_denials(&server).iter().any(|o| o == "{orders}:dlq")
+            && stats.snapshot().dead_letter_failures >= 1
+            && runtime.not_ready().iter().any(|r| r.contains("may not touch the keys `{orders}:dlq`"))
     })
     .await
     .unwrap();
@@ -390,8 +414,8 @@ async fn a_dead_letter_stream_outside_the_users_keys_loses_nothing() {
 
     // Granting the key lets the next attempt through.
     assert_eq!(redis_cli(&server, &["ACL", "SETUSER", ORDERS_USER, "~{orders}:dlq"]).unwrap().trim(), "OK");
-    wait_until(Duration::from_secs(10), "dead-lettered once allowed", || async {
-        dlq.list(None, 10).await.map(|p| p.total).unwrap_or(0) == 1
+    wait_until(Duration::from_secs(10), "dead-lettered once allowed, and ready", || async {
+        dlq.list(None, 10).await.map(|p| p.total).unwrap_or(0) == 1 && runtime.not_ready().is_empty()
     })
     .await
     .unwrap();
