@@ -111,15 +111,17 @@ async fn a_live_members_long_run_is_never_taken_over(server: &TestRedis, b_claim
     let b =
         start_runtime_with(&url, vec![member("b", b_claim_idle)], |builder| builder.consumer_cleanup_after(b_cleanup))
             .await;
-    // `a` holds every permit, so it sends no read: its idle time in Redis grows. Once it
-    // is past 3 s, `b` has judged `a` (every 75 ms) through at least one whole heartbeat
-    // period of `a` (2 s) with an idle time far beyond its own claim_idle.
-    let inspector = Inspector::connect(&url).await.unwrap();
-    wait_until(Duration::from_secs(10), "a silent in Redis for 3 s", || async {
-        inspector.consumers(&stream, "g").await.unwrap().iter().any(|c| c.name == "a" && c.idle_ms >= 3_000)
+    // `a` holds every permit, so on Redis 7.0 its idle time grows (7.2+ counts its empty
+    // blocking reads as interactions). `b` judges `a` every 75 ms, each time in a script:
+    // 45 more scripts served is about 3 s of `b`'s ticks, through at least one whole
+    // heartbeat period of `a` (2 s), with `a` idle far beyond `b`'s claim_idle on 7.0.
+    let scripts = server.calls_served("evalsha").unwrap();
+    wait_until(Duration::from_secs(15), "b judged a through a heartbeat period", || async {
+        server.calls_served("evalsha").unwrap() >= scripts + 45
     })
     .await
     .unwrap();
+    let inspector = Inspector::connect(&url).await.unwrap();
     assert_eq!(*runs.lock().unwrap(), vec!["a"], "the message ran only on a, which is alive");
     let held = inspector.pending(&stream, "g", None).await.unwrap();
     assert!(held.iter().all(|p| p.id == id && p.consumer == "a"), "a still holds it: {held:?}");
