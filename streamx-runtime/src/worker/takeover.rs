@@ -111,37 +111,67 @@ local function add(t, n, id)
   table.insert(t[n], id)
 end
 
+-- The fields of the entries `ids` (in id order) that exist: one XRANGE over their span when
+-- they are dense (they usually are: one read's worth), COUNT-bounded to twice their number
+-- (so what the span brings beyond them is at most as much again); an id missing from a
+-- span that came back short was deleted, one missing from a span cut at COUNT is looked up.
+local function fields_of_all(ids)
+  local fields = {}
+  if #ids == 0 then return fields end
+  local span = redis.call('XRANGE', KEYS[1], ids[1], ids[#ids], 'COUNT', 2 * #ids)
+  local complete = #span < 2 * #ids
+  for _, e in ipairs(span) do fields[e[1]] = e[2] end
+  if not complete then
+    for _, id in ipairs(ids) do
+      if not fields[id] then fields[id] = fields_of(id) end
+    end
+  end
+  return fields
+end
+
 -- Rows {id, owner, idle, count} of one stopped holder, in id order. Unmarked entries are
 -- claimed for this member, their count kept (the holder may not have started them: that
 -- delivery is not counted); marked ones are moved to the suspects, with one more run
 -- counted if their holder ran them alone. Returns false once this call must stop.
 local function take_rows(rows)
   if #rows == 0 then return true end
-  local ids, alone_ids = {}, {}
-  for i, p in ipairs(rows) do ids[i] = p[1]; alone_ids[i] = 'i:' .. p[1] end
-  local marked = redis.call('SMISMEMBER', KEYS[4], unpack(ids))
-  local alone = redis.call('SMISMEMBER', KEYS[4], unpack(alone_ids))
+  local n = #rows
+  local asked = {}
+  for i, p in ipairs(rows) do asked[i] = p[1]; asked[n + i] = 'i:' .. p[1] end
+  local marks = redis.call('SMISMEMBER', KEYS[4], unpack(asked))
+  -- The unmarked entries this call may claim, and their fields.
+  local wanted, looked = {}, {}
+  for i, p in ipairs(rows) do
+    if marks[i] == 0 and marks[n + i] == 0 and #wanted < limit - taken then
+      table.insert(wanted, p[1])
+      looked[p[1]] = true
+    end
+  end
+  local fields = fields_of_all(wanted)
   for i, p in ipairs(rows) do
     local id, owner, count = p[1], p[2], p[4]
-    if marked[i] == 1 or alone[i] == 1 then
+    local marked, alone = marks[i] == 1, marks[n + i] == 1
+    if marked or alone then
       -- (Among this member's own lost entries, a run alone is not pinned: the reply of the
       -- script that claimed it may have been lost to a dropped connection, its run never
       -- started. A crashed predecessor under the same name gets one more run alone.)
-      if alone[i] == 1 and ARGV[7] == '' then
+      if alone and ARGV[7] == '' then
         -- It ran alone and its holder stopped meanwhile: it crashed its worker.
         add(to_suspects, count + 1, id)
-        table.insert(marks_gone, alone_ids[i])
+        table.insert(marks_gone, asked[n + i])
         table.insert(marks_new, 'c:' .. id)
       else
         add(to_suspects, count, id)
-        if alone[i] == 1 then table.insert(marks_gone, alone_ids[i]) end
+        if alone then table.insert(marks_gone, asked[n + i]) end
       end
     else
       if taken >= limit then
         more = true
         return false
       end
-      local found = fields_of(id)
+      -- (An entry beyond those looked up: deleted ones among them left room for it.)
+      local found = fields[id]
+      if not found and not looked[id] then found = fields_of(id) end
       if not found then
         dead_letter_trimmed(KEYS[1], dlq, cap, ARGV[1], id, owner, count, now)
       else
