@@ -43,13 +43,16 @@ pub enum Phase {
     MemoryLarge,
     /// Redis CPU of idle consumers with a 1,000,000-entry PEL, and the take-over rate.
     Scale,
+    /// A 20,000-entry take-over by a batch consumer (against the raw XAUTOCLAIM loop) and the
+    /// drain of 3,000 crash suspects: time, Redis CPU, the longest script.
+    Takeover,
     /// Consume throughput and CPU of a consumer-only child at concurrency 8 with the HTTP
     /// endpoint on (metrics recorded, gauges sampled) against the same child without it.
     Metrics,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 8] = [
+    pub const ALL: [Phase; 9] = [
         Phase::Produce,
         Phase::Consume,
         Phase::Latency,
@@ -57,6 +60,7 @@ impl Phase {
         Phase::Memory,
         Phase::MemoryLarge,
         Phase::Scale,
+        Phase::Takeover,
         Phase::Metrics,
     ];
 }
@@ -134,12 +138,21 @@ pub struct BenchArgs {
     /// [default: 100000; --quick: 20000].
     #[arg(long)]
     pub takeover_messages: Option<u64>,
-    /// Scale phase: `claim_idle` of the take-over and fresh-drain consumers, ms.
+    /// Scale and takeover phases: `claim_idle` of the take-over and fresh-drain consumers
+    /// (and how long the dead consumer is left idle first), ms.
     #[arg(long, default_value_t = 1000)]
     pub takeover_claim_idle_ms: u64,
     /// Scale phase: handler concurrency of the take-over and fresh-drain consumers.
     #[arg(long, default_value_t = 8)]
     pub takeover_concurrency: usize,
+    /// Takeover phase: entries pending for a dead consumer, taken over by a batch consumer
+    /// (concurrency 100, max_batch 100) and by the raw XAUTOCLAIM loop.
+    #[arg(long, default_value_t = 20_000)]
+    pub batch_takeover_messages: u64,
+    /// Takeover phase: crash suspects (marked entries of a dead taker) drained by a consumer
+    /// of concurrency 4.
+    #[arg(long, default_value_t = 3_000)]
+    pub suspects: u64,
     /// A small, fast run (for iterating on the program; figures are less stable).
     #[arg(long)]
     pub quick: bool,
@@ -177,6 +190,8 @@ pub struct Settings {
     pub takeover_messages: u64,
     pub takeover_claim_idle_ms: u64,
     pub takeover_concurrency: usize,
+    pub batch_takeover_messages: u64,
+    pub suspects: u64,
     pub quick: bool,
 }
 
@@ -214,6 +229,8 @@ impl Settings {
             takeover_messages: a.takeover_messages.unwrap_or(if q { 20_000 } else { 100_000 }),
             takeover_claim_idle_ms: a.takeover_claim_idle_ms,
             takeover_concurrency: a.takeover_concurrency,
+            batch_takeover_messages: a.batch_takeover_messages,
+            suspects: a.suspects,
             quick: q,
         };
         anyhow::ensure!(s.messages > 0 && s.backlog > 0, "--messages and --backlog must be positive");
@@ -235,6 +252,10 @@ impl Settings {
         anyhow::ensure!(s.scale_claim_idle_ms != Some(0), "--scale-claim-idle-ms must be positive");
         anyhow::ensure!(s.takeover_claim_idle_ms > 0, "--takeover-claim-idle-ms must be positive");
         anyhow::ensure!(s.takeover_concurrency > 0, "--takeover-concurrency must be positive");
+        anyhow::ensure!(
+            s.batch_takeover_messages > 0 && s.suspects > 0,
+            "--batch-takeover-messages and --suspects must be positive"
+        );
         Ok(s)
     }
 

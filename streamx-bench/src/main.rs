@@ -6,8 +6,9 @@
 //! message and the server's time per command, latency at steady rates, an I/O-bound
 //! handler, the peak RSS of a consume-only process (small and ~1 MiB entries), and (scale)
 //! the Redis cost of idle consumers with a large pending entries list and the take-over
-//! rate. Prints each figure with its ratio streamx/raw and the project's targets with
-//! PASS/MISS.
+//! rate, and (takeover) the time and Redis CPU of a 20,000-entry take-over by a batch
+//! consumer and of the drain of 3,000 crash suspects. Prints each figure with its ratio
+//! streamx/raw and the project's targets with PASS/MISS.
 //!
 //! Server figures count every client of the server: use a dedicated Redis.
 //!
@@ -26,6 +27,7 @@ mod redis_stats;
 mod report;
 mod scale;
 mod streamx_side;
+mod takeover;
 mod workload;
 
 use std::process::ExitCode;

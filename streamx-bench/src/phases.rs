@@ -22,6 +22,7 @@ use crate::report::{
 };
 use crate::scale;
 use crate::streamx_side::{self, Drain, Tally, Work};
+use crate::takeover;
 use crate::workload::{events, typical_payload_bytes, Event, Keys};
 
 /// The longest a single drain may take before the run gives up.
@@ -50,6 +51,7 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
         memory: None,
         memory_large: None,
         scale: None,
+        takeover: None,
         metrics: None,
         targets: Vec::new(),
     };
@@ -80,6 +82,9 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
     }
     if s.runs(Phase::Scale) {
         results.scale = Some(scale::run(s, keys, admin).await?);
+    }
+    if s.runs(Phase::Takeover) {
+        results.takeover = Some(takeover::run(s, keys, admin).await?);
     }
     if s.runs(Phase::Metrics) {
         results.metrics = Some(metrics_cost(s, keys, admin).await?);

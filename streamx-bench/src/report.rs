@@ -9,6 +9,7 @@ use crate::cost::{CommandCost, Cost, CostSummary};
 use crate::latency::LatencyStats;
 use crate::memory::ChildReport;
 use crate::scale::{calls_summary, ScaleRow};
+use crate::takeover::{commands_summary, least, longest, DrainCost, TakeoverRow, SUSPECT_TARGET_SECS};
 
 /// A throughput measured on both sides, best of the repeats.
 #[derive(Debug, Clone, Serialize)]
@@ -194,6 +195,7 @@ pub struct Results {
     pub memory: Option<MemoryRow>,
     pub memory_large: Option<LargeMemoryRow>,
     pub scale: Option<ScaleRow>,
+    pub takeover: Option<TakeoverRow>,
     pub metrics: Option<MetricsRow>,
     pub targets: Vec<TargetCheck>,
 }
@@ -268,6 +270,14 @@ impl Results {
             );
             let r = sc.takeover.raw_ratio;
             check("take-over >= 0.5 x raw XAUTOCLAIM loop", format!("{r:.2} x"), r >= 0.5);
+        }
+        if let Some(q) = self.takeover.as_ref().and_then(|t| t.suspects.quietest()) {
+            let secs = q.cost.process_secs;
+            check(
+                &format!("suspect drain {}: Redis CPU < {SUSPECT_TARGET_SECS} s", count(q.cost.handled as f64)),
+                format!("{secs:.3} s"),
+                secs < SUSPECT_TARGET_SECS,
+            );
         }
         if let Some(m) = &self.metrics {
             check("consume with metrics >= 0.95 x without", format!("{:.2} x", m.ratio), m.ratio >= 0.95);
@@ -393,6 +403,34 @@ impl Results {
                 format!("{:.2}", t.ratio),
             );
         }
+        if let Some(tk) = &self.takeover {
+            let (b, d) = (&tk.batch, &tk.suspects);
+            let (x, r) = (&b.streamx_runs, &b.raw_runs);
+            let secs = |v: f64| format!("{v:.3}");
+            let mut figure = |name: String, f: &dyn Fn(&DrainCost) -> f64| {
+                let (a, z) = (least(x, f), least(r, f));
+                row(name, secs(a), secs(z), format!("{:.2}", a / z));
+            };
+            let what = format!("take-over {} batch {}x{}", count(b.messages as f64), b.concurrency, b.max_batch);
+            figure(format!("{what} (s)"), &|c| c.secs);
+            figure("  take-over Redis CPU (s)".to_string(), &|c| c.process_secs);
+            figure("  take-over Redis commands (s)".to_string(), &|c| c.command_secs);
+            let longest_us = x.iter().filter_map(|c| c.longest_script_us).max();
+            let ms = longest_us
+                .map_or(format!("< {:.2}", tk.slow_us as f64 / 1000.0), |us| format!("{:.2}", us as f64 / 1000.0));
+            row("  take-over longest script (ms)".to_string(), ms, "-".into(), "-".into());
+            let runs: Vec<DrainCost> = d.runs.iter().map(|run| run.cost.clone()).collect();
+            let mut one = |name: String, v: String| table_row(&mut out, name, v, "-".into(), "-".into());
+            one(
+                format!("suspect drain {} c={} (s)", count(d.suspects as f64), d.concurrency),
+                secs(least(&runs, |c| c.secs)),
+            );
+            if let Some(q) = d.quietest() {
+                one("  suspect drain Redis CPU (s)".to_string(), secs(q.cost.process_secs));
+                one("  suspect drain Redis commands (s)".to_string(), secs(q.cost.command_secs));
+                one("  suspect drain scripts (calls)".to_string(), count(q.cost.scripts as f64));
+            }
+        }
         if let Some(p) = &self.produce {
             let _ = writeln!(out);
             let _ = writeln!(out, "raw producers (msg/s, best of {}; the fastest is the baseline):", s.repeat);
@@ -467,6 +505,9 @@ impl Results {
                 t.fresh_handled
             );
         }
+        if let Some(tk) = &self.takeover {
+            takeover_details(&mut out, tk);
+        }
         if !self.targets.is_empty() {
             let _ = writeln!(out);
             let _ = writeln!(out, "{:<48} {:>14} {:>7}", "target", "value", "result");
@@ -477,6 +518,79 @@ impl Results {
         }
         out
     }
+}
+
+/// The takeover phase's runs, one line each, and the commands of the quietest.
+fn takeover_details(out: &mut String, tk: &TakeoverRow) {
+    let (b, d) = (&tk.batch, &tk.suspects);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "takeover: {} entries pending for `dead` (idle > {} ms), taken over by Consumer::batch (concurrency {}, \
+         max_batch {}) and by the raw XAUTOCLAIM loop; scripts of {} µs or more from the slow log",
+        count(b.messages as f64),
+        b.claim_idle_ms,
+        b.concurrency,
+        b.max_batch,
+        tk.slow_us
+    );
+    run_header(out);
+    let total = b.streamx_runs.len();
+    for (i, c) in b.streamx_runs.iter().enumerate() {
+        run_line(out, &format!("streamx {}/{total}", i + 1), c);
+    }
+    let total = b.raw_runs.len();
+    for (i, c) in b.raw_runs.iter().enumerate() {
+        run_line(out, &format!("raw {}/{total}", i + 1), c);
+    }
+    let quietest = |runs: &[DrainCost]| runs.iter().min_by(|a, b| a.process_secs.total_cmp(&b.process_secs)).cloned();
+    if let Some(c) = quietest(&b.streamx_runs) {
+        let _ = writeln!(out, "  streamx commands (least Redis CPU): {}", commands_summary(&c.commands, 8));
+    }
+    if let Some(c) = quietest(&b.raw_runs) {
+        let _ = writeln!(out, "  raw commands (least Redis CPU): {}", commands_summary(&c.commands, 8));
+    }
+    let _ = writeln!(
+        out,
+        "takeover: drain of {} crash suspects (every entry of `dead` marked), consumer c={}, claim_idle {} ms",
+        count(d.suspects as f64),
+        d.concurrency,
+        d.claim_idle_ms
+    );
+    run_header(out);
+    let total = d.runs.len();
+    for (i, run) in d.runs.iter().enumerate() {
+        run_line(out, &format!("suspects {}/{total}", i + 1), &run.cost);
+        if run.charged > 0 || run.marks_left > 0 {
+            let _ = writeln!(out, "    {} runs at an attempt other than 1, {} marks left", run.charged, run.marks_left);
+        }
+    }
+    if let Some(q) = d.quietest() {
+        let _ = writeln!(out, "  commands (least Redis CPU): {}", commands_summary(&q.cost.commands, 8));
+    }
+}
+
+fn run_header(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "  {:<14} {:>9} {:>9} {:>12} {:>12} {:>9} {:>11} {:>10} {:>10}",
+        "run", "handled", "time (s)", "Redis CPU", "commands", "scripts", "scripts (s)", "longest", "slow"
+    );
+}
+
+fn run_line(out: &mut String, name: &str, c: &DrainCost) {
+    let _ = writeln!(
+        out,
+        "  {name:<14} {:>9} {:>9.3} {:>12.3} {:>12.3} {:>9} {:>11.3} {:>10} {:>10}",
+        c.handled,
+        c.secs,
+        c.process_secs,
+        c.command_secs,
+        c.scripts,
+        c.script_secs,
+        longest(c.longest_script_us),
+        c.slow_scripts
+    );
 }
 
 /// The issue-13 reference: SeaStreamer's producer published 210k–221k msg/s on the

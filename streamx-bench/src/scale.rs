@@ -343,7 +343,7 @@ async fn takeover(s: &Settings, keys: &Keys, admin: &Client) -> Result<TakeOver>
 /// Makes the `n` entries of `stream` pending in `group` for a consumer `dead` that reads them
 /// all and never acknowledges, then waits until `dead` has been idle longer than `claim_ms`;
 /// the seconds that wait took.
-async fn orphan(admin: &Client, stream: &str, group: &str, n: u64, claim_ms: u64) -> Result<f64> {
+pub async fn orphan(admin: &Client, stream: &str, group: &str, n: u64, claim_ms: u64) -> Result<f64> {
     raw::create_group(admin, stream, group).await?;
     let mut read = 0u64;
     while read < n {
@@ -410,7 +410,7 @@ async fn drain(s: &Settings, stream: &str, group: &str, n: u64, label: &str) -> 
 // Helpers
 
 /// Calls `check` every `every` until it returns true (→ true) or `deadline` passes (→ false).
-async fn wait_until<F, Fut>(deadline: Instant, every: Duration, mut check: F) -> Result<bool>
+pub async fn wait_until<F, Fut>(deadline: Instant, every: Duration, mut check: F) -> Result<bool>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<bool>>,
@@ -427,7 +427,7 @@ where
 }
 
 /// Publishes `n` entries `{"n":i}` to `stream`, pipelined in chunks of 1,000.
-async fn publish_small(client: &Client, stream: &str, n: u64, label: &str) -> Result<()> {
+pub async fn publish_small(client: &Client, stream: &str, n: u64, label: &str) -> Result<()> {
     let done = Arc::new(AtomicU64::new(0));
     let progress = Progress::start(label, n, done.clone());
     let started = Instant::now();
@@ -449,7 +449,7 @@ async fn publish_small(client: &Client, stream: &str, n: u64, label: &str) -> Re
 }
 
 /// The group's pending count (the XPENDING summary form, O(1) in Redis).
-async fn pending_count(client: &Client, stream: &str, group: &str) -> Result<u64> {
+pub async fn pending_count(client: &Client, stream: &str, group: &str) -> Result<u64> {
     let reply: Value = client.xpending(stream, group, ()).await.context("XPENDING")?;
     match reply {
         Value::Array(parts) => {
