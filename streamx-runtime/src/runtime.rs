@@ -18,8 +18,8 @@ use crate::keys::{
     dead_letter_stream, default_dead_letter_stream, derived_key, hash_tag, move_legacy_keys, slot, KeyKind,
 };
 use crate::observe::readiness::Loops;
-use crate::policy::DeadLetterTarget;
 use crate::permissions::{check_consumers, required_commands, ConsumerKeys};
+use crate::policy::DeadLetterTarget;
 use crate::producer::Producer;
 use crate::registry::registered;
 use crate::state::State;

@@ -74,6 +74,30 @@ local function claim_by_count(stream, group, consumer, by_count)
 end
 "#;
 
+/// `redis_paused(deadlines, now, stale)`: whether no member may be judged stopped now,
+/// because Redis itself stood still (an `appendfsync always` write on a busy disk, a
+/// restart, a machine stall) within the last `stale` ms. Every heartbeat and every
+/// take-over script of the group writes its time as the score of `streamx:clock` in the
+/// deadlines set; one that finds that time more than `stale / 2` old records
+/// `streamx:paused`, `stale` later. (Take-over ticks come every `claim_idle / 4`, at most a
+/// second apart, so a live group never leaves such a gap; a stall shorter than it cannot
+/// push a live member, which beats every `claim_idle / 3`, past its deadline.) During a stall every member's heartbeats are held up alike, so every deadline
+/// looks past when Redis resumes; judging nobody until the paused time lets the
+/// heartbeats queued behind the stall land first. (A group whose last member stopped long
+/// ago pauses its next member's first judgement by `stale`.)
+pub(crate) const REDIS_PAUSED: &str = r#"
+local function redis_paused(deadlines, now, stale)
+  local last = redis.call('ZSCORE', deadlines, 'streamx:clock')
+  redis.call('ZADD', deadlines, now, 'streamx:clock')
+  if last and now - tonumber(last) > stale / 2 then
+    redis.call('ZADD', deadlines, now + stale, 'streamx:paused')
+    return true
+  end
+  local paused = redis.call('ZSCORE', deadlines, 'streamx:paused')
+  return paused ~= false and now < tonumber(paused)
+end
+"#;
+
 /// `paged(command, key, values)`: `command key v1 v2 ...` over `values` in pages of 1,000
 /// (Lua's `unpack` takes at most ~8,000 values: every list a script builds from Redis state
 /// or from its arguments goes through here). `values` of `ZADD` are score/member pairs: a

@@ -24,15 +24,16 @@ use super::retries::{ms, SCHEDULED_CONSUMER};
 use super::shared::Shared;
 use super::takeover::SUSPECTS_CONSUMER;
 use crate::retry_delay::RetryDelay;
-use crate::scripts::{assemble, CONSUMERS, NOW_MS};
+use crate::scripts::{assemble, CONSUMERS, NOW_MS, REDIS_PAUSED};
 
 pub(super) static BEAT: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS],
+        &[NOW_MS, REDIS_PAUSED],
         r#"
 -- KEYS: deadlines, heartbeats (last beat, for older versions)
 -- ARGV: me, claim_idle ms
 local now = now_ms()
+redis_paused(KEYS[1], now, tonumber(ARGV[2]))
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZADD', KEYS[2], now, ARGV[1])
 return 1
@@ -85,7 +86,7 @@ end
 -- Names left behind by members that are gone (deleted by hand, or by an older version).
 for _, key in ipairs({KEYS[2], KEYS[3]}) do
   for _, name in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', now - threshold, 'LIMIT', 0, 1000)) do
-    if not members[name] then redis.call('ZREM', key, name) end
+    if not members[name] and name ~= 'streamx:clock' and name ~= 'streamx:paused' then redis.call('ZREM', key, name) end
   end
 end
 return removed

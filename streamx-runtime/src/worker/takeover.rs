@@ -53,7 +53,9 @@ use super::ticker::{jittered, Ticker};
 use crate::handler::FailureKind;
 use crate::inspect::parse_pending;
 use crate::message::MessageId;
-use crate::scripts::{assemble, CLAIM_BY_COUNT, CONSUMERS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS, PAGED};
+use crate::scripts::{
+    assemble, CLAIM_BY_COUNT, CONSUMERS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS, PAGED, REDIS_PAUSED,
+};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// The consumer name under which crash suspects wait in the PEL (see the module docs). It
@@ -78,7 +80,7 @@ const MOST_EXAMINED: usize = 1000;
 /// already moved and sets the same counts again.
 pub(super) static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS, CLAIM_BY_COUNT, PAGED],
+        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS, CLAIM_BY_COUNT, PAGED, REDIS_PAUSED],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, deadlines, [dead letters]
 -- ARGV: group, me, scheduled consumer, claim_idle ms, limit, take a suspect (1/0),
@@ -203,8 +205,10 @@ end
 -- claim_idle, or for a member that never beat, nothing at all; and silent in Redis for
 -- claim_idle (no read, no claim): a live member whose heartbeats are held up (its command
 -- connection reconnecting) still reads.
+-- Nobody is, just after Redis itself stood still (see `redis_paused`).
+local paused = redis_paused(KEYS[5], now, stale)
 local function stopped(c)
-  if c.idle < stale then return false end
+  if paused or c.idle < stale then return false end
   local deadline = redis.call('ZSCORE', KEYS[5], c.name)
   if deadline then return now >= tonumber(deadline) end
   local beat = redis.call('ZSCORE', KEYS[3], c.name)

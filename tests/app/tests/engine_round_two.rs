@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{on_both_topologies, start_runtime, start_runtime_with, wait_until, Job, TestRedis, Topology};
-use streamx::testing::unique_name;
+use common::{on_both_topologies, redis_cli, start_runtime, start_runtime_with, wait_until, Job, TestRedis, Topology};
+use streamx::testing::{unique_name, RedisServer};
 use streamx::{Consumer, DeadLetters, FailureKind, HandlerError, Inspector, Message, MessageId, Producer, Runtime};
 
 type Runs = Arc<Mutex<Vec<(MessageId, u32)>>>;
@@ -418,6 +418,74 @@ async fn a_hand_back_leaves_a_crashed_predecessors_entries_alone(topology: Topol
     gate.add_permits(1);
     wait_until(Duration::from_secs(10), "settled", || async { pending(&url, &stream).await == 0 }).await.unwrap();
     peer.shutdown().await.unwrap();
+}
+
+/// Scripts (`EVALSHA`) the server has served.
+fn scripts_served(server: &RedisServer) -> u64 {
+    let stats = redis_cli(server, &["INFO", "commandstats"]).unwrap();
+    stats
+        .lines()
+        .filter_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Found by the chaos test (issue 22): Redis itself stands still for longer than
+/// `claim_idle` (an `appendfsync always` write on a busy disk; here `DEBUG SLEEP`). Every
+/// member's heartbeat is held up alike, so when Redis resumes every deadline looks past, and
+/// the first take-over script served judged live members stopped: their running messages
+/// ran twice, and a suspect running alone was dead-lettered as a crash. Member `a` (played
+/// by the test: it read a message and beats) is alive throughout; `b`'s scripts, queued
+/// behind the stall, are served before `a`'s next beat, and must not take the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_stall_judges_no_live_member_stopped() {
+    let server = RedisServer::builder().arg("enable-debug-command", "yes").start().unwrap();
+    let url = server.url();
+    let stream = unique_name("stall");
+    let id = Producer::connect(&url).await.unwrap().publish(&stream, &Job::ok(1)).await.unwrap();
+    redis_cli(&server, &["XGROUP", "CREATE", &stream, "g", "0"]).unwrap();
+    redis_cli(&server, &["XREADGROUP", "GROUP", "g", "a", "COUNT", "1", "STREAMS", &stream, ">"]).unwrap();
+    let deadlines = streamx::keys::member_deadlines(&stream, "g");
+    // `a`'s heartbeat, as the engine writes it: its deadline, claim_idle (1 s) from now.
+    let beat = || {
+        let script = "local t = redis.call('TIME') \
+                      redis.call('ZADD', KEYS[1], t[1] * 1000 + math.floor(t[2] / 1000) + 1000, 'a') return 1";
+        redis_cli(&server, &["EVAL", script, "1", &deadlines]).unwrap();
+    };
+    beat();
+    let runs: Runs = Arc::default();
+    let record = runs.clone();
+    let b = Consumer::new(stream.clone(), "g".to_string(), move |msg: Message<Job>| {
+        let record = record.clone();
+        async move { record.lock().unwrap().push((msg.id(), msg.attempt())) }
+    })
+    .consumer_name("b")
+    .claim_idle(Duration::from_secs(1));
+    let b = start_runtime(&url, vec![b]).await;
+    // `a` beats every 300 ms while `b` judges it (b ticks every 250 ms), past a's idle 1 s.
+    for _ in 0..8 {
+        let served = scripts_served(&server);
+        beat();
+        wait_until(Duration::from_secs(5), "b ran a script", || async { scripts_served(&server) > served + 1 })
+            .await
+            .unwrap();
+    }
+    assert!(runs.lock().unwrap().is_empty(), "b took over a live member's message before the stall");
+    // Redis stands still 2.5 s; a beat right before it, the next right after it.
+    beat();
+    redis_cli(&server, &["DEBUG", "SLEEP", "2.5"]).unwrap();
+    beat();
+    for _ in 0..8 {
+        let served = scripts_served(&server);
+        wait_until(Duration::from_secs(5), "b ran a script", || async { scripts_served(&server) > served + 1 })
+            .await
+            .unwrap();
+        beat();
+    }
+    assert!(runs.lock().unwrap().is_empty(), "b took over a live member's message after the stall: {runs:?}");
+    let held = Inspector::connect(&url).await.unwrap().pending(&stream, "g", None).await.unwrap();
+    assert_eq!(held.iter().map(|p| (p.id, p.consumer.as_str())).collect::<Vec<_>>(), vec![(id, "a")]);
+    b.shutdown().await.unwrap();
 }
 
 on_both_topologies!(
