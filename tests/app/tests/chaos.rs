@@ -62,8 +62,8 @@
 //!   `invalid_json` for poison (never run); no run starts after the dead-letter move and none
 //!   has a higher attempt than `dlq:deliveries` (unless the Redis restart cost a lease);
 //! - `delivery_limit` only after a run alone that crashed its worker. The log cannot tell
-//!   that a run ran alone; what it can check: `dlq:deliveries` is a + 1 ≤ max_retries + 1,
-//!   where a is the attempt of the last run (or the attempt a retryable last run leads to,
+//!   that a run ran alone; what it can check: `dlq:deliveries` is a + 1, where
+//!   a ≤ max_retries + 1 is the attempt of the last run (or the attempt a retryable last run leads to,
 //!   or 1 for a message with no run: a run alone whose process was killed before its start
 //!   record landed); every run at attempt a lost its result to a SIGKILL (the rules above,
 //!   and for the last run, before the dead letter); a worker was SIGKILLed after the last
@@ -728,6 +728,47 @@ async fn flush(
     batch.clear();
 }
 
+/// The longest silences of the log between `from` and `to` (no record from any worker for
+/// at least `min` ms), longest first: a stall of Redis or of the whole machine shows here
+/// (a live member whose heartbeat cannot get through for `claim_idle` may be judged stopped).
+fn silences(observer: &Observer, from: u64, to: u64, min: u64) -> Vec<(u64, u64)> {
+    let mut at: Vec<u64> = observer
+        .runs
+        .values()
+        .flat_map(|r| [r.start_ms, r.end.map(|(t, _)| t)])
+        .flatten()
+        .filter(|t| (from..=to).contains(t))
+        .collect();
+    at.sort_unstable();
+    let mut gaps: Vec<(u64, u64)> = at.windows(2).filter(|w| w[1] - w[0] >= min).map(|w| (w[0], w[1])).collect();
+    gaps.sort_by_key(|(a, b)| std::cmp::Reverse(b - a));
+    gaps
+}
+
+/// Every run and dead letter, one a line, in start order (times in ms since `origin`), for
+/// a kept run's post-mortem.
+fn dump(observer: &Observer, origin: u64) -> String {
+    let mut runs: Vec<&Run> = observer.runs.values().collect();
+    runs.sort_by_key(|r| (r.anchor(), r.pid, r.run));
+    let mut out = String::new();
+    for r in runs {
+        out.push_str(&format!("{} {}\n", r.id, r.describe(origin)));
+    }
+    for l in observer.dead.values().flatten() {
+        let at = l.dead_lettered_at_ms as i64 - origin as i64;
+        let written = l.id.millis() as i64 - origin as i64;
+        out.push_str(&format!(
+            "{} dead-lettered {:?} after {} deliveries at {at} (written {written}) by {}: {}\n",
+            l.origin_id.map_or("?".to_string(), |id| id.to_string()),
+            l.kind,
+            l.deliveries,
+            l.consumer,
+            l.error
+        ));
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------
 // The verdict
 
@@ -1060,8 +1101,9 @@ fn check_end(m: &Message, faults: &Faults, report: &mut Report, story: &dyn Fn()
 /// the module docs), as far as the log tells: the reason if not.
 fn crashed_alone(m: &Message, l: &DeadLetter, faults: &Faults, report: &mut Report) -> Result<(), &'static str> {
     let (runs, d) = (m.runs, l.deliveries);
-    if d < 2 || d > m.max_runs {
-        return Err("dlq:deliveries outside 2..=max_retries + 1");
+    // A run alone at the last attempt, max_retries + 1, that crashed counts one more.
+    if d < 2 || d > m.max_runs + 1 {
+        return Err("dlq:deliveries outside 2..=max_retries + 2");
     }
     let alone = d - 1;
     if runs.iter().any(|r| r.attempt > alone) {
@@ -1308,9 +1350,19 @@ async fn chaos(variant: Variant) {
         report.kill_after_end_ms.len()
     );
     eprintln!("  XPENDING at the end: {:?}", observer.pending);
+    let origin = chaos.faults.origin_ms;
+    let quiet = silences(&observer, origin, origin + (chaos_secs * 1000.0) as u64, 500);
+    let shown: Vec<String> = quiet
+        .iter()
+        .take(5)
+        .map(|(a, b)| {
+            let outage = if chaos.faults.outage_within(*a, *b) { " (Redis restart)" } else { "" };
+            format!("{}..{}{outage}", a - origin, b - origin)
+        })
+        .collect();
+    eprintln!("  log silences of 500 ms or more: {} {shown:?}", quiet.len());
 
     // The histories the faults explained, and the faults, for whoever wants to look.
-    let origin = chaos.faults.origin_ms;
     let mut notes = String::new();
     for d in &chaos.faults.deaths {
         notes.push_str(&format!(
@@ -1323,11 +1375,15 @@ async fn chaos(variant: Variant) {
     for o in &chaos.faults.outages {
         notes.push_str(&format!("{}..{} redis down\n", o.down_ms - origin, o.up_ms - origin));
     }
+    for (a, b) in &quiet {
+        notes.push_str(&format!("{}..{} log silent\n", a - origin, b - origin));
+    }
     for line in &report.explained {
         notes.push_str(line);
         notes.push('\n');
     }
     std::fs::write(dir.join("explained.txt"), notes).unwrap();
+    std::fs::write(dir.join("runs.txt"), dump(&observer, origin)).unwrap();
     if report.violations.is_empty() && std::env::var_os("STREAMX_CHAOS_KEEP").is_none() {
         let _ = std::fs::remove_dir_all(&dir);
         return;
@@ -1349,12 +1405,15 @@ async fn chaos(variant: Variant) {
 // ---------------------------------------------------------------------------------------
 // The model on made-up histories (no Redis): what the verdict must accept and reject.
 
+/// A made-up run: pid, attempt, start ms, end (ms, outcome).
+type MadeUpRun = (u32, u32, u64, Option<(u64, Outcome)>);
+
 /// The violations `check_message` finds in one made-up history of a message published at
 /// ms 0 (`runs`: pid, attempt, start, end; `kills`: pid, at; `letter`: kind, deliveries, at).
 fn judge(
     plan: Plan,
     max_runs: u32,
-    runs: &[(u32, u32, u64, Option<(u64, Outcome)>)],
+    runs: &[MadeUpRun],
     kills: &[(u32, u64)],
     letter: Option<(FailureKind, u32, u64)>,
 ) -> Vec<&'static str> {
@@ -1459,6 +1518,11 @@ fn model_delivery_limit_only_after_a_run_alone_that_a_sigkill_cut() {
     // Its last run ended and counted.
     let ended = [(3, 1, 3_000, Some((3_020, Outcome::Ok)))];
     assert!(judge(OK, 3, &ended, &[(1, 100), (2, 1_500), (3, 9_000)], limit(10_000)).contains(&not_alone));
+    // A run alone at the last attempt that crashed counts one more: max_retries + 2.
+    let plan = Plan::Run(Behaviour::FailUntil(1));
+    let last = [(1, 1, 100, Some((150, Outcome::Fail))), (2, 2, 300, None), (3, 2, 1_600, None)];
+    let kills = [(2, 320), (3, 1_620), (4, 3_000)];
+    assert_eq!(judge(plan, 2, &last, &kills, Some((FailureKind::DeliveryLimit, 3, 4_000))), Vec::<&str>::new());
     // Failed runs are dead-lettered with their own kind, never as delivery_limit.
     let plan = Plan::Run(Behaviour::FailUntil(2));
     let failed = [(1, 1, 100, Some((150, Outcome::Fail))), (1, 2, 300, Some((350, Outcome::Fail)))];
