@@ -316,9 +316,17 @@ struct Faults {
     born: HashMap<u32, u64>,
     deaths: Vec<Death>,
     outages: Vec<Outage>,
+    /// Stalls read from the log after the run (see [`stalls`]): not injected, and they
+    /// explain nothing; a violation near one says so, for whoever looks into it.
+    stalls: Vec<(u64, u64)>,
 }
 
 impl Faults {
+    /// A stall overlapping `[t0, t1]`.
+    fn stall_near(&self, t0: u64, t1: u64) -> Option<(u64, u64)> {
+        self.stalls.iter().copied().find(|(a, b)| *a <= t1 && *b >= t0)
+    }
+
     /// When `pid` died, if it died at or before `t`.
     fn dead_by(&self, pid: u32, t: u64) -> Option<u64> {
         self.deaths.iter().find(|d| d.pid == pid && d.at_ms <= t).map(|d| d.at_ms)
@@ -745,6 +753,21 @@ fn silences(observer: &Observer, from: u64, to: u64, min: u64) -> Vec<(u64, u64)
     gaps
 }
 
+/// The silences of the log (see [`silences`]) of at least `min` ms, outside the Redis
+/// restarts, across which a run was under way (it started before and its end record landed
+/// after): handlers work at most 400 ms, so its end record was held up. Redis, the machine
+/// or the worker stopped serving meanwhile; a member whose heartbeat cannot get through for
+/// `claim_idle` may be judged stopped.
+fn stalls(observer: &Observer, faults: &Faults, to: u64, min: u64) -> Vec<(u64, u64)> {
+    silences(observer, faults.origin_ms, to, min)
+        .into_iter()
+        .filter(|(a, b)| !faults.outage_within(*a, *b))
+        .filter(|(a, b)| {
+            observer.runs.values().any(|r| r.start_ms.is_some_and(|s| s < *a) && r.end.is_some_and(|(e, _)| e >= *b))
+        })
+        .collect()
+}
+
 /// Every run and dead letter, one a line, in start order (times in ms since `origin`), for
 /// a kept run's post-mortem.
 fn dump(observer: &Observer, origin: u64) -> String {
@@ -872,7 +895,22 @@ impl Message<'_> {
 }
 
 fn check_message(m: &Message, letters: &[DeadLetter], faults: &Faults, report: &mut Report) {
-    let story = || m.story(faults.origin_ms);
+    let story = || {
+        let origin = faults.origin_ms;
+        let mut story = m.story(origin);
+        let first = m.runs.first().map_or(m.id.millis(), |r| r.anchor());
+        let last = m
+            .runs
+            .iter()
+            .map(|r| r.finished().unwrap_or_else(|| r.anchor()))
+            .chain(m.letter.map(|l| l.dead_lettered_at_ms))
+            .max()
+            .unwrap_or(first);
+        if let Some((a, b)) = faults.stall_near(first.saturating_sub(CLAIM_IDLE), last) {
+            story.push_str(&format!(" -- near the stall {}..{}", a - origin, b - origin));
+        }
+        story
+    };
     let (runs, letter, max_runs) = (m.runs, m.letter, m.max_runs);
     let explained_before = report.redeliveries.values().sum::<usize>();
 
@@ -1281,6 +1319,8 @@ async fn chaos(variant: Variant) {
 
     let mut report = Report::default();
     let max_runs = variant.max_runs();
+    let chaos_end = chaos.faults.origin_ms + (chaos_secs * 1000.0) as u64;
+    chaos.faults.stalls = stalls(&observer, &chaos.faults, chaos_end, 500);
     verdict(&published, &observer, &chaos.faults, max_runs, &mut report);
     for t in stop_trouble {
         report.violation("a worker did not stop cleanly on SIGTERM", t);
@@ -1351,16 +1391,13 @@ async fn chaos(variant: Variant) {
     );
     eprintln!("  XPENDING at the end: {:?}", observer.pending);
     let origin = chaos.faults.origin_ms;
-    let quiet = silences(&observer, origin, origin + (chaos_secs * 1000.0) as u64, 500);
-    let shown: Vec<String> = quiet
-        .iter()
-        .take(5)
-        .map(|(a, b)| {
-            let outage = if chaos.faults.outage_within(*a, *b) { " (Redis restart)" } else { "" };
-            format!("{}..{}{outage}", a - origin, b - origin)
-        })
-        .collect();
-    eprintln!("  log silences of 500 ms or more: {} {shown:?}", quiet.len());
+    let quiet = silences(&observer, origin, chaos_end, 500);
+    let stalled: Vec<String> =
+        chaos.faults.stalls.iter().map(|(a, b)| format!("{}..{} ({} ms)", a - origin, b - origin, b - a)).collect();
+    eprintln!(
+        "  log silences of 500 ms or more: {}; stalls among them (runs under way, no Redis restart): {stalled:?}",
+        quiet.len()
+    );
 
     // The histories the faults explained, and the faults, for whoever wants to look.
     let mut notes = String::new();
@@ -1398,6 +1435,13 @@ async fn chaos(variant: Variant) {
         for c in cases.iter().take(5) {
             text.push_str(&format!("\n    {c}"));
         }
+    }
+    if !stalled.is_empty() {
+        text.push_str(&format!(
+            "\n  (stalls, not injected: {stalled:?}: the log says nothing for that long while runs were under way, \
+             so Redis, the machine or a worker stopped serving; a member whose heartbeat cannot get through for \
+             claim_idle may be judged stopped. Violations near one say so.)"
+        ));
     }
     panic!("chaos {name} (seed {seed}) found violations:{text}");
 }
@@ -1451,6 +1495,7 @@ fn judge(
         born: HashMap::new(),
         deaths: kills.iter().map(|&(pid, at)| Death { pid, at_ms: T0 + at, crashed: false }).collect(),
         outages: Vec::new(),
+        stalls: Vec::new(),
     };
     let m = Message { id, plan, runs: &refs, letter: letters.first(), max_runs };
     let mut report = Report::default();
