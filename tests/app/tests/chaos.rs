@@ -97,7 +97,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::{sigterm, spawn_worker_logged};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use streamx::testing::RedisServer;
+use streamx::testing::{redis_cli, RedisServer};
 use streamx::{DeadLetter, DeadLetters, FailureKind, History, Inspector, MessageId, Producer, PublishOptions};
 
 const LOG: &str = "app.chaos.log";
@@ -575,6 +575,8 @@ struct Chaos {
     spawned: usize,
     faults: Faults,
     rng: Rng,
+    /// What Redis's latency monitor recorded (see [`Chaos::read_latency`]).
+    latency: Vec<String>,
 }
 
 impl Chaos {
@@ -627,13 +629,38 @@ impl Chaos {
 
     /// SIGKILLs Redis, leaves it down 200–1000 ms, and restarts it on its port and data.
     async fn restart_redis(&mut self) {
+        self.read_latency();
         let down_ms = now_ms();
         tokio::task::block_in_place(|| self.server.kill()).unwrap();
         tokio::time::sleep(Duration::from_millis(self.rng.between(200, 1000))).await;
         tokio::task::block_in_place(|| self.server.restart()).unwrap();
+        self.watch_latency();
         let up_ms = now_ms();
         eprintln!("chaos: redis down for {} ms", up_ms - down_ms);
         self.faults.outages.push(Outage { down_ms, up_ms });
+    }
+
+    /// Has Redis record what blocked it for 100 ms or more (`LATENCY LATEST`: an
+    /// `aof-fsync-always` event says a stall was its disk).
+    fn watch_latency(&self) {
+        let set = ["CONFIG", "SET", "latency-monitor-threshold", "100"];
+        if let Err(e) = tokio::task::block_in_place(|| redis_cli(&self.server, &set)) {
+            eprintln!("chaos: cannot turn Redis's latency monitor on: {e}");
+        }
+    }
+
+    /// Adds what Redis's latency monitor recorded (each event's latest time and longest
+    /// block) to `latency`, times in ms since the origin.
+    fn read_latency(&mut self) {
+        let Ok(text) = tokio::task::block_in_place(|| redis_cli(&self.server, &["LATENCY", "LATEST"])) else {
+            return;
+        };
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        for event in lines.chunks(4).filter(|e| e.len() == 4) {
+            let at_ms = event[1].parse::<u64>().unwrap_or(0) * 1000;
+            let at = at_ms as i64 - self.faults.origin_ms as i64;
+            self.latency.push(format!("{} at ~{at} (latest {} ms, max {} ms)", event[0], event[2], event[3]));
+        }
     }
 
     /// Whether every worker has been up for 2 s and said it is ready (a worker connects
@@ -1231,7 +1258,9 @@ async fn chaos(variant: Variant) {
         spawned: 0,
         faults: Faults { origin_ms: now_ms(), ..Faults::default() },
         rng,
+        latency: Vec::new(),
     };
+    chaos.watch_latency();
     for i in 0..WORKERS {
         chaos.spawn(i);
     }
@@ -1303,6 +1332,7 @@ async fn chaos(variant: Variant) {
         }
     };
     let chaos_secs = started.elapsed().as_secs_f64();
+    chaos.read_latency();
     let stop_trouble = chaos.stop_workers().await;
     let final_poll = async {
         for _ in 0..10 {
@@ -1394,6 +1424,7 @@ async fn chaos(variant: Variant) {
     let quiet = silences(&observer, origin, chaos_end, 500);
     let stalled: Vec<String> =
         chaos.faults.stalls.iter().map(|(a, b)| format!("{}..{} ({} ms)", a - origin, b - origin, b - a)).collect();
+    eprintln!("  Redis blocked 100 ms or more (latency monitor): {:?}", chaos.latency);
     eprintln!(
         "  log silences of 500 ms or more: {}; stalls among them (runs under way, no Redis restart): {stalled:?}",
         quiet.len()
