@@ -50,8 +50,8 @@ use super::shared::Shared;
 use super::sizing::FetchSize;
 use super::stats::ConsumerStats;
 use super::ticker::{jittered, Ticker};
-use crate::inspect::parse_pending;
 use crate::handler::FailureKind;
+use crate::inspect::parse_pending;
 use crate::message::MessageId;
 use crate::scripts::{assemble, CLAIM_BY_COUNT, CONSUMERS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS, PAGED};
 use tokio::sync::OwnedSemaphorePermit;
@@ -336,7 +336,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                         Some(permit) => isolate(&shared, suspect, permit, part, &isolating),
                         // Never: a suspect is asked for only with a permit. Left to the
                         // reconciliation, which takes it up again.
-                        None => tracing::error!(consumer = %shared.name, id = %suspect.entry.id, "a suspect came without a permit"),
+                        None => {
+                            tracing::error!(consumer = %shared.name, id = %suspect.entry.id, "a suspect came without a permit")
+                        }
                     }
                 }
                 // The permit held for a suspect that did not come goes back before the others
