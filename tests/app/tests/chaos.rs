@@ -63,25 +63,34 @@
 //!   has a higher attempt than `dlq:deliveries` (unless the Redis restart cost a lease);
 //! - `delivery_limit` only after a run alone that crashed its worker. The log cannot tell
 //!   that a run ran alone; what it can check: `dlq:deliveries` is a + 1, where
-//!   a ≤ max_retries + 1 is the attempt of the last run (or the attempt a retryable last run leads to,
-//!   or 1 for a message with no run: a run alone whose process was killed before its start
-//!   record landed); every run at attempt a lost its result to a SIGKILL (the rules above,
-//!   and for the last run, before the dead letter); a worker was SIGKILLed after the last
-//!   start and at least `claim_idle` / 2 before the dead letter (a taker must judge it
-//!   stopped first); and at least three workers died since the message reached attempt a
-//!   (the member that held it, the taker that held it as a take-over, the taker that ran it
-//!   alone). The Redis restart in that time explains it too (a live member may be judged
-//!   stopped in it).
+//!   a ≤ max_retries + 1 is the attempt of the last run (or the attempt a retryable last run
+//!   leads to, or 1 for a message with no run: a run alone whose process was killed before
+//!   its start record landed); every run at attempt a lost its result to a fault (the rules
+//!   above, and for the last run, before the dead letter); a worker was SIGKILLed after the
+//!   last start and at least `claim_idle` / 2 before the dead letter (a taker must judge the
+//!   one that ran it alone stopped first); and at least three workers died since the message
+//!   reached attempt a (the member that held it, the taker that held it as a take-over, the
+//!   taker that ran it alone). The Redis restart stands in for those SIGKILLs when it
+//!   struck in the same time (a live member may be judged stopped in it).
 //!
 //! So a message that should succeed may end dead-lettered only as `delivery_limit` after a
-//! run alone that a SIGKILL cut, and may be dead-lettered after a successful run only when
-//! that success's ack was lost to a fault; no message that started fewer than
-//! max_retries + 1 times is dead-lettered as `delivery_limit` otherwise (nor one that
-//! started more). A message may start more than max_retries + 1 times, but only by runs
-//! whose results a fault cut. Also: no attempt number outside 1..=max_retries + 1, no run
-//! overlaps another run of its message, XPENDING counts 0 at the end, every published id is
-//! acknowledged after a successful run or in the dead-letter stream, no worker exits unless
-//! it was killed or told to stop, and each run saw ten SIGKILLs and a Redis restart.
+//! run alone that a SIGKILL cut (or as `error` when a log write failed at its last
+//! attempt), and may be dead-lettered after a successful run only when that success's ack
+//! was lost to a fault; no message is dead-lettered as `delivery_limit` otherwise, whether
+//! it started fewer than max_retries + 1 times or not. A message may start more than
+//! max_retries + 1 times, but only by runs whose results a fault cut. Also: no attempt
+//! number outside 1..=max_retries + 1, no run overlaps another run of its message, XPENDING
+//! counts 0 at the end, every published id is acknowledged after a successful run or in the
+//! dead-letter stream, no worker exits unless it was killed or told to stop, and each run
+//! saw ten SIGKILLs and a Redis restart.
+//!
+//! *Stalls* explain nothing: a silence of the log of 500 ms or more, outside the Redis
+//! restart, across which a run was under way (handlers work at most 400 ms, so its end
+//! record was held up) says that Redis, the machine or a worker stopped serving. A member
+//! whose heartbeats cannot get through for `claim_idle` may then be judged stopped while
+//! alive, which the rules above do not allow: violations near a stall say so, and the
+//! summary shows what Redis's latency monitor recorded (an `aof-fsync-always` event means a
+//! stall was Redis waiting for its disk).
 
 #![allow(clippy::unwrap_used)]
 
