@@ -5,12 +5,13 @@
 //! Run with: `STREAMX_REDIS_URL=redis://127.0.0.1:6379 cargo run -p streamx-test-app --bin worker`
 //!
 //! Environment: `STREAMX_REDIS_URL`; `WORKER_ONLY` (comma-separated registration names to
-//! run, default all); `WORKER_SHUTDOWN_TIMEOUT_MS`; `CHAOS_JOURNAL_DIR` (where the `chaos`
-//! consumer notes the log writes that failed, one file per process).
+//! run, default all); `WORKER_SHUTDOWN_TIMEOUT_MS`; `CHAOS_JOURNAL_DIR` (where the chaos
+//! consumers note the log writes that failed, one file per process).
 //!
 //! Every handler records what it did by publishing a [`Handled`] record to the stream
-//! `app.handled` before it returns, so tests can account for every message id. The `chaos`
-//! consumer instead logs the start and the end of every attempt to `app.chaos.log`.
+//! `app.handled` before it returns, so tests can account for every message id. The chaos
+//! consumers (`chaos_r1`, `chaos`, `chaos_r3`: `max_retries` 1, 2 and 3) instead log the
+//! start and the end of every attempt to `app.chaos.log`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -183,10 +184,11 @@ impl ChaosState {
     }
 }
 
-/// The chaos test's consumer: every attempt logs its start, works a little, logs its end
-/// with the outcome its job asks for, then returns that outcome. An attempt whose log write
-/// fails returns a retryable error instead (it never succeeds unlogged) and notes the
-/// failure in its process's journal.
+/// The chaos test's consumers, one per `max_retries` it runs with, each on its own stream
+/// (otherwise the same: 16 at once, `claim_idle` 1 s, short backoff). Every attempt logs its
+/// start, works a little, logs its end with the outcome its job asks for, then returns that
+/// outcome. An attempt whose log write fails returns a retryable error instead (it never
+/// succeeds unlogged) and notes the failure in its process's journal.
 #[stream_consumer(
     stream = "app.chaos",
     group = "chaos",
@@ -197,6 +199,39 @@ impl ChaosState {
     backoff(initial = "50ms", multiplier = 2.0, max = "200ms")
 )]
 async fn chaos(msg: Message<ChaosJob>) -> Result<(), HandlerError> {
+    chaos_attempt(msg).await
+}
+
+/// [`chaos`] with `max_retries = 1`.
+#[stream_consumer(
+    stream = "app.chaos.r1",
+    group = "chaos",
+    name = "chaos_r1",
+    concurrency = 16,
+    claim_idle = "1s",
+    max_retries = 1,
+    backoff(initial = "50ms", multiplier = 2.0, max = "200ms")
+)]
+async fn chaos_r1(msg: Message<ChaosJob>) -> Result<(), HandlerError> {
+    chaos_attempt(msg).await
+}
+
+/// [`chaos`] with `max_retries = 3`.
+#[stream_consumer(
+    stream = "app.chaos.r3",
+    group = "chaos",
+    name = "chaos_r3",
+    concurrency = 16,
+    claim_idle = "1s",
+    max_retries = 3,
+    backoff(initial = "50ms", multiplier = 2.0, max = "200ms")
+)]
+async fn chaos_r3(msg: Message<ChaosJob>) -> Result<(), HandlerError> {
+    chaos_attempt(msg).await
+}
+
+/// One attempt of a chaos job (see [`chaos`]).
+async fn chaos_attempt(msg: Message<ChaosJob>) -> Result<(), HandlerError> {
     let producer = msg.state::<Producer>().ok_or("no producer in the runtime state")?;
     let state = msg.state::<ChaosState>().ok_or("no chaos state in the runtime state")?;
     let run = state.runs.fetch_add(1, Ordering::Relaxed);
@@ -234,7 +269,7 @@ async fn chaos(msg: Message<ChaosJob>) -> Result<(), HandlerError> {
     }
 }
 
-/// Where the `chaos` consumer logs its attempts.
+/// Where the chaos consumers log their attempts.
 const CHAOS_LOG: &str = "app.chaos.log";
 
 #[tokio::main]
