@@ -31,8 +31,9 @@
 //!   until they settle;
 //! - if a member dies holding marked entries, each becomes a suspect and is run *alone* by
 //!   a taker, still at the same attempt number; if that taker dies while holding it, the
-//!   message crashed its worker: its count goes up by one and the next taker dead-letters it
-//!   as `delivery_limit` (`dlq:deliveries` = that count) without running it.
+//!   message crashed its worker: the next taker dead-letters it as `delivery_limit` without
+//!   running it, with the runs known to have started as `dlq:deliveries`: the attempt number
+//!   it ran alone at.
 //!
 //! A message's runs are taken in the order they started (times are Redis's, from the log
 //! entry ids, and the test's clock for the faults, on one machine); each has the attempt
@@ -62,7 +63,7 @@
 //!   `invalid_json` for poison (never run); no run starts after the dead-letter move and none
 //!   has a higher attempt than `dlq:deliveries` (unless the Redis restart cost a lease);
 //! - `delivery_limit` only after a run alone that crashed its worker. The log cannot tell
-//!   that a run ran alone; what it can check: `dlq:deliveries` is a + 1, where
+//!   that a run ran alone; what it can check: `dlq:deliveries` is a, where
 //!   a ≤ max_retries + 1 is the attempt of the last run (or the attempt a retryable last run
 //!   leads to, or 1 for a message with no run: a run alone whose process was killed before
 //!   its start record landed); every run at attempt a lost its result to a fault (the rules
@@ -1175,11 +1176,11 @@ fn check_end(m: &Message, faults: &Faults, report: &mut Report, story: &dyn Fn()
 /// the module docs), as far as the log tells: the reason if not.
 fn crashed_alone(m: &Message, l: &DeadLetter, faults: &Faults, report: &mut Report) -> Result<(), &'static str> {
     let (runs, d) = (m.runs, l.deliveries);
-    // A run alone at the last attempt, max_retries + 1, that crashed counts one more.
-    if d < 2 || d > m.max_runs + 1 {
-        return Err("dlq:deliveries outside 2..=max_retries + 2");
+    // The attempt it ran alone at: at most max_retries + 1.
+    if d < 1 || d > m.max_runs {
+        return Err("dlq:deliveries outside 1..=max_retries + 1");
     }
-    let alone = d - 1;
+    let alone = d;
     if runs.iter().any(|r| r.attempt > alone) {
         return Err("a run at the attempt number the dead letter counts");
     }
@@ -1587,7 +1588,7 @@ fn model_runs_of_one_message_never_overlap() {
 
 #[test]
 fn model_delivery_limit_only_after_a_run_alone_that_a_sigkill_cut() {
-    let limit = |at| Some((FailureKind::DeliveryLimit, 2, at));
+    let limit = |at| Some((FailureKind::DeliveryLimit, 1, at));
     // Held by 1 (killed before running it), taken over by 2 (killed before running it), run
     // alone by 3 (killed while running it), dead-lettered by the next taker.
     let alone = [(3, 1, 3_000, None)];
@@ -1603,11 +1604,11 @@ fn model_delivery_limit_only_after_a_run_alone_that_a_sigkill_cut() {
     // Its last run ended and counted.
     let ended = [(3, 1, 3_000, Some((3_020, Outcome::Ok)))];
     assert!(judge(OK, 3, &ended, &[(1, 100), (2, 1_500), (3, 9_000)], limit(10_000)).contains(&not_alone));
-    // A run alone at the last attempt that crashed counts one more: max_retries + 2.
+    // A run alone at the last attempt that crashed: dead-lettered with that attempt.
     let plan = Plan::Run(Behaviour::FailUntil(1));
     let last = [(1, 1, 100, Some((150, Outcome::Fail))), (2, 2, 300, None), (3, 2, 1_600, None)];
     let kills = [(2, 320), (3, 1_620), (4, 3_000)];
-    assert_eq!(judge(plan, 2, &last, &kills, Some((FailureKind::DeliveryLimit, 3, 4_000))), Vec::<&str>::new());
+    assert_eq!(judge(plan, 2, &last, &kills, Some((FailureKind::DeliveryLimit, 2, 4_000))), Vec::<&str>::new());
     // Failed runs are dead-lettered with their own kind, never as delivery_limit.
     let plan = Plan::Run(Behaviour::FailUntil(2));
     let failed = [(1, 1, 100, Some((150, Outcome::Fail))), (1, 2, 300, Some((350, Outcome::Fail)))];
