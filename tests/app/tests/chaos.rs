@@ -1613,5 +1613,5 @@ fn model_delivery_limit_only_after_a_run_alone_that_a_sigkill_cut() {
     let plan = Plan::Run(Behaviour::FailUntil(2));
     let failed = [(1, 1, 100, Some((150, Outcome::Fail))), (1, 2, 300, Some((350, Outcome::Fail)))];
     assert_eq!(judge(plan, 2, &failed, &[], Some((FailureKind::Error, 2, 400))), Vec::<&str>::new());
-    assert_eq!(judge(plan, 2, &failed, &chain, limit(4_000)), [not_alone]);
+    assert_eq!(judge(plan, 2, &failed, &chain, Some((FailureKind::DeliveryLimit, 2, 4_000))), [not_alone]);
 }
