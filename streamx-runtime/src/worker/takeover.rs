@@ -229,7 +229,9 @@ else
     if c.pending > 0 and name ~= ARGV[2] and name ~= ARGV[3] and name ~= suspects and stopped(c) then
       local from = '-'
       repeat
-        local want = math.min(1000, most - examined)
+        -- (A page the size of what may still be claimed, and a few more: marked entries
+        -- among them move to the suspects; a holder of many suspects takes more pages.)
+        local want = math.min(1000, most - examined, limit - taken + 16)
         local page = redis.call('XPENDING', KEYS[1], ARGV[1], from, '+', want, name)
         local go_on = take_rows(page)
         if #page > 0 then from = '(' .. page[#page][1] end
