@@ -79,8 +79,19 @@ impl ByteBudget {
     /// How many entries (1..=`batch`) the next fetch may take, without waiting, with their
     /// estimated bytes (count × the average entry) reserved until the fetch's reply is
     /// charged: fetches sent at the same time (several readers, claims) never count the same
-    /// room twice. `None` if there is no room for one average entry now.
+    /// room twice. `None` if there is no room for one average entry now, or if a fetch is
+    /// waiting for room ([`wait_room_for`](Self::wait_room_for)): waiters are served first,
+    /// so a read loop that reserves again the moment its (empty, blocking) read returns
+    /// cannot keep due retries and take-overs from the room for good.
     pub fn room_for(self: &Arc<Self>, batch: usize) -> Option<(usize, Charge)> {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        self.take_room(batch)
+    }
+
+    /// [`room_for`](Self::room_for) whether others wait or not (for a waiter).
+    fn take_room(self: &Arc<Self>, batch: usize) -> Option<(usize, Charge)> {
         let used = self.used();
         let average = self.average.load(Ordering::Relaxed);
         let batch = batch.max(1);
@@ -106,7 +117,7 @@ impl ByteBudget {
         // the bytes released, or the release sees this waiter and wakes it.
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&self.waiting);
-        super::notified::wait_for(&self.freed, stop, || self.room_for(batch)).await
+        super::notified::wait_for(&self.freed, stop, || self.take_room(batch)).await
     }
 
     /// The most entry bytes a claim script may bring back for the room `reserved` for it (see
@@ -288,5 +299,28 @@ mod tests {
         assert!(!waiter.is_finished());
         drop(held);
         assert_eq!(waiter.await.ok().flatten().map(|(n, _)| n), Some(1));
+    }
+
+    /// A read loop whose (empty, blocking) read returns reserves again at once; a due retry
+    /// waiting for room must get it first, or a busy loop keeps it from the room for good.
+    #[tokio::test]
+    async fn a_waiter_is_served_before_a_new_fetch() {
+        let budget = ByteBudget::new(1_000);
+        let _learned = budget.charge(&[entry(72)]);
+        drop(_learned);
+        let (_, reader) = budget.room_for(512).expect("room for the first read");
+        assert_eq!(count(budget.room_for(512)), None, "the read holds the room");
+        let stop = CancellationToken::new();
+        let waiter = {
+            let (budget, stop) = (budget.clone(), stop.clone());
+            tokio::spawn(async move { budget.wait_room_for(512, &stop).await.map(|(n, _)| n) })
+        };
+        while budget.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(reader);
+        assert_eq!(count(budget.room_for(512)), None, "a new fetch waits behind the waiter");
+        assert_eq!(waiter.await.ok().flatten(), Some(5), "the waiter got the room");
+        assert_eq!(count(budget.room_for(512)), Some(5), "then the next fetch");
     }
 }

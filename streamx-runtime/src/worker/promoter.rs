@@ -88,16 +88,18 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         // of permits): Redis serves nobody else while a script runs. A full claim brings
         // the next tick forward.
         let wanted = permits.num_permits().min(MAX_PROMOTED);
-        let Some((limit, reserved)) = shared.budget.room_for(wanted) else {
-            // No room: give the permits back (handlers finishing free both) and try again
-            // once some bytes are released.
-            drop(permits);
-            if shared.budget.wait_room_for(1, &shared.stopping).await.is_none() {
-                return;
+        let (permits, (room, reserved)) = match shared.budget.room_for(wanted) {
+            Some(room) => (permits, room),
+            None => {
+                // No room: give the permits back (handlers finishing free both), wait in
+                // turn for room (waiters are served before new reads), then for permits.
+                drop(permits);
+                let Some(room) = shared.budget.wait_room_for(wanted, &shared.stopping).await else { return };
+                let Some(permits) = dispatch::take_permits(&shared).await else { return };
+                (permits, room)
             }
-            ticker.more(true);
-            continue;
         };
+        let limit = room.min(permits.num_permits()).min(MAX_PROMOTED);
         let args = vec![
             shared.group().to_string(),
             shared.member_name().to_string(),
