@@ -12,7 +12,6 @@
 
 use super::retries::{self, Parking};
 use super::shared::Shared;
-use crate::message::MessageId;
 
 /// Entries parked by one script of the hand-back. The
 /// script checks, schedules and moves each entry (~30 µs of Redis per entry on a 2-core VM,
@@ -38,7 +37,7 @@ pub(crate) async fn finish_handlers(shared: &Shared) -> usize {
 
 /// Hands back what this process holds (see the module docs), in pages of [`PAGE`].
 pub(crate) async fn hand_back(shared: &Shared) {
-    let mut held: Vec<(MessageId, bool)> = shared.held_entries().into_iter().collect();
+    let mut held = shared.held_entries();
     held.sort_unstable();
     let mut handed = 0usize;
     for page in held.chunks(PAGE) {

@@ -285,7 +285,7 @@ impl Shared {
 
     /// The entries this member holds (read or claimed by this process and not settled), each
     /// with whether its handler started: what the hand-back at shutdown may give back.
-    pub fn held_entries(&self) -> std::collections::HashMap<MessageId, bool> {
+    pub fn held_entries(&self) -> Vec<(MessageId, bool)> {
         lock(&self.held).map.iter().map(|(id, h)| (*id, h.started)).collect()
     }
 
