@@ -42,8 +42,18 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Every stream (SCAN TYPE stream, on every master of a cluster): length, groups, dead letters.
-    Streams,
+    /// Every stream: length, groups, dead letters. Streams come from the registry that
+    /// streamx's runtime and producers keep (`streamx:streams`, one SMEMBERS) and a full
+    /// SCAN TYPE stream on every master, which costs one SCAN call per 1,000 keys of the
+    /// keyspace (`--no-scan` skips it: registered streams only).
+    Streams {
+        /// Only streams whose name matches this glob (`orders*`, `[ab]?`, as Redis's MATCH).
+        #[arg(long = "match", value_name = "GLOB")]
+        pattern: Option<String>,
+        /// List only the registry's streams, without scanning the keyspace.
+        #[arg(long)]
+        no_scan: bool,
+    },
     /// One stream: length, first and last entry, groups with lag, pending, consumers.
     Info {
         /// The stream key.
@@ -58,9 +68,11 @@ pub enum Command {
         /// Only the entries of this consumer.
         #[arg(long)]
         consumer: Option<String>,
-        /// Show at most this many entries.
-        #[arg(long)]
-        limit: Option<usize>,
+        /// Show at most this many entries (the oldest), 100 unless given; only these rows are
+        /// read from Redis, and the total comes from XPENDING's summary. `--limit 0` prints
+        /// only the total.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
     },
     /// Follow a stream (XREAD, no group): id, headers and payload of every new entry.
     Tail(TailArgs),

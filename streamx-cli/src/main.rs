@@ -10,6 +10,7 @@ mod commands;
 mod confirm;
 mod connection;
 mod dashboard;
+mod discovery;
 mod error;
 mod output;
 mod overview;
@@ -41,7 +42,9 @@ async fn run(cli: Cli) -> Result<()> {
     let conn = Connection::open(&cli.url).await?;
     let json = cli.json;
     match &cli.command {
-        Command::Streams => commands::inspect::streams(&conn, json).await,
+        Command::Streams { pattern, no_scan } => {
+            commands::inspect::streams(&conn, pattern.as_deref(), !*no_scan, json).await
+        }
         Command::Info { stream } => commands::inspect::info(&conn, stream, json).await,
         Command::Pending { stream, group, consumer, limit } => {
             commands::inspect::pending(&conn, stream, group, consumer.as_deref(), *limit, json).await

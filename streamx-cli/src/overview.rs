@@ -4,7 +4,6 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use fred::interfaces::StreamsInterface;
-use fred::types::scan::{ScanType, Scanner};
 use fred::types::Value;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -12,10 +11,15 @@ use streamx_runtime::wire::parse_entries;
 use streamx_runtime::{GroupInfo, MessageId};
 
 use crate::connection::{dead_letter_key, Connection};
-use crate::error::{redis, Result};
+use crate::discovery::Discovery;
+use crate::error::{exit, redis, CliError, Result};
 
 /// Streams read at once when listing them all.
 const CONCURRENT_READS: usize = 16;
+
+/// The longest a refresh of `top` or the dashboard may take: past it, Redis counts as
+/// unreachable for that refresh (the next one is tried on time).
+pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One stream.
 #[derive(Debug, Clone, Serialize)]
@@ -38,6 +42,26 @@ pub struct StreamOverview {
     pub dead_letters: u64,
     /// Its consumer groups.
     pub groups: Vec<GroupOverview>,
+    /// The Redis user may not read it (`NOPERM`): listed, with no figures.
+    pub no_permission: bool,
+}
+
+impl StreamOverview {
+    /// A stream the user may not read: its name and nothing else.
+    fn denied(stream: &str) -> Self {
+        StreamOverview {
+            stream: stream.to_string(),
+            length: 0,
+            entries_added: None,
+            last_generated_id: None,
+            first_entry: None,
+            last_entry: None,
+            dead_letter_stream: dead_letter_key(stream),
+            dead_letters: 0,
+            groups: Vec::new(),
+            no_permission: true,
+        }
+    }
 }
 
 /// An entry's id and the time in it.
@@ -90,28 +114,7 @@ pub fn id_time(id: MessageId) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(id.millis())).to_string()
 }
 
-/// Every stream key, sorted: SCAN with TYPE stream, on every master of a cluster.
-pub async fn stream_keys(conn: &Connection) -> Result<Vec<String>> {
-    let client = conn.client();
-    let pages = if fred::interfaces::ClientLike::is_clustered(&client) {
-        client.scan_cluster("*", Some(1000), Some(ScanType::Stream)).boxed()
-    } else {
-        client.scan("*", Some(1000), Some(ScanType::Stream)).boxed()
-    };
-    let mut keys: Vec<String> = pages
-        .map_err(|e| redis("SCAN", "*", e))
-        .map_ok(|mut page| page.take_results().unwrap_or_default())
-        .try_concat()
-        .await?
-        .into_iter()
-        .map(|k| k.as_str_lossy().into_owned())
-        .collect();
-    keys.sort();
-    keys.dedup();
-    Ok(keys)
-}
-
-/// `stream` now; `None` when it does not exist.
+/// `stream` now; `None` when it does not exist (or is not a stream).
 pub async fn stream(conn: &Connection, stream: &str) -> Result<Option<StreamOverview>> {
     let dead_letter_stream = dead_letter_key(stream);
     let info = async {
@@ -119,14 +122,15 @@ pub async fn stream(conn: &Connection, stream: &str) -> Result<Option<StreamOver
         let reply: std::result::Result<Value, _> = client.xinfo_stream(stream, false, None).await;
         match reply {
             Ok(v) => Ok(Some(v)),
-            Err(e) if e.details().contains("no such key") => Ok(None),
+            Err(e) if e.details().contains("no such key") || e.details().contains("WRONGTYPE") => Ok(None),
             Err(e) => Err(redis("XINFO STREAM", stream, e)),
         }
     };
-    let groups = async { Ok(conn.inspector().groups(stream).await?) };
-    let dead_letters = async { Ok(conn.dead_letters(stream, None).count().await?) };
-    let (info, groups, dead_letters) = tokio::try_join!(info, groups, dead_letters)?;
-    let Some(info) = info else { return Ok(None) };
+    let groups = async { Ok::<_, CliError>(conn.inspector().groups(stream).await?) };
+    let dead_letters = async { Ok::<_, CliError>(conn.dead_letters(stream, None).count().await?) };
+    // All three at once; a stream that is gone (or no stream) makes the others' errors moot.
+    let (info, groups, dead_letters) = tokio::join!(info, groups, dead_letters);
+    let Some(info) = info? else { return Ok(None) };
     let mut overview = StreamOverview {
         stream: stream.to_string(),
         length: 0,
@@ -135,8 +139,9 @@ pub async fn stream(conn: &Connection, stream: &str) -> Result<Option<StreamOver
         first_entry: None,
         last_entry: None,
         dead_letter_stream,
-        dead_letters,
-        groups: groups.into_iter().map(GroupOverview::from).collect(),
+        dead_letters: dead_letters?,
+        groups: groups?.into_iter().map(GroupOverview::from).collect(),
+        no_permission: false,
     };
     let mut fields = info.into_array().into_iter();
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
@@ -160,18 +165,38 @@ fn entry_mark(entry: Value) -> Option<EntryMark> {
     parse_entries(Value::Array(vec![entry])).first().map(|e| EntryMark::new(e.id))
 }
 
-/// Every stream, sorted by key. Dead-letter streams appear as the `dead_letters` of their
-/// origin stream, not on their own (unless the origin stream is gone).
-pub async fn all(conn: &Connection) -> Result<Vec<StreamOverview>> {
-    let keys = stream_keys(conn).await?;
-    let dead_letter_streams: std::collections::HashSet<String> = keys.iter().map(|k| dead_letter_key(k)).collect();
-    let origins: Vec<String> = keys.into_iter().filter(|k| !dead_letter_streams.contains(k)).collect();
+/// The streams named (see [`crate::discovery`]), read concurrently, in the same order; those
+/// gone since are left out, and those the user may not read (`NOPERM`) are listed as such
+/// ([`StreamOverview::no_permission`]).
+pub async fn all(conn: &Connection, names: Vec<String>) -> Result<Vec<StreamOverview>> {
     // Owned futures (a connection clone and the key each), so the set can run in a spawned task.
-    let reads = origins.into_iter().map(|key| {
+    let reads = names.into_iter().map(|key| {
         let conn = conn.clone();
-        async move { stream(&conn, &key).await }
+        async move {
+            match stream(&conn, &key).await {
+                Err(e) if e.code() == exit::PERMISSION => Ok(Some(StreamOverview::denied(&key))),
+                other => other,
+            }
+        }
     });
     let found: Vec<Option<StreamOverview>> =
         futures_util::stream::iter(reads).buffered(CONCURRENT_READS).try_collect().await?;
     Ok(found.into_iter().flatten().collect())
+}
+
+/// One refresh of `top` or the dashboard: the streams `discovery` knows after one step (see
+/// [`Discovery::tick`]), read; fails when it takes longer than [`REFRESH_TIMEOUT`] (a dead
+/// Redis, a connection being re-made), so a view never waits on Redis for longer.
+pub async fn refresh(conn: &Connection, discovery: &mut Discovery) -> Result<Vec<StreamOverview>> {
+    let read = async {
+        let names = discovery.tick(conn, None).await?;
+        all(conn, names).await
+    };
+    match tokio::time::timeout(REFRESH_TIMEOUT, read).await {
+        Ok(result) => result,
+        Err(_) => Err(CliError::Io {
+            what: format!("Redis did not answer within {}s", REFRESH_TIMEOUT.as_secs()),
+            source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+        }),
+    }
 }

@@ -126,8 +126,9 @@ async fn streams_info_and_pending_match_redis(topology: Topology) {
 
     // pending: oldest first, as XPENDING lists them.
     let pending = run_json(&url, &["pending", &names[0], "billing"]);
+    assert_eq!(pending["total"], 20);
     let xpending = redis.cli_json(&["XPENDING", &names[0], "billing", "-", "+", "1000"]).unwrap();
-    let pending = pending.as_array().unwrap();
+    let pending = pending["entries"].as_array().unwrap();
     assert_eq!(pending.len(), 20);
     for (ours, theirs) in pending.iter().zip(xpending.as_array().unwrap()) {
         assert_eq!(ours["id"], theirs[0]);
@@ -138,8 +139,10 @@ async fn streams_info_and_pending_match_redis(topology: Topology) {
     let mut sorted = ids.clone();
     sorted.sort_by_key(|id| id.parse::<streamx_runtime::MessageId>().unwrap());
     assert_eq!(ids, sorted, "oldest first");
-    assert_eq!(run_json(&url, &["pending", &names[0], "billing", "--consumer", "nobody"]), serde_json::json!([]));
-    assert_eq!(run_json(&url, &["pending", &names[0], "billing", "--limit", "5"]).as_array().unwrap().len(), 5);
+    let nobody = run_json(&url, &["pending", &names[0], "billing", "--consumer", "nobody"]);
+    assert_eq!((nobody["total"].clone(), nobody["entries"].clone()), (serde_json::json!(0), serde_json::json!([])));
+    let five = run_json(&url, &["pending", &names[0], "billing", "--limit", "5"]);
+    assert_eq!((five["entries"].as_array().unwrap().len(), five["total"].clone()), (5, serde_json::json!(20)));
     let human = run_ok(&url, &["pending", &names[0], "billing", "--limit", "3"]);
     assert!(human.contains(ids[0]) && human.contains("worker-1") && human.contains("3 of 20"), "{human}");
 }

@@ -51,6 +51,20 @@ pub struct PendingEntry {
     pub deliveries: u64,
 }
 
+/// The summary form of XPENDING: how many entries a group has pending, the oldest and
+/// newest of them, and how many each consumer holds. One command, whatever the list's size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingSummary {
+    /// Entries pending in the group.
+    pub total: u64,
+    /// The smallest pending id.
+    pub oldest: Option<MessageId>,
+    /// The largest pending id.
+    pub newest: Option<MessageId>,
+    /// Consumers holding entries, with how many each holds.
+    pub consumers: Vec<(String, u64)>,
+}
+
 /// Reads stream and group figures.
 ///
 /// ```no_run
@@ -91,6 +105,14 @@ impl Inspector {
         self.client.xlen(stream).await.map_err(|e| Error::redis("XLEN", stream, e))
     }
 
+    /// The streams in the registry of stream names ([`crate::keys::STREAM_NAMES`]), sorted:
+    /// every stream a streamx consumer started on or a streamx producer published to (some
+    /// may have been deleted since). One `SMEMBERS`; streams written only by other clients
+    /// are not there.
+    pub async fn registered_streams(&self) -> Result<Vec<String>> {
+        crate::stream_names::registered(&self.client).await
+    }
+
     /// The groups of `stream` (empty when the stream does not exist).
     pub async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
         let reply: Result<Value, _> = self.client.xinfo_groups(stream).await;
@@ -116,6 +138,38 @@ impl Inspector {
 }
 
 impl Inspector {
+    /// At most `count` pending entries of `group` on `stream` (of one consumer when given),
+    /// oldest first, after the id `after` (from the start without it): one
+    /// `XPENDING key group (after + count [consumer]`, so the cost is that of the rows read,
+    /// not of the list. Page on with the last id returned.
+    pub async fn pending_page(
+        &self,
+        stream: &str,
+        group: &str,
+        consumer: Option<&str>,
+        after: Option<MessageId>,
+        count: u64,
+    ) -> Result<Vec<PendingEntry>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let start = after.map_or_else(|| "-".to_string(), |id| format!("({id}"));
+        let reply: Value = match consumer {
+            Some(c) => self.client.xpending(stream, group, (start.as_str(), "+", count, c)).await,
+            None => self.client.xpending(stream, group, (start.as_str(), "+", count)).await,
+        }
+        .map_err(|e| Error::redis("XPENDING", stream, e))?;
+        Ok(parse_pending(reply))
+    }
+
+    /// The summary of `group`'s pending entries on `stream` (`XPENDING key group`): the total,
+    /// the oldest and newest ids and the count per consumer, in one command.
+    pub async fn pending_summary(&self, stream: &str, group: &str) -> Result<PendingSummary> {
+        let reply: Value =
+            self.client.xpending(stream, group, ()).await.map_err(|e| Error::redis("XPENDING", stream, e))?;
+        Ok(parse_pending_summary(reply))
+    }
+
     /// Every pending entry of `group` on `stream` (of one consumer when given), oldest
     /// first, read page by page to the end of the list.
     pub async fn pending(&self, stream: &str, group: &str, consumer: Option<&str>) -> Result<Vec<PendingEntry>> {
@@ -178,6 +232,30 @@ pub(crate) fn parse_pending(reply: Value) -> Vec<PendingEntry> {
         .collect()
 }
 
+/// Parses the summary form of XPENDING: `[total, oldest, newest, [[consumer, count], ...]]`.
+pub(crate) fn parse_pending_summary(reply: Value) -> PendingSummary {
+    let mut parts = reply.into_array().into_iter();
+    let total = parts.next().and_then(|v| v.as_u64()).unwrap_or(0);
+    let id = |v: Option<Value>| v.and_then(value_bytes).and_then(|b| MessageId::parse_bytes(&b));
+    let oldest = id(parts.next());
+    let newest = id(parts.next());
+    let consumers = parts
+        .next()
+        .map(|v| v.into_array())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|row| {
+            let mut row = row.into_array().into_iter();
+            let name = text(row.next()?);
+            let count = row.next()?;
+            // Redis sends the count as a bulk string.
+            let count = count.as_u64().or_else(|| count.as_str().and_then(|s| s.parse().ok()))?;
+            Some((name, count))
+        })
+        .collect();
+    PendingSummary { total, oldest, newest, consumers }
+}
+
 fn pairs(v: Value) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let mut it = v.into_array().into_iter();
@@ -220,6 +298,22 @@ fn parse_group(v: Value) -> GroupInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pending_summary_is_read_with_its_counts() {
+        let reply = Value::Array(vec![
+            Value::Integer(3),
+            "1-0".into(),
+            "5-0".into(),
+            Value::Array(vec![Value::Array(vec!["w1".into(), "2".into()]), Value::Array(vec!["w2".into(), "1".into()])]),
+        ]);
+        let summary = parse_pending_summary(reply);
+        assert_eq!(summary.total, 3);
+        assert_eq!(summary.oldest.map(|i| i.to_string()).as_deref(), Some("1-0"));
+        assert_eq!(summary.consumers, vec![("w1".to_string(), 2), ("w2".to_string(), 1)]);
+        let empty = parse_pending_summary(Value::Array(vec![Value::Integer(0), Value::Null, Value::Null, Value::Null]));
+        assert_eq!(empty, PendingSummary::default());
+    }
 
     #[test]
     fn an_unknown_lag_stays_unknown() {

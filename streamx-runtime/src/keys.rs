@@ -195,6 +195,12 @@ pub fn engine_keys(stream: &str, group: &str, dead_letters: Option<&str>) -> Vec
     keys
 }
 
+/// The registry of stream names: a set of every stream a streamx consumer has started on or a
+/// streamx producer has published to, so tools can list streams without scanning the keyspace
+/// (see [`crate::Inspector::registered_streams`]). One key, in one slot of a cluster: it is
+/// written once per stream per process, so one slot carries the load easily.
+pub const STREAM_NAMES: &str = "streamx:streams";
+
 /// Number of hash slots in a Redis Cluster.
 pub const SLOT_COUNT: u16 = 16384;
 

@@ -25,6 +25,7 @@ mod runtime;
 mod scripts;
 mod shutdown;
 mod state;
+mod stream_names;
 pub mod wire;
 mod worker;
 
@@ -37,7 +38,7 @@ pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
 pub use error::{Error, MissingPermissions, Result};
 pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};
 pub use history::History;
-pub use inspect::{ConsumerInfo, GroupInfo, Inspector, PendingEntry};
+pub use inspect::{ConsumerInfo, GroupInfo, Inspector, PendingEntry, PendingSummary};
 pub use location::SourceLocation;
 pub use message::{Headers, Message, MessageId, ParseMessageIdError};
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};

@@ -147,6 +147,7 @@ pub struct Producer {
     client: HealingClient,
     bulk: Arc<BulkConnection>,
     metrics: PublishMetrics,
+    registered: crate::stream_names::Registered,
 }
 
 /// The connection of batches of more than one round trip, made at the first of them.
@@ -185,7 +186,7 @@ impl Producer {
         let url = with_env_off_runtime(url).await?;
         let client = HealingClient::connect(&url, ClientRole::Publish, deadline).await?;
         let bulk = Arc::new(BulkConnection { url, client: tokio::sync::OnceCell::new() });
-        Ok(Producer { client, bulk, metrics: PublishMetrics::default() })
+        Ok(Producer { client, bulk, metrics: PublishMetrics::default(), registered: Default::default() })
     }
 
     /// Publishes `payload` as JSON; returns the new entry's id.
@@ -217,6 +218,7 @@ impl Producer {
     async fn add_one(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let client = self.client.get();
+        self.registered.once(&client, stream).await;
         let id = options.id.map_or_else(|| "*".to_string(), |id| id.to_string());
         let reply: Value =
             match client.xadd(stream, options.no_mkstream, cap, id, entry_fields(data, &options.headers)).await {
@@ -301,6 +303,7 @@ impl Producer {
         let encoded = encode_all(stream, payloads)?;
         let healing = if encoded.len() > BATCH_CHUNK { self.bulk_client().await? } else { &self.client };
         let client = healing.get();
+        self.registered.once(&client, stream).await;
         // A durable batch has one round trip in flight, each followed by its WAIT.
         let in_flight = if options.durable.is_some() { 1 } else { CHUNKS_IN_FLIGHT };
         let timer = self.metrics.start(stream);

@@ -577,6 +577,10 @@ impl Runtime {
             ensure_group(&command.get(), c.stream(), c.group(), c.options.start.group_create_id()).await?;
             let dead_letter = &c.options.retry.dead_letter;
             move_legacy_keys(&command.get(), self.url.is_cluster(), c.stream(), c.group(), dead_letter).await?;
+            // Best effort: a stream missing from the registry is found by the tools' scan.
+            if let Err(e) = crate::stream_names::register(&command.get(), c.stream()).await {
+                tracing::warn!(stream = c.stream(), error = %e, "cannot add the stream to the registry of stream names");
+            }
         }
         let token = CancellationToken::new();
         let mut loops = Vec::with_capacity(self.consumers.len());

@@ -6,13 +6,17 @@ use serde::Serialize;
 use streamx_runtime::{ConsumerInfo, PendingEntry};
 
 use crate::connection::Connection;
+use crate::discovery::Discovery;
 use crate::error::{CliError, Result};
 use crate::output::{millis, or_dash, print_json, table};
 use crate::overview::{self, StreamOverview};
 
-/// `streamx streams`.
-pub async fn streams(conn: &Connection, json: bool) -> Result<()> {
-    let streams = overview::all(conn).await?;
+/// `streamx streams`: the registry's streams and, with `scan`, those a full SCAN finds;
+/// only those matching `pattern` when given. Streams the user may not read are listed as such.
+pub async fn streams(conn: &Connection, pattern: Option<&str>, scan: bool, json: bool) -> Result<()> {
+    let mut discovery = Discovery::new();
+    let names = if scan { discovery.full(conn, pattern).await? } else { discovery.registered(conn, pattern).await? };
+    let streams = overview::all(conn, names).await?;
     if json {
         #[derive(Serialize)]
         struct Row<'a> {
@@ -21,6 +25,7 @@ pub async fn streams(conn: &Connection, json: bool) -> Result<()> {
             groups: usize,
             dead_letter_stream: &'a str,
             dead_letters: u64,
+            no_permission: bool,
         }
         let rows: Vec<Row> = streams
             .iter()
@@ -30,6 +35,7 @@ pub async fn streams(conn: &Connection, json: bool) -> Result<()> {
                 groups: s.groups.len(),
                 dead_letter_stream: &s.dead_letter_stream,
                 dead_letters: s.dead_letters,
+                no_permission: s.no_permission,
             })
             .collect();
         print_json(&rows);
@@ -39,9 +45,12 @@ pub async fn streams(conn: &Connection, json: bool) -> Result<()> {
         println!("no streams at {}", conn.redacted_url());
         return Ok(());
     }
-    let rows = streams
-        .iter()
-        .map(|s| vec![s.stream.clone(), s.length.to_string(), s.groups.len().to_string(), s.dead_letters.to_string()]);
+    let rows = streams.iter().map(|s| {
+        if s.no_permission {
+            return vec![s.stream.clone(), "no permission".to_string(), "-".to_string(), "-".to_string()];
+        }
+        vec![s.stream.clone(), s.length.to_string(), s.groups.len().to_string(), s.dead_letters.to_string()]
+    });
     println!("{}", table(&["STREAM", "LENGTH", "GROUPS", "DEAD LETTERS"], rows));
     Ok(())
 }
@@ -113,21 +122,26 @@ pub async fn info(conn: &Connection, stream: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `streamx pending STREAM GROUP`.
+/// `streamx pending STREAM GROUP`: the `limit` oldest pending entries (one XPENDING of that
+/// many rows) and the total (XPENDING's summary, or the consumer's count in it).
 pub async fn pending(
     conn: &Connection,
     stream: &str,
     group: &str,
     consumer: Option<&str>,
-    limit: Option<usize>,
+    limit: u64,
     json: bool,
 ) -> Result<()> {
     conn.require_group(stream, group).await?;
-    let mut entries = conn.inspector().pending(stream, group, consumer).await?;
-    let total = entries.len();
-    if let Some(limit) = limit {
-        entries.truncate(limit);
-    }
+    let inspector = conn.inspector();
+    let (summary, entries) = tokio::try_join!(
+        inspector.pending_summary(stream, group),
+        inspector.pending_page(stream, group, consumer, None, limit)
+    )?;
+    let total = match consumer {
+        Some(c) => summary.consumers.iter().find(|(name, _)| name == c).map_or(0, |(_, n)| *n),
+        None => summary.total,
+    };
     if json {
         #[derive(Serialize)]
         struct Row {
@@ -136,23 +150,37 @@ pub async fn pending(
             idle_ms: u64,
             deliveries: u64,
         }
+        #[derive(Serialize)]
+        struct Pending<'a> {
+            stream: &'a str,
+            group: &'a str,
+            consumer: Option<&'a str>,
+            /// Pending entries in all (of `consumer` when given).
+            total: u64,
+            /// The oldest `limit` of them.
+            entries: Vec<Row>,
+        }
         let rows: Vec<Row> = entries
             .into_iter()
             .map(|PendingEntry { id, consumer, idle_ms, deliveries }| Row { id, consumer, idle_ms, deliveries })
             .collect();
-        print_json(&rows);
+        print_json(&Pending { stream, group, consumer, total, entries: rows });
         return Ok(());
     }
-    if entries.is_empty() {
-        println!("no pending entries in group `{group}` of `{stream}`");
+    let whose = consumer.map(|c| format!(" held by `{c}`")).unwrap_or_default();
+    if total == 0 {
+        println!("no pending entries{whose} in group `{group}` of `{stream}`");
         return Ok(());
     }
-    let shown = entries.len();
-    let rows =
-        entries.into_iter().map(|e| vec![e.id.to_string(), e.consumer, millis(e.idle_ms), e.deliveries.to_string()]);
-    println!("{}", table(&["ID", "CONSUMER", "IDLE", "DELIVERIES"], rows));
+    let shown = entries.len() as u64;
+    if shown > 0 {
+        let rows = entries
+            .into_iter()
+            .map(|e| vec![e.id.to_string(), e.consumer, millis(e.idle_ms), e.deliveries.to_string()]);
+        println!("{}", table(&["ID", "CONSUMER", "IDLE", "DELIVERIES"], rows));
+    }
     if shown < total {
-        println!("{shown} of {total} pending entries shown (oldest first)");
+        println!("{shown} of {total} pending entries{whose} shown (oldest first)");
     }
     Ok(())
 }

@@ -1,6 +1,10 @@
 //! `streamx top`: every group's lag, pending entries and rates, refreshed. On a terminal a
 //! full-screen view (q, Esc or Ctrl-C quits); otherwise, or with `--once` /
 //! `--iterations N`, one table (or JSON line) per refresh.
+//!
+//! A refresh costs a bounded number of commands (see [`crate::discovery`]) and at most
+//! [`overview::REFRESH_TIMEOUT`]; while Redis does not answer, the view says since when,
+//! keeps the last figures with their age, and carries on by itself once Redis is back.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant, SystemTime};
@@ -11,6 +15,7 @@ use serde::Serialize;
 
 use crate::cli::TopArgs;
 use crate::connection::Connection;
+use crate::discovery::Discovery;
 use crate::error::{CliError, Result};
 use crate::output::{or_dash, print_json_line, table};
 use crate::overview;
@@ -26,7 +31,66 @@ struct Row {
     consumers: Option<u64>,
     published_per_sec: Option<f64>,
     consumed_per_sec: Option<f64>,
+    /// Entries acknowledged (or dead-lettered) per second.
+    acknowledged_per_sec: Option<f64>,
     dead_letters: u64,
+    /// The Redis user may not read the stream: no figures.
+    no_permission: bool,
+}
+
+/// What `top` knows: the last good sample and, while refreshes fail, since when and why.
+struct Watch {
+    discovery: Discovery,
+    before: Option<Sample>,
+    /// The wall-clock time of `before`.
+    before_time: Option<SystemTime>,
+    /// Since when refreshes fail, and the last failure.
+    failing: Option<(SystemTime, String)>,
+}
+
+impl Watch {
+    fn new() -> Self {
+        Watch { discovery: Discovery::new(), before: None, before_time: None, failing: None }
+    }
+
+    /// Refreshes; returns the rows (of the last good sample while failing).
+    async fn refresh(&mut self, conn: &Connection) -> Vec<Row> {
+        match overview::refresh(conn, &mut self.discovery).await {
+            Ok(streams) => {
+                let now = Sample { at: Instant::now(), streams };
+                let rows = rows(self.before.as_ref(), &now);
+                self.before = Some(now);
+                self.before_time = Some(SystemTime::now());
+                self.failing = None;
+                rows
+            }
+            Err(e) => {
+                let since = self.failing.as_ref().map_or_else(SystemTime::now, |(since, _)| *since);
+                self.failing = Some((since, e.to_string()));
+                self.before.as_ref().map(|b| rows(None, b)).unwrap_or_default()
+            }
+        }
+    }
+
+    /// "Redis unreachable since ..." and the figures' age, while refreshes fail.
+    fn warning(&self) -> Option<String> {
+        let (since, error) = self.failing.as_ref()?;
+        let now = SystemTime::now();
+        let secs = |t: SystemTime| now.duration_since(t).unwrap_or_default().as_secs();
+        let figures = match self.before_time {
+            Some(t) => format!("figures below are from {} ({}s old)", rfc3339(t), secs(t)),
+            None => "no figures yet".to_string(),
+        };
+        Some(format!("Redis unreachable since {} ({}s): {error}; {figures}", rfc3339(*since), secs(*since)))
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// `streamx top`.
@@ -35,35 +99,52 @@ pub async fn top(conn: &Connection, args: &TopArgs, json: bool) -> Result<()> {
     if iterations.is_none() && !json && std::io::stdout().is_terminal() {
         return full_screen(conn, args.interval).await;
     }
-    let mut before: Option<Sample> = None;
-    for i in 0..iterations.unwrap_or(u64::MAX) {
+    let mut watch = Watch::new();
+    let iterations = iterations.unwrap_or(u64::MAX);
+    for i in 0..iterations {
         if i > 0 {
             tokio::select! {
                 _ = tokio::time::sleep(args.interval) => {}
                 _ = tokio::signal::ctrl_c() => return Ok(()),
             }
         }
-        let now = sample(conn).await?;
-        let rows = rows(before.as_ref(), &now);
-        let time = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let rows = watch.refresh(conn).await;
+        if iterations == 1 {
+            if let Some((_, error)) = &watch.failing {
+                return Err(CliError::Io {
+                    what: format!("cannot refresh: {error}"),
+                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+                });
+            }
+        }
+        let time = rfc3339(SystemTime::now());
         if json {
             #[derive(Serialize)]
             struct View<'a> {
                 time: &'a str,
                 groups: &'a [Row],
+                /// Why the last refresh failed; `null` when it worked.
+                error: Option<&'a str>,
+                /// Since when refreshes fail (Unix ms); `null` when they work.
+                unreachable_since_ms: Option<u64>,
+                /// When the figures shown were read (Unix ms).
+                figures_time_ms: Option<u64>,
             }
-            print_json_line(&View { time: &time, groups: &rows });
+            print_json_line(&View {
+                time: &time,
+                groups: &rows,
+                error: watch.failing.as_ref().map(|(_, e)| e.as_str()),
+                unreachable_since_ms: watch.failing.as_ref().map(|(since, _)| unix_ms(*since)),
+                figures_time_ms: watch.before_time.map(unix_ms),
+            });
         } else {
-            println!("streamx top  {time}  {}\n{}\n", conn.redacted_url(), render(&rows));
+            let warning = watch.warning().map(|w| format!("{w}\n")).unwrap_or_default();
+            println!("streamx top  {time}  {}\n{warning}{}\n", conn.redacted_url(), render(&rows));
         }
-        before = Some(now);
+        // Seen at once by a pipe's reader, as on a terminal.
+        let _ = std::io::stdout().flush();
     }
     Ok(())
-}
-
-async fn sample(conn: &Connection) -> Result<Sample> {
-    let streams = overview::all(conn).await?;
-    Ok(Sample { at: Instant::now(), streams })
 }
 
 fn rows(before: Option<&Sample>, now: &Sample) -> Vec<Row> {
@@ -80,7 +161,9 @@ fn rows(before: Option<&Sample>, now: &Sample) -> Vec<Row> {
                 consumers: None,
                 published_per_sec: published,
                 consumed_per_sec: None,
+                acknowledged_per_sec: None,
                 dead_letters: s.dead_letters,
+                no_permission: s.no_permission,
             });
         }
         for g in &s.groups {
@@ -92,7 +175,9 @@ fn rows(before: Option<&Sample>, now: &Sample) -> Vec<Row> {
                 consumers: Some(g.consumers),
                 published_per_sec: published,
                 consumed_per_sec: rates.consumed(&s.stream, &g.name),
+                acknowledged_per_sec: rates.acknowledged(&s.stream, &g.name),
                 dead_letters: s.dead_letters,
+                no_permission: false,
             });
         }
     }
@@ -102,6 +187,11 @@ fn rows(before: Option<&Sample>, now: &Sample) -> Vec<Row> {
 fn render(rows: &[Row]) -> String {
     let rate = |r: Option<f64>| r.map(|r| format!("{r:.1}")).unwrap_or_else(|| "-".to_string());
     let lines = rows.iter().map(|r| {
+        if r.no_permission {
+            let mut line = vec![r.stream.clone(), "no permission".to_string()];
+            line.extend(std::iter::repeat_n("-".to_string(), 7));
+            return line;
+        }
         vec![
             r.stream.clone(),
             or_dash(r.group.clone()),
@@ -110,10 +200,11 @@ fn render(rows: &[Row]) -> String {
             or_dash(r.consumers),
             rate(r.published_per_sec),
             rate(r.consumed_per_sec),
+            rate(r.acknowledged_per_sec),
             r.dead_letters.to_string(),
         ]
     });
-    table(&["STREAM", "GROUP", "LAG", "PENDING", "CONSUMERS", "IN/S", "OUT/S", "DEAD LETTERS"], lines).to_string()
+    table(&["STREAM", "GROUP", "LAG", "PENDING", "CONSUMERS", "IN/S", "OUT/S", "ACK/S", "DEAD LETTERS"], lines).to_string()
 }
 
 /// Restores the terminal however the view ends.
@@ -162,18 +253,18 @@ async fn full_screen(conn: &Connection, interval: Duration) -> Result<()> {
             }
         }
     });
-    let mut before: Option<Sample> = None;
+    let mut watch = Watch::new();
     loop {
-        let now = sample(conn).await?;
-        let time = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let rows = watch.refresh(conn).await;
+        let time = rfc3339(SystemTime::now());
+        let warning = watch.warning().map(|w| format!("{w}\n")).unwrap_or_default();
         let text = format!(
-            "streamx top  {time}  {}  (every {}; q quits)\n\n{}",
+            "streamx top  {time}  {}  (every {}; q quits)\n{warning}\n{}",
             conn.redacted_url(),
             humantime::format_duration(interval),
-            render(&rows(before.as_ref(), &now))
+            render(&rows)
         );
         screen.draw(&text).map_err(io)?;
-        before = Some(now);
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = quit.recv() => return Ok(()),

@@ -61,6 +61,7 @@ struct StreamView<'a> {
     stream: &'a StreamOverview,
     published_per_sec: Option<f64>,
     consumed_per_sec: BTreeMap<&'a str, f64>,
+    acknowledged_per_sec: BTreeMap<&'a str, f64>,
 }
 
 /// `GET /api/overview`: every stream and group now, and the series for the charts.
@@ -80,17 +81,26 @@ pub async fn overview(State(shared): State<Arc<Shared>>) -> ApiResult {
                         .iter()
                         .filter_map(|g| rates.consumed(&s.stream, &g.name).map(|r| (g.name.as_str(), r)))
                         .collect(),
+                    acknowledged_per_sec: s
+                        .groups
+                        .iter()
+                        .filter_map(|g| rates.acknowledged(&s.stream, &g.name).map(|r| (g.name.as_str(), r)))
+                        .collect(),
                 })
                 .collect();
             (point.time_ms, serde_json::to_value(streams).unwrap_or_default(), history.series())
         }
         None => (now_ms(), json!([]), Series::default()),
     };
+    let now = now_ms();
     Ok(Json(json!({
         "redis": shared.conn.redacted_url(),
         "read_only": shared.read_only,
         "time_ms": time_ms,
+        "now_ms": now,
+        "age_ms": now.saturating_sub(time_ms),
         "error": history.last_error,
+        "unreachable_since_ms": history.unreachable_since_ms,
         "streams": streams,
         "series": series,
     }))
@@ -110,14 +120,16 @@ pub async fn pending(
     Query(rows): Query<Rows>,
 ) -> ApiResult {
     shared.conn.require_group(&stream, &group).await?;
-    let all = shared.conn.inspector().pending(&stream, &group, None).await?;
-    let total = all.len();
-    let entries: Vec<_> = all
+    // The rows shown and the total: two commands, whatever the pending list's size.
+    let inspector = shared.conn.inspector();
+    let limit = rows.limit.unwrap_or(DEFAULT_ROWS);
+    let (summary, page) =
+        tokio::try_join!(inspector.pending_summary(&stream, &group), inspector.pending_page(&stream, &group, None, None, limit))?;
+    let entries: Vec<_> = page
         .into_iter()
-        .take(rows.limit.unwrap_or(DEFAULT_ROWS) as usize)
         .map(|e| json!({ "id": e.id, "consumer": e.consumer, "idle_ms": e.idle_ms, "deliveries": e.deliveries }))
         .collect();
-    Ok(Json(json!({ "stream": stream, "group": group, "total": total, "entries": entries })).into_response())
+    Ok(Json(json!({ "stream": stream, "group": group, "total": summary.total, "entries": entries })).into_response())
 }
 
 /// `GET /api/streams/{stream}/dead-letters`: the oldest dead letters with error and payload.

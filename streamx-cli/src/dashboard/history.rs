@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::Shared;
+use crate::discovery::Discovery;
 use crate::overview::{self, StreamOverview};
 use crate::rates::{Rates, Sample};
 
@@ -28,6 +29,8 @@ pub struct History {
     keep: usize,
     /// Why the last sample failed, if it did (shown on the page).
     pub last_error: Option<String>,
+    /// Since when samples fail (Unix ms); `None` while they work.
+    pub unreachable_since_ms: Option<u64>,
 }
 
 /// Per-stream series over the kept samples, index-aligned with `t`.
@@ -46,6 +49,8 @@ pub struct StreamSeries {
     pub published: Vec<Option<f64>>,
     /// Entries read per second, all groups together.
     pub consumed: Vec<Option<f64>>,
+    /// Entries acknowledged (or dead-lettered) per second, all groups together.
+    pub acknowledged: Vec<Option<f64>>,
     /// Lag, all groups together.
     pub lag: Vec<Option<u64>>,
     /// Pending entries, all groups together.
@@ -58,7 +63,7 @@ impl History {
     /// Keeps ten minutes of samples taken `every` (at most 600).
     pub fn new(every: Duration) -> Self {
         let keep = (SPAN.as_secs_f64() / every.as_secs_f64().max(0.001)).clamp(2.0, 600.0) as usize;
-        History { points: VecDeque::with_capacity(keep), keep, last_error: None }
+        History { points: VecDeque::with_capacity(keep), keep, last_error: None, unreachable_since_ms: None }
     }
 
     /// Adds a sample, dropping the oldest beyond the span.
@@ -68,6 +73,13 @@ impl History {
         }
         self.points.push_back(Point { time_ms, sample });
         self.last_error = None;
+        self.unreachable_since_ms = None;
+    }
+
+    /// Records a failed sample taken at `time_ms`: the figures stay those of the last good one.
+    pub fn fail(&mut self, time_ms: u64, error: String) {
+        self.last_error = Some(error);
+        self.unreachable_since_ms.get_or_insert(time_ms);
     }
 
     /// The newest sample and the rates into it.
@@ -101,6 +113,7 @@ fn push_stream(series: &mut StreamSeries, stream: Option<&StreamOverview>, rates
     let Some(s) = stream else {
         series.published.push(None);
         series.consumed.push(None);
+        series.acknowledged.push(None);
         series.lag.push(None);
         series.pending.push(None);
         series.dead_letters.push(None);
@@ -109,6 +122,8 @@ fn push_stream(series: &mut StreamSeries, stream: Option<&StreamOverview>, rates
     let consumed: Vec<f64> = s.groups.iter().filter_map(|g| rates.consumed(&s.stream, &g.name)).collect();
     series.published.push(rates.published(&s.stream));
     series.consumed.push((!consumed.is_empty()).then(|| consumed.iter().sum()));
+    let acknowledged: Vec<f64> = s.groups.iter().filter_map(|g| rates.acknowledged(&s.stream, &g.name)).collect();
+    series.acknowledged.push((!acknowledged.is_empty()).then(|| acknowledged.iter().sum()));
     series.lag.push((!s.groups.is_empty()).then(|| s.groups.iter().filter_map(|g| g.lag).sum()));
     series.pending.push((!s.groups.is_empty()).then(|| s.groups.iter().map(|g| g.pending).sum()));
     series.dead_letters.push(Some(s.dead_letters));
@@ -119,20 +134,23 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Samples every `every` until the task is aborted; a failed sample is kept as the page's
-/// error and the next one tried on time.
+/// Samples every `every` until the task is aborted; a failed sample (an error, or no answer
+/// within [`overview::REFRESH_TIMEOUT`]) is kept as the page's error, with since when samples
+/// fail, and the next one tried on time. Streams are found by [`Discovery`]: a bounded number
+/// of commands per sample, whatever the keyspace's size.
 pub async fn sample_forever(shared: Arc<Shared>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut discovery = Discovery::new();
     loop {
         ticks.tick().await;
         let time_ms = now_ms();
         let at = Instant::now();
-        let result = overview::all(&shared.conn).await;
+        let result = overview::refresh(&shared.conn, &mut discovery).await;
         let mut history = shared.history.lock().await;
         match result {
             Ok(streams) => history.push(time_ms, Sample { at, streams }),
-            Err(e) => history.last_error = Some(e.to_string()),
+            Err(e) => history.fail(time_ms, e.to_string()),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use fred::types::scripts::Script;
 
-use crate::keys::{derived_key, engine_keys, KeyKind};
+use crate::keys::{derived_key, engine_keys, KeyKind, STREAM_NAMES};
 
 /// The commands the consumer loop sends itself, outside scripts (the unit tests check every
 /// command a worker file sends is here).
@@ -18,6 +18,8 @@ pub(crate) const DIRECT: &[&str] = &[
     // The acker, and clearing take-over marks.
     "XACK",
     "SREM",
+    // The registry of stream names (`stream_names`), at start.
+    "SADD",
     // Reconciliation and the hand-back at shutdown.
     "XPENDING",
     // Dead letters too wide for Lua are copied by the client.
@@ -252,9 +254,13 @@ pub(crate) struct ConsumerKeys {
 }
 
 impl ConsumerKeys {
-    /// Every key the engine touches for this consumer (see [`engine_keys`]).
+    /// Every key the engine touches for this consumer (see [`engine_keys`]), and the registry
+    /// of stream names ([`STREAM_NAMES`]), which the runtime writes at start.
     pub fn all(&self) -> Vec<String> {
-        engine_keys(&self.stream, &self.group, self.dead_letters.as_deref()).into_iter().map(|(_, k)| k).collect()
+        let mut keys: Vec<String> =
+            engine_keys(&self.stream, &self.group, self.dead_letters.as_deref()).into_iter().map(|(_, k)| k).collect();
+        keys.push(STREAM_NAMES.to_string());
+        keys
     }
 }
 
@@ -512,7 +518,7 @@ local s = [[redis.call('SET')]]
         let rule = acl_rule("w", [&orders, &shop], &["XACK".to_string(), "CLIENT ID".to_string()]);
         assert_eq!(
             rule,
-            r"ACL SETUSER w on >PASSWORD resetkeys ~orders ~{orders}:* ~{shop}.orders ~shop-dead\* ~{shop}#{shop}.orders:* resetchannels -@all +client|id +xack"
+            r"ACL SETUSER w on >PASSWORD resetkeys ~orders ~{orders}:* ~streamx:streams ~{shop}.orders ~shop-dead\* ~{shop}#{shop}.orders:* resetchannels -@all +client|id +xack"
         );
         assert_eq!(key_pattern("orders", "{orders}:retries:billing"), "~{orders}:*");
         assert_eq!(from_acl_name("client|unblock"), "CLIENT UNBLOCK");
