@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, ClusterInterface, KeysInterface};
-use fred::types::scan::ScanType;
 use fred::prelude::Server;
+use fred::types::scan::ScanType;
 use fred::types::Value;
 use streamx_runtime::keys::STREAM_NAMES;
 

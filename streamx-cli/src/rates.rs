@@ -46,8 +46,8 @@ impl Rates {
                 }
                 if let (Some(old_read), Some(new_read)) = (old_group.entries_read, group.entries_read) {
                     // Entries that left the pending list: read since, minus its growth.
-                    let left = new_read.saturating_sub(old_read) as i128 - group.pending as i128
-                        + old_group.pending as i128;
+                    let left =
+                        new_read.saturating_sub(old_read) as i128 - group.pending as i128 + old_group.pending as i128;
                     rates.acknowledged.insert(key, left.max(0) as f64 / secs);
                 }
             }
@@ -90,7 +90,7 @@ mod tests {
         };
         Sample {
             at,
-            streams: vec![crate::overview::StreamOverview {
+            streams: vec![StreamOverview {
                 stream: "s".into(),
                 length: 0,
                 entries_added: Some(read),

@@ -307,7 +307,22 @@ async fn a_read_only_user_sees_streams_it_may_not_read_as_such() {
     run_ok(&admin, &["publish", "orders", r#"{"n":1}"#]);
     run_ok(&admin, &["publish", "payments", r#"{"n":2}"#]);
     cli(&server, &["XGROUP", "CREATE", "payments", "charge", "0"]);
-    cli(&server, &["ACL", "SETUSER", "ops", "on", ">pw", "resetkeys", "~orders", "~{orders}:*", "resetchannels", "-@all", "+@read"]);
+    cli(
+        &server,
+        &[
+            "ACL",
+            "SETUSER",
+            "ops",
+            "on",
+            ">pw",
+            "resetkeys",
+            "~orders",
+            "~{orders}:*",
+            "resetchannels",
+            "-@all",
+            "+@read",
+        ],
+    );
     let url = format!("redis://ops:pw@127.0.0.1:{}", server.port());
     let listed = run_json(&url, &["streams"]);
     let by_name = |name: &str| listed.as_array().unwrap().iter().find(|s| s["stream"] == name).cloned().unwrap();
@@ -354,4 +369,12 @@ async fn streams_match_and_the_registry() {
     assert_eq!(names(&[]), ["orders", "orders-eu", "orders-foreign", "payments"]);
     let registry = cli(&server, &["SMEMBERS", "streamx:streams"]);
     assert!(registry.contains("payments") && !registry.contains("foreign"), "{registry}");
+    // A consumer's stream is registered when the runtime starts.
+    let consumer = streamx_runtime::Consumer::new("jobs", "workers", |_: streamx_runtime::Message<Value>| async {
+        Ok::<(), streamx_runtime::HandlerError>(())
+    });
+    let runtime = common::start_runtime(&url, vec![consumer]).await;
+    assert!(cli(&server, &["SMEMBERS", "streamx:streams"]).lines().any(|l| l == "jobs"));
+    assert!(names(&["--no-scan"]).contains(&"jobs".to_string()));
+    runtime.shutdown().await.unwrap();
 }

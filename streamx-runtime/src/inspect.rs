@@ -305,7 +305,10 @@ mod tests {
             Value::Integer(3),
             "1-0".into(),
             "5-0".into(),
-            Value::Array(vec![Value::Array(vec!["w1".into(), "2".into()]), Value::Array(vec!["w2".into(), "1".into()])]),
+            Value::Array(vec![
+                Value::Array(vec!["w1".into(), "2".into()]),
+                Value::Array(vec!["w2".into(), "1".into()]),
+            ]),
         ]);
         let summary = parse_pending_summary(reply);
         assert_eq!(summary.total, 3);

@@ -204,7 +204,8 @@ fn render(rows: &[Row]) -> String {
             r.dead_letters.to_string(),
         ]
     });
-    table(&["STREAM", "GROUP", "LAG", "PENDING", "CONSUMERS", "IN/S", "OUT/S", "ACK/S", "DEAD LETTERS"], lines).to_string()
+    table(&["STREAM", "GROUP", "LAG", "PENDING", "CONSUMERS", "IN/S", "OUT/S", "ACK/S", "DEAD LETTERS"], lines)
+        .to_string()
 }
 
 /// Restores the terminal however the view ends.

@@ -123,8 +123,10 @@ pub async fn pending(
     // The rows shown and the total: two commands, whatever the pending list's size.
     let inspector = shared.conn.inspector();
     let limit = rows.limit.unwrap_or(DEFAULT_ROWS);
-    let (summary, page) =
-        tokio::try_join!(inspector.pending_summary(&stream, &group), inspector.pending_page(&stream, &group, None, None, limit))?;
+    let (summary, page) = tokio::try_join!(
+        inspector.pending_summary(&stream, &group),
+        inspector.pending_page(&stream, &group, None, None, limit)
+    )?;
     let entries: Vec<_> = page
         .into_iter()
         .map(|e| json!({ "id": e.id, "consumer": e.consumer, "idle_ms": e.idle_ms, "deliveries": e.deliveries }))
