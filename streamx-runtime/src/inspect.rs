@@ -9,13 +9,16 @@ use crate::connection::{tool_client, RedisUrl};
 use crate::error::{Error, Result};
 use crate::message::MessageId;
 use crate::wire::value_bytes;
+use crate::worker::{SCHEDULED_CONSUMER, SUSPECTS_CONSUMER};
 
 /// One consumer group of a stream, as XINFO GROUPS reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupInfo {
     /// The group name.
     pub name: String,
-    /// Consumers known to the group.
+    /// Consumers of the group: XINFO GROUPS's count without streamx's placeholder members
+    /// ([`SCHEDULED_CONSUMER`], [`SUSPECTS_CONSUMER`]), which hold entries but consume
+    /// nothing.
     pub consumers: u64,
     /// Entries delivered and not yet acknowledged.
     pub pending: u64,
@@ -99,7 +102,11 @@ impl Inspector {
             Err(e) if e.details().contains("no such key") => return Ok(Vec::new()),
             Err(e) => return Err(Error::redis("XINFO GROUPS", stream, e)),
         };
-        Ok(reply.into_array().into_iter().map(parse_group).collect())
+        let mut groups: Vec<GroupInfo> = reply.into_array().into_iter().map(parse_group).collect();
+        for group in groups.iter_mut().filter(|g| g.consumers > 0) {
+            group.consumers = self.consumers(stream, &group.name).await?.len() as u64;
+        }
+        Ok(groups)
     }
 
     /// The group `group` of `stream`, if it exists.
@@ -107,11 +114,12 @@ impl Inspector {
         Ok(self.groups(stream).await?.into_iter().find(|g| g.name == group))
     }
 
-    /// The consumers of `group` on `stream`.
+    /// The consumers of `group` on `stream`, without streamx's placeholder members (see
+    /// [`is_placeholder_consumer`]).
     pub async fn consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
         let reply: Value =
             self.client.xinfo_consumers(stream, group).await.map_err(|e| Error::redis("XINFO CONSUMERS", stream, e))?;
-        Ok(parse_consumers(reply))
+        Ok(parse_consumers(reply).into_iter().filter(|c| !is_placeholder_consumer(&c.name)).collect())
     }
 }
 
@@ -135,6 +143,47 @@ impl Inspector {
                 _ => return Ok(out),
             }
         }
+    }
+}
+
+/// True for the group members streamx creates to hold entries rather than to consume:
+/// [`SCHEDULED_CONSUMER`] (scheduled retries) and [`SUSPECTS_CONSUMER`] (crash suspects).
+/// They are not counted or listed as consumers by the [`Inspector`].
+pub fn is_placeholder_consumer(name: &str) -> bool {
+    name == SCHEDULED_CONSUMER || name == SUSPECTS_CONSUMER
+}
+
+/// A stream's counters, as XINFO STREAM reports them: what [`estimate_lag`] needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    /// Entries in the stream now.
+    pub length: u64,
+    /// Entries ever added (Redis 7+).
+    pub entries_added: Option<u64>,
+    /// The id of the last entry added.
+    pub last_generated_id: Option<MessageId>,
+}
+
+/// The lag of `group` when Redis cannot tell it (XINFO GROUPS `lag` is nil: entries were
+/// deleted inside the unread range, or the group's read counter is unknown, as for a group
+/// created at `$`), from the stream's counters: the entries added minus those the group
+/// read when its read counter is known; else 0 when the group has read up to the last
+/// entry; else the whole stream's length (an upper bound). The group's lag gauge and the
+/// command line's `info`, `streams` and `top` use this one estimate.
+///
+/// ```
+/// use streamx_runtime::{estimate_lag, GroupInfo, MessageId, StreamCounters};
+/// let stream = StreamCounters { length: 3, entries_added: Some(3), last_generated_id: Some(MessageId::new(9, 0)) };
+/// let at_end = GroupInfo { last_delivered_id: Some(MessageId::new(9, 0)), ..GroupInfo::default() };
+/// assert_eq!(estimate_lag(&at_end, &stream), 0);
+/// let behind = GroupInfo { last_delivered_id: Some(MessageId::new(5, 0)), ..GroupInfo::default() };
+/// assert_eq!(estimate_lag(&behind, &stream), 3);
+/// ```
+pub fn estimate_lag(group: &GroupInfo, stream: &StreamCounters) -> u64 {
+    match (group.entries_read, stream.entries_added) {
+        (Some(read), Some(added)) => added.saturating_sub(read),
+        _ if group.last_delivered_id.is_some() && group.last_delivered_id == stream.last_generated_id => 0,
+        _ => stream.length,
     }
 }
 
@@ -220,6 +269,19 @@ fn parse_group(v: Value) -> GroupInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_lag_is_estimated_from_the_stream_counters() {
+        let stream = StreamCounters { length: 4, entries_added: Some(10), last_generated_id: Some(MessageId::new(9, 0)) };
+        let read = GroupInfo { entries_read: Some(7), ..GroupInfo::default() };
+        assert_eq!(estimate_lag(&read, &stream), 3);
+        let at_end = GroupInfo { last_delivered_id: Some(MessageId::new(9, 0)), ..GroupInfo::default() };
+        assert_eq!(estimate_lag(&at_end, &stream), 0);
+        let behind = GroupInfo { last_delivered_id: Some(MessageId::new(2, 0)), ..GroupInfo::default() };
+        assert_eq!(estimate_lag(&behind, &stream), 4);
+        assert!(is_placeholder_consumer(SCHEDULED_CONSUMER) && is_placeholder_consumer(SUSPECTS_CONSUMER));
+        assert!(!is_placeholder_consumer("worker-1"));
+    }
 
     #[test]
     fn an_unknown_lag_stays_unknown() {
