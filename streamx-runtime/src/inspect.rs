@@ -26,8 +26,12 @@ pub struct GroupInfo {
     pub last_delivered_id: Option<MessageId>,
     /// Entries the group has read (Redis 7+).
     pub entries_read: Option<u64>,
-    /// Entries not yet delivered to the group (Redis 7+; `None` when Redis cannot tell).
+    /// Entries not yet delivered to the group (Redis 7+). When Redis cannot tell,
+    /// [`Inspector::groups`] gives [`estimate_lag`]'s estimate and sets `lag_estimated`;
+    /// `None` only when not even that is known.
     pub lag: Option<u64>,
+    /// True when `lag` is [`estimate_lag`]'s estimate rather than Redis's figure.
+    pub lag_estimated: bool,
 }
 
 /// One consumer of a group, as XINFO CONSUMERS reports it.
@@ -94,7 +98,9 @@ impl Inspector {
         self.client.xlen(stream).await.map_err(|e| Error::redis("XLEN", stream, e))
     }
 
-    /// The groups of `stream` (empty when the stream does not exist).
+    /// The groups of `stream` (empty when the stream does not exist), their consumers
+    /// counted without streamx's placeholder members (one XINFO CONSUMERS per group that
+    /// has any), and a lag Redis cannot tell estimated (one XINFO STREAM, only then).
     pub async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
         let reply: Result<Value, _> = self.client.xinfo_groups(stream).await;
         let reply = match reply {
@@ -106,7 +112,35 @@ impl Inspector {
         for group in groups.iter_mut().filter(|g| g.consumers > 0) {
             group.consumers = self.consumers(stream, &group.name).await?.len() as u64;
         }
+        if groups.iter().any(|g| g.lag.is_none()) {
+            if let Some(counters) = self.stream_counters(stream).await? {
+                for group in groups.iter_mut().filter(|g| g.lag.is_none()) {
+                    group.lag = Some(estimate_lag(group, &counters));
+                    group.lag_estimated = true;
+                }
+            }
+        }
         Ok(groups)
+    }
+
+    /// The counters of `stream` (XINFO STREAM), `None` when it does not exist.
+    pub async fn stream_counters(&self, stream: &str) -> Result<Option<StreamCounters>> {
+        let reply: Result<Value, _> = self.client.xinfo_stream(stream, false, None).await;
+        let reply = match reply {
+            Ok(v) => v,
+            Err(e) if e.details().contains("no such key") => return Ok(None),
+            Err(e) => return Err(Error::redis("XINFO STREAM", stream, e)),
+        };
+        let mut counters = StreamCounters::default();
+        for (k, v) in pairs(reply) {
+            match k.as_str() {
+                "length" => counters.length = v.as_u64().unwrap_or(0),
+                "entries-added" => counters.entries_added = known(&v),
+                "last-generated-id" => counters.last_generated_id = value_bytes(v).and_then(|b| MessageId::parse_bytes(&b)),
+                _ => {}
+            }
+        }
+        Ok(Some(counters))
     }
 
     /// The group `group` of `stream`, if it exists.
