@@ -95,7 +95,9 @@ pub fn json_payload(bytes: &[u8]) -> Result<Box<RawValue>, String> {
         Err(_) => return Err(text.into_owned()),
     };
     match raw {
-        Ok(raw) if raw.get().contains(['\n', '\r']) => RawValue::from_string(one_line(raw.get())).map_err(|_| text.into_owned()),
+        Ok(raw) if raw.get().contains(['\n', '\r']) => {
+            RawValue::from_string(one_line(raw.get())).map_err(|_| text.into_owned())
+        }
         Ok(raw) => Ok(raw),
         Err(_) => Err(text.into_owned()),
     }
@@ -204,7 +206,10 @@ mod tests {
     #[test]
     fn json_payloads_keep_their_order_on_one_line() {
         assert_eq!(json_payload(br#"{"z":1,"a":[2, 1.50]}"#).unwrap().get(), r#"{"z":1,"a":[2, 1.50]}"#);
-        assert_eq!(json_payload(b"{\n  \"z\": \"a b\\\"\\n\",\n  \"a\": 1\n}").unwrap().get(), r#"{"z":"a b\"\n","a":1}"#);
+        assert_eq!(
+            json_payload(b"{\n  \"z\": \"a b\\\"\\n\",\n  \"a\": 1\n}").unwrap().get(),
+            r#"{"z":"a b\"\n","a":1}"#
+        );
         assert_eq!(json_payload(b"not json").unwrap_err(), "not json");
         assert_eq!(json_payload(b"\xff").unwrap_err(), "\u{fffd}");
     }

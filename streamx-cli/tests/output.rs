@@ -21,8 +21,27 @@ fn dead_letter(redis: &TestRedis, stream: &str, data: &str, error: &str) -> Stri
     let dlq = format!("{{{stream}}}:dlq");
     let id = redis
         .cli(&[
-            "XADD", &dlq, "*", "data", data, "h:trace", "t-1", "dlq:stream", stream, "dlq:id", "1-1", "dlq:group",
-            "billing", "dlq:consumer", "worker-1", "dlq:kind", "error", "dlq:error", error, "dlq:deliveries", "3",
+            "XADD",
+            &dlq,
+            "*",
+            "data",
+            data,
+            "h:trace",
+            "t-1",
+            "dlq:stream",
+            stream,
+            "dlq:id",
+            "1-1",
+            "dlq:group",
+            "billing",
+            "dlq:consumer",
+            "worker-1",
+            "dlq:kind",
+            "error",
+            "dlq:error",
+            error,
+            "dlq:deliveries",
+            "3",
         ])
         .unwrap();
     id.trim().to_string()
@@ -36,7 +55,9 @@ async fn control_characters_from_redis_never_reach_the_terminal() {
     let payload = "{\"x\":\"\u{1b}]0;pwned\u{7}\u{1b}[2J\",\"y\":\"\u{9b}31m\"}";
     redis.cli(&["XADD", &stream, "*", "data", payload, "h:na\nme", "va\u{1b}[1mlue"]).unwrap();
     redis.cli(&["XGROUP", "CREATE", &stream, "billing", "0"]).unwrap();
-    redis.cli(&["XREADGROUP", "GROUP", "billing", "wor\u{1b}[8mker\nx", "COUNT", "1", "STREAMS", &stream, ">"]).unwrap();
+    redis
+        .cli(&["XREADGROUP", "GROUP", "billing", "wor\u{1b}[8mker\nx", "COUNT", "1", "STREAMS", &stream, ">"])
+        .unwrap();
     let letter = dead_letter(&redis, &stream, payload, "boom\n\u{1b}[31mred error");
 
     let outputs = [
@@ -69,7 +90,8 @@ async fn control_characters_from_redis_never_reach_the_terminal() {
 /// it wrote.
 fn on_a_terminal(url: &str, args: &str, no_color: bool) -> String {
     let mut cmd = std::process::Command::new("script");
-    cmd.args(["-qec", &format!("stty cols 200 rows 50; {} {args}", binary()), "/dev/null"]).env("STREAMX_REDIS_URL", url);
+    cmd.args(["-qec", &format!("stty cols 200 rows 50; {} {args}", binary()), "/dev/null"])
+        .env("STREAMX_REDIS_URL", url);
     if no_color {
         cmd.env("NO_COLOR", "1");
     } else {
@@ -141,7 +163,8 @@ async fn round_two_defects() {
     let info = run_json(&url, &["info", &stream]);
     assert_eq!(info["groups"][0]["consumers"], 1, "{info}");
     assert_eq!(info["groups"][0]["pending"], 3, "{info}");
-    let names: Vec<&str> = info["consumers"]["billing"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        info["consumers"]["billing"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["worker-1"]);
     let streams = run_json(&url, &["streams"]);
     let row = streams.as_array().unwrap().iter().find(|r| r["stream"] == stream.as_str()).unwrap();

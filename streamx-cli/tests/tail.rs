@@ -69,7 +69,10 @@ async fn last_since_and_format() {
     );
     let time = out.trim().rsplit(' ').next().unwrap().to_string();
     assert!(time.ends_with('Z') && time.contains('T'), "{out}");
-    assert_eq!(out.trim(), format!(r#"{{{}}} {with_headers} t-1 [] trace=t-1 tenant=acme {{"a":1}} {time}"#, id.trim()));
+    assert_eq!(
+        out.trim(),
+        format!(r#"{{{}}} {with_headers} t-1 [] trace=t-1 tenant=acme {{"a":1}} {time}"#, id.trim())
+    );
     let err = run_fails(&url, &["tail", &with_headers, "--format", "{nope}"], 2);
     assert!(err.contains("unknown placeholder `{nope}`"), "{err}");
 }
@@ -85,7 +88,10 @@ async fn group_reads_leave_entries_pending_unless_ack() {
     redis.cli(&["XGROUP", "CREATE", &stream, "billing", "0"]).unwrap();
 
     // Without --ack: delivered to the group, pending under the consumer.
-    let out = run_ok(&url, &["tail", &stream, "--group", "billing", "--consumer", "peek", "--count", "2", "--format", "{id}"]);
+    let out = run_ok(
+        &url,
+        &["tail", &stream, "--group", "billing", "--consumer", "peek", "--count", "2", "--format", "{id}"],
+    );
     assert_eq!(out.lines().count(), 2, "{out}");
     let pending = redis.cli_json(&["XPENDING", &stream, "billing", "-", "+", "10"]).unwrap();
     let pending = pending.as_array().unwrap();

@@ -136,7 +136,9 @@ impl Inspector {
             match k.as_str() {
                 "length" => counters.length = v.as_u64().unwrap_or(0),
                 "entries-added" => counters.entries_added = known(&v),
-                "last-generated-id" => counters.last_generated_id = value_bytes(v).and_then(|b| MessageId::parse_bytes(&b)),
+                "last-generated-id" => {
+                    counters.last_generated_id = value_bytes(v).and_then(|b| MessageId::parse_bytes(&b))
+                }
                 _ => {}
             }
         }
@@ -306,7 +308,8 @@ mod tests {
 
     #[test]
     fn an_unknown_lag_is_estimated_from_the_stream_counters() {
-        let stream = StreamCounters { length: 4, entries_added: Some(10), last_generated_id: Some(MessageId::new(9, 0)) };
+        let stream =
+            StreamCounters { length: 4, entries_added: Some(10), last_generated_id: Some(MessageId::new(9, 0)) };
         let read = GroupInfo { entries_read: Some(7), ..GroupInfo::default() };
         assert_eq!(estimate_lag(&read, &stream), 3);
         let at_end = GroupInfo { last_delivered_id: Some(MessageId::new(9, 0)), ..GroupInfo::default() };

@@ -131,10 +131,7 @@ pub async fn select(
     let kind = match &selection.kind {
         Some(k) => Some(FailureKind::parse(k).ok_or_else(|| CliError::InvalidInput {
             what: format!("kind `{k}`"),
-            reason: format!(
-                "expected one of {}",
-                FailureKind::ALL.map(|k| k.as_str()).join(", ")
-            ),
+            reason: format!("expected one of {}", FailureKind::ALL.map(|k| k.as_str()).join(", ")),
         })?),
         None => None,
     };

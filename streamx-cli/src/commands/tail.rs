@@ -89,7 +89,8 @@ pub async fn tail(conn: &Connection, args: &TailArgs, json: bool) -> Result<()> 
         }
         if let (Some(group), true, false) = (&args.group, args.ack, entries.is_empty()) {
             let ids: Vec<String> = entries.iter().map(|e| e.id.to_string()).collect();
-            let _: u64 = client.xack(args.stream.as_str(), group, ids).await.map_err(|e| redis("XACK", &args.stream, e))?;
+            let _: u64 =
+                client.xack(args.stream.as_str(), group, ids).await.map_err(|e| redis("XACK", &args.stream, e))?;
         }
         if args.no_follow && got < count {
             break;

@@ -401,7 +401,13 @@ mod tests {
             assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
-        for url in ["redis://h:1", "REDIS://h:1", "valkey://h:1", "redis-cluster://h:1", "redis-sentinel://h:1?sentinelServiceName=m"] {
+        for url in [
+            "redis://h:1",
+            "REDIS://h:1",
+            "valkey://h:1",
+            "redis-cluster://h:1",
+            "redis-sentinel://h:1?sentinelServiceName=m",
+        ] {
             assert!(RedisUrl::parse(url).is_ok(), "{url}");
         }
     }

@@ -139,24 +139,16 @@ mod tests {
     #[test]
     fn a_sample_reply_parses() {
         let int = Value::Integer;
-        let reply = Value::Array(vec![int(7), int(3), int(1500), int(-1), int(-1), "".into(), int(-1), int(-1), "".into()]);
+        let reply =
+            Value::Array(vec![int(7), int(3), int(1500), int(-1), int(-1), "".into(), int(-1), int(-1), "".into()]);
         let sample = parse(reply).unwrap();
         assert_eq!(
             sample,
             GroupSample { lag: 7, lag_estimated: false, pending: 3, oldest_pending_age_ms: 1500, dead_letters: None }
         );
         // Unknown lag, the group behind the last entry with no read counter: the stream's length.
-        let reply = Value::Array(vec![
-            int(-1),
-            int(0),
-            int(0),
-            int(2),
-            int(-1),
-            "5-0".into(),
-            int(12),
-            int(9),
-            "8-0".into(),
-        ]);
+        let reply =
+            Value::Array(vec![int(-1), int(0), int(0), int(2), int(-1), "5-0".into(), int(12), int(9), "8-0".into()]);
         let sample = parse(reply).unwrap();
         assert_eq!((sample.lag, sample.lag_estimated, sample.dead_letters), (9, true, Some(2)));
         assert_eq!(parse(Value::Null), None);
