@@ -27,7 +27,7 @@ pub fn redact(url: &str) -> String {
 /// URL whose credentials the `url` crate reads as a path). Then it is not a URL this crate
 /// connects to, and [`redact`] falls back to text rules.
 pub(super) fn redacted(mut url: Url) -> Option<Url> {
-    if !url.host_str().is_some_and(|h| !h.is_empty()) {
+    if url.host_str().is_none_or(|h| h.is_empty()) {
         return None;
     }
     let misplaced_at = url.path().contains('@') || url.fragment().is_some_and(|f| f.contains('@'));
