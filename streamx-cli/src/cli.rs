@@ -13,7 +13,8 @@ Exit codes:
   0  success
   1  a Redis command failed (the message names the command and the key)
   2  invalid arguments or input: a bad option, URL, JSON payload, header or id
-  3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted
+  3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted,
+     or the connection broke during a command
   4  not found: unknown stream, group or dead letter
   5  permission denied: NOPERM (the message names the command and the key)
   6  confirmation needed: more than one dead letter to replay or purge, no --yes, and

@@ -54,7 +54,14 @@ impl Template {
                 }
                 '}' => return Err("a lone `}`: write `}}` for a brace".to_string()),
                 '{' => {
-                    let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => return Err(format!("`{{{name}` is not closed: write `}}`")),
+                        }
+                    }
                     let part = match name.as_str() {
                         "id" => Part::Id,
                         "time" => Part::Time,
@@ -124,6 +131,7 @@ mod tests {
         assert_eq!(t.render("s\u{1b}", &entry), "{1000-2} 1970-01-01T00:00:01.000Z s\\e t1|| trace=t1 {\"a\":1}\\n");
         assert!(Template::parse("{nope}").unwrap_err().contains("unknown placeholder `{nope}`"));
         assert!(Template::parse("{h:}").is_err());
+        assert!(Template::parse("{id").unwrap_err().contains("not closed"));
         assert!(Template::parse("a } b").is_err());
         assert_eq!(Template::parse("plain").unwrap().render("s", &entry), "plain");
     }
