@@ -24,11 +24,11 @@ const BLOCK_MS: u64 = 1_000;
 
 /// `streamx tail STREAM`.
 pub async fn tail(conn: &Connection, args: &TailArgs, json: bool) -> Result<()> {
-    if args.no_follow || args.group.is_some() {
-        conn.require_stream(&args.stream).await?;
-    }
-    if let Some(group) = &args.group {
-        conn.require_group(&args.stream, group).await?;
+    // Following a stream that does not exist yet waits for it; anything else needs it.
+    match &args.group {
+        Some(group) => drop(conn.require_group(&args.stream, group).await?),
+        None if args.no_follow => conn.require_stream(&args.stream).await?,
+        None => {}
     }
     let mut printer = Printer { args, json, printed: 0, wanted: args.count.unwrap_or(u64::MAX) };
     let mut after = match (args.from, args.since, args.last) {
