@@ -16,7 +16,7 @@ pub async fn confirm(action: &'static str, count: u64, what: &str, yes: bool) ->
     if !std::io::stdin().is_terminal() {
         return Err(CliError::ConfirmationRequired { action, count });
     }
-    let question = format!("{action} {count} dead letters of {what}? [y/N] ");
+    let question = format!("{action} {count} dead letters of {}? [y/N] ", crate::output::printable(what));
     let answer = tokio::task::spawn_blocking(move || {
         let mut stderr = std::io::stderr();
         let _ = write!(stderr, "{question}");
