@@ -72,6 +72,11 @@ static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new
 
 impl Recipe {
     fn spawn(redis: &TestRedis, name: &str, args: &[&str]) -> Recipe {
+        Recipe::spawn_with(redis, name, args, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with more environment variables.
+    fn spawn_with(redis: &TestRedis, name: &str, args: &[&str], env: &[(&str, &str)]) -> Recipe {
         let exe = examples().get(name).unwrap_or_else(|| panic!("no example binary `{name}`"));
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir();
@@ -81,6 +86,7 @@ impl Recipe {
             .args(args)
             .env("STREAMX_REDIS_URL", redis.url())
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(&out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
@@ -549,4 +555,28 @@ async fn event_sourcing() {
     assert_eq!(last("acc-1"), Some("balances: acc-1 is now 11000"), "{out}");
     assert_eq!(last("acc-2"), Some("balances: acc-2 is now 0"), "{out}");
     cleanup(&redis, "event_sourcing").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart() {
+    let redis = redis();
+    let out = Recipe::run(&redis, "quickstart", &[]).await;
+    assert!(out.contains("published 1000 orders in one pipelined batch"), "{out}");
+    assert!(out.contains("handled 1000 orders in "), "{out}");
+    assert!(out.contains("group `billing`: pending 0, lag Some(0)"), "{out}");
+    assert_eq!(redis.cli(&["XLEN", "quickstart.orders"]).unwrap().trim(), "1000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_publish() {
+    let redis = redis();
+    let url = redis.url();
+    // Any free port for the worker's /metrics, not the default 9090.
+    let worker = Recipe::spawn_with(&redis, "worker", &[], &[("STREAMX_HTTP_ADDR", "127.0.0.1:0")]);
+    let out = Recipe::run(&redis, "publish", &["100"]).await;
+    assert!(out.starts_with("published 100 orders to `orders`"), "{out}");
+    wait_drained(&url, "orders", "billing").await;
+    wait_drained(&url, "orders", "shipping").await;
+    worker.stop().await;
+    assert_eq!(dead_letters(&url, "orders").await.count().await.unwrap(), 0);
 }
