@@ -6,7 +6,7 @@
 //!
 //! A task queue: thumbnail jobs shared by several worker processes (one consumer group),
 //! each reporting progress and a result on streams of their own; a transient failure is
-//! retried, a corrupt image dead-lettered. `streamx groups task_queue.jobs` shows the
+//! retried, a corrupt image dead-lettered. `streamx info task_queue.jobs` shows the
 //! workers as members of `thumbnailers`.
 
 use std::process::ExitCode;
