@@ -7,7 +7,7 @@
 //! A task queue: thumbnail jobs shared by several worker processes (one consumer group),
 //! each reporting progress and a result on streams of their own; a transient failure is
 //! retried, a corrupt image dead-lettered. `streamx info task_queue.jobs` shows the
-//! workers as members of `thumbnailers`.
+//! group `thumbnailers` and how many workers it has.
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -414,9 +414,15 @@ async fn task_queue() {
     let workers: Vec<Recipe> =
         ["w1", "w2", "w3"].iter().map(|w| Recipe::spawn(&redis, "task_queue", &["worker", w])).collect();
     let display = Recipe::spawn(&redis, "task_queue", &["progress"]);
-    for w in &workers {
-        w.wait_output(&["Ctrl-C to stop"]).await;
-    }
+    // Every worker has joined before the jobs come, so that they share them. (A member shows
+    // in XINFO CONSUMERS only once it has read something; its liveness deadline at once.)
+    let members = streamx::keys::member_deadlines("task_queue.jobs", "thumbnailers");
+    wait_until(LIMIT, "three members of `thumbnailers`", || async {
+        let out = redis.cli(&["ZRANGE", &members, "0", "-1"]).unwrap();
+        out.lines().filter(|m| !m.is_empty() && !m.starts_with("streamx:")).count() == 3
+    })
+    .await
+    .unwrap();
     let published = Recipe::run(&redis, "task_queue", &["publish"]).await;
     assert!(published.contains("enqueued 24 jobs"), "{published}");
     let dlq = wait_dead_letters(&url, "task_queue.jobs", 1).await;
