@@ -28,20 +28,18 @@ fn examples() -> &'static HashMap<String, PathBuf> {
         }
         // What cargo sets for this test, not for a build: a build script that reads one
         // (ring's reads CARGO_MANIFEST_DIR) would otherwise rebuild on every run.
+        const SET_FOR_TESTS: [&str; 7] = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ];
         for (key, _) in std::env::vars_os() {
-            let key = key.to_string_lossy();
-            const SET_FOR_TESTS: [&str; 7] = [
-                "CARGO_MANIFEST_",
-                "CARGO_PKG_",
-                "CARGO_BIN_",
-                "CARGO_CRATE_NAME",
-                "CARGO_PRIMARY_PACKAGE",
-                "CARGO_TARGET_TMPDIR",
-                "CARGO_RUSTC_CURRENT_DIR",
-            ];
-            let set_for_tests = SET_FOR_TESTS.iter().any(|prefix| key.starts_with(prefix));
-            if set_for_tests {
-                cargo.env_remove(key.as_ref());
+            if SET_FOR_TESTS.iter().any(|prefix| key.to_string_lossy().starts_with(prefix)) {
+                cargo.env_remove(key);
             }
         }
         let output = cargo.stderr(Stdio::inherit()).output().expect("run cargo build --examples");
@@ -585,4 +583,25 @@ async fn worker_and_publish() {
     wait_drained(&url, "orders", "shipping").await;
     worker.stop().await;
     assert_eq!(dead_letters(&url, "orders").await.count().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipe_refuses_an_unknown_command_and_redacts_the_redis_password() {
+    let redis = redis();
+    let mut bogus = Recipe::spawn(&redis, "notifications", &["bogus"]);
+    let status = bogus.child.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(bogus.stderr().trim(), "notifications: unknown command `bogus`: worker, publish or cleanup");
+
+    let mut down = Recipe::spawn_with(
+        &redis,
+        "notifications",
+        &["publish"],
+        &[("STREAMX_REDIS_URL", "redis://u:hunter2@127.0.0.1:1")],
+    );
+    let status = down.child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let err = down.stderr();
+    assert!(err.contains("notifications: cannot connect to Redis at redis://u:***@127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2") && !err.contains("panicked"), "{err}");
 }
