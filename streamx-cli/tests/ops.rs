@@ -398,3 +398,34 @@ async fn dead_letter_overview_counts_every_stream_by_group_and_kind() {
     let text = run_ok(&url, &["dlq", "overview", "--limit", "4"]);
     assert!(text.contains("counted the oldest 4 of 6 letters") && text.contains("8 dead letters in 2"), "{text}");
 }
+
+/// A reset whose distance cannot be counted within 100,000 entries says "more than", and
+/// leaves the lag to Redis rather than giving a wrong ENTRIESREAD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reset_is_counted_up_to_a_bound() {
+    const N: usize = 120_000;
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
+    let url = redis.url();
+    let stream = unique_name("long");
+    let producer = Producer::connect(&url).await.unwrap();
+    let mut first = None;
+    for chunk in (0..N as u64).collect::<Vec<_>>().chunks(10_000) {
+        let ids = producer.publish_batch(&stream, chunk).await.unwrap();
+        first = first.or(ids.first().copied());
+    }
+    run_ok(&url, &["group", "create", &stream, "g", "--from", "$"]);
+    let first = first.unwrap().to_string();
+    let dry = run_json(&url, &["group", "reset", &stream, "g", "--to-id", &first, "--dry-run"]);
+    assert_eq!(dry["redelivered"]["exact"], false, "{dry}");
+    assert_eq!(dry["redelivered"]["count"], 100_000);
+    assert!(dry["entries_read"].is_null());
+    let text = run_ok(&url, &["group", "reset", &stream, "g", "--to-id", &first]);
+    assert!(text.contains("delivered again: more than 100000") && text.contains("Redis estimates"), "{text}");
+    assert_eq!(group_field(&redis, &stream, "g", "last-delivered-id"), first);
+    // Back to the start: counted from XINFO STREAM alone, exact at any length.
+    let earliest = run_json(&url, &["group", "reset", &stream, "g", "--to-earliest", "--dry-run"]);
+    assert_eq!(earliest["entries_read"], 0);
+    let latest = run_json(&url, &["group", "reset", &stream, "g", "--to-latest"]);
+    assert_eq!(latest["entries_read"], N);
+    assert_eq!(group_field(&redis, &stream, "g", "lag"), "0");
+}
