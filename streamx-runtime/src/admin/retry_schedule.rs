@@ -155,7 +155,8 @@ impl RetrySchedule {
     /// Costs O(log n + limit): one ZRANGE by rank, ZCARD, TIME, and per retry one XPENDING
     /// of that id (and one XRANGE of it with `payloads`). Only reads: works for a read-only
     /// user. The schedule changes while it is read (the promoter takes due entries), so
-    /// offsets are a position at one moment, not a cursor.
+    /// offsets are a position at one moment, not a cursor. `now_ms` is the Redis clock's,
+    /// or this machine's when the user may not run TIME.
     pub async fn list(&self, offset: u64, limit: u64, payloads: bool) -> Result<ScheduledPage> {
         let limit = limit.max(1);
         let range = command(
@@ -169,7 +170,7 @@ impl RetrySchedule {
                 "WITHSCORES".into(),
             ],
         );
-        let (range, total, now_ms) = tokio::try_join!(range, self.count(), redis_now_ms(&self.client, &self.key))?;
+        let (range, total, now_ms) = tokio::try_join!(range, self.count(), self.now_ms())?;
         let scheduled = scored(range);
         let entries = futures_util::future::try_join_all(
             scheduled.into_iter().map(|(id, due_at_ms)| self.describe(id, due_at_ms, payloads)),
@@ -178,6 +179,18 @@ impl RetrySchedule {
         let next = offset + entries.len() as u64;
         let next_offset = (entries.len() as u64 == limit && next < total).then_some(next);
         Ok(ScheduledPage { entries, total, now_ms, next_offset })
+    }
+
+    /// The Redis clock (TIME), or this machine's for a user without TIME (the README's
+    /// read-only ACL user has `+@read` only): due times are on the Redis clock.
+    async fn now_ms(&self) -> Result<u64> {
+        match redis_now_ms(&self.client, &self.key).await {
+            Ok(now) => Ok(now),
+            Err(_) => Ok(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0)),
+        }
     }
 
     /// One scheduled retry, if `id` is scheduled.
