@@ -169,6 +169,9 @@ async fn groups_are_created_reset_and_deleted(topology: Topology) {
     run_ok(&url, &["group", "create", &missing, "g", "--mkstream"]);
     assert_eq!(redis.cli(&["TYPE", &missing]).unwrap().trim(), "stream");
     run_fails(&url, &["group", "create", &stream, "g", "--from", "yesterday"], 2);
+    let missing_at_id = unique_name("missing");
+    run_ok(&url, &["group", "create", &missing_at_id, "g", "--from", "5-0", "--mkstream"]);
+    assert_eq!(group_field(&redis, &missing_at_id, "g", "last-delivered-id"), "5-0");
 
     // reset: the group read everything; a dry run to 3 s counts 7 to deliver again.
     redis.cli(&["XREADGROUP", "GROUP", "all", "reader", "COUNT", "100", "STREAMS", &stream, ">"]).unwrap();

@@ -498,8 +498,12 @@ impl GroupAdmin {
     }
 
     async fn stream_facts(&self, stream: &str) -> Result<StreamFacts> {
-        let reply: Value =
-            self.client.xinfo_stream(stream, false, None).await.map_err(|e| Error::redis("XINFO STREAM", stream, e))?;
+        let reply: Value = match self.client.xinfo_stream(stream, false, None).await {
+            Ok(reply) => reply,
+            // No stream yet (a group created with MKSTREAM): nothing in it.
+            Err(e) if e.details().contains("no such key") => return Ok(StreamFacts::default()),
+            Err(e) => return Err(Error::redis("XINFO STREAM", stream, e)),
+        };
         let mut facts = StreamFacts::default();
         let mut it = reply.into_array().into_iter();
         let id = |v: Value| value_bytes(v).and_then(|b| MessageId::parse_bytes(&b));
