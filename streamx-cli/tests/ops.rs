@@ -101,6 +101,17 @@ async fn retry_schedule_list_run_and_delete(topology: Topology) {
     assert!(rest["next_offset"].is_null());
     let table = run_ok(&url, &["retries", "list", &stream, "billing"]);
     assert!(table.contains("in 59m") && table.contains("3 shown; 3 scheduled in"), "{table}");
+    // The README's read-only user lists the schedule too (no TIME: this machine's clock).
+    if topology == Topology::Standalone {
+        let keys = [format!("~{stream}"), format!("~{{{stream}}}:*")];
+        redis.cli(&["ACL", "SETUSER", "reader", "on", ">pw", "-@all", "+@read", &keys[0], &keys[1]]).unwrap();
+        let reader = url.replace("redis://", "redis://reader:pw@");
+        let read = run_json(&reader, &["retries", "list", &stream, "billing"]);
+        assert_eq!(read["total"], 3, "{read}");
+        assert!(read["entries"][0]["due_in_ms"].as_i64().unwrap() > 3_000_000, "{read}");
+        let err = run_fails(&reader, &["retries", "run", &stream, "billing", &ids[0]], 5);
+        assert!(err.contains("NOPERM"), "{err}");
+    }
 
     // run: the first is delivered at once, as its second attempt; the others wait.
     failing.store(false, Ordering::SeqCst);
