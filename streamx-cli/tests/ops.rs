@@ -37,6 +37,15 @@ fn recording(stream: &str, group: &str, failing: Arc<AtomicBool>, handled: Handl
     })
 }
 
+/// The JSON object `value` has exactly these keys (the documented shape; see the README).
+fn assert_shape(value: &serde_json::Value, keys: &[&str]) {
+    let mut have: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut want = keys.to_vec();
+    have.sort_unstable();
+    want.sort_unstable();
+    assert_eq!(have, want, "{value}");
+}
+
 fn zcard(redis: &TestRedis, key: &str) -> u64 {
     redis.cli(&["ZCARD", key]).unwrap().trim().parse().unwrap()
 }
@@ -81,6 +90,8 @@ async fn retry_schedule_list_run_and_delete(topology: Topology) {
     // list: every retry, soonest first, with its attempts and due time an hour away.
     let all = run_json(&url, &["retries", "list", &stream, "billing", "--payloads"]);
     assert_eq!(all["total"], 3, "{all}");
+    assert_shape(&all, &["stream", "group", "schedule", "total", "now", "next_offset", "entries"]);
+    assert_shape(&all["entries"][0], &["id", "due_at", "due_at_ms", "due_in_ms", "attempts", "exists", "payload"]);
     assert_eq!(all["schedule"], schedule.as_str());
     let entries = all["entries"].as_array().unwrap();
     assert_eq!(entries.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect::<Vec<_>>(), ids);
@@ -192,6 +203,8 @@ async fn groups_are_created_reset_and_deleted(topology: Topology) {
     assert_eq!(dry["redelivered"]["exact"], true);
     assert_eq!(dry["skipped"]["count"], 0);
     assert_eq!(dry["applied"], false);
+    assert_shape(&dry, &["stream", "group", "from", "to", "redelivered", "skipped", "entries_read", "applied"]);
+    assert_shape(&dry["redelivered"], &["count", "exact"]);
     assert_eq!(group_field(&redis, &stream, "all", "last-delivered-id"), "10000-0", "a dry run changes nothing");
     let text = run_ok(&url, &["group", "reset", &stream, "all", "--to-id", "3000-0", "--dry-run"]);
     assert!(text.contains("dry run") && text.contains("delivered again: 7"), "{text}");
@@ -286,6 +299,7 @@ async fn a_removed_consumer_hands_its_entries_to_the_group(topology: Topology) {
     let removed = run_json(&url, &["group", "remove-consumer", &stream, "work", "ghost", "--alive-within", "0s"]);
     assert_eq!(removed["handed_over"], N, "{removed}");
     assert_eq!(removed["dead_lettered"], 0);
+    assert_shape(&removed, &["stream", "group", "consumer", "handed_over", "dead_lettered"]);
     assert!(!redis.cli(&["XINFO", "CONSUMERS", &stream, "work"]).unwrap().contains("ghost"));
     wait_until(Duration::from_secs(60), "every handed-over entry is handled", || async {
         handled.lock().unwrap().len() == N
@@ -371,6 +385,8 @@ async fn dead_letter_overview_counts_every_stream_by_group_and_kind() {
     let by_key: HashMap<&str, &serde_json::Value> =
         streams.iter().map(|s| (s["dead_letter_stream"].as_str().unwrap(), s)).collect();
     let o = by_key[orders_dlq.as_str()];
+    assert_shape(o, &["dead_letter_stream", "total", "scanned", "complete", "counts"]);
+    assert_shape(&o["counts"][0], &["origin_stream", "group", "kind", "count"]);
     assert_eq!(o["total"], 6);
     assert_eq!(o["complete"], true);
     let counts: HashSet<(String, String, String, u64)> = o["counts"]
