@@ -289,3 +289,21 @@ fn scored(reply: Value) -> Vec<(MessageId, u64)> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_read_from_resp2_and_resp3_replies() {
+        let resp2 = Value::Array(vec!["5-1".into(), "1712000000000".into(), "6-0".into(), "1712000000500".into()]);
+        let resp3 = Value::Array(vec![
+            Value::Array(vec!["5-1".into(), Value::Double(1_712_000_000_000.0)]),
+            Value::Array(vec!["6-0".into(), Value::Double(1_712_000_000_500.0)]),
+        ]);
+        let want = vec![(MessageId::new(5, 1), 1_712_000_000_000), (MessageId::new(6, 0), 1_712_000_000_500)];
+        assert_eq!(scored(resp2), want);
+        assert_eq!(scored(resp3), want);
+        assert_eq!(score_of(Value::Null), None);
+    }
+}
