@@ -13,7 +13,8 @@ Exit codes:
   0  success
   1  a Redis command failed (the message names the command and the key)
   2  invalid arguments or input: a bad option, URL, JSON payload, header or id
-  3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted
+  3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted,
+     or the connection broke during a command
   4  not found: unknown stream, group or dead letter
   5  permission denied: NOPERM (the message names the command and the key)
   6  confirmation needed: more than one dead letter to replay or purge (or a retry or
@@ -63,7 +64,8 @@ pub enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Follow a stream (XREAD, no group): id, headers and payload of every new entry.
+    /// Follow a stream: id, headers and payload of every new entry (XREAD, no group, nothing
+    /// changes; or as a group member with --group).
     Tail(TailArgs),
     /// Publish one JSON payload, or every line of a JSON Lines file, in streamx's wire format.
     Publish(PublishArgs),
@@ -97,14 +99,42 @@ pub struct TailArgs {
     /// The stream key.
     pub stream: String,
     /// Start at this id (inclusive); `0` for the beginning. Default: only new entries.
-    #[arg(long, value_parser = parse_id_or_zero)]
+    #[arg(long, value_parser = parse_id_or_zero, conflicts_with_all = ["last", "since"])]
     pub from: Option<MessageId>,
+    /// Start with the last N entries already in the stream, then follow (unless --no-follow).
+    #[arg(long, value_name = "N", conflicts_with = "since")]
+    pub last: Option<u64>,
+    /// Start at the entries added since this long ago (`10m`, `2h`, `1d`): from the id
+    /// `<now - DURATION>-0`.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub since: Option<Duration>,
     /// Stop after this many entries.
     #[arg(long)]
     pub count: Option<u64>,
-    /// Print what is there and stop instead of waiting for new entries.
+    /// Print what is there and stop instead of waiting for new entries (an unknown stream
+    /// is then an error, exit 4).
     #[arg(long)]
     pub no_follow: bool,
+    /// Print each entry with this line template instead of `id name=value ... payload`.
+    /// Placeholders: {id}, {time} (the id's time, RFC 3339), {stream}, {payload} (the `data`
+    /// field as text), {headers} (every `name=value`, space-separated), {h:NAME} (the value
+    /// of header NAME, empty when absent); `{{` and `}}` for braces. Values are printed with
+    /// control characters escaped.
+    #[arg(long, value_name = "TEMPLATE", value_parser = crate::template::Template::parse, conflicts_with = "json")]
+    pub format: Option<crate::template::Template>,
+    /// Read as a member of this consumer group (XREADGROUP ... >), from the group's
+    /// position instead of the stream's end. WITHOUT --ack THIS CHANGES THE GROUP: every
+    /// entry printed is delivered to the group and stays pending under --consumer (not
+    /// processed by the group's real consumers until claimed from it; see `streamx pending`).
+    #[arg(long, value_name = "GROUP", conflicts_with_all = ["from", "last", "since"])]
+    pub group: Option<String>,
+    /// The consumer name to read as, with --group (created in the group if new).
+    #[arg(long, value_name = "NAME", requires = "group", default_value = "streamx-tail")]
+    pub consumer: String,
+    /// With --group: acknowledge (XACK) every entry once printed, so it is done for the
+    /// group, as if a consumer had handled it.
+    #[arg(long, requires = "group")]
+    pub ack: bool,
 }
 
 /// `streamx publish`.
@@ -135,9 +165,8 @@ pub struct DlqSelection {
     /// Only the letters of this group.
     #[arg(long)]
     pub group: Option<String>,
-    /// Only the letters of this kind (error, permanent, panic, missing_payload,
-    /// payload_too_large, invalid_json, wrong_shape, delivery_limit, trimmed).
-    #[arg(long)]
+    /// Only the letters of this kind.
+    #[arg(long, value_parser = failure_kinds())]
     pub kind: Option<String>,
     /// At most this many letters (oldest first).
     #[arg(long, conflicts_with = "all")]
@@ -346,6 +375,12 @@ pub struct GroupResetArgs {
     pub dry_run: bool,
 }
 
+/// The dead-letter kinds `--kind` accepts (and lists in its help): every
+/// [`FailureKind`](streamx_runtime::FailureKind).
+fn failure_kinds() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(streamx_runtime::FailureKind::ALL.map(|k| k.as_str()))
+}
+
 /// A header given as `name=value`.
 fn parse_header(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -391,5 +426,14 @@ mod tests {
         assert!(parse_id_or_zero("x").is_err());
         assert_eq!(positive_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn kind_help_lists_every_failure_kind() {
+        let mut cmd = Cli::command();
+        let help = cmd.find_subcommand_mut("dlq").unwrap().find_subcommand_mut("list").unwrap().render_long_help();
+        for kind in streamx_runtime::FailureKind::ALL {
+            assert!(help.to_string().contains(kind.as_str()), "{kind:?} missing from {help}");
+        }
     }
 }

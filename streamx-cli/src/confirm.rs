@@ -16,7 +16,7 @@ pub async fn confirm(action: &'static str, count: u64, what: &str, yes: bool) ->
     if !std::io::stdin().is_terminal() {
         return Err(CliError::ConfirmationRequired { action, count });
     }
-    let question = format!("{action} {count} dead letters of {what}? [y/N] ");
+    let question = format!("{action} {count} dead letters of {}? [y/N] ", crate::output::printable(what));
     if ask(question).await? {
         Ok(())
     } else {
@@ -38,7 +38,7 @@ pub async fn confirm_one(what: &str, yes: bool) -> Result<()> {
             flag: "--yes",
         });
     }
-    let question = format!("{what}? [y/N] ");
+    let question = format!("{}? [y/N] ", crate::output::printable(what));
     if ask(question).await? {
         Ok(())
     } else {

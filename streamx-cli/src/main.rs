@@ -14,6 +14,7 @@ mod error;
 mod output;
 mod overview;
 mod rates;
+mod template;
 
 use cli::{Cli, Command};
 use connection::Connection;
@@ -31,7 +32,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", output::printable(&e.to_string()));
             e.exit_code()
         }
     }

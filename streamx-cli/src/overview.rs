@@ -64,8 +64,11 @@ pub struct GroupOverview {
     pub consumers: u64,
     /// Entries delivered and not acknowledged (scheduled retries included).
     pub pending: u64,
-    /// Entries not yet delivered to the group; `None` when Redis cannot tell.
+    /// Entries not yet delivered to the group; estimated when Redis cannot tell (see
+    /// `lag_estimated`).
     pub lag: Option<u64>,
+    /// True when `lag` is the runtime's estimate (`streamx_runtime::estimate_lag`).
+    pub lag_estimated: bool,
     /// Entries the group has read.
     pub entries_read: Option<u64>,
     /// The last id delivered to the group.
@@ -79,6 +82,7 @@ impl From<GroupInfo> for GroupOverview {
             consumers: g.consumers,
             pending: g.pending,
             lag: g.lag,
+            lag_estimated: g.lag_estimated,
             entries_read: g.entries_read,
             last_delivered_id: g.last_delivered_id,
         }

@@ -38,7 +38,9 @@ pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
 pub use error::{Error, MissingPermissions, Result};
 pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};
 pub use history::History;
-pub use inspect::{ConsumerInfo, GroupInfo, Inspector, PendingEntry};
+pub use inspect::{
+    estimate_lag, is_placeholder_consumer, ConsumerInfo, GroupInfo, Inspector, PendingEntry, StreamCounters,
+};
 pub use location::SourceLocation;
 pub use message::{Headers, Message, MessageId, ParseMessageIdError};
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};

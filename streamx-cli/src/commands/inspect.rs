@@ -7,18 +7,19 @@ use streamx_runtime::{ConsumerInfo, PendingEntry};
 
 use crate::connection::Connection;
 use crate::error::{CliError, Result};
-use crate::output::{millis, or_dash, print_json, table};
+use crate::output::{self, millis, or_dash, print_json, printable, table};
 use crate::overview::{self, StreamOverview};
 
 /// `streamx streams`.
 pub async fn streams(conn: &Connection, json: bool) -> Result<()> {
     let streams = overview::all(conn).await?;
     if json {
+        // The same group objects as `info --json` (see docs/cli-json.md).
         #[derive(Serialize)]
         struct Row<'a> {
             stream: &'a str,
             length: u64,
-            groups: usize,
+            groups: &'a [overview::GroupOverview],
             dead_letter_stream: &'a str,
             dead_letters: u64,
         }
@@ -27,7 +28,7 @@ pub async fn streams(conn: &Connection, json: bool) -> Result<()> {
             .map(|s| Row {
                 stream: &s.stream,
                 length: s.length,
-                groups: s.groups.len(),
+                groups: &s.groups,
                 dead_letter_stream: &s.dead_letter_stream,
                 dead_letters: s.dead_letters,
             })
@@ -36,7 +37,7 @@ pub async fn streams(conn: &Connection, json: bool) -> Result<()> {
         return Ok(());
     }
     if streams.is_empty() {
-        println!("no streams at {}", conn.redacted_url());
+        println!("no streams at {}", printable(conn.redacted_url()));
         return Ok(());
     }
     let rows = streams
@@ -90,7 +91,7 @@ pub async fn info(conn: &Connection, stream: &str, json: bool) -> Result<()> {
         vec!["last entry".to_string(), or_dash(mark(&info.last_entry))],
         vec!["dead letters".to_string(), format!("{} in {}", info.dead_letters, info.dead_letter_stream)],
     ];
-    println!("{}\n", crate::output::facts(facts));
+    println!("{}\n", output::facts(facts));
     if info.groups.is_empty() {
         println!("no consumer groups");
         return Ok(());
@@ -99,7 +100,7 @@ pub async fn info(conn: &Connection, stream: &str, json: bool) -> Result<()> {
         let names = members.get(&g.name).map(|m| m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
         vec![
             g.name.clone(),
-            or_dash(g.lag),
+            output::lag(g.lag, g.lag_estimated),
             g.pending.to_string(),
             format!(
                 "{} {}",
@@ -144,7 +145,7 @@ pub async fn pending(
         return Ok(());
     }
     if entries.is_empty() {
-        println!("no pending entries in group `{group}` of `{stream}`");
+        println!("no pending entries in group `{}` of `{}`", printable(group), printable(stream));
         return Ok(());
     }
     let shown = entries.len();
