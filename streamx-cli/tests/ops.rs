@@ -37,13 +37,14 @@ fn recording(stream: &str, group: &str, failing: Arc<AtomicBool>, handled: Handl
     })
 }
 
-/// The JSON object `value` has exactly these keys (the documented shape; see the README).
-fn assert_shape(value: &serde_json::Value, keys: &[&str]) {
-    let mut have: Vec<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
-    let mut want = keys.to_vec();
-    have.sort_unstable();
-    want.sort_unstable();
-    assert_eq!(have, want, "{value}");
+/// Fails with every violation when `value` does not match the schema `name` in docs/json
+/// (documented in docs/cli-json.md).
+fn assert_matches(name: &str, value: &serde_json::Value) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/json").join(format!("{name}.json"));
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "{name}: {errors:#?}\n{value:#}");
 }
 
 fn zcard(redis: &TestRedis, key: &str) -> u64 {
@@ -90,8 +91,7 @@ async fn retry_schedule_list_run_and_delete(topology: Topology) {
     // list: every retry, soonest first, with its attempts and due time an hour away.
     let all = run_json(&url, &["retries", "list", &stream, "billing", "--payloads"]);
     assert_eq!(all["total"], 3, "{all}");
-    assert_shape(&all, &["stream", "group", "schedule", "total", "now", "next_offset", "entries"]);
-    assert_shape(&all["entries"][0], &["id", "due_at", "due_at_ms", "due_in_ms", "attempts", "exists", "payload"]);
+    assert_matches("retries-list", &all);
     assert_eq!(all["schedule"], schedule.as_str());
     let entries = all["entries"].as_array().unwrap();
     assert_eq!(entries.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect::<Vec<_>>(), ids);
@@ -107,6 +107,7 @@ async fn retry_schedule_list_run_and_delete(topology: Topology) {
     let page = run_json(&url, &["retries", "list", &stream, "billing", "--limit", "2"]);
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
     assert_eq!(page["next_offset"], 2);
+    assert_matches("retries-list", &page);
     let rest = run_json(&url, &["retries", "list", &stream, "billing", "--offset", "2"]);
     assert_eq!(rest["entries"][0]["id"], ids[2].as_str());
     assert!(rest["next_offset"].is_null());
@@ -128,6 +129,7 @@ async fn retry_schedule_list_run_and_delete(topology: Topology) {
     failing.store(false, Ordering::SeqCst);
     let ran = run_json(&url, &["retries", "run", &stream, "billing", &ids[0]]);
     assert_eq!(ran["id"], ids[0].as_str());
+    assert_matches("retries-run", &ran);
     wait_until(Duration::from_secs(30), "the retry run now is handled", || async {
         handled.lock().unwrap().contains_key(&ids[0])
     })
@@ -144,6 +146,7 @@ async fn retry_schedule_list_run_and_delete(topology: Topology) {
     assert_eq!(zcard(&redis, &schedule), 2);
     let deleted = run_json(&url, &["retries", "delete", &stream, "billing", &ids[1], "--yes"]);
     assert_eq!(deleted["deleted"], true);
+    assert_matches("retries-delete", &deleted);
     assert_eq!(redis.cli(&["ZSCORE", &schedule, &ids[1]]).unwrap().trim(), "");
     let pending = redis.cli(&["XPENDING", &stream, "billing", &ids[1], &ids[1], "1"]).unwrap();
     assert_eq!(pending.trim(), "", "acknowledged: no longer pending");
@@ -180,7 +183,9 @@ async fn groups_are_created_reset_and_deleted(topology: Topology) {
     // create: from the beginning, at a time, twice (nothing changes), on a missing stream.
     assert_eq!(run_json(&url, &["group", "create", &stream, "all", "--from", "0"])["created"], true);
     assert_eq!(group_field(&redis, &stream, "all", "lag"), "10");
-    assert_eq!(run_json(&url, &["group", "create", &stream, "all", "--from", "$"])["created"], false);
+    let again = run_json(&url, &["group", "create", &stream, "all", "--from", "$"]);
+    assert_eq!(again["created"], false);
+    assert_matches("group-create", &again);
     run_ok(&url, &["group", "create", &stream, "late", "--from", "1970-01-01T00:00:05Z"]);
     assert_eq!(group_field(&redis, &stream, "late", "lag"), "6", "entries at 5 s and after");
     assert_eq!(group_field(&redis, &stream, "late", "entries-read"), "4");
@@ -203,8 +208,7 @@ async fn groups_are_created_reset_and_deleted(topology: Topology) {
     assert_eq!(dry["redelivered"]["exact"], true);
     assert_eq!(dry["skipped"]["count"], 0);
     assert_eq!(dry["applied"], false);
-    assert_shape(&dry, &["stream", "group", "from", "to", "redelivered", "skipped", "entries_read", "applied"]);
-    assert_shape(&dry["redelivered"], &["count", "exact"]);
+    assert_matches("group-reset", &dry);
     assert_eq!(group_field(&redis, &stream, "all", "last-delivered-id"), "10000-0", "a dry run changes nothing");
     let text = run_ok(&url, &["group", "reset", &stream, "all", "--to-id", "3000-0", "--dry-run"]);
     assert!(text.contains("dry run") && text.contains("delivered again: 7"), "{text}");
@@ -217,6 +221,7 @@ async fn groups_are_created_reset_and_deleted(topology: Topology) {
 
     let latest = run_json(&url, &["group", "reset", &stream, "all", "--to-latest"]);
     assert_eq!(latest["skipped"]["count"], 7);
+    assert_matches("group-reset", &latest);
     assert_eq!(group_field(&redis, &stream, "all", "lag"), "0");
     let earliest = run_json(&url, &["group", "reset", &stream, "all", "--to-earliest"]);
     assert_eq!(earliest["redelivered"]["count"], 10);
@@ -251,6 +256,7 @@ async fn groups_are_created_reset_and_deleted(topology: Topology) {
     let deleted = run_json(&url, &["group", "delete", &stream, "all", "--yes"]);
     assert_eq!(deleted["deleted"], true);
     assert_eq!(deleted["keys_deleted"], 4);
+    assert_matches("group-delete", &deleted);
     for key in &bookkeeping {
         assert_eq!(redis.cli(&["EXISTS", key]).unwrap().trim(), "0", "{key}");
     }
@@ -299,7 +305,7 @@ async fn a_removed_consumer_hands_its_entries_to_the_group(topology: Topology) {
     let removed = run_json(&url, &["group", "remove-consumer", &stream, "work", "ghost", "--alive-within", "0s"]);
     assert_eq!(removed["handed_over"], N, "{removed}");
     assert_eq!(removed["dead_lettered"], 0);
-    assert_shape(&removed, &["stream", "group", "consumer", "handed_over", "dead_lettered"]);
+    assert_matches("group-remove-consumer", &removed);
     assert!(!redis.cli(&["XINFO", "CONSUMERS", &stream, "work"]).unwrap().contains("ghost"));
     wait_until(Duration::from_secs(60), "every handed-over entry is handled", || async {
         handled.lock().unwrap().len() == N
@@ -385,8 +391,7 @@ async fn dead_letter_overview_counts_every_stream_by_group_and_kind() {
     let by_key: HashMap<&str, &serde_json::Value> =
         streams.iter().map(|s| (s["dead_letter_stream"].as_str().unwrap(), s)).collect();
     let o = by_key[orders_dlq.as_str()];
-    assert_shape(o, &["dead_letter_stream", "total", "scanned", "complete", "counts"]);
-    assert_shape(&o["counts"][0], &["origin_stream", "group", "kind", "count"]);
+    assert_matches("dlq-overview", &all);
     assert_eq!(o["total"], 6);
     assert_eq!(o["complete"], true);
     let counts: HashSet<(String, String, String, u64)> = o["counts"]
@@ -424,6 +429,7 @@ async fn dead_letter_overview_counts_every_stream_by_group_and_kind() {
         .clone();
     assert_eq!(o["scanned"], 4);
     assert_eq!(o["complete"], false);
+    assert_matches("dlq-overview", &limited);
     assert_eq!(o["total"], 6);
     let text = run_ok(&url, &["dlq", "overview", "--limit", "4"]);
     assert!(text.contains("counted the oldest 4 of 6 letters") && text.contains("8 dead letters in 2"), "{text}");

@@ -6,7 +6,7 @@ use streamx_runtime::admin::{DeadLetterCount, DeadLetterSummary};
 
 use crate::connection::Connection;
 use crate::error::Result;
-use crate::output::{print_json, table};
+use crate::output::{print_json, printable, table};
 use crate::overview::stream_keys;
 
 /// One dead-letter stream, as printed by `--json`.
@@ -59,7 +59,7 @@ pub async fn overview(conn: &Connection, limit: Option<u64>, json: bool) -> Resu
         return Ok(());
     }
     if summaries.is_empty() {
-        println!("no dead letters at {}", conn.redacted_url());
+        println!("no dead letters at {}", printable(conn.redacted_url()));
         return Ok(());
     }
     let rows = summaries.iter().flat_map(|s| {
@@ -75,7 +75,12 @@ pub async fn overview(conn: &Connection, limit: Option<u64>, json: bool) -> Resu
     });
     println!("{}", table(&["DEAD-LETTER STREAM", "ORIGIN", "GROUP", "KIND", "LETTERS"], rows));
     for s in summaries.iter().filter(|s| !s.complete) {
-        println!("{}: counted the oldest {} of {} letters (--limit)", s.dead_letter_stream, s.scanned, s.total);
+        println!(
+            "{}: counted the oldest {} of {} letters (--limit)",
+            printable(&s.dead_letter_stream),
+            s.scanned,
+            s.total
+        );
     }
     let total: u64 = summaries.iter().map(|s| s.total).sum();
     println!("{total} dead letters in {} dead-letter streams", summaries.len());

@@ -10,7 +10,7 @@ use crate::cli::{GroupCommand, GroupResetArgs};
 use crate::confirm::confirm_one;
 use crate::connection::Connection;
 use crate::error::{CliError, Result};
-use crate::output::{millis, or_dash, print_json};
+use crate::output::{millis, or_dash, print_json, printable};
 
 /// Runs a `group` command.
 pub async fn run(conn: &Connection, command: &GroupCommand, json: bool) -> Result<()> {
@@ -70,9 +70,9 @@ async fn create(
         }
         print_json(&Created { stream, group, created });
     } else if created {
-        println!("created group {group} on {stream}");
+        println!("created group {} on {}", printable(group), printable(stream));
     } else {
-        println!("group {group} exists already on {stream}; nothing changed");
+        println!("group {} exists already on {}; nothing changed", printable(group), printable(stream));
     }
     Ok(())
 }
@@ -98,7 +98,12 @@ async fn delete(conn: &Connection, admin: &GroupAdmin, stream: &str, group: &str
         }
         print_json(&Deleted { stream, group, deleted: deleted.existed, keys_deleted: deleted.keys_deleted });
     } else {
-        println!("deleted group {group} of {stream} and {} of its bookkeeping keys", deleted.keys_deleted);
+        println!(
+            "deleted group {} of {} and {} of its bookkeeping keys",
+            printable(group),
+            printable(stream),
+            deleted.keys_deleted
+        );
     }
     Ok(())
 }
@@ -174,7 +179,7 @@ async fn reset(conn: &Connection, admin: &GroupAdmin, args: &GroupResetArgs, jso
         return Ok(());
     }
     let verb = if plan.applied { "moved" } else { "would move (dry run, nothing changed)" };
-    println!("{group} on {stream}: {verb} from {} to {}", or_dash(plan.from), plan.to);
+    println!("{} on {}: {verb} from {} to {}", printable(group), printable(stream), or_dash(plan.from), plan.to);
     println!("  entries delivered again: {}", plan.redelivered);
     println!("  entries skipped: {}", plan.skipped);
     if plan.entries_read.is_none() {
@@ -231,8 +236,10 @@ async fn remove_consumer(
                 print_json(&Removed { stream, group, consumer, handed_over, dead_lettered });
             } else {
                 println!(
-                    "removed consumer {consumer} of {group}: {handed_over} pending entries handed to the group's retry \
-                     schedule, due now{}",
+                    "removed consumer {} of {}: {handed_over} pending entries handed to the group's retry schedule, \
+                     due now{}",
+                    printable(consumer),
+                    printable(group),
                     if dead_lettered > 0 {
                         format!("; {dead_lettered} deleted from the stream meanwhile were dead-lettered as trimmed")
                     } else {

@@ -12,7 +12,7 @@ use crate::cli::RetriesCommand;
 use crate::confirm::confirm_one;
 use crate::connection::Connection;
 use crate::error::{CliError, Result};
-use crate::output::{millis, or_dash, print_json, shorten, table};
+use crate::output::{json_payload, millis, or_dash, print_json, printable, shorten, table};
 
 /// Runs a `retries` command.
 pub async fn run(conn: &Connection, command: &RetriesCommand, json: bool) -> Result<()> {
@@ -22,26 +22,6 @@ pub async fn run(conn: &Connection, command: &RetriesCommand, json: bool) -> Res
         }
         RetriesCommand::Run { stream, group, id } => run_now(conn, stream, group, *id, json).await,
         RetriesCommand::Delete { stream, group, id, yes } => delete(conn, stream, group, *id, *yes, json).await,
-    }
-}
-
-/// A payload as published: JSON as it was written (key order and all), else text.
-#[derive(Serialize)]
-#[serde(untagged)]
-pub enum PayloadView {
-    /// Valid JSON, unchanged.
-    Json(Box<RawValue>),
-    /// Anything else, as (lossy UTF-8) text.
-    Text(String),
-}
-
-impl PayloadView {
-    /// `bytes` as JSON when it is JSON, else as text.
-    pub fn of(bytes: &[u8]) -> Self {
-        match serde_json::from_slice::<Box<RawValue>>(bytes) {
-            Ok(raw) => PayloadView::Json(raw),
-            Err(_) => PayloadView::Text(String::from_utf8_lossy(bytes).into_owned()),
-        }
     }
 }
 
@@ -57,14 +37,23 @@ struct RetryView {
     attempts: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     exists: Option<bool>,
+    /// The payload as published when it is JSON, else null (with `--payloads`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<PayloadView>,
+    payload: Option<Option<Box<RawValue>>>,
+    /// Its text when it is not JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<String>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     headers: serde_json::Map<String, serde_json::Value>,
 }
 
 impl RetryView {
     fn new(r: &ScheduledRetry, now_ms: u64) -> Self {
+        let (payload, data) = match r.payload.as_deref().map(json_payload) {
+            Some(Ok(json)) => (Some(Some(json)), None),
+            Some(Err(text)) => (Some(None), Some(text)),
+            None => (None, None),
+        };
         RetryView {
             id: r.id,
             due_at: rfc3339(r.due_at_ms),
@@ -72,7 +61,8 @@ impl RetryView {
             due_in_ms: due_in(r.due_at_ms, now_ms),
             attempts: r.attempts,
             exists: r.exists,
-            payload: r.payload.as_deref().map(PayloadView::of),
+            payload,
+            data,
             headers: r.headers.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(v))).collect(),
         }
     }
@@ -131,7 +121,7 @@ async fn list(
         return Ok(());
     }
     if page.entries.is_empty() {
-        println!("no retries scheduled in {} (of {} in all)", schedule.key(), page.total);
+        println!("no retries scheduled in {} (of {} in all)", printable(schedule.key()), page.total);
         return Ok(());
     }
     let mut headers = vec!["ID", "DUE", "DUE AT", "ATTEMPTS"];
@@ -155,7 +145,7 @@ async fn list(
         Some(next) => format!("; --offset {next} for more"),
         None => String::new(),
     };
-    println!("{} shown; {} scheduled in {}{more}", page.entries.len(), page.total, schedule.key());
+    println!("{} shown; {} scheduled in {}{more}", page.entries.len(), page.total, printable(schedule.key()));
     Ok(())
 }
 
@@ -178,7 +168,11 @@ async fn run_now(conn: &Connection, stream: &str, group: &str, id: MessageId, js
         }
         print_json(&Ran { stream, group, id, due_at: rfc3339(due), due_at_ms: due });
     } else {
-        println!("{id} is due now ({}): a running consumer of {group} delivers it at its next tick", rfc3339(due));
+        println!(
+            "{id} is due now ({}): a running consumer of {} delivers it at its next tick",
+            rfc3339(due),
+            printable(group)
+        );
     }
     Ok(())
 }
@@ -203,7 +197,7 @@ async fn delete(conn: &Connection, stream: &str, group: &str, id: MessageId, yes
         }
         print_json(&Deleted { stream, group, id, deleted: true });
     } else {
-        println!("deleted retry {id}: acknowledged in {group}, which will never handle it");
+        println!("deleted retry {id}: acknowledged in {}, which will never handle it", printable(group));
     }
     Ok(())
 }
