@@ -315,13 +315,15 @@ impl DeadLetters {
                     needing.push(letter);
                     continue;
                 }
-                (b"wide", _) => return Err(Error::Replay {
-                    dlq: self.stream.clone(),
-                    letter: letter.to_string(),
-                    reason: format!(
+                (b"wide", _) => {
+                    return Err(Error::Replay {
+                        dlq: self.stream.clone(),
+                        letter: letter.to_string(),
+                        reason: format!(
                         "its entry is gone from `{origin}` and it has more than {MOST_FIELDS} fields to publish again"
                     ),
-                }),
+                    })
+                }
                 (b"marked", _) => {
                     deleted.push(letter.to_string());
                     Replayed::Gone
