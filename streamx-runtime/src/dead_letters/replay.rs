@@ -316,13 +316,8 @@ impl DeadLetters {
                     continue;
                 }
                 (b"wide", _) => {
-                    return Err(Error::Replay {
-                        dlq: self.stream.clone(),
-                        letter: letter.to_string(),
-                        reason: format!(
-                        "its entry is gone from `{origin}` and it has more than {MOST_FIELDS} fields to publish again"
-                    ),
-                    })
+                    let reason = format!("its entry is gone from `{origin}` and it has over {MOST_FIELDS} fields");
+                    return Err(Error::Replay { dlq: self.stream.clone(), letter: letter.to_string(), reason });
                 }
                 (b"marked", _) => {
                     deleted.push(letter.to_string());
