@@ -361,14 +361,17 @@ async fn seed_dot_streams(redis: &TestRedis) {
         retry: RetryPolicy { dead_letter: DeadLetterTarget::Stream(AUDIT_DLQ), ..RetryPolicy::DEFAULT },
         ..ConsumerOptions::DEFAULT
     });
-    let runtime = start_runtime(&url, vec![refuse(DOTS, "charge"), refuse(DOTS, "ship"), audit, refuse(".", "charge")]).await;
+    let runtime =
+        start_runtime(&url, vec![refuse(DOTS, "charge"), refuse(DOTS, "ship"), audit, refuse(".", "charge")]).await;
     for order in 1..=6 {
         run_ok(&url, &["publish", DOTS, &format!(r#"{{"order":{order}}}"#)]);
     }
     redis.cli(&["XADD", DOTS, "*", "data", "not json"]).unwrap();
     run_ok(&url, &["publish", ".", r#"{"order":7}"#]);
     wait_until(WAIT, "the dead letters", || async {
-        redis.xlen(DOTS_DLQ).unwrap() == 14 && redis.xlen(AUDIT_DLQ).unwrap() == 7 && redis.xlen("{.}:dlq").unwrap() == 1
+        redis.xlen(DOTS_DLQ).unwrap() == 14
+            && redis.xlen(AUDIT_DLQ).unwrap() == 7
+            && redis.xlen("{.}:dlq").unwrap() == 1
     })
     .await
     .unwrap();
@@ -492,7 +495,8 @@ async fn the_warning_banner_clears_once_sampling_works_and_idle_times_read_as_mi
     let idle = "#pending tbody tr td.idle";
     wait_until(WAIT, "the idle time", || async { text(client, idle).await.is_some() }).await.unwrap();
     let shown_idle = text(client, idle).await.unwrap();
-    let seconds: Option<u32> = shown_idle.strip_prefix("9m ").and_then(|s| s.strip_suffix('s')).and_then(|s| s.parse().ok());
+    let seconds: Option<u32> =
+        shown_idle.strip_prefix("9m ").and_then(|s| s.strip_suffix('s')).and_then(|s| s.parse().ok());
     assert!(
         seconds.is_some_and(|s| (4..60).contains(&s)) && shown_idle.len() == "9m 05s".len(),
         "idle shown as {shown_idle:?}"
@@ -603,8 +607,7 @@ fn off_loopback_the_dashboard_needs_credentials_or_says_it_is_open() {
     assert!(line.starts_with("streamx dashboard on http://0.0.0.0:"), "{line}");
     assert!(stderr.contains("warning") && stderr.contains("no authentication"), "{stderr}");
 
-    let (code, _, stderr) =
-        dashboard_start(&url, &["--listen", "0.0.0.0:0"], &[("STREAMX_DASHBOARD_TOKEN", "s3cret")]);
+    let (code, _, stderr) = dashboard_start(&url, &["--listen", "0.0.0.0:0"], &[("STREAMX_DASHBOARD_TOKEN", "s3cret")]);
     assert_eq!(code, None, "{stderr}");
     assert!(!stderr.contains("warning"), "{stderr}");
     let (code, _, stderr) = dashboard_start(&url, &["--listen", "0.0.0.0:0", "--basic-auth", "ops:pw"], &[]);
@@ -627,7 +630,12 @@ async fn host_and_origin_are_checked_and_every_response_forbids_framing() {
     assert_eq!(get(format!("evil.example:{port}")), 421);
     assert_eq!(http_response(addr, "GET", "/", &[("Host", &format!("evil.example:{port}"))]).status, 421);
     assert_eq!(get(format!("localhost:{}", port.wrapping_add(1))), 421);
-    for ours in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}"), "dash.example.com".to_string()] {
+    for ours in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "dash.example.com".to_string(),
+    ] {
         assert_eq!(get(ours.clone()), 200, "{ours}");
     }
 
@@ -644,7 +652,9 @@ async fn host_and_origin_are_checked_and_every_response_forbids_framing() {
     assert_eq!(redis.xlen(&dlq_key).unwrap(), 0);
 
     // No framing, a strict CSP (no inline script), no sniffing, no referrer: on every response.
-    for (path, host) in [("/", addr.to_string()), ("/app.js", addr.to_string()), ("/api/overview", format!("evil.example:{port}"))] {
+    for (path, host) in
+        [("/", addr.to_string()), ("/app.js", addr.to_string()), ("/api/overview", format!("evil.example:{port}"))]
+    {
         let r = http_response(addr, "GET", path, &[("Host", host.as_str())]);
         assert_eq!(r.header("x-frame-options"), Some("DENY"), "{path}");
         let csp = r.header("content-security-policy").unwrap_or_default();

@@ -113,7 +113,7 @@ impl Inspector {
         args.push(Value::from(key));
         args.extend(names);
         let reply: Value = self.client.custom(command, args).await.map_err(|e| Error::redis("ZMSCORE", key, e))?;
-        Ok(reply.into_array().into_iter().map(|v| score(v)).collect())
+        Ok(reply.into_array().into_iter().map(score).collect())
     }
 
     /// The Redis clock (TIME) of the node holding `stream`, in Unix milliseconds: the clock
@@ -122,9 +122,10 @@ impl Inspector {
         let command = CustomCommand::new_static("TIME", ClusterHash::Custom(keys::slot(stream)), false);
         let reply: Value =
             self.client.custom(command, Vec::<Value>::new()).await.map_err(|e| Error::redis("TIME", stream, e))?;
-        let mut parts = reply.into_array().into_iter().map(|v| {
-            value_bytes(v).and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse::<u64>().ok()))
-        });
+        let mut parts = reply
+            .into_array()
+            .into_iter()
+            .map(|v| value_bytes(v).and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse::<u64>().ok())));
         let (secs, micros) = (parts.next().flatten(), parts.next().flatten());
         Ok(secs.unwrap_or(0) * 1000 + micros.unwrap_or(0) / 1000)
     }

@@ -132,10 +132,7 @@ pub fn stream_segment(segment: String) -> String {
 /// `GET /api/streams/{stream}/groups/{group}/consumers`: the group's consumers with their
 /// pending entries, idle time, heartbeat age and liveness deadline; the engine's
 /// placeholders (retry schedule, suspects) marked as such.
-pub async fn consumers(
-    State(shared): State<Arc<Shared>>,
-    Path((stream, group)): Path<(String, String)>,
-) -> ApiResult {
+pub async fn consumers(State(shared): State<Arc<Shared>>, Path((stream, group)): Path<(String, String)>) -> ApiResult {
     let (stream, group) = (stream_segment(stream), stream_segment(group));
     shared.conn.require_group(&stream, &group).await?;
     let members = shared.conn.inspector().members(&stream, &group).await?;
