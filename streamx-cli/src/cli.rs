@@ -16,8 +16,9 @@ Exit codes:
   3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted
   4  not found: unknown stream, group or dead letter
   5  permission denied: NOPERM (the message names the command and the key)
-  6  confirmation needed: more than one dead letter to replay or purge, no --yes, and
-     standard input is not a terminal (or the answer was no)";
+  6  confirmation needed: more than one dead letter to replay or purge (or a retry or
+     group to delete), no --yes, and standard input is not a terminal (or the answer
+     was no); or a consumer to remove looks alive and --force was not given";
 
 /// Operate streamx: inspect streams, groups and dead letters, tail and publish, replay,
 /// watch live with `top` or the web dashboard.
@@ -76,6 +77,18 @@ pub enum Command {
     Top(TopArgs),
     /// Serve the web dashboard: streams, groups, live charts, pending entries, dead letters.
     Dashboard(DashboardArgs),
+    /// The retry schedule of a group: list scheduled retries, run one now, delete one.
+    Retries {
+        /// What to do.
+        #[command(subcommand)]
+        command: RetriesCommand,
+    },
+    /// Consumer groups: create, delete, reset the position, remove a stopped consumer.
+    Group {
+        /// What to do.
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
 }
 
 /// `streamx tail`.
@@ -153,6 +166,14 @@ pub enum DlqCommand {
     Replay(DlqAction),
     /// Delete dead letters.
     Purge(DlqAction),
+    /// Every dead-letter stream (found among the streams by its letters' `dlq:stream`
+    /// field): its letters counted by origin stream, group and kind.
+    Overview {
+        /// Read at most this many letters per dead-letter stream (oldest first); the counts
+        /// then cover those. Default: every letter (the cost grows with the letters).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
 }
 
 /// `dlq replay` and `dlq purge`: the letters by id, or a selection.
@@ -213,6 +234,128 @@ pub struct DashboardArgs {
     /// Time between samples for the charts.
     #[arg(long, default_value = "1s", value_parser = positive_duration)]
     pub sample_every: Duration,
+}
+
+/// `streamx retries ...`.
+#[derive(Debug, Subcommand)]
+pub enum RetriesCommand {
+    /// The scheduled retries of a group, soonest first: id, when due, attempts so far.
+    List {
+        /// The stream key.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// Skip this many first (the soonest due).
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Show each entry's payload too (one more read per entry).
+        #[arg(long)]
+        payloads: bool,
+    },
+    /// Make a scheduled retry due now: a running consumer of the group delivers it at its
+    /// next promotion tick.
+    Run {
+        /// The stream key.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// The entry's id.
+        id: MessageId,
+    },
+    /// Delete a scheduled retry: it is acknowledged, so the group never handles that entry
+    /// (other groups and the stream keep it).
+    Delete {
+        /// The stream key.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// The entry's id.
+        id: MessageId,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `streamx group ...`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a consumer group.
+    Create {
+        /// The stream key.
+        stream: String,
+        /// The group's name.
+        group: String,
+        /// Where it starts: `0` (every entry), `$` (only new ones), an id (entries after
+        /// it) or an RFC 3339 time (`2026-12-07T10:00:00Z`: entries added from then on).
+        #[arg(long, default_value = "$", value_parser = crate::commands::group::parse_start)]
+        from: streamx_runtime::admin::GroupStart,
+        /// Create the stream (empty) if it does not exist.
+        #[arg(long)]
+        mkstream: bool,
+    },
+    /// Delete a consumer group with its retry schedule, heartbeats, take-over marks and
+    /// member deadlines (its dead letters stay). Stop its consumers first.
+    Delete {
+        /// The stream key.
+        stream: String,
+        /// The group.
+        group: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Move a group's position (XGROUP SETID), like kafka-consumer-groups --reset-offsets;
+    /// prints how many entries it delivers again or skips.
+    Reset(GroupResetArgs),
+    /// Remove a stopped consumer: its pending entries go to the group's retry schedule,
+    /// due now (a running member delivers them), then the consumer is deleted.
+    RemoveConsumer {
+        /// The stream key.
+        stream: String,
+        /// The group.
+        group: String,
+        /// The consumer.
+        consumer: String,
+        /// Remove it even if it looks alive (its entries may then run twice).
+        #[arg(long)]
+        force: bool,
+        /// A consumer that read, claimed or beat within this long looks alive.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        alive_within: Duration,
+    },
+}
+
+/// `streamx group reset`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true)))]
+pub struct GroupResetArgs {
+    /// The stream key.
+    pub stream: String,
+    /// The group.
+    pub group: String,
+    /// Just after this id: the next delivery is the first entry after it.
+    #[arg(long, group = "target")]
+    pub to_id: Option<MessageId>,
+    /// To this time (RFC 3339, `2026-12-07T10:00:00Z`): entries added from then on are
+    /// delivered.
+    #[arg(long, group = "target", value_parser = crate::commands::group::parse_time_ms)]
+    pub to_datetime: Option<u64>,
+    /// To the beginning: every entry is delivered again.
+    #[arg(long, group = "target")]
+    pub to_earliest: bool,
+    /// To the end: every entry is skipped.
+    #[arg(long, group = "target")]
+    pub to_latest: bool,
+    /// This long before now (`1h`, `30m`), on the Redis clock.
+    #[arg(long, group = "target", value_parser = humantime::parse_duration)]
+    pub by_duration: Option<Duration>,
+    /// Print what the reset would do, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// A header given as `name=value`.

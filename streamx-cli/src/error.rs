@@ -61,6 +61,22 @@ pub enum CliError {
         /// How many letters.
         count: u64,
     },
+    /// Something else the command acts on does not exist: a scheduled retry, a consumer.
+    #[error("{what}")]
+    NotFound {
+        /// What is missing, e.g. ``no retry 5-0 scheduled in `{orders}:retries:billing` ``.
+        what: String,
+    },
+    /// A change that needs `--yes` (or `--force`) and did not get it.
+    #[error("refusing to {what} without confirmation: {reason}; pass {flag} to confirm")]
+    Refused {
+        /// What was to be done, e.g. ``delete group `billing` of `orders` ``.
+        what: String,
+        /// Why it was not done.
+        reason: String,
+        /// The flag that confirms it.
+        flag: &'static str,
+    },
     /// The operator answered no.
     #[error("{action} cancelled: not confirmed")]
     NotConfirmed {
@@ -107,11 +123,14 @@ impl CliError {
             CliError::Streamx(E::Connect { .. } | E::Tls { .. }) => exit::CONNECT,
             CliError::Streamx(E::InvalidUrl { .. } | E::TlsNotEnabled { .. } | E::Encode { .. }) => exit::USAGE,
             CliError::Streamx(_) | CliError::Io { .. } => exit::FAILURE,
-            CliError::UnknownStream { .. } | CliError::UnknownGroup { .. } | CliError::UnknownDeadLetter { .. } => {
-                exit::NOT_FOUND
-            }
+            CliError::UnknownStream { .. }
+            | CliError::UnknownGroup { .. }
+            | CliError::UnknownDeadLetter { .. }
+            | CliError::NotFound { .. } => exit::NOT_FOUND,
             CliError::InvalidInput { .. } | CliError::Read { .. } => exit::USAGE,
-            CliError::ConfirmationRequired { .. } | CliError::NotConfirmed { .. } => exit::NOT_CONFIRMED,
+            CliError::ConfirmationRequired { .. } | CliError::NotConfirmed { .. } | CliError::Refused { .. } => {
+                exit::NOT_CONFIRMED
+            }
         }
     }
 }

@@ -51,5 +51,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dlq { command } => commands::dlq::run(&conn, command, json).await,
         Command::Top(args) => commands::top::top(&conn, args, json).await,
         Command::Dashboard(args) => dashboard::serve(conn, args).await,
+        Command::Retries { command } => commands::retries::run(&conn, command, json).await,
+        Command::Group { command } => commands::group::run(&conn, command, json).await,
     }
 }

@@ -4,6 +4,7 @@
 //! # Cargo features
 #![doc = document_features::document_features!()]
 
+pub mod admin;
 mod batch;
 mod connection;
 mod consumer;

@@ -25,6 +25,7 @@ pub async fn run(conn: &Connection, command: &DlqCommand, json: bool) -> Result<
         DlqCommand::Show { stream, id, dlq_stream } => show(conn, stream, *id, dlq_stream.as_deref(), json).await,
         DlqCommand::Replay(action) => replay(conn, action, json).await,
         DlqCommand::Purge(action) => purge(conn, action, json).await,
+        DlqCommand::Overview { limit } => super::dlq_overview::overview(conn, *limit, json).await,
     }
 }
 
