@@ -7,6 +7,8 @@
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::browser::{http, http_response, Browser, Dashboard};
@@ -188,8 +190,12 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
 
     save_screenshot(client).await;
 
-    // Replay the first one: confirm, then it is back on its stream and the count drops.
+    // Replay the first one: confirm, then it is back in the failed group's queue (its retry
+    // schedule, due now; not published again) and the count drops.
     let id = attr(client, "#dead-letters tbody tr", "data-id").await.unwrap();
+    let letter = redis.cli_json(&["XRANGE", &dlq_key, &id, &id]).unwrap();
+    let letter_fields: Vec<&str> = letter[0][1].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let origin = letter_fields.chunks(2).find(|f| f[0] == "dlq:id").unwrap()[1].to_string();
     click(client, &format!("#dead-letters tbody tr[data-id=\"{id}\"] button.replay")).await;
     let question = client.get_alert_text().await.unwrap();
     assert!(question.contains(&id), "{question}");
@@ -198,11 +204,10 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
         .await
         .unwrap();
     assert_eq!(redis.xlen(&dlq_key).unwrap(), 2);
-    assert_eq!(redis.xlen(&failing).unwrap(), 4);
-    let last = redis.cli_json(&["XREVRANGE", &failing, "+", "-", "COUNT", "1"]).unwrap();
-    let fields: Vec<&str> = last[0][1].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(fields.windows(2).any(|w| w == ["h:streamx-replayed-from", id.as_str()]), "{fields:?}");
-    assert!(fields.windows(2).any(|w| w == ["data", r#"{"order":1,"cents":1299}"#]), "{fields:?}");
+    assert_eq!(redis.xlen(&failing).unwrap(), 3, "nothing published again");
+    let pending = redis.cli_json(&["XPENDING", &failing, "charge", "-", "+", "10"]).unwrap();
+    assert_eq!(pending[0][0], origin.as_str(), "{pending}");
+    assert_eq!(pending[0][1], SCHEDULED_CONSUMER);
 
     // Dismissing the question changes nothing.
     click(client, "#dead-letters tbody tr button.replay").await;
@@ -220,7 +225,8 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
         .await
         .unwrap();
     assert_eq!(redis.xlen(&dlq_key).unwrap(), 0);
-    assert_eq!(redis.xlen(&failing).unwrap(), 6);
+    assert_eq!(redis.xlen(&failing).unwrap(), 3, "nothing published again");
+    assert_eq!(redis.cli(&["ZCARD", &format!("{{{failing}}}:retries:charge")]).unwrap().trim(), "3");
     browser.close().await;
 }
 
@@ -671,4 +677,71 @@ async fn host_and_origin_are_checked_and_every_response_forbids_framing() {
         let (status, body) = http(with_token.addr, "GET", "/api/overview", &[("Authorization", &authorization)]);
         assert_eq!(status, 200, "{scheme}: {body}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_schedule_panel_runs_one_now_and_deletes_one() {
+    let Some(browser) = Browser::start().await else { return };
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
+    let url = redis.url();
+    let stream = unique_name("retries");
+    let schedule_key = format!("{{{stream}}}:retries:billing");
+    // Every order fails its first run (retry in 10 minutes) and succeeds after.
+    let done: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let handled = done.clone();
+    let consumer = Consumer::new(stream.clone(), "billing", move |msg: Message<Value>| {
+        let handled = handled.clone();
+        async move {
+            if msg.attempt() == 1 {
+                return Err(HandlerError::retry_after("card network down", Duration::from_secs(600)));
+            }
+            handled.lock().unwrap().insert(msg.payload()["order"].as_u64().unwrap());
+            Ok(())
+        }
+    });
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    run_ok(&url, &["publish", &stream, r#"{"order":1}"#]);
+    run_ok(&url, &["publish", &stream, r#"{"order":2}"#]);
+    wait_until(WAIT, "2 retries scheduled", || async { redis.cli(&["ZCARD", &schedule_key]).unwrap().trim() == "2" })
+        .await
+        .unwrap();
+    let ids = redis.cli_json(&["XRANGE", &stream, "-", "+"]).unwrap();
+    let (first, second) = (ids[0][0].as_str().unwrap().to_string(), ids[1][0].as_str().unwrap().to_string());
+
+    let dashboard = Dashboard::start(&url, &[]);
+    let client = &browser.client;
+    client.goto(&dashboard.url()).await.unwrap();
+    click(client, &format!("tr.group[data-stream=\"{stream}\"][data-group=\"billing\"] button.show-consumers")).await;
+    click(client, "#show-retries").await;
+    let rows = "#retries tbody tr";
+    wait_until(WAIT, "the 2 scheduled retries", || async {
+        count(client, rows).await == 2 && text(client, "#retries-total").await.as_deref() == Some("2")
+    })
+    .await
+    .unwrap();
+    let row = |id: &str| format!("{rows}[data-id=\"{id}\"]");
+    let due = text(client, &format!("{} td.due", row(&first))).await.unwrap();
+    assert!(due.starts_with("in 9m ") || due.starts_with("in 10m "), "due {due:?}");
+    assert_eq!(text(client, &format!("{} td.attempts", row(&first))).await.as_deref(), Some("1"));
+    assert_eq!(text(client, &format!("{} td.payload", row(&first))).await.as_deref(), Some(r#"{"order":1}"#));
+
+    // Run the first now: the running consumer handles it (its second attempt).
+    click(client, &format!("{} button.run", row(&first))).await;
+    assert_eq!(alert(client).await, format!("Run retry {first} of billing now?"));
+    client.accept_alert().await.unwrap();
+    wait_until(WAIT, "order 1 handled", || async { done.lock().unwrap().contains(&1) }).await.unwrap();
+    wait_until(WAIT, "one retry left on the page", || async { count(client, rows).await == 1 }).await.unwrap();
+
+    // Delete the second: out of the schedule and acknowledged, never handled.
+    click(client, &format!("{} button.delete", row(&second))).await;
+    assert!(alert(client).await.contains("will never handle this entry"));
+    client.accept_alert().await.unwrap();
+    wait_until(WAIT, "the schedule empty", || async { redis.cli(&["ZCARD", &schedule_key]).unwrap().trim() == "0" })
+        .await
+        .unwrap();
+    assert_eq!(redis.cli_json(&["XPENDING", &stream, "billing", "-", "+", "10"]).unwrap(), Value::Array(vec![]));
+    wait_until(WAIT, "the page empty", || async { shown(client, "#retries-empty").await }).await.unwrap();
+    assert_eq!(*done.lock().unwrap(), BTreeSet::from([1]));
+    runtime.shutdown().await.unwrap();
+    browser.close().await;
 }

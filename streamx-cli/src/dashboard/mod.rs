@@ -6,6 +6,7 @@
 //! - `hosts`: the `Host` and `Origin` a request may name (against DNS rebinding);
 //! - `api`: the JSON endpoints of the overview, pending entries and consumers;
 //! - `dead_letters`: the dead-letter endpoints (pages, filters, replay, delete, purge);
+//! - `retries`: a group's retry schedule (list, run one now, delete one);
 //! - `history`: the samples behind the charts.
 //!
 //! Every response carries [`SECURITY_HEADERS`]: no framing, a strict content security
@@ -16,6 +17,7 @@ mod auth;
 mod dead_letters;
 mod history;
 mod hosts;
+mod retries;
 
 use std::sync::Arc;
 
@@ -89,9 +91,12 @@ fn router(shared: Arc<Shared>, access: Access, hosts: AllowedHosts) -> Router {
         .route("/api/overview", get(api::overview))
         .route("/api/streams/{stream}/groups/{group}/pending", get(api::pending))
         .route("/api/streams/{stream}/groups/{group}/consumers", get(api::consumers))
+        .route("/api/streams/{stream}/groups/{group}/retries", get(retries::list))
         .route("/api/streams/{stream}/dead-letters", get(dead_letters::list))
         .route("/api/streams/{stream}/dead-letters/matching", get(dead_letters::matching));
     let changes = Router::new()
+        .route("/api/streams/{stream}/groups/{group}/retries/{id}/run", post(retries::run_now))
+        .route("/api/streams/{stream}/groups/{group}/retries/{id}/delete", post(retries::delete))
         .route("/api/streams/{stream}/dead-letters/{id}/replay", post(dead_letters::replay_one))
         .route("/api/streams/{stream}/dead-letters/{id}/delete", post(dead_letters::delete_one))
         .route("/api/streams/{stream}/dead-letters/replay", post(dead_letters::replay_all))

@@ -7,7 +7,7 @@ const token = new URLSearchParams(location.search).get("token");
 const auth = token ? { Authorization: "Bearer " + token } : {};
 // Reload an open dead-letter page at least this often (and whenever its count changes).
 const DLQ_POLL_MS = 5000;
-const state = { readOnly: true, pending: null, dlq: null, consumers: null, overview: null };
+const state = { readOnly: true, pending: null, dlq: null, consumers: null, retries: null, overview: null };
 
 const $ = (sel) => document.querySelector(sel);
 // A name as a path segment. A browser drops the segments `.` and `..` (even as `%2E`) from a
@@ -326,6 +326,7 @@ async function refresh() {
   const panels = [
     [state.pending, "pending entries", loadPending],
     [state.consumers, "consumers", loadConsumers],
+    [state.retries, "retry schedule", loadRetries],
     [state.dlq && dlqStale(o), "dead letters", loadDeadLetters],
   ];
   for (const [open, what, load] of panels) {
@@ -396,10 +397,79 @@ async function loadConsumers() {
   syncRows($("#consumers tbody"), rows);
 }
 
+// The retry schedule of a group: a page of it from `offset`.
+function openRetries(stream, group) {
+  state.retries = { stream, group, offset: 0, next: null };
+  loadRetries().catch((e) => say(e.message));
+}
+
+async function loadRetries() {
+  const panel = state.retries;
+  const { stream, group } = panel;
+  const r = await api("/api/" + path("streams", stream, "groups", group, "retries") + query({ offset: panel.offset }));
+  panel.next = r.next_offset;
+  $("#retries-panel").hidden = false;
+  $("#retries-title").textContent = stream + " / " + group;
+  $("#retries-key").textContent = r.key;
+  $("#retries-total").textContent = String(r.total);
+  $("#retries-next").disabled = r.next_offset === null;
+  $("#retries-first").disabled = panel.offset === 0;
+  const rows = r.entries.map((e) => {
+    const row = document.createElement("tr");
+    row.dataset.id = e.id;
+    row.dataset.key = r.key + "\n" + e.id + "\n" + state.readOnly;
+    cell(row, e.id, "id");
+    cell(row, e.due_in_ms > 0 ? "in " + duration(e.due_in_ms) : "due now", "num due");
+    cell(row, e.attempts, "num attempts");
+    const pre = document.createElement("pre");
+    pre.textContent = e.exists === false ? "(trimmed from the stream)" : e.payload === null ? "(no payload)" : e.payload.slice(0, 400);
+    cell(row, pre, "payload");
+    if (!state.readOnly) {
+      const actions = document.createElement("span");
+      actions.className = "row-actions";
+      actions.append(
+        button("Run now", "run", () => retryAction(e.id, "run")),
+        button("Delete", "delete danger", () => retryAction(e.id, "delete")),
+      );
+      cell(row, actions, "write");
+    }
+    return row;
+  });
+  $("#retries-empty").hidden = rows.length > 0;
+  syncRows($("#retries tbody"), rows);
+}
+
+// Runs one scheduled retry now, or deletes it (the group then never handles that entry).
+async function retryAction(id, action) {
+  const { stream, group } = state.retries;
+  const question = action === "run" ? "Run retry " + id + " of " + group + " now?"
+    : "Delete retry " + id + "? " + group + " will never handle this entry.";
+  if (!confirm(question)) return;
+  try {
+    await change("/api/" + path("streams", stream, "groups", group, "retries", id, action));
+    say(action === "run" ? id + " is due now" : "deleted retry " + id, true);
+  } catch (e) {
+    say(e.message);
+  }
+  await loadRetries().catch((e) => say(e.message));
+}
+
+$("#show-retries").addEventListener("click", () => state.consumers && openRetries(state.consumers.stream, state.consumers.group));
+$("#retries-next").addEventListener("click", () => {
+  if (!state.retries || state.retries.next === null) return;
+  state.retries.offset = state.retries.next;
+  loadRetries().catch((e) => say(e.message));
+});
+$("#retries-first").addEventListener("click", () => {
+  if (!state.retries) return;
+  state.retries.offset = 0;
+  loadRetries().catch((e) => say(e.message));
+});
+
 // The dead-letter panel: its stream, the filters in the form, and the page shown (`after`
-// is its cursor, `back` the cursors of the pages before it).
+// is its cursor).
 function openDeadLetters(stream) {
-  state.dlq = { stream, after: null, back: [], loadedAt: 0, count: null };
+  state.dlq = { stream, after: null, loadedAt: 0, count: null };
   $("#dlq-stream").value = "";
   $("#dlq-group").value = "";
   $("#dlq-kind").value = "";
@@ -506,13 +576,11 @@ async function everyLetter(action) {
     say(e.message);
   }
   state.dlq.after = null;
-  state.dlq.back = [];
   await reloadDeadLetters();
 }
 
 function firstPage() {
   state.dlq.after = null;
-  state.dlq.back = [];
   reloadDeadLetters();
 }
 
@@ -526,7 +594,6 @@ $("#dlq-kind").addEventListener("change", () => state.dlq && firstPage());
 $("#dlq-limit").addEventListener("change", () => state.dlq && firstPage());
 $("#dlq-next").addEventListener("click", () => {
   if (!state.dlq || !state.dlq.next) return;
-  state.dlq.back.push(state.dlq.after);
   state.dlq.after = state.dlq.next;
   reloadDeadLetters();
 });
