@@ -315,13 +315,15 @@ impl DeadLetters {
                     needing.push(letter);
                     continue;
                 }
-                (b"wide", _) => return Err(Error::Replay {
-                    dlq: self.stream.clone(),
-                    letter: letter.to_string(),
-                    reason: format!(
-                        "its entry is gone from `{origin}` and it has more than {MOST_FIELDS} fields to publish again"
-                    ),
-                }),
+                (b"wide", _) => {
+                    return Err(Error::Replay {
+                        dlq: self.stream.clone(),
+                        letter: letter.to_string(),
+                        reason: format!(
+                            "its entry is gone from `{origin}` and it has more than {MOST_FIELDS} fields to publish again"
+                        ),
+                    })
+                }
                 (b"marked", _) => {
                     deleted.push(letter.to_string());
                     Replayed::Gone
@@ -338,8 +340,7 @@ impl DeadLetters {
         }
         if !deleted.is_empty() {
             // The marks written with the re-delivery make this step safe to lose.
-            let _: u64 =
-                self.client.xdel(&self.stream, deleted).await.map_err(|e| Error::redis("XDEL", &self.stream, e))?;
+            let _: u64 = self.client.xdel(&self.stream, deleted).await.map_err(|e| Error::redis("XDEL", &self.stream, e))?;
         }
         if needing.is_empty() {
             return Ok(());
@@ -366,8 +367,9 @@ impl DeadLetters {
             .xrange(&self.stream, id.to_string(), id.to_string(), Some(1))
             .await
             .map_err(|e| Error::redis("XRANGE", &self.stream, e))?;
-        Ok(raw_entries(reply).into_iter().next().map(|(_, fields)| {
-            fields.into_iter().filter(|(k, _)| !k.starts_with(DLQ_FIELD_PREFIX.as_bytes())).collect()
-        }))
+        Ok(raw_entries(reply)
+            .into_iter()
+            .next()
+            .map(|(_, fields)| fields.into_iter().filter(|(k, _)| !k.starts_with(DLQ_FIELD_PREFIX.as_bytes())).collect()))
     }
 }
