@@ -217,11 +217,11 @@ pub async fn replay_all(
     } else {
         let (mut done, mut letters) = (0, Matching::new(&dead_letters, &filter, upto));
         while let Some(page) = letters.next_page().await? {
-            for letter in &page {
-                if dead_letters.replay_letter(letter).await?.is_some() {
-                    done += 1;
-                }
+            if page.is_empty() {
+                continue;
             }
+            let outcomes = dead_letters.replay_letters(&page).await?;
+            done += outcomes.iter().filter(|o| o.id().is_some()).count() as u64;
         }
         done
     };
@@ -243,6 +243,9 @@ pub async fn purge(
     } else {
         let (mut done, mut letters) = (0, Matching::new(&dead_letters, &filter, upto));
         while let Some(page) = letters.next_page().await? {
+            if page.is_empty() {
+                continue;
+            }
             let ids: Vec<MessageId> = page.iter().map(|l| l.id).collect();
             done += dead_letters.delete(&ids).await?;
         }
