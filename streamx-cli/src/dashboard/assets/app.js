@@ -139,13 +139,13 @@ function renderStreams(streams) {
     row.className = "stream";
     row.dataset.stream = s.stream;
     row.dataset.key = "s\n" + s.stream;
-    const denied = s.no_permission || s.permission_denied || s.noperm;
-    cell(row, denied ? s.stream + " (no permission)" : s.stream);
+    cell(row, s.no_permission ? s.stream + " (no permission)" : s.stream);
     cell(row, s.length, "num length");
     cell(row, "", "num");
     cell(row, "", "num");
     cell(row, "", "num");
     cell(row, rate(s.published_per_sec), "num in");
+    cell(row, "", "num");
     cell(row, "", "num");
     const dlq = button(String(s.dead_letters), "show-dlq", () => openDeadLetters(s.stream));
     dlq.title = "show the dead letters of " + s.stream;
@@ -167,6 +167,7 @@ function renderStreams(streams) {
       cell(gr, members, "num consumers");
       cell(gr, "", "num");
       cell(gr, rate(s.consumed_per_sec[g.name]), "num out");
+      cell(gr, rate((s.acknowledged_per_sec || {})[g.name]), "num acked");
       cell(gr, "", "num");
       const open = (panel) => panel && panel.stream === s.stream && panel.group === g.name;
       if (open(state.pending) || open(state.consumers)) gr.classList.add("selected");
@@ -200,6 +201,7 @@ function chartData(series) {
     t: series.t,
     published: sum(streams.map((s) => s.published)),
     consumed: sum(streams.map((s) => s.consumed)),
+    acknowledged: sum(streams.map((s) => s.acknowledged || s.consumed.map(() => null))),
     lag: sum(streams.map((s) => s.lag)),
     deadLetters: sum(streams.map((s) => s.dead_letters)),
   };
@@ -296,6 +298,7 @@ function renderCharts(series) {
   drawChart($("#chart-throughput"), $("#legend-throughput"), d.t, [
     { label: "in", color: "#2f6fed", values: d.published },
     { label: "out", color: "#17a673", values: d.consumed },
+    { label: "acked", color: "#e8a317", values: d.acknowledged },
   ]);
   drawChart($("#chart-lag"), $("#legend-lag"), d.t, [{ label: "lag", color: "#7b4de0", values: d.lag }]);
   drawChart($("#chart-dead-letters"), $("#legend-dead-letters"), d.t, [
