@@ -178,8 +178,11 @@ impl<'a> Matching<'a> {
 }
 
 /// `GET /api/streams/{stream}/dead-letters/matching`: how many letters a replay-all or
-/// purge-all with the same filter would act on now, and `upto`, the newest letter counted:
-/// passed to the action, it acts on no letter that arrived after the count.
+/// purge-all with the same filter would act on now. With a filter, also `upto`, the newest
+/// letter read: passed to the action, it acts on no letter that arrived after the count
+/// (counting reads the whole dead-letter stream, 500 letters per XRANGE). Without one, the
+/// count is XLEN and `upto` is `null`: the action then takes every letter there when it
+/// runs (replay-all and purge read no further than that themselves).
 pub async fn matching(
     State(shared): State<Arc<Shared>>,
     Path(stream): Path<String>,
@@ -188,6 +191,11 @@ pub async fn matching(
     let stream = stream_segment(stream);
     let dead_letters = selection.dead_letters(&shared, &stream);
     let filter = selection.filter()?;
+    if filter.is_everything() {
+        let count = dead_letters.count().await?;
+        return Ok(Json(json!({ "dead_letter_stream": dead_letters.stream(), "matching": count, "upto": null }))
+            .into_response());
+    }
     let (mut count, mut upto) = (0u64, None);
     let mut after = None;
     loop {
