@@ -237,8 +237,20 @@ pub struct TopArgs {
 #[derive(Debug, Args)]
 pub struct DashboardArgs {
     /// The address to serve on (loopback unless you say otherwise; port 0 picks a free one).
+    /// A non-loopback address needs --token or --basic-auth (or --insecure-no-auth).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Serve a non-loopback address without a token or basic authentication: anyone who
+    /// can reach it sees every stream and can replay and purge dead letters. Prints a warning.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Also answer requests for this host name (`Host` header), e.g. the name a reverse
+    /// proxy or DNS gives the dashboard: `dash.example.com` (any port) or
+    /// `dash.example.com:8443`. Repeat for more. Without it only the listen address (and,
+    /// on loopback, localhost) is answered, so a web page cannot reach the dashboard
+    /// through a DNS name it controls (DNS rebinding).
+    #[arg(long = "allowed-host", value_name = "HOST[:PORT]")]
+    pub allowed_hosts: Vec<String>,
     /// Show, never change: no replay or purge (the server refuses them too).
     #[arg(long)]
     pub read_only: bool,

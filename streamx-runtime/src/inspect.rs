@@ -70,7 +70,7 @@ pub struct PendingEntry {
 /// ```
 #[derive(Clone)]
 pub struct Inspector {
-    client: Client,
+    pub(crate) client: Client,
 }
 
 impl Inspector {

@@ -15,6 +15,7 @@ pub mod history;
 mod inspect;
 pub mod keys;
 mod location;
+mod members;
 mod message;
 pub mod observe;
 mod permissions;
@@ -42,6 +43,7 @@ pub use inspect::{
     estimate_lag, is_placeholder_consumer, ConsumerInfo, GroupInfo, Inspector, PendingEntry, StreamCounters,
 };
 pub use location::SourceLocation;
+pub use members::{MemberInfo, MemberRole};
 pub use message::{Headers, Message, MessageId, ParseMessageIdError};
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};
 pub use producer::{Producer, PublishOptions};
