@@ -153,9 +153,16 @@ impl Inspector {
     /// The consumers of `group` on `stream`, without streamx's placeholder members (see
     /// [`is_placeholder_consumer`]).
     pub async fn consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
+        let all = self.consumers_and_placeholders(stream, group).await?;
+        Ok(all.into_iter().filter(|c| !is_placeholder_consumer(&c.name)).collect())
+    }
+
+    /// The consumers of `group` on `stream` as XINFO CONSUMERS lists them, placeholders
+    /// included.
+    pub(crate) async fn consumers_and_placeholders(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
         let reply: Value =
             self.client.xinfo_consumers(stream, group).await.map_err(|e| Error::redis("XINFO CONSUMERS", stream, e))?;
-        Ok(parse_consumers(reply).into_iter().filter(|c| !is_placeholder_consumer(&c.name)).collect())
+        Ok(parse_consumers(reply))
     }
 }
 

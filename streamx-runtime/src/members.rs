@@ -84,7 +84,7 @@ impl Inspector {
     /// # Ok(()) }
     /// ```
     pub async fn members(&self, stream: &str, group: &str) -> Result<Vec<MemberInfo>> {
-        let consumers = self.consumers(stream, group).await?;
+        let consumers = self.consumers_and_placeholders(stream, group).await?;
         if consumers.is_empty() {
             return Ok(Vec::new());
         }
