@@ -1,12 +1,13 @@
-//! Shared bits of the streamx examples (see the files beside this one), and the cores of
-//! the recipes in [`recipes`]: each `examples/<recipe>.rs` binary runs one against the
-//! local Redis, and `examples/tests/recipes.rs` runs each against a throwaway server.
+//! Shared bits of the streamx examples (see the files beside this one): logging, the
+//! `Order` payload of the top-level examples, and the few lines every recipe's `main`
+//! would otherwise repeat (reading its subcommand, exiting with a message, deleting its
+//! keys). Each recipe (`examples/<recipe>.rs`) is otherwise a complete program: its
+//! consumers are `#[stream_consumer]` functions, its start-up the runtime builder, and
+//! `examples/tests/recipes.rs` runs it as processes against a throwaway Redis.
 
-use std::future::Future;
 use std::process::ExitCode;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub mod recipes;
+use fred::interfaces::KeysInterface;
 
 /// The order payload the examples publish and consume.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -35,14 +36,9 @@ pub enum RecipeError {
     /// A streamx call failed (Redis unreachable, a publish refused, ...).
     #[error(transparent)]
     Streamx(#[from] streamx::Error),
-    /// Something the recipe waits for did not happen in time.
-    #[error("timed out after {waited:?} waiting for {what}")]
-    Timeout {
-        /// What was awaited.
-        what: String,
-        /// How long.
-        waited: Duration,
-    },
+    /// The command line is not one the recipe knows.
+    #[error("{0}")]
+    Usage(String),
     /// A local resource (a file, the example's HTTP endpoint) failed.
     #[error("{what}: {source}")]
     Io {
@@ -52,10 +48,6 @@ pub enum RecipeError {
         #[source]
         source: std::io::Error,
     },
-    /// The recipe's workload did not turn out as it must (a bug in the recipe or Redis
-    /// state it did not expect).
-    #[error("{0}")]
-    Unexpected(String),
     /// An entry could not be decoded or encoded.
     #[error("{what}: {source}")]
     Json {
@@ -64,6 +56,15 @@ pub enum RecipeError {
         /// The serde error.
         #[source]
         source: serde_json::Error,
+    },
+    /// A Redis command the recipe sends itself (not through streamx) failed.
+    #[error("{what}: {source}")]
+    Redis {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: fred::error::Error,
     },
 }
 
@@ -81,81 +82,67 @@ impl RecipeError {
     }
 }
 
-/// How long a recipe waits for its workload before giving up.
-pub const RECIPE_LIMIT: Duration = Duration::from_secs(60);
-
-/// Polls `check` every 10 ms until it returns true, for at most `limit`.
-pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<(), RecipeError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool, RecipeError>>,
-{
-    let started = Instant::now();
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if started.elapsed() > limit {
-            return Err(RecipeError::Timeout { what: what.to_string(), waited: started.elapsed() });
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+/// The command line after the program name: the subcommand (`default` when none is given)
+/// and its arguments.
+pub fn subcommand(default: &str) -> (String, Vec<String>) {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_else(|| default.to_string());
+    (command, args.collect())
 }
 
-/// Waits until every consumer of `running` has settled `n` messages (succeeded or
-/// dead-lettered), from the runtime's own counters.
-pub async fn wait_settled(running: &streamx::RunningRuntime, n: u64, what: &str) -> Result<(), RecipeError> {
-    wait_until(RECIPE_LIMIT, what, || {
-        let settled = running.stats_all().values().all(|s| s.succeeded + s.dead_lettered >= n);
-        async move { Ok(settled) }
-    })
-    .await
+/// Whether `flag` (e.g. `--fixed`) is among `args`.
+pub fn has_flag(args: &[String], flag: &str) -> bool {
+    args.iter().any(|a| a == flag)
 }
 
-/// The dead letters of `stream`'s consumers (its default dead-letter stream, `{stream}:dlq`).
-pub async fn dead_letters_of(url: &str, stream: &str) -> Result<streamx::DeadLetters, RecipeError> {
-    let dlq = streamx::keys::dead_letter_stream(stream, &streamx::DeadLetterTarget::Default)
-        .ok_or_else(|| RecipeError::Unexpected(format!("no dead-letter stream for `{stream}`")))?;
-    Ok(streamx::DeadLetters::connect(url, &dlq).await?)
+/// The value after `option` (e.g. `--from 1700000000000`) among `args`.
+pub fn option<'a>(args: &'a [String], option: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == option).and_then(|i| args.get(i + 1)).map(String::as_str)
 }
 
-/// The original payload of a dead letter, decoded as `T`.
-pub fn letter_payload<T: serde::de::DeserializeOwned>(letter: &streamx::DeadLetter) -> Result<T, RecipeError> {
-    let data = letter.payload.as_deref().unwrap_or_default();
-    serde_json::from_slice(data).map_err(RecipeError::json(format!("the payload of dead letter {}", letter.id)))
-}
-
-/// `STREAMX_REDIS_URL`, else `redis://127.0.0.1:6379`.
-pub fn redis_url() -> String {
-    std::env::var(streamx::REDIS_URL_ENV).unwrap_or_else(|_| streamx::DEFAULT_REDIS_URL.to_string())
-}
-
-/// The prefix of the keys one run of recipe `name` writes (`recipes.<name>.<unix ms>`), so
-/// every run starts from empty streams.
-pub fn run_prefix(name: &str) -> String {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or_default();
-    format!("recipes.{name}.{ms}")
-}
-
-/// The `main` of a recipe example: runs `recipe(url, prefix)` against the local Redis,
-/// prints its report, and exits 0, or prints the error and exits 1.
-pub async fn run_example<R, F, Fut>(name: &str, recipe: F) -> ExitCode
-where
-    R: std::fmt::Display,
-    F: FnOnce(String, String) -> Fut,
-    Fut: Future<Output = Result<R, RecipeError>>,
-{
-    init_logging_at("warn");
-    let (url, prefix) = (redis_url(), run_prefix(name));
-    println!("recipe `{name}` against {} (keys under `{prefix}`)", streamx::redact(&url));
-    match recipe(url, prefix).await {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
+/// The exit code of a recipe's `main`: 0, or 1 after printing the error (its `Display`, no
+/// debug text) to stderr; 2 for a usage error.
+pub fn exit(name: &str, result: Result<(), RecipeError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ RecipeError::Usage(_)) => {
+            eprintln!("{name}: {e}");
+            ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("{name} failed: {e}");
+            eprintln!("{name}: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Deletes every key streamx keeps for `stream` and its `groups` (the stream, its default
+/// dead-letter stream, each group's retry schedule and bookkeeping), one `DEL` per stream (a
+/// stream's keys share its hash slot, so this works on a cluster too). Prints and returns
+/// how many keys existed.
+///
+/// The same by hand, for a stream `orders` and a group `billing`:
+/// `redis-cli DEL orders {orders}:dlq {orders}:retries:billing {orders}:consumers:billing
+/// {orders}:takeovers:billing {orders}:members:billing`.
+pub async fn delete_stream_keys(streams: &[(&str, &[&str])]) -> Result<u64, RecipeError> {
+    let producer = streamx::Producer::from_env().await?;
+    let mut deleted = 0;
+    for (stream, groups) in streams {
+        let dlq = streamx::keys::default_dead_letter_stream(stream);
+        let mut keys = vec![stream.to_string(), dlq.clone()];
+        for group in *groups {
+            keys.extend(streamx::keys::engine_keys(stream, group, Some(&dlq)).into_iter().map(|(_, key)| key));
+        }
+        keys.sort();
+        keys.dedup();
+        let n: u64 = producer
+            .client()
+            .del(keys)
+            .await
+            .map_err(|source| RecipeError::Redis { what: format!("deleting the keys of `{stream}`"), source })?;
+        println!("deleted `{stream}` and its streamx keys ({n} key(s))");
+        deleted += n;
+    }
+    producer.close().await;
+    Ok(deleted)
 }

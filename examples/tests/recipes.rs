@@ -1,194 +1,607 @@
-//! Every recipe's core against a throwaway redis-server, with the outcome asserted.
+//! Every recipe run as a user runs it: its example binary as processes (worker, producer,
+//! one-off commands) with `STREAMX_REDIS_URL` pointing at a throwaway redis-server. The tests
+//! assert on what the programs leave in Redis (read with the library and redis-cli) and on
+//! what they print, stop long-running ones with SIGTERM (a graceful shutdown exits 0), and
+//! check that each recipe's `cleanup` leaves no key behind.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use streamx::testing::{redis_cli, unique_name, RedisServer};
-use streamx_examples::recipes;
+use streamx::testing::{wait_until, TestRedis, Topology};
+use streamx::{DeadLetters, Inspector};
 
-fn server() -> RedisServer {
-    RedisServer::start().unwrap_or_else(|e| panic!("cannot start redis-server: {e}"))
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The example binaries, built once per test run with the same cargo (as `escargot` does):
+/// cargo builds examples for `cargo test`, but gives integration tests no path to them.
+fn examples() -> &'static HashMap<String, PathBuf> {
+    static BUILT: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "--quiet", "-p", "streamx-examples", "--examples", "--message-format=json"]);
+        if !cfg!(debug_assertions) {
+            cargo.arg("--release");
+        }
+        // What cargo sets for this test, not for a build: a build script that reads one
+        // (ring's reads CARGO_MANIFEST_DIR) would otherwise rebuild on every run.
+        const SET_FOR_TESTS: [&str; 7] = [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ];
+        for (key, _) in std::env::vars_os() {
+            if SET_FOR_TESTS.iter().any(|prefix| key.to_string_lossy().starts_with(prefix)) {
+                cargo.env_remove(key);
+            }
+        }
+        let output = cargo.stderr(Stdio::inherit()).output().expect("run cargo build --examples");
+        assert!(output.status.success(), "cargo build --examples failed");
+        let mut built = HashMap::new();
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let is_example = message["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "example"));
+            if let (true, Some(name), Some(exe)) =
+                (is_example, message["target"]["name"].as_str(), message["executable"].as_str())
+            {
+                built.insert(name.to_string(), PathBuf::from(exe));
+            }
+        }
+        built
+    })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn event_sourcing() {
-    use recipes::event_sourcing::{run, Account};
-    let server = server();
-    let report = run(server.url(), unique_name("es")).await.unwrap();
-    assert_eq!(report.events, 9);
-    assert_eq!(report.rejected, vec!["acc-1: cannot withdraw 50000, the balance is 13000".to_string()]);
-    let expected = Account { owner: Some("alice".into()), balance: 11_000, version: 6 };
-    assert_eq!(report.replayed, expected);
-    assert_eq!(report.snapshot.state, Account { owner: Some("alice".into()), balance: 12_000, version: 4 });
-    assert_eq!(report.from_snapshot, expected, "snapshot + the events after it = the full replay");
-    assert_eq!(report.read_model, vec![("acc-1".into(), 11_000), ("acc-2".into(), 0)]);
+/// A recipe process, its stdout and stderr in files (a pipe nobody reads could fill).
+struct Recipe {
+    name: String,
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn task_queue() {
-    use recipes::task_queue::{run, thumbnail_size, CORRUPT_JOB, JOBS, WORKERS};
-    let server = server();
-    let report = run(server.url(), unique_name("tq")).await.unwrap();
-    assert_eq!(report.jobs as u64, JOBS);
-    let done: Vec<u64> = report.thumbnails.keys().copied().collect();
-    let expected: Vec<u64> = (1..=JOBS).filter(|j| *j != CORRUPT_JOB).collect();
-    assert_eq!(done, expected, "a thumbnail for every job but the corrupt one");
-    for t in report.thumbnails.values() {
-        let job = &recipes::task_queue::jobs()[t.job as usize - 1];
-        assert_eq!((t.width, t.height), thumbnail_size(job.width, job.height));
-        assert_eq!(t.attempt, if t.job % 7 == 3 { 2 } else { 1 }, "job {}", t.job);
+static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Recipe {
+    fn spawn(redis: &TestRedis, name: &str, args: &[&str]) -> Recipe {
+        Recipe::spawn_with(redis, name, args, &[])
     }
-    assert_eq!(report.retried, 4, "jobs 3, 10, 17 and 24 failed once");
-    assert_eq!(report.per_worker.values().sum::<usize>(), done.len());
-    assert!(report.per_worker.len() >= 2 && report.per_worker.len() <= WORKERS, "{:?}", report.per_worker);
-    assert_eq!(report.completed_on_dashboard, done.len());
-    assert_eq!(
-        report.dead_letters,
-        vec![(format!("photo-{CORRUPT_JOB}-corrupt.jpg"), format!("photo-{CORRUPT_JOB}-corrupt.jpg: not a JPEG"))]
-    );
-    assert_eq!(thumbnail_size(4000, 3000), (128, 96));
+
+    /// [`spawn`](Self::spawn) with more environment variables.
+    fn spawn_with(redis: &TestRedis, name: &str, args: &[&str], env: &[(&str, &str)]) -> Recipe {
+        let exe = examples().get(name).unwrap_or_else(|| panic!("no example binary `{name}`"));
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir();
+        let stem = format!("streamx-recipe-{}-{name}-{n}", std::process::id());
+        let (out, err) = (dir.join(format!("{stem}.out")), dir.join(format!("{stem}.err")));
+        let child = Command::new(exe)
+            .args(args)
+            .env("STREAMX_REDIS_URL", redis.url())
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", exe.display()));
+        Recipe { name: format!("{name} {}", args.join(" ")), child, out, err }
+    }
+
+    /// Runs a one-off command to its end; asserts it exits 0; its stdout.
+    async fn run(redis: &TestRedis, name: &str, args: &[&str]) -> String {
+        let mut recipe = Recipe::spawn(redis, name, args);
+        recipe.wait_exit().await;
+        recipe.stdout()
+    }
+
+    fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Waits until the process has printed a line containing each of `lines`.
+    async fn wait_output(&self, lines: &[&str]) {
+        let done = wait_until(LIMIT, &format!("`{}` to print {lines:?}", self.name), || async {
+            let out = self.stdout();
+            lines.iter().all(|l| out.lines().any(|o| o.contains(l)))
+        })
+        .await;
+        if let Err(e) = done {
+            panic!("{e}\nstdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+        }
+    }
+
+    async fn wait_exit(&mut self) {
+        let deadline = Instant::now() + LIMIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("`{}` did not exit within {LIMIT:?}\nstdout:\n{}", self.name, self.stdout());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(
+            status.success(),
+            "`{}` exited with {status}\nstdout:\n{}\nstderr:\n{}",
+            self.name,
+            self.stdout(),
+            self.stderr()
+        );
+    }
+
+    /// SIGTERM, then waits for the graceful exit (status 0); its stdout.
+    async fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        self.wait_exit().await;
+        self.stdout()
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn audit_log() {
-    use recipes::audit_log::{id_range, run, sessions, ExportLine};
-    let server = server();
-    let report = run(server.url(), unique_name("audit")).await.unwrap();
-    assert_eq!(report.recorded, 9);
-    assert_eq!(report.stream_len, 9, "acknowledged entries stay in the stream");
-    let window: Vec<_> = report.in_window.iter().map(|l| l.event.clone()).collect();
-    assert_eq!(window, sessions()[1], "exactly the second session");
-    assert!(report.in_window.iter().all(|l| l.at_ms == l.id.millis()));
-    let exported: Vec<ExportLine> =
-        std::fs::read_to_string(&report.export).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(exported, report.in_window);
-    std::fs::remove_file(&report.export).unwrap();
-    assert_eq!(report.deletions, vec![("bob".to_string(), "customer/3".to_string())]);
+impl Drop for Recipe {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        let _ = std::fs::remove_file(&self.out);
+        let _ = std::fs::remove_file(&self.err);
+    }
+}
 
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
-    let range = id_range(t, t);
-    assert_eq!((range.start().to_string(), range.end().millis()), ("1700000000123-0".to_string(), 1_700_000_000_123));
+fn redis() -> TestRedis {
+    TestRedis::start(Topology::Standalone).unwrap_or_else(|e| panic!("cannot start redis-server: {e}"))
+}
+
+/// Every key in the server (sorted).
+fn keys(redis: &TestRedis) -> Vec<String> {
+    let mut keys: Vec<String> = redis.cli(&["KEYS", "*"]).unwrap().lines().map(str::to_string).collect();
+    keys.retain(|k| !k.is_empty());
+    keys.sort();
+    keys
+}
+
+/// Waits until `group` of `stream` has nothing pending and nothing left to read.
+async fn wait_drained(url: &str, stream: &str, group: &str) {
+    let inspector = Inspector::connect(url).await.unwrap();
+    wait_until(LIMIT, &format!("group `{group}` of `{stream}` to be drained"), || async {
+        match inspector.group(stream, group).await {
+            Ok(Some(g)) => g.pending == 0 && g.lag == Some(0),
+            _ => false,
+        }
+    })
+    .await
+    .unwrap();
+}
+
+async fn dead_letters(url: &str, stream: &str) -> DeadLetters {
+    DeadLetters::connect(url, &streamx::keys::default_dead_letter_stream(stream)).await.unwrap()
+}
+
+/// Waits until the stream's dead letters number `n`.
+async fn wait_dead_letters(url: &str, stream: &str, n: u64) -> DeadLetters {
+    let dlq = dead_letters(url, stream).await;
+    wait_until(LIMIT, &format!("{n} dead letter(s) of `{stream}`"), || async { dlq.count().await.unwrap() >= n })
+        .await
+        .unwrap();
+    dlq
+}
+
+/// A dead letter, as the tests compare them.
+#[derive(Debug)]
+struct Letter {
+    group: String,
+    /// The original payload as JSON (`null` when it is not JSON).
+    payload: serde_json::Value,
+    kind: &'static str,
+    deliveries: u32,
+    error: String,
+}
+
+/// Every dead letter of `dlq`, sorted by group and payload.
+async fn letters(dlq: &DeadLetters) -> Vec<Letter> {
+    let mut all: Vec<Letter> = dlq
+        .list(None, 1000)
+        .await
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|l| Letter {
+            payload: serde_json::from_slice(l.payload.as_deref().unwrap_or_default()).unwrap_or_default(),
+            kind: l.kind.map(|k| k.as_str()).unwrap_or("unknown"),
+            group: l.group,
+            deliveries: l.deliveries,
+            error: l.error,
+        })
+        .collect();
+    all.sort_by_key(|l| (l.group.clone(), l.payload.to_string()));
+    all
+}
+
+/// The lines of `out` that start with `prefix`, sorted.
+fn lines_starting(out: &str, prefix: &str) -> Vec<String> {
+    let mut lines: Vec<String> = out.lines().filter(|l| l.starts_with(prefix)).map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+async fn cleanup(redis: &TestRedis, name: &str) {
+    let out = Recipe::run(redis, name, &["cleanup"]).await;
+    assert!(out.contains("deleted"), "{out}");
+    assert_eq!(keys(redis), Vec::<String>::new(), "`{name} cleanup` leaves no key behind");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications() {
-    use recipes::notifications::{run, Channel};
-    use streamx::FailureKind;
-    let server = server();
-    let report = run(server.url(), unique_name("signups")).await.unwrap();
-    assert_eq!(report.signups, 8);
-    let email = Channel { sent: (1..=8).collect(), retried: 4, dead_letters: vec![] };
-    assert_eq!(report.channels["email"], email, "users 4 and 8 failed twice, then got their email");
-    let sms = Channel {
-        sent: vec![1, 3, 4, 7, 8],
-        retried: 1,
-        dead_letters: vec![(5, Some(FailureKind::Error), 2), (6, Some(FailureKind::Permanent), 1)],
-    };
-    assert_eq!(report.channels["sms"], sms, "no phone: skipped; invalid: permanent; carrier down: 2 deliveries");
-    let push = Channel { sent: vec![1, 2, 4, 5, 8], retried: 0, dead_letters: vec![(7, Some(FailureKind::Error), 1)] };
-    assert_eq!(report.channels["push"], push, "no retries for push");
-}
+    let redis = redis();
+    let url = redis.url();
+    let worker = Recipe::spawn(&redis, "notifications", &[]);
+    worker.wait_output(&["Ctrl-C to stop"]).await;
+    let published = Recipe::run(&redis, "notifications", &["publish"]).await;
+    assert_eq!(published.lines().filter(|l| l.starts_with("published the sign-up")).count(), 8, "{published}");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn analytics() {
-    use recipes::analytics::{run, MINUTES, VIEWS};
-    use streamx::FailureKind;
-    let server = server();
-    let prefix = unique_name("analytics");
-    let report = run(server.url(), prefix.clone()).await.unwrap();
-    assert_eq!(report.published, VIEWS);
-    let valid: u64 = report.expected.values().sum();
-    assert!(valid < VIEWS, "the workload has bad views");
-    assert_eq!(report.counts, report.expected, "views per (minute, page)");
-    let minutes: BTreeSet<u64> = report.counts.keys().map(|(minute, _)| *minute).collect();
-    assert_eq!(minutes.len() as u64, MINUTES);
-    assert!(report.writes <= VIEWS / 100, "{} writes for {VIEWS} views: batched", report.writes);
-    assert_eq!(report.dead_letters.len() as u64, VIEWS - valid, "only the views without a page");
-    assert!(
-        report
-            .dead_letters
+    for group in ["email", "sms", "push"] {
+        wait_drained(&url, "notifications.signups", group).await;
+    }
+    let dlq = wait_dead_letters(&url, "notifications.signups", 3).await;
+    let out = worker.stop().await;
+    let sent = |channel: &str| -> Vec<u64> {
+        let mut users: Vec<u64> = lines_starting(&out, &format!("{channel}: sent to user "))
             .iter()
-            .all(|(kind, error)| *kind == Some(FailureKind::Permanent) && error.contains("without a page")),
-        "{:?}",
-        report.dead_letters
-    );
-    let stream = format!("{prefix}.page_views");
-    let left = redis_cli(&server, &["EXISTS", &stream, &format!("{{{stream}}}:dlq")]).unwrap();
-    assert_eq!(left.trim(), "0", "the run's stream and dead letters are deleted");
-}
+            .map(|l| l.split_whitespace().nth(4).unwrap().parse().unwrap())
+            .collect();
+        users.sort();
+        users
+    };
+    assert_eq!(sent("email"), (1..=8).collect::<Vec<_>>(), "{out}");
+    assert_eq!(sent("sms"), vec![1, 3, 4, 7, 8], "{out}");
+    assert_eq!(sent("push"), vec![1, 2, 4, 5, 8], "{out}");
+    assert_eq!(out.matches("SMTP 451, will retry").count(), 4, "users 4 and 8 failed twice: {out}");
+    assert!(out.trim_end().ends_with("notifications: stopped"), "{out}");
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhooks() {
-    use recipes::webhooks::{run, RETRY_AFTER_SECS};
-    use streamx::FailureKind;
-    let server = server();
-    let report = run(server.url(), unique_name("hooks")).await.unwrap();
-    let requests: Vec<(u64, Vec<u16>)> = report.requests.clone().into_iter().collect();
+    let letters: Vec<(String, u64, &str, u32)> = letters(&dlq)
+        .await
+        .into_iter()
+        .map(|l| (l.group, l.payload["user"].as_u64().unwrap(), l.kind, l.deliveries))
+        .collect();
     assert_eq!(
-        requests,
+        letters,
         vec![
-            (1, vec![200]),
-            (2, vec![500, 200]),
-            (3, vec![429, 200]),
-            (4, vec![410, 200]),
-            (5, vec![400, 200]),
-            (6, vec![200]),
+            ("push".to_string(), 7, "error", 1),
+            ("sms".to_string(), 5, "error", 2),
+            ("sms".to_string(), 6, "permanent", 1),
         ],
-        "5xx retried, 429 retried, 4xx dead-lettered then replayed after the fix"
+        "no retries for push; carrier down: 2 deliveries; invalid number: permanent"
     );
-    let waited = report.waited_after_429.unwrap();
-    assert!(waited >= std::time::Duration::from_secs(RETRY_AFTER_SECS), "Retry-After honoured: {waited:?}");
-    assert_eq!(
-        report.dead_letters,
-        vec![
-            (4, Some(FailureKind::Permanent), "HTTP 410".into()),
-            (5, Some(FailureKind::Permanent), "HTTP 400".into())
-        ]
-    );
-    assert_eq!((report.replayed, report.dead_letters_left), (2, 0));
-    assert_eq!(report.delivered, (1..=6).collect::<Vec<_>>());
+    cleanup(&redis, "notifications").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_workflow() {
-    use recipes::order_workflow::{run, OrderShipped};
-    use streamx::FailureKind;
-    let server = server();
-    let report = run(server.url(), unique_name("orders")).await.unwrap();
-    assert_eq!(report.placed, 5);
-    assert_eq!(report.shipped_before_fix, vec![1, 2, 4, 5], "order 3 (Ireland) stopped at the shipping step");
+    let redis = redis();
+    let url = redis.url();
+    let worker = Recipe::spawn(&redis, "order_workflow", &[]);
+    let placed = Recipe::run(&redis, "order_workflow", &["place"]).await;
+    assert_eq!(placed.lines().filter(|l| l.starts_with("placed order")).count(), 5, "{placed}");
+    let dlq = wait_dead_letters(&url, "orders.paid", 1).await;
+    wait_drained(&url, "orders.shipped", "tracking").await;
+    worker.wait_output(&["tracking: order 5 "]).await;
+    let out = worker.stop().await;
+    let tracked = |out: &str| lines_starting(out, "tracking: order ");
     assert_eq!(
-        report.dead_letters,
-        vec![(3, Some(FailureKind::Permanent), "order 3: no carrier for country IE".to_string())]
+        tracked(&out),
+        vec![
+            "tracking: order 1 paid (pay-1) and shipped, tracking dhl-1",
+            "tracking: order 2 paid (pay-2) and shipped, tracking dhl-2",
+            "tracking: order 4 paid (pay-4) and shipped, tracking dhl-4",
+            "tracking: order 5 paid (pay-5) and shipped, tracking dhl-5",
+        ],
+        "order 3 (Ireland) stopped at the shipping step: {out}"
     );
-    assert_eq!(report.replayed, 1);
-    let shipped = |order: u64, carrier: &str| OrderShipped {
-        order,
-        payment: format!("pay-{order}"),
-        tracking: format!("{carrier}-{order}"),
-    };
-    assert_eq!(
-        report.shipped,
-        vec![shipped(1, "dhl"), shipped(2, "dhl"), shipped(3, "an-post"), shipped(4, "dhl"), shipped(5, "dhl")]
-    );
+    let letters = letters(&dlq).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!((letters[0].group.as_str(), letters[0].kind), ("shipping", "permanent"));
+    assert_eq!(letters[0].error, "order 3: no carrier for country IE");
+    assert_eq!(letters[0].payload["placed"]["order"], 3);
+
+    // The fix is deployed: the worker restarts with a carrier for Ireland; replay.
+    let worker = Recipe::spawn(&redis, "order_workflow", &["worker", "--ship-to-ireland"]);
+    let replayed = Recipe::run(&redis, "order_workflow", &["replay"]).await;
+    assert!(replayed.contains("replayed 1 dead letter(s)"), "{replayed}");
+    worker.wait_output(&["tracking: order 3 paid (pay-3) and shipped, tracking an-post-3"]).await;
+    let out = worker.stop().await;
+    assert_eq!(out.matches("payments: order").count(), 0, "the replay went on from `paid`: {out}");
+    assert_eq!(dlq.count().await.unwrap(), 0);
+    let shipped = redis.cli(&["XLEN", "orders.shipped"]).unwrap();
+    assert_eq!(shipped.trim(), "5", "one shipment event per order");
+    cleanup(&redis, "order_workflow").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letters() {
-    use recipes::dead_letters::run;
-    let server = server();
-    let report = run(server.url(), unique_name("payments")).await.unwrap();
-    assert_eq!(report.published, 8);
-    let by_kind: Vec<(&str, usize)> = report.by_kind.iter().map(|(k, n)| (k.as_str(), *n)).collect();
-    assert_eq!(by_kind, vec![("error", 2), ("invalid_json", 1), ("permanent", 1), ("wrong_shape", 1)]);
-    assert_eq!(report.pages, 3, "5 letters, 2 a page");
-    assert_eq!(report.replayed, vec![3, 5]);
-    let mut purged = report.purged.clone();
-    purged.sort();
-    let kinds: Vec<&str> = purged.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(kinds, vec!["invalid_json", "permanent", "wrong_shape"]);
-    assert_eq!(purged[1].1, "payment 4: amount must be positive");
-    assert!(purged[2].1.starts_with("cannot decode payload as"), "{}", purged[2].1);
-    assert_eq!((report.purge_count, report.left), (3, 0));
-    assert_eq!(report.booked, vec![1, 2, 3, 5, 6]);
+async fn dead_letters_recipe() {
+    let redis = redis();
+    let url = redis.url();
+    let worker = Recipe::spawn(&redis, "dead_letters", &[]);
+    Recipe::run(&redis, "dead_letters", &["publish"]).await;
+    let dlq = wait_dead_letters(&url, "payments", 5).await;
+    wait_drained(&url, "payments", "ledger").await;
+    let out = worker.stop().await;
+    assert_eq!(lines_starting(&out, "ledger: booked payment ").len(), 3, "payments 1, 2 and 6: {out}");
+
+    let listed = Recipe::run(&redis, "dead_letters", &["list"]).await;
+    assert!(
+        listed.contains("5 dead letter(s) in 3 page(s): error 2, invalid_json 1, permanent 1, wrong_shape 1"),
+        "{listed}"
+    );
+    let worker = Recipe::spawn(&redis, "dead_letters", &["worker", "--unlocked"]);
+    let replayed = Recipe::run(&redis, "dead_letters", &["replay", "error"]).await;
+    assert!(replayed.contains("replayed 2 dead letter(s) of kind error"), "{replayed}");
+    worker.wait_output(&["ledger: booked payment 3 ", "ledger: booked payment 5 "]).await;
+    let out = worker.stop().await;
+    assert_eq!(lines_starting(&out, "ledger: booked payment ").len(), 2, "only the replayed ones: {out}");
+
+    let mut left: Vec<&str> = letters(&dlq).await.iter().map(|l| l.kind).collect();
+    left.sort();
+    assert_eq!(left, vec!["invalid_json", "permanent", "wrong_shape"]);
+    let purged = Recipe::run(&redis, "dead_letters", &["purge"]).await;
+    assert!(purged.contains("purging (permanent): payment 4: amount must be positive"), "{purged}");
+    assert!(purged.contains("purged 3 dead letter(s)"), "{purged}");
+    assert_eq!(dlq.count().await.unwrap(), 0);
+    cleanup(&redis, "dead_letters").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks() {
+    let redis = redis();
+    let url = redis.url();
+    let worker = Recipe::spawn(&redis, "webhooks", &[]);
+    Recipe::run(&redis, "webhooks", &["publish"]).await;
+    let dlq = wait_dead_letters(&url, "webhooks", 2).await;
+    wait_drained(&url, "webhooks", "subscriber-1").await;
+    let out = worker.stop().await;
+    let answered = |out: &str, event: u64| -> Vec<u16> {
+        out.lines()
+            .filter_map(|l| l.strip_prefix(&format!("subscriber: event {event} -> ")))
+            .map(|rest| rest[..3].parse().unwrap())
+            .collect()
+    };
+    let before: Vec<Vec<u16>> = (1..=6).map(|e| answered(&out, e)).collect();
+    assert_eq!(
+        before,
+        vec![vec![200], vec![500, 200], vec![429, 200], vec![410], vec![400], vec![200]],
+        "5xx and 429 retried, other 4xx dead-lettered at once: {out}"
+    );
+    let after_429: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("subscriber: event 3 -> 200 ("))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(after_429 >= 1000, "Retry-After: 1 honoured: the next request came {after_429} ms later");
+    let errors: Vec<(String, &str)> = letters(&dlq).await.into_iter().map(|l| (l.error, l.kind)).collect();
+    let mut errors = errors;
+    errors.sort();
+    assert_eq!(errors, vec![("HTTP 400".to_string(), "permanent"), ("HTTP 410".to_string(), "permanent")]);
+
+    let worker = Recipe::spawn(&redis, "webhooks", &["worker", "--subscriber-fixed"]);
+    let replayed = Recipe::run(&redis, "webhooks", &["replay"]).await;
+    assert!(replayed.contains("replayed 2 dead letter(s)"), "{replayed}");
+    worker.wait_output(&["delivery: event 4 delivered", "delivery: event 5 delivered"]).await;
+    let out = worker.stop().await;
+    assert_eq!(lines_starting(&out, "subscriber: ").len(), 2, "only the replayed events: {out}");
+    assert_eq!(dlq.count().await.unwrap(), 0);
+    cleanup(&redis, "webhooks").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_queue() {
+    let redis = redis();
+    let url = redis.url();
+    let workers: Vec<Recipe> =
+        ["w1", "w2", "w3"].iter().map(|w| Recipe::spawn(&redis, "task_queue", &["worker", w])).collect();
+    let display = Recipe::spawn(&redis, "task_queue", &["progress"]);
+    // Every worker has joined before the jobs come, so that they share them. (A member shows
+    // in XINFO CONSUMERS only once it has read something; its liveness deadline at once.)
+    let members = streamx::keys::member_deadlines("task_queue.jobs", "thumbnailers");
+    wait_until(LIMIT, "three members of `thumbnailers`", || async {
+        let out = redis.cli(&["ZRANGE", &members, "0", "-1"]).unwrap();
+        out.lines().filter(|m| !m.is_empty() && !m.starts_with("streamx:")).count() == 3
+    })
+    .await
+    .unwrap();
+    let published = Recipe::run(&redis, "task_queue", &["publish"]).await;
+    assert!(published.contains("enqueued 24 jobs"), "{published}");
+    let dlq = wait_dead_letters(&url, "task_queue.jobs", 1).await;
+    wait_drained(&url, "task_queue.jobs", "thumbnailers").await;
+    wait_drained(&url, "task_queue.progress", "display").await;
+
+    let mut done: BTreeMap<u64, (String, u32)> = BTreeMap::new();
+    for w in workers {
+        let out = w.stop().await;
+        for line in out.lines().filter(|l| l.contains(" done, ")) {
+            // "w1: job 4 done, 125x96 (attempt 1)"
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let attempt: u32 = words[6].trim_end_matches(')').parse().unwrap();
+            assert!(done
+                .insert(words[2].parse().unwrap(), (words[0].trim_end_matches(':').to_string(), attempt))
+                .is_none());
+        }
+    }
+    let expected: Vec<u64> = (1..=24).filter(|j| *j != 13).collect();
+    assert_eq!(done.keys().copied().collect::<Vec<_>>(), expected, "a thumbnail for every job but the corrupt one");
+    for (job, (_, attempt)) in &done {
+        assert_eq!(*attempt, if job % 7 == 3 { 2 } else { 1 }, "job {job}: jobs 3, 10, 17, 24 fail once");
+    }
+    let by: std::collections::BTreeSet<&str> = done.values().map(|(w, _)| w.as_str()).collect();
+    assert!(by.len() >= 2, "the jobs were shared: {by:?}");
+    let results = redis.cli(&["XLEN", "task_queue.results"]).unwrap();
+    assert_eq!(results.trim(), "23");
+    let progress = display.stop().await;
+    assert_eq!(
+        lines_starting(&progress, "progress: job").iter().filter(|l| l.contains("100%")).count(),
+        23,
+        "{progress}"
+    );
+    let letters = letters(&dlq).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].error, "photo-13-corrupt.jpg: not a JPEG");
+    cleanup(&redis, "task_queue").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log() {
+    let redis = redis();
+    let url = redis.url();
+    let worker = Recipe::spawn(&redis, "audit_log", &[]);
+    let recorded = Recipe::run(&redis, "audit_log", &["record"]).await;
+    let window: Vec<&str> = recorded
+        .lines()
+        .find_map(|l| l.strip_prefix("session 2: 3 events, query with "))
+        .unwrap_or_else(|| panic!("{recorded}"))
+        .split_whitespace()
+        .collect();
+    wait_drained(&url, "audit", "security").await;
+    worker.wait_output(&["security: ALERT bob deleted customer/3"]).await;
+    let out = worker.stop().await;
+    assert_eq!(out.matches("ALERT").count(), 1, "{out}");
+    assert_eq!(redis.cli(&["XLEN", "audit"]).unwrap().trim(), "9", "acknowledged entries stay in the stream");
+
+    let export = std::env::temp_dir().join(format!("streamx-audit-{}.jsonl", std::process::id()));
+    let mut args = window.clone();
+    args.insert(0, "query");
+    args.extend(["--export", export.to_str().unwrap()]);
+    let queried = Recipe::run(&redis, "audit_log", &args).await;
+    assert!(queried.contains("3 event(s) in the window"), "{queried}");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&export).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    std::fs::remove_file(&export).unwrap();
+    let actions: Vec<(&str, &str)> =
+        lines.iter().map(|l| (l["actor"].as_str().unwrap(), l["action"].as_str().unwrap())).collect();
+    assert_eq!(actions, vec![("bob", "login"), ("bob", "read"), ("bob", "delete")], "exactly the second session");
+    for line in &lines {
+        let id = line["id"].as_str().unwrap();
+        assert_eq!(id.split('-').next().unwrap(), line["at_ms"].to_string(), "the time is the id's");
+    }
+    cleanup(&redis, "audit_log").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics() {
+    let redis = redis();
+    let url = redis.url();
+    let worker = Recipe::spawn(&redis, "analytics", &[]);
+    let published = Recipe::run(&redis, "analytics", &["publish"]).await;
+    assert!(
+        published.contains("published 20000 page views to `analytics.page_views`: 19980 with a page, 20 without"),
+        "{published}"
+    );
+    let dlq = wait_dead_letters(&url, "analytics.page_views", 20).await;
+    wait_drained(&url, "analytics.page_views", "per-minute").await;
+    let out = worker.stop().await;
+    let summary = out.lines().find(|l| l.starts_with("counted ")).unwrap_or_else(|| panic!("{out}"));
+    let words: Vec<&str> = summary.split_whitespace().collect();
+    assert_eq!(words[1], "19980", "{summary}");
+    let writes: u64 = words[4].parse().unwrap();
+    assert!(writes <= 200, "{writes} writes for 20,000 views: batched");
+    let rows: Vec<&str> =
+        out.lines().filter(|l| l.ends_with(|c: char| c.is_ascii_digit()) && l.contains(" UTC ")).collect();
+    assert!(rows.len() >= 10, "a row per minute: {out}");
+    let per_row: u64 = rows
+        .iter()
+        .flat_map(|r| {
+            r.split("UTC")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .map(|c| c.split_whitespace().last().unwrap().parse::<u64>().unwrap())
+        })
+        .sum();
+    assert_eq!(per_row, 19_980, "the table adds up");
+    assert!(letters(&dlq).await.iter().all(|l| l.kind == "permanent" && l.error.contains("without a page")));
+    cleanup(&redis, "analytics").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_sourcing() {
+    let redis = redis();
+    let url = redis.url();
+    let projection = Recipe::spawn(&redis, "event_sourcing", &[]);
+    let out = Recipe::run(&redis, "event_sourcing", &["commands"]).await;
+    assert_eq!(out.matches(": appended ").count(), 9, "{out}");
+    assert!(
+        out.contains("Withdraw(\"acc-1\", 50000): refused: acc-1: cannot withdraw 50000, the balance is 13000"),
+        "{out}"
+    );
+    assert!(out.contains("snapshot of acc-1 at "), "{out}");
+    assert!(out.contains("Account { owner: Some(\"alice\"), balance: 12000, version: 4 }"), "{out}");
+
+    let loaded = Recipe::run(&redis, "event_sourcing", &["load", "acc-1"]).await;
+    let expected = "Account { owner: Some(\"alice\"), balance: 11000, version: 6 }";
+    assert!(loaded.contains(&format!("acc-1 replayed from the start: {expected}")), "{loaded}");
+    let from_snapshot = loaded.lines().find(|l| l.contains("from the snapshot")).unwrap();
+    assert!(from_snapshot.ends_with(expected), "snapshot + the events after it = the full replay: {loaded}");
+
+    wait_drained(&url, "bank.events", "balances").await;
+    let out = projection.stop().await;
+    let last = |account: &str| out.lines().rfind(|l| l.starts_with(&format!("balances: {account} is now ")));
+    assert_eq!(last("acc-1"), Some("balances: acc-1 is now 11000"), "{out}");
+    assert_eq!(last("acc-2"), Some("balances: acc-2 is now 0"), "{out}");
+    cleanup(&redis, "event_sourcing").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart() {
+    let redis = redis();
+    let out = Recipe::run(&redis, "quickstart", &[]).await;
+    assert!(out.contains("published 1000 orders in one pipelined batch"), "{out}");
+    assert!(out.contains("handled 1000 orders in "), "{out}");
+    assert!(out.contains("group `billing`: pending 0, lag Some(0)"), "{out}");
+    assert_eq!(redis.cli(&["XLEN", "quickstart.orders"]).unwrap().trim(), "1000");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_and_publish() {
+    let redis = redis();
+    let url = redis.url();
+    // Any free port for the worker's /metrics, not the default 9090.
+    let worker = Recipe::spawn_with(&redis, "worker", &[], &[("STREAMX_HTTP_ADDR", "127.0.0.1:0")]);
+    let out = Recipe::run(&redis, "publish", &["100"]).await;
+    assert!(out.starts_with("published 100 orders to `orders`"), "{out}");
+    wait_drained(&url, "orders", "billing").await;
+    wait_drained(&url, "orders", "shipping").await;
+    worker.stop().await;
+    assert_eq!(dead_letters(&url, "orders").await.count().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipe_refuses_an_unknown_command_and_redacts_the_redis_password() {
+    let redis = redis();
+    let mut bogus = Recipe::spawn(&redis, "notifications", &["bogus"]);
+    let status = bogus.child.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(bogus.stderr().trim(), "notifications: unknown command `bogus`: worker, publish or cleanup");
+
+    let mut down = Recipe::spawn_with(
+        &redis,
+        "notifications",
+        &["publish"],
+        &[("STREAMX_REDIS_URL", "redis://u:hunter2@127.0.0.1:1")],
+    );
+    let status = down.child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let err = down.stderr();
+    assert!(err.contains("notifications: cannot connect to Redis at redis://u:***@127.0.0.1:1"), "{err}");
+    assert!(!err.contains("hunter2") && !err.contains("panicked"), "{err}");
 }

@@ -13,11 +13,13 @@ Exit codes:
   0  success
   1  a Redis command failed (the message names the command and the key)
   2  invalid arguments or input: a bad option, URL, JSON payload, header or id
-  3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted
+  3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted,
+     or the connection broke during a command
   4  not found: unknown stream, group or dead letter
   5  permission denied: NOPERM (the message names the command and the key)
-  6  confirmation needed: more than one dead letter to replay or purge, no --yes, and
-     standard input is not a terminal (or the answer was no)";
+  6  confirmation needed: more than one dead letter to replay or purge (or a retry or
+     group to delete), no --yes, and standard input is not a terminal (or the answer
+     was no); or a consumer to remove looks alive and --force was not given";
 
 /// Operate streamx: inspect streams, groups and dead letters, tail and publish, replay,
 /// watch live with `top` or the web dashboard.
@@ -74,7 +76,8 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u64,
     },
-    /// Follow a stream (XREAD, no group): id, headers and payload of every new entry.
+    /// Follow a stream: id, headers and payload of every new entry (XREAD, no group, nothing
+    /// changes; or as a group member with --group).
     Tail(TailArgs),
     /// Publish one JSON payload, or every line of a JSON Lines file, in streamx's wire format.
     Publish(PublishArgs),
@@ -88,6 +91,18 @@ pub enum Command {
     Top(TopArgs),
     /// Serve the web dashboard: streams, groups, live charts, pending entries, dead letters.
     Dashboard(DashboardArgs),
+    /// The retry schedule of a group: list scheduled retries, run one now, delete one.
+    Retries {
+        /// What to do.
+        #[command(subcommand)]
+        command: RetriesCommand,
+    },
+    /// Consumer groups: create, delete, reset the position, remove a stopped consumer.
+    Group {
+        /// What to do.
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
 }
 
 /// `streamx tail`.
@@ -96,14 +111,42 @@ pub struct TailArgs {
     /// The stream key.
     pub stream: String,
     /// Start at this id (inclusive); `0` for the beginning. Default: only new entries.
-    #[arg(long, value_parser = parse_id_or_zero)]
+    #[arg(long, value_parser = parse_id_or_zero, conflicts_with_all = ["last", "since"])]
     pub from: Option<MessageId>,
+    /// Start with the last N entries already in the stream, then follow (unless --no-follow).
+    #[arg(long, value_name = "N", conflicts_with = "since")]
+    pub last: Option<u64>,
+    /// Start at the entries added since this long ago (`10m`, `2h`, `1d`): from the id
+    /// `<now - DURATION>-0`.
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub since: Option<Duration>,
     /// Stop after this many entries.
     #[arg(long)]
     pub count: Option<u64>,
-    /// Print what is there and stop instead of waiting for new entries.
+    /// Print what is there and stop instead of waiting for new entries (an unknown stream
+    /// is then an error, exit 4).
     #[arg(long)]
     pub no_follow: bool,
+    /// Print each entry with this line template instead of `id name=value ... payload`.
+    /// Placeholders: {id}, {time} (the id's time, RFC 3339), {stream}, {payload} (the `data`
+    /// field as text), {headers} (every `name=value`, space-separated), {h:NAME} (the value
+    /// of header NAME, empty when absent); `{{` and `}}` for braces. Values are printed with
+    /// control characters escaped.
+    #[arg(long, value_name = "TEMPLATE", value_parser = crate::template::Template::parse, conflicts_with = "json")]
+    pub format: Option<crate::template::Template>,
+    /// Read as a member of this consumer group (XREADGROUP ... >), from the group's
+    /// position instead of the stream's end. WITHOUT --ack THIS CHANGES THE GROUP: every
+    /// entry printed is delivered to the group and stays pending under --consumer (not
+    /// processed by the group's real consumers until claimed from it; see `streamx pending`).
+    #[arg(long, value_name = "GROUP", conflicts_with_all = ["from", "last", "since"])]
+    pub group: Option<String>,
+    /// The consumer name to read as, with --group (created in the group if new).
+    #[arg(long, value_name = "NAME", requires = "group", default_value = "streamx-tail")]
+    pub consumer: String,
+    /// With --group: acknowledge (XACK) every entry once printed, so it is done for the
+    /// group, as if a consumer had handled it.
+    #[arg(long, requires = "group")]
+    pub ack: bool,
 }
 
 /// `streamx publish`.
@@ -134,9 +177,8 @@ pub struct DlqSelection {
     /// Only the letters of this group.
     #[arg(long)]
     pub group: Option<String>,
-    /// Only the letters of this kind (error, permanent, panic, missing_payload,
-    /// payload_too_large, invalid_json, wrong_shape, delivery_limit, trimmed).
-    #[arg(long)]
+    /// Only the letters of this kind.
+    #[arg(long, value_parser = failure_kinds())]
     pub kind: Option<String>,
     /// At most this many letters (oldest first).
     #[arg(long, conflicts_with = "all")]
@@ -165,6 +207,14 @@ pub enum DlqCommand {
     Replay(DlqAction),
     /// Delete dead letters.
     Purge(DlqAction),
+    /// Every dead-letter stream (found among the streams by its letters' `dlq:stream`
+    /// field): its letters counted by origin stream, group and kind.
+    Overview {
+        /// Read at most this many letters per dead-letter stream (oldest first); the counts
+        /// then cover those. Default: every letter (the cost grows with the letters).
+        #[arg(long)]
+        limit: Option<u64>,
+    },
 }
 
 /// `dlq replay` and `dlq purge`: the letters by id, or a selection.
@@ -199,8 +249,20 @@ pub struct TopArgs {
 #[derive(Debug, Args)]
 pub struct DashboardArgs {
     /// The address to serve on (loopback unless you say otherwise; port 0 picks a free one).
+    /// A non-loopback address needs --token or --basic-auth (or --insecure-no-auth).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Serve a non-loopback address without a token or basic authentication: anyone who
+    /// can reach it sees every stream and can replay and purge dead letters. Prints a warning.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Also answer requests for this host name (`Host` header), e.g. the name a reverse
+    /// proxy or DNS gives the dashboard: `dash.example.com` (any port) or
+    /// `dash.example.com:8443`. Repeat for more. Without it only the listen address (and,
+    /// on loopback, localhost) is answered, so a web page cannot reach the dashboard
+    /// through a DNS name it controls (DNS rebinding).
+    #[arg(long = "allowed-host", value_name = "HOST[:PORT]")]
+    pub allowed_hosts: Vec<String>,
     /// Show, never change: no replay or purge (the server refuses them too).
     #[arg(long)]
     pub read_only: bool,
@@ -213,6 +275,134 @@ pub struct DashboardArgs {
     /// Time between samples for the charts.
     #[arg(long, default_value = "1s", value_parser = positive_duration)]
     pub sample_every: Duration,
+}
+
+/// `streamx retries ...`.
+#[derive(Debug, Subcommand)]
+pub enum RetriesCommand {
+    /// The scheduled retries of a group, soonest first: id, when due, attempts so far.
+    List {
+        /// The stream key.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+        /// Skip this many first (the soonest due).
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// Show each entry's payload too (one more read per entry).
+        #[arg(long)]
+        payloads: bool,
+    },
+    /// Make a scheduled retry due now: a running consumer of the group delivers it at its
+    /// next promotion tick.
+    Run {
+        /// The stream key.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// The entry's id.
+        id: MessageId,
+    },
+    /// Delete a scheduled retry: it is acknowledged, so the group never handles that entry
+    /// (other groups and the stream keep it).
+    Delete {
+        /// The stream key.
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// The entry's id.
+        id: MessageId,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `streamx group ...`.
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Create a consumer group.
+    Create {
+        /// The stream key.
+        stream: String,
+        /// The group's name.
+        group: String,
+        /// Where it starts: `0` (every entry), `$` (only new ones), an id (entries after
+        /// it) or an RFC 3339 time (`2026-12-07T10:00:00Z`: entries added from then on).
+        #[arg(long, default_value = "$", value_parser = crate::commands::group::parse_start)]
+        from: streamx_runtime::admin::GroupStart,
+        /// Create the stream (empty) if it does not exist.
+        #[arg(long)]
+        mkstream: bool,
+    },
+    /// Delete a consumer group with its retry schedule, heartbeats, take-over marks and
+    /// member deadlines (its dead letters stay). Stop its consumers first.
+    Delete {
+        /// The stream key.
+        stream: String,
+        /// The group.
+        group: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Move a group's position (XGROUP SETID), like kafka-consumer-groups --reset-offsets;
+    /// prints how many entries it delivers again or skips.
+    Reset(GroupResetArgs),
+    /// Remove a stopped consumer: its pending entries go to the group's retry schedule,
+    /// due now (a running member delivers them), then the consumer is deleted.
+    RemoveConsumer {
+        /// The stream key.
+        stream: String,
+        /// The group.
+        group: String,
+        /// The consumer.
+        consumer: String,
+        /// Remove it even if it looks alive (its entries may then run twice).
+        #[arg(long)]
+        force: bool,
+        /// A consumer that read, claimed or beat within this long looks alive.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        alive_within: Duration,
+    },
+}
+
+/// `streamx group reset`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true)))]
+pub struct GroupResetArgs {
+    /// The stream key.
+    pub stream: String,
+    /// The group.
+    pub group: String,
+    /// Just after this id: the next delivery is the first entry after it.
+    #[arg(long, group = "target")]
+    pub to_id: Option<MessageId>,
+    /// To this time (RFC 3339, `2026-12-07T10:00:00Z`): entries added from then on are
+    /// delivered.
+    #[arg(long, group = "target", value_parser = crate::commands::group::parse_time_ms)]
+    pub to_datetime: Option<u64>,
+    /// To the beginning: every entry is delivered again.
+    #[arg(long, group = "target")]
+    pub to_earliest: bool,
+    /// To the end: every entry is skipped.
+    #[arg(long, group = "target")]
+    pub to_latest: bool,
+    /// This long before now (`1h`, `30m`), on the Redis clock.
+    #[arg(long, group = "target", value_parser = humantime::parse_duration)]
+    pub by_duration: Option<Duration>,
+    /// Print what the reset would do, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// The dead-letter kinds `--kind` accepts (and lists in its help): every
+/// [`FailureKind`](streamx_runtime::FailureKind).
+fn failure_kinds() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(streamx_runtime::FailureKind::ALL.map(|k| k.as_str()))
 }
 
 /// A header given as `name=value`.
@@ -260,5 +450,14 @@ mod tests {
         assert!(parse_id_or_zero("x").is_err());
         assert_eq!(positive_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(positive_duration("0s").is_err());
+    }
+
+    #[test]
+    fn kind_help_lists_every_failure_kind() {
+        let mut cmd = Cli::command();
+        let help = cmd.find_subcommand_mut("dlq").unwrap().find_subcommand_mut("list").unwrap().render_long_help();
+        for kind in streamx_runtime::FailureKind::ALL {
+            assert!(help.to_string().contains(kind.as_str()), "{kind:?} missing from {help}");
+        }
     }
 }

@@ -16,7 +16,39 @@ pub async fn confirm(action: &'static str, count: u64, what: &str, yes: bool) ->
     if !std::io::stdin().is_terminal() {
         return Err(CliError::ConfirmationRequired { action, count });
     }
-    let question = format!("{action} {count} dead letters of {what}? [y/N] ");
+    let question = format!("{action} {count} dead letters of {}? [y/N] ", crate::output::printable(what));
+    if ask(question).await? {
+        Ok(())
+    } else {
+        Err(CliError::NotConfirmed { action })
+    }
+}
+
+/// Asks on the terminal whether to `what` (one change that cannot be undone: deleting a
+/// group, a scheduled retry). `yes` needs no question; without a terminal to ask on, the
+/// answer is no ([`CliError::Refused`]).
+pub async fn confirm_one(what: &str, yes: bool) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::Refused {
+            what: what.to_string(),
+            reason: "standard input is not a terminal".to_string(),
+            flag: "--yes",
+        });
+    }
+    let question = format!("{}? [y/N] ", crate::output::printable(what));
+    if ask(question).await? {
+        Ok(())
+    } else {
+        Err(CliError::NotConfirmed { action: "change" })
+    }
+}
+
+/// Asks `question` on standard error and reads the answer from standard input: true for
+/// `y` or `yes`.
+async fn ask(question: String) -> Result<bool> {
     let answer = tokio::task::spawn_blocking(move || {
         let mut stderr = std::io::stderr();
         let _ = write!(stderr, "{question}");
@@ -27,10 +59,7 @@ pub async fn confirm(action: &'static str, count: u64, what: &str, yes: bool) ->
     .await
     .map_err(|e| CliError::Io { what: "reading the answer".to_string(), source: std::io::Error::other(e) })?
     .map_err(|source| CliError::Io { what: "reading the answer".to_string(), source })?;
-    match answer.trim().to_ascii_lowercase().as_str() {
-        "y" | "yes" => Ok(()),
-        _ => Err(CliError::NotConfirmed { action }),
-    }
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 /// Progress of a long operation on standard error: a bar on a terminal, else a line at

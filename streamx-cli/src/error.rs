@@ -6,9 +6,27 @@ use std::process::ExitCode;
 /// A failed command.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// From streamx: connecting, a Redis command, a publish.
+    /// From streamx: a Redis command, a publish, a bad URL.
     #[error(transparent)]
-    Streamx(#[from] streamx_runtime::Error),
+    Streamx(streamx_runtime::Error),
+    /// Redis cannot be reached: the runtime's connect error, told as a sentence.
+    #[error("cannot connect to Redis at {url}: {reason}")]
+    Connect {
+        /// The URL, its password redacted.
+        url: String,
+        /// What went wrong, as a sentence (`Connection refused`).
+        reason: String,
+    },
+    /// The connection to Redis broke during a command.
+    #[error("Redis {command} on `{key}` failed: the connection to Redis failed: {reason}")]
+    Disconnected {
+        /// The command.
+        command: &'static str,
+        /// The key it addressed.
+        key: String,
+        /// What went wrong, as a sentence.
+        reason: String,
+    },
     /// The stream does not exist.
     #[error("unknown stream `{stream}`: no such key")]
     UnknownStream {
@@ -61,6 +79,22 @@ pub enum CliError {
         /// How many letters.
         count: u64,
     },
+    /// Something else the command acts on does not exist: a scheduled retry, a consumer.
+    #[error("{what}")]
+    NotFound {
+        /// What is missing, e.g. ``no retry 5-0 scheduled in `{orders}:retries:billing` ``.
+        what: String,
+    },
+    /// A change that needs `--yes` (or `--force`) and did not get it.
+    #[error("refusing to {what} without confirmation: {reason}; pass {flag} to confirm")]
+    Refused {
+        /// What was to be done, e.g. ``delete group `billing` of `orders` ``.
+        what: String,
+        /// Why it was not done.
+        reason: String,
+        /// The flag that confirms it.
+        flag: &'static str,
+    },
     /// The operator answered no.
     #[error("{action} cancelled: not confirmed")]
     NotConfirmed {
@@ -105,14 +139,50 @@ impl CliError {
         match self {
             CliError::Streamx(e) if is_no_permission(e) => exit::PERMISSION,
             CliError::Streamx(E::Connect { .. } | E::Tls { .. }) => exit::CONNECT,
+            CliError::Connect { .. } | CliError::Disconnected { .. } => exit::CONNECT,
             CliError::Streamx(E::InvalidUrl { .. } | E::TlsNotEnabled { .. } | E::Encode { .. }) => exit::USAGE,
             CliError::Streamx(_) | CliError::Io { .. } => exit::FAILURE,
-            CliError::UnknownStream { .. } | CliError::UnknownGroup { .. } | CliError::UnknownDeadLetter { .. } => {
-                exit::NOT_FOUND
-            }
+            CliError::UnknownStream { .. }
+            | CliError::UnknownGroup { .. }
+            | CliError::UnknownDeadLetter { .. }
+            | CliError::NotFound { .. } => exit::NOT_FOUND,
             CliError::InvalidInput { .. } | CliError::Read { .. } => exit::USAGE,
-            CliError::ConfirmationRequired { .. } | CliError::NotConfirmed { .. } => exit::NOT_CONFIRMED,
+            CliError::ConfirmationRequired { .. } | CliError::NotConfirmed { .. } | CliError::Refused { .. } => {
+                exit::NOT_CONFIRMED
+            }
         }
+    }
+}
+
+impl From<streamx_runtime::Error> for CliError {
+    /// Keeps the runtime's error, except that a failure to reach Redis is told as a
+    /// sentence rather than the I/O error's debug text (`Os { code: 111, .. }`).
+    fn from(e: streamx_runtime::Error) -> Self {
+        use streamx_runtime::Error as E;
+        match e {
+            E::Connect { url, source } => CliError::Connect { url, reason: sentence(&source) },
+            E::Redis { command, key, source } if *source.kind() == fred::error::ErrorKind::IO => {
+                CliError::Disconnected { command, key, reason: sentence(&source) }
+            }
+            other => CliError::Streamx(other),
+        }
+    }
+}
+
+/// A client error as a sentence: the message inside an I/O error's debug text
+/// (`Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }` gives
+/// `Connection refused`), else the error's details.
+fn sentence(e: &fred::error::Error) -> String {
+    let details = e.details();
+    let quoted = |field: &str| {
+        let start = details.find(field)? + field.len();
+        let end = details[start..].find('"')? + start;
+        Some(details[start..end].to_string())
+    };
+    match quoted("message: \"").or_else(|| quoted("error: \"")) {
+        Some(message) => message,
+        None if details.is_empty() => e.to_string(),
+        None => details.to_string(),
     }
 }
 
@@ -131,7 +201,7 @@ fn is_no_permission(e: &streamx_runtime::Error) -> bool {
 /// A Redis command of the CLI's own failed: the same error as the engine's, naming the
 /// command and the key.
 pub fn redis(command: &'static str, key: impl Into<String>, source: fred::error::Error) -> CliError {
-    CliError::Streamx(streamx_runtime::Error::Redis { command, key: key.into(), source })
+    CliError::from(streamx_runtime::Error::Redis { command, key: key.into(), source })
 }
 
 /// A `Result` whose error is [`CliError`].
@@ -152,5 +222,19 @@ mod tests {
         assert!(e.to_string().contains("XINFO STREAM on `payments`"), "{e}");
         let other = redis("XLEN", "k", fred::error::Error::new(fred::error::ErrorKind::Unknown, "WRONGTYPE Operation"));
         assert_eq!(other.code(), exit::FAILURE);
+    }
+
+    #[test]
+    fn io_errors_are_sentences() {
+        let io = fred::error::Error::new(
+            fred::error::ErrorKind::IO,
+            r#"Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#,
+        );
+        let e = CliError::from(streamx_runtime::Error::Connect { url: "redis://h:1".to_string(), source: io.clone() });
+        assert_eq!(e.to_string(), "cannot connect to Redis at redis://h:1: Connection refused");
+        assert_eq!(e.code(), exit::CONNECT);
+        let lost = redis("XREAD", "s", io);
+        assert_eq!(lost.code(), exit::CONNECT);
+        assert!(!lost.to_string().contains("Os {"), "{lost}");
     }
 }

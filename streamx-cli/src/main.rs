@@ -15,6 +15,7 @@ mod error;
 mod output;
 mod overview;
 mod rates;
+mod template;
 
 use cli::{Cli, Command};
 use connection::Connection;
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", output::printable(&e.to_string()));
             e.exit_code()
         }
     }
@@ -54,5 +55,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dlq { command } => commands::dlq::run(&conn, command, json).await,
         Command::Top(args) => commands::top::top(&conn, args, json).await,
         Command::Dashboard(args) => dashboard::serve(conn, args).await,
+        Command::Retries { command } => commands::retries::run(&conn, command, json).await,
+        Command::Group { command } => commands::group::run(&conn, command, json).await,
     }
 }

@@ -1,33 +1,129 @@
-//! How results are printed: tables for people, JSON for scripts.
+//! How results are printed: tables and lines for people (every value from Redis through
+//! [`printable`], colour only on a terminal), JSON for scripts.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::time::Duration;
 
-use comfy_table::{presets, ContentArrangement, Table};
+use comfy_table::{presets, Attribute, Cell, ContentArrangement, Table};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 /// A table with these column headers and rows, sized to the terminal when there is one.
+/// Every cell is shown through [`printable`]; the headers are bold when [`colour`] allows.
 pub fn table<R, C>(headers: &[&str], rows: R) -> Table
 where
     R: IntoIterator<Item = Vec<C>>,
-    C: Into<comfy_table::Cell>,
+    C: AsRef<str>,
 {
     let mut table = facts(rows);
-    table.load_preset(HEADER_LINE_ONLY).set_header(headers.to_vec());
+    let bold = colour();
+    let headers = headers.iter().map(|h| if bold { Cell::new(h).add_attribute(Attribute::Bold) } else { Cell::new(h) });
+    table.load_preset(HEADER_LINE_ONLY).set_header(headers.collect::<Vec<_>>());
     table
 }
 
-/// A table without headers: `name  value` lines.
+/// A table without headers: `name  value` lines, every cell through [`printable`].
 pub fn facts<R, C>(rows: R) -> Table
 where
     R: IntoIterator<Item = Vec<C>>,
-    C: Into<comfy_table::Cell>,
+    C: AsRef<str>,
 {
     let mut table = Table::new();
     table.load_preset(presets::NOTHING).set_content_arrangement(ContentArrangement::Dynamic);
+    if colour() {
+        table.enforce_styling();
+    } else {
+        table.force_no_tty();
+    }
     for row in rows {
-        table.add_row(row);
+        table.add_row(row.iter().map(|cell| Cell::new(printable(cell.as_ref()))).collect::<Vec<_>>());
     }
     table
+}
+
+/// Whether to write ANSI colours and styles: only when standard output is a terminal and
+/// `NO_COLOR` is unset or empty (<https://no-color.org>).
+pub fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// `text` safe to write to a terminal: every control character (C0, DEL, C1) and every
+/// bidirectional override is shown escaped (`\n`, `\r`, `\t`, `\e` for ESC, `\x7f`,
+/// `\u{202e}`), so content from Redis (stream and consumer names, payloads, errors,
+/// headers) can neither split a line nor send escape sequences to the operator's terminal.
+/// Everything else is kept, backslashes included. JSON output does not need it: JSON
+/// escapes control characters itself.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{1b}' => out.push_str("\\e"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Control characters (C0, DEL, C1) and the bidirectional embeddings, overrides and
+/// isolates, which reorder what a terminal shows.
+fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A payload for JSON output: `Ok` with the JSON exactly as published (keys in their
+/// order, numbers as written) when it is JSON, made one line when it spans several so JSON
+/// Lines stay one entry per line; `Err` with the text (invalid UTF-8 replaced) when it is
+/// not JSON.
+pub fn json_payload(bytes: &[u8]) -> Result<Box<RawValue>, String> {
+    let text = String::from_utf8_lossy(bytes);
+    let raw = match std::str::from_utf8(bytes) {
+        Ok(text) => RawValue::from_string(text.trim().to_string()),
+        Err(_) => return Err(text.into_owned()),
+    };
+    match raw {
+        Ok(raw) if raw.get().contains(['\n', '\r']) => {
+            RawValue::from_string(one_line(raw.get())).map_err(|_| text.into_owned())
+        }
+        Ok(raw) => Ok(raw),
+        Err(_) => Err(text.into_owned()),
+    }
+}
+
+/// Valid JSON without the whitespace between its tokens (strings untouched).
+fn one_line(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !c.is_ascii_whitespace() {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// No borders, a line under the header (comfy-table's preset characters; a space draws
@@ -52,6 +148,14 @@ pub fn print_json_line<T: Serialize + ?Sized>(value: &T) {
 /// An optional number, or `-`.
 pub fn or_dash<T: ToString>(value: Option<T>) -> String {
     value.map(|v| v.to_string()).unwrap_or_else(|| "-".to_string())
+}
+
+/// A group's lag: `-` when unknown, `~N` when estimated.
+pub fn lag(lag: Option<u64>, estimated: bool) -> String {
+    match lag {
+        Some(lag) if estimated => format!("~{lag}"),
+        lag => or_dash(lag),
+    }
 }
 
 /// A duration in milliseconds, short and readable: `850ms`, `12.4s`, `3m 20s`, `2h 5m`.
@@ -88,5 +192,25 @@ mod tests {
         assert_eq!(shorten("abcdef", 4), "abc…");
         assert_eq!(shorten("abc", 4), "abc");
         assert_eq!(or_dash(None::<u64>), "-");
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("orders"), "orders");
+        assert_eq!(printable("a\nb\r\t"), "a\\nb\\r\\t");
+        assert_eq!(printable("\u{1b}[2J\u{7f}\u{0}"), "\\e[2J\\x7f\\x00");
+        assert_eq!(printable("\u{9b}31m \u{202e}txt"), "\\u{9b}31m \\u{202e}txt");
+        assert_eq!(printable("é ü \\ ok"), "é ü \\ ok");
+    }
+
+    #[test]
+    fn json_payloads_keep_their_order_on_one_line() {
+        assert_eq!(json_payload(br#"{"z":1,"a":[2, 1.50]}"#).unwrap().get(), r#"{"z":1,"a":[2, 1.50]}"#);
+        assert_eq!(
+            json_payload(b"{\n  \"z\": \"a b\\\"\\n\",\n  \"a\": 1\n}").unwrap().get(),
+            r#"{"z":"a b\"\n","a":1}"#
+        );
+        assert_eq!(json_payload(b"not json").unwrap_err(), "not json");
+        assert_eq!(json_payload(b"\xff").unwrap_err(), "\u{fffd}");
     }
 }

@@ -88,8 +88,11 @@ pub struct GroupOverview {
     pub consumers: u64,
     /// Entries delivered and not acknowledged (scheduled retries included).
     pub pending: u64,
-    /// Entries not yet delivered to the group; `None` when Redis cannot tell.
+    /// Entries not yet delivered to the group; estimated when Redis cannot tell (see
+    /// `lag_estimated`).
     pub lag: Option<u64>,
+    /// True when `lag` is the runtime's estimate (`streamx_runtime::estimate_lag`).
+    pub lag_estimated: bool,
     /// Entries the group has read.
     pub entries_read: Option<u64>,
     /// The last id delivered to the group.
@@ -103,6 +106,7 @@ impl From<GroupInfo> for GroupOverview {
             consumers: g.consumers,
             pending: g.pending,
             lag: g.lag,
+            lag_estimated: g.lag_estimated,
             entries_read: g.entries_read,
             last_delivered_id: g.last_delivered_id,
         }
@@ -112,6 +116,12 @@ impl From<GroupInfo> for GroupOverview {
 /// The time in an id, RFC 3339 with milliseconds.
 pub fn id_time(id: MessageId) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(id.millis())).to_string()
+}
+
+/// Every stream key, dead-letter streams included, sorted: a whole pass of `SCAN ... TYPE
+/// stream` on every master (one call per 1,000 keys; see [`Discovery::scan_all`]).
+pub async fn stream_keys(conn: &Connection) -> Result<Vec<String>> {
+    Discovery::new().scan_all(conn).await
 }
 
 /// `stream` now; `None` when it does not exist (or is not a stream).

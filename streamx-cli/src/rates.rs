@@ -85,6 +85,7 @@ mod tests {
             consumers: 1,
             pending,
             lag: Some(0),
+            lag_estimated: false,
             entries_read: Some(read),
             last_delivered_id: None,
         };

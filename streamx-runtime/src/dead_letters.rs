@@ -33,7 +33,11 @@ use fred::types::Value;
 use crate::error::{Error, Result};
 use crate::handler::FailureKind;
 use crate::message::{Headers, MessageId};
-use crate::wire::{field, parse_entries, split_entry, value_bytes, Field, HEADER_PREFIX};
+use crate::wire::{field, parse_entries, split_entry, value_bytes, Field};
+
+mod replay;
+
+pub use replay::{Replayed, REPLAY_GROUP_HEADER};
 
 /// Prefix of the fields a dead-letter entry adds.
 pub const DLQ_FIELD_PREFIX: &str = "dlq:";
@@ -105,31 +109,6 @@ return 0
 /// Entries with more fields than this are dead-lettered by the client (see [`MOVE_SCRIPT`]):
 /// `unpack` fails at about 8,000 values, and the dead letter adds 16.
 const WIDE_ENTRY_FIELDS: usize = 7_900;
-
-static REPLAY_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
-        r#"
--- KEYS: dead-letter stream, origin stream; ARGV: dead-letter id, replayed-from header field
-local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-if not found[1] then return false end
-local fields = found[1][2]
-local out = {}
-local origin = nil
-for i = 1, #fields, 2 do
-  local k = fields[i]
-  if k == 'dlq:stream' then origin = fields[i + 1] end
-  if string.sub(k, 1, 4) ~= 'dlq:' and k ~= ARGV[2] then
-    table.insert(out, k); table.insert(out, fields[i + 1])
-  end
-end
-if origin ~= KEYS[2] then return redis.error_reply('STREAMX origin mismatch') end
-table.insert(out, ARGV[2]); table.insert(out, ARGV[1])
-local id = redis.call('XADD', KEYS[2], '*', unpack(out))
-redis.call('XDEL', KEYS[1], ARGV[1])
-return id
-"#,
-    )
-});
 
 /// Counts and deletes a stream in one step, so the count is exactly what was deleted.
 static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
@@ -431,10 +410,10 @@ impl DeadLetters {
         Ok(raw_entries(reply).into_iter().next().map(|(id, f)| DeadLetter::from_fields(id, f)))
     }
 
-    /// Puts one dead letter back on its origin stream (payload, headers and other fields
-    /// intact, plus the header `streamx-replayed-from: <dead-letter id>`) and removes it from
-    /// the dead-letter stream, atomically. Returns the new id on the origin stream, or `None`
-    /// if no such dead letter exists.
+    /// Replays one dead letter to the group that gave up on it, and no other (see
+    /// [`replay_letters`](Self::replay_letters)). Returns the id the group gets the message
+    /// under (the original entry's, or a new one when the entry was trimmed), or `None` if
+    /// no such dead letter exists.
     pub async fn replay(&self, id: MessageId) -> Result<Option<MessageId>> {
         match self.get(id).await? {
             Some(letter) => self.replay_letter(&letter).await,
@@ -442,47 +421,30 @@ impl DeadLetters {
         }
     }
 
-    /// Moves `letter` (as [listed](Self::list)) back to its origin stream, like
-    /// [`replay`](Self::replay) without reading it again: one atomic script. Returns the new
-    /// id on the origin stream, or `None` if the letter is gone meanwhile (replayed or
-    /// purged by someone else).
+    /// Replays `letter` (as [listed](Self::list)) like [`replay`](Self::replay), without
+    /// reading it again. Returns `None` if the letter is gone meanwhile (replayed or purged
+    /// by someone else).
     pub async fn replay_letter(&self, letter: &DeadLetter) -> Result<Option<MessageId>> {
-        let header_field = format!("{HEADER_PREFIX}{REPLAYED_FROM_HEADER}");
-        let reply: Value = REPLAY_SCRIPT
-            .evalsha_with_reload(
-                &self.client,
-                vec![self.stream.clone(), letter.origin_stream.clone()],
-                vec![letter.id.to_string(), header_field],
-            )
-            .await
-            .map_err(|e| Error::redis("EVALSHA (dead-letter replay)", &self.stream, e))?;
-        let replayed = value_bytes(reply).and_then(|b| MessageId::parse_bytes(&b));
-        if replayed.is_some() {
-            crate::observe::dead_letter_replayed(&letter.origin_stream);
-        }
-        Ok(replayed)
+        let outcomes = self.replay_letters(std::slice::from_ref(letter)).await?;
+        Ok(outcomes.first().and_then(|o| o.id()))
     }
 
-    /// Replays every dead letter present when the call starts, oldest first, one atomic
-    /// move at a time (an interruption leaves each letter either replayed or still here).
-    /// Returns how many were replayed.
+    /// Replays every dead letter present when the call starts, oldest first, each to its
+    /// group (see [`replay_letters`](Self::replay_letters)); an interruption leaves each
+    /// letter either replayed or still here. Returns how many were replayed.
     pub async fn replay_all(&self) -> Result<u64> {
         let mut replayed = 0;
         let mut after = None;
         let end = self.last_id().await?;
         loop {
-            let (letters, next) = self.page(after, 100).await?;
-            for letter in &letters {
-                if end.is_some_and(|end| letter.id > end) {
-                    return Ok(replayed);
-                }
-                if self.replay_letter(letter).await?.is_some() {
-                    replayed += 1;
-                }
-            }
+            let (mut letters, next) = self.page(after, 100).await?;
+            let past_end = end.is_none_or(|end| letters.iter().any(|l| l.id > end));
+            letters.retain(|l| end.is_some_and(|end| l.id <= end));
+            let outcomes = self.replay_letters(&letters).await?;
+            replayed += outcomes.iter().filter(|o| o.id().is_some()).count() as u64;
             match next {
-                Some(next) => after = Some(next),
-                None => return Ok(replayed),
+                Some(next) if !past_end => after = Some(next),
+                _ => return Ok(replayed),
             }
         }
     }

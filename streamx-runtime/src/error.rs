@@ -65,6 +65,16 @@ pub enum Error {
         #[source]
         source: fred::error::Error,
     },
+    /// A dead letter could not be replayed; it is still in its dead-letter stream.
+    #[error("cannot replay dead letter {letter} of `{dlq}`: {reason}")]
+    Replay {
+        /// The dead-letter stream.
+        dlq: String,
+        /// The letter's id there.
+        letter: String,
+        /// Why.
+        reason: String,
+    },
     /// A durable publish was written but fewer replicas than asked confirmed it in time.
     #[error(
         "publish to `{stream}` reached {acked} replica(s) of the {wanted} required; it may not survive a failover"

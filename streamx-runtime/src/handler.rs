@@ -140,22 +140,24 @@ impl FailureKind {
         }
     }
 
+    /// Every kind, in the order of [`FailureKind::as_str`]'s documentation: the one list
+    /// that parsing and the command line's help are derived from.
+    pub const ALL: [FailureKind; 10] = [
+        FailureKind::Error,
+        FailureKind::Permanent,
+        FailureKind::Panic,
+        FailureKind::MissingPayload,
+        FailureKind::PayloadTooLarge,
+        FailureKind::InvalidJson,
+        FailureKind::WrongShape,
+        FailureKind::DeliveryLimit,
+        FailureKind::Trimmed,
+        FailureKind::Timeout,
+    ];
+
     /// Parses [`FailureKind::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            FailureKind::Error,
-            FailureKind::Permanent,
-            FailureKind::Panic,
-            FailureKind::MissingPayload,
-            FailureKind::PayloadTooLarge,
-            FailureKind::InvalidJson,
-            FailureKind::WrongShape,
-            FailureKind::DeliveryLimit,
-            FailureKind::Trimmed,
-            FailureKind::Timeout,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     /// True for kinds decided before the handler ran (bad input): never retried.

@@ -9,13 +9,16 @@ use crate::connection::{tool_client, RedisUrl};
 use crate::error::{Error, Result};
 use crate::message::MessageId;
 use crate::wire::value_bytes;
+use crate::worker::{SCHEDULED_CONSUMER, SUSPECTS_CONSUMER};
 
 /// One consumer group of a stream, as XINFO GROUPS reports it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupInfo {
     /// The group name.
     pub name: String,
-    /// Consumers known to the group.
+    /// Consumers of the group: XINFO GROUPS's count without streamx's placeholder members
+    /// ([`SCHEDULED_CONSUMER`], [`SUSPECTS_CONSUMER`]), which hold entries but consume
+    /// nothing.
     pub consumers: u64,
     /// Entries delivered and not yet acknowledged.
     pub pending: u64,
@@ -23,8 +26,12 @@ pub struct GroupInfo {
     pub last_delivered_id: Option<MessageId>,
     /// Entries the group has read (Redis 7+).
     pub entries_read: Option<u64>,
-    /// Entries not yet delivered to the group (Redis 7+; `None` when Redis cannot tell).
+    /// Entries not yet delivered to the group (Redis 7+). When Redis cannot tell,
+    /// [`Inspector::groups`] gives [`estimate_lag`]'s estimate and sets `lag_estimated`;
+    /// `None` only when not even that is known.
     pub lag: Option<u64>,
+    /// True when `lag` is [`estimate_lag`]'s estimate rather than Redis's figure.
+    pub lag_estimated: bool,
 }
 
 /// One consumer of a group, as XINFO CONSUMERS reports it.
@@ -77,7 +84,7 @@ pub struct PendingSummary {
 /// ```
 #[derive(Clone)]
 pub struct Inspector {
-    client: Client,
+    pub(crate) client: Client,
 }
 
 impl Inspector {
@@ -113,7 +120,9 @@ impl Inspector {
         crate::stream_names::registered(&self.client).await
     }
 
-    /// The groups of `stream` (empty when the stream does not exist).
+    /// The groups of `stream` (empty when the stream does not exist), their consumers
+    /// counted without streamx's placeholder members (one XINFO CONSUMERS per group that
+    /// has any), and a lag Redis cannot tell estimated (one XINFO STREAM, only then).
     pub async fn groups(&self, stream: &str) -> Result<Vec<GroupInfo>> {
         let reply: Result<Value, _> = self.client.xinfo_groups(stream).await;
         let reply = match reply {
@@ -121,7 +130,41 @@ impl Inspector {
             Err(e) if e.details().contains("no such key") => return Ok(Vec::new()),
             Err(e) => return Err(Error::redis("XINFO GROUPS", stream, e)),
         };
-        Ok(reply.into_array().into_iter().map(parse_group).collect())
+        let mut groups: Vec<GroupInfo> = reply.into_array().into_iter().map(parse_group).collect();
+        for group in groups.iter_mut().filter(|g| g.consumers > 0) {
+            group.consumers = self.consumers(stream, &group.name).await?.len() as u64;
+        }
+        if groups.iter().any(|g| g.lag.is_none()) {
+            if let Some(counters) = self.stream_counters(stream).await? {
+                for group in groups.iter_mut().filter(|g| g.lag.is_none()) {
+                    group.lag = Some(estimate_lag(group, &counters));
+                    group.lag_estimated = true;
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    /// The counters of `stream` (XINFO STREAM), `None` when it does not exist.
+    pub async fn stream_counters(&self, stream: &str) -> Result<Option<StreamCounters>> {
+        let reply: Result<Value, _> = self.client.xinfo_stream(stream, false, None).await;
+        let reply = match reply {
+            Ok(v) => v,
+            Err(e) if e.details().contains("no such key") => return Ok(None),
+            Err(e) => return Err(Error::redis("XINFO STREAM", stream, e)),
+        };
+        let mut counters = StreamCounters::default();
+        for (k, v) in pairs(reply) {
+            match k.as_str() {
+                "length" => counters.length = v.as_u64().unwrap_or(0),
+                "entries-added" => counters.entries_added = known(&v),
+                "last-generated-id" => {
+                    counters.last_generated_id = value_bytes(v).and_then(|b| MessageId::parse_bytes(&b))
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(counters))
     }
 
     /// The group `group` of `stream`, if it exists.
@@ -129,8 +172,16 @@ impl Inspector {
         Ok(self.groups(stream).await?.into_iter().find(|g| g.name == group))
     }
 
-    /// The consumers of `group` on `stream`.
+    /// The consumers of `group` on `stream`, without streamx's placeholder members (see
+    /// [`is_placeholder_consumer`]).
     pub async fn consumers(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
+        let all = self.consumers_and_placeholders(stream, group).await?;
+        Ok(all.into_iter().filter(|c| !is_placeholder_consumer(&c.name)).collect())
+    }
+
+    /// The consumers of `group` on `stream` as XINFO CONSUMERS lists them, placeholders
+    /// included.
+    pub(crate) async fn consumers_and_placeholders(&self, stream: &str, group: &str) -> Result<Vec<ConsumerInfo>> {
         let reply: Value =
             self.client.xinfo_consumers(stream, group).await.map_err(|e| Error::redis("XINFO CONSUMERS", stream, e))?;
         Ok(parse_consumers(reply))
@@ -189,6 +240,47 @@ impl Inspector {
                 _ => return Ok(out),
             }
         }
+    }
+}
+
+/// True for the group members streamx creates to hold entries rather than to consume:
+/// [`SCHEDULED_CONSUMER`] (scheduled retries) and [`SUSPECTS_CONSUMER`] (crash suspects).
+/// They are not counted or listed as consumers by the [`Inspector`].
+pub fn is_placeholder_consumer(name: &str) -> bool {
+    name == SCHEDULED_CONSUMER || name == SUSPECTS_CONSUMER
+}
+
+/// A stream's counters, as XINFO STREAM reports them: what [`estimate_lag`] needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    /// Entries in the stream now.
+    pub length: u64,
+    /// Entries ever added (Redis 7+).
+    pub entries_added: Option<u64>,
+    /// The id of the last entry added.
+    pub last_generated_id: Option<MessageId>,
+}
+
+/// The lag of `group` when Redis cannot tell it (XINFO GROUPS `lag` is nil: entries were
+/// deleted inside the unread range, or the group's read counter is unknown, as for a group
+/// created at `$`), from the stream's counters: the entries added minus those the group
+/// read when its read counter is known; else 0 when the group has read up to the last
+/// entry; else the whole stream's length (an upper bound). The group's lag gauge and the
+/// command line's `info`, `streams` and `top` use this one estimate.
+///
+/// ```
+/// use streamx_runtime::{estimate_lag, GroupInfo, MessageId, StreamCounters};
+/// let stream = StreamCounters { length: 3, entries_added: Some(3), last_generated_id: Some(MessageId::new(9, 0)) };
+/// let at_end = GroupInfo { last_delivered_id: Some(MessageId::new(9, 0)), ..GroupInfo::default() };
+/// assert_eq!(estimate_lag(&at_end, &stream), 0);
+/// let behind = GroupInfo { last_delivered_id: Some(MessageId::new(5, 0)), ..GroupInfo::default() };
+/// assert_eq!(estimate_lag(&behind, &stream), 3);
+/// ```
+pub fn estimate_lag(group: &GroupInfo, stream: &StreamCounters) -> u64 {
+    match (group.entries_read, stream.entries_added) {
+        (Some(read), Some(added)) => added.saturating_sub(read),
+        _ if group.last_delivered_id.is_some() && group.last_delivered_id == stream.last_generated_id => 0,
+        _ => stream.length,
     }
 }
 
@@ -316,6 +408,20 @@ mod tests {
         assert_eq!(summary.consumers, vec![("w1".to_string(), 2), ("w2".to_string(), 1)]);
         let empty = parse_pending_summary(Value::Array(vec![Value::Integer(0), Value::Null, Value::Null, Value::Null]));
         assert_eq!(empty, PendingSummary::default());
+    }
+
+    #[test]
+    fn an_unknown_lag_is_estimated_from_the_stream_counters() {
+        let stream =
+            StreamCounters { length: 4, entries_added: Some(10), last_generated_id: Some(MessageId::new(9, 0)) };
+        let read = GroupInfo { entries_read: Some(7), ..GroupInfo::default() };
+        assert_eq!(estimate_lag(&read, &stream), 3);
+        let at_end = GroupInfo { last_delivered_id: Some(MessageId::new(9, 0)), ..GroupInfo::default() };
+        assert_eq!(estimate_lag(&at_end, &stream), 0);
+        let behind = GroupInfo { last_delivered_id: Some(MessageId::new(2, 0)), ..GroupInfo::default() };
+        assert_eq!(estimate_lag(&behind, &stream), 4);
+        assert!(is_placeholder_consumer(SCHEDULED_CONSUMER) && is_placeholder_consumer(SUSPECTS_CONSUMER));
+        assert!(!is_placeholder_consumer("worker-1"));
     }
 
     #[test]

@@ -15,7 +15,9 @@
 //! - `{orders}:takeovers:<group>`: the take-over marks: ids taken over from a stopped
 //!   member and not settled yet, `i:<id>` for one run alone, `c:<id>` for one that crashed
 //!   its worker alone (crash-loop isolation, see the worker's take-over);
-//! - `{orders}:members:<group>`: see [`member_deadlines`].
+//! - `{orders}:members:<group>`: see [`member_deadlines`];
+//! - `{orders}:replays:<group>`: see [`replay_marks`] (written by operator tools, not the
+//!   engine).
 //!
 //! The stream's name is the text between the first `{` and the first `}`, and the kind
 //! words are fixed, so this form never gives two streams (or kinds, or groups) one key.
@@ -57,17 +59,20 @@ pub enum KeyKind<'a> {
     TakeoverMarks(&'a str),
     /// The members' liveness deadlines of a group (`members`); see [`member_deadlines`].
     MemberDeadlines(&'a str),
+    /// The dead letters replayed to a group lately (`replays`); see [`replay_marks`].
+    ReplayMarks(&'a str),
 }
 
 impl<'a> KeyKind<'a> {
     /// Every kind, those per group for `group`.
-    pub fn all(group: &'a str) -> [KeyKind<'a>; 5] {
+    pub fn all(group: &'a str) -> [KeyKind<'a>; 6] {
         [
             KeyKind::DeadLetters,
             KeyKind::RetrySchedule(group),
             KeyKind::Heartbeats(group),
             KeyKind::TakeoverMarks(group),
             KeyKind::MemberDeadlines(group),
+            KeyKind::ReplayMarks(group),
         ]
     }
 
@@ -79,6 +84,7 @@ impl<'a> KeyKind<'a> {
             KeyKind::Heartbeats(_) => "consumers",
             KeyKind::TakeoverMarks(_) => "takeovers",
             KeyKind::MemberDeadlines(_) => "members",
+            KeyKind::ReplayMarks(_) => "replays",
         }
     }
 
@@ -89,7 +95,8 @@ impl<'a> KeyKind<'a> {
             KeyKind::RetrySchedule(group)
             | KeyKind::Heartbeats(group)
             | KeyKind::TakeoverMarks(group)
-            | KeyKind::MemberDeadlines(group) => Some(group),
+            | KeyKind::MemberDeadlines(group)
+            | KeyKind::ReplayMarks(group) => Some(group),
         }
     }
 }
@@ -177,6 +184,15 @@ pub fn takeover_marks(stream: &str, group: &str) -> String {
 /// alive: the member's own `claim_idle` after its last heartbeat.
 pub fn member_deadlines(stream: &str, group: &str) -> String {
     derived_key(stream, KeyKind::MemberDeadlines(group))
+}
+
+/// The dead letters lately replayed to `group` on `stream`: a sorted set of
+/// `<dead-letter stream>\0<dead-letter id>` scored by the replay's time (Unix ms, Redis
+/// clock), kept a day. A replay writes it only when the dead-letter stream is in another
+/// hash slot than `stream` (a custom one on a cluster), where the letter cannot be removed in
+/// the same script: a second replay of the same letter finds its mark and delivers nothing.
+pub fn replay_marks(stream: &str, group: &str) -> String {
+    derived_key(stream, KeyKind::ReplayMarks(group))
 }
 
 /// Every key the engine touches for `group` on `stream`, each with what it is: the stream,

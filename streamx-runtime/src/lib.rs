@@ -4,6 +4,7 @@
 //! # Cargo features
 #![doc = document_features::document_features!()]
 
+pub mod admin;
 mod batch;
 mod connection;
 mod consumer;
@@ -14,6 +15,7 @@ pub mod history;
 mod inspect;
 pub mod keys;
 mod location;
+mod members;
 mod message;
 pub mod observe;
 mod permissions;
@@ -38,8 +40,12 @@ pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
 pub use error::{Error, MissingPermissions, Result};
 pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};
 pub use history::History;
-pub use inspect::{ConsumerInfo, GroupInfo, Inspector, PendingEntry, PendingSummary};
+pub use inspect::{
+    estimate_lag, is_placeholder_consumer, ConsumerInfo, GroupInfo, Inspector, PendingEntry, PendingSummary,
+    StreamCounters,
+};
 pub use location::SourceLocation;
+pub use members::{MemberInfo, MemberRole};
 pub use message::{Headers, Message, MessageId, ParseMessageIdError};
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};
 pub use producer::{Producer, PublishOptions};

@@ -2,13 +2,14 @@
 
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
+use serde_json::value::RawValue;
 use streamx_runtime::{DeadLetter, DeadLetters, FailureKind, MessageId};
 
 use crate::cli::{DlqAction, DlqCommand, DlqSelection};
 use crate::confirm::{confirm, Progress};
 use crate::connection::Connection;
 use crate::error::{CliError, Result};
-use crate::output::{or_dash, print_json, shorten, table};
+use crate::output::{json_payload, or_dash, print_json, printable, shorten, table};
 use crate::overview::id_time;
 
 /// Dead letters read per XRANGE while selecting.
@@ -25,6 +26,7 @@ pub async fn run(conn: &Connection, command: &DlqCommand, json: bool) -> Result<
         DlqCommand::Show { stream, id, dlq_stream } => show(conn, stream, *id, dlq_stream.as_deref(), json).await,
         DlqCommand::Replay(action) => replay(conn, action, json).await,
         DlqCommand::Purge(action) => purge(conn, action, json).await,
+        DlqCommand::Overview { limit } => super::dlq_overview::overview(conn, *limit, json).await,
     }
 }
 
@@ -55,6 +57,53 @@ pub struct LetterView {
     pub payload: Option<String>,
 }
 
+/// A dead letter as `dlq list --json` and `dlq show --json` print it (docs/cli-json.md):
+/// [`LetterView`]'s fields, with the payload as JSON, as published, when it is JSON, and
+/// its text in `data` otherwise.
+#[derive(Serialize)]
+struct LetterJson {
+    id: MessageId,
+    at: String,
+    origin_stream: String,
+    origin_id: Option<MessageId>,
+    group: String,
+    consumer: String,
+    deliveries: u32,
+    kind: Option<String>,
+    error: String,
+    headers: serde_json::Map<String, serde_json::Value>,
+    /// The payload when it is JSON, as published; `null` when not JSON or absent.
+    payload: Option<Box<RawValue>>,
+    /// The payload as text when it is not JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<String>,
+}
+
+impl From<&DeadLetter> for LetterJson {
+    fn from(l: &DeadLetter) -> Self {
+        let (payload, data) = match l.payload.as_deref().map(json_payload) {
+            Some(Ok(raw)) => (Some(raw), None),
+            Some(Err(text)) => (None, Some(text)),
+            None => (None, None),
+        };
+        let view = LetterView::from(l);
+        LetterJson {
+            id: view.id,
+            at: view.at,
+            origin_stream: view.origin_stream,
+            origin_id: view.origin_id,
+            group: view.group,
+            consumer: view.consumer,
+            deliveries: view.deliveries,
+            kind: view.kind,
+            error: view.error,
+            headers: view.headers,
+            payload,
+            data,
+        }
+    }
+}
+
 impl From<&DeadLetter> for LetterView {
     fn from(l: &DeadLetter) -> Self {
         LetterView {
@@ -81,13 +130,9 @@ pub async fn select(
     default_limit: Option<u64>,
 ) -> Result<(Vec<DeadLetter>, u64)> {
     let kind = match &selection.kind {
-        Some(k) => Some(FailureKind::parse(k).ok_or_else(|| {
-            CliError::InvalidInput {
-                what: format!("kind `{k}`"),
-                reason: "expected one of error, permanent, panic, missing_payload, payload_too_large, invalid_json, \
-                     wrong_shape, delivery_limit, trimmed"
-                    .to_string(),
-            }
+        Some(k) => Some(FailureKind::parse(k).ok_or_else(|| CliError::InvalidInput {
+            what: format!("kind `{k}`"),
+            reason: format!("expected one of {}", FailureKind::ALL.map(|k| k.as_str()).join(", ")),
         })?),
         None => None,
     };
@@ -129,14 +174,14 @@ async fn list(conn: &Connection, selection: &DlqSelection, json: bool) -> Result
         struct List<'a> {
             dead_letter_stream: &'a str,
             total: u64,
-            entries: Vec<LetterView>,
+            entries: Vec<LetterJson>,
         }
-        let entries = letters.iter().map(LetterView::from).collect();
+        let entries = letters.iter().map(LetterJson::from).collect();
         print_json(&List { dead_letter_stream: dead_letters.stream(), total, entries });
         return Ok(());
     }
     if letters.is_empty() {
-        println!("no dead letters in {} match", dead_letters.stream());
+        println!("no dead letters in {} match", printable(dead_letters.stream()));
         return Ok(());
     }
     let shown = letters.len();
@@ -152,7 +197,7 @@ async fn list(conn: &Connection, selection: &DlqSelection, json: bool) -> Result
         ]
     });
     println!("{}", table(&["ID", "ORIGIN ID", "GROUP", "KIND", "DELIVERIES", "ERROR", "PAYLOAD"], rows));
-    println!("{shown} shown; {total} dead letters in {}", dead_letters.stream());
+    println!("{shown} shown; {total} dead letters in {}", printable(dead_letters.stream()));
     Ok(())
 }
 
@@ -162,16 +207,11 @@ async fn show(conn: &Connection, stream: &str, id: MessageId, dlq_stream: Option
         dlq_stream: dead_letters.stream().to_string(),
         id: id.to_string(),
     })?;
-    let view = LetterView::from(&letter);
     if json {
-        print_json(&view);
+        print_json(&LetterJson::from(&letter));
         return Ok(());
     }
-    let payload = match view.payload.as_deref().map(serde_json::from_str::<serde_json::Value>) {
-        Some(Ok(value)) => serde_json::to_string_pretty(&value).unwrap_or_default(),
-        _ => view.payload.clone().unwrap_or_else(|| "<no data field>".to_string()),
-    };
-    let headers = letter.headers.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("\n");
+    let view = LetterView::from(&letter);
     let facts = vec![
         vec!["id".to_string(), format!("{} (dead-lettered {})", view.id, view.at)],
         vec!["origin".to_string(), format!("{} {}", view.origin_stream, or_dash(view.origin_id))],
@@ -180,10 +220,22 @@ async fn show(conn: &Connection, stream: &str, id: MessageId, dlq_stream: Option
         vec!["deliveries".to_string(), view.deliveries.to_string()],
         vec!["kind".to_string(), or_dash(view.kind.clone())],
         vec!["error".to_string(), view.error.clone()],
-        vec!["headers".to_string(), if headers.is_empty() { "-".to_string() } else { headers }],
-        vec!["payload".to_string(), payload],
     ];
     println!("{}", crate::output::facts(facts));
+    // Headers and payload may span lines: each line printed on its own, escaped.
+    println!("headers");
+    if letter.headers.iter().next().is_none() {
+        println!("  -");
+    }
+    for (name, value) in letter.headers.iter() {
+        println!("  {}={}", printable(name), printable(value));
+    }
+    println!("payload");
+    // As published (no re-sorted keys).
+    let payload = view.payload.clone().unwrap_or_else(|| "<no data field>".to_string());
+    for line in payload.lines() {
+        println!("  {}", printable(line));
+    }
     Ok(())
 }
 
@@ -230,7 +282,10 @@ fn report(verb: &str, outcome: &Outcome, json: bool) {
         let gone = if outcome.gone > 0 { format!(" ({} were gone already)", outcome.gone) } else { String::new() };
         println!(
             "{verb} {} of {} dead letters{gone}; {} left in {}",
-            outcome.done, outcome.selected, outcome.remaining, outcome.dead_letter_stream
+            outcome.done,
+            outcome.selected,
+            outcome.remaining,
+            printable(outcome.dead_letter_stream)
         );
     }
 }

@@ -8,7 +8,7 @@ use streamx_runtime::{ConsumerInfo, PendingEntry};
 use crate::connection::Connection;
 use crate::discovery::Discovery;
 use crate::error::{CliError, Result};
-use crate::output::{millis, or_dash, print_json, table};
+use crate::output::{self, millis, or_dash, print_json, printable, table};
 use crate::overview::{self, StreamOverview};
 
 /// `streamx streams`: the registry's streams and, with `scan`, those a full SCAN finds;
@@ -18,11 +18,12 @@ pub async fn streams(conn: &Connection, pattern: Option<&str>, scan: bool, json:
     let names = if scan { discovery.full(conn, pattern).await? } else { discovery.registered(conn, pattern).await? };
     let streams = overview::all(conn, names).await?;
     if json {
+        // The same group objects as `info --json` (see docs/cli-json.md).
         #[derive(Serialize)]
         struct Row<'a> {
             stream: &'a str,
             length: u64,
-            groups: usize,
+            groups: &'a [overview::GroupOverview],
             dead_letter_stream: &'a str,
             dead_letters: u64,
             no_permission: bool,
@@ -32,7 +33,7 @@ pub async fn streams(conn: &Connection, pattern: Option<&str>, scan: bool, json:
             .map(|s| Row {
                 stream: &s.stream,
                 length: s.length,
-                groups: s.groups.len(),
+                groups: &s.groups,
                 dead_letter_stream: &s.dead_letter_stream,
                 dead_letters: s.dead_letters,
                 no_permission: s.no_permission,
@@ -42,7 +43,7 @@ pub async fn streams(conn: &Connection, pattern: Option<&str>, scan: bool, json:
         return Ok(());
     }
     if streams.is_empty() {
-        println!("no streams at {}", conn.redacted_url());
+        println!("no streams at {}", printable(conn.redacted_url()));
         return Ok(());
     }
     let rows = streams.iter().map(|s| {
@@ -99,7 +100,7 @@ pub async fn info(conn: &Connection, stream: &str, json: bool) -> Result<()> {
         vec!["last entry".to_string(), or_dash(mark(&info.last_entry))],
         vec!["dead letters".to_string(), format!("{} in {}", info.dead_letters, info.dead_letter_stream)],
     ];
-    println!("{}\n", crate::output::facts(facts));
+    println!("{}\n", output::facts(facts));
     if info.groups.is_empty() {
         println!("no consumer groups");
         return Ok(());
@@ -108,7 +109,7 @@ pub async fn info(conn: &Connection, stream: &str, json: bool) -> Result<()> {
         let names = members.get(&g.name).map(|m| m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
         vec![
             g.name.clone(),
-            or_dash(g.lag),
+            output::lag(g.lag, g.lag_estimated),
             g.pending.to_string(),
             format!(
                 "{} {}",
@@ -167,9 +168,9 @@ pub async fn pending(
         print_json(&Pending { stream, group, consumer, total, entries: rows });
         return Ok(());
     }
-    let whose = consumer.map(|c| format!(" held by `{c}`")).unwrap_or_default();
+    let whose = consumer.map(|c| format!(" held by `{}`", printable(c))).unwrap_or_default();
     if total == 0 {
-        println!("no pending entries{whose} in group `{group}` of `{stream}`");
+        println!("no pending entries{whose} in group `{}` of `{}`", printable(group), printable(stream));
         return Ok(());
     }
     let shown = entries.len() as u64;

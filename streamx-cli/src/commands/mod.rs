@@ -1,7 +1,10 @@
 //! One module per group of commands.
 
 pub mod dlq;
+pub mod dlq_overview;
+pub mod group;
 pub mod inspect;
 pub mod publish;
+pub mod retries;
 pub mod tail;
 pub mod top;

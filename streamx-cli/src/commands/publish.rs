@@ -8,7 +8,7 @@ use streamx_runtime::{Headers, MessageId, PublishOptions};
 use crate::cli::PublishArgs;
 use crate::connection::Connection;
 use crate::error::{CliError, Result};
-use crate::output::print_json;
+use crate::output::{print_json, printable};
 
 /// `streamx publish STREAM JSON` or `streamx publish STREAM --file FILE`.
 pub async fn publish(conn: &Connection, args: &PublishArgs, json: bool) -> Result<()> {
@@ -38,7 +38,7 @@ pub async fn publish(conn: &Connection, args: &PublishArgs, json: bool) -> Resul
             (Some(first), Some(last)) => format!(" ({first} .. {last})"),
             _ => String::new(),
         };
-        println!("published {} messages to `{}`{range}", ids.len(), args.stream);
+        println!("published {} messages to `{}`{range}", ids.len(), printable(&args.stream));
     }
     Ok(())
 }

@@ -9,11 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use streamx_runtime::MessageId;
 
 use super::history::{now_ms, Series};
 use super::Shared;
-use crate::commands::dlq::LetterView;
 use crate::error::{exit, CliError};
 use crate::overview::StreamOverview;
 
@@ -119,6 +117,7 @@ pub async fn pending(
     Path((stream, group)): Path<(String, String)>,
     Query(rows): Query<Rows>,
 ) -> ApiResult {
+    let (stream, group) = (stream_segment(stream), stream_segment(group));
     shared.conn.require_group(&stream, &group).await?;
     // The rows shown and the total: two commands, whatever the pending list's size.
     let inspector = shared.conn.inspector();
@@ -134,47 +133,35 @@ pub async fn pending(
     Ok(Json(json!({ "stream": stream, "group": group, "total": summary.total, "entries": entries })).into_response())
 }
 
-/// `GET /api/streams/{stream}/dead-letters`: the oldest dead letters with error and payload.
-pub async fn dead_letters(
-    State(shared): State<Arc<Shared>>,
-    Path(stream): Path<String>,
-    Query(rows): Query<Rows>,
-) -> ApiResult {
-    let dead_letters = shared.conn.dead_letters(&stream, None);
-    let page = dead_letters.list(None, rows.limit.unwrap_or(DEFAULT_ROWS)).await?;
-    let entries: Vec<LetterView> = page.entries.iter().map(LetterView::from).collect();
-    Ok(Json(json!({
-        "stream": stream,
-        "dead_letter_stream": dead_letters.stream(),
-        "total": page.total,
-        "entries": entries,
-    }))
-    .into_response())
-}
-
-/// `POST /api/streams/{stream}/dead-letters/{id}/replay`.
-pub async fn replay_one(State(shared): State<Arc<Shared>>, Path((stream, id)): Path<(String, String)>) -> ApiResult {
-    let dead_letters = shared.conn.dead_letters(&stream, None);
-    let parsed: MessageId =
-        id.parse().map_err(|e| CliError::InvalidInput { what: format!("id `{id}`"), reason: format!("{e}") })?;
-    match dead_letters.replay(parsed).await? {
-        Some(new_id) => {
-            Ok(Json(json!({ "replayed_as": new_id, "remaining": dead_letters.count().await? })).into_response())
-        }
-        None => Err(CliError::UnknownDeadLetter { dlq_stream: dead_letters.stream().to_string(), id }.into()),
+/// A stream or group name from a path segment. The page writes `.`, `..` and names that
+/// start with `~` with one `~` in front (`~..`), since a browser removes the dot segments
+/// `.` and `..` (even written `%2E`) from a URL's path; this takes it off again.
+pub fn stream_segment(segment: String) -> String {
+    match segment.strip_prefix('~') {
+        Some(name) => name.to_string(),
+        None => segment,
     }
 }
 
-/// `POST /api/streams/{stream}/dead-letters/replay`: every letter there now.
-pub async fn replay_all(State(shared): State<Arc<Shared>>, Path(stream): Path<String>) -> ApiResult {
-    let dead_letters = shared.conn.dead_letters(&stream, None);
-    let done = dead_letters.replay_all().await?;
-    Ok(Json(json!({ "done": done, "remaining": dead_letters.count().await? })).into_response())
-}
-
-/// `POST /api/streams/{stream}/dead-letters/purge`: deletes them all.
-pub async fn purge(State(shared): State<Arc<Shared>>, Path(stream): Path<String>) -> ApiResult {
-    let dead_letters = shared.conn.dead_letters(&stream, None);
-    let done = dead_letters.purge().await?;
-    Ok(Json(json!({ "done": done, "remaining": dead_letters.count().await? })).into_response())
+/// `GET /api/streams/{stream}/groups/{group}/consumers`: the group's consumers with their
+/// pending entries, idle time, heartbeat age and liveness deadline; the engine's
+/// placeholders (retry schedule, suspects) marked as such.
+pub async fn consumers(State(shared): State<Arc<Shared>>, Path((stream, group)): Path<(String, String)>) -> ApiResult {
+    let (stream, group) = (stream_segment(stream), stream_segment(group));
+    shared.conn.require_group(&stream, &group).await?;
+    let members = shared.conn.inspector().members(&stream, &group).await?;
+    let consumers: Vec<_> = members
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "role": m.role.as_str(),
+                "pending": m.pending,
+                "idle_ms": m.idle_ms,
+                "heartbeat_age_ms": m.heartbeat_age_ms,
+                "deadline_in_ms": m.deadline_in_ms,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "stream": stream, "group": group, "consumers": consumers })).into_response())
 }

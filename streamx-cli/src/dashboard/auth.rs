@@ -2,6 +2,7 @@
 //! change things (not in read-only mode, and only requests carrying [`ACTION_HEADER`],
 //! which a cross-site form cannot send).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -42,19 +43,50 @@ impl Access {
         match self {
             Access::Open => true,
             Access::Token(token) => {
-                let from_header = authorization.strip_prefix("Bearer ").is_some_and(|t| same(t, token));
+                let from_header = credentials(authorization, "bearer").is_some_and(|t| same(t, token));
                 let from_query = query.is_some_and(|q| {
                     url::form_urlencoded::parse(q.as_bytes())
                         .any(|(name, value)| name == "token" && same(&value, token))
                 });
                 from_header || from_query
             }
-            Access::Basic(credentials) => authorization
-                .strip_prefix("Basic ")
-                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-                .is_some_and(|given| same(&String::from_utf8_lossy(&given), credentials)),
+            Access::Basic(expected) => credentials(authorization, "basic")
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .is_some_and(|given| same(&String::from_utf8_lossy(&given), expected)),
         }
     }
+
+    /// Whether anything is asked of a request.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Access::Open)
+    }
+
+    /// Refuses to serve `listen` openly when it is not a loopback address, unless
+    /// `--insecure-no-auth` says so (then the warning to print is returned).
+    pub fn check_exposure(&self, listen: SocketAddr, insecure_no_auth: bool) -> Result<Option<String>> {
+        if !self.is_open() || listen.ip().is_loopback() {
+            return Ok(None);
+        }
+        if insecure_no_auth {
+            return Ok(Some(format!(
+                "warning: the dashboard on {listen} has no authentication (--insecure-no-auth): anyone who can \
+                 reach it sees every stream and can replay and purge dead letters"
+            )));
+        }
+        Err(CliError::InvalidInput {
+            what: format!("--listen {listen}"),
+            reason: "a dashboard on a non-loopback address needs --token (or STREAMX_DASHBOARD_TOKEN) or \
+                     --basic-auth; --insecure-no-auth serves it to anyone who can reach it"
+                .to_string(),
+        })
+    }
+}
+
+/// The credentials of an `Authorization` header in `scheme` (the scheme's case does not
+/// matter, RFC 9110 11.1).
+fn credentials<'a>(authorization: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = authorization.trim_start().split_once(' ')?;
+    given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
 
 fn invalid(what: &str, reason: &str) -> CliError {
@@ -117,5 +149,21 @@ mod tests {
         assert!(!basic.allows(&headers("Basic b3BzOm5v"), None));
         assert!(Access::from_args(None, Some("nocolon")).is_err());
         assert!(token.allows(&HeaderMap::new(), Some("token=s3%63ret")));
+        assert!(token.allows(&headers("bearer s3cret"), None));
+        assert!(token.allows(&headers("BEARER s3cret"), None));
+        assert!(basic.allows(&headers(&format!("BASIC {encoded}")), None));
+        assert!(!token.allows(&headers("Bearers3cret"), None));
+    }
+
+    #[test]
+    fn only_loopback_may_be_served_without_credentials() {
+        let open = Access::Open;
+        let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let any: SocketAddr = SocketAddr::from(([0, 0, 0, 0], 8080));
+        assert!(matches!(open.check_exposure(loopback, false), Ok(None)));
+        assert!(open.check_exposure(any, false).is_err());
+        assert!(matches!(open.check_exposure(any, true), Ok(Some(w)) if w.contains("no authentication")));
+        let token = Access::Token("t".to_string());
+        assert!(matches!(token.check_exposure(any, false), Ok(None)));
     }
 }

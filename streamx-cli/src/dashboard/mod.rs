@@ -1,19 +1,28 @@
 //! `streamx dashboard`: one page served by the binary (assets embedded), a JSON API it
 //! polls, and a sampler that keeps the last minutes of figures for the charts.
 //!
-//! - `auth`: the optional token or basic authentication, and the guard on changes
-//!   (read-only mode, a header no cross-site form can send);
-//! - `api`: the JSON endpoints;
+//! - `auth`: the token or basic authentication (required off loopback), and the guard on
+//!   changes (read-only mode, a header no cross-site form can send);
+//! - `hosts`: the `Host` and `Origin` a request may name (against DNS rebinding);
+//! - `api`: the JSON endpoints of the overview, pending entries and consumers;
+//! - `dead_letters`: the dead-letter endpoints (pages, filters, replay, delete, purge);
+//! - `retries`: a group's retry schedule (list, run one now, delete one);
 //! - `history`: the samples behind the charts.
+//!
+//! Every response carries [`SECURITY_HEADERS`]: no framing, a strict content security
+//! policy (the page runs only its own script file), no sniffing, no referrer.
 
 mod api;
 mod auth;
+mod dead_letters;
 mod history;
+mod hosts;
+mod retries;
 
 use std::sync::Arc;
 
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::Mutex;
@@ -23,6 +32,20 @@ use crate::connection::Connection;
 use crate::error::{CliError, Result};
 use auth::Access;
 use history::History;
+use hosts::AllowedHosts;
+
+/// Sent with every response. The page loads only its own script and style files (no
+/// inline script), reaches only its own API, and may not be framed.
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+    ("x-content-type-options", "nosniff"),
+    ("referrer-policy", "no-referrer"),
+];
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -38,16 +61,20 @@ pub struct Shared {
 /// Serves the dashboard until Ctrl-C (or SIGTERM).
 pub async fn serve(conn: Connection, args: &DashboardArgs) -> Result<()> {
     let access = Access::from_args(args.token.as_deref(), args.basic_auth.as_deref())?;
+    if let Some(warning) = access.check_exposure(args.listen, args.insecure_no_auth)? {
+        eprintln!("{warning}");
+    }
     let shared =
         Arc::new(Shared { conn, read_only: args.read_only, history: Mutex::new(History::new(args.sample_every)) });
     let sampler = tokio::spawn(history::sample_forever(shared.clone(), args.sample_every));
-    let app = router(shared.clone(), access);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|source| CliError::Io { what: format!("cannot listen on {}", args.listen), source })?;
     let addr = listener
         .local_addr()
         .map_err(|source| CliError::Io { what: format!("cannot listen on {}", args.listen), source })?;
+    let hosts = AllowedHosts::new(addr, &args.allowed_hosts)?;
+    let app = router(shared.clone(), access, hosts);
     let mode = if args.read_only { " (read-only)" } else { "" };
     println!("streamx dashboard on http://{addr}/{mode} for {}", shared.conn.redacted_url());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
@@ -55,7 +82,7 @@ pub async fn serve(conn: Connection, args: &DashboardArgs) -> Result<()> {
     served.map_err(|source| CliError::Io { what: format!("serving on {addr}"), source })
 }
 
-fn router(shared: Arc<Shared>, access: Access) -> Router {
+fn router(shared: Arc<Shared>, access: Access, hosts: AllowedHosts) -> Router {
     let page = Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
@@ -63,18 +90,35 @@ fn router(shared: Arc<Shared>, access: Access) -> Router {
     let reads = Router::new()
         .route("/api/overview", get(api::overview))
         .route("/api/streams/{stream}/groups/{group}/pending", get(api::pending))
-        .route("/api/streams/{stream}/dead-letters", get(api::dead_letters));
+        .route("/api/streams/{stream}/groups/{group}/consumers", get(api::consumers))
+        .route("/api/streams/{stream}/groups/{group}/retries", get(retries::list))
+        .route("/api/streams/{stream}/dead-letters", get(dead_letters::list))
+        .route("/api/streams/{stream}/dead-letters/matching", get(dead_letters::matching));
     let changes = Router::new()
-        .route("/api/streams/{stream}/dead-letters/{id}/replay", post(api::replay_one))
-        .route("/api/streams/{stream}/dead-letters/replay", post(api::replay_all))
-        .route("/api/streams/{stream}/dead-letters/purge", post(api::purge))
+        .route("/api/streams/{stream}/groups/{group}/retries/{id}/run", post(retries::run_now))
+        .route("/api/streams/{stream}/groups/{group}/retries/{id}/delete", post(retries::delete))
+        .route("/api/streams/{stream}/dead-letters/{id}/replay", post(dead_letters::replay_one))
+        .route("/api/streams/{stream}/dead-letters/{id}/delete", post(dead_letters::delete_one))
+        .route("/api/streams/{stream}/dead-letters/replay", post(dead_letters::replay_all))
+        .route("/api/streams/{stream}/dead-letters/purge", post(dead_letters::purge))
         .layer(axum::middleware::from_fn_with_state(shared.read_only, auth::guard_changes));
     // The page and its assets hold no data: only the API asks for credentials, so that
     // `?token=` on the page's URL is enough for the browser.
     let api = reads.merge(changes).layer(axum::middleware::from_fn_with_state(Arc::new(access), auth::require));
     page.merge(api)
         .fallback(|| async { (axum::http::StatusCode::NOT_FOUND, "not found").into_response() })
+        .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), hosts::check))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(shared)
+}
+
+/// Adds [`SECURITY_HEADERS`] to a response.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+    }
+    response
 }
 
 async fn shutdown_signal() {

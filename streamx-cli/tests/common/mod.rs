@@ -14,10 +14,16 @@ use streamx_runtime::{Consumer, RunningRuntime, Runtime};
 #[allow(unused_imports)]
 pub use streamx_testing::{on_both_topologies, wait_until, TestRedis, Topology};
 
-/// The `streamx` binary of this crate, pointed at `url` (through the environment, as an
-/// operator would set it), with no terminal on standard input.
+/// The `streamx` binary under test: this crate's, or the one `STREAMX_TEST_BIN` names (to
+/// show that a test fails with an older build).
+pub fn binary() -> String {
+    std::env::var("STREAMX_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_streamx").to_string())
+}
+
+/// The `streamx` binary, pointed at `url` (through the environment, as an operator would
+/// set it), with no terminal on standard input.
 pub fn streamx(url: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamx"));
+    let mut cmd = Command::new(binary());
     cmd.env("STREAMX_REDIS_URL", url).env_remove("STREAMX_REDIS_TLS_CA").timeout(Duration::from_secs(120));
     cmd
 }

@@ -22,10 +22,16 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// `url` with its passwords replaced by `***`; `None` if it has no host to hold a user
-/// (then it is not a URL this crate connects to, and [`redact`] falls back to text rules).
+/// `url` with its passwords replaced by `***`; `None` if it has no host to hold a user, or
+/// an `@` outside its user-info (`redis:///u:pw@host`, `redis://host/u:pw@x`: a mistyped
+/// URL whose credentials the `url` crate reads as a path). Then it is not a URL this crate
+/// connects to, and [`redact`] falls back to text rules.
 pub(super) fn redacted(mut url: Url) -> Option<Url> {
-    if !url.has_host() {
+    if url.host_str().is_none_or(|h| h.is_empty()) {
+        return None;
+    }
+    let misplaced_at = url.path().contains('@') || url.fragment().is_some_and(|f| f.contains('@'));
+    if misplaced_at {
         return None;
     }
     if url.password().is_some() {
@@ -56,29 +62,47 @@ fn redact_query(query: &str) -> String {
         .join("&")
 }
 
-/// For text the `url` crate does not accept (only ever shown in an invalid-URL error):
-/// whatever follows the user name before the last `@` of the authority is hidden, and so is
-/// a user-info part without a scheme (`secret@host`).
+/// For text the `url` crate does not accept, or accepts as something other than a server
+/// URL (only ever shown in an invalid-URL error). The user-info is what precedes the last
+/// `@`, after a `scheme:/` or `scheme://` prefix when there is one (so `redis//u:pw@h`,
+/// `redis:/u:pw@h` and `redis:///u:pw@h` are covered): everything in it after the first
+/// `:` is hidden, and all of it when there is no scheme prefix (`secret@host`). When in
+/// doubt more is hidden, never less. Query parameters naming a password are hidden too.
 fn redact_unparsed(text: &str) -> String {
-    let (scheme, rest) = match text.find("://") {
-        Some(i) => text.split_at(i + 3),
-        None => ("", text),
+    let Some(at) = text.rfind('@') else {
+        return match text.split_once('?') {
+            Some((head, query)) => format!("{head}?{}", redact_query(query)),
+            None => text.to_string(),
+        };
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{user}:{HIDDEN}@{host}"),
-            None if scheme.is_empty() => format!("{HIDDEN}@{host}"),
-            None => authority.to_string(),
-        },
-        None => authority.to_string(),
+    let (userinfo, host_and_rest) = (&text[..at], &text[at + 1..]);
+    let prefix_len = scheme_prefix_len(userinfo);
+    let (prefix, userinfo) = userinfo.split_at(prefix_len);
+    let userinfo = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:{HIDDEN}"),
+        None if prefix.is_empty() => HIDDEN.to_string(),
+        None => userinfo.to_string(),
     };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => format!("{path}?{}", redact_query(query)),
-        None => tail.to_string(),
+    let rest = match host_and_rest.split_once('?') {
+        Some((host, query)) => format!("{host}?{}", redact_query(query)),
+        None => host_and_rest.to_string(),
     };
-    format!("{scheme}{authority}{tail}")
+    format!("{prefix}{userinfo}@{rest}")
+}
+
+/// The length of a leading `scheme:` followed by one or more `/` (`redis://`, `redis:/`),
+/// or 0.
+fn scheme_prefix_len(text: &str) -> usize {
+    let Some(colon) = text.find(':') else { return 0 };
+    let scheme = &text[..colon];
+    let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    let slashes = text[colon + 1..].chars().take_while(|c| *c == '/').count();
+    if is_scheme && slashes > 0 {
+        colon + 1 + slashes
+    } else {
+        0
+    }
 }
 
 #[cfg(test)]
@@ -118,5 +142,24 @@ mod tests {
             "redis://u:***@h:notaport?sentinelPassword=***&node=h:2"
         );
         assert_eq!(redact("localhost:6379"), "localhost:6379");
+    }
+
+    #[test]
+    fn malformed_urls_are_redacted_too() {
+        for (text, shown) in [
+            ("redis//user:hunter2@host", "redis//user:***@host"),
+            ("redis:/user:hunter2@host", "redis:/user:***@host"),
+            ("redis:///user:hunter2@host:6379", "redis:///user:***@host:6379"),
+            ("redis:user:hunter2@host", "redis:***@host"),
+            ("redis://host/user:hunter2@x", "redis://host/user:***@x"),
+            ("redis://user:hun@ter2@host/0", "redis://user:***@host/0"),
+            ("redis:/user:hunter2@h?sentinelPassword=hunter2", "redis:/user:***@h?sentinelPassword=***"),
+            ("redis:\\\\user:hunter2@host", "redis:***@host"),
+            ("//user:hunter2@host", "//user:***@host"),
+            ("redis//user@host", "***@host"),
+        ] {
+            assert_eq!(redact(text), shown, "{text}");
+            assert!(!redact(text).contains("hunter2"), "{text}");
+        }
     }
 }

@@ -66,6 +66,7 @@ impl RedisUrl {
     pub fn parse(url: &str) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidUrl { url: redact(url), reason };
         let fred_error = |e: fred::error::Error| invalid(e.details().to_string());
+        check_scheme(url).map_err(invalid)?;
         let (config, tls) = match tls_scheme_as_plain(url) {
             Some(plain) => {
                 let config = Config::from_url(&plain).map_err(fred_error)?;
@@ -283,6 +284,28 @@ fn env_file(var: &str) -> Option<OsString> {
 
 /// For a TLS scheme (`rediss`, `rediss-cluster`, `valkeys`, ...), the URL with the plain
 /// scheme, so fred parses the rest and leaves TLS to us; `None` for other schemes.
+/// The schemes a Redis URL may have: `redis`, `rediss` (TLS) and their Valkey spellings,
+/// each alone or with `-cluster` or `-sentinel`.
+fn check_scheme(url: &str) -> std::result::Result<(), String> {
+    const BASES: [&str; 4] = ["redis", "rediss", "valkey", "valkeys"];
+    const SUFFIXES: [&str; 3] = ["", "-cluster", "-sentinel"];
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    let known = scheme.as_deref().is_some_and(|scheme| {
+        BASES.iter().any(|base| scheme.strip_prefix(base).is_some_and(|suffix| SUFFIXES.contains(&suffix)))
+    });
+    if known {
+        return Ok(());
+    }
+    let given = match scheme {
+        Some(scheme) => format!("the scheme `{scheme}://` is not a Redis one"),
+        None => "it has no `scheme://`".to_string(),
+    };
+    Err(format!(
+        "{given}: use redis://, rediss:// (TLS), redis-cluster://, rediss-cluster://, redis-sentinel:// or \
+         rediss-sentinel:// (valkey:// and valkeys:// work too)"
+    ))
+}
+
 fn tls_scheme_as_plain(url: &str) -> Option<String> {
     let (scheme, rest) = url.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
@@ -368,6 +391,24 @@ mod tests {
         if cfg!(feature = "tls") {
             let plain = RedisUrl::parse("rediss://127.0.0.1:6390").unwrap().with_credentials("app", "s3cret");
             assert_eq!(plain.to_string(), "rediss://app:***@127.0.0.1:6390");
+        }
+    }
+
+    #[test]
+    fn only_redis_schemes_are_accepted() {
+        for url in ["http://u:hunter2@127.0.0.1:6379", "127.0.0.1:6379", "redis-foo://h:1", "unix:///tmp/r.sock"] {
+            let err = RedisUrl::parse(url).err().unwrap();
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        for url in [
+            "redis://h:1",
+            "REDIS://h:1",
+            "valkey://h:1",
+            "redis-cluster://h:1",
+            "redis-sentinel://h:1?sentinelServiceName=m",
+        ] {
+            assert!(RedisUrl::parse(url).is_ok(), "{url}");
         }
     }
 

@@ -18,11 +18,14 @@ use fred::types::Value;
 
 use super::shared::Shared;
 use super::ticker::Ticker;
+use crate::inspect::{estimate_lag, GroupInfo, StreamCounters};
+use crate::message::MessageId;
 use crate::observe::{GroupSample, LoopGauges};
 use crate::scripts::{assemble, NOW_MS};
 
-/// `{lag or -1, estimated 0/1, pending, oldest pending age ms, dead-letter length or -1}`;
-/// nil when the group does not exist.
+/// `{lag or -1, pending, oldest pending age ms, dead-letter length or -1, entries read or -1,
+/// last delivered id, entries added or -1, length, last generated id}` (the last five only
+/// when the lag is -1, for [`estimate_lag`]); nil when the group does not exist.
 pub(super) static SAMPLE: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS],
@@ -40,19 +43,18 @@ for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
   if row['name'] == ARGV[1] then group = row end
 end
 if not group then return false end
-local lag, estimated = group['lag'], 0
+-- Redis cannot tell the lag when `lag` is nil (entries deleted inside the unread range, or
+-- the group's read counter unknown): the stream's counters go back for the estimate
+-- (streamx_runtime::estimate_lag, the one place it is made).
+local lag, read, delivered, added, length, generated = group['lag'], -1, '', -1, -1, ''
 if not lag then
-  -- Redis cannot tell (entries deleted inside the unread range, or the group's read
-  -- counter unknown): estimate from the stream's counters.
-  estimated = 1
+  lag = -1
   local s = fields(redis.call('XINFO', 'STREAM', KEYS[1]))
-  if group['entries-read'] then
-    lag = math.max(0, s['entries-added'] - group['entries-read'])
-  elseif group['last-delivered-id'] == s['last-generated-id'] then
-    lag = 0
-  else
-    lag = s['length']
-  end
+  read = group['entries-read'] or -1
+  delivered = group['last-delivered-id'] or ''
+  added = s['entries-added'] or -1
+  length = s['length']
+  generated = s['last-generated-id'] or ''
 end
 local oldest = 0
 local first = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1)[1]
@@ -61,7 +63,7 @@ if first then
 end
 local dlq = -1
 if KEYS[2] then dlq = redis.call('XLEN', KEYS[2]) end
-return {lag, estimated, group['pending'], oldest, dlq}
+return {lag, group['pending'], oldest, dlq, read, delivered, added, length, generated}
 "#,
     )
 });
@@ -101,14 +103,32 @@ fn parse(reply: Value) -> Option<GroupSample> {
     if reply.is_null() {
         return None;
     }
-    let n: Vec<i64> = reply.into_array().into_iter().map(|v| v.as_i64().unwrap_or(0)).collect();
-    let [lag, estimated, pending, oldest, dlq] = n[..] else { return None };
+    let fields = reply.into_array();
+    let [lag, pending, oldest, dlq, read, delivered, added, length, generated] = &fields[..] else { return None };
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
+    let id = |v: &Value| v.as_str().and_then(|s| s.parse::<MessageId>().ok());
+    let (lag, lag_estimated) = match u64::try_from(n(lag)) {
+        Ok(lag) => (lag, false),
+        Err(_) => {
+            let group = GroupInfo {
+                entries_read: u64::try_from(n(read)).ok(),
+                last_delivered_id: id(delivered),
+                ..GroupInfo::default()
+            };
+            let stream = StreamCounters {
+                length: n(length).max(0) as u64,
+                entries_added: u64::try_from(n(added)).ok(),
+                last_generated_id: id(generated),
+            };
+            (estimate_lag(&group, &stream), true)
+        }
+    };
     Some(GroupSample {
-        lag: lag.max(0) as u64,
-        lag_estimated: estimated == 1,
-        pending: pending.max(0) as u64,
-        oldest_pending_age_ms: oldest.max(0) as u64,
-        dead_letters: u64::try_from(dlq).ok(),
+        lag,
+        lag_estimated,
+        pending: n(pending).max(0) as u64,
+        oldest_pending_age_ms: n(oldest).max(0) as u64,
+        dead_letters: u64::try_from(n(dlq)).ok(),
     })
 }
 
@@ -118,12 +138,19 @@ mod tests {
 
     #[test]
     fn a_sample_reply_parses() {
-        let reply = Value::Array([7, 1, 3, 1500, -1].into_iter().map(Value::Integer).collect());
+        let int = Value::Integer;
+        let reply =
+            Value::Array(vec![int(7), int(3), int(1500), int(-1), int(-1), "".into(), int(-1), int(-1), "".into()]);
         let sample = parse(reply).unwrap();
         assert_eq!(
             sample,
-            GroupSample { lag: 7, lag_estimated: true, pending: 3, oldest_pending_age_ms: 1500, dead_letters: None }
+            GroupSample { lag: 7, lag_estimated: false, pending: 3, oldest_pending_age_ms: 1500, dead_letters: None }
         );
+        // Unknown lag, the group behind the last entry with no read counter: the stream's length.
+        let reply =
+            Value::Array(vec![int(-1), int(0), int(0), int(2), int(-1), "5-0".into(), int(12), int(9), "8-0".into()]);
+        let sample = parse(reply).unwrap();
+        assert_eq!((sample.lag, sample.lag_estimated, sample.dead_letters), (9, true, Some(2)));
         assert_eq!(parse(Value::Null), None);
         assert_eq!(parse(Value::Array(vec![Value::Integer(1)])), None);
     }

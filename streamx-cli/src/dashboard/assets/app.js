@@ -5,10 +5,36 @@
 const POLL_MS = 1000;
 const token = new URLSearchParams(location.search).get("token");
 const auth = token ? { Authorization: "Bearer " + token } : {};
-const state = { readOnly: true, pending: null, dlq: null, overview: null };
+// Reload an open dead-letter page at least this often (and whenever its count changes).
+const DLQ_POLL_MS = 5000;
+const state = { readOnly: true, pending: null, dlq: null, consumers: null, retries: null, overview: null };
 
 const $ = (sel) => document.querySelector(sel);
-const path = (...parts) => parts.map(encodeURIComponent).join("/");
+// A name as a path segment. A browser drops the segments `.` and `..` (even as `%2E`) from a
+// URL's path, so those, and names starting with `~`, go with one `~` in front, which the
+// server takes off (see `stream_segment` in api.rs).
+const segment = (name) => encodeURIComponent(name === "." || name === ".." || name.startsWith("~") ? "~" + name : name);
+const path = (...parts) => parts.map(segment).join("/");
+const query = (params) => {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== null && v !== undefined && v !== "") q.set(k, v);
+  const text = q.toString();
+  return text ? "?" + text : "";
+};
+
+// A duration in milliseconds for people: `450ms`, `42s`, `9m 05s`, `3h 07m`, `2d 04h`.
+function duration(ms) {
+  if (ms === null || ms === undefined) return "-";
+  const sign = ms < 0 ? "-" : "";
+  ms = Math.abs(Math.round(ms));
+  if (ms < 1000) return sign + ms + "ms";
+  const s = Math.floor(ms / 1000);
+  const two = (n) => String(n).padStart(2, "0");
+  if (s < 60) return sign + s + "s";
+  if (s < 3600) return sign + Math.floor(s / 60) + "m " + two(s % 60) + "s";
+  if (s < 86400) return sign + Math.floor(s / 3600) + "h " + two(Math.floor(s / 60) % 60) + "m";
+  return sign + Math.floor(s / 86400) + "d " + two(Math.floor(s / 3600) % 24) + "h";
+}
 
 async function api(url, options = {}) {
   const response = await fetch(url, { ...options, headers: { ...auth, ...(options.headers || {}) } });
@@ -21,10 +47,30 @@ function change(url) {
   return api(url, { method: "POST", headers: { "x-streamx-action": "1" } });
 }
 
+// The outcome of something the user did (replay, purge, opening a panel).
 function say(text, ok) {
   const m = $("#message");
   m.textContent = text;
   m.className = ok ? "ok" : "";
+}
+
+// The state of the figures: a warning while sampling or the API fails, hidden again by the
+// next refresh that succeeds.
+function banner(text) {
+  const b = $("#banner");
+  b.hidden = !text;
+  b.textContent = text || "";
+}
+
+// What the banner says about an overview whose `error` is set: since when Redis is
+// unreachable (when the server says) and how old the figures shown are.
+function sampleWarning(o) {
+  const parts = [];
+  if (o.unreachable_since_ms) parts.push("Redis unreachable since " + new Date(o.unreachable_since_ms).toLocaleTimeString());
+  else parts.push("Sampling failed");
+  const age = o.age_ms ?? o.figures_age_ms ?? (o.time_ms ? Date.now() - o.time_ms : null);
+  if (age !== null && age !== undefined) parts.push("figures from " + duration(age) + " ago");
+  return parts.join("; ") + ": " + o.error;
 }
 
 function cell(row, text, cls) {
@@ -93,17 +139,18 @@ function renderStreams(streams) {
     row.className = "stream";
     row.dataset.stream = s.stream;
     row.dataset.key = "s\n" + s.stream;
-    cell(row, s.stream);
+    cell(row, s.no_permission ? s.stream + " (no permission)" : s.stream);
     cell(row, s.length, "num length");
     cell(row, "", "num");
     cell(row, "", "num");
     cell(row, "", "num");
     cell(row, rate(s.published_per_sec), "num in");
     cell(row, "", "num");
+    cell(row, "", "num");
     const dlq = button(String(s.dead_letters), "show-dlq", () => openDeadLetters(s.stream));
     dlq.title = "show the dead letters of " + s.stream;
     cell(row, dlq, "num dead-letters");
-    if (state.dlq === s.stream) row.classList.add("selected");
+    if (state.dlq && state.dlq.stream === s.stream) row.classList.add("selected");
     rows.push(row);
     for (const g of s.groups) {
       const gr = document.createElement("tr");
@@ -115,11 +162,15 @@ function renderStreams(streams) {
       cell(gr, "", "num");
       cell(gr, g.lag, "num lag");
       cell(gr, button(String(g.pending), "show-pending", () => openPending(s.stream, g.name)), "num pending");
-      cell(gr, g.consumers, "num consumers");
+      const members = button(String(g.consumers), "show-consumers", () => openConsumers(s.stream, g.name));
+      members.title = "show the consumers of " + g.name;
+      cell(gr, members, "num consumers");
       cell(gr, "", "num");
       cell(gr, rate(s.consumed_per_sec[g.name]), "num out");
+      cell(gr, rate((s.acknowledged_per_sec || {})[g.name]), "num acked");
       cell(gr, "", "num");
-      if (state.pending && state.pending.stream === s.stream && state.pending.group === g.name) gr.classList.add("selected");
+      const open = (panel) => panel && panel.stream === s.stream && panel.group === g.name;
+      if (open(state.pending) || open(state.consumers)) gr.classList.add("selected");
       rows.push(gr);
     }
   }
@@ -150,6 +201,7 @@ function chartData(series) {
     t: series.t,
     published: sum(streams.map((s) => s.published)),
     consumed: sum(streams.map((s) => s.consumed)),
+    acknowledged: sum(streams.map((s) => s.acknowledged || s.consumed.map(() => null))),
     lag: sum(streams.map((s) => s.lag)),
     deadLetters: sum(streams.map((s) => s.dead_letters)),
   };
@@ -246,6 +298,7 @@ function renderCharts(series) {
   drawChart($("#chart-throughput"), $("#legend-throughput"), d.t, [
     { label: "in", color: "#2f6fed", values: d.published },
     { label: "out", color: "#17a673", values: d.consumed },
+    { label: "acked", color: "#e8a317", values: d.acknowledged },
   ]);
   drawChart($("#chart-lag"), $("#legend-lag"), d.t, [{ label: "lag", color: "#7b4de0", values: d.lag }]);
   drawChart($("#chart-dead-letters"), $("#legend-dead-letters"), d.t, [
@@ -253,23 +306,41 @@ function renderCharts(series) {
   ]);
 }
 
+// Polls the overview and the open panels. Every problem is shown in the banner, and the
+// banner goes away with the first refresh that has none.
 async function refresh() {
+  let o;
   try {
-    const o = await api("/api/overview");
-    state.overview = o;
-    state.readOnly = o.read_only;
-    document.body.classList.toggle("read-only", o.read_only);
-    $("#mode").hidden = !o.read_only;
-    $("#redis").textContent = o.redis;
-    $("#updated").textContent = "updated " + new Date(o.time_ms).toLocaleTimeString();
-    if (o.error) say("sampling failed: " + o.error);
-    renderStreams(o.streams);
-    renderCharts(o.series);
-    if (state.pending) await loadPending();
-    if (state.dlq) await loadDeadLetters();
+    o = await api("/api/overview");
   } catch (e) {
-    say(String(e.message || e));
+    const age = state.overview ? "; figures from " + duration(Date.now() - state.overview.time_ms) + " ago" : "";
+    banner("The dashboard cannot be reached" + age + ": " + String(e.message || e));
+    return;
   }
+  state.overview = o;
+  state.readOnly = o.read_only;
+  document.body.classList.toggle("read-only", o.read_only);
+  $("#mode").hidden = !o.read_only;
+  $("#redis").textContent = o.redis;
+  $("#updated").textContent = "updated " + new Date(o.time_ms).toLocaleTimeString();
+  const problems = o.error ? [sampleWarning(o)] : [];
+  renderStreams(o.streams);
+  renderCharts(o.series);
+  const panels = [
+    [state.pending, "pending entries", loadPending],
+    [state.consumers, "consumers", loadConsumers],
+    [state.retries, "retry schedule", loadRetries],
+    [state.dlq && dlqStale(o), "dead letters", loadDeadLetters],
+  ];
+  for (const [open, what, load] of panels) {
+    if (!open) continue;
+    try {
+      await load();
+    } catch (e) {
+      problems.push("cannot load the " + what + ": " + String(e.message || e));
+    }
+  }
+  banner(problems.join(" · ") || null);
 }
 
 function openPending(stream, group) {
@@ -288,74 +359,248 @@ async function loadPending() {
     row.dataset.key = stream + "\n" + group + "\n" + e.id;
     cell(row, e.id, "id");
     cell(row, e.consumer);
-    cell(row, (e.idle_ms / 1000).toFixed(1) + "s", "num");
+    cell(row, duration(e.idle_ms), "num idle");
     cell(row, e.deliveries, "num");
     return row;
   });
   syncRows($("#pending tbody"), rows);
 }
 
+// The engine's placeholder consumers, by role, as the page names them.
+const PLACEHOLDERS = { retry_schedule: "retry schedule", suspects: "suspects" };
+
+function openConsumers(stream, group) {
+  state.consumers = { stream, group };
+  loadConsumers().catch((e) => say(e.message));
+}
+
+async function loadConsumers() {
+  const { stream, group } = state.consumers;
+  const c = await api("/api/" + path("streams", stream, "groups", group, "consumers"));
+  $("#consumers-panel").hidden = false;
+  $("#consumers-title").textContent = stream + " / " + group;
+  const members = c.consumers.filter((m) => m.role === "member");
+  $("#consumers-total").textContent = members.length + (members.length === 1 ? " member" : " members");
+  const rows = c.consumers.map((m) => {
+    const row = document.createElement("tr");
+    const placeholder = PLACEHOLDERS[m.role];
+    row.className = placeholder ? "placeholder" : "member";
+    row.dataset.key = stream + "\n" + group + "\n" + m.name;
+    row.dataset.name = m.name;
+    row.dataset.role = m.role;
+    cell(row, placeholder ? "(" + placeholder + ")" : m.name, "name");
+    cell(row, m.pending, "num pending");
+    cell(row, duration(m.idle_ms), "num idle");
+    cell(row, placeholder ? "" : duration(m.heartbeat_age_ms), "num heartbeat");
+    const deadline = m.deadline_in_ms === null || m.deadline_in_ms === undefined ? "-"
+      : m.deadline_in_ms >= 0 ? "in " + duration(m.deadline_in_ms) : "passed " + duration(-m.deadline_in_ms) + " ago";
+    cell(row, placeholder ? "" : deadline, "num deadline");
+    return row;
+  });
+  syncRows($("#consumers tbody"), rows);
+}
+
+// The retry schedule of a group: a page of it from `offset`.
+function openRetries(stream, group) {
+  state.retries = { stream, group, offset: 0, next: null };
+  loadRetries().catch((e) => say(e.message));
+}
+
+async function loadRetries() {
+  const panel = state.retries;
+  const { stream, group } = panel;
+  const r = await api("/api/" + path("streams", stream, "groups", group, "retries") + query({ offset: panel.offset }));
+  panel.next = r.next_offset;
+  $("#retries-panel").hidden = false;
+  $("#retries-title").textContent = stream + " / " + group;
+  $("#retries-key").textContent = r.key;
+  $("#retries-total").textContent = String(r.total);
+  $("#retries-next").disabled = r.next_offset === null;
+  $("#retries-first").disabled = panel.offset === 0;
+  const rows = r.entries.map((e) => {
+    const row = document.createElement("tr");
+    row.dataset.id = e.id;
+    row.dataset.key = r.key + "\n" + e.id + "\n" + state.readOnly;
+    cell(row, e.id, "id");
+    cell(row, e.due_in_ms > 0 ? "in " + duration(e.due_in_ms) : "due now", "num due");
+    cell(row, e.attempts, "num attempts");
+    const pre = document.createElement("pre");
+    pre.textContent = e.exists === false ? "(trimmed from the stream)" : e.payload === null ? "(no payload)" : e.payload.slice(0, 400);
+    cell(row, pre, "payload");
+    if (!state.readOnly) {
+      const actions = document.createElement("span");
+      actions.className = "row-actions";
+      actions.append(
+        button("Run now", "run", () => retryAction(e.id, "run")),
+        button("Delete", "delete danger", () => retryAction(e.id, "delete")),
+      );
+      cell(row, actions, "write");
+    }
+    return row;
+  });
+  $("#retries-empty").hidden = rows.length > 0;
+  syncRows($("#retries tbody"), rows);
+}
+
+// Runs one scheduled retry now, or deletes it (the group then never handles that entry).
+async function retryAction(id, action) {
+  const { stream, group } = state.retries;
+  const question = action === "run" ? "Run retry " + id + " of " + group + " now?"
+    : "Delete retry " + id + "? " + group + " will never handle this entry.";
+  if (!confirm(question)) return;
+  try {
+    await change("/api/" + path("streams", stream, "groups", group, "retries", id, action));
+    say(action === "run" ? id + " is due now" : "deleted retry " + id, true);
+  } catch (e) {
+    say(e.message);
+  }
+  await loadRetries().catch((e) => say(e.message));
+}
+
+$("#show-retries").addEventListener("click", () => state.consumers && openRetries(state.consumers.stream, state.consumers.group));
+$("#retries-next").addEventListener("click", () => {
+  if (!state.retries || state.retries.next === null) return;
+  state.retries.offset = state.retries.next;
+  loadRetries().catch((e) => say(e.message));
+});
+$("#retries-first").addEventListener("click", () => {
+  if (!state.retries) return;
+  state.retries.offset = 0;
+  loadRetries().catch((e) => say(e.message));
+});
+
+// The dead-letter panel: its stream, the filters in the form, and the page shown (`after`
+// is its cursor).
 function openDeadLetters(stream) {
-  state.dlq = stream;
+  state.dlq = { stream, after: null, loadedAt: 0, count: null };
+  $("#dlq-stream").value = "";
+  $("#dlq-group").value = "";
+  $("#dlq-kind").value = "";
   loadDeadLetters().catch((e) => say(e.message));
 }
 
+// The filters in the form, as the API's query.
+function dlqSelection() {
+  return { dlq_stream: $("#dlq-stream").value.trim(), group: $("#dlq-group").value.trim(), kind: $("#dlq-kind").value };
+}
+
+function dlqStale(o) {
+  const s = o.streams.find((x) => x.stream === state.dlq.stream);
+  const count = s ? s.dead_letters : null;
+  const stale = count !== state.dlq.count || Date.now() - state.dlq.loadedAt > DLQ_POLL_MS;
+  state.dlq.count = count;
+  return stale;
+}
+
 async function loadDeadLetters() {
-  const stream = state.dlq;
-  const d = await api("/api/" + path("streams", stream, "dead-letters"));
+  const panel = state.dlq;
+  const stream = panel.stream;
+  const d = await api("/api/" + path("streams", stream, "dead-letters") + query({ ...dlqSelection(), after: panel.after, limit: $("#dlq-limit").value }));
+  panel.loadedAt = Date.now();
+  panel.next = d.next;
   $("#dlq-panel").hidden = false;
   $("#dlq-title").textContent = stream;
+  $("#dlq-key").textContent = d.dead_letter_stream;
   $("#dlq-total").textContent = String(d.total);
+  $("#dlq-next").disabled = !d.next;
+  $("#dlq-first").disabled = panel.after === null;
   const rows = d.entries.map((l) => {
     const row = document.createElement("tr");
     row.dataset.id = l.id;
-    row.dataset.key = stream + "\n" + l.id + "\n" + state.readOnly;
+    row.dataset.key = d.dead_letter_stream + "\n" + l.id + "\n" + state.readOnly;
     cell(row, l.id, "id");
-    cell(row, l.group);
-    cell(row, l.kind);
+    cell(row, l.group, "group");
+    cell(row, l.kind, "kind");
     cell(row, l.deliveries, "num");
     cell(row, l.error, "error");
     const pre = document.createElement("pre");
     pre.textContent = l.payload === null ? "(no payload)" : l.payload.slice(0, 400);
     cell(row, pre, "payload");
     if (!state.readOnly) {
-      cell(row, button("Replay", "replay", () => replayOne(stream, l.id)), "write");
+      const actions = document.createElement("span");
+      actions.className = "row-actions";
+      actions.append(
+        button("Replay", "replay", () => letterAction(l.id, "replay")),
+        button("Delete", "delete danger", () => letterAction(l.id, "delete")),
+      );
+      cell(row, actions, "write");
     }
     return row;
   });
+  $("#dlq-empty").hidden = rows.length > 0;
   syncRows($("#dead-letters tbody"), rows);
 }
 
-async function replayOne(stream, id) {
-  if (!confirm("Replay dead letter " + id + " to " + stream + "?")) return;
+// Reloads the dead letters, reporting a failure.
+const reloadDeadLetters = () => loadDeadLetters().catch((e) => say(e.message));
+
+// Replays or deletes one dead letter, after asking.
+async function letterAction(id, action) {
+  const stream = state.dlq.stream;
+  const question = action === "replay" ? "Replay dead letter " + id + " to " + stream + "?"
+    : "Delete dead letter " + id + " of " + stream + "? This cannot be undone.";
+  if (!confirm(question)) return;
   try {
-    const r = await change("/api/" + path("streams", stream, "dead-letters", id, "replay"));
-    say("replayed " + id + " as " + r.replayed_as, true);
+    const url = "/api/" + path("streams", stream, "dead-letters", id, action) + query({ dlq_stream: dlqSelection().dlq_stream });
+    const r = await change(url);
+    say(action === "replay" ? "replayed " + id + " as " + r.replayed_as : "deleted " + id, true);
   } catch (e) {
     say(e.message);
   }
-  await loadDeadLetters().catch((e) => say(e.message));
+  await reloadDeadLetters();
 }
 
-// Replays or purges every dead letter of the open stream, after asking.
-async function everyLetter(action, question, done) {
-  const stream = state.dlq;
-  if (!stream || !confirm(question(stream))) return;
+// Replays or deletes every dead letter the filters match: the server counts them first, the
+// question shows that count, and the action stops at the newest letter counted.
+async function everyLetter(action) {
+  if (!state.dlq) return;
+  const stream = state.dlq.stream;
+  const selection = dlqSelection();
+  let counted;
   try {
-    const r = await change("/api/" + path("streams", stream, "dead-letters", action));
-    say(done + " " + r.done + " dead letters", true);
+    counted = await api("/api/" + path("streams", stream, "dead-letters", "matching") + query(selection));
+  } catch (e) {
+    say(e.message);
+    return;
+  }
+  const n = counted.matching;
+  const which = [selection.group && "group " + selection.group, selection.kind && "kind " + selection.kind].filter(Boolean);
+  const what = n + (n === 1 ? " dead letter" : " dead letters") + " of " + stream + (which.length ? " (" + which.join(", ") + ")" : "");
+  if (n === 0) {
+    say("no dead letters match", true);
+    return;
+  }
+  const question = action === "replay" ? "Replay " + what + "?" : "Delete " + what + "? This cannot be undone.";
+  if (!confirm(question)) return;
+  try {
+    const r = await change("/api/" + path("streams", stream, "dead-letters", action) + query({ ...selection, upto: counted.upto }));
+    say((action === "replay" ? "replayed " : "purged ") + r.done + " dead letters", true);
   } catch (e) {
     say(e.message);
   }
-  await loadDeadLetters().catch((e) => say(e.message));
+  state.dlq.after = null;
+  await reloadDeadLetters();
 }
 
-const replayAll = () => everyLetter("replay", (s) => "Replay every dead letter of " + s + "?", "replayed");
-const purgeAll = () =>
-  everyLetter("purge", (s) => "Delete every dead letter of " + s + "? This cannot be undone.", "purged");
+function firstPage() {
+  state.dlq.after = null;
+  reloadDeadLetters();
+}
 
-$("#replay-all").addEventListener("click", replayAll);
-$("#purge-all").addEventListener("click", purgeAll);
+$("#replay-all").addEventListener("click", () => everyLetter("replay"));
+$("#purge-all").addEventListener("click", () => everyLetter("purge"));
+$("#dlq-filters").addEventListener("submit", (e) => {
+  e.preventDefault();
+  if (state.dlq) firstPage();
+});
+$("#dlq-kind").addEventListener("change", () => state.dlq && firstPage());
+$("#dlq-limit").addEventListener("change", () => state.dlq && firstPage());
+$("#dlq-next").addEventListener("click", () => {
+  if (!state.dlq || !state.dlq.next) return;
+  state.dlq.after = state.dlq.next;
+  reloadDeadLetters();
+});
+$("#dlq-first").addEventListener("click", () => state.dlq && firstPage());
 $("#chart-stream").addEventListener("change", () => state.overview && renderCharts(state.overview.series));
 refresh();
 setInterval(refresh, POLL_MS);

@@ -1,0 +1,47 @@
+//! Operator tools that change a group's state on purpose, for the `streamx` CLI, the
+//! dashboard and your own scripts:
+//!
+//! - [`RetrySchedule`]: the retries a group has scheduled: list them, run one now, delete one;
+//! - [`GroupAdmin`]: create, delete and reset a consumer group, remove a stopped consumer
+//!   (handing its pending entries to the others first);
+//! - [`DeadLetterSummary`]: a dead-letter stream's letters counted by origin, group and kind.
+//!
+//! Every script here touches keys of one stream's hash slot only (see [`crate::keys`]), so
+//! each works on Redis Cluster, and each says what a crash before, during or after it means.
+
+mod dead_letter_summary;
+mod groups;
+mod retry_schedule;
+
+pub use dead_letter_summary::{DeadLetterCount, DeadLetterSummary, DEFAULT_SUMMARY_PAGE};
+pub use groups::{
+    ConsumerRemoval, EntryCount, GroupAdmin, GroupDeleted, GroupStart, Liveness, ResetPlan, ResetTarget,
+    DEFAULT_ALIVE_WITHIN, MAX_COUNTED,
+};
+pub use retry_schedule::{RetrySchedule, ScheduledPage, ScheduledRetry};
+
+use fred::clients::Client;
+use fred::interfaces::ClientLike as _;
+use fred::types::{ClusterHash, CustomCommand, Value};
+
+use crate::error::{Error, Result};
+
+/// Runs `command args...` on the node that holds `key`'s slot (for commands fred does not
+/// wrap with the features streamx builds it with, or wraps without an option we need).
+async fn command(client: &Client, name: &'static str, key: &str, args: Vec<Value>) -> Result<Value> {
+    let cmd = CustomCommand::new_static(name, ClusterHash::Custom(crate::keys::slot(key)), false);
+    client.custom(cmd, args).await.map_err(|e| Error::redis(name, key, e))
+}
+
+/// The Redis server's clock (`TIME`, on the node of `key`) in Unix milliseconds: the clock
+/// every due time and heartbeat of the engine is on.
+async fn redis_now_ms(client: &Client, key: &str) -> Result<u64> {
+    let reply = command(client, "TIME", key, Vec::new()).await?;
+    let mut parts = reply.into_array().into_iter().map(|v| v.as_u64().unwrap_or(0));
+    let (secs, micros) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    Ok(secs * 1000 + micros / 1000)
+}
+
+fn text(v: Value) -> String {
+    crate::wire::value_bytes(v).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
