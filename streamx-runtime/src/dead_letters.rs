@@ -424,14 +424,32 @@ impl DeadLetters {
     /// Replays `letter` (as [listed](Self::list)) like [`replay`](Self::replay), without
     /// reading it again. Returns `None` if the letter is gone meanwhile (replayed or purged
     /// by someone else).
+    ///
+    /// Fails, keeping the letter, when it cannot be replayed now ([`Replayed::Held`],
+    /// [`Replayed::NoGroup`]): the error says why.
     pub async fn replay_letter(&self, letter: &DeadLetter) -> Result<Option<MessageId>> {
         let outcomes = self.replay_letters(std::slice::from_ref(letter)).await?;
-        Ok(outcomes.first().and_then(|o| o.id()))
+        let outcome = outcomes.first().copied().unwrap_or(Replayed::Gone);
+        let reason = match outcome {
+            Replayed::Held(id) => format!(
+                "a consumer of group `{}` holds its entry {id} now (read again, or being dead-lettered again); \
+                 replay it later if it is still wanted",
+                letter.group
+            ),
+            Replayed::NoGroup => format!(
+                "its group `{}` does not exist on stream `{}` (create the group again, or purge the letter)",
+                letter.group, letter.origin_stream
+            ),
+            other => return Ok(other.id()),
+        };
+        Err(Error::Replay { dlq: self.stream.clone(), letter: letter.id.to_string(), reason })
     }
 
     /// Replays every dead letter present when the call starts, oldest first, each to its
     /// group (see [`replay_letters`](Self::replay_letters)); an interruption leaves each
-    /// letter either replayed or still here. Returns how many were replayed.
+    /// letter either replayed or still here. Letters that cannot be replayed now (their
+    /// group is gone, or a consumer holds their entry) are kept and skipped. Returns how
+    /// many were replayed.
     pub async fn replay_all(&self) -> Result<u64> {
         let mut replayed = 0;
         let mut after = None;

@@ -1,6 +1,5 @@
 //! `streamx dlq list|show|replay|purge`, on the runtime's [`DeadLetters`] API.
 
-use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use streamx_runtime::{DeadLetter, DeadLetters, FailureKind, MessageId};
@@ -14,8 +13,8 @@ use crate::overview::id_time;
 
 /// Dead letters read per XRANGE while selecting.
 const PAGE: u64 = 500;
-/// Replays in flight at once (pipelined on the connection, applied in order).
-const REPLAYS_IN_FLIGHT: usize = 32;
+/// Letters replayed per call (one script per origin stream and group among them).
+const REPLAYED_AT_ONCE: usize = 100;
 /// Letters listed when neither --limit nor --all is given.
 const DEFAULT_LIST: u64 = 20;
 
@@ -272,6 +271,8 @@ struct Outcome<'a> {
     done: u64,
     /// Letters gone before they could be handled (replayed or purged by someone else).
     gone: u64,
+    /// Letters not replayed and kept: their group is gone, or a consumer holds their entry.
+    kept: u64,
     remaining: u64,
 }
 
@@ -280,8 +281,13 @@ fn report(verb: &str, outcome: &Outcome, json: bool) {
         print_json(outcome);
     } else {
         let gone = if outcome.gone > 0 { format!(" ({} were gone already)", outcome.gone) } else { String::new() };
+        let kept = if outcome.kept > 0 {
+            format!(" ({} kept: their group is gone, or a consumer holds their entry)", outcome.kept)
+        } else {
+            String::new()
+        };
         println!(
-            "{verb} {} of {} dead letters{gone}; {} left in {}",
+            "{verb} {} of {} dead letters{gone}{kept}; {} left in {}",
             outcome.done,
             outcome.selected,
             outcome.remaining,
@@ -296,19 +302,21 @@ async fn replay(conn: &Connection, action: &DlqAction, json: bool) -> Result<()>
     let selected = letters.len() as u64;
     confirm("replay", selected, dead_letters.stream(), action.yes).await?;
     let mut progress = Progress::new("replay", selected);
-    let mut replays =
-        futures_util::stream::iter(letters.iter().map(|l| dead_letters.replay_letter(l))).buffered(REPLAYS_IN_FLIGHT);
-    let (mut done, mut gone) = (0, 0);
-    while let Some(replayed) = replays.try_next().await? {
-        match replayed {
-            Some(_) => done += 1,
-            None => gone += 1,
+    let (mut done, mut gone, mut kept) = (0, 0, 0);
+    for chunk in letters.chunks(REPLAYED_AT_ONCE) {
+        for outcome in dead_letters.replay_letters(chunk).await? {
+            match outcome {
+                o if o.id().is_some() => done += 1,
+                o if o.kept() => kept += 1,
+                _ => gone += 1,
+            }
         }
-        progress.advance(1);
+        progress.advance(chunk.len() as u64);
     }
     progress.finish();
     let remaining = dead_letters.count().await?;
-    report("replayed", &Outcome { dead_letter_stream: dead_letters.stream(), selected, done, gone, remaining }, json);
+    let outcome = Outcome { dead_letter_stream: dead_letters.stream(), selected, done, gone, kept, remaining };
+    report("replayed", &outcome, json);
     Ok(())
 }
 
@@ -323,7 +331,7 @@ async fn purge(conn: &Connection, action: &DlqAction, json: bool) -> Result<()> 
         confirm("purge", count, dead_letters.stream(), action.yes).await?;
         let done = dead_letters.purge().await?;
         let outcome =
-            Outcome { dead_letter_stream: dead_letters.stream(), selected: done, done, gone: 0, remaining: 0 };
+            Outcome { dead_letter_stream: dead_letters.stream(), selected: done, done, gone: 0, kept: 0, remaining: 0 };
         report("purged", &outcome, json);
         return Ok(());
     }
@@ -339,8 +347,14 @@ async fn purge(conn: &Connection, action: &DlqAction, json: bool) -> Result<()> 
     }
     progress.finish();
     let remaining = dead_letters.count().await?;
-    let outcome =
-        Outcome { dead_letter_stream: dead_letters.stream(), selected, done, gone: selected - done, remaining };
+    let outcome = Outcome {
+        dead_letter_stream: dead_letters.stream(),
+        selected,
+        done,
+        gone: selected - done,
+        kept: 0,
+        remaining,
+    };
     report("purged", &outcome, json);
     Ok(())
 }

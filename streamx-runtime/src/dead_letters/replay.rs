@@ -24,7 +24,7 @@
 //! the letter after it. A crash between the two leaves the letter and its mark; replaying it
 //! again finds the mark, delivers nothing and deletes the letter.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use fred::interfaces::{ClientLike, StreamsInterface};
@@ -37,7 +37,7 @@ use crate::keys::{self, KeyKind};
 use crate::message::MessageId;
 use crate::scripts::{assemble, NOW_MS};
 use crate::wire::{value_bytes, HEADER_PREFIX};
-use crate::worker::SCHEDULED_CONSUMER;
+use crate::worker::{SCHEDULED_CONSUMER, SUSPECTS_CONSUMER};
 
 /// The header of an entry re-published by a replay for one group: the consumers of every
 /// other group acknowledge it without running their handler.
@@ -66,23 +66,37 @@ pub enum Replayed {
     /// The entry (this id) is pending in the group already, or not read by it yet: it will
     /// be delivered without a replay. The letter was removed.
     AlreadyDue(MessageId),
-    /// The letter was gone: replayed or purged by someone else meanwhile.
+    /// The letter was gone: replayed or purged by someone else meanwhile (or it was
+    /// asked twice in one call: the first is answered, the second is `Gone`).
     Gone,
+    /// Not replayed, the letter is kept: a consumer of the group holds the entry (this id)
+    /// now, still deciding its fate (it was read again after a reset, or is being
+    /// dead-lettered again); replay the letter later if it is still wanted.
+    Held(MessageId),
+    /// Not replayed, the letter is kept: its group no longer exists on its stream (create
+    /// the group again, or purge the letter).
+    NoGroup,
 }
 
 impl Replayed {
-    /// The id the group will get the message under; `None` when the letter was gone.
+    /// The id the group will get the message under; `None` when nothing was replayed.
     pub fn id(self) -> Option<MessageId> {
         match self {
             Replayed::Requeued(id) | Replayed::Republished(id) | Replayed::AlreadyDue(id) => Some(id),
-            Replayed::Gone => None,
+            Replayed::Gone | Replayed::Held(_) | Replayed::NoGroup => None,
         }
+    }
+
+    /// Whether the letter was left in the dead-letter stream, not replayed
+    /// ([`Held`](Self::Held), [`NoGroup`](Self::NoGroup)).
+    pub fn kept(self) -> bool {
+        matches!(self, Replayed::Held(_) | Replayed::NoGroup)
     }
 }
 
 /// Replays letters of one origin stream and group (see the module docs).
 ///
-/// Per letter, an answer `{letter id, outcome, id}`: `requeued`, `due`, `republished`,
+/// Per letter, an answer `{letter id, outcome, id}`: `requeued`, `due`, `held`, `republished`,
 /// `gone`, `marked` (replayed before: the client deletes the letter), `need_fields` (the entry is gone, the dead-letter stream is not in this script:
 /// call again with the letter's fields), or `wide` (too many fields to publish from Lua).
 /// `nogroup` alone when the group does not exist. Writes, in order: the schedule, the claim
@@ -94,19 +108,23 @@ static REPLAY_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
         r#"
 -- KEYS: stream, schedule, take-over marks, replay marks, [dead-letter stream]
 -- ARGV: group, scheduled consumer, dead-letter stream name, replayed-from field,
---       replay-group field, mark kept ms, most fields,
+--       replay-group field, mark kept ms, most fields, suspects consumer,
 --       then per letter: letter id, origin id or '', field count or -1, fields...
 local dlq = KEYS[5]
 local group = ARGV[1]
 local now = now_ms()
-local function parts(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
+-- Ids compared as decimal strings (no leading zeros): a Lua number loses 64-bit parts.
+local function compare(a, b)
+  if #a ~= #b then return #a > #b and 1 or -1 end
+  if a == b then return 0 end
+  return a > b and 1 or -1
 end
 local function after(a, b)
-  local am, as = parts(a)
-  local bm, bs = parts(b)
-  return am > bm or (am == bm and as > bs)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  local c = compare(am, bm)
+  if c ~= 0 then return c > 0 end
+  return compare(as, bs) > 0
 end
 local last_delivered = nil
 if group ~= '' then
@@ -138,7 +156,7 @@ local function republish(letter, fields)
   return redis.call('XADD', KEYS[1], '*', unpack(out))
 end
 local answers = {}
-local i = 8
+local i = 9
 while i <= #ARGV do
   local letter, origin, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local fields = nil
@@ -159,7 +177,12 @@ while i <= #ARGV do
     outcome = 'marked'
   elseif group ~= '' and origin ~= '' and redis.call('XRANGE', KEYS[1], origin, origin)[1] then
     id = origin
-    if redis.call('XPENDING', KEYS[1], group, origin, origin, 1)[1] or after(origin, last_delivered) then
+    local holder = redis.call('XPENDING', KEYS[1], group, origin, origin, 1)[1]
+    if holder and holder[2] ~= ARGV[2] and holder[2] ~= ARGV[8] then
+      -- A consumer holds it (dead-lettering it again, or it was read again after a reset):
+      -- its fate is that consumer's; the letter stays.
+      outcome = 'held'
+    elseif holder or after(origin, last_delivered) then
       outcome = 'due'
     else
       redis.call('ZADD', KEYS[2], now, origin)
@@ -198,9 +221,9 @@ impl DeadLetters {
     /// outcome per letter, in order. A letter is never delivered twice, however often it is
     /// replayed, and an interrupted call leaves each letter replayed or still here.
     ///
-    /// Fails when a letter's group no longer exists on its stream (create the group again,
-    /// or purge the letter), or when a letter whose entry was trimmed has too many fields to
-    /// publish again from a script (more than 7,900).
+    /// A letter that cannot be replayed now is kept and answered [`Replayed::Held`] or
+    /// [`Replayed::NoGroup`]; the others are replayed. Fails when a letter whose entry was
+    /// trimmed has too many fields to publish again from a script (more than 7,900).
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), streamx_runtime::Error> {
@@ -218,20 +241,23 @@ impl DeadLetters {
     /// ```
     pub async fn replay_letters(&self, letters: &[DeadLetter]) -> Result<Vec<Replayed>> {
         let mut outcomes: HashMap<MessageId, Replayed> = HashMap::with_capacity(letters.len());
+        // A letter asked twice is replayed (and answered) once.
+        let mut seen = HashSet::with_capacity(letters.len());
+        let unique: Vec<&DeadLetter> = letters.iter().filter(|l| seen.insert(l.id)).collect();
         // Consecutive letters of one origin and group go in one script, at most PER_SCRIPT.
         let mut start = 0;
-        while start < letters.len() {
-            let first = &letters[start];
-            let end = letters[start..]
+        while start < unique.len() {
+            let first = unique[start];
+            let end = unique[start..]
                 .iter()
                 .take(PER_SCRIPT)
                 .position(|l| l.origin_stream != first.origin_stream || l.group != first.group)
-                .map_or((start + PER_SCRIPT).min(letters.len()), |n| start + n);
-            let asked: Vec<Asked> = letters[start..end].iter().map(|letter| Asked { letter, fields: None }).collect();
+                .map_or((start + PER_SCRIPT).min(unique.len()), |n| start + n);
+            let asked: Vec<Asked> = unique[start..end].iter().map(|&letter| Asked { letter, fields: None }).collect();
             self.replay_run(&first.origin_stream, &first.group, asked, &mut outcomes).await?;
             start = end;
         }
-        Ok(letters.iter().map(|l| outcomes.get(&l.id).copied().unwrap_or(Replayed::Gone)).collect())
+        Ok(letters.iter().map(|l| outcomes.remove(&l.id).unwrap_or(Replayed::Gone)).collect())
     }
 
     /// One script for letters of `origin` and `group`; a second one with the fields of the
@@ -258,8 +284,18 @@ impl DeadLetters {
             keys::derived_key(origin, KeyKind::TakeoverMarks(group)),
             keys::replay_marks(origin, group),
         ];
-        if dlq_in_script {
+        let asked = if dlq_in_script {
             keys.push(self.stream.clone());
+            asked
+        } else {
+            // The script cannot see the letters: those deleted since they were listed (a
+            // purge by someone else) are not replayed from the caller's copy. (One deleted
+            // between this read and the script still is: the marks stop only a second
+            // delivery.)
+            self.still_here(asked, outcomes).await?
+        };
+        if asked.is_empty() {
+            return Ok(());
         }
         let mut args: Vec<Value> = vec![
             group.into(),
@@ -269,6 +305,7 @@ impl DeadLetters {
             format!("{HEADER_PREFIX}{REPLAY_GROUP_HEADER}").into(),
             MARK_KEPT_MS.to_string().into(),
             MOST_FIELDS.to_string().into(),
+            SUSPECTS_CONSUMER.into(),
         ];
         for a in &asked {
             args.push(a.letter.id.to_string().into());
@@ -289,14 +326,8 @@ impl DeadLetters {
             .await
             .map_err(|e| Error::redis("EVALSHA (dead-letter replay)", origin, e))?;
         if reply.as_str().is_some_and(|s| s == "nogroup") {
-            let letter = asked.first().map(|a| a.letter.id.to_string()).unwrap_or_default();
-            return Err(Error::Replay {
-                dlq: self.stream.clone(),
-                letter,
-                reason: format!(
-                    "its group `{group}` does not exist on stream `{origin}` (create the group again, or purge the letter)"
-                ),
-            });
+            outcomes.extend(asked.iter().map(|a| (a.letter.id, Replayed::NoGroup)));
+            return Ok(());
         }
         let mut needing = Vec::new();
         let mut deleted = Vec::new();
@@ -311,6 +342,7 @@ impl DeadLetters {
                 (b"requeued", Some(id)) => Replayed::Requeued(id),
                 (b"republished", Some(id)) => Replayed::Republished(id),
                 (b"due", Some(id)) => Replayed::AlreadyDue(id),
+                (b"held", Some(id)) => Replayed::Held(id),
                 (b"need_fields", _) => {
                     needing.push(letter);
                     continue;
@@ -325,7 +357,7 @@ impl DeadLetters {
                 }
                 _ => Replayed::Gone,
             };
-            if replayed != Replayed::Gone {
+            if replayed.id().is_some() {
                 crate::observe::dead_letter_replayed(origin);
                 if !dlq_in_script {
                     deleted.push(letter.to_string());
@@ -354,6 +386,34 @@ impl DeadLetters {
             return Ok(());
         }
         Box::pin(self.replay_run(origin, group, with_fields, outcomes)).await
+    }
+
+    /// The letters of `asked` still in the dead-letter stream; the others are answered
+    /// [`Replayed::Gone`].
+    async fn still_here<'a>(
+        &self,
+        asked: Vec<Asked<'a>>,
+        outcomes: &mut HashMap<MessageId, Replayed>,
+    ) -> Result<Vec<Asked<'a>>> {
+        let checks = asked.iter().map(|a| async move {
+            let id = a.letter.id.to_string();
+            let reply: Value = self
+                .client
+                .xrange(&self.stream, id.as_str(), id.as_str(), Some(1))
+                .await
+                .map_err(|e| Error::redis("XRANGE", &self.stream, e))?;
+            Ok::<bool, Error>(!raw_entries(reply).is_empty())
+        });
+        let present = futures_util::future::try_join_all(checks).await?;
+        let mut kept = Vec::with_capacity(asked.len());
+        for (a, here) in asked.into_iter().zip(present) {
+            if here {
+                kept.push(a);
+            } else {
+                outcomes.insert(a.letter.id, Replayed::Gone);
+            }
+        }
+        Ok(kept)
     }
 
     /// Every field of one letter but those the dead-lettering added.

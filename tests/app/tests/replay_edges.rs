@@ -1,22 +1,9 @@
-//! Attempts to break the group-only dead-letter replay (review of `dead_letters/replay.rs`).
-//!
-//! Each test builds the Redis state by hand (redis-cli), replays with the real
-//! `DeadLetters` API against a real server, and asserts what the docs promise.
-//!
-//! EXPECTED TO FAIL (defects):
-//! - `a_huge_sequence_id_not_yet_read_is_already_due` (ids compared as Lua doubles)
-//! - `a_wide_letter_replayed_before_its_ack_is_not_lost` (wide-entry move window)
-//! - `a_deleted_letter_in_another_slot_is_not_replayed_from_a_stale_copy` (cluster, cross-slot)
-//! - `the_same_letter_twice_in_one_call_reports_one_replay` (outcome map keyed by letter id)
-//! - `replay_all_is_not_blocked_by_one_letter_of_a_deleted_group` (limitation: documented
-//!   for `replay_letters`, not for `replay_all`)
-//!
-//! EXPECTED TO PASS (checked, fine):
-//! - `a_deleted_letter_in_the_same_slot_is_not_replayed_from_a_stale_copy` (both topologies)
-//! - `a_letter_replayed_twice_while_the_entry_is_pending_is_due_once`
-//! - `binary_fields_survive_a_republish_in_the_script`, `..._from_another_slot`
-//!
-//! Same results on redis-server 7.0, Valkey 8.1.8 and Redis 8.2.3.
+//! Edges of the group-only dead-letter replay, each found by trying to break it: ids beyond
+//! a double's precision, a letter whose entry a consumer still holds (the wide-entry move's
+//! window), stale copies of deleted letters, a letter asked twice in one call, a letter
+//! whose group is gone, binary fields. Each builds the Redis state by hand (redis-cli),
+//! replays with the real `DeadLetters` API against a real server, and asserts what the docs
+//! promise.
 
 #![allow(clippy::unwrap_used)]
 
@@ -65,7 +52,7 @@ fn write_letter(server: &TestRedis, dlq: &str, stream: &str, id: &str, group: &s
     )
 }
 
-/// FAILS. The script compares ids as `tonumber(ms), tonumber(seq)`: Lua numbers are doubles,
+/// The script compares ids as `tonumber(ms), tonumber(seq)`: Lua numbers are doubles,
 /// so sequence numbers above 2^53 that differ by one compare equal. An entry the group has
 /// not read yet (after its last-delivered id) is then taken for one it read: it is
 /// force-claimed into the schedule *and* still unread, so the group gets it twice (once by
@@ -93,7 +80,6 @@ async fn a_huge_sequence_id_not_yet_read_is_already_due() {
     cli(&server, &["XCLAIM", &stream, "billing", "promoted-here", "0", unread, "JUSTID"]);
     // And what a reader does meanwhile: read new entries.
     let read_again = cli(&server, &["XREADGROUP", "GROUP", "billing", "reader", "STREAMS", &stream, ">"]);
-    println!("pending after replay: {pending:?}\nread by `>` after the promoter claimed it: {read_again:?}");
     assert_eq!(
         outcomes,
         vec![Replayed::AlreadyDue(unread.parse::<MessageId>().unwrap())],
@@ -102,11 +88,11 @@ async fn a_huge_sequence_id_not_yet_read_is_already_due() {
     );
 }
 
-/// FAILS. A wide entry (over 7,900 fields) is dead-lettered in two steps by the client: XADD
+/// A wide entry (over 7,900 fields) is dead-lettered in two steps by the client: XADD
 /// of the letter, then `ACK_WIDE_SCRIPT` (XACK if still pending for this consumer). Between
 /// the two, the letter exists while the entry is pending under the consumer giving up on it.
-/// A replay in that window answers `AlreadyDue` and deletes the letter; the second step
-/// then acknowledges the entry: the message is neither pending nor a dead letter.
+/// A replay in that window must not delete the letter (the second step then acknowledges
+/// the entry, and the message would be neither pending nor a dead letter): it is `Held`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wide_letter_replayed_before_its_ack_is_not_lost() {
     let server = TestRedis::start(Topology::Standalone).unwrap();
@@ -120,7 +106,8 @@ async fn a_wide_letter_replayed_before_its_ack_is_not_lost() {
     let letter_id = write_letter(&server, &dlq_key, &stream, &id, "billing", "c1");
     let dlq = DeadLetters::connect(&url, &dlq_key).await.unwrap();
 
-    let outcome = dlq.replay(letter_id.parse().unwrap()).await.unwrap();
+    let outcome = dlq.replay(letter_id.parse().unwrap()).await;
+    assert!(outcome.as_ref().is_err_and(|e| e.to_string().contains("holds its entry")), "{outcome:?}");
 
     // Step 2 of move_wide_entry: ACK_WIDE_SCRIPT, verbatim.
     let ack_wide = r#"
@@ -140,11 +127,9 @@ return 0
         cli(&server, &["EVAL", ack_wide, "3", &stream, &dlq_key, &marks, "billing", &id, "c1", &letter_id, "0"]);
     let pending = cli(&server, &["XPENDING", &stream, "billing", "-", "+", "10"]);
     let letters = dlq.count().await.unwrap();
-    println!("replay answered {outcome:?}; the wide ack answered {acked}; pending {pending:?}; letters {letters}");
     assert!(
         !pending.is_empty() || letters > 0,
-        "the message is lost: replay said {outcome:?} (due), then the engine acknowledged it; \
-         nothing pending, no letter"
+        "the message is lost: the wide ack answered {acked}; nothing pending, no letter"
     );
 }
 
@@ -160,7 +145,6 @@ async fn stale_copy_after_delete(topology: Topology, dlq_key: impl Fn(&str) -> S
     cli(&server, &["XREADGROUP", "GROUP", "billing", "c1", "COUNT", "1", "STREAMS", &stream, ">"]);
     cli(&server, &["XACK", &stream, "billing", &id]);
     let dlq_key = dlq_key(&stream);
-    println!("stream slot {}, dlq slot {}", streamx::keys::slot(&stream), streamx::keys::slot(&dlq_key));
     write_letter(&server, &dlq_key, &stream, &id, "billing", "c1");
     let dlq = DeadLetters::connect(&url, &dlq_key).await.unwrap();
     let letter = dlq.list(None, 1).await.unwrap().entries.remove(0);
@@ -174,7 +158,7 @@ async fn stale_copy_after_delete(topology: Topology, dlq_key: impl Fn(&str) -> S
     assert!(pending.is_empty(), "pending now: {pending:?}");
 }
 
-/// FAILS. A dead-letter stream in another slot (cluster): the script cannot check the letter
+/// A dead-letter stream in another slot (cluster): the script cannot check the letter
 /// still exists, only the replay marks, so a letter deleted by another operator is
 /// replayed from a stale copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,14 +171,14 @@ async fn a_deleted_letter_in_another_slot_is_not_replayed_from_a_stale_copy() {
     .await;
 }
 
-/// PASSES (control): the same with the default dead-letter stream, in the script.
+/// the same with the default dead-letter stream, in the script.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_letter_in_the_same_slot_is_not_replayed_from_a_stale_copy() {
     stale_copy_after_delete(Topology::Standalone, dlq_of).await;
     stale_copy_after_delete(Topology::Cluster, dlq_of).await;
 }
 
-/// FAILS. `replay_letters` keeps the outcomes in a map keyed by letter id: a letter passed
+/// `replay_letters` keeps the outcomes in a map keyed by letter id: a letter passed
 /// twice (two pages of a listing that overlapped, a UI that sent the selection twice) is
 /// replayed once, but both answers say `Gone`: the replay that happened is not reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -221,10 +205,10 @@ async fn the_same_letter_twice_in_one_call_reports_one_replay() {
     );
 }
 
-/// PASSES: a letter whose entry is pending (here under a live consumer) is due; a second
-/// replay finds nothing; the entry stays with its consumer (not moved to the placeholder).
+/// A letter whose entry a consumer holds (here a live one) is kept, however often it is
+/// replayed; the entry stays with its consumer (not moved to the placeholder).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_letter_replayed_twice_while_the_entry_is_pending_is_due_once() {
+async fn a_letter_whose_entry_a_consumer_holds_is_kept() {
     let server = TestRedis::start(Topology::Standalone).unwrap();
     let url = server.url();
     let stream = unique_name("replay-pending");
@@ -237,13 +221,16 @@ async fn a_letter_replayed_twice_while_the_entry_is_pending_is_due_once() {
     let letters = dlq.list(None, 1).await.unwrap().entries;
     let first = dlq.replay_letters(&letters).await.unwrap();
     let second = dlq.replay_letters(&letters).await.unwrap();
-    assert_eq!(first, vec![Replayed::AlreadyDue(id.parse().unwrap())]);
-    assert_eq!(second, vec![Replayed::Gone]);
+    assert_eq!(first, vec![Replayed::Held(id.parse().unwrap())]);
+    assert_eq!(second, first, "still held, still kept");
+    assert_eq!(dlq.count().await.unwrap(), 1);
+    let err = dlq.replay_letter(&letters[0]).await.unwrap_err().to_string();
+    assert!(err.contains("holds its entry"), "{err}");
     let pending = cli(&server, &["XPENDING", &stream, "billing", "-", "+", "10"]);
     assert!(pending.contains("c1") && !pending.contains("streamx:scheduled"), "{pending}");
 }
 
-/// PASSES: binary field names and values (not UTF-8, with NULs) of a letter whose entry is
+/// binary field names and values (not UTF-8, with NULs) of a letter whose entry is
 /// gone are published again byte for byte: from the script (letter in the same slot) and
 /// from the client's second call with the fields (letter in another slot, cluster).
 async fn binary_fields_survive_a_republish(topology: Topology, other_slot: bool) {
@@ -282,10 +269,8 @@ async fn binary_fields_survive_a_republish_from_another_slot() {
     binary_fields_survive_a_republish(Topology::Cluster, true).await;
 }
 
-/// FAILS (a limitation more than a bug: documented for `replay_letters`, not for
-/// `replay_all`). One letter whose group was deleted makes every `replay_all` fail at it:
-/// the letters after it (other groups, other streams) are never replayed by `replay_all`
-/// until someone purges that one letter.
+/// One letter whose group was deleted is kept and skipped: it does not stop `replay_all`
+/// from replaying the letters after it (other groups, other streams).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_all_is_not_blocked_by_one_letter_of_a_deleted_group() {
     let server = TestRedis::start(Topology::Standalone).unwrap();
@@ -306,6 +291,7 @@ async fn replay_all_is_not_blocked_by_one_letter_of_a_deleted_group() {
     let all = dlq.replay_all().await;
 
     let pending = cli(&server, &["XPENDING", &stream, "billing", "-", "+", "10"]);
-    println!("replay_all: {all:?}; billing pending: {pending:?}");
-    assert!(pending.contains("streamx:scheduled"), "billing's letter was not replayed: replay_all said {all:?}");
+    assert_eq!(all.unwrap(), 1, "billing's letter replayed, the other skipped");
+    assert!(pending.contains("streamx:scheduled"), "billing's letter is back in its queue: {pending:?}");
+    assert_eq!(dlq.count().await.unwrap(), 1, "the letter of the deleted group is kept");
 }
