@@ -415,7 +415,18 @@ local s = [[redis.call('SET')]]
         // The operator API's scripts, the permission check's own, and the one-time move of a
         // braced stream's keys from their old names (run only where the names changed; a
         // refusal is logged and the move skipped: see `keys::migrate`).
-        const OPERATOR: &[&str] = &["REPLAY_SCRIPT", "PURGE_SCRIPT", "KEY_PROBE", "COMMAND_PROBE", "MOVE_KEY"];
+        // The operator tools' scripts (dead letters, the admin module): not run by workers.
+        const OPERATOR: &[&str] = &[
+            "REPLAY_SCRIPT",
+            "PURGE_SCRIPT",
+            "KEY_PROBE",
+            "COMMAND_PROBE",
+            "MOVE_KEY",
+            "RUN_NOW",
+            "DELETE",
+            "DELETE_GROUP",
+            "HAND_OVER",
+        ];
         let known: Vec<&str> = engine_scripts().iter().map(|s| s.ident).chain(OPERATOR.iter().copied()).collect();
         let mut statics = Vec::new();
         // (This file is skipped: its tests name what they look for.)
