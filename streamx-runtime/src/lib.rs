@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod batch;
+mod clock;
 mod connection;
 mod consumer;
 pub mod dead_letters;

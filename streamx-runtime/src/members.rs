@@ -89,7 +89,7 @@ impl Inspector {
             return Ok(Vec::new());
         }
         let names: Vec<Value> = consumers.iter().map(|c| Value::from(c.name.as_str())).collect();
-        let now = self.redis_now_ms(stream).await?;
+        let now = crate::clock::redis_now_ms(&self.client, stream).await?;
         let beats = self.scores(&keys::heartbeats(stream, group), names.clone()).await?;
         let deadlines = self.scores(&keys::member_deadlines(stream, group), names).await?;
         Ok(consumers
@@ -115,24 +115,6 @@ impl Inspector {
         let reply: Value = self.client.custom(command, args).await.map_err(|e| Error::redis("ZMSCORE", key, e))?;
         Ok(reply.into_array().into_iter().map(score).collect())
     }
-
-    /// The Redis clock (TIME) of the node holding `stream`, in Unix milliseconds: the clock
-    /// the engine scores heartbeats and deadlines by. A user that may not run TIME (a
-    /// read-only ACL user: TIME is not in `@read`) gets this machine's clock instead.
-    async fn redis_now_ms(&self, stream: &str) -> Result<u64> {
-        let command = CustomCommand::new_static("TIME", ClusterHash::Custom(keys::slot(stream)), false);
-        let reply: Value = match self.client.custom(command, Vec::<Value>::new()).await {
-            Ok(reply) => reply,
-            Err(e) if e.details().contains("NOPERM") => return Ok(local_now_ms()),
-            Err(e) => return Err(Error::redis("TIME", stream, e)),
-        };
-        let mut parts = reply
-            .into_array()
-            .into_iter()
-            .map(|v| value_bytes(v).and_then(|b| std::str::from_utf8(&b).ok().and_then(|s| s.parse::<u64>().ok())));
-        let (secs, micros) = (parts.next().flatten(), parts.next().flatten());
-        Ok(secs.unwrap_or(0) * 1000 + micros.unwrap_or(0) / 1000)
-    }
 }
 
 /// A sorted-set score as Redis sends it (a bulk string, or a double over RESP3).
@@ -142,9 +124,4 @@ fn score(v: Value) -> Option<i64> {
         Value::Integer(i) => Some(i),
         other => value_bytes(other).and_then(|b| std::str::from_utf8(&b).ok()?.parse::<f64>().ok()).map(|d| d as i64),
     }
-}
-
-/// This machine's clock, in Unix milliseconds.
-fn local_now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -9,7 +9,8 @@ use fred::interfaces::StreamsInterface;
 use fred::types::scripts::Script;
 use fred::types::Value;
 
-use super::{command, redis_now_ms, text};
+use super::{command, text};
+use crate::clock::redis_now_ms;
 use crate::connection::{tool_client, RedisUrl};
 use crate::error::{is_busy_group, Error, Result};
 use crate::inspect::{parse_consumers, Inspector};

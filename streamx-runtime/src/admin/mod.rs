@@ -33,15 +33,6 @@ async fn command(client: &Client, name: &'static str, key: &str, args: Vec<Value
     client.custom(cmd, args).await.map_err(|e| Error::redis(name, key, e))
 }
 
-/// The Redis server's clock (`TIME`, on the node of `key`) in Unix milliseconds: the clock
-/// every due time and heartbeat of the engine is on.
-async fn redis_now_ms(client: &Client, key: &str) -> Result<u64> {
-    let reply = command(client, "TIME", key, Vec::new()).await?;
-    let mut parts = reply.into_array().into_iter().map(|v| v.as_u64().unwrap_or(0));
-    let (secs, micros) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    Ok(secs * 1000 + micros / 1000)
-}
-
 fn text(v: Value) -> String {
     crate::wire::value_bytes(v).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }

@@ -17,7 +17,8 @@ use fred::interfaces::StreamsInterface;
 use fred::types::scripts::Script;
 use fred::types::Value;
 
-use super::{command, redis_now_ms};
+use super::command;
+use crate::clock::redis_now_ms;
 use crate::connection::{tool_client, RedisUrl};
 use crate::error::{Error, Result};
 use crate::inspect::parse_pending;
@@ -170,7 +171,7 @@ impl RetrySchedule {
                 "WITHSCORES".into(),
             ],
         );
-        let (range, total, now_ms) = tokio::try_join!(range, self.count(), self.now_ms())?;
+        let (range, total, now_ms) = tokio::try_join!(range, self.count(), redis_now_ms(&self.client, &self.key))?;
         let scheduled = scored(range);
         let entries = futures_util::future::try_join_all(
             scheduled.into_iter().map(|(id, due_at_ms)| self.describe(id, due_at_ms, payloads)),
@@ -179,18 +180,6 @@ impl RetrySchedule {
         let next = offset + entries.len() as u64;
         let next_offset = (entries.len() as u64 == limit && next < total).then_some(next);
         Ok(ScheduledPage { entries, total, now_ms, next_offset })
-    }
-
-    /// The Redis clock (TIME), or this machine's for a user without TIME (the README's
-    /// read-only ACL user has `+@read` only): due times are on the Redis clock.
-    async fn now_ms(&self) -> Result<u64> {
-        match redis_now_ms(&self.client, &self.key).await {
-            Ok(now) => Ok(now),
-            Err(_) => Ok(std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                .unwrap_or(0)),
-        }
     }
 
     /// One scheduled retry, if `id` is scheduled.
