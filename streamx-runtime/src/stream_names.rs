@@ -40,8 +40,13 @@ impl Registered {
     /// Registers `stream` unless this process did already. A refusal (`NOPERM`: a user
     /// without the registry's key) is not retried; any other failure is, at the next publish.
     pub(crate) async fn once(&self, client: &Client, stream: &str) {
-        if !self.names.lock().unwrap_or_else(PoisonError::into_inner).insert(stream.to_string()) {
-            return;
+        {
+            // Every publish passes here: no allocation once the stream is known.
+            let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
+            if names.contains(stream) {
+                return;
+            }
+            names.insert(stream.to_string());
         }
         if let Err(e) = register(client, stream).await {
             let refused = e.to_string().contains("NOPERM");

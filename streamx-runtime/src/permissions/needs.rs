@@ -254,13 +254,11 @@ pub(crate) struct ConsumerKeys {
 }
 
 impl ConsumerKeys {
-    /// Every key the engine touches for this consumer (see [`engine_keys`]), and the registry
-    /// of stream names ([`STREAM_NAMES`]), which the runtime writes at start.
+    /// Every key the engine touches for this consumer (see [`engine_keys`]): what the start-up
+    /// check requires. (The registry of stream names is granted by the rule too, but only
+    /// written best effort: a user without it runs, and the tools find its streams by scanning.)
     pub fn all(&self) -> Vec<String> {
-        let mut keys: Vec<String> =
-            engine_keys(&self.stream, &self.group, self.dead_letters.as_deref()).into_iter().map(|(_, k)| k).collect();
-        keys.push(STREAM_NAMES.to_string());
-        keys
+        engine_keys(&self.stream, &self.group, self.dead_letters.as_deref()).into_iter().map(|(_, k)| k).collect()
     }
 }
 
@@ -303,7 +301,8 @@ fn glob_escape(text: &str) -> String {
 pub(crate) fn key_patterns<'a>(consumers: impl IntoIterator<Item = &'a ConsumerKeys>) -> Vec<String> {
     let mut patterns: Vec<String> = Vec::new();
     for c in consumers {
-        for key in c.all() {
+        // The registry of stream names ([`STREAM_NAMES`]) the runtime writes at start.
+        for key in c.all().into_iter().chain([STREAM_NAMES.to_string()]) {
             let pattern = key_pattern(&c.stream, &key);
             if !patterns.contains(&pattern) {
                 patterns.push(pattern);

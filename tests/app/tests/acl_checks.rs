@@ -169,6 +169,22 @@ async fn the_readme_rule_passes_the_check_and_consumes_without_a_denial() {
     assert_eq!(acl_denials(&server), Vec::<String>::new());
 }
 
+/// A user from before the registry of stream names (the README's rule without
+/// `~streamx:streams`) still starts and consumes: the registry is written best effort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_the_registry_of_stream_names_still_starts_and_consumes() {
+    let server = common::start_server();
+    set_user(&server, &rule_args("orders", &["~streamx:streams"]));
+    let (consumer, seen) = recorder(&[]);
+    let running = builder(&server, consumer).build().unwrap().start().await.unwrap();
+    let producer = Producer::connect(&user_url(&server)).await.unwrap();
+    producer.publish_batch("orders", &(0..5).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    wait_until(Duration::from_secs(20), "5 handled", || async { seen.lock().unwrap().len() >= 5 }).await.unwrap();
+    assert!(running.not_ready().is_empty(), "{:?}", running.not_ready());
+    running.shutdown().await.unwrap();
+    assert_eq!(redis_cli(&server, &["EXISTS", "streamx:streams"]).unwrap().trim(), "0", "nothing registered");
+}
+
 /// Everything logged in this test binary (a subscriber is installed once, for all tests).
 fn logs() -> Arc<Mutex<Vec<u8>>> {
     static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
