@@ -126,6 +126,7 @@ mod tests {
             data: Some(bytes::Bytes::from_static(b"{\"a\":1}\n")),
             headers: [("trace".to_string(), "t1".to_string())].into_iter().collect::<Headers>(),
             deleted: false,
+            replay_group: None,
         };
         let t = Template::parse("{{{id}}} {time} {stream} {h:trace}|{h:none}| {headers} {payload}").unwrap();
         assert_eq!(t.render("s\u{1b}", &entry), "{1000-2} 1970-01-01T00:00:01.000Z s\\e t1|| trace=t1 {\"a\":1}\\n");

@@ -37,7 +37,8 @@ use crate::wire::{field, parse_entries, split_entry, value_bytes, Field};
 
 mod replay;
 
-pub use replay::{Replayed, REPLAY_GROUP_HEADER};
+pub use crate::wire::REPLAY_GROUP_FIELD;
+pub use replay::Replayed;
 
 /// Prefix of the fields a dead-letter entry adds.
 pub const DLQ_FIELD_PREFIX: &str = "dlq:";

@@ -228,6 +228,7 @@ impl Delivery {
             data: data.map(|d| bytes::Bytes::from_static(d.as_bytes())),
             headers: crate::message::Headers::new(),
             deleted: false,
+            replay_group: None,
         };
         Delivery::new(Arc::from(stream), entry, 1, State::new())
     }

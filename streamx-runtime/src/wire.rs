@@ -13,6 +13,11 @@ use crate::message::{Headers, MessageId};
 pub const DATA_FIELD: &str = "data";
 /// The prefix of header fields: header `trace-id` is stored as field `h:trace-id`.
 pub const HEADER_PREFIX: &str = "h:";
+/// The field of an entry published again by a dead-letter replay for one group (its
+/// entry was trimmed): the group's name. The consumers of every other group acknowledge such
+/// an entry without running it. A field, not a header, so a handler that forwards the
+/// headers it received never carries it along.
+pub const REPLAY_GROUP_FIELD: &str = "streamx:replay-group";
 
 /// One stream entry as read from Redis, before the payload is decoded: what tools that
 /// read streams without a consumer group (`streamx tail`) show.
@@ -27,6 +32,9 @@ pub struct RawEntry {
     /// True when Redis returned the id without fields: the entry was deleted or trimmed
     /// while it was pending.
     pub deleted: bool,
+    /// The group this entry is for when a dead-letter replay published it again (the field
+    /// [`REPLAY_GROUP_FIELD`]); `None` for every other entry.
+    pub replay_group: Option<String>,
 }
 
 /// Builds the field list of an XADD for a payload and headers.
@@ -123,20 +131,24 @@ pub(crate) fn parse_entry(value: Value) -> Option<RawEntry> {
 /// The entry `id` holding `fields` (`None`: deleted while pending).
 fn build_entry(id: MessageId, fields: Option<impl Iterator<Item = (Bytes, Bytes)>>) -> RawEntry {
     let Some(fields) = fields else {
-        return RawEntry { id, data: None, headers: Headers::new(), deleted: true };
+        return RawEntry { id, data: None, headers: Headers::new(), deleted: true, replay_group: None };
     };
     let mut data = None;
     let mut headers = Headers::new();
+    let mut replay_group = None;
     for (k, v) in fields {
         match field(&k) {
             Field::Data => data = Some(v),
             Field::Header(name) => {
                 headers.insert(String::from_utf8_lossy(name), String::from_utf8_lossy(&v));
             }
+            Field::Other if &k[..] == REPLAY_GROUP_FIELD.as_bytes() => {
+                replay_group = Some(String::from_utf8_lossy(&v).into_owned());
+            }
             Field::Other => {}
         }
     }
-    RawEntry { id, data, headers, deleted: false }
+    RawEntry { id, data, headers, deleted: false, replay_group }
 }
 
 /// Parses a list of entries (the reply of XRANGE, XCLAIM, or one stream of XREADGROUP).

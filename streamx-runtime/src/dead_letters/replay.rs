@@ -9,9 +9,10 @@
 //! - **The entry is pending in the group already, or not read by it yet** (its position was
 //!   reset): it will be delivered anyway; the letter is only removed.
 //! - **The entry was trimmed or deleted**: the letter's fields are published again as a new
-//!   entry with the headers `streamx-replayed-from: <dead-letter id>` and
-//!   `streamx-replay-group: <group>`. The consumers of every other group acknowledge it
-//!   without running their handler (see [`REPLAY_GROUP_HEADER`]).
+//!   entry with the header `streamx-replayed-from: <dead-letter id>` and the field
+//!   `streamx:replay-group: <group>`. The consumers of every other group acknowledge it
+//!   without running their handler (see [`REPLAY_GROUP_FIELD`]): a field, not a header, so
+//!   a handler forwarding the headers it got never carries it to another stream.
 //! - A letter with no group (written by hand) is published again for every group.
 //!
 //! **Never delivered twice.** When the dead-letter stream shares the origin stream's hash
@@ -36,12 +37,8 @@ use crate::error::{Error, Result};
 use crate::keys::{self, KeyKind};
 use crate::message::MessageId;
 use crate::scripts::{assemble, NOW_MS};
-use crate::wire::{value_bytes, HEADER_PREFIX};
+use crate::wire::{value_bytes, HEADER_PREFIX, REPLAY_GROUP_FIELD};
 use crate::worker::{SCHEDULED_CONSUMER, SUSPECTS_CONSUMER};
-
-/// The header of an entry re-published by a replay for one group: the consumers of every
-/// other group acknowledge it without running their handler.
-pub const REPLAY_GROUP_HEADER: &str = "streamx-replay-group";
 
 /// Letters replayed per script (each is a few commands; the re-published ones carry their
 /// fields).
@@ -302,7 +299,7 @@ impl DeadLetters {
             SCHEDULED_CONSUMER.into(),
             self.stream.as_str().into(),
             format!("{HEADER_PREFIX}{REPLAYED_FROM_HEADER}").into(),
-            format!("{HEADER_PREFIX}{REPLAY_GROUP_HEADER}").into(),
+            REPLAY_GROUP_FIELD.into(),
             MARK_KEPT_MS.to_string().into(),
             MOST_FIELDS.to_string().into(),
             SUSPECTS_CONSUMER.into(),

@@ -223,6 +223,7 @@ mod tests {
             data: Some(Bytes::from(vec![b'x'; bytes])),
             headers: Headers::new(),
             deleted: false,
+            replay_group: None,
         }
     }
 

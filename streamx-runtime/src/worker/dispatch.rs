@@ -18,7 +18,7 @@ use super::budget::{charged_size, Charge};
 use super::retries::{self, Parking};
 use super::shared::Shared;
 use super::stats::ConsumerStats;
-use crate::dead_letters::{move_to_dead_letters, Failure, REPLAY_GROUP_HEADER};
+use crate::dead_letters::{move_to_dead_letters, Failure};
 use crate::handler::{BoxFuture, Delivery, FailureKind, Outcome};
 use crate::message::MessageId;
 use crate::observe::RunClock;
@@ -365,7 +365,7 @@ fn call_handler(shared: &Arc<Shared>, entry: RawEntry, attempt: u32) -> BoxFutur
     let rejected = |reason: String, kind: FailureKind| -> BoxFuture<'static, Outcome> {
         Box::pin(std::future::ready(Outcome::Rejected { reason, kind }))
     };
-    if entry.headers.get(REPLAY_GROUP_HEADER).is_some_and(|group| group != shared.group()) {
+    if entry.replay_group.as_deref().is_some_and(|group| group != shared.group()) {
         // A dead letter of another group, published again for that group alone: settled
         // here without running (acknowledged, counted as handled).
         return Box::pin(std::future::ready(Outcome::Done));

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{on_both_topologies, start_runtime, wait_until, Job, TestRedis, Topology};
-use streamx::dead_letters::{REPLAYED_FROM_HEADER, REPLAY_GROUP_HEADER};
+use streamx::dead_letters::{REPLAYED_FROM_HEADER, REPLAY_GROUP_FIELD};
 use streamx::testing::unique_name;
 use streamx::{Consumer, DeadLetters, HandlerError, Inspector, Message, MessageId, Producer, RunningRuntime};
 
@@ -170,7 +170,7 @@ async fn a_trimmed_entry_is_published_again_for_its_group_only(topology: Topolog
 
     assert!(replayed > id, "a new entry: {replayed}");
     let entry = server.cli(&["XRANGE", &f.stream, &replayed.to_string(), &replayed.to_string()]).unwrap();
-    assert!(entry.contains(&format!("h:{REPLAY_GROUP_HEADER}")) && entry.contains("billing"), "{entry}");
+    assert!(entry.contains(REPLAY_GROUP_FIELD) && entry.contains("billing"), "{entry}");
     f.settle_both(99).await;
     f.drained(&url, "shipping").await;
     let shipping: Vec<u64> = f.runs_of("shipping").iter().map(|r| r.n).collect();
@@ -211,7 +211,23 @@ async fn replaying_every_letter_of_an_undecodable_entry_reaches_each_group_once(
     f.runtime.shutdown().await.unwrap();
 }
 
+/// The routing of a re-published entry is a field, not a header: a header of that name (a
+/// handler forwarding the headers it got, or a producer's) routes nothing.
+async fn a_header_named_like_the_replay_field_routes_nothing(topology: Topology) {
+    let server = TestRedis::start(topology).unwrap();
+    let url = server.url();
+    let f = Fixture::start(&url, "replay-forged").await;
+    f.broken.store(false, Ordering::SeqCst);
+    let headers = streamx::Headers::new().with(REPLAY_GROUP_FIELD, "billing").with("streamx-replay-group", "billing");
+    f.producer.publish_with(&f.stream, &Job::ok(5), &streamx::PublishOptions::new().headers(headers)).await.unwrap();
+    f.settle_both(99).await;
+    let shipping: Vec<u64> = f.runs_of("shipping").iter().map(|r| r.n).collect();
+    assert_eq!(shipping, vec![5, 99], "shipping ran the entry: headers do not route");
+    f.runtime.shutdown().await.unwrap();
+}
+
 on_both_topologies!(
+    a_header_named_like_the_replay_field_routes_nothing,
     a_replay_goes_to_the_failed_group_only,
     a_letter_replayed_twice_is_delivered_once,
     a_trimmed_entry_is_published_again_for_its_group_only,
