@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use fred::clients::Client;
 use fred::interfaces::SetsInterface;
@@ -22,10 +23,15 @@ pub(crate) async fn register(client: &Client, stream: &str) -> Result<()> {
     Ok(())
 }
 
-/// Every stream name in the registry (`SMEMBERS`), sorted.
+/// Every stream name in the registry (`SMEMBERS`), sorted. A member that is not UTF-8 (a
+/// stream name the tools cannot show as text; written by hand) is left out, not an error.
 pub(crate) async fn registered(client: &Client) -> Result<Vec<String>> {
-    let mut names: Vec<String> =
+    let members: Vec<fred::types::Value> =
         client.smembers(STREAM_NAMES).await.map_err(|e| Error::redis("SMEMBERS", STREAM_NAMES, e))?;
+    let mut names: Vec<String> = members
+        .into_iter()
+        .filter_map(|m| crate::wire::value_bytes(m).and_then(|b| String::from_utf8(b.to_vec()).ok()))
+        .collect();
     names.sort();
     Ok(names)
 }
@@ -36,9 +42,15 @@ pub(crate) struct Registered {
     names: Arc<Mutex<HashSet<String>>>,
 }
 
+/// How long a producer's first publish to a stream waits for the registry's `SADD`.
+const REGISTER_WAIT: Duration = Duration::from_secs(1);
+
 impl Registered {
-    /// Registers `stream` unless this process did already. A refusal (`NOPERM`: a user
-    /// without the registry's key) is not retried; any other failure is, at the next publish.
+    /// Registers `stream` unless this process did already, or tried: a failed `SADD` is not
+    /// retried (the tools' scan finds the stream anyway). The first publish to a stream waits
+    /// for it (a short-lived producer, `streamx publish`, must not exit before it is sent),
+    /// at most [`REGISTER_WAIT`]: the registry's node may be slow or failing over while the
+    /// stream's is fine.
     pub(crate) async fn once(&self, client: &Client, stream: &str) {
         {
             // Every publish passes here: no allocation once the stream is known.
@@ -48,12 +60,10 @@ impl Registered {
             }
             names.insert(stream.to_string());
         }
-        if let Err(e) = register(client, stream).await {
-            let refused = e.to_string().contains("NOPERM");
-            tracing::debug!(stream, error = %e, "cannot add the stream to the registry of stream names");
-            if !refused {
-                self.names.lock().unwrap_or_else(PoisonError::into_inner).remove(stream);
-            }
+        match tokio::time::timeout(REGISTER_WAIT, register(client, stream)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(stream, error = %e, "cannot add the stream to the registry of stream names"),
+            Err(_) => tracing::debug!(stream, "the registry of stream names did not answer in time"),
         }
     }
 }

@@ -223,6 +223,14 @@ async fn remove_consumer(
                 flag: "--force",
             })
         }
+        ConsumerRemoval::StillReading { handed_over, .. } => Err(CliError::Refused {
+            what: format!("remove consumer `{consumer}` of group `{group}`"),
+            reason: format!(
+                "it kept reading while its entries were handed over, so it is alive ({handed_over} were handed to \
+                 the retry schedule)"
+            ),
+            flag: "--force after stopping its process",
+        }),
         ConsumerRemoval::Removed { handed_over, dead_lettered } => {
             if json {
                 #[derive(Serialize)]

@@ -225,6 +225,14 @@ pub enum ConsumerRemoval {
         /// Entries deleted from the stream meanwhile, dead-lettered as `trimmed`.
         dead_lettered: u64,
     },
+    /// The consumer kept taking entries while they were handed over (it is alive, the
+    /// removal was forced): it was not removed; what it held was handed over.
+    StillReading {
+        /// Entries moved to the retry schedule, due now.
+        handed_over: u64,
+        /// Entries deleted from the stream meanwhile, dead-lettered as `trimmed`.
+        dead_lettered: u64,
+    },
 }
 
 /// Creates, deletes and resets consumer groups, and removes consumers.
@@ -362,8 +370,12 @@ impl GroupAdmin {
 
     /// Moves `group` to `to` (XGROUP SETID, with ENTRIESREAD when it could be counted) and
     /// returns what it did (see [`plan_reset`](Self::plan_reset)); `None` when the stream or
-    /// the group does not exist. Only the position moves: entries pending in the group stay
-    /// pending with their consumers (or in the retry schedule).
+    /// the group does not exist. Only the position moves, but moving it back re-reads the
+    /// entries after it, pending ones included: Redis gives a pending entry read again with
+    /// `>` to its reader, with a delivery count of 1 (a consumer may then run an entry
+    /// another one is still running, and a scheduled retry runs at once, its attempts
+    /// counted afresh). Reset a group back while its pending list is empty, or its consumers
+    /// are stopped.
     pub async fn reset(&self, stream: &str, group: &str, to: ResetTarget) -> Result<Option<ResetPlan>> {
         let Some(mut plan) = self.plan_reset(stream, group, to).await? else { return Ok(None) };
         let mut args: Vec<Value> = vec!["SETID".into(), stream.into(), group.into(), plan.to.to_string().into()];
@@ -433,7 +445,10 @@ impl GroupAdmin {
         let args =
             vec![group.to_string(), consumer.to_string(), SCHEDULED_CONSUMER.to_string(), HAND_OVER_PAGE.to_string()];
         let (mut handed_over, mut dead_lettered) = (0, 0);
-        loop {
+        // What it held at the start, page by page, and one page more: a consumer still
+        // reading refills its list, and must not keep this loop going for ever.
+        let rounds = liveness.pending / HAND_OVER_PAGE + 2;
+        for _ in 0..rounds {
             let reply: Value = HAND_OVER
                 .evalsha_with_reload(&self.client, keys.clone(), args.clone())
                 .await
@@ -445,6 +460,7 @@ impl GroupAdmin {
                 return Ok(ConsumerRemoval::Removed { handed_over, dead_lettered });
             }
         }
+        Ok(ConsumerRemoval::StillReading { handed_over, dead_lettered })
     }
 
     /// The entries-read of a group whose last delivered id is `id`: entries ever added up to

@@ -27,6 +27,9 @@ use crate::scripts::{assemble, NOW_MS};
 use crate::wire::{parse_entries, value_bytes};
 use crate::worker::SCHEDULED_CONSUMER;
 
+/// The most retries one page lists.
+const MOST_LISTED: u64 = 1_000;
+
 /// Makes one scheduled retry due now: its score becomes the Redis clock's now, only if it is
 /// in the schedule and due later (an entry due already keeps its place). One command that
 /// writes (ZADD XX), so a crash before it changes nothing and after it the next promoter
@@ -152,14 +155,18 @@ impl RetrySchedule {
         Ok(command(&self.client, "ZCARD", &self.key, vec![self.key.as_str().into()]).await?.as_u64().unwrap_or(0))
     }
 
-    /// Up to `limit` retries from position `offset` (0: the soonest due), with the total.
+    /// Up to `limit` retries (at most 1,000) from position `offset` (0: the soonest due),
+    /// with the total.
     /// Costs O(log n + limit): one ZRANGE by rank, ZCARD, TIME, and per retry one XPENDING
     /// of that id (and one XRANGE of it with `payloads`). Only reads: works for a read-only
     /// user. The schedule changes while it is read (the promoter takes due entries), so
     /// offsets are a position at one moment, not a cursor. `now_ms` is the Redis clock's,
     /// or this machine's when the user may not run TIME.
     pub async fn list(&self, offset: u64, limit: u64, payloads: bool) -> Result<ScheduledPage> {
-        let limit = limit.max(1);
+        // Ranks are signed in Redis (a negative one counts from the end); a page reads one
+        // command per retry, so it is bounded too.
+        let limit = limit.clamp(1, MOST_LISTED);
+        let offset = offset.min(i64::MAX as u64 - MOST_LISTED);
         let range = command(
             &self.client,
             "ZRANGE",
@@ -167,7 +174,7 @@ impl RetrySchedule {
             vec![
                 self.key.as_str().into(),
                 Value::from(offset as i64),
-                Value::from((offset + limit - 1).min(i64::MAX as u64) as i64),
+                Value::from((offset + limit - 1) as i64),
                 "WITHSCORES".into(),
             ],
         );
