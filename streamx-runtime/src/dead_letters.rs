@@ -111,11 +111,23 @@ return 0
 /// `unpack` fails at about 8,000 values, and the dead letter adds 16.
 const WIDE_ENTRY_FIELDS: usize = 7_900;
 
-/// Counts and deletes a stream in one step, so the count is exactly what was deleted.
+/// Counts and deletes a stream in one step, so the count is exactly what was deleted; only
+/// a dead-letter stream (its first entry has `dlq:stream`): a wrong name (a live stream
+/// typed as a custom dead-letter stream) is refused, not deleted.
 static PURGE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
 -- KEYS: dead-letter stream
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1]
+if first then
+  local letter = false
+  for i = 1, #first[2], 2 do
+    if first[2][i] == 'dlq:stream' then letter = true end
+  end
+  if not letter then
+    return redis.error_reply('STREAMX not a dead-letter stream: its first entry has no dlq:stream field')
+  end
+end
 local removed = redis.call('XLEN', KEYS[1])
 redis.call('DEL', KEYS[1])
 return removed
@@ -491,7 +503,9 @@ impl DeadLetters {
 
     /// Deletes every dead letter; returns how many messages were removed. The count and the
     /// delete are one atomic script, so letters that arrive meanwhile are either counted and
-    /// removed or left in place.
+    /// removed or left in place. A stream that is not a dead-letter stream (its first entry
+    /// has no `dlq:stream` field: a live stream named by mistake) is refused with an error
+    /// and left alone.
     pub async fn purge(&self) -> Result<u64> {
         PURGE_SCRIPT
             .evalsha_with_reload(&self.client, vec![self.stream.clone()], Vec::<String>::new())
