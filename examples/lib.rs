@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use fred::interfaces::KeysInterface;
+use fred::interfaces::{KeysInterface, SetsInterface};
 
 /// The order payload the examples publish and consume.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -123,7 +123,8 @@ pub fn exit(name: &str, result: Result<(), RecipeError>) -> ExitCode {
 ///
 /// The same by hand, for a stream `orders` and a group `billing`:
 /// `redis-cli DEL orders {orders}:dlq {orders}:retries:billing {orders}:consumers:billing
-/// {orders}:takeovers:billing {orders}:members:billing`.
+/// {orders}:takeovers:billing {orders}:members:billing {orders}:replays:billing`, then
+/// `redis-cli SREM streamx:streams orders`.
 pub async fn delete_stream_keys(streams: &[(&str, &[&str])]) -> Result<u64, RecipeError> {
     let producer = streamx::Producer::from_env().await?;
     let mut deleted = 0;
@@ -131,7 +132,8 @@ pub async fn delete_stream_keys(streams: &[(&str, &[&str])]) -> Result<u64, Reci
         let dlq = streamx::keys::default_dead_letter_stream(stream);
         let mut keys = vec![stream.to_string(), dlq.clone()];
         for group in *groups {
-            keys.extend(streamx::keys::engine_keys(stream, group, Some(&dlq)).into_iter().map(|(_, key)| key));
+            let derived = streamx::keys::KeyKind::all(group).map(|kind| streamx::keys::derived_key(stream, kind));
+            keys.extend(derived);
         }
         keys.sort();
         keys.dedup();
@@ -140,6 +142,12 @@ pub async fn delete_stream_keys(streams: &[(&str, &[&str])]) -> Result<u64, Reci
             .del(keys)
             .await
             .map_err(|source| RecipeError::Redis { what: format!("deleting the keys of `{stream}`"), source })?;
+        // And its name in the registry of stream names the tools read.
+        let _: u64 = producer
+            .client()
+            .srem(streamx::keys::STREAM_NAMES, *stream)
+            .await
+            .map_err(|source| RecipeError::Redis { what: format!("forgetting `{stream}`"), source })?;
         println!("deleted `{stream}` and its streamx keys ({n} key(s))");
         deleted += n;
     }
