@@ -140,7 +140,8 @@ pub struct TailArgs {
     /// processed by the group's real consumers until claimed from it; see `streamx pending`).
     #[arg(long, value_name = "GROUP", conflicts_with_all = ["from", "last", "since"])]
     pub group: Option<String>,
-    /// The consumer name to read as, with --group (created in the group if new).
+    /// The consumer name to read as, with --group (created in the group if new); not the
+    /// engine's placeholders `streamx:scheduled` and `streamx:suspects` (exit 2).
     #[arg(long, value_name = "NAME", requires = "group", default_value = "streamx-tail")]
     pub consumer: String,
     /// With --group: acknowledge (XACK) every entry once printed, so it is done for the
