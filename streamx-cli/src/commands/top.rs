@@ -276,3 +276,17 @@ async fn full_screen(conn: &Connection, interval: Duration) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unreachable_warning_escapes_what_redis_named() {
+        let mut watch = Watch::new();
+        watch.failing = Some((SystemTime::now(), "XINFO STREAM on `evil\u{1b}[2J\n` failed".to_string()));
+        let warning = watch.warning().unwrap();
+        assert!(warning.contains("evil\\e[2J\\n"), "{warning}");
+        assert!(!warning.contains('\u{1b}') && !warning.contains('\n'), "{warning}");
+    }
+}
