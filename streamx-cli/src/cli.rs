@@ -14,7 +14,7 @@ Exit codes:
   1  a Redis command failed (the message names the command and the key)
   2  invalid arguments or input: a bad option, URL, JSON payload, header or id
   3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted,
-     or the connection broke during a command
+     or the connection broke or Redis did not answer in time during a command
   4  not found: unknown stream, group or dead letter
   5  permission denied: NOPERM (the message names the command and the key)
   6  confirmation needed: more than one dead letter to replay or purge (or a retry or

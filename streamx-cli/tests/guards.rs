@@ -152,9 +152,13 @@ async fn the_dashboards_panels_answer_504_within_five_seconds_when_redis_hangs()
     }
     // The overview answers at once, from the samples, saying why they stopped.
     let started = Instant::now();
-    let (status, _) = http(dashboard.addr, "GET", "/api/overview", &[]);
+    let (status, body) = http(dashboard.addr, "GET", "/api/overview", &[]);
     assert_eq!(status, 200);
     assert!(started.elapsed() < Duration::from_secs(1));
+    // 15 s of no sample, 250 ms apart: stale, with the error.
+    let overview = json(&body);
+    assert_eq!(overview["stale"], true, "{overview}");
+    assert!(overview["age_ms"].as_u64().unwrap() > 10_000 && !overview["error"].is_null(), "{overview}");
     signal(&server, "-CONT");
     wait_until(WAIT, "the panel back", || async { http(dashboard.addr, "GET", pending, &[]).0 == 200 }).await.unwrap();
 }
@@ -229,4 +233,46 @@ async fn dlq_overview_skips_a_stream_the_user_may_not_read() {
     assert!(streams.iter().any(|s| s["dead_letter_stream"] == letters.as_str()), "{overview}");
     let human = run_ok(&url, &["dlq", "overview"]);
     assert!(human.contains("no permission to read") && human.contains(&secret), "{human}");
+}
+
+/// Whether `css` is displayed in the page, and its text.
+async fn shown_text(client: &fantoccini::Client, css: &str) -> Option<String> {
+    let script = "const e = document.querySelector(arguments[0]); \
+                  return e && !e.hidden && e.offsetParent !== null ? e.textContent : null;";
+    client.execute(script, vec![Value::from(css)]).await.ok()?.as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_warns_at_once_while_an_open_panel_waits_on_a_hung_redis() {
+    let Some(browser) = common::browser::Browser::start().await else { return };
+    let server = RedisServer::start().unwrap();
+    redis_cli(&server, &["XADD", "orders", "*", "data", "{}"]).unwrap();
+    redis_cli(&server, &["XGROUP", "CREATE", "orders", "billing", "0"]).unwrap();
+    redis_cli(&server, &["XREADGROUP", "GROUP", "billing", "w1", "STREAMS", "orders", ">"]).unwrap();
+    let dashboard = Dashboard::start(&server.url(), &[]);
+    let client = &browser.client;
+    client.goto(&dashboard.url()).await.unwrap();
+    let show = r#"tr.group[data-stream="orders"][data-group="billing"] button.show-pending"#;
+    wait_until(WAIT, "the pending panel open", || async {
+        if let Ok(button) = client.find(fantoccini::Locator::Css(show)).await {
+            let _ = button.click().await;
+        }
+        shown_text(client, "#pending tbody tr").await.is_some()
+    })
+    .await
+    .unwrap();
+    assert!(shown_text(client, "#banner").await.is_none());
+
+    signal(&server, "-STOP");
+    let stopped = Instant::now();
+    // The sample times out after 5 s; the page says so on its next refresh, without
+    // waiting for the pending panel (which the server answers with 504 after 5 s too).
+    wait_until(Duration::from_secs(12), "the warning", || async {
+        shown_text(client, "#banner").await.is_some_and(|t| t.contains("unreachable"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e} after {:?}", stopped.elapsed()));
+    signal(&server, "-CONT");
+    wait_until(WAIT, "the warning gone", || async { shown_text(client, "#banner").await.is_none() }).await.unwrap();
+    browser.close().await;
 }
