@@ -14,7 +14,7 @@ Exit codes:
   1  a Redis command failed (the message names the command and the key)
   2  invalid arguments or input: a bad option, URL, JSON payload, header or id
   3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted,
-     or the connection broke during a command
+     or the connection broke or Redis did not answer in time during a command
   4  not found: unknown stream, group or dead letter
   5  permission denied: NOPERM (the message names the command and the key)
   6  confirmation needed: more than one dead letter to replay or purge (or a retry or
@@ -140,7 +140,8 @@ pub struct TailArgs {
     /// processed by the group's real consumers until claimed from it; see `streamx pending`).
     #[arg(long, value_name = "GROUP", conflicts_with_all = ["from", "last", "since"])]
     pub group: Option<String>,
-    /// The consumer name to read as, with --group (created in the group if new).
+    /// The consumer name to read as, with --group (created in the group if new); not the
+    /// engine's placeholders `streamx:scheduled` and `streamx:suspects` (exit 2).
     #[arg(long, value_name = "NAME", requires = "group", default_value = "streamx-tail")]
     pub consumer: String,
     /// With --group: acknowledge (XACK) every entry once printed, so it is done for the

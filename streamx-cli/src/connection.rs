@@ -4,6 +4,7 @@
 
 use fred::clients::Client;
 use fred::interfaces::KeysInterface;
+use streamx_runtime::admin::DeadLetterSummary;
 use streamx_runtime::keys::default_dead_letter_stream;
 use streamx_runtime::{DeadLetters, GroupInfo, Inspector, Producer, RedisUrl};
 
@@ -51,6 +52,27 @@ impl Connection {
     pub fn dead_letters(&self, stream: &str, dlq_stream: Option<&str>) -> DeadLetters {
         let key = dlq_stream.map(str::to_string).unwrap_or_else(|| dead_letter_key(stream));
         DeadLetters::with_client(self.client(), &key)
+    }
+
+    /// [`Connection::dead_letters`] for a change (replay, delete, purge): a `dlq_stream`
+    /// given by the operator must be a dead-letter stream, so that a typo or a crafted
+    /// request cannot replay or delete the entries of a live stream. Refused with
+    /// [`CliError::InvalidInput`] when it is `stream` itself, or when it holds entries and
+    /// its first one is no dead letter (no `dlq:stream` field); a missing or empty stream
+    /// passes (nothing to act on).
+    pub async fn dead_letters_to_change(&self, stream: &str, dlq_stream: Option<&str>) -> Result<DeadLetters> {
+        let dead_letters = self.dead_letters(stream, dlq_stream);
+        let Some(given) = dlq_stream else { return Ok(dead_letters) };
+        let refuse = |reason: &str| {
+            Err(CliError::InvalidInput { what: format!("dead-letter stream `{given}`"), reason: reason.to_string() })
+        };
+        if given == stream {
+            return refuse("it is the stream itself, not its dead-letter stream");
+        }
+        if !DeadLetterSummary::is_dead_letter_stream(&self.client(), given).await? && dead_letters.count().await? > 0 {
+            return refuse("its entries are not dead letters (the first has no `dlq:stream` field)");
+        }
+        Ok(dead_letters)
     }
 
     /// Fails with [`CliError::UnknownStream`] unless `stream` exists.

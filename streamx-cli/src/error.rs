@@ -27,6 +27,13 @@ pub enum CliError {
         /// What went wrong, as a sentence.
         reason: String,
     },
+    /// Redis did not answer a refresh of `top` or the dashboard in time (a dead server, a
+    /// connection being re-made).
+    #[error("Redis did not answer within {secs}s")]
+    NoAnswer {
+        /// The time allowed, in seconds.
+        secs: u64,
+    },
     /// The stream does not exist.
     #[error("unknown stream `{stream}`: no such key")]
     UnknownStream {
@@ -139,7 +146,7 @@ impl CliError {
         match self {
             CliError::Streamx(e) if is_no_permission(e) => exit::PERMISSION,
             CliError::Streamx(E::Connect { .. } | E::Tls { .. }) => exit::CONNECT,
-            CliError::Connect { .. } | CliError::Disconnected { .. } => exit::CONNECT,
+            CliError::Connect { .. } | CliError::Disconnected { .. } | CliError::NoAnswer { .. } => exit::CONNECT,
             CliError::Streamx(E::InvalidUrl { .. } | E::TlsNotEnabled { .. } | E::Encode { .. }) => exit::USAGE,
             CliError::Streamx(_) | CliError::Io { .. } => exit::FAILURE,
             CliError::UnknownStream { .. }
@@ -161,7 +168,10 @@ impl From<streamx_runtime::Error> for CliError {
         use streamx_runtime::Error as E;
         match e {
             E::Connect { url, source } => CliError::Connect { url, reason: sentence(&source) },
-            E::Redis { command, key, source } if *source.kind() == fred::error::ErrorKind::IO => {
+            // An outage: the connection broke (IO), or no answer came in time (Timeout).
+            E::Redis { command, key, source }
+                if matches!(source.kind(), fred::error::ErrorKind::IO | fred::error::ErrorKind::Timeout) =>
+            {
                 CliError::Disconnected { command, key, reason: sentence(&source) }
             }
             other => CliError::Streamx(other),
@@ -236,5 +246,7 @@ mod tests {
         let lost = redis("XREAD", "s", io);
         assert_eq!(lost.code(), exit::CONNECT);
         assert!(!lost.to_string().contains("Os {"), "{lost}");
+        let timeout = fred::error::Error::new(fred::error::ErrorKind::Timeout, "Request timed out.");
+        assert_eq!(redis("XINFO STREAM", "s", timeout).code(), exit::CONNECT, "no answer during an outage");
     }
 }

@@ -169,6 +169,19 @@ pub fn millis(ms: u64) -> String {
     }
 }
 
+/// Unix milliseconds as an RFC 3339 time with milliseconds (`2026-12-07T10:00:00.000Z`);
+/// past what RFC 3339 can write (the year 9999: an id like `1712000000000000-0` is valid in
+/// Redis) the number itself, `253402300800000 ms`. The one place every time read from Redis
+/// (an id's, a retry's due time) is written, so none can fail to print.
+pub fn time_ms(ms: u64) -> String {
+    let mut text = String::new();
+    match std::time::UNIX_EPOCH.checked_add(Duration::from_millis(ms)) {
+        // humantime's Display fails (fmt::Error) past 9999-12-31: `to_string` would panic.
+        Some(t) if write!(text, "{}", humantime::format_rfc3339_millis(t)).is_ok() => text,
+        _ => format!("{ms} ms"),
+    }
+}
+
 /// `text` cut to `max` characters, with `…` when cut.
 pub fn shorten(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
@@ -192,6 +205,14 @@ mod tests {
         assert_eq!(shorten("abcdef", 4), "abc…");
         assert_eq!(shorten("abc", 4), "abc");
         assert_eq!(or_dash(None::<u64>), "-");
+    }
+
+    #[test]
+    fn times_past_the_year_9999_are_printed_as_milliseconds() {
+        assert_eq!(time_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(time_ms(253_402_300_799_999), "9999-12-31T23:59:59.999Z");
+        assert_eq!(time_ms(1_712_000_000_000_000), "1712000000000000 ms");
+        assert_eq!(time_ms(u64::MAX), format!("{} ms", u64::MAX));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What a stream looks like now: length, first and last entry, groups, dead letters. One
 //! place that reads it for `streams`, `info`, `top` and the dashboard.
 
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use fred::interfaces::StreamsInterface;
 use fred::types::Value;
@@ -113,9 +113,9 @@ impl From<GroupInfo> for GroupOverview {
     }
 }
 
-/// The time in an id, RFC 3339 with milliseconds.
+/// The time in an id, RFC 3339 with milliseconds (see [`crate::output::time_ms`]).
 pub fn id_time(id: MessageId) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(id.millis())).to_string()
+    crate::output::time_ms(id.millis())
 }
 
 /// Every stream key, dead-letter streams included, sorted: a whole pass of `SCAN ... TYPE
@@ -204,9 +204,6 @@ pub async fn refresh(conn: &Connection, discovery: &mut Discovery) -> Result<Vec
     };
     match tokio::time::timeout(REFRESH_TIMEOUT, read).await {
         Ok(result) => result,
-        Err(_) => Err(CliError::Io {
-            what: format!("Redis did not answer within {}s", REFRESH_TIMEOUT.as_secs()),
-            source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-        }),
+        Err(_) => Err(CliError::NoAnswer { secs: REFRESH_TIMEOUT.as_secs() }),
     }
 }

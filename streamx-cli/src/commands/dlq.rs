@@ -297,7 +297,8 @@ fn report(verb: &str, outcome: &Outcome, json: bool) {
 }
 
 async fn replay(conn: &Connection, action: &DlqAction, json: bool) -> Result<()> {
-    let dead_letters = conn.dead_letters(&action.selection.stream, action.selection.dlq_stream.as_deref());
+    let dead_letters =
+        conn.dead_letters_to_change(&action.selection.stream, action.selection.dlq_stream.as_deref()).await?;
     let letters = chosen(conn, action, &dead_letters).await?;
     let selected = letters.len() as u64;
     confirm("replay", selected, dead_letters.stream(), action.yes).await?;
@@ -322,7 +323,7 @@ async fn replay(conn: &Connection, action: &DlqAction, json: bool) -> Result<()>
 
 async fn purge(conn: &Connection, action: &DlqAction, json: bool) -> Result<()> {
     let selection = &action.selection;
-    let dead_letters = conn.dead_letters(&selection.stream, selection.dlq_stream.as_deref());
+    let dead_letters = conn.dead_letters_to_change(&selection.stream, selection.dlq_stream.as_deref()).await?;
     let everything = action.ids.is_empty() && selection.all && selection.group.is_none() && selection.kind.is_none();
     if everything {
         // One atomic delete; the count asked about is what is there now.

@@ -5,7 +5,7 @@ use serde::Serialize;
 use streamx_runtime::admin::{DeadLetterCount, DeadLetterSummary};
 
 use crate::connection::Connection;
-use crate::error::Result;
+use crate::error::{exit, CliError, Result};
 use crate::output::{print_json, printable, table};
 use crate::overview::stream_keys;
 
@@ -35,13 +35,22 @@ impl From<DeadLetterCount> for CountView {
 
 /// Finds the dead-letter streams among every stream (one XRANGE of one entry each: those
 /// whose first entry has a `dlq:stream` field, custom dead-letter streams included), then
-/// counts each one's letters, at most `limit` per stream when given.
+/// counts each one's letters, at most `limit` per stream when given. A stream the Redis user
+/// may not read (`NOPERM`) is listed as such and skipped, as `streams` does.
 pub async fn overview(conn: &Connection, limit: Option<u64>, json: bool) -> Result<()> {
     let client = conn.client();
-    let mut summaries = Vec::new();
+    let (mut summaries, mut denied) = (Vec::new(), Vec::new());
     for key in stream_keys(conn).await? {
-        if DeadLetterSummary::is_dead_letter_stream(&client, &key).await? {
-            summaries.push(DeadLetterSummary::read(&client, &key, limit).await?);
+        let read = async {
+            if DeadLetterSummary::is_dead_letter_stream(&client, &key).await? {
+                return Ok::<_, CliError>(Some(DeadLetterSummary::read(&client, &key, limit).await?));
+            }
+            Ok(None)
+        };
+        match read.await {
+            Ok(summary) => summaries.extend(summary),
+            Err(e) if e.code() == exit::PERMISSION => denied.push(key),
+            Err(e) => return Err(e),
         }
     }
     if json {
@@ -55,11 +64,18 @@ pub async fn overview(conn: &Connection, limit: Option<u64>, json: bool) -> Resu
                 counts: s.counts.into_iter().map(CountView::from).collect(),
             })
             .collect();
-        print_json(&serde_json::json!({ "dead_letter_streams": views }));
+        print_json(&serde_json::json!({ "dead_letter_streams": views, "no_permission": denied }));
         return Ok(());
     }
+    let denied_note = || {
+        if !denied.is_empty() {
+            let names: Vec<_> = denied.iter().map(|k| printable(k).into_owned()).collect();
+            println!("no permission to read {} streams: {}", denied.len(), names.join(", "));
+        }
+    };
     if summaries.is_empty() {
         println!("no dead letters at {}", printable(conn.redacted_url()));
+        denied_note();
         return Ok(());
     }
     let rows = summaries.iter().flat_map(|s| {
@@ -84,5 +100,6 @@ pub async fn overview(conn: &Connection, limit: Option<u64>, json: bool) -> Resu
     }
     let total: u64 = summaries.iter().map(|s| s.total).sum();
     println!("{total} dead letters in {} dead-letter streams", summaries.len());
+    denied_note();
     Ok(())
 }

@@ -1,8 +1,6 @@
 //! `streamx retries list|run|delete`: the retry schedule of a group, on the runtime's
 //! [`RetrySchedule`] API.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use serde::Serialize;
 use serde_json::value::RawValue;
 use streamx_runtime::admin::{RetrySchedule, ScheduledRetry};
@@ -12,7 +10,7 @@ use crate::cli::RetriesCommand;
 use crate::confirm::confirm_one;
 use crate::connection::Connection;
 use crate::error::{CliError, Result};
-use crate::output::{json_payload, millis, or_dash, print_json, printable, shorten, table};
+use crate::output::{json_payload, millis, or_dash, print_json, printable, shorten, table, time_ms};
 
 /// Runs a `retries` command.
 pub async fn run(conn: &Connection, command: &RetriesCommand, json: bool) -> Result<()> {
@@ -56,7 +54,7 @@ impl RetryView {
         };
         RetryView {
             id: r.id,
-            due_at: rfc3339(r.due_at_ms),
+            due_at: time_ms(r.due_at_ms),
             due_at_ms: r.due_at_ms,
             due_in_ms: due_in(r.due_at_ms, now_ms),
             attempts: r.attempts,
@@ -66,10 +64,6 @@ impl RetryView {
             headers: r.headers.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(v))).collect(),
         }
     }
-}
-
-fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
 
 fn due_in(due_ms: u64, now_ms: u64) -> i64 {
@@ -114,7 +108,7 @@ async fn list(
             group,
             schedule: schedule.key(),
             total: page.total,
-            now: rfc3339(page.now_ms),
+            now: time_ms(page.now_ms),
             next_offset: page.next_offset,
             entries,
         });
@@ -130,7 +124,7 @@ async fn list(
     }
     let rows = page.entries.iter().map(|r| {
         let mut row =
-            vec![r.id.to_string(), when(due_in(r.due_at_ms, page.now_ms)), rfc3339(r.due_at_ms), or_dash(r.attempts)];
+            vec![r.id.to_string(), when(due_in(r.due_at_ms, page.now_ms)), time_ms(r.due_at_ms), or_dash(r.attempts)];
         if payloads {
             row.push(match (&r.payload, r.exists) {
                 (_, Some(false)) => "<deleted from the stream>".to_string(),
@@ -166,11 +160,11 @@ async fn run_now(conn: &Connection, stream: &str, group: &str, id: MessageId, js
             due_at: String,
             due_at_ms: u64,
         }
-        print_json(&Ran { stream, group, id, due_at: rfc3339(due), due_at_ms: due });
+        print_json(&Ran { stream, group, id, due_at: time_ms(due), due_at_ms: due });
     } else {
         println!(
             "{id} is due now ({}): a running consumer of {} delivers it at its next tick",
-            rfc3339(due),
+            time_ms(due),
             printable(group)
         );
     }

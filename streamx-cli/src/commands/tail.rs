@@ -9,11 +9,11 @@ use fred::types::Value;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use streamx_runtime::wire::{parse_entries, parse_read_reply, RawEntry};
-use streamx_runtime::MessageId;
+use streamx_runtime::{is_placeholder_consumer, MessageId};
 
 use crate::cli::TailArgs;
 use crate::connection::Connection;
-use crate::error::{redis, Result};
+use crate::error::{redis, CliError, Result};
 use crate::output::{json_payload, print_json_line, printable};
 use crate::overview;
 
@@ -25,6 +25,16 @@ const BLOCK_MS: u64 = 1_000;
 /// `streamx tail STREAM`.
 pub async fn tail(conn: &Connection, args: &TailArgs, json: bool) -> Result<()> {
     // Following a stream that does not exist yet waits for it; anything else needs it.
+    if args.group.is_some() && is_placeholder_consumer(&args.consumer) {
+        // Entries read as the engine's retry schedule or suspects list would sit pending
+        // under it with no retry scheduled and no take-over due: stranded.
+        return Err(CliError::InvalidInput {
+            what: format!("--consumer `{}`", args.consumer),
+            reason: "the engine's own placeholder member (it holds scheduled retries or crash suspects); \
+                     entries read as it would be stranded: name another consumer"
+                .to_string(),
+        });
+    }
     match &args.group {
         Some(group) => drop(conn.require_group(&args.stream, group).await?),
         None if args.no_follow => conn.require_stream(&args.stream).await?,

@@ -17,7 +17,7 @@ use crate::cli::TopArgs;
 use crate::connection::Connection;
 use crate::discovery::Discovery;
 use crate::error::{CliError, Result};
-use crate::output::{or_dash, print_json_line, table};
+use crate::output::{or_dash, print_json_line, printable, table};
 use crate::overview;
 use crate::rates::{Rates, Sample};
 
@@ -46,11 +46,13 @@ struct Watch {
     before_time: Option<SystemTime>,
     /// Since when refreshes fail, and the last failure.
     failing: Option<(SystemTime, String)>,
+    /// The last refresh's error, kept whole for `--once` (its exit code).
+    error: Option<CliError>,
 }
 
 impl Watch {
     fn new() -> Self {
-        Watch { discovery: Discovery::new(), before: None, before_time: None, failing: None }
+        Watch { discovery: Discovery::new(), before: None, before_time: None, failing: None, error: None }
     }
 
     /// Refreshes; returns the rows (of the last good sample while failing).
@@ -62,17 +64,20 @@ impl Watch {
                 self.before = Some(now);
                 self.before_time = Some(SystemTime::now());
                 self.failing = None;
+                self.error = None;
                 rows
             }
             Err(e) => {
                 let since = self.failing.as_ref().map_or_else(SystemTime::now, |(since, _)| *since);
                 self.failing = Some((since, e.to_string()));
+                self.error = Some(e);
                 self.before.as_ref().map(|b| rows(None, b)).unwrap_or_default()
             }
         }
     }
 
-    /// "Redis unreachable since ..." and the figures' age, while refreshes fail.
+    /// "Redis unreachable since ..." and the figures' age, while refreshes fail. The error's
+    /// text may quote names from Redis: escaped.
     fn warning(&self) -> Option<String> {
         let (since, error) = self.failing.as_ref()?;
         let now = SystemTime::now();
@@ -81,6 +86,7 @@ impl Watch {
             Some(t) => format!("figures below are from {} ({}s old)", rfc3339(t), secs(t)),
             None => "no figures yet".to_string(),
         };
+        let error = printable(error);
         Some(format!("Redis unreachable since {} ({}s): {error}; {figures}", rfc3339(*since), secs(*since)))
     }
 }
@@ -110,11 +116,9 @@ pub async fn top(conn: &Connection, args: &TopArgs, json: bool) -> Result<()> {
         }
         let rows = watch.refresh(conn).await;
         if iterations == 1 {
-            if let Some((_, error)) = &watch.failing {
-                return Err(CliError::Io {
-                    what: format!("cannot refresh: {error}"),
-                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-                });
+            // The failure itself, with its exit code (3 for an unreachable Redis, 5 NOPERM...).
+            if let Some(error) = watch.error.take() {
+                return Err(error);
             }
         }
         let time = rfc3339(SystemTime::now());
@@ -270,5 +274,19 @@ async fn full_screen(conn: &Connection, interval: Duration) -> Result<()> {
             _ = tokio::time::sleep(interval) => {}
             _ = quit.recv() => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unreachable_warning_escapes_what_redis_named() {
+        let mut watch = Watch::new();
+        watch.failing = Some((SystemTime::now(), "XINFO STREAM on `evil\u{1b}[2J\n` failed".to_string()));
+        let warning = watch.warning().unwrap();
+        assert!(warning.contains("evil\\e[2J\\n"), "{warning}");
+        assert!(!warning.contains('\u{1b}') && !warning.contains('\n'), "{warning}");
     }
 }

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -13,14 +14,28 @@ use serde_json::json;
 use super::history::{now_ms, Series};
 use super::Shared;
 use crate::error::{exit, CliError};
-use crate::overview::StreamOverview;
+use crate::overview::{StreamOverview, REFRESH_TIMEOUT};
 
-/// Entries shown at most in the pending and dead-letter tables.
+/// Entries shown in the pending table unless `limit` says otherwise.
 const DEFAULT_ROWS: u64 = 100;
+/// At most this many pending entries per request (one XPENDING of that many rows).
+const MAX_ROWS: u64 = 1000;
 
 /// A JSON error with a status: `{"error": "..."}`.
 pub fn refusal(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Answers 504 (`{"error": ...}`) when the request is not done within [`REFRESH_TIMEOUT`]
+/// (the time a sample may take): a dead Redis would otherwise hold every panel the page
+/// polls for the client's own timeout.
+pub async fn deadline(request: Request, next: Next) -> Response {
+    match tokio::time::timeout(REFRESH_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            refusal(StatusCode::GATEWAY_TIMEOUT, &format!("Redis did not answer within {}s", REFRESH_TIMEOUT.as_secs()))
+        }
+    }
 }
 
 /// A failed request, with the status its cause deserves.
@@ -62,7 +77,12 @@ struct StreamView<'a> {
     acknowledged_per_sec: BTreeMap<&'a str, f64>,
 }
 
-/// `GET /api/overview`: every stream and group now, and the series for the charts.
+/// Figures older than this many sample periods (and than a sample may take) are `stale`.
+const STALE_PERIODS: u32 = 3;
+
+/// `GET /api/overview`: every stream and group now, and the series for the charts. `stale`
+/// is true when the figures are older than a few sample periods without an `error` saying
+/// why as well (samples stopped): the page warns either way.
 pub async fn overview(State(shared): State<Arc<Shared>>) -> ApiResult {
     let history = shared.history.lock().await;
     let (time_ms, streams, series) = match history.latest() {
@@ -91,12 +111,16 @@ pub async fn overview(State(shared): State<Arc<Shared>>) -> ApiResult {
         None => (now_ms(), json!([]), Series::default()),
     };
     let now = now_ms();
+    let age_ms = now.saturating_sub(time_ms);
+    let stale_after = (shared.sample_every * STALE_PERIODS).max(REFRESH_TIMEOUT + shared.sample_every);
     Ok(Json(json!({
         "redis": shared.conn.redacted_url(),
         "read_only": shared.read_only,
         "time_ms": time_ms,
         "now_ms": now,
-        "age_ms": now.saturating_sub(time_ms),
+        "age_ms": age_ms,
+        "sample_every_ms": shared.sample_every.as_millis() as u64,
+        "stale": u128::from(age_ms) > stale_after.as_millis(),
         "error": history.last_error,
         "unreachable_since_ms": history.unreachable_since_ms,
         "streams": streams,
@@ -121,7 +145,7 @@ pub async fn pending(
     shared.conn.require_group(&stream, &group).await?;
     // The rows shown and the total: two commands, whatever the pending list's size.
     let inspector = shared.conn.inspector();
-    let limit = rows.limit.unwrap_or(DEFAULT_ROWS);
+    let limit = rows.limit.unwrap_or(DEFAULT_ROWS).clamp(1, MAX_ROWS);
     let (summary, page) = tokio::try_join!(
         inspector.pending_summary(&stream, &group),
         inspector.pending_page(&stream, &group, None, None, limit)

@@ -3,7 +3,8 @@
 //! those actions, per letter and for every matching letter up to the one counted last.
 //!
 //! Every query takes `dlq_stream` (the consumer's own dead-letter stream, as the CLI's
-//! `--dlq-stream`), `group` and `kind`; an empty value means "any".
+//! `--dlq-stream`: refused unless it holds dead letters, or nothing), `group` and `kind`; an
+//! empty value means "any".
 
 use std::sync::Arc;
 
@@ -74,8 +75,11 @@ fn id(what: &str, text: &str) -> Result<MessageId, CliError> {
 }
 
 impl Selection {
-    fn dead_letters(&self, shared: &Shared, stream: &str) -> DeadLetters {
-        shared.conn.dead_letters(stream, given(&self.dlq_stream))
+    /// The dead letters selected; a `dlq_stream` that is the stream itself or holds no dead
+    /// letters is refused (400), reads included, so that the page never offers to replay or
+    /// purge a live stream.
+    async fn dead_letters(&self, shared: &Shared, stream: &str) -> Result<DeadLetters, CliError> {
+        shared.conn.dead_letters_to_change(stream, given(&self.dlq_stream)).await
     }
 
     fn filter(&self) -> Result<Filter, CliError> {
@@ -106,7 +110,7 @@ pub async fn list(
     Query(selection): Query<Selection>,
 ) -> ApiResult {
     let stream = stream_segment(stream);
-    let dead_letters = selection.dead_letters(&shared, &stream);
+    let dead_letters = selection.dead_letters(&shared, &stream).await?;
     let filter = selection.filter()?;
     let limit = selection.limit.unwrap_or(DEFAULT_ROWS).clamp(1, MAX_ROWS);
     let read = if filter.is_everything() { limit } else { SCAN_PAGE };
@@ -189,7 +193,7 @@ pub async fn matching(
     Query(selection): Query<Selection>,
 ) -> ApiResult {
     let stream = stream_segment(stream);
-    let dead_letters = selection.dead_letters(&shared, &stream);
+    let dead_letters = selection.dead_letters(&shared, &stream).await?;
     let filter = selection.filter()?;
     if filter.is_everything() {
         let count = dead_letters.count().await?;
@@ -218,7 +222,7 @@ pub async fn replay_all(
     Query(selection): Query<Selection>,
 ) -> ApiResult {
     let stream = stream_segment(stream);
-    let dead_letters = selection.dead_letters(&shared, &stream);
+    let dead_letters = selection.dead_letters(&shared, &stream).await?;
     let (filter, upto) = (selection.filter()?, selection.upto()?);
     let done = if filter.is_everything() && upto.is_none() {
         dead_letters.replay_all().await?
@@ -244,7 +248,7 @@ pub async fn purge(
     Query(selection): Query<Selection>,
 ) -> ApiResult {
     let stream = stream_segment(stream);
-    let dead_letters = selection.dead_letters(&shared, &stream);
+    let dead_letters = selection.dead_letters(&shared, &stream).await?;
     let (filter, upto) = (selection.filter()?, selection.upto()?);
     let done = if filter.is_everything() && upto.is_none() {
         dead_letters.purge().await?
@@ -270,7 +274,7 @@ pub async fn replay_one(
     Query(selection): Query<Selection>,
 ) -> ApiResult {
     let stream = stream_segment(stream);
-    let dead_letters = selection.dead_letters(&shared, &stream);
+    let dead_letters = selection.dead_letters(&shared, &stream).await?;
     match dead_letters.replay(id("id", &letter)?).await? {
         Some(new_id) => {
             Ok(Json(json!({ "replayed_as": new_id, "remaining": dead_letters.count().await? })).into_response())
@@ -286,7 +290,7 @@ pub async fn delete_one(
     Query(selection): Query<Selection>,
 ) -> ApiResult {
     let stream = stream_segment(stream);
-    let dead_letters = selection.dead_letters(&shared, &stream);
+    let dead_letters = selection.dead_letters(&shared, &stream).await?;
     if dead_letters.delete(&[id("id", &letter)?]).await? == 0 {
         return Err(CliError::UnknownDeadLetter { dlq_stream: dead_letters.stream().to_string(), id: letter }.into());
     }

@@ -136,8 +136,10 @@ pub fn now_ms() -> u64 {
 
 /// Samples every `every` until the task is aborted; a failed sample (an error, or no answer
 /// within [`overview::REFRESH_TIMEOUT`]) is kept as the page's error, with since when samples
-/// fail, and the next one tried on time. Streams are found by [`Discovery`]: a bounded number
-/// of commands per sample, whatever the keyspace's size.
+/// fail, and the next one tried on time. Each sample runs as a task of its own, so that even
+/// a panic in one is a failed sample, not the end of sampling (the page would show frozen
+/// figures). Streams are found by [`Discovery`]: a bounded number of commands per sample,
+/// whatever the keyspace's size.
 pub async fn sample_forever(shared: Arc<Shared>, every: Duration) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -146,11 +148,24 @@ pub async fn sample_forever(shared: Arc<Shared>, every: Duration) {
         ticks.tick().await;
         let time_ms = now_ms();
         let at = Instant::now();
-        let result = overview::refresh(&shared.conn, &mut discovery).await;
+        let conn = shared.conn.clone();
+        // Lent to the task and handed back; a new one (a new scan) after a panic.
+        let mut lent = std::mem::take(&mut discovery);
+        let sample = tokio::spawn(async move {
+            let result = overview::refresh(&conn, &mut lent).await;
+            (lent, result)
+        });
+        let result = match sample.await {
+            Ok((back, result)) => {
+                discovery = back;
+                result.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(format!("sampling failed: {e}")),
+        };
         let mut history = shared.history.lock().await;
         match result {
             Ok(streams) => history.push(time_ms, Sample { at, streams }),
-            Err(e) => history.fail(time_ms, e.to_string()),
+            Err(e) => history.fail(time_ms, e),
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct Shared {
     conn: Connection,
     read_only: bool,
     history: Mutex<History>,
+    /// `--sample-every`: figures much older than this are stale (see [`api::overview`]).
+    sample_every: std::time::Duration,
 }
 
 /// Serves the dashboard until Ctrl-C (or SIGTERM).
@@ -64,8 +66,12 @@ pub async fn serve(conn: Connection, args: &DashboardArgs) -> Result<()> {
     if let Some(warning) = access.check_exposure(args.listen, args.insecure_no_auth)? {
         eprintln!("{warning}");
     }
-    let shared =
-        Arc::new(Shared { conn, read_only: args.read_only, history: Mutex::new(History::new(args.sample_every)) });
+    let shared = Arc::new(Shared {
+        conn,
+        read_only: args.read_only,
+        history: Mutex::new(History::new(args.sample_every)),
+        sample_every: args.sample_every,
+    });
     let sampler = tokio::spawn(history::sample_forever(shared.clone(), args.sample_every));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -87,13 +93,18 @@ fn router(shared: Arc<Shared>, access: Access, hosts: AllowedHosts) -> Router {
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/app.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], APP_JS) }))
         .route("/app.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS) }));
-    let reads = Router::new()
+    // What the page polls answers within REFRESH_TIMEOUT, Redis dead or not (else 504).
+    let polled = Router::new()
         .route("/api/overview", get(api::overview))
         .route("/api/streams/{stream}/groups/{group}/pending", get(api::pending))
         .route("/api/streams/{stream}/groups/{group}/consumers", get(api::consumers))
         .route("/api/streams/{stream}/groups/{group}/retries", get(retries::list))
         .route("/api/streams/{stream}/dead-letters", get(dead_letters::list))
-        .route("/api/streams/{stream}/dead-letters/matching", get(dead_letters::matching));
+        .layer(axum::middleware::from_fn(api::deadline));
+    // Counting before a bulk action, and the actions, are asked for by a click and read a
+    // whole dead-letter stream: cut off, a replay would stop half done. fred's own command
+    // timeout bounds them.
+    let reads = polled.route("/api/streams/{stream}/dead-letters/matching", get(dead_letters::matching));
     let changes = Router::new()
         .route("/api/streams/{stream}/groups/{group}/retries/{id}/run", post(retries::run_now))
         .route("/api/streams/{stream}/groups/{group}/retries/{id}/delete", post(retries::delete))

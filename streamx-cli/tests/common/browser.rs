@@ -111,7 +111,7 @@ pub struct Dashboard {
 impl Dashboard {
     /// `streamx dashboard --listen 127.0.0.1:0 --sample-every 250ms extra...` against `url`.
     pub fn start(url: &str, extra: &[&str]) -> Dashboard {
-        let mut process = Command::new(env!("CARGO_BIN_EXE_streamx"))
+        let mut process = Command::new(super::binary())
             .args(["--url", url, "dashboard", "--listen", "127.0.0.1:0", "--sample-every", "250ms"])
             .args(extra)
             .stdout(Stdio::piped())

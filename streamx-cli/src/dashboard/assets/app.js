@@ -7,7 +7,15 @@ const token = new URLSearchParams(location.search).get("token");
 const auth = token ? { Authorization: "Bearer " + token } : {};
 // Reload an open dead-letter page at least this often (and whenever its count changes).
 const DLQ_POLL_MS = 5000;
-const state = { readOnly: true, pending: null, dlq: null, consumers: null, retries: null, overview: null };
+const state = {
+  readOnly: true,
+  pending: null,
+  dlq: null,
+  consumers: null,
+  retries: null,
+  overview: null,
+  panelProblems: [],
+};
 
 const $ = (sel) => document.querySelector(sel);
 // A name as a path segment. A browser drops the segments `.` and `..` (even as `%2E`) from a
@@ -62,10 +70,12 @@ function banner(text) {
   b.textContent = text || "";
 }
 
-// What the banner says about an overview whose `error` is set: since when Redis is
-// unreachable (when the server says) and how old the figures shown are.
+// What the banner says about an overview whose `error` is set, or whose figures are
+// `stale` (sampling stopped): since when Redis is unreachable (when the server says) and how
+// old the figures shown are.
 function sampleWarning(o) {
   const parts = [];
+  if (!o.error) return "Figures are not being refreshed: the last sample is from " + duration(o.age_ms) + " ago";
   if (o.unreachable_since_ms) parts.push("Redis unreachable since " + new Date(o.unreachable_since_ms).toLocaleTimeString());
   else parts.push("Sampling failed");
   const age = o.age_ms ?? o.figures_age_ms ?? (o.time_ms ? Date.now() - o.time_ms : null);
@@ -307,7 +317,9 @@ function renderCharts(series) {
 }
 
 // Polls the overview and the open panels. Every problem is shown in the banner, and the
-// banner goes away with the first refresh that has none.
+// banner goes away with the first refresh that has none. The overview's own warning shows
+// at once, before the open panels are loaded (together); a panel that does not answer (the
+// server gives up after 5 s) adds its problem when it does.
 async function refresh() {
   let o;
   try {
@@ -323,7 +335,9 @@ async function refresh() {
   $("#mode").hidden = !o.read_only;
   $("#redis").textContent = o.redis;
   $("#updated").textContent = "updated " + new Date(o.time_ms).toLocaleTimeString();
-  const problems = o.error ? [sampleWarning(o)] : [];
+  const problems = o.error || o.stale ? [sampleWarning(o)] : [];
+  // With the panels' problems of the last refresh until they answer again (no flicker).
+  banner(problems.concat(state.panelProblems).join(" · ") || null);
   renderStreams(o.streams);
   renderCharts(o.series);
   const panels = [
@@ -332,15 +346,26 @@ async function refresh() {
     [state.retries, "retry schedule", loadRetries],
     [state.dlq && dlqStale(o), "dead letters", loadDeadLetters],
   ];
-  for (const [open, what, load] of panels) {
-    if (!open) continue;
-    try {
-      await load();
-    } catch (e) {
-      problems.push("cannot load the " + what + ": " + String(e.message || e));
-    }
+  const failed = [];
+  await Promise.all(
+    panels
+      .filter(([open]) => open)
+      .map(([, what, load]) =>
+        load().catch((e) => failed.push("cannot load the " + what + ": " + String(e.message || e))),
+      ),
+  );
+  state.panelProblems = failed;
+  banner(problems.concat(failed).join(" · ") || null);
+}
+
+// One refresh at a time: the next starts POLL_MS after the previous one ends, however long
+// that took (a slow Redis never piles up requests).
+async function poll() {
+  try {
+    await refresh();
+  } finally {
+    setTimeout(poll, POLL_MS);
   }
-  banner(problems.join(" · ") || null);
 }
 
 function openPending(stream, group) {
@@ -602,5 +627,4 @@ $("#dlq-next").addEventListener("click", () => {
 });
 $("#dlq-first").addEventListener("click", () => state.dlq && firstPage());
 $("#chart-stream").addEventListener("change", () => state.overview && renderCharts(state.overview.series));
-refresh();
-setInterval(refresh, POLL_MS);
+poll();
