@@ -27,6 +27,8 @@ const ORDERS_USER_RULES: &[&str] = &[
     "~{orders}:consumers:*",
     "~{orders}:takeovers:*",
     "~{orders}:members:*",
+    // The registry of stream names, written best effort at start and at a first publish.
+    "~streamx:streams",
     "resetchannels",
     "-@all",
     "+@stream",
