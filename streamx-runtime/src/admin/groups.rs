@@ -13,7 +13,7 @@ use super::{command, text};
 use crate::clock::redis_now_ms;
 use crate::connection::{tool_client, RedisUrl};
 use crate::error::{is_busy_group, Error, Result};
-use crate::inspect::{parse_consumers, Inspector};
+use crate::inspect::Inspector;
 use crate::keys::{self, KeyKind};
 use crate::message::MessageId;
 use crate::scripts::{assemble, CLAIM_BY_COUNT, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS, PAGED};
@@ -387,26 +387,16 @@ impl GroupAdmin {
         Ok(Some(plan))
     }
 
-    /// Whether `consumer` of `group` looks alive: XINFO CONSUMERS, its heartbeat and its
-    /// deadline (see the worker's heartbeat). `None` when the group has no such consumer.
+    /// Whether `consumer` of `group` looks alive: its idle time, heartbeat and deadline, as
+    /// [`Inspector::members`](crate::Inspector::members) reads them. `None` when the group
+    /// has no such consumer.
     pub async fn liveness(&self, stream: &str, group: &str, consumer: &str) -> Result<Option<Liveness>> {
-        let reply: Value =
-            self.client.xinfo_consumers(stream, group).await.map_err(|e| Error::redis("XINFO CONSUMERS", stream, e))?;
-        let Some(info) = parse_consumers(reply).into_iter().find(|c| c.name == consumer) else {
-            return Ok(None);
-        };
-        let beats = keys::heartbeats(stream, group);
-        let deadlines = keys::member_deadlines(stream, group);
-        let beat = command(&self.client, "ZSCORE", &beats, vec![beats.as_str().into(), consumer.into()]);
-        let deadline = command(&self.client, "ZSCORE", &deadlines, vec![deadlines.as_str().into(), consumer.into()]);
-        let (beat, deadline, now) = tokio::try_join!(beat, deadline, redis_now_ms(&self.client, stream))?;
-        let score = |v: Value| text(v).parse::<f64>().ok().map(|f| f as i64);
-        let now = i64::try_from(now).unwrap_or(i64::MAX);
-        Ok(Some(Liveness {
-            idle_ms: info.idle_ms,
-            heartbeat_age_ms: score(beat).map(|b| u64::try_from(now - b).unwrap_or(0)),
-            deadline_in_ms: score(deadline).map(|d| d - now),
-            pending: info.pending,
+        let members = Inspector::with_client(self.client.clone()).members(stream, group).await?;
+        Ok(members.into_iter().find(|m| m.name == consumer).map(|m| Liveness {
+            idle_ms: m.idle_ms,
+            heartbeat_age_ms: m.heartbeat_age_ms,
+            deadline_in_ms: m.deadline_in_ms,
+            pending: m.pending,
         }))
     }
 
