@@ -118,7 +118,13 @@ async fn an_id_past_the_year_9999_is_shown_not_a_crash() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // And samples again after that one: the sampler survived it.
+    let first = json(&http(dashboard.addr, "GET", "/api/overview", &[]).1)["time_ms"].as_u64().unwrap();
+    wait_until(WAIT, "a later sample", || async {
+        json(&http(dashboard.addr, "GET", "/api/overview", &[]).1)["time_ms"].as_u64().unwrap() > first
+    })
+    .await
+    .unwrap();
     let overview = json(&http(dashboard.addr, "GET", "/api/overview", &[]).1);
     assert!(overview["error"].is_null(), "{overview}");
     assert_eq!(overview["stale"], false, "{overview}");
