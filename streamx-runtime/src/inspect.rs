@@ -131,8 +131,17 @@ impl Inspector {
             Err(e) => return Err(Error::redis("XINFO GROUPS", stream, e)),
         };
         let mut groups: Vec<GroupInfo> = reply.into_array().into_iter().map(parse_group).collect();
-        for group in groups.iter_mut().filter(|g| g.consumers > 0) {
-            group.consumers = self.consumers(stream, &group.name).await?.len() as u64;
+        // The members without the placeholders: one XINFO CONSUMERS per group that has any,
+        // sent together.
+        let recounts = groups.iter().filter(|g| g.consumers > 0).map(|g| async move {
+            Ok::<_, Error>((g.name.clone(), self.consumers(stream, &g.name).await?.len() as u64))
+        });
+        let recounted: std::collections::HashMap<String, u64> =
+            futures_util::future::try_join_all(recounts).await?.into_iter().collect();
+        for group in &mut groups {
+            if let Some(n) = recounted.get(&group.name) {
+                group.consumers = *n;
+            }
         }
         if groups.iter().any(|g| g.lag.is_none()) {
             if let Some(counters) = self.stream_counters(stream).await? {
