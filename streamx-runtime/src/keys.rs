@@ -17,7 +17,12 @@
 //!   its worker alone (crash-loop isolation, see the worker's take-over);
 //! - `{orders}:members:<group>`: see [`member_deadlines`];
 //! - `{orders}:replays:<group>`: see [`replay_marks`] (written by operator tools, not the
-//!   engine).
+//!   engine);
+//! - `{orders}:scheduled` and `{orders}:scheduled-payloads`: see [`scheduled`] and
+//!   [`scheduled_payloads`] (delayed messages, not per group);
+//! - `{orders}:published:<idempotency key>`: see [`published`] (idempotent publishes);
+//! - `{orders}:handled:<group>`: see [`handled`] (idempotent consumption);
+//! - `{orders}:trimmer`: see [`trim_lease`] (safe retention, not per group).
 //!
 //! The stream's name is the text between the first `{` and the first `}`, and the kind
 //! words are fixed, so this form never gives two streams (or kinds, or groups) one key.
@@ -61,11 +66,25 @@ pub enum KeyKind<'a> {
     MemberDeadlines(&'a str),
     /// The dead letters replayed to a group lately (`replays`); see [`replay_marks`].
     ReplayMarks(&'a str),
+    /// The schedule of delayed messages of the stream (`scheduled`); see [`scheduled`].
+    Scheduled,
+    /// The payloads of the stream's delayed messages (`scheduled-payloads`); see
+    /// [`scheduled_payloads`].
+    ScheduledPayloads,
+    /// The record of one idempotent publish (`published`), per idempotency key (the `&str`);
+    /// see [`published`].
+    Published(&'a str),
+    /// The idempotency keys a group handled lately (`handled`); see [`handled`].
+    Handled(&'a str),
+    /// The lease of the stream's retention trimmer (`trimmer`); see [`trim_lease`].
+    TrimLease,
 }
 
 impl<'a> KeyKind<'a> {
-    /// Every kind, those per group for `group`.
-    pub fn all(group: &'a str) -> [KeyKind<'a>; 6] {
+    /// Every kind of key of a stream and its `group`: the stream's own kinds and those per
+    /// group for `group`. [`Published`](Self::Published) is not among them: there is one such
+    /// key per idempotency key (each expires on its own).
+    pub fn all(group: &'a str) -> [KeyKind<'a>; 10] {
         [
             KeyKind::DeadLetters,
             KeyKind::RetrySchedule(group),
@@ -73,6 +92,10 @@ impl<'a> KeyKind<'a> {
             KeyKind::TakeoverMarks(group),
             KeyKind::MemberDeadlines(group),
             KeyKind::ReplayMarks(group),
+            KeyKind::Scheduled,
+            KeyKind::ScheduledPayloads,
+            KeyKind::Handled(group),
+            KeyKind::TrimLease,
         ]
     }
 
@@ -85,18 +108,37 @@ impl<'a> KeyKind<'a> {
             KeyKind::TakeoverMarks(_) => "takeovers",
             KeyKind::MemberDeadlines(_) => "members",
             KeyKind::ReplayMarks(_) => "replays",
+            KeyKind::Scheduled => "scheduled",
+            KeyKind::ScheduledPayloads => "scheduled-payloads",
+            KeyKind::Published(_) => "published",
+            KeyKind::Handled(_) => "handled",
+            KeyKind::TrimLease => "trimmer",
         }
     }
 
-    /// The group the key belongs to; `None` for the dead-letter stream.
+    /// The group the key belongs to; `None` for the kinds of the whole stream.
     pub fn group(&self) -> Option<&'a str> {
         match *self {
-            KeyKind::DeadLetters => None,
+            KeyKind::DeadLetters
+            | KeyKind::Scheduled
+            | KeyKind::ScheduledPayloads
+            | KeyKind::TrimLease
+            | KeyKind::Published(_) => None,
             KeyKind::RetrySchedule(group)
             | KeyKind::Heartbeats(group)
             | KeyKind::TakeoverMarks(group)
             | KeyKind::MemberDeadlines(group)
-            | KeyKind::ReplayMarks(group) => Some(group),
+            | KeyKind::ReplayMarks(group)
+            | KeyKind::Handled(group) => Some(group),
+        }
+    }
+
+    /// What the key ends with after its word: the group, or the idempotency key of
+    /// [`Published`](Self::Published); `None` for the other kinds of the whole stream.
+    pub fn suffix(&self) -> Option<&'a str> {
+        match *self {
+            KeyKind::Published(key) => Some(key),
+            other => other.group(),
         }
     }
 }
@@ -120,7 +162,7 @@ pub fn hash_tag(key: &str) -> &str {
 /// ```
 pub fn derived_key(stream: &str, kind: KeyKind<'_>) -> String {
     let word = kind.word();
-    let group = kind.group().unwrap_or_default();
+    let group = kind.suffix().unwrap_or_default();
     let mut key = String::with_capacity(stream.len() + word.len() + group.len() + 8);
     if !stream.is_empty() && !stream.contains('}') {
         key.push('{');
@@ -143,7 +185,7 @@ pub fn derived_key(stream: &str, kind: KeyKind<'_>) -> String {
     }
     key.push(':');
     key.push_str(word);
-    if let Some(group) = kind.group() {
+    if let Some(group) = kind.suffix() {
         key.push(':');
         key.push_str(group);
     }
@@ -193,6 +235,37 @@ pub fn member_deadlines(stream: &str, group: &str) -> String {
 /// the same script: a second replay of the same letter finds its mark and delivers nothing.
 pub fn replay_marks(stream: &str, group: &str) -> String {
     derived_key(stream, KeyKind::ReplayMarks(group))
+}
+
+/// The schedule of `stream`'s delayed messages: a sorted set of schedule ids scored by the
+/// time (Unix ms) each is due; their payloads are in [`scheduled_payloads`].
+pub fn scheduled(stream: &str) -> String {
+    derived_key(stream, KeyKind::Scheduled)
+}
+
+/// The payloads of `stream`'s delayed messages: a hash from schedule id to the entry's
+/// encoded fields (see [`scheduled`]).
+pub fn scheduled_payloads(stream: &str) -> String {
+    derived_key(stream, KeyKind::ScheduledPayloads)
+}
+
+/// The record of an idempotent publish to `stream` with idempotency key `key`: the id of the
+/// entry that publish wrote, expiring when the idempotency window ends.
+pub fn published(stream: &str, key: &str) -> String {
+    derived_key(stream, KeyKind::Published(key))
+}
+
+/// The idempotency keys `group` handled successfully on `stream` lately: a sorted set of keys
+/// (the `idempotency-key` header, else the entry id) scored by the time (Unix ms, Redis
+/// clock) their dedupe window ends.
+pub fn handled(stream: &str, group: &str) -> String {
+    derived_key(stream, KeyKind::Handled(group))
+}
+
+/// The lease of `stream`'s retention trimmer: the name of the process that trims the stream
+/// now, expiring unless renewed, so one trimmer runs per stream at a time.
+pub fn trim_lease(stream: &str) -> String {
+    derived_key(stream, KeyKind::TrimLease)
 }
 
 /// Every key the engine touches for `group` on `stream`, each with what it is: the stream,

@@ -6,6 +6,7 @@
 
 pub mod admin;
 mod batch;
+mod capabilities;
 mod clock;
 mod connection;
 mod consumer;
@@ -33,6 +34,7 @@ pub mod wire;
 mod worker;
 
 pub use batch::{BatchArg, BatchOutcome, BatchReturn, Decoded};
+pub use capabilities::{Capabilities, DISABLE_CAPABILITIES_ENV};
 pub use connection::{
     redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_TLS_CA_ENV, REDIS_TLS_CERT_ENV, REDIS_TLS_KEY_ENV, REDIS_URL_ENV,
 };
