@@ -346,6 +346,8 @@ impl RuntimeBuilder {
             }
             all.retain(|c| only.iter().any(|n| n == c.name()));
         }
+        // Consumers of one stream that disagree on dropping unread entries are refused here.
+        crate::retention::plans(&all)?;
         Ok(Runtime {
             url,
             consumers: all,
@@ -582,7 +584,15 @@ impl Runtime {
                 tracing::warn!(stream = c.stream(), error = %e, "cannot add the stream to the registry of stream names");
             }
         }
+        // What the server offers beyond 7.0 (XACKDEL, ACKED, IDMP): asked once, here.
+        let capabilities = crate::Capabilities::detect(&command.get()).await;
         let token = CancellationToken::new();
+        let trimmers = crate::retention::spawn(
+            crate::retention::plans(&self.consumers)?,
+            command.clone(),
+            capabilities,
+            token.child_token(),
+        );
         let mut loops = Vec::with_capacity(self.consumers.len());
         for consumer in self.consumers {
             let settings = LoopSettings {
@@ -595,6 +605,7 @@ impl Runtime {
                 cleanup_idle: self.cleanup_idle,
                 metrics_interval: self.metrics_interval,
                 state: self.state.clone(),
+                capabilities,
             };
             tracing::info!(
                 consumer = %consumer.name(), stream = consumer.stream(), group = consumer.group(),
@@ -614,6 +625,7 @@ impl Runtime {
         Ok(RunningRuntime {
             token,
             loops,
+            trimmers,
             readiness,
             command,
             url: self.url,
@@ -636,6 +648,8 @@ fn default_member_name() -> String {
 pub struct RunningRuntime {
     token: CancellationToken,
     loops: Vec<LoopHandle>,
+    /// The retention trimmers (see [`crate::retention`]), one per stream with a retention.
+    trimmers: Vec<tokio::task::JoinHandle<()>>,
     readiness: Loops,
     command: HealingClient,
     url: RedisUrl,
@@ -697,6 +711,9 @@ impl RunningRuntime {
             if let Err(e) = l.task.await {
                 failed = Some(Error::ConsumerFailed { consumer: l.name, reason: e.to_string() });
             }
+        }
+        for trimmer in self.trimmers {
+            let _ = trimmer.await;
         }
         self.command.quit().await;
         #[cfg(feature = "http")]
