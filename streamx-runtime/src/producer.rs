@@ -70,10 +70,10 @@ impl PublishOptions {
 
     /// Trims the stream to about `len` entries on each add, **keeping every entry a consumer
     /// group still needs** (not read by some group, or read and not acknowledged): the safe
-    /// counterpart of [`max_len_approx`](Self::max_len_approx). On Redis 8.2+ it is
-    /// `XADD ... MAXLEN ~ len ACKED`; on older servers a script adds the entry and trims up to
-    /// the oldest entry any group needs, at most 100 entries per publish (see
-    /// [`crate::retention`]). Like `MAXLEN ~`, the stream may hold somewhat more than `len`
+    /// counterpart of [`max_len_approx`](Self::max_len_approx). A script adds the entry and
+    /// trims at most 100 of the oldest entries no group needs (with `XTRIM ... ACKED` on Redis
+    /// 8.2+; see [`crate::retention`] for why not `XADD ... MAXLEN ~ len ACKED`); a batch
+    /// trims once after its last entry. Like `MAXLEN ~`, the stream may hold somewhat more than `len`
     /// entries; unlike it, it may hold many more while a group is behind.
     ///
     /// Cannot be combined with [`max_len_approx`](Self::max_len_approx): such a publish fails
@@ -286,38 +286,26 @@ impl Producer {
             .await
     }
 
-    /// A publish with [`PublishOptions::max_len_acked`]: `XADD ... MAXLEN ~ len ACKED` where
-    /// the server has it, else the script that adds and trims safely.
+    /// A publish with [`PublishOptions::max_len_acked`]: one script adds the entry and trims
+    /// up to [`PUBLISH_TRIM_CHUNK`](crate::retention::PUBLISH_TRIM_CHUNK) entries no group needs
+    /// (with `XTRIM ... ACKED` where the server has it; see [`crate::retention`]).
     async fn add_one_acked(&self, stream: &str, data: Bytes, options: &PublishOptions, len: u64) -> Result<MessageId> {
-        let native = self.capabilities().await.xackdel;
+        let acked = self.capabilities().await.xackdel;
         let client = self.client.get();
         self.registered.once(&client, stream).await;
         let id = options.id.map_or_else(|| "*".to_string(), |id| id.to_string());
-        let fields = entry_fields(data, &options.headers).into_iter().flat_map(|(k, v)| [Value::Bytes(k.into_bytes()), v]);
-        let reply: std::result::Result<Value, _> = if native {
-            let mut args = vec![Value::from(stream)];
-            if options.no_mkstream {
-                args.push(Value::from("NOMKSTREAM"));
-            }
-            args.extend(["MAXLEN", "~"].map(Value::from));
-            args.extend([Value::from(len.to_string()), Value::from("ACKED"), Value::from(id)]);
-            args.extend(fields);
-            client.custom(CustomCommand::new_static("XADD", ClusterHash::Custom(slot(stream)), false), args).await
-        } else {
-            let mut args = vec![
-                Value::from(len.to_string()),
-                Value::from(crate::retention::PUBLISH_TRIM_CHUNK.to_string()),
-                Value::from(id),
-                Value::from(if options.no_mkstream { "1" } else { "0" }),
-            ];
-            args.extend(fields);
-            crate::retention::PUBLISH_ACKED
-                .evalsha_with_reload(&client, vec![stream.to_string()], args)
-                .await
-                .map(|reply: Value| reply.into_array().into_iter().next().unwrap_or(Value::Null))
-        };
+        let mut args = vec![
+            Value::from(len.to_string()),
+            Value::from(crate::retention::PUBLISH_TRIM_CHUNK.to_string()),
+            Value::from(id),
+            Value::from(if options.no_mkstream { "1" } else { "0" }),
+            Value::from(if acked { "1" } else { "0" }),
+        ];
+        args.extend(entry_fields(data, &options.headers).into_iter().flat_map(|(k, v)| [Value::Bytes(k.into_bytes()), v]));
+        let reply: std::result::Result<Value, _> =
+            crate::retention::PUBLISH_ACKED.evalsha_with_reload(&client, vec![stream.to_string()], args).await;
         let reply = match reply {
-            Ok(reply) => reply,
+            Ok(reply) => reply.into_array().into_iter().next().unwrap_or(Value::Null),
             Err(e) => match options.id.filter(|_| is_id_not_increasing(&e)) {
                 Some(id) => return Err(Error::IdNotIncreasing { stream: stream.to_string(), id }),
                 None => return Err(failed(&self.client, &client, "XADD", stream, e).await),
@@ -329,22 +317,11 @@ impl Producer {
     }
 
     /// After a batch with [`PublishOptions::max_len_acked`]: trims the stream to about `len`
-    /// entries, keeping what a group needs (`XTRIM ... ACKED` where the server has it, else the
-    /// safe trim script, a chunk per call while full chunks are trimmed).
+    /// entries, keeping what a group needs, a chunk per call while calls trim full chunks.
     async fn trim_acked(&self, client: &Client, stream: &str, len: u64) -> Result<()> {
-        if self.capabilities().await.xackdel {
-            let args = vec![
-                Value::from(stream),
-                Value::from("MAXLEN"),
-                Value::from("~"),
-                Value::from(len.to_string()),
-                Value::from("ACKED"),
-            ];
-            let trim = CustomCommand::new_static("XTRIM", ClusterHash::Custom(slot(stream)), false);
-            let _: Value = client.custom(trim, args).await.map_err(|e| Error::redis("XTRIM", stream, e))?;
-            return Ok(());
-        }
-        let args = vec![len.to_string(), crate::retention::TRIM_CHUNK.to_string(), String::new(), "0".to_string()];
+        let acked = if self.capabilities().await.xackdel { "1" } else { "0" };
+        let chunk = crate::retention::TRIM_CHUNK.to_string();
+        let args = vec![len.to_string(), chunk, String::new(), "0".to_string(), acked.to_string()];
         loop {
             let reply: Value = crate::retention::PUBLISH_ACKED
                 .evalsha_with_reload(client, vec![stream.to_string()], args.clone())

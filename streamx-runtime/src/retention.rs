@@ -8,24 +8,29 @@
 //! [`drop_unread`](Retention::drop_unread)), whatever `max_len` and `max_age` ask. The
 //! dead-letter stream is another key and is never touched by the trimmer.
 //!
-//! Two code paths, one per server capability (see [`crate::Capabilities`]):
-//! - `XACKDEL` servers (Redis 8.2+): `XTRIM key MAXLEN ~ n ACKED` and
-//!   `XTRIM key MINID ~ <now - max_age> ACKED`. With `~`, Redis removes whole stream nodes
-//!   only, and stops at the first node holding a needed entry (checked on 8.2.3: the exact
-//!   form `=` would skip needed entries and delete acknowledged ones behind them, but it walks
-//!   the whole stream on every call: 46 ms on a 1,000,000-entry stream, where `~` takes
-//!   10 µs).
-//! - Other servers (Redis 7.x, Valkey 8): one script computes the *floor*, the oldest id any
-//!   group needs: the minimum over the groups (`XINFO GROUPS`) of the group's oldest pending id
-//!   (`XPENDING` summary) and the id right after its last-delivered id; it then reads at most
-//!   [`TRIM_CHUNK`] entries below both the floor and the bound `max_len` / `max_age` ask for
-//!   (`XRANGE - (<bound> COUNT <chunk>`) and trims up to the last of them
-//!   (`XTRIM MINID <last + 1>`). The work per call is bounded by the chunk (and the number of
-//!   groups and consumers), not by the stream's length; a call that trimmed a full chunk is
-//!   followed at once by another.
+//! One script, [`TRIM`], does the work, reading at most [`TRIM_CHUNK`] entries per call (a call
+//! that trimmed from a full chunk is followed at once by another), so its cost is bounded by
+//! the chunk and the number of groups and consumers, never by the stream's length:
+//! - it computes the *floor*, the oldest id some group needs (`XINFO GROUPS`: the id right
+//!   after each group's last-delivered id; and, without `ACKED`, each group's oldest pending
+//!   id from the `XPENDING` summary);
+//! - it reads the oldest entries below both the floor and the bound `max_len` / `max_age` ask
+//!   for (`XRANGE - (<bound> COUNT <chunk>`) and trims up to the last of them
+//!   (`XTRIM MINID <last + 1>`).
 //!
-//! Both stop at the oldest needed entry: entries behind it are kept even when acknowledged by
-//! every group, until it is acknowledged. Ids are compared as (ms, seq) decimal strings in Lua,
+//! Servers with `XACKDEL` (Redis 8.2+, see [`crate::Capabilities`]) trim with
+//! `XTRIM MINID <last + 1> ACKED`: entries still pending in some group are skipped and kept,
+//! and acknowledged ones behind them go. Without it (Redis 7.x, Valkey 8), the floor stops at
+//! the oldest pending entry: acknowledged entries behind it wait until it is acknowledged.
+//!
+//! Why not `XTRIM MAXLEN ~ n ACKED`, the obvious native form: on Redis 8.2.3 (checked) `~`
+//! with `ACKED` or `DELREF` never deletes anything, even on a stream without groups
+//! (redis/redis#14656, fixed upstream by #14623); the exact form `MAXLEN n ACKED` works but walks
+//! every entry it would trim on every call (46 ms on a 1,000,000-entry stream whose only group
+//! is behind). Bounding the exact form by a chunk read first keeps both the semantics and a
+//! bounded cost.
+//!
+//! Ids are compared as (ms, seq) decimal strings in Lua,
 //! never as numbers (a Lua number loses the low bits of ids above 2^53).
 
 use std::collections::BTreeMap;
@@ -217,15 +222,16 @@ local function next_id(id)
   if seq == '18446744073709551615' then return inc(ms) .. '-0' end
   return ms .. '-' .. inc(seq)
 end
--- The oldest id some group needs (pending, or after its last-delivered id); false when no
--- group needs anything (no groups).
-local function floor_of(stream)
+-- The oldest id some group needs: the id after the group's last-delivered id, or with
+-- `pending` its oldest pending id if older; the minimum over the groups. False when no group
+-- needs anything (no groups).
+local function floor_of(stream, pending)
   local floor = false
   for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
     local row = {}
     for i = 1, #g, 2 do row[g[i]] = g[i + 1] end
     local need = next_id(row['last-delivered-id'])
-    if tonumber(row['pending']) > 0 then
+    if pending and tonumber(row['pending']) > 0 then
       local oldest = redis.call('XPENDING', stream, row['name'])[2]
       if oldest and id_less(oldest, need) then need = oldest end
     end
@@ -233,35 +239,42 @@ local function floor_of(stream)
   end
   return floor
 end
--- Trims what is below `upper` (exclusive; false: no bound), at most `count` entries, oldest
--- first: reads them, then XTRIM MINID right after the last. Returns the number deleted.
-local function trim_below(stream, upper, count)
-  if count <= 0 or upper == '0-0' then return 0 end
+-- Trims what is below `upper` (exclusive; false: no bound), among the `count` oldest entries:
+-- reads them, then XTRIM MINID right after the last (with ACKED when `acked`: those some
+-- group still has pending are skipped). Returns {deleted, read}.
+local function trim_below(stream, upper, count, acked)
+  if count <= 0 or upper == '0-0' then return {0, 0} end
   local rows
   if upper then
     rows = redis.call('XRANGE', stream, '-', '(' .. upper, 'COUNT', count)
   else
     rows = redis.call('XRANGE', stream, '-', '+', 'COUNT', count)
   end
-  if #rows == 0 then return 0 end
-  return redis.call('XTRIM', stream, 'MINID', next_id(rows[#rows][1]))
+  if #rows == 0 then return {0, 0} end
+  local minid = next_id(rows[#rows][1])
+  if acked then return {redis.call('XTRIM', stream, 'MINID', minid, 'ACKED'), #rows} end
+  return {redis.call('XTRIM', stream, 'MINID', minid), #rows}
 end
-local function safe_trim(stream, max_len, max_age, chunk, now)
-  local floor = floor_of(stream)
+-- Keeps at most about `max_len` entries (-1: no bound) and none older than `max_age` ms
+-- (-1: none), except what a group needs; at most `chunk` entries read per bound. With
+-- `acked` (XACKDEL servers) the floor leaves out pending entries and XTRIM ... ACKED skips
+-- them instead; without, the floor stops at the oldest pending entry.
+-- Returns {deleted, full} (`full`: a whole chunk was read and some deleted: more may wait).
+local function safe_trim(stream, max_len, max_age, chunk, now, acked)
+  local floor = floor_of(stream, not acked)
   local deleted, full = 0, 0
   if max_age >= 0 and now - max_age > 0 then
     local upper = string.format('%d', now - max_age) .. '-0'
     if floor and id_less(floor, upper) then upper = floor end
-    local n = trim_below(stream, upper, chunk)
-    deleted = deleted + n
-    if n >= chunk then full = 1 end
+    local r = trim_below(stream, upper, chunk, acked)
+    deleted = deleted + r[1]
+    if r[2] >= chunk and r[1] > 0 then full = 1 end
   end
   if max_len >= 0 then
     local excess = redis.call('XLEN', stream) - max_len
-    local count = math.min(excess, chunk)
-    local n = trim_below(stream, floor, count)
-    deleted = deleted + n
-    if n >= chunk then full = 1 end
+    local r = trim_below(stream, floor, math.min(excess, chunk), acked)
+    deleted = deleted + r[1]
+    if r[2] >= chunk and r[1] > 0 then full = 1 end
   end
   return {deleted, full}
 end
@@ -273,8 +286,8 @@ end
 ///   lease is set (or renewed) to this holder for ARGV[2] ms, in the same script as the trim,
 ///   so two processes never trim one stream at the same moment (a trim itself is safe either
 ///   way: each computes what is needed from the state it runs on).
-/// - Mode `acked` (XACKDEL servers): `XTRIM ... ~ ... LIMIT chunk ACKED` per bound. Mode
-///   `floor`: `safe_trim`. Mode `unsafe` (`drop_unread`): `XTRIM ... ~ ... LIMIT chunk`.
+/// - Mode `acked` (XACKDEL servers) and `floor`: `safe_trim` (see the module docs). Mode
+///   `unsafe` (`drop_unread`): `XTRIM ... ~ ... LIMIT chunk`, whole nodes, needed or not.
 ///
 /// Crash safety: a process that dies before the script changed nothing; during, Redis runs it
 /// whole (it may be killed only before its first write); after, the lease expires
@@ -296,20 +309,15 @@ local stream, mode = KEYS[1], ARGV[3]
 local max_len, max_age, chunk = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('XLEN', stream) == 0 then return {1, 0, 0} end
 local now = now_ms()
-if mode == 'floor' then
-  local r = safe_trim(stream, max_len, max_age, chunk, now)
+if mode ~= 'unsafe' then
+  local r = safe_trim(stream, max_len, max_age, chunk, now, mode == 'acked')
   return {1, r[1], r[2]}
 end
+-- drop_unread: today's MAXLEN ~ / MINID ~, whole nodes, at most `chunk` entries.
 local deleted = 0
-local function native(bound, threshold)
-  if mode == 'acked' then
-    return redis.call('XTRIM', stream, bound, '~', threshold, 'LIMIT', chunk, 'ACKED')
-  end
-  return redis.call('XTRIM', stream, bound, '~', threshold, 'LIMIT', chunk)
-end
-if max_len >= 0 then deleted = deleted + native('MAXLEN', max_len) end
+if max_len >= 0 then deleted = deleted + redis.call('XTRIM', stream, 'MAXLEN', '~', max_len, 'LIMIT', chunk) end
 if max_age >= 0 and now - max_age > 0 then
-  deleted = deleted + native('MINID', string.format('%d', now - max_age) .. '-0')
+  deleted = deleted + redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - max_age) .. '-0', 'LIMIT', chunk)
 end
 return {1, deleted, deleted > 0 and 1 or 0}
 "#,
@@ -344,14 +352,15 @@ pub(crate) static PUBLISH_ACKED: LazyLock<Script> = LazyLock::new(|| {
         &[NOW_MS, SAFE_TRIM],
         r#"
 -- KEYS: stream
--- ARGV: max_len, chunk, id ('*', an id, or '' to trim only), nomkstream (1 | 0), fields...
+-- ARGV: max_len, chunk, id ('*', an id, or '' to trim only), nomkstream (1 | 0),
+--       acked (1 | 0: the server has XTRIM ... ACKED), fields...
 local id = false
 if ARGV[3] ~= '' then
   if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return {false, 0, 0} end
-  id = redis.call('XADD', KEYS[1], ARGV[3], unpack(ARGV, 5))
+  id = redis.call('XADD', KEYS[1], ARGV[3], unpack(ARGV, 6))
 end
 if redis.call('XLEN', KEYS[1]) == 0 then return {id, 0, 0} end
-local r = safe_trim(KEYS[1], tonumber(ARGV[1]), -1, tonumber(ARGV[2]), now_ms())
+local r = safe_trim(KEYS[1], tonumber(ARGV[1]), -1, tonumber(ARGV[2]), now_ms(), ARGV[5] == '1')
 return {id, r[1], r[2]}
 "#,
     )
