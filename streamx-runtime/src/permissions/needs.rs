@@ -383,12 +383,16 @@ local s = [[redis.call('SET')]]
             [
                 "CLIENT ID",
                 "CLIENT UNBLOCK",
+                // The retention trimmer's lease (`retention`).
+                "DEL",
                 "EVALSHA",
                 "EXISTS",
+                "GET",
                 "INFO",
                 "PING",
                 "SADD",
                 "SCRIPT LOAD",
+                "SET",
                 "SMISMEMBER",
                 "SREM",
                 "TIME",
