@@ -780,10 +780,9 @@ fn parse_retention(meta: &Meta) -> syn::Result<Spanned<RetentionArgs>> {
         };
         let value = strip_groups(value);
         match key {
-            "max_len" if is_negative_number(value) => errors.push(syn::Error::new_spanned(
-                value,
-                "retention `max_len` is a number of entries: 0 or more",
-            )),
+            "max_len" if is_negative_number(value) => {
+                errors.push(syn::Error::new_spanned(value, "retention `max_len` is a number of entries: 0 or more"))
+            }
             "max_len" => {
                 out.max_len = errors.record(match literal(value) {
                     Some(Lit::Int(lit)) if lit.suffix().is_empty() || lit.suffix() == "u64" => lit
@@ -1085,7 +1084,8 @@ mod tests {
 
     #[test]
     fn retention_keeps_the_sub_keys_written() {
-        let args = ok(parse_quote!(stream = "s", group = "g", retention(max_len = 0, max_age = "7d"), delete_on_ack = true));
+        let args =
+            ok(parse_quote!(stream = "s", group = "g", retention(max_len = 0, max_age = "7d"), delete_on_ack = true));
         let r = args.retention.unwrap().value;
         assert_eq!(r.max_len.map(|l| l.value), Some(0));
         assert_eq!(r.max_age_ms.map(|a| a.value), Some(7 * 24 * 3600 * 1000));

@@ -301,7 +301,9 @@ impl Producer {
             Value::from(if options.no_mkstream { "1" } else { "0" }),
             Value::from(if acked { "1" } else { "0" }),
         ];
-        args.extend(entry_fields(data, &options.headers).into_iter().flat_map(|(k, v)| [Value::Bytes(k.into_bytes()), v]));
+        args.extend(
+            entry_fields(data, &options.headers).into_iter().flat_map(|(k, v)| [Value::Bytes(k.into_bytes()), v]),
+        );
         let reply: std::result::Result<Value, _> =
             crate::retention::PUBLISH_ACKED.evalsha_with_reload(&client, vec![stream.to_string()], args).await;
         let reply = match reply {

@@ -8,7 +8,7 @@
 //! [`drop_unread`](Retention::drop_unread)), whatever `max_len` and `max_age` ask. The
 //! dead-letter stream is another key and is never touched by the trimmer.
 //!
-//! One script, [`TRIM`], does the work, reading at most [`TRIM_CHUNK`] entries per call (a call
+//! One script does the work, reading at most [`TRIM_CHUNK`] entries per call (a call
 //! that trimmed from a full chunk is followed at once by another), so its cost is bounded by
 //! the chunk and the number of groups and consumers, never by the stream's length:
 //! - it computes the *floor*, the oldest id some group needs (`XINFO GROUPS`: the id right
@@ -190,7 +190,10 @@ pub(crate) fn plans(consumers: &[Consumer]) -> Result<Vec<TrimPlan>> {
             }
         }
     }
-    Ok(by_stream.into_iter().map(|(stream, (retention, _))| TrimPlan { stream: stream.to_string(), retention }).collect())
+    Ok(by_stream
+        .into_iter()
+        .map(|(stream, (retention, _))| TrimPlan { stream: stream.to_string(), retention })
+        .collect())
 }
 
 /// Lua helpers on stream ids as decimal strings: `id_less(a, b)`, `next_id(id)` (the
@@ -420,7 +423,13 @@ pub(crate) fn spawn(
         .collect()
 }
 
-async fn run(plan: TrimPlan, command: HealingClient, capabilities: Capabilities, holder: String, stop: CancellationToken) {
+async fn run(
+    plan: TrimPlan,
+    command: HealingClient,
+    capabilities: Capabilities,
+    holder: String,
+    stop: CancellationToken,
+) {
     let lease = keys::trim_lease(&plan.stream);
     let r = plan.retention;
     let args = vec![
@@ -437,11 +446,13 @@ async fn run(plan: TrimPlan, command: HealingClient, capabilities: Capabilities,
     loop {
         for _ in 0..MAX_CALLS_PER_TICK {
             let client = command.get();
-            let reply: std::result::Result<Value, _> = TRIM.evalsha_with_reload(&client, keys.clone(), args.clone()).await;
+            let reply: std::result::Result<Value, _> =
+                TRIM.evalsha_with_reload(&client, keys.clone(), args.clone()).await;
             match reply {
                 Ok(reply) => {
                     let reply: Vec<i64> = reply.into_array().into_iter().map(|v| v.as_i64().unwrap_or(0)).collect();
-                    let (mine, deleted, full) = (reply.first() == Some(&1), reply.get(1).copied().unwrap_or(0), reply.get(2) == Some(&1));
+                    let (mine, deleted, full) =
+                        (reply.first() == Some(&1), reply.get(1).copied().unwrap_or(0), reply.get(2) == Some(&1));
                     if mine != holding {
                         holding = mine;
                         tracing::debug!(stream = %plan.stream, %holder, holding, "retention trimmer lease");

@@ -497,8 +497,11 @@ local s = [[redis.call('SET')]]
         let dead_letters =
             std::fs::read_to_string(format!("{root}/dead_letters.rs")).unwrap().replace("self.client.", "");
         files.push((format!("{root}/dead_letters.rs"), dead_letters));
-        let listed =
-            |c: &str| DIRECT.contains(&c) || OPTIONAL.contains(&c) || (c == "CLIENT" && DIRECT.iter().any(|d| d.starts_with("CLIENT ")));
+        let listed = |c: &str| {
+            DIRECT.contains(&c)
+                || OPTIONAL.contains(&c)
+                || (c == "CLIENT" && DIRECT.iter().any(|d| d.starts_with("CLIENT ")))
+        };
         for (path, text) in files {
             for (method, commands) in FRED {
                 if text.contains(&format!("client.{method}("))

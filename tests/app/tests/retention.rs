@@ -98,9 +98,11 @@ async fn a_slow_group_loses_nothing_to_retention(topology: Topology) {
     })
     .await
     .unwrap();
-    wait_until(Duration::from_secs(10), "a trimmer holds the lease", || async { !lease_holder(&server, STREAM).is_empty() })
-        .await
-        .unwrap();
+    wait_until(Duration::from_secs(10), "a trimmer holds the lease", || async {
+        !lease_holder(&server, STREAM).is_empty()
+    })
+    .await
+    .unwrap();
     holds_for(Duration::from_secs(3), "nothing is trimmed while the slow group is 11,000 behind", || {
         server.xlen(STREAM).unwrap() == 11_000
     })
@@ -135,7 +137,10 @@ async fn a_slow_group_loses_nothing_to_retention(topology: Topology) {
     .await
     .unwrap();
     println!("while the slow group caught up: {looks} looks, up to {max_gone} entries gone, each handled before");
-    assert!(looks > 3 && max_gone > 0, "the check looked while trimming went on ({looks} looks, up to {max_gone} gone)");
+    assert!(
+        looks > 3 && max_gone > 0,
+        "the check looked while trimming went on ({looks} looks, up to {max_gone} gone)"
+    );
     wait_until(Duration::from_secs(30), "the stream is back to 1,000 entries", || async {
         server.xlen(STREAM).unwrap() <= 1_000
     })
@@ -147,7 +152,6 @@ async fn a_slow_group_loses_nothing_to_retention(topology: Topology) {
     assert_eq!(seen.lock().unwrap().len(), 11_000);
     runtime.shutdown().await.unwrap();
 }
-
 
 /// A 100,000-entry backlog drained by a group with `delete_on_ack`: the stream is empty at
 /// the end (on XACKDEL servers as each acknowledgement lands; elsewhere within the trimmer's
@@ -218,8 +222,10 @@ async fn a_second_group_keeps_its_entries(topology: Topology) {
     })
     .await
     .unwrap();
-    holds_for(Duration::from_secs(3), "the audit group's unread entries stay", || server.xlen(STREAM).unwrap() == 2_000)
-        .await;
+    holds_for(Duration::from_secs(3), "the audit group's unread entries stay", || {
+        server.xlen(STREAM).unwrap() == 2_000
+    })
+    .await;
     let audit = Consumer::new(STREAM, "audit", |_: Message<Job>| async {}).concurrency(8);
     let auditing = start_runtime(&url, vec![audit]).await;
     wait_until(Duration::from_secs(30), "the stream empties once the audit group acknowledged", || async {
@@ -231,7 +237,6 @@ async fn a_second_group_keeps_its_entries(topology: Topology) {
     auditing.shutdown().await.unwrap();
     runtime.shutdown().await.unwrap();
 }
-
 
 /// Two runtimes with a retention on one stream: one holds the lease and keeps it while both
 /// run; when it stops, the other takes over and trims.
@@ -285,7 +290,8 @@ async fn max_age_trims_old_entries_that_no_group_needs() {
     let consumer = Consumer::new(STREAM, "g", |_: Message<Job>| async {})
         .retention(Retention::new().max_age(Duration::from_secs(3)));
     let runtime = start_runtime(&url, vec![consumer]).await;
-    holds_for(Duration::from_secs(5), "the unread entries of `late` stay", || server.xlen(STREAM).unwrap() == 300).await;
+    holds_for(Duration::from_secs(5), "the unread entries of `late` stay", || server.xlen(STREAM).unwrap() == 300)
+        .await;
     server.cli(&["XGROUP", "DESTROY", STREAM, "late"]).unwrap();
     wait_until(Duration::from_secs(10), "entries older than 3 s are trimmed", || async {
         server.xlen(STREAM).unwrap() == 0
@@ -319,11 +325,14 @@ async fn max_len_acked_keeps_what_a_group_needs(topology: Topology) {
     }
     publish_n(&producer, STREAM, 1_000, &acked).await;
     assert_eq!(server.xlen(STREAM).unwrap(), 1_500, "the group has read nothing: nothing is trimmed");
-    let runtime = start_runtime(&url, vec![Consumer::new(STREAM, "slow", |_: Message<Job>| async {}).concurrency(8)]).await;
+    let runtime =
+        start_runtime(&url, vec![Consumer::new(STREAM, "slow", |_: Message<Job>| async {}).concurrency(8)]).await;
     let stats = runtime.stats(&format!("{STREAM}/slow")).unwrap();
-    wait_until(Duration::from_secs(60), "the group handled everything", || async { stats.snapshot().succeeded >= 1_500 })
-        .await
-        .unwrap();
+    wait_until(Duration::from_secs(60), "the group handled everything", || async {
+        stats.snapshot().succeeded >= 1_500
+    })
+    .await
+    .unwrap();
     wait_until(Duration::from_secs(10), "nothing pending", || async {
         server.cli(&["XPENDING", STREAM, "slow"]).unwrap().lines().next() == Some("0")
     })
