@@ -584,8 +584,16 @@ impl Runtime {
                 tracing::warn!(stream = c.stream(), error = %e, "cannot add the stream to the registry of stream names");
             }
         }
-        // What the server offers beyond 7.0 (XACKDEL, ACKED, IDMP): asked once, here.
-        let capabilities = crate::Capabilities::detect(&command.get()).await;
+        // What the server offers beyond 7.0 (XACKDEL, ACKED, IDMP): asked once, here, when a
+        // consumer can use it (retention, work-queue mode). Asking needs `COMMAND INFO` and
+        // `COMMAND DOCS`, which the README's ACL rule does not grant: a user without them is
+        // refused (an ACL log entry) and gets the Redis 7 paths, which are correct everywhere.
+        let uses_capabilities = self.consumers.iter().any(|c| c.options.delete_on_ack || c.options.retention.is_some());
+        let capabilities = if uses_capabilities {
+            crate::Capabilities::detect(&command.get()).await
+        } else {
+            crate::Capabilities::BASELINE
+        };
         let token = CancellationToken::new();
         let trimmers = crate::retention::spawn(
             crate::retention::plans(&self.consumers)?,
