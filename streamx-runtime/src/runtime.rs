@@ -422,6 +422,9 @@ fn validate(c: &Consumer, url: &RedisUrl, cleanup_idle: Duration) -> Result<()> 
     if o.timeout.is_some_and(|t| t.is_zero()) {
         return invalid("timeout must be longer than zero (leave it unset for no timeout)".into());
     }
+    if o.retention.is_some_and(|r| r.len_bound().is_none() && r.age_bound().is_none()) {
+        return invalid("a retention needs max_len or max_age (Retention::new().max_len(n) or .max_age(d))".into());
+    }
     let b = &o.retry.backoff;
     if !b.is_valid() {
         return invalid(format!("invalid backoff {b:?}: the multiplier must be >= 1 and max >= initial"));
@@ -747,6 +750,15 @@ mod tests {
 
     fn with_dlq(stream: &'static str, dlq: &'static str) -> Consumer {
         Consumer::new(stream, "g", handler).dlq(DeadLetterTarget::Stream(dlq))
+    }
+
+    #[test]
+    fn a_retention_without_a_bound_is_refused() {
+        let url = RedisUrl::parse("redis://127.0.0.1:6379").unwrap();
+        let c = Consumer::new("s", "g", handler).retention(crate::Retention::new());
+        let err = validate(&c, &url, Duration::from_secs(3600)).unwrap_err().to_string();
+        assert!(err.contains("a retention needs max_len or max_age"), "{err}");
+        assert!(validate(&c.retention(crate::Retention::new().max_len(0)), &url, Duration::from_secs(3600)).is_ok());
     }
 
     #[test]
