@@ -62,6 +62,22 @@ pub(crate) struct ConsumerArgs {
     pub(crate) max_batch: Option<Spanned<usize>>,
     /// `batch_wait = "50ms"`, in whole milliseconds, zero allowed (batch handlers only).
     pub(crate) batch_wait: Option<Spanned<u64>>,
+    /// `retention(max_len = n, max_age = "7d", drop_unread = false)`.
+    pub(crate) retention: Option<Spanned<RetentionArgs>>,
+    /// `delete_on_ack = true | false`.
+    pub(crate) delete_on_ack: Option<Spanned<bool>>,
+}
+
+/// How the stream is trimmed (`retention(...)`): each sub-key is `None` when left out; at
+/// least one of `max_len` and `max_age` is given.
+#[derive(Debug, Clone)]
+pub(crate) struct RetentionArgs {
+    /// `max_len`: entries kept (besides those a group needs); zero allowed.
+    pub(crate) max_len: Option<Spanned<u64>>,
+    /// `max_age`: in whole milliseconds, at least 1.
+    pub(crate) max_age_ms: Option<Spanned<u64>>,
+    /// `drop_unread`: trim entries groups still need too.
+    pub(crate) drop_unread: Option<Spanned<bool>>,
 }
 
 /// A validated value together with the span of the literal it came from, so generated
@@ -156,13 +172,17 @@ enum Key {
     MaxBatch,
     /// `batch_wait = "..."`
     BatchWait,
+    /// `retention(...)`
+    Retention,
+    /// `delete_on_ack = bool`
+    DeleteOnAck,
     /// `crate = path`
     Crate,
 }
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 20] = [
+    const ALL: [Key; 22] = [
         Key::Stream,
         Key::Group,
         Key::Consumer,
@@ -182,6 +202,8 @@ impl Key {
         Key::Timeout,
         Key::MaxBatch,
         Key::BatchWait,
+        Key::Retention,
+        Key::DeleteOnAck,
         Key::Crate,
     ];
 
@@ -207,6 +229,8 @@ impl Key {
             Key::DlqMaxLen => "dlq_max_len",
             Key::MaxBatch => "max_batch",
             Key::BatchWait => "batch_wait",
+            Key::Retention => "retention",
+            Key::DeleteOnAck => "delete_on_ack",
             Key::Crate => "crate",
         }
     }
@@ -233,6 +257,8 @@ impl Key {
             Key::DlqMaxLen => "dlq_max_len = 10000",
             Key::MaxBatch => "max_batch = 500",
             Key::BatchWait => "batch_wait = \"50ms\"",
+            Key::Retention => "retention(max_len = 1000000, max_age = \"7d\")",
+            Key::DeleteOnAck => "delete_on_ack = true",
             Key::Crate => "crate = my_streamx",
         }
     }
@@ -281,6 +307,8 @@ impl ConsumerArgs {
         let mut dlq_max_len = None;
         let mut max_batch = None;
         let mut batch_wait = None;
+        let mut retention = None;
+        let mut delete_on_ack = None;
 
         for meta in &metas {
             let path = meta.path();
@@ -296,6 +324,10 @@ impl ConsumerArgs {
 
             if key == Key::Backoff {
                 backoff = errors.record(parse_backoff(meta));
+                continue;
+            }
+            if key == Key::Retention {
+                retention = errors.record(parse_retention(meta));
                 continue;
             }
             let Some(value) = errors.record(name_value(meta, key)) else {
@@ -320,8 +352,9 @@ impl ConsumerArgs {
                 Key::DlqMaxLen => dlq_max_len = errors.record(parse_dlq_max_len(value)),
                 Key::MaxBatch => max_batch = errors.record(positive_usize(value, key)),
                 Key::BatchWait => batch_wait = errors.record(duration_ms(value, key, true)),
+                Key::DeleteOnAck => delete_on_ack = errors.record(boolean(value, key)),
                 Key::Crate => krate = errors.record(parse_crate(value)),
-                Key::Backoff => {}
+                Key::Backoff | Key::Retention => {}
             }
         }
 
@@ -360,6 +393,8 @@ impl ConsumerArgs {
                 dlq_max_len,
                 max_batch,
                 batch_wait,
+                retention,
+                delete_on_ack,
             }),
             // Unreachable: a missing or invalid `stream`/`group` has recorded an error above.
             _ => Err(syn::Error::new(Span::call_site(), "`stream` and `group` are required")),
@@ -702,6 +737,96 @@ fn parse_crate(value: &Expr) -> syn::Result<Path> {
     }
 }
 
+/// A `true` / `false` literal.
+fn boolean(value: &Expr, key: Key) -> syn::Result<Spanned<bool>> {
+    match literal(value) {
+        Some(Lit::Bool(lit)) => Ok(Spanned::new(lit.value, lit.span)),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            format!("expected `true` or `false` for `{key}`, e.g. `{}`", key.example()),
+        )),
+    }
+}
+
+/// The sub-keys of `retention(...)`.
+const RETENTION_KEYS: [&str; 3] = ["max_len", "max_age", "drop_unread"];
+
+/// `retention(max_len = 1000000, max_age = "7d", drop_unread = false)`: each sub-key
+/// optional, but one of `max_len` and `max_age` is required (a retention without a bound
+/// trims nothing).
+fn parse_retention(meta: &Meta) -> syn::Result<Spanned<RetentionArgs>> {
+    let Meta::List(list) = meta else {
+        return Err(syn::Error::new_spanned(meta, format!("expected `{}`", Key::Retention.example())));
+    };
+    let entries = list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated)?;
+    let mut errors = Errors::default();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = RetentionArgs { max_len: None, max_age_ms: None, drop_unread: None };
+    for entry in &entries {
+        let path = entry.path();
+        let Some(key) = RETENTION_KEYS.into_iter().find(|key| path.get_ident().is_some_and(|ident| ident == key))
+        else {
+            errors.push(unknown_key(path, &RETENTION_KEYS).with_context("in `retention(...)`"));
+            continue;
+        };
+        if seen.contains(&key) {
+            errors.push(syn::Error::new_spanned(path, format!("duplicate `{key}` in `retention(...)`")));
+            continue;
+        }
+        seen.push(key);
+        let Meta::NameValue(MetaNameValue { value, .. }) = entry else {
+            errors.push(syn::Error::new_spanned(entry, format!("expected `{key} = ...` in `retention(...)`")));
+            continue;
+        };
+        let value = strip_groups(value);
+        match key {
+            "max_len" if is_negative_number(value) => {
+                errors.push(syn::Error::new_spanned(value, "retention `max_len` is a number of entries: 0 or more"))
+            }
+            "max_len" => {
+                out.max_len = errors.record(match literal(value) {
+                    Some(Lit::Int(lit)) if lit.suffix().is_empty() || lit.suffix() == "u64" => lit
+                        .base10_parse::<u64>()
+                        .map(|n| Spanned::new(n, lit.span()))
+                        .map_err(|e| syn::Error::new(lit.span(), format!("invalid retention `max_len`: {e}"))),
+                    _ => Err(syn::Error::new_spanned(
+                        value,
+                        "expected integer literal for retention `max_len`, e.g. `max_len = 1000000`",
+                    )),
+                })
+            }
+            "max_age" => {
+                out.max_age_ms = errors.record(match literal(value) {
+                    Some(Lit::Str(lit)) => {
+                        lit_duration_ms(lit, "retention max_age", false).map(|ms| Spanned::new(ms, lit.span()))
+                    }
+                    _ => Err(syn::Error::new_spanned(
+                        value,
+                        "expected duration string literal for retention `max_age`, e.g. `max_age = \"7d\"`",
+                    )),
+                })
+            }
+            _ => {
+                out.drop_unread = errors.record(match literal(value) {
+                    Some(Lit::Bool(lit)) => Ok(Spanned::new(lit.value, lit.span)),
+                    _ => Err(syn::Error::new_spanned(
+                        value,
+                        "expected `true` or `false` for retention `drop_unread`, e.g. `drop_unread = true`",
+                    )),
+                })
+            }
+        }
+    }
+    errors.finish()?;
+    if out.max_len.is_none() && out.max_age_ms.is_none() {
+        return Err(syn::Error::new_spanned(
+            list,
+            format!("`retention(...)` needs `max_len` or `max_age` (or both), e.g. `{}`", Key::Retention.example()),
+        ));
+    }
+    Ok(Spanned::new(out, list.path.span()))
+}
+
 /// The sub-keys of `backoff(...)`.
 const BACKOFF_KEYS: [&str; 3] = ["initial", "multiplier", "max"];
 
@@ -953,7 +1078,44 @@ mod tests {
             "unknown argument `concurency`; expected one of: `stream`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `readers`, `block`, `start`, `max_retries`, `backoff`, \
              `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, \
-             `max_batch`, `batch_wait`, `crate`",
+             `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `crate`",
+        );
+    }
+
+    #[test]
+    fn retention_keeps_the_sub_keys_written() {
+        let args =
+            ok(parse_quote!(stream = "s", group = "g", retention(max_len = 0, max_age = "7d"), delete_on_ack = true));
+        let r = args.retention.unwrap().value;
+        assert_eq!(r.max_len.map(|l| l.value), Some(0));
+        assert_eq!(r.max_age_ms.map(|a| a.value), Some(7 * 24 * 3600 * 1000));
+        assert!(r.drop_unread.is_none());
+        assert_eq!(args.delete_on_ack.map(|d| d.value), Some(true));
+        let args = ok(parse_quote!(stream = "s", group = "g", retention(max_age = "1h", drop_unread = true)));
+        assert_eq!(args.retention.unwrap().value.drop_unread.map(|d| d.value), Some(true));
+    }
+
+    #[test]
+    fn bad_retention_values_are_errors_at_the_argument() {
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", retention())),
+            "`retention(...)` needs `max_len` or `max_age` (or both)",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", retention(max_len = "1000"))),
+            "expected integer literal for retention `max_len`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", retention(max_len = 10, max_age = "0s"))),
+            "`retention max_age` must be greater than zero",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", retention(max_len = 10, keep = 3))),
+            "unknown argument `keep`; expected one of: `max_len`, `max_age`, `drop_unread` in `retention(...)`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", delete_on_ack = "yes")),
+            "expected `true` or `false` for `delete_on_ack`",
         );
     }
 

@@ -303,6 +303,27 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         let value = duration(private, timeout.value, timeout.span);
         out.extend(quote!(.timeout(#value)));
     }
+    if let Some(retention) = &args.retention {
+        let r = &retention.value;
+        let mut value = quote!(#private::Retention::new());
+        if let Some(len) = &r.max_len {
+            let len = spanned(Literal::u64_unsuffixed(len.value), len.span);
+            value.extend(quote!(.max_len(#len)));
+        }
+        if let Some(age) = &r.max_age_ms {
+            let age = duration(private, age.value, age.span);
+            value.extend(quote!(.max_age(#age)));
+        }
+        if let Some(drop) = &r.drop_unread {
+            let drop = syn::LitBool::new(drop.value, drop.span);
+            value.extend(quote!(.drop_unread(#drop)));
+        }
+        out.extend(quote!(.retention(#value)));
+    }
+    if let Some(delete_on_ack) = &args.delete_on_ack {
+        let on = syn::LitBool::new(delete_on_ack.value, delete_on_ack.span);
+        out.extend(quote!(.delete_on_ack(#on)));
+    }
     out
 }
 

@@ -59,6 +59,13 @@ pub struct ConsumerOptions {
     /// it before the call starts with what it has (a full batch starts at once). Default
     /// 50 ms.
     pub batch_wait: Duration,
+    /// How the stream is trimmed (see [`Retention`](crate::Retention)): never an entry a
+    /// group still needs, unless `drop_unread`. Default `None`: streamx never trims.
+    pub retention: Option<crate::retention::Retention>,
+    /// Work-queue mode: acknowledged entries are deleted from the stream once no group needs
+    /// them (`XACKDEL ... ACKED` on Redis 8.2+; `XACK` and the safe trim of the stream's
+    /// trimmer elsewhere). Default `false`.
+    pub delete_on_ack: bool,
 }
 
 impl ConsumerOptions {
@@ -77,6 +84,8 @@ impl ConsumerOptions {
         timeout: None,
         max_batch: 100,
         batch_wait: Duration::from_millis(50),
+        retention: None,
+        delete_on_ack: false,
     };
 
     /// The batch size in effect.
@@ -191,6 +200,19 @@ macro_rules! option_setters {
         /// (default 50 ms).
         pub $($constness)? fn batch_wait(mut self, wait: ::std::time::Duration) -> Self {
             self.options.batch_wait = wait;
+            self
+        }
+        /// Trims the stream by `retention`: at most about its `max_len` entries and none older
+        /// than its `max_age`, except entries a group still needs (see
+        /// [`Retention`](crate::Retention)). Default: no trimming.
+        pub $($constness)? fn retention(mut self, retention: $crate::retention::Retention) -> Self {
+            self.options.retention = ::std::option::Option::Some(retention);
+            self
+        }
+        /// Work-queue mode: deletes acknowledged entries from the stream once no group needs
+        /// them (default `false`; see the README's "Work-queue mode").
+        pub $($constness)? fn delete_on_ack(mut self, on: bool) -> Self {
+            self.options.delete_on_ack = on;
             self
         }
     };

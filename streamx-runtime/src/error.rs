@@ -128,6 +128,14 @@ pub enum Error {
         /// The stream.
         stream: String,
     },
+    /// A publish was given both [`PublishOptions::max_len_acked`](crate::PublishOptions::max_len_acked)
+    /// and [`max_len_approx`](crate::PublishOptions::max_len_approx): the second would delete
+    /// entries the first keeps. Nothing was written.
+    #[error("a publish to `{stream}` cannot trim with both max_len_acked and max_len_approx; choose one")]
+    ConflictingTrim {
+        /// The stream.
+        stream: String,
+    },
     /// A payload could not be serialized to JSON when publishing.
     #[error("cannot encode payload for stream `{stream}`: {source}")]
     Encode {

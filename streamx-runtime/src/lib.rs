@@ -24,6 +24,7 @@ mod permissions;
 mod policy;
 mod producer;
 mod registry;
+pub mod retention;
 mod retry_delay;
 mod runtime;
 mod scripts;
@@ -53,6 +54,7 @@ pub use message::{Headers, Message, MessageId, ParseMessageIdError};
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};
 pub use producer::{Producer, PublishOptions};
 pub use registry::{registered, Registration};
+pub use retention::Retention;
 pub use runtime::{
     run, RunningRuntime, Runtime, RuntimeBuilder, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_METRICS_INTERVAL, HTTP_ADDR_ENV,
@@ -72,4 +74,5 @@ pub mod __private {
     pub use crate::location::SourceLocation;
     pub use crate::policy::{Backoff, DeadLetterTarget, StartFrom};
     pub use crate::registry::Registration;
+    pub use crate::retention::Retention;
 }

@@ -43,6 +43,7 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 pub struct PublishOptions {
     headers: Headers,
     max_len: Option<u64>,
+    max_len_acked: Option<u64>,
     no_mkstream: bool,
     durable: Option<(u32, Duration)>,
     id: Option<MessageId>,
@@ -64,6 +65,28 @@ impl PublishOptions {
     /// removes the oldest entries whether or not every group has read them.
     pub fn max_len_approx(mut self, len: u64) -> Self {
         self.max_len = Some(len);
+        self
+    }
+
+    /// Trims the stream to about `len` entries on each add, **keeping every entry a consumer
+    /// group still needs** (not read by some group, or read and not acknowledged): the safe
+    /// counterpart of [`max_len_approx`](Self::max_len_approx). A script adds the entry and
+    /// trims at most 100 of the oldest entries no group needs (with `XTRIM ... ACKED` on Redis
+    /// 8.2+; see [`crate::retention`] for why not `XADD ... MAXLEN ~ len ACKED`); a batch
+    /// trims once after its last entry. Like `MAXLEN ~`, the stream may hold somewhat more than `len`
+    /// entries; unlike it, it may hold many more while a group is behind.
+    ///
+    /// Cannot be combined with [`max_len_approx`](Self::max_len_approx): such a publish fails
+    /// with [`Error::ConflictingTrim`] and writes nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: streamx_runtime::Producer) -> Result<(), streamx_runtime::Error> {
+    /// use streamx_runtime::PublishOptions;
+    /// producer.publish_with("orders", &42, &PublishOptions::new().max_len_acked(100_000)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn max_len_acked(mut self, len: u64) -> Self {
+        self.max_len_acked = Some(len);
         self
     }
 
@@ -113,6 +136,14 @@ impl PublishOptions {
         &self.headers
     }
 
+    /// The safe trim's length, refused beside `max_len_approx`.
+    fn acked_len(&self, stream: &str) -> Result<Option<u64>> {
+        match (self.max_len_acked, self.max_len) {
+            (Some(_), Some(_)) => Err(Error::ConflictingTrim { stream: stream.to_string() }),
+            (acked, _) => Ok(acked),
+        }
+    }
+
     fn cap(&self) -> Result<XCap, fred::error::Error> {
         match self.max_len {
             Some(len) => XCap::try_from(("MAXLEN", "~", len as i64)),
@@ -148,6 +179,8 @@ pub struct Producer {
     bulk: Arc<BulkConnection>,
     metrics: PublishMetrics,
     registered: crate::stream_names::Registered,
+    /// What the server offers (asked at the first publish that needs it).
+    capabilities: Arc<tokio::sync::OnceCell<crate::Capabilities>>,
 }
 
 /// The connection of batches of more than one round trip, made at the first of them.
@@ -186,7 +219,13 @@ impl Producer {
         let url = with_env_off_runtime(url).await?;
         let client = HealingClient::connect(&url, ClientRole::Publish, deadline).await?;
         let bulk = Arc::new(BulkConnection { url, client: tokio::sync::OnceCell::new() });
-        Ok(Producer { client, bulk, metrics: PublishMetrics::default(), registered: Default::default() })
+        Ok(Producer {
+            client,
+            bulk,
+            metrics: PublishMetrics::default(),
+            registered: Default::default(),
+            capabilities: Default::default(),
+        })
     }
 
     /// Publishes `payload` as JSON; returns the new entry's id.
@@ -216,6 +255,9 @@ impl Producer {
     }
 
     async fn add_one(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
+        if let Some(len) = options.acked_len(stream)? {
+            return self.add_one_acked(stream, data, options, len).await;
+        }
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let client = self.client.get();
         self.registered.once(&client, stream).await;
@@ -231,6 +273,66 @@ impl Producer {
         let id = parse_added_id(stream, reply)?;
         wait_for_replicas(&self.client, &client, stream, options).await?;
         Ok(id)
+    }
+
+    /// What the server offers, asked once per producer.
+    async fn capabilities(&self) -> crate::Capabilities {
+        *self
+            .capabilities
+            .get_or_init(|| async {
+                let client = self.client.get();
+                crate::Capabilities::detect(&client).await
+            })
+            .await
+    }
+
+    /// A publish with [`PublishOptions::max_len_acked`]: one script adds the entry and trims
+    /// up to [`PUBLISH_TRIM_CHUNK`](crate::retention::PUBLISH_TRIM_CHUNK) entries no group needs
+    /// (with `XTRIM ... ACKED` where the server has it; see [`crate::retention`]).
+    async fn add_one_acked(&self, stream: &str, data: Bytes, options: &PublishOptions, len: u64) -> Result<MessageId> {
+        let acked = self.capabilities().await.xackdel;
+        let client = self.client.get();
+        self.registered.once(&client, stream).await;
+        let id = options.id.map_or_else(|| "*".to_string(), |id| id.to_string());
+        let mut args = vec![
+            Value::from(len.to_string()),
+            Value::from(crate::retention::PUBLISH_TRIM_CHUNK.to_string()),
+            Value::from(id),
+            Value::from(if options.no_mkstream { "1" } else { "0" }),
+            Value::from(if acked { "1" } else { "0" }),
+        ];
+        args.extend(
+            entry_fields(data, &options.headers).into_iter().flat_map(|(k, v)| [Value::Bytes(k.into_bytes()), v]),
+        );
+        let reply: std::result::Result<Value, _> =
+            crate::retention::PUBLISH_ACKED.evalsha_with_reload(&client, vec![stream.to_string()], args).await;
+        let reply = match reply {
+            Ok(reply) => reply.into_array().into_iter().next().unwrap_or(Value::Null),
+            Err(e) => match options.id.filter(|_| is_id_not_increasing(&e)) {
+                Some(id) => return Err(Error::IdNotIncreasing { stream: stream.to_string(), id }),
+                None => return Err(failed(&self.client, &client, "XADD", stream, e).await),
+            },
+        };
+        let id = parse_added_id(stream, reply)?;
+        wait_for_replicas(&self.client, &client, stream, options).await?;
+        Ok(id)
+    }
+
+    /// After a batch with [`PublishOptions::max_len_acked`]: trims the stream to about `len`
+    /// entries, keeping what a group needs, a chunk per call while calls trim full chunks.
+    async fn trim_acked(&self, client: &Client, stream: &str, len: u64) -> Result<()> {
+        let acked = if self.capabilities().await.xackdel { "1" } else { "0" };
+        let chunk = crate::retention::TRIM_CHUNK.to_string();
+        let args = vec![len.to_string(), chunk, String::new(), "0".to_string(), acked.to_string()];
+        loop {
+            let reply: Value = crate::retention::PUBLISH_ACKED
+                .evalsha_with_reload(client, vec![stream.to_string()], args.clone())
+                .await
+                .map_err(|e| Error::redis("XTRIM", stream, e))?;
+            if reply.into_array().get(2).and_then(Value::as_i64) != Some(1) {
+                return Ok(());
+            }
+        }
     }
 
     /// Publishes every payload, in order, in pipelined round trips of up to 500 XADDs, up to
@@ -299,6 +401,7 @@ impl Producer {
         if options.id.is_some() {
             return Err(Error::IdInBatch { stream: stream.to_string() });
         }
+        let acked_len = options.acked_len(stream)?;
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let encoded = encode_all(stream, payloads)?;
         let healing = if encoded.len() > BATCH_CHUNK { self.bulk_client().await? } else { &self.client };
@@ -307,7 +410,14 @@ impl Producer {
         // A durable batch has one round trip in flight, each followed by its WAIT.
         let in_flight = if options.durable.is_some() { 1 } else { CHUNKS_IN_FLIGHT };
         let timer = self.metrics.start(stream);
-        let result = self.publish_chunks(healing, &client, stream, &encoded, &cap, options, in_flight).await;
+        let mut result = self.publish_chunks(healing, &client, stream, &encoded, &cap, options, in_flight).await;
+        if let (Ok(ids), Some(len)) = (&result, acked_len) {
+            // One safe trim per batch, after it (what the batch wrote is never needed less).
+            if let Err(e) = self.trim_acked(&client, stream, len).await {
+                let written = ids.iter().copied().enumerate().collect();
+                result = Err(Error::partial_publish(stream, written, e));
+            }
+        }
         timer.finish(encoded.len(), &result);
         result
     }

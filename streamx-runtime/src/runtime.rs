@@ -346,6 +346,8 @@ impl RuntimeBuilder {
             }
             all.retain(|c| only.iter().any(|n| n == c.name()));
         }
+        // Consumers of one stream that disagree on dropping unread entries are refused here.
+        crate::retention::plans(&all)?;
         Ok(Runtime {
             url,
             consumers: all,
@@ -419,6 +421,9 @@ fn validate(c: &Consumer, url: &RedisUrl, cleanup_idle: Duration) -> Result<()> 
     }
     if o.timeout.is_some_and(|t| t.is_zero()) {
         return invalid("timeout must be longer than zero (leave it unset for no timeout)".into());
+    }
+    if o.retention.is_some_and(|r| r.len_bound().is_none() && r.age_bound().is_none()) {
+        return invalid("a retention needs max_len or max_age (Retention::new().max_len(n) or .max_age(d))".into());
     }
     let b = &o.retry.backoff;
     if !b.is_valid() {
@@ -582,7 +587,23 @@ impl Runtime {
                 tracing::warn!(stream = c.stream(), error = %e, "cannot add the stream to the registry of stream names");
             }
         }
+        // What the server offers beyond 7.0 (XACKDEL, ACKED, IDMP): asked once, here, when a
+        // consumer can use it (retention, work-queue mode). Asking needs `COMMAND INFO` and
+        // `COMMAND DOCS`, which the README's ACL rule does not grant: a user without them is
+        // refused (an ACL log entry) and gets the Redis 7 paths, which are correct everywhere.
+        let uses_capabilities = self.consumers.iter().any(|c| c.options.delete_on_ack || c.options.retention.is_some());
+        let capabilities = if uses_capabilities {
+            crate::Capabilities::detect(&command.get()).await
+        } else {
+            crate::Capabilities::BASELINE
+        };
         let token = CancellationToken::new();
+        let trimmers = crate::retention::spawn(
+            crate::retention::plans(&self.consumers)?,
+            command.clone(),
+            capabilities,
+            token.child_token(),
+        );
         let mut loops = Vec::with_capacity(self.consumers.len());
         for consumer in self.consumers {
             let settings = LoopSettings {
@@ -595,6 +616,7 @@ impl Runtime {
                 cleanup_idle: self.cleanup_idle,
                 metrics_interval: self.metrics_interval,
                 state: self.state.clone(),
+                capabilities,
             };
             tracing::info!(
                 consumer = %consumer.name(), stream = consumer.stream(), group = consumer.group(),
@@ -614,6 +636,7 @@ impl Runtime {
         Ok(RunningRuntime {
             token,
             loops,
+            trimmers,
             readiness,
             command,
             url: self.url,
@@ -636,6 +659,8 @@ fn default_member_name() -> String {
 pub struct RunningRuntime {
     token: CancellationToken,
     loops: Vec<LoopHandle>,
+    /// The retention trimmers (see [`crate::retention`]), one per stream with a retention.
+    trimmers: Vec<tokio::task::JoinHandle<()>>,
     readiness: Loops,
     command: HealingClient,
     url: RedisUrl,
@@ -698,6 +723,9 @@ impl RunningRuntime {
                 failed = Some(Error::ConsumerFailed { consumer: l.name, reason: e.to_string() });
             }
         }
+        for trimmer in self.trimmers {
+            let _ = trimmer.await;
+        }
         self.command.quit().await;
         #[cfg(feature = "http")]
         if let Some(http) = self.http {
@@ -722,6 +750,15 @@ mod tests {
 
     fn with_dlq(stream: &'static str, dlq: &'static str) -> Consumer {
         Consumer::new(stream, "g", handler).dlq(DeadLetterTarget::Stream(dlq))
+    }
+
+    #[test]
+    fn a_retention_without_a_bound_is_refused() {
+        let url = RedisUrl::parse("redis://127.0.0.1:6379").unwrap();
+        let c = Consumer::new("s", "g", handler).retention(crate::Retention::new());
+        let err = validate(&c, &url, Duration::from_secs(3600)).unwrap_err().to_string();
+        assert!(err.contains("a retention needs max_len or max_age"), "{err}");
+        assert!(validate(&c.retention(crate::Retention::new().max_len(0)), &url, Duration::from_secs(3600)).is_ok());
     }
 
     #[test]

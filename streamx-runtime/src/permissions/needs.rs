@@ -36,6 +36,14 @@ pub(crate) const DIRECT: &[&str] = &[
     "PING",
 ];
 
+/// Commands the consumer loop sends only where the server has them (see
+/// [`crate::Capabilities`]), and only for consumers that ask for them: left out of the check
+/// and of the ACL rule (a Redis 7 server refuses an `ACL SETUSER` naming a command it does not
+/// know). A refusal makes the engine fall back to the 7.0 path: `XACKDEL` (work-queue mode on
+/// Redis 8.2+) falls back to `XACK` and the trimmer.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) const OPTIONAL: &[&str] = &["XACKDEL"];
+
 /// What the client sends to learn a cluster's layout (only on Redis Cluster).
 pub(crate) const CLUSTER: &[&str] = &["CLUSTER INFO", "CLUSTER SLOTS"];
 
@@ -60,6 +68,7 @@ pub(crate) struct EngineScript {
 pub(crate) fn engine_scripts() -> Vec<EngineScript> {
     let mut scripts = crate::worker::scripts();
     scripts.extend(crate::dead_letters::engine_scripts());
+    scripts.extend(crate::retention::engine_scripts());
     scripts
 }
 
@@ -374,12 +383,16 @@ local s = [[redis.call('SET')]]
             [
                 "CLIENT ID",
                 "CLIENT UNBLOCK",
+                // The retention trimmer's lease (`retention`).
+                "DEL",
                 "EVALSHA",
                 "EXISTS",
+                "GET",
                 "INFO",
                 "PING",
                 "SADD",
                 "SCRIPT LOAD",
+                "SET",
                 "SMISMEMBER",
                 "SREM",
                 "TIME",
@@ -425,6 +438,8 @@ local s = [[redis.call('SET')]]
             "DELETE",
             "DELETE_GROUP",
             "HAND_OVER",
+            // The producer's safe trim (`PublishOptions::max_len_acked` without ACKED).
+            "PUBLISH_ACKED",
         ];
         let known: Vec<&str> = engine_scripts().iter().map(|s| s.ident).chain(OPERATOR.iter().copied()).collect();
         let mut statics = Vec::new();
@@ -482,8 +497,11 @@ local s = [[redis.call('SET')]]
         let dead_letters =
             std::fs::read_to_string(format!("{root}/dead_letters.rs")).unwrap().replace("self.client.", "");
         files.push((format!("{root}/dead_letters.rs"), dead_letters));
-        let listed =
-            |c: &str| DIRECT.contains(&c) || (c == "CLIENT" && DIRECT.iter().any(|d| d.starts_with("CLIENT ")));
+        let listed = |c: &str| {
+            DIRECT.contains(&c)
+                || OPTIONAL.contains(&c)
+                || (c == "CLIENT" && DIRECT.iter().any(|d| d.starts_with("CLIENT ")))
+        };
         for (path, text) in files {
             for (method, commands) in FRED {
                 if text.contains(&format!("client.{method}("))

@@ -78,13 +78,56 @@ pub(crate) fn send_now(shared: &Arc<Shared>, client: &Client, ids: Vec<MessageId
 /// `XACK stream group ids...` as a command of its own, routed by the stream's slot: the
 /// ids go as byte strings, where fred's typed `xack` would wrap each in a string it first
 /// checks for UTF-8 (sending an XACK: 629 -> 453 instructions per acknowledged message).
+///
+/// In work-queue mode (`delete_on_ack`) on a server with `XACKDEL` (see
+/// [`crate::Capabilities`]): `XACKDEL stream group ACKED IDS n ids...` instead, which also
+/// deletes each entry no other group still needs (one another group has not read or
+/// acknowledged stays, and leaves with that group's acknowledgement or the trimmer). A user
+/// refused `XACKDEL` by its ACL falls back to `XACK` (the trimmer then deletes what is
+/// acknowledged, as on servers without it).
 async fn xack(client: &Client, shared: &Shared, ids: &[MessageId]) -> Result<u64, fred::error::Error> {
-    let mut args = Vec::with_capacity(ids.len() + 2);
+    let slot = ClusterHash::Custom(crate::keys::slot(shared.stream()));
+    let mut args = Vec::with_capacity(ids.len() + 5);
     args.push(Value::from(shared.stream()));
     args.push(Value::from(shared.group()));
-    args.extend(id_args(ids));
-    let command = CustomCommand::new_static("XACK", ClusterHash::Custom(crate::keys::slot(shared.stream())), false);
-    client.custom(command, args).await
+    match AckCommand::of(shared) {
+        AckCommand::Xack => {
+            args.extend(id_args(ids));
+            client.custom(CustomCommand::new_static("XACK", slot, false), args).await
+        }
+        AckCommand::XackDel => {
+            args.extend([Value::from("ACKED"), Value::from("IDS"), Value::from(ids.len() as i64)]);
+            args.extend(id_args(ids));
+            match client.custom::<Value, _>(CustomCommand::new_static("XACKDEL", slot, false), args).await {
+                // One code per id: 1 deleted, 2 acknowledged and kept (still needed), -1 unknown.
+                Ok(reply) => Ok(reply.into_array().iter().filter(|v| v.as_i64().is_some_and(|c| c > 0)).count() as u64),
+                Err(e) if e.details().contains("NOPERM") => {
+                    tracing::warn!(consumer = %shared.name, error = %e, "XACKDEL is refused by the ACL: acknowledging with XACK; the retention trimmer deletes acknowledged entries instead (grant +xackdel to delete them at once)");
+                    shared.xackdel_refused.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Box::pin(xack(client, shared, ids)).await
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// The command that acknowledges: `XACKDEL ... ACKED` in work-queue mode where the server
+/// has it (and the ACL allows it), else `XACK`.
+enum AckCommand {
+    Xack,
+    XackDel,
+}
+
+impl AckCommand {
+    fn of(shared: &Shared) -> AckCommand {
+        let refused = shared.xackdel_refused.load(std::sync::atomic::Ordering::Relaxed);
+        if shared.consumer.options.delete_on_ack && shared.settings.capabilities.xackdel && !refused {
+            AckCommand::XackDel
+        } else {
+            AckCommand::Xack
+        }
+    }
 }
 
 fn add(batch: &mut Vec<MessageId>, acks: Acks) {

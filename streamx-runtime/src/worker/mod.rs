@@ -69,6 +69,8 @@ pub(crate) struct LoopSettings {
     /// How often the gauges are sampled (zero: never).
     pub metrics_interval: Duration,
     pub state: crate::state::State,
+    /// What the server offers beyond Redis 7.0, detected at start (see [`crate::Capabilities`]).
+    pub capabilities: crate::Capabilities,
 }
 
 /// A running consumer loop.

@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     /// takes. The acker stops at [`close_acks`](Self::close_acks).
     acks: AckSender,
     acks_closed: CancellationToken,
+    /// The ACL refused `XACKDEL` once: acknowledge with `XACK` from then on (see the acker).
+    pub xackdel_refused: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -148,6 +150,7 @@ impl Shared {
             held_freed: Notify::new(),
             acks: tx,
             acks_closed: CancellationToken::new(),
+            xackdel_refused: std::sync::atomic::AtomicBool::new(false),
         };
         (Arc::new(shared), rx)
     }

@@ -28,6 +28,8 @@ struct Order {
     max_buffered_bytes = "16MiB",
     max_payload_bytes = 65536,
     timeout = "45s",
+    retention(max_len = 1000000, max_age = "7d"),
+    delete_on_ack = true,
     crate = ::streamx,
 )]
 async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
@@ -44,6 +46,7 @@ async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
     dlq_max_len = "unbounded",
     max_buffered_bytes = 1_000_000usize,
     max_payload_bytes = "512 KiB",
+    retention(max_len = 10, drop_unread = true),
 )]
 async fn audit(_msg: Message<Order>) -> Result<(), HandlerError> {
     Ok(())
@@ -95,6 +98,8 @@ fn main() {
             max_buffered_bytes: Some(16 * 1024 * 1024),
             max_payload_bytes: Some(65_536),
             timeout: Some(Duration::from_secs(45)),
+            retention: Some(streamx::Retention::new().max_len(1_000_000).max_age(Duration::from_secs(7 * 24 * 3600))),
+            delete_on_ack: true,
             ..ConsumerOptions::DEFAULT
         }
     );
@@ -107,6 +112,8 @@ fn main() {
     assert_eq!(audit.retry.dlq_max_len, None);
     assert_eq!(audit.max_buffered_bytes, Some(1_000_000));
     assert_eq!(audit.max_payload_bytes, Some(512 * 1024));
+    assert_eq!(audit.retention, Some(streamx::Retention::new().max_len(10).drop_unread(true)));
+    assert!(!audit.delete_on_ack);
 
     let replay = options(concat!(module_path!(), "::replay"));
     assert_eq!(replay.start, StartFrom::Id("1700000000000-0"));

@@ -1,0 +1,536 @@
+//! Safe retention: trimming a stream without deleting an entry that any consumer group still
+//! needs, by a trimmer task per stream (one at a time across processes, under a lease), and
+//! the safe trim of [`PublishOptions::max_len_acked`](crate::PublishOptions::max_len_acked).
+//!
+//! An entry is *needed* while some group of the stream has not read it (it lies beyond the
+//! group's last-delivered id) or has read it and not acknowledged it (it is pending, parked
+//! for a retry included). Needed entries are never trimmed by [`Retention`] (unless
+//! [`drop_unread`](Retention::drop_unread)), whatever `max_len` and `max_age` ask. The
+//! dead-letter stream is another key and is never touched by the trimmer.
+//!
+//! One script does the work, reading at most [`TRIM_CHUNK`] entries per call (a call
+//! that trimmed from a full chunk is followed at once by another), so its cost is bounded by
+//! the chunk and the number of groups and consumers, never by the stream's length:
+//! - it computes the *floor*, the oldest id some group needs (`XINFO GROUPS`: the id right
+//!   after each group's last-delivered id; and, without `ACKED`, each group's oldest pending
+//!   id from the `XPENDING` summary);
+//! - it reads the oldest entries below both the floor and the bound `max_len` / `max_age` ask
+//!   for (`XRANGE - (<bound> COUNT <chunk>`) and trims up to the last of them
+//!   (`XTRIM MINID <last + 1>`).
+//!
+//! Servers with `XACKDEL` (Redis 8.2+, see [`crate::Capabilities`]) trim with
+//! `XTRIM MINID <last + 1> ACKED`: entries still pending in some group are skipped and kept,
+//! and acknowledged ones behind them go. Without it (Redis 7.x, Valkey 8), the floor stops at
+//! the oldest pending entry: acknowledged entries behind it wait until it is acknowledged.
+//!
+//! Why not `XTRIM MAXLEN ~ n ACKED`, the obvious native form: on Redis 8.2.3 (checked) `~`
+//! with `ACKED` or `DELREF` never deletes anything, even on a stream without groups
+//! (redis/redis#14656, fixed upstream by #14623); the exact form `MAXLEN n ACKED` works but walks
+//! every entry it would trim on every call (46 ms on a 1,000,000-entry stream whose only group
+//! is behind). Bounding the exact form by a chunk read first keeps both the semantics and a
+//! bounded cost.
+//!
+//! Ids are compared as (ms, seq) decimal strings in Lua,
+//! never as numbers (a Lua number loses the low bits of ids above 2^53).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use fred::types::scripts::Script;
+use fred::types::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::capabilities::Capabilities;
+use crate::connection::HealingClient;
+use crate::consumer::Consumer;
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::scripts::{assemble, NOW_MS};
+
+/// How often a trimmer runs by default (jittered by ±20%, so the trimmers of several streams
+/// and processes do not run in step).
+pub const DEFAULT_TRIM_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The most entries one call of the 7.x trim reads and deletes (`XRANGE ... COUNT`), and the
+/// `LIMIT` of the native trim.
+pub const TRIM_CHUNK: u64 = 1000;
+
+/// How long a trimmer's lease lasts without renewal: another process takes over this long
+/// after the holder died (at once after a graceful shutdown, which releases it).
+pub const TRIM_LEASE: Duration = Duration::from_secs(5);
+
+/// The most calls one tick makes while each trims a full chunk (catching up a backlog of
+/// acknowledged entries without holding Redis for long in any one call).
+const MAX_CALLS_PER_TICK: usize = 100;
+
+/// How a consumer's stream is trimmed: keep at most about [`max_len`](Self::max_len) entries
+/// and none older than [`max_age`](Self::max_age), except the entries some group still needs
+/// (not read, or read and not acknowledged), which are all kept (see the module docs).
+///
+/// ```
+/// use std::time::Duration;
+/// use streamx_runtime::{Consumer, Message, Retention};
+///
+/// async fn audit(_: Message<serde_json::Value>) {}
+///
+/// let week = Retention::new().max_len(1_000_000).max_age(Duration::from_secs(7 * 24 * 3600));
+/// let consumer = Consumer::new("orders", "audit", audit).retention(week);
+/// assert_eq!(consumer.options().retention, Some(week));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Retention {
+    max_len: Option<u64>,
+    max_age: Option<Duration>,
+    drop_unread: bool,
+}
+
+impl Retention {
+    /// No bound: nothing is trimmed until [`max_len`](Self::max_len) or
+    /// [`max_age`](Self::max_age) is set.
+    pub const fn new() -> Self {
+        Retention { max_len: None, max_age: None, drop_unread: false }
+    }
+
+    /// Keeps at most about `len` entries (plus every entry a group still needs).
+    pub const fn max_len(mut self, len: u64) -> Self {
+        self.max_len = Some(len);
+        self
+    }
+
+    /// Keeps no entry older than `age` (judged by the time in its id, which Redis sets when it
+    /// adds the entry), except those a group still needs.
+    pub const fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// **Deletes entries no group has read.** `true` trims like `MAXLEN ~` / `MINID ~` on
+    /// every publish does: a hard bound on the stream, which silently drops what a slow or
+    /// stopped group has not read yet (and entries pending in a group: their handler then gets
+    /// nothing, and they become dead letters of kind `trimmed`). Default `false`.
+    pub const fn drop_unread(mut self, drop: bool) -> Self {
+        self.drop_unread = drop;
+        self
+    }
+
+    /// The length bound, if any.
+    pub const fn len_bound(&self) -> Option<u64> {
+        self.max_len
+    }
+
+    /// The age bound, if any.
+    pub const fn age_bound(&self) -> Option<Duration> {
+        self.max_age
+    }
+
+    /// Whether entries still needed may be deleted (see [`drop_unread`](Self::drop_unread)).
+    pub const fn drops_unread(&self) -> bool {
+        self.drop_unread
+    }
+
+    /// The tighter of two retentions of one stream: the smaller of each bound.
+    fn tightest(self, other: Retention) -> Retention {
+        let min = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let max_age = match (self.max_age, other.max_age) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Retention { max_len: min(self.max_len, other.max_len), max_age, drop_unread: self.drop_unread }
+    }
+}
+
+/// What a runtime's trimmer of one stream does: the tightest retention of the stream's
+/// consumers in that runtime (a consumer with `delete_on_ack` counts as `max_len(0)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TrimPlan {
+    pub stream: String,
+    pub retention: Retention,
+}
+
+/// The trim plans of `consumers`: one per stream where some consumer has a retention or
+/// `delete_on_ack`. Consumers of one stream that disagree on `drop_unread` are refused: one
+/// asks for a hard bound, the other for the promise that nothing needed is trimmed.
+pub(crate) fn plans(consumers: &[Consumer]) -> Result<Vec<TrimPlan>> {
+    let mut by_stream: BTreeMap<&str, (Retention, &Consumer)> = BTreeMap::new();
+    for c in consumers {
+        let o = &c.options;
+        let own = match (o.retention, o.delete_on_ack) {
+            (Some(r), false) => r,
+            (Some(r), true) => r.max_len(0),
+            (None, true) => Retention::new().max_len(0),
+            (None, false) => continue,
+        };
+        match by_stream.get_mut(c.stream()) {
+            None => {
+                by_stream.insert(c.stream(), (own, c));
+            }
+            Some((merged, first)) => {
+                if merged.drop_unread != own.drop_unread {
+                    return Err(Error::InvalidConsumer {
+                        consumer: c.name().to_string(),
+                        reason: format!(
+                            "its retention of stream `{}` has drop_unread({}) but consumer `{}` (at {}) has \
+                             drop_unread({}): the consumers of one stream must agree on whether unread entries may \
+                             be trimmed",
+                            c.stream(),
+                            own.drop_unread,
+                            first.name(),
+                            first.location(),
+                            merged.drop_unread
+                        ),
+                    });
+                }
+                *merged = merged.tightest(own);
+            }
+        }
+    }
+    Ok(by_stream
+        .into_iter()
+        .map(|(stream, (retention, _))| TrimPlan { stream: stream.to_string(), retention })
+        .collect())
+}
+
+/// Lua helpers on stream ids as decimal strings: `id_less(a, b)`, `next_id(id)` (the
+/// smallest id after `id`), and `safe_trim(stream, max_len, max_age, chunk, now)`: the 7.x
+/// trim (see the module docs), returning `{deleted, full}` (`full`: a chunk was trimmed, more
+/// may wait).
+const SAFE_TRIM: &str = r#"
+local function num_less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local function id_less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if am ~= bm then return num_less(am, bm) end
+  return num_less(as, bs)
+end
+local function inc(s)
+  local i = #s
+  while i > 0 do
+    local d = string.byte(s, i) - 48
+    if d < 9 then return string.sub(s, 1, i - 1) .. string.char(49 + d) .. string.rep('0', #s - i) end
+    i = i - 1
+  end
+  return '1' .. string.rep('0', #s)
+end
+local function next_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if seq == '18446744073709551615' then return inc(ms) .. '-0' end
+  return ms .. '-' .. inc(seq)
+end
+-- The oldest id some group needs: the id after the group's last-delivered id, or with
+-- `pending` its oldest pending id if older; the minimum over the groups. False when no group
+-- needs anything (no groups).
+local function floor_of(stream, pending)
+  local floor = false
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local row = {}
+    for i = 1, #g, 2 do row[g[i]] = g[i + 1] end
+    local need = next_id(row['last-delivered-id'])
+    if pending and tonumber(row['pending']) > 0 then
+      local oldest = redis.call('XPENDING', stream, row['name'])[2]
+      if oldest and id_less(oldest, need) then need = oldest end
+    end
+    if not floor or id_less(need, floor) then floor = need end
+  end
+  return floor
+end
+-- Trims what is below `upper` (exclusive; false: no bound), among the `count` oldest entries:
+-- reads them, then XTRIM MINID right after the last (with ACKED when `acked`: those some
+-- group still has pending are skipped). Returns {deleted, read}.
+local function trim_below(stream, upper, count, acked)
+  if count <= 0 or upper == '0-0' then return {0, 0} end
+  local rows
+  if upper then
+    rows = redis.call('XRANGE', stream, '-', '(' .. upper, 'COUNT', count)
+  else
+    rows = redis.call('XRANGE', stream, '-', '+', 'COUNT', count)
+  end
+  if #rows == 0 then return {0, 0} end
+  local minid = next_id(rows[#rows][1])
+  if acked then return {redis.call('XTRIM', stream, 'MINID', minid, 'ACKED'), #rows} end
+  return {redis.call('XTRIM', stream, 'MINID', minid), #rows}
+end
+-- Keeps at most about `max_len` entries (-1: no bound) and none older than `max_age` ms
+-- (-1: none), except what a group needs; at most `chunk` entries read per bound. With
+-- `acked` (XACKDEL servers) the floor leaves out pending entries and XTRIM ... ACKED skips
+-- them instead; without, the floor stops at the oldest pending entry.
+-- Returns {deleted, full} (`full`: a whole chunk was read and some deleted: more may wait).
+local function safe_trim(stream, max_len, max_age, chunk, now, acked)
+  local floor = floor_of(stream, not acked)
+  local deleted, full = 0, 0
+  if max_age >= 0 and now - max_age > 0 then
+    local upper = string.format('%d', now - max_age) .. '-0'
+    if floor and id_less(floor, upper) then upper = floor end
+    local r = trim_below(stream, upper, chunk, acked)
+    deleted = deleted + r[1]
+    if r[2] >= chunk and r[1] > 0 then full = 1 end
+  end
+  if max_len >= 0 then
+    local excess = redis.call('XLEN', stream) - max_len
+    local r = trim_below(stream, floor, math.min(excess, chunk), acked)
+    deleted = deleted + r[1]
+    if r[2] >= chunk and r[1] > 0 then full = 1 end
+  end
+  return {deleted, full}
+end
+"#;
+
+/// One call of a stream's trimmer, under its lease.
+///
+/// - Lease: `GET` the lease; another holder's → nothing is trimmed (`{0, 0, 0}`). Else the
+///   lease is set (or renewed) to this holder for ARGV[2] ms, in the same script as the trim,
+///   so two processes never trim one stream at the same moment (a trim itself is safe either
+///   way: each computes what is needed from the state it runs on).
+/// - Mode `acked` (XACKDEL servers) and `floor`: `safe_trim` (see the module docs). Mode
+///   `unsafe` (`drop_unread`): `XTRIM ... ~ ... LIMIT chunk`, whole nodes, needed or not.
+///
+/// Crash safety: a process that dies before the script changed nothing; during, Redis runs it
+/// whole (it may be killed only before its first write); after, the lease expires
+/// [`TRIM_LEASE`] later and another process takes over. Re-sent by the client after a
+/// reconnect: the same holder renews its own lease and trims again from the state it finds,
+/// which deletes nothing a group needs (it recomputes the floor), so running twice is safe.
+static TRIM: LazyLock<Script> = LazyLock::new(|| {
+    assemble(
+        &[NOW_MS, SAFE_TRIM],
+        r#"
+-- KEYS: stream, lease
+-- ARGV: holder, lease ms, mode ('acked' | 'floor' | 'unsafe'), max_len (-1: none),
+--       max_age ms (-1: none), chunk
+-- Returns {1 if this holder has the lease, entries deleted, 1 if a full chunk was trimmed}
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then return {0, 0, 0} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+local stream, mode = KEYS[1], ARGV[3]
+local max_len, max_age, chunk = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if redis.call('XLEN', stream) == 0 then return {1, 0, 0} end
+local now = now_ms()
+if mode ~= 'unsafe' then
+  local r = safe_trim(stream, max_len, max_age, chunk, now, mode == 'acked')
+  return {1, r[1], r[2]}
+end
+-- drop_unread: today's MAXLEN ~ / MINID ~, whole nodes, at most `chunk` entries.
+local deleted = 0
+if max_len >= 0 then deleted = deleted + redis.call('XTRIM', stream, 'MAXLEN', '~', max_len, 'LIMIT', chunk) end
+if max_age >= 0 and now - max_age > 0 then
+  deleted = deleted + redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - max_age) .. '-0', 'LIMIT', chunk)
+end
+return {1, deleted, deleted > 0 and 1 or 0}
+"#,
+    )
+});
+
+/// Releases a trimmer's lease if this holder has it (a graceful shutdown: another process
+/// takes over at its next tick instead of after [`TRIM_LEASE`]). Crash safety: if the process
+/// dies before it, the lease expires on its own; re-sent after a reconnect, it deletes
+/// nothing more (the lease is no longer this holder's, or already gone).
+static RELEASE_TRIM_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(
+        r#"
+-- KEYS: lease; ARGV: holder
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#,
+    )
+});
+
+/// The trim of [`PublishOptions::max_len_acked`](crate::PublishOptions::max_len_acked) on a
+/// server without `ACKED`: `XADD` (unless ARGV[3] is empty: then only the trim), then
+/// `safe_trim` to ARGV[1] entries, at most ARGV[2] of them. Returns `{id or false, deleted,
+/// full}`; `{false, 0, 0}` when NOMKSTREAM (ARGV[4] `1`) found no stream.
+///
+/// Crash safety: the XADD comes first; a script killed before it wrote nothing (the publish
+/// fails, as an XADD would); the trim after it deletes only entries no group needs. Re-sent
+/// after a reconnect it would add the entry twice, as a re-sent XADD does: the producer's
+/// connection does not re-send publishes (see [`crate::Producer`]). Cluster: one key.
+pub(crate) static PUBLISH_ACKED: LazyLock<Script> = LazyLock::new(|| {
+    assemble(
+        &[NOW_MS, SAFE_TRIM],
+        r#"
+-- KEYS: stream
+-- ARGV: max_len, chunk, id ('*', an id, or '' to trim only), nomkstream (1 | 0),
+--       acked (1 | 0: the server has XTRIM ... ACKED), fields...
+local id = false
+if ARGV[3] ~= '' then
+  if ARGV[4] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return {false, 0, 0} end
+  id = redis.call('XADD', KEYS[1], ARGV[3], unpack(ARGV, 6))
+end
+if redis.call('XLEN', KEYS[1]) == 0 then return {id, 0, 0} end
+local r = safe_trim(KEYS[1], tonumber(ARGV[1]), -1, tonumber(ARGV[2]), now_ms(), ARGV[5] == '1')
+return {id, r[1], r[2]}
+"#,
+    )
+});
+
+/// The chunk of a publish's own trim: small, since it runs on every publish.
+pub(crate) const PUBLISH_TRIM_CHUNK: u64 = 100;
+
+/// The scripts of the trimmer, for the start-up permission check.
+pub(crate) fn engine_scripts() -> Vec<crate::permissions::EngineScript> {
+    use crate::permissions::EngineScript;
+    vec![
+        EngineScript { name: "retention trim", ident: "TRIM", script: &TRIM },
+        EngineScript { name: "trim lease release", ident: "RELEASE_TRIM_LEASE", script: &RELEASE_TRIM_LEASE },
+    ]
+}
+
+/// The name under which this runtime's trimmers hold their leases:
+/// `<hostname>-<pid>-trimmer-<n>`, unique per runtime.
+pub(crate) fn holder_name() -> String {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let host =
+        gethostname::gethostname().into_string().ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "host".to_string());
+    format!("{host}-{}-trimmer-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The mode argument of [`TRIM`].
+fn mode(retention: &Retention, capabilities: Capabilities) -> &'static str {
+    if retention.drop_unread {
+        "unsafe"
+    } else if capabilities.xackdel {
+        "acked"
+    } else {
+        "floor"
+    }
+}
+
+fn bound_arg(bound: Option<u64>) -> String {
+    bound.map_or_else(|| "-1".to_string(), |b| b.to_string())
+}
+
+/// Starts one trimmer per plan, each ticking every [`DEFAULT_TRIM_INTERVAL`] (jittered) on
+/// its own timer until `stop`, then releasing its lease.
+pub(crate) fn spawn(
+    plans: Vec<TrimPlan>,
+    command: HealingClient,
+    capabilities: Capabilities,
+    stop: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    if plans.is_empty() {
+        return Vec::new();
+    }
+    let holder = holder_name();
+    plans
+        .into_iter()
+        .map(|plan| tokio::spawn(run(plan, command.clone(), capabilities, holder.clone(), stop.clone())))
+        .collect()
+}
+
+async fn run(
+    plan: TrimPlan,
+    command: HealingClient,
+    capabilities: Capabilities,
+    holder: String,
+    stop: CancellationToken,
+) {
+    let lease = keys::trim_lease(&plan.stream);
+    let r = plan.retention;
+    let args = vec![
+        holder.clone(),
+        TRIM_LEASE.as_millis().to_string(),
+        mode(&r, capabilities).to_string(),
+        bound_arg(r.max_len),
+        bound_arg(r.max_age.map(|a| a.as_millis() as u64)),
+        TRIM_CHUNK.to_string(),
+    ];
+    let keys = vec![plan.stream.clone(), lease.clone()];
+    tracing::info!(stream = %plan.stream, retention = ?r, mode = mode(&r, capabilities), %holder, "starting the retention trimmer");
+    let mut holding = false;
+    loop {
+        for _ in 0..MAX_CALLS_PER_TICK {
+            let client = command.get();
+            let reply: std::result::Result<Value, _> =
+                TRIM.evalsha_with_reload(&client, keys.clone(), args.clone()).await;
+            match reply {
+                Ok(reply) => {
+                    let reply: Vec<i64> = reply.into_array().into_iter().map(|v| v.as_i64().unwrap_or(0)).collect();
+                    let (mine, deleted, full) =
+                        (reply.first() == Some(&1), reply.get(1).copied().unwrap_or(0), reply.get(2) == Some(&1));
+                    if mine != holding {
+                        holding = mine;
+                        tracing::debug!(stream = %plan.stream, %holder, holding, "retention trimmer lease");
+                    }
+                    if deleted > 0 {
+                        tracing::trace!(stream = %plan.stream, deleted, "retention trimmed");
+                    }
+                    if !full || stop.is_cancelled() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    if crate::error::is_no_group(&e) || e.details().contains("no such key") {
+                        break;
+                    }
+                    tracing::warn!(stream = %plan.stream, error = %e, "retention trim failed; trying again at the next tick");
+                    command.heal(&client, &e).await;
+                    break;
+                }
+            }
+        }
+        let jitter = rand_jitter();
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(jitter) => {}
+        }
+    }
+    if holding {
+        let client = command.get();
+        let released: std::result::Result<Value, _> =
+            RELEASE_TRIM_LEASE.evalsha_with_reload(&client, vec![lease], vec![holder]).await;
+        if let Err(e) = released {
+            tracing::debug!(stream = %plan.stream, error = %e, "cannot release the trimmer's lease; it expires on its own");
+        }
+    }
+}
+
+/// [`DEFAULT_TRIM_INTERVAL`] ±20%, from the clock's nanoseconds (no random source needed for
+/// spreading ticks).
+fn rand_jitter() -> Duration {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let base = DEFAULT_TRIM_INTERVAL.as_millis() as u64;
+    let spread = base * 2 / 5;
+    Duration::from_millis(base - base / 5 + u64::from(nanos) % spread.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn h(_: crate::Message<serde_json::Value>) {}
+
+    #[test]
+    fn consumers_of_one_stream_share_the_tightest_plan() {
+        let a = Consumer::new("s", "a", h).retention(Retention::new().max_len(1000));
+        let b = Consumer::new("s", "b", h).retention(Retention::new().max_len(10).max_age(Duration::from_secs(60)));
+        let c = Consumer::new("t", "c", h).delete_on_ack(true);
+        let d = Consumer::new("u", "d", h);
+        let plans = plans(&[a, b, c, d]).unwrap();
+        assert_eq!(plans.len(), 2);
+        assert_eq!(plans[0].retention, Retention::new().max_len(10).max_age(Duration::from_secs(60)));
+        assert_eq!(plans[1].retention, Retention::new().max_len(0));
+    }
+
+    #[test]
+    fn drop_unread_and_safe_retention_on_one_stream_are_refused() {
+        let a = Consumer::new("s", "a", h).retention(Retention::new().max_len(1000).drop_unread(true));
+        let b = Consumer::new("s", "b", h).delete_on_ack(true);
+        let err = plans(&[a, b]).unwrap_err().to_string();
+        assert!(err.contains("must agree on whether unread entries may be trimmed"), "{err}");
+    }
+
+    #[test]
+    fn the_jitter_stays_within_a_fifth_of_the_interval() {
+        for _ in 0..100 {
+            let j = rand_jitter();
+            assert!(j >= Duration::from_millis(800) && j < Duration::from_millis(1200), "{j:?}");
+        }
+    }
+}
