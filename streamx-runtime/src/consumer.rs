@@ -59,6 +59,13 @@ pub struct ConsumerOptions {
     /// it before the call starts with what it has (a full batch starts at once). Default
     /// 50 ms.
     pub batch_wait: Duration,
+    /// Idempotent consumption: a message whose key (its
+    /// [`IDEMPOTENCY_KEY_HEADER`](crate::IDEMPOTENCY_KEY_HEADER) header, else its entry id)
+    /// this group handled successfully within the last `dedupe` is acknowledged without
+    /// running the handler (counted in [`ConsumerStats::deduplicated`](crate::ConsumerStats::deduplicated)).
+    /// A success is recorded in the same script as its XACK. Default `None`: off. See the
+    /// README's "Idempotency" for the crash windows this closes and those it cannot.
+    pub dedupe: Option<Duration>,
 }
 
 impl ConsumerOptions {
@@ -77,6 +84,7 @@ impl ConsumerOptions {
         timeout: None,
         max_batch: 100,
         batch_wait: Duration::from_millis(50),
+        dedupe: None,
     };
 
     /// The batch size in effect.
@@ -191,6 +199,17 @@ macro_rules! option_setters {
         /// (default 50 ms).
         pub $($constness)? fn batch_wait(mut self, wait: ::std::time::Duration) -> Self {
             self.options.batch_wait = wait;
+            self
+        }
+        /// Acknowledges without running a message whose key (its `idempotency-key` header,
+        /// else its entry id) this group handled successfully within the last `window`
+        /// (attribute `dedupe = "24h"`; default: off). Each success is recorded with its
+        /// XACK, atomically; duplicates in flight in one process wait for the first's
+        /// outcome. Two members of the group that read duplicates at the same moment can
+        /// both run them; a crash between a handler's side effect and its acknowledgement
+        /// runs the message again (see the README's "Idempotency").
+        pub $($constness)? fn dedupe(mut self, window: ::std::time::Duration) -> Self {
+            self.options.dedupe = ::std::option::Option::Some(window);
             self
         }
     };

@@ -10,6 +10,7 @@ mod capabilities;
 mod clock;
 mod connection;
 mod consumer;
+mod dedupe;
 pub mod dead_letters;
 mod error;
 mod handler;
@@ -39,6 +40,7 @@ pub use connection::{
     redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_TLS_CA_ENV, REDIS_TLS_CERT_ENV, REDIS_TLS_KEY_ENV, REDIS_URL_ENV,
 };
 pub use consumer::{Consumer, ConsumerOptions};
+pub use dedupe::{DEFAULT_IDEMPOTENCY_WINDOW, IDEMPOTENCY_KEY_HEADER};
 pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
 pub use error::{Error, MissingPermissions, Result};
 pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};

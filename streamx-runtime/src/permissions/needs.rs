@@ -398,6 +398,7 @@ local s = [[redis.call('SET')]]
                 "XREADGROUP",
                 "XTRIM",
                 "ZADD",
+                "ZMSCORE",
                 "ZRANGEBYSCORE",
                 "ZREM",
                 "ZSCORE",
@@ -425,6 +426,8 @@ local s = [[redis.call('SET')]]
             "DELETE",
             "DELETE_GROUP",
             "HAND_OVER",
+            // The producer's idempotent publish (not the consumer loop's).
+            "PUBLISH_ONCE",
         ];
         let known: Vec<&str> = engine_scripts().iter().map(|s| s.ident).chain(OPERATOR.iter().copied()).collect();
         let mut statics = Vec::new();

@@ -87,6 +87,13 @@ async fn xack(client: &Client, shared: &Shared, ids: &[MessageId]) -> Result<u64
     client.custom(command, args).await
 }
 
+/// A dedupe consumer forgets the keys of `ids` (recorded, or gone with the group).
+fn settled(shared: &Shared, ids: &[MessageId]) {
+    if let Some(dedupe) = &shared.dedupe {
+        dedupe.settled(ids);
+    }
+}
+
 fn add(batch: &mut Vec<MessageId>, acks: Acks) {
     match acks {
         Acks::One(id) => batch.push(id),
@@ -106,7 +113,10 @@ async fn send(shared: Arc<Shared>, ids: Vec<MessageId>, mut via: Option<Client>)
     let mut last_attempts = 0;
     loop {
         let client = via.take().unwrap_or_else(|| shared.command.get());
-        let result = xack(&client, &shared, &ids).await;
+        let result = match &shared.dedupe {
+            None => xack(&client, &shared, &ids).await,
+            Some(dedupe) => super::dedupe::ack(&client, &shared, dedupe, &ids).await,
+        };
         match result {
             Ok(_) => {
                 ConsumerStats::bump(&shared.stats.ack_batches, 1);
@@ -117,11 +127,13 @@ async fn send(shared: Arc<Shared>, ids: Vec<MessageId>, mut via: Option<Client>)
                     }
                 }
                 shared.untrack(ids.iter().copied());
+                settled(&shared, &ids);
                 return;
             }
             Err(e) if crate::error::is_no_group(&e) => {
                 tracing::warn!(consumer = %shared.name, count = ids.len(), "XACK: the group is gone (Redis restarted or flushed?); these entries are gone with it");
                 shared.untrack(ids.iter().copied());
+                settled(&shared, &ids);
                 return;
             }
             Err(e) => {

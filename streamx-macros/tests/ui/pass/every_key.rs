@@ -28,6 +28,7 @@ struct Order {
     max_buffered_bytes = "16MiB",
     max_payload_bytes = 65536,
     timeout = "45s",
+    dedupe = "24h",
     crate = ::streamx,
 )]
 async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
@@ -95,6 +96,7 @@ fn main() {
             max_buffered_bytes: Some(16 * 1024 * 1024),
             max_payload_bytes: Some(65_536),
             timeout: Some(Duration::from_secs(45)),
+            dedupe: Some(Duration::from_secs(24 * 60 * 60)),
             ..ConsumerOptions::DEFAULT
         }
     );
