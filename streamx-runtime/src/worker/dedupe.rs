@@ -12,8 +12,9 @@
 //! Across processes two duplicates read at the same moment by different members can both run:
 //! neither is recorded until one succeeds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::clients::Client;
@@ -51,19 +52,51 @@ struct Slot {
     state: watch::Sender<Run>,
 }
 
+/// How long this process remembers the keys it recorded, and trusts a screening: a message
+/// that starts later than this after its screening is checked again, alone.
+const RECENT: Duration = Duration::from_secs(30);
+
 #[derive(Default)]
 struct State {
     /// Keys running or succeeded here, not yet recorded in Redis.
     slots: HashMap<Bytes, Arc<Slot>>,
     /// Ids whose key the last screening found recorded: acknowledged without running.
     screened: HashSet<MessageId>,
+    /// When each id not found recorded was screened (the screening's start): its verdict
+    /// holds for the keys recorded in Redis before then; those recorded here since are in
+    /// `recorded`, kept [`RECENT`].
+    checked: HashMap<MessageId, Instant>,
+    /// The keys this process recorded in the last [`RECENT`], oldest first, and by key.
+    recorded: VecDeque<(Instant, Bytes)>,
+    recorded_keys: HashMap<Bytes, usize>,
     /// The keys of succeeded runs, by id, until their acknowledgement records them.
     to_record: HashMap<MessageId, Bytes>,
 }
 
+impl State {
+    fn forget_old(&mut self, now: Instant) {
+        while let Some((at, _)) = self.recorded.front() {
+            if now.duration_since(*at) < RECENT {
+                break;
+            }
+            if let Some((_, key)) = self.recorded.pop_front() {
+                if let Some(n) = self.recorded_keys.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.recorded_keys.remove(&key);
+                    }
+                }
+            }
+        }
+        if self.checked.len() > 4096 {
+            self.checked.retain(|_, at| now.duration_since(*at) < RECENT);
+        }
+    }
+}
+
 /// The dedupe state of one consumer loop.
 pub(crate) struct Dedupe {
-    pub window: std::time::Duration,
+    pub window: Duration,
     /// `keys::handled(stream, group)`.
     pub handled: String,
     state: Mutex<State>,
@@ -77,14 +110,18 @@ enum Begin {
     Run(RunGuard),
     /// A duplicate is running here: wait for its outcome.
     Wait(watch::Receiver<Run>),
+    /// Not screened, or screened too long ago: check Redis for this key alone.
+    Check,
 }
 
 impl Dedupe {
-    pub fn new(stream: &str, group: &str, window: std::time::Duration) -> Self {
+    pub fn new(stream: &str, group: &str, window: Duration) -> Self {
         Dedupe { window, handled: crate::keys::handled(stream, group), state: Mutex::default() }
     }
 
-    fn begin(self: &Arc<Self>, id: MessageId, key: &Bytes) -> Begin {
+    /// What to do with message `id` of key `key` now; `checked` when Redis was just asked
+    /// about this key alone (and did not have it).
+    fn begin(self: &Arc<Self>, id: MessageId, key: &Bytes, checked: bool) -> Begin {
         let mut state = lock(&self.state);
         if state.screened.remove(&id) {
             return Begin::Handled;
@@ -95,6 +132,15 @@ impl Dedupe {
                 Run::Running => return Begin::Wait(slot.state.subscribe()),
                 Run::Failed => {}
             }
+        }
+        if state.recorded_keys.contains_key(key) {
+            return Begin::Handled;
+        }
+        // A screening older than what `recorded` remembers may have missed a key recorded
+        // since by this process: ask again.
+        let screened_at = state.checked.remove(&id);
+        if !checked && screened_at.is_none_or(|at| at.elapsed() >= RECENT) {
+            return Begin::Check;
         }
         let (tx, _) = watch::channel(Run::Running);
         state.slots.insert(key.clone(), Arc::new(Slot { owner: id, state: tx }));
@@ -110,13 +156,18 @@ impl Dedupe {
     /// `ids` are acknowledged (or gone): their keys are recorded in Redis, their slots here
     /// are no longer needed.
     pub fn settled(&self, ids: &[MessageId]) {
+        let now = Instant::now();
         let mut state = lock(&self.state);
+        state.forget_old(now);
         for id in ids {
             state.screened.remove(id);
+            state.checked.remove(id);
             if let Some(key) = state.to_record.remove(id) {
                 if state.slots.get(&key).is_some_and(|slot| slot.owner == *id) {
                     state.slots.remove(&key);
                 }
+                *state.recorded_keys.entry(key.clone()).or_default() += 1;
+                state.recorded.push_back((now, key));
             }
         }
     }
@@ -169,11 +220,23 @@ pub(crate) async fn screen<'a>(shared: &Shared, entries: impl IntoIterator<Item 
         return;
     }
     let client = shared.command.get();
+    let at = Instant::now();
     match crate::dedupe::handled_among(&client, &dedupe.handled, keys).await {
-        Ok(found) if found.is_empty() => {}
         Ok(found) => {
+            let mut handled = vec![false; ids.len()];
+            for at in found {
+                if let Some(h) = handled.get_mut(at) {
+                    *h = true;
+                }
+            }
             let mut state = lock(&dedupe.state);
-            state.screened.extend(found.into_iter().filter_map(|at| ids.get(at).copied()));
+            for (id, handled) in ids.into_iter().zip(handled) {
+                if handled {
+                    state.screened.insert(id);
+                } else {
+                    state.checked.insert(id, at);
+                }
+            }
         }
         Err(e) => {
             tracing::warn!(consumer = %shared.name, error = %e, "cannot check which messages were handled already; running them unchecked");
@@ -193,25 +256,50 @@ pub(crate) fn handle(
 ) -> BoxFuture<'static, Outcome> {
     let key = key_of(&entry);
     let id = entry.id;
-    match dedupe.begin(id, &key) {
-        Begin::Handled => deduplicated(shared),
-        Begin::Run(guard) => Box::pin(run_guarded(run(entry), guard)),
-        Begin::Wait(mut waiting) => {
-            let (shared, dedupe) = (shared.clone(), dedupe.clone());
-            Box::pin(async move {
-                loop {
-                    let outcome = waiting.wait_for(|run| *run != Run::Running).await.map(|run| *run);
-                    match outcome {
+    let first = dedupe.begin(id, &key, false);
+    match first {
+        Begin::Handled => return deduplicated(shared),
+        Begin::Run(guard) => return Box::pin(run_guarded(run(entry), guard)),
+        Begin::Wait(_) | Begin::Check => {}
+    }
+    let (shared, dedupe) = (shared.clone(), dedupe.clone());
+    Box::pin(async move {
+        let mut next = first;
+        let mut checked = false;
+        loop {
+            next = match next {
+                Begin::Handled => return deduplicated(&shared).await,
+                Begin::Run(guard) => return run_guarded(run(entry), guard).await,
+                Begin::Wait(mut waiting) => {
+                    match waiting.wait_for(|run| *run != Run::Running).await.map(|run| *run) {
                         Ok(Run::Succeeded) => return deduplicated(&shared).await,
                         // Failed (or its slot is gone): look again; the first to look runs.
-                        _ => match dedupe.begin(id, &key) {
-                            Begin::Handled => return deduplicated(&shared).await,
-                            Begin::Run(guard) => return run_guarded(run(entry), guard).await,
-                            Begin::Wait(next) => waiting = next,
-                        },
+                        _ => dedupe.begin(id, &key, checked),
                     }
                 }
-            })
+                Begin::Check => {
+                    checked = true;
+                    if check_alone(&shared, &dedupe, &key).await {
+                        Begin::Handled
+                    } else {
+                        dedupe.begin(id, &key, true)
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Whether Redis records `key` as handled (a message not screened, or screened long ago). A
+/// failed check is logged and taken as "not handled" (the message runs: at-least-once).
+async fn check_alone(shared: &Shared, dedupe: &Dedupe, key: &Bytes) -> bool {
+    let client = shared.command.get();
+    match crate::dedupe::handled_among(&client, &dedupe.handled, vec![key.clone()]).await {
+        Ok(found) => !found.is_empty(),
+        Err(e) => {
+            tracing::warn!(consumer = %shared.name, error = %e, "cannot check whether a message was handled already; running it");
+            shared.command_failed(&client, &e).await;
+            false
         }
     }
 }
