@@ -1084,7 +1084,10 @@ mod tests {
             &err(parse_quote!(stream = "s", group = "g", dedupe = true)),
             "expected string literal for `dedupe`, e.g. `dedupe = \"24h\"`",
         );
-        assert_one(&err(parse_quote!(stream = "s", group = "g", dedupe = "a day")), "invalid duration \"a day\" for `dedupe`");
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", dedupe = "a day")),
+            "invalid duration \"a day\" for `dedupe`",
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod capabilities;
 mod clock;
 mod connection;
 mod consumer;
-mod dedupe;
 pub mod dead_letters;
+mod dedupe;
 mod error;
 mod handler;
 pub mod history;
@@ -40,8 +40,8 @@ pub use connection::{
     redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_TLS_CA_ENV, REDIS_TLS_CERT_ENV, REDIS_TLS_KEY_ENV, REDIS_URL_ENV,
 };
 pub use consumer::{Consumer, ConsumerOptions};
-pub use dedupe::{DEFAULT_IDEMPOTENCY_WINDOW, IDEMPOTENCY_KEY_HEADER};
 pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
+pub use dedupe::{DEFAULT_IDEMPOTENCY_WINDOW, IDEMPOTENCY_KEY_HEADER};
 pub use error::{Error, MissingPermissions, Result};
 pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};
 pub use history::History;

@@ -319,10 +319,24 @@ fn deduplicated(shared: &Shared) -> BoxFuture<'static, Outcome> {
 
 /// Acknowledges `ids` and records the keys of those that succeeded, in one script (see
 /// [`crate::dedupe::ack_and_record`]).
-pub(crate) async fn ack(client: &Client, shared: &Shared, dedupe: &Dedupe, ids: &[MessageId]) -> Result<u64, fred::error::Error> {
+pub(crate) async fn ack(
+    client: &Client,
+    shared: &Shared,
+    dedupe: &Dedupe,
+    ids: &[MessageId],
+) -> Result<u64, fred::error::Error> {
     let keys = dedupe.keys_for(ids);
     // The work-queue mode (delete when acknowledged by all) passes `true` here.
     let delete = false;
-    crate::dedupe::ack_and_record(client, shared.stream(), shared.group(), &dedupe.handled, dedupe.window, delete, ids, keys)
-        .await
+    crate::dedupe::ack_and_record(
+        client,
+        shared.stream(),
+        shared.group(),
+        &dedupe.handled,
+        dedupe.window,
+        delete,
+        ids,
+        keys,
+    )
+    .await
 }

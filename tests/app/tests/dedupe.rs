@@ -168,7 +168,9 @@ async fn entries_without_the_header_dedupe_by_id(topology: Topology) {
     let producer = Producer::connect(&url).await.unwrap();
     let ids = producer.publish_batch(&stream, &(0..20).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
     wait_until(Duration::from_secs(20), "20 handled", || async { stats.snapshot().succeeded >= 20 }).await.unwrap();
-    wait_until(Duration::from_secs(10), "nothing pending", || async { pending(&url, &stream).await == 0 }).await.unwrap();
+    wait_until(Duration::from_secs(10), "nothing pending", || async { pending(&url, &stream).await == 0 })
+        .await
+        .unwrap();
     let handled = streamx::keys::handled(&stream, "g");
     for id in &ids {
         assert_ne!(server.cli(&["ZSCORE", &handled, &id.to_string()]).unwrap().trim(), "", "{id} recorded");
@@ -191,4 +193,3 @@ on_both_topologies!(
     a_failed_run_lets_the_duplicate_run,
     entries_without_the_header_dedupe_by_id
 );
-

@@ -24,27 +24,36 @@ async fn two_producers_racing_write_each_key_once(topology: Topology) {
             let publishes = (0..1000u64).map(|n| {
                 let (producer, stream) = (producer.clone(), stream.clone());
                 async move {
-                    let options =
-                        if keyed { PublishOptions::new().idempotency_key(format!("order-{n}")) } else { PublishOptions::new() };
+                    let options = if keyed {
+                        PublishOptions::new().idempotency_key(format!("order-{n}"))
+                    } else {
+                        PublishOptions::new()
+                    };
                     producer.publish_with(&stream, &Job::ok(n), &options).await.map(|id| (n, id))
                 }
             });
             futures_util::future::try_join_all(publishes).await
         })
     };
-    let (from_a, from_b) = tokio::join!(publish_all(a.clone(), stream.clone(), true), publish_all(b.clone(), stream.clone(), true));
+    let (from_a, from_b) =
+        tokio::join!(publish_all(a.clone(), stream.clone(), true), publish_all(b.clone(), stream.clone(), true));
     let (from_a, from_b): (HashMap<u64, MessageId>, HashMap<u64, MessageId>) =
         (from_a.unwrap().unwrap().into_iter().collect(), from_b.unwrap().unwrap().into_iter().collect());
     assert_eq!(server.xlen(&stream).unwrap(), 1000, "one entry per key");
     for n in 0..1000 {
         assert_eq!(from_a[&n], from_b[&n], "both publishes of key {n} got the first entry's id");
     }
-    let entries: Vec<Message<Job>> = History::connect(&url).await.unwrap().read(&stream, ..).try_collect().await.unwrap();
+    let entries: Vec<Message<Job>> =
+        History::connect(&url).await.unwrap().read(&stream, ..).try_collect().await.unwrap();
     let by_id: HashMap<MessageId, &Message<Job>> = entries.iter().map(|m| (m.id(), m)).collect();
     for n in 0..1000 {
         let entry = by_id[&from_a[&n]];
         assert_eq!(entry.payload().n, n);
-        assert_eq!(entry.headers().get(IDEMPOTENCY_KEY_HEADER), Some(format!("order-{n}").as_str()), "the key is a header");
+        assert_eq!(
+            entry.headers().get(IDEMPOTENCY_KEY_HEADER),
+            Some(format!("order-{n}").as_str()),
+            "the key is a header"
+        );
     }
 
     // The contrast: the same race without keys writes every publish.
@@ -88,7 +97,8 @@ async fn a_key_publishes_again_after_its_window(topology: Topology) {
     let after = producer.publish_with(&stream, &Job::ok(3), &options).await.unwrap();
     assert!(after > first, "after the window the key publishes again: {after} after {first}");
     assert_eq!(server.xlen(&stream).unwrap(), 2);
-    let entries: Vec<Message<Job>> = History::connect(&url).await.unwrap().read(&stream, ..).try_collect().await.unwrap();
+    let entries: Vec<Message<Job>> =
+        History::connect(&url).await.unwrap().read(&stream, ..).try_collect().await.unwrap();
     assert_eq!(entries.iter().map(|m| m.payload().n).collect::<Vec<_>>(), [1, 3]);
     for entry in &entries {
         assert_eq!(entry.headers().get("tenant"), Some("acme"), "the caller's headers are kept");
@@ -104,9 +114,8 @@ async fn a_key_publishes_again_after_its_window(topology: Topology) {
 
     // NOMKSTREAM: nothing written, no record left, the same error as a plain publish.
     let missing = format!("{{shop}}.{}", unique_name("missing"));
-    let refused = producer
-        .publish_with(&missing, &Job::ok(1), &PublishOptions::new().idempotency_key("x").no_mkstream())
-        .await;
+    let refused =
+        producer.publish_with(&missing, &Job::ok(1), &PublishOptions::new().idempotency_key("x").no_mkstream()).await;
     assert!(matches!(refused, Err(Error::Decode { .. })), "{refused:?}");
     assert_eq!(server.cli(&["EXISTS", &missing]).unwrap().trim(), "0");
     assert_eq!(server.cli(&["EXISTS", &streamx::keys::published(&missing, "x")]).unwrap().trim(), "0");
@@ -120,7 +129,9 @@ async fn a_key_publishes_again_after_its_window(topology: Topology) {
     assert_eq!(server.cli(&["EXISTS", &streamx::keys::published(&stream, "low")]).unwrap().trim(), "0");
 
     // A batch cannot give one key to all its entries.
-    let batch = producer.publish_batch_with(&stream, &[Job::ok(1), Job::ok(2)], &PublishOptions::new().idempotency_key("b")).await;
+    let batch = producer
+        .publish_batch_with(&stream, &[Job::ok(1), Job::ok(2)], &PublishOptions::new().idempotency_key("b"))
+        .await;
     assert!(matches!(batch, Err(Error::IdempotencyKeyInBatch { .. })), "{batch:?}");
 }
 
