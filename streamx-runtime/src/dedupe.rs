@@ -246,6 +246,7 @@ return acked
 /// Acknowledges `ids` of `group` on `stream` and records as handled those with a key (see
 /// [`ACK_AND_RECORD`]); `delete` deletes each entry once every group has acknowledged it
 /// (`XACKDEL ... ACKED`, Redis 8.2+; the work-queue mode passes it, others `false`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn ack_and_record(
     client: &Client,
     stream: &str,

@@ -1,6 +1,7 @@
 //! Idempotent consumption (`dedupe`): a message whose key (its `idempotency-key` header, else
 //! its id) the group handled successfully within the window is acknowledged without running,
 //! on a single server and on a cluster.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

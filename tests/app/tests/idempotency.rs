@@ -1,5 +1,6 @@
 //! Idempotent publish (`PublishOptions::idempotency_key`): one entry per key and window,
 //! whoever publishes it and however often, on a single server and on a cluster.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
