@@ -56,6 +56,8 @@ pub(crate) struct ConsumerArgs {
     pub(crate) max_payload_bytes: Option<Spanned<usize>>,
     /// `timeout = "30s"`, in whole milliseconds, at least 1.
     pub(crate) timeout: Option<Spanned<u64>>,
+    /// `dedupe = "24h"`, in whole milliseconds, at least 1.
+    pub(crate) dedupe: Option<Spanned<u64>>,
     /// `dlq_max_len = n` (at least 1) or `dlq_max_len = "unbounded"` (`None`).
     pub(crate) dlq_max_len: Option<Spanned<Option<u64>>>,
     /// `max_batch = n`, at least 1 (batch handlers only).
@@ -166,6 +168,8 @@ enum Key {
     MaxPayloadBytes,
     /// `timeout = "..."`
     Timeout,
+    /// `dedupe = "..."`
+    Dedupe,
     /// `dlq_max_len = n | "unbounded"`
     DlqMaxLen,
     /// `max_batch = n`
@@ -182,7 +186,7 @@ enum Key {
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 22] = [
+    const ALL: [Key; 23] = [
         Key::Stream,
         Key::Group,
         Key::Consumer,
@@ -200,6 +204,7 @@ impl Key {
         Key::MaxBufferedBytes,
         Key::MaxPayloadBytes,
         Key::Timeout,
+        Key::Dedupe,
         Key::MaxBatch,
         Key::BatchWait,
         Key::Retention,
@@ -226,6 +231,7 @@ impl Key {
             Key::MaxBufferedBytes => "max_buffered_bytes",
             Key::MaxPayloadBytes => "max_payload_bytes",
             Key::Timeout => "timeout",
+            Key::Dedupe => "dedupe",
             Key::DlqMaxLen => "dlq_max_len",
             Key::MaxBatch => "max_batch",
             Key::BatchWait => "batch_wait",
@@ -254,6 +260,7 @@ impl Key {
             Key::MaxBufferedBytes => "max_buffered_bytes = \"64MiB\"",
             Key::MaxPayloadBytes => "max_payload_bytes = \"4MiB\"",
             Key::Timeout => "timeout = \"30s\"",
+            Key::Dedupe => "dedupe = \"24h\"",
             Key::DlqMaxLen => "dlq_max_len = 10000",
             Key::MaxBatch => "max_batch = 500",
             Key::BatchWait => "batch_wait = \"50ms\"",
@@ -304,6 +311,7 @@ impl ConsumerArgs {
         let mut max_buffered_bytes = None;
         let mut max_payload_bytes = None;
         let mut timeout = None;
+        let mut dedupe = None;
         let mut dlq_max_len = None;
         let mut max_batch = None;
         let mut batch_wait = None;
@@ -349,6 +357,7 @@ impl ConsumerArgs {
                 Key::MaxBufferedBytes => max_buffered_bytes = errors.record(size_bytes(value, key)),
                 Key::MaxPayloadBytes => max_payload_bytes = errors.record(size_bytes(value, key)),
                 Key::Timeout => timeout = errors.record(duration_ms(value, key, false)),
+                Key::Dedupe => dedupe = errors.record(duration_ms(value, key, false)),
                 Key::DlqMaxLen => dlq_max_len = errors.record(parse_dlq_max_len(value)),
                 Key::MaxBatch => max_batch = errors.record(positive_usize(value, key)),
                 Key::BatchWait => batch_wait = errors.record(duration_ms(value, key, true)),
@@ -390,6 +399,7 @@ impl ConsumerArgs {
                 max_buffered_bytes,
                 max_payload_bytes,
                 timeout,
+                dedupe,
                 dlq_max_len,
                 max_batch,
                 batch_wait,
@@ -1078,7 +1088,7 @@ mod tests {
             "unknown argument `concurency`; expected one of: `stream`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `readers`, `block`, `start`, `max_retries`, `backoff`, \
              `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, \
-             `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `crate`",
+             `dedupe`, `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `crate`",
         );
     }
 
@@ -1224,6 +1234,22 @@ mod tests {
         assert_eq!(args.claim_idle.map(|c| c.value), Some(90_000));
         let args = ok(parse_quote!(stream = "s", group = "g", timeout = "200ms"));
         assert_eq!(args.timeout.map(|c| c.value), Some(200));
+    }
+
+    #[test]
+    fn dedupe_window() {
+        let args = ok(parse_quote!(stream = "s", group = "g", dedupe = "24h"));
+        assert_eq!(args.dedupe.map(|d| d.value), Some(86_400_000));
+        assert!(ok(parse_quote!(stream = "s", group = "g")).dedupe.is_none());
+        assert_one(&err(parse_quote!(stream = "s", group = "g", dedupe = "0s")), "`dedupe` must be greater than zero");
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", dedupe = true)),
+            "expected string literal for `dedupe`, e.g. `dedupe = \"24h\"`",
+        );
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", dedupe = "a day")),
+            "invalid duration \"a day\" for `dedupe`",
+        );
     }
 
     #[test]

@@ -303,6 +303,10 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         let value = duration(private, timeout.value, timeout.span);
         out.extend(quote!(.timeout(#value)));
     }
+    if let Some(dedupe) = &args.dedupe {
+        let value = duration(private, dedupe.value, dedupe.span);
+        out.extend(quote!(.dedupe(#value)));
+    }
     if let Some(retention) = &args.retention {
         let r = &retention.value;
         let mut value = quote!(#private::Retention::new());

@@ -267,6 +267,7 @@ mod tests {
             .iter()
             .map(|o| match o {
                 Outcome::Done => "done",
+                Outcome::Deduplicated => "deduplicated",
                 Outcome::Failed { kind, .. } | Outcome::Rejected { kind, .. } => kind.as_str(),
             })
             .collect()

@@ -66,6 +66,13 @@ pub struct ConsumerOptions {
     /// them (`XACKDEL ... ACKED` on Redis 8.2+; `XACK` and the safe trim of the stream's
     /// trimmer elsewhere). Default `false`.
     pub delete_on_ack: bool,
+    /// Idempotent consumption: a message whose key (its
+    /// [`IDEMPOTENCY_KEY_HEADER`](crate::IDEMPOTENCY_KEY_HEADER) header, else its entry id)
+    /// this group handled successfully within the last `dedupe` is acknowledged without
+    /// running the handler (counted in [`ConsumerStats::deduplicated`](crate::ConsumerStats::deduplicated)).
+    /// A success is recorded in the same script as its XACK. Default `None`: off. See the
+    /// README's "Idempotency" for the crash windows this closes and those it cannot.
+    pub dedupe: Option<Duration>,
 }
 
 impl ConsumerOptions {
@@ -86,6 +93,7 @@ impl ConsumerOptions {
         batch_wait: Duration::from_millis(50),
         retention: None,
         delete_on_ack: false,
+        dedupe: None,
     };
 
     /// The batch size in effect.
@@ -213,6 +221,17 @@ macro_rules! option_setters {
         /// them (default `false`; see the README's "Work-queue mode").
         pub $($constness)? fn delete_on_ack(mut self, on: bool) -> Self {
             self.options.delete_on_ack = on;
+            self
+        }
+        /// Acknowledges without running a message whose key (its `idempotency-key` header,
+        /// else its entry id) this group handled successfully within the last `window`
+        /// (attribute `dedupe = "24h"`; default: off). Each success is recorded with its
+        /// XACK, atomically; duplicates in flight in one process wait for the first's
+        /// outcome. Two members of the group that read duplicates at the same moment can
+        /// both run them; a crash between a handler's side effect and its acknowledgement
+        /// runs the message again (see the README's "Idempotency").
+        pub $($constness)? fn dedupe(mut self, window: ::std::time::Duration) -> Self {
+            self.options.dedupe = ::std::option::Option::Some(window);
             self
         }
     };

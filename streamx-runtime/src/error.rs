@@ -136,6 +136,16 @@ pub enum Error {
         /// The stream.
         stream: String,
     },
+    /// [`PublishOptions::idempotency_key`](crate::PublishOptions::idempotency_key) was given
+    /// to a batch publish: one key for every entry would write only the first. Nothing was
+    /// written.
+    #[error(
+        "a batch publish to `{stream}` cannot give one idempotency key to all its entries; publish them one at a time"
+    )]
+    IdempotencyKeyInBatch {
+        /// The stream.
+        stream: String,
+    },
     /// A payload could not be serialized to JSON when publishing.
     #[error("cannot encode payload for stream `{stream}`: {source}")]
     Encode {

@@ -192,6 +192,9 @@ pub enum Outcome {
         /// An explicit delay from [`HandlerError::retry_after`].
         retry_after: Option<Duration>,
     },
+    /// Not run: a [`dedupe`](crate::ConsumerOptions::dedupe) consumer's group handled the
+    /// message's key already. Acknowledged (without recording it again), counted apart.
+    Deduplicated,
     /// Must not be retried: dead-letter now.
     Rejected {
         /// What was wrong.

@@ -11,6 +11,7 @@ mod clock;
 mod connection;
 mod consumer;
 pub mod dead_letters;
+mod dedupe;
 mod error;
 mod handler;
 pub mod history;
@@ -41,6 +42,7 @@ pub use connection::{
 };
 pub use consumer::{Consumer, ConsumerOptions};
 pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
+pub use dedupe::{DEFAULT_IDEMPOTENCY_WINDOW, IDEMPOTENCY_KEY_HEADER};
 pub use error::{Error, MissingPermissions, Result};
 pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};
 pub use history::History;

@@ -14,6 +14,7 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::connection::{read_off_runtime, with_env_off_runtime, ClientRole, HealingClient, RedisUrl};
+use crate::dedupe::Published;
 use crate::error::{Error, Result};
 use crate::keys::slot;
 use crate::message::{Headers, MessageId};
@@ -47,6 +48,8 @@ pub struct PublishOptions {
     no_mkstream: bool,
     durable: Option<(u32, Duration)>,
     id: Option<MessageId>,
+    idempotency_key: Option<String>,
+    idempotency_window: Option<Duration>,
 }
 
 impl PublishOptions {
@@ -127,6 +130,50 @@ impl PublishOptions {
     /// ```
     pub fn id(mut self, id: MessageId) -> Self {
         self.id = Some(id);
+        self
+    }
+
+    /// Publishes at most once per `key` and stream within the
+    /// [`idempotency_window`](Self::idempotency_window) (default 24 h,
+    /// [`DEFAULT_IDEMPOTENCY_WINDOW`](crate::DEFAULT_IDEMPOTENCY_WINDOW)): a second publish
+    /// with the same key to the same stream within the window writes nothing and returns the
+    /// first entry's id. The check and the write are one script (atomic, in the stream's hash
+    /// slot, on Redis 7.0 and later), so two producers racing with one key write one entry,
+    /// and a publish retried after a timeout (or re-sent by the client after a reconnect)
+    /// cannot add a second entry. The key is also written as the header
+    /// [`IDEMPOTENCY_KEY_HEADER`](crate::IDEMPOTENCY_KEY_HEADER) (`idempotency-key`), which
+    /// a [`dedupe`](crate::ConsumerOptions::dedupe) consumer reads.
+    ///
+    /// The window starts at the first publish; after it the key publishes again. The other
+    /// options apply to the write (headers, `max_len_approx`, `no_mkstream`, an explicit
+    /// [`id`](Self::id), [`durable`](Self::durable): the `WAIT` follows either reply). For
+    /// single publishes only: [`publish_batch_with`](Producer::publish_batch_with) refuses
+    /// these options with [`Error::IdempotencyKeyInBatch`]. The record is the key
+    /// `{<stream>}:published:<key>` (see [`keys::published`](crate::keys::published)), one
+    /// per key, expiring with its window. Redis 8.6's `XADD ... IDMP` is not used: its window
+    /// and capacity are the stream's settings, which cannot promise this one (see the README).
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: streamx_runtime::Producer) -> Result<(), streamx_runtime::Error> {
+    /// use std::time::Duration;
+    /// use streamx_runtime::PublishOptions;
+    ///
+    /// // A webhook's event id as the key: the provider's retries publish nothing new.
+    /// let options = PublishOptions::new().idempotency_key("evt_1NXq2").idempotency_window(Duration::from_secs(3600));
+    /// let first = producer.publish_with("payments", &"paid", &options).await?;
+    /// let again = producer.publish_with("payments", &"paid", &options).await?;
+    /// assert_eq!(first, again);
+    /// # Ok(()) }
+    /// ```
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// How long an [`idempotency_key`](Self::idempotency_key) is remembered after its first
+    /// publish (default 24 h; whole milliseconds, at least 1 ms). Ignored without a key.
+    pub fn idempotency_window(mut self, window: Duration) -> Self {
+        self.idempotency_window = Some(window);
         self
     }
 
@@ -255,7 +302,16 @@ impl Producer {
     }
 
     async fn add_one(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
-        if let Some(len) = options.acked_len(stream)? {
+        let acked_len = options.acked_len(stream)?;
+        if let Some(key) = &options.idempotency_key {
+            let id = self.add_once(stream, key, data, options).await?;
+            if let Some(len) = acked_len {
+                // The record and the entry are written; trimming after them is as safe.
+                self.trim_acked(&self.client.get(), stream, len).await?;
+            }
+            return Ok(id);
+        }
+        if let Some(len) = acked_len {
             return self.add_one_acked(stream, data, options, len).await;
         }
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
@@ -314,6 +370,42 @@ impl Producer {
             },
         };
         let id = parse_added_id(stream, reply)?;
+        wait_for_replicas(&self.client, &client, stream, options).await?;
+        Ok(id)
+    }
+
+    /// An idempotent publish (see [`PublishOptions::idempotency_key`]).
+    async fn add_once(&self, stream: &str, key: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
+        let client = self.client.get();
+        self.registered.once(&client, stream).await;
+        let mut headers = options.headers.clone();
+        headers.insert(crate::dedupe::IDEMPOTENCY_KEY_HEADER, key);
+        let window = options.idempotency_window.unwrap_or(crate::dedupe::DEFAULT_IDEMPOTENCY_WINDOW);
+        let record = crate::keys::published(stream, key);
+        let published = crate::dedupe::publish_once(
+            &client,
+            stream,
+            record,
+            window,
+            options.no_mkstream,
+            options.max_len,
+            options.id,
+            data,
+            &headers,
+        )
+        .await;
+        let id = match published {
+            Ok(Published::Added(id)) => id,
+            Ok(Published::Known(id)) => {
+                tracing::debug!(stream, key, %id, "idempotent publish: the key was published already; nothing written");
+                id
+            }
+            Ok(Published::NoStream) => return parse_added_id(stream, Value::Null),
+            Err(e) => match options.id.filter(|_| is_id_not_increasing(&e)) {
+                Some(id) => return Err(Error::IdNotIncreasing { stream: stream.to_string(), id }),
+                None => return Err(failed(&self.client, &client, "EVALSHA (idempotent publish)", stream, e).await),
+            },
+        };
         wait_for_replicas(&self.client, &client, stream, options).await?;
         Ok(id)
     }
@@ -400,6 +492,9 @@ impl Producer {
         let options = &*crate::observe::trace_context::with_current_context(options);
         if options.id.is_some() {
             return Err(Error::IdInBatch { stream: stream.to_string() });
+        }
+        if options.idempotency_key.is_some() {
+            return Err(Error::IdempotencyKeyInBatch { stream: stream.to_string() });
         }
         let acked_len = options.acked_len(stream)?;
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;

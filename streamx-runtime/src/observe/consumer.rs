@@ -13,6 +13,7 @@ use crate::message::MessageId;
 /// The handles of one consumer loop (labels: stream, group, registration name).
 pub(crate) struct ConsumerMetrics {
     success: Counter,
+    deduplicated: Counter,
     retry: Counter,
     dead_letter: Counter,
     rejected: Counter,
@@ -39,6 +40,7 @@ impl ConsumerMetrics {
         let consumed = |outcome| metrics::counter!(MESSAGES_CONSUMED, labels(Some(outcome)));
         ConsumerMetrics {
             success: consumed(OUTCOME_SUCCESS),
+            deduplicated: consumed(OUTCOME_DEDUPLICATED),
             retry: consumed(OUTCOME_RETRY),
             dead_letter: consumed(OUTCOME_DEAD_LETTER),
             rejected: consumed(OUTCOME_REJECTED),
@@ -109,6 +111,11 @@ impl ConsumerMetrics {
     #[inline]
     pub fn succeeded(&self, n: u64) {
         self.success.increment(n);
+    }
+
+    /// A message was acknowledged without running (`dedupe`).
+    pub fn deduplicated(&self) {
+        self.deduplicated.increment(1);
     }
 
     /// The delivery failed and is scheduled for another.

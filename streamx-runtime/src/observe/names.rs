@@ -65,6 +65,9 @@ pub const LABEL_OUTCOME: &str = "outcome";
 
 /// The handler succeeded; the entry was acknowledged.
 pub const OUTCOME_SUCCESS: &str = "success";
+/// A `dedupe` consumer's group had handled the message's key already: acknowledged without
+/// running the handler.
+pub const OUTCOME_DEDUPLICATED: &str = "deduplicated";
 /// The handler failed (or panicked) and the entry was scheduled for another delivery.
 pub const OUTCOME_RETRY: &str = "retry";
 /// The entry goes to the dead-letter stream (or is dropped when dead letters are off): its

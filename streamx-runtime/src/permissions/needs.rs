@@ -411,6 +411,7 @@ local s = [[redis.call('SET')]]
                 "XREADGROUP",
                 "XTRIM",
                 "ZADD",
+                "ZMSCORE",
                 "ZRANGEBYSCORE",
                 "ZREM",
                 "ZSCORE",
@@ -440,6 +441,8 @@ local s = [[redis.call('SET')]]
             "HAND_OVER",
             // The producer's safe trim (`PublishOptions::max_len_acked` without ACKED).
             "PUBLISH_ACKED",
+            // The producer's idempotent publish (not the consumer loop's).
+            "PUBLISH_ONCE",
         ];
         let known: Vec<&str> = engine_scripts().iter().map(|s| s.ident).chain(OPERATOR.iter().copied()).collect();
         let mut statics = Vec::new();

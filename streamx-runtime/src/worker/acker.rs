@@ -114,19 +114,26 @@ async fn xack(client: &Client, shared: &Shared, ids: &[MessageId]) -> Result<u64
 
 /// The command that acknowledges: `XACKDEL ... ACKED` in work-queue mode where the server
 /// has it (and the ACL allows it), else `XACK`.
-enum AckCommand {
+pub(super) enum AckCommand {
     Xack,
     XackDel,
 }
 
 impl AckCommand {
-    fn of(shared: &Shared) -> AckCommand {
+    pub(super) fn of(shared: &Shared) -> AckCommand {
         let refused = shared.xackdel_refused.load(std::sync::atomic::Ordering::Relaxed);
         if shared.consumer.options.delete_on_ack && shared.settings.capabilities.xackdel && !refused {
             AckCommand::XackDel
         } else {
             AckCommand::Xack
         }
+    }
+}
+
+/// A dedupe consumer forgets the keys of `ids` (recorded, or gone with the group).
+fn settled(shared: &Shared, ids: &[MessageId]) {
+    if let Some(dedupe) = &shared.dedupe {
+        dedupe.settled(ids);
     }
 }
 
@@ -149,7 +156,10 @@ async fn send(shared: Arc<Shared>, ids: Vec<MessageId>, mut via: Option<Client>)
     let mut last_attempts = 0;
     loop {
         let client = via.take().unwrap_or_else(|| shared.command.get());
-        let result = xack(&client, &shared, &ids).await;
+        let result = match &shared.dedupe {
+            None => xack(&client, &shared, &ids).await,
+            Some(dedupe) => super::dedupe::ack(&client, &shared, dedupe, &ids).await,
+        };
         match result {
             Ok(_) => {
                 ConsumerStats::bump(&shared.stats.ack_batches, 1);
@@ -160,11 +170,13 @@ async fn send(shared: Arc<Shared>, ids: Vec<MessageId>, mut via: Option<Client>)
                     }
                 }
                 shared.untrack(ids.iter().copied());
+                settled(&shared, &ids);
                 return;
             }
             Err(e) if crate::error::is_no_group(&e) => {
                 tracing::warn!(consumer = %shared.name, count = ids.len(), "XACK: the group is gone (Redis restarted or flushed?); these entries are gone with it");
                 shared.untrack(ids.iter().copied());
+                settled(&shared, &ids);
                 return;
             }
             Err(e) => {

@@ -265,10 +265,10 @@ fn run_or_spawn(
             acks.push(id);
             (None, Some(permit))
         }
-        failed => {
+        other => {
             let settling = {
                 let shared = shared.clone();
-                async move { settle(&shared, id, attempt, failed, permit).await }.instrument(span)
+                async move { settle(&shared, id, attempt, other, permit).await }.instrument(span)
             };
             (Some(shared.tasks.spawn(finish_on_task(shared.clone(), settling)).abort_handle()), None)
         }
@@ -391,6 +391,17 @@ fn call_handler(shared: &Arc<Shared>, entry: RawEntry, attempt: u32) -> BoxFutur
             FailureKind::PayloadTooLarge,
         );
     }
+    match &shared.dedupe {
+        None => run_handler(shared, entry, attempt),
+        Some(dedupe) => {
+            let for_run = shared.clone();
+            super::dedupe::handle(shared, dedupe, entry, move |entry| run_handler(&for_run, entry, attempt))
+        }
+    }
+}
+
+/// The handler's future for `entry`, with the consumer's timeout.
+fn run_handler(shared: &Arc<Shared>, entry: RawEntry, attempt: u32) -> BoxFuture<'static, Outcome> {
     let run = (shared.handler)(Delivery::new(shared.stream_arc.clone(), entry, attempt, shared.settings.state.clone()));
     match shared.consumer.options.timeout {
         None => run,
@@ -420,6 +431,8 @@ async fn settle(
             succeeded(shared, 1);
             return Succeeded(Some((id, permit)));
         }
+        // Counted when it was decided (see `super::dedupe`); acknowledged like a success.
+        Outcome::Deduplicated => return Succeeded(Some((id, permit))),
         Outcome::Failed { error, kind, retry_after } => {
             let policy = &shared.consumer.options.retry;
             if attempt >= policy.max_deliveries() {

@@ -20,6 +20,7 @@
 mod acker;
 mod batcher;
 mod budget;
+mod dedupe;
 mod dispatch;
 mod drain;
 mod group;

@@ -116,6 +116,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 ticker.more(more);
                 let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
                 drop(reserved); // the estimate gives way to what was claimed
+                super::dedupe::screen(&shared, claimed.iter().map(|c| &c.entry)).await;
                 dispatch::start_claimed(&shared, claimed, permits, charge);
             }
             Err(e) => {

@@ -189,6 +189,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                 }
                 let read = entries.len();
                 if read > 0 {
+                    super::dedupe::screen(&shared, &entries).await;
                     let entries = entries.into_iter().map(|e| (e, 1));
                     match dispatch::start_queued(&shared, entries, charge, Some(&client)).await {
                         Dispatched::Stopped => break,

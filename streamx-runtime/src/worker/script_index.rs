@@ -14,5 +14,7 @@ pub(crate) fn scripts() -> Vec<EngineScript> {
         EngineScript { name: "retry promotion", ident: "PROMOTE", script: &promoter::PROMOTE },
         EngineScript { name: "retry parking", ident: "PARK", script: &retries::PARK },
         EngineScript { name: "gauge sample", ident: "SAMPLE", script: &sampler::SAMPLE },
+        EngineScript { name: "dedupe check", ident: "HANDLED_AMONG", script: &crate::dedupe::HANDLED_AMONG },
+        EngineScript { name: "dedupe ack", ident: "ACK_AND_RECORD", script: &crate::dedupe::ACK_AND_RECORD },
     ]
 }

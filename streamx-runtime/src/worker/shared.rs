@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     pub readiness: Arc<Readiness>,
     /// Tells permission errors among failed commands (see [`crate::permissions`]).
     pub permissions: PermissionWatch,
+    /// The dedupe state, for a consumer with `dedupe` (see [`super::dedupe`]).
+    pub dedupe: Option<Arc<super::dedupe::Dedupe>>,
     /// When the heartbeat last got through again after failing (Redis unreachable or
     /// restarted): every consumer's heartbeat looks stale for a while after an outage.
     recovered_at: Mutex<Option<Instant>>,
@@ -128,7 +130,11 @@ impl Shared {
             stopping.clone(),
             tasks.clone(),
         );
+        let dedupe = options
+            .dedupe
+            .map(|window| Arc::new(super::dedupe::Dedupe::new(&consumer.stream, &consumer.group, window)));
         let shared = Shared {
+            dedupe,
             name: consumer.name.to_string(),
             handler,
             slots,

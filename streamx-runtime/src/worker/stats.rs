@@ -26,6 +26,9 @@ pub struct ConsumerStats {
     /// Dead letters deleted from the dead-letter stream by its length cap (`dlq_max_len`)
     /// when this consumer wrote new ones.
     pub dead_letters_trimmed: AtomicU64,
+    /// Messages acknowledged without running because the group had handled their key already
+    /// (consumers with [`dedupe`](crate::ConsumerOptions::dedupe) only).
+    pub deduplicated: AtomicU64,
 }
 
 /// The counters of [`ConsumerStats`] at one moment, as plain numbers.
@@ -50,6 +53,8 @@ pub struct ConsumerStatsSnapshot {
     pub timed_out: u64,
     /// See [`ConsumerStats::dead_letters_trimmed`].
     pub dead_letters_trimmed: u64,
+    /// See [`ConsumerStats::deduplicated`].
+    pub deduplicated: u64,
 }
 
 impl ConsumerStats {
@@ -70,6 +75,7 @@ impl ConsumerStats {
             dead_letter_failures: Self::get(&self.dead_letter_failures),
             timed_out: Self::get(&self.timed_out),
             dead_letters_trimmed: Self::get(&self.dead_letters_trimmed),
+            deduplicated: Self::get(&self.deduplicated),
         }
     }
 

@@ -369,6 +369,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     continue;
                 }
                 tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a member that stopped");
+                super::dedupe::screen(&shared, claimed.iter().map(|c| &c.entry)).await;
                 let (suspects, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.suspect);
                 for suspect in suspects {
                     let part = charge.split_for(&suspect.entry);

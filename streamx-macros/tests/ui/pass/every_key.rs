@@ -28,6 +28,7 @@ struct Order {
     max_buffered_bytes = "16MiB",
     max_payload_bytes = 65536,
     timeout = "45s",
+    dedupe = "24h",
     retention(max_len = 1000000, max_age = "7d"),
     delete_on_ack = true,
     crate = ::streamx,
@@ -98,6 +99,7 @@ fn main() {
             max_buffered_bytes: Some(16 * 1024 * 1024),
             max_payload_bytes: Some(65_536),
             timeout: Some(Duration::from_secs(45)),
+            dedupe: Some(Duration::from_secs(24 * 60 * 60)),
             retention: Some(streamx::Retention::new().max_len(1_000_000).max_age(Duration::from_secs(7 * 24 * 3600))),
             delete_on_ack: true,
             ..ConsumerOptions::DEFAULT

@@ -1,0 +1,355 @@
+//! The consumer loop's side of [`dedupe`](crate::ConsumerOptions::dedupe) (the scripts are in
+//! [`crate::dedupe`]):
+//!
+//! - **screening**: each batch of entries read, taken over or due for a retry is checked in
+//!   one script against the group's `handled` set; entries whose key is recorded are
+//!   acknowledged without running ([`screen`]);
+//! - **in-flight duplicates**: within this process, a message whose key is running (or has
+//!   succeeded and waits for its acknowledgement) waits for that outcome: on success it is
+//!   acknowledged without running, on failure it runs ([`Dedupe::begin`]);
+//! - **recording**: a success is recorded with its XACK, in one script ([`ack`]).
+//!
+//! Across processes two duplicates read at the same moment by different members can both run:
+//! neither is recorded until one succeeds.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fred::clients::Client;
+use tokio::sync::watch;
+
+use super::shared::{lock, Shared};
+use super::stats::ConsumerStats;
+use crate::dedupe::IDEMPOTENCY_KEY_HEADER;
+use crate::handler::{BoxFuture, Outcome};
+use crate::message::MessageId;
+use crate::wire::RawEntry;
+
+/// The key a message is deduplicated by: its `idempotency-key` header, else its entry id.
+pub(crate) fn key_of(entry: &RawEntry) -> Bytes {
+    match entry.headers.get(IDEMPOTENCY_KEY_HEADER) {
+        Some(key) => Bytes::copy_from_slice(key.as_bytes()),
+        None => Bytes::from(entry.id.to_string()),
+    }
+}
+
+/// Where a key's run in this process stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Run {
+    Running,
+    /// Succeeded; its acknowledgement (with the record) is on its way.
+    Succeeded,
+    /// Failed (or was cancelled): a waiting duplicate may run.
+    Failed,
+}
+
+/// One key running (or succeeded, not yet recorded) in this process: its owner's id and
+/// where the run stands.
+struct Slot {
+    owner: MessageId,
+    state: watch::Sender<Run>,
+}
+
+/// How long this process remembers the keys it recorded, and trusts a screening: a message
+/// that starts later than this after its screening is checked again, alone.
+const RECENT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct State {
+    /// Keys running or succeeded here, not yet recorded in Redis.
+    slots: HashMap<Bytes, Arc<Slot>>,
+    /// Ids whose key the last screening found recorded: acknowledged without running.
+    screened: HashSet<MessageId>,
+    /// When each id not found recorded was screened (the screening's start): its verdict
+    /// holds for the keys recorded in Redis before then; those recorded here since are in
+    /// `recorded`, kept [`RECENT`].
+    checked: HashMap<MessageId, Instant>,
+    /// The keys this process recorded in the last [`RECENT`], oldest first, and by key.
+    recorded: VecDeque<(Instant, Bytes)>,
+    recorded_keys: HashMap<Bytes, usize>,
+    /// The keys of succeeded runs, by id, until their acknowledgement records them.
+    to_record: HashMap<MessageId, Bytes>,
+}
+
+impl State {
+    fn forget_old(&mut self, now: Instant) {
+        while let Some((at, _)) = self.recorded.front() {
+            if now.duration_since(*at) < RECENT {
+                break;
+            }
+            if let Some((_, key)) = self.recorded.pop_front() {
+                if let Some(n) = self.recorded_keys.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.recorded_keys.remove(&key);
+                    }
+                }
+            }
+        }
+        if self.checked.len() > 4096 {
+            self.checked.retain(|_, at| now.duration_since(*at) < RECENT);
+        }
+    }
+}
+
+/// The dedupe state of one consumer loop.
+pub(crate) struct Dedupe {
+    pub window: Duration,
+    /// `keys::handled(stream, group)`.
+    pub handled: String,
+    state: Mutex<State>,
+}
+
+/// What [`Dedupe::begin`] decided for a message.
+enum Begin {
+    /// Handled already: acknowledge without running.
+    Handled,
+    /// Run it; the guard tells the outcome to duplicates.
+    Run(RunGuard),
+    /// A duplicate is running here: wait for its outcome.
+    Wait(watch::Receiver<Run>),
+    /// Not screened, or screened too long ago: check Redis for this key alone.
+    Check,
+}
+
+impl Dedupe {
+    pub fn new(stream: &str, group: &str, window: Duration) -> Self {
+        Dedupe { window, handled: crate::keys::handled(stream, group), state: Mutex::default() }
+    }
+
+    /// What to do with message `id` of key `key` now; `checked` when Redis was just asked
+    /// about this key alone (and did not have it).
+    fn begin(self: &Arc<Self>, id: MessageId, key: &Bytes, checked: bool) -> Begin {
+        let mut state = lock(&self.state);
+        if state.screened.remove(&id) {
+            return Begin::Handled;
+        }
+        if let Some(slot) = state.slots.get(key) {
+            match *slot.state.borrow() {
+                Run::Succeeded => return Begin::Handled,
+                Run::Running => return Begin::Wait(slot.state.subscribe()),
+                Run::Failed => {}
+            }
+        }
+        if state.recorded_keys.contains_key(key) {
+            return Begin::Handled;
+        }
+        // A screening older than what `recorded` remembers may have missed a key recorded
+        // since by this process: ask again.
+        let screened_at = state.checked.remove(&id);
+        if !checked && screened_at.is_none_or(|at| at.elapsed() >= RECENT) {
+            return Begin::Check;
+        }
+        let (tx, _) = watch::channel(Run::Running);
+        state.slots.insert(key.clone(), Arc::new(Slot { owner: id, state: tx }));
+        Begin::Run(RunGuard { dedupe: self.clone(), id, key: key.clone(), done: false })
+    }
+
+    /// The keys to record for `ids`, in order (`None`: acknowledge only).
+    pub fn keys_for(&self, ids: &[MessageId]) -> Vec<Option<Bytes>> {
+        let state = lock(&self.state);
+        ids.iter().map(|id| state.to_record.get(id).cloned()).collect()
+    }
+
+    /// `ids` are acknowledged (or gone): their keys are recorded in Redis, their slots here
+    /// are no longer needed.
+    pub fn settled(&self, ids: &[MessageId]) {
+        let now = Instant::now();
+        let mut state = lock(&self.state);
+        state.forget_old(now);
+        for id in ids {
+            state.screened.remove(id);
+            state.checked.remove(id);
+            if let Some(key) = state.to_record.remove(id) {
+                if state.slots.get(&key).is_some_and(|slot| slot.owner == *id) {
+                    state.slots.remove(&key);
+                }
+                *state.recorded_keys.entry(key.clone()).or_default() += 1;
+                state.recorded.push_back((now, key));
+            }
+        }
+    }
+}
+
+/// A run of a key in this process; dropped without [`finish`](Self::finish) (cancelled), it
+/// counts as failed.
+struct RunGuard {
+    dedupe: Arc<Dedupe>,
+    id: MessageId,
+    key: Bytes,
+    done: bool,
+}
+
+impl RunGuard {
+    fn finish(mut self, succeeded: bool) {
+        self.done = true;
+        let mut state = lock(&self.dedupe.state);
+        let Some(slot) = state.slots.get(&self.key).filter(|slot| slot.owner == self.id).cloned() else { return };
+        if succeeded {
+            state.to_record.insert(self.id, self.key.clone());
+            slot.state.send_replace(Run::Succeeded);
+        } else {
+            state.slots.remove(&self.key);
+            slot.state.send_replace(Run::Failed);
+        }
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut state = lock(&self.dedupe.state);
+            if let Some(slot) = state.slots.get(&self.key).filter(|slot| slot.owner == self.id).cloned() {
+                state.slots.remove(&self.key);
+                slot.state.send_replace(Run::Failed);
+            }
+        }
+    }
+}
+
+/// Screens `entries` (one batch) against the group's `handled` set, in one script: those
+/// recorded are acknowledged without running when they start. A failed screening is logged
+/// and the batch runs unscreened (at-least-once holds; a duplicate may run).
+pub(crate) async fn screen<'a>(shared: &Shared, entries: impl IntoIterator<Item = &'a RawEntry>) {
+    let Some(dedupe) = &shared.dedupe else { return };
+    let (ids, keys): (Vec<MessageId>, Vec<Bytes>) =
+        entries.into_iter().filter(|e| !e.deleted).map(|e| (e.id, key_of(e))).unzip();
+    if ids.is_empty() {
+        return;
+    }
+    let client = shared.command.get();
+    let at = Instant::now();
+    match crate::dedupe::handled_among(&client, &dedupe.handled, keys).await {
+        Ok(found) => {
+            let mut handled = vec![false; ids.len()];
+            for at in found {
+                if let Some(h) = handled.get_mut(at) {
+                    *h = true;
+                }
+            }
+            let mut state = lock(&dedupe.state);
+            for (id, handled) in ids.into_iter().zip(handled) {
+                if handled {
+                    state.screened.insert(id);
+                } else {
+                    state.checked.insert(id, at);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(consumer = %shared.name, error = %e, "cannot check which messages were handled already; running them unchecked");
+            shared.command_failed(&client, &e).await;
+        }
+    }
+}
+
+/// The handling of one message of a dedupe consumer: acknowledged without running if its key
+/// was handled (screened, or succeeded here); after the outcome of a duplicate running here;
+/// else `run`, whose outcome is told to duplicates waiting here.
+pub(crate) fn handle(
+    shared: &Arc<Shared>,
+    dedupe: &Arc<Dedupe>,
+    entry: RawEntry,
+    run: impl FnOnce(RawEntry) -> BoxFuture<'static, Outcome> + Send + 'static,
+) -> BoxFuture<'static, Outcome> {
+    let key = key_of(&entry);
+    let id = entry.id;
+    let first = dedupe.begin(id, &key, false);
+    match first {
+        Begin::Handled => return deduplicated(shared),
+        Begin::Run(guard) => return Box::pin(run_guarded(run(entry), guard)),
+        Begin::Wait(_) | Begin::Check => {}
+    }
+    let (shared, dedupe) = (shared.clone(), dedupe.clone());
+    Box::pin(async move {
+        let mut next = first;
+        let mut checked = false;
+        loop {
+            next = match next {
+                Begin::Handled => return deduplicated(&shared).await,
+                Begin::Run(guard) => return run_guarded(run(entry), guard).await,
+                Begin::Wait(mut waiting) => {
+                    match waiting.wait_for(|run| *run != Run::Running).await.map(|run| *run) {
+                        Ok(Run::Succeeded) => return deduplicated(&shared).await,
+                        // Failed (or its slot is gone): look again; the first to look runs.
+                        _ => dedupe.begin(id, &key, checked),
+                    }
+                }
+                Begin::Check => {
+                    checked = true;
+                    if check_alone(&shared, &dedupe, &key).await {
+                        Begin::Handled
+                    } else {
+                        dedupe.begin(id, &key, true)
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Whether Redis records `key` as handled (a message not screened, or screened long ago). A
+/// failed check is logged and taken as "not handled" (the message runs: at-least-once).
+async fn check_alone(shared: &Shared, dedupe: &Dedupe, key: &Bytes) -> bool {
+    let client = shared.command.get();
+    match crate::dedupe::handled_among(&client, &dedupe.handled, vec![key.clone()]).await {
+        Ok(found) => !found.is_empty(),
+        Err(e) => {
+            tracing::warn!(consumer = %shared.name, error = %e, "cannot check whether a message was handled already; running it");
+            shared.command_failed(&client, &e).await;
+            false
+        }
+    }
+}
+
+async fn run_guarded(run: BoxFuture<'static, Outcome>, guard: RunGuard) -> Outcome {
+    let outcome = run.await;
+    guard.finish(matches!(outcome, Outcome::Done));
+    outcome
+}
+
+/// A message acknowledged without running: counted.
+fn deduplicated(shared: &Shared) -> BoxFuture<'static, Outcome> {
+    ConsumerStats::bump(&shared.stats.deduplicated, 1);
+    shared.metrics.deduplicated();
+    Box::pin(std::future::ready(Outcome::Deduplicated))
+}
+
+/// Acknowledges `ids` and records the keys of those that succeeded, in one script (see
+/// [`crate::dedupe::ack_and_record`]).
+pub(crate) async fn ack(
+    client: &Client,
+    shared: &Shared,
+    dedupe: &Dedupe,
+    ids: &[MessageId],
+) -> Result<u64, fred::error::Error> {
+    let keys = dedupe.keys_for(ids);
+    // Work-queue mode on a server with XACKDEL deletes what no group needs any more, as the
+    // plain acknowledgement does (see `super::acker::AckCommand`).
+    let delete = matches!(super::acker::AckCommand::of(shared), super::acker::AckCommand::XackDel);
+    let acked = crate::dedupe::ack_and_record(
+        client,
+        shared.stream(),
+        shared.group(),
+        &dedupe.handled,
+        dedupe.window,
+        delete,
+        ids,
+        keys.clone(),
+    )
+    .await;
+    match acked {
+        // Refused XACKDEL: the script stopped before its XACK (the keys it recorded are
+        // recorded again below); acknowledge with XACK from now on, as the acker does.
+        Err(e) if delete && e.details().contains("NOPERM") => {
+            tracing::warn!(consumer = %shared.name, error = %e, "XACKDEL is refused by the ACL: acknowledging with XACK; the retention trimmer deletes acknowledged entries instead (grant +xackdel to delete them at once)");
+            shared.xackdel_refused.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (stream, group) = (shared.stream(), shared.group());
+            crate::dedupe::ack_and_record(client, stream, group, &dedupe.handled, dedupe.window, false, ids, keys)
+                .await
+        }
+        other => other,
+    }
+}
