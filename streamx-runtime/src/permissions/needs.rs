@@ -60,6 +60,7 @@ pub(crate) struct EngineScript {
 pub(crate) fn engine_scripts() -> Vec<EngineScript> {
     let mut scripts = crate::worker::scripts();
     scripts.extend(crate::dead_letters::engine_scripts());
+    scripts.extend(crate::scheduler::engine_scripts());
     scripts
 }
 
@@ -376,6 +377,8 @@ local s = [[redis.call('SET')]]
                 "CLIENT UNBLOCK",
                 "EVALSHA",
                 "EXISTS",
+                "HDEL",
+                "HGET",
                 "INFO",
                 "PING",
                 "SADD",
@@ -398,6 +401,7 @@ local s = [[redis.call('SET')]]
                 "XREADGROUP",
                 "XTRIM",
                 "ZADD",
+                "ZCARD",
                 "ZRANGEBYSCORE",
                 "ZREM",
                 "ZSCORE",
@@ -425,6 +429,10 @@ local s = [[redis.call('SET')]]
             "DELETE",
             "DELETE_GROUP",
             "HAND_OVER",
+            // Delayed messages: scheduling (producers) and cancelling (operators).
+            "SCHEDULE",
+            "CANCEL",
+            "CANCEL_ALL",
         ];
         let known: Vec<&str> = engine_scripts().iter().map(|s| s.ident).chain(OPERATOR.iter().copied()).collect();
         let mut statics = Vec::new();
