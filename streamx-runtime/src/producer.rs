@@ -121,7 +121,10 @@ impl PublishOptions {
         } else if self.no_mkstream {
             Some(("no_mkstream", "whether the stream exists is known only when the message is due"))
         } else if self.max_len.is_some() {
-            Some(("max_len_approx", "a promoted message is added untrimmed; trim the stream with a publish or retention"))
+            Some((
+                "max_len_approx",
+                "a promoted message is added untrimmed; trim the stream with a publish or retention",
+            ))
         } else if self.headers.len() > crate::scheduler::MAX_HEADERS {
             Some(("more than 3,000 headers", "a delayed message's fields are added by one command in a Lua script"))
         } else {
@@ -321,7 +324,8 @@ impl Producer {
         when: std::time::SystemTime,
         options: &PublishOptions,
     ) -> Result<ScheduleId> {
-        let ms = when.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let ms =
+            when.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         self.schedule(stream, encode(stream, payload)?, "at", ms, options).await
     }
 
@@ -350,8 +354,9 @@ impl Producer {
             Value::from(ms.to_string()),
             Value::Bytes(Bytes::from(encoded)),
         ];
-        let scheduled: std::result::Result<Value, _> =
-            crate::scheduler::SCHEDULE.evalsha_with_reload(&client, crate::scheduler::schedule_keys(stream), args).await;
+        let scheduled: std::result::Result<Value, _> = crate::scheduler::SCHEDULE
+            .evalsha_with_reload(&client, crate::scheduler::schedule_keys(stream), args)
+            .await;
         if let Err(e) = scheduled {
             return Err(failed(&self.client, &client, "EVALSHA (schedule)", stream, e).await);
         }

@@ -160,12 +160,7 @@ impl Scheduled {
     /// Up to `limit` delayed messages of `stream` after `after` (from the soonest when
     /// `None`), in due order (ties by id), and the cursor of the next page. Messages promoted
     /// or cancelled meanwhile are left out; a page costs `O(log n + limit)`.
-    pub async fn list_page(
-        &self,
-        stream: &str,
-        after: Option<ScheduleCursor>,
-        limit: usize,
-    ) -> Result<ScheduledPage> {
+    pub async fn list_page(&self, stream: &str, after: Option<ScheduleCursor>, limit: usize) -> Result<ScheduledPage> {
         let limit = limit.max(1);
         let key = keys::scheduled(stream);
         let min = after.map_or_else(|| "-inf".to_string(), |c| c.due_ms.to_string());

@@ -154,7 +154,8 @@ end
 /// The fields of an entry (`data`, then `h:<name>` per header) encoded for the payload hash:
 /// `<len>:<bytes>` per field name and value.
 pub(crate) fn encode(data: &[u8], headers: &Headers) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 16 + headers.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>());
+    let mut out =
+        Vec::with_capacity(data.len() + 16 + headers.iter().map(|(k, v)| k.len() + v.len() + 16).sum::<usize>());
     let mut put = |bytes: &[u8]| {
         out.extend_from_slice(bytes.len().to_string().as_bytes());
         out.push(b':');
@@ -218,10 +219,7 @@ mod tests {
         let encoded = encode(&data, &headers);
         let fields = decode(&encoded).unwrap();
         let as_text: Vec<(&[u8], &[u8])> = fields.iter().map(|(k, v)| (&k[..], &v[..])).collect();
-        assert_eq!(
-            as_text,
-            [(&b"data"[..], &data[..]), (b"h:trace-id", b"a:b"), (b"h:empty", b"")],
-        );
+        assert_eq!(as_text, [(&b"data"[..], &data[..]), (b"h:trace-id", b"a:b"), (b"h:empty", b"")],);
         for bad in [&b""[..], b"4:data", b"4:data9:short", b"x:data1:a", b"4:data1:"] {
             assert!(decode(bad).is_none(), "{:?}", String::from_utf8_lossy(bad));
         }
@@ -232,8 +230,17 @@ mod tests {
         let id = ScheduleId::random();
         assert_eq!(id.to_string().len(), 32);
         assert_eq!(id.to_string().parse::<ScheduleId>().unwrap(), id);
-        assert_eq!("ABCDEF0123456789ABCDEF0123456789".parse::<ScheduleId>().unwrap().to_string(), "abcdef0123456789abcdef0123456789");
-        for bad in ["", "abc", "0123456789abcdef0123456789abcdeg", "+123456789abcdef0123456789abcdef", "0123456789abcdef0123456789abcdef0"] {
+        assert_eq!(
+            "ABCDEF0123456789ABCDEF0123456789".parse::<ScheduleId>().unwrap().to_string(),
+            "abcdef0123456789abcdef0123456789"
+        );
+        for bad in [
+            "",
+            "abc",
+            "0123456789abcdef0123456789abcdeg",
+            "+123456789abcdef0123456789abcdef",
+            "0123456789abcdef0123456789abcdef0",
+        ] {
             assert!(bad.parse::<ScheduleId>().is_err(), "{bad}");
         }
         assert_ne!(ScheduleId::random(), ScheduleId::random());

@@ -334,11 +334,9 @@ async fn a_broken_schedule_entry_never_holds_up_or_loses_the_rest() {
     assert_eq!(redis.cli(&["HDEL", &payloads, &lost.to_string()]).unwrap().trim(), "1");
     let arrivals: Arrivals = Arc::default();
     let runtime = start_runtime(&url, vec![recording(&stream, "g", &arrivals)]).await;
-    wait_until(Duration::from_secs(5), "the three others handled", || async {
-        arrivals.lock().unwrap().len() >= 3
-    })
-    .await
-    .unwrap();
+    wait_until(Duration::from_secs(5), "the three others handled", || async { arrivals.lock().unwrap().len() >= 3 })
+        .await
+        .unwrap();
     assert_eq!(scheduled.count(&stream).await.unwrap(), 0, "the broken one is dropped from the schedule");
 
     // The stream's key turns into a string: every XADD fails; nothing is lost meanwhile.
@@ -351,11 +349,9 @@ async fn a_broken_schedule_entry_never_holds_up_or_loses_the_rest() {
         producer.publish_after(&other, &n, Duration::ZERO).await.unwrap();
     }
     // Promotion is attempted (and backs off): Redis counts the XADDs that failed.
-    wait_until(Duration::from_secs(5), "three failed promotion attempts", || async {
-        failed_xadds(&redis) >= 3
-    })
-    .await
-    .unwrap();
+    wait_until(Duration::from_secs(5), "three failed promotion attempts", || async { failed_xadds(&redis) >= 3 })
+        .await
+        .unwrap();
     assert_eq!(scheduled.count(&other).await.unwrap(), 5, "kept while the XADD fails");
     redis.cli(&["DEL", &other]).unwrap();
     wait_until(Duration::from_secs(10), "promoted once the key is a stream again", || async {
