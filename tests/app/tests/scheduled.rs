@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{on_both_topologies, start_runtime, wait_until, TestRedis, Topology};
+use common::{
+    http_get, on_both_topologies, prometheus_value, start_runtime, start_runtime_with, wait_until, TestRedis, Topology,
+};
 use futures_util::TryStreamExt;
 use streamx::testing::{unique_name, RedisServer};
 use streamx::{
@@ -408,4 +410,28 @@ async fn options_that_cannot_apply_later_are_refused_and_durable_waits() {
     assert_eq!(listed[0].due_ms(), want);
     let by_id: BTreeMap<String, u64> = listed.iter().map(|m| (m.id.to_string(), m.due_ms())).collect();
     assert_eq!(by_id.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promotions_are_counted_in_the_metrics() {
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
+    let url = redis.url();
+    let stream = unique_name("metrics");
+    let producer = Producer::connect(&url).await.unwrap();
+    for n in 0..5u64 {
+        producer.publish_after(&stream, &n, Duration::ZERO).await.unwrap();
+    }
+    producer.publish_after(&stream, &9u64, Duration::from_secs(3_600)).await.unwrap();
+    let arrivals: Arrivals = Arc::default();
+    let runtime = start_runtime_with(&url, vec![recording(&stream, "g", &arrivals)], |b| b.http("127.0.0.1:0")).await;
+    let addr = runtime.http_addr().unwrap();
+    let labels = [("stream", stream.as_str())];
+    wait_until(Duration::from_secs(10), "5 promoted, 1 left, in /metrics", || async {
+        let text = http_get(addr, "/metrics").await.1;
+        prometheus_value(&text, "streamx_scheduled_promoted_total", &labels) == Some(5.0)
+            && prometheus_value(&text, "streamx_scheduled_messages", &labels) == Some(1.0)
+    })
+    .await
+    .unwrap();
+    runtime.shutdown().await.unwrap();
 }
