@@ -221,13 +221,18 @@ async fn a_cancel_racing_the_promotion_either_cancels_or_delivers(topology: Topo
     let producer = Producer::connect(&url).await.unwrap();
     let scheduled = Scheduled::connect(&url).await.unwrap();
     let mut ids = Vec::new();
-    // Due one a millisecond from 300 ms on, cancelled latest first: the cancels of the
-    // latest come before they are due, those of the earliest after, and some in between
-    // race the promotion.
+    // Due one a millisecond from 300 ms on, cancelled latest first once the first has
+    // arrived: the cancels of the latest come before they are due, those of the earliest
+    // after, and some in between race the promotion.
     let base = SystemTime::now() + Duration::from_millis(300);
     for n in 0..1_000u64 {
         ids.push((n, producer.publish_at(&stream, &n, base + Duration::from_millis(n)).await.unwrap()));
     }
+    wait_until(Duration::from_secs(10), "the first message handled", || async {
+        !arrivals.lock().unwrap().is_empty()
+    })
+    .await
+    .unwrap();
     let mut cancelled = HashSet::new();
     for (n, id) in ids.iter().rev() {
         if scheduled.cancel(&stream, id).await.unwrap() {
