@@ -312,8 +312,15 @@ async fn the_api_asks_for_the_token_and_changes_need_the_action_header() {
     assert_eq!(status, 200);
     let overview: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(overview["read_only"], false);
-    let board = overview["streams"].as_array().unwrap().iter().find(|v| v["stream"] == seeded.stream.as_str());
-    assert_eq!(board.unwrap()["scheduled"], 4, "the overview counts the delayed messages: {overview}");
+    // The overview counts the delayed messages once a sample has read the stream.
+    wait_until(WAIT, "the seeded stream with its 4 delayed messages", || async {
+        let body = http(dashboard.addr, "GET", "/api/overview?token=s3cret", &[]).1;
+        let overview: Value = serde_json::from_str(&body).unwrap();
+        let streams = overview["streams"].as_array().cloned().unwrap_or_default();
+        streams.iter().any(|v| v["stream"] == seeded.stream.as_str() && v["scheduled"] == 4)
+    })
+    .await
+    .unwrap();
     let bearer = ("Authorization", "Bearer s3cret");
     let purge = format!("/api/streams/{}/dead-letters/purge", seeded.failing);
     let (status, body) = http(dashboard.addr, "POST", &purge, &[bearer]);

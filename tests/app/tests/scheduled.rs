@@ -228,11 +228,9 @@ async fn a_cancel_racing_the_promotion_either_cancels_or_delivers(topology: Topo
     for n in 0..1_000u64 {
         ids.push((n, producer.publish_at(&stream, &n, base + Duration::from_millis(n)).await.unwrap()));
     }
-    wait_until(Duration::from_secs(10), "the first message handled", || async {
-        !arrivals.lock().unwrap().is_empty()
-    })
-    .await
-    .unwrap();
+    wait_until(Duration::from_secs(10), "the first message handled", || async { !arrivals.lock().unwrap().is_empty() })
+        .await
+        .unwrap();
     let mut cancelled = HashSet::new();
     for (n, id) in ids.iter().rev() {
         if scheduled.cancel(&stream, id).await.unwrap() {
