@@ -438,3 +438,57 @@ async fn promotions_are_counted_in_the_metrics() {
     .unwrap();
     runtime.shutdown().await.unwrap();
 }
+
+/// Promotion throughput: 100,000 messages all due at once, promoted by one runtime (no
+/// consumer work beyond counting). Run with
+/// `cargo test --release -p streamx-test-app --test scheduled promotion_throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn promotion_throughput() {
+    const N: u64 = 100_000;
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
+    let url = redis.url();
+    let stream = unique_name("throughput");
+    let producer = Producer::connect(&url).await.unwrap();
+    let due = SystemTime::now() + Duration::from_secs(3_600);
+    let started = Instant::now();
+    for chunk in (0..N).collect::<Vec<_>>().chunks(1_000) {
+        let calls = chunk.iter().map(|n| producer.publish_at(&stream, n, due));
+        for r in futures_util::future::join_all(calls).await {
+            r.unwrap();
+        }
+    }
+    let scheduling = started.elapsed();
+    // Make them all due now: every score to 0 (one ZUNIONSTORE with weight 0).
+    let key = streamx::keys::scheduled(&stream);
+    redis.cli(&["ZUNIONSTORE", &key, "1", &key, "WEIGHTS", "0"]).unwrap();
+    let scheduled = Scheduled::connect(&url).await.unwrap();
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = counted.clone();
+    let consumer = Consumer::new(stream.clone(), "g".to_string(), move |_: Message<u64>| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    })
+    .concurrency(64);
+    let started = Instant::now();
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    wait_until(Duration::from_secs(120), "all promoted", || async { scheduled.count(&stream).await.unwrap() == 0 })
+        .await
+        .unwrap();
+    let promoting = started.elapsed();
+    wait_until(Duration::from_secs(120), "all handled", || async {
+        counted.load(std::sync::atomic::Ordering::Relaxed) >= N
+    })
+    .await
+    .unwrap();
+    let handling = started.elapsed();
+    runtime.shutdown().await.unwrap();
+    eprintln!(
+        "scheduled {N} in {scheduling:?} ({:.0}/s); promoted in {promoting:?} ({:.0}/s); all handled after {handling:?}",
+        N as f64 / scheduling.as_secs_f64(),
+        N as f64 / promoting.as_secs_f64()
+    );
+    assert_eq!(redis.xlen(&stream).unwrap(), N);
+}
