@@ -4,11 +4,21 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{on_both_topologies, run_fails, run_json, run_ok, TestRedis, Topology};
 use streamx_runtime::{Headers, Producer, PublishOptions, Scheduled};
 use streamx_testing::unique_name;
+
+/// Fails with every violation when `value` does not match the schema `name` in docs/json.
+fn assert_matches(name: &str, value: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/json").join(format!("{name}.json"));
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "{name}: {errors:#?}\n{value:#}");
+}
 
 async fn list_and_cancel(topology: Topology) {
     let redis = TestRedis::start(topology).unwrap();
@@ -24,6 +34,7 @@ async fn list_and_cancel(topology: Topology) {
     }
 
     let listed = run_json(&url, &["scheduled", "list", &stream, "--limit", "3"]);
+    assert_matches("scheduled-list", &listed);
     assert_eq!(listed["total"], 5);
     let entries = listed["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 3);
@@ -45,6 +56,7 @@ async fn list_and_cancel(topology: Topology) {
     assert_eq!(scheduled.count(&stream).await.unwrap(), 5);
 
     let cancelled = run_json(&url, &["scheduled", "cancel", &stream, &a, &b, "--yes"]);
+    assert_matches("scheduled-cancel", &cancelled);
     assert_eq!(cancelled["cancelled"], serde_json::json!([a, b]));
     assert_eq!(scheduled.count(&stream).await.unwrap(), 3);
     // Cancelled already: not found (exit 4); not an id: usage (exit 2).
@@ -54,6 +66,11 @@ async fn list_and_cancel(topology: Topology) {
     let out = run_ok(&url, &["scheduled", "cancel", &stream, &ids[2].to_string(), "--yes"]);
     assert!(out.contains(&format!("cancelled {}", ids[2])), "{out}");
     let left = run_json(&url, &["scheduled", "list", &stream, "--limit", "0"]);
+    assert_matches("scheduled-list", &left);
+    // `info` (and the dashboard) show the count of a stream that exists.
+    producer.publish(&stream, &serde_json::json!({ "now": true })).await.unwrap();
+    let info = run_json(&url, &["info", &stream]);
+    assert_eq!(info["scheduled"], 2, "{info}");
     assert_eq!(left["total"], 2);
     assert_eq!(left["entries"], serde_json::json!([]));
 }
