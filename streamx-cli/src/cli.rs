@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use streamx_runtime::{MessageId, DEFAULT_REDIS_URL, REDIS_URL_ENV};
+use streamx_runtime::{MessageId, ScheduleId, DEFAULT_REDIS_URL, REDIS_URL_ENV};
 
 /// The exit codes, as shown at the end of `--help` (and in the README).
 pub const EXIT_CODES_HELP: &str = "\
@@ -18,7 +18,7 @@ Exit codes:
   4  not found: unknown stream, group or dead letter
   5  permission denied: NOPERM (the message names the command and the key)
   6  confirmation needed: more than one dead letter to replay or purge (or a retry or
-     group to delete), no --yes, and standard input is not a terminal (or the answer
+     group to delete, or a delayed message to cancel), no --yes, and standard input is not a terminal (or the answer
      was no); or a consumer to remove looks alive and --force was not given";
 
 /// Operate streamx: inspect streams, groups and dead letters, tail and publish, replay,
@@ -96,6 +96,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: RetriesCommand,
+    },
+    /// Delayed messages (`publish_after` / `publish_at`) of a stream: list them, cancel some.
+    Scheduled {
+        /// What to do.
+        #[command(subcommand)]
+        command: ScheduledCommand,
     },
     /// Consumer groups: create, delete, reset the position, remove a stopped consumer.
     Group {
@@ -316,6 +322,31 @@ pub enum RetriesCommand {
         group: String,
         /// The entry's id.
         id: MessageId,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `streamx scheduled ...`.
+#[derive(Debug, Subcommand)]
+pub enum ScheduledCommand {
+    /// The delayed messages of a stream, soonest due first: schedule id, when due, payload.
+    List {
+        /// The stream key.
+        stream: String,
+        /// Show at most this many (`--limit 0` prints only the count).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Cancel delayed messages by schedule id: each is either cancelled (never delivered) or
+    /// was promoted already, never both.
+    Cancel {
+        /// The stream key.
+        stream: String,
+        /// The schedule ids (as `scheduled list` shows them).
+        #[arg(required = true)]
+        ids: Vec<ScheduleId>,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,

@@ -56,6 +56,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Top(args) => commands::top::top(&conn, args, json).await,
         Command::Dashboard(args) => dashboard::serve(conn, args).await,
         Command::Retries { command } => commands::retries::run(&conn, command, json).await,
+        Command::Scheduled { command } => commands::scheduled::run(&conn, command, json).await,
         Command::Group { command } => commands::group::run(&conn, command, json).await,
     }
 }

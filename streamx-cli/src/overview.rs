@@ -1,5 +1,5 @@
-//! What a stream looks like now: length, first and last entry, groups, dead letters. One
-//! place that reads it for `streams`, `info`, `top` and the dashboard.
+//! What a stream looks like now: length, first and last entry, groups, dead letters, delayed
+//! messages. One place that reads it for `streams`, `info`, `top` and the dashboard.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use fred::types::Value;
 use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use streamx_runtime::wire::parse_entries;
-use streamx_runtime::{GroupInfo, MessageId};
+use streamx_runtime::{GroupInfo, MessageId, Scheduled};
 
 use crate::connection::{dead_letter_key, Connection};
 use crate::discovery::Discovery;
@@ -40,6 +40,8 @@ pub struct StreamOverview {
     pub dead_letter_stream: String,
     /// How many dead letters are there.
     pub dead_letters: u64,
+    /// How many delayed messages wait to be added to it (`publish_after` / `publish_at`).
+    pub scheduled: u64,
     /// Its consumer groups.
     pub groups: Vec<GroupOverview>,
     /// The Redis user may not read it (`NOPERM`): listed, with no figures.
@@ -58,6 +60,7 @@ impl StreamOverview {
             last_entry: None,
             dead_letter_stream: dead_letter_key(stream),
             dead_letters: 0,
+            scheduled: 0,
             groups: Vec::new(),
             no_permission: true,
         }
@@ -138,8 +141,9 @@ pub async fn stream(conn: &Connection, stream: &str) -> Result<Option<StreamOver
     };
     let groups = async { Ok::<_, CliError>(conn.inspector().groups(stream).await?) };
     let dead_letters = async { Ok::<_, CliError>(conn.dead_letters(stream, None).count().await?) };
-    // All three at once; a stream that is gone (or no stream) makes the others' errors moot.
-    let (info, groups, dead_letters) = tokio::join!(info, groups, dead_letters);
+    let scheduled = async { Ok::<_, CliError>(Scheduled::with_client(conn.client()).count(stream).await?) };
+    // All at once; a stream that is gone (or no stream) makes the others' errors moot.
+    let (info, groups, dead_letters, scheduled) = tokio::join!(info, groups, dead_letters, scheduled);
     let Some(info) = info? else { return Ok(None) };
     let mut overview = StreamOverview {
         stream: stream.to_string(),
@@ -150,6 +154,7 @@ pub async fn stream(conn: &Connection, stream: &str) -> Result<Option<StreamOver
         last_entry: None,
         dead_letter_stream,
         dead_letters: dead_letters?,
+        scheduled: scheduled?,
         groups: groups?.into_iter().map(GroupOverview::from).collect(),
         no_permission: false,
     };

@@ -100,6 +100,7 @@ mod tests {
                 last_entry: None,
                 dead_letter_stream: "{s}:dlq".into(),
                 dead_letters: 0,
+                scheduled: 0,
                 groups: vec![group],
                 no_permission: false,
             }],

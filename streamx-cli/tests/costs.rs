@@ -128,7 +128,7 @@ fn costs_size() -> u64 {
 /// Defect 3: the commands per `top` refresh and per dashboard sample and pending panel
 /// request are the same at 100,000 and at 200,000 unrelated keys and pending entries (see
 /// [`costs_size`]): one SMEMBERS of the registry, one SCAN page, three reads per stream
-/// shown; two XPENDING (the summary and one page of the rows shown) per panel.
+/// shown (four with the count of delayed messages); two XPENDING (the summary and one page of the rows shown) per panel.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refresh_costs_the_same_whatever_the_size_of_redis() {
     let server = RedisServer::start().unwrap();
@@ -156,13 +156,21 @@ async fn a_refresh_costs_the_same_whatever_the_size_of_redis() {
         per_size.push((top, panel, sampler, taken));
     }
     let (top, panel, ..) = &per_size[0];
-    // orders and payments: XINFO STREAM, XINFO GROUPS and XLEN of the dead letters each, and
-    // XINFO CONSUMERS for orders' group, which has a consumer (placeholders are not counted).
-    let expected: BTreeMap<String, u64> =
-        [("smembers", 1), ("scan", 1), ("xinfo|stream", 2), ("xinfo|groups", 2), ("xlen", 2), ("xinfo|consumers", 1)]
-            .into_iter()
-            .map(|(c, n)| (c.to_string(), n))
-            .collect();
+    // orders and payments: XINFO STREAM, XINFO GROUPS, XLEN of the dead letters and ZCARD of
+    // the delayed messages each, and XINFO CONSUMERS for orders' group, which has a consumer
+    // (placeholders are not counted).
+    let expected: BTreeMap<String, u64> = [
+        ("smembers", 1),
+        ("scan", 1),
+        ("xinfo|stream", 2),
+        ("xinfo|groups", 2),
+        ("xlen", 2),
+        ("zcard", 2),
+        ("xinfo|consumers", 1),
+    ]
+    .into_iter()
+    .map(|(c, n)| (c.to_string(), n))
+    .collect();
     assert_eq!(top, &expected, "per top refresh");
     assert_eq!(&per_size[1].0, top, "per top refresh at twice the size");
     // The panel: EXISTS and XINFO GROUPS (does the group exist), the summary and one page.

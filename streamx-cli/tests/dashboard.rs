@@ -83,6 +83,10 @@ async fn seed(redis: &TestRedis) -> Seeded {
     let failing = unique_name("payments");
     let producer = Producer::connect(&url).await.unwrap();
     producer.publish_batch(&stream, &(0..30).collect::<Vec<u64>>()).await.unwrap();
+    // Delayed messages not due for an hour: the overview counts them.
+    for n in 0..4u64 {
+        producer.publish_after(&stream, &n, Duration::from_secs(3_600)).await.unwrap();
+    }
     redis.cli(&["XGROUP", "CREATE", &stream, "billing", "0"]).unwrap();
     redis.cli(&["XGROUP", "CREATE", &stream, "audit", "0"]).unwrap();
     redis.cli(&["XREADGROUP", "GROUP", "billing", "worker-1", "COUNT", "10", "STREAMS", &stream, ">"]).unwrap();
@@ -126,6 +130,8 @@ async fn the_page_shows_groups_charts_pending_and_replays_a_dead_letter() {
     assert_eq!(text(client, &lag_cell("audit")).await.as_deref(), Some("30"));
     let length = format!("tr.stream[data-stream=\"{s}\"] td.length");
     assert_eq!(text(client, &length).await.as_deref(), Some("30"));
+    let scheduled = format!("tr.stream[data-stream=\"{s}\"] td.scheduled");
+    assert_eq!(text(client, &scheduled).await.as_deref(), Some("4"), "the delayed messages");
 
     // The pending entries of a group, oldest first.
     let pending_button = format!("tr.group[data-stream=\"{s}\"][data-group=\"billing\"] button.show-pending");
@@ -306,6 +312,15 @@ async fn the_api_asks_for_the_token_and_changes_need_the_action_header() {
     assert_eq!(status, 200);
     let overview: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(overview["read_only"], false);
+    // The overview counts the delayed messages once a sample has read the stream.
+    wait_until(WAIT, "the seeded stream with its 4 delayed messages", || async {
+        let body = http(dashboard.addr, "GET", "/api/overview?token=s3cret", &[]).1;
+        let overview: Value = serde_json::from_str(&body).unwrap();
+        let streams = overview["streams"].as_array().cloned().unwrap_or_default();
+        streams.iter().any(|v| v["stream"] == seeded.stream.as_str() && v["scheduled"] == 4)
+    })
+    .await
+    .unwrap();
     let bearer = ("Authorization", "Bearer s3cret");
     let purge = format!("/api/streams/{}/dead-letters/purge", seeded.failing);
     let (status, body) = http(dashboard.addr, "POST", &purge, &[bearer]);

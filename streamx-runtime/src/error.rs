@@ -146,6 +146,19 @@ pub enum Error {
         /// The stream.
         stream: String,
     },
+    /// A delayed publish ([`Producer::publish_after_with`](crate::Producer::publish_after_with),
+    /// [`publish_at_with`](crate::Producer::publish_at_with)) was given an option that cannot
+    /// apply to an entry added later (an explicit id, `no_mkstream`, `max_len_approx` or
+    /// `max_len_acked`, an idempotency key), or more headers than a delayed message may carry. Nothing was scheduled.
+    #[error("a delayed publish to `{stream}` cannot take {option}: {reason}")]
+    Unschedulable {
+        /// The stream.
+        stream: String,
+        /// The option refused.
+        option: &'static str,
+        /// Why, and what to do instead.
+        reason: &'static str,
+    },
     /// A payload could not be serialized to JSON when publishing.
     #[error("cannot encode payload for stream `{stream}`: {source}")]
     Encode {

@@ -280,6 +280,9 @@ pub fn engine_keys(stream: &str, group: &str, dead_letters: Option<&str>) -> Vec
         ("heartbeats", heartbeats(stream, group)),
         ("take-over marks", takeover_marks(stream, group)),
         ("member deadlines", member_deadlines(stream, group)),
+        // The promotion of delayed messages, one per stream (see `scheduler`).
+        ("scheduled messages", scheduled(stream)),
+        ("scheduled payloads", scheduled_payloads(stream)),
     ]);
     keys
 }

@@ -28,6 +28,7 @@ mod registry;
 pub mod retention;
 mod retry_delay;
 mod runtime;
+mod scheduler;
 mod scripts;
 mod shutdown;
 mod state;
@@ -60,6 +61,9 @@ pub use retention::Retention;
 pub use runtime::{
     run, RunningRuntime, Runtime, RuntimeBuilder, DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_METRICS_INTERVAL, HTTP_ADDR_ENV,
+};
+pub use scheduler::{
+    ParseScheduleIdError, ScheduleCursor, ScheduleId, Scheduled, ScheduledMessage, ScheduledPage, SCHEDULED_AT_HEADER,
 };
 pub use state::State;
 pub use wire::{DATA_FIELD, HEADER_PREFIX};

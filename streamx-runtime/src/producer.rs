@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::keys::slot;
 use crate::message::{Headers, MessageId};
 use crate::observe::PublishMetrics;
+use crate::scheduler::ScheduleId;
 use crate::wire::{entry_fields, value_bytes};
 
 /// How many XADDs one round trip of [`Producer::publish_batch`] carries.
@@ -178,7 +179,6 @@ impl PublishOptions {
     }
 
     /// The headers set so far.
-    #[cfg(feature = "opentelemetry")]
     pub(crate) fn headers_ref(&self) -> &Headers {
         &self.headers
     }
@@ -188,6 +188,30 @@ impl PublishOptions {
         match (self.max_len_acked, self.max_len) {
             (Some(_), Some(_)) => Err(Error::ConflictingTrim { stream: stream.to_string() }),
             (acked, _) => Ok(acked),
+        }
+    }
+
+    /// The first option set that a delayed publish cannot take, with why (see
+    /// [`Error::Unschedulable`]); `durable` applies to the schedule's write.
+    fn unschedulable(&self) -> Option<(&'static str, &'static str)> {
+        if self.id.is_some() {
+            Some(("an explicit id", "the entry is added when it is due, after entries added meanwhile"))
+        } else if self.no_mkstream {
+            Some(("no_mkstream", "whether the stream exists is known only when the message is due"))
+        } else if self.max_len.is_some() || self.max_len_acked.is_some() {
+            Some((
+                "max_len_approx or max_len_acked",
+                "a promoted message is added untrimmed; trim the stream with a publish or retention",
+            ))
+        } else if self.idempotency_key.is_some() {
+            Some((
+                "an idempotency key",
+                "a delayed message is published when due; cancel a schedule with `Scheduled::cancel` instead",
+            ))
+        } else if self.headers.len() > crate::scheduler::MAX_HEADERS {
+            Some(("more than 3,000 headers", "a delayed message's fields are added by one command in a Lua script"))
+        } else {
+            None
         }
     }
 
@@ -425,6 +449,118 @@ impl Producer {
                 return Ok(());
             }
         }
+    }
+
+    /// Publishes `payload` (as JSON) to `stream` once `delay` has passed, on the Redis
+    /// server's clock: the message waits in Redis (in the stream's hash slot, durable as
+    /// Redis is) and a running [`Runtime`](crate::Runtime) with a consumer of `stream` adds it
+    /// to the stream when due, with the header
+    /// [`SCHEDULED_AT_HEADER`](crate::SCHEDULED_AT_HEADER). Returns its [`ScheduleId`], with
+    /// which [`Scheduled`](crate::Scheduled) lists or cancels it (the stream entry and its id
+    /// exist only once it is promoted). See the README's "Delayed messages".
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: streamx_runtime::Producer) -> Result<(), streamx_runtime::Error> {
+    /// use std::time::Duration;
+    /// let id = producer.publish_after("reminders", &"call back", Duration::from_secs(3600)).await?;
+    /// println!("scheduled {id}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_after<T: Serialize + ?Sized>(
+        &self,
+        stream: &str,
+        payload: &T,
+        delay: Duration,
+    ) -> Result<ScheduleId> {
+        self.publish_after_with(stream, payload, delay, &PublishOptions::default()).await
+    }
+
+    /// [`publish_after`](Self::publish_after) with options: the headers are kept;
+    /// [`durable`](PublishOptions::durable) waits for replicas of the schedule's write; an
+    /// explicit [`id`](PublishOptions::id), [`no_mkstream`](PublishOptions::no_mkstream) and
+    /// [`max_len_approx`](PublishOptions::max_len_approx) are refused with
+    /// [`Error::Unschedulable`] (nothing is scheduled).
+    pub async fn publish_after_with<T: Serialize + ?Sized>(
+        &self,
+        stream: &str,
+        payload: &T,
+        delay: Duration,
+        options: &PublishOptions,
+    ) -> Result<ScheduleId> {
+        // Whole milliseconds, rounded up: never due before `delay` has passed.
+        let ms = delay.as_nanos().div_ceil(1_000_000);
+        let ms = u64::try_from(ms).unwrap_or(u64::MAX);
+        self.schedule(stream, encode(stream, payload)?, "after", ms, options).await
+    }
+
+    /// Publishes `payload` (as JSON) to `stream` at `when` (this machine's wall time, as
+    /// Unix ms); a time in the past is due at once. Otherwise as
+    /// [`publish_after`](Self::publish_after).
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: streamx_runtime::Producer) -> Result<(), streamx_runtime::Error> {
+    /// use std::time::{Duration, SystemTime};
+    /// let tomorrow = SystemTime::now() + Duration::from_secs(86_400);
+    /// let id = producer.publish_at("reminders", &"renew the subscription", tomorrow).await?;
+    /// # let _ = id;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_at<T: Serialize + ?Sized>(
+        &self,
+        stream: &str,
+        payload: &T,
+        when: std::time::SystemTime,
+    ) -> Result<ScheduleId> {
+        self.publish_at_with(stream, payload, when, &PublishOptions::default()).await
+    }
+
+    /// [`publish_at`](Self::publish_at) with options (as for
+    /// [`publish_after_with`](Self::publish_after_with)).
+    pub async fn publish_at_with<T: Serialize + ?Sized>(
+        &self,
+        stream: &str,
+        payload: &T,
+        when: std::time::SystemTime,
+        options: &PublishOptions,
+    ) -> Result<ScheduleId> {
+        let ms =
+            when.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.schedule(stream, encode(stream, payload)?, "at", ms, options).await
+    }
+
+    /// Schedules one encoded message (see [`crate::scheduler::SCHEDULE`]): `mode` is `at`
+    /// (`ms` is the due time) or `after` (`ms` is added to the Redis clock).
+    async fn schedule(
+        &self,
+        stream: &str,
+        data: Bytes,
+        mode: &'static str,
+        ms: u64,
+        options: &PublishOptions,
+    ) -> Result<ScheduleId> {
+        if let Some((option, reason)) = options.unschedulable() {
+            return Err(Error::Unschedulable { stream: stream.to_string(), option, reason });
+        }
+        #[cfg(feature = "opentelemetry")]
+        let options = &*crate::observe::trace_context::with_current_context(options);
+        let client = self.client.get();
+        self.registered.once(&client, stream).await;
+        let id = ScheduleId::random();
+        let encoded = crate::scheduler::encode(&data, options.headers_ref());
+        let args = vec![
+            Value::from(id.to_string()),
+            Value::from(mode),
+            Value::from(ms.to_string()),
+            Value::Bytes(Bytes::from(encoded)),
+        ];
+        let scheduled: std::result::Result<Value, _> = crate::scheduler::SCHEDULE
+            .evalsha_with_reload(&client, crate::scheduler::schedule_keys(stream), args)
+            .await;
+        if let Err(e) = scheduled {
+            return Err(failed(&self.client, &client, "EVALSHA (schedule)", stream, e).await);
+        }
+        wait_for_replicas(&self.client, &client, stream, options).await?;
+        Ok(id)
     }
 
     /// Publishes every payload, in order, in pipelined round trips of up to 500 XADDs, up to

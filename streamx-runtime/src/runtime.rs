@@ -604,6 +604,10 @@ impl Runtime {
             capabilities,
             token.child_token(),
         );
+        // One promoter of delayed messages per distinct stream, stopped before the loops.
+        let promoting = CancellationToken::new();
+        let promoters =
+            crate::scheduler::promoter::spawn_all(self.consumers.iter().map(|c| c.stream()), &command, &promoting);
         let mut loops = Vec::with_capacity(self.consumers.len());
         for consumer in self.consumers {
             let settings = LoopSettings {
@@ -635,6 +639,8 @@ impl Runtime {
         };
         Ok(RunningRuntime {
             token,
+            promoting,
+            promoters,
             loops,
             trimmers,
             readiness,
@@ -658,6 +664,8 @@ fn default_member_name() -> String {
 /// A started runtime.
 pub struct RunningRuntime {
     token: CancellationToken,
+    promoting: CancellationToken,
+    promoters: Vec<tokio::task::JoinHandle<()>>,
     loops: Vec<LoopHandle>,
     /// The retention trimmers (see [`crate::retention`]), one per stream with a retention.
     trimmers: Vec<tokio::task::JoinHandle<()>>,
@@ -716,6 +724,12 @@ impl RunningRuntime {
     /// Stops reading, lets in-flight handlers finish (up to the shutdown timeout), sends
     /// the last acknowledgements and hands unfinished messages back to the group.
     pub async fn shutdown(self) -> Result<()> {
+        // Delayed messages stop being promoted first (those due later wait in Redis for the
+        // next runtime), then the loops drain.
+        self.promoting.cancel();
+        for promoter in self.promoters {
+            let _ = promoter.await;
+        }
         self.token.cancel();
         let mut failed = None;
         for l in self.loops {

@@ -99,6 +99,7 @@ pub async fn info(conn: &Connection, stream: &str, json: bool) -> Result<()> {
         vec!["first entry".to_string(), or_dash(mark(&info.first_entry))],
         vec!["last entry".to_string(), or_dash(mark(&info.last_entry))],
         vec!["dead letters".to_string(), format!("{} in {}", info.dead_letters, info.dead_letter_stream)],
+        vec!["delayed messages".to_string(), info.scheduled.to_string()],
     ];
     println!("{}\n", output::facts(facts));
     if info.groups.is_empty() {

@@ -6,5 +6,6 @@ pub mod group;
 pub mod inspect;
 pub mod publish;
 pub mod retries;
+pub mod scheduled;
 pub mod tail;
 pub mod top;

@@ -51,6 +51,14 @@ pub const DEAD_LETTER_LENGTH: &str = "streamx_dead_letter_stream_length";
 /// Gauge, labels `stream`, `group`, `consumer`: handlers running (or about to) in this
 /// process.
 pub const IN_FLIGHT: &str = "streamx_handlers_in_flight";
+/// Counter, labels `stream`: delayed messages a runtime added to their stream when due.
+pub const SCHEDULED_PROMOTED: &str = "streamx_scheduled_promoted_total";
+/// Counter, labels `stream`: delayed messages dropped from the schedule at promotion because
+/// their payload was missing or unreadable (written or deleted by hand; logged as a warning).
+pub const SCHEDULED_DROPPED: &str = "streamx_scheduled_dropped_total";
+/// Gauge, labels `stream`: delayed messages waiting to be promoted, as of the last promotion
+/// tick of this runtime.
+pub const SCHEDULED_PENDING: &str = "streamx_scheduled_messages";
 
 /// Label: the stream.
 pub const LABEL_STREAM: &str = "stream";

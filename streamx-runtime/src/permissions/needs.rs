@@ -69,6 +69,7 @@ pub(crate) fn engine_scripts() -> Vec<EngineScript> {
     let mut scripts = crate::worker::scripts();
     scripts.extend(crate::dead_letters::engine_scripts());
     scripts.extend(crate::retention::engine_scripts());
+    scripts.extend(crate::scheduler::engine_scripts());
     scripts
 }
 
@@ -388,6 +389,8 @@ local s = [[redis.call('SET')]]
                 "EVALSHA",
                 "EXISTS",
                 "GET",
+                "HDEL",
+                "HGET",
                 "INFO",
                 "PING",
                 "SADD",
@@ -411,6 +414,7 @@ local s = [[redis.call('SET')]]
                 "XREADGROUP",
                 "XTRIM",
                 "ZADD",
+                "ZCARD",
                 "ZMSCORE",
                 "ZRANGEBYSCORE",
                 "ZREM",
@@ -443,6 +447,10 @@ local s = [[redis.call('SET')]]
             "PUBLISH_ACKED",
             // The producer's idempotent publish (not the consumer loop's).
             "PUBLISH_ONCE",
+            // Delayed messages: scheduling (producers) and cancelling (operators).
+            "SCHEDULE",
+            "CANCEL",
+            "CANCEL_ALL",
         ];
         let known: Vec<&str> = engine_scripts().iter().map(|s| s.ident).chain(OPERATOR.iter().copied()).collect();
         let mut statics = Vec::new();

@@ -347,8 +347,7 @@ pub(crate) async fn ack(
             tracing::warn!(consumer = %shared.name, error = %e, "XACKDEL is refused by the ACL: acknowledging with XACK; the retention trimmer deletes acknowledged entries instead (grant +xackdel to delete them at once)");
             shared.xackdel_refused.store(true, std::sync::atomic::Ordering::Relaxed);
             let (stream, group) = (shared.stream(), shared.group());
-            crate::dedupe::ack_and_record(client, stream, group, &dedupe.handled, dedupe.window, false, ids, keys)
-                .await
+            crate::dedupe::ack_and_record(client, stream, group, &dedupe.handled, dedupe.window, false, ids, keys).await
         }
         other => other,
     }

@@ -160,6 +160,7 @@ function renderStreams(streams) {
     const dlq = button(String(s.dead_letters), "show-dlq", () => openDeadLetters(s.stream));
     dlq.title = "show the dead letters of " + s.stream;
     cell(row, dlq, "num dead-letters");
+    cell(row, s.scheduled, "num scheduled");
     if (state.dlq && state.dlq.stream === s.stream) row.classList.add("selected");
     rows.push(row);
     for (const g of s.groups) {
@@ -178,6 +179,7 @@ function renderStreams(streams) {
       cell(gr, "", "num");
       cell(gr, rate(s.consumed_per_sec[g.name]), "num out");
       cell(gr, rate((s.acknowledged_per_sec || {})[g.name]), "num acked");
+      cell(gr, "", "num");
       cell(gr, "", "num");
       const open = (panel) => panel && panel.stream === s.stream && panel.group === g.name;
       if (open(state.pending) || open(state.consumers)) gr.classList.add("selected");
