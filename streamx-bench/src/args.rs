@@ -49,10 +49,14 @@ pub enum Phase {
     /// Consume throughput and CPU of a consumer-only child at concurrency 8 with the HTTP
     /// endpoint on (metrics recorded, gauges sampled) against the same child without it.
     Metrics,
+    /// Issue 24's features: consume with `dedupe` and with `delete_on_ack` against without,
+    /// delayed-message promotion, and the retention trimmer's Redis CPU on a 1,000,000-entry
+    /// stream.
+    Features,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 10] = [
         Phase::Produce,
         Phase::Consume,
         Phase::Latency,
@@ -62,6 +66,7 @@ impl Phase {
         Phase::Scale,
         Phase::Takeover,
         Phase::Metrics,
+        Phase::Features,
     ];
 }
 

@@ -17,6 +17,7 @@
 
 mod args;
 mod cost;
+mod features;
 mod latency;
 mod memory;
 mod phases;

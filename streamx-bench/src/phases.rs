@@ -53,6 +53,7 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
         scale: None,
         takeover: None,
         metrics: None,
+        features: None,
         targets: Vec::new(),
     };
     if s.runs(Phase::Produce) {
@@ -88,6 +89,9 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
     }
     if s.runs(Phase::Metrics) {
         results.metrics = Some(metrics_cost(s, keys, admin).await?);
+    }
+    if s.runs(Phase::Features) {
+        results.features = Some(crate::features::run(s, keys, admin).await?);
     }
     results.load_after = loadavg();
     results.check_targets();
