@@ -405,6 +405,48 @@ async fn webhooks() {
     cleanup(&redis, "webhooks").await;
 }
 
+/// Payment webhooks: the provider's re-sent webhook is absorbed by the idempotent publish,
+/// the re-imported one by the ledger's `dedupe`; a failed payment's reminder arrives when due
+/// unless the invoice is paid meanwhile (then it is cancelled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments() {
+    let redis = redis();
+    let url = redis.url();
+    let worker = Recipe::spawn(&redis, "payments", &[]);
+    let received = Recipe::run(&redis, "payments", &["receive", "--reimport", "evt_2"]).await;
+    let first_evt_1 = lines_starting(&received, "receiver: evt_1 published as ");
+    assert_eq!(first_evt_1.len(), 1, "{received}");
+    let id = first_evt_1[0].rsplit(' ').next().unwrap();
+    assert!(received.contains(&format!("receiver: evt_1 again: already published as {id}")), "{received}");
+    assert!(received.contains("receiver: evt_2 re-imported as a new entry"), "{received}");
+    // Four events and the re-imported one: the re-sent webhook wrote nothing.
+    assert_eq!(redis.xlen("payments.events").unwrap(), 5);
+
+    worker.wait_output(&["mailer: reminder for invoice 102 sent"]).await;
+    wait_drained(&url, "payments.events", "ledger").await;
+    wait_drained(&url, "payments.reminders", "mailer").await;
+    let scheduled = streamx::Scheduled::connect(&url).await.unwrap();
+    assert_eq!(scheduled.count("payments.reminders").await.unwrap(), 0, "nothing left waiting");
+    let out = worker.stop().await;
+    let ledger = lines_starting(&out, "ledger: ");
+    assert_eq!(
+        ledger,
+        vec![
+            "ledger: cancelled the reminder for invoice 103",
+            "ledger: evt_1 paid invoice 101 (4900 cents)",
+            "ledger: evt_2 failed for invoice 102; reminder in 2s",
+            "ledger: evt_3 failed for invoice 103; reminder in 2s",
+            "ledger: evt_4 paid invoice 103 (700 cents)",
+        ],
+        "each event recorded once, the re-imported evt_2 acknowledged unrun: {out}"
+    );
+    let mailer = lines_starting(&out, "mailer: ");
+    assert_eq!(mailer.len(), 1, "only invoice 102's reminder: {out}");
+    let late: u64 = mailer[0].split(" sent ").nth(1).and_then(|r| r.split(' ').next()).unwrap().parse().unwrap();
+    assert!(late < 1000, "the reminder arrived {late} ms after it was due");
+    cleanup(&redis, "payments").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_queue() {
     let redis = redis();
