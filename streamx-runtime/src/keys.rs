@@ -22,7 +22,8 @@
 //!   [`scheduled_payloads`] (delayed messages, not per group);
 //! - `{orders}:published:<idempotency key>`: see [`published`] (idempotent publishes);
 //! - `{orders}:handled:<group>`: see [`handled`] (idempotent consumption);
-//! - `{orders}:trimmer`: see [`trim_lease`] (safe retention, not per group).
+//! - `{orders}:trimmer`: see [`trim_lease`] (safe retention, not per group);
+//! - `{orders}:promoter`: see [`promoter_lease`] (delayed messages, not per group).
 //!
 //! The stream's name is the text between the first `{` and the first `}`, and the kind
 //! words are fixed, so this form never gives two streams (or kinds, or groups) one key.
@@ -78,13 +79,16 @@ pub enum KeyKind<'a> {
     Handled(&'a str),
     /// The lease of the stream's retention trimmer (`trimmer`); see [`trim_lease`].
     TrimLease,
+    /// The lease of the promoter of the stream's delayed messages (`promoter`); see
+    /// [`promoter_lease`].
+    PromoterLease,
 }
 
 impl<'a> KeyKind<'a> {
     /// Every kind of key of a stream and its `group`: the stream's own kinds and those per
     /// group for `group`. [`Published`](Self::Published) is not among them: there is one such
     /// key per idempotency key (each expires on its own).
-    pub fn all(group: &'a str) -> [KeyKind<'a>; 10] {
+    pub fn all(group: &'a str) -> [KeyKind<'a>; 11] {
         [
             KeyKind::DeadLetters,
             KeyKind::RetrySchedule(group),
@@ -96,6 +100,7 @@ impl<'a> KeyKind<'a> {
             KeyKind::ScheduledPayloads,
             KeyKind::Handled(group),
             KeyKind::TrimLease,
+            KeyKind::PromoterLease,
         ]
     }
 
@@ -113,6 +118,7 @@ impl<'a> KeyKind<'a> {
             KeyKind::Published(_) => "published",
             KeyKind::Handled(_) => "handled",
             KeyKind::TrimLease => "trimmer",
+            KeyKind::PromoterLease => "promoter",
         }
     }
 
@@ -123,6 +129,7 @@ impl<'a> KeyKind<'a> {
             | KeyKind::Scheduled
             | KeyKind::ScheduledPayloads
             | KeyKind::TrimLease
+            | KeyKind::PromoterLease
             | KeyKind::Published(_) => None,
             KeyKind::RetrySchedule(group)
             | KeyKind::Heartbeats(group)
@@ -268,6 +275,12 @@ pub fn trim_lease(stream: &str) -> String {
     derived_key(stream, KeyKind::TrimLease)
 }
 
+/// The lease of the promoter of `stream`'s delayed messages: the name of the runtime that
+/// promotes them now, expiring unless renewed, so one runtime polls the schedule at a time.
+pub fn promoter_lease(stream: &str) -> String {
+    derived_key(stream, KeyKind::PromoterLease)
+}
+
 /// Every key the engine touches for `group` on `stream`, each with what it is: the stream,
 /// its dead-letter stream (`dead_letters`, `None` when off) and the group's bookkeeping keys
 /// above. A key added to the engine is added here too: the start-up permission check (see
@@ -283,6 +296,7 @@ pub fn engine_keys(stream: &str, group: &str, dead_letters: Option<&str>) -> Vec
         // The promotion of delayed messages, one per stream (see `scheduler`).
         ("scheduled messages", scheduled(stream)),
         ("scheduled payloads", scheduled_payloads(stream)),
+        ("promoter lease", promoter_lease(stream)),
     ]);
     keys
 }

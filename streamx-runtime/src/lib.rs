@@ -17,6 +17,7 @@ mod handler;
 pub mod history;
 mod inspect;
 pub mod keys;
+mod lease;
 mod location;
 mod members;
 mod message;

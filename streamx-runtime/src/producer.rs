@@ -198,9 +198,14 @@ impl PublishOptions {
             Some(("an explicit id", "the entry is added when it is due, after entries added meanwhile"))
         } else if self.no_mkstream {
             Some(("no_mkstream", "whether the stream exists is known only when the message is due"))
-        } else if self.max_len.is_some() || self.max_len_acked.is_some() {
+        } else if self.max_len.is_some() {
             Some((
-                "max_len_approx or max_len_acked",
+                "max_len_approx",
+                "a promoted message is added untrimmed; trim the stream with a publish or retention",
+            ))
+        } else if self.max_len_acked.is_some() {
+            Some((
+                "max_len_acked",
                 "a promoted message is added untrimmed; trim the stream with a publish or retention",
             ))
         } else if self.idempotency_key.is_some() {

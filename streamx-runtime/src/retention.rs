@@ -34,7 +34,6 @@
 //! never as numbers (a Lua number loses the low bits of ids above 2^53).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -48,6 +47,7 @@ use crate::connection::HealingClient;
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::keys;
+use crate::lease::TAKE_LEASE;
 use crate::scripts::{assemble, NOW_MS};
 
 /// How often a trimmer runs by default (jittered by ±20%, so the trimmers of several streams
@@ -299,15 +299,13 @@ end
 /// which deletes nothing a group needs (it recomputes the floor), so running twice is safe.
 static TRIM: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, SAFE_TRIM],
+        &[NOW_MS, TAKE_LEASE, SAFE_TRIM],
         r#"
 -- KEYS: stream, lease
 -- ARGV: holder, lease ms, mode ('acked' | 'floor' | 'unsafe'), max_len (-1: none),
 --       max_age ms (-1: none), chunk
 -- Returns {1 if this holder has the lease, entries deleted, 1 if a full chunk was trimmed}
-local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= ARGV[1] then return {0, 0, 0} end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+if not take_lease(KEYS[2], ARGV[1], ARGV[2]) then return {0, 0, 0} end
 local stream, mode = KEYS[1], ARGV[3]
 local max_len, max_age, chunk = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('XLEN', stream) == 0 then return {1, 0, 0} end
@@ -327,20 +325,6 @@ return {1, deleted, deleted > 0 and 1 or 0}
     )
 });
 
-/// Releases a trimmer's lease if this holder has it (a graceful shutdown: another process
-/// takes over at its next tick instead of after [`TRIM_LEASE`]). Crash safety: if the process
-/// dies before it, the lease expires on its own; re-sent after a reconnect, it deletes
-/// nothing more (the lease is no longer this holder's, or already gone).
-static RELEASE_TRIM_LEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
-        r#"
--- KEYS: lease; ARGV: holder
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#,
-    )
-});
-
 /// The trim of [`PublishOptions::max_len_acked`](crate::PublishOptions::max_len_acked) on a
 /// server without `ACKED`: `XADD` (unless ARGV[3] is empty: then only the trim), then
 /// `safe_trim` to ARGV[1] entries, at most ARGV[2] of them. Returns `{id or false, deleted,
@@ -352,7 +336,7 @@ return 0
 /// connection does not re-send publishes (see [`crate::Producer`]). Cluster: one key.
 pub(crate) static PUBLISH_ACKED: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, SAFE_TRIM],
+        &[NOW_MS, TAKE_LEASE, SAFE_TRIM],
         r#"
 -- KEYS: stream
 -- ARGV: max_len, chunk, id ('*', an id, or '' to trim only), nomkstream (1 | 0),
@@ -377,17 +361,8 @@ pub(crate) fn engine_scripts() -> Vec<crate::permissions::EngineScript> {
     use crate::permissions::EngineScript;
     vec![
         EngineScript { name: "retention trim", ident: "TRIM", script: &TRIM },
-        EngineScript { name: "trim lease release", ident: "RELEASE_TRIM_LEASE", script: &RELEASE_TRIM_LEASE },
+        EngineScript { name: "lease release", ident: "RELEASE_LEASE", script: &crate::lease::RELEASE_LEASE },
     ]
-}
-
-/// The name under which this runtime's trimmers hold their leases:
-/// `<hostname>-<pid>-trimmer-<n>`, unique per runtime.
-pub(crate) fn holder_name() -> String {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let host =
-        gethostname::gethostname().into_string().ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "host".to_string());
-    format!("{host}-{}-trimmer-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The mode argument of [`TRIM`].
@@ -416,7 +391,7 @@ pub(crate) fn spawn(
     if plans.is_empty() {
         return Vec::new();
     }
-    let holder = holder_name();
+    let holder = crate::lease::holder_name("trimmer");
     plans
         .into_iter()
         .map(|plan| tokio::spawn(run(plan, command.clone(), capabilities, holder.clone(), stop.clone())))
@@ -482,12 +457,7 @@ async fn run(
         }
     }
     if holding {
-        let client = command.get();
-        let released: std::result::Result<Value, _> =
-            RELEASE_TRIM_LEASE.evalsha_with_reload(&client, vec![lease], vec![holder]).await;
-        if let Err(e) = released {
-            tracing::debug!(stream = %plan.stream, error = %e, "cannot release the trimmer's lease; it expires on its own");
-        }
+        crate::lease::release(&command.get(), lease, &holder).await;
     }
 }
 

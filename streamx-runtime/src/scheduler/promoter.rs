@@ -9,6 +9,15 @@
 //! sooner than its tick (about every 75 ms, jittered): a message is added no earlier than it
 //! is due, and usually within a few milliseconds after.
 //!
+//! One runtime at a time polls a stream's schedule: the script takes or renews a lease
+//! ([`keys::promoter_lease`](crate::keys::promoter_lease), [`LEASE`] long, see
+//! [`crate::lease`]) before it promotes, and a runtime without it only asks for it again
+//! every [`STANDBY_POLL`] (jittered). So a fleet of 100 runtimes costs Redis what one does,
+//! not 100 scripts per tick; when the holder stops, it releases the lease and another takes
+//! over within [`STANDBY_POLL`]; when it dies, within [`LEASE`] and one poll (messages due
+//! meanwhile arrive that much later, none is lost). Exactly-once never rests on the lease:
+//! two runtimes running the script at once still promote each message once.
+//!
 //! The task takes no handler permit and waits on nothing but Redis: busy handlers never hold
 //! promotion up. When Redis fails it logs once, backs off (100 ms doubling to 5 s) and says
 //! when it promotes again.
@@ -24,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{schedule_keys, DECODE, SCHEDULED_AT_HEADER};
 use crate::connection::HealingClient;
+use crate::lease::TAKE_LEASE;
 use crate::observe::names::{LABEL_STREAM, SCHEDULED_DROPPED, SCHEDULED_PENDING, SCHEDULED_PROMOTED};
 use crate::retry_delay::RetryDelay;
 use crate::scripts::{assemble, NOW_MS};
@@ -43,13 +53,18 @@ use crate::wire::{value_bytes, HEADER_PREFIX};
 /// - An `XADD` that fails (the key holds another type, Redis is out of memory) stops the
 ///   script there: that message and the rest stay scheduled, and the error is returned.
 ///
-/// KEYS: stream, schedule, payloads. ARGV: limit, the header field of the due time.
-/// Returns `{promoted, dropped ids, failure or nil, next due (ms, or -1), now (ms), left}`.
+/// - A runtime that does not hold the stream's lease (another one does) promotes nothing and
+///   returns at once with `held` 0; the holder renews the lease in the same script.
+///
+/// KEYS: stream, schedule, payloads, lease. ARGV: limit, the header field of the due time,
+/// holder, lease ms. Returns `{promoted, dropped ids, failure or nil, next due (ms, or -1),
+/// now (ms), left, held}`.
 pub(crate) static PROMOTE_SCHEDULED: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DECODE],
+        &[NOW_MS, DECODE, TAKE_LEASE],
         r#"
 local now = now_ms()
+if not take_lease(KEYS[4], ARGV[3], ARGV[4]) then return {0, {}, false, -1, now, -1, 0} end
 local limit = tonumber(ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
 local promoted = 0
@@ -78,10 +93,16 @@ end
 local first = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
 local next_due = -1
 if first[2] then next_due = tonumber(first[2]) end
-return {promoted, dropped, failure, next_due, now, redis.call('ZCARD', KEYS[2])}
+return {promoted, dropped, failure, next_due, now, redis.call('ZCARD', KEYS[2]), 1}
 "#,
     )
 });
+
+/// How long a promoter's lease lasts without renewal (the holder renews it every tick).
+pub(crate) const LEASE: Duration = Duration::from_secs(2);
+
+/// How often a runtime without the lease asks for it (jittered 80–120%).
+pub(crate) const STANDBY_POLL: Duration = Duration::from_millis(500);
 
 /// The most messages one script promotes (Redis serves nobody else while it runs; a full
 /// page brings the next call forward at once).
@@ -106,6 +127,8 @@ pub(crate) struct Tick {
     pub left: u64,
     /// The page was full: more may be due now.
     pub full: bool,
+    /// This runtime holds the stream's lease (it promoted; else another runtime does).
+    pub held: bool,
 }
 
 impl Tick {
@@ -124,16 +147,21 @@ impl Tick {
         let now = int(next()).max(0) as u64;
         let left = int(next()).max(0) as u64;
         let full = promoted as usize + dropped.len() >= PAGE;
-        Tick { promoted, dropped, failure, next_due, now, left, full }
+        let held = int(next()) != 0;
+        Tick { promoted, dropped, failure, next_due, now, left, full, held }
     }
 
     /// How long to wait before the next tick: none after a full page, else until the next
     /// message is due when that is sooner than a (jittered) tick.
     fn wait(&self) -> Duration {
+        let jitter = 0.8 + rand::random::<f64>() * 0.4;
+        if !self.held {
+            return STANDBY_POLL.mul_f64(jitter);
+        }
         if self.full {
             return Duration::ZERO;
         }
-        let tick = TICK.mul_f64(0.8 + rand::random::<f64>() * 0.4);
+        let tick = TICK.mul_f64(jitter);
         match self.next_due {
             Some(due) => tick.min(Duration::from_millis(due.saturating_sub(self.now))),
             None => tick,
@@ -161,18 +189,23 @@ async fn run(stream: String, client: HealingClient, stop: CancellationToken) {
     let promoted: Counter = metrics::counter!(SCHEDULED_PROMOTED, &labels);
     let dropped: Counter = metrics::counter!(SCHEDULED_DROPPED, &labels);
     let pending: Gauge = metrics::gauge!(SCHEDULED_PENDING, &labels);
+    let lease = crate::keys::promoter_lease(&stream);
     let keys = {
         let mut keys = vec![stream.clone()];
         keys.extend(schedule_keys(&stream));
+        keys.push(lease.clone());
         keys
     };
-    let args = vec![PAGE.to_string(), format!("{HEADER_PREFIX}{SCHEDULED_AT_HEADER}")];
+    let holder = crate::lease::holder_name("promoter");
+    let lease_ms = LEASE.as_millis().to_string();
+    let args = vec![PAGE.to_string(), format!("{HEADER_PREFIX}{SCHEDULED_AT_HEADER}"), holder.clone(), lease_ms];
+    let mut held = false;
     let mut backoff = RetryDelay::new();
     let mut failing = false;
     let mut wait = Duration::ZERO;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
         }
         let used = client.get();
@@ -180,8 +213,14 @@ async fn run(stream: String, client: HealingClient, stop: CancellationToken) {
         let failure = match result {
             Ok(reply) => {
                 let tick = Tick::parse(reply);
+                if tick.held != held {
+                    held = tick.held;
+                    tracing::debug!(stream, %holder, held, "delayed-message promoter lease");
+                }
                 promoted.increment(tick.promoted);
-                pending.set(tick.left as f64);
+                if tick.held {
+                    pending.set(tick.left as f64);
+                }
                 if !tick.dropped.is_empty() {
                     dropped.increment(tick.dropped.len() as u64);
                     tracing::warn!(
@@ -219,6 +258,9 @@ async fn run(stream: String, client: HealingClient, stop: CancellationToken) {
             }
         }
     }
+    if held {
+        crate::lease::release(&client.get(), lease, &holder).await;
+    }
 }
 
 #[cfg(test)]
@@ -233,6 +275,7 @@ mod tests {
             Value::from(next),
             Value::from(now),
             Value::from(left),
+            Value::from(1),
         ])
     }
 
@@ -249,6 +292,21 @@ mod tests {
         assert!(full.full);
         assert_eq!(full.wait(), Duration::ZERO);
         assert_eq!(full.dropped, ["x"]);
+    }
+
+    #[test]
+    fn a_runtime_without_the_lease_only_asks_for_it_now_and_then() {
+        let standby = Tick::parse(Value::Array(vec![
+            Value::from(0),
+            Value::Array(vec![]),
+            Value::Null,
+            Value::from(-1),
+            Value::from(1_000),
+            Value::from(-1),
+            Value::from(0),
+        ]));
+        assert!(!standby.held);
+        assert!(standby.wait() >= STANDBY_POLL.mul_f64(0.8), "{:?}", standby.wait());
     }
 
     #[test]

@@ -393,6 +393,8 @@ async fn options_that_cannot_apply_later_are_refused_and_durable_waits() {
         (PublishOptions::new().id(MessageId::new(1, 0)), "an explicit id"),
         (PublishOptions::new().no_mkstream(), "no_mkstream"),
         (PublishOptions::new().max_len_approx(10), "max_len_approx"),
+        (PublishOptions::new().max_len_acked(10), "max_len_acked"),
+        (PublishOptions::new().idempotency_key("k"), "an idempotency key"),
     ] {
         let err = producer.publish_after_with(&stream, &1u64, delay, &options).await.unwrap_err();
         assert!(matches!(&err, Error::Unschedulable { option: o, .. } if *o == option), "{err:?}");
@@ -491,4 +493,61 @@ async fn promotion_throughput() {
         N as f64 / promoting.as_secs_f64()
     );
     assert_eq!(redis.xlen(&stream).unwrap(), N);
+}
+
+/// One runtime at a time polls a stream's schedule (a lease): three runtimes cost Redis about
+/// what one does (before the lease, every runtime ran the promotion script every tick, so a
+/// fleet of N cost N times as much), and when the holder stops another takes over at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_runtime_polls_the_schedule_and_another_takes_over_when_it_stops() {
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
+    let url = redis.url();
+    let stream = unique_name("leased");
+    let lease = streamx::keys::promoter_lease(&stream);
+    let arrivals = Arrivals::default();
+    let first = start_runtime(&url, vec![recording(&stream, "g", &arrivals)]).await;
+    wait_until(Duration::from_secs(5), "the first runtime holds the lease", || async {
+        !redis.cli(&["GET", &lease]).unwrap().trim().is_empty()
+    })
+    .await
+    .unwrap();
+    let holder = redis.cli(&["GET", &lease]).unwrap();
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        others.push(start_runtime(&url, vec![recording(&stream, "g", &arrivals)]).await);
+    }
+    // Only the holder's script reaches `ZCARD` (the others return at the lease): count the
+    // promotion scripts over a window of two seconds. One poller makes about 27 (a tick of
+    // 75 ms ±20%), three would make about 80.
+    let before = redis.calls_served("zcard").unwrap();
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let polls = redis.calls_served("zcard").unwrap() - before;
+    let secs = window.elapsed().as_secs_f64();
+    assert!(
+        polls as f64 <= 2.0 * secs * 1000.0 / 75.0,
+        "{polls} promotion scripts in {secs:.1} s: more than one poller"
+    );
+    assert!(polls > 0, "nobody polls the schedule");
+    assert_eq!(redis.cli(&["GET", &lease]).unwrap(), holder, "the lease stays with its holder");
+
+    // The holder stops and releases the lease: another runtime promotes what comes due next.
+    first.shutdown().await.unwrap();
+    let producer = Producer::connect(&url).await.unwrap();
+    let scheduled_at = now_ms();
+    producer.publish_after(&stream, &7u64, Duration::from_millis(100)).await.unwrap();
+    wait_until(Duration::from_secs(5), "the message arrived through another runtime", || async {
+        counts(&arrivals).get(&7) == Some(&1)
+    })
+    .await
+    .unwrap();
+    let arrival = arrivals.lock().unwrap().iter().find(|a| a.n == 7).copied().unwrap();
+    assert!(arrival.arrived >= arrival.due && arrival.due >= scheduled_at, "{arrival:?}");
+    // The standby asks again within its poll (500 ms ±20%), then promotes on its next tick.
+    assert!(arrival.arrived - arrival.due < 1_500, "handed over slowly: {arrival:?}");
+    assert_ne!(redis.cli(&["GET", &lease]).unwrap(), holder, "the lease moved");
+    for rt in others {
+        rt.shutdown().await.unwrap();
+    }
+    assert_eq!(redis.cli(&["EXISTS", &lease]).unwrap().trim(), "0", "a stopping holder releases the lease");
 }
