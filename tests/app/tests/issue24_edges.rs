@@ -1,0 +1,76 @@
+//! Edge cases of issue 24's features (delayed messages, idempotency, safe retention), each a
+//! defect found after they landed: the test shows the bad case against spawned servers.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{start_runtime, wait_until, Job, TestRedis, Topology};
+use streamx::{Capabilities, Consumer, Message, Producer, PublishOptions, Retention};
+
+async fn capabilities(url: &str) -> Capabilities {
+    let producer = Producer::connect(url).await.unwrap();
+    let caps = Capabilities::detect(&producer.client()).await;
+    producer.close().await;
+    caps
+}
+
+/// The ids of `stream`'s entries, oldest first (read with redis-cli).
+fn all_ids(server: &TestRedis, stream: &str) -> Vec<String> {
+    let out = server.cli(&["XRANGE", stream, "-", "+"]).unwrap();
+    out.lines()
+        .map(str::trim)
+        .filter(|l| l.split_once('-').is_some_and(|(a, b)| a.parse::<u64>().is_ok() && b.parse::<u64>().is_ok()))
+        .map(str::to_string)
+        .collect()
+}
+
+/// On servers with `XTRIM ... ACKED` (Redis 8.2+) the README promises that the trimmer
+/// *skips* pending entries and deletes the acknowledged ones around them. A group with more
+/// pending entries at the head of the stream than one trim call reads (a stuck consumer, a
+/// run of parked retries) must not hold back the acknowledged entries behind them: the
+/// stream goes back to about the pending entries plus `max_len`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_acked_trim_gets_past_a_long_run_of_pending_entries() {
+    let server = TestRedis::start(Topology::Standalone).unwrap();
+    let url = server.url();
+    if !capabilities(&url).await.xackdel {
+        println!("SKIPPED: no XTRIM ... ACKED here (on 7.x the trim stops at the oldest pending entry, as documented)");
+        return;
+    }
+    let stream = "{e24}.held";
+    let producer = Producer::connect(&url).await.unwrap();
+    let jobs: Vec<Job> = (0..3_000).map(Job::ok).collect();
+    producer.publish_batch_with(stream, &jobs, &PublishOptions::new()).await.unwrap();
+    // Group `audit`: its consumer `stuck` read everything and acknowledged all but the first
+    // 1,200 (more than a trim call's chunk of 1,000).
+    server.cli(&["XGROUP", "CREATE", stream, "audit", "0"]).unwrap();
+    server.cli(&["XREADGROUP", "GROUP", "audit", "stuck", "COUNT", "3000", "STREAMS", stream, ">"]).unwrap();
+    let ids = all_ids(&server, stream);
+    assert_eq!(ids.len(), 3_000);
+    let mut ack = vec!["XACK", stream, "audit"];
+    ack.extend(ids[1_200..].iter().map(String::as_str));
+    assert_eq!(server.cli(&ack).unwrap().trim(), "1800");
+
+    let work = Consumer::new(stream, "work", |_: Message<Job>| async {}).retention(Retention::new().max_len(100));
+    let runtime = start_runtime(&url, vec![work]).await;
+    let stats = runtime.stats(&format!("{stream}/work")).unwrap();
+    wait_until(Duration::from_secs(30), "the work group handled everything", || async {
+        stats.snapshot().succeeded >= 3_000
+    })
+    .await
+    .unwrap();
+    let reached = wait_until(Duration::from_secs(10), "the stream is trimmed past the pending run", || async {
+        server.xlen(stream).unwrap() <= 1_300
+    })
+    .await;
+    let left = all_ids(&server, stream);
+    println!("XLEN {} with 1,200 pending at the head, max_len 100", left.len());
+    reached.unwrap();
+    // Nothing pending is gone.
+    assert!(ids[..1_200].iter().all(|id| left.contains(id)), "a pending entry was trimmed");
+    runtime.shutdown().await.unwrap();
+}
+
