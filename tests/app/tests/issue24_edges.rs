@@ -5,10 +5,12 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{start_runtime, wait_until, Job, TestRedis, Topology};
-use streamx::{Capabilities, Consumer, Message, Producer, PublishOptions, Retention};
+use streamx::{Capabilities, Consumer, Headers, Message, Producer, PublishOptions, Retention, IDEMPOTENCY_KEY_HEADER};
 
 async fn capabilities(url: &str) -> Capabilities {
     let producer = Producer::connect(url).await.unwrap();
@@ -74,3 +76,53 @@ async fn the_acked_trim_gets_past_a_long_run_of_pending_entries() {
     runtime.shutdown().await.unwrap();
 }
 
+/// The README: "The window ends: the key is forgotten; a later duplicate runs". With a
+/// window shorter than the half minute a process remembers the keys it recorded itself, a
+/// duplicate arriving after the window (Redis has forgotten the key) must run, not be
+/// acknowledged unrun from the process's own memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_duplicate_after_a_short_dedupe_window_runs_again() {
+    let server = TestRedis::start(Topology::Standalone).unwrap();
+    let url = server.url();
+    let stream = "{e24}.short-window";
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = runs.clone();
+    let consumer = Consumer::new(stream, "g", move |_: Message<Job>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async {}
+    })
+    .dedupe(Duration::from_millis(500));
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).unwrap();
+    let producer = Producer::connect(&url).await.unwrap();
+    let keyed = PublishOptions::new().headers(Headers::new().with(IDEMPOTENCY_KEY_HEADER, "evt-1"));
+    producer.publish_with(stream, &Job::ok(1), &keyed).await.unwrap();
+    wait_until(Duration::from_secs(10), "the first copy ran", || async { runs.load(Ordering::SeqCst) == 1 })
+        .await
+        .unwrap();
+    // Past the window: the key's score (its window's end) is behind the Redis clock.
+    let handled = streamx::keys::handled(stream, "g");
+    wait_until(Duration::from_secs(10), "the window ended on the Redis clock", || async {
+        let time = server.cli(&["TIME"]).unwrap();
+        let mut parts = time.lines().map(|l| l.trim().parse::<u64>().unwrap());
+        let now_ms = parts.next().unwrap() * 1000 + parts.next().unwrap() / 1000;
+        let end: Option<f64> = server.cli(&["ZSCORE", &handled, "evt-1"]).unwrap().trim().parse().ok();
+        end.is_some_and(|end| (end as u64) < now_ms)
+    })
+    .await
+    .unwrap();
+    producer.publish_with(stream, &Job::ok(1), &keyed).await.unwrap();
+    wait_until(Duration::from_secs(10), "the second copy settled", || async {
+        let s = stats.snapshot();
+        s.succeeded + s.deduplicated >= 2
+    })
+    .await
+    .unwrap();
+    let s = stats.snapshot();
+    assert_eq!(
+        (runs.load(Ordering::SeqCst), s.deduplicated),
+        (2, 0),
+        "a duplicate after the 500 ms window ended must run: {s:?}"
+    );
+    runtime.shutdown().await.unwrap();
+}
