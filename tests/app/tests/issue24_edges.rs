@@ -102,12 +102,16 @@ async fn a_duplicate_after_a_short_dedupe_window_runs_again() {
         .unwrap();
     // Past the window: the key's score (its window's end) is behind the Redis clock.
     let handled = streamx::keys::handled(stream, "g");
+    wait_until(Duration::from_secs(10), "the first copy is recorded", || async { stats.snapshot().ack_batches >= 1 })
+        .await
+        .unwrap();
     wait_until(Duration::from_secs(10), "the window ended on the Redis clock", || async {
         let time = server.cli(&["TIME"]).unwrap();
         let mut parts = time.lines().map(|l| l.trim().parse::<u64>().unwrap());
         let now_ms = parts.next().unwrap() * 1000 + parts.next().unwrap() / 1000;
         let end: Option<f64> = server.cli(&["ZSCORE", &handled, "evt-1"]).unwrap().trim().parse().ok();
-        end.is_some_and(|end| (end as u64) < now_ms)
+        // Gone (the set expired) or scored before now.
+        end.is_none_or(|end| (end as u64) < now_ms)
     })
     .await
     .unwrap();
@@ -125,4 +129,30 @@ async fn a_duplicate_after_a_short_dedupe_window_runs_again() {
         "a duplicate after the 500 ms window ended must run: {s:?}"
     );
     runtime.shutdown().await.unwrap();
+}
+
+/// The group's `handled` set is trimmed only by the group's own acknowledgements: once its
+/// consumers stop for good (a group retired, renamed, or a dedupe turned off) the set kept
+/// every key recorded within the window, forever. It must expire when the last window ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_handled_set_of_a_group_that_stopped_expires_with_its_window() {
+    let server = TestRedis::start(Topology::Standalone).unwrap();
+    let url = server.url();
+    let stream = "{e24}.retired";
+    let consumer = Consumer::new(stream, "g", |_: Message<Job>| async {}).dedupe(Duration::from_secs(1));
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).unwrap();
+    let producer = Producer::connect(&url).await.unwrap();
+    for n in 0..10 {
+        producer.publish(stream, &Job::ok(n)).await.unwrap();
+    }
+    wait_until(Duration::from_secs(10), "all handled", || async { stats.snapshot().succeeded >= 10 }).await.unwrap();
+    runtime.shutdown().await.unwrap();
+    let handled = streamx::keys::handled(stream, "g");
+    assert_eq!(server.cli(&["ZCARD", &handled]).unwrap().trim(), "10");
+    wait_until(Duration::from_secs(10), "the handled set expired after its 1 s window", || async {
+        server.cli(&["EXISTS", &handled]).unwrap().trim() == "0"
+    })
+    .await
+    .unwrap();
 }
