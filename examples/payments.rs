@@ -23,8 +23,8 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use fred::interfaces::KeysInterface as _;
+use serde::{Deserialize, Serialize};
 use streamx::prelude::*;
 use streamx::{Headers, ScheduleId, Scheduled, SCHEDULED_AT_HEADER};
 use streamx_examples::{delete_stream_keys, exit, init_logging, option, subcommand, RecipeError};
@@ -154,11 +154,10 @@ async fn cleanup() -> Result<(), RecipeError> {
     let producer = Producer::from_env().await?;
     for webhook in webhooks() {
         let record = streamx::keys::published(EVENTS, &webhook.event);
-        let _: u64 = producer
-            .client()
-            .del(record)
-            .await
-            .map_err(|source| RecipeError::Redis { what: format!("deleting the record of {}", webhook.event), source })?;
+        let _: u64 = producer.client().del(record).await.map_err(|source| RecipeError::Redis {
+            what: format!("deleting the record of {}", webhook.event),
+            source,
+        })?;
     }
     producer.close().await;
     delete_stream_keys(&[(EVENTS, &["ledger"]), (REMINDERS, &["mailer"])]).await.map(drop)
@@ -180,9 +179,10 @@ async fn receive(reimport: Option<&str>) -> Result<(), RecipeError> {
         first.entry(webhook.event.clone()).or_insert(id);
     }
     if let Some(event) = reimport {
-        let webhook = webhooks().into_iter().find(|w| w.event == event).ok_or_else(|| {
-            RecipeError::Usage(format!("no webhook `{event}` to re-import: evt_1 to evt_4"))
-        })?;
+        let webhook = webhooks()
+            .into_iter()
+            .find(|w| w.event == event)
+            .ok_or_else(|| RecipeError::Usage(format!("no webhook `{event}` to re-import: evt_1 to evt_4")))?;
         let headers = Headers::new().with(streamx::IDEMPOTENCY_KEY_HEADER, event);
         let id = producer.publish_with(EVENTS, &webhook, &PublishOptions::new().headers(headers)).await?;
         println!("receiver: {event} re-imported as a new entry {id}");

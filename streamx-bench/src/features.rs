@@ -176,8 +176,14 @@ async fn delayed(s: &Settings, keys: &Keys, admin: &Client) -> Result<(f64, f64)
         return Err(e.into());
     }
     let tally = Arc::new(Tally::default());
-    let consumer =
-        streamx_side::consumer::<Event>(&stream, &keys.group("delayed"), CONCURRENCY, Work::None, tally.clone(), DELAYED);
+    let consumer = streamx_side::consumer::<Event>(
+        &stream,
+        &keys.group("delayed"),
+        CONCURRENCY,
+        Work::None,
+        tally.clone(),
+        DELAYED,
+    );
     let started = Instant::now();
     let running = streamx_side::start(&s.url, consumer).await?;
     let finished = streamx_side::wait_for(&tally, DELAYED, started + Duration::from_secs(600)).await;
@@ -209,8 +215,7 @@ async fn trimmer(s: &Settings, keys: &Keys, admin: &Client) -> Result<TrimFigure
     xgroup_create(admin, &stream, "holder", "0").await?;
     let tally = Arc::new(Tally::default());
     let idle = |retention: bool| {
-        let consumer =
-            streamx_side::consumer::<Event>(&stream, "reader", 1, Work::None, tally.clone(), u64::MAX);
+        let consumer = streamx_side::consumer::<Event>(&stream, "reader", 1, Work::None, tally.clone(), u64::MAX);
         if retention {
             consumer.retention(Retention::new().max_len(KEEP))
         } else {
@@ -231,7 +236,10 @@ async fn trimmer(s: &Settings, keys: &Keys, admin: &Client) -> Result<TrimFigure
     anyhow::ensure!(left == TRIMMED_STREAM, "the trimmer removed entries a group had not read: {left} left");
     // Now the holder has read (and acknowledged) everything: all but `KEEP` may go.
     let _: () = admin
-        .custom(CustomCommand::new_static("XGROUP", ClusterHash::FirstKey, false), vec!["SETID", &stream, "holder", "$"])
+        .custom(
+            CustomCommand::new_static("XGROUP", ClusterHash::FirstKey, false),
+            vec!["SETID", &stream, "holder", "$"],
+        )
         .await?;
     let running = streamx_side::start(&s.url, idle(true)).await?;
     let (started, before) = (Instant::now(), redis_stats::sample(admin).await?);
@@ -274,7 +282,8 @@ async fn xgroup_create(admin: &Client, stream: &str, group: &str, at: &str) -> R
 async fn server_version(admin: &Client) -> Result<String> {
     let info: String =
         admin.custom(CustomCommand::new_static("INFO", ClusterHash::Random, false), vec!["server"]).await?;
-    let field = |name: &str| info.lines().find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':').map(str::to_string));
+    let field =
+        |name: &str| info.lines().find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':').map(str::to_string));
     Ok(match field("valkey_version") {
         Some(v) => format!("valkey {v}"),
         None => format!("redis {}", field("redis_version").unwrap_or_default()),

@@ -344,17 +344,37 @@ impl Results {
         }
         if let Some(f) = &self.features {
             let c = f.concurrency;
-            row(format!("consume c={c} dedupe (msg/s; {})", f.server), count(f.dedupe), format!("{} off", count(f.plain)), format!("{:.2}", f.dedupe / f.plain));
+            row(
+                format!("consume c={c} dedupe (msg/s; {})", f.server),
+                count(f.dedupe),
+                format!("{} off", count(f.plain)),
+                format!("{:.2}", f.dedupe / f.plain),
+            );
             row(
                 format!("consume c={c} delete_on_ack (msg/s; {})", f.server),
                 count(f.delete_on_ack),
                 format!("{} off", count(f.plain)),
                 format!("{:.2}", f.delete_on_ack / f.plain),
             );
-            row(format!("  delete_on_ack: XLEN left of {}", count(f.messages as f64)), f.delete_on_ack_left.to_string(), String::new(), String::new());
+            row(
+                format!("  delete_on_ack: XLEN left of {}", count(f.messages as f64)),
+                f.delete_on_ack_left.to_string(),
+                String::new(),
+                String::new(),
+            );
             row("delayed: scheduled (msg/s)".to_string(), count(f.scheduled_per_sec), String::new(), String::new());
-            row("delayed: promoted and handled (msg/s)".to_string(), count(f.promoted_per_sec), String::new(), String::new());
-            row("trim 1M -> 1k entries (s / Redis CPU s)".to_string(), format!("{:.2}", f.trim_secs), format!("{:.2} cpu", f.trim_redis_cpu_secs), String::new());
+            row(
+                "delayed: promoted and handled (msg/s)".to_string(),
+                count(f.promoted_per_sec),
+                String::new(),
+                String::new(),
+            );
+            row(
+                "trim 1M -> 1k entries (s / Redis CPU s)".to_string(),
+                format!("{:.2}", f.trim_secs),
+                format!("{:.2} cpu", f.trim_redis_cpu_secs),
+                String::new(),
+            );
             row(
                 "trimmer idle on 1M entries (Redis CPU ms/s)".to_string(),
                 format!("{:.2}", f.idle_trimmer_cpu_ms_per_s),
