@@ -186,8 +186,10 @@ pub(crate) async fn handled_among(
 /// `XACK`), then `id, key` pairs: a key records the id's message as handled (scored by the
 /// end of its window), an empty key acknowledges only (a message acknowledged without
 /// running, or dropped). Trims expired keys, at most `2 × recorded + 100` per call: the
-/// work per call stays bounded and, as every key expires once, the trim keeps up. Replies
-/// with the number of ids acknowledged.
+/// work per call stays bounded and, as every key expires once, the trim keeps up. The set
+/// itself expires when the last window recorded in it ends (`PEXPIRE`, only ever extended),
+/// so a group that stopped for good leaves nothing behind. Replies with the number of ids
+/// acknowledged.
 ///
 /// The keys are written first and the XACK last (the destructive step), in one atomic
 /// script: a message is never acknowledged without its record nor recorded without its
@@ -216,6 +218,9 @@ for from = 1, #record, 1000 do
   for i = from, math.min(from + 999, #record) do table.insert(args, record[i]) end
   redis.call(unpack(args))
 end
+-- The set expires when the last window recorded in it ends (never shortened: a member with
+-- a longer window keeps its keys), so a group whose consumers stopped for good leaves nothing.
+if #record > 0 and redis.call('PTTL', handled) < window then redis.call('PEXPIRE', handled, window) end
 local expired = redis.call('ZRANGEBYSCORE', handled, '-inf', now, 'LIMIT', 0, #record + 100)
 for from = 1, #expired, 1000 do
   local args = {'ZREM', handled}

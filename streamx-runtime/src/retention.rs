@@ -18,9 +18,12 @@
 //!   for (`XRANGE - (<bound> COUNT <chunk>`) and trims up to the last of them
 //!   (`XTRIM MINID <last + 1>`).
 //!
-//! Servers with `XACKDEL` (Redis 8.2+, see [`crate::Capabilities`]) trim with
-//! `XTRIM MINID <last + 1> ACKED`: entries still pending in some group are skipped and kept,
-//! and acknowledged ones behind them go. Without it (Redis 7.x, Valkey 8), the floor stops at
+//! Servers with `XACKDEL` (Redis 8.2+, see [`crate::Capabilities`]) delete the entries read
+//! with `XDELEX ... ACKED IDS` (falling back to `XTRIM MINID <last + 1> ACKED` where it is
+//! refused): entries still pending in some group are skipped and kept, and acknowledged ones
+//! behind them go. The trimmer's next call reads on after the last entry read (a cursor kept
+//! until a read reaches the end), so a run of pending entries longer than a chunk does not
+//! hide the acknowledged ones behind it. Without it (Redis 7.x, Valkey 8), the floor stops at
 //! the oldest pending entry: acknowledged entries behind it wait until it is acknowledged.
 //!
 //! Why not `XTRIM MAXLEN ~ n ACKED`, the obvious native form: on Redis 8.2.3 (checked) `~`
@@ -197,9 +200,9 @@ pub(crate) fn plans(consumers: &[Consumer]) -> Result<Vec<TrimPlan>> {
 }
 
 /// Lua helpers on stream ids as decimal strings: `id_less(a, b)`, `next_id(id)` (the
-/// smallest id after `id`), and `safe_trim(stream, max_len, max_age, chunk, now)`: the 7.x
-/// trim (see the module docs), returning `{deleted, full}` (`full`: a chunk was trimmed, more
-/// may wait).
+/// smallest id after `id`), and `safe_trim(stream, max_len, max_age, chunk, now, acked, from)`:
+/// the safe trim (see the module docs), returning `{deleted, full, cursor}` (`full`: a chunk
+/// was trimmed, more may wait; `cursor`: where the next call's reads start, see [`TRIM`]).
 const SAFE_TRIM: &str = r#"
 local function num_less(a, b)
   if #a ~= #b then return #a < #b end
@@ -242,50 +245,76 @@ local function floor_of(stream, pending)
   end
   return floor
 end
--- Trims what is below `upper` (exclusive; false: no bound), among the `count` oldest entries:
--- reads them, then XTRIM MINID right after the last (with ACKED when `acked`: those some
--- group still has pending are skipped). Returns {deleted, read}.
-local function trim_below(stream, upper, count, acked)
-  if count <= 0 or upper == '0-0' then return {0, 0} end
+-- Trims what is below `upper` (exclusive; false: no bound), among the `count` oldest entries
+-- after `from` (exclusive; '-': from the start): reads them, then, with `acked` (XACKDEL
+-- servers), deletes those no group needs among them (`XDELEX ... ACKED IDS`: pending and
+-- unread ones are kept), else XTRIM MINID right after the last. Returns {deleted, read,
+-- last id read}. Without `acked`, `from` is always '-': the floor already stops at the
+-- oldest pending entry, and everything below it may go.
+local function trim_below(stream, from, upper, count, acked)
+  if count <= 0 or upper == '0-0' then return {0, 0, false} end
+  local start = '-'
+  if from ~= '-' then start = '(' .. from end
   local rows
   if upper then
-    rows = redis.call('XRANGE', stream, '-', '(' .. upper, 'COUNT', count)
+    rows = redis.call('XRANGE', stream, start, '(' .. upper, 'COUNT', count)
   else
-    rows = redis.call('XRANGE', stream, '-', '+', 'COUNT', count)
+    rows = redis.call('XRANGE', stream, start, '+', 'COUNT', count)
   end
-  if #rows == 0 then return {0, 0} end
-  local minid = next_id(rows[#rows][1])
-  if acked then return {redis.call('XTRIM', stream, 'MINID', minid, 'ACKED'), #rows} end
-  return {redis.call('XTRIM', stream, 'MINID', minid), #rows}
+  if #rows == 0 then return {0, 0, false} end
+  local last = rows[#rows][1]
+  if acked then
+    -- XDELEX is named by concatenation, as XACKDEL in the dedupe ack script: the start-up
+    -- permission check must not demand it on servers without it. Refused (an ACL without
+    -- +xdelex, a server without it): the trim of the whole range, skipping pending entries.
+    local ids = {}
+    for i, row in ipairs(rows) do ids[i] = row[1] end
+    local codes = redis.pcall('XDEL' .. 'EX', stream, 'ACKED', 'IDS', #ids, unpack(ids))
+    if type(codes) == 'table' and not codes.err then
+      local deleted = 0
+      for _, c in ipairs(codes) do if c == 1 then deleted = deleted + 1 end end
+      return {deleted, #rows, last}
+    end
+    return {redis.call('XTRIM', stream, 'MINID', next_id(last), 'ACKED'), #rows, last}
+  end
+  return {redis.call('XTRIM', stream, 'MINID', next_id(last)), #rows, last}
 end
 -- Keeps at most about `max_len` entries (-1: no bound) and none older than `max_age` ms
 -- (-1: none), except what a group needs; at most `chunk` entries read per bound. With
--- `acked` (XACKDEL servers) the floor leaves out pending entries and XTRIM ... ACKED skips
--- them instead; without, the floor stops at the oldest pending entry.
--- Returns {deleted, full} (`full`: a whole chunk was read and some deleted: more may wait).
-local function safe_trim(stream, max_len, max_age, chunk, now, acked)
+-- `acked` (XACKDEL servers) the floor leaves out pending entries and XDELEX ... ACKED skips
+-- them instead; the reads start after `from` (a cursor: '-', or the last id a previous
+-- call read), so a run of pending entries longer than a chunk at the head of the stream
+-- does not hide the acknowledged entries behind it. Without `acked`, the floor stops at the
+-- oldest pending entry (`from` must be '-').
+-- Returns {deleted, full, cursor}: `full`, a whole chunk was read and some deleted (more may
+-- wait); `cursor`, with `acked`, the id to start the next call after when a read was full
+-- (the entries up to it were looked at), else '-' (start again from the head).
+local function safe_trim(stream, max_len, max_age, chunk, now, acked, from)
   local floor = floor_of(stream, not acked)
+  if not acked then from = '-' end
   local deleted, full = 0, 0
+  local cursor = false
+  local function account(r, count)
+    deleted = deleted + r[1]
+    if r[2] >= chunk and r[1] > 0 then full = 1 end
+    if acked and count > 0 and r[2] >= count and (not cursor or id_less(r[3], cursor)) then cursor = r[3] end
+  end
   if max_age >= 0 and now - max_age > 0 then
     local upper = string.format('%d', now - max_age) .. '-0'
     if floor and id_less(floor, upper) then upper = floor end
-    local r = trim_below(stream, upper, chunk, acked)
-    deleted = deleted + r[1]
-    if r[2] >= chunk and r[1] > 0 then full = 1 end
+    account(trim_below(stream, from, upper, chunk, acked), chunk)
   end
   if max_len >= 0 then
-    local excess = redis.call('XLEN', stream) - max_len
-    local r = trim_below(stream, floor, math.min(excess, chunk), acked)
-    deleted = deleted + r[1]
-    if r[2] >= chunk and r[1] > 0 then full = 1 end
+    local count = math.min(redis.call('XLEN', stream) - max_len, chunk)
+    account(trim_below(stream, from, floor, count, acked), count)
   end
-  return {deleted, full}
+  return {deleted, full, cursor or '-'}
 end
 "#;
 
 /// One call of a stream's trimmer, under its lease.
 ///
-/// - Lease: `GET` the lease; another holder's → nothing is trimmed (`{0, 0, 0}`). Else the
+/// - Lease: `GET` the lease; another holder's → nothing is trimmed (`{0, 0, 0, '-'}`). Else the
 ///   lease is set (or renewed) to this holder for ARGV[2] ms, in the same script as the trim,
 ///   so two processes never trim one stream at the same moment (a trim itself is safe either
 ///   way: each computes what is needed from the state it runs on).
@@ -296,23 +325,29 @@ end
 /// whole (it may be killed only before its first write); after, the lease expires
 /// [`TRIM_LEASE`] later and another process takes over. Re-sent by the client after a
 /// reconnect: the same holder renews its own lease and trims again from the state it finds,
-/// which deletes nothing a group needs (it recomputes the floor), so running twice is safe.
+/// which deletes nothing a group needs (it recomputes the floor; `XDELEX ... ACKED` keeps
+/// what is pending), so running twice is safe. The cursor (ARGV[7]) only says where to read:
+/// a stale or lost one makes a call look at entries again or skip some until the next pass
+/// from the head, never delete a needed one.
 static TRIM: LazyLock<Script> = LazyLock::new(|| {
     assemble(
         &[NOW_MS, TAKE_LEASE, SAFE_TRIM],
         r#"
 -- KEYS: stream, lease
 -- ARGV: holder, lease ms, mode ('acked' | 'floor' | 'unsafe'), max_len (-1: none),
---       max_age ms (-1: none), chunk
--- Returns {1 if this holder has the lease, entries deleted, 1 if a full chunk was trimmed}
-if not take_lease(KEYS[2], ARGV[1], ARGV[2]) then return {0, 0, 0} end
+--       max_age ms (-1: none), chunk, cursor ('-' or the id the last call's reads ended at)
+-- Returns {1 if this holder has the lease, entries deleted, 1 if another call should follow
+-- at once, the cursor for the next call}
+if not take_lease(KEYS[2], ARGV[1], ARGV[2]) then return {0, 0, 0, '-'} end
 local stream, mode = KEYS[1], ARGV[3]
 local max_len, max_age, chunk = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-if redis.call('XLEN', stream) == 0 then return {1, 0, 0} end
+if redis.call('XLEN', stream) == 0 then return {1, 0, 0, '-'} end
 local now = now_ms()
 if mode ~= 'unsafe' then
-  local r = safe_trim(stream, max_len, max_age, chunk, now, mode == 'acked')
-  return {1, r[1], r[2]}
+  local r = safe_trim(stream, max_len, max_age, chunk, now, mode == 'acked', ARGV[7])
+  local more = 0
+  if r[2] == 1 or r[3] ~= '-' then more = 1 end
+  return {1, r[1], more, r[3]}
 end
 -- drop_unread: today's MAXLEN ~ / MINID ~, whole nodes, at most `chunk` entries.
 local deleted = 0
@@ -320,7 +355,7 @@ if max_len >= 0 then deleted = deleted + redis.call('XTRIM', stream, 'MAXLEN', '
 if max_age >= 0 and now - max_age > 0 then
   deleted = deleted + redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', now - max_age) .. '-0', 'LIMIT', chunk)
 end
-return {1, deleted, deleted > 0 and 1 or 0}
+return {1, deleted, deleted > 0 and 1 or 0, '-'}
 "#,
     )
 });
@@ -347,7 +382,7 @@ if ARGV[3] ~= '' then
   id = redis.call('XADD', KEYS[1], ARGV[3], unpack(ARGV, 6))
 end
 if redis.call('XLEN', KEYS[1]) == 0 then return {id, 0, 0} end
-local r = safe_trim(KEYS[1], tonumber(ARGV[1]), -1, tonumber(ARGV[2]), now_ms(), ARGV[5] == '1')
+local r = safe_trim(KEYS[1], tonumber(ARGV[1]), -1, tonumber(ARGV[2]), now_ms(), ARGV[5] == '1', '-')
 return {id, r[1], r[2]}
 "#,
     )
@@ -418,14 +453,25 @@ async fn run(
     let keys = vec![plan.stream.clone(), lease.clone()];
     tracing::info!(stream = %plan.stream, retention = ?r, mode = mode(&r, capabilities), %holder, "starting the retention trimmer");
     let mut holding = false;
+    // Where the next call's reads start (XTRIM ... ACKED servers): past the entries the last
+    // calls looked at, so pending entries at the head do not hide those behind them. Kept
+    // across ticks until a call reads to the end of what may go (the script then answers `-`).
+    let mut cursor = "-".to_string();
     loop {
         for _ in 0..MAX_CALLS_PER_TICK {
             let client = command.get();
-            let reply: std::result::Result<Value, _> =
-                TRIM.evalsha_with_reload(&client, keys.clone(), args.clone()).await;
+            let mut args = args.clone();
+            args.push(cursor.clone());
+            let reply: std::result::Result<Value, _> = TRIM.evalsha_with_reload(&client, keys.clone(), args).await;
             match reply {
                 Ok(reply) => {
-                    let reply: Vec<i64> = reply.into_array().into_iter().map(|v| v.as_i64().unwrap_or(0)).collect();
+                    let mut reply = reply.into_array();
+                    cursor = reply
+                        .get_mut(3)
+                        .map(|v| std::mem::replace(v, Value::Null))
+                        .and_then(crate::wire::value_bytes)
+                        .map_or_else(|| "-".to_string(), |b| String::from_utf8_lossy(&b).into_owned());
+                    let reply: Vec<i64> = reply.into_iter().map(|v| v.as_i64().unwrap_or(0)).collect();
                     let (mine, deleted, full) =
                         (reply.first() == Some(&1), reply.get(1).copied().unwrap_or(0), reply.get(2) == Some(&1));
                     if mine != holding {

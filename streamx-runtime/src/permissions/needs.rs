@@ -392,7 +392,10 @@ local s = [[redis.call('SET')]]
                 "HDEL",
                 "HGET",
                 "INFO",
+                // The dedupe ack script's expiry of the group's handled set (`dedupe`).
+                "PEXPIRE",
                 "PING",
+                "PTTL",
                 "SADD",
                 "SCRIPT LOAD",
                 "SET",

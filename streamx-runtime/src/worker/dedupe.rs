@@ -74,9 +74,17 @@ struct State {
 }
 
 impl State {
-    fn forget_old(&mut self, now: Instant) {
+    fn forget_old(&mut self, now: Instant, remember: Duration) {
+        self.forget_recorded(now, remember);
+        if self.checked.len() > 4096 {
+            self.checked.retain(|_, at| now.duration_since(*at) < RECENT);
+        }
+    }
+
+    /// Forgets the keys recorded here more than `remember` ago (see [`Dedupe::remembered`]).
+    fn forget_recorded(&mut self, now: Instant, remember: Duration) {
         while let Some((at, _)) = self.recorded.front() {
-            if now.duration_since(*at) < RECENT {
+            if now.duration_since(*at) < remember {
                 break;
             }
             if let Some((_, key)) = self.recorded.pop_front() {
@@ -87,9 +95,6 @@ impl State {
                     }
                 }
             }
-        }
-        if self.checked.len() > 4096 {
-            self.checked.retain(|_, at| now.duration_since(*at) < RECENT);
         }
     }
 }
@@ -133,6 +138,9 @@ impl Dedupe {
                 Run::Failed => {}
             }
         }
+        // Only while Redis has the record too: past a window shorter than `RECENT`, a
+        // duplicate runs again.
+        state.forget_recorded(Instant::now(), self.remembered());
         if state.recorded_keys.contains_key(key) {
             return Begin::Handled;
         }
@@ -147,6 +155,12 @@ impl Dedupe {
         Begin::Run(RunGuard { dedupe: self.clone(), id, key: key.clone(), done: false })
     }
 
+    /// How long this process remembers a key it recorded: [`RECENT`], or the window when that
+    /// is shorter (Redis forgets the key when its window ends, and so must this process).
+    fn remembered(&self) -> Duration {
+        RECENT.min(self.window)
+    }
+
     /// The keys to record for `ids`, in order (`None`: acknowledge only).
     pub fn keys_for(&self, ids: &[MessageId]) -> Vec<Option<Bytes>> {
         let state = lock(&self.state);
@@ -158,7 +172,7 @@ impl Dedupe {
     pub fn settled(&self, ids: &[MessageId]) {
         let now = Instant::now();
         let mut state = lock(&self.state);
-        state.forget_old(now);
+        state.forget_old(now, self.remembered());
         for id in ids {
             state.screened.remove(id);
             state.checked.remove(id);
