@@ -227,7 +227,7 @@ macro_rules! option_setters {
         /// else its entry id) this group handled successfully within the last `window`
         /// (attribute `dedupe = "24h"`; default: off). Each success is recorded with its
         /// XACK, atomically; duplicates in flight in one process wait for the first's
-        /// outcome. Two members of the group that read duplicates at the same moment can
+        /// outcome. Two members of the group that read duplicates close together can
         /// both run them; a crash between a handler's side effect and its acknowledgement
         /// runs the message again (see the README's "Idempotency").
         pub $($constness)? fn dedupe(mut self, window: ::std::time::Duration) -> Self {

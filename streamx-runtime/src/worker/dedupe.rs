@@ -9,7 +9,8 @@
 //!   acknowledged without running, on failure it runs ([`Dedupe::begin`]);
 //! - **recording**: a success is recorded with its XACK, in one script ([`ack`]).
 //!
-//! Across processes two duplicates read at the same moment by different members can both run:
+//! Across processes two duplicates read close together by different members can both run
+//! (a check made when a batch is read is trusted up to [`RECENT`] until the message starts):
 //! neither is recorded until one succeeds.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -56,6 +57,12 @@ struct Slot {
 /// that starts later than this after its screening is checked again, alone.
 const RECENT: Duration = Duration::from_secs(30);
 
+/// The most recorded keys this process remembers (whatever the throughput: at 100,000
+/// messages a second, [`RECENT`] would be 3,000,000 keys). Past it, the oldest are forgotten
+/// and a screening made before the newest forgotten record is no longer trusted (the message
+/// is checked again, alone): memory stays bounded and nothing runs twice.
+const MAX_REMEMBERED: usize = 65_536;
+
 #[derive(Default)]
 struct State {
     /// Keys running or succeeded here, not yet recorded in Redis.
@@ -71,6 +78,9 @@ struct State {
     recorded_keys: HashMap<Bytes, usize>,
     /// The keys of succeeded runs, by id, until their acknowledgement records them.
     to_record: HashMap<MessageId, Bytes>,
+    /// When the newest record forgotten for [`MAX_REMEMBERED`] was made: a screening made
+    /// before it may have missed that record.
+    horizon: Option<Instant>,
 }
 
 impl State {
@@ -78,6 +88,12 @@ impl State {
         self.forget_recorded(now, remember);
         if self.checked.len() > 4096 {
             self.checked.retain(|_, at| now.duration_since(*at) < RECENT);
+        }
+        // Ids screened as handled whose message never started (dead-lettered unread: too
+        // large, no payload) would stay: past what any loop holds at once, forget them all.
+        // Safe: a message whose verdict is forgotten is checked again, alone.
+        if self.screened.len() > 16_384 {
+            self.screened.clear();
         }
     }
 
@@ -147,7 +163,9 @@ impl Dedupe {
         // A screening older than what `recorded` remembers may have missed a key recorded
         // since by this process: ask again.
         let screened_at = state.checked.remove(&id);
-        if !checked && screened_at.is_none_or(|at| at.elapsed() >= RECENT) {
+        let horizon = state.horizon;
+        let stale = |at: Instant| at.elapsed() >= RECENT || horizon.is_some_and(|h| at <= h);
+        if !checked && screened_at.is_none_or(stale) {
             return Begin::Check;
         }
         let (tx, _) = watch::channel(Run::Running);
@@ -183,6 +201,16 @@ impl Dedupe {
                 *state.recorded_keys.entry(key.clone()).or_default() += 1;
                 state.recorded.push_back((now, key));
             }
+        }
+        while state.recorded.len() > MAX_REMEMBERED {
+            let Some((at, key)) = state.recorded.pop_front() else { break };
+            if let Some(n) = state.recorded_keys.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    state.recorded_keys.remove(&key);
+                }
+            }
+            state.horizon = Some(at);
         }
     }
 }
@@ -364,5 +392,47 @@ pub(crate) async fn ack(
             crate::dedupe::ack_and_record(client, stream, group, &dedupe.handled, dedupe.window, false, ids, keys).await
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u64) -> Bytes {
+        Bytes::from(format!("k{n}"))
+    }
+
+    /// Records `n` keys `k<from>..` as this process's successes.
+    fn record(dedupe: &Dedupe, from: u64, n: u64) {
+        let ids: Vec<MessageId> = (from..from + n).map(|i| MessageId::new(1, i)).collect();
+        {
+            let mut state = lock(&dedupe.state);
+            for (i, id) in ids.iter().enumerate() {
+                state.to_record.insert(*id, key(from + i as u64));
+            }
+        }
+        dedupe.settled(&ids);
+    }
+
+    #[test]
+    fn remembered_records_are_bounded_and_a_screening_older_than_the_forgotten_is_checked_again() {
+        let dedupe = Arc::new(Dedupe::new("s", "g", Duration::from_secs(3600)));
+        let (early, late) = (MessageId::new(0, 1), MessageId::new(0, 2));
+        lock(&dedupe.state).checked.insert(early, Instant::now());
+        record(&dedupe, 1_000_000, 10);
+        // Remembered: a duplicate of a recorded key is handled without asking Redis.
+        assert!(matches!(dedupe.begin(MessageId::new(0, 9), &key(1_000_003), false), Begin::Handled));
+        record(&dedupe, 0, MAX_REMEMBERED as u64);
+        {
+            let state = lock(&dedupe.state);
+            assert_eq!(state.recorded.len(), MAX_REMEMBERED);
+            assert_eq!(state.recorded_keys.len(), MAX_REMEMBERED);
+        }
+        // `early` was screened before records now forgotten: it is checked again, alone.
+        assert!(matches!(dedupe.begin(early, &key(1_000_003), false), Begin::Check));
+        // A screening after the newest forgotten record is trusted.
+        lock(&dedupe.state).checked.insert(late, Instant::now());
+        assert!(matches!(dedupe.begin(late, &key(7_000_000), false), Begin::Run(_)));
     }
 }
