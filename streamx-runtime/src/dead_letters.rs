@@ -140,8 +140,18 @@ return removed
 pub(crate) fn engine_scripts() -> [crate::permissions::EngineScript; 2] {
     use crate::permissions::EngineScript;
     [
-        EngineScript { name: "dead-letter move", ident: "MOVE_SCRIPT", script: &MOVE_SCRIPT },
-        EngineScript { name: "dead-letter acknowledgement", ident: "ACK_WIDE_SCRIPT", script: &ACK_WIDE_SCRIPT },
+        EngineScript {
+            serves: crate::permissions::Serves::All,
+            name: "dead-letter move",
+            ident: "MOVE_SCRIPT",
+            script: &MOVE_SCRIPT,
+        },
+        EngineScript {
+            serves: crate::permissions::Serves::All,
+            name: "dead-letter acknowledgement",
+            ident: "ACK_WIDE_SCRIPT",
+            script: &ACK_WIDE_SCRIPT,
+        },
     ]
 }
 

@@ -281,10 +281,13 @@ pub fn promoter_lease(stream: &str) -> String {
     derived_key(stream, KeyKind::PromoterLease)
 }
 
-/// Every key the engine touches for `group` on `stream`, each with what it is: the stream,
-/// its dead-letter stream (`dead_letters`, `None` when off) and the group's bookkeeping keys
-/// above. A key added to the engine is added here too: the start-up permission check (see
-/// [`crate::Runtime::start`] and the README's "TLS and ACL") asks Redis about each.
+/// Every key the engine touches for every consumer of `group` on `stream`, each with what it
+/// is: the stream, its dead-letter stream (`dead_letters`, `None` when off) and the group's
+/// bookkeeping keys above. A key every consumer needs is added here too: the start-up
+/// permission check (see [`crate::Runtime::start`] and the README's "TLS and ACL") asks Redis
+/// about each. The keys of features a consumer turns on (`dedupe`, `retention`) and of the
+/// promotion of delayed messages (which degrades to a warning when refused) are not here;
+/// the rule grants them all with the stream's `{orders}:*` pattern.
 pub fn engine_keys(stream: &str, group: &str, dead_letters: Option<&str>) -> Vec<(&'static str, String)> {
     let mut keys = vec![("stream", stream.to_string())];
     keys.extend(dead_letters.map(|dlq| ("dead-letter stream", dlq.to_string())));
@@ -293,10 +296,6 @@ pub fn engine_keys(stream: &str, group: &str, dead_letters: Option<&str>) -> Vec
         ("heartbeats", heartbeats(stream, group)),
         ("take-over marks", takeover_marks(stream, group)),
         ("member deadlines", member_deadlines(stream, group)),
-        // The promotion of delayed messages, one per stream (see `scheduler`).
-        ("scheduled messages", scheduled(stream)),
-        ("scheduled payloads", scheduled_payloads(stream)),
-        ("promoter lease", promoter_lease(stream)),
     ]);
     keys
 }

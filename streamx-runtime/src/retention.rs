@@ -393,10 +393,15 @@ pub(crate) const PUBLISH_TRIM_CHUNK: u64 = 100;
 
 /// The scripts of the trimmer, for the start-up permission check.
 pub(crate) fn engine_scripts() -> Vec<crate::permissions::EngineScript> {
-    use crate::permissions::EngineScript;
+    use crate::permissions::{EngineScript, Serves};
     vec![
-        EngineScript { name: "retention trim", ident: "TRIM", script: &TRIM },
-        EngineScript { name: "lease release", ident: "RELEASE_LEASE", script: &crate::lease::RELEASE_LEASE },
+        EngineScript { serves: Serves::Retention, name: "retention trim", ident: "TRIM", script: &TRIM },
+        EngineScript {
+            serves: Serves::Retention,
+            name: "lease release",
+            ident: "RELEASE_LEASE",
+            script: &crate::lease::RELEASE_LEASE,
+        },
     ]
 }
 

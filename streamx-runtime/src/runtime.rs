@@ -18,7 +18,7 @@ use crate::keys::{
     dead_letter_stream, default_dead_letter_stream, derived_key, hash_tag, move_legacy_keys, slot, KeyKind,
 };
 use crate::observe::readiness::Loops;
-use crate::permissions::{check_consumers, required_commands, ConsumerKeys};
+use crate::permissions::{check_consumers, required_commands, ConsumerKeys, Uses};
 use crate::policy::DeadLetterTarget;
 use crate::producer::Producer;
 use crate::registry::registered;
@@ -530,7 +530,7 @@ impl Runtime {
     /// ```
     pub fn acl_rule(&self, user: &str) -> String {
         let consumers = self.consumer_keys();
-        crate::permissions::acl_rule(user, &consumers, &required_commands(self.url.is_cluster()))
+        crate::permissions::acl_rule(user, &consumers, &required_commands(self.url.is_cluster(), Uses::ALL))
     }
 
     /// The keys of every consumer, for the permission check.
@@ -574,7 +574,8 @@ impl Runtime {
         let command = HealingClient::connect(&self.url, ClientRole::Command, self.connect_timeout).await?;
         // Before anything is created: a user that lacks a permission fails here, saying which.
         let keys = self.consumer_keys();
-        if let Err(e) = check_consumers(&command.get(), self.url.username(), &keys, self.url.is_cluster()).await {
+        let uses = Uses::any(&self.consumers);
+        if let Err(e) = check_consumers(&command.get(), self.url.username(), &keys, self.url.is_cluster(), uses).await {
             command.quit().await;
             return Err(e);
         }

@@ -52,7 +52,7 @@ use std::collections::BTreeSet;
 use fred::clients::Client;
 
 use crate::error::{Error, Result};
-pub(crate) use needs::{required_commands, ConsumerKeys, EngineScript};
+pub(crate) use needs::{required_commands, ConsumerKeys, EngineScript, Serves, Uses};
 pub(crate) use watch::PermissionWatch;
 
 /// The smallest `ACL SETUSER` rule for `user` to run `consumers` (and producers on their
@@ -73,8 +73,9 @@ pub(crate) async fn check_consumers(
     user: &str,
     consumers: &[ConsumerKeys],
     cluster: bool,
+    uses: Uses,
 ) -> Result<()> {
-    let commands = required_commands(cluster);
+    let commands = required_commands(cluster, uses);
     let mut report = probe::Report::default();
     let mut streams: Vec<String> = Vec::new();
     let mut probed = BTreeSet::new();
@@ -108,7 +109,7 @@ pub(crate) async fn check_consumers(
     Err(Error::MissingPermissions(Box::new(MissingPermissions {
         user: user.to_string(),
         grant: grant(user, consumers, &commands_refused, &report.keys),
-        rule: acl_rule(user, consumers, &commands),
+        rule: acl_rule(user, consumers, &required_commands(cluster, Uses::ALL)),
         streams,
         commands: commands_refused,
         keys: report.keys,

@@ -53,11 +53,68 @@ const CONTAINERS: &[&str] = &[
     "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
 ];
 
+/// Which consumers a script of the engine serves: every one, or only those with a feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Serves {
+    /// Every consumer loop runs it.
+    All,
+    /// Consumers with `dedupe`.
+    Dedupe,
+    /// Consumers with `retention` or `delete_on_ack` (the stream's trimmer).
+    Retention,
+    /// The promotion of delayed messages, which every runtime runs for its consumers' streams
+    /// but which is never required: a user refused it gets a warning, and the stream's
+    /// delayed messages wait for a runtime that may promote them (so a rule written before
+    /// delayed messages existed still starts its consumers).
+    Promotion,
+}
+
+/// What the consumers of a runtime (or one consumer) use beyond every consumer's needs: the
+/// scripts whose commands the start-up check requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Uses {
+    pub dedupe: bool,
+    pub retention: bool,
+    pub promotion: bool,
+}
+
+impl Uses {
+    /// Every feature: what the ACL rule grants (the README's rule), so a user given it may
+    /// turn any feature on.
+    pub const ALL: Uses = Uses { dedupe: true, retention: true, promotion: true };
+
+    /// What `consumer` uses that the check must require (promotion never is).
+    pub fn of(consumer: &crate::consumer::Consumer) -> Uses {
+        let o = &consumer.options;
+        Uses { dedupe: o.dedupe.is_some(), retention: o.retention.is_some() || o.delete_on_ack, promotion: false }
+    }
+
+    /// What any of `consumers` uses.
+    pub fn any<'a>(consumers: impl IntoIterator<Item = &'a crate::consumer::Consumer>) -> Uses {
+        consumers.into_iter().map(Uses::of).fold(Uses::default(), |a, b| Uses {
+            dedupe: a.dedupe || b.dedupe,
+            retention: a.retention || b.retention,
+            promotion: a.promotion || b.promotion,
+        })
+    }
+
+    fn needs(&self, serves: Serves) -> bool {
+        match serves {
+            Serves::All => true,
+            Serves::Dedupe => self.dedupe,
+            Serves::Retention => self.retention,
+            Serves::Promotion => self.promotion,
+        }
+    }
+}
+
 /// One Lua script of the engine, by name.
 #[derive(Clone, Copy)]
 pub(crate) struct EngineScript {
     /// What it does, for logs (`take-over`).
     pub name: &'static str,
+    /// Which consumers need it.
+    pub serves: Serves,
     /// The name of its `static` in the source (the unit tests find every script static).
     #[cfg_attr(not(test), allow(dead_code))]
     pub ident: &'static str,
@@ -73,16 +130,16 @@ pub(crate) fn engine_scripts() -> Vec<EngineScript> {
     scripts
 }
 
-/// The commands the consumer loop needs: those its scripts call and those it sends itself
-/// (and on Redis Cluster the client's `CLUSTER` commands), as Redis names them
-/// (`XINFO CONSUMERS`), sorted. A script whose commands cannot be read is a bug the unit tests
-/// catch; here its commands are simply those that could be read.
-pub(crate) fn required_commands(cluster: bool) -> Vec<String> {
+/// The commands the consumer loop needs for consumers that use `uses`: those its scripts
+/// call and those it sends itself (and on Redis Cluster the client's `CLUSTER` commands), as
+/// Redis names them (`XINFO CONSUMERS`), sorted. A script whose commands cannot be read is a
+/// bug the unit tests catch; here its commands are simply those that could be read.
+pub(crate) fn required_commands(cluster: bool, uses: Uses) -> Vec<String> {
     let mut all: BTreeSet<String> = DIRECT.iter().map(|c| c.to_string()).collect();
     if cluster {
         all.extend(CLUSTER.iter().map(|c| c.to_string()));
     }
-    for s in engine_scripts() {
+    for s in engine_scripts().into_iter().filter(|s| uses.needs(s.serves)) {
         all.extend(script_commands(s.script).unwrap_or_else(|e| e.found));
     }
     all.into_iter().collect()
@@ -375,12 +432,62 @@ local s = [[redis.call('SET')]]
         }
     }
 
+    /// A consumer without `dedupe` or `retention` needs what it needed before they (and
+    /// delayed messages) existed: a rule written for the previous release still starts it.
+    #[test]
+    fn plain_consumers_need_no_more_than_before_the_new_features() {
+        let before = [
+            "CLIENT ID",
+            "CLIENT UNBLOCK",
+            "EVALSHA",
+            "EXISTS",
+            "INFO",
+            "PING",
+            "SADD",
+            "SCRIPT LOAD",
+            "SMISMEMBER",
+            "SREM",
+            "TIME",
+            "XACK",
+            "XADD",
+            "XCLAIM",
+            "XDEL",
+            "XGROUP CREATE",
+            "XGROUP DELCONSUMER",
+            "XINFO CONSUMERS",
+            "XINFO GROUPS",
+            "XINFO STREAM",
+            "XLEN",
+            "XPENDING",
+            "XRANGE",
+            "XREADGROUP",
+            "XTRIM",
+            "ZADD",
+            "ZRANGEBYSCORE",
+            "ZREM",
+            "ZSCORE",
+        ];
+        assert_eq!(required_commands(false, Uses::default()), before);
+        let dedupe = required_commands(false, Uses { dedupe: true, ..Uses::default() });
+        for c in ["ZMSCORE", "PEXPIRE", "PTTL"] {
+            assert!(dedupe.iter().any(|d| d == c), "{c} in {dedupe:?}");
+        }
+        let retention = required_commands(false, Uses { retention: true, ..Uses::default() });
+        for c in ["GET", "SET", "DEL"] {
+            assert!(retention.iter().any(|d| d == c), "{c} in {retention:?}");
+        }
+        let all = required_commands(false, Uses::ALL);
+        for c in ["HGET", "HDEL", "ZCARD"] {
+            assert!(all.iter().any(|d| d == c) && !dedupe.iter().any(|d| d == c), "{c}: promotion only");
+        }
+    }
+
     /// The commands the engine needs today. When a script starts calling another command,
     /// this fails: update it, and the README's rule (the `acl_checks` test compares them).
     #[test]
     fn the_commands_the_engine_needs() {
         assert_eq!(
-            required_commands(false),
+            required_commands(false, Uses::ALL),
             [
                 "CLIENT ID",
                 "CLIENT UNBLOCK",
@@ -424,7 +531,7 @@ local s = [[redis.call('SET')]]
                 "ZSCORE",
             ]
         );
-        let cluster = required_commands(true);
+        let cluster = required_commands(true, Uses::ALL);
         assert!(cluster.contains(&"CLUSTER SLOTS".to_string()) && cluster.contains(&"CLUSTER INFO".to_string()));
     }
 

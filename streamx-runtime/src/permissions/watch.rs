@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::denial::{denial, Denial, Refused};
-use super::needs::{engine_scripts, required_commands, script_commands, ConsumerKeys};
+use super::needs::{engine_scripts, required_commands, script_commands, ConsumerKeys, Uses};
 use super::probe::{check, Report};
 use super::{describe_refusal, grant};
 use crate::connection::{HealingClient, RedisUrl};
@@ -88,7 +88,7 @@ impl PermissionWatch {
             consumer: consumer.name().to_string(),
             user: url.username().to_string(),
             keys,
-            commands: required_commands(url.is_cluster()),
+            commands: required_commands(url.is_cluster(), Uses::of(consumer)),
             client,
             readiness,
             stopping,

@@ -202,6 +202,7 @@ pub(crate) fn schedule_keys(stream: &str) -> Vec<String> {
 /// The scripts of the promotion, which every runtime runs (see [`crate::permissions`]).
 pub(crate) fn engine_scripts() -> [crate::permissions::EngineScript; 1] {
     [crate::permissions::EngineScript {
+        serves: crate::permissions::Serves::Promotion,
         name: "scheduled-message promotion",
         ident: "PROMOTE_SCHEDULED",
         script: &promoter::PROMOTE_SCHEDULED,

@@ -101,6 +101,9 @@ return {promoted, dropped, failure, next_due, now, redis.call('ZCARD', KEYS[2]),
 /// How long a promoter's lease lasts without renewal (the holder renews it every tick).
 pub(crate) const LEASE: Duration = Duration::from_secs(2);
 
+/// How long a promoter refused by the ACL waits before it asks again.
+const NOPERM_RETRY: Duration = Duration::from_secs(60);
+
 /// How often a runtime without the lease asks for it (jittered 80–120%).
 pub(crate) const STANDBY_POLL: Duration = Duration::from_millis(500);
 
@@ -250,11 +253,17 @@ async fn run(stream: String, client: HealingClient, stop: CancellationToken) {
             }
             Some(error) => {
                 if !std::mem::replace(&mut failing, true) {
-                    tracing::warn!(stream, error, "cannot promote scheduled messages; retrying with backoff");
+                    if error.contains("NOPERM") {
+                        tracing::warn!(stream, error, "the Redis user may not promote this stream's delayed messages: they wait for a runtime that may (grant +evalsha +get +set +del +hget +hdel +zcard +zrangebyscore +zrem +xadd +time and the stream's keys `{{<stream>}}:*`, as in the README's rule); retrying with backoff");
+                    } else {
+                        tracing::warn!(stream, error, "cannot promote scheduled messages; retrying with backoff");
+                    }
                 } else {
                     tracing::debug!(stream, error, "still cannot promote scheduled messages");
                 }
-                wait = backoff.advance();
+                // A refusal lasts until an operator changes the rule: ask again a minute later
+                // (each refusal is an `ACL LOG` entry).
+                wait = if error.contains("NOPERM") { NOPERM_RETRY } else { backoff.advance() };
             }
         }
     }

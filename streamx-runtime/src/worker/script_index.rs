@@ -3,18 +3,28 @@
 //! file is added here too (a unit test finds every script static).
 
 use super::{heartbeat, promoter, retries, sampler, takeover};
-use crate::permissions::EngineScript;
+use crate::permissions::{EngineScript, Serves};
 
 /// Every script of the consumer loop.
 pub(crate) fn scripts() -> Vec<EngineScript> {
     vec![
-        EngineScript { name: "take-over", ident: "TAKE_OVER", script: &takeover::TAKE_OVER },
-        EngineScript { name: "heartbeat", ident: "BEAT", script: &heartbeat::BEAT },
-        EngineScript { name: "clean-up", ident: "CLEAN_UP", script: &heartbeat::CLEAN_UP },
-        EngineScript { name: "retry promotion", ident: "PROMOTE", script: &promoter::PROMOTE },
-        EngineScript { name: "retry parking", ident: "PARK", script: &retries::PARK },
-        EngineScript { name: "gauge sample", ident: "SAMPLE", script: &sampler::SAMPLE },
-        EngineScript { name: "dedupe check", ident: "HANDLED_AMONG", script: &crate::dedupe::HANDLED_AMONG },
-        EngineScript { name: "dedupe ack", ident: "ACK_AND_RECORD", script: &crate::dedupe::ACK_AND_RECORD },
+        EngineScript { serves: Serves::All, name: "take-over", ident: "TAKE_OVER", script: &takeover::TAKE_OVER },
+        EngineScript { serves: Serves::All, name: "heartbeat", ident: "BEAT", script: &heartbeat::BEAT },
+        EngineScript { serves: Serves::All, name: "clean-up", ident: "CLEAN_UP", script: &heartbeat::CLEAN_UP },
+        EngineScript { serves: Serves::All, name: "retry promotion", ident: "PROMOTE", script: &promoter::PROMOTE },
+        EngineScript { serves: Serves::All, name: "retry parking", ident: "PARK", script: &retries::PARK },
+        EngineScript { serves: Serves::All, name: "gauge sample", ident: "SAMPLE", script: &sampler::SAMPLE },
+        EngineScript {
+            serves: Serves::Dedupe,
+            name: "dedupe check",
+            ident: "HANDLED_AMONG",
+            script: &crate::dedupe::HANDLED_AMONG,
+        },
+        EngineScript {
+            serves: Serves::Dedupe,
+            name: "dedupe ack",
+            ident: "ACK_AND_RECORD",
+            script: &crate::dedupe::ACK_AND_RECORD,
+        },
     ]
 }

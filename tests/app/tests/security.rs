@@ -29,6 +29,10 @@ const ORDERS_USER_RULES: &[&str] = &[
     "~{orders}:members:*",
     // The registry of stream names, written best effort at start and at a first publish.
     "~streamx:streams",
+    // The promotion of delayed messages (see `PROMOTION_RULES`; its commands below).
+    "~{orders}:scheduled",
+    "~{orders}:scheduled-payloads",
+    "~{orders}:promoter",
     "resetchannels",
     "-@all",
     "+@stream",
@@ -47,6 +51,25 @@ const ORDERS_USER_RULES: &[&str] = &[
     "+info",
     "+client|id",
     "+client|unblock",
+    "+get",
+    "+set",
+    "+del",
+    "+hget",
+    "+hdel",
+    "+zcard",
+];
+/// What [`ORDERS_USER_RULES`] grants for the promotion of delayed messages alone: a rule
+/// without them (written before delayed messages existed) still runs the consumers.
+const PROMOTION_RULES: &[&str] = &[
+    "~{orders}:scheduled",
+    "~{orders}:scheduled-payloads",
+    "~{orders}:promoter",
+    "+get",
+    "+set",
+    "+del",
+    "+hget",
+    "+hdel",
+    "+zcard",
 ];
 const ORDERS_USER: &str = "orders-worker";
 const ORDERS_PASSWORD: &str = "correct-horse-battery";
@@ -322,7 +345,7 @@ async fn an_acl_user_limited_to_orders_runs_a_consumer_with_dead_letters() {
     let group = Inspector::connect(&server.url()).await.unwrap().group("orders", "billing").await.unwrap().unwrap();
     assert_eq!(group.pending, 0, "everything acknowledged or dead-lettered");
     // The rule was enough: the server denied nothing.
-    assert_eq!(acl_denials(&server), Vec::<String>::new());
+    assert_eq!(acl_denials(&server), Vec::<String>::new(), "{}", redis_cli(&server, &["ACL", "LOG"]).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,4 +547,46 @@ async fn rediss_cluster_urls_use_tls_with_the_custom_ca_too() {
         .err()
         .expect("untrusted");
     assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+}
+
+/// A rule written before delayed messages existed (without what their promotion needs) still
+/// starts plain consumers, which consume as before: only the promotion is refused (a warning,
+/// retried a minute later), never a consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_from_before_delayed_messages_still_runs_the_consumers() {
+    let server = common::start_server();
+    let mut args = vec!["ACL", "SETUSER", ORDERS_USER];
+    let password = format!(">{ORDERS_PASSWORD}");
+    args.push(&password);
+    args.extend(ORDERS_USER_RULES.iter().copied().filter(|r| !PROMOTION_RULES.contains(r)));
+    assert_eq!(redis_cli(&server, &args).unwrap().trim(), "OK");
+    let (consumer, seen) = recorder("orders", None);
+    let runtime = Runtime::builder()
+        .redis_url(server.url())
+        .credentials(ORDERS_USER, ORDERS_PASSWORD)
+        .registered_consumers(false)
+        .consumer(consumer.concurrency(4))
+        .connect_timeout(Duration::ZERO)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    producer.publish_batch("orders", &(0..20).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    wait_until(Duration::from_secs(20), "20 handled", || async { len(&seen) >= 20 }).await.unwrap();
+    runtime.shutdown().await.unwrap();
+    let denied = acl_denials(&server);
+    assert!(!denied.is_empty(), "the promotion was refused (so this rule really lacks it)");
+    assert!(
+        denied.iter().all(|d| [
+            "get",
+            "evalsha",
+            "{orders}:promoter",
+            "{orders}:scheduled",
+            "{orders}:scheduled-payloads"
+        ]
+        .contains(&d.as_str())),
+        "only the promotion was refused: {denied:?}"
+    );
 }
