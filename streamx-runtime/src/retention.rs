@@ -501,7 +501,7 @@ async fn run(
                 }
             }
         }
-        let jitter = rand_jitter();
+        let jitter = crate::retry_delay::jittered(DEFAULT_TRIM_INTERVAL);
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(jitter) => {}
@@ -510,15 +510,6 @@ async fn run(
     if holding {
         crate::lease::release(&command.get(), lease, &holder).await;
     }
-}
-
-/// [`DEFAULT_TRIM_INTERVAL`] ±20%, from the clock's nanoseconds (no random source needed for
-/// spreading ticks).
-fn rand_jitter() -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    let base = DEFAULT_TRIM_INTERVAL.as_millis() as u64;
-    let spread = base * 2 / 5;
-    Duration::from_millis(base - base / 5 + u64::from(nanos) % spread.max(1))
 }
 
 #[cfg(test)]
@@ -545,13 +536,5 @@ mod tests {
         let b = Consumer::new("s", "b", h).delete_on_ack(true);
         let err = plans(&[a, b]).unwrap_err().to_string();
         assert!(err.contains("must agree on whether unread entries may be trimmed"), "{err}");
-    }
-
-    #[test]
-    fn the_jitter_stays_within_a_fifth_of_the_interval() {
-        for _ in 0..100 {
-            let j = rand_jitter();
-            assert!(j >= Duration::from_millis(800) && j < Duration::from_millis(1200), "{j:?}");
-        }
     }
 }

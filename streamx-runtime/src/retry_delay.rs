@@ -1,10 +1,17 @@
 //! The one delay between attempts of a failing Redis call, used by every retry loop of the
 //! crate (connecting, reading, acknowledging, the heartbeat, the supervised loop tasks):
-//! 100 ms doubling up to a cap (5 s unless a caller needs a shorter one).
+//! 100 ms doubling up to a cap (5 s unless a caller needs a shorter one); and the jitter of
+//! every periodic task ([`jittered`]), so processes do not hit Redis in step.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+/// `d` scaled by a random factor in 0.8..1.2: the period of every periodic task (the loop's
+/// ticks, the retention trimmer, the promoter of delayed messages).
+pub(crate) fn jittered(d: Duration) -> Duration {
+    d.mul_f64(0.8 + rand::random::<f64>() * 0.4)
+}
 
 /// Delay between retries of a failing Redis call: 100 ms doubling to a cap.
 #[derive(Debug, Clone)]
@@ -57,6 +64,14 @@ impl RetryDelay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_jitter_stays_within_a_fifth_of_the_period() {
+        for _ in 0..100 {
+            let j = jittered(Duration::from_secs(1));
+            assert!(j >= Duration::from_millis(800) && j <= Duration::from_millis(1200), "{j:?}");
+        }
+    }
 
     #[test]
     fn doubles_up_to_the_cap_and_resets() {

@@ -157,14 +157,13 @@ impl Tick {
     /// How long to wait before the next tick: none after a full page, else until the next
     /// message is due when that is sooner than a (jittered) tick.
     fn wait(&self) -> Duration {
-        let jitter = 0.8 + rand::random::<f64>() * 0.4;
         if !self.held {
-            return STANDBY_POLL.mul_f64(jitter);
+            return crate::retry_delay::jittered(STANDBY_POLL);
         }
         if self.full {
             return Duration::ZERO;
         }
-        let tick = TICK.mul_f64(jitter);
+        let tick = crate::retry_delay::jittered(TICK);
         match self.next_due {
             Some(due) => tick.min(Duration::from_millis(due.saturating_sub(self.now))),
             None => tick,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use crate::retry_delay::jittered;
 use crate::retry_delay::RetryDelay;
 
 /// A jittered interval (each wait is 80–120% of the period). After a tick that found a full
@@ -63,9 +64,4 @@ impl Ticker {
     pub fn failed(&mut self) {
         self.failing = true;
     }
-}
-
-/// `d` scaled by a random factor in 0.8..1.2.
-pub(crate) fn jittered(d: Duration) -> Duration {
-    d.mul_f64(0.8 + rand::random::<f64>() * 0.4)
 }
