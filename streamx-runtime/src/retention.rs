@@ -51,7 +51,7 @@ use crate::consumer::Consumer;
 use crate::error::{Error, Result};
 use crate::keys;
 use crate::lease::TAKE_LEASE;
-use crate::scripts::{assemble, NOW_MS};
+use crate::scripts::{assemble, IDS, NOW_MS};
 
 /// How often a trimmer runs by default (jittered by ±20%, so the trimmers of several streams
 /// and processes do not run in step).
@@ -199,35 +199,10 @@ pub(crate) fn plans(consumers: &[Consumer]) -> Result<Vec<TrimPlan>> {
         .collect())
 }
 
-/// Lua helpers on stream ids as decimal strings: `id_less(a, b)`, `next_id(id)` (the
-/// smallest id after `id`), and `safe_trim(stream, max_len, max_age, chunk, now, acked, from)`:
+/// `safe_trim(stream, max_len, max_age, chunk, now, acked, from)`:
 /// the safe trim (see the module docs), returning `{deleted, full, cursor}` (`full`: a chunk
 /// was trimmed, more may wait; `cursor`: where the next call's reads start, see [`TRIM`]).
 const SAFE_TRIM: &str = r#"
-local function num_less(a, b)
-  if #a ~= #b then return #a < #b end
-  return a < b
-end
-local function id_less(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  if am ~= bm then return num_less(am, bm) end
-  return num_less(as, bs)
-end
-local function inc(s)
-  local i = #s
-  while i > 0 do
-    local d = string.byte(s, i) - 48
-    if d < 9 then return string.sub(s, 1, i - 1) .. string.char(49 + d) .. string.rep('0', #s - i) end
-    i = i - 1
-  end
-  return '1' .. string.rep('0', #s)
-end
-local function next_id(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  if seq == '18446744073709551615' then return inc(ms) .. '-0' end
-  return ms .. '-' .. inc(seq)
-end
 -- The oldest id some group needs: the id after the group's last-delivered id, or with
 -- `pending` its oldest pending id if older; the minimum over the groups. False when no group
 -- needs anything (no groups).
@@ -331,7 +306,7 @@ end
 /// from the head, never delete a needed one.
 static TRIM: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, TAKE_LEASE, SAFE_TRIM],
+        &[NOW_MS, IDS, TAKE_LEASE, SAFE_TRIM],
         r#"
 -- KEYS: stream, lease
 -- ARGV: holder, lease ms, mode ('acked' | 'floor' | 'unsafe'), max_len (-1: none),
@@ -371,7 +346,7 @@ return {1, deleted, deleted > 0 and 1 or 0, '-'}
 /// connection does not re-send publishes (see [`crate::Producer`]). Cluster: one key.
 pub(crate) static PUBLISH_ACKED: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, TAKE_LEASE, SAFE_TRIM],
+        &[NOW_MS, IDS, SAFE_TRIM],
         r#"
 -- KEYS: stream
 -- ARGV: max_len, chunk, id ('*', an id, or '' to trim only), nomkstream (1 | 0),

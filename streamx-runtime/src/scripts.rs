@@ -98,6 +98,36 @@ local function redis_paused(deadlines, now, stale)
 end
 "#;
 
+/// `id_less(a, b)` and `next_id(id)` (the smallest id after `id`) on stream ids as decimal
+/// strings (`<ms>-<seq>`, no leading zeros): never as Lua numbers, which lose the low bits of
+/// ids above 2^53.
+pub(crate) const IDS: &str = r#"
+local function num_less(a, b)
+  if #a ~= #b then return #a < #b end
+  return a < b
+end
+local function id_less(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if am ~= bm then return num_less(am, bm) end
+  return num_less(as, bs)
+end
+local function inc(s)
+  local i = #s
+  while i > 0 do
+    local d = string.byte(s, i) - 48
+    if d < 9 then return string.sub(s, 1, i - 1) .. string.char(49 + d) .. string.rep('0', #s - i) end
+    i = i - 1
+  end
+  return '1' .. string.rep('0', #s)
+end
+local function next_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  if seq == '18446744073709551615' then return inc(ms) .. '-0' end
+  return ms .. '-' .. inc(seq)
+end
+"#;
+
 /// `paged(command, key, values)`: `command key v1 v2 ...` over `values` in pages of 1,000
 /// (Lua's `unpack` takes at most ~8,000 values: every list a script builds from Redis state
 /// or from its arguments goes through here). `values` of `ZADD` are score/member pairs: a

@@ -36,7 +36,7 @@ use super::{raw_entries, DeadLetter, DeadLetters, DLQ_FIELD_PREFIX, REPLAYED_FRO
 use crate::error::{Error, Result};
 use crate::keys::{self, KeyKind};
 use crate::message::MessageId;
-use crate::scripts::{assemble, NOW_MS};
+use crate::scripts::{assemble, IDS, NOW_MS};
 use crate::wire::{value_bytes, HEADER_PREFIX, REPLAY_GROUP_FIELD};
 use crate::worker::{SCHEDULED_CONSUMER, SUSPECTS_CONSUMER};
 
@@ -101,7 +101,7 @@ impl Replayed {
 /// at worst a schedule entry the promoter drops, never a letter gone undelivered.
 static REPLAY_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS],
+        &[NOW_MS, IDS],
         r#"
 -- KEYS: stream, schedule, take-over marks, replay marks, [dead-letter stream]
 -- ARGV: group, scheduled consumer, dead-letter stream name, replayed-from field,
@@ -110,19 +110,6 @@ static REPLAY_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
 local dlq = KEYS[5]
 local group = ARGV[1]
 local now = now_ms()
--- Ids compared as decimal strings (no leading zeros): a Lua number loses 64-bit parts.
-local function compare(a, b)
-  if #a ~= #b then return #a > #b and 1 or -1 end
-  if a == b then return 0 end
-  return a > b and 1 or -1
-end
-local function after(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  local c = compare(am, bm)
-  if c ~= 0 then return c > 0 end
-  return compare(as, bs) > 0
-end
 local last_delivered = nil
 if group ~= '' then
   local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', KEYS[1])
@@ -179,7 +166,7 @@ while i <= #ARGV do
       -- A consumer holds it (dead-lettering it again, or it was read again after a reset):
       -- its fate is that consumer's; the letter stays.
       outcome = 'held'
-    elseif holder or after(origin, last_delivered) then
+    elseif holder or id_less(last_delivered, origin) then
       outcome = 'due'
     else
       redis.call('ZADD', KEYS[2], now, origin)
