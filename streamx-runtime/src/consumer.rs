@@ -73,6 +73,8 @@ pub struct ConsumerOptions {
     /// A success is recorded in the same script as its XACK. Default `None`: off. See the
     /// README's "Idempotency" for the crash windows this closes and those it cannot.
     pub dedupe: Option<Duration>,
+    /// Per-key ordering (placeholder until the foundation commit).
+    pub ordered: bool,
 }
 
 impl ConsumerOptions {
@@ -94,6 +96,7 @@ impl ConsumerOptions {
         retention: None,
         delete_on_ack: false,
         dedupe: None,
+        ordered: false,
     };
 
     /// The batch size in effect.
@@ -137,6 +140,11 @@ macro_rules! option_setters {
         /// (default 1 below concurrency 8, 8 from 8; at most the concurrency).
         pub $($constness)? fn readers(mut self, n: usize) -> Self {
             self.options.readers = ::std::option::Option::Some(n);
+            self
+        }
+        /// Per-key ordering (placeholder until the foundation commit).
+        pub $($constness)? fn ordered(mut self, ordered: bool) -> Self {
+            self.options.ordered = ordered;
             self
         }
         /// Sets the XREADGROUP BLOCK time (default 2 s).

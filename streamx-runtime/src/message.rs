@@ -140,6 +140,9 @@ impl<'de> serde::Deserialize<'de> for MessageId {
     }
 }
 
+/// The header holding a message's key (placeholder until the foundation commit).
+pub const MESSAGE_KEY_HEADER: &str = "streamx-key";
+
 /// String headers carried beside the payload (stored as `h:<name>` fields).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
