@@ -37,6 +37,12 @@ pub(crate) async fn finish_handlers(shared: &Shared) -> usize {
 
 /// Hands back what this process holds (see the module docs), in pages of [`PAGE`].
 pub(crate) async fn hand_back(shared: &Shared) {
+    if shared.gate.is_some() {
+        // Ordered: the schedule would let any member run them in any order, beside later
+        // entries of their keys. Left pending under this member's name: a restart under it
+        // takes them up first, in order; another member takes them over after claim_idle.
+        return;
+    }
     let mut held = shared.held_entries();
     held.sort_unstable();
     let mut handed = 0usize;

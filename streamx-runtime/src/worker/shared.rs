@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub permissions: PermissionWatch,
     /// The dedupe state, for a consumer with `dedupe` (see [`super::dedupe`]).
     pub dedupe: Option<Arc<super::dedupe::Dedupe>>,
+    /// The key gate, for a consumer with `ordered` (see [`super::ordering`]).
+    pub gate: Option<super::ordering::KeyGate>,
     /// When the heartbeat last got through again after failing (Redis unreachable or
     /// restarted): every consumer's heartbeat looks stale for a while after an outage.
     recovered_at: Mutex<Option<Instant>>,
@@ -133,8 +135,10 @@ impl Shared {
         let dedupe = options
             .dedupe
             .map(|window| Arc::new(super::dedupe::Dedupe::new(&consumer.stream, &consumer.group, window)));
+        let gate = options.ordered.then(|| super::ordering::KeyGate::new(settings.max_buffered_bytes));
         let shared = Shared {
             dedupe,
+            gate,
             name: consumer.name.to_string(),
             handler,
             slots,
