@@ -135,6 +135,7 @@ impl Shared {
         let dedupe = options
             .dedupe
             .map(|window| Arc::new(super::dedupe::Dedupe::new(&consumer.stream, &consumer.group, window)));
+        let stats = Arc::new(ConsumerStats::default());
         let gate = options.ordered.then(|| super::ordering::KeyGate::new(settings.max_buffered_bytes));
         let shared = Shared {
             dedupe,
@@ -145,14 +146,14 @@ impl Shared {
             stream_arc: Arc::from(&*consumer.stream),
             metrics: ConsumerMetrics::new(&consumer.stream, &consumer.group, &consumer.name),
             permits: Arc::new(Semaphore::new(slots)),
-            budget: ByteBudget::new(settings.max_buffered_bytes),
+            budget: ByteBudget::with_stats(settings.max_buffered_bytes, Some(stats.clone())),
             consumer,
             settings,
             keys,
             command,
             tasks,
             stopping,
-            stats: Arc::new(ConsumerStats::default()),
+            stats,
             readiness,
             permissions,
             recovered_at: Mutex::new(None),

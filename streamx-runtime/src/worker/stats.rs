@@ -29,6 +29,12 @@ pub struct ConsumerStats {
     /// Messages acknowledged without running because the group had handled their key already
     /// (consumers with [`dedupe`](crate::ConsumerOptions::dedupe) only).
     pub deduplicated: AtomicU64,
+    /// Gauge: the bytes of fetched entries whose handlers have not finished (read, taken
+    /// over or claimed, waiting for a permit, queued behind their key, or running), as the
+    /// byte budget (`max_buffered_bytes`) counts them.
+    pub buffered_bytes: AtomicU64,
+    /// Gauge: the most [`buffered_bytes`](Self::buffered_bytes) seen so far.
+    pub buffered_bytes_peak: AtomicU64,
 }
 
 /// The counters of [`ConsumerStats`] at one moment, as plain numbers.
@@ -55,6 +61,10 @@ pub struct ConsumerStatsSnapshot {
     pub dead_letters_trimmed: u64,
     /// See [`ConsumerStats::deduplicated`].
     pub deduplicated: u64,
+    /// See [`ConsumerStats::buffered_bytes`].
+    pub buffered_bytes: u64,
+    /// See [`ConsumerStats::buffered_bytes_peak`].
+    pub buffered_bytes_peak: u64,
 }
 
 impl ConsumerStats {
@@ -76,6 +86,8 @@ impl ConsumerStats {
             timed_out: Self::get(&self.timed_out),
             dead_letters_trimmed: Self::get(&self.dead_letters_trimmed),
             deduplicated: Self::get(&self.deduplicated),
+            buffered_bytes: Self::get(&self.buffered_bytes),
+            buffered_bytes_peak: Self::get(&self.buffered_bytes_peak),
         }
     }
 
