@@ -56,16 +56,23 @@ struct Log {
     failed_once: Mutex<HashSet<(String, u64)>>,
 }
 
+/// A run of a key, ended when dropped (also when the run is cancelled).
+struct Running(Arc<Log>, String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.lock().unwrap().remove(&self.1);
+    }
+}
+
 impl Log {
-    /// Marks a run of `key` started; counts an overlap if one was running.
-    fn enter(&self, key: &str) {
+    /// Marks a run of `key` started until the guard drops; counts an overlap if one was
+    /// running.
+    fn enter(self: &Arc<Self>, key: &str) -> Running {
         if !self.running.lock().unwrap().insert(key.to_string()) {
             self.overlaps.fetch_add(1, Ordering::SeqCst);
         }
-    }
-
-    fn leave(&self, key: &str) {
-        self.running.lock().unwrap().remove(key);
+        Running(self.clone(), key.to_string())
     }
 
     fn succeeded(&self, key: &str, seq: u64) {
@@ -97,7 +104,7 @@ fn ordered_consumer(stream: &str, log: &Arc<Log>, behaviour: Behaviour) -> Consu
         let key = key_of(&msg);
         let (seq, attempt) = (msg.payload().seq, msg.attempt());
         async move {
-            log.enter(&key);
+            let running = log.enter(&key);
             let r = noise(&key, seq);
             let delay = if behaviour.max_delay_ms == 0 { 0 } else { r % (behaviour.max_delay_ms + 1) };
             if delay > 0 {
@@ -110,7 +117,7 @@ fn ordered_consumer(stream: &str, log: &Arc<Log>, behaviour: Behaviour) -> Consu
             if !fail {
                 log.succeeded(&key, seq);
             }
-            log.leave(&key);
+            drop(running);
             if fail {
                 Err(HandlerError::from("fails once on purpose"))
             } else {
@@ -200,14 +207,14 @@ async fn a_dead_letter_releases_its_key(topology: Topology) {
             let log = log.clone();
             let (key, seq, attempt) = (key_of(&msg), msg.payload().seq, msg.attempt());
             async move {
-                log.enter(&key);
+                let running = log.enter(&key);
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 let fail = key == "poisoned" && seq == 1;
                 log.event(&key, seq, attempt, if fail { "failed" } else { "ok" });
                 if !fail {
                     log.succeeded(&key, seq);
                 }
-                log.leave(&key);
+                drop(running);
                 if fail {
                     Err(HandlerError::from("always fails"))
                 } else {
@@ -272,7 +279,7 @@ async fn a_hot_key_stays_within_the_byte_budget_and_other_keys_flow() {
             let log = log.clone();
             let (key, seq, attempt) = (key_of(&msg), msg.payload().seq, msg.attempt());
             async move {
-                log.enter(&key);
+                let running = log.enter(&key);
                 if key == "hot" && seq % 20 == 0 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 } else {
@@ -283,7 +290,7 @@ async fn a_hot_key_stays_within_the_byte_budget_and_other_keys_flow() {
                 if !fail {
                     log.succeeded(&key, seq);
                 }
-                log.leave(&key);
+                drop(running);
                 if fail {
                     Err(HandlerError::from("the hot key's first message fails once"))
                 } else {
