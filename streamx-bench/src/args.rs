@@ -53,10 +53,13 @@ pub enum Phase {
     /// delayed-message promotion, and the retention trimmer's Redis CPU on a 1,000,000-entry
     /// stream.
     Features,
+    /// Issue 25: consume throughput of an `ordered = true` consumer against the same
+    /// consumer unordered, on one stream with 10, 1,000 and 100,000 distinct keys.
+    Ordered,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 11] = [
         Phase::Produce,
         Phase::Consume,
         Phase::Latency,
@@ -67,6 +70,7 @@ impl Phase {
         Phase::Takeover,
         Phase::Metrics,
         Phase::Features,
+        Phase::Ordered,
     ];
 }
 

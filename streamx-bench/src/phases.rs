@@ -54,6 +54,7 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
         takeover: None,
         metrics: None,
         features: None,
+        ordered: Vec::new(),
         targets: Vec::new(),
     };
     if s.runs(Phase::Produce) {
@@ -92,6 +93,9 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
     }
     if s.runs(Phase::Features) {
         results.features = Some(crate::features::run(s, keys, admin).await?);
+    }
+    if s.runs(Phase::Ordered) {
+        results.ordered = crate::ordered::run(s, keys, admin).await?;
     }
     results.load_after = loadavg();
     results.check_targets();

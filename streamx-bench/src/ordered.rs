@@ -1,0 +1,121 @@
+//! The cost of per-key ordering (`ordered = true`, issue 25): consume throughput of an
+//! ordered consumer against the same consumer unordered, on one stream of keyed messages,
+//! with 10, 1,000 and 100,000 distinct keys (keys assigned round-robin, so every key's
+//! messages are spread over the stream). Same backlog for both sides (each drains it with a
+//! fresh group), alternating, best of the repeats; printed as ratios ordered / unordered.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use fred::clients::Client;
+use fred::interfaces::StreamsInterface;
+use fred::types::streams::XCap;
+use fred::types::{Key, Value};
+use serde::Serialize;
+
+use crate::args::Settings;
+use crate::progress::note;
+use crate::raw::{self, DATA_FIELD};
+use crate::report::best;
+use crate::streamx_side::{self, Tally, Work};
+use crate::workload::{events, Event, Keys};
+
+/// Handler concurrency of both sides.
+pub const CONCURRENCY: usize = 32;
+/// The distinct keys of the three runs.
+pub const KEY_COUNTS: [u64; 3] = [10, 1_000, 100_000];
+/// The header field of a message's key on the wire (`h:` + [`streamx::MESSAGE_KEY_HEADER`]).
+const KEY_FIELD: &str = "h:streamx-key";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderedRow {
+    pub keys: u64,
+    pub messages: u64,
+    pub concurrency: usize,
+    /// msg/s, best run.
+    pub ordered: f64,
+    pub unordered: f64,
+    pub ordered_runs: Vec<f64>,
+    pub unordered_runs: Vec<f64>,
+}
+
+impl OrderedRow {
+    pub fn ratio(&self) -> f64 {
+        self.ordered / self.unordered
+    }
+}
+
+/// Runs the phase: one row per entry of [`KEY_COUNTS`].
+pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Vec<OrderedRow>> {
+    let messages = s.messages.clamp(100_000, 200_000);
+    note(&format!(
+        "== ordered: {messages} keyed messages at concurrency {CONCURRENCY}, ordered vs unordered, keys {KEY_COUNTS:?}, \
+         best of {}",
+        s.repeat
+    ));
+    let mut rows = Vec::new();
+    for key_count in KEY_COUNTS {
+        let stream = keys.stream(&format!("ordered-{key_count}"));
+        publish_keyed_backlog(admin, &stream, messages, key_count).await?;
+        let (mut ordered, mut unordered) = (Vec::new(), Vec::new());
+        for r in 0..s.repeat {
+            let order = if r % 2 == 0 { [true, false] } else { [false, true] };
+            for is_ordered in order {
+                let name = if is_ordered { "ordered" } else { "unordered" };
+                let rate = drain(s, &stream, &keys.group(name), messages, is_ordered).await?;
+                note(&format!("   {key_count} keys, {name} run {}: {rate:.0} msg/s", r + 1));
+                if is_ordered { &mut ordered } else { &mut unordered }.push(rate);
+            }
+        }
+        raw::delete(admin, vec![stream]).await?;
+        let row = OrderedRow {
+            keys: key_count,
+            messages,
+            concurrency: CONCURRENCY,
+            ordered: best(&ordered),
+            unordered: best(&unordered),
+            ordered_runs: ordered,
+            unordered_runs: unordered,
+        };
+        note(&format!("   {key_count} keys: ordered / unordered = {:.2}", row.ratio()));
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Publishes `n` events, the `i`-th keyed `k<i mod keys>`, pipelined.
+async fn publish_keyed_backlog(client: &Client, stream: &str, n: u64, keys: u64) -> Result<()> {
+    let started = Instant::now();
+    let mut next = 0;
+    while next < n {
+        let len = (raw::PUBLISH_CHUNK as u64).min(n - next);
+        let pipeline = client.pipeline();
+        for (i, event) in (next..).zip(events(next, len)) {
+            let data = Bytes::from(serde_json::to_vec(&event)?);
+            let fields: Vec<(Key, Value)> = vec![
+                (Key::from_static_str(DATA_FIELD), Value::Bytes(data)),
+                (Key::from_static_str(KEY_FIELD), Value::from(format!("k{}", i % keys))),
+            ];
+            let _: () = pipeline.xadd(stream, false, XCap::from(None::<()>), "*", fields).await?;
+        }
+        let _: Vec<Value> = pipeline.all().await.context("pipelined XADD")?;
+        next += len;
+    }
+    note(&format!("   {n} messages over {keys} keys published in {:.1} s", started.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// Drains `stream` with a fresh group; msg/s from the start to the last handled message.
+async fn drain(s: &Settings, stream: &str, group: &str, target: u64, ordered: bool) -> Result<f64> {
+    let tally = Arc::new(Tally::default());
+    let consumer = streamx_side::consumer::<Event>(stream, group, CONCURRENCY, Work::None, tally.clone(), target)
+        .ordered(ordered);
+    let started = Instant::now();
+    let running = streamx_side::start(&s.url, consumer).await?;
+    let finished = streamx_side::wait_for(&tally, target, started + Duration::from_secs(600)).await;
+    running.shutdown().await?;
+    let at = finished.context("the drain did not finish")?;
+    Ok(target as f64 / (at - started).as_secs_f64())
+}
