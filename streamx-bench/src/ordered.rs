@@ -26,8 +26,6 @@ use crate::workload::{events, Event, Keys};
 pub const CONCURRENCY: usize = 32;
 /// The distinct keys of the three runs.
 pub const KEY_COUNTS: [u64; 3] = [10, 1_000, 100_000];
-/// The header field of a message's key on the wire (`h:` + [`streamx::MESSAGE_KEY_HEADER`]).
-const KEY_FIELD: &str = "h:streamx-key";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct OrderedRow {
@@ -92,11 +90,13 @@ async fn publish_keyed_backlog(client: &Client, stream: &str, n: u64, keys: u64)
     while next < n {
         let len = (raw::PUBLISH_CHUNK as u64).min(n - next);
         let pipeline = client.pipeline();
+        // A message's key on the wire: the header field `h:` + MESSAGE_KEY_HEADER.
+        let key_field = format!("h:{}", streamx::MESSAGE_KEY_HEADER);
         for (i, event) in (next..).zip(events(next, len)) {
             let data = Bytes::from(serde_json::to_vec(&event)?);
             let fields: Vec<(Key, Value)> = vec![
                 (Key::from_static_str(DATA_FIELD), Value::Bytes(data)),
-                (Key::from_static_str(KEY_FIELD), Value::from(format!("k{}", i % keys))),
+                (Key::from(key_field.as_str()), Value::from(format!("k{}", i % keys))),
             ];
             let _: () = pipeline.xadd(stream, false, XCap::from(None::<()>), "*", fields).await?;
         }

@@ -413,7 +413,7 @@ fn validate(c: &Consumer, url: &RedisUrl, cleanup_idle: Duration) -> Result<()> 
             o.claim_idle
         ));
     }
-    if c.is_batch() && o.ordered {
+    if c.is_batch() && o.effective_ordered() {
         // A batch call handles many messages at once, several keys and several messages of
         // one key together: it cannot keep "one at a time per key". Refused, not ignored.
         return invalid(
@@ -631,6 +631,8 @@ impl Runtime {
                 metrics_interval: self.metrics_interval,
                 state: self.state.clone(),
                 capabilities,
+                fence: None,
+                stats: None,
             };
             tracing::info!(
                 consumer = %consumer.name(), stream = consumer.stream(), group = consumer.group(),

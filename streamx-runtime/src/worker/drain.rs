@@ -37,10 +37,13 @@ pub(crate) async fn finish_handlers(shared: &Shared) -> usize {
 
 /// Hands back what this process holds (see the module docs), in pages of [`PAGE`].
 pub(crate) async fn hand_back(shared: &Shared) {
-    if shared.gate.is_some() {
-        // Ordered: the schedule would let any member run them in any order, beside later
-        // entries of their keys. Left pending under this member's name: a restart under it
-        // takes them up first, in order; another member takes them over after claim_idle.
+    // A topic shard's loop hands nothing back: what it holds stays pending under its name,
+    // and the shard's next owner takes it all over before reading anything new, so a key's
+    // earlier entries run before its later ones (the retry schedule would let them race).
+    // Nor does an ordered consumer's loop, for the same reason: a restart under its name
+    // takes what it held up first, in order (see `super::ordering`); another member takes
+    // it over after claim_idle.
+    if shared.fence().is_some() || shared.gate.is_some() {
         return;
     }
     let mut held = shared.held_entries();

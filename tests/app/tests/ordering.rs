@@ -13,10 +13,7 @@ use std::time::{Duration, Instant};
 use common::{on_both_topologies, start_runtime, start_runtime_with, wait_until, TestRedis, Topology};
 use serde::{Deserialize, Serialize};
 use streamx::testing::unique_name;
-use streamx::{Backoff, Consumer, HandlerError, Headers, Inspector, Message, Producer, PublishOptions};
-
-/// The header holding a message's key.
-const KEY: &str = "streamx-key";
+use streamx::{Backoff, Consumer, HandlerError, Inspector, Message, Producer, PublishOptions};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Item {
@@ -28,11 +25,11 @@ struct Item {
 }
 
 fn key_of(msg: &Message<Item>) -> String {
-    msg.headers().get(KEY).unwrap_or_default().to_string()
+    msg.key().unwrap_or_default().to_string()
 }
 
 fn keyed(key: &str) -> PublishOptions {
-    PublishOptions::new().headers(Headers::new().with(KEY, key))
+    PublishOptions::new().key(key)
 }
 
 /// A stable pseudo-random number from a key and a sequence number (FNV-1a).
@@ -142,10 +139,9 @@ async fn publish_interleaved(producer: &Producer, stream: &str, keys: usize, per
         let (producer, stream) = (producer.clone(), stream.to_string());
         tasks.push(tokio::spawn(async move {
             let key = format!("k{k}");
-            let options = keyed(&key);
             for seq in 0..per_key {
                 let item = Item { key: key.clone(), seq, pad: String::new() };
-                producer.publish_with(&stream, &item, &options).await.unwrap();
+                producer.publish_keyed(&stream, &key, &item).await.unwrap();
             }
         }));
     }
@@ -232,7 +228,7 @@ async fn a_dead_letter_releases_its_key(topology: Topology) {
     let producer = Producer::connect(&url).await.unwrap();
     for seq in 0..5 {
         for key in ["poisoned", "other"] {
-            producer.publish_with(&stream, &Item { key: key.into(), seq, pad: String::new() }, &keyed(key)).await.unwrap();
+            producer.publish_keyed(&stream, key, &Item { key: key.into(), seq, pad: String::new() }).await.unwrap();
         }
     }
     wait_until(Duration::from_secs(30), "the dead letter and the rest", || async {
