@@ -110,8 +110,8 @@ async fn publish_keyed_backlog(client: &Client, stream: &str, n: u64, keys: u64)
 /// Drains `stream` with a fresh group; msg/s from the start to the last handled message.
 async fn drain(s: &Settings, stream: &str, group: &str, target: u64, ordered: bool) -> Result<f64> {
     let tally = Arc::new(Tally::default());
-    let consumer = streamx_side::consumer::<Event>(stream, group, CONCURRENCY, Work::None, tally.clone(), target)
-        .ordered(ordered);
+    let consumer =
+        streamx_side::consumer::<Event>(stream, group, CONCURRENCY, Work::None, tally.clone(), target).ordered(ordered);
     let started = Instant::now();
     let running = streamx_side::start(&s.url, consumer).await?;
     let finished = streamx_side::wait_for(&tally, target, started + Duration::from_secs(600)).await;

@@ -432,7 +432,8 @@ mod tests {
         // One runs (its charge was not taken: dropped here), 99 wait: 10 whole (a
         // quarter of the budget), the rest by id.
         assert_eq!(budget.used(), 10 * 1_000 + 89 * ID_ONLY_BYTES);
-        let kinds: Vec<bool> = (0..99).map(|_| matches!(gate.release(&key).map(|w| w.body), Some(Body::Entry(..)))).collect();
+        let kinds: Vec<bool> =
+            (0..99).map(|_| matches!(gate.release(&key).map(|w| w.body), Some(Body::Entry(..)))).collect();
         assert!(kinds[..10].iter().all(|whole| *whole) && kinds[10..].iter().all(|whole| !whole));
         assert_eq!(budget.used(), 0);
     }

@@ -109,7 +109,8 @@ fn ordered_consumer(stream: &str, log: &Arc<Log>, behaviour: Behaviour) -> Consu
             } else {
                 tokio::task::yield_now().await;
             }
-            let fail = (r >> 32) % 100 < behaviour.fail_percent && log.failed_once.lock().unwrap().insert((key.clone(), seq));
+            let fail =
+                (r >> 32) % 100 < behaviour.fail_percent && log.failed_once.lock().unwrap().insert((key.clone(), seq));
             log.event(&key, seq, attempt, if fail { "failed" } else { "ok" });
             if !fail {
                 log.succeeded(&key, seq);
@@ -245,7 +246,15 @@ async fn a_dead_letter_releases_its_key(topology: Topology) {
         events.iter().filter(|e| e.0 == "poisoned").map(|e| (e.1, e.2, e.3)).collect();
     assert_eq!(
         poisoned,
-        vec![(0, 1, "ok"), (1, 1, "failed"), (1, 2, "failed"), (1, 3, "failed"), (2, 1, "ok"), (3, 1, "ok"), (4, 1, "ok")],
+        vec![
+            (0, 1, "ok"),
+            (1, 1, "failed"),
+            (1, 2, "failed"),
+            (1, 3, "failed"),
+            (2, 1, "ok"),
+            (3, 1, "ok"),
+            (4, 1, "ok")
+        ],
         "seq 1 held the key through its 3 deliveries"
     );
     // The other key never waited for the poisoned one's retries (400 ms of backoff).
