@@ -42,12 +42,15 @@ fn noise(key: &str, seq: u64) -> u64 {
     h
 }
 
+/// One handler run: key, sequence number, attempt, outcome, when it ended.
+type Event = (String, u64, u32, &'static str, Instant);
+
 /// What the handlers saw: per key the sequence numbers of successful runs, in order; every
 /// run (success or not) as an event; overlapping runs of one key.
 #[derive(Default)]
 struct Log {
     handled: Mutex<HashMap<String, Vec<u64>>>,
-    events: Mutex<Vec<(String, u64, u32, &'static str, Instant)>>,
+    events: Mutex<Vec<Event>>,
     running: Mutex<HashSet<String>>,
     overlaps: AtomicU64,
     failed_once: Mutex<HashSet<(String, u64)>>,
@@ -423,12 +426,11 @@ async fn ordered_batch_consumers_are_refused() {
         Ok::<(), HandlerError>(())
     })
     .ordered(true);
-    let err = streamx::Runtime::builder()
+    let built = streamx::Runtime::builder()
         .redis_url("redis://127.0.0.1:1")
         .registered_consumers(false)
         .consumer(consumer)
-        .build()
-        .err()
-        .expect("refused");
+        .build();
+    let Err(err) = built else { panic!("an ordered batch consumer was accepted") };
     assert!(err.to_string().contains("ordered = true is for one-message handlers only"), "{err}");
 }
