@@ -47,6 +47,10 @@ pub(crate) const PER_KEY_SHARE: usize = 4;
 /// queue slot and the held map's entry).
 pub(crate) const ID_ONLY_BYTES: usize = 64;
 
+/// The most entries an ordered consumer holds beyond an unordered one's bound on held
+/// entries, for the ids queued behind busy keys (see the reader).
+pub(crate) const MOST_QUEUED_IDS: usize = 65_536;
+
 /// The key of an entry, for the gate: its [`MESSAGE_KEY_HEADER`], if any.
 pub(crate) fn key_of(entry: &RawEntry) -> Option<Arc<str>> {
     key_in(&entry.headers)

@@ -140,8 +140,10 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
     if shared.gate.is_some() {
         // Entries queued behind a busy key by id only are held too: as many more as their
         // charge fits in the byte budget (see `super::ordering`), so other keys keep
-        // flowing while one waits for a retry.
-        held_limit = held_limit.saturating_add(shared.settings.max_buffered_bytes / super::ordering::ID_ONLY_BYTES);
+        // flowing while one waits for a retry (at most MOST_QUEUED_IDS more: acknowledgements
+        // that fall behind must still slow the reads down).
+        let ids = shared.settings.max_buffered_bytes / super::ordering::ID_ONLY_BYTES;
+        held_limit = held_limit.saturating_add(ids.min(super::ordering::MOST_QUEUED_IDS));
     }
     let role = ClientRole::Reader { block: options.block };
     shared.readiness.connecting();
