@@ -434,3 +434,70 @@ async fn ordered_batch_consumers_are_refused() {
     let Err(err) = built else { panic!("an ordered batch consumer was accepted") };
     assert!(err.to_string().contains("ordered = true is for one-message handlers only"), "{err}");
 }
+
+/// A run cut off by the consumer's `timeout` is retried in place, holding its key: the key's
+/// later messages wait for it and then run in order. With `dedupe`, a duplicate of a handled
+/// message is acknowledged unrun and releases its key like a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_run_holds_its_key_and_a_deduplicated_one_releases_it() {
+    let server = TestRedis::start(Topology::Standalone).unwrap();
+    let url = server.url();
+    let stream = unique_name("ordered.timeout");
+    let log = Arc::new(Log::default());
+    let consumer = {
+        let log = log.clone();
+        Consumer::new(stream.clone(), "g".to_string(), move |msg: Message<Item>| {
+            let log = log.clone();
+            let (key, seq, attempt) = (key_of(&msg), msg.payload().seq, msg.attempt());
+            async move {
+                let running = log.enter(&key);
+                if key == "slow" && seq == 0 && attempt == 1 {
+                    log.event(&key, seq, attempt, "timed out");
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+                log.event(&key, seq, attempt, "ok");
+                log.succeeded(&key, seq);
+                drop(running);
+                Ok::<(), HandlerError>(())
+            }
+        })
+        .ordered(true)
+        .concurrency(4)
+        .timeout(Duration::from_millis(300))
+        .dedupe(Duration::from_secs(3600))
+        .backoff(Backoff::new(Duration::from_millis(50), 1.0, Duration::from_millis(50)))
+    };
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let stats = runtime.stats(&format!("{stream}/g")).unwrap();
+    let producer = Producer::connect(&url).await.unwrap();
+    for seq in 0..4 {
+        let item = Item { key: "slow".into(), seq, pad: String::new() };
+        producer.publish_keyed(&stream, "slow", &item).await.unwrap();
+    }
+    // "dup" seq 1 is published twice with one idempotency key: the second copy is
+    // acknowledged unrun, and "dup" seq 2 runs after it.
+    for (seq, copy) in [(0, 'a'), (1, 'a'), (1, 'b'), (2, 'a')] {
+        let item = Item { key: "dup".into(), seq, pad: String::new() };
+        // (`headers` replaces every header: the key is set after it.)
+        let headers = streamx::Headers::new()
+            .with(streamx::IDEMPOTENCY_KEY_HEADER, format!("dup-{seq}"))
+            .with("copy", copy.to_string());
+        let options = PublishOptions::new().headers(headers).key("dup");
+        producer.publish_with(&stream, &item, &options).await.unwrap();
+    }
+    wait_until(Duration::from_secs(30), "all handled", || async {
+        log.total() == 7 && stats.snapshot().deduplicated == 1 && pending(&url, &stream).await == 0
+    })
+    .await
+    .unwrap();
+    runtime.shutdown().await.unwrap();
+    let handled = log.handled.lock().unwrap().clone();
+    assert_eq!(handled["slow"], vec![0, 1, 2, 3], "the timed-out message held its key until its retry ran");
+    assert_eq!(handled["dup"], vec![0, 1, 2], "the duplicate ran once and released its key");
+    let s = stats.snapshot();
+    assert_eq!((s.timed_out, s.retried, s.deduplicated), (1, 1, 1), "{s:?}");
+    let events = log.events.lock().unwrap().clone();
+    let slow: Vec<(u64, u32, &str)> = events.iter().filter(|e| e.0 == "slow").map(|e| (e.1, e.2, e.3)).collect();
+    assert_eq!(slow, vec![(0, 1, "timed out"), (0, 2, "ok"), (1, 1, "ok"), (2, 1, "ok"), (3, 1, "ok")]);
+    assert_eq!(log.overlaps.load(Ordering::SeqCst), 0);
+}
