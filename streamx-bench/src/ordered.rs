@@ -35,8 +35,12 @@ pub struct OrderedRow {
     /// msg/s, best run.
     pub ordered: f64,
     pub unordered: f64,
+    /// The unordered consumer with one read loop (`readers = 1`, as an ordered consumer
+    /// reads): how much of the cost is the single reader.
+    pub unordered_one_reader: f64,
     pub ordered_runs: Vec<f64>,
     pub unordered_runs: Vec<f64>,
+    pub unordered_one_reader_runs: Vec<f64>,
 }
 
 impl OrderedRow {
@@ -57,14 +61,21 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Vec<Ordere
     for key_count in KEY_COUNTS {
         let stream = keys.stream(&format!("ordered-{key_count}"));
         publish_keyed_backlog(admin, &stream, messages, key_count).await?;
-        let (mut ordered, mut unordered) = (Vec::new(), Vec::new());
+        let (mut ordered, mut unordered, mut one_reader) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..s.repeat {
-            let order = if r % 2 == 0 { [true, false] } else { [false, true] };
-            for is_ordered in order {
-                let name = if is_ordered { "ordered" } else { "unordered" };
-                let rate = drain(s, &stream, &keys.group(name), messages, is_ordered).await?;
-                note(&format!("   {key_count} keys, {name} run {}: {rate:.0} msg/s", r + 1));
-                if is_ordered { &mut ordered } else { &mut unordered }.push(rate);
+            let order = if r % 2 == 0 {
+                [Mode::Ordered, Mode::Unordered, Mode::OneReader]
+            } else {
+                [Mode::OneReader, Mode::Unordered, Mode::Ordered]
+            };
+            for mode in order {
+                let rate = drain(s, &stream, &keys.group(mode.name()), messages, mode).await?;
+                note(&format!("   {key_count} keys, {} run {}: {rate:.0} msg/s", mode.name(), r + 1));
+                match mode {
+                    Mode::Ordered => ordered.push(rate),
+                    Mode::Unordered => unordered.push(rate),
+                    Mode::OneReader => one_reader.push(rate),
+                }
             }
         }
         raw::delete(admin, vec![stream]).await?;
@@ -74,10 +85,16 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Vec<Ordere
             concurrency: CONCURRENCY,
             ordered: best(&ordered),
             unordered: best(&unordered),
+            unordered_one_reader: best(&one_reader),
             ordered_runs: ordered,
             unordered_runs: unordered,
+            unordered_one_reader_runs: one_reader,
         };
-        note(&format!("   {key_count} keys: ordered / unordered = {:.2}", row.ratio()));
+        note(&format!(
+            "   {key_count} keys: ordered / unordered = {:.2}, ordered / unordered with one reader = {:.2}",
+            row.ratio(),
+            row.ordered / row.unordered_one_reader
+        ));
         rows.push(row);
     }
     Ok(rows)
@@ -107,11 +124,33 @@ async fn publish_keyed_backlog(client: &Client, stream: &str, n: u64, keys: u64)
     Ok(())
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Ordered,
+    Unordered,
+    /// Unordered with one read loop.
+    OneReader,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Ordered => "ordered",
+            Mode::Unordered => "unordered",
+            Mode::OneReader => "unordered-1-reader",
+        }
+    }
+}
+
 /// Drains `stream` with a fresh group; msg/s from the start to the last handled message.
-async fn drain(s: &Settings, stream: &str, group: &str, target: u64, ordered: bool) -> Result<f64> {
+async fn drain(s: &Settings, stream: &str, group: &str, target: u64, mode: Mode) -> Result<f64> {
     let tally = Arc::new(Tally::default());
-    let consumer =
-        streamx_side::consumer::<Event>(stream, group, CONCURRENCY, Work::None, tally.clone(), target).ordered(ordered);
+    let consumer = streamx_side::consumer::<Event>(stream, group, CONCURRENCY, Work::None, tally.clone(), target);
+    let consumer = match mode {
+        Mode::Ordered => consumer.ordered(true),
+        Mode::Unordered => consumer.ordered(false),
+        Mode::OneReader => consumer.ordered(false).readers(1),
+    };
     let started = Instant::now();
     let running = streamx_side::start(&s.url, consumer).await?;
     let finished = streamx_side::wait_for(&tally, target, started + Duration::from_secs(600)).await;

@@ -350,6 +350,12 @@ impl Results {
                 format!("{} unordered", count(o.unordered)),
                 format!("{:.2}", o.ratio()),
             );
+            row(
+                format!("  against unordered with readers = 1 ({} keys)", count(o.keys as f64)),
+                count(o.ordered),
+                format!("{} 1 reader", count(o.unordered_one_reader)),
+                format!("{:.2}", o.ordered / o.unordered_one_reader),
+            );
         }
         if let Some(f) = &self.features {
             let c = f.concurrency;
