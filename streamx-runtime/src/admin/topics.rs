@@ -88,10 +88,10 @@ pub struct TopicDeleted {
 /// create again).
 ///
 /// ```no_run
-/// # async fn demo(client: fred::clients::Client) -> Result<(), streamx_runtime::Error> {
+/// # async fn demo() -> Result<(), streamx_runtime::Error> {
 /// use streamx_runtime::admin::TopicAdmin;
 /// // Stop the producers, let the consumers drain every shard, stop them, then:
-/// let deleted = TopicAdmin::new(client.clone()).delete_drained("orders").await?;
+/// let deleted = TopicAdmin::connect("redis://127.0.0.1:6379").await?.delete_drained("orders").await?;
 /// println!("deleted {} of {} shards", deleted.layout.name, deleted.layout.shards);
 /// // Now create it again with the new count (a consumer's start or `Producer::topic` does).
 /// # Ok(()) }
@@ -105,6 +105,12 @@ impl TopicAdmin {
     /// Uses an existing client.
     pub fn new(client: Client) -> Self {
         TopicAdmin { client }
+    }
+
+    /// Connects to `url` (see [`RedisUrl::parse`](crate::RedisUrl::parse); TLS files from
+    /// the environment as for [`Inspector::connect`](crate::Inspector::connect)).
+    pub async fn connect(url: &str) -> Result<Self> {
+        Ok(TopicAdmin { client: crate::connection::tool_client(&crate::RedisUrl::parse(url)?).await? })
     }
 
     /// Deletes topic `name` if every shard is drained (see below): each shard's stream and
