@@ -19,7 +19,8 @@ Exit codes:
   5  permission denied: NOPERM (the message names the command and the key)
   6  confirmation needed: more than one dead letter to replay or purge (or a retry or
      group to delete, or a delayed message to cancel), no --yes, and standard input is not a terminal (or the answer
-     was no); or a consumer to remove looks alive and --force was not given";
+     was no); or a consumer to remove looks alive and --force was not given; or a topic to
+     delete is not drained";
 
 /// Operate streamx: inspect streams, groups and dead letters, tail and publish, replay,
 /// watch live with `top` or the web dashboard.
@@ -56,10 +57,20 @@ pub enum Command {
         #[arg(long)]
         no_scan: bool,
     },
-    /// One stream: length, first and last entry, groups with lag, pending, consumers.
+    /// One stream: length, first and last entry, groups with lag, pending, consumers; or
+    /// one topic (a name recorded as a topic): its totals and every shard with its length,
+    /// dead letters, delayed messages and per group lag, pending and lease holder.
     Info {
-        /// The stream key.
+        /// The stream key, or a topic's name.
         stream: String,
+    },
+    /// Every topic (from the registry `streamx:topics`): shards, length, dead letters,
+    /// delayed messages, per group lag/pending and how many shards a process owns; or
+    /// delete a drained topic.
+    Topics {
+        /// What to do; without one, list the topics.
+        #[command(subcommand)]
+        command: Option<TopicsCommand>,
     },
     /// The pending entries of a group, oldest first: id, owner, idle time, deliveries.
     Pending {
@@ -347,6 +358,23 @@ pub enum ScheduledCommand {
         /// The schedule ids (as `scheduled list` shows them).
         #[arg(required = true)]
         ids: Vec<ScheduleId>,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `streamx topics ...`.
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Delete a drained topic: every shard's stream and keys, then its record, so that it can
+    /// be created again with another shard count. Refused (exit 6) while a shard is not
+    /// drained: entries unread or pending in a group, retries or delayed messages waiting,
+    /// dead letters (replay or purge them first), or a consumer holding a shard's lease.
+    /// Stop the producers first; let the consumers drain the topic, then stop them.
+    Delete {
+        /// The topic's name.
+        topic: String,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,
