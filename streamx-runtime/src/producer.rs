@@ -21,7 +21,7 @@ use crate::connection::{read_off_runtime, with_env_off_runtime, ClientRole, Heal
 use crate::dedupe::Published;
 use crate::error::{Error, Result};
 use crate::keys::slot;
-use crate::message::{Headers, MessageId, MESSAGE_KEY_HEADER};
+use crate::message::{Headers, MessageId};
 use crate::observe::PublishMetrics;
 use crate::scheduler::ScheduleId;
 use crate::wire::{entry_fields, value_bytes};
@@ -378,7 +378,8 @@ impl Producer {
     /// there is none, and from then on this producer (and its clones) publishes to `name`
     /// through the shards. Fails with [`Error::TopicShardsMismatch`] when the topic exists
     /// with another shard count (nothing is written, and publishes are never spread over a
-    /// different count), and with [`Error::InvalidTopicName`] for a name with `{` or `}`.
+    /// different count), and with [`Error::InvalidTopic`] for a name with `{` or `}` or a count
+    /// out of range.
     ///
     /// A name this producer never declared is looked up in Redis at its first publish (one
     /// round trip per name, remembered for the producer's lifetime): a producer that first
@@ -388,7 +389,7 @@ impl Producer {
     /// ```no_run
     /// # async fn demo(producer: streamx_runtime::Producer) -> Result<(), streamx_runtime::Error> {
     /// let layout = producer.topic("orders", 16).await?;
-    /// assert_eq!(layout.shards, 16);
+    /// assert_eq!(layout.shards(), 16);
     /// // Every message of customer 42 goes to one shard, in order:
     /// producer.publish_keyed("orders", "customer-42", &"placed").await?;
     /// producer.publish_keyed("orders", "customer-42", &"paid").await?;
@@ -409,8 +410,8 @@ impl Producer {
         match self.topics.route_of(&self.client.get(), target).await? {
             None => Ok(Cow::Borrowed(target)),
             Some(route) => {
-                let key = options.headers.get(MESSAGE_KEY_HEADER).or(options.idempotency_key.as_deref());
-                Ok(Cow::Owned(route.stream(route.shard(key))))
+                let key = options.headers.get(crate::message::MESSAGE_KEY_HEADER).or(options.idempotency_key.as_deref());
+                Ok(Cow::Owned(route.stream(route.shard(key)).to_string()))
             }
         }
     }
@@ -784,9 +785,9 @@ impl Producer {
         keys: Option<Vec<String>>,
         options: &PublishOptions,
     ) -> Result<Vec<MessageId>> {
-        let shards = route.layout.shards.max(1);
+        let shards = route.layout.shards().max(1);
         let total = encoded.len();
-        let common_key = options.headers.get(MESSAGE_KEY_HEADER);
+        let common_key = options.headers.get(crate::message::MESSAGE_KEY_HEADER);
         let unkeyed = if keys.is_none() && common_key.is_none() { total as u64 } else { 0 };
         let first_turn = if unkeyed > 0 { route.next_shards(unkeyed) } else { 0 };
         // Per shard: the positions of its entries in the batch, their payloads and keys.
@@ -807,7 +808,7 @@ impl Producer {
             |(shard, (positions, encoded, keys))| async move {
                 let stream = route.stream(shard as u32);
                 let keys = (!keys.is_empty()).then_some(keys.as_slice());
-                let result = self.publish_to_stream(&stream, &encoded, keys, options).await;
+                let result = self.publish_to_stream(stream, &encoded, keys, options).await;
                 (positions, result)
             },
         );
@@ -837,13 +838,13 @@ impl Producer {
             None => Ok(ids),
             Some(source) => {
                 written.sort_unstable_by_key(|&(at, _)| at);
-                Err(Error::partial_publish(&route.layout.name, written, source))
+                Err(Error::partial_publish(route.layout.name(), written, source))
             }
         }
     }
 
     /// Publishes `(key, payload)` pairs in order, each message with its key (the header
-    /// [`MESSAGE_KEY_HEADER`]), as [`publish_batch`](Self::publish_batch) does: to a stream
+    /// [`MESSAGE_KEY_HEADER`](crate::MESSAGE_KEY_HEADER)), as [`publish_batch`](Self::publish_batch) does: to a stream
     /// in one pipelined batch, in order; to a topic split per shard (each key to its shard,
     /// every key's messages in the batch's order, see [`topic`](Self::topic)). Returns the
     /// ids in the batch's order; a failure is an [`Error::PartialPublish`] as for
@@ -986,7 +987,7 @@ async fn send_chunk(
     let mut queue_now = std::task::Context::from_waker(std::task::Waker::noop());
     for (at, data) in chunk.encoded.iter().enumerate() {
         let fields = match chunk.key(at) {
-            Some(key) => entry_fields(data.clone(), &options.headers.clone().with(MESSAGE_KEY_HEADER, key)),
+            Some(key) => entry_fields(data.clone(), &options.headers.clone().with(crate::message::MESSAGE_KEY_HEADER, key)),
             None => entry_fields(data.clone(), &options.headers),
         };
         let xadd = pipeline.xadd::<Value, _, _, _, _>(stream, options.no_mkstream, cap.clone(), "*", fields);

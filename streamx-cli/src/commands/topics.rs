@@ -92,8 +92,8 @@ fn shard_json(s: &ShardInfo) -> ShardJson<'_> {
 
 fn topic_json(t: &TopicInfo, with_shards: bool) -> TopicJson<'_> {
     TopicJson {
-        topic: &t.layout.name,
-        shards: t.layout.shards,
+        topic: t.layout.name(),
+        shards: t.layout.shards(),
         length: t.length,
         dead_letters: t.dead_letters,
         scheduled: t.scheduled,
@@ -123,12 +123,12 @@ async fn list(conn: &Connection, json: bool) -> Result<()> {
     }
     let rows = topics.iter().map(|t| {
         vec![
-            t.layout.name.clone(),
-            t.layout.shards.to_string(),
+            t.layout.name().to_string(),
+            t.layout.shards().to_string(),
             t.length.to_string(),
             t.dead_letters.to_string(),
             t.scheduled.to_string(),
-            groups_summary(&t.groups, t.layout.shards),
+            groups_summary(&t.groups, t.layout.shards()),
         ]
     });
     println!("{}", table(&["TOPIC", "SHARDS", "LENGTH", "DEAD LETTERS", "DELAYED", "GROUPS (lag/pending, owned)"], rows));
@@ -154,8 +154,8 @@ pub async fn info(conn: &Connection, topic: &TopicInfo, json: bool) -> Result<()
         return Ok(());
     }
     let facts = vec![
-        vec!["topic".to_string(), topic.layout.name.clone()],
-        vec!["shards".to_string(), topic.layout.shards.to_string()],
+        vec!["topic".to_string(), topic.layout.name().to_string()],
+        vec!["shards".to_string(), topic.layout.shards().to_string()],
         vec!["length".to_string(), topic.length.to_string()],
         vec!["dead letters".to_string(), topic.dead_letters.to_string()],
         vec!["delayed messages".to_string(), topic.scheduled.to_string()],
@@ -167,7 +167,7 @@ pub async fn info(conn: &Connection, topic: &TopicInfo, json: bool) -> Result<()
                 g.name.clone(),
                 g.lag.to_string(),
                 g.pending.to_string(),
-                format!("{}/{}", g.owned_shards, topic.layout.shards),
+                format!("{}/{}", g.owned_shards, topic.layout.shards()),
                 if g.owners.is_empty() { "-".to_string() } else { g.owners.join(", ") },
             ]
         });
@@ -214,7 +214,7 @@ async fn delete(conn: &Connection, topic: &str, yes: bool, json: bool) -> Result
     let Some(info) = conn.inspector().topic(topic).await? else {
         return Err(CliError::NotFound { what: format!("topic `{topic}`") });
     };
-    confirm_one(&format!("delete the drained topic `{topic}` and its {} shards", info.layout.shards), yes).await?;
+    confirm_one(&format!("delete the drained topic `{topic}` and its {} shards", info.layout.shards()), yes).await?;
     let deleted = TopicAdmin::new(conn.client()).delete_drained(topic).await?;
     if json {
         #[derive(Serialize)]
@@ -223,9 +223,9 @@ async fn delete(conn: &Connection, topic: &str, yes: bool, json: bool) -> Result
             shards: u32,
             keys: usize,
         }
-        print_json(&Deleted { topic, shards: deleted.layout.shards, keys: deleted.keys });
+        print_json(&Deleted { topic, shards: deleted.layout.shards(), keys: deleted.keys });
     } else {
-        println!("deleted topic `{}` ({} shards)", printable(topic), deleted.layout.shards);
+        println!("deleted topic `{}` ({} shards)", printable(topic), deleted.layout.shards());
     }
     Ok(())
 }

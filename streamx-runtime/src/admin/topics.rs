@@ -4,11 +4,12 @@
 use std::sync::LazyLock;
 
 use fred::clients::Client;
+use fred::interfaces::{KeysInterface, SetsInterface};
 use fred::types::scripts::Script;
 use fred::types::Value;
 
 use crate::error::{Error, Result};
-use crate::keys::{derived_key, KeyKind};
+use crate::keys::{derived_key, shard_lease, topic_record, KeyKind, TOPIC_NAMES};
 use crate::topic::TopicLayout;
 
 /// Deletes one shard of a topic if it is drained, in one script (all its keys share the
@@ -92,7 +93,7 @@ pub struct TopicDeleted {
 /// use streamx_runtime::admin::TopicAdmin;
 /// // Stop the producers, let the consumers drain every shard, stop them, then:
 /// let deleted = TopicAdmin::connect("redis://127.0.0.1:6379").await?.delete_drained("orders").await?;
-/// println!("deleted {} of {} shards", deleted.layout.name, deleted.layout.shards);
+/// println!("deleted {} of {} shards", deleted.layout.name(), deleted.layout.shards());
 /// // Now create it again with the new count (a consumer's start or `Producer::topic` does).
 /// # Ok(()) }
 /// ```
@@ -126,20 +127,24 @@ impl TopicAdmin {
     /// letters first) and no consumer holds its lease. Producers that still know the topic
     /// would publish to the deleted shards' names again: stop them first.
     pub async fn delete_drained(&self, name: &str) -> Result<TopicDeleted> {
-        let Some(layout) = crate::topic::recorded(&self.client, name).await? else {
+        let Some(layout) = crate::topic::layout::lookup(&self.client, name).await? else {
             return Err(Error::UnknownTopic { topic: name.to_string() });
         };
         let mut deleted = 0;
-        for index in 0..layout.shards {
+        for index in 0..layout.shards() {
             deleted += self.delete_shard(&layout, index).await?;
         }
-        deleted += crate::topic::forget(&self.client, name).await?;
+        // The record last: until it goes, the topic keeps its count whatever happened above.
+        let record = topic_record(name);
+        let _: i64 = self.client.del(&record).await.map_err(|e| Error::redis("DEL", &record, e))?;
+        let _: i64 = self.client.srem(TOPIC_NAMES, name).await.map_err(|e| Error::redis("SREM", TOPIC_NAMES, e))?;
+        deleted += 1;
         Ok(TopicDeleted { layout, keys: deleted })
     }
 
     /// Deletes shard `index` if drained (see [`DELETE_SHARD`]); the keys it deleted.
     async fn delete_shard(&self, layout: &TopicLayout, index: u32) -> Result<usize> {
-        let stream = layout.shard_stream(index);
+        let stream = layout.shard_stream(index).to_string();
         let groups: Vec<String> = crate::Inspector::with_client(self.client.clone())
             .groups(&stream)
             .await?
@@ -151,7 +156,7 @@ impl TopicAdmin {
             derived_key(&stream, KeyKind::Scheduled),
             derived_key(&stream, KeyKind::DeadLetters),
         ];
-        keys.extend(groups.iter().map(|g| derived_key(&stream, KeyKind::ShardLease(g))));
+        keys.extend(groups.iter().map(|g| shard_lease(&stream, g)));
         keys.extend([
             derived_key(&stream, KeyKind::ScheduledPayloads),
             derived_key(&stream, KeyKind::TrimLease),
@@ -161,7 +166,7 @@ impl TopicAdmin {
             keys.extend(
                 KeyKind::all(group)
                     .into_iter()
-                    .filter(|kind| kind.group().is_some())
+                    .filter(|kind| kind.group().is_some() && !matches!(kind, KeyKind::ShardEpoch(_)))
                     .map(|kind| derived_key(&stream, kind)),
             );
         }
@@ -173,7 +178,7 @@ impl TopicAdmin {
         match reply.as_str().as_deref() {
             Some("ok") => Ok(count),
             other => Err(Error::TopicNotDrained {
-                topic: layout.name.clone(),
+                topic: layout.name().to_string(),
                 shard: stream,
                 reason: other.unwrap_or("unexpected reply").to_string(),
             }),

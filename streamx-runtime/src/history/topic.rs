@@ -41,13 +41,15 @@ impl History {
         let history = self.clone();
         let topic = topic.to_string();
         stream::once(async move {
-            let layout = match crate::topic::recorded(&history.client, &topic).await {
+            let layout = match crate::topic::layout::lookup(&history.client, &topic).await {
                 Ok(Some(layout)) => layout,
                 Ok(None) => return stream::iter([Err(Error::UnknownTopic { topic })]).boxed(),
                 Err(e) => return stream::iter([Err(e)]).boxed(),
             };
-            let shards = (0..layout.shards)
-                .map(|i| history.read::<T>(&layout.shard_stream(i), range.clone()).peekable())
+            let shards = layout
+                .shard_streams()
+                .iter()
+                .map(|stream| history.read::<T>(stream, range.clone()).peekable())
                 .collect::<Vec<_>>();
             merge_by_id(shards)
         })
@@ -70,8 +72,8 @@ impl History {
         let history = self.clone();
         let topic = topic.to_string();
         stream::once(async move {
-            match crate::topic::recorded(&history.client, &topic).await {
-                Ok(Some(layout)) if shard < layout.shards => history.read::<T>(&layout.shard_stream(shard), range),
+            match crate::topic::layout::lookup(&history.client, &topic).await {
+                Ok(Some(layout)) if shard < layout.shards() => history.read::<T>(layout.shard_stream(shard), range),
                 Ok(_) => stream::iter([Err(Error::UnknownTopic { topic })]).boxed(),
                 Err(e) => stream::iter([Err(e)]).boxed(),
             }

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use fred::interfaces::{KeysInterface, SortedSetsInterface, StreamsInterface};
+use fred::interfaces::{ClientLike, KeysInterface, SetsInterface};
+use fred::types::{ClusterHash, CustomCommand, Value};
 
 use super::{GroupInfo, Inspector};
 use crate::error::{Error, Result};
-use crate::keys::{derived_key, KeyKind};
+use crate::keys::{derived_key, shard_lease, KeyKind, TOPIC_NAMES};
 use crate::topic::TopicLayout;
 
 /// The process that owns a shard for a group now, read from the shard's lease
@@ -98,11 +99,12 @@ pub struct TopicInfo {
 }
 
 impl Inspector {
-    /// The topics listed in the registry of topics ([`crate::keys::TOPIC_NAMES`]), sorted by
+    /// The topics listed in the registry of topics ([`TOPIC_NAMES`]), sorted by
     /// name, each with its figures (see [`topic`](Self::topic)). A listed topic whose
     /// record is gone (deleted since) is left out.
     pub async fn topics(&self) -> Result<Vec<TopicInfo>> {
-        let mut names = crate::topic::names(&self.client).await?;
+        let mut names: Vec<String> =
+            self.client.smembers(TOPIC_NAMES).await.map_err(|e| Error::redis("SMEMBERS", TOPIC_NAMES, e))?;
         names.sort();
         let mut out = Vec::with_capacity(names.len());
         for name in names {
@@ -130,27 +132,33 @@ impl Inspector {
     /// # Ok(()) }
     /// ```
     pub async fn topic(&self, name: &str) -> Result<Option<TopicInfo>> {
-        let Some(layout) = crate::topic::recorded(&self.client, name).await? else { return Ok(None) };
+        let Some(layout) = crate::topic::layout::lookup(&self.client, name).await? else { return Ok(None) };
         let shards =
-            futures_util::future::try_join_all((0..layout.shards).map(|i| self.shard(&layout, i))).await?;
+            futures_util::future::try_join_all((0..layout.shards()).map(|i| self.shard(&layout, i))).await?;
         Ok(Some(totals(layout, shards)))
     }
 
     /// The figures of shard `index` of `layout`.
     pub async fn shard(&self, layout: &TopicLayout, index: u32) -> Result<ShardInfo> {
-        let stream = layout.shard_stream(index);
+        let stream = layout.shard_stream(index).to_string();
         let dlq = derived_key(&stream, KeyKind::DeadLetters);
         let scheduled_key = derived_key(&stream, KeyKind::Scheduled);
         let (length, dead_letters, scheduled, groups) = futures_util::try_join!(
             self.stream_len(&stream),
             self.stream_len(&dlq),
             async {
-                self.client.zcard::<u64, _>(&scheduled_key).await.map_err(|e| Error::redis("ZCARD", &scheduled_key, e))
+                let zcard = CustomCommand::new_static("ZCARD", ClusterHash::Custom(crate::keys::slot(&scheduled_key)), false);
+                let count: Value = self
+                    .client
+                    .custom(zcard, vec![Value::from(scheduled_key.as_str())])
+                    .await
+                    .map_err(|e| Error::redis("ZCARD", &scheduled_key, e))?;
+                Ok::<_, Error>(count.as_u64().unwrap_or(0))
             },
             self.groups(&stream),
         )?;
         let owners = groups.iter().map(|g| {
-            let lease = derived_key(&stream, KeyKind::ShardLease(&g.name));
+            let lease = shard_lease(&stream, &g.name);
             async move {
                 let value: Option<String> =
                     self.client.get(&lease).await.map_err(|e| Error::redis("GET", &lease, e))?;

@@ -51,11 +51,11 @@ impl TopicRoute {
     /// follow it, modulo the shard count).
     pub(crate) fn next_shards(&self, count: u64) -> u32 {
         let first = self.next.fetch_add(count, Ordering::Relaxed);
-        (first % u64::from(self.layout.shards.max(1))) as u32
+        (first % u64::from(self.layout.shards().max(1))) as u32
     }
 
     /// The stream of shard `shard`.
-    pub(crate) fn stream(&self, shard: u32) -> String {
+    pub(crate) fn stream(&self, shard: u32) -> &str {
         self.layout.shard_stream(shard)
     }
 }
@@ -89,7 +89,7 @@ impl Topics {
 
     /// Remembers a declared topic (see [`Producer::topic`](crate::Producer::topic)).
     pub(crate) fn declared(&self, layout: TopicLayout) {
-        let name = layout.name.clone();
+        let name = layout.name().to_string();
         let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match known.get(&name) {
             Some(Some(existing)) if existing.layout == layout => {}
@@ -109,7 +109,7 @@ impl Topics {
         if name.contains(['{', '}']) {
             return Ok(self.remember(name, None));
         }
-        let recorded = crate::topic::recorded(client, name).await?;
+        let recorded = crate::topic::layout::lookup(client, name).await?;
         Ok(self.remember(name, recorded.map(|layout| Arc::new(TopicRoute::new(layout)))))
     }
 }
