@@ -13,14 +13,15 @@ use common::{on_both_topologies, TestRedis, Topology};
 use futures_util::TryStreamExt;
 use streamx::admin::TopicAdmin;
 use streamx::testing::{key_slot, unique_name};
-use streamx::{Error, History, Inspector, Message, MessageId, Producer, PublishOptions, TopicLayout};
+use streamx::topic::TopicLayout;
+use streamx::{Error, History, Inspector, Message, MessageId, Producer, PublishOptions};
 
 /// Every entry of every shard of `layout`: per shard, `(key, payload)` in stream order.
 async fn shard_contents(url: &str, layout: &TopicLayout) -> Vec<Vec<(Option<String>, u64)>> {
     let history = History::connect(url).await.unwrap();
     let mut out = Vec::new();
     for stream in layout.shard_streams() {
-        let messages: Vec<Message<u64>> = history.read::<u64>(&stream, ..).try_collect().await.unwrap();
+        let messages: Vec<Message<u64>> = history.read::<u64>(stream, ..).try_collect().await.unwrap();
         out.push(messages.iter().map(|m| (m.key().map(str::to_string), *m.payload())).collect());
     }
     out
@@ -29,10 +30,10 @@ async fn shard_contents(url: &str, layout: &TopicLayout) -> Vec<Vec<(Option<Stri
 #[test]
 fn every_shard_key_lies_in_its_share_of_the_slots() {
     for shards in [1u32, 2, 3, 7, 16, 100, 1000] {
-        let layout = TopicLayout { name: "orders".to_string(), shards };
-        for (i, stream) in layout.shard_streams().into_iter().enumerate() {
+        let layout = TopicLayout::new("orders", shards).unwrap();
+        for (i, stream) in layout.shard_streams().iter().enumerate() {
             let (from, to) = (i as u64 * 16384 / u64::from(shards), (i as u64 + 1) * 16384 / u64::from(shards));
-            let slot = u64::from(key_slot(&stream));
+            let slot = u64::from(key_slot(stream));
             assert!((from..to).contains(&slot), "{stream}: slot {slot} not in [{from}, {to}) of {shards} shards");
             assert_eq!(stream, layout.shard_stream(i as u32));
             assert!(stream.starts_with(&format!("orders:shard{i}.")), "{stream}");
@@ -80,15 +81,15 @@ async fn a_16_shard_topic_spreads_over_all_three_masters() {
     assert_eq!(ids.len(), 16);
     let mut shards_per_master: BTreeMap<u64, usize> = BTreeMap::new();
     for stream in layout.shard_streams() {
-        let slot: u64 = redis.cli(&["CLUSTER", "KEYSLOT", &stream]).unwrap().trim().parse().unwrap();
-        assert_eq!(slot, u64::from(key_slot(&stream)), "{stream}");
+        let slot: u64 = redis.cli(&["CLUSTER", "KEYSLOT", stream]).unwrap().trim().parse().unwrap();
+        assert_eq!(slot, u64::from(key_slot(stream)), "{stream}");
         let port = masters
             .iter()
             .find(|(_, ranges)| ranges.iter().any(|&(from, to)| (from..=to).contains(&slot)))
             .map(|(port, _)| *port)
             .unwrap();
         *shards_per_master.entry(port).or_default() += 1;
-        assert_eq!(redis.xlen(&stream).unwrap(), 1, "{stream} holds its message");
+        assert_eq!(redis.xlen(stream).unwrap(), 1, "{stream} holds its message");
     }
     assert_eq!(shards_per_master.len(), 3, "every master holds shards: {shards_per_master:?}");
     // Even slot ranges of 3 masters, 16 even slot shares: 5 or 6 shards each.
@@ -100,7 +101,7 @@ async fn a_different_shard_count_fails_and_writes_nothing(topology: Topology) {
     let topic = unique_name("mismatch");
     let producer = Producer::connect(&redis.url()).await.unwrap();
     let layout = producer.topic(&topic, 8).await.unwrap();
-    assert_eq!(layout.shards, 8);
+    assert_eq!(layout.shards(), 8);
     assert_eq!(producer.topic(&topic, 8).await.unwrap(), layout, "declaring again with the same count is fine");
 
     let other = Producer::connect(&redis.url()).await.unwrap();
@@ -113,9 +114,9 @@ async fn a_different_shard_count_fails_and_writes_nothing(topology: Topology) {
     // failed still routes over the recorded 8 (it looks the record up).
     let record = format!("{{{topic}}}:topic");
     assert_eq!(redis.cli(&["HGET", &record, "shards"]).unwrap().trim(), "8");
-    let four = TopicLayout { name: topic.clone(), shards: 4 };
+    let four = TopicLayout::new(&topic, 4).unwrap();
     for stream in four.shard_streams() {
-        assert_eq!(redis.cli(&["EXISTS", &stream]).unwrap().trim(), "0", "{stream}");
+        assert_eq!(redis.cli(&["EXISTS", stream]).unwrap().trim(), "0", "{stream}");
     }
     for n in 0..8u64 {
         other.publish(&topic, &n).await.unwrap();
@@ -267,19 +268,19 @@ async fn the_tools_show_per_shard_figures(topology: Topology) {
 
     // A group on every shard, which read everything on shard 0 and acked nothing there.
     for stream in layout.shard_streams() {
-        redis.cli(&["XGROUP", "CREATE", &stream, "billing", "0"]).unwrap();
+        redis.cli(&["XGROUP", "CREATE", stream, "billing", "0"]).unwrap();
     }
     let shard0 = layout.shard_stream(0);
-    redis.cli(&["XREADGROUP", "GROUP", "billing", "w1", "COUNT", "1000", "STREAMS", &shard0, ">"]).unwrap();
+    redis.cli(&["XREADGROUP", "GROUP", "billing", "w1", "COUNT", "1000", "STREAMS", shard0, ">"]).unwrap();
     // A lease held on shard 1 (the lead's format `<epoch>:<member>`), a dead letter on shard 2.
-    let lease = streamx::keys::derived_key(&layout.shard_stream(1), streamx::keys::KeyKind::ShardLease("billing"));
+    let lease = streamx::keys::shard_lease(layout.shard_stream(1), "billing");
     redis.cli(&["SET", &lease, "7:host-a:42"]).unwrap();
-    let dlq = streamx::keys::default_dead_letter_stream(&layout.shard_stream(2));
+    let dlq = streamx::keys::default_dead_letter_stream(layout.shard_stream(2));
     redis.cli(&["XADD", &dlq, "*", "data", "1"]).unwrap();
 
     let inspector = Inspector::connect(&url).await.unwrap();
     let topics = inspector.topics().await.unwrap();
-    let info = topics.iter().find(|t| t.layout.name == topic).unwrap().clone();
+    let info = topics.iter().find(|t| t.layout.name() == topic).unwrap().clone();
     assert_eq!(info.layout, layout);
     assert_eq!(info.length, 40);
     assert_eq!(info.shards.iter().map(|s| s.length).collect::<Vec<_>>(), per_shard);
@@ -316,7 +317,7 @@ async fn a_drained_topic_is_deleted_then_created_with_another_count(topology: To
     let layout = producer.topic(&topic, 4).await.unwrap();
     producer.publish_batch(&topic, &(0..8u64).collect::<Vec<_>>()).await.unwrap();
     for stream in layout.shard_streams() {
-        redis.cli(&["XGROUP", "CREATE", &stream, "billing", "0"]).unwrap();
+        redis.cli(&["XGROUP", "CREATE", stream, "billing", "0"]).unwrap();
     }
     let admin = TopicAdmin::connect(&url).await.unwrap();
 
@@ -327,22 +328,22 @@ async fn a_drained_topic_is_deleted_then_created_with_another_count(topology: To
 
     // Drain: read and acknowledge everything.
     for stream in layout.shard_streams() {
-        let read = redis.cli(&["XREADGROUP", "GROUP", "billing", "w", "COUNT", "100", "STREAMS", &stream, ">"]).unwrap();
+        let read = redis.cli(&["XREADGROUP", "GROUP", "billing", "w", "COUNT", "100", "STREAMS", stream, ">"]).unwrap();
         for id in read.lines().filter(|l| l.contains('-') && l.chars().next().is_some_and(|c| c.is_ascii_digit())) {
-            redis.cli(&["XACK", &stream, "billing", id.trim()]).unwrap();
+            redis.cli(&["XACK", stream, "billing", id.trim()]).unwrap();
         }
     }
     let deleted = admin.delete_drained(&topic).await.unwrap();
     assert_eq!(deleted.layout, layout);
     for stream in layout.shard_streams() {
-        assert_eq!(redis.cli(&["EXISTS", &stream]).unwrap().trim(), "0", "{stream} deleted");
+        assert_eq!(redis.cli(&["EXISTS", stream]).unwrap().trim(), "0", "{stream} deleted");
     }
     assert!(Inspector::connect(&url).await.unwrap().topic(&topic).await.unwrap().is_none());
     assert!(matches!(admin.delete_drained(&topic).await.unwrap_err(), Error::UnknownTopic { .. }));
 
     // A fresh producer creates it again with another count.
     let fresh = Producer::connect(&url).await.unwrap();
-    assert_eq!(fresh.topic(&topic, 2).await.unwrap().shards, 2);
+    assert_eq!(fresh.topic(&topic, 2).await.unwrap().shards(), 2);
 }
 
 on_both_topologies!(
