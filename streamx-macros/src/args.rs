@@ -24,8 +24,14 @@ use crate::Errors;
 pub(crate) struct ConsumerArgs {
     /// `crate = path`: where the `streamx` facade is; `None` means `::streamx`.
     pub(crate) krate: Option<Path>,
-    /// `stream = "..."`: the stream key.
+    /// `stream = "..."` (or `topic = "..."`): the stream key, or the topic's name.
     pub(crate) stream: LitStr,
+    /// Whether the source was given as `topic = "..."`.
+    pub(crate) topic: bool,
+    /// `shards = n`, 1 to 1024 (topics only).
+    pub(crate) shards: Option<Spanned<u32>>,
+    /// `ordered = true | false`.
+    pub(crate) ordered: Option<Spanned<bool>>,
     /// `group = "..."`: the consumer group.
     pub(crate) group: LitStr,
     /// `consumer = "..."`: the consumer name within the group.
@@ -138,6 +144,12 @@ pub(crate) enum Dlq {
 enum Key {
     /// `stream = "..."`
     Stream,
+    /// `topic = "..."`
+    Topic,
+    /// `shards = n`
+    Shards,
+    /// `ordered = bool`
+    Ordered,
     /// `group = "..."`
     Group,
     /// `consumer = "..."`
@@ -186,8 +198,10 @@ enum Key {
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 23] = [
+    const ALL: [Key; 26] = [
         Key::Stream,
+        Key::Topic,
+        Key::Shards,
         Key::Group,
         Key::Consumer,
         Key::Name,
@@ -205,6 +219,7 @@ impl Key {
         Key::MaxPayloadBytes,
         Key::Timeout,
         Key::Dedupe,
+        Key::Ordered,
         Key::MaxBatch,
         Key::BatchWait,
         Key::Retention,
@@ -216,6 +231,9 @@ impl Key {
     fn as_str(self) -> &'static str {
         match self {
             Key::Stream => "stream",
+            Key::Topic => "topic",
+            Key::Shards => "shards",
+            Key::Ordered => "ordered",
             Key::Group => "group",
             Key::Consumer => "consumer",
             Key::Name => "name",
@@ -245,6 +263,9 @@ impl Key {
     fn example(self) -> &'static str {
         match self {
             Key::Stream => "stream = \"orders\"",
+            Key::Topic => "topic = \"orders\"",
+            Key::Shards => "shards = 16",
+            Key::Ordered => "ordered = true",
             Key::Group => "group = \"billing\"",
             Key::Consumer => "consumer = \"worker-1\"",
             Key::Name => "name = \"billing::charge\"",
@@ -296,6 +317,9 @@ impl ConsumerArgs {
         let mut seen: Vec<Key> = Vec::new();
         let mut krate = None;
         let mut stream = None;
+        let mut topic = None;
+        let mut shards = None;
+        let mut ordered = None;
         let mut group = None;
         let mut consumer = None;
         let mut name = None;
@@ -343,6 +367,9 @@ impl ConsumerArgs {
             };
             match key {
                 Key::Stream => stream = errors.record(non_empty_str(value, key)),
+                Key::Topic => topic = errors.record(topic_name(value)),
+                Key::Shards => shards = errors.record(shard_count(value)),
+                Key::Ordered => ordered = errors.record(boolean(value, key)),
                 Key::Group => group = errors.record(non_empty_str(value, key)),
                 Key::Consumer => consumer = errors.record(non_empty_str(value, key)),
                 Key::Name => name = errors.record(non_empty_str(value, key)),
@@ -367,23 +394,39 @@ impl ConsumerArgs {
             }
         }
 
-        for required in [Key::Stream, Key::Group] {
-            if !seen.contains(&required) {
+        if seen.contains(&Key::Stream) && seen.contains(&Key::Topic) {
+            if let Some(topic) = &topic {
                 errors.push(syn::Error::new(
-                    Span::call_site(),
-                    format!(
-                        "missing required argument `{required}`, e.g. `#[stream_consumer({})]`",
-                        required.example()
-                    ),
+                    topic.span(),
+                    "`stream` and `topic` are exclusive: a consumer reads one stream or one sharded topic",
                 ));
             }
         }
+        if let (Some(shards), false) = (&shards, seen.contains(&Key::Topic)) {
+            errors.push(syn::Error::new(shards.span, "`shards` applies to a topic only: add `topic = \"...\"`"));
+        }
+        if !seen.contains(&Key::Stream) && !seen.contains(&Key::Topic) {
+            errors.push(syn::Error::new(
+                Span::call_site(),
+                "missing required argument `stream` (or `topic`), e.g. `#[stream_consumer(stream = \"orders\")]`",
+            ));
+        }
+        if !seen.contains(&Key::Group) {
+            errors.push(syn::Error::new(
+                Span::call_site(),
+                format!("missing required argument `group`, e.g. `#[stream_consumer({})]`", Key::Group.example()),
+            ));
+        }
 
         errors.finish()?;
-        match (stream, group) {
+        let is_topic = topic.is_some();
+        match (stream.or(topic), group) {
             (Some(stream), Some(group)) => Ok(ConsumerArgs {
                 krate,
                 stream,
+                topic: is_topic,
+                shards,
+                ordered,
                 group,
                 consumer,
                 name,
@@ -410,6 +453,28 @@ impl ConsumerArgs {
             _ => Err(syn::Error::new(Span::call_site(), "`stream` and `group` are required")),
         }
     }
+}
+
+/// `topic = "..."`: a non-empty name without braces (a hash tag would put every shard in
+/// one slot).
+fn topic_name(value: &Expr) -> syn::Result<LitStr> {
+    let name = non_empty_str(value, Key::Topic)?;
+    if name.value().contains(['{', '}']) {
+        return Err(syn::Error::new(
+            name.span(),
+            "a topic name may not contain `{` or `}`: its shards must hash to different slots",
+        ));
+    }
+    Ok(name)
+}
+
+/// `shards = n`, from 1 to 1024.
+fn shard_count(value: &Expr) -> syn::Result<Spanned<u32>> {
+    let n = int::<u32>(value, Key::Shards)?;
+    if n.value == 0 || n.value > 1024 {
+        return Err(syn::Error::new(n.span, format!("`shards` must be from 1 to 1024, not {}", n.value)));
+    }
+    Ok(n)
 }
 
 /// The error for a key that is not in `allowed`, listing every allowed key.
@@ -1066,8 +1131,28 @@ mod tests {
     fn missing_stream() {
         assert_one(
             &err(parse_quote!(group = "billing")),
-            "missing required argument `stream`, e.g. `#[stream_consumer(stream = \"orders\")]`",
+            "missing required argument `stream` (or `topic`), e.g. `#[stream_consumer(stream = \"orders\")]`",
         );
+    }
+
+    #[test]
+    fn topic_with_shards_and_order() {
+        let args = ok(parse_quote!(topic = "orders", shards = 16, group = "billing", ordered = false));
+        assert!(args.topic);
+        assert_eq!(args.stream.value(), "orders");
+        assert_eq!(args.shards.map(|s| s.value), Some(16));
+        assert_eq!(args.ordered.map(|o| o.value), Some(false));
+    }
+
+    #[test]
+    fn topic_errors_point_at_their_argument() {
+        assert_one(
+            &err(parse_quote!(stream = "a", topic = "b", group = "g")),
+            "`stream` and `topic` are exclusive: a consumer reads one stream or one sharded topic",
+        );
+        assert_one(&err(parse_quote!(stream = "a", shards = 4, group = "g")), "`shards` applies to a topic only");
+        assert_one(&err(parse_quote!(topic = "a", shards = 0, group = "g")), "`shards` must be from 1 to 1024, not 0");
+        assert_one(&err(parse_quote!(topic = "{a}", group = "g")), "a topic name may not contain `{` or `}`");
     }
 
     #[test]
@@ -1085,10 +1170,10 @@ mod tests {
         let errors = err(parse_quote!(stream = "s", group = "g", concurency = 8));
         assert_one(
             &errors,
-            "unknown argument `concurency`; expected one of: `stream`, `group`, `consumer`, \
+            "unknown argument `concurency`; expected one of: `stream`, `topic`, `shards`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `readers`, `block`, `start`, `max_retries`, `backoff`, \
              `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, \
-             `dedupe`, `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `crate`",
+             `dedupe`, `ordered`, `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `crate`",
         );
     }
 

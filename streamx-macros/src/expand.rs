@@ -220,6 +220,17 @@ fn registration(args: &ConsumerArgs, handler: &Handler<'_>) -> TokenStream {
 /// The chained setter calls for the optional settings the user wrote, in a fixed order.
 fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
     let mut out = TokenStream::new();
+    if args.topic {
+        out.extend(quote!(.as_topic()));
+    }
+    if let Some(shards) = &args.shards {
+        let value = spanned(Literal::u32_unsuffixed(shards.value), shards.span);
+        out.extend(quote!(.shards(#value)));
+    }
+    if let Some(ordered) = &args.ordered {
+        let on = syn::LitBool::new(ordered.value, ordered.span);
+        out.extend(quote!(.ordered(#on)));
+    }
     if let Some(consumer) = &args.consumer {
         out.extend(quote!(.consumer_name(#consumer)));
     }

@@ -73,6 +73,20 @@ pub struct ConsumerOptions {
     /// A success is recorded in the same script as its XACK. Default `None`: off. See the
     /// README's "Idempotency" for the crash windows this closes and those it cannot.
     pub dedupe: Option<Duration>,
+    /// Per-key ordering: messages with the same key ([`Message::key`](crate::Message::key))
+    /// are handled one at a time, in stream order, while different keys run in parallel up
+    /// to `concurrency`; messages without a key run unordered. `None` (the default): ordered
+    /// on a topic ([`Consumer::topic`]), unordered on a stream. See the README's "Topics and
+    /// ordering".
+    pub ordered: Option<bool>,
+    /// Whether the consumer reads a sharded topic (see [`Consumer::topic`]) rather than one
+    /// stream. Default `false`.
+    pub topic: bool,
+    /// A topic's shard count: checked against the count recorded in Redis
+    /// ([`Error::TopicShardsMismatch`](crate::Error::TopicShardsMismatch) if it differs),
+    /// and used to create the topic if it does not exist yet. `None`: the recorded count,
+    /// or [`DEFAULT_SHARDS`](crate::topic::DEFAULT_SHARDS) for a new topic. Topics only.
+    pub shards: Option<u32>,
 }
 
 impl ConsumerOptions {
@@ -94,7 +108,16 @@ impl ConsumerOptions {
         retention: None,
         delete_on_ack: false,
         dedupe: None,
+        ordered: None,
+        topic: false,
+        shards: None,
     };
+
+    /// Whether messages of one key are handled one at a time, in order (see
+    /// [`ordered`](Self::ordered)).
+    pub fn effective_ordered(&self) -> bool {
+        self.ordered.unwrap_or(self.topic)
+    }
 
     /// The batch size in effect.
     pub fn effective_batch_size(&self) -> usize {
@@ -234,6 +257,25 @@ macro_rules! option_setters {
             self.options.dedupe = ::std::option::Option::Some(window);
             self
         }
+        /// Handles the messages of one key (their `streamx-key` header) one at a time, in
+        /// stream order, different keys in parallel up to `concurrency` (attribute
+        /// `ordered = true`). Default: ordered on a topic, unordered on a stream.
+        pub $($constness)? fn ordered(mut self, on: bool) -> Self {
+            self.options.ordered = ::std::option::Option::Some(on);
+            self
+        }
+        /// Reads the sharded topic named by the consumer's stream name rather than one
+        /// stream (what [`Consumer::topic`] and the attribute's `topic = "..."` set).
+        pub $($constness)? fn as_topic(mut self) -> Self {
+            self.options.topic = true;
+            self
+        }
+        /// A topic's shard count (attribute `shards = 16`): checked against the count
+        /// recorded in Redis, used when the topic is created. Topics only.
+        pub $($constness)? fn shards(mut self, n: u32) -> Self {
+            self.options.shards = ::std::option::Option::Some(n);
+            self
+        }
     };
 }
 pub(crate) use option_setters;
@@ -317,6 +359,34 @@ impl Consumer {
     {
         let handler = HandlerKind::Batch(erase_batch(handler));
         Self::with_handler(stream.into(), group.into(), handler, SourceLocation::caller())
+    }
+
+    /// A consumer of the sharded topic `topic` in `group` running `handler`: the processes
+    /// running it share the topic's shards (each shard read by one process at a time, under
+    /// a fenced lease), and messages of one key are handled in order (see the README's
+    /// "Topics and ordering"). Its name defaults to `<topic>/<group>`.
+    ///
+    /// ```
+    /// use streamx_runtime::{Consumer, HandlerError, Message};
+    ///
+    /// async fn ship(msg: Message<String>) -> Result<(), HandlerError> {
+    ///     println!("order {:?}: {}", msg.key(), msg.payload());
+    ///     Ok(())
+    /// }
+    ///
+    /// let consumer = Consumer::topic("orders", "shipping", ship).shards(16).concurrency(32);
+    /// assert!(consumer.options().topic && consumer.options().effective_ordered());
+    /// ```
+    #[track_caller]
+    pub fn topic<F, A, Fut>(topic: impl Into<Name>, group: impl Into<Name>, handler: F) -> Self
+    where
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        A: HandlerArg,
+        Fut: Future + Send + 'static,
+        Fut::Output: HandlerReturn,
+    {
+        Self::with_handler(topic.into(), group.into(), HandlerKind::One(erase(handler)), SourceLocation::caller())
+            .as_topic()
     }
 
     fn with_handler(stream: Name, group: Name, handler: HandlerKind, location: SourceLocation) -> Self {

@@ -223,6 +223,27 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A topic exists with another shard count than the one a consumer or producer names.
+    /// Nothing was written: a different count would send a key's messages to another shard
+    /// and reorder them. To change the count, drain the topic and recreate it (see the
+    /// README's "Topics and ordering").
+    #[error("topic `{topic}` has {recorded} shards, not the {requested} named here; to change the count, drain the topic and recreate it")]
+    TopicShardsMismatch {
+        /// The topic.
+        topic: String,
+        /// The shard count recorded in Redis.
+        recorded: u32,
+        /// The shard count named by the caller.
+        requested: u32,
+    },
+    /// A topic name or shard count cannot be used.
+    #[error("topic `{topic}`: {reason}")]
+    InvalidTopic {
+        /// The topic.
+        topic: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// At a consumer's start, a key derived from its stream could not be moved from its old
     /// name (earlier releases named the keys of a stream whose name has a `}` differently,
     /// see [`keys`](crate::keys)) to its current one, e.g. because the key at the new name

@@ -82,13 +82,19 @@ pub enum KeyKind<'a> {
     /// The lease of the promoter of the stream's delayed messages (`promoter`); see
     /// [`promoter_lease`].
     PromoterLease,
+    /// The lease of a topic shard for a group (`shard-lease`): which process reads the shard
+    /// now, with its fencing token; see [`shard_lease`].
+    ShardLease(&'a str),
+    /// The fencing epochs of a topic shard for a group (`shard-epoch`): a counter, one up per
+    /// lease taken; see [`shard_epoch`].
+    ShardEpoch(&'a str),
 }
 
 impl<'a> KeyKind<'a> {
     /// Every kind of key of a stream and its `group`: the stream's own kinds and those per
     /// group for `group`. [`Published`](Self::Published) is not among them: there is one such
     /// key per idempotency key (each expires on its own).
-    pub fn all(group: &'a str) -> [KeyKind<'a>; 11] {
+    pub fn all(group: &'a str) -> [KeyKind<'a>; 13] {
         [
             KeyKind::DeadLetters,
             KeyKind::RetrySchedule(group),
@@ -101,6 +107,8 @@ impl<'a> KeyKind<'a> {
             KeyKind::Handled(group),
             KeyKind::TrimLease,
             KeyKind::PromoterLease,
+            KeyKind::ShardLease(group),
+            KeyKind::ShardEpoch(group),
         ]
     }
 
@@ -119,6 +127,8 @@ impl<'a> KeyKind<'a> {
             KeyKind::Handled(_) => "handled",
             KeyKind::TrimLease => "trimmer",
             KeyKind::PromoterLease => "promoter",
+            KeyKind::ShardLease(_) => "shard-lease",
+            KeyKind::ShardEpoch(_) => "shard-epoch",
         }
     }
 
@@ -136,7 +146,9 @@ impl<'a> KeyKind<'a> {
             | KeyKind::TakeoverMarks(group)
             | KeyKind::MemberDeadlines(group)
             | KeyKind::ReplayMarks(group)
-            | KeyKind::Handled(group) => Some(group),
+            | KeyKind::Handled(group)
+            | KeyKind::ShardLease(group)
+            | KeyKind::ShardEpoch(group) => Some(group),
         }
     }
 
@@ -280,6 +292,38 @@ pub fn trim_lease(stream: &str) -> String {
 pub fn promoter_lease(stream: &str) -> String {
     derived_key(stream, KeyKind::PromoterLease)
 }
+
+/// The lease of a topic shard (the stream `shard`) for `group`: `<epoch>:<member>` of the
+/// process that reads the shard now, expiring unless renewed. The whole value is the fencing
+/// token the worker's acknowledgement, claim and dead-letter scripts check (see the README's
+/// "Topics and ordering").
+pub fn shard_lease(shard: &str, group: &str) -> String {
+    derived_key(shard, KeyKind::ShardLease(group))
+}
+
+/// The epoch counter of a topic shard (the stream `shard`) for `group`: incremented each time
+/// a process takes the shard's lease, never reset, so a later owner's token always differs.
+pub fn shard_epoch(shard: &str, group: &str) -> String {
+    derived_key(shard, KeyKind::ShardEpoch(group))
+}
+
+/// The record of a topic: a hash with its shard count (`shards`), layout version (`layout`)
+/// and creation time (`created_ms`), written once when the topic is first declared. In the
+/// slot of `{<topic>}` (topic names have no braces).
+pub fn topic_record(topic: &str) -> String {
+    format!("{{{topic}}}:topic")
+}
+
+/// The processes of `group` reading the topic `topic`: a sorted set of member names scored
+/// by their liveness deadline (Unix ms, Redis clock), from which each computes its fair share
+/// of the shards.
+pub fn topic_members(topic: &str, group: &str) -> String {
+    format!("{{{topic}}}:topic-members:{group}")
+}
+
+/// The registry of topic names: a set, so tools can list topics without scanning the
+/// keyspace. One key, written once per topic per process.
+pub const TOPIC_NAMES: &str = "streamx:topics";
 
 /// Every key the engine touches for every consumer of `group` on `stream`, each with what it
 /// is: the stream, its dead-letter stream (`dead_letters`, `None` when off) and the group's

@@ -34,6 +34,7 @@ mod scripts;
 mod shutdown;
 mod state;
 mod stream_names;
+pub mod topic;
 pub mod wire;
 mod worker;
 
@@ -54,7 +55,7 @@ pub use inspect::{
 };
 pub use location::SourceLocation;
 pub use members::{MemberInfo, MemberRole};
-pub use message::{Headers, Message, MessageId, ParseMessageIdError};
+pub use message::{Headers, Message, MessageId, ParseMessageIdError, MESSAGE_KEY_HEADER};
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};
 pub use producer::{Producer, PublishOptions};
 pub use registry::{registered, Registration};

@@ -205,6 +205,11 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Headers {
     }
 }
 
+/// The header that carries a message's key (see [`Message::key`] and
+/// [`Producer::publish_keyed`](crate::Producer::publish_keyed)): what per-key ordering and a
+/// topic's shard choice go by.
+pub const MESSAGE_KEY_HEADER: &str = "streamx-key";
+
 /// A decoded message, as a handler receives it.
 #[derive(Debug, Clone)]
 pub struct Message<T> {
@@ -290,6 +295,18 @@ impl<T> Message<T> {
     /// The headers published with the message.
     pub fn headers(&self) -> &Headers {
         &self.headers
+    }
+
+    /// The message's key (its [`MESSAGE_KEY_HEADER`] header), if it was published with one
+    /// ([`Producer::publish_keyed`](crate::Producer::publish_keyed)).
+    ///
+    /// ```
+    /// use streamx_runtime::{Headers, Message, MessageId, MESSAGE_KEY_HEADER};
+    /// let msg = Message::new("orders", MessageId::new(1, 0), ()).with_headers(Headers::new().with(MESSAGE_KEY_HEADER, "order-7"));
+    /// assert_eq!(msg.key(), Some("order-7"));
+    /// ```
+    pub fn key(&self) -> Option<&str> {
+        self.headers.get(MESSAGE_KEY_HEADER)
     }
 
     /// When the entry was added to the stream, taken from the millisecond part of its id

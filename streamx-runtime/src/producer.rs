@@ -182,6 +182,14 @@ impl PublishOptions {
         self
     }
 
+    /// Sets the message's key (the [`MESSAGE_KEY_HEADER`](crate::MESSAGE_KEY_HEADER)
+    /// header): messages of one key are handled in order by an `ordered` consumer, and land
+    /// in one shard of a topic. See [`Producer::publish_keyed`].
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.headers.insert(crate::message::MESSAGE_KEY_HEADER, key);
+        self
+    }
+
     /// The headers set so far.
     pub(crate) fn headers_ref(&self) -> &Headers {
         &self.headers
@@ -325,6 +333,38 @@ impl Producer {
     ) -> Result<MessageId> {
         let data = encode(stream, payload)?;
         self.publish_raw(stream, data, options).await
+    }
+
+    /// Publishes `payload` as JSON with the key `key` (the
+    /// [`MESSAGE_KEY_HEADER`](crate::MESSAGE_KEY_HEADER) header): an `ordered` consumer
+    /// handles the messages of one key one at a time, in order, and a topic keeps them in
+    /// one shard. Returns the new entry's id.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: streamx_runtime::Producer) -> streamx_runtime::Result<()> {
+    /// producer.publish_keyed("orders", "order-7", &"placed").await?;
+    /// producer.publish_keyed("orders", "order-7", &"paid").await?; // handled after "placed"
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_keyed<T: Serialize + ?Sized>(
+        &self,
+        target: &str,
+        key: &str,
+        payload: &T,
+    ) -> Result<MessageId> {
+        self.publish_keyed_with(target, key, payload, &PublishOptions::default()).await
+    }
+
+    /// [`publish_keyed`](Self::publish_keyed) with options.
+    pub async fn publish_keyed_with<T: Serialize + ?Sized>(
+        &self,
+        target: &str,
+        key: &str,
+        payload: &T,
+        options: &PublishOptions,
+    ) -> Result<MessageId> {
+        let options = options.clone().key(key);
+        self.publish_with(target, payload, &options).await
     }
 
     /// Publishes an already-encoded payload (stored as the `data` field as is).

@@ -29,6 +29,7 @@ struct Order {
     max_payload_bytes = 65536,
     timeout = "45s",
     dedupe = "24h",
+    ordered = true,
     retention(max_len = 1000000, max_age = "7d"),
     delete_on_ack = true,
     crate = ::streamx,
@@ -67,6 +68,12 @@ async fn replay(_msg: Message<Order>) -> Result<(), HandlerError> {
     Ok(())
 }
 
+#[stream_consumer(topic = "payments", shards = 32, group = "ledger", ordered = false)]
+async fn ledger(_msg: Message<Order>) {}
+
+#[stream_consumer(topic = "payments", group = "audit")]
+async fn audit_payments(_msg: Message<Order>) {}
+
 #[stream_consumer(stream = "orders", group = "replay-ms", start = "1700000000000")]
 pub(crate) async fn replay_from_millis(_msg: Message<Order>) {}
 
@@ -102,6 +109,7 @@ fn main() {
             dedupe: Some(Duration::from_secs(24 * 60 * 60)),
             retention: Some(streamx::Retention::new().max_len(1_000_000).max_age(Duration::from_secs(7 * 24 * 3600))),
             delete_on_ack: true,
+            ordered: Some(true),
             ..ConsumerOptions::DEFAULT
         }
     );
@@ -132,5 +140,13 @@ fn main() {
     };
     assert_eq!(from_millis, expected);
 
-    assert_eq!(streamx::registered().len(), 4);
+    let ledger = options(concat!(module_path!(), "::ledger"));
+    assert!(ledger.topic);
+    assert_eq!(ledger.shards, Some(32));
+    assert!(!ledger.effective_ordered());
+    let audit_payments = options(concat!(module_path!(), "::audit_payments"));
+    assert!(audit_payments.topic && audit_payments.effective_ordered());
+    assert_eq!(audit_payments.shards, None);
+
+    assert_eq!(streamx::registered().len(), 6);
 }
