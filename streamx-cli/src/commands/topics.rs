@@ -183,7 +183,7 @@ pub async fn info(conn: &Connection, topic: &TopicInfo, json: bool) -> Result<()
             shard.scheduled.to_string(),
         ];
         if shard.groups.is_empty() {
-            rows.push(head.into_iter().chain(["-", "-", "-", "-"].map(String::from)).collect::<Vec<_>>());
+            rows.push(head.iter().cloned().chain(["-", "-", "-", "-"].map(String::from)).collect::<Vec<_>>());
         }
         for g in &shard.groups {
             let owner = g.owner.as_ref().map(|o| format!("{} (epoch {})", o.member, o.epoch));
