@@ -8,6 +8,9 @@
 //!   the record `{<name>}:topic`, in the slot of `<name>`) and remembers the answer, topic or
 //!   plain stream, for the producer's lifetime (clones share the memory).
 //!
+//! A user whom the server's ACL refuses the lookup (a rule written before topics) publishes
+//! to the name as a stream, with a warning.
+//!
 //! So a topic must be created (by a consumer's start, `Producer::topic`, or
 //! [`topic::declare`](crate::topic::declare)) before a producer first publishes to its name:
 //! a producer that found no record keeps publishing to the plain stream of that name.
@@ -23,7 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use fred::clients::Client;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::topic::TopicLayout;
 
 /// How a producer routes to one topic: its layout and the round-robin counter of messages
@@ -109,7 +112,27 @@ impl Topics {
         if name.contains(['{', '}']) {
             return Ok(self.remember(name, None));
         }
-        let recorded = crate::topic::layout::lookup(client, name).await?;
+        let recorded = match crate::topic::layout::lookup(client, name).await {
+            Ok(recorded) => recorded,
+            Err(e) if is_no_permission(&e) => {
+                // A user whose rule predates topics (`~orders ~{orders}:dlq ...`, without the
+                // record `{orders}:topic` or EVALSHA) keeps publishing to its stream; a topic
+                // needs the record readable (see the README's "TLS and ACL").
+                tracing::warn!(
+                    name,
+                    error = %e,
+                    "cannot read the topic record of this name; publishing to it as a stream \
+                     (grant the record's key to publish to a topic of this name)"
+                );
+                None
+            }
+            Err(e) => return Err(e),
+        };
         Ok(self.remember(name, recorded.map(|layout| Arc::new(TopicRoute::new(layout)))))
     }
+}
+
+/// A refusal by the server's ACL (the user may not run the lookup or read the record).
+fn is_no_permission(e: &Error) -> bool {
+    matches!(e, Error::Redis { source, .. } if source.details().contains("NOPERM") || source.details().contains("ACL failure in script"))
 }

@@ -346,6 +346,23 @@ async fn a_drained_topic_is_deleted_then_created_with_another_count(topology: To
     assert_eq!(fresh.topic(&topic, 2).await.unwrap().shards(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_may_not_read_topic_records_publishes_to_the_stream() {
+    let server = common::start_server();
+    let stream = unique_name("acl");
+    // Keys of the stream only (a rule written before topics): the record `{<name>}:topic`
+    // is refused, so the producer cannot tell; it publishes to the stream, as before.
+    let rule = format!("~{stream}");
+    common::redis_cli(&server, &["ACL", "SETUSER", "old", "on", ">pw", "resetkeys", &rule, "~streamx:streams", "+@all"])
+        .unwrap();
+    let url = format!("redis://old:pw@127.0.0.1:{}", server.port());
+    let producer = Producer::connect(&url).await.unwrap();
+    for n in 0..3u64 {
+        producer.publish(&stream, &n).await.unwrap();
+    }
+    assert_eq!(common::redis_cli(&server, &["XLEN", &stream]).unwrap().trim(), "3");
+}
+
 on_both_topologies!(
     a_different_shard_count_fails_and_writes_nothing,
     keyed_publishes_of_one_key_land_in_one_shard_in_order,
