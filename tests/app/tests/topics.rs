@@ -346,6 +346,25 @@ async fn a_drained_topic_is_deleted_then_created_with_another_count(topology: To
     assert_eq!(fresh.topic(&topic, 2).await.unwrap().shards(), 2);
 }
 
+async fn a_batch_to_a_topic_that_fails_on_one_shard_lists_what_the_others_wrote(topology: Topology) {
+    let redis = TestRedis::start(topology).unwrap();
+    let topic = unique_name("partial");
+    let producer = Producer::connect(&redis.url()).await.unwrap();
+    let layout = producer.topic(&topic, 4).await.unwrap();
+    // Shard 2's key holds a string: every XADD to it fails (WRONGTYPE).
+    redis.cli(&["SET", layout.shard_stream(2), "not a stream"]).unwrap();
+    let entries: Vec<(String, u64)> = (0..200u64).map(|n| (format!("k{}", n % 20), n)).collect();
+    let err = producer.publish_batch_keyed(&topic, &entries).await.unwrap_err();
+    let Error::PartialPublish { source, written, .. } = &err else { panic!("a partial publish: {err:?}") };
+    assert!(source.to_string().contains("WRONGTYPE"), "{source}");
+    let expected: Vec<usize> =
+        (0..entries.len()).filter(|&at| layout.shard_of_key(&entries[at].0) != 2).collect();
+    assert!(!expected.is_empty() && expected.len() < entries.len());
+    assert_eq!(written.iter().map(|&(at, _)| at).collect::<Vec<_>>(), expected, "exactly the other shards' entries");
+    let stored: u64 = [0, 1, 3].iter().map(|&i| redis.xlen(layout.shard_stream(i)).unwrap()).sum();
+    assert_eq!(stored as usize, expected.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_who_may_not_read_topic_records_publishes_to_the_stream() {
     let server = common::start_server();
@@ -372,4 +391,5 @@ on_both_topologies!(
     an_idempotent_publish_to_a_topic_meets_its_own_record,
     the_tools_show_per_shard_figures,
     a_drained_topic_is_deleted_then_created_with_another_count,
+    a_batch_to_a_topic_that_fails_on_one_shard_lists_what_the_others_wrote,
 );
