@@ -11,9 +11,10 @@ use crate::connection::Connection;
 use crate::error::{CliError, Result};
 use crate::output::{self, or_dash, print_json, printable, table};
 
-/// A topic for `--json`: the same shape in `topics` (a list) and `info <topic>`.
+/// A topic for `--json`: the same shape in `topics` (a list), `info <topic>` and the
+/// dashboard's `/api/topics`.
 #[derive(Serialize)]
-struct TopicJson<'a> {
+pub(crate) struct TopicJson<'a> {
     topic: &'a str,
     shards: u32,
     length: u64,
@@ -90,7 +91,8 @@ fn shard_json(s: &ShardInfo) -> ShardJson<'_> {
     }
 }
 
-fn topic_json(t: &TopicInfo, with_shards: bool) -> TopicJson<'_> {
+/// The JSON of `t`, with its per-shard figures when `with_shards`.
+pub(crate) fn topic_json(t: &TopicInfo, with_shards: bool) -> TopicJson<'_> {
     TopicJson {
         topic: t.layout.name(),
         shards: t.layout.shards(),
