@@ -56,7 +56,7 @@ pub const REPLAYED_FROM_HEADER: &str = "streamx-replayed-from";
 /// `STREAMX_WIDE` and [`move_to_dead_letters`] copies it from the client instead.
 pub(crate) static MOVE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     crate::scripts::assemble(
-        &[crate::scripts::DEAD_LETTER_ADD],
+        &[crate::topic::fence::FENCE, crate::scripts::DEAD_LETTER_ADD],
         r#"
 -- KEYS: origin stream, dead-letter stream, take-over marks
 -- ARGV: group, id, consumer, deliveries, kind, error, at, max fields, dead-letter cap
@@ -89,7 +89,7 @@ return {id, dlq_trimmed}
 /// returns -1.
 pub(crate) static ACK_WIDE_SCRIPT: LazyLock<Script> = LazyLock::new(|| {
     crate::scripts::assemble(
-        &[],
+        &[crate::topic::fence::FENCE],
         r#"
 -- KEYS: origin stream, dead-letter stream, take-over marks
 -- ARGV: group, id, consumer, dead-letter id, dead-letter cap
@@ -200,13 +200,11 @@ pub(crate) async fn move_to_dead_letters(
     cap: Option<u64>,
     marks: &str,
     f: &Failure<'_>,
+    fence: Option<&crate::topic::fence::Fence>,
 ) -> Result<Option<Moved>> {
     let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    let reply: Value = MOVE_SCRIPT
-        .evalsha_with_reload(
-            client,
-            vec![f.stream.to_string(), dlq.to_string(), marks.to_string()],
-            vec![
+    let mut keys = vec![f.stream.to_string(), dlq.to_string(), marks.to_string()];
+    let mut args = vec![
                 f.group.to_string(),
                 f.id.to_string(),
                 f.consumer.to_string(),
@@ -216,12 +214,14 @@ pub(crate) async fn move_to_dead_letters(
                 at.to_string(),
                 WIDE_ENTRY_FIELDS.to_string(),
                 crate::scripts::cap_arg(cap),
-            ],
-        )
+            ];
+    crate::topic::fence::append_opt(fence, &mut keys, &mut args);
+    let reply: Value = MOVE_SCRIPT
+        .evalsha_with_reload(client, keys, args)
         .await
         .map_err(|e| Error::redis("EVALSHA (dead-letter move)", f.stream, e))?;
     if reply.as_str().is_some_and(|s| s == "STREAMX_WIDE") {
-        return Box::pin(move_wide_entry(client, dlq, cap, marks, f, at)).await;
+        return Box::pin(move_wide_entry(client, dlq, cap, marks, f, at, fence)).await;
     }
     if reply.is_null() {
         return Ok(None);
@@ -241,6 +241,7 @@ async fn move_wide_entry(
     marks: &str,
     f: &Failure<'_>,
     at: u128,
+    fence: Option<&crate::topic::fence::Fence>,
 ) -> Result<Option<Moved>> {
     let id = f.id.to_string();
     let reply: Value = client
@@ -260,12 +261,11 @@ async fn move_wide_entry(
     let Some(dlq_id) = value_bytes(written).and_then(|b| MessageId::parse_bytes(&b)) else {
         return Ok(None);
     };
+    let mut keys = vec![f.stream.to_string(), dlq.to_string(), marks.to_string()];
+    let mut args = vec![f.group.to_string(), id, f.consumer.to_string(), dlq_id.to_string(), crate::scripts::cap_arg(cap)];
+    crate::topic::fence::append_opt(fence, &mut keys, &mut args);
     let trimmed: i64 = ACK_WIDE_SCRIPT
-        .evalsha_with_reload(
-            client,
-            vec![f.stream.to_string(), dlq.to_string(), marks.to_string()],
-            vec![f.group.to_string(), id, f.consumer.to_string(), dlq_id.to_string(), crate::scripts::cap_arg(cap)],
-        )
+        .evalsha_with_reload(client, keys, args)
         .await
         .map_err(|e| Error::redis("EVALSHA (dead-letter ack)", f.stream, e))?;
     Ok(u64::try_from(trimmed).ok().map(|trimmed| Moved { id: dlq_id, trimmed }))

@@ -622,6 +622,8 @@ impl Runtime {
                 metrics_interval: self.metrics_interval,
                 state: self.state.clone(),
                 capabilities,
+                fence: None,
+                stats: None,
             };
             tracing::info!(
                 consumer = %consumer.name(), stream = consumer.stream(), group = consumer.group(),

@@ -6,3 +6,4 @@
 pub mod layout;
 
 pub use layout::{declare, TopicLayout, DEFAULT_SHARDS, MAX_SHARDS};
+pub(crate) mod fence;

@@ -19,7 +19,9 @@ use crate::retry_delay::RetryDelay;
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, SetsInterface};
 use fred::types::{ClusterHash, CustomCommand, Value};
+use fred::types::scripts::Script;
 use std::future::Future;
+use std::sync::LazyLock;
 
 /// The most ids sent in one XACK.
 const MAX_ACK_BATCH: usize = 1000;
@@ -86,6 +88,15 @@ pub(crate) fn send_now(shared: &Arc<Shared>, client: &Client, ids: Vec<MessageId
 /// refused `XACKDEL` by its ACL falls back to `XACK` (the trimmer then deletes what is
 /// acknowledged, as on servers without it).
 async fn xack(client: &Client, shared: &Shared, ids: &[MessageId]) -> Result<u64, fred::error::Error> {
+    if let Some(fence) = shared.fence() {
+        let mut keys = vec![shared.stream().to_string()];
+        let mut args: Vec<Value> = Vec::with_capacity(ids.len() + 2);
+        args.push(Value::from(shared.group()));
+        args.extend(id_args(ids));
+        keys.push(fence.lease().to_string());
+        args.push(Value::from(format!("{}{}", crate::topic::fence::FENCE_MARKER, fence.token())));
+        return FENCED_ACK.evalsha_with_reload(client, keys, args).await;
+    }
     let slot = ClusterHash::Custom(crate::keys::slot(shared.stream()));
     let mut args = Vec::with_capacity(ids.len() + 5);
     args.push(Value::from(shared.stream()));
@@ -111,6 +122,19 @@ async fn xack(client: &Client, shared: &Shared, ids: &[MessageId]) -> Result<u64
         }
     }
 }
+
+/// `XACK` of a topic shard's loop: only while the shard's lease holds the loop's token (see
+/// [`crate::topic::fence`]). Crash safety: one XACK, whole or not at all; re-sent, it
+/// acknowledges nothing more.
+pub(super) static FENCED_ACK: LazyLock<Script> = LazyLock::new(|| {
+    crate::scripts::assemble(
+        &[crate::topic::fence::FENCE],
+        r#"
+-- KEYS: stream; ARGV: group, ids... (at most the acker's batch of 1,000)
+return redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 2))
+"#,
+    )
+});
 
 /// The command that acknowledges: `XACKDEL ... ACKED` in work-queue mode where the server
 /// has it (and the ACL allows it), else `XACK`.
@@ -177,6 +201,12 @@ async fn send(shared: Arc<Shared>, ids: Vec<MessageId>, mut via: Option<Client>)
                 tracing::warn!(consumer = %shared.name, count = ids.len(), "XACK: the group is gone (Redis restarted or flushed?); these entries are gone with it");
                 shared.untrack(ids.iter().copied());
                 settled(&shared, &ids);
+                return;
+            }
+            Err(e) if crate::topic::fence::is_fenced(&e) => {
+                // The shard moved: these entries are the new owner's to run again.
+                shared.fenced();
+                shared.started_all(ids.iter().map(|id| (*id, None)));
                 return;
             }
             Err(e) => {

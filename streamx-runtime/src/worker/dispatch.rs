@@ -516,7 +516,7 @@ pub(crate) async fn dead_letter(
     loop {
         let client = shared.command.get();
         let cap = shared.consumer.options.retry.dlq_max_len;
-        match move_to_dead_letters(&client, dlq, cap, &shared.keys.marks, &failure).await {
+        match move_to_dead_letters(&client, dlq, cap, &shared.keys.marks, &failure, shared.fence()).await {
             Ok(Some(moved)) => {
                 tracing::warn!(dead_letter_stream = dlq, dead_letter_id = %moved.id, %kind, "message moved to the dead-letter stream");
                 ConsumerStats::bump(&shared.stats.dead_lettered, 1);

@@ -37,6 +37,12 @@ pub(crate) async fn finish_handlers(shared: &Shared) -> usize {
 
 /// Hands back what this process holds (see the module docs), in pages of [`PAGE`].
 pub(crate) async fn hand_back(shared: &Shared) {
+    // A topic shard's loop hands nothing back: what it holds stays pending under its name,
+    // and the shard's next owner takes it all over before reading anything new, so a key's
+    // earlier entries run before its later ones (the retry schedule would let them race).
+    if shared.fence().is_some() {
+        return;
+    }
     let mut held = shared.held_entries();
     held.sort_unstable();
     let mut handed = 0usize;

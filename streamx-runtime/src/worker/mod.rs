@@ -72,6 +72,13 @@ pub(crate) struct LoopSettings {
     pub state: crate::state::State,
     /// What the server offers beyond Redis 7.0, detected at start (see [`crate::Capabilities`]).
     pub capabilities: crate::Capabilities,
+    /// The fence of a topic shard's loop (see [`crate::topic::fence`]): its scripts check the
+    /// shard's lease, its reads wait while the lease may have lapsed, and it stops when the
+    /// shard moved. `None` for a stream's loop.
+    pub fence: Option<Arc<crate::topic::fence::Fence>>,
+    /// Counters shared with other loops (a topic's shards count into their consumer's);
+    /// `None`: the loop's own.
+    pub stats: Option<Arc<ConsumerStats>>,
 }
 
 /// A running consumer loop.

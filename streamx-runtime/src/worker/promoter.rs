@@ -24,7 +24,7 @@ use crate::scripts::{assemble, CLAIM_BY_COUNT, DEAD_LETTER_ADD, DEAD_LETTER_TRIM
 /// call) and the count of dead letters trimmed (see [`crate::scripts::split_trimmed`]).
 pub(super) static PROMOTE: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CLAIM_BY_COUNT, PAGED],
+        &[crate::topic::fence::FENCE, NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CLAIM_BY_COUNT, PAGED],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, deadlines, [dead letters]
 -- ARGV: group, me, scheduled consumer, limit, dead-letter cap, byte cap
@@ -109,7 +109,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             shared.budget.claim_bytes(&reserved).to_string(),
         ];
         let client = shared.command.get();
-        let result: Result<Value, _> = PROMOTE.evalsha_with_reload(&client, shared.script_keys(), args).await;
+        let (keys, args) = shared.fenced_call(args);
+        let result: Result<Value, _> = PROMOTE.evalsha_with_reload(&client, keys, args).await;
         match result {
             Ok(reply) => {
                 let (claimed, more) = Claimed::parse_with_more(shared.note_trimmed(reply));

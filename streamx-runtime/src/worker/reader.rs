@@ -159,6 +159,9 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                 if !shared.wait_held_room(size.current(), held_limit, &shutdown).await {
                     break;
                 }
+                if !shared.wait_read_allowed(options.block, &shutdown).await {
+                    break;
+                }
                 let Some(room) = shared.budget.wait_room_for(size.current(), &shutdown).await else { break };
                 PendingRead::Here(Box::pin(send_read(&shared, reader.get(), room, Some(block_ms))))
             }
@@ -180,7 +183,9 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                 backoff.reset();
                 shared.readiness.reading();
                 let full = entries.len() >= count;
-                if full && shared.has_held_room(size.current(), held_limit) {
+                // (A topic shard reads ahead only while its lease surely outlasts the read.)
+                let fence_ok = shared.fence().is_none_or(|f| f.holds_for() > crate::topic::fence::READ_MARGIN * 2);
+                if full && fence_ok && shared.has_held_room(size.current(), held_limit) {
                     // A full batch: probably more waiting. Read ahead if the budget has room.
                     ahead = shared
                         .budget

@@ -27,7 +27,7 @@ pub const SCHEDULED_CONSUMER: &str = "streamx:scheduled";
 /// [`crate::scripts::split_trimmed`]).
 pub(super) static PARK: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CLAIM_BY_COUNT, PAGED],
+        &[crate::topic::fence::FENCE, NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CLAIM_BY_COUNT, PAGED],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, deadlines, [dead letters]
 -- ARGV: group, me, scheduled consumer, dead-letter cap, then per entry: id, delay ms,
@@ -96,7 +96,8 @@ pub(crate) async fn park(shared: &Shared, entries: &[Parking]) -> Result<Vec<Mes
         args.push(if p.unstarted { "less" } else { "keep" }.to_string());
     }
     let client = shared.command.get();
-    let result: Result<Value, _> = PARK.evalsha_with_reload(&client, shared.script_keys(), args).await;
+    let (keys, args) = shared.fenced_call(args);
+    let result: Result<Value, _> = PARK.evalsha_with_reload(&client, keys, args).await;
     match result {
         Ok(reply) => Ok(ids(shared.note_trimmed(reply))),
         Err(e) => {

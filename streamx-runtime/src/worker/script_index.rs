@@ -2,7 +2,7 @@
 //! demands are read from their text (see [`crate::permissions`]). A script added to a worker
 //! file is added here too (a unit test finds every script static).
 
-use super::{heartbeat, promoter, retries, sampler, takeover};
+use super::{acker, heartbeat, promoter, retries, sampler, takeover};
 use crate::permissions::{EngineScript, Serves};
 
 /// Every script of the consumer loop.
@@ -13,6 +13,7 @@ pub(crate) fn scripts() -> Vec<EngineScript> {
         EngineScript { serves: Serves::All, name: "clean-up", ident: "CLEAN_UP", script: &heartbeat::CLEAN_UP },
         EngineScript { serves: Serves::All, name: "retry promotion", ident: "PROMOTE", script: &promoter::PROMOTE },
         EngineScript { serves: Serves::All, name: "retry parking", ident: "PARK", script: &retries::PARK },
+        EngineScript { serves: Serves::All, name: "fenced ack", ident: "FENCED_ACK", script: &acker::FENCED_ACK },
         EngineScript { serves: Serves::All, name: "gauge sample", ident: "SAMPLE", script: &sampler::SAMPLE },
         EngineScript {
             serves: Serves::Dedupe,

@@ -90,6 +90,10 @@ pub(crate) struct Shared {
     acks_closed: CancellationToken,
     /// The ACL refused `XACKDEL` once: acknowledge with `XACK` from then on (see the acker).
     pub xackdel_refused: std::sync::atomic::AtomicBool,
+    /// Cancelled once new entries may be read: at once for a stream; for a topic shard, once
+    /// the take-over has claimed every entry the shard's earlier owners held, so those run
+    /// before any later entry (per-key order across owners).
+    pub caught_up: CancellationToken,
 }
 
 impl Shared {
@@ -133,6 +137,7 @@ impl Shared {
         let dedupe = options
             .dedupe
             .map(|window| Arc::new(super::dedupe::Dedupe::new(&consumer.stream, &consumer.group, window)));
+        let stats = settings.stats.clone().unwrap_or_default();
         let shared = Shared {
             dedupe,
             name: consumer.name.to_string(),
@@ -148,7 +153,7 @@ impl Shared {
             command,
             tasks,
             stopping,
-            stats: Arc::new(ConsumerStats::default()),
+            stats,
             readiness,
             permissions,
             recovered_at: Mutex::new(None),
@@ -157,15 +162,53 @@ impl Shared {
             acks: tx,
             acks_closed: CancellationToken::new(),
             xackdel_refused: std::sync::atomic::AtomicBool::new(false),
+            caught_up: CancellationToken::new(),
         };
+        if shared.fence().is_none() {
+            shared.caught_up.cancel();
+        }
         (Arc::new(shared), rx)
     }
 
     /// After a failed command on `used`: notes a permission error, replaces the shared client
     /// if it is wedged.
     pub async fn command_failed(&self, used: &fred::clients::Client, err: &fred::error::Error) {
+        if crate::topic::fence::is_fenced(err) {
+            self.fenced();
+            return;
+        }
         self.permissions.failed(err);
         self.command.heal(used, err).await;
+    }
+
+    /// The fence of a topic shard's loop (see [`crate::topic::fence`]).
+    pub fn fence(&self) -> Option<&crate::topic::fence::Fence> {
+        self.settings.fence.as_deref()
+    }
+
+    /// A script refused this loop: its shard's lease moved to another process. The loop
+    /// stops taking work; what it holds stays pending for the new owner.
+    pub fn fenced(&self) {
+        if !self.stopping.is_cancelled() {
+            tracing::warn!(consumer = %self.name, stream = self.stream(), "the shard's lease moved to another process: this loop stops");
+            ConsumerStats::bump(&self.stats.fenced, 1);
+            self.stopping.cancel();
+        }
+    }
+
+    /// Waits until a read may be sent: the loop has caught up (see
+    /// [`caught_up`](Self::caught_up)) and, for a topic shard, its lease is known to hold for
+    /// longer than `block` and a margin. `false` once the loop stops.
+    pub async fn wait_read_allowed(&self, block: std::time::Duration, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return false,
+            _ = self.caught_up.cancelled() => {}
+        }
+        match self.fence() {
+            None => true,
+            Some(fence) => fence.wait_holds(block + crate::topic::fence::READ_MARGIN, shutdown).await,
+        }
     }
 
     pub fn stream(&self) -> &str {
@@ -350,6 +393,14 @@ impl Shared {
 
     /// The KEYS of the engine's scripts: stream, retry schedule, heartbeats, take-over marks,
     /// member deadlines, and the dead-letter stream when dead letters are on.
+    /// [`script_keys`](Self::script_keys) and `args`, with the loop's fence appended if it
+    /// has one (see [`crate::topic::fence`]).
+    pub fn fenced_call(&self, mut args: Vec<String>) -> (Vec<String>, Vec<String>) {
+        let mut keys = self.script_keys();
+        crate::topic::fence::append_opt(self.fence(), &mut keys, &mut args);
+        (keys, args)
+    }
+
     pub fn script_keys(&self) -> Vec<String> {
         let mut keys = vec![
             self.stream().to_string(),

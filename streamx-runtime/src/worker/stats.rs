@@ -29,6 +29,14 @@ pub struct ConsumerStats {
     /// Messages acknowledged without running because the group had handled their key already
     /// (consumers with [`dedupe`](crate::ConsumerOptions::dedupe) only).
     pub deduplicated: AtomicU64,
+    /// Topic consumers only: shard loops stopped because a script found the shard's lease
+    /// taken by another process (see the README's "Topics and ordering").
+    pub fenced: AtomicU64,
+    /// Topic consumers only: shard leases taken by this process.
+    pub shards_acquired: AtomicU64,
+    /// Topic consumers only: shard leases given up by this process (rebalancing, shutdown)
+    /// or lost.
+    pub shards_released: AtomicU64,
 }
 
 /// The counters of [`ConsumerStats`] at one moment, as plain numbers.
@@ -55,6 +63,12 @@ pub struct ConsumerStatsSnapshot {
     pub dead_letters_trimmed: u64,
     /// See [`ConsumerStats::deduplicated`].
     pub deduplicated: u64,
+    /// See [`ConsumerStats::fenced`].
+    pub fenced: u64,
+    /// See [`ConsumerStats::shards_acquired`].
+    pub shards_acquired: u64,
+    /// See [`ConsumerStats::shards_released`].
+    pub shards_released: u64,
 }
 
 impl ConsumerStats {
@@ -76,6 +90,9 @@ impl ConsumerStats {
             timed_out: Self::get(&self.timed_out),
             dead_letters_trimmed: Self::get(&self.dead_letters_trimmed),
             deduplicated: Self::get(&self.deduplicated),
+            fenced: Self::get(&self.fenced),
+            shards_acquired: Self::get(&self.shards_acquired),
+            shards_released: Self::get(&self.shards_released),
         }
     }
 

@@ -80,7 +80,7 @@ const MOST_EXAMINED: usize = 1000;
 /// already moved and sets the same counts again.
 pub(super) static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS, CLAIM_BY_COUNT, PAGED, REDIS_PAUSED],
+        &[crate::topic::fence::FENCE, NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS, CLAIM_BY_COUNT, PAGED, REDIS_PAUSED],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, deadlines, [dead letters]
 -- ARGV: group, me, scheduled consumer, claim_idle ms, limit, take a suspect (1/0),
@@ -208,6 +208,9 @@ end
 -- Nobody is, just after Redis itself stood still (see `redis_paused`).
 local paused = redis_paused(KEYS[5], now, stale)
 local function stopped(c)
+  -- The owner of a topic shard (see the fence) holds its entries alone: every other member
+  -- of the shard's group is an earlier owner, stopped or fenced out.
+  if fenced_owner then return true end
   if paused or c.idle < stale then return false end
   local deadline = redis.call('ZSCORE', KEYS[5], c.name)
   if deadline then return now >= tonumber(deadline) end
@@ -327,14 +330,20 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let isolating = Arc::new(Isolation::default());
     let mut next_reconcile = Instant::now() + jittered(claim_idle);
     let mut ahead: std::collections::VecDeque<PendingClaim> = std::collections::VecDeque::new();
+    // A topic shard's owner takes over what earlier owners held at once, then lets the
+    // reader start (see `Shared::caught_up`).
+    let mut catching_up = !shared.caught_up.is_cancelled();
     loop {
         let claim = match ahead.pop_front() {
             Some(claim) => claim,
             None => {
-                if !ticker.wait_or(&shared.stopping, &isolating.done).await {
+                if !catching_up && !ticker.wait_or(&shared.stopping, &isolating.done).await {
                     return;
                 }
-                if !shared.may_take_over() {
+                if shared.stopping.is_cancelled() {
+                    return;
+                }
+                if !catching_up && !shared.may_take_over() {
                     // Just after an outage every heartbeat looks stale: wait for peers to beat.
                     continue;
                 }
@@ -360,12 +369,21 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 let taken = claimed.iter().filter(|c| !c.suspect).count();
                 let full = taken >= limit || more;
                 ticker.more(full);
+                // Everything earlier owners held is claimed once a claim comes back short: the
+                // reader starts after this claim's entries are dispatched (below).
+                let caught_up = catching_up && !full && ahead.is_empty();
+                if caught_up {
+                    catching_up = false;
+                }
                 while full && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled() {
                     let Some(room) = shared.budget.room_for(size.current()) else { break };
                     ahead.push_back(spawn_claim(&shared, room, None, Vec::new()));
                 }
                 if claimed.is_empty() {
                     size.after(limit, 0, false);
+                    if caught_up {
+                        shared.caught_up.cancel();
+                    }
                     continue;
                 }
                 tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a member that stopped");
@@ -386,7 +404,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 // wait for permits.
                 drop(suspect_permit);
                 let work = others.into_iter().map(|c| (c.entry, c.count));
-                match dispatch::start_queued(&shared, work, charge, None).await {
+                let dispatched = dispatch::start_queued(&shared, work, charge, None).await;
+                if caught_up {
+                    shared.caught_up.cancel();
+                }
+                match dispatched {
                     dispatch::Dispatched::Stopped => break,
                     dispatch::Dispatched::Started { waited } => size.after(limit, taken, waited),
                 }
@@ -483,7 +505,7 @@ async fn take_over(
 ) -> Result<(Vec<Claimed>, bool), fred::error::Error> {
     let options = &shared.consumer.options;
     let victim = if own.is_empty() { "" } else { shared.member_name() };
-    let mut args = vec![
+    let mut args: Vec<String> = vec![
         shared.group().to_string(),
         shared.member_name().to_string(),
         SCHEDULED_CONSUMER.to_string(),
@@ -497,7 +519,7 @@ async fn take_over(
         MOST_EXAMINED.to_string(),
     ];
     args.extend(own.iter().take(MOST_EXAMINED).map(MessageId::to_string));
-    let keys = shared.script_keys();
+    let (keys, args) = shared.fenced_call(args);
     let client = shared.command.get();
     let result: Result<Value, _> = TAKE_OVER.evalsha_with_reload(&client, keys, args).await;
     match result {
