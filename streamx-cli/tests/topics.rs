@@ -6,10 +6,22 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{on_both_topologies, run_fails, run_json, run_ok, TestRedis, Topology};
+use serde_json::Value;
 use streamx_runtime::keys::{default_dead_letter_stream, shard_lease};
 use streamx_runtime::Producer;
 use streamx_testing::unique_name;
+
+/// Fails with every violation when `value` does not match the schema `name` in docs/json.
+fn assert_matches(name: &str, value: &Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/json").join(format!("{name}.json"));
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(value).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    assert!(errors.is_empty(), "{name}: {errors:#?}\n{value:#}");
+}
 
 async fn topics_and_info_show_every_shard(topology: Topology) {
     let redis = TestRedis::start(topology).unwrap();
@@ -29,6 +41,7 @@ async fn topics_and_info_show_every_shard(topology: Topology) {
     let lengths: Vec<u64> = layout.shard_streams().iter().map(|s| redis.xlen(s).unwrap()).collect();
 
     let listed = run_json(&url, &["topics"]);
+    assert_matches("topics", &listed);
     let row = listed.as_array().unwrap().iter().find(|t| t["topic"] == topic.as_str()).unwrap().clone();
     assert_eq!(row["shards"], 4);
     assert_eq!(row["length"], 30);
@@ -40,6 +53,7 @@ async fn topics_and_info_show_every_shard(topology: Topology) {
     assert_eq!(row["groups"][0]["owners"], serde_json::json!(["proc-a"]));
 
     let info = run_json(&url, &["info", &topic]);
+    assert_matches("topic-info", &info);
     let shards = info["shard_figures"].as_array().unwrap();
     assert_eq!(shards.len(), 4);
     for (i, shard) in shards.iter().enumerate() {
@@ -48,7 +62,7 @@ async fn topics_and_info_show_every_shard(topology: Topology) {
     }
     assert_eq!(shards[0]["groups"][0]["owner"], "proc-a");
     assert_eq!(shards[0]["groups"][0]["epoch"], 3);
-    assert_eq!(shards[1]["groups"][0]["owner"], serde_json::Value::Null);
+    assert_eq!(shards[1]["groups"][0]["owner"], Value::Null);
     assert_eq!(shards[1]["dead_letters"], 1);
 
     let table = run_ok(&url, &["info", &topic]);
@@ -85,6 +99,7 @@ async fn a_topic_is_deleted_only_when_drained(topology: Topology) {
     redis.cli(&["DEL", &shard_lease(layout.shard_stream(2), "billing")]).unwrap();
 
     let deleted = run_json(&url, &["topics", "delete", &topic, "--yes"]);
+    assert_matches("topics-delete", &deleted);
     assert_eq!(deleted["shards"], 3);
     for stream in layout.shard_streams() {
         assert_eq!(redis.cli(&["EXISTS", stream]).unwrap().trim(), "0", "{stream}");
