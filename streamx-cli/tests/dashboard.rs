@@ -804,7 +804,9 @@ async fn topics_show_their_totals_and_each_shard_on_a_click() {
     assert_eq!(text(client, &owner(0)).await.as_deref(), Some("-"));
 
     // The figures follow Redis: a group reads shard 0, its lag there drops to 0.
-    redis.cli(&["XREADGROUP", "GROUP", "billing", "w", "COUNT", "1000", "STREAMS", layout.shard_stream(0), ">"]).unwrap();
+    redis
+        .cli(&["XREADGROUP", "GROUP", "billing", "w", "COUNT", "1000", "STREAMS", layout.shard_stream(0), ">"])
+        .unwrap();
     let lag0 = "tr.shard-group[data-shard=\"0\"][data-group=\"billing\"] td.lag";
     wait_until(WAIT, "shard 0 read", || async { text(client, lag0).await.as_deref() == Some("0") }).await.unwrap();
     let pending0 = "tr.shard-group[data-shard=\"0\"][data-group=\"billing\"] td.pending";

@@ -415,7 +415,8 @@ impl Producer {
         match self.topics.route_of(&self.client.get(), target).await? {
             None => Ok(Cow::Borrowed(target)),
             Some(route) => {
-                let key = options.headers.get(crate::message::MESSAGE_KEY_HEADER).or(options.idempotency_key.as_deref());
+                let key =
+                    options.headers.get(crate::message::MESSAGE_KEY_HEADER).or(options.idempotency_key.as_deref());
                 Ok(Cow::Owned(route.stream(route.shard(key)).to_string()))
             }
         }
@@ -992,7 +993,9 @@ async fn send_chunk(
     let mut queue_now = std::task::Context::from_waker(std::task::Waker::noop());
     for (at, data) in chunk.encoded.iter().enumerate() {
         let fields = match chunk.key(at) {
-            Some(key) => entry_fields(data.clone(), &options.headers.clone().with(crate::message::MESSAGE_KEY_HEADER, key)),
+            Some(key) => {
+                entry_fields(data.clone(), &options.headers.clone().with(crate::message::MESSAGE_KEY_HEADER, key))
+            }
             None => entry_fields(data.clone(), &options.headers),
         };
         let xadd = pipeline.xadd::<Value, _, _, _, _>(stream, options.no_mkstream, cap.clone(), "*", fields);
@@ -1165,7 +1168,7 @@ mod tests {
     fn a_batch_encodes_into_one_buffer_each_payload_as_alone() {
         // A large first payload, then small ones, then an empty string: each slice is what
         // encoding its payload alone gives, and all share one buffer.
-        let payloads = vec!["x".repeat(10_000), "a".to_string(), String::new(), "é\"\n".to_string()];
+        let payloads = ["x".repeat(10_000), "a".to_string(), String::new(), "é\"\n".to_string()];
         let encoded = encode_all("s", payloads.iter()).unwrap();
         let alone: Vec<Bytes> = payloads.iter().map(|p| encode("s", p).unwrap()).collect();
         assert_eq!(encoded, alone);

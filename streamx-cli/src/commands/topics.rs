@@ -133,7 +133,10 @@ async fn list(conn: &Connection, json: bool) -> Result<()> {
             groups_summary(&t.groups, t.layout.shards()),
         ]
     });
-    println!("{}", table(&["TOPIC", "SHARDS", "LENGTH", "DEAD LETTERS", "DELAYED", "GROUPS (lag/pending, owned)"], rows));
+    println!(
+        "{}",
+        table(&["TOPIC", "SHARDS", "LENGTH", "DEAD LETTERS", "DELAYED", "GROUPS (lag/pending, owned)"], rows)
+    );
     Ok(())
 }
 

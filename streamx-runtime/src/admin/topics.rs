@@ -151,11 +151,8 @@ impl TopicAdmin {
             .into_iter()
             .map(|g| g.name)
             .collect();
-        let mut keys = vec![
-            stream.clone(),
-            derived_key(&stream, KeyKind::Scheduled),
-            derived_key(&stream, KeyKind::DeadLetters),
-        ];
+        let mut keys =
+            vec![stream.clone(), derived_key(&stream, KeyKind::Scheduled), derived_key(&stream, KeyKind::DeadLetters)];
         keys.extend(groups.iter().map(|g| shard_lease(&stream, g)));
         keys.extend([
             derived_key(&stream, KeyKind::ScheduledPayloads),

@@ -97,11 +97,8 @@ fn merge_by_id<T: Send + 'static>(shards: Vec<Shard<T>>) -> BoxStream<'static, R
                     best = Some((i, MessageId::MIN));
                     break;
                 }
-                Some(Ok(msg)) => {
-                    if best.is_none_or(|(_, id)| msg.id() < id) {
-                        best = Some((i, msg.id()));
-                    }
-                }
+                Some(Ok(msg)) if best.is_none_or(|(_, id)| msg.id() < id) => best = Some((i, msg.id())),
+                Some(Ok(_)) => {}
             }
         }
         let (i, _) = best?;

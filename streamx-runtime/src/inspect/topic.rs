@@ -133,8 +133,7 @@ impl Inspector {
     /// ```
     pub async fn topic(&self, name: &str) -> Result<Option<TopicInfo>> {
         let Some(layout) = crate::topic::layout::lookup(&self.client, name).await? else { return Ok(None) };
-        let shards =
-            futures_util::future::try_join_all((0..layout.shards()).map(|i| self.shard(&layout, i))).await?;
+        let shards = futures_util::future::try_join_all((0..layout.shards()).map(|i| self.shard(&layout, i))).await?;
         Ok(Some(totals(layout, shards)))
     }
 
@@ -147,7 +146,8 @@ impl Inspector {
             self.stream_len(&stream),
             self.stream_len(&dlq),
             async {
-                let zcard = CustomCommand::new_static("ZCARD", ClusterHash::Custom(crate::keys::slot(&scheduled_key)), false);
+                let zcard =
+                    CustomCommand::new_static("ZCARD", ClusterHash::Custom(crate::keys::slot(&scheduled_key)), false);
                 let count: Value = self
                     .client
                     .custom(zcard, vec![Value::from(scheduled_key.as_str())])

@@ -357,8 +357,7 @@ async fn a_batch_to_a_topic_that_fails_on_one_shard_lists_what_the_others_wrote(
     let err = producer.publish_batch_keyed(&topic, &entries).await.unwrap_err();
     let Error::PartialPublish { source, written, .. } = &err else { panic!("a partial publish: {err:?}") };
     assert!(source.to_string().contains("WRONGTYPE"), "{source}");
-    let expected: Vec<usize> =
-        (0..entries.len()).filter(|&at| layout.shard_of_key(&entries[at].0) != 2).collect();
+    let expected: Vec<usize> = (0..entries.len()).filter(|&at| layout.shard_of_key(&entries[at].0) != 2).collect();
     assert!(!expected.is_empty() && expected.len() < entries.len());
     assert_eq!(written.iter().map(|&(at, _)| at).collect::<Vec<_>>(), expected, "exactly the other shards' entries");
     let stored: u64 = [0, 1, 3].iter().map(|&i| redis.xlen(layout.shard_stream(i)).unwrap()).sum();
@@ -372,8 +371,11 @@ async fn a_user_who_may_not_read_topic_records_publishes_to_the_stream() {
     // Keys of the stream only (a rule written before topics): the record `{<name>}:topic`
     // is refused, so the producer cannot tell; it publishes to the stream, as before.
     let rule = format!("~{stream}");
-    common::redis_cli(&server, &["ACL", "SETUSER", "old", "on", ">pw", "resetkeys", &rule, "~streamx:streams", "+@all"])
-        .unwrap();
+    common::redis_cli(
+        &server,
+        &["ACL", "SETUSER", "old", "on", ">pw", "resetkeys", &rule, "~streamx:streams", "+@all"],
+    )
+    .unwrap();
     let url = format!("redis://old:pw@127.0.0.1:{}", server.port());
     let producer = Producer::connect(&url).await.unwrap();
     for n in 0..3u64 {
