@@ -170,7 +170,8 @@ pub struct TailArgs {
 /// `streamx publish`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// The stream key.
+    /// The stream key, or a topic's name (each message goes to a shard: its key's, else the
+    /// next in turn).
     pub stream: String,
     /// The JSON payload.
     #[arg(required_unless_present = "file", conflicts_with = "file")]
@@ -181,6 +182,10 @@ pub struct PublishArgs {
     /// A header, `name=value` (repeat for more).
     #[arg(short = 'H', long = "header", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
+    /// The message key (the `streamx-key` header) of every message published: an ordered
+    /// consumer handles a key's messages in order, and a topic keeps them in one shard.
+    #[arg(short = 'k', long)]
+    pub key: Option<String>,
 }
 
 /// Which dead letters a `dlq` command acts on.

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
 
 use common::{on_both_topologies, run_fails, run_json, run_ok, TestRedis, Topology};
@@ -111,4 +112,33 @@ async fn a_topic_is_deleted_only_when_drained(topology: Topology) {
     assert_eq!(again.topic(&topic, 8).await.unwrap().shards(), 8);
 }
 
-on_both_topologies!(topics_and_info_show_every_shard, a_topic_is_deleted_only_when_drained);
+async fn publish_routes_to_the_shards(topology: Topology) {
+    let redis = TestRedis::start(topology).unwrap();
+    let url = redis.url();
+    let topic = unique_name("clipublish");
+    let layout = Producer::connect(&url).await.unwrap().topic(&topic, 8).await.unwrap();
+    // With a key: its shard, with the key header.
+    for n in 0..3 {
+        run_ok(&url, &["publish", &topic, &format!("{{\"n\":{n}}}"), "--key", "order-7"]);
+    }
+    let shard = layout.shard_stream(layout.shard_of_key("order-7"));
+    assert_eq!(redis.xlen(shard).unwrap(), 3);
+    let entry = redis.cli(&["XRANGE", shard, "-", "+", "COUNT", "1"]).unwrap();
+    assert!(entry.contains("h:streamx-key") && entry.contains("order-7"), "{entry}");
+    // Without one, a file spreads over the shards in turn.
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    for n in 0..16 {
+        writeln!(file, "{{\"n\":{n}}}").unwrap();
+    }
+    run_ok(&url, &["publish", &topic, "--file", file.path().to_str().unwrap()]);
+    let total: u64 = layout.shard_streams().iter().map(|s| redis.xlen(s).unwrap()).sum();
+    assert_eq!(total, 19);
+    assert!(layout.shard_streams().iter().all(|s| redis.xlen(s).unwrap() >= 2), "every shard got two");
+    assert_eq!(redis.cli(&["EXISTS", &topic]).unwrap().trim(), "0", "no stream of the topic's own name");
+}
+
+on_both_topologies!(
+    topics_and_info_show_every_shard,
+    a_topic_is_deleted_only_when_drained,
+    publish_routes_to_the_shards
+);
