@@ -203,3 +203,48 @@ fn totals(layout: TopicLayout, shards: Vec<ShardInfo>) -> TopicInfo {
         groups,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(name: &str, lag: Option<u64>, pending: u64) -> GroupInfo {
+        GroupInfo { name: name.to_string(), lag, pending, ..GroupInfo::default() }
+    }
+
+    #[test]
+    fn a_topics_totals_sum_its_shards() {
+        let layout = TopicLayout::new("orders", 2).expect("valid");
+        let owner = |member: &str| Some(ShardOwner { epoch: 1, member: member.to_string() });
+        let shards = vec![
+            ShardInfo {
+                index: 0,
+                stream: layout.shard_stream(0).to_string(),
+                length: 10,
+                dead_letters: 1,
+                scheduled: 2,
+                groups: vec![
+                    ShardGroup { group: group("billing", Some(3), 2), owner: owner("b") },
+                    ShardGroup { group: group("audit", None, 0), owner: None },
+                ],
+            },
+            ShardInfo {
+                index: 1,
+                stream: layout.shard_stream(1).to_string(),
+                length: 5,
+                dead_letters: 0,
+                scheduled: 1,
+                groups: vec![ShardGroup { group: group("billing", Some(1), 4), owner: owner("a") }],
+            },
+        ];
+        let info = totals(layout, shards);
+        assert_eq!((info.length, info.dead_letters, info.scheduled), (15, 1, 3));
+        let names: Vec<&str> = info.groups.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["audit", "billing"]);
+        let billing = &info.groups[1];
+        assert_eq!((billing.lag, billing.pending, billing.shards, billing.owned_shards), (4, 6, 2, 2));
+        assert_eq!(billing.owners, ["a", "b"]);
+        assert_eq!((info.groups[0].lag, info.groups[0].owned_shards), (0, 0));
+        assert!(ShardOwner::parse("x:member").is_none());
+    }
+}

@@ -80,9 +80,11 @@ impl Topics {
 
     fn remember(&self, name: &str, route: Option<Arc<TopicRoute>>) -> Option<Arc<TopicRoute>> {
         let mut known = self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // A route found first (by a concurrent publish or a declare) keeps its counter.
+        // A route found first (by a concurrent publish or a declare) stays, with its counter:
+        // a lookup that began before a declaration of this producer answered may have found
+        // no record yet, and must not turn the declared topic back into a plain stream.
         match known.get(name) {
-            Some(Some(existing)) if route.is_some() => Some(existing.clone()),
+            Some(Some(existing)) => Some(existing.clone()),
             _ => {
                 known.insert(name.to_string(), route.clone());
                 route
@@ -135,4 +137,44 @@ impl Topics {
 /// A refusal by the server's ACL (the user may not run the lookup or read the record).
 fn is_no_permission(e: &Error) -> bool {
     matches!(e, Error::Redis { source, .. } if source.details().contains("NOPERM") || source.details().contains("ACL failure in script"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(shards: u32) -> TopicLayout {
+        TopicLayout::new("orders", shards).expect("a valid layout")
+    }
+
+    #[test]
+    fn unkeyed_messages_take_the_shards_in_turn_and_keys_their_hash() {
+        let route = TopicRoute::new(layout(4));
+        let turns: Vec<u32> = (0..9).map(|_| route.shard(None)).collect();
+        assert_eq!(turns, [0, 1, 2, 3, 0, 1, 2, 3, 0]);
+        // A batch of 6 takes 6 turns: it starts where the single publishes stopped.
+        assert_eq!(route.next_shards(6), 1);
+        assert_eq!(route.shard(None), 3);
+        assert_eq!(route.shard(Some("order-7")), route.layout.shard_of_key("order-7"));
+    }
+
+    #[test]
+    fn a_declared_topic_replaces_what_a_lookup_remembered_and_keeps_its_counter() {
+        let topics = Topics::default();
+        // A lookup found no record: a plain stream.
+        assert!(topics.remember("orders", None).is_none());
+        assert!(matches!(topics.cached("orders"), Some(None)));
+        topics.declared(layout(4));
+        let route = topics.cached("orders").flatten().expect("a topic now");
+        assert_eq!(route.shard(None), 0);
+        // Declared again with the same layout: the same route, the counter goes on.
+        topics.declared(layout(4));
+        assert_eq!(topics.cached("orders").flatten().expect("a topic").shard(None), 1);
+        // A concurrent lookup's route does not replace the one remembered, nor does one that
+        // began before the declaration and found no record.
+        let found = topics.remember("orders", Some(Arc::new(TopicRoute::new(layout(4))))).expect("a topic");
+        assert_eq!(found.shard(None), 2);
+        assert!(topics.remember("orders", None).is_some());
+        assert!(topics.cached("orders").flatten().is_some());
+    }
 }
