@@ -325,8 +325,7 @@ async fn per_key_order_holds_across_three_processes_through_a_sigkill() {
     let rewinds = assert_per_key_order(&records, keys.len(), 100);
     // Re-deliveries happen only to keys whose last run before the kill was the killed
     // process's: a message in flight there (or run and not yet acknowledged).
-    let killed_keys: HashSet<&str> =
-        records.iter().filter(|r| r.pid == killed_pid).map(|r| r.key.as_str()).collect();
+    let killed_keys: HashSet<&str> = records.iter().filter(|r| r.pid == killed_pid).map(|r| r.key.as_str()).collect();
     for (key, seqs) in ok_runs(&records) {
         let stepped_back = seqs.windows(2).any(|w| w[1] <= w[0]);
         assert!(!stepped_back || killed_keys.contains(key.as_str()), "key {key} re-ran without the kill: {seqs:?}");
@@ -426,7 +425,8 @@ async fn a_process_paused_past_its_lease_cannot_ack_claim_or_dead_letter() {
     let mut letters = Vec::new();
     for shard in layout.shard_streams() {
         let dlq = streamx::keys::derived_key(shard, streamx::keys::KeyKind::DeadLetters);
-        let entries: Vec<(String, HashMap<String, String>)> = client.xrange(dlq.as_str(), "-", "+", None).await.unwrap();
+        let entries: Vec<(String, HashMap<String, String>)> =
+            client.xrange(dlq.as_str(), "-", "+", None).await.unwrap();
         letters.extend(entries.into_iter().map(|(_, f)| f.get("dlq:consumer").cloned().unwrap_or_default()));
     }
     assert_eq!(letters, vec![b_member.clone()], "one dead letter, by the new owner");

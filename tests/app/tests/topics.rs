@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{on_both_topologies, TestRedis, Topology};
@@ -14,7 +15,7 @@ use futures_util::TryStreamExt;
 use streamx::admin::TopicAdmin;
 use streamx::testing::{key_slot, unique_name};
 use streamx::topic::TopicLayout;
-use streamx::{Error, History, Inspector, Message, MessageId, Producer, PublishOptions};
+use streamx::{Consumer, Error, History, Inspector, Message, MessageId, Producer, PublishOptions};
 
 /// Every entry of every shard of `layout`: per shard, `(key, payload)` in stream order.
 async fn shard_contents(url: &str, layout: &TopicLayout) -> Vec<Vec<(Option<String>, u64)>> {
@@ -364,6 +365,45 @@ async fn a_batch_to_a_topic_that_fails_on_one_shard_lists_what_the_others_wrote(
     assert_eq!(stored as usize, expected.len());
 }
 
+async fn a_running_topic_consumer_shows_as_the_owner_of_every_shard(topology: Topology) {
+    let redis = TestRedis::start(topology).unwrap();
+    let url = redis.url();
+    let topic = unique_name("owned");
+    let handled: Arc<Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
+    let h = handled.clone();
+    let consumer = Consumer::topic(topic.clone(), "billing".to_string(), move |msg: Message<u64>| {
+        let h = h.clone();
+        async move {
+            let key = msg.key().unwrap_or_default().to_string();
+            h.lock().unwrap().entry(key).or_default().push(*msg.payload());
+        }
+    })
+    .shards(4);
+    let runtime = common::start_runtime(&url, vec![consumer]).await;
+    let producer = Producer::connect(&url).await.unwrap();
+    let entries: Vec<(String, u64)> = (0..10u64).flat_map(|seq| (0..8).map(move |k| (format!("k{k}"), seq))).collect();
+    producer.publish_batch_keyed(&topic, &entries).await.unwrap();
+
+    let inspector = Inspector::connect(&url).await.unwrap();
+    common::wait_until(Duration::from_secs(30), "every message handled and acknowledged", || async {
+        let done = handled.lock().unwrap().values().map(Vec::len).sum::<usize>() == entries.len();
+        let info = inspector.topic(&topic).await.unwrap();
+        done && info.is_some_and(|t| t.groups.iter().any(|g| g.name == "billing" && g.pending == 0 && g.lag == 0))
+    })
+    .await
+    .unwrap();
+    assert!(handled.lock().unwrap().values().all(|seqs| *seqs == (0..10).collect::<Vec<_>>()), "per-key order");
+    let info = inspector.topic(&topic).await.unwrap().unwrap();
+    assert_eq!(info.layout.shards(), 4);
+    let billing = info.groups.iter().find(|g| g.name == "billing").unwrap();
+    assert_eq!((billing.shards, billing.owned_shards, billing.owners.len()), (4, 4, 1), "{billing:?}");
+    for shard in &info.shards {
+        let owner = shard.groups[0].owner.as_ref().expect("a lease holder");
+        assert!(owner.epoch >= 1 && owner.member == billing.owners[0], "{owner:?}");
+    }
+    runtime.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_who_may_not_read_topic_records_publishes_to_the_stream() {
     let server = common::start_server();
@@ -394,4 +434,5 @@ on_both_topologies!(
     the_tools_show_per_shard_figures,
     a_drained_topic_is_deleted_then_created_with_another_count,
     a_batch_to_a_topic_that_fails_on_one_shard_lists_what_the_others_wrote,
+    a_running_topic_consumer_shows_as_the_owner_of_every_shard,
 );
