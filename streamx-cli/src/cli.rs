@@ -372,6 +372,15 @@ pub enum ScheduledCommand {
 /// `streamx topics ...`.
 #[derive(Debug, Subcommand)]
 pub enum TopicsCommand {
+    /// Create a topic with N shards (or check that it has N): its record `{TOPIC}:topic`.
+    /// Exit 2 when it exists with another count (see `topics delete` to change it).
+    Create {
+        /// The topic's name (no `{` or `}`).
+        topic: String,
+        /// The shard count (1 to 1024).
+        #[arg(long)]
+        shards: u32,
+    },
     /// Delete a drained topic: every shard's stream and keys, then its record, so that it can
     /// be created again with another shard count. Refused (exit 6) while a shard is not
     /// drained: entries unread or pending in a group, retries or delayed messages waiting,

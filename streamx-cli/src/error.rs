@@ -149,6 +149,7 @@ impl CliError {
             CliError::Connect { .. } | CliError::Disconnected { .. } | CliError::NoAnswer { .. } => exit::CONNECT,
             CliError::Streamx(E::InvalidUrl { .. } | E::TlsNotEnabled { .. } | E::Encode { .. }) => exit::USAGE,
             CliError::Streamx(E::UnknownTopic { .. }) => exit::NOT_FOUND,
+            CliError::Streamx(E::TopicShardsMismatch { .. } | E::InvalidTopic { .. }) => exit::USAGE,
             CliError::Streamx(E::TopicNotDrained { .. }) => exit::NOT_CONFIRMED,
             CliError::Streamx(_) | CliError::Io { .. } => exit::FAILURE,
             CliError::UnknownStream { .. }

@@ -107,9 +107,14 @@ async fn a_topic_is_deleted_only_when_drained(topology: Topology) {
     }
     let listed = run_json(&url, &["topics"]);
     assert!(listed.as_array().unwrap().iter().all(|t| t["topic"] != topic.as_str()));
-    // Created again with another count.
+    // Created again with another count, from the command line.
+    let created = run_json(&url, &["topics", "create", &topic, "--shards", "8"]);
+    assert_matches("topics-create", &created);
+    assert_eq!(created["streams"].as_array().unwrap().len(), 8);
     let again = Producer::connect(&url).await.unwrap();
     assert_eq!(again.topic(&topic, 8).await.unwrap().shards(), 8);
+    let refused = run_fails(&url, &["topics", "create", &topic, "--shards", "3"], 2);
+    assert!(refused.contains("has 8 shards, not the 3"), "{refused}");
 }
 
 async fn publish_routes_to_the_shards(topology: Topology) {

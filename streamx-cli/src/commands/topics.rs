@@ -109,6 +109,7 @@ pub async fn run(conn: &Connection, command: Option<&TopicsCommand>, json: bool)
     match command {
         None => list(conn, json).await,
         Some(TopicsCommand::Delete { topic, yes }) => delete(conn, topic, *yes, json).await,
+        Some(TopicsCommand::Create { topic, shards }) => create(conn, topic, *shards, json).await,
     }
 }
 
@@ -210,6 +211,23 @@ pub async fn info(conn: &Connection, topic: &TopicInfo, json: bool) -> Result<()
         table(&["SHARD", "STREAM", "LENGTH", "DEAD LETTERS", "DELAYED", "GROUP", "LAG", "PENDING", "OWNER"], rows)
     );
     let _ = conn;
+    Ok(())
+}
+
+/// `streamx topics create <topic> --shards N`: creates the topic's record, or checks it.
+async fn create(conn: &Connection, topic: &str, shards: u32, json: bool) -> Result<()> {
+    let layout = conn.producer().topic(topic, shards).await?;
+    if json {
+        #[derive(Serialize)]
+        struct Created<'a> {
+            topic: &'a str,
+            shards: u32,
+            streams: &'a [String],
+        }
+        print_json(&Created { topic, shards: layout.shards(), streams: layout.shard_streams() });
+    } else {
+        println!("topic `{}` has {} shards", printable(topic), layout.shards());
+    }
     Ok(())
 }
 
