@@ -12,10 +12,11 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success
   1  a Redis command failed (the message names the command and the key)
-  2  invalid arguments or input: a bad option, URL, JSON payload, header or id
+  2  invalid arguments or input: a bad option, URL, JSON payload, header or id, or a
+     topic's shard count other than its recorded one
   3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted,
      or the connection broke or Redis did not answer in time during a command
-  4  not found: unknown stream, group or dead letter
+  4  not found: unknown stream, group, dead letter or topic
   5  permission denied: NOPERM (the message names the command and the key)
   6  confirmation needed: more than one dead letter to replay or purge (or a retry or
      group to delete, or a delayed message to cancel), no --yes, and standard input is not a terminal (or the answer
