@@ -62,20 +62,12 @@ fn layout() -> TopicLayout {
     TopicLayout::new(TOPIC, SHARDS).unwrap()
 }
 
-/// Publishes each step to its key's shard, in the order given.
+/// Publishes the steps to the topic (each to its key's shard), in the order given: keyed
+/// batches keep each key's order.
 async fn publish(producer: &Producer, steps: &[Step]) {
-    let layout = layout();
-    for chunk in steps.chunks(256) {
-        let sends = chunk.iter().map(|s| {
-            let shard = layout.shard_stream(layout.shard_of_key(&s.key)).to_string();
-            async move { producer.publish_keyed(&shard, &s.key, s).await }
-        });
-        // In order per key: one key's steps of a chunk go to one shard over one connection,
-        // sent in the order the futures are polled.
-        for r in futures_util::future::join_all(sends).await {
-            r.unwrap();
-        }
-    }
+    producer.topic(TOPIC, SHARDS).await.unwrap();
+    let keyed: Vec<(String, Step)> = steps.iter().map(|s| (s.key.clone(), s.clone())).collect();
+    producer.publish_batch_keyed(TOPIC, &keyed).await.unwrap();
 }
 
 /// The member (and its pid) holding each shard's lease now.
