@@ -12,14 +12,16 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success
   1  a Redis command failed (the message names the command and the key)
-  2  invalid arguments or input: a bad option, URL, JSON payload, header or id
+  2  invalid arguments or input: a bad option, URL, JSON payload, header or id, or a
+     topic's shard count other than its recorded one
   3  cannot connect to Redis (unreachable, wrong password, TLS), with the URL redacted,
      or the connection broke or Redis did not answer in time during a command
-  4  not found: unknown stream, group or dead letter
+  4  not found: unknown stream, group, dead letter or topic
   5  permission denied: NOPERM (the message names the command and the key)
   6  confirmation needed: more than one dead letter to replay or purge (or a retry or
      group to delete, or a delayed message to cancel), no --yes, and standard input is not a terminal (or the answer
-     was no); or a consumer to remove looks alive and --force was not given";
+     was no); or a consumer to remove looks alive and --force was not given; or a topic to
+     delete is not drained";
 
 /// Operate streamx: inspect streams, groups and dead letters, tail and publish, replay,
 /// watch live with `top` or the web dashboard.
@@ -56,10 +58,20 @@ pub enum Command {
         #[arg(long)]
         no_scan: bool,
     },
-    /// One stream: length, first and last entry, groups with lag, pending, consumers.
+    /// One stream: length, first and last entry, groups with lag, pending, consumers; or
+    /// one topic (a name recorded as a topic): its totals and every shard with its length,
+    /// dead letters, delayed messages and per group lag, pending and lease holder.
     Info {
-        /// The stream key.
+        /// The stream key, or a topic's name.
         stream: String,
+    },
+    /// Every topic (from the registry `streamx:topics`): shards, length, dead letters,
+    /// delayed messages, per group lag/pending and how many shards a process owns; or
+    /// delete a drained topic.
+    Topics {
+        /// What to do; without one, list the topics.
+        #[command(subcommand)]
+        command: Option<TopicsCommand>,
     },
     /// The pending entries of a group, oldest first: id, owner, idle time, deliveries.
     Pending {
@@ -159,7 +171,8 @@ pub struct TailArgs {
 /// `streamx publish`.
 #[derive(Debug, Args)]
 pub struct PublishArgs {
-    /// The stream key.
+    /// The stream key, or a topic's name (each message goes to a shard: its key's, else the
+    /// next in turn).
     pub stream: String,
     /// The JSON payload.
     #[arg(required_unless_present = "file", conflicts_with = "file")]
@@ -170,6 +183,10 @@ pub struct PublishArgs {
     /// A header, `name=value` (repeat for more).
     #[arg(short = 'H', long = "header", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
+    /// The message key (the `streamx-key` header) of every message published: an ordered
+    /// consumer handles a key's messages in order, and a topic keeps them in one shard.
+    #[arg(short = 'k', long)]
+    pub key: Option<String>,
 }
 
 /// Which dead letters a `dlq` command acts on.
@@ -347,6 +364,32 @@ pub enum ScheduledCommand {
         /// The schedule ids (as `scheduled list` shows them).
         #[arg(required = true)]
         ids: Vec<ScheduleId>,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `streamx topics ...`.
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create a topic with N shards (or check that it has N): its record `{TOPIC}:topic`.
+    /// Exit 2 when it exists with another count (see `topics delete` to change it).
+    Create {
+        /// The topic's name (no `{` or `}`).
+        topic: String,
+        /// The shard count (1 to 1024).
+        #[arg(long)]
+        shards: u32,
+    },
+    /// Delete a drained topic: every shard's stream and keys, then its record, so that it can
+    /// be created again with another shard count. Refused (exit 6) while a shard is not
+    /// drained: entries unread or pending in a group, retries or delayed messages waiting,
+    /// dead letters (replay or purge them first), or a consumer holding a shard's lease.
+    /// Stop the producers first; let the consumers drain the topic, then stop them.
+    Delete {
+        /// The topic's name.
+        topic: String,
         /// Do not ask for confirmation.
         #[arg(long, short = 'y')]
         yes: bool,

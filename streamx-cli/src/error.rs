@@ -148,6 +148,9 @@ impl CliError {
             CliError::Streamx(E::Connect { .. } | E::Tls { .. }) => exit::CONNECT,
             CliError::Connect { .. } | CliError::Disconnected { .. } | CliError::NoAnswer { .. } => exit::CONNECT,
             CliError::Streamx(E::InvalidUrl { .. } | E::TlsNotEnabled { .. } | E::Encode { .. }) => exit::USAGE,
+            CliError::Streamx(E::UnknownTopic { .. }) => exit::NOT_FOUND,
+            CliError::Streamx(E::TopicShardsMismatch { .. } | E::InvalidTopic { .. }) => exit::USAGE,
+            CliError::Streamx(E::TopicNotDrained { .. }) => exit::NOT_CONFIRMED,
             CliError::Streamx(_) | CliError::Io { .. } => exit::FAILURE,
             CliError::UnknownStream { .. }
             | CliError::UnknownGroup { .. }

@@ -46,7 +46,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Streams { pattern, no_scan } => {
             commands::inspect::streams(&conn, pattern.as_deref(), !*no_scan, json).await
         }
-        Command::Info { stream } => commands::inspect::info(&conn, stream, json).await,
+        Command::Info { stream } => match conn.inspector().topic(stream).await? {
+            Some(topic) => commands::topics::info(&conn, &topic, json).await,
+            None => commands::inspect::info(&conn, stream, json).await,
+        },
+        Command::Topics { command } => commands::topics::run(&conn, command.as_ref(), json).await,
         Command::Pending { stream, group, consumer, limit } => {
             commands::inspect::pending(&conn, stream, group, consumer.as_deref(), *limit, json).await
         }

@@ -760,3 +760,55 @@ async fn the_retry_schedule_panel_runs_one_now_and_deletes_one() {
     runtime.shutdown().await.unwrap();
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_show_their_totals_and_each_shard_on_a_click() {
+    let Some(browser) = Browser::start().await else { return };
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
+    let url = redis.url();
+    let topic = unique_name("dashtopic");
+    let producer = Producer::connect(&url).await.unwrap();
+    let layout = producer.topic(&topic, 4).await.unwrap();
+    let entries: Vec<(String, u64)> = (0..40u64).map(|n| (format!("k{}", n % 11), n)).collect();
+    producer.publish_batch_keyed(&topic, &entries).await.unwrap();
+    for stream in layout.shard_streams() {
+        redis.cli(&["XGROUP", "CREATE", stream, "billing", "0"]).unwrap();
+    }
+    let lease = streamx_runtime::keys::shard_lease(layout.shard_stream(2), "billing");
+    redis.cli(&["SET", &lease, "5:proc-x"]).unwrap();
+    let lengths: Vec<u64> = layout.shard_streams().iter().map(|s| redis.xlen(s).unwrap()).collect();
+
+    let dashboard = Dashboard::start(&url, &[]);
+    let client = &browser.client;
+    client.goto(&dashboard.url()).await.unwrap();
+    let topic_row = format!("tr.topic[data-topic=\"{topic}\"]");
+    wait_until(WAIT, "the topic with its totals", || async {
+        text(client, &format!("{topic_row} td.length")).await.as_deref() == Some("40")
+    })
+    .await
+    .unwrap();
+    assert_eq!(text(client, &format!("{topic_row} td.shards")).await.as_deref(), Some("4"));
+    assert_eq!(text(client, &format!("{topic_row} td.lag")).await.as_deref(), Some("40"), "nothing read yet");
+    assert!(text(client, &format!("{topic_row} td.owners")).await.unwrap().contains("billing 1/4 owned"));
+    assert_eq!(count(client, "tr.shard").await, 0, "shards hidden until asked");
+
+    click(client, &format!("{topic_row} button.show-shards")).await;
+    wait_until(WAIT, "the four shards", || async { count(client, "tr.shard").await == 4 }).await.unwrap();
+    for (i, len) in lengths.iter().enumerate() {
+        let shard = format!("tr.shard[data-topic=\"{topic}\"][data-shard=\"{i}\"]");
+        assert_eq!(text(client, &format!("{shard} td.length")).await, Some(len.to_string()), "shard {i}");
+        assert!(text(client, &format!("{shard} td.name")).await.unwrap().ends_with(layout.shard_stream(i as u32)));
+    }
+    let owner = |shard: usize| format!("tr.shard-group[data-shard=\"{shard}\"][data-group=\"billing\"] td.owner");
+    assert_eq!(text(client, &owner(2)).await.as_deref(), Some("proc-x (epoch 5)"));
+    assert_eq!(text(client, &owner(0)).await.as_deref(), Some("-"));
+
+    // The figures follow Redis: a group reads shard 0, its lag there drops to 0.
+    redis
+        .cli(&["XREADGROUP", "GROUP", "billing", "w", "COUNT", "1000", "STREAMS", layout.shard_stream(0), ">"])
+        .unwrap();
+    let lag0 = "tr.shard-group[data-shard=\"0\"][data-group=\"billing\"] td.lag";
+    wait_until(WAIT, "shard 0 read", || async { text(client, lag0).await.as_deref() == Some("0") }).await.unwrap();
+    let pending0 = "tr.shard-group[data-shard=\"0\"][data-group=\"billing\"] td.pending";
+    assert_eq!(text(client, pending0).await, Some(lengths[0].to_string()));
+}

@@ -146,6 +146,25 @@ pub enum Error {
         /// The stream.
         stream: String,
     },
+    /// No topic of this name is recorded in Redis (its record `{<topic>}:topic` does not
+    /// exist), or a shard index beyond its shard count was asked for.
+    #[error("no topic `{topic}` (or no such shard of it)")]
+    UnknownTopic {
+        /// The topic name.
+        topic: String,
+    },
+    /// A topic cannot be deleted yet: the shard named is not drained (entries unread or
+    /// pending, retries or delayed messages waiting, dead letters, or a consumer holding its
+    /// lease). See [`TopicAdmin::delete_drained`](crate::admin::TopicAdmin::delete_drained).
+    #[error("topic `{topic}` is not drained: shard `{shard}`: {reason}")]
+    TopicNotDrained {
+        /// The topic name.
+        topic: String,
+        /// The first shard's stream that is not drained.
+        shard: String,
+        /// Why it is not.
+        reason: String,
+    },
     /// A delayed publish ([`Producer::publish_after_with`](crate::Producer::publish_after_with),
     /// [`publish_at_with`](crate::Producer::publish_at_with)) was given an option that cannot
     /// apply to an entry added later (an explicit id, `no_mkstream`, `max_len_approx` or

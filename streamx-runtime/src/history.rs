@@ -1,4 +1,7 @@
-//! Reading a stream's history: any id range, as typed messages, page by page.
+//! Reading a stream's history: any id range, as typed messages, page by page; a topic's
+//! shards merged by id in [`topic`].
+
+mod topic;
 
 use std::collections::VecDeque;
 use std::ops::{Bound, RangeBounds};

@@ -1,5 +1,10 @@
 //! Read-only figures for operators and tests: stream length, and per group the pending
-//! count, lag and consumers (XINFO GROUPS / XINFO CONSUMERS / XLEN).
+//! count, lag and consumers (XINFO GROUPS / XINFO CONSUMERS / XLEN); a topic's figures per
+//! shard in [`topic`].
+
+mod topic;
+
+pub use topic::{ShardGroup, ShardInfo, ShardOwner, TopicGroupTotals, TopicInfo};
 
 use fred::clients::Client;
 use fred::interfaces::StreamsInterface;

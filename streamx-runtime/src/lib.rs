@@ -51,7 +51,7 @@ pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};
 pub use history::History;
 pub use inspect::{
     estimate_lag, is_placeholder_consumer, ConsumerInfo, GroupInfo, Inspector, PendingEntry, PendingSummary,
-    StreamCounters,
+    ShardGroup, ShardInfo, ShardOwner, StreamCounters, TopicGroupTotals, TopicInfo,
 };
 pub use location::SourceLocation;
 pub use members::{MemberInfo, MemberRole};

@@ -1,5 +1,9 @@
-//! Publishing: [`Producer`] and [`PublishOptions`].
+//! Publishing: [`Producer`] and [`PublishOptions`]; routing to a topic's shards in
+//! [`topic`].
 
+mod topic;
+
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -265,6 +269,8 @@ pub struct Producer {
     registered: crate::stream_names::Registered,
     /// What the server offers (asked at the first publish that needs it).
     capabilities: Arc<tokio::sync::OnceCell<crate::Capabilities>>,
+    /// The names this producer knows to be topics, or plain streams (see [`topic`]).
+    topics: topic::Topics,
 }
 
 /// The connection of batches of more than one round trip, made at the first of them.
@@ -309,6 +315,7 @@ impl Producer {
             metrics: PublishMetrics::default(),
             registered: Default::default(),
             capabilities: Default::default(),
+            topics: Default::default(),
         })
     }
 
@@ -364,10 +371,55 @@ impl Producer {
     pub async fn publish_raw(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
         #[cfg(feature = "opentelemetry")]
         let options = &*crate::observe::trace_context::with_current_context(options);
+        let stream = &*self.destination(stream, options).await?;
         let timer = self.metrics.start(stream);
         let result = self.add_one(stream, data, options).await;
         timer.finish(1, &result);
         result
+    }
+
+    /// Declares the topic `name` of `shards` shards for this producer (see
+    /// [`topic::declare`](crate::topic::declare)): creates the topic's record in Redis when
+    /// there is none, and from then on this producer (and its clones) publishes to `name`
+    /// through the shards. Fails with [`Error::TopicShardsMismatch`] when the topic exists
+    /// with another shard count (nothing is written, and publishes are never spread over a
+    /// different count), and with [`Error::InvalidTopic`] for a name with `{` or `}` or a count
+    /// out of range.
+    ///
+    /// A name this producer never declared is looked up in Redis at its first publish (one
+    /// round trip per name, remembered for the producer's lifetime): a producer that first
+    /// published to a name before the topic existed keeps publishing to the plain stream of
+    /// that name, so create a topic before publishing to it.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: streamx_runtime::Producer) -> Result<(), streamx_runtime::Error> {
+    /// let layout = producer.topic("orders", 16).await?;
+    /// assert_eq!(layout.shards(), 16);
+    /// // Every message of customer 42 goes to one shard, in order:
+    /// producer.publish_keyed("orders", "customer-42", &"placed").await?;
+    /// producer.publish_keyed("orders", "customer-42", &"paid").await?;
+    /// // Without a key, messages take the shards in turn.
+    /// producer.publish("orders", &"audit").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn topic(&self, name: &str, shards: u32) -> Result<crate::topic::TopicLayout> {
+        let layout = crate::topic::declare(&self.client.get(), name, Some(shards)).await?;
+        self.topics.declared(layout.clone());
+        Ok(layout)
+    }
+
+    /// The stream a single publish to `target` writes to: `target` itself, or for a topic
+    /// the shard of the message's key (of the idempotency key when it has no message key;
+    /// the round-robin's next shard without either).
+    async fn destination<'t>(&self, target: &'t str, options: &PublishOptions) -> Result<Cow<'t, str>> {
+        match self.topics.route_of(&self.client.get(), target).await? {
+            None => Ok(Cow::Borrowed(target)),
+            Some(route) => {
+                let key =
+                    options.headers.get(crate::message::MESSAGE_KEY_HEADER).or(options.idempotency_key.as_deref());
+                Ok(Cow::Owned(route.stream(route.shard(key)).to_string()))
+            }
+        }
     }
 
     async fn add_one(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
@@ -588,6 +640,7 @@ impl Producer {
         }
         #[cfg(feature = "opentelemetry")]
         let options = &*crate::observe::trace_context::with_current_context(options);
+        let stream = &*self.destination(stream, options).await?;
         let client = self.client.get();
         self.registered.once(&client, stream).await;
         let id = ScheduleId::random();
@@ -677,16 +730,44 @@ impl Producer {
         if options.idempotency_key.is_some() {
             return Err(Error::IdempotencyKeyInBatch { stream: stream.to_string() });
         }
+        let encoded = encode_all(stream, payloads.iter())?;
+        self.publish_entries(stream, encoded, None, options).await
+    }
+
+    /// A batch that is checked and encoded, to `target` (a stream, or a topic whose shards
+    /// share it out, see [`topic`](Self::topic)); `keys`, when given, is each entry's
+    /// message key (as long as `encoded`).
+    async fn publish_entries(
+        &self,
+        target: &str,
+        encoded: Vec<Bytes>,
+        keys: Option<Vec<String>>,
+        options: &PublishOptions,
+    ) -> Result<Vec<MessageId>> {
+        match self.topics.route_of(&self.client.get(), target).await? {
+            Some(route) => self.publish_split(&route, encoded, keys, options).await,
+            None => self.publish_to_stream(target, &encoded, keys.as_deref(), options).await,
+        }
+    }
+
+    /// A batch to one stream: the pipelined round trips, then the safe trim.
+    async fn publish_to_stream(
+        &self,
+        stream: &str,
+        encoded: &[Bytes],
+        keys: Option<&[String]>,
+        options: &PublishOptions,
+    ) -> Result<Vec<MessageId>> {
         let acked_len = options.acked_len(stream)?;
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
-        let encoded = encode_all(stream, payloads)?;
         let healing = if encoded.len() > BATCH_CHUNK { self.bulk_client().await? } else { &self.client };
         let client = healing.get();
         self.registered.once(&client, stream).await;
         // A durable batch has one round trip in flight, each followed by its WAIT.
         let in_flight = if options.durable.is_some() { 1 } else { CHUNKS_IN_FLIGHT };
         let timer = self.metrics.start(stream);
-        let mut result = self.publish_chunks(healing, &client, stream, &encoded, &cap, options, in_flight).await;
+        let batch = Entries { encoded, keys };
+        let mut result = self.publish_chunks(healing, &client, stream, batch, &cap, options, in_flight).await;
         if let (Ok(ids), Some(len)) = (&result, acked_len) {
             // One safe trim per batch, after it (what the batch wrote is never needed less).
             if let Err(e) = self.trim_acked(&client, stream, len).await {
@@ -696,6 +777,121 @@ impl Producer {
         }
         timer.finish(encoded.len(), &result);
         result
+    }
+
+    /// A batch to a topic: each entry to its shard (its key's, or the round-robin's next),
+    /// one batch per shard, all shards at once. Entries of one key go to one shard in the
+    /// batch's order, so each key's order is kept; the ids come back in the batch's order.
+    /// Each shard's part fails on its own: [`Error::PartialPublish`] lists what every shard
+    /// wrote, by position in the whole batch, with the first failure as its source.
+    async fn publish_split(
+        &self,
+        route: &topic::TopicRoute,
+        encoded: Vec<Bytes>,
+        keys: Option<Vec<String>>,
+        options: &PublishOptions,
+    ) -> Result<Vec<MessageId>> {
+        let shards = route.layout.shards().max(1);
+        let total = encoded.len();
+        let common_key = options.headers.get(crate::message::MESSAGE_KEY_HEADER);
+        let unkeyed = if keys.is_none() && common_key.is_none() { total as u64 } else { 0 };
+        let first_turn = if unkeyed > 0 { route.next_shards(unkeyed) } else { 0 };
+        // Per shard: the positions of its entries in the batch, their payloads and keys.
+        let mut parts: Vec<(Vec<usize>, Vec<Bytes>, Vec<String>)> = vec![Default::default(); shards as usize];
+        let mut keys = keys.map(Vec::into_iter);
+        for (at, data) in encoded.into_iter().enumerate() {
+            let key = keys.as_mut().and_then(Iterator::next);
+            let shard = match key.as_deref().or(common_key) {
+                Some(key) => route.layout.shard_of_key(key),
+                None => ((u64::from(first_turn) + at as u64) % u64::from(shards)) as u32,
+            };
+            let part = &mut parts[shard as usize];
+            part.0.push(at);
+            part.1.push(data);
+            part.2.extend(key);
+        }
+        let sends = parts.into_iter().enumerate().filter(|(_, part)| !part.0.is_empty()).map(
+            |(shard, (positions, encoded, keys))| async move {
+                let stream = route.stream(shard as u32);
+                let keys = (!keys.is_empty()).then_some(keys.as_slice());
+                let result = self.publish_to_stream(stream, &encoded, keys, options).await;
+                (positions, result)
+            },
+        );
+        let results = futures_util::future::join_all(sends).await;
+        let mut ids = vec![MessageId::default(); total];
+        let mut written = Vec::with_capacity(total);
+        let mut first_failure = None;
+        for (positions, result) in results {
+            match result {
+                Ok(shard_ids) => {
+                    for (at, id) in positions.iter().zip(shard_ids) {
+                        ids[*at] = id;
+                        written.push((*at, id));
+                    }
+                }
+                Err(e) => {
+                    written.extend(e.written().iter().map(|&(at, id)| (positions[at], id)));
+                    let source = match e {
+                        Error::PartialPublish { source, .. } => *source,
+                        other => other,
+                    };
+                    first_failure.get_or_insert(source);
+                }
+            }
+        }
+        match first_failure {
+            None => Ok(ids),
+            Some(source) => {
+                written.sort_unstable_by_key(|&(at, _)| at);
+                Err(Error::partial_publish(route.layout.name(), written, source))
+            }
+        }
+    }
+
+    /// Publishes `(key, payload)` pairs in order, each message with its key (the header
+    /// [`MESSAGE_KEY_HEADER`](crate::MESSAGE_KEY_HEADER)), as [`publish_batch`](Self::publish_batch) does: to a stream
+    /// in one pipelined batch, in order; to a topic split per shard (each key to its shard,
+    /// every key's messages in the batch's order, see [`topic`](Self::topic)). Returns the
+    /// ids in the batch's order; a failure is an [`Error::PartialPublish`] as for
+    /// `publish_batch` (for a topic, each shard's part fails on its own, and `written` lists
+    /// what every shard wrote, by position in the batch).
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: streamx_runtime::Producer) -> Result<(), streamx_runtime::Error> {
+    /// let events = [("order-1", "placed"), ("order-2", "placed"), ("order-1", "paid")];
+    /// let ids = producer.publish_batch_keyed("orders", &events).await?;
+    /// assert_eq!(ids.len(), 3);
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_batch_keyed<K: AsRef<str>, T: Serialize>(
+        &self,
+        target: &str,
+        entries: &[(K, T)],
+    ) -> Result<Vec<MessageId>> {
+        self.publish_batch_keyed_with(target, entries, &PublishOptions::default()).await
+    }
+
+    /// [`publish_batch_keyed`](Self::publish_batch_keyed) with options applied to every
+    /// message (as [`publish_batch_with`](Self::publish_batch_with); each entry's key
+    /// replaces a key set in the options).
+    pub async fn publish_batch_keyed_with<K: AsRef<str>, T: Serialize>(
+        &self,
+        target: &str,
+        entries: &[(K, T)],
+        options: &PublishOptions,
+    ) -> Result<Vec<MessageId>> {
+        #[cfg(feature = "opentelemetry")]
+        let options = &*crate::observe::trace_context::with_current_context(options);
+        if options.id.is_some() {
+            return Err(Error::IdInBatch { stream: target.to_string() });
+        }
+        if options.idempotency_key.is_some() {
+            return Err(Error::IdempotencyKeyInBatch { stream: target.to_string() });
+        }
+        let encoded = encode_all(target, entries.iter().map(|(_, payload)| payload))?;
+        let keys = entries.iter().map(|(key, _)| key.as_ref().to_string()).collect();
+        self.publish_entries(target, encoded, Some(keys), options).await
     }
 
     /// A batch as round trips of [`BATCH_CHUNK`] XADDs, `in_flight` at once (a durable round
@@ -709,13 +905,13 @@ impl Producer {
         healing: &HealingClient,
         client: &Client,
         stream: &str,
-        encoded: &[Bytes],
+        batch: Entries<'_>,
         cap: &XCap,
         options: &PublishOptions,
         in_flight: usize,
     ) -> Result<Vec<MessageId>> {
         let failed = AtomicBool::new(false);
-        let mut rounds = futures_util::stream::iter(encoded.chunks(BATCH_CHUNK).enumerate())
+        let mut rounds = futures_util::stream::iter(batch.chunks().enumerate())
             .map(|(n, chunk)| {
                 let failed = &failed;
                 async move {
@@ -731,7 +927,7 @@ impl Producer {
                 }
             })
             .buffered(in_flight);
-        let mut written: Vec<(usize, MessageId)> = Vec::with_capacity(encoded.len());
+        let mut written: Vec<(usize, MessageId)> = Vec::with_capacity(batch.encoded.len());
         let mut first_failure = None;
         while let Some((n, ids, failure)) = rounds.next().await {
             written.extend(ids.into_iter().map(|(at, id)| (n * BATCH_CHUNK + at, id)));
@@ -782,7 +978,7 @@ async fn send_chunk(
     healing: &HealingClient,
     client: &Client,
     stream: &str,
-    chunk: &[Bytes],
+    chunk: Entries<'_>,
     cap: &XCap,
     options: &PublishOptions,
 ) -> (Vec<(usize, MessageId)>, Option<Error>) {
@@ -795,21 +991,45 @@ async fn send_chunk(
     // flight together are written in the order they were started.
     let pipeline = client.pipeline();
     let mut queue_now = std::task::Context::from_waker(std::task::Waker::noop());
-    for data in chunk {
-        let xadd = pipeline.xadd::<Value, _, _, _, _>(
-            stream,
-            options.no_mkstream,
-            cap.clone(),
-            "*",
-            entry_fields(data.clone(), &options.headers),
-        );
+    for (at, data) in chunk.encoded.iter().enumerate() {
+        let fields = match chunk.key(at) {
+            Some(key) => {
+                entry_fields(data.clone(), &options.headers.clone().with(crate::message::MESSAGE_KEY_HEADER, key))
+            }
+            None => entry_fields(data.clone(), &options.headers),
+        };
+        let xadd = pipeline.xadd::<Value, _, _, _, _>(stream, options.no_mkstream, cap.clone(), "*", fields);
         let _ = std::pin::pin!(xadd).poll(&mut queue_now);
     }
     let replies: Vec<Result<Value, fred::error::Error>> = pipeline.try_all::<Value>().await;
     if let Some(Err(e)) = replies.iter().find(|reply| reply.is_err()) {
         healing.heal(client, e).await;
     }
-    chunk_outcome(stream, chunk.len(), replies)
+    chunk_outcome(stream, chunk.encoded.len(), replies)
+}
+
+/// The encoded entries of a batch (or of one round trip of it), with each entry's message
+/// key when the batch is keyed.
+#[derive(Clone, Copy)]
+struct Entries<'a> {
+    encoded: &'a [Bytes],
+    keys: Option<&'a [String]>,
+}
+
+impl<'a> Entries<'a> {
+    /// The round trips of [`BATCH_CHUNK`] entries, in order.
+    fn chunks(self) -> impl Iterator<Item = Entries<'a>> {
+        let keys = self.keys;
+        self.encoded.chunks(BATCH_CHUNK).enumerate().map(move |(n, encoded)| Entries {
+            encoded,
+            keys: keys.map(|keys| &keys[n * BATCH_CHUNK..n * BATCH_CHUNK + encoded.len()]),
+        })
+    }
+
+    /// The message key of the entry at `at`, when the batch is keyed.
+    fn key(&self, at: usize) -> Option<&'a str> {
+        self.keys.and_then(|keys| keys.get(at)).map(String::as_str)
+    }
 }
 
 /// For a durable publish: `WAIT` on the connection that carried the XADDs (the one to
@@ -852,16 +1072,20 @@ const RESERVE_AHEAD: usize = 64 << 20;
 /// Every payload's JSON, written one after the other into one buffer that the returned
 /// payloads share: one allocation for a batch instead of one per payload, and the bytes
 /// of a round trip next to each other in memory.
-fn encode_all<T: Serialize>(stream: &str, payloads: &[T]) -> Result<Vec<Bytes>> {
+fn encode_all<'a, T: Serialize + 'a>(
+    stream: &str,
+    payloads: impl ExactSizeIterator<Item = &'a T>,
+) -> Result<Vec<Bytes>> {
+    let count = payloads.len();
     let mut text: Vec<u8> = Vec::new();
-    let mut ends = Vec::with_capacity(payloads.len());
+    let mut ends = Vec::with_capacity(count);
     for payload in payloads {
         serde_json::to_writer(&mut text, payload)
             .map_err(|source| Error::Encode { stream: stream.to_string(), source })?;
         if ends.is_empty() {
             // The first payload's size for each, a quarter more, at most 64 MiB ahead (the
             // first may be much larger than the rest); the buffer grows beyond as needed.
-            let estimate = text.len().saturating_mul(payloads.len()).saturating_mul(5) / 4;
+            let estimate = text.len().saturating_mul(count).saturating_mul(5) / 4;
             text.reserve(estimate.min(RESERVE_AHEAD));
         }
         ends.push(text.len());
@@ -944,14 +1168,14 @@ mod tests {
     fn a_batch_encodes_into_one_buffer_each_payload_as_alone() {
         // A large first payload, then small ones, then an empty string: each slice is what
         // encoding its payload alone gives, and all share one buffer.
-        let payloads = vec!["x".repeat(10_000), "a".to_string(), String::new(), "é\"\n".to_string()];
-        let encoded = encode_all("s", &payloads).unwrap();
+        let payloads = ["x".repeat(10_000), "a".to_string(), String::new(), "é\"\n".to_string()];
+        let encoded = encode_all("s", payloads.iter()).unwrap();
         let alone: Vec<Bytes> = payloads.iter().map(|p| encode("s", p).unwrap()).collect();
         assert_eq!(encoded, alone);
         let base = encoded[0].as_ptr() as usize;
         assert_eq!(encoded[1].as_ptr() as usize, base + encoded[0].len(), "one buffer, back to back");
-        assert!(encode_all::<u8>("s", &[]).unwrap().is_empty());
-        let err = encode_all("s", &[std::collections::HashMap::from([((1, 2), 3)])]).unwrap_err();
+        assert!(encode_all::<u8>("s", [].iter()).unwrap().is_empty());
+        let err = encode_all("s", [std::collections::HashMap::from([((1, 2), 3)])].iter()).unwrap_err();
         assert!(matches!(err, Error::Encode { .. }), "{err:?}");
     }
 

@@ -428,6 +428,11 @@ fn validate(c: &Consumer, url: &RedisUrl, cleanup_idle: Duration) -> Result<()> 
     if o.retry.dlq_max_len == Some(0) {
         return invalid("dlq_max_len must be at least 1 (None keeps every dead letter)".into());
     }
+    if o.topic {
+        validate_topic(c, url)?;
+    } else if o.shards.is_some() {
+        return invalid("`shards` applies to a topic only (Consumer::topic, or `topic = \"...\"` in the attribute)".into());
+    }
     if o.timeout.is_some_and(|t| t.is_zero()) {
         return invalid("timeout must be longer than zero (leave it unset for no timeout)".into());
     }
@@ -444,6 +449,23 @@ fn validate(c: &Consumer, url: &RedisUrl, cleanup_idle: Duration) -> Result<()> 
         }
     }
     check_key_slots(c, url.is_cluster()).or_else(invalid)
+}
+
+/// What a topic consumer cannot have (yet): each named in the error.
+fn validate_topic(c: &Consumer, url: &RedisUrl) -> Result<()> {
+    let invalid = |reason: &str| Err(Error::InvalidConsumer { consumer: c.name().to_string(), reason: reason.to_string() });
+    let o = &c.options;
+    crate::topic::TopicLayout::new(c.stream(), o.shards.unwrap_or(crate::topic::DEFAULT_SHARDS))?;
+    if c.is_batch() {
+        return invalid("a topic consumer takes one message per call (batch handlers read streams)");
+    }
+    if o.dedupe.is_some() || o.delete_on_ack || o.retention.is_some() {
+        return invalid("`dedupe`, `delete_on_ack` and `retention` are not supported on topics yet; use them on streams");
+    }
+    if url.is_cluster() && matches!(o.retry.dead_letter, DeadLetterTarget::Stream(_)) {
+        return invalid("on Redis Cluster a topic's dead letters go to each shard's own dead-letter stream (`dlq = true`)");
+    }
+    Ok(())
 }
 
 /// The engine's scripts touch a consumer's stream together with the keys derived from it and
@@ -544,8 +566,11 @@ impl Runtime {
 
     /// The keys of every consumer, for the permission check.
     fn consumer_keys(&self) -> Vec<ConsumerKeys> {
+        // (A topic's shards are checked by their first use: their names are known only once
+        // the topic's record is read.)
         self.consumers
             .iter()
+            .filter(|c| !c.options.topic)
             .map(|c| ConsumerKeys {
                 stream: c.stream().to_string(),
                 group: c.group().to_string(),
@@ -588,7 +613,20 @@ impl Runtime {
             command.quit().await;
             return Err(e);
         }
-        for c in &self.consumers {
+        // A topic consumer's topic is declared (created, or its shard count checked) and its
+        // group created on every shard.
+        let mut layouts: HashMap<String, crate::topic::TopicLayout> = HashMap::new();
+        for c in self.consumers.iter().filter(|c| c.options.topic) {
+            let layout = crate::topic::declare(&command.get(), c.stream(), c.options.shards).await?;
+            for shard in layout.shard_streams() {
+                ensure_group(&command.get(), shard, c.group(), c.options.start.group_create_id()).await?;
+                if let Err(e) = crate::stream_names::register(&command.get(), shard).await {
+                    tracing::warn!(stream = %shard, error = %e, "cannot add the shard to the registry of stream names");
+                }
+            }
+            layouts.insert(c.name().to_string(), layout);
+        }
+        for c in self.consumers.iter().filter(|c| !c.options.topic) {
             ensure_group(&command.get(), c.stream(), c.group(), c.options.start.group_create_id()).await?;
             let dead_letter = &c.options.retry.dead_letter;
             move_legacy_keys(&command.get(), self.url.is_cluster(), c.stream(), c.group(), dead_letter).await?;
@@ -616,8 +654,9 @@ impl Runtime {
         );
         // One promoter of delayed messages per distinct stream, stopped before the loops.
         let promoting = CancellationToken::new();
-        let promoters =
-            crate::scheduler::promoter::spawn_all(self.consumers.iter().map(|c| c.stream()), &command, &promoting);
+        let streams = self.consumers.iter().filter(|c| !c.options.topic).map(|c| c.stream());
+        let shards = layouts.values().flat_map(|l| l.shard_streams().iter().map(String::as_str));
+        let promoters = crate::scheduler::promoter::spawn_all(streams.chain(shards), &command, &promoting);
         let mut loops = Vec::with_capacity(self.consumers.len());
         for consumer in self.consumers {
             let settings = LoopSettings {
@@ -637,9 +676,18 @@ impl Runtime {
             tracing::info!(
                 consumer = %consumer.name(), stream = consumer.stream(), group = consumer.group(),
                 member = %settings.member_name, concurrency = consumer.options.concurrency,
-                "starting consumer"
+                topic = consumer.options.topic, "starting consumer"
             );
-            loops.push(worker::spawn(consumer, settings, command.clone(), token.child_token()));
+            match layouts.remove(consumer.name()) {
+                Some(layout) => loops.push(crate::topic::supervisor::spawn(
+                    consumer,
+                    layout,
+                    settings,
+                    command.clone(),
+                    token.child_token(),
+                )),
+                None => loops.push(worker::spawn(consumer, settings, command.clone(), token.child_token())),
+            }
         }
         let readiness = Loops::new(loops.iter().map(|l| (l.name.clone(), l.readiness.clone())).collect());
         #[cfg(feature = "http")]

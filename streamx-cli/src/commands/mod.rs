@@ -9,3 +9,4 @@ pub mod retries;
 pub mod scheduled;
 pub mod tail;
 pub mod top;
+pub mod topics;

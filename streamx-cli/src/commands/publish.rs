@@ -13,7 +13,10 @@ use crate::output::{print_json, printable};
 /// `streamx publish STREAM JSON` or `streamx publish STREAM --file FILE`.
 pub async fn publish(conn: &Connection, args: &PublishArgs, json: bool) -> Result<()> {
     let headers: Headers = args.headers.iter().cloned().collect();
-    let options = PublishOptions::new().headers(headers);
+    let mut options = PublishOptions::new().headers(headers);
+    if let Some(key) = &args.key {
+        options = options.key(key.as_str());
+    }
     let payloads = match (&args.payload, &args.file) {
         (Some(payload), _) => vec![parse(payload, || "payload".to_string())?],
         (None, Some(path)) => read_lines(path).await?,

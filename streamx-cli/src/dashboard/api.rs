@@ -189,3 +189,12 @@ pub async fn consumers(State(shared): State<Arc<Shared>>, Path((stream, group)):
         .collect();
     Ok(Json(json!({ "stream": stream, "group": group, "consumers": consumers })).into_response())
 }
+
+/// `GET /api/topics`: every topic with its totals and its shards' figures (length, dead
+/// letters, delayed messages, per group lag, pending and lease holder), read when asked
+/// (a few commands per shard), in the shape of `streamx info <topic> --json`.
+pub async fn topics(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let topics = shared.conn.inspector().topics().await?;
+    let topics: Vec<_> = topics.iter().map(|t| crate::commands::topics::topic_json(t, true)).collect();
+    Ok(Json(json!({ "topics": topics })).into_response())
+}

@@ -96,6 +96,7 @@ fn router(shared: Arc<Shared>, access: Access, hosts: AllowedHosts) -> Router {
     // What the page polls answers within REFRESH_TIMEOUT, Redis dead or not (else 504).
     let polled = Router::new()
         .route("/api/overview", get(api::overview))
+        .route("/api/topics", get(api::topics))
         .route("/api/streams/{stream}/groups/{group}/pending", get(api::pending))
         .route("/api/streams/{stream}/groups/{group}/consumers", get(api::consumers))
         .route("/api/streams/{stream}/groups/{group}/retries", get(retries::list))

@@ -4,7 +4,8 @@
 //! - [`RetrySchedule`]: the retries a group has scheduled: list them, run one now, delete one;
 //! - [`GroupAdmin`]: create, delete and reset a consumer group, remove a stopped consumer
 //!   (handing its pending entries to the others first);
-//! - [`DeadLetterSummary`]: a dead-letter stream's letters counted by origin, group and kind.
+//! - [`DeadLetterSummary`]: a dead-letter stream's letters counted by origin, group and kind;
+//! - [`TopicAdmin`]: delete a drained topic (to change its shard count).
 //!
 //! Every script here touches keys of one stream's hash slot only (see [`crate::keys`]), so
 //! each works on Redis Cluster, and each says what a crash before, during or after it means.
@@ -12,6 +13,7 @@
 mod dead_letter_summary;
 mod groups;
 mod retry_schedule;
+mod topics;
 
 pub use dead_letter_summary::{DeadLetterCount, DeadLetterSummary, DEFAULT_SUMMARY_PAGE};
 pub use groups::{
@@ -19,6 +21,7 @@ pub use groups::{
     DEFAULT_ALIVE_WITHIN, MAX_COUNTED,
 };
 pub use retry_schedule::{RetrySchedule, ScheduledPage, ScheduledRetry};
+pub use topics::{TopicAdmin, TopicDeleted};
 
 use fred::clients::Client;
 use fred::interfaces::ClientLike as _;

@@ -181,6 +181,11 @@ pub async fn lookup(client: &Client, name: &str) -> Result<Option<TopicLayout>> 
         .evalsha_with_reload(client, vec![record.clone()], vec![String::new(), LAYOUT_VERSION.to_string()])
         .await
         .map_err(|e| Error::redis("EVALSHA", &record, e))?;
+    // No record: the script's `false` arrives as nil, which `as_u64` reads as 0 (fred's
+    // default-nil-types), not as "none".
+    if recorded.is_null() {
+        return Ok(None);
+    }
     match recorded.as_u64().and_then(|n| u32::try_from(n).ok()) {
         Some(n) => TopicLayout::new(name, n).map(Some),
         None => Ok(None),

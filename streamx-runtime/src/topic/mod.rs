@@ -7,3 +7,5 @@ pub mod layout;
 
 pub use layout::{declare, TopicLayout, DEFAULT_SHARDS, MAX_SHARDS};
 pub(crate) mod fence;
+pub(crate) mod ownership;
+pub(crate) mod supervisor;

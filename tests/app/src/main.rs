@@ -269,6 +269,85 @@ async fn chaos_attempt(msg: Message<ChaosJob>) -> Result<(), HandlerError> {
     }
 }
 
+/// A message of the topic test (see `tests/topic_processes.rs`): one step `seq` of the
+/// sequence of `key`.
+#[derive(Debug, Deserialize)]
+struct Step {
+    key: String,
+    seq: u64,
+    /// How long the handler works.
+    #[serde(default)]
+    sleep_ms: u64,
+    /// Fail (retryably) on the first this many attempts.
+    #[serde(default)]
+    fail: u32,
+    /// Fail permanently (dead-lettered at once).
+    #[serde(default)]
+    permanent: bool,
+}
+
+/// One record in `app.topic.log`: the start or the end of a handler run of a [`Step`].
+#[derive(Debug, Serialize)]
+struct StepRecord<'a> {
+    key: &'a str,
+    seq: u64,
+    id: String,
+    stream: &'a str,
+    pid: u32,
+    attempt: u32,
+    phase: &'a str,
+    ok: bool,
+}
+
+async fn log_step(msg: &Message<Step>, phase: &str, ok: bool) -> Result<(), HandlerError> {
+    let producer = msg.state::<Producer>().ok_or("no producer in the runtime state")?;
+    let step = msg.payload();
+    let record = StepRecord {
+        key: &step.key,
+        seq: step.seq,
+        id: msg.id().to_string(),
+        stream: msg.stream(),
+        pid: std::process::id(),
+        attempt: msg.attempt(),
+        phase,
+        ok,
+    };
+    producer.publish(TOPIC_LOG, &record).await?;
+    Ok(())
+}
+
+/// A 16-shard topic, handled in per-key order, with a short lease so tests see shards move
+/// quickly. Each run logs its start and end in `app.topic.log`.
+#[stream_consumer(
+    topic = "app.orders",
+    shards = 16,
+    group = "shipping",
+    name = "orders",
+    concurrency = 8,
+    claim_idle = "2s",
+    max_retries = 3,
+    backoff(initial = "20ms", multiplier = 2.0, max = "100ms")
+)]
+async fn orders(msg: Message<Step>) -> Result<(), HandlerError> {
+    log_step(&msg, "start", true).await?;
+    let step = msg.payload();
+    if step.sleep_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(step.sleep_ms)).await;
+    }
+    let fails = step.permanent || msg.attempt() <= step.fail;
+    log_step(&msg, "end", !fails).await?;
+    if step.permanent {
+        return Err(HandlerError::permanent("failing for good on purpose"));
+    }
+    if fails {
+        return Err(format!("failing on purpose (attempt {})", msg.attempt()).into());
+    }
+    Ok(())
+}
+
+/// Where the topic consumer logs its runs.
+const TOPIC_LOG: &str = "app.topic.log";
+
 /// Where the chaos consumers log their attempts.
 const CHAOS_LOG: &str = "app.chaos.log";
 

@@ -29,6 +29,9 @@ const ORDERS_USER_RULES: &[&str] = &[
     "~{orders}:members:*",
     // The registry of stream names, written best effort at start and at a first publish.
     "~streamx:streams",
+    // The topic record a producer reads once per name at its first publish (is `orders` a
+    // topic?); without it the producer publishes to the stream, and the ACL LOG has a denial.
+    "~{orders}:topic",
     // The promotion of delayed messages (see `PROMOTION_RULES`; its commands below).
     "~{orders}:scheduled",
     "~{orders}:scheduled-payloads",

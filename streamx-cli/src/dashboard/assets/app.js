@@ -15,6 +15,8 @@ const state = {
   retries: null,
   overview: null,
   panelProblems: [],
+  topics: [],
+  openTopics: new Set(),
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -197,6 +199,74 @@ function renderStreams(streams) {
   }
 }
 
+// The sum of figures (an unknown one counts 0).
+const total = (values) => values.reduce((a, b) => a + (b || 0), 0);
+
+// Topics, one row each with its totals (lag and pending summed over groups and shards, and
+// how many shards a process owns per group); a click on a topic shows its shards, each with
+// its groups' lag, pending and lease holder.
+function renderTopics(topics) {
+  $("#topics-panel").hidden = topics.length === 0;
+  const rows = [];
+  for (const t of topics) {
+    const open = state.openTopics.has(t.topic);
+    const row = document.createElement("tr");
+    row.className = "topic" + (open ? " selected" : "");
+    row.dataset.topic = t.topic;
+    row.dataset.key = "t\n" + t.topic;
+    const toggle = button((open ? "▾ " : "▸ ") + t.topic, "show-shards", () => {
+      if (state.openTopics.has(t.topic)) state.openTopics.delete(t.topic);
+      else state.openTopics.add(t.topic);
+      renderTopics(state.topics);
+    });
+    toggle.title = (open ? "hide" : "show") + " the shards of " + t.topic;
+    cell(row, toggle, "name");
+    cell(row, t.shards, "num shards");
+    cell(row, t.length, "num length");
+    cell(row, total(t.groups.map((g) => g.lag)), "num lag");
+    cell(row, total(t.groups.map((g) => g.pending)), "num pending");
+    cell(row, t.dead_letters, "num dead-letters");
+    cell(row, t.scheduled, "num scheduled");
+    cell(row, t.groups.map((g) => g.name + " " + g.owned_shards + "/" + t.shards + " owned").join(", ") || "-", "owners");
+    rows.push(row);
+    if (!open) continue;
+    for (const s of t.shard_figures || []) {
+      const sr = document.createElement("tr");
+      sr.className = "shard";
+      sr.dataset.topic = t.topic;
+      sr.dataset.shard = String(s.index);
+      sr.dataset.key = "sh\n" + t.topic + "\n" + s.index;
+      cell(sr, s.index + ": " + s.stream, "name");
+      cell(sr, "", "num");
+      cell(sr, s.length, "num length");
+      cell(sr, total(s.groups.map((g) => g.lag)), "num lag");
+      cell(sr, total(s.groups.map((g) => g.pending)), "num pending");
+      cell(sr, s.dead_letters, "num dead-letters");
+      cell(sr, s.scheduled, "num scheduled");
+      cell(sr, "", "owners");
+      rows.push(sr);
+      for (const g of s.groups) {
+        const gr = document.createElement("tr");
+        gr.className = "shard-group";
+        gr.dataset.topic = t.topic;
+        gr.dataset.shard = String(s.index);
+        gr.dataset.group = g.name;
+        gr.dataset.key = "sg\n" + t.topic + "\n" + s.index + "\n" + g.name;
+        cell(gr, g.name, "name");
+        cell(gr, "", "num");
+        cell(gr, "", "num");
+        cell(gr, g.lag, "num lag");
+        cell(gr, g.pending, "num pending");
+        cell(gr, "", "num");
+        cell(gr, "", "num");
+        cell(gr, g.owner === null ? "-" : g.owner + " (epoch " + g.epoch + ")", "owner");
+        rows.push(gr);
+      }
+    }
+  }
+  syncRows($("#topics tbody"), rows);
+}
+
 // Element-wise sum of series; null where every one is null.
 function sum(list) {
   if (list.length === 0) return [];
@@ -342,6 +412,13 @@ async function refresh() {
   banner(problems.concat(state.panelProblems).join(" · ") || null);
   renderStreams(o.streams);
   renderCharts(o.series);
+  let topicsProblem = null;
+  try {
+    state.topics = (await api("/api/topics")).topics;
+    renderTopics(state.topics);
+  } catch (e) {
+    topicsProblem = "cannot load the topics: " + String(e.message || e);
+  }
   const panels = [
     [state.pending, "pending entries", loadPending],
     [state.consumers, "consumers", loadConsumers],
@@ -356,6 +433,7 @@ async function refresh() {
         load().catch((e) => failed.push("cannot load the " + what + ": " + String(e.message || e))),
       ),
   );
+  if (topicsProblem) failed.push(topicsProblem);
   state.panelProblems = failed;
   banner(problems.concat(failed).join(" · ") || null);
 }
