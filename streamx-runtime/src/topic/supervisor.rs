@@ -31,6 +31,12 @@ struct Owned {
     task: tokio::task::JoinHandle<()>,
     /// Being given up (rebalancing): its loop is draining; the lease goes when it ended.
     releasing: bool,
+    /// How long the loop's reads block: a read the loop gave up at its end (its `CLIENT
+    /// UNBLOCK` lost) may still be blocked in Redis that long, and would take new entries
+    /// from the next owner; the lease is released only after it.
+    block: Duration,
+    /// When the loop was first seen ended.
+    ended: Option<Instant>,
 }
 
 /// Starts the consumer of a topic: what the runtime runs for a topic consumer in place of a
@@ -144,9 +150,17 @@ impl Supervisor {
         for o in owned.values() {
             o.stop.cancel();
         }
+        let mut longest_block = Duration::ZERO;
+        let mut ended = Vec::new();
         for (shard, o) in std::mem::take(&mut owned) {
             let _ = o.task.await;
-            self.release(shard, &o.fence).await;
+            longest_block = longest_block.max(o.block);
+            ended.push((shard, o.fence));
+        }
+        // (No read of the loops may still be blocked in Redis: see `Owned::block`.)
+        tokio::time::sleep(longest_block + super::fence::READ_MARGIN).await;
+        for (shard, fence) in ended {
+            self.release(shard, &fence).await;
         }
         ownership::leave(&self.command.get(), self.layout.name(), self.consumer.group(), self.me()).await;
         self.readiness.stopped();
@@ -177,10 +191,19 @@ impl Supervisor {
         }
     }
 
-    /// Forgets the loops that ended: the lease of a shard given up goes now; a lost one's is
-    /// another's already.
+    /// Forgets the loops that ended: the lease of a shard given up goes once no read of its
+    /// loop can still be blocked in Redis; a lost one's is another's already.
     async fn reap(&self, owned: &mut BTreeMap<u32, Owned>) {
-        let ended: Vec<u32> = owned.iter().filter(|(_, o)| o.task.is_finished()).map(|(i, _)| *i).collect();
+        let now = Instant::now();
+        let mut ended = Vec::new();
+        for (shard, o) in owned.iter_mut() {
+            if o.task.is_finished() {
+                let at = *o.ended.get_or_insert(now);
+                if now.duration_since(at) >= o.block + super::fence::READ_MARGIN {
+                    ended.push(*shard);
+                }
+            }
+        }
         for shard in ended {
             if let Some(o) = owned.remove(&shard) {
                 if o.releasing || o.fence.holds_for() > Duration::ZERO {
@@ -225,8 +248,9 @@ impl Supervisor {
         settings.dead_letter_stream = crate::keys::dead_letter_stream(&stream, &consumer.options.retry.dead_letter);
         settings.fence = Some(fence.clone());
         settings.stats = Some(self.stats.clone());
+        let block = consumer.options.block;
         let stop = shutdown.child_token();
         let handle = worker::spawn(consumer, settings, self.command.clone(), stop.clone());
-        Some(Owned { fence, stop, task: handle.task, releasing: false })
+        Some(Owned { fence, stop, task: handle.task, releasing: false, block, ended: None })
     }
 }

@@ -217,6 +217,11 @@ impl Charge {
         Charge { budget: self.budget.clone(), bytes, entries: self.entries }
     }
 
+    /// Takes `other`'s bytes into this charge (charges of one budget).
+    pub fn absorb(&mut self, mut other: Charge) {
+        self.bytes += std::mem::take(&mut other.bytes);
+    }
+
     /// Releases `bytes` of this charge now (entries that finished while the rest wait).
     pub fn release_part(&mut self, bytes: usize) {
         let bytes = bytes.min(self.bytes);

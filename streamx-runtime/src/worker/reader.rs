@@ -89,7 +89,9 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
     // member's own pending entries (a predecessor under its name stopped) go through the
     // gate before any new entry is read.
     let readers = if shared.gate.is_some() { 1 } else { shared.consumer.options.effective_readers() };
-    if shared.gate.is_some() {
+    // (A topic shard's loop takes them up in its catch-up instead, sorted with what earlier
+    // owners held: see `super::takeover`.)
+    if shared.gate.is_some() && shared.fence().is_none() {
         super::ordering::take_up_own_pending(&shared).await;
     }
     let stop = shutdown.child_token();

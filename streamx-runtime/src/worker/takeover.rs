@@ -318,6 +318,8 @@ struct TakenOver {
     limit: usize,
     more: bool,
     suspect_permit: Option<OwnedSemaphorePermit>,
+    /// A claim of this member's own entries (see [`lost_entries`]).
+    own: bool,
 }
 
 /// Takes over what stopped members hold, and what this member owns but lost track of, until
@@ -346,10 +348,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     // Catching up, but a crash suspect of an earlier owner still has to run alone first: the
     // loop waits for its end (or a tick) before claiming again.
     let mut awaiting_suspects = false;
-    // While catching up with crash suspects waiting, the other entries claimed wait here:
-    // a suspect (taken over by an earlier owner that then crashed) is older than anything
-    // that owner read itself, so it runs first, alone, and the rest follow in order.
-    let mut deferred: Vec<(Vec<(RawEntry, u32)>, Charge)> = Vec::new();
+    // While catching up, what the claims take waits here, to start in id order once every
+    // earlier owner's entries are claimed (several earlier owners may each hold some of a
+    // key's entries) and their crash suspects, older than anything else they held, have
+    // run alone.
+    let mut deferred: Vec<(RawEntry, u32)> = Vec::new();
+    let mut deferred_charge: Option<Charge> = None;
+    let mut own_taken = false;
     loop {
         let claim = match ahead.pop_front() {
             Some(claim) => claim,
@@ -366,7 +371,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
                 let own = if Instant::now() >= next_reconcile {
                     next_reconcile = Instant::now() + jittered(claim_idle);
-                    lost_entries(&shared).await.unwrap_or_default()
+                    lost_entries(&shared, claim_idle).await.unwrap_or_default()
+                } else if catching_up && !own_taken {
+                    // A topic shard this process owned before: what is still pending under
+                    // its name joins the catch-up (and is sorted with the rest).
+                    own_taken = true;
+                    lost_entries(&shared, Duration::ZERO).await.unwrap_or_default()
                 } else {
                     Vec::new()
                 };
@@ -382,14 +392,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         };
         match claim.await {
-            Ok(Ok(TakenOver { claimed, mut charge, limit, more, mut suspect_permit })) => {
+            Ok(Ok(TakenOver { claimed, mut charge, limit, more, mut suspect_permit, own })) => {
                 let taken = claimed.iter().filter(|c| !c.suspect).count();
                 let full = taken >= limit || more;
                 ticker.more(full);
                 // Everything earlier owners held is claimed once a claim comes back short: the
                 // reader starts after this claim's entries are dispatched (below).
-                let short = catching_up && !full && ahead.is_empty();
-                let caught_up = short;
+                // (A claim of this member's own entries looks at no other member's.)
+                let short = catching_up && !full && ahead.is_empty() && !own;
                 while full && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled() {
                     let Some(room) = shared.budget.room_for(size.current()) else { break };
                     ahead.push_back(spawn_claim(&shared, room, None, Vec::new()));
@@ -418,31 +428,29 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 // wait for permits.
                 drop(suspect_permit);
                 let mut work: Vec<(RawEntry, u32)> = others.into_iter().map(|c| (c.entry, c.count)).collect();
+                let mut charge = charge;
+                let mut caught_up = false;
                 if catching_up {
-                    // ... and no crash suspect of theirs is left to run alone: suspects run
-                    // one at a time, and a later entry of their key must not run before them.
+                    deferred.append(&mut work);
+                    match deferred_charge.as_mut() {
+                        Some(all) => all.absorb(charge),
+                        None => deferred_charge = Some(charge),
+                    }
                     let suspects_waiting = isolating.running.load(Ordering::Acquire) || has_suspects(&shared).await;
-                    // (Never so many wait that a suspect's claim finds no room in the budget.)
-                    let room = shared.budget.room_for(1).is_some();
-                    if suspects_waiting && room {
-                        deferred.push((std::mem::take(&mut work), charge));
-                        awaiting_suspects = short;
+                    // (Never so many wait that the budget has no room left for a claim: at most
+                    // half of it.)
+                    let room = shared.budget.used() < shared.settings.max_buffered_bytes / 2;
+                    if (!short || suspects_waiting) && room {
+                        awaiting_suspects = short && suspects_waiting;
                         size.after(limit, taken, false);
                         continue;
                     }
                     awaiting_suspects = false;
-                    let mut stopped = false;
-                    for (earlier, charge) in std::mem::take(&mut deferred) {
-                        if let dispatch::Dispatched::Stopped =
-                            dispatch::start_queued(&shared, earlier, charge, None).await
-                        {
-                            stopped = true;
-                            break;
-                        }
-                    }
-                    if stopped {
-                        break;
-                    }
+                    caught_up = short && !suspects_waiting;
+                    deferred.sort_unstable_by_key(|(entry, _)| entry.id);
+                    work = std::mem::take(&mut deferred);
+                    let Some(all) = deferred_charge.take() else { continue };
+                    charge = all;
                 }
                 let dispatched = dispatch::start_queued(&shared, work, charge, None).await;
                 if caught_up {
@@ -528,7 +536,7 @@ fn spawn_claim(
         shared.track_claimed(claimed.iter().map(|c| c.entry.id), true);
         let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
         drop(reserved); // the estimate gives way to what was claimed
-        Ok(TakenOver { claimed, charge, limit, more, suspect_permit })
+        Ok(TakenOver { claimed, charge, limit, more, suspect_permit, own: !own.is_empty() })
     })
 }
 
@@ -664,8 +672,8 @@ pub(crate) fn marks_of(id: MessageId) -> [String; 3] {
 
 /// Entries this consumer owns in Redis, idle at least `claim_idle`, that it does not hold:
 /// a walk of its own pending entries only (bounded by what one consumer holds).
-async fn lost_entries(shared: &Shared) -> Option<Vec<MessageId>> {
-    let idle = ms(shared.consumer.options.claim_idle);
+async fn lost_entries(shared: &Shared, idle: Duration) -> Option<Vec<MessageId>> {
+    let idle = ms(idle);
     let client = shared.command.get();
     let reply: Result<Value, _> =
         client.xpending(shared.stream(), shared.group(), (idle, "-", "+", 1000u64, shared.member_name())).await;
