@@ -198,6 +198,7 @@ pub struct Results {
     pub takeover: Option<TakeoverRow>,
     pub metrics: Option<MetricsRow>,
     pub features: Option<crate::features::FeaturesRow>,
+    pub topic: Option<crate::topic::TopicRow>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -548,6 +549,10 @@ impl Results {
         }
         if let Some(tk) = &self.takeover {
             takeover_details(&mut out, tk);
+        }
+        if let Some(t) = &self.topic {
+            let _ = writeln!(out);
+            crate::topic::table(t, &mut out);
         }
         if !self.targets.is_empty() {
             let _ = writeln!(out);
