@@ -302,8 +302,11 @@ impl Results {
         );
         let _ = writeln!(out, "load average before: {}   after: {}", self.load_before, self.load_after);
         let _ = writeln!(out);
-        let _ = writeln!(out, "{:<44} {:>14} {:>14} {:>12}", "figure", "streamx", "raw", "streamx/raw");
-        let _ = writeln!(out, "{}", "-".repeat(87));
+        // The topic phase prints a table of its own (topic against stream).
+        if s.phases.iter().any(|p| *p != crate::args::Phase::Topic) {
+            let _ = writeln!(out, "{:<44} {:>14} {:>14} {:>12}", "figure", "streamx", "raw", "streamx/raw");
+            let _ = writeln!(out, "{}", "-".repeat(87));
+        }
         if let Some(p) = &self.produce {
             let t = &p.throughput;
             let name = format!("produce (msg/s; raw {})", p.raw_design);

@@ -133,11 +133,7 @@ impl Masters {
             .zip(before.iter().zip(&after))
             .map(|(&port, (b, a))| {
                 let usec: u64 = a.commands_since(b).iter().map(|c| c.usec).sum();
-                MasterCost {
-                    port,
-                    command_us_per_msg: usec as f64 / n,
-                    cpu_us_per_msg: a.cpu_secs_since(b) * 1e6 / n,
-                }
+                MasterCost { port, command_us_per_msg: usec as f64 / n, cpu_us_per_msg: a.cpu_secs_since(b) * 1e6 / n }
             })
             .collect())
     }
@@ -174,7 +170,13 @@ impl Runs {
     }
 
     fn part(self) -> Part {
-        Part { rate: best(&self.runs), name: self.name, messages: self.messages, runs: self.runs, masters: self.masters }
+        Part {
+            rate: best(&self.runs),
+            name: self.name,
+            messages: self.messages,
+            runs: self.runs,
+            masters: self.masters,
+        }
     }
 }
 
@@ -269,7 +271,12 @@ pub async fn run(s: &Settings) -> Result<TopicRow> {
 
 /// Publishes `entries` one `publish_keyed` at a time from `tasks` tasks (task `t` takes
 /// entries `t, t + tasks, ...`); the time from the first call to the last reply.
-async fn publish_single(producer: &Producer, target: &str, entries: &[(String, Event)], tasks: usize) -> Result<Duration> {
+async fn publish_single(
+    producer: &Producer,
+    target: &str,
+    entries: &[(String, Event)],
+    tasks: usize,
+) -> Result<Duration> {
     let entries: Arc<[(String, Event)]> = entries.into();
     let started = Instant::now();
     let mut handles = Vec::with_capacity(tasks);
