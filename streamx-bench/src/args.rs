@@ -53,13 +53,16 @@ pub enum Phase {
     /// delayed-message promotion, and the retention trimmer's Redis CPU on a 1,000,000-entry
     /// stream.
     Features,
+    /// Issue 25: consume throughput of an `ordered = true` consumer against the same
+    /// consumer unordered, on one stream with 10, 1,000 and 100,000 distinct keys.
+    Ordered,
     /// Issue 25: a sharded topic against one stream on a local 3-master Redis Cluster the
     /// phase starts itself: publish and consume msg/s, and Redis CPU per message per master.
     Topic,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Produce,
         Phase::Consume,
         Phase::Latency,
@@ -70,6 +73,7 @@ impl Phase {
         Phase::Takeover,
         Phase::Metrics,
         Phase::Features,
+        Phase::Ordered,
         Phase::Topic,
     ];
 }

@@ -21,6 +21,7 @@ mod cost;
 mod features;
 mod latency;
 mod memory;
+mod ordered;
 mod phases;
 mod progress;
 mod raw;

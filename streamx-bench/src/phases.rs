@@ -55,6 +55,7 @@ pub fn new_results(s: &Settings) -> Results {
         takeover: None,
         metrics: None,
         features: None,
+        ordered: Vec::new(),
         topic: None,
         targets: Vec::new(),
     }
@@ -99,6 +100,9 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client, results: &mut Result
     }
     if s.runs(Phase::Features) {
         results.features = Some(crate::features::run(s, keys, admin).await?);
+    }
+    if s.runs(Phase::Ordered) {
+        results.ordered = crate::ordered::run(s, keys, admin).await?;
     }
     Ok(())
 }

@@ -198,6 +198,7 @@ pub struct Results {
     pub takeover: Option<TakeoverRow>,
     pub metrics: Option<MetricsRow>,
     pub features: Option<crate::features::FeaturesRow>,
+    pub ordered: Vec<crate::ordered::OrderedRow>,
     pub topic: Option<crate::topic::TopicRow>,
     pub targets: Vec<TargetCheck>,
 }
@@ -344,6 +345,20 @@ impl Results {
                 format!("{:.2}", m.on_cpu_us),
                 format!("{:.2} off", m.off_cpu_us),
                 format!("{:.2}", m.on_cpu_us / m.off_cpu_us),
+            );
+        }
+        for o in &self.ordered {
+            row(
+                format!("consume c={} ordered, {} keys (msg/s)", o.concurrency, count(o.keys as f64)),
+                count(o.ordered),
+                format!("{} unordered", count(o.unordered)),
+                format!("{:.2}", o.ratio()),
+            );
+            row(
+                format!("  against unordered with readers = 1 ({} keys)", count(o.keys as f64)),
+                count(o.ordered),
+                format!("{} 1 reader", count(o.unordered_one_reader)),
+                format!("{:.2}", o.ordered / o.unordered_one_reader),
             );
         }
         if let Some(f) = &self.features {

@@ -413,6 +413,15 @@ fn validate(c: &Consumer, url: &RedisUrl, cleanup_idle: Duration) -> Result<()> 
             o.claim_idle
         ));
     }
+    if c.is_batch() && o.effective_ordered() {
+        // A batch call handles many messages at once, several keys and several messages of
+        // one key together: it cannot keep "one at a time per key". Refused, not ignored.
+        return invalid(
+            "ordered = true is for one-message handlers only: a batch handler gets several messages of a key \
+             at once; use a one-message handler (or order inside the batch by Message::key())"
+                .into(),
+        );
+    }
     if c.is_batch() && o.max_batch == 0 {
         return invalid("max_batch must be at least 1".into());
     }

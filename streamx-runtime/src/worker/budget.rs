@@ -17,6 +17,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::stats::ConsumerStats;
 use crate::wire::RawEntry;
 
 /// The most entries a fetch takes before their size is known.
@@ -38,11 +39,22 @@ pub(crate) struct ByteBudget {
     /// Fetches waiting for room: releases notify only while one waits (a notification takes
     /// a lock, and a release happens for every message).
     waiting: AtomicUsize,
+    /// The consumer's counters, whose gauges of fetched bytes (entries charged, without the
+    /// reservations of fetches in flight) this keeps.
+    stats: Option<Arc<ConsumerStats>>,
 }
 
 impl ByteBudget {
+    #[cfg(test)]
     pub fn new(limit: usize) -> Arc<Self> {
+        Self::with_stats(limit, None)
+    }
+
+    /// A budget that keeps the gauges [`ConsumerStats::buffered_bytes`] and
+    /// [`ConsumerStats::buffered_bytes_peak`] of `stats`.
+    pub fn with_stats(limit: usize, stats: Option<Arc<ConsumerStats>>) -> Arc<Self> {
         Arc::new(ByteBudget {
+            stats,
             limit: limit.max(1),
             used: AtomicUsize::new(0),
             average: AtomicUsize::new(0),
@@ -103,7 +115,7 @@ impl ByteBudget {
         }?;
         let reserved = count.saturating_mul(average);
         self.used.fetch_add(reserved, Ordering::AcqRel);
-        Some((count, Charge { budget: self.clone(), bytes: reserved }))
+        Some((count, Charge { budget: self.clone(), bytes: reserved, entries: false }))
     }
 
     /// [`room_for`](Self::room_for), waiting for handlers to release bytes while there is no
@@ -137,9 +149,13 @@ impl ByteBudget {
     pub fn charge<'a>(self: &Arc<Self>, entries: impl IntoIterator<Item = &'a RawEntry>) -> Charge {
         let (count, bytes) = entries.into_iter().fold((0, 0), |(n, b), e| (n + 1, b + charged_size(e)));
         if count == 0 {
-            return Charge { budget: self.clone(), bytes: 0 };
+            return Charge { budget: self.clone(), bytes: 0, entries: true };
         }
         self.used.fetch_add(bytes, Ordering::AcqRel);
+        if let Some(stats) = &self.stats {
+            let now = stats.buffered_bytes.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+            stats.buffered_bytes_peak.fetch_max(now, Ordering::Relaxed);
+        }
         let sample = bytes / count;
         let old = self.average.load(Ordering::Relaxed);
         let average = if old == 0 { sample } else { (old * 3 + sample) / 4 };
@@ -147,11 +163,14 @@ impl ByteBudget {
         if old == 0 {
             self.learned.notify_waiters();
         }
-        Charge { budget: self.clone(), bytes }
+        Charge { budget: self.clone(), bytes, entries: true }
     }
 
-    fn release(&self, bytes: usize) {
+    fn release(&self, bytes: usize, entries: bool) {
         if bytes > 0 {
+            if let (true, Some(stats)) = (entries, &self.stats) {
+                stats.buffered_bytes.fetch_sub(bytes as u64, Ordering::Relaxed);
+            }
             self.used.fetch_sub(bytes, Ordering::SeqCst);
             if self.waiting.load(Ordering::SeqCst) > 0 {
                 self.freed.notify_waiters();
@@ -181,6 +200,8 @@ pub(crate) fn charged_size(entry: &RawEntry) -> usize {
 pub(crate) struct Charge {
     budget: Arc<ByteBudget>,
     bytes: usize,
+    /// Fetched entries (false: a reservation for a fetch in flight).
+    entries: bool,
 }
 
 impl Charge {
@@ -193,20 +214,20 @@ impl Charge {
     pub fn split(&mut self, bytes: usize) -> Charge {
         let bytes = bytes.min(self.bytes);
         self.bytes -= bytes;
-        Charge { budget: self.budget.clone(), bytes }
+        Charge { budget: self.budget.clone(), bytes, entries: self.entries }
     }
 
     /// Releases `bytes` of this charge now (entries that finished while the rest wait).
     pub fn release_part(&mut self, bytes: usize) {
         let bytes = bytes.min(self.bytes);
         self.bytes -= bytes;
-        self.budget.release(bytes);
+        self.budget.release(bytes, self.entries);
     }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        self.budget.release(std::mem::take(&mut self.bytes));
+        self.budget.release(std::mem::take(&mut self.bytes), self.entries);
     }
 }
 

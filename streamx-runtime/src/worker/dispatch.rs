@@ -111,8 +111,15 @@ pub(crate) fn start_claimed(
             continue;
         };
         shared.track_claimed([c.entry.id], false);
-        let part = charge.split_for(&c.entry);
-        start(shared, c.entry, c.count, permit, part);
+        let entry = match (&shared.gate, super::ordering::gated_key(shared, &c.entry)) {
+            (Some(gate), Some(key)) => match gate.admit(&key, c.entry, c.count, |e| charge.split_for(e)) {
+                Some(entry) => entry,
+                None => continue, // its key is busy: it waits, without a permit
+            },
+            _ => c.entry,
+        };
+        let part = charge.split_for(&entry);
+        start(shared, entry, c.count, permit, part);
     }
 }
 
@@ -168,6 +175,15 @@ pub(crate) async fn start_queued(
             ack(acks);
             return Dispatched::Stopped;
         }
+        // An ordered consumer's keyed entry whose key is busy waits in the gate, without a
+        // permit, keeping its part of the charge.
+        let entry = match (&shared.gate, super::ordering::gated_key(shared, &entry)) {
+            (Some(gate), Some(key)) => match gate.admit(&key, entry, attempt, |e| charge.charge.split_for(e)) {
+                Some(entry) => entry,
+                None => continue,
+            },
+            _ => entry,
+        };
         let permit = match spare.take().map_or_else(|| shared.permits.clone().try_acquire_owned(), Ok) {
             Ok(permit) => permit,
             Err(_) => {
@@ -256,19 +272,28 @@ fn run_or_spawn(
             return (Some(task.abort_handle()), None);
         }
     };
-    let Handling { id, attempt, started, permit, span, .. } = handling;
+    let Handling { id, attempt, started, permit, span, key, .. } = handling;
     shared.metrics.handler_finished_in(clock, started);
     // The entry and its decoded payload are gone with the handler.
     charge.done += bytes;
     match outcome {
         Outcome::Done => {
             acks.push(id);
-            (None, Some(permit))
+            // The next entry of its key, if one waits, takes the permit.
+            let permit = match &key {
+                Some(key) => super::ordering::released(shared, key, Some(permit)),
+                None => Some(permit),
+            };
+            (None, permit)
         }
         other => {
             let settling = {
                 let shared = shared.clone();
-                async move { settle(&shared, id, attempt, other, permit).await }.instrument(span)
+                async move {
+                    let settled = settle(&shared, id, attempt, other, permit, key.is_some()).await;
+                    (settled, key)
+                }
+                .instrument(span)
             };
             (Some(shared.tasks.spawn(finish_on_task(shared.clone(), settling)).abort_handle()), None)
         }
@@ -278,19 +303,35 @@ fn run_or_spawn(
 /// The rest of a handling that waits, on a task of its own: once it settled, the task's
 /// cancel handle is dropped here, on the handler's own thread (the last handle of a finished
 /// task frees its memory where it drops), and a success is queued for the acker before its
-/// permit is given back.
-async fn finish_on_task(shared: Arc<Shared>, handling: impl Future<Output = Succeeded>) {
-    if let Succeeded(Some((id, permit))) = handling.await {
-        shared.finished(id);
-        shared.ack(id);
-        drop(permit);
+/// permit is given back (to the next entry of its key, if one waits: see
+/// [`super::ordering`]).
+async fn finish_on_task(shared: Arc<Shared>, handling: impl Future<Output = (Settled, Option<Arc<str>>)>) {
+    let (settled, key) = handling.await;
+    match (settled, key) {
+        (Settled::Succeeded(id, permit), key) => {
+            shared.finished(id);
+            shared.ack(id);
+            if let Some(key) = key {
+                drop(super::ordering::released(&shared, &key, Some(permit)));
+            }
+        }
+        (Settled::Failed, Some(key)) => drop(super::ordering::released(&shared, &key, None)),
+        (Settled::Failed | Settled::KeyHandedOn, _) => {}
     }
 }
 
-/// How a handling settled: for a success, its id (to acknowledge) and its permit, which the
-/// caller gives back once the acknowledgement is queued; `None` when the failure was
-/// settled (parked for a retry or dead-lettered) and its permit given back.
-struct Succeeded(Option<(MessageId, OwnedSemaphorePermit)>);
+/// How a handling settled.
+enum Settled {
+    /// A success: its id (to acknowledge) and its permit, which the caller gives back once
+    /// the acknowledgement is queued.
+    Succeeded(MessageId, OwnedSemaphorePermit),
+    /// A failure settled (parked for a retry or dead-lettered; its permit given back): its
+    /// key, if ordered, is released.
+    Failed,
+    /// A failure retried in place (see [`super::ordering::retry_in_place`]): its key stays
+    /// busy with the next attempt.
+    KeyHandedOn,
+}
 
 /// Runs the handler of `entry` (delivery `attempt`) on its own task, holding `permit` and
 /// the entry's `charge` of the byte budget.
@@ -315,6 +356,9 @@ pub(crate) fn start(
 struct Handling {
     id: MessageId,
     attempt: u32,
+    /// The key an ordered consumer holds for this entry (see [`super::ordering`]): released
+    /// when it settles.
+    key: Option<Arc<str>>,
     run: BoxFuture<'static, Outcome>,
     started: Option<std::time::Instant>,
     permit: OwnedSemaphorePermit,
@@ -332,6 +376,7 @@ impl Handling {
         started: Option<std::time::Instant>,
     ) -> Self {
         let id = entry.id;
+        let key = super::ordering::gated_key(shared, &entry);
         let span =
             tracing::info_span!("streamx.handle", consumer = %shared.name, stream = shared.stream(), id = %id, attempt);
         #[cfg(feature = "opentelemetry")]
@@ -340,19 +385,19 @@ impl Handling {
             let _in_span = span.enter();
             call_handler(shared, entry, attempt)
         };
-        Handling { id, attempt, run, started, permit, span }
+        Handling { id, attempt, key, run, started, permit, span }
     }
 
     /// Runs the handler to its end, holding the entry's `charge`, then settles its outcome
-    /// (see [`Succeeded`]).
-    async fn finish(self, shared: Arc<Shared>, charge: Charge) -> Succeeded {
-        let Handling { id, attempt, run, started, permit, span } = self;
+    /// (see [`Settled`]); returns it with the entry's ordered key.
+    async fn finish(self, shared: Arc<Shared>, charge: Charge) -> (Settled, Option<Arc<str>>) {
+        let Handling { id, attempt, key, run, started, permit, span } = self;
         async move {
             let outcome = run.await;
             shared.metrics.handler_finished(started);
             // The entry and its decoded payload are gone with the handler.
             drop(charge);
-            settle(&shared, id, attempt, outcome, permit).await
+            (settle(&shared, id, attempt, outcome, permit, key.is_some()).await, key)
         }
         .instrument(span)
         .await
@@ -418,21 +463,23 @@ fn succeeded(shared: &Shared, n: u64) {
 }
 
 /// Settles an outcome: a success is returned, to be acknowledged by the caller; a failure
-/// is parked for a retry or dead-lettered here.
+/// is parked for a retry or dead-lettered here, or, for an entry holding its `ordered`
+/// key, retried in place (see [`super::ordering`]).
 async fn settle(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     id: MessageId,
     attempt: u32,
     outcome: Outcome,
     permit: OwnedSemaphorePermit,
-) -> Succeeded {
+    ordered: bool,
+) -> Settled {
     match outcome {
         Outcome::Done => {
             succeeded(shared, 1);
-            return Succeeded(Some((id, permit)));
+            return Settled::Succeeded(id, permit);
         }
         // Counted when it was decided (see `super::dedupe`); acknowledged like a success.
-        Outcome::Deduplicated => return Succeeded(Some((id, permit))),
+        Outcome::Deduplicated => return Settled::Succeeded(id, permit),
         Outcome::Failed { error, kind, retry_after } => {
             let policy = &shared.consumer.options.retry;
             if attempt >= policy.max_deliveries() {
@@ -445,6 +492,12 @@ async fn settle(
                 tracing::info!(%error, %kind, retry_in = ?delay, "handler failed; will retry");
                 ConsumerStats::bump(&shared.stats.retried, 1);
                 shared.metrics.retried();
+                if ordered {
+                    if Box::pin(super::ordering::retry_in_place(shared, id, attempt, delay, permit)).await {
+                        return Settled::KeyHandedOn;
+                    }
+                    return Settled::Failed;
+                }
                 Box::pin(schedule_retry(shared, id, delay, permit)).await;
             }
         }
@@ -455,7 +508,7 @@ async fn settle(
             Box::pin(dead_letter(shared, id, deliveries, kind, &reason, permit)).await;
         }
     }
-    Succeeded(None)
+    Settled::Failed
 }
 
 /// Parks `id` in the retry schedule, due `delay` from now, its count unchanged. While Redis

@@ -40,7 +40,10 @@ pub(crate) async fn hand_back(shared: &Shared) {
     // A topic shard's loop hands nothing back: what it holds stays pending under its name,
     // and the shard's next owner takes it all over before reading anything new, so a key's
     // earlier entries run before its later ones (the retry schedule would let them race).
-    if shared.fence().is_some() {
+    // Nor does an ordered consumer's loop, for the same reason: a restart under its name
+    // takes what it held up first, in order (see `super::ordering`); another member takes
+    // it over after claim_idle.
+    if shared.fence().is_some() || shared.gate.is_some() {
         return;
     }
     let mut held = shared.held_entries();

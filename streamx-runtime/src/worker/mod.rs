@@ -27,6 +27,7 @@ mod group;
 mod heartbeat;
 mod held;
 mod notified;
+mod ordering;
 mod promoter;
 mod reader;
 mod retries;

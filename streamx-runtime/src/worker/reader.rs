@@ -85,7 +85,13 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std
     if orphaned > 0 {
         tracing::warn!(consumer = %shared.name, count = orphaned, "the reader restarted; its unstarted messages are taken up again after claim_idle");
     }
-    let readers = shared.consumer.options.effective_readers();
+    // Ordered: one read loop, so entries reach the key gate in stream order; and this
+    // member's own pending entries (a predecessor under its name stopped) go through the
+    // gate before any new entry is read.
+    let readers = if shared.gate.is_some() { 1 } else { shared.consumer.options.effective_readers() };
+    if shared.gate.is_some() {
+        super::ordering::take_up_own_pending(&shared).await;
+    }
     let stop = shutdown.child_token();
     let mut loops = tokio::task::JoinSet::new();
     for index in 0..readers {
@@ -130,7 +136,15 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
     // reads of the most each loop asks for, twice over, plus the handlers. Acknowledgements
     // that fall behind the reads slow the reads down instead of piling up in the pending
     // list and in memory.
-    let held_limit = readers.saturating_mul(size.most()).saturating_mul(4).saturating_add(shared.slots);
+    let mut held_limit = readers.saturating_mul(size.most()).saturating_mul(4).saturating_add(shared.slots);
+    if shared.gate.is_some() {
+        // Entries queued behind a busy key by id only are held too: as many more as their
+        // charge fits in the byte budget (see `super::ordering`), so other keys keep
+        // flowing while one waits for a retry (at most MOST_QUEUED_IDS more: acknowledgements
+        // that fall behind must still slow the reads down).
+        let ids = shared.settings.max_buffered_bytes / super::ordering::ID_ONLY_BYTES;
+        held_limit = held_limit.saturating_add(ids.min(super::ordering::MOST_QUEUED_IDS));
+    }
     let role = ClientRole::Reader { block: options.block };
     shared.readiness.connecting();
     let Some(reader) = connect_until(&shared, role, &shutdown).await else { return };

@@ -2,7 +2,7 @@
 //! demands are read from their text (see [`crate::permissions`]). A script added to a worker
 //! file is added here too (a unit test finds every script static).
 
-use super::{acker, heartbeat, promoter, retries, sampler, takeover};
+use super::{acker, heartbeat, ordering, promoter, retries, sampler, takeover};
 use crate::permissions::{EngineScript, Serves};
 
 /// Every script of the consumer loop.
@@ -15,6 +15,12 @@ pub(crate) fn scripts() -> Vec<EngineScript> {
         EngineScript { serves: Serves::All, name: "retry parking", ident: "PARK", script: &retries::PARK },
         EngineScript { serves: Serves::All, name: "fenced ack", ident: "FENCED_ACK", script: &acker::FENCED_ACK },
         EngineScript { serves: Serves::All, name: "gauge sample", ident: "SAMPLE", script: &sampler::SAMPLE },
+        EngineScript {
+            serves: Serves::All,
+            name: "ordered retry in place",
+            ident: "RETRY_IN_PLACE",
+            script: &ordering::RETRY_IN_PLACE,
+        },
         EngineScript {
             serves: Serves::Dedupe,
             name: "dedupe check",

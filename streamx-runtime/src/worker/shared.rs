@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     pub permissions: PermissionWatch,
     /// The dedupe state, for a consumer with `dedupe` (see [`super::dedupe`]).
     pub dedupe: Option<Arc<super::dedupe::Dedupe>>,
+    /// The key gate, for a consumer with `ordered` (see [`super::ordering`]).
+    pub gate: Option<super::ordering::KeyGate>,
     /// When the heartbeat last got through again after failing (Redis unreachable or
     /// restarted): every consumer's heartbeat looks stale for a while after an outage.
     recovered_at: Mutex<Option<Instant>>,
@@ -138,15 +140,17 @@ impl Shared {
             .dedupe
             .map(|window| Arc::new(super::dedupe::Dedupe::new(&consumer.stream, &consumer.group, window)));
         let stats = settings.stats.clone().unwrap_or_default();
+        let gate = options.effective_ordered().then(|| super::ordering::KeyGate::new(settings.max_buffered_bytes));
         let shared = Shared {
             dedupe,
+            gate,
             name: consumer.name.to_string(),
             handler,
             slots,
             stream_arc: Arc::from(&*consumer.stream),
             metrics: ConsumerMetrics::new(&consumer.stream, &consumer.group, &consumer.name),
             permits: Arc::new(Semaphore::new(slots)),
-            budget: ByteBudget::new(settings.max_buffered_bytes),
+            budget: ByteBudget::with_stats(settings.max_buffered_bytes, Some(stats.clone())),
             consumer,
             settings,
             keys,

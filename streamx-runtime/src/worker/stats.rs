@@ -37,6 +37,12 @@ pub struct ConsumerStats {
     /// Topic consumers only: shard leases given up by this process (rebalancing, shutdown)
     /// or lost.
     pub shards_released: AtomicU64,
+    /// Gauge: the bytes of fetched entries whose handlers have not finished (read, taken
+    /// over or claimed, waiting for a permit, queued behind their key, or running), as the
+    /// byte budget (`max_buffered_bytes`) counts them.
+    pub buffered_bytes: AtomicU64,
+    /// Gauge: the most [`buffered_bytes`](Self::buffered_bytes) seen so far.
+    pub buffered_bytes_peak: AtomicU64,
 }
 
 /// The counters of [`ConsumerStats`] at one moment, as plain numbers.
@@ -69,6 +75,10 @@ pub struct ConsumerStatsSnapshot {
     pub shards_acquired: u64,
     /// See [`ConsumerStats::shards_released`].
     pub shards_released: u64,
+    /// See [`ConsumerStats::buffered_bytes`].
+    pub buffered_bytes: u64,
+    /// See [`ConsumerStats::buffered_bytes_peak`].
+    pub buffered_bytes_peak: u64,
 }
 
 impl ConsumerStats {
@@ -93,6 +103,8 @@ impl ConsumerStats {
             fenced: Self::get(&self.fenced),
             shards_acquired: Self::get(&self.shards_acquired),
             shards_released: Self::get(&self.shards_released),
+            buffered_bytes: Self::get(&self.buffered_bytes),
+            buffered_bytes_peak: Self::get(&self.buffered_bytes_peak),
         }
     }
 

@@ -486,6 +486,11 @@ fn isolate(
     } else {
         tracing::warn!(consumer = %shared.name, id = %suspect.entry.id, attempt = suspect.count,
             "running a message alone: a member that held it stopped while it was taken over (crash-loop isolation)");
+        // Ordered: its key counts it as running, so no later entry of the key starts beside
+        // it (it is released when it settles).
+        if let (Some(gate), Some(key)) = (&shared.gate, super::ordering::gated_key(shared, &suspect.entry)) {
+            gate.force(&key);
+        }
         dispatch::start(shared, suspect.entry, suspect.count, permit, charge)
     };
     let isolation = isolation.clone();
@@ -529,6 +534,45 @@ async fn take_over(
             Err(e)
         }
     }
+}
+
+/// Takes up `own`, entries pending under this member's name that it does not hold, at once
+/// (whatever their idle time), and starts them through [`dispatch::start_queued`] (the key
+/// gate of an ordered consumer): see [`super::ordering::take_up_own_pending`]. Those marked
+/// as taken over go to the suspects, as in any take-over. False once the loop stops.
+pub(crate) async fn take_up(shared: &Arc<Shared>, own: Vec<MessageId>) -> bool {
+    let mut left = own;
+    while !left.is_empty() {
+        let wanted = left.len().min(MOST_EXAMINED);
+        let Some((limit, reserved)) = shared.budget.wait_room_for(wanted, &shared.stopping).await else { return false };
+        let byte_cap = shared.budget.claim_bytes(&reserved);
+        let (claimed, more) = match take_over(shared, limit, byte_cap, false, &left[..wanted]).await {
+            Ok(taken) => taken,
+            Err(e) => {
+                tracing::warn!(consumer = %shared.name, error = %e, "cannot take up own pending messages; the reconciliation takes them up later");
+                return true;
+            }
+        };
+        // Examined in id order: what a capped call left starts after its last claim.
+        left = match (more, claimed.last()) {
+            (true, Some(last)) => {
+                let last = last.entry.id;
+                left.into_iter().filter(|id| *id > last).collect()
+            }
+            (true, None) => left.split_off(wanted),
+            (false, _) => left.split_off(wanted),
+        };
+        ConsumerStats::bump(&shared.stats.delivered, claimed.len() as u64);
+        shared.track_claimed(claimed.iter().map(|c| c.entry.id), true);
+        let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
+        drop(reserved);
+        super::dedupe::screen(shared, claimed.iter().map(|c| &c.entry)).await;
+        let work = claimed.into_iter().map(|c| (c.entry, c.count));
+        if let dispatch::Dispatched::Stopped = dispatch::start_queued(shared, work, charge, None).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// The marks an entry may carry in `{stream}:takeovers:<group>` (see the module docs): taken
