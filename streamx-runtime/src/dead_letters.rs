@@ -205,16 +205,16 @@ pub(crate) async fn move_to_dead_letters(
     let at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let mut keys = vec![f.stream.to_string(), dlq.to_string(), marks.to_string()];
     let mut args = vec![
-                f.group.to_string(),
-                f.id.to_string(),
-                f.consumer.to_string(),
-                f.deliveries.to_string(),
-                f.kind.as_str().to_string(),
-                f.error.to_string(),
-                at.to_string(),
-                WIDE_ENTRY_FIELDS.to_string(),
-                crate::scripts::cap_arg(cap),
-            ];
+        f.group.to_string(),
+        f.id.to_string(),
+        f.consumer.to_string(),
+        f.deliveries.to_string(),
+        f.kind.as_str().to_string(),
+        f.error.to_string(),
+        at.to_string(),
+        WIDE_ENTRY_FIELDS.to_string(),
+        crate::scripts::cap_arg(cap),
+    ];
     crate::topic::fence::append_opt(fence, &mut keys, &mut args);
     let reply: Value = MOVE_SCRIPT
         .evalsha_with_reload(client, keys, args)
@@ -262,7 +262,8 @@ async fn move_wide_entry(
         return Ok(None);
     };
     let mut keys = vec![f.stream.to_string(), dlq.to_string(), marks.to_string()];
-    let mut args = vec![f.group.to_string(), id, f.consumer.to_string(), dlq_id.to_string(), crate::scripts::cap_arg(cap)];
+    let mut args =
+        vec![f.group.to_string(), id, f.consumer.to_string(), dlq_id.to_string(), crate::scripts::cap_arg(cap)];
     crate::topic::fence::append_opt(fence, &mut keys, &mut args);
     let trimmed: i64 = ACK_WIDE_SCRIPT
         .evalsha_with_reload(client, keys, args)

@@ -431,7 +431,9 @@ fn validate(c: &Consumer, url: &RedisUrl, cleanup_idle: Duration) -> Result<()> 
     if o.topic {
         validate_topic(c, url)?;
     } else if o.shards.is_some() {
-        return invalid("`shards` applies to a topic only (Consumer::topic, or `topic = \"...\"` in the attribute)".into());
+        return invalid(
+            "`shards` applies to a topic only (Consumer::topic, or `topic = \"...\"` in the attribute)".into(),
+        );
     }
     if o.timeout.is_some_and(|t| t.is_zero()) {
         return invalid("timeout must be longer than zero (leave it unset for no timeout)".into());
@@ -453,17 +455,22 @@ fn validate(c: &Consumer, url: &RedisUrl, cleanup_idle: Duration) -> Result<()> 
 
 /// What a topic consumer cannot have (yet): each named in the error.
 fn validate_topic(c: &Consumer, url: &RedisUrl) -> Result<()> {
-    let invalid = |reason: &str| Err(Error::InvalidConsumer { consumer: c.name().to_string(), reason: reason.to_string() });
+    let invalid =
+        |reason: &str| Err(Error::InvalidConsumer { consumer: c.name().to_string(), reason: reason.to_string() });
     let o = &c.options;
     crate::topic::TopicLayout::new(c.stream(), o.shards.unwrap_or(crate::topic::DEFAULT_SHARDS))?;
     if c.is_batch() {
         return invalid("a topic consumer takes one message per call (batch handlers read streams)");
     }
     if o.dedupe.is_some() || o.delete_on_ack || o.retention.is_some() {
-        return invalid("`dedupe`, `delete_on_ack` and `retention` are not supported on topics yet; use them on streams");
+        return invalid(
+            "`dedupe`, `delete_on_ack` and `retention` are not supported on topics yet; use them on streams",
+        );
     }
     if url.is_cluster() && matches!(o.retry.dead_letter, DeadLetterTarget::Stream(_)) {
-        return invalid("on Redis Cluster a topic's dead letters go to each shard's own dead-letter stream (`dlq = true`)");
+        return invalid(
+            "on Redis Cluster a topic's dead letters go to each shard's own dead-letter stream (`dlq = true`)",
+        );
     }
     Ok(())
 }

@@ -146,8 +146,14 @@ pub(crate) fn required_commands(cluster: bool, uses: Uses) -> Vec<String> {
 }
 
 /// The commands of `script` (see [`lua_commands`]).
+///
+/// The fence of topic shard loops ([`crate::topic::fence::FENCE`]) is left out: only a topic
+/// consumer runs it, and the start-up check does not cover topic consumers (their shards'
+/// names are known only from the topic's record), so a stream's consumer needs no `GET` for
+/// it.
 pub(crate) fn script_commands(script: &Script) -> Result<BTreeSet<String>, Unresolved> {
-    lua_commands(script.lua().map(|l| &**l).unwrap_or_default())
+    let text = script.lua().map(|l| &**l).unwrap_or_default();
+    lua_commands(&text.replacen(crate::topic::fence::FENCE, "", 1))
 }
 
 /// A script calls `redis.call` with a command built at run time, and no table literal in it
@@ -561,6 +567,14 @@ local s = [[redis.call('SET')]]
             "SCHEDULE",
             "CANCEL",
             "CANCEL_ALL",
+            // Topics: the record (declared by producers and at start), the operators'
+            // delete, and the shard ownership of topic consumers (which the start-up check
+            // does not cover: a topic's shard names are known only from its record).
+            "DECLARE",
+            "DELETE_SHARD",
+            "MEMBERS",
+            "ACQUIRE",
+            "RENEW",
         ];
         let known: Vec<&str> = engine_scripts().iter().map(|s| s.ident).chain(OPERATOR.iter().copied()).collect();
         let mut statics = Vec::new();

@@ -89,9 +89,16 @@ pub(crate) fn first_preferred(shards: u32, members: usize, k: usize) -> u32 {
 }
 
 /// Beats into the membership of `topic`/`group` and returns the live members, sorted.
-pub(crate) async fn beat(client: &Client, topic: &str, group: &str, me: &str, ttl: Duration) -> Result<Vec<String>, fred::error::Error> {
+pub(crate) async fn beat(
+    client: &Client,
+    topic: &str,
+    group: &str,
+    me: &str,
+    ttl: Duration,
+) -> Result<Vec<String>, fred::error::Error> {
     let key = keys::topic_members(topic, group);
-    let reply: Value = MEMBERS.evalsha_with_reload(client, vec![key], vec![me.to_string(), ms(ttl), String::new()]).await?;
+    let reply: Value =
+        MEMBERS.evalsha_with_reload(client, vec![key], vec![me.to_string(), ms(ttl), String::new()]).await?;
     let mut members: Vec<String> = reply.into_array().into_iter().filter_map(|v| v.into_string()).collect();
     members.sort();
     Ok(members)
@@ -100,8 +107,9 @@ pub(crate) async fn beat(client: &Client, topic: &str, group: &str, me: &str, tt
 /// Leaves the membership (a graceful stop: the others take the shards at their next beat).
 pub(crate) async fn leave(client: &Client, topic: &str, group: &str, me: &str) {
     let key = keys::topic_members(topic, group);
-    let left: Result<Value, _> =
-        MEMBERS.evalsha_with_reload(client, vec![key], vec![me.to_string(), "0".to_string(), "leave".to_string()]).await;
+    let left: Result<Value, _> = MEMBERS
+        .evalsha_with_reload(client, vec![key], vec![me.to_string(), "0".to_string(), "leave".to_string()])
+        .await;
     if let Err(e) = left {
         tracing::debug!(topic, group, error = %e, "cannot leave the topic's membership; it expires on its own");
     }
@@ -114,10 +122,20 @@ pub(crate) struct Taken {
 }
 
 /// Tries to take the lease of `shard` for `group`.
-pub(crate) async fn acquire(client: &Client, shard: &str, group: &str, me: &str, ttl: Duration) -> Result<Option<Taken>, fred::error::Error> {
+pub(crate) async fn acquire(
+    client: &Client,
+    shard: &str,
+    group: &str,
+    me: &str,
+    ttl: Duration,
+) -> Result<Option<Taken>, fred::error::Error> {
     let sent = Instant::now();
     let reply: Value = ACQUIRE
-        .evalsha_with_reload(client, vec![keys::shard_lease(shard, group), keys::shard_epoch(shard, group)], vec![me.to_string(), ms(ttl)])
+        .evalsha_with_reload(
+            client,
+            vec![keys::shard_lease(shard, group), keys::shard_epoch(shard, group)],
+            vec![me.to_string(), ms(ttl)],
+        )
         .await?;
     // (A nil reply is not a token: fred's `into_string` would make one of it.)
     if reply.is_null() {
@@ -128,9 +146,16 @@ pub(crate) async fn acquire(client: &Client, shard: &str, group: &str, me: &str,
 
 /// Renews the lease of `shard` held with `token`: `Ok(true)` if renewed, `Ok(false)` if it
 /// moved to another process (or expired).
-pub(crate) async fn renew(client: &Client, shard: &str, group: &str, token: &str, ttl: Duration) -> Result<bool, fred::error::Error> {
-    let reply: Value =
-        RENEW.evalsha_with_reload(client, vec![keys::shard_lease(shard, group)], vec![token.to_string(), ms(ttl)]).await?;
+pub(crate) async fn renew(
+    client: &Client,
+    shard: &str,
+    group: &str,
+    token: &str,
+    ttl: Duration,
+) -> Result<bool, fred::error::Error> {
+    let reply: Value = RENEW
+        .evalsha_with_reload(client, vec![keys::shard_lease(shard, group)], vec![token.to_string(), ms(ttl)])
+        .await?;
     Ok(reply.as_u64() == Some(1))
 }
 

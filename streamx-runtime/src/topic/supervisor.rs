@@ -45,7 +45,8 @@ pub(crate) fn spawn(
     let stats = Arc::new(ConsumerStats::default());
     let readiness = Arc::new(Readiness::default());
     let name = consumer.name().to_string();
-    let supervisor = Supervisor { consumer, layout, settings, command, stats: stats.clone(), readiness: readiness.clone() };
+    let supervisor =
+        Supervisor { consumer, layout, settings, command, stats: stats.clone(), readiness: readiness.clone() };
     let task = tokio::spawn(supervisor.run(shutdown));
     LoopHandle { name, stats, readiness, task }
 }
@@ -86,7 +87,15 @@ impl Supervisor {
             }
             self.renew(&mut owned).await;
             self.reap(&mut owned).await;
-            let members = match ownership::beat(&self.command.get(), self.layout.name(), self.consumer.group(), self.me(), self.ttl()).await {
+            let members = match ownership::beat(
+                &self.command.get(),
+                self.layout.name(),
+                self.consumer.group(),
+                self.me(),
+                self.ttl(),
+            )
+            .await
+            {
                 Ok(members) => members,
                 Err(e) => {
                     tracing::warn!(consumer = %self.consumer.name(), error = %e, "cannot beat into the topic's membership; retrying");

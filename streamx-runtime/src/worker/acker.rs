@@ -18,8 +18,8 @@ use crate::message::{id_args, MessageId};
 use crate::retry_delay::RetryDelay;
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, SetsInterface};
-use fred::types::{ClusterHash, CustomCommand, Value};
 use fred::types::scripts::Script;
+use fred::types::{ClusterHash, CustomCommand, Value};
 use std::future::Future;
 use std::sync::LazyLock;
 

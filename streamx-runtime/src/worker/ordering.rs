@@ -280,7 +280,8 @@ fn entry_or_deleted(id: MessageId, found: Option<Value>) -> RawEntry {
 /// attempt's, so a crash during that run is counted. A re-sent script sets the same
 /// absolute count again.
 pub(super) static RETRY_IN_PLACE: LazyLock<Script> = LazyLock::new(|| {
-    Script::from_lua(
+    crate::scripts::assemble(
+        &[crate::topic::fence::FENCE],
         r#"
 -- KEYS: stream; ARGV: group, me, id, next attempt
 local mine = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1, ARGV[2])
@@ -313,9 +314,11 @@ pub(crate) async fn retry_in_place(
     let mut backoff = crate::retry_delay::RetryDelay::new();
     let entry = loop {
         let client = shared.command.get();
-        let args = vec![shared.group().to_string(), shared.member_name().to_string(), id.to_string(), next.to_string()];
-        let reply: Result<Value, _> =
-            RETRY_IN_PLACE.evalsha_with_reload(&client, vec![shared.stream().to_string()], args).await;
+        let mut args =
+            vec![shared.group().to_string(), shared.member_name().to_string(), id.to_string(), next.to_string()];
+        let mut keys = vec![shared.stream().to_string()];
+        crate::topic::fence::append_opt(shared.fence(), &mut keys, &mut args);
+        let reply: Result<Value, _> = RETRY_IN_PLACE.evalsha_with_reload(&client, keys, args).await;
         match reply {
             Ok(reply) if reply.is_null() => {
                 tracing::info!("the message was taken over by another consumer meanwhile; leaving it to it");

@@ -80,7 +80,16 @@ const MOST_EXAMINED: usize = 1000;
 /// already moved and sets the same counts again.
 pub(super) static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
     assemble(
-        &[crate::topic::fence::FENCE, NOW_MS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, CONSUMERS, CLAIM_BY_COUNT, PAGED, REDIS_PAUSED],
+        &[
+            crate::topic::fence::FENCE,
+            NOW_MS,
+            DEAD_LETTER_ADD,
+            DEAD_LETTER_TRIMMED,
+            CONSUMERS,
+            CLAIM_BY_COUNT,
+            PAGED,
+            REDIS_PAUSED,
+        ],
         r#"
 -- KEYS: stream, schedule, heartbeats, marks, deadlines, [dead letters]
 -- ARGV: group, me, scheduled consumer, claim_idle ms, limit, take a suspect (1/0),
