@@ -43,7 +43,15 @@ pub(crate) async fn hand_back(shared: &Shared) {
     // Nor does an ordered consumer's loop, for the same reason: a restart under its name
     // takes what it held up first, in order (see `super::ordering`); another member takes
     // it over after claim_idle.
-    if shared.fence().is_some() || shared.gate.is_some() {
+    if shared.fence().is_some() {
+        // (A topic shard given up gracefully: the marks of what it took over go, or the
+        // next owner would run those entries alone, as crash suspects, after later entries
+        // of their keys. A loop that lost the shard clears nothing: the script is fenced.)
+        let held: Vec<_> = shared.held_entries().into_iter().map(|(id, _)| id).collect();
+        super::takeover::clear_marks(shared, &held).await;
+        return;
+    }
+    if shared.gate.is_some() {
         return;
     }
     let mut held = shared.held_entries();

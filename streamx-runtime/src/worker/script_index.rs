@@ -13,6 +13,7 @@ pub(crate) fn scripts() -> Vec<EngineScript> {
         EngineScript { serves: Serves::All, name: "clean-up", ident: "CLEAN_UP", script: &heartbeat::CLEAN_UP },
         EngineScript { serves: Serves::All, name: "retry promotion", ident: "PROMOTE", script: &promoter::PROMOTE },
         EngineScript { serves: Serves::All, name: "retry parking", ident: "PARK", script: &retries::PARK },
+        EngineScript { serves: Serves::All, name: "clear marks", ident: "CLEAR_MARKS", script: &takeover::CLEAR_MARKS },
         EngineScript { serves: Serves::All, name: "fenced ack", ident: "FENCED_ACK", script: &acker::FENCED_ACK },
         EngineScript { serves: Serves::All, name: "gauge sample", ident: "SAMPLE", script: &sampler::SAMPLE },
         EngineScript {

@@ -56,6 +56,7 @@ use crate::message::MessageId;
 use crate::scripts::{
     assemble, CLAIM_BY_COUNT, CONSUMERS, DEAD_LETTER_ADD, DEAD_LETTER_TRIMMED, NOW_MS, PAGED, REDIS_PAUSED,
 };
+use crate::wire::RawEntry;
 use tokio::sync::OwnedSemaphorePermit;
 
 /// The consumer name under which crash suspects wait in the PEL (see the module docs). It
@@ -342,11 +343,18 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     // A topic shard's owner takes over what earlier owners held at once, then lets the
     // reader start (see `Shared::caught_up`).
     let mut catching_up = !shared.caught_up.is_cancelled();
+    // Catching up, but a crash suspect of an earlier owner still has to run alone first: the
+    // loop waits for its end (or a tick) before claiming again.
+    let mut awaiting_suspects = false;
+    // While catching up with crash suspects waiting, the other entries claimed wait here:
+    // a suspect (taken over by an earlier owner that then crashed) is older than anything
+    // that owner read itself, so it runs first, alone, and the rest follow in order.
+    let mut deferred: Vec<(Vec<(RawEntry, u32)>, Charge)> = Vec::new();
     loop {
         let claim = match ahead.pop_front() {
             Some(claim) => claim,
             None => {
-                if !catching_up && !ticker.wait_or(&shared.stopping, &isolating.done).await {
+                if (!catching_up || awaiting_suspects) && !ticker.wait_or(&shared.stopping, &isolating.done).await {
                     return;
                 }
                 if shared.stopping.is_cancelled() {
@@ -380,22 +388,19 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 ticker.more(full);
                 // Everything earlier owners held is claimed once a claim comes back short: the
                 // reader starts after this claim's entries are dispatched (below).
-                let caught_up = catching_up && !full && ahead.is_empty();
-                if caught_up {
-                    catching_up = false;
-                }
+                let short = catching_up && !full && ahead.is_empty();
+                let caught_up = short;
                 while full && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled() {
                     let Some(room) = shared.budget.room_for(size.current()) else { break };
                     ahead.push_back(spawn_claim(&shared, room, None, Vec::new()));
                 }
-                if claimed.is_empty() {
+                if claimed.is_empty() && !catching_up {
                     size.after(limit, 0, false);
-                    if caught_up {
-                        shared.caught_up.cancel();
-                    }
                     continue;
                 }
-                tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a member that stopped");
+                if !claimed.is_empty() {
+                    tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a member that stopped");
+                }
                 super::dedupe::screen(&shared, claimed.iter().map(|c| &c.entry)).await;
                 let (suspects, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.suspect);
                 for suspect in suspects {
@@ -412,9 +417,36 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 // The permit held for a suspect that did not come goes back before the others
                 // wait for permits.
                 drop(suspect_permit);
-                let work = others.into_iter().map(|c| (c.entry, c.count));
+                let mut work: Vec<(RawEntry, u32)> = others.into_iter().map(|c| (c.entry, c.count)).collect();
+                if catching_up {
+                    // ... and no crash suspect of theirs is left to run alone: suspects run
+                    // one at a time, and a later entry of their key must not run before them.
+                    let suspects_waiting = isolating.running.load(Ordering::Acquire) || has_suspects(&shared).await;
+                    // (Never so many wait that a suspect's claim finds no room in the budget.)
+                    let room = shared.budget.room_for(1).is_some();
+                    if suspects_waiting && room {
+                        deferred.push((std::mem::take(&mut work), charge));
+                        awaiting_suspects = short;
+                        size.after(limit, taken, false);
+                        continue;
+                    }
+                    awaiting_suspects = false;
+                    let mut stopped = false;
+                    for (earlier, charge) in std::mem::take(&mut deferred) {
+                        if let dispatch::Dispatched::Stopped =
+                            dispatch::start_queued(&shared, earlier, charge, None).await
+                        {
+                            stopped = true;
+                            break;
+                        }
+                    }
+                    if stopped {
+                        break;
+                    }
+                }
                 let dispatched = dispatch::start_queued(&shared, work, charge, None).await;
                 if caught_up {
+                    catching_up = false;
                     shared.caught_up.cancel();
                 }
                 match dispatched {
@@ -436,6 +468,45 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     for claim in ahead {
         let _ = claim.await;
     }
+}
+
+/// Clears the take-over marks of entries a topic shard's loop still holds when it gives the
+/// shard up gracefully (rebalancing): it did not crash on them, so the next owner claims them
+/// in order instead of running them alone as crash suspects. Fenced: a loop that lost the
+/// shard clears nothing (the new owner's marks are its own). Crash safety: an SREM; re-sent,
+/// it removes nothing more.
+pub(super) static CLEAR_MARKS: LazyLock<Script> = LazyLock::new(|| {
+    assemble(
+        &[crate::topic::fence::FENCE],
+        r#"
+-- KEYS: marks; ARGV: the marks to remove (at most 3,000: Lua's unpack limit is ~8,000)
+if #ARGV == 0 then return 0 end
+return redis.call('SREM', KEYS[1], unpack(ARGV))
+"#,
+    )
+});
+
+/// Clears the marks of `ids` (see [`CLEAR_MARKS`]), in pages; failures are logged (the next
+/// owner then runs those entries alone, as suspects).
+pub(super) async fn clear_marks(shared: &Shared, ids: &[MessageId]) {
+    for page in ids.chunks(1000) {
+        let mut keys = vec![shared.keys.marks.clone()];
+        let mut args: Vec<String> = page.iter().flat_map(|id| marks_of(*id)).collect();
+        crate::topic::fence::append_opt(shared.fence(), &mut keys, &mut args);
+        let cleared: Result<Value, _> = CLEAR_MARKS.evalsha_with_reload(&shared.command.get(), keys, args).await;
+        if let Err(e) = cleared {
+            tracing::debug!(consumer = %shared.name, error = %e, "cannot clear the take-over marks of what this loop held");
+            return;
+        }
+    }
+}
+
+/// Whether crash suspects wait in the group (pending under [`SUSPECTS_CONSUMER`]); on an
+/// error, `true` (the caller asks again at its next tick).
+async fn has_suspects(shared: &Shared) -> bool {
+    let reply: Result<Value, _> =
+        shared.command.get().xpending(shared.stream(), shared.group(), ("-", "+", 1u64, SUSPECTS_CONSUMER)).await;
+    reply.map(|v| !parse_pending(v).is_empty()).unwrap_or(true)
 }
 
 /// Sends one take-over claim of at most `limit` entries (the room reserved for them in the
