@@ -647,3 +647,41 @@ async fn a_recipe_refuses_an_unknown_command_and_redacts_the_redis_password() {
     assert!(err.contains("notifications: cannot connect to Redis at redis://u:***@127.0.0.1:1"), "{err}");
     assert!(!err.contains("hunter2") && !err.contains("panicked"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_lifecycle() {
+    const ORDERS: usize = 300;
+    let redis = redis();
+    let worker = Recipe::spawn(&redis, "order_lifecycle", &[]);
+    let published = Recipe::run(&redis, "order_lifecycle", &["publish", &ORDERS.to_string()]).await;
+    assert!(published.contains(&format!("published {} events of {ORDERS} orders", 4 * ORDERS)), "{published}");
+    let delivered =
+        |out: &str| lines_starting(out, "lifecycle: order ").iter().filter(|l| l.ends_with(" delivered")).count();
+    let done = wait_until(LIMIT, &format!("{ORDERS} orders delivered (or an event out of order)"), || async {
+        let out = worker.stdout();
+        delivered(&out) == ORDERS || out.contains("OUT OF ORDER")
+    })
+    .await;
+    let out = worker.stop().await;
+    done.unwrap();
+    let disorder = lines_starting(&out, "lifecycle: order ");
+    let disorder: Vec<&String> = disorder.iter().filter(|l| l.contains("OUT OF ORDER")).collect();
+    assert!(
+        disorder.is_empty(),
+        "{} events handled out of their order's sequence, e.g. {:?}",
+        disorder.len(),
+        &disorder[..disorder.len().min(5)]
+    );
+    let mut orders: Vec<u64> = lines_starting(&out, "lifecycle: order ")
+        .iter()
+        .filter_map(|l| l.strip_prefix("lifecycle: order ")?.strip_suffix(" delivered")?.parse().ok())
+        .collect();
+    orders.sort_unstable();
+    assert_eq!(orders, (1..=ORDERS as u64).collect::<Vec<_>>(), "every order delivered exactly once");
+    let out = Recipe::run(&redis, "order_lifecycle", &["cleanup"]).await;
+    assert!(out.contains("deleted the topic `orders` (16 shards"), "{out}");
+    // The shard epochs stay on purpose (a process of the old topic must never hold an epoch
+    // a new topic of the same name hands out again); nothing else does.
+    let left: Vec<String> = keys(&redis).into_iter().filter(|k| !k.contains(":shard-epoch:")).collect();
+    assert_eq!(left, Vec::<String>::new(), "`order_lifecycle cleanup` leaves only shard epochs");
+}

@@ -56,10 +56,13 @@ pub enum Phase {
     /// Issue 25: consume throughput of an `ordered = true` consumer against the same
     /// consumer unordered, on one stream with 10, 1,000 and 100,000 distinct keys.
     Ordered,
+    /// Issue 25: a sharded topic against one stream on a local 3-master Redis Cluster the
+    /// phase starts itself: publish and consume msg/s, and Redis CPU per message per master.
+    Topic,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 11] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Produce,
         Phase::Consume,
         Phase::Latency,
@@ -71,6 +74,7 @@ impl Phase {
         Phase::Metrics,
         Phase::Features,
         Phase::Ordered,
+        Phase::Topic,
     ];
 }
 
@@ -162,6 +166,18 @@ pub struct BenchArgs {
     /// of concurrency 4.
     #[arg(long, default_value_t = 3_000)]
     pub suspects: u64,
+    /// Topic phase: shards of the topic.
+    #[arg(long, default_value_t = 16)]
+    pub topic_shards: u32,
+    /// Topic phase: distinct message keys.
+    #[arg(long, default_value_t = 10_000)]
+    pub topic_keys: u64,
+    /// Topic phase: concurrent tasks publishing one message at a time.
+    #[arg(long, default_value_t = 64)]
+    pub topic_tasks: usize,
+    /// Topic phase: handler concurrency of the consumers.
+    #[arg(long, default_value_t = 64)]
+    pub topic_concurrency: usize,
     /// A small, fast run (for iterating on the program; figures are less stable).
     #[arg(long)]
     pub quick: bool,
@@ -201,6 +217,10 @@ pub struct Settings {
     pub takeover_concurrency: usize,
     pub batch_takeover_messages: u64,
     pub suspects: u64,
+    pub topic_shards: u32,
+    pub topic_keys: u64,
+    pub topic_tasks: usize,
+    pub topic_concurrency: usize,
     pub quick: bool,
 }
 
@@ -240,6 +260,10 @@ impl Settings {
             takeover_concurrency: a.takeover_concurrency,
             batch_takeover_messages: a.batch_takeover_messages,
             suspects: a.suspects,
+            topic_shards: a.topic_shards,
+            topic_keys: a.topic_keys,
+            topic_tasks: a.topic_tasks,
+            topic_concurrency: a.topic_concurrency,
             quick: q,
         };
         anyhow::ensure!(s.messages > 0 && s.backlog > 0, "--messages and --backlog must be positive");
@@ -264,6 +288,10 @@ impl Settings {
         anyhow::ensure!(
             s.batch_takeover_messages > 0 && s.suspects > 0,
             "--batch-takeover-messages and --suspects must be positive"
+        );
+        anyhow::ensure!(
+            s.topic_shards > 0 && s.topic_keys > 0 && s.topic_tasks > 0 && s.topic_concurrency > 0,
+            "--topic-shards, --topic-keys, --topic-tasks and --topic-concurrency must be positive"
         );
         Ok(s)
     }

@@ -279,7 +279,7 @@ async fn xgroup_create(admin: &Client, stream: &str, group: &str, at: &str) -> R
 }
 
 /// `redis 8.2.3`, `valkey 8.1.8`.
-async fn server_version(admin: &Client) -> Result<String> {
+pub(crate) async fn server_version(admin: &Client) -> Result<String> {
     let info: String =
         admin.custom(CustomCommand::new_static("INFO", ClusterHash::Random, false), vec!["server"]).await?;
     let field =

@@ -7,7 +7,8 @@
 //! handler, the peak RSS of a consume-only process (small and ~1 MiB entries), and (scale)
 //! the Redis cost of idle consumers with a large pending entries list and the take-over
 //! rate, and (takeover) the time and Redis CPU of a 20,000-entry take-over by a batch
-//! consumer and of the drain of 3,000 crash suspects. Prints each figure with its ratio
+//! consumer and of the drain of 3,000 crash suspects, and (topic) a sharded topic against
+//! one stream on a 3-master Redis Cluster it starts itself. Prints each figure with its ratio
 //! streamx/raw and the project's targets with PASS/MISS.
 //!
 //! Server figures count every client of the server: use a dedicated Redis.
@@ -30,6 +31,7 @@ mod report;
 mod scale;
 mod streamx_side;
 mod takeover;
+mod topic;
 mod workload;
 
 use std::process::ExitCode;
@@ -38,7 +40,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Parser;
 
-use args::{BenchArgs, Cli, Command, Settings};
+use args::{BenchArgs, Cli, Command, Phase, Settings};
 use workload::Keys;
 
 /// How a run ended.
@@ -75,20 +77,37 @@ fn main() -> ExitCode {
 async fn bench(args: BenchArgs) -> Result<Ended> {
     let settings = Settings::resolve(&args)?;
     let keys = Keys::new();
-    let admin = raw::connect(&settings.url).await?;
-    let outcome = tokio::select! {
-        outcome = phases::run(&settings, &keys, &admin) => outcome,
-        _ = tokio::signal::ctrl_c() => {
-            progress::note("\ninterrupted: deleting this run's keys");
-            cleanup(&admin, &keys).await;
-            // A consumer loop cut off mid-read may still touch a key: delete once more.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            cleanup(&admin, &keys).await;
-            return Ok(Ended::Interrupted);
+    let mut results = phases::new_results(&settings);
+    // The topic phase starts a cluster of its own: `--only topic` needs no Redis at `--url`.
+    if settings.phases.iter().any(|p| *p != Phase::Topic) {
+        let admin = raw::connect(&settings.url).await?;
+        let outcome = tokio::select! {
+            outcome = phases::run(&settings, &keys, &admin, &mut results) => outcome,
+            _ = tokio::signal::ctrl_c() => {
+                progress::note("\ninterrupted: deleting this run's keys");
+                cleanup(&admin, &keys).await;
+                // A consumer loop cut off mid-read may still touch a key: delete once more.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                cleanup(&admin, &keys).await;
+                return Ok(Ended::Interrupted);
+            }
+        };
+        cleanup(&admin, &keys).await;
+        outcome?;
+    }
+    if settings.runs(Phase::Topic) {
+        // Interrupted, the phase's future is dropped, and with it the cluster (its nodes
+        // are killed): nothing to delete.
+        tokio::select! {
+            row = topic::run(&settings) => results.topic = Some(row?),
+            _ = tokio::signal::ctrl_c() => {
+                progress::note("\ninterrupted: stopping the topic phase's cluster");
+                return Ok(Ended::Interrupted);
+            }
         }
-    };
-    cleanup(&admin, &keys).await;
-    let results = outcome?;
+    }
+    results.load_after = phases::loadavg();
+    results.check_targets();
     let table = results.table();
     if args.json {
         eprint!("\n{table}");

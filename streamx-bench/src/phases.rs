@@ -37,8 +37,9 @@ fn order(r: u32) -> [Side; 2] {
     }
 }
 
-pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
-    let mut results = Results {
+/// The results of a run before any phase: the settings, the load average.
+pub fn new_results(s: &Settings) -> Results {
+    Results {
         settings: s.clone(),
         redis_url: streamx::redact(&s.url),
         payload_bytes: typical_payload_bytes(),
@@ -55,8 +56,14 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
         metrics: None,
         features: None,
         ordered: Vec::new(),
+        topic: None,
         targets: Vec::new(),
-    };
+    }
+}
+
+/// Runs the selected phases that use the Redis at `--url` (every phase but `topic`, which
+/// starts a cluster of its own) into `results`.
+pub async fn run(s: &Settings, keys: &Keys, admin: &Client, results: &mut Results) -> Result<()> {
     if s.runs(Phase::Produce) {
         results.produce = Some(produce(s, keys, admin).await?);
     }
@@ -97,9 +104,7 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<Results> {
     if s.runs(Phase::Ordered) {
         results.ordered = crate::ordered::run(s, keys, admin).await?;
     }
-    results.load_after = loadavg();
-    results.check_targets();
-    Ok(results)
+    Ok(())
 }
 
 async fn produce(s: &Settings, keys: &Keys, admin: &Client) -> Result<ProduceResult> {
@@ -432,7 +437,7 @@ async fn memory_large(s: &Settings, keys: &Keys, admin: &Client) -> Result<Large
     })
 }
 
-fn loadavg() -> String {
+pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()

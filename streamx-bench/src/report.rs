@@ -199,6 +199,7 @@ pub struct Results {
     pub metrics: Option<MetricsRow>,
     pub features: Option<crate::features::FeaturesRow>,
     pub ordered: Vec<crate::ordered::OrderedRow>,
+    pub topic: Option<crate::topic::TopicRow>,
     pub targets: Vec<TargetCheck>,
 }
 
@@ -302,8 +303,11 @@ impl Results {
         );
         let _ = writeln!(out, "load average before: {}   after: {}", self.load_before, self.load_after);
         let _ = writeln!(out);
-        let _ = writeln!(out, "{:<44} {:>14} {:>14} {:>12}", "figure", "streamx", "raw", "streamx/raw");
-        let _ = writeln!(out, "{}", "-".repeat(87));
+        // The topic phase prints a table of its own (topic against stream).
+        if s.phases.iter().any(|p| *p != crate::args::Phase::Topic) {
+            let _ = writeln!(out, "{:<44} {:>14} {:>14} {:>12}", "figure", "streamx", "raw", "streamx/raw");
+            let _ = writeln!(out, "{}", "-".repeat(87));
+        }
         if let Some(p) = &self.produce {
             let t = &p.throughput;
             let name = format!("produce (msg/s; raw {})", p.raw_design);
@@ -563,6 +567,10 @@ impl Results {
         }
         if let Some(tk) = &self.takeover {
             takeover_details(&mut out, tk);
+        }
+        if let Some(t) = &self.topic {
+            let _ = writeln!(out);
+            crate::topic::table(t, &mut out);
         }
         if !self.targets.is_empty() {
             let _ = writeln!(out);

@@ -39,7 +39,7 @@ pub struct Tally {
 }
 
 impl Tally {
-    fn record(&self, target: u64) {
+    pub fn record(&self, target: u64) {
         if self.handled.fetch_add(1, Ordering::Relaxed) + 1 == target {
             let _ = self.finished_at.set(Instant::now());
         }

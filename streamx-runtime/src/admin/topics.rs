@@ -9,7 +9,7 @@ use fred::types::scripts::Script;
 use fred::types::Value;
 
 use crate::error::{Error, Result};
-use crate::keys::{derived_key, shard_lease, topic_record, KeyKind, TOPIC_NAMES};
+use crate::keys::{derived_key, shard_lease, topic_record, KeyKind, STREAM_NAMES, TOPIC_NAMES};
 use crate::topic::TopicLayout;
 
 /// Deletes one shard of a topic if it is drained, in one script (all its keys share the
@@ -133,6 +133,13 @@ impl TopicAdmin {
         let mut deleted = 0;
         for index in 0..layout.shards() {
             deleted += self.delete_shard(&layout, index).await?;
+            // The runtime registered the shard in the registry of stream names: forget it, or
+            // the tools go on listing a deleted stream. Best effort, as the registering is
+            // (a user without SREM on it leaves a stale name, which the tools show as empty).
+            let shard = layout.shard_stream(index);
+            if let Err(e) = self.client.srem::<i64, _, _>(STREAM_NAMES, shard).await {
+                tracing::warn!(stream = %shard, error = %e, "cannot remove the shard from the registry of stream names");
+            }
         }
         // The record last: until it goes, the topic keeps its count whatever happened above.
         let record = topic_record(name);

@@ -340,6 +340,10 @@ async fn a_drained_topic_is_deleted_then_created_with_another_count(topology: To
         assert_eq!(redis.cli(&["EXISTS", stream]).unwrap().trim(), "0", "{stream} deleted");
     }
     assert!(Inspector::connect(&url).await.unwrap().topic(&topic).await.unwrap().is_none());
+    // The registry of stream names (the producer registered the shards it wrote) forgets them.
+    let names = redis.cli(&["SMEMBERS", "streamx:streams"]).unwrap();
+    let listed: Vec<&str> = names.lines().filter(|n| layout.shard_streams().iter().any(|s| s == n.trim())).collect();
+    assert_eq!(listed, Vec::<&str>::new(), "deleted shards still listed in streamx:streams");
     assert!(matches!(admin.delete_drained(&topic).await.unwrap_err(), Error::UnknownTopic { .. }));
 
     // A fresh producer creates it again with another count.
