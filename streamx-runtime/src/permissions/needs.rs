@@ -575,6 +575,7 @@ local s = [[redis.call('SET')]]
             "MEMBERS",
             "ACQUIRE",
             "RENEW",
+            "FENCED_READ",
         ];
         let known: Vec<&str> = engine_scripts().iter().map(|s| s.ident).chain(OPERATOR.iter().copied()).collect();
         let mut statics = Vec::new();

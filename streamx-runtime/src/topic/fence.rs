@@ -14,6 +14,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
+
+use fred::types::scripts::Script;
 use std::time::{Duration, Instant};
 
 /// The marker that starts the last argument of a fenced script call: the rest is the token.
@@ -120,6 +122,69 @@ impl Fence {
         keys.push(self.lease.clone());
         args.push(A::from(format!("{FENCE_MARKER}{}", self.token)));
     }
+}
+
+/// The read of a topic shard's loop: `XREADGROUP ... >` without BLOCK, in a script behind
+/// the fence, so no read of a loop whose lease moved (a paused process, a read a stopped
+/// loop left behind) ever delivers an entry: entries reach only the shard's owner. Returns
+/// `{entries, last}`: the entries read (`[id, fields]` each) and, when there were none, the
+/// stream's last id (what [`wait_for_entries`] blocks after). Crash safety: a read; if the
+/// reply is lost, what it delivered is pending under the loop's name and taken up again.
+pub(crate) static FENCED_READ: LazyLock<Script> = LazyLock::new(|| {
+    crate::scripts::assemble(
+        &[FENCE],
+        r#"
+-- KEYS: stream; ARGV: group, me, count
+local read = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
+if read and read[1] and #read[1][2] > 0 then return {read[1][2], ''} end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+return {{}, last and last[1] or '0-0'}
+"#,
+    )
+});
+
+/// One fenced read of `count` entries of `stream` for `member` of `group` (see
+/// [`FENCED_READ`]); when it finds none and `block` is given, waits (`XREAD BLOCK`, no group:
+/// it delivers nothing) until an entry is added after the stream's last one or `block`
+/// passed, then returns nothing (the caller reads again).
+pub(crate) async fn read(
+    client: &fred::clients::Client,
+    fence: &Fence,
+    stream: &str,
+    group: &str,
+    member: &str,
+    count: usize,
+    block: Option<Duration>,
+) -> Result<Vec<crate::wire::RawEntry>, fred::error::Error> {
+    use fred::interfaces::ClientLike;
+    use fred::types::{ClusterHash, CustomCommand, Value};
+    let mut keys = vec![stream.to_string()];
+    let mut args = vec![group.to_string(), member.to_string(), count.max(1).to_string()];
+    fence.append(&mut keys, &mut args);
+    let reply: Value = FENCED_READ.evalsha_with_reload(client, keys, args).await?;
+    let mut parts = reply.into_array().into_iter();
+    let entries: Vec<crate::wire::RawEntry> = parts
+        .next()
+        .map(|v| v.into_array().into_iter().filter_map(crate::wire::parse_entry).collect())
+        .unwrap_or_default();
+    if !entries.is_empty() {
+        return Ok(entries);
+    }
+    let (Some(block), Some(last)) = (block, parts.next().and_then(|v| v.into_string())) else { return Ok(entries) };
+    let slot = ClusterHash::Custom(crate::keys::slot(stream));
+    let ms = i64::try_from(block.as_millis().max(1)).unwrap_or(i64::MAX);
+    let wait = CustomCommand::new_static("XREAD", slot, true);
+    let args = vec![
+        Value::from_static_str("BLOCK"),
+        Value::Integer(ms),
+        Value::from_static_str("COUNT"),
+        Value::Integer(1),
+        Value::from_static_str("STREAMS"),
+        Value::from(stream),
+        Value::from(last),
+    ];
+    let _: Value = client.custom(wait, args).await?;
+    Ok(Vec::new())
 }
 
 /// Whether a script failed because the loop's shard moved to another process.

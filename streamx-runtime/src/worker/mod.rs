@@ -135,7 +135,10 @@ async fn run(shared: Arc<Shared>, ack_rx: shared::AckReceiver) {
         .then(|| tokio::spawn(sampler::run(shared.clone(), shared.settings.metrics_interval)));
     supervise("reader", shared.clone(), shutdown.clone(), {
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
-        move || reader::run(shared.clone(), shutdown.clone())
+        let restarted = std::sync::atomic::AtomicBool::new(false);
+        move || {
+            reader::run(shared.clone(), shutdown.clone(), restarted.swap(true, std::sync::atomic::Ordering::Relaxed))
+        }
     })
     .await;
     shared.readiness.stopped();

@@ -78,10 +78,16 @@ struct Read {
 /// If one loop ends (it cannot: it only panics), the others are stopped too and this returns
 /// an error; the supervisor restarts the whole reader, which first releases what the loops
 /// read and never started (nothing else can start it any more).
-pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) -> std::result::Result<(), &'static str> {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    restarted: bool,
+) -> std::result::Result<(), &'static str> {
     // Entries an earlier run of this task read but never started: nothing will start them
-    // now; the reconciliation of this consumer's own PEL takes them up.
-    let orphaned = shared.untrack_unstarted();
+    // now; the reconciliation of this consumer's own PEL takes them up. (Only on a restart:
+    // at the first run, what is held and not started yet is the take-over's, e.g. a topic
+    // shard's catch-up, and must stay held.)
+    let orphaned = if restarted { shared.untrack_unstarted() } else { 0 };
     if orphaned > 0 {
         tracing::warn!(consumer = %shared.name, count = orphaned, "the reader restarted; its unstarted messages are taken up again after claim_idle");
     }
@@ -229,6 +235,10 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                     backoff.wait(&shutdown).await;
                 }
             }
+            Err(e) if crate::topic::fence::is_fenced(&e) => {
+                shared.fenced();
+                break;
+            }
             Err(e) => {
                 tracing::warn!(consumer = %shared.name, error = %e, retry_in = ?backoff.current(), "XREADGROUP failed; retrying");
                 shared.readiness.read_failed();
@@ -255,9 +265,19 @@ fn send_read(
 ) -> impl Future<Output = Read> + Send + 'static {
     let shared = shared.clone();
     async move {
-        let reply =
-            client.custom_raw(read_command(&shared, block_ms.is_some()), read_args(&shared, count, block_ms)).await;
-        let reply = reply.and_then(parse_read_frame).map(|entries| {
+        let reply = match shared.fence() {
+            // A topic shard's read runs behind its fence (see `crate::topic::fence::read`).
+            Some(fence) => {
+                let (stream, group, me) = (shared.stream(), shared.group(), shared.member_name());
+                let block = block_ms.map(Duration::from_millis);
+                crate::topic::fence::read(&client, fence, stream, group, me, count, block).await
+            }
+            None => client
+                .custom_raw(read_command(&shared, block_ms.is_some()), read_args(&shared, count, block_ms))
+                .await
+                .and_then(parse_read_frame),
+        };
+        let reply = reply.map(|entries| {
             shared.track_read(entries.iter().map(|e| e.id));
             ConsumerStats::bump(&shared.stats.delivered, entries.len() as u64);
             let charge = shared.budget.charge(&entries);

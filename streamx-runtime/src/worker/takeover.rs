@@ -354,7 +354,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     // run alone.
     let mut deferred: Vec<(RawEntry, u32)> = Vec::new();
     let mut deferred_charge: Option<Charge> = None;
-    let mut own_taken = false;
+    if catching_up {
+        // A topic shard this process owned before: what is still pending under its name
+        // (read by its earlier loop on the shard, before any later owner) is taken up first,
+        // all of it, in id order.
+        super::ordering::take_up_own_pending(&shared).await;
+    }
     loop {
         let claim = match ahead.pop_front() {
             Some(claim) => claim,
@@ -372,11 +377,6 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 let own = if Instant::now() >= next_reconcile {
                     next_reconcile = Instant::now() + jittered(claim_idle);
                     lost_entries(&shared, claim_idle).await.unwrap_or_default()
-                } else if catching_up && !own_taken {
-                    // A topic shard this process owned before: what is still pending under
-                    // its name joins the catch-up (and is sorted with the rest).
-                    own_taken = true;
-                    lost_entries(&shared, Duration::ZERO).await.unwrap_or_default()
                 } else {
                     Vec::new()
                 };

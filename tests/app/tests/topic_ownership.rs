@@ -114,19 +114,6 @@ fn ok_runs(records: &[StepRecord]) -> BTreeMap<String, Vec<u64>> {
 /// times some key stepped back.
 fn assert_per_key_order(records: &[StepRecord], keys: usize, steps: u64) -> usize {
     let runs = ok_runs(records);
-    if std::env::var("TOPIC_DEBUG").is_ok() {
-        for (key, seqs) in &runs {
-            if seqs.windows(2).any(|w| w[1] > w[0] + 1) {
-                for r in records.iter().filter(|r| &r.key == key) {
-                    eprintln!(
-                        "{key} {} seq={} pid={} attempt={} ok={} {}",
-                        r.phase, r.seq, r.pid, r.attempt, r.ok, r.id
-                    );
-                }
-                break;
-            }
-        }
-    }
     assert_eq!(runs.len(), keys, "every key ran");
     let mut rewinds = 0;
     for (key, seqs) in &runs {
@@ -314,9 +301,6 @@ async fn per_key_order_holds_across_three_processes_through_a_sigkill() {
     let mut victim = victim;
     let _ = victim.wait();
     workers.push(worker(&url, &log_path));
-    if std::env::var("TOPIC_DEBUG").is_ok() {
-        eprintln!("killed {killed_pid}; workers now {:?}", workers.iter().map(Child::id).collect::<Vec<_>>());
-    }
     wait_until(Duration::from_secs(240), "every step ran", || async {
         let runs = ok_runs(&log(&url).await);
         runs.len() == keys.len() && runs.values().all(|s| s.iter().copied().collect::<HashSet<_>>().len() == 100)
