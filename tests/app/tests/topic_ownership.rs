@@ -268,10 +268,16 @@ async fn rebalance(topology: Topology) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_order_holds_across_three_processes_through_a_sigkill() {
-    let server = TestRedis::start(Topology::Standalone).unwrap();
+    for topology in [Topology::Standalone, Topology::Cluster] {
+        sigkill(topology).await;
+    }
+}
+
+async fn sigkill(topology: Topology) {
+    let server = TestRedis::start(topology).unwrap();
     let url = server.url();
     let producer = Producer::connect(&url).await.unwrap();
-    let log_path = tmp_log("sigkill");
+    let log_path = tmp_log(&format!("sigkill-{topology:?}"));
     let mut workers: Vec<Child> = (0..3).map(|_| worker(&url, &log_path)).collect();
 
     // 200 keys × 100 steps, interleaved; some steps sleep, ~5% fail once.
