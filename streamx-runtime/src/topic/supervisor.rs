@@ -93,6 +93,7 @@ impl Supervisor {
             }
             self.renew(&mut owned).await;
             self.reap(&mut owned).await;
+            self.redeclare().await;
             let members = match ownership::beat(
                 &self.command.get(),
                 self.layout.name(),
@@ -146,14 +147,24 @@ impl Supervisor {
                 }
             }
         }
-        // Shutdown: every loop drains, then its lease goes, then this process leaves.
-        for o in owned.values() {
+        // Shutdown: every loop drains (its lease renewed meanwhile: a drain that outlasted
+        // the lease would see its acknowledgements refused and the next owner run those
+        // messages again), then its lease goes, then this process leaves.
+        for o in owned.values_mut() {
+            o.releasing = true;
             o.stop.cancel();
+        }
+        while owned.values().any(|o| !o.task.is_finished()) {
+            self.renew(&mut owned).await;
+            let pending: Vec<_> = owned.values_mut().filter(|o| !o.task.is_finished()).map(|o| &mut o.task).collect();
+            if pending.is_empty() {
+                break;
+            }
+            let _ = tokio::time::timeout(tick, futures_util::future::select_all(pending)).await;
         }
         let mut longest_block = Duration::ZERO;
         let mut ended = Vec::new();
         for (shard, o) in std::mem::take(&mut owned) {
-            let _ = o.task.await;
             longest_block = longest_block.max(o.block);
             ended.push((shard, o.fence));
         }
@@ -164,6 +175,21 @@ impl Supervisor {
         }
         ownership::leave(&self.command.get(), self.layout.name(), self.consumer.group(), self.me()).await;
         self.readiness.stopped();
+    }
+
+    /// Declares the topic again (one `HGET` when its record is there): a Redis that lost its
+    /// data gets the record back, so producers keep routing to the shards this consumer
+    /// reads. A record with another count is logged as an error (the topic was recreated
+    /// under this consumer: its shards are not the ones read here).
+    async fn redeclare(&self) {
+        match super::declare(&self.command.get(), self.layout.name(), Some(self.layout.shards())).await {
+            Ok(_) => {}
+            Err(e @ crate::error::Error::TopicShardsMismatch { .. }) => {
+                tracing::error!(consumer = %self.consumer.name(), error = %e, "the topic was recreated with another shard count while this consumer runs; restart it with the new count");
+                self.readiness.read_failed();
+            }
+            Err(e) => tracing::debug!(consumer = %self.consumer.name(), error = %e, "cannot check the topic's record"),
+        }
     }
 
     /// Renews every lease held; a loop whose lease moved, or may have lapsed, stops now.
@@ -235,6 +261,11 @@ impl Supervisor {
             }
         };
         ConsumerStats::bump(&self.stats.shards_acquired, 1);
+        // (The group may be gone with a Redis that lost its data; the loop's catch-up
+        // recreates it too.)
+        if let Err(e) = worker::ensure_group(&self.command.get(), &stream, group, "0").await {
+            tracing::debug!(consumer = %self.consumer.name(), shard = %stream, error = %e, "cannot create the group on the shard yet");
+        }
         tracing::info!(consumer = %self.consumer.name(), shard = %stream, token = %taken.token, "took the shard");
         let fence = Arc::new(Fence::new(crate::keys::shard_lease(&stream, group), taken.token, taken.sent, self.ttl()));
         let mut consumer = self.consumer.clone();

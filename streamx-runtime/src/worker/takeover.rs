@@ -354,6 +354,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     // run alone.
     let mut deferred: Vec<(RawEntry, u32)> = Vec::new();
     let mut deferred_charge: Option<Charge> = None;
+    let mut claim_failed = false;
     if catching_up {
         // A topic shard this process owned before: what is still pending under its name
         // (read by its earlier loop on the shard, before any later owner) is taken up first,
@@ -364,7 +365,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let claim = match ahead.pop_front() {
             Some(claim) => claim,
             None => {
-                if (!catching_up || awaiting_suspects) && !ticker.wait_or(&shared.stopping, &isolating.done).await {
+                let wait = !catching_up || awaiting_suspects || std::mem::take(&mut claim_failed);
+                if wait && !ticker.wait_or(&shared.stopping, &isolating.done).await {
                     return;
                 }
                 if shared.stopping.is_cancelled() {
@@ -463,10 +465,22 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
             }
             Ok(Err(e)) => {
-                if !crate::error::is_no_group(&e) {
+                if crate::error::is_no_group(&e) {
+                    // The group is gone (Redis lost its data, or it was destroyed). A stream's
+                    // reader recreates it; a topic shard's reader waits for this catch-up.
+                    if shared.fence().is_some() {
+                        let created =
+                            super::ensure_group(&shared.command.get(), shared.stream(), shared.group(), "0").await;
+                        if let Err(e) = created {
+                            tracing::warn!(consumer = %shared.name, error = %e, "cannot recreate the group yet");
+                        }
+                    }
+                } else {
                     tracing::warn!(consumer = %shared.name, error = %e, "take-over failed; trying again");
                 }
                 ticker.failed();
+                // (Even while catching up, the next claim waits its tick.)
+                claim_failed = true;
             }
             Err(_) => tracing::error!(consumer = %shared.name, "a take-over task panicked; trying again"),
         }
