@@ -169,7 +169,7 @@ fn tmp_log(name: &str) -> std::path::PathBuf {
 async fn all_owned_by(producer: &Producer, pids: Vec<u32>) -> bool {
     let owners = owners(producer).await;
     owners.iter().all(|o| o.is_some_and(|p| pids.contains(&p)))
-        && pids.iter().all(|p| owners.iter().any(|o| *o == Some(*p)))
+        && pids.iter().all(|p| owners.contains(&Some(*p)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,7 +291,7 @@ async fn sigkill(topology: Topology) {
             x ^= x << 17;
             let mut step = Step::new(key, seq);
             step.sleep_ms = x % 4;
-            step.fail = u32::from(x % 20 == 0);
+            step.fail = u32::from(x.is_multiple_of(20));
             steps.push(step);
         }
     }
