@@ -168,8 +168,7 @@ fn tmp_log(name: &str) -> std::path::PathBuf {
 
 async fn all_owned_by(producer: &Producer, pids: Vec<u32>) -> bool {
     let owners = owners(producer).await;
-    owners.iter().all(|o| o.is_some_and(|p| pids.contains(&p)))
-        && pids.iter().all(|p| owners.contains(&Some(*p)))
+    owners.iter().all(|o| o.is_some_and(|p| pids.contains(&p))) && pids.iter().all(|p| owners.contains(&Some(*p)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
