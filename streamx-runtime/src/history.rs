@@ -1,5 +1,5 @@
 //! Reading a stream's history: any id range, as typed messages, page by page; a topic's
-//! shards merged by id in [`topic`].
+//! shards merged by id in `History::read_topic` (the `topic` module).
 
 mod topic;
 
