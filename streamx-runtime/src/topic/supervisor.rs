@@ -93,7 +93,7 @@ impl Supervisor {
             }
             self.renew(&mut owned).await;
             self.reap(&mut owned).await;
-            self.redeclare().await;
+            let record_ok = self.redeclare().await;
             let members = match ownership::beat(
                 &self.command.get(),
                 self.layout.name(),
@@ -110,7 +110,9 @@ impl Supervisor {
                     continue;
                 }
             };
-            self.readiness.reading();
+            if record_ok {
+                self.readiness.reading();
+            }
             let mut members = members;
             if !members.iter().any(|m| m == self.me()) {
                 members.push(self.me().to_string());
@@ -118,7 +120,9 @@ impl Supervisor {
             }
             let k = members.iter().position(|m| m == self.me()).unwrap_or(0);
             let share = fair_share(self.layout.shards(), members.len(), k) as usize;
-            let active: Vec<u32> = owned.iter().filter(|(_, o)| !o.releasing).map(|(i, _)| *i).collect();
+            // (A loop being given up or lost counts no more: a lost one's shard may be taken
+            // again once it ended.)
+            let active: Vec<u32> = owned.iter().filter(|(_, o)| !o.stop.is_cancelled()).map(|(i, _)| *i).collect();
             if active.len() > share {
                 // The excess, highest shards first: its loops drain, then the leases go.
                 for shard in active.iter().rev().take(active.len() - share) {
@@ -181,14 +185,19 @@ impl Supervisor {
     /// data gets the record back, so producers keep routing to the shards this consumer
     /// reads. A record with another count is logged as an error (the topic was recreated
     /// under this consumer: its shards are not the ones read here).
-    async fn redeclare(&self) {
+    /// `false` (and the consumer not ready) when the record names another shard count.
+    async fn redeclare(&self) -> bool {
         match super::declare(&self.command.get(), self.layout.name(), Some(self.layout.shards())).await {
-            Ok(_) => {}
+            Ok(_) => true,
             Err(e @ crate::error::Error::TopicShardsMismatch { .. }) => {
                 tracing::error!(consumer = %self.consumer.name(), error = %e, "the topic was recreated with another shard count while this consumer runs; restart it with the new count");
                 self.readiness.read_failed();
+                false
             }
-            Err(e) => tracing::debug!(consumer = %self.consumer.name(), error = %e, "cannot check the topic's record"),
+            Err(e) => {
+                tracing::debug!(consumer = %self.consumer.name(), error = %e, "cannot check the topic's record");
+                true
+            }
         }
     }
 
