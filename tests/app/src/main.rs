@@ -6,7 +6,8 @@
 //!
 //! Environment: `STREAMX_REDIS_URL`; `WORKER_ONLY` (comma-separated registration names to
 //! run, default all); `WORKER_SHUTDOWN_TIMEOUT_MS`; `CHAOS_JOURNAL_DIR` (where the chaos
-//! consumers note the log writes that failed, one file per process).
+//! consumers note the log writes that failed, one file per process); `WORKER_SLEEP_FACTOR`
+//! (multiplies the sleep of the topic consumer's steps).
 //!
 //! Every handler records what it did by publishing a [`Handled`] record to the stream
 //! `app.handled` before it returns, so tests can account for every message id. The chaos
@@ -332,7 +333,10 @@ async fn orders(msg: Message<Step>) -> Result<(), HandlerError> {
     log_step(&msg, "start", true).await?;
     let step = msg.payload();
     if step.sleep_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(step.sleep_ms)).await;
+        // `WORKER_SLEEP_FACTOR` stretches this process's runs (a test's second process
+        // runs its copies longer than the first).
+        let factor: u64 = std::env::var("WORKER_SLEEP_FACTOR").ok().and_then(|f| f.parse().ok()).unwrap_or(1);
+        tokio::time::sleep(Duration::from_millis(step.sleep_ms.saturating_mul(factor))).await;
     }
     let fails = step.permanent || msg.attempt() <= step.fail;
     log_step(&msg, "end", !fails).await?;

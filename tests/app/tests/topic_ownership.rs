@@ -355,7 +355,11 @@ async fn a_process_paused_past_its_lease_cannot_ack_claim_or_dead_letter() {
     wait_until(Duration::from_secs(30), "A started all", || started_in(a.id())).await.unwrap();
 
     signal(&a, "-STOP");
-    let b = worker(&url, &log_path);
+    // B runs its copies three times as long (15 s): A's late calls, right after it resumes,
+    // all come while B still runs every copy. (A rejoins, so B gives half the shards back:
+    // its drain waits for those runs to end.)
+    let env = [("RUST_LOG", "warn"), ("WORKER_SLEEP_FACTOR", "3"), ("WORKER_SHUTDOWN_TIMEOUT_MS", "30000")];
+    let b = spawn_worker_logged(&url, "orders", &env, &log_path);
     wait_until(Duration::from_secs(30), "B took the shards and started all again", || started_in(b.id()))
         .await
         .unwrap();
@@ -402,7 +406,7 @@ async fn a_process_paused_past_its_lease_cannot_ack_claim_or_dead_letter() {
         assert_eq!(pending_total, 13, "A's acknowledgements were refused: all 13 still pending under B");
         assert_eq!(dead_letters, 0, "A's dead letter was refused");
     }
-    wait_until(Duration::from_secs(30), "B finished", || async {
+    wait_until(Duration::from_secs(60), "B finished", || async {
         log(&url).await.iter().filter(|r| r.phase == "end" && r.pid == b.id()).count() >= 13
     })
     .await
@@ -427,7 +431,7 @@ async fn a_process_paused_past_its_lease_cannot_ack_claim_or_dead_letter() {
         letters.extend(entries.into_iter().map(|(_, f)| f.get("dlq:consumer").cloned().unwrap_or_default()));
     }
     assert_eq!(letters, vec![b_member.clone()], "one dead letter, by the new owner");
-    assert!(b_ended == 0, "the check above ran while B was still running its copies (B's runs take 5 s)");
+    assert!(b_ended == 0, "the check above ran while B was still running its copies (B's runs take 15 s)");
     for mut w in [a, b] {
         sigterm(&w);
         assert!(wait_exit(&mut w, Duration::from_secs(30)).await.success());
