@@ -111,11 +111,6 @@ impl Fence {
         &self.token
     }
 
-    /// The lease key.
-    pub(crate) fn lease(&self) -> &str {
-        &self.lease
-    }
-
     /// Appends the lease to a script's keys and the marked token to its arguments (see
     /// [`FENCE`]).
     pub(crate) fn append<A: From<String>>(&self, keys: &mut Vec<String>, args: &mut Vec<A>) {

@@ -187,8 +187,20 @@ impl Supervisor {
     /// under this consumer: its shards are not the ones read here).
     /// `false` (and the consumer not ready) when the record names another shard count.
     async fn redeclare(&self) -> bool {
-        match super::declare(&self.command.get(), self.layout.name(), Some(self.layout.shards())).await {
-            Ok(_) => true,
+        // (Only read, one script, while the record is there; written again only when gone.)
+        let client = self.command.get();
+        let checked = match super::layout::lookup(&client, self.layout.name()).await {
+            Ok(Some(recorded)) if recorded.shards() == self.layout.shards() => return true,
+            Ok(Some(recorded)) => Err(crate::error::Error::TopicShardsMismatch {
+                topic: self.layout.name().to_string(),
+                recorded: recorded.shards(),
+                requested: self.layout.shards(),
+            }),
+            Ok(None) => super::declare(&client, self.layout.name(), Some(self.layout.shards())).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match checked {
+            Ok(()) => true,
             Err(e @ crate::error::Error::TopicShardsMismatch { .. }) => {
                 tracing::error!(consumer = %self.consumer.name(), error = %e, "the topic was recreated with another shard count while this consumer runs; restart it with the new count");
                 self.readiness.read_failed();

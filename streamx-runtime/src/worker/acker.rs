@@ -93,8 +93,7 @@ async fn xack(client: &Client, shared: &Shared, ids: &[MessageId]) -> Result<u64
         let mut args: Vec<Value> = Vec::with_capacity(ids.len() + 2);
         args.push(Value::from(shared.group()));
         args.extend(id_args(ids));
-        keys.push(fence.lease().to_string());
-        args.push(Value::from(format!("{}{}", crate::topic::fence::FENCE_MARKER, fence.token())));
+        fence.append(&mut keys, &mut args);
         return FENCED_ACK.evalsha_with_reload(client, keys, args).await;
     }
     let slot = ClusterHash::Custom(crate::keys::slot(shared.stream()));
