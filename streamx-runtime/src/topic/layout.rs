@@ -3,7 +3,8 @@
 //! Shard `i` of a topic of `N` shards is the stream `<topic>:shard<i>.<salt>`, where `salt` is
 //! the smallest integer from 0 up for which the key's hash slot lies in the `i`-th of `N` equal
 //! slot ranges, `[⌊i·16384/N⌋, ⌊(i+1)·16384/N⌋)`. Masters own contiguous slot ranges, so the
-//! shards spread over the masters as evenly as the slots do; the rule needs nothing but
+//! shards spread over the masters as evenly as the slots do (a shard whose range straddles two
+//! masters' slots lands on either, depending on the name); the rule needs nothing but
 //! CRC16, so any client can compute the names (they are also listed by `streamx topics`).
 //! Topic names with `{` or `}` are refused: a hash tag in the name would put every shard in
 //! one slot.
