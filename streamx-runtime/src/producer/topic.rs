@@ -4,8 +4,9 @@
 //! A producer learns that a name is a topic in one of two ways:
 //! - [`Producer::topic`](crate::Producer::topic) declares it (creating the topic's record in
 //!   Redis, or checking the shard count recorded there);
-//! - the first publish to a name it does not know yet looks the record up (one `HGET` of
-//!   the record `{<name>}:topic`, in the slot of `<name>`) and remembers the answer, topic or
+//! - the first publish to a name it does not know yet looks the record up (one `EVALSHA` of
+//!   the record script reading `{<name>}:topic`, in the slot of `<name>`; `HGET` inside) and
+//!   remembers the answer, topic or
 //!   plain stream, for the producer's lifetime (clones share the memory).
 //!
 //! A user whom the server's ACL refuses the lookup (a rule written before topics) publishes

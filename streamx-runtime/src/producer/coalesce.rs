@@ -1,0 +1,247 @@
+//! Coalescing single publishes: many tasks each publishing one message share round trips.
+//!
+//! A publish queues its encoded entry and waits for its own reply. One writer task per
+//! producer (shared by its clones) takes whatever is queued when it has room for another
+//! round trip: a lone publish goes out at once, alone, as a plain `XADD`; publishes that
+//! arrive while round trips are in flight pile up and leave together, per stream as one call
+//! of the append script (see [`super::append`]), or as pipelined `XADD`s where the server
+//! refuses scripts. Each caller gets its own id or error.
+//!
+//! Bounds: a round trip carries at most [`BATCH_CHUNK`](super::BATCH_CHUNK) entries and
+//! [`BATCH_CHUNK_BYTES`](super::BATCH_CHUNK_BYTES); [`ROUND_TRIPS`] are in flight at once; the
+//! queue holds at most [`MAX_QUEUED`] entries and [`MAX_QUEUED_BYTES`] of payload, beyond
+//! which a publish waits for room (backpressure, not memory).
+//!
+//! Order: the writer takes entries in the order they were queued and writes its round trips
+//! to the connection in the order it formed them, so publishes queued one after the other
+//! (a caller awaiting each, or a caller's publishes polled in order) land in that order.
+//!
+//! The writer runs on the async runtime of the publish that started it. If that runtime shuts
+//! down, the next publish starts a new writer; publishes that were waiting on the old one
+//! fail with a `Canceled` error (their entries may or may not have been added, as after a lost
+//! connection).
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use fred::interfaces::{LuaInterface, StreamsInterface};
+use fred::types::streams::XCap;
+use fred::types::Value;
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+use super::append::{self, AppendArgs, ScriptUse};
+use super::{parse_added_id, BATCH_CHUNK, BATCH_CHUNK_BYTES};
+use crate::connection::HealingClient;
+use crate::error::{Error, Result};
+use crate::message::{Headers, MessageId};
+use crate::wire::entry_fields;
+
+/// Round trips of coalesced publishes in flight at once on the connection: one being read
+/// by Redis while the next is written.
+const ROUND_TRIPS: usize = 2;
+
+/// The most entries waiting to be written.
+const MAX_QUEUED: usize = 16_384;
+
+/// The most payload bytes waiting to be written (an entry larger than this waits until the
+/// queue is empty of bytes).
+const MAX_QUEUED_BYTES: usize = 32 << 20;
+
+/// One queued publish.
+struct Request {
+    stream: String,
+    data: Bytes,
+    headers: Headers,
+    no_mkstream: bool,
+    max_len: Option<u64>,
+    reply: oneshot::Sender<Result<MessageId>>,
+    /// Its share of [`MAX_QUEUED_BYTES`], given back when its round trip is answered.
+    _bytes: OwnedSemaphorePermit,
+}
+
+/// The queue of a producer's single publishes and its writer.
+pub(super) struct Coalescer {
+    client: HealingClient,
+    scripts: Arc<ScriptUse>,
+    queue: Mutex<Option<mpsc::Sender<Request>>>,
+    bytes: Arc<Semaphore>,
+}
+
+impl Coalescer {
+    pub fn new(client: HealingClient, scripts: Arc<ScriptUse>) -> Self {
+        Coalescer { client, scripts, queue: Mutex::new(None), bytes: Arc::new(Semaphore::new(MAX_QUEUED_BYTES)) }
+    }
+
+    /// Adds one entry to `stream` (with the headers, NOMKSTREAM and cap of `options`) in the
+    /// next round trip, and returns its id.
+    pub async fn add(
+        &self,
+        stream: &str,
+        data: Bytes,
+        headers: &Headers,
+        no_mkstream: bool,
+        max_len: Option<u64>,
+    ) -> Result<MessageId> {
+        let permits = u32::try_from(data.len().clamp(1, MAX_QUEUED_BYTES)).unwrap_or(u32::MAX);
+        let bytes = self.bytes.clone().acquire_many_owned(permits).await.map_err(|_| canceled(stream))?;
+        let (reply, answer) = oneshot::channel();
+        let mut request = Request {
+            stream: stream.to_string(),
+            data,
+            headers: headers.clone(),
+            no_mkstream,
+            max_len,
+            reply,
+            _bytes: bytes,
+        };
+        // A writer whose runtime shut down has dropped its queue: start another and queue
+        // there (nothing of this entry was sent).
+        for _ in 0..2 {
+            let queue = self.queue();
+            match queue.send(request).await {
+                Ok(()) => return answer.await.unwrap_or_else(|_| Err(canceled(stream))),
+                Err(mpsc::error::SendError(back)) => request = back,
+            }
+        }
+        Err(canceled(stream))
+    }
+
+    /// The queue of a running writer, started if there is none.
+    fn queue(&self) -> mpsc::Sender<Request> {
+        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*queue {
+            Some(sender) if !sender.is_closed() => sender.clone(),
+            _ => {
+                let (sender, receiver) = mpsc::channel(MAX_QUEUED);
+                tokio::spawn(write(receiver, self.client.clone(), self.scripts.clone()));
+                *queue = Some(sender.clone());
+                sender
+            }
+        }
+    }
+}
+
+/// The error of a publish whose writer stopped before answering.
+fn canceled(stream: &str) -> Error {
+    let e = fred::error::Error::new(
+        fred::error::ErrorKind::Canceled,
+        "the producer's writer stopped (its async runtime shut down) before the reply; the entry may or may not have been added",
+    );
+    Error::redis("XADD", stream, e)
+}
+
+/// The writer: takes what is queued whenever fewer than [`ROUND_TRIPS`] are in flight, until
+/// every producer clone is gone and the queue is empty.
+async fn write(mut queue: mpsc::Receiver<Request>, client: HealingClient, scripts: Arc<ScriptUse>) {
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            first = queue.recv(), if in_flight.len() < ROUND_TRIPS => {
+                let Some(first) = first else { break };
+                let mut bytes = first.data.len();
+                let mut round = vec![first];
+                while round.len() < BATCH_CHUNK && bytes < BATCH_CHUNK_BYTES {
+                    match queue.try_recv() {
+                        Ok(next) => {
+                            bytes += next.data.len();
+                            round.push(next);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                // Pushed, it is polled (and its commands queued on the connection) at the top
+                // of the next turn, before another round trip is formed.
+                in_flight.push(send_round(client.clone(), scripts.clone(), round));
+            }
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// One round trip: per stream (and NOMKSTREAM and cap), the append script for several
+/// entries, a plain `XADD` for one; every command queued on the connection before any is
+/// awaited.
+async fn send_round(client: HealingClient, scripts: Arc<ScriptUse>, round: Vec<Request>) {
+    let mut groups: Vec<Vec<Request>> = Vec::new();
+    for request in round {
+        match groups.iter_mut().find(|g| {
+            let first = &g[0];
+            first.stream == request.stream
+                && first.no_mkstream == request.no_mkstream
+                && first.max_len == request.max_len
+        }) {
+            Some(group) => group.push(request),
+            None => groups.push(vec![request]),
+        }
+    }
+    let fred = client.get();
+    let sends = groups.into_iter().map(|group| send_group(&client, &fred, &scripts, group));
+    futures_util::future::join_all(sends).await;
+}
+
+/// The entries of one stream in a round trip, answered each.
+async fn send_group(client: &HealingClient, fred: &fred::clients::Client, scripts: &ScriptUse, group: Vec<Request>) {
+    let stream = group[0].stream.clone();
+    let (no_mkstream, max_len) = (group[0].no_mkstream, group[0].max_len);
+    let scripted =
+        group.len() > 1 && scripts.may_try() && group.iter().all(|r| r.headers.len() <= append::MAX_SCRIPT_HEADERS);
+    if scripted {
+        let bare = group.iter().all(|r| r.headers.is_empty());
+        let mut args = AppendArgs::new(no_mkstream, max_len, group.len(), bare);
+        for request in &group {
+            args.push(request.data.clone(), &append::header_args(&request.headers, false), None);
+        }
+        let reply: std::result::Result<Value, fred::error::Error> = fred
+            .eval(fred::bytes_utils::Str::from_static(append::APPEND), vec![stream.clone()], args.into_args())
+            .await;
+        match reply {
+            Ok(reply) => {
+                scripts.allowed();
+                let sent = group.len();
+                for (request, outcome) in group.into_iter().zip(append::entry_replies(&stream, sent, reply)) {
+                    let _ = request.reply.send(outcome);
+                }
+                return;
+            }
+            Err(e) if append::scripts_refused(&e) => scripts.refused(),
+            Err(e) => {
+                client.heal(fred, &e).await;
+                for request in group {
+                    let _ = request.reply.send(Err(Error::redis("EVAL (append)", &stream, e.clone())));
+                }
+                return;
+            }
+        }
+    }
+    let cap = match max_len.map(|len| XCap::try_from(("MAXLEN", "~", len as i64))).transpose() {
+        Ok(cap) => cap.unwrap_or_else(|| XCap::from(None::<()>)),
+        Err(e) => {
+            for request in group {
+                let _ = request.reply.send(Err(Error::redis("XADD", &stream, e.clone())));
+            }
+            return;
+        }
+    };
+    let adds = group.iter().map(|request| {
+        let fields = entry_fields(request.data.clone(), &request.headers);
+        fred.xadd::<Value, _, _, _, _>(stream.as_str(), no_mkstream, cap.clone(), "*", fields)
+    });
+    let replies = futures_util::future::join_all(adds).await;
+    let mut healed = false;
+    for (request, reply) in group.into_iter().zip(replies) {
+        let outcome = match reply {
+            Ok(reply) => parse_added_id(&stream, reply),
+            Err(e) => {
+                if !healed {
+                    healed = client.heal(fred, &e).await;
+                }
+                Err(Error::redis("XADD", &stream, e))
+            }
+        };
+        let _ = request.reply.send(outcome);
+    }
+}
