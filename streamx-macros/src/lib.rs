@@ -94,7 +94,7 @@ use proc_macro::TokenStream;
 /// | `consumer` | consumer name within the group | `<hostname>-<pid>-<n>` chosen by the runtime | `.consumer_name("x")` |
 /// | `name` | registration name, used in logs and to detect duplicates | `module_path!()::fn_name` | `Registration::new(name, ..)` |
 /// | `concurrency` | handlers running at once, integer `>= 1` | `1` | `.concurrency(n)` |
-/// | `batch_size` | entries fetched per round of `XREADGROUP`s (shared by the readers), integer `>= 1` | chosen by the runtime | `.batch_size(n)` |
+/// | `batch_size` | the `COUNT` of each `XREADGROUP` of each read loop (not shared by the readers), integer `>= 1` | chosen by the runtime | `.batch_size(n)` |
 /// | `readers` | read loops, each on a connection of its own, integer `>= 1` (at most `concurrency`) | 1 below concurrency 8, 8 from 8 | `.readers(n)` |
 /// | `block` | how long one `XREADGROUP` blocks, duration `> 0` | `"2s"` | `.block(Duration)` |
 /// | `start` | where a newly created group starts: `"begin"`, `"new"` or an entry id such as `"1700000000000-0"` | `"begin"` | `.start(StartFrom::..)` |

@@ -20,11 +20,15 @@ pub struct ConsumerOptions {
     pub consumer_name: Option<&'static str>,
     /// At most this many handler invocations run at once. Default 1.
     pub concurrency: usize,
-    /// Entries fetched per round of reads, shared among the [`readers`](Self::readers) (at
-    /// most; the byte budget may fetch fewer). Default: `8 × concurrency`, at least 128 and
-    /// at most 512; with the default, each read loop's reads grow (up to 512 entries) while
-    /// handlers keep up, and fall back to its share when they do not. An explicit value is
-    /// never exceeded.
+    /// The most entries one read asks for: the `COUNT` of every `XREADGROUP` of each of the
+    /// [`readers`](Self::readers) read loops (each loop reads up to `batch_size`, so a round of
+    /// reads fetches up to `readers × batch_size`; the byte budget may fetch fewer). Memory:
+    /// at most `concurrency + 2 × readers × batch_size` fetched, unfinished messages (each
+    /// loop holds the read it dispatches and one read ahead), and at most
+    /// [`max_buffered_bytes`](Self::max_buffered_bytes) of their payloads. Default `None`: the
+    /// runtime sizes reads: each loop starts at its share of `8 × concurrency` (at least 128
+    /// and at most 512 in all) and doubles its reads, up to 512, while handlers keep up,
+    /// falling back when they do not.
     pub batch_size: Option<usize>,
     /// How many read loops fetch new entries, each on a connection and a task of its own,
     /// sharing the batch, the permits and the byte budget. Default: 1 below concurrency 8
@@ -119,7 +123,8 @@ impl ConsumerOptions {
         self.ordered.unwrap_or(self.topic)
     }
 
-    /// The batch size in effect.
+    /// An explicit [`batch_size`](Self::batch_size), else the default batch the read loops
+    /// share when they start (`8 × concurrency`, between 128 and 512).
     pub fn effective_batch_size(&self) -> usize {
         self.batch_size.unwrap_or_else(|| self.concurrency.saturating_mul(8).clamp(128, 512))
     }

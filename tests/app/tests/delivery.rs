@@ -245,6 +245,43 @@ async fn concurrency_is_a_hard_bound(topology: Topology) {
 /// share of `8 x concurrency` when they do not: quick handlers drain a backlog in a few
 /// large reads, slow ones never hold more than two shares per read loop (others in the
 /// group could be running those entries).
+/// An explicit `batch_size` is the COUNT of each read of each read loop, not a batch the
+/// loops share (issue 26: 8 loops sharing 100 read ~12 entries per XREADGROUP); the memory
+/// bound is restated in its terms: `concurrency + 2 × readers × batch_size`.
+async fn an_explicit_batch_size_is_each_reads_count(topology: Topology) {
+    let server = TestRedis::start(topology).unwrap();
+    let producer = Producer::connect(&server.url()).await.unwrap();
+    let stream = unique_name("count");
+    producer.publish_batch(&stream, &(0..20_000).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    let reads_before = server.calls_served("xreadgroup").unwrap();
+    let (consumer, seen) = recorder(&stream, "g");
+    let runtime = start_runtime(server.url(), vec![consumer.concurrency(8).readers(8).batch_size(100)]).await;
+    wait_until(Duration::from_secs(60), "20,000 handled", || async { len(&seen) >= 20_000 }).await.unwrap();
+    runtime.shutdown().await.unwrap();
+    let reads = server.calls_served("xreadgroup").unwrap() - reads_before;
+    // 200 reads of 100, plus the reads that came back short at the end and the blocking
+    // ones; a shared batch (13 per read) would take more than 1,500.
+    assert!((200..400).contains(&reads), "{reads} reads of 20,000 entries at COUNT 100");
+
+    // Slow handlers: never more than concurrency + 2 reads of 100 per loop held.
+    let slow = unique_name("slow-count");
+    producer.publish_batch(&slow, &(0..3_000).map(Job::ok).collect::<Vec<_>>()).await.unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = done.clone();
+    let consumer = Consumer::new(slow.clone(), "g".to_string(), move |_msg: Message<Job>| {
+        let d = d.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            d.fetch_add(1, Ordering::SeqCst);
+        }
+    })
+    .concurrency(8)
+    .readers(2)
+    .batch_size(100);
+    let max_held = most_held_until_handled(&server.url(), consumer, &slow, &done, 3_000).await;
+    assert!(max_held > 100 && max_held <= 8 + 2 * 2 * 100, "held at most {max_held} messages");
+}
+
 async fn reads_grow_only_while_handlers_keep_up(topology: Topology) {
     let server = TestRedis::start(topology).unwrap();
     let producer = Producer::connect(&server.url()).await.unwrap();
@@ -412,6 +449,7 @@ on_both_topologies!(
     entries_written_by_hand_are_consumed_and_ours_read_by_hand,
     concurrency_is_a_hard_bound,
     reads_grow_only_while_handlers_keep_up,
+    an_explicit_batch_size_is_each_reads_count,
     large_entries_stay_within_the_byte_budget,
     shutdown_is_prompt_and_lets_running_handlers_finish,
 );
