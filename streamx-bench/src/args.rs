@@ -97,7 +97,8 @@ pub struct BenchArgs {
     /// Phases to run, comma-separated (default: all).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub only: Vec<Phase>,
-    /// Messages for the produce, consume and I/O phases [default: 200000; --quick: 20000].
+    /// Messages for the produce, concurrent, consume, batch-sizes and I/O phases [default: 200000;
+    /// --quick: 20000].
     #[arg(long)]
     pub messages: Option<u64>,
     /// Backlog drained by the memory phase [default: 1000000; --quick: 100000].

@@ -784,6 +784,7 @@ fn reference_rows(out: &mut String, p: &ProduceResult) {
 
 /// What the produce phase's references were, or why they were skipped.
 fn reference_notes(out: &mut String, p: &ProduceResult) {
+    let _ = writeln!(out);
     match &p.seastreamer {
         Reference::Measured(sea) => {
             let _ = writeln!(
