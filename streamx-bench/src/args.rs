@@ -29,10 +29,19 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
-    /// Publishing a batch of JSON messages.
+    /// Publishing a batch of JSON messages: `publish_batch` against the raw fred producers,
+    /// SeaStreamer's Redis producer and `redis-benchmark` (the ceiling, when on PATH).
     Produce,
+    /// Issue 26: `--publish-tasks` tasks sharing one `Producer`, each awaiting `publish` of
+    /// one message after the other, against `publish_batch` of the same messages and
+    /// against the same tasks on one raw fred client; msg/s and per-call latency.
+    Concurrent,
     /// Draining a backlog with a no-op handler at several concurrencies.
     Consume,
+    /// Issue 26: draining a backlog at concurrency 8 with `.batch_size(b)` for each of
+    /// `--batch-sizes` (and once with `.readers(2).batch_size(100)`) against the raw loop
+    /// reading `COUNT b` with as many readers.
+    BatchSizes,
     /// Publish-to-handler latency at steady rates.
     Latency,
     /// A handler awaiting a 10 ms timer at concurrency 256.
@@ -62,9 +71,11 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 12] = [
+    pub const ALL: [Phase; 14] = [
         Phase::Produce,
+        Phase::Concurrent,
         Phase::Consume,
+        Phase::BatchSizes,
         Phase::Latency,
         Phase::Io,
         Phase::Memory,
@@ -86,7 +97,8 @@ pub struct BenchArgs {
     /// Phases to run, comma-separated (default: all).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub only: Vec<Phase>,
-    /// Messages for the produce, consume and I/O phases [default: 200000; --quick: 20000].
+    /// Messages for the produce, concurrent, consume, batch-sizes and I/O phases [default: 200000;
+    /// --quick: 20000].
     #[arg(long)]
     pub messages: Option<u64>,
     /// Backlog drained by the memory phase [default: 1000000; --quick: 100000].
@@ -126,6 +138,14 @@ pub struct BenchArgs {
     /// `queue-writer`, each with an optional `+nodelay`.
     #[arg(long, value_delimiter = ',')]
     pub raw_producers: Vec<ProducerDesign>,
+    /// Concurrent phase: tasks sharing one producer, each publishing its share of
+    /// --messages one message at a time.
+    #[arg(long, default_value_t = 1000)]
+    pub publish_tasks: usize,
+    /// Batch-sizes phase: the `batch_size` values of the streamx consumer (at concurrency 8,
+    /// default readers), each against the raw loop reading `COUNT` as many.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
+    pub batch_sizes: Vec<usize>,
     /// Reader tasks of the raw consumer at each concurrency [default: the concurrency,
     /// clamped to 1..=8].
     #[arg(long)]
@@ -207,6 +227,8 @@ pub struct Settings {
     pub large_concurrency: usize,
     pub raw_producers: Vec<ProducerDesign>,
     pub raw_readers: Option<usize>,
+    pub publish_tasks: usize,
+    pub batch_sizes: Vec<usize>,
     pub scale_pel: u64,
     pub scale_consumers: usize,
     pub scale_secs: f64,
@@ -250,6 +272,8 @@ impl Settings {
                 a.raw_producers.clone()
             },
             raw_readers: a.raw_readers,
+            publish_tasks: a.publish_tasks,
+            batch_sizes: a.batch_sizes.clone(),
             scale_pel: a.scale_pel.unwrap_or(if q { 100_000 } else { 1_000_000 }),
             scale_consumers: a.scale_consumers,
             scale_secs: a.scale_secs.unwrap_or(if q { 5.0 } else { 10.0 }),
@@ -276,6 +300,11 @@ impl Settings {
             "--large-entries, --large-payload-kib and --large-concurrency must be positive"
         );
         anyhow::ensure!(s.raw_readers != Some(0), "--raw-readers must be positive");
+        anyhow::ensure!(s.publish_tasks > 0, "--publish-tasks must be positive");
+        anyhow::ensure!(
+            !s.batch_sizes.is_empty() && s.batch_sizes.iter().all(|b| *b > 0),
+            "--batch-sizes must be positive"
+        );
         anyhow::ensure!(
             s.scale_pel > 0 && s.takeover_messages > 0,
             "--scale-pel and --takeover-messages must be positive"

@@ -33,7 +33,7 @@ pub struct LatencyStats {
 }
 
 impl LatencyStats {
-    fn of(h: &Histogram<u64>) -> Self {
+    pub fn of(h: &Histogram<u64>) -> Self {
         let us = |ns: u64| ns as f64 / 1000.0;
         LatencyStats {
             count: h.len(),

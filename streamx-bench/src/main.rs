@@ -2,7 +2,10 @@
 //!
 //! Benchmarks streamx against a raw baseline written directly with fred, on the same Redis
 //! and the same workload, in one run: produce (against the fastest of several raw producer
-//! designs), consume (concurrency 1, 8, 64), with the client's and the server's CPU time per
+//! designs, SeaStreamer's producer and redis-benchmark as the ceiling), concurrent (1,000
+//! tasks awaiting `publish` one message at a time, against `publish_batch` and a raw fred
+//! client), consume (concurrency 1, 8, 64; and batch-sizes: explicit `batch_size` against
+//! the raw loop's COUNT), with the client's and the server's CPU time per
 //! message and the server's time per command, latency at steady rates, an I/O-bound
 //! handler, the peak RSS of a consume-only process (small and ~1 MiB entries), and (scale)
 //! the Redis cost of idle consumers with a large pending entries list and the take-over
@@ -17,6 +20,9 @@
 //! Ctrl-C). See BENCHMARKS.md for the figures of a full run.
 
 mod args;
+mod batch_sizes;
+mod ceiling;
+mod concurrent;
 mod cost;
 mod features;
 mod latency;
@@ -27,8 +33,10 @@ mod progress;
 mod raw;
 mod raw_producer;
 mod redis_stats;
+mod references;
 mod report;
 mod scale;
+mod seastreamer;
 mod streamx_side;
 mod takeover;
 mod topic;

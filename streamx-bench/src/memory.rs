@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::args::{ConsumeOnlyArgs, PayloadKind, Side};
 use crate::progress::Progress;
 use crate::raw::{self, RawConsumer, ReadPlan};
-use crate::streamx_side::{self, Drain, Tally, Work};
+use crate::streamx_side::{self, Drain, ReadTuning, Tally, Work};
 use crate::workload::{blob_json, events, Blob, Event};
 
 /// How long a child may take to drain its backlog.
@@ -208,6 +208,7 @@ pub async fn consume_only(a: ConsumeOnlyArgs) -> Result<()> {
                 group: &a.group,
                 target: a.count,
                 concurrency: a.concurrency,
+                read: ReadTuning::DEFAULT,
                 work: Work::None,
                 timeout: CHILD_TIMEOUT,
                 http: a.metrics,

@@ -16,12 +16,13 @@ use crate::memory::{self, ChildJob};
 use crate::progress::{note, Progress};
 use crate::raw::{self, RawConsumer, ReadPlan};
 use crate::raw_producer;
+use crate::references::{CeilingRuns, SeaStreamerRuns};
 use crate::report::{
     best, ConsumeRow, DesignRate, IoRow, LargeMemoryRow, LatencyRow, MemoryRow, MetricsRow, ProduceResult, Results,
     Throughput,
 };
 use crate::scale;
-use crate::streamx_side::{self, Drain, Tally, Work};
+use crate::streamx_side::{self, Drain, ReadTuning, Tally, Work};
 use crate::takeover;
 use crate::workload::{events, typical_payload_bytes, Event, Keys};
 
@@ -29,7 +30,7 @@ use crate::workload::{events, typical_payload_bytes, Event, Keys};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The order of the two sides in repeat `r`: alternates, so neither always goes first.
-fn order(r: u32) -> [Side; 2] {
+pub(crate) fn order(r: u32) -> [Side; 2] {
     if r % 2 == 0 {
         [Side::Streamx, Side::Raw]
     } else {
@@ -46,7 +47,9 @@ pub fn new_results(s: &Settings) -> Results {
         load_before: loadavg(),
         load_after: String::new(),
         produce: None,
+        concurrent: None,
         consume: Vec::new(),
+        batch_sizes: Vec::new(),
         latency: Vec::new(),
         io_bound: None,
         memory: None,
@@ -67,11 +70,17 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client, results: &mut Result
     if s.runs(Phase::Produce) {
         results.produce = Some(produce(s, keys, admin).await?);
     }
-    if s.runs(Phase::Consume) || s.runs(Phase::Io) {
+    if s.runs(Phase::Concurrent) {
+        results.concurrent = Some(crate::concurrent::run(s, keys, admin).await?);
+    }
+    if s.runs(Phase::Consume) || s.runs(Phase::BatchSizes) || s.runs(Phase::Io) {
         let backlog = keys.stream("backlog");
-        memory::publish_backlog(admin, &backlog, s.messages, "backlog for consume/io").await?;
+        memory::publish_backlog(admin, &backlog, s.messages, "backlog for consume/batch-sizes/io").await?;
         if s.runs(Phase::Consume) {
             results.consume = consume(s, keys, admin, &backlog).await?;
+        }
+        if s.runs(Phase::BatchSizes) {
+            results.batch_sizes = crate::batch_sizes::run(s, keys, admin, &backlog).await?;
         }
         if s.runs(Phase::Io) {
             results.io_bound = Some(io_bound(s, keys, admin, &backlog).await?);
@@ -111,12 +120,15 @@ async fn produce(s: &Settings, keys: &Keys, admin: &Client) -> Result<ProduceRes
     let designs = &s.raw_producers;
     let names: Vec<String> = designs.iter().map(ToString::to_string).collect();
     note(&format!(
-        "== produce: {} messages, streamx publish_batch vs raw producers [{}], best of {}",
+        "== produce: {} messages, streamx publish_batch vs raw producers [{}], SeaStreamer and redis-benchmark, \
+         best of {}",
         s.messages,
         names.join(", "),
         s.repeat
     ));
-    let batch = events(0, s.messages);
+    let batch = Arc::new(events(0, s.messages));
+    let mut seastreamer = SeaStreamerRuns::default();
+    let mut ceiling = CeilingRuns::new();
     let (mut sx_runs, mut sx_costs) = (Vec::new(), Vec::new());
     let mut raw_runs: Vec<Vec<f64>> = vec![Vec::new(); designs.len()];
     let mut raw_costs: Vec<Vec<Cost>> = vec![Vec::new(); designs.len()];
@@ -144,9 +156,11 @@ async fn produce(s: &Settings, keys: &Keys, admin: &Client) -> Result<ProduceRes
                         raw_costs[i].push(cost);
                         raw::delete(admin, vec![stream]).await?;
                     }
+                    seastreamer.measure(s, keys, admin, &batch, &format!("run {}/{}", r + 1, s.repeat)).await?;
                 }
             }
         }
+        ceiling.measure(s, keys, admin, &format!("run {}/{}", r + 1, s.repeat)).await?;
     }
     let rates: Vec<DesignRate> = names
         .into_iter()
@@ -156,6 +170,8 @@ async fn produce(s: &Settings, keys: &Keys, admin: &Client) -> Result<ProduceRes
     let fastest =
         (0..rates.len()).max_by(|&a, &b| rates[a].best.total_cmp(&rates[b].best)).context("no raw producer")?;
     Ok(ProduceResult {
+        seastreamer: seastreamer.finish(&sx_runs),
+        ceiling: ceiling.finish(best(&sx_runs)),
         throughput: Throughput::new(sx_runs, raw_runs[fastest].clone()),
         raw_design: rates[fastest].design.clone(),
         designs: rates,
@@ -166,21 +182,33 @@ async fn produce(s: &Settings, keys: &Keys, admin: &Client) -> Result<ProduceRes
 
 /// Runs `publish` (which counts into `done` and returns its own clock) with a progress
 /// line and a [`Meter`]; msg/s and the cost.
-async fn timed_publish(
+pub(crate) async fn timed_publish(
     s: &Settings,
     admin: &Client,
     label: &str,
     done: &Arc<AtomicU64>,
     publish: impl Future<Output = Result<Duration>>,
 ) -> Result<(f64, Cost)> {
+    let (rate, cost, ()) = timed_publish_with(s, admin, label, done, async { Ok((publish.await?, ())) }).await?;
+    Ok((rate, cost))
+}
+
+/// [`timed_publish`] of a `publish` that also returns something of its own (kept).
+pub(crate) async fn timed_publish_with<T>(
+    s: &Settings,
+    admin: &Client,
+    label: &str,
+    done: &Arc<AtomicU64>,
+    publish: impl Future<Output = Result<(Duration, T)>>,
+) -> Result<(f64, Cost, T)> {
     let progress = Progress::start(label, s.messages, done.clone());
     let meter = Meter::start(admin).await?;
-    let elapsed = publish.await?;
+    let (elapsed, extra) = publish.await?;
     let cost = meter.finish(admin, s.messages).await?;
     done.store(s.messages, Ordering::Relaxed);
     let rate = s.messages as f64 / elapsed.as_secs_f64();
     progress.finish(&format!("{rate:.0} msg/s; {}", cost_summary(&cost))).await;
-    Ok((rate, cost))
+    Ok((rate, cost, extra))
 }
 
 fn cost_summary(cost: &Cost) -> String {
@@ -208,8 +236,18 @@ async fn consume(s: &Settings, keys: &Keys, admin: &Client, backlog: &str) -> Re
                 Side::Streamx => {
                     for (i, &c) in s.concurrency.iter().enumerate() {
                         let label = format!("consume streamx c={c} run {}/{}", r + 1, s.repeat);
-                        sx_runs[i]
-                            .push(drain_streamx(s, keys, admin, backlog, &label, c, Work::None, s.messages).await?);
+                        sx_runs[i].push(
+                            drain_streamx(
+                                s,
+                                keys,
+                                admin,
+                                backlog,
+                                &label,
+                                ConsumerShape::new(c, Work::None),
+                                s.messages,
+                            )
+                            .await?,
+                        );
                     }
                 }
                 Side::Raw => {
@@ -221,9 +259,6 @@ async fn consume(s: &Settings, keys: &Keys, admin: &Client, backlog: &str) -> Re
             }
         }
     }
-    let split = |runs: &[(f64, Cost)]| -> (Vec<f64>, Option<CostSummary>) {
-        (runs.iter().map(|(rate, _)| *rate).collect(), CostSummary::of(runs.iter().map(|(_, c)| c.clone()).collect()))
-    };
     let mut rows = Vec::new();
     for (i, &concurrency) in s.concurrency.iter().enumerate() {
         let j = distinct.iter().position(|p| *p == plans[i]).context("raw plan")?;
@@ -240,17 +275,35 @@ async fn consume(s: &Settings, keys: &Keys, admin: &Client, backlog: &str) -> Re
     Ok(rows)
 }
 
+/// The msg/s of drain runs and the summary of their costs.
+pub(crate) fn split(runs: &[(f64, Cost)]) -> (Vec<f64>, Option<CostSummary>) {
+    (runs.iter().map(|(rate, _)| *rate).collect(), CostSummary::of(runs.iter().map(|(_, c)| c.clone()).collect()))
+}
+
+/// How a streamx drain's consumer runs: its handler concurrency and work, and how it reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConsumerShape {
+    pub concurrency: usize,
+    pub read: ReadTuning,
+    pub work: Work,
+}
+
+impl ConsumerShape {
+    /// `concurrency` and `work`, reading with the consumer's defaults.
+    pub fn new(concurrency: usize, work: Work) -> Self {
+        ConsumerShape { concurrency, read: ReadTuning::DEFAULT, work }
+    }
+}
+
 /// Drains `target` messages of `backlog` with the streamx runtime in a fresh group; msg/s
 /// and the cost.
-#[allow(clippy::too_many_arguments)]
-async fn drain_streamx(
+pub(crate) async fn drain_streamx(
     s: &Settings,
     keys: &Keys,
     admin: &Client,
     backlog: &str,
     label: &str,
-    concurrency: usize,
-    work: Work,
+    shape: ConsumerShape,
     target: u64,
 ) -> Result<(f64, Cost)> {
     let group = keys.group("sx");
@@ -261,8 +314,9 @@ async fn drain_streamx(
         stream: backlog,
         group: &group,
         target,
-        concurrency,
-        work,
+        concurrency: shape.concurrency,
+        read: shape.read,
+        work: shape.work,
         timeout: DRAIN_TIMEOUT,
         http: false,
     };
@@ -275,7 +329,7 @@ async fn drain_streamx(
 }
 
 /// Drains all of `backlog` with the raw consumer in a fresh group; msg/s and the cost.
-async fn drain_raw(
+pub(crate) async fn drain_raw(
     s: &Settings,
     keys: &Keys,
     admin: &Client,
@@ -313,7 +367,7 @@ async fn io_bound(s: &Settings, keys: &Keys, admin: &Client, backlog: &str) -> R
     for r in 0..s.repeat {
         let label = format!("io streamx c={c} run {}/{}", r + 1, s.repeat);
         let work = Work::Sleep(Duration::from_millis(ms));
-        runs.push(drain_streamx(s, keys, admin, backlog, &label, c, work, s.io_messages).await?.0);
+        runs.push(drain_streamx(s, keys, admin, backlog, &label, ConsumerShape::new(c, work), s.io_messages).await?.0);
     }
     let streamx = best(&runs);
     Ok(IoRow { concurrency: c, sleep_ms: ms, messages: s.io_messages, streamx, ideal, ratio: streamx / ideal, runs })

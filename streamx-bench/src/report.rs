@@ -5,9 +5,12 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::args::Settings;
+use crate::batch_sizes::BatchSizeRow;
+use crate::concurrent::ConcurrentRow;
 use crate::cost::{CommandCost, Cost, CostSummary};
 use crate::latency::LatencyStats;
 use crate::memory::ChildReport;
+use crate::references::{CeilingRow, Reference, SeaStreamerRow};
 use crate::scale::{calls_summary, ScaleRow};
 use crate::takeover::{commands_summary, least, longest, DrainCost, TakeoverRow, SUSPECT_TARGET_SECS};
 
@@ -65,6 +68,10 @@ pub struct ProduceResult {
     pub streamx_cost: Option<CostSummary>,
     /// The cost of the fastest raw design.
     pub raw_cost: Option<CostSummary>,
+    /// SeaStreamer's Redis producer.
+    pub seastreamer: Reference<SeaStreamerRow>,
+    /// redis-benchmark, per shape.
+    pub ceiling: Reference<Vec<CeilingRow>>,
 }
 
 /// One raw producer design's figures.
@@ -189,7 +196,9 @@ pub struct Results {
     pub load_before: String,
     pub load_after: String,
     pub produce: Option<ProduceResult>,
+    pub concurrent: Option<ConcurrentRow>,
     pub consume: Vec<ConsumeRow>,
+    pub batch_sizes: Vec<BatchSizeRow>,
     pub latency: Vec<LatencyRow>,
     pub io_bound: Option<IoRow>,
     pub memory: Option<MemoryRow>,
@@ -219,6 +228,22 @@ impl Results {
                 count(raw),
                 raw >= REFERENCE_PRODUCER,
             );
+            if let Some(sea) = p.seastreamer.measured() {
+                let r = sea.throughput.ratio;
+                check("publish_batch >= 1.0 x SeaStreamer", format!("{r:.2} x"), r >= 1.0);
+            }
+            if let Some(c) = p.ceiling.measured().and_then(|rows| rows.iter().find(|c| c.shape.pipeline == 128)) {
+                let r = c.ratio;
+                check(
+                    &format!("publish_batch >= 0.5 x redis-benchmark {}", c.shape.label()),
+                    format!("{r:.2} x"),
+                    r >= 0.5,
+                );
+            }
+        }
+        if let Some(c) = &self.concurrent {
+            let r = c.against_batch.ratio;
+            check(&format!("{} tasks' publish >= 0.8 x publish_batch", c.tasks), format!("{r:.2} x"), r >= 0.8);
         }
         for row in self.consume.iter().filter(|r| r.concurrency == 8 || r.concurrency == 64) {
             let c = row.concurrency;
@@ -230,6 +255,10 @@ impl Results {
             if let Some(r) = row.redis_cpu_ratio() {
                 check(&format!("consume c={c} Redis CPU/msg <= 1.15 x raw"), format!("{r:.2} x"), r <= 1.15);
             }
+        }
+        for row in &self.batch_sizes {
+            let r = row.throughput.ratio;
+            check(&format!("consume c={} {} >= 0.9 x raw", row.concurrency, row.name()), format!("{r:.2} x"), r >= 0.9);
         }
         if let Some(row) = self.latency.iter().find(|r| r.rate == 1000) {
             let p99 = row.streamx.p99_us / 1000.0;
@@ -314,6 +343,10 @@ impl Results {
             table_row(&mut out, name, count(t.streamx), count(t.raw), format!("{:.2}", t.ratio));
             paired_row(&mut out, "  produce", t);
             cost_rows(&mut out, "  produce", &p.streamx_cost, &p.raw_cost);
+            reference_rows(&mut out, p);
+        }
+        if let Some(c) = &self.concurrent {
+            concurrent_rows(&mut out, c);
         }
         for c in &self.consume {
             let t = &c.throughput;
@@ -323,6 +356,14 @@ impl Results {
             table_row(&mut out, name, count(t.streamx), count(t.raw), format!("{:.2}", t.ratio));
             paired_row(&mut out, &format!("  c={}", c.concurrency), t);
             cost_rows(&mut out, &format!("  c={}", c.concurrency), &c.streamx_cost, &c.raw_cost);
+        }
+        for b in &self.batch_sizes {
+            let t = &b.throughput;
+            // The raw loop runs as many readers (8 by default), reading COUNT batch_size.
+            let name = format!("consume c={} {} (msg/s)", b.concurrency, b.name());
+            table_row(&mut out, name, count(t.streamx), count(t.raw), format!("{:.2}", t.ratio));
+            paired_row(&mut out, &format!("  {}", b.short_name()), t);
+            cost_rows(&mut out, &format!("  {}", b.short_name()), &b.streamx_cost, &b.raw_cost);
         }
         let mut row = |name: String, sx: String, raw: String, ratio: String| table_row(&mut out, name, sx, raw, ratio);
         for l in &self.latency {
@@ -499,6 +540,25 @@ impl Results {
                 let _ = writeln!(out, "  {:<28} {:>12}{mark}", d.design, count(d.best));
             }
             commands_table(&mut out, "produce", &p.streamx_cost, &p.raw_cost);
+            reference_notes(&mut out, p);
+        }
+        if let Some(b) = self.batch_sizes.first() {
+            let _ = writeln!(
+                out,
+                "\nbatch-sizes: streamx c={} with .batch_size(b) (default readers: {}; one row .readers(2)), raw: as \
+                 many readers, each reading COUNT b",
+                b.concurrency, b.raw_readers
+            );
+        }
+        if let Some(c) = &self.concurrent {
+            let _ = writeln!(
+                out,
+                "\nconcurrent: {} tasks share one Producer, each awaiting publish of one message after the other \
+                 ({} messages); raw: the same tasks, one XADD per call on one fred client; latency of the run with \
+                 the lowest p99",
+                c.tasks,
+                count(c.messages as f64)
+            );
         }
         for c in &self.consume {
             commands_table(&mut out, &format!("consume c={}", c.concurrency), &c.streamx_cost, &c.raw_cost);
@@ -660,6 +720,141 @@ fn run_line(out: &mut String, name: &str, c: &DrainCost) {
 /// The issue-13 reference: SeaStreamer's producer published 210k–221k msg/s on the
 /// project's 2-core machine.
 const REFERENCE_PRODUCER: f64 = 210_000.0;
+
+/// The produce phase's rows against SeaStreamer and redis-benchmark.
+fn reference_rows(out: &mut String, p: &ProduceResult) {
+    let ratio = |a: f64, b: f64| format!("{:.2}", a / b);
+    match &p.seastreamer {
+        Reference::Measured(sea) => {
+            let t = &sea.throughput;
+            table_row(
+                out,
+                "produce vs SeaStreamer (msg/s)".into(),
+                count(t.streamx),
+                count(t.raw),
+                ratio(t.streamx, t.raw),
+            );
+            paired_row(out, "  vs SeaStreamer", t);
+            if let (Some(x), Some(r), Some(sea)) = (&p.streamx_cost, &p.raw_cost, &sea.cost) {
+                let us = |v: f64| format!("{v:.2}");
+                table_row(
+                    out,
+                    "  client CPU vs SeaStreamer (us/msg)".into(),
+                    us(x.client_cpu_us),
+                    us(sea.client_cpu_us),
+                    ratio(x.client_cpu_us, sea.client_cpu_us),
+                );
+                table_row(
+                    out,
+                    "  client CPU, best raw vs SeaStreamer".into(),
+                    us(r.client_cpu_us),
+                    us(sea.client_cpu_us),
+                    ratio(r.client_cpu_us, sea.client_cpu_us),
+                );
+                table_row(
+                    out,
+                    "  Redis CPU vs SeaStreamer (us/msg)".into(),
+                    us(x.redis_cpu_us),
+                    us(sea.redis_cpu_us),
+                    ratio(x.redis_cpu_us, sea.redis_cpu_us),
+                );
+            }
+        }
+        Reference::Skipped(_) => {
+            table_row(out, "produce vs SeaStreamer (msg/s)".into(), String::new(), "skipped".into(), "-".into());
+        }
+    }
+    match &p.ceiling {
+        Reference::Measured(rows) => {
+            for c in rows {
+                table_row(
+                    out,
+                    format!("produce vs redis-benchmark {} (msg/s)", c.shape.label()),
+                    count(p.throughput.streamx),
+                    count(c.best),
+                    format!("{:.2}", c.ratio),
+                );
+            }
+        }
+        Reference::Skipped(_) => {
+            table_row(out, "produce vs redis-benchmark (msg/s)".into(), String::new(), "skipped".into(), "-".into());
+        }
+    }
+}
+
+/// What the produce phase's references were, or why they were skipped.
+fn reference_notes(out: &mut String, p: &ProduceResult) {
+    let _ = writeln!(out);
+    match &p.seastreamer {
+        Reference::Measured(sea) => {
+            let _ = writeln!(
+                out,
+                "SeaStreamer (sea-streamer-redis 0.5): send() of every message, every receipt awaited, flush(); \
+                 payload in field `{}` (streamx and raw: `data`); best {} msg/s",
+                sea.message_field,
+                count(sea.throughput.raw)
+            );
+        }
+        Reference::Skipped(reason) => {
+            let _ = writeln!(out, "SeaStreamer: skipped: {reason}");
+        }
+    }
+    match &p.ceiling {
+        Reference::Measured(rows) => {
+            for c in rows {
+                let _ = writeln!(
+                    out,
+                    "redis-benchmark -P {} -c {} XADD (field `data`, same JSON): best {} req/s, Redis {:.2} us/msg",
+                    c.shape.pipeline,
+                    c.shape.clients,
+                    count(c.best),
+                    c.redis_cpu_us
+                );
+            }
+        }
+        Reference::Skipped(reason) => {
+            let _ = writeln!(out, "redis-benchmark: skipped: {reason}");
+        }
+    }
+}
+
+/// The concurrent phase's rows.
+fn concurrent_rows(out: &mut String, c: &ConcurrentRow) {
+    let (r, b) = (&c.against_raw, &c.against_batch);
+    let n = c.tasks;
+    table_row(
+        out,
+        format!("publish, {n} tasks (msg/s; raw fred xadd)"),
+        count(r.streamx),
+        count(r.raw),
+        format!("{:.2}", r.ratio),
+    );
+    paired_row(out, "  vs raw", r);
+    table_row(
+        out,
+        format!("  publish {n} tasks vs publish_batch"),
+        count(b.streamx),
+        count(b.raw),
+        format!("{:.2}", b.ratio),
+    );
+    paired_row(out, "  vs publish_batch", b);
+    let ms = |us: f64| format!("{:.3}", us / 1000.0);
+    let (x, w) = (&c.streamx_latency, &c.raw_latency);
+    let ratio = |a: f64, b: f64| format!("{:.2}", a / b);
+    table_row(out, "  per call p50 (ms)".into(), ms(x.p50_us), ms(w.p50_us), ratio(x.p50_us, w.p50_us));
+    table_row(out, "  per call p99 (ms)".into(), ms(x.p99_us), ms(w.p99_us), ratio(x.p99_us, w.p99_us));
+    table_row(out, "  per call max (ms)".into(), ms(x.max_us), ms(w.max_us), ratio(x.max_us, w.max_us));
+    cost_rows(out, &format!("  {n} tasks"), &c.streamx_cost, &c.raw_cost);
+    if let (Some(x), Some(bc)) = (&c.streamx_cost, &c.batch_cost) {
+        table_row(
+            out,
+            "  client CPU vs publish_batch (us/msg)".into(),
+            format!("{:.2}", x.client_cpu_us),
+            format!("{:.2}", bc.client_cpu_us),
+            ratio(x.client_cpu_us, bc.client_cpu_us),
+        );
+    }
+}
 
 /// One row of the summary table.
 fn table_row(out: &mut String, name: String, sx: String, raw: String, ratio: String) {

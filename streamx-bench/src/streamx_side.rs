@@ -118,6 +118,30 @@ async fn check_metrics(addr: std::net::SocketAddr, handled: u64) -> Result<()> {
     Ok(())
 }
 
+/// How the consumer of a [`Drain`] reads, when not the defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadTuning {
+    /// `.batch_size(n)`.
+    pub batch_size: Option<usize>,
+    /// `.readers(n)`.
+    pub readers: Option<usize>,
+}
+
+impl ReadTuning {
+    /// The consumer's defaults.
+    pub const DEFAULT: ReadTuning = ReadTuning { batch_size: None, readers: None };
+
+    fn apply(self, mut consumer: Consumer) -> Consumer {
+        if let Some(n) = self.batch_size {
+            consumer = consumer.batch_size(n);
+        }
+        if let Some(n) = self.readers {
+            consumer = consumer.readers(n);
+        }
+        consumer
+    }
+}
+
 /// One drain of a backlog by a fresh group.
 #[derive(Clone, Copy)]
 pub struct Drain<'a> {
@@ -127,6 +151,7 @@ pub struct Drain<'a> {
     /// Messages to handle.
     pub target: u64,
     pub concurrency: usize,
+    pub read: ReadTuning,
     pub work: Work,
     pub timeout: Duration,
     /// Serve the HTTP endpoint on a free loopback port: metrics recorded into the
@@ -145,9 +170,9 @@ pub async fn consume_as<T>(drain: &Drain<'_>, tally: Arc<Tally>) -> Result<Durat
 where
     T: DeserializeOwned + Send + 'static,
 {
-    let Drain { url, stream, group, target, concurrency, work, timeout, http } = *drain;
+    let Drain { url, stream, group, target, concurrency, read, work, timeout, http } = *drain;
     let started = Instant::now();
-    let consumer = consumer::<T>(stream, group, concurrency, work, tally.clone(), target);
+    let consumer = read.apply(consumer::<T>(stream, group, concurrency, work, tally.clone(), target));
     let running = start_with(url, consumer, http).await?;
     let finished = wait_for(&tally, target, started + timeout).await;
     if let Some(addr) = running.http_addr() {

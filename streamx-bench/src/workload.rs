@@ -89,6 +89,15 @@ impl Keys {
         name
     }
 
+    /// A fresh stream name of letters, digits, `.`, `_` and `-` only (the stream keys
+    /// SeaStreamer accepts); it will be deleted.
+    pub fn plain_stream(&self, what: &str) -> String {
+        let mut created = self.created.lock().unwrap_or_else(PoisonError::into_inner);
+        let name = format!("{}.{what}.{}", self.prefix, created.len()).replace(':', ".");
+        created.push(name.clone());
+        name
+    }
+
     /// A fresh group name.
     pub fn group(&self, what: &str) -> String {
         let mut n = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
