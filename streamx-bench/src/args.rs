@@ -386,6 +386,12 @@ pub struct ConsumeOnlyArgs {
     /// gauges sampled).
     #[arg(long)]
     pub metrics: bool,
+    /// streamx side: `.batch_size(n)` (for profiling a consumer alone).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// streamx side: `.readers(n)`.
+    #[arg(long)]
+    pub streamx_readers: Option<usize>,
 }
 
 /// What a backlog's entries hold.

@@ -208,7 +208,7 @@ pub async fn consume_only(a: ConsumeOnlyArgs) -> Result<()> {
                 group: &a.group,
                 target: a.count,
                 concurrency: a.concurrency,
-                read: ReadTuning::DEFAULT,
+                read: ReadTuning { batch_size: a.batch_size, readers: a.streamx_readers },
                 work: Work::None,
                 timeout: CHILD_TIMEOUT,
                 http: a.metrics,
