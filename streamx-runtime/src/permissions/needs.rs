@@ -44,6 +44,12 @@ pub(crate) const DIRECT: &[&str] = &[
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) const OPTIONAL: &[&str] = &["XACKDEL"];
 
+/// Commands producers send, not the consumer loop: in the ACL rule (which is for consumers
+/// and producers on the streams), left out of the consumers' start-up check. `EVAL` runs the
+/// producer's append script (batches and coalesced publishes); a producer refused it falls
+/// back to pipelined `XADD`s.
+pub(crate) const PRODUCER: &[&str] = &["EVAL"];
+
 /// What the client sends to learn a cluster's layout (only on Redis Cluster).
 pub(crate) const CLUSTER: &[&str] = &["CLUSTER INFO", "CLUSTER SLOTS"];
 
@@ -392,8 +398,14 @@ pub(crate) fn acl_rule<'a>(
     consumers: impl IntoIterator<Item = &'a ConsumerKeys>,
     commands: &[String],
 ) -> String {
-    let mut commands: Vec<String> = commands.iter().map(|c| format!("+{}", acl_name(c))).collect();
+    let mut commands: Vec<String> = commands
+        .iter()
+        .map(String::as_str)
+        .chain(PRODUCER.iter().copied())
+        .map(|c| format!("+{}", acl_name(c)))
+        .collect();
     commands.sort();
+    commands.dedup();
     format!(
         "ACL SETUSER {user} on >PASSWORD resetkeys {} resetchannels -@all {}",
         key_patterns(consumers).join(" "),
@@ -682,7 +694,7 @@ local s = [[redis.call('SET')]]
         let rule = acl_rule("w", [&orders, &shop], &["XACK".to_string(), "CLIENT ID".to_string()]);
         assert_eq!(
             rule,
-            r"ACL SETUSER w on >PASSWORD resetkeys ~orders ~{orders}:* ~streamx:streams ~{shop}.orders ~shop-dead\* ~{shop}#{shop}.orders:* resetchannels -@all +client|id +xack"
+            r"ACL SETUSER w on >PASSWORD resetkeys ~orders ~{orders}:* ~streamx:streams ~{shop}.orders ~shop-dead\* ~{shop}#{shop}.orders:* resetchannels -@all +client|id +eval +xack"
         );
         assert_eq!(key_pattern("orders", "{orders}:retries:billing"), "~{orders}:*");
         assert_eq!(from_acl_name("client|unblock"), "CLIENT UNBLOCK");

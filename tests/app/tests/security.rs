@@ -40,6 +40,9 @@ const ORDERS_USER_RULES: &[&str] = &[
     "-@all",
     "+@stream",
     "+evalsha",
+    // The producer's append script (batches and coalesced publishes; without it the producer
+    // falls back to pipelined XADDs after one denial).
+    "+eval",
     "+script|load",
     "+time",
     "+zadd",
