@@ -247,7 +247,8 @@ impl PublishOptions {
 }
 
 /// Publishes messages to streams. Cheap to clone; clones share one connection, on which
-/// concurrent publishes from many tasks are pipelined, and, once a batch of more than 500
+/// concurrent publishes from many tasks are coalesced into shared round trips (a lone publish
+/// leaves at once; see the README's "Publishing"), and, once a batch of more than 500
 /// messages is published, a second one for such batches (see
 /// [`publish_batch`](Self::publish_batch)).
 ///
@@ -385,7 +386,10 @@ impl Producer {
     pub async fn publish_raw(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
         #[cfg(feature = "opentelemetry")]
         let options = &*crate::observe::trace_context::with_current_context(options);
-        let stream = &*self.destination(stream, options).await?;
+        // Up to the queue of coalesced publishes, outside tokio's cooperative budget: a publish
+        // polled before another (a caller's `join_all`) must not yield on the way and be
+        // queued after it (see `coalesce`).
+        let stream = &*tokio::task::unconstrained(self.destination(stream, options)).await?;
         let timer = self.metrics.start(stream);
         let result = self.add_one(stream, data, options).await;
         timer.finish(1, &result);
@@ -450,7 +454,7 @@ impl Producer {
             return self.add_one_acked(stream, data, options, len).await;
         }
         let client = self.client.get();
-        self.registered.once(&client, stream).await;
+        tokio::task::unconstrained(self.registered.once(&client, stream)).await;
         if options.id.is_none() && options.durable.is_none() {
             // Coalesced with the publishes of other tasks (see `coalesce`). (A durable publish
             // is sent here: its WAIT must follow its XADD on the same connection.)
@@ -680,9 +684,11 @@ impl Producer {
         Ok(id)
     }
 
-    /// Publishes every payload, in order, in pipelined round trips of up to 500 XADDs, up to
-    /// 8 of them in flight at once (not one round trip per message). Returns the ids in the
-    /// same order.
+    /// Publishes every payload, in order, in round trips of up to 500 entries and 1 MiB, up
+    /// to 8 of them in flight at once (not one round trip per message): each round trip is one
+    /// call of the append script, which adds every entry with its own `XADD` (pipelined `XADD`s
+    /// for a user the server does not allow `EVAL`; see the README's "Publishing"). Returns the
+    /// ids in the same order.
     ///
     /// A batch of more than one round trip goes over a second connection of the producer,
     /// made at the first such batch, which leaves TCP_NODELAY off: the kernel then sends

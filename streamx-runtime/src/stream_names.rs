@@ -7,7 +7,7 @@
 //! Writing it is best effort: a stream missing from the registry is only found later by the
 //! tools' scan, so a failed `SADD` never fails a publish or a start.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -36,10 +36,12 @@ pub(crate) async fn registered(client: &Client) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// The streams a producer has registered in this process, so each costs one `SADD` only.
+/// The streams a producer has registered in this process, so each costs one `SADD` only:
+/// per name, the registration, done once (publishes that arrive while it runs wait for the
+/// same one, so none of them overtakes the first).
 #[derive(Clone, Default)]
 pub(crate) struct Registered {
-    names: Arc<Mutex<HashSet<String>>>,
+    names: Arc<Mutex<HashMap<String, Arc<tokio::sync::OnceCell<()>>>>>,
 }
 
 /// How long a producer's first publish to a stream waits for the registry's `SADD`.
@@ -52,18 +54,29 @@ impl Registered {
     /// at most [`REGISTER_WAIT`]: the registry's node may be slow or failing over while the
     /// stream's is fine.
     pub(crate) async fn once(&self, client: &Client, stream: &str) {
-        {
+        let registration = {
             // Every publish passes here: no allocation once the stream is known.
             let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
-            if names.contains(stream) {
-                return;
+            match names.get(stream) {
+                Some(done) if done.initialized() => return,
+                Some(running) => running.clone(),
+                None => {
+                    let first = Arc::new(tokio::sync::OnceCell::new());
+                    names.insert(stream.to_string(), first.clone());
+                    first
+                }
             }
-            names.insert(stream.to_string());
-        }
-        match tokio::time::timeout(REGISTER_WAIT, register(client, stream)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(stream, error = %e, "cannot add the stream to the registry of stream names"),
-            Err(_) => tracing::debug!(stream, "the registry of stream names did not answer in time"),
-        }
+        };
+        registration
+            .get_or_init(|| async {
+                match tokio::time::timeout(REGISTER_WAIT, register(client, stream)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(stream, error = %e, "cannot add the stream to the registry of stream names")
+                    }
+                    Err(_) => tracing::debug!(stream, "the registry of stream names did not answer in time"),
+                }
+            })
+            .await;
     }
 }

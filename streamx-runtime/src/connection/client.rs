@@ -98,7 +98,7 @@ fn build_client(url: &RedisUrl, config: Config, role: ClientRole) -> Result<fred
     });
     builder.with_performance_config(|p| {
         p.default_command_timeout = match role {
-            ClientRole::Command | ClientRole::Publish | ClientRole::BulkPublish => Duration::from_secs(30),
+            ClientRole::Command | ClientRole::Publish | ClientRole::BulkPublish => COMMAND_TIMEOUT,
             ClientRole::Reader { block } => block + Duration::from_secs(10),
         };
     });
@@ -223,9 +223,13 @@ pub(crate) fn is_wedged(err: &fred::error::Error) -> bool {
     match err.kind() {
         ErrorKind::Routing => err.details().contains("Max attempts"),
         ErrorKind::Timeout => true,
-        _ => false,
+        // The client's connection task is gone (it ran on an async runtime that shut down).
+        _ => err.details().contains("Failed to send command to router"),
     }
 }
+
+/// How long a command (other than a blocking read) waits for its reply.
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -13,7 +13,7 @@ mod redact;
 mod redis_url;
 mod tls;
 
-pub(crate) use client::{read_off_runtime, tool_client, with_env_off_runtime, ClientRole};
+pub(crate) use client::{read_off_runtime, tool_client, with_env_off_runtime, ClientRole, COMMAND_TIMEOUT};
 pub(crate) use healing::HealingClient;
 pub use redact::redact;
 pub use redis_url::{RedisUrl, DEFAULT_REDIS_URL, REDIS_URL_ENV};

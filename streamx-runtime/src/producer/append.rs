@@ -202,9 +202,26 @@ fn entry_outcome(stream: &str, reply: Value) -> Result<MessageId> {
     match value_bytes(reply.clone()) {
         Some(text) if text.first() == Some(&b'!') => {
             let details = String::from_utf8_lossy(&text[1..]).into_owned();
-            Err(Error::redis("XADD", stream, fred::error::Error::new(fred::error::ErrorKind::Unknown, details)))
+            Err(Error::redis(
+                "XADD",
+                stream,
+                fred::error::Error::new(fred::error::ErrorKind::Unknown, acl_text(details)),
+            ))
         }
         _ => super::parse_added_id(stream, reply),
+    }
+}
+
+/// An `XADD` the ACL refused inside the script is answered as a script error (Redis 7.0:
+/// `ERR The user executing the script can't run this command or subcommand`; 8.2 and Valkey:
+/// `ERR ACL failure in script: ...`): told as the `NOPERM` a plain `XADD` gets, so a caller sees
+/// the same error whether or not its publish shared a round trip.
+fn acl_text(details: String) -> String {
+    let refused = details.contains("ACL failure in script") || details.contains("can't run this command");
+    if refused && !details.starts_with("NOPERM") {
+        format!("NOPERM this user has no permissions to run the 'xadd' command (in the append script: {details})")
+    } else {
+        details
     }
 }
 
@@ -261,6 +278,21 @@ mod tests {
         assert!(matches!(&out[2], Err(Error::Decode { .. })), "NOMKSTREAM without a stream: {:?}", out[2]);
         let short = entry_replies("s", 2, Value::Array(vec![Value::from("1-0")]));
         assert!(short.iter().all(Result::is_err));
+    }
+
+    #[test]
+    fn an_xadd_refused_inside_the_script_is_a_noperm() {
+        for text in [
+            "!ERR The user executing the script can't run this command or subcommand script: abc, on @user_script:27.",
+            "!ERR ACL failure in script: User u has no permissions to run the 'xadd' command script: abc",
+        ] {
+            let out = entry_replies("s", 1, Value::Array(vec![Value::from(text)]));
+            assert!(
+                matches!(&out[0], Err(Error::Redis { source, .. }) if source.details().starts_with("NOPERM") && source.details().contains("'xadd'")),
+                "{:?}",
+                out[0]
+            );
+        }
     }
 
     #[test]

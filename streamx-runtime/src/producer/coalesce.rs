@@ -13,8 +13,15 @@
 //! which a publish waits for room (backpressure, not memory).
 //!
 //! Order: the writer takes entries in the order they were queued and writes its round trips
-//! to the connection in the order it formed them, so publishes queued one after the other
-//! (a caller awaiting each, or a caller's publishes polled in order) land in that order.
+//! to the connection in the order it formed them; within a round trip a stream's entries stay
+//! in queue order (a change of NOMKSTREAM or cap starts a new group, sent after the one
+//! before). A publish is queued without yielding to tokio's cooperative budget, and waiting for
+//! room is first come, first served, so publishes land in the order they were first polled: a
+//! caller awaiting each, or publishes started together (`join_all`). Until the server has said
+//! whether it runs the script, one round trip is in flight at a time.
+//!
+//! A caller waits at most the command timeout from its own call; past it the publish fails
+//! with a timeout (its entry may still be added: it may already be on the wire).
 //!
 //! The writer runs on the async runtime of the publish that started it. If that runtime shuts
 //! down, the next publish starts a new writer; publishes that were waiting on the old one
@@ -84,6 +91,25 @@ impl Coalescer {
         no_mkstream: bool,
         max_len: Option<u64>,
     ) -> Result<MessageId> {
+        // Queued outside tokio's cooperative budget: a publish polled after others (a caller's
+        // `join_all`) must not yield before it is queued, or it would be queued after them.
+        // Waiting for room keeps the order too: both waits are first come, first served.
+        let answer = tokio::task::unconstrained(self.enqueue(stream, data, headers, no_mkstream, max_len)).await?;
+        match tokio::time::timeout(ANSWER_WITHIN, answer).await {
+            Ok(answer) => answer.unwrap_or_else(|_| Err(canceled(stream))),
+            Err(_) => Err(no_answer(stream)),
+        }
+    }
+
+    /// Queues one entry; the receiver of its outcome.
+    async fn enqueue(
+        &self,
+        stream: &str,
+        data: Bytes,
+        headers: &Headers,
+        no_mkstream: bool,
+        max_len: Option<u64>,
+    ) -> Result<oneshot::Receiver<Result<MessageId>>> {
         let permits = u32::try_from(data.len().clamp(1, MAX_QUEUED_BYTES)).unwrap_or(u32::MAX);
         let bytes = self.bytes.clone().acquire_many_owned(permits).await.map_err(|_| canceled(stream))?;
         let (reply, answer) = oneshot::channel();
@@ -101,7 +127,7 @@ impl Coalescer {
         for _ in 0..2 {
             let queue = self.queue();
             match queue.send(request).await {
-                Ok(()) => return answer.await.unwrap_or_else(|_| Err(canceled(stream))),
+                Ok(()) => return Ok(answer),
                 Err(mpsc::error::SendError(back)) => request = back,
             }
         }
@@ -123,6 +149,20 @@ impl Coalescer {
     }
 }
 
+/// The most a caller waits for its entry's outcome, from its call: the connection's command
+/// timeout. (Without it, a publish queued behind round trips stuck on a dead connection would
+/// wait for theirs to time out before its own began.)
+const ANSWER_WITHIN: std::time::Duration = crate::connection::COMMAND_TIMEOUT;
+
+/// The error of a publish that got no answer within [`ANSWER_WITHIN`].
+fn no_answer(stream: &str) -> Error {
+    let e = fred::error::Error::new(
+        fred::error::ErrorKind::Timeout,
+        "no reply within the command timeout; the entry may or may not have been added",
+    );
+    Error::redis("XADD", stream, e)
+}
+
 /// The error of a publish whose writer stopped before answering.
 fn canceled(stream: &str) -> Error {
     let e = fred::error::Error::new(
@@ -140,7 +180,10 @@ async fn write(mut queue: mpsc::Receiver<Request>, client: HealingClient, script
         tokio::select! {
             biased;
             Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            first = queue.recv(), if in_flight.len() < ROUND_TRIPS => {
+            // Until the server has said whether it runs the append script, one round trip at
+            // a time: a round sent while an earlier one's EVAL is being refused would land
+            // before that one's fallback XADDs.
+            first = queue.recv(), if in_flight.len() < if scripts.unknown() { 1 } else { ROUND_TRIPS } => {
                 let Some(first) = first else { break };
                 let mut bytes = first.data.len();
                 let mut round = vec![first];
@@ -166,25 +209,53 @@ async fn write(mut queue: mpsc::Receiver<Request>, client: HealingClient, script
 /// entries, a plain `XADD` for one; every command queued on the connection before any is
 /// awaited.
 async fn send_round(client: HealingClient, scripts: Arc<ScriptUse>, round: Vec<Request>) {
+    // Per stream, in queue order: an entry joins its stream's latest group if it has the same
+    // NOMKSTREAM and cap, and starts a new group otherwise, so a stream's groups are sent (and
+    // land) in the order of their entries.
     let mut groups: Vec<Vec<Request>> = Vec::new();
     for request in round {
-        match groups.iter_mut().find(|g| {
-            let first = &g[0];
-            first.stream == request.stream
-                && first.no_mkstream == request.no_mkstream
-                && first.max_len == request.max_len
-        }) {
-            Some(group) => group.push(request),
-            None => groups.push(vec![request]),
+        match groups.iter_mut().rev().find(|g| g[0].stream == request.stream) {
+            Some(group) if group[0].no_mkstream == request.no_mkstream && group[0].max_len == request.max_len => {
+                group.push(request)
+            }
+            _ => groups.push(vec![request]),
         }
     }
-    let fred = client.get();
-    let sends = groups.into_iter().map(|group| send_group(&client, &fred, &scripts, group));
+    let sends = groups.into_iter().map(|group| send_group(&client, &scripts, group));
     futures_util::future::join_all(sends).await;
 }
 
-/// The entries of one stream in a round trip, answered each.
-async fn send_group(client: &HealingClient, fred: &fred::clients::Client, scripts: &ScriptUse, group: Vec<Request>) {
+/// The entries of one stream in a round trip, answered each. A round trip that never left
+/// (the client's connection task is gone, e.g. with the async runtime it was made on) is sent
+/// again, once, on the replacement client: nothing of it was written.
+async fn send_group(client: &HealingClient, scripts: &ScriptUse, group: Vec<Request>) {
+    let fred = client.get();
+    let group = match send_group_on(client, &fred, scripts, group).await {
+        None => return,
+        Some(unsent) => unsent,
+    };
+    let fred = client.get();
+    if let Some(unsent) = send_group_on(client, &fred, scripts, group).await {
+        for request in unsent {
+            let e = fred::error::Error::new(fred::error::ErrorKind::Unknown, "Failed to send command to router.");
+            let _ = request.reply.send(Err(Error::redis("XADD", &request.stream, e)));
+        }
+    }
+}
+
+/// Whether `e` says the command never reached the connection (so nothing was written).
+fn never_sent(e: &fred::error::Error) -> bool {
+    e.details().contains("Failed to send command to router")
+}
+
+/// [`send_group`] on `fred`: `Some(group)` back when it never left and the client was
+/// replaced (the caller sends it again).
+async fn send_group_on(
+    client: &HealingClient,
+    fred: &fred::clients::Client,
+    scripts: &ScriptUse,
+    group: Vec<Request>,
+) -> Option<Vec<Request>> {
     let stream = group[0].stream.clone();
     let (no_mkstream, max_len) = (group[0].no_mkstream, group[0].max_len);
     let scripted =
@@ -205,15 +276,17 @@ async fn send_group(client: &HealingClient, fred: &fred::clients::Client, script
                 for (request, outcome) in group.into_iter().zip(append::entry_replies(&stream, sent, reply)) {
                     let _ = request.reply.send(outcome);
                 }
-                return;
+                return None;
             }
             Err(e) if append::scripts_refused(&e) => scripts.refused(),
             Err(e) => {
-                client.heal(fred, &e).await;
+                if client.heal(fred, &e).await && never_sent(&e) {
+                    return Some(group);
+                }
                 for request in group {
                     let _ = request.reply.send(Err(Error::redis("EVAL (append)", &stream, e.clone())));
                 }
-                return;
+                return None;
             }
         }
     }
@@ -223,7 +296,7 @@ async fn send_group(client: &HealingClient, fred: &fred::clients::Client, script
             for request in group {
                 let _ = request.reply.send(Err(Error::redis("XADD", &stream, e.clone())));
             }
-            return;
+            return None;
         }
     };
     let adds = group.iter().map(|request| {
@@ -231,17 +304,18 @@ async fn send_group(client: &HealingClient, fred: &fred::clients::Client, script
         fred.xadd::<Value, _, _, _, _>(stream.as_str(), no_mkstream, cap.clone(), "*", fields)
     });
     let replies = futures_util::future::join_all(adds).await;
-    let mut healed = false;
+    if let Some(Err(e)) = replies.iter().find(|r| r.is_err()) {
+        let healed = client.heal(fred, e).await;
+        if healed && replies.iter().all(|r| r.as_ref().is_err_and(never_sent)) {
+            return Some(group);
+        }
+    }
     for (request, reply) in group.into_iter().zip(replies) {
         let outcome = match reply {
             Ok(reply) => parse_added_id(&stream, reply),
-            Err(e) => {
-                if !healed {
-                    healed = client.heal(fred, &e).await;
-                }
-                Err(Error::redis("XADD", &stream, e))
-            }
+            Err(e) => Err(Error::redis("XADD", &stream, e)),
         };
         let _ = request.reply.send(outcome);
     }
+    None
 }

@@ -70,6 +70,9 @@ impl TopicRoute {
 #[derive(Default, Clone)]
 pub(crate) struct Topics {
     known: Arc<Mutex<HashMap<String, Option<Arc<TopicRoute>>>>>,
+    /// Per name, its look-up: publishes that arrive while one runs wait for it rather than
+    /// each looking up (and resuming in any order).
+    lookups: Arc<Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<Arc<TopicRoute>>>>>>>,
 }
 
 impl Topics {
@@ -115,23 +118,35 @@ impl Topics {
         if name.contains(['{', '}']) {
             return Ok(self.remember(name, None));
         }
-        let recorded = match crate::topic::layout::lookup(client, name).await {
-            Ok(recorded) => recorded,
-            Err(e) if is_no_permission(&e) => {
-                // A user whose rule predates topics (`~orders ~{orders}:dlq ...`, without the
-                // record `{orders}:topic` or EVALSHA) keeps publishing to its stream; a topic
-                // needs the record readable (see the README's "TLS and ACL").
-                tracing::warn!(
-                    name,
-                    error = %e,
-                    "cannot read the topic record of this name; publishing to it as a stream \
-                     (grant the record's key to publish to a topic of this name)"
-                );
-                None
-            }
-            Err(e) => return Err(e),
-        };
-        Ok(self.remember(name, recorded.map(|layout| Arc::new(TopicRoute::new(layout)))))
+        let lookup = self
+            .lookups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.to_string())
+            .or_default()
+            .clone();
+        let found = lookup
+            .get_or_try_init(|| async {
+                match crate::topic::layout::lookup(client, name).await {
+                    Ok(recorded) => Ok(recorded.map(|layout| Arc::new(TopicRoute::new(layout)))),
+                    Err(e) if is_no_permission(&e) => {
+                        // A user whose rule predates topics (`~orders ~{orders}:dlq ...`, without
+                        // the record `{orders}:topic` or EVALSHA) keeps publishing to its
+                        // stream; a topic needs the record readable (see the README's "TLS and
+                        // ACL").
+                        tracing::warn!(
+                            name,
+                            error = %e,
+                            "cannot read the topic record of this name; publishing to it as a stream \
+                             (grant the record's key to publish to a topic of this name)"
+                        );
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        Ok(self.remember(name, found.clone()))
     }
 }
 
