@@ -72,8 +72,11 @@ pub(crate) struct Topics {
     known: Arc<Mutex<HashMap<String, Option<Arc<TopicRoute>>>>>,
     /// Per name, its look-up: publishes that arrive while one runs wait for it rather than
     /// each looking up (and resuming in any order).
-    lookups: Arc<Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<Arc<TopicRoute>>>>>>>,
+    lookups: Arc<Mutex<HashMap<String, Arc<Lookup>>>>,
 }
+
+/// One name's look-up: its route once found (`None` for a plain stream).
+type Lookup = tokio::sync::OnceCell<Option<Arc<TopicRoute>>>;
 
 impl Topics {
     /// What this producer remembers about `name`: `Some(route)` for a topic, `Some(None)`
