@@ -919,11 +919,11 @@ impl Producer {
         self.publish_entries(target, encoded, Some(keys), options).await
     }
 
-    /// A batch as round trips of up to [`BATCH_CHUNK`] entries and [`BATCH_CHUNK_BYTES`], `in_flight` at once (a durable round
-    /// trip ends with its WAIT). The round trips are started in order (`buffered` polls each
-    /// new one after the ones before it, and a round trip queues its XADDs when first
-    /// polled), so the entries land in the stream in the batch's order. Once one has failed,
-    /// no further round trip starts.
+    /// A batch as round trips of up to [`BATCH_CHUNK`] entries and [`BATCH_CHUNK_BYTES`],
+    /// `in_flight` at once (a durable round trip ends with its WAIT). The round trips are
+    /// started in order (`buffered` polls each new one after the ones before it, and a round
+    /// trip queues its command when first polled), so the entries land in the stream in the
+    /// batch's order. Once one has failed, no further round trip starts.
     #[allow(clippy::too_many_arguments)]
     async fn publish_chunks<'e>(
         &self,
@@ -951,19 +951,20 @@ impl Producer {
                 (offset, ids, failure)
             }
         };
-        let mut chunks = batch.chunks().peekable();
-        // Until the server has said whether it runs the append script, the first round trip
-        // goes alone: round trips refused together would fall back to XADDs in no sure order.
-        let mut first = None;
-        if scripts.unknown() && chunks.peek().is_some_and(|(_, chunk)| chunk.encoded.len() > 1) {
-            first = chunks.next();
+        let mut chunks = batch.chunks();
+        // Until the server has said whether it runs the append script, round trips go one at
+        // a time: round trips refused together would fall back to XADDs in no sure order.
+        let mut alone = Vec::new();
+        while scripts.unknown() && !failed.load(Ordering::Acquire) {
+            let Some(chunk) = chunks.next() else { break };
+            let outcome = round(chunk).await;
+            if outcome.2.is_some() {
+                failed.store(true, Ordering::Release);
+            }
+            alone.push(outcome);
         }
-        let first = match first {
-            Some(chunk) => Some(round(chunk).await),
-            None => None,
-        };
         let rest = futures_util::stream::iter(chunks).map(round).buffered(in_flight);
-        let mut rounds = futures_util::stream::iter(first).chain(rest);
+        let mut rounds = futures_util::stream::iter(alone).chain(rest);
         let mut written: Vec<(usize, MessageId)> = Vec::with_capacity(batch.encoded.len());
         let mut first_failure = None;
         while let Some((offset, ids, failure)) = rounds.next().await {

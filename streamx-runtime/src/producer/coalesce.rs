@@ -176,33 +176,52 @@ fn canceled(stream: &str) -> Error {
 /// every producer clone is gone and the queue is empty.
 async fn write(mut queue: mpsc::Receiver<Request>, client: HealingClient, scripts: Arc<ScriptUse>) {
     let mut in_flight = FuturesUnordered::new();
+    // An entry taken from the queue that did not fit in the round before: the next round's first.
+    let mut carried: Option<Request> = None;
     loop {
-        tokio::select! {
-            biased;
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-            // Until the server has said whether it runs the append script, one round trip at
-            // a time: a round sent while an earlier one's EVAL is being refused would land
-            // before that one's fallback XADDs.
-            first = queue.recv(), if in_flight.len() < if scripts.unknown() { 1 } else { ROUND_TRIPS } => {
-                let Some(first) = first else { break };
-                let mut bytes = first.data.len();
-                let mut round = vec![first];
-                while round.len() < BATCH_CHUNK && bytes < BATCH_CHUNK_BYTES {
-                    match queue.try_recv() {
-                        Ok(next) => {
-                            bytes += next.data.len();
-                            round.push(next);
-                        }
-                        Err(_) => break,
-                    }
+        // Until the server has said whether it runs the append script, one round trip at a
+        // time: a round sent while an earlier one's EVAL is being refused would land before
+        // that one's fallback XADDs.
+        let room = in_flight.len() < if scripts.unknown() { 1 } else { ROUND_TRIPS };
+        let first = match carried.take() {
+            Some(first) if room => first,
+            held => {
+                carried = held;
+                tokio::select! {
+                    biased;
+                    Some(()) = in_flight.next(), if !in_flight.is_empty() => continue,
+                    first = queue.recv(), if room && carried.is_none() => match first {
+                        Some(first) => first,
+                        None => break,
+                    },
                 }
-                // Pushed, it is polled (and its commands queued on the connection) at the top
-                // of the next turn, before another round trip is formed.
-                in_flight.push(send_round(client.clone(), scripts.clone(), round));
             }
-        }
+        };
+        let round = fill(first, &mut queue, &mut carried);
+        in_flight.push(send_round(client.clone(), scripts.clone(), round));
+        // Polled at once, so its commands are queued on the connection before another round
+        // trip is formed (a round that is already answered just leaves the set).
+        let _ = futures_util::poll!(in_flight.next());
     }
     while in_flight.next().await.is_some() {}
+}
+
+/// A round trip from `first` and what is queued behind it: at most [`BATCH_CHUNK`] entries
+/// and [`BATCH_CHUNK_BYTES`] of payload (`first` alone may be larger); the entry that would
+/// pass the bytes is `carried` to the next round.
+fn fill(first: Request, queue: &mut mpsc::Receiver<Request>, carried: &mut Option<Request>) -> Vec<Request> {
+    let mut bytes = first.data.len();
+    let mut round = vec![first];
+    while round.len() < BATCH_CHUNK {
+        let Ok(next) = queue.try_recv() else { break };
+        if bytes + next.data.len() > BATCH_CHUNK_BYTES {
+            *carried = Some(next);
+            break;
+        }
+        bytes += next.data.len();
+        round.push(next);
+    }
+    round
 }
 
 /// One round trip: per stream (and NOMKSTREAM and cap), the append script for several
