@@ -5,9 +5,10 @@
 //! command is a `Command` with its argument vector, its routing, its encoding and its reply
 //! (`perf` on the benchmark: ~3 µs of client CPU per pipelined `XADD`, spread over
 //! allocation, copies of the command structures and fred's router). One command carrying 500
-//! entries costs the client a few argument values per entry, so the client stops being the
-//! limit on publish; Redis pays about 1.1 µs per entry inside the script against about 0.9 µs
-//! per pipelined `XADD` (BENCHMARKS.md, issue 26).
+//! entries costs the client a few argument values per entry (0.66 µs of client CPU per
+//! message against 3.3 in the benchmark), so the client stops being the limit on publish;
+//! Redis pays for it, about 1.4 µs of CPU per entry against about 1.1 µs for pipelined
+//! `XADD`s (BENCHMARKS.md, issue 26).
 //!
 //! Each entry is added by its own `redis.pcall('XADD', ...)`: an entry that fails (`OOM`, a
 //! refused key) fails alone and the others are added, as in a pipeline of `XADD`s. The script

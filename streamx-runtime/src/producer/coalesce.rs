@@ -26,7 +26,8 @@
 //! The writer runs on the async runtime of the publish that started it. If that runtime shuts
 //! down, the next publish starts a new writer; publishes that were waiting on the old one
 //! fail with a `Canceled` error (their entries may or may not have been added, as after a lost
-//! connection).
+//! connection). A round trip that never reached the connection (the client's connection task
+//! ended with that runtime) is sent again, once, on a replacement client.
 
 use std::sync::{Arc, Mutex};
 
