@@ -20,6 +20,9 @@
 //! A user whom the server's ACL does not allow `EVAL` publishes with pipelined `XADD`s
 //! instead (the producer learns it at the first refusal; nothing was written then).
 
+use std::sync::atomic::AtomicU8;
+use std::sync::atomic::Ordering::Relaxed;
+
 use bytes::Bytes;
 use fred::types::Value;
 
@@ -88,7 +91,7 @@ pub(super) const MAX_SCRIPT_HEADERS: usize = 3_000;
 /// Whether this producer's user may run the script: not known until the first round trip
 /// that tries, then allowed or refused for the producer's lifetime (clones share it).
 #[derive(Debug, Default)]
-pub(super) struct ScriptUse(std::sync::atomic::AtomicU8);
+pub(super) struct ScriptUse(AtomicU8);
 
 impl ScriptUse {
     const UNKNOWN: u8 = 0;
@@ -97,28 +100,23 @@ impl ScriptUse {
 
     /// Whether round trips may try the script.
     pub fn may_try(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed) != Self::REFUSED
+        self.0.load(Relaxed) != Self::REFUSED
     }
 
     /// Whether no round trip has tried yet (a batch then sends its first round trip alone, so
     /// a refusal cannot reorder round trips that fall back to `XADD`s).
     pub fn unknown(&self) -> bool {
-        self.0.load(std::sync::atomic::Ordering::Relaxed) == Self::UNKNOWN
+        self.0.load(Relaxed) == Self::UNKNOWN
     }
 
     /// A script ran.
     pub fn allowed(&self) {
-        let _ = self.0.compare_exchange(
-            Self::UNKNOWN,
-            Self::ALLOWED,
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        let _ = self.0.compare_exchange(Self::UNKNOWN, Self::ALLOWED, Relaxed, Relaxed);
     }
 
     /// The server refused the script: pipelined `XADD`s from now on.
     pub fn refused(&self) {
-        self.0.store(Self::REFUSED, std::sync::atomic::Ordering::Relaxed);
+        self.0.store(Self::REFUSED, Relaxed);
     }
 }
 

@@ -6,8 +6,8 @@
 //!   Redis, or checking the shard count recorded there);
 //! - the first publish to a name it does not know yet looks the record up (one `EVALSHA` of
 //!   the record script reading `{<name>}:topic`, in the slot of `<name>`; `HGET` inside) and
-//!   remembers the answer, topic or
-//!   plain stream, for the producer's lifetime (clones share the memory).
+//!   remembers the answer, topic or plain stream, for the producer's lifetime (clones share
+//!   the memory).
 //!
 //! A user whom the server's ACL refuses the lookup (a rule written before topics) publishes
 //! to the name as a stream, with a warning.
