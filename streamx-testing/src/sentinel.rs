@@ -177,10 +177,7 @@ impl RedisSentinelBuilder {
                 builder = builder.binary(binary.clone());
             }
             if let Some((user, password)) = &self.user {
-                builder = builder
-                    .arg("user", format!("{user} on >{password} ~* &* +@all"))
-                    .arg("masteruser", user.as_str())
-                    .arg("masterauth", password.as_str());
+                builder = builder.arg("masteruser", user.as_str()).arg("masterauth", password.as_str());
             }
             if let Some(port) = replica_of {
                 builder = builder.arg("replicaof", format!("127.0.0.1 {port}"));
@@ -188,7 +185,12 @@ impl RedisSentinelBuilder {
             for (name, value) in &self.node_args {
                 builder = builder.arg(name.as_str(), value.as_str());
             }
-            builder.start()
+            let server = builder.start()?;
+            // Before the next node starts: a replica authenticates to its master with it.
+            if let Some((user, password)) = &self.user {
+                create_user(&server, user, password, &["~*", "&*", "+@all"])?;
+            }
+            Ok::<_, TestingError>(server)
         };
         let master = node(None)?;
         let master_port = master.port();
@@ -203,10 +205,11 @@ impl RedisSentinelBuilder {
             if let Some(binary) = &self.binary {
                 builder = builder.binary(binary.clone());
             }
+            let sentinel = builder.start()?;
             if let Some((user, password)) = &self.sentinel_user {
-                builder = builder.arg("user", format!("{user} on >{password} allchannels +@all"));
+                create_user(&sentinel, user, password, &["&*", "+@all"])?;
             }
-            sentinels.push(builder.start()?);
+            sentinels.push(sentinel);
         }
         let deployment = RedisSentinel { service: self.service, nodes, sentinels };
         deployment.wait_until_healthy()?;
@@ -518,6 +521,15 @@ impl RedisSentinel {
             }
         }
     }
+}
+
+/// `ACL SETUSER user on >password rules...` (a user with spaces in its name or password
+/// cannot be given on the command line).
+fn create_user(server: &RedisServer, user: &str, password: &str, rules: &[&str]) -> Result<(), TestingError> {
+    let password = format!(">{password}");
+    let mut command = vec!["ACL", "SETUSER", user, "on", password.as_str()];
+    command.extend_from_slice(rules);
+    server.call(&command).map(drop)
 }
 
 /// A flat `[name, value, name, value, ...]` reply (`SENTINEL MASTER`) as a map.

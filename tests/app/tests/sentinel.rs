@@ -1,0 +1,197 @@
+//! Redis Sentinel: consumers and a producer given a `redis-sentinel://` URL, through a
+//! `SENTINEL FAILOVER` mid-run; ACL users on the data nodes and on the sentinels; a wrong
+//! service name.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{redis_cli, start_runtime, wait_until, Job};
+use streamx::testing::{unique_name, RedisSentinel};
+use streamx::{Consumer, Error, Inspector, Message, MessageId, Producer, PublishOptions, RunningRuntime, Runtime};
+
+/// Handled messages: id → how many times.
+type Seen = Arc<Mutex<HashMap<MessageId, usize>>>;
+
+async fn counting_consumer(url: &str, stream: &str) -> (RunningRuntime, Seen) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let consumer = Consumer::new(stream.to_string(), "g".to_string(), move |msg: Message<Job>| {
+        let s = s.clone();
+        async move {
+            *s.lock().unwrap().entry(msg.id()).or_insert(0) += 1;
+        }
+    })
+    .concurrency(8)
+    .claim_idle(Duration::from_secs(2));
+    let runtime = start_runtime(url, vec![consumer]).await;
+    (runtime, seen)
+}
+
+/// Publishes job `n`, retrying an error (at most `max_failures` failures in all, counted in
+/// `failures`); returns the id of the publish that returned `Ok`.
+async fn publish_until_ok(
+    producer: &Producer,
+    stream: &str,
+    n: u64,
+    options: &PublishOptions,
+    failures: &mut usize,
+) -> MessageId {
+    loop {
+        match producer.publish_with(stream, &Job::ok(n), options).await {
+            Ok(id) => return id,
+            Err(e) => {
+                *failures += 1;
+                assert!(*failures < 2_000, "the producer never recovered: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+async fn wait_all_handled(seen: &Seen, acked: &[MessageId], limit: Duration) {
+    wait_until(limit, &format!("all {} acknowledged publishes handled", acked.len()), || async {
+        let seen = seen.lock().unwrap();
+        acked.iter().all(|id| seen.contains_key(id))
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let seen = seen.lock().unwrap();
+        let missing: Vec<_> = acked.iter().filter(|id| !seen.contains_key(id)).take(10).collect();
+        panic!("{e}; first missing: {missing:?}")
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_and_a_producer_work_through_the_sentinels() {
+    let sentinel = RedisSentinel::start().unwrap();
+    let url = sentinel.url();
+    let stream = unique_name("sentinel");
+    let (runtime, seen) = counting_consumer(&url, &stream).await;
+    let producer = Producer::connect(&url).await.unwrap();
+
+    let mut acked = Vec::new();
+    for n in 0..200 {
+        acked.push(producer.publish(&stream, &Job::ok(n)).await.unwrap());
+    }
+    wait_all_handled(&seen, &acked, Duration::from_secs(30)).await;
+    // The entries are on the master the sentinels name, and nothing was handled twice.
+    let master = &sentinel.nodes()[sentinel.master().unwrap()];
+    assert_eq!(redis_cli(master, &["XLEN", &stream]).unwrap().trim(), "200");
+    assert!(seen.lock().unwrap().values().all(|times| *times == 1));
+    runtime.shutdown().await.unwrap();
+    let group = Inspector::connect(&url).await.unwrap().group(&stream, "g").await.unwrap().unwrap();
+    assert_eq!(group.pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_publishes_survive_a_sentinel_failover_mid_run() {
+    let sentinel = Arc::new(RedisSentinel::start().unwrap());
+    let url = sentinel.url();
+    let stream = unique_name("sentinel-failover");
+    let (runtime, seen) = counting_consumer(&url, &stream).await;
+    let producer = Producer::connect(&url).await.unwrap();
+    // With one replica, `WAIT 1` means the entry is on the replica the sentinels promote.
+    let durable = PublishOptions::new().durable(1, Duration::from_millis(500));
+
+    let mut acked = Vec::new();
+    let mut failures = 0;
+    let mut failover = None;
+    let mut n = 0;
+    // A steady flow of 2,000 publishes, the failover asked for after the first 1,000; the
+    // flow goes on until the failover is over (the old master back as a replica), then 200
+    // more show the consumers keep going on the new master.
+    let started = Instant::now();
+    while n < 2_000 || failover.as_ref().is_some_and(|f: &tokio::task::JoinHandle<_>| !f.is_finished()) {
+        if n == 1_000 {
+            let s = sentinel.clone();
+            failover = Some(tokio::task::spawn_blocking(move || {
+                let old = s.master().unwrap();
+                let new = s.failover().unwrap();
+                (old, new)
+            }));
+        }
+        acked.push(publish_until_ok(&producer, &stream, n, &durable, &mut failures).await);
+        n += 1;
+    }
+    let (old, new) = failover.unwrap().await.unwrap();
+    assert_ne!(old, new);
+    assert_eq!(sentinel.master().unwrap(), new);
+    let during = n;
+    for _ in 0..200 {
+        acked.push(publish_until_ok(&producer, &stream, n, &durable, &mut failures).await);
+        n += 1;
+    }
+    wait_all_handled(&seen, &acked, Duration::from_secs(90)).await;
+    runtime.shutdown().await.unwrap();
+    let group = Inspector::connect(&url).await.unwrap().group(&stream, "g").await.unwrap().unwrap();
+    assert_eq!(group.pending, 0);
+    // Every acknowledged publish is in the stream on the new master.
+    let xlen: usize = redis_cli(&sentinel.nodes()[new], &["XLEN", &stream]).unwrap().trim().parse().unwrap();
+    assert!(xlen >= acked.len(), "{xlen} entries for {} acknowledged publishes", acked.len());
+    let twice = seen.lock().unwrap().values().filter(|times| **times > 1).count();
+    eprintln!(
+        "sentinel failover: node {old} demoted, node {new} promoted; {} durable publishes acknowledged \
+         ({during} before the failover was over, in {:?}) and handled ({twice} handled twice), {failures} \
+         publish attempts failed during the failover, {xlen} entries in the stream",
+        acked.len(),
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_users_on_the_data_nodes_and_on_the_sentinels() {
+    let sentinel =
+        RedisSentinel::builder().user("app", "app-secret").sentinel_user("watch", "watch-secret").start().unwrap();
+    let url = format!("{}&sentinelUsername=watch&sentinelPassword=watch-secret", sentinel.url());
+    let with_user = url.replacen("redis-sentinel://", "redis-sentinel://app:app-secret@", 1);
+    let stream = unique_name("sentinel-acl");
+
+    let (runtime, seen) = counting_consumer(&with_user, &stream).await;
+    let producer = Producer::connect(&with_user).await.unwrap();
+    let id = producer.publish(&stream, &Job::ok(1)).await.unwrap();
+    wait_all_handled(&seen, &[id], Duration::from_secs(30)).await;
+    // The data connections are the ACL user's.
+    let master = &sentinel.nodes()[sentinel.master().unwrap()];
+    let clients = redis_cli(master, &["CLIENT", "LIST"]).unwrap();
+    assert!(clients.lines().any(|c| c.contains(" user=app ")), "{clients}");
+    runtime.shutdown().await.unwrap();
+
+    // A wrong password for the data nodes, or for the sentinels, is an error, not a hang.
+    let wrong_data = url.replacen("redis-sentinel://", "redis-sentinel://app:wrong@", 1);
+    let wrong_sentinel = with_user.replace("sentinelPassword=watch-secret", "sentinelPassword=wrong");
+    for wrong in [wrong_data, wrong_sentinel] {
+        let started = Instant::now();
+        let err = Producer::connect(&wrong).await.err().unwrap();
+        assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+        assert!(!err.to_string().contains("wrong"), "the password is shown: {err}");
+        eprintln!("wrong password: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_service_name_is_a_clear_error_not_a_hang() {
+    let sentinel = RedisSentinel::start().unwrap();
+    let url = sentinel.url().replace("sentinelServiceName=streamx", "sentinelServiceName=nope");
+    let started = Instant::now();
+    let err = Producer::connect(&url).await.err().unwrap();
+    let text = err.to_string();
+    eprintln!("wrong service name: {text}");
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(text.contains("nope") && text.contains("sentinelServiceName"), "{text}");
+    // The runtime, which retries an unreachable Redis at startup, gives up at once too.
+    let consumer = Consumer::new("s".to_string(), "g".to_string(), |_: Message<Job>| async {});
+    let err = Runtime::builder().redis_url(&url).registered_consumers(false).consumer(consumer).build().unwrap().start().await;
+    let err = err.err().unwrap();
+    assert!(err.to_string().contains("sentinelServiceName"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+}
