@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use fred::prelude::Config;
+use fred::prelude::{Config, ServerConfig};
 use url::Url;
 
 use super::redact::{redact, redacted};
@@ -183,6 +183,20 @@ impl RedisUrl {
     /// True for a `redis-cluster://` URL.
     pub fn is_cluster(&self) -> bool {
         self.config.server.is_clustered()
+    }
+
+    /// True for a `redis-sentinel://` URL: the host and the `node=` parameters are
+    /// sentinels, which name the master of the `sentinelServiceName` service.
+    pub fn is_sentinel(&self) -> bool {
+        self.config.server.is_sentinel()
+    }
+
+    /// For a `redis-sentinel://` URL, its `sentinelServiceName`.
+    pub(crate) fn sentinel_service(&self) -> Option<&str> {
+        match &self.config.server {
+            ServerConfig::Sentinel { service_name, .. } => Some(service_name),
+            _ => None,
+        }
     }
 
     /// The URL with any password replaced by `***`.
