@@ -6,9 +6,12 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use tempfile::TempDir;
+
 use crate::error::TestingError;
 use crate::resp::{self, Reply};
 use crate::server::RedisServer;
+use crate::tls::TlsFiles;
 
 /// Deadline for the deployment to settle, and for a failover to complete.
 const SENTINEL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -56,6 +59,8 @@ pub struct RedisSentinel {
     service: String,
     nodes: Vec<RedisServer>,
     sentinels: Vec<RedisServer>,
+    // Declared last so it is removed after the servers are gone.
+    tls: Option<(TlsFiles, TempDir)>,
 }
 
 /// Configures a [`RedisSentinel`]; from [`RedisSentinel::builder`].
@@ -71,6 +76,7 @@ pub struct RedisSentinelBuilder {
     node_args: Vec<(String, String)>,
     user: Option<(String, String)>,
     sentinel_user: Option<(String, String)>,
+    tls: bool,
 }
 
 impl Default for RedisSentinelBuilder {
@@ -85,6 +91,7 @@ impl Default for RedisSentinelBuilder {
             node_args: Vec::new(),
             user: None,
             sentinel_user: None,
+            tls: false,
         }
     }
 }
@@ -156,12 +163,25 @@ impl RedisSentinelBuilder {
         self
     }
 
+    /// Every node and sentinel also listens for TLS, with certificates of one CA made at
+    /// test time ([`RedisSentinel::tls_files`]), and they talk to each other over TLS
+    /// (`tls-replication yes`): the sentinels name the TLS ports, and
+    /// [`RedisSentinel::url`] is a `rediss-sentinel://` URL of the sentinels' TLS ports.
+    /// Clients must trust [`TlsFiles::ca_cert`]. The plain ports stay open on loopback for
+    /// the test support's probes. Needs a `redis-server` built with TLS. Default: off.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
     /// Starts the master, the replicas and the sentinels, and waits (at most 60 s) until
     /// [`wait_until_healthy`](RedisSentinel::wait_until_healthy) holds.
     ///
     /// # Errors
     ///
-    /// [`TestingError::InvalidTopology`] for no replica or no sentinel; any error of
+    /// [`TestingError::InvalidTopology`] for no replica or no sentinel;
+    /// [`TestingError::TlsUnsupported`] if TLS was asked for and the binary has none; any
+    /// error of
     /// [`RedisServerBuilder::start`](super::RedisServerBuilder::start);
     /// [`TestingError::Timeout`] if the deployment does not settle.
     pub fn start(self) -> Result<RedisSentinel, TestingError> {
@@ -171,8 +191,21 @@ impl RedisSentinelBuilder {
                 self.replicas, self.sentinels
             )));
         }
+        let tls = match self.tls {
+            true => {
+                let dir = tempfile::Builder::new().prefix("streamx-sentinel-tls-").tempdir().map_err(|source| {
+                    TestingError::Setup { what: "creating a temporary directory for certificates".into(), source }
+                })?;
+                Some((TlsFiles::generate(dir.path())?, dir))
+            }
+            false => None,
+        };
+        let with_tls = |builder: crate::RedisServerBuilder| match &tls {
+            Some((files, _)) => builder.tls_with(files.clone()).arg("tls-replication", "yes"),
+            None => builder,
+        };
         let node = |replica_of: Option<u16>| {
-            let mut builder = RedisServer::builder();
+            let mut builder = with_tls(RedisServer::builder());
             if let Some(binary) = &self.binary {
                 builder = builder.binary(binary.clone());
             }
@@ -193,7 +226,7 @@ impl RedisSentinelBuilder {
             Ok::<_, TestingError>(server)
         };
         let master = node(None)?;
-        let master_port = master.port();
+        let master_port = announced_port(&master);
         let mut nodes = vec![master];
         for _ in 0..self.replicas {
             nodes.push(node(Some(master_port))?);
@@ -201,7 +234,7 @@ impl RedisSentinelBuilder {
         let config = self.sentinel_config(master_port);
         let mut sentinels = Vec::with_capacity(self.sentinels);
         for _ in 0..self.sentinels {
-            let mut builder = RedisServer::builder().sentinel(config.clone());
+            let mut builder = with_tls(RedisServer::builder().sentinel(config.clone()));
             if let Some(binary) = &self.binary {
                 builder = builder.binary(binary.clone());
             }
@@ -211,7 +244,7 @@ impl RedisSentinelBuilder {
             }
             sentinels.push(sentinel);
         }
-        let deployment = RedisSentinel { service: self.service, nodes, sentinels };
+        let deployment = RedisSentinel { service: self.service, nodes, sentinels, tls };
         deployment.wait_until_healthy()?;
         Ok(deployment)
     }
@@ -255,15 +288,23 @@ impl RedisSentinel {
     }
 
     /// The URL clients connect with: every sentinel, and the service name,
-    /// `redis-sentinel://127.0.0.1:S1?sentinelServiceName=NAME&node=127.0.0.1:S2&...`.
+    /// `redis-sentinel://127.0.0.1:S1?sentinelServiceName=NAME&node=127.0.0.1:S2&...`; with
+    /// [`tls`](RedisSentinelBuilder::tls), `rediss-sentinel://` and the TLS ports.
     pub fn url(&self) -> String {
-        let mut sentinels = self.sentinels.iter().map(RedisServer::port);
+        let mut sentinels = self.sentinels.iter().map(announced_port);
         let first = sentinels.next().unwrap_or_default();
-        let mut url = format!("redis-sentinel://127.0.0.1:{first}?sentinelServiceName={}", self.service);
+        let scheme = if self.tls.is_some() { "rediss-sentinel" } else { "redis-sentinel" };
+        let mut url = format!("{scheme}://127.0.0.1:{first}?sentinelServiceName={}", self.service);
         for port in sentinels {
             url.push_str(&format!("&node=127.0.0.1:{port}"));
         }
         url
+    }
+
+    /// For a deployment started with [`tls`](RedisSentinelBuilder::tls): the CA (shared by
+    /// every node and sentinel), server and client certificates.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref().map(|(files, _)| files)
     }
 
     /// The name the sentinels monitor the master under.
@@ -300,7 +341,8 @@ impl RedisSentinel {
     }
 
     /// The master's address as the running sentinels report it (`SENTINEL
-    /// GET-MASTER-ADDR-BY-NAME`), when they all agree.
+    /// GET-MASTER-ADDR-BY-NAME`), when they all agree: with
+    /// [`tls`](RedisSentinelBuilder::tls), its TLS port.
     ///
     /// # Errors
     ///
@@ -333,7 +375,9 @@ impl RedisSentinel {
     /// is not one of the nodes.
     pub fn master(&self) -> Result<usize, TestingError> {
         let addr = self.master_addr()?;
-        self.index_of_port(addr.port())
+        self.nodes
+            .iter()
+            .position(|n| announced_port(n) == addr.port())
             .ok_or_else(|| TestingError::BadNode { index: usize::MAX, detail: format!("{addr} is not a data node") })
     }
 
@@ -437,8 +481,9 @@ impl RedisSentinel {
         if !master_node.is_running() {
             return Err(format!("master node {master} is not running"));
         }
-        let replicas: Vec<u16> =
-            self.nodes.iter().filter(|n| n.is_running() && n.port() != master_node.port()).map(RedisServer::port).collect();
+        let master_port = announced_port(master_node);
+        let replicas: Vec<&RedisServer> =
+            self.nodes.iter().filter(|n| n.is_running() && n.port() != master_node.port()).collect();
         let sentinels = self.running_sentinels().count();
         for sentinel in self.running_sentinels() {
             let port = sentinel.port();
@@ -457,11 +502,12 @@ impl RedisSentinel {
                 other => return Err(format!("sentinel {port}: SENTINEL REPLICAS answered {other}")),
             };
             for replica in &replicas {
+                let replica = announced_port(replica);
                 let seen = listed.iter().any(|r| {
-                    r.get("port").and_then(|p| p.parse::<u16>().ok()) == Some(*replica)
+                    r.get("port").and_then(|p| p.parse::<u16>().ok()) == Some(replica)
                         && r.get("flags").is_some_and(|f| f == "slave")
                         && r.get("master-link-status").is_some_and(|s| s == "ok")
-                        && r.get("master-port").and_then(|p| p.parse::<u16>().ok()) == Some(master_node.port())
+                        && r.get("master-port").and_then(|p| p.parse::<u16>().ok()) == Some(master_port)
                 });
                 if !seen {
                     return Err(format!("sentinel {port} does not see replica {replica} in sync yet"));
@@ -473,11 +519,10 @@ impl RedisSentinel {
             return Err(format!("node on port {} is not a master yet", master_node.port()));
         }
         for replica in &replicas {
-            let node = self.nodes.iter().find(|n| n.port() == *replica).ok_or("replica vanished")?;
-            let info = node.call_text(&["INFO", "replication"]).map_err(|e| e.to_string())?;
+            let info = replica.call_text(&["INFO", "replication"]).map_err(|e| e.to_string())?;
             let following = resp::info_field(&info, "master_port").and_then(|p| p.parse::<u16>().ok());
-            if following != Some(master_node.port()) || resp::info_field(&info, "master_link_status") != Some("up") {
-                return Err(format!("node on port {replica} is not in sync with port {}", master_node.port()));
+            if following != Some(master_port) || resp::info_field(&info, "master_link_status") != Some("up") {
+                return Err(format!("node on port {} is not in sync with port {master_port}", replica.port()));
             }
         }
         Ok(())
@@ -505,10 +550,6 @@ impl RedisSentinel {
         self.sentinels.iter().filter(|s| s.is_running())
     }
 
-    fn index_of_port(&self, port: u16) -> Option<usize> {
-        self.nodes.iter().position(|n| n.port() == port)
-    }
-
     fn wait_for<T>(&self, what: &str, mut check: impl FnMut() -> Result<T, String>) -> Result<T, TestingError> {
         let started = Instant::now();
         loop {
@@ -521,6 +562,11 @@ impl RedisSentinel {
             }
         }
     }
+}
+
+/// The port a server is known by to the others: its TLS port if it has one.
+fn announced_port(server: &RedisServer) -> u16 {
+    server.tls_port().unwrap_or(server.port())
 }
 
 /// `ACL SETUSER user on >password rules...` (a user with spaces in its name or password

@@ -89,6 +89,7 @@ pub struct RedisServerBuilder {
     cluster_bus: bool,
     extra_args: Vec<(String, String)>,
     tls: bool,
+    tls_files: Option<TlsFiles>,
     sentinel_config: Option<String>,
 }
 
@@ -137,6 +138,14 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Like [`tls`](Self::tls), with these certificates instead of new ones: servers that
+    /// talk TLS to each other (replication, sentinels) share one CA.
+    pub(crate) fn tls_with(mut self, files: TlsFiles) -> Self {
+        self.tls = true;
+        self.tls_files = Some(files);
+        self
+    }
+
     /// Runs the server as a sentinel (`redis-server sentinel.conf --sentinel`) with this
     /// configuration file text, written to `sentinel.conf` in its directory.
     pub(crate) fn sentinel(mut self, config: String) -> Self {
@@ -165,9 +174,10 @@ impl RedisServerBuilder {
             TestingError::Setup { what: "creating a temporary directory for redis-server".into(), source }
         })?;
         let log_path = dir.path().join(LOG_FILE);
-        let tls = match self.tls {
-            true => Some((0, TlsFiles::generate(dir.path())?)),
-            false => None,
+        let tls = match (self.tls, self.tls_files) {
+            (true, Some(files)) => Some((0, files)),
+            (true, None) => Some((0, TlsFiles::generate(dir.path())?)),
+            (false, _) => None,
         };
         let sentinel_config = match self.sentinel_config {
             Some(text) => {

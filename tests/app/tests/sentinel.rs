@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
-use common::{redis_cli, start_runtime, wait_until, Job};
-use streamx::testing::{unique_name, RedisSentinel};
-use streamx::{Consumer, Error, History, Inspector, Message, MessageId, Producer, PublishOptions, RunningRuntime, Runtime};
+use common::{redis_cli, start_runtime, wait_until, Job, REQUIRE_TLS_ENV};
+use streamx::testing::{unique_name, RedisSentinel, TestingError};
+use streamx::{
+    Consumer, Error, History, Inspector, Message, MessageId, Producer, PublishOptions, RedisUrl, RunningRuntime, Runtime,
+};
 
 /// Handled messages: id → how many times.
 type Seen = Arc<Mutex<HashMap<MessageId, usize>>>;
@@ -211,4 +213,66 @@ async fn a_wrong_service_name_is_a_clear_error_not_a_hang() {
     let err = err.err().unwrap();
     assert!(err.to_string().contains("sentinelServiceName"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_sentinels_and_the_master_through_a_failover() {
+    let sentinel = match RedisSentinel::builder().tls(true).start() {
+        Ok(sentinel) => sentinel,
+        Err(e @ TestingError::TlsUnsupported { .. }) if std::env::var_os(REQUIRE_TLS_ENV).is_none() => {
+            eprintln!("SKIPPED, set {REQUIRE_TLS_ENV} to fail instead: {e}");
+            return;
+        }
+        Err(e) => panic!("cannot start the sentinels with TLS: {e}"),
+    };
+    let url = sentinel.url();
+    assert!(url.starts_with("rediss-sentinel://"), "{url}");
+    let ca = sentinel.tls_files().unwrap().ca_cert.clone();
+    let tls_url = RedisUrl::parse(&url).unwrap().with_tls_ca_file(&ca).unwrap();
+    let stream = unique_name("sentinel-tls");
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let consumer = Consumer::new(stream.clone(), "g".to_string(), move |msg: Message<Job>| {
+        let s = s.clone();
+        async move {
+            *s.lock().unwrap().entry(msg.id()).or_insert(0) += 1;
+        }
+    });
+    let runtime = Runtime::builder()
+        .redis_url(url.clone())
+        .tls_ca_file(&ca)
+        .registered_consumers(false)
+        .consumer(consumer)
+        .build()
+        .unwrap()
+        .start()
+        .await
+        .unwrap();
+    let producer = Producer::connect_with(&tls_url).await.unwrap();
+    let mut acked = Vec::new();
+    for n in 0..50 {
+        acked.push(producer.publish(&stream, &Job::ok(n)).await.unwrap());
+    }
+    wait_all_handled(&seen, &acked, Duration::from_secs(30)).await;
+    // The client connections to the master are TLS ones (redis-server lists them with the
+    // TLS port as their local address).
+    let master = &sentinel.nodes()[sentinel.master().unwrap()];
+    let tls_port = format!(":{} ", master.tls_port().unwrap());
+    let clients = redis_cli(master, &["CLIENT", "LIST"]).unwrap();
+    assert!(clients.lines().any(|c| c.contains("laddr=") && c.contains(&tls_port)), "{clients}");
+
+    let s = Arc::new(sentinel);
+    let s2 = s.clone();
+    tokio::task::spawn_blocking(move || s2.failover().unwrap()).await.unwrap();
+    let durable = PublishOptions::new().durable(1, Duration::from_millis(500));
+    let mut failures = 0;
+    for n in 50..100 {
+        acked.push(publish_until_ok(&producer, &stream, n, &durable, &mut failures).await);
+    }
+    wait_all_handled(&seen, &acked, Duration::from_secs(60)).await;
+    runtime.shutdown().await.unwrap();
+
+    // Without the CA, the sentinels' certificate is refused.
+    let err = Producer::connect(&url).await.err().unwrap();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
 }
