@@ -487,7 +487,8 @@ impl RedisSentinel {
         let sentinels = self.running_sentinels().count();
         for sentinel in self.running_sentinels() {
             let port = sentinel.port();
-            let fields = map_reply(&sentinel.call(&["SENTINEL", "MASTER", self.service.as_str()]).map_err(|e| e.to_string())?);
+            let fields =
+                map_reply(&sentinel.call(&["SENTINEL", "MASTER", self.service.as_str()]).map_err(|e| e.to_string())?);
             let flags = fields.get("flags").map(String::as_str).unwrap_or("?");
             if flags != "master" {
                 return Err(format!("sentinel {port} flags the master {flags}"));

@@ -182,10 +182,8 @@ impl RedisServerBuilder {
         let sentinel_config = match self.sentinel_config {
             Some(text) => {
                 let path = dir.path().join(SENTINEL_CONFIG_FILE);
-                fs::write(&path, text).map_err(|source| TestingError::Setup {
-                    what: format!("writing {}", path.display()),
-                    source,
-                })?;
+                fs::write(&path, text)
+                    .map_err(|source| TestingError::Setup { what: format!("writing {}", path.display()), source })?;
                 Some(path)
             }
             None => None,

@@ -310,7 +310,8 @@ mod tests {
     #[test]
     fn sentinel_failures_are_explained() {
         let url = RedisUrl::parse("redis-sentinel://127.0.0.1:26379?sentinelServiceName=orders").unwrap();
-        let sentinel = |text: &str| explain_connect_error(&url, fred::error::Error::new(ErrorKind::Sentinel, text.to_owned()));
+        let sentinel =
+            |text: &str| explain_connect_error(&url, fred::error::Error::new(ErrorKind::Sentinel, text.to_owned()));
         let err = sentinel("Missing primary address in response from sentinel node.");
         assert!(is_permanent(&err), "{err}");
         assert!(err.details().contains("no master named `orders`") && err.details().contains("sentinelServiceName"));

@@ -10,11 +10,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::TryStreamExt;
 use common::{redis_cli, start_runtime, wait_until, Job, REQUIRE_TLS_ENV};
+use futures_util::TryStreamExt;
 use streamx::testing::{unique_name, RedisSentinel, TestingError};
 use streamx::{
-    Consumer, Error, History, Inspector, Message, MessageId, Producer, PublishOptions, RedisUrl, RunningRuntime, Runtime,
+    Consumer, Error, History, Inspector, Message, MessageId, Producer, PublishOptions, RedisUrl, RunningRuntime,
+    Runtime,
 };
 
 /// Handled messages: id → how many times.
@@ -140,16 +141,15 @@ async fn durable_publishes_survive_a_sentinel_failover_mid_run() {
     // Every acknowledged publish is in the stream, read through the sentinels from the new
     // master: not only handled (a consumer may have read it from the old master before it
     // was demoted) but kept.
-    let kept: HashSet<MessageId> = History::connect(&url)
-        .await
-        .unwrap()
-        .read::<Job>(&stream, ..)
-        .map_ok(|m| m.id())
-        .try_collect()
-        .await
-        .unwrap();
+    let kept: HashSet<MessageId> =
+        History::connect(&url).await.unwrap().read::<Job>(&stream, ..).map_ok(|m| m.id()).try_collect().await.unwrap();
     let lost: Vec<_> = acked.iter().filter(|id| !kept.contains(id)).collect();
-    assert!(lost.is_empty(), "{} acknowledged publishes not in the stream, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged publishes not in the stream, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     let xlen: usize = redis_cli(&sentinel.nodes()[new], &["XLEN", &stream]).unwrap().trim().parse().unwrap();
     assert_eq!(xlen, kept.len());
     let twice = seen.lock().unwrap().values().filter(|times| **times > 1).count();
@@ -209,7 +209,14 @@ async fn a_wrong_service_name_is_a_clear_error_not_a_hang() {
     // The runtime, which retries an unreachable Redis at startup (10 s by default), gives up
     // at once too: retrying cannot fix the name.
     let consumer = Consumer::new("s".to_string(), "g".to_string(), |_: Message<Job>| async {});
-    let err = Runtime::builder().redis_url(&url).registered_consumers(false).consumer(consumer).build().unwrap().start().await;
+    let err = Runtime::builder()
+        .redis_url(&url)
+        .registered_consumers(false)
+        .consumer(consumer)
+        .build()
+        .unwrap()
+        .start()
+        .await;
     let err = err.err().unwrap();
     assert!(err.to_string().contains("sentinelServiceName"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
