@@ -59,7 +59,23 @@ pub struct RedisUrl {
 
 impl RedisUrl {
     /// Parses a URL: `redis://`, `rediss://` (TLS), `redis-cluster://host:port?node=host:port`
-    /// (`rediss-cluster://` for TLS), with optional `user:password@`.
+    /// (`rediss-cluster://` for TLS),
+    /// `redis-sentinel://sentinel:port?sentinelServiceName=name&node=sentinel:port`
+    /// (`rediss-sentinel://` for TLS; `sentinelUsername` and `sentinelPassword` for sentinels
+    /// that require a password), with optional `user:password@` (for the master).
+    ///
+    /// ```
+    /// # fn demo() -> Result<(), streamx_runtime::Error> {
+    /// use streamx_runtime::RedisUrl;
+    ///
+    /// let url = RedisUrl::parse(
+    ///     "redis-sentinel://app:s3cret@10.0.0.1:26379?sentinelServiceName=orders&node=10.0.0.2:26379",
+    /// )?;
+    /// assert!(url.is_sentinel() && !url.is_cluster());
+    /// assert!(!url.to_string().contains("s3cret"));
+    /// # Ok(()) }
+    /// # demo().unwrap();
+    /// ```
     ///
     /// This reads no environment; connecting with the result does (see
     /// [`RedisUrl`]). Without the `tls` feature, a TLS URL is [`Error::TlsNotEnabled`].
