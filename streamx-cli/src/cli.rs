@@ -29,7 +29,8 @@ Exit codes:
 #[command(name = "streamx", version, about, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
     /// The Redis URL: redis://, rediss:// (TLS), redis-cluster://host:port?node=host:port,
-    /// with an optional user:password@. TLS files come from STREAMX_REDIS_TLS_CA,
+    /// redis-sentinel://sentinel:port?sentinelServiceName=name&node=sentinel2:port
+    /// (rediss-cluster://, rediss-sentinel:// for TLS), with an optional user:password@. TLS files come from STREAMX_REDIS_TLS_CA,
     /// STREAMX_REDIS_TLS_CERT and STREAMX_REDIS_TLS_KEY, as for the runtime.
     #[arg(long, global = true, env = REDIS_URL_ENV, hide_env_values = true, default_value = DEFAULT_REDIS_URL)]
     pub url: String,

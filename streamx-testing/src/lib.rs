@@ -17,6 +17,9 @@
 //!   certificates made at test time ([`TlsFiles`]).
 //! - [`RedisCluster`]: a local Redis Cluster (e.g. 3 masters, 1 replica each), with helpers
 //!   to find, kill and fail over the master of a key and to migrate a slot.
+//! - [`RedisSentinel`]: a master, its replicas and three sentinels, with
+//!   [`RedisSentinel::url`] (`redis-sentinel://...`), [`RedisSentinel::failover`] and
+//!   [`RedisSentinel::kill_master`].
 //! - [`TestRedis`]: a server or a cluster, by [`Topology`], so one test body runs against
 //!   both ([`on_both_topologies!`]); what is in it read back with `redis-cli`
 //!   ([`TestRedis::cli`], [`TestRedis::xlen`], [`redis_cli`] for one server), an
@@ -58,6 +61,7 @@ mod process;
 mod redis_cli;
 mod resp;
 mod runtime;
+mod sentinel;
 mod server;
 mod slot;
 mod tls;
@@ -69,6 +73,7 @@ pub use error::TestingError;
 pub use name::unique_name;
 pub use redis_cli::redis_cli;
 pub use runtime::{TestRuntime, TestRuntimeBuilder, DEFAULT_WAIT_LIMIT};
+pub use sentinel::{RedisSentinel, RedisSentinelBuilder};
 pub use server::{RedisServer, RedisServerBuilder, REDIS_SERVER_ENV};
 pub use slot::{key_slot, SLOT_COUNT};
 pub use tls::TlsFiles;

@@ -32,6 +32,8 @@ const PORT_ATTEMPTS: usize = 5;
 const CLUSTER_BUS_OFFSET: u16 = 10000;
 /// Name of the server log inside the server directory.
 const LOG_FILE: &str = "redis.log";
+/// Name of a sentinel's configuration file inside its directory.
+const SENTINEL_CONFIG_FILE: &str = "sentinel.conf";
 /// Lines of log quoted in errors.
 const LOG_TAIL_LINES: usize = 30;
 
@@ -69,6 +71,8 @@ pub struct RedisServer {
     extra_args: Vec<(String, String)>,
     /// The TLS port and certificates, for a server started with `tls(true)`.
     tls: Option<(u16, TlsFiles)>,
+    /// For a sentinel: its configuration file (written at start, rewritten by the sentinel).
+    sentinel_config: Option<PathBuf>,
     log_path: PathBuf,
     process: Mutex<Process>,
     // Declared last so it is removed after the process is gone.
@@ -85,6 +89,8 @@ pub struct RedisServerBuilder {
     cluster_bus: bool,
     extra_args: Vec<(String, String)>,
     tls: bool,
+    tls_files: Option<TlsFiles>,
+    sentinel_config: Option<String>,
 }
 
 impl RedisServerBuilder {
@@ -132,6 +138,21 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Like [`tls`](Self::tls), with these certificates instead of new ones: servers that
+    /// talk TLS to each other (replication, sentinels) share one CA.
+    pub(crate) fn tls_with(mut self, files: TlsFiles) -> Self {
+        self.tls = true;
+        self.tls_files = Some(files);
+        self
+    }
+
+    /// Runs the server as a sentinel (`redis-server sentinel.conf --sentinel`) with this
+    /// configuration file text, written to `sentinel.conf` in its directory.
+    pub(crate) fn sentinel(mut self, config: String) -> Self {
+        self.sentinel_config = Some(config);
+        self
+    }
+
     /// Picks a port whose cluster bus port (port + 10000) is free too.
     pub(crate) fn cluster_bus(mut self, on: bool) -> Self {
         self.cluster_bus = on;
@@ -153,9 +174,19 @@ impl RedisServerBuilder {
             TestingError::Setup { what: "creating a temporary directory for redis-server".into(), source }
         })?;
         let log_path = dir.path().join(LOG_FILE);
-        let tls = match self.tls {
-            true => Some((0, TlsFiles::generate(dir.path())?)),
-            false => None,
+        let tls = match (self.tls, self.tls_files) {
+            (true, Some(files)) => Some((0, files)),
+            (true, None) => Some((0, TlsFiles::generate(dir.path())?)),
+            (false, _) => None,
+        };
+        let sentinel_config = match self.sentinel_config {
+            Some(text) => {
+                let path = dir.path().join(SENTINEL_CONFIG_FILE);
+                fs::write(&path, text)
+                    .map_err(|source| TestingError::Setup { what: format!("writing {}", path.display()), source })?;
+                Some(path)
+            }
+            None => None,
         };
         let mut server = RedisServer {
             binary,
@@ -163,6 +194,7 @@ impl RedisServerBuilder {
             appendonly: self.appendonly,
             extra_args: self.extra_args,
             tls,
+            sentinel_config,
             log_path,
             process: Mutex::new(Process::default()),
             dir,
@@ -355,6 +387,11 @@ impl RedisServer {
     /// The full argument list for `redis-server`.
     fn command_line(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();
+        if let Some(config) = &self.sentinel_config {
+            // The configuration file comes first; the sentinel rewrites it as it learns.
+            args.push(config.as_os_str().to_owned());
+            args.push("--sentinel".into());
+        }
         let mut push = |name: &str, value: OsString| {
             args.push(format!("--{name}").into());
             args.push(value);
@@ -472,6 +509,9 @@ impl RedisServer {
         let their_pid = resp::info_field(&info, "process_id").and_then(|p| p.parse().ok());
         if their_pid != pid {
             return Err(format!("port {} answered by another process (pid {their_pid:?})", self.port));
+        }
+        if self.sentinel_config.is_some() {
+            return Ok(()); // a sentinel loads no data
         }
         let persistence = match resp::send(self.addr(), &["INFO", "persistence"]) {
             Ok(reply) => reply.as_text().unwrap_or_default(),

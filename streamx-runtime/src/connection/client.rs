@@ -134,10 +134,10 @@ pub(crate) async fn connect(url: &RedisUrl, role: ClientRole, deadline: Duration
 }
 
 /// True for a failed connect that retrying cannot fix: wrong credentials, a rejected
-/// certificate.
+/// certificate, a service name the sentinels do not know.
 fn is_permanent(err: &fred::error::Error) -> bool {
     match err.kind() {
-        ErrorKind::Auth => true,
+        ErrorKind::Auth | ErrorKind::Config => true,
         #[cfg(feature = "tls")]
         ErrorKind::Tls => true,
         _ => false,
@@ -147,6 +147,11 @@ fn is_permanent(err: &fred::error::Error) -> bool {
 /// Says what a failed connect most likely means where fred's text does not: a TLS
 /// certificate the client rejected, a plain connection to a TLS port, TLS to a plain port.
 fn explain_connect_error(url: &RedisUrl, err: fred::error::Error) -> fred::error::Error {
+    if let Some(service) = url.sentinel_service() {
+        if let Some(explained) = explain_sentinel_error(service, &err) {
+            return explained;
+        }
+    }
     #[cfg(feature = "tls")]
     if let Some(explained) = explain_tls_error(url, &err) {
         return explained;
@@ -160,6 +165,41 @@ fn explain_connect_error(url: &RedisUrl, err: fred::error::Error) -> fred::error
         );
     }
     err
+}
+
+/// For a `redis-sentinel://` URL, what a failed connect means where fred's text does not
+/// say: an unknown service name, credentials refused by the master, no sentinel to ask.
+/// `None` for other errors (a TLS error is explained as for any URL).
+fn explain_sentinel_error(service: &str, err: &fred::error::Error) -> Option<fred::error::Error> {
+    let details = err.details();
+    if details.contains("Missing primary address") {
+        return Some(fred::error::Error::new(
+            ErrorKind::Config,
+            format!(
+                "the sentinels monitor no master named `{service}`: sentinelServiceName must be the name \
+                 of a `sentinel monitor` line of their configuration"
+            ),
+        ));
+    }
+    // fred reports every error after the sentinels answered as a sentinel error; a refused
+    // AUTH there is the master's (a sentinel's refusal reads as "Failed to connect").
+    if ["WRONGPASS", "NOAUTH", "NOPERM"].iter().any(|code| details.starts_with(code)) {
+        return Some(fred::error::Error::new(
+            ErrorKind::Auth,
+            format!("the master named by the sentinels refused the URL's user and password: {details}"),
+        ));
+    }
+    if details.contains("Failed to connect to all sentinel nodes") {
+        return Some(fred::error::Error::new(
+            err.kind().clone(),
+            format!(
+                "{details} (none of the sentinels in the URL, its host and its node= parameters, accepted a \
+                 connection: are they running, and if they require a password, are sentinelUsername and \
+                 sentinelPassword right?)"
+            ),
+        ));
+    }
+    None
 }
 
 /// For a `rediss://` URL, what a failed connect means (see [`explain_connect_error`]);
@@ -265,6 +305,25 @@ mod tests {
         let err = explain_connect_error(&plain, closed);
         assert!(!is_permanent(&err), "{err}");
         assert!(err.details().contains("if it only accepts TLS, use a rediss:// URL"), "{err}");
+    }
+
+    #[test]
+    fn sentinel_failures_are_explained() {
+        let url = RedisUrl::parse("redis-sentinel://127.0.0.1:26379?sentinelServiceName=orders").unwrap();
+        let sentinel =
+            |text: &str| explain_connect_error(&url, fred::error::Error::new(ErrorKind::Sentinel, text.to_owned()));
+        let err = sentinel("Missing primary address in response from sentinel node.");
+        assert!(is_permanent(&err), "{err}");
+        assert!(err.details().contains("no master named `orders`") && err.details().contains("sentinelServiceName"));
+        let err = sentinel("WRONGPASS invalid username-password pair or user is disabled.");
+        assert!(is_permanent(&err), "{err}");
+        assert!(err.details().contains("the master named by the sentinels refused"), "{err}");
+        let err = sentinel("Failed to connect to all sentinel nodes.");
+        assert!(!is_permanent(&err), "{err}");
+        assert!(err.details().contains("sentinelPassword"), "{err}");
+        let other = sentinel("Invalid role: Some(\"slave\")");
+        assert_eq!(other.details(), "Invalid role: Some(\"slave\")");
+        assert!(!is_permanent(&other));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use fred::prelude::Config;
+use fred::prelude::{Config, ServerConfig};
 use url::Url;
 
 use super::redact::{redact, redacted};
@@ -59,7 +59,23 @@ pub struct RedisUrl {
 
 impl RedisUrl {
     /// Parses a URL: `redis://`, `rediss://` (TLS), `redis-cluster://host:port?node=host:port`
-    /// (`rediss-cluster://` for TLS), with optional `user:password@`.
+    /// (`rediss-cluster://` for TLS),
+    /// `redis-sentinel://sentinel:port?sentinelServiceName=name&node=sentinel:port`
+    /// (`rediss-sentinel://` for TLS; `sentinelUsername` and `sentinelPassword` for sentinels
+    /// that require a password), with optional `user:password@` (for the master).
+    ///
+    /// ```
+    /// # fn demo() -> Result<(), streamx_runtime::Error> {
+    /// use streamx_runtime::RedisUrl;
+    ///
+    /// let url = RedisUrl::parse(
+    ///     "redis-sentinel://app:s3cret@10.0.0.1:26379?sentinelServiceName=orders&node=10.0.0.2:26379",
+    /// )?;
+    /// assert!(url.is_sentinel() && !url.is_cluster());
+    /// assert!(!url.to_string().contains("s3cret"));
+    /// # Ok(()) }
+    /// # demo().unwrap();
+    /// ```
     ///
     /// This reads no environment; connecting with the result does (see
     /// [`RedisUrl`]). Without the `tls` feature, a TLS URL is [`Error::TlsNotEnabled`].
@@ -183,6 +199,20 @@ impl RedisUrl {
     /// True for a `redis-cluster://` URL.
     pub fn is_cluster(&self) -> bool {
         self.config.server.is_clustered()
+    }
+
+    /// True for a `redis-sentinel://` URL: the host and the `node=` parameters are
+    /// sentinels, which name the master of the `sentinelServiceName` service.
+    pub fn is_sentinel(&self) -> bool {
+        self.config.server.is_sentinel()
+    }
+
+    /// For a `redis-sentinel://` URL, its `sentinelServiceName`.
+    pub(crate) fn sentinel_service(&self) -> Option<&str> {
+        match &self.config.server {
+            ServerConfig::Sentinel { service_name, .. } => Some(service_name),
+            _ => None,
+        }
     }
 
     /// The URL with any password replaced by `***`.
