@@ -39,6 +39,8 @@ enum PendingRead {
     /// so its reply reaches the handlers with one task wake-up fewer (the latency of a
     /// quiet stream, where every read is this one).
     Here(Pin<Box<dyn Future<Output = Read> + Send>>),
+    /// A read ahead that ended when it was first polled (e.g. the connection was closed).
+    Done(Option<Read>),
 }
 
 impl Future for PendingRead {
@@ -49,11 +51,24 @@ impl Future for PendingRead {
         match self.get_mut() {
             PendingRead::Ahead(task) => Pin::new(task).poll(cx).map(|joined| joined.ok()),
             PendingRead::Here(read) => read.as_mut().poll(cx).map(Some),
+            PendingRead::Done(read) => Poll::Ready(read.take()),
         }
     }
 }
 
 impl PendingRead {
+    /// A read ahead: polled once here, so its command is on its way to Redis now (not when
+    /// a worker thread first runs its task), then moved to a task of its own.
+    fn ahead(read: impl Future<Output = Read> + Send + 'static) -> Self {
+        let mut read = Box::pin(read);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match read.as_mut().poll(&mut cx) {
+            Poll::Ready(done) => PendingRead::Done(Some(done)),
+            // The task polls it again at once, with its own waker.
+            Poll::Pending => PendingRead::Ahead(tokio::spawn(read)),
+        }
+    }
+
     /// Gives the read up (at shutdown, after it did not end in time).
     fn abandon(self) {
         if let PendingRead::Ahead(task) = self {
@@ -209,10 +224,9 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                 let fence_ok = shared.fence().is_none_or(|f| f.holds_for() > crate::topic::fence::READ_MARGIN * 2);
                 if full && fence_ok && shared.has_held_room(size.current(), held_limit) {
                     // A full batch: probably more waiting. Read ahead if the budget has room.
-                    ahead = shared
-                        .budget
-                        .room_for(size.current())
-                        .map(|room| PendingRead::Ahead(tokio::spawn(send_read(&shared, reader.get(), room, None))));
+                    if let Some(room) = shared.budget.room_for(size.current()) {
+                        ahead = Some(PendingRead::ahead(send_read(&shared, reader.get(), room, None)));
+                    }
                 }
                 let read = entries.len();
                 if read > 0 {
