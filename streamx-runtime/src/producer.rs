@@ -64,6 +64,19 @@ pub struct PublishOptions {
 }
 
 impl PublishOptions {
+    /// No option set (what [`Producer::publish`] uses: a constant, so no publish builds and
+    /// drops options of its own).
+    const NONE: PublishOptions = PublishOptions {
+        headers: Headers::new(),
+        max_len: None,
+        max_len_acked: None,
+        no_mkstream: false,
+        durable: None,
+        id: None,
+        idempotency_key: None,
+        idempotency_window: None,
+    };
+
     /// No headers, no trimming, the stream is created if missing.
     pub fn new() -> Self {
         Self::default()
@@ -336,7 +349,7 @@ impl Producer {
 
     /// Publishes `payload` as JSON; returns the new entry's id.
     pub async fn publish<T: Serialize + ?Sized>(&self, stream: &str, payload: &T) -> Result<MessageId> {
-        self.publish_with(stream, payload, &PublishOptions::default()).await
+        self.publish_with(stream, payload, &PublishOptions::NONE).await
     }
 
     /// Publishes `payload` with options.
@@ -453,13 +466,13 @@ impl Producer {
         if let Some(len) = acked_len {
             return self.add_one_acked(stream, data, options, len).await;
         }
-        let client = self.client.get();
-        tokio::task::unconstrained(self.registered.once(&client, stream)).await;
+        tokio::task::unconstrained(self.registered.once(&self.client, stream)).await;
         if options.id.is_none() && options.durable.is_none() {
             // Coalesced with the publishes of other tasks (see `coalesce`). (A durable publish
             // is sent here: its WAIT must follow its XADD on the same connection.)
             return self.coalescer.add(stream, data, &options.headers, options.no_mkstream, options.max_len).await;
         }
+        let client = self.client.get();
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let id = options.id.map_or_else(|| "*".to_string(), |id| id.to_string());
         let reply: Value =
@@ -492,7 +505,7 @@ impl Producer {
     async fn add_one_acked(&self, stream: &str, data: Bytes, options: &PublishOptions, len: u64) -> Result<MessageId> {
         let acked = self.capabilities().await.xackdel;
         let client = self.client.get();
-        self.registered.once(&client, stream).await;
+        self.registered.once(&self.client, stream).await;
         let id = options.id.map_or_else(|| "*".to_string(), |id| id.to_string());
         let mut args = vec![
             Value::from(len.to_string()),
@@ -521,7 +534,7 @@ impl Producer {
     /// An idempotent publish (see [`PublishOptions::idempotency_key`]).
     async fn add_once(&self, stream: &str, key: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
         let client = self.client.get();
-        self.registered.once(&client, stream).await;
+        self.registered.once(&self.client, stream).await;
         let mut headers = options.headers.clone();
         headers.insert(crate::dedupe::IDEMPOTENCY_KEY_HEADER, key);
         let window = options.idempotency_window.unwrap_or(crate::dedupe::DEFAULT_IDEMPOTENCY_WINDOW);
@@ -665,7 +678,7 @@ impl Producer {
         let options = &*crate::observe::trace_context::with_current_context(options);
         let stream = &*self.destination(stream, options).await?;
         let client = self.client.get();
-        self.registered.once(&client, stream).await;
+        self.registered.once(&self.client, stream).await;
         let id = ScheduleId::random();
         let encoded = crate::scheduler::encode(&data, options.headers_ref());
         let args = vec![
@@ -787,7 +800,7 @@ impl Producer {
         let cap = options.cap().map_err(|e| Error::redis("XADD", stream, e))?;
         let healing = if encoded.len() > BATCH_CHUNK { self.bulk_client().await? } else { &self.client };
         let client = healing.get();
-        self.registered.once(&client, stream).await;
+        self.registered.once(&self.client, stream).await;
         // A durable batch has one round trip in flight, each followed by its WAIT.
         let in_flight = if options.durable.is_some() { 1 } else { CHUNKS_IN_FLIGHT };
         let timer = self.metrics.start(stream);

@@ -14,6 +14,7 @@ use std::time::Duration;
 use fred::clients::Client;
 use fred::interfaces::SetsInterface;
 
+use crate::connection::HealingClient;
 use crate::error::{Error, Result};
 use crate::keys::STREAM_NAMES;
 
@@ -53,7 +54,7 @@ impl Registered {
     /// for it (a short-lived producer, `streamx publish`, must not exit before it is sent),
     /// at most [`REGISTER_WAIT`]: the registry's node may be slow or failing over while the
     /// stream's is fine.
-    pub(crate) async fn once(&self, client: &Client, stream: &str) {
+    pub(crate) async fn once(&self, client: &HealingClient, stream: &str) {
         let registration = {
             // Every publish passes here: no allocation once the stream is known.
             let mut names = self.names.lock().unwrap_or_else(PoisonError::into_inner);
@@ -69,7 +70,8 @@ impl Registered {
         };
         registration
             .get_or_init(|| async {
-                match tokio::time::timeout(REGISTER_WAIT, register(client, stream)).await {
+                // The client is taken only here: every publish passes through `once`.
+                match tokio::time::timeout(REGISTER_WAIT, register(&client.get(), stream)).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         tracing::debug!(stream, error = %e, "cannot add the stream to the registry of stream names")
