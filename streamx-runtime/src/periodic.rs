@@ -252,37 +252,88 @@ where
     T: Serialize,
     E: std::fmt::Display,
 {
-    Box::pin(async move {
-        match fut.await {
-            Ok(value) => encode(&value),
-            Err(e) => Err(e.to_string()),
-        }
-    })
+    Box::pin(async move { fut.await.into_payload() })
 }
 
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, String> {
     serde_json::to_vec(value).map(Bytes::from).map_err(|e| format!("cannot encode the payload as JSON: {e}"))
 }
 
-/// Not public API: what the `#[periodic]` trampoline calls for a fn returning a payload.
+/// What a periodic job's fn may take: the [`Tick`] only.
+#[diagnostic::on_unimplemented(
+    message = "a periodic job's argument must be the tick, not `{Self}`",
+    label = "not `Tick`",
+    note = "a periodic job takes no argument or `streamx::Tick` (when the tick was due)"
+)]
+pub trait PeriodicArg {
+    /// The argument for `tick`.
+    fn from_tick(tick: Tick) -> Self;
+}
+
+impl PeriodicArg for Tick {
+    fn from_tick(tick: Tick) -> Self {
+        tick
+    }
+}
+
+/// What a fallible periodic job's fn may return: `Result<T, E>` with a serializable `T` and a
+/// displayable `E`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned by a periodic job",
+    label = "not `Result<T, E>` with `T: Serialize` and `E: Display`",
+    note = "a periodic job returns its payload (any `serde::Serialize`) or `Result<T, E>` with `T: serde::Serialize` and `E: std::fmt::Display`"
+)]
+pub trait PeriodicResult {
+    /// The encoded payload, or the error's message.
+    fn into_payload(self) -> Result<Bytes, String>;
+}
+
+impl<T: Serialize, E: std::fmt::Display> PeriodicResult for Result<T, E> {
+    fn into_payload(self) -> Result<Bytes, String> {
+        match self {
+            Ok(value) => encode(&value),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// Not public API: checks the argument type of a `#[periodic]` fn, spanned on it.
 #[doc(hidden)]
-pub fn invoke_periodic<Fut>(fut: Fut) -> BoxFuture<'static, Result<Bytes, String>>
+pub const fn assert_periodic_arg<A: PeriodicArg>() {}
+
+/// Not public API: checks the payload type of a `#[periodic]` fn, spanned on it.
+#[doc(hidden)]
+pub const fn assert_periodic_payload<T: Serialize>() {}
+
+/// Not public API: checks the `Result` type of a fallible `#[periodic]` fn, spanned on it.
+#[doc(hidden)]
+pub const fn assert_periodic_result<R: PeriodicResult>() {}
+
+/// Not public API: the argument of a `#[periodic]` fn that takes the tick.
+#[doc(hidden)]
+pub fn periodic_arg<A: PeriodicArg>(tick: Tick) -> A {
+    A::from_tick(tick)
+}
+
+/// Not public API: what the `#[periodic]` trampoline calls for a fn returning a payload `T`
+/// (named, so a wrong one fails the same bound on the same tokens as the assertion).
+#[doc(hidden)]
+pub fn invoke_periodic<Fut, T>(fut: Fut) -> BoxFuture<'static, Result<Bytes, String>>
 where
-    Fut: Future + Send + 'static,
-    Fut::Output: Serialize,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Serialize,
 {
     payload(fut)
 }
 
 /// Not public API: what the `#[periodic]` trampoline calls for a fn returning `Result`.
 #[doc(hidden)]
-pub fn invoke_periodic_result<Fut, T, E>(fut: Fut) -> BoxFuture<'static, Result<Bytes, String>>
+pub fn invoke_periodic_result<Fut, R>(fut: Fut) -> BoxFuture<'static, Result<Bytes, String>>
 where
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
-    T: Serialize,
-    E: std::fmt::Display,
+    Fut: Future<Output = R> + Send + 'static,
+    R: PeriodicResult,
 {
-    payload_or_error(fut)
+    Box::pin(async move { fut.await.into_payload() })
 }
 
 /// A job declared with `#[periodic]`: const data, collected at link time.
