@@ -55,6 +55,7 @@ use crate::observe::names::{
     SKIPPED_PUBLISHED_ELSEWHERE,
 };
 use crate::retry_delay::RetryDelay;
+use crate::state::State;
 use crate::scripts::{assemble, NOW_MS};
 use crate::wire::{entry_fields, value_bytes};
 
@@ -65,33 +66,48 @@ pub const PERIODIC_TICK_HEADER: &str = "streamx-periodic-tick";
 /// ones; older ones are skipped and counted as `missed`).
 pub const MAX_CATCH_UP: usize = 100;
 
-/// The tick a periodic job's fn runs for: when it was due, on the schedule (UTC).
+/// The tick a periodic job's fn runs for: when it was due, on the schedule (UTC), and the
+/// runtime's application state ([`RuntimeBuilder::state`](crate::RuntimeBuilder::state)).
 ///
 /// ```
-/// use streamx_runtime::Tick;
-/// let tick = Tick::from_unix_ms(1_700_000_000_000);
+/// use streamx_runtime::{State, Tick};
+/// let tick = Tick::from_unix_ms(1_700_000_000_000).with_state(State::new().with(7u32));
 /// assert_eq!(tick.unix_ms(), 1_700_000_000_000);
 /// assert_eq!(tick.time(), std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000));
+/// assert_eq!(tick.state::<u32>(), Some(&7));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone)]
 pub struct Tick {
     unix_ms: u64,
+    state: State,
 }
 
 impl Tick {
-    /// The tick at `unix_ms` (for unit tests of a job's fn).
-    pub const fn from_unix_ms(unix_ms: u64) -> Self {
-        Tick { unix_ms }
+    /// The tick at `unix_ms`, without state (for unit tests of a job's fn).
+    pub fn from_unix_ms(unix_ms: u64) -> Self {
+        Tick { unix_ms, state: State::new() }
+    }
+
+    /// The same tick with this application state (for unit tests of a job's fn).
+    pub fn with_state(mut self, state: State) -> Self {
+        self.state = state;
+        self
     }
 
     /// When the tick was due, as Unix milliseconds (UTC).
-    pub const fn unix_ms(&self) -> u64 {
+    pub fn unix_ms(&self) -> u64 {
         self.unix_ms
     }
 
     /// When the tick was due.
     pub fn time(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_millis(self.unix_ms)
+    }
+
+    /// The application state of type `S` given to the runtime, as `msg.state::<S>()` in a
+    /// handler.
+    pub fn state<S: Send + Sync + 'static>(&self) -> Option<&S> {
+        self.state.get::<S>()
     }
 }
 
@@ -512,11 +528,16 @@ pub(crate) struct Scheduled {
 }
 
 /// Starts one task per job; each runs until `stop`.
-pub(crate) fn spawn_all(jobs: Vec<Scheduled>, client: &HealingClient, stop: &CancellationToken) -> Vec<JoinHandle<()>> {
+pub(crate) fn spawn_all(
+    jobs: Vec<Scheduled>,
+    client: &HealingClient,
+    state: &State,
+    stop: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
     jobs.into_iter()
         .map(|job| {
             tracing::info!(job = %job.job.name, stream = %job.job.stream, cron = %job.job.cron, catch_up = job.job.catch_up, "starting periodic job");
-            tokio::spawn(Runner::new(job, client.clone(), stop.clone()).run())
+            tokio::spawn(Runner::new(job, client.clone(), state.clone(), stop.clone()).run())
         })
         .collect()
 }
@@ -538,6 +559,8 @@ struct Runner {
     cron: Cron,
     client: HealingClient,
     stop: CancellationToken,
+    /// The runtime's application state, handed to the fn with each tick.
+    app_state: State,
     state: String,
     published: Counter,
     elsewhere: Counter,
@@ -546,7 +569,7 @@ struct Runner {
 }
 
 impl Runner {
-    fn new(s: Scheduled, client: HealingClient, stop: CancellationToken) -> Self {
+    fn new(s: Scheduled, client: HealingClient, app_state: State, stop: CancellationToken) -> Self {
         let stream = s.job.stream.to_string();
         let name = s.job.name.to_string();
         let labels = [(LABEL_STREAM, stream.clone()), (LABEL_JOB, name.clone())];
@@ -563,6 +586,7 @@ impl Runner {
             cron: s.cron,
             client,
             stop,
+            app_state,
         }
     }
 
@@ -665,7 +689,7 @@ impl Runner {
                 return Outcome::Retry;
             }
         }
-        let run = AssertUnwindSafe((self.job.run)(Tick::from_unix_ms(tick))).catch_unwind();
+        let run = AssertUnwindSafe((self.job.run)(Tick { unix_ms: tick, state: self.app_state.clone() })).catch_unwind();
         let data = tokio::select! {
             _ = self.stop.cancelled() => return Outcome::Stop,
             data = run => data,

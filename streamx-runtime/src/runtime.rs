@@ -731,7 +731,7 @@ impl Runtime {
         let shards = layouts.values().flat_map(|l| l.shard_streams().iter().map(String::as_str));
         let promoters = crate::scheduler::promoter::spawn_all(streams.chain(shards), &command, &promoting);
         // Periodic jobs publish on the command connection, and stop with the promoters.
-        let periodic = crate::periodic::spawn_all(self.periodic, &command, &promoting);
+        let periodic = crate::periodic::spawn_all(self.periodic, &command, &self.state, &promoting);
         let mut loops = Vec::with_capacity(self.consumers.len());
         for consumer in self.consumers {
             let settings = LoopSettings {
