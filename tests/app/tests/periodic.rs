@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{on_both_topologies, sigterm, spawn_worker, wait_exit, wait_until, TestRedis, Topology};
 use futures_util::TryStreamExt;
-use streamx::{History, PERIODIC_TICK_HEADER};
+use streamx::testing::TestRuntime;
+use streamx::{History, PeriodicJob, Tick, PERIODIC_TICK_HEADER};
 
 /// One entry a periodic job published: the tick in its header, and the payload's.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,6 +186,25 @@ async fn a_failing_fn_publishes_nothing_and_leaves_the_tick_to_another_process()
     assert!(consecutive(&ticks), "every tick, published by the healthy process: {ticks:?}");
     let pids: HashSet<u32> = entries.iter().map(|e| e.pid).collect();
     assert_eq!(pids, HashSet::from([healthy_pid]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_runtime_runs_periodic_jobs_with_the_application_state() {
+    let job = PeriodicJob::fallible("beat", "* * * * * *", "test.beats", |tick: Tick| async move {
+        let label = tick.state::<&'static str>().ok_or("no label in the state")?;
+        Ok::<_, String>(serde_json::json!({ "tick_ms": tick.unix_ms(), "pid": std::process::id(), "label": label }))
+    });
+    let app = TestRuntime::builder().registered_consumers(false).periodic(job).state("from the state").start().await.unwrap();
+    let url = app.url().to_string();
+    wait_until(Duration::from_secs(30), "two beats", || async { published(&url, "test.beats").await.len() >= 2 })
+        .await
+        .unwrap();
+    let ticks = ticks_of(&published(&url, "test.beats").await);
+    assert!(consecutive(&ticks), "{ticks:?}");
+    let history = History::connect(&url).await.unwrap();
+    let first: Vec<_> = history.read::<serde_json::Value>("test.beats", ..).try_collect().await.unwrap();
+    assert_eq!(first[0].payload()["label"], "from the state");
+    app.shutdown().await.unwrap(); // (the server goes with it)
 }
 
 on_both_topologies!(three_processes_publish_each_of_ten_ticks_once,);
