@@ -23,8 +23,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use streamx::prelude::*;
 use fred::interfaces::KeysInterface;
+use streamx::prelude::*;
 use streamx::BatchOutcome;
 use streamx_examples::{delete_stream_keys, exit, init_logging, subcommand, RecipeError};
 

@@ -97,10 +97,9 @@ fn from_metas(metas: Punctuated<Meta, Token![,]>) -> syn::Result<PeriodicArgs> {
 fn string(value: &Expr, key: &str) -> syn::Result<LitStr> {
     match literal(value) {
         Some(Lit::Str(lit)) => Ok(lit.clone()),
-        _ => Err(syn::Error::new_spanned(
-            value,
-            format!("expected string literal for `{key}`, e.g. `{}`", example(key)),
-        )),
+        _ => {
+            Err(syn::Error::new_spanned(value, format!("expected string literal for `{key}`, e.g. `{}`", example(key))))
+        }
     }
 }
 
@@ -154,7 +153,10 @@ fn check(func: &ItemFn) -> syn::Result<Job<'_>> {
         errors.push(syn::Error::new_spanned(token, "a periodic job cannot be a `const fn`"));
     }
     if sig.asyncness.is_none() {
-        errors.push(syn::Error::new_spanned(sig.fn_token, "a periodic job must be an `async fn`; add `async` before `fn`"));
+        errors.push(syn::Error::new_spanned(
+            sig.fn_token,
+            "a periodic job must be an `async fn`; add `async` before `fn`",
+        ));
     }
     if let Some(token) = &sig.unsafety {
         errors.push(syn::Error::new_spanned(token, "a periodic job cannot be an `unsafe fn`"));
@@ -245,12 +247,10 @@ fn registration(args: &PeriodicArgs, job: &Job<'_>) -> TokenStream {
     // Each check is spanned on the user's type, so a wrong one is reported there (with the
     // runtime's `on_unimplemented` note); the call is located at the argument's type too.
     let (arg_check, call) = match job.arg {
-        Some(arg) => {
-            (
-                Some(quote_spanned! {arg.span()=> #private::assert_periodic_arg::<#arg>(); }),
-                quote_spanned! {arg.span()=> #ident(#private::periodic_arg::<#arg>(#tick)) },
-            )
-        }
+        Some(arg) => (
+            Some(quote_spanned! {arg.span()=> #private::assert_periodic_arg::<#arg>(); }),
+            quote_spanned! {arg.span()=> #ident(#private::periodic_arg::<#arg>(#tick)) },
+        ),
         None => (None, quote! {{ let _ = #tick; #ident() }}),
     };
     let return_span = job.output.map_or(ident.span(), |output| output.span());
@@ -258,7 +258,9 @@ fn registration(args: &PeriodicArgs, job: &Job<'_>) -> TokenStream {
     let return_check = match job.output {
         // `impl Trait` cannot be named in a turbofish; `invoke_periodic` still checks the bound.
         Some(Type::ImplTrait(_)) => None,
-        Some(output) if fallible => Some(quote_spanned! {return_span=> #private::assert_periodic_result::<#output>(); }),
+        Some(output) if fallible => {
+            Some(quote_spanned! {return_span=> #private::assert_periodic_result::<#output>(); })
+        }
         Some(output) => Some(quote_spanned! {return_span=> #private::assert_periodic_payload::<#output>(); }),
         None => None,
     };
@@ -359,7 +361,8 @@ mod tests {
         let item = quote!(
             fn f(a: u8, b: u8) {}
         );
-        let out = expand(quote!(cron = "61 * * * *", stream = "", catch_up = 1, every = "1s", cron = "x"), item.clone());
+        let out =
+            expand(quote!(cron = "61 * * * *", stream = "", catch_up = 1, every = "1s", cron = "x"), item.clone());
         assert!(out.starts_with(&item.to_string()), "{out}");
         assert!(!out.contains("const _"), "{out}");
         for message in [

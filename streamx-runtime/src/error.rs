@@ -216,7 +216,9 @@ pub enum Error {
         registered: String,
     },
     /// Two periodic jobs were registered under the same name.
-    #[error("two periodic jobs are registered as `{name}`: at {first} and at {second}; give one of them `name = \"...\"`")]
+    #[error(
+        "two periodic jobs are registered as `{name}`: at {first} and at {second}; give one of them `name = \"...\"`"
+    )]
     DuplicatePeriodicJob {
         /// The clashing name.
         name: String,

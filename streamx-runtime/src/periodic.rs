@@ -55,8 +55,8 @@ use crate::observe::names::{
     SKIPPED_PUBLISHED_ELSEWHERE,
 };
 use crate::retry_delay::RetryDelay;
-use crate::state::State;
 use crate::scripts::{assemble, NOW_MS};
+use crate::state::State;
 use crate::wire::{entry_fields, value_bytes};
 
 /// The header of every entry a periodic job publishes: its tick, as Unix milliseconds (UTC).
@@ -573,9 +573,7 @@ impl Runner {
         let stream = s.job.stream.to_string();
         let name = s.job.name.to_string();
         let labels = [(LABEL_STREAM, stream.clone()), (LABEL_JOB, name.clone())];
-        let skipped = |reason: &'static str| {
-            metrics::counter!(PERIODIC_SKIPPED, LABEL_STREAM => stream.clone(), LABEL_JOB => name.clone(), LABEL_REASON => reason)
-        };
+        let skipped = |reason: &'static str| metrics::counter!(PERIODIC_SKIPPED, LABEL_STREAM => stream.clone(), LABEL_JOB => name.clone(), LABEL_REASON => reason);
         Runner {
             state: crate::keys::periodic_state(&stream, &name),
             published: metrics::counter!(PERIODIC_PUBLISHED, &labels),
@@ -689,7 +687,8 @@ impl Runner {
                 return Outcome::Retry;
             }
         }
-        let run = AssertUnwindSafe((self.job.run)(Tick { unix_ms: tick, state: self.app_state.clone() })).catch_unwind();
+        let run =
+            AssertUnwindSafe((self.job.run)(Tick { unix_ms: tick, state: self.app_state.clone() })).catch_unwind();
         let data = tokio::select! {
             _ = self.stop.cancelled() => return Outcome::Stop,
             data = run => data,
@@ -698,7 +697,11 @@ impl Runner {
             Ok(Ok(data)) => data,
             Ok(Err(error)) => {
                 self.failed.increment(1);
-                tracing::warn!(job = name, error, "periodic tick: the job's fn failed; nothing published by this process");
+                tracing::warn!(
+                    job = name,
+                    error,
+                    "periodic tick: the job's fn failed; nothing published by this process"
+                );
                 return Outcome::Done;
             }
             Err(_) => {
@@ -747,7 +750,10 @@ impl Runner {
                 }
             }
         }
-        tracing::warn!(job = name, "periodic tick: not due on the Redis clock, which is behind this machine's; retrying");
+        tracing::warn!(
+            job = name,
+            "periodic tick: not due on the Redis clock, which is behind this machine's; retrying"
+        );
         Outcome::Retry
     }
 }

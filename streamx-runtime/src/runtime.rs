@@ -18,9 +18,9 @@ use crate::keys::{
     dead_letter_stream, default_dead_letter_stream, derived_key, hash_tag, move_legacy_keys, slot, KeyKind,
 };
 use crate::observe::readiness::Loops;
+use crate::periodic::{registered_periodic, PeriodicJob};
 use crate::permissions::{check_consumers, required_commands, ConsumerKeys, Uses};
 use crate::policy::DeadLetterTarget;
-use crate::periodic::{registered_periodic, PeriodicJob};
 use crate::producer::Producer;
 use crate::registry::registered;
 use crate::state::State;
@@ -371,9 +371,8 @@ impl RuntimeBuilder {
                 });
             }
             job_names.insert(job.name().to_string(), i);
-            let cron = job
-                .validate()
-                .map_err(|reason| Error::InvalidPeriodicJob { job: job.name().to_string(), reason })?;
+            let cron =
+                job.validate().map_err(|reason| Error::InvalidPeriodicJob { job: job.name().to_string(), reason })?;
             scheduled.push(crate::periodic::Scheduled { job: job.clone(), cron });
         }
         let mut seen: HashMap<String, usize> = HashMap::new();

@@ -213,11 +213,12 @@ impl TestRuntimeBuilder {
 
     /// The runtime: the chosen consumers against `url`, nothing from the environment.
     fn runtime(self, url: &str) -> Result<Runtime, TestingError> {
-        let mut builder =
-            Runtime::builder().redis_url(url).registered_consumers(false).registered_periodic_jobs(false);
+        let mut builder = Runtime::builder().redis_url(url).registered_consumers(false).registered_periodic_jobs(false);
         if self.registered {
             let jobs = streamx_runtime::registered_periodic().into_iter().map(|r| r.to_job());
-            for job in jobs.filter(|j| self.streams.as_ref().is_none_or(|streams| streams.iter().any(|s| s == j.stream()))) {
+            for job in
+                jobs.filter(|j| self.streams.as_ref().is_none_or(|streams| streams.iter().any(|s| s == j.stream())))
+            {
                 builder = builder.periodic(job);
             }
             let registered = streamx_runtime::registered().into_iter().map(|r| r.to_consumer());

@@ -135,7 +135,10 @@ async fn missed_ticks_are_skipped_without_catch_up() {
     let ticks = ticks_of(&published(&url, "app.ticks").await);
     assert_eq!(&ticks[..before.len()], &before[..]);
     let after = &ticks[before.len()..];
-    assert!(after[0] > restarted_at, "the ticks missed before the restart are skipped: {ticks:?}, restart at {restarted_at}");
+    assert!(
+        after[0] > restarted_at,
+        "the ticks missed before the restart are skipped: {ticks:?}, restart at {restarted_at}"
+    );
     assert!(consecutive(after), "then every tick: {after:?}");
 }
 
@@ -194,7 +197,8 @@ async fn a_test_runtime_runs_periodic_jobs_with_the_application_state() {
         let label = tick.state::<&'static str>().ok_or("no label in the state")?;
         Ok::<_, String>(serde_json::json!({ "tick_ms": tick.unix_ms(), "pid": std::process::id(), "label": label }))
     });
-    let app = TestRuntime::builder().registered_consumers(false).periodic(job).state("from the state").start().await.unwrap();
+    let app =
+        TestRuntime::builder().registered_consumers(false).periodic(job).state("from the state").start().await.unwrap();
     let url = app.url().to_string();
     wait_until(Duration::from_secs(30), "two beats", || async { published(&url, "test.beats").await.len() >= 2 })
         .await
