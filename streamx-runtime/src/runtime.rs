@@ -906,6 +906,48 @@ mod tests {
         Consumer::new(stream, "g", handler).dlq(DeadLetterTarget::Stream(dlq))
     }
 
+    fn job(name: &'static str, cron: &'static str) -> PeriodicJob {
+        PeriodicJob::new(name, cron, "reports", |tick: crate::Tick| async move { tick.unix_ms() })
+    }
+
+    fn build_with(jobs: Vec<PeriodicJob>) -> Result<Runtime> {
+        let mut builder = Runtime::builder().redis_url("redis://127.0.0.1:6379").registered_consumers(false);
+        for j in jobs {
+            builder = builder.periodic(j);
+        }
+        builder.build()
+    }
+
+    #[test]
+    fn periodic_jobs_are_validated_at_build() {
+        let err = build_with(vec![job("a", "0 */5 * * * *"), job("a", "* * * * *")]).unwrap_err();
+        assert!(matches!(err, Error::DuplicatePeriodicJob { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("two periodic jobs are registered as `a`: at streamx-runtime/src/runtime.rs:"), "{text}");
+        let err = build_with(vec![job("b", "* * * 13 *")]).unwrap_err().to_string();
+        assert!(err.starts_with("periodic job `b`: invalid cron expression \"* * * 13 *\""), "{err}");
+        let err = build_with(vec![job("", "* * * * *")]).unwrap_err().to_string();
+        assert!(err.contains("the job name is empty"), "{err}");
+        let runtime = build_with(vec![job("c", "@hourly")]).unwrap();
+        assert_eq!(runtime.periodic_jobs().map(PeriodicJob::name).collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn only_picks_periodic_jobs_too() {
+        let builder = || {
+            Runtime::builder()
+                .redis_url("redis://127.0.0.1:6379")
+                .registered_consumers(false)
+                .consumer(Consumer::new("orders", "g", handler))
+                .periodic(job("reports", "* * * * *"))
+        };
+        let runtime = builder().only(["reports"]).build().unwrap();
+        assert!(runtime.consumers().is_empty());
+        assert_eq!(runtime.periodic_jobs().count(), 1);
+        let err = builder().only(["nope"]).build().unwrap_err().to_string();
+        assert!(err.contains("no consumer is registered as `nope`") && err.contains("reports"), "{err}");
+    }
+
     #[test]
     fn a_retention_without_a_bound_is_refused() {
         let url = RedisUrl::parse("redis://127.0.0.1:6379").unwrap();
