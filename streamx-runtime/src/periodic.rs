@@ -537,9 +537,27 @@ pub(crate) fn spawn_all(
     jobs.into_iter()
         .map(|job| {
             tracing::info!(job = %job.job.name, stream = %job.job.stream, cron = %job.job.cron, catch_up = job.job.catch_up, "starting periodic job");
-            tokio::spawn(Runner::new(job, client.clone(), state.clone(), stop.clone()).run())
+            tokio::spawn(supervise(job, client.clone(), state.clone(), stop.clone()))
         })
         .collect()
+}
+
+/// Runs a job's task until `stop`, restarting it (after a pause that grows to 5 s) if it
+/// panics, so a job never dies silently. (A panic of the job's own fn is caught per tick; this
+/// is for the scheduler itself.)
+async fn supervise(job: Scheduled, client: HealingClient, state: State, stop: CancellationToken) {
+    let mut backoff = RetryDelay::new();
+    loop {
+        let runner = Runner::new(job.clone(), client.clone(), state.clone(), stop.clone());
+        let Err(join) = tokio::spawn(runner.run()).await else {
+            return; // stopped, or the schedule has no more ticks
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        tracing::error!(job = job.job.name(), reason = %join, retry_in = ?backoff.current(), "periodic job task ended; restarting it");
+        backoff.wait(&stop).await;
+    }
 }
 
 /// How one tick went for this process.
