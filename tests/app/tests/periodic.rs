@@ -75,10 +75,11 @@ fn consecutive(ticks: &[u64]) -> bool {
     ticks.windows(2).all(|w| w[1] - w[0] == 1000)
 }
 
-/// The 10 seconds from about 4 s from now, within one minute: a cron expression firing at
-/// each of them once an hour (so once within the test), and the first tick (Unix ms).
+/// The 10 seconds from about 6 s from now (time for the processes to start, on a loaded
+/// machine too), within one minute: a cron expression firing at each of them once an hour
+/// (so once within the test), and the first tick (Unix ms).
 fn ten_ticks_soon() -> (String, u64) {
-    let mut first = now_ms() / 1000 + 4;
+    let mut first = now_ms() / 1000 + 6;
     if first % 60 > 50 {
         first += 60 - first % 60;
     }
