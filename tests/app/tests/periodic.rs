@@ -112,7 +112,9 @@ async fn three_processes_publish_each_of_ten_ticks_once(topology: Topology) {
     let ticks = ticks_of(&entries);
     let expected: Vec<u64> = (0..10).map(|i| first + i * 1000).collect();
     assert_eq!(ticks, expected, "exactly the 10 ticks, once each: {entries:?}");
-    let state = server.cli(&["GET", &streamx::keys::periodic_state("app.window", "window")]).unwrap();
+    let state_key = streamx::keys::periodic_state("app.window", "window");
+    assert_eq!(streamx::keys::slot(&state_key), streamx::keys::slot("app.window"), "one slot for the script");
+    let state = server.cli(&["GET", &state_key]).unwrap();
     assert_eq!(state.trim(), (first + 9000).to_string(), "the job's state is its last tick");
 }
 
