@@ -2,7 +2,8 @@
 //! 127.0.0.1:6379, or set `STREAMX_REDIS_URL`), then in another terminal
 //! `cargo run --example analytics -- publish` (20,000 page views over the last 10 minutes).
 //! Ctrl-C prints the views per minute and page; `-- cleanup` deletes the recipe's keys
-//! (20,000 entries a run are not worth keeping).
+//! (20,000 entries a run are not worth keeping). `redis-cli XREVRANGE analytics.reports + -
+//! COUNT 1` shows the latest report.
 //!
 //! Windowed aggregation with a batch handler: page views counted per page and per minute by
 //! a consumer that writes each batch to the store in one go.
@@ -13,17 +14,23 @@
 //!   a permanent error); the rest of its batch is counted.
 //! - Delivery is at-least-once, so the store remembers which views it counted (by message
 //!   id) and counts a redelivered one only once.
+//! - A periodic job (`#[periodic]`) publishes the store's totals to `analytics.reports` every
+//!   10 seconds: one report per tick however many workers run, each with the tick in its
+//!   `streamx-periodic-tick` header, for a dashboard or an alert to consume.
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use fred::interfaces::KeysInterface;
 use streamx::prelude::*;
 use streamx::BatchOutcome;
 use streamx_examples::{delete_stream_keys, exit, init_logging, subcommand, RecipeError};
 
 const PAGE_VIEWS: &str = "analytics.page_views";
+const REPORTS: &str = "analytics.reports";
+const REPORT_JOB: &str = "analytics-report";
 
 /// One page view, as a web front end would publish it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -67,6 +74,16 @@ impl Store {
         tables.counted.len() as u64
     }
 
+    /// The totals so far: views counted, and per minute.
+    fn report(&self, tick_ms: u64) -> Report {
+        let tables = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_minute: BTreeMap<u64, u64> = BTreeMap::new();
+        for ((minute, _), n) in &tables.counts {
+            *per_minute.entry(*minute).or_insert(0) += n;
+        }
+        Report { tick_ms, counted: tables.counted.len() as u64, writes: tables.writes, per_minute }
+    }
+
     /// Prints the counts per minute.
     fn print(&self) {
         let tables = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -80,6 +97,25 @@ impl Store {
             println!("  {:02}:{:02} UTC  {}", of_day / 60, of_day % 60, row.join(", "));
         }
     }
+}
+
+/// What the periodic job publishes: the store's totals at a tick.
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    tick_ms: u64,
+    counted: u64,
+    writes: u64,
+    /// Views per minute (the minute's start, Unix ms).
+    per_minute: BTreeMap<u64, u64>,
+}
+
+/// Every 10 seconds, the totals so far to `analytics.reports`: published once per tick across
+/// every worker running the recipe (the state key `{analytics.reports}:periodic:analytics-report`
+/// holds the last tick published).
+#[periodic(cron = "*/10 * * * * *", stream = "analytics.reports", name = "analytics-report")]
+async fn report(tick: Tick) -> Result<Report, String> {
+    let store = tick.state::<Arc<Store>>().ok_or("the runtime was built without the analytics `Store` state")?;
+    Ok(store.report(tick.unix_ms()))
 }
 
 /// Counts a batch of views per minute and page, in one write.
@@ -121,17 +157,35 @@ async fn main() -> ExitCode {
     let result = match command.as_str() {
         "worker" => worker().await,
         "publish" => publish().await,
-        "cleanup" => delete_stream_keys(&[(PAGE_VIEWS, &["per-minute"])]).await.map(drop),
+        "cleanup" => cleanup().await,
         other => Err(RecipeError::Usage(format!("unknown command `{other}`: worker, publish or cleanup"))),
     };
     exit("analytics", result)
+}
+
+/// Deletes the recipe's streams, their streamx keys and the report job's state.
+async fn cleanup() -> Result<(), RecipeError> {
+    delete_stream_keys(&[(PAGE_VIEWS, &["per-minute"]), (REPORTS, &[])]).await?;
+    let producer = Producer::from_env().await?;
+    let state = streamx::keys::periodic_state(REPORTS, REPORT_JOB);
+    let deleted: u64 = producer
+        .client()
+        .del(&state)
+        .await
+        .map_err(|source| RecipeError::Redis { what: format!("deleting `{state}`"), source })?;
+    producer.close().await;
+    println!("deleted the report job's state ({deleted} key(s))");
+    Ok(())
 }
 
 /// Aggregates until Ctrl-C or SIGTERM, then prints the counts.
 async fn worker() -> Result<(), RecipeError> {
     let store = Arc::new(Store::default());
     let runtime = streamx::Runtime::builder().state(store.clone()).build()?;
-    println!("analytics: counting `{PAGE_VIEWS}` on {}; Ctrl-C to stop", runtime.url());
+    println!(
+        "analytics: counting `{PAGE_VIEWS}` on {}, reporting to `{REPORTS}` every 10 s; Ctrl-C to stop",
+        runtime.url()
+    );
     runtime.run().await?;
     store.print();
     Ok(())

@@ -551,6 +551,22 @@ async fn analytics() {
     );
     let dlq = wait_dead_letters(&url, "analytics.page_views", 20).await;
     wait_drained(&url, "analytics.page_views", "per-minute").await;
+    // The periodic job's report (every 10 s) catches up with the store: one entry per tick.
+    let report = || -> Option<serde_json::Value> {
+        let entries = redis.cli_json(&["XREVRANGE", "analytics.reports", "+", "-", "COUNT", "1"]).unwrap();
+        let fields = entries.get(0)?.get(1)?.as_array()?.clone();
+        let data = fields.chunks(2).find(|kv| kv[0] == "data")?.get(1)?.as_str()?.to_string();
+        serde_json::from_str(&data).ok()
+    };
+    wait_until(Duration::from_secs(30), "a report of every view", || async {
+        report().is_some_and(|r| r["counted"] == 19_980)
+    })
+    .await
+    .unwrap();
+    let report = report().unwrap();
+    let raw = redis.cli(&["XREVRANGE", "analytics.reports", "+", "-", "COUNT", "1"]).unwrap();
+    assert!(raw.contains("h:streamx-periodic-tick") && raw.contains(&report["tick_ms"].to_string()), "{raw}");
+    assert_eq!(report["tick_ms"].as_u64().unwrap() % 10_000, 0, "{report}");
     let out = worker.stop().await;
     let summary = out.lines().find(|l| l.starts_with("counted ")).unwrap_or_else(|| panic!("{out}"));
     let words: Vec<&str> = summary.split_whitespace().collect();

@@ -478,7 +478,7 @@ fn shard_count(value: &Expr) -> syn::Result<Spanned<u32>> {
 }
 
 /// The error for a key that is not in `allowed`, listing every allowed key.
-fn unknown_key(path: &Path, allowed: &[&str]) -> syn::Error {
+pub(crate) fn unknown_key(path: &Path, allowed: &[&str]) -> syn::Error {
     let written = path.segments.iter().map(|segment| segment.ident.to_string()).collect::<Vec<_>>().join("::");
     let list = allowed.iter().map(|key| format!("`{key}`")).collect::<Vec<_>>().join(", ");
     syn::Error::new_spanned(path, format!("unknown argument `{written}`; expected one of: {list}"))
@@ -494,7 +494,7 @@ fn name_value(meta: &Meta, key: Key) -> syn::Result<&Expr> {
 
 /// Looks through invisible groups, which appear when a `macro_rules!` macro passes a
 /// `$value:expr` or `$value:literal` on to this attribute.
-fn strip_groups(mut expr: &Expr) -> &Expr {
+pub(crate) fn strip_groups(mut expr: &Expr) -> &Expr {
     while let Expr::Group(group) = expr {
         expr = &group.expr;
     }
@@ -502,7 +502,7 @@ fn strip_groups(mut expr: &Expr) -> &Expr {
 }
 
 /// The literal of `expr`, if it is one.
-fn literal(expr: &Expr) -> Option<&Lit> {
+pub(crate) fn literal(expr: &Expr) -> Option<&Lit> {
     match expr {
         Expr::Lit(ExprLit { lit, attrs }) if attrs.is_empty() => Some(lit),
         _ => None,
@@ -802,7 +802,7 @@ fn parse_dlq_max_len(value: &Expr) -> syn::Result<Spanned<Option<u64>>> {
 }
 
 /// `crate = path` (or `crate = "path"`, as serde and tokio accept).
-fn parse_crate(value: &Expr) -> syn::Result<Path> {
+pub(crate) fn parse_crate(value: &Expr) -> syn::Result<Path> {
     match value {
         Expr::Path(expr) if expr.attrs.is_empty() && expr.qself.is_none() => Ok(expr.path.clone()),
         Expr::Lit(ExprLit { lit: Lit::Str(lit), attrs }) if attrs.is_empty() => lit.parse::<Path>().map_err(|error| {

@@ -10,6 +10,7 @@
 
 mod args;
 mod expand;
+mod periodic;
 mod signature;
 
 use proc_macro::TokenStream;
@@ -122,6 +123,55 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn stream_consumer(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::stream_consumer(args.into(), item.into()).into()
+}
+
+/// Registers an `async fn` as a periodic job: at each tick of a cron schedule (UTC), its
+/// result is published to a stream, **once per tick across every process running it**.
+///
+/// ```
+/// use streamx::prelude::*;
+///
+/// #[derive(serde::Serialize)]
+/// struct Report { at_ms: u64, orders: u64 }
+///
+/// #[periodic(cron = "0 */5 * * * *", stream = "reports")]
+/// async fn report(tick: Tick) -> Result<Report, String> {
+///     Ok(Report { at_ms: tick.unix_ms(), orders: 42 })
+/// }
+///
+/// #[periodic(cron = "0 0 * * *", stream = "daily", name = "daily", catch_up = true)]
+/// async fn daily() -> &'static str {
+///     "a new day"
+/// }
+/// ```
+///
+/// The function is emitted unchanged; next to it the macro adds a registration that
+/// `streamx::run()` picks up at startup (`RuntimeBuilder::periodic(PeriodicJob::new(..))` is
+/// the equivalent by hand).
+///
+/// # The function
+///
+/// A free `async fn` without generics or `self`, taking nothing or the [`Tick`] (when it was
+/// due), returning the payload (any `serde::Serialize`, published as JSON) or
+/// `Result<T, E>` (`T: Serialize`, `E: Display`): an `Err` publishes nothing for the tick and
+/// is logged. A return type written `Result<..>` (any path ending in `Result`) is the
+/// fallible form. It runs in every process that finds the tick unpublished when it is due:
+/// keep it cheap and free of side effects.
+///
+/// # Arguments
+///
+/// | key | value | default | builder call |
+/// |---|---|---|---|
+/// | `cron` | cron expression, checked at compile time: 5 fields (`min hour dom month dow`), 6 with seconds first, 7 with a year last; UTC (**required**) | — | `PeriodicJob::new(.., cron, ..)` |
+/// | `stream` | the stream the ticks are published to, non-empty (**required**) | — | `PeriodicJob::new(.., stream, ..)` |
+/// | `name` | the job's name: logs, metrics, `only`, its state key | `module_path!()::fn_name` | `PeriodicJob::new(name, ..)` |
+/// | `catch_up` | publish ticks missed while no process ran (at most the latest 100), in order | `false` (skipped) | `.catch_up(true)` |
+/// | `crate` | path to the `streamx` crate when it is renamed | `::streamx` | — |
+///
+/// [`Tick`]: https://docs.rs/streamx/latest/streamx/struct.Tick.html
+#[proc_macro_attribute]
+pub fn periodic(args: TokenStream, item: TokenStream) -> TokenStream {
+    periodic::periodic(args.into(), item.into()).into()
 }
 
 /// Accumulates errors so that every problem is reported in one compilation.

@@ -215,6 +215,27 @@ pub enum Error {
         /// The registered names, comma-separated.
         registered: String,
     },
+    /// Two periodic jobs were registered under the same name.
+    #[error(
+        "two periodic jobs are registered as `{name}`: at {first} and at {second}; give one of them `name = \"...\"`"
+    )]
+    DuplicatePeriodicJob {
+        /// The clashing name.
+        name: String,
+        /// Where the first one was declared.
+        first: SourceLocation,
+        /// Where the second one was declared.
+        second: SourceLocation,
+    },
+    /// A periodic job's configuration is invalid (checked when the runtime is built): an
+    /// empty name or stream, a cron expression that does not parse.
+    #[error("periodic job `{job}`: {reason}")]
+    InvalidPeriodicJob {
+        /// The job's name.
+        job: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A consumer's configuration is invalid (checked when the runtime is built).
     #[error("consumer `{consumer}`: {reason}")]
     InvalidConsumer {

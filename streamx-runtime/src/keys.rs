@@ -23,7 +23,9 @@
 //! - `{orders}:published:<idempotency key>`: see [`published`] (idempotent publishes);
 //! - `{orders}:handled:<group>`: see [`handled`] (idempotent consumption);
 //! - `{orders}:trimmer`: see [`trim_lease`] (safe retention, not per group);
-//! - `{orders}:promoter`: see [`promoter_lease`] (delayed messages, not per group).
+//! - `{orders}:promoter`: see [`promoter_lease`] (delayed messages, not per group);
+//! - `{orders}:periodic:<job>`: see [`periodic_state`] (periodic jobs publishing to the
+//!   stream, per job name).
 //!
 //! The stream's name is the text between the first `{` and the first `}`, and the kind
 //! words are fixed, so this form never gives two streams (or kinds, or groups) one key.
@@ -88,6 +90,9 @@ pub enum KeyKind<'a> {
     /// The fencing epochs of a topic shard for a group (`shard-epoch`): a counter, one up per
     /// lease taken; see [`shard_epoch`].
     ShardEpoch(&'a str),
+    /// The state of a periodic job publishing to the stream (`periodic`), per job name (the
+    /// `&str`); see [`periodic_state`].
+    PeriodicState(&'a str),
 }
 
 impl<'a> KeyKind<'a> {
@@ -129,6 +134,7 @@ impl<'a> KeyKind<'a> {
             KeyKind::PromoterLease => "promoter",
             KeyKind::ShardLease(_) => "shard-lease",
             KeyKind::ShardEpoch(_) => "shard-epoch",
+            KeyKind::PeriodicState(_) => "periodic",
         }
     }
 
@@ -140,7 +146,8 @@ impl<'a> KeyKind<'a> {
             | KeyKind::ScheduledPayloads
             | KeyKind::TrimLease
             | KeyKind::PromoterLease
-            | KeyKind::Published(_) => None,
+            | KeyKind::Published(_)
+            | KeyKind::PeriodicState(_) => None,
             KeyKind::RetrySchedule(group)
             | KeyKind::Heartbeats(group)
             | KeyKind::TakeoverMarks(group)
@@ -152,11 +159,12 @@ impl<'a> KeyKind<'a> {
         }
     }
 
-    /// What the key ends with after its word: the group, or the idempotency key of
-    /// [`Published`](Self::Published); `None` for the other kinds of the whole stream.
+    /// What the key ends with after its word: the group, the idempotency key of
+    /// [`Published`](Self::Published) or the job name of
+    /// [`PeriodicState`](Self::PeriodicState); `None` for the other kinds of the whole stream.
     pub fn suffix(&self) -> Option<&'a str> {
         match *self {
-            KeyKind::Published(key) => Some(key),
+            KeyKind::Published(key) | KeyKind::PeriodicState(key) => Some(key),
             other => other.group(),
         }
     }
@@ -291,6 +299,20 @@ pub fn trim_lease(stream: &str) -> String {
 /// promotes them now, expiring unless renewed, so one runtime polls the schedule at a time.
 pub fn promoter_lease(stream: &str) -> String {
     derived_key(stream, KeyKind::PromoterLease)
+}
+
+/// The state of the periodic job `job` publishing to `stream`: the tick (Unix ms) of the last
+/// entry the job published, a string written by the same script as the entry (see the
+/// README's "Periodic jobs"). Never expires: it is what makes each tick publish once, and
+/// what a job with `catch_up` resumes from.
+///
+/// ```
+/// use streamx_runtime::keys::{periodic_state, slot};
+/// assert_eq!(periodic_state("reports", "daily"), "{reports}:periodic:daily");
+/// assert_eq!(slot(periodic_state("{shop}.reports", "daily")), slot("{shop}.reports"));
+/// ```
+pub fn periodic_state(stream: &str, job: &str) -> String {
+    derived_key(stream, KeyKind::PeriodicState(job))
 }
 
 /// The lease of a topic shard (the stream `shard`) for `group`: `<epoch>:<member>` of the

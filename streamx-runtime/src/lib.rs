@@ -22,6 +22,7 @@ mod location;
 mod members;
 mod message;
 pub mod observe;
+mod periodic;
 mod permissions;
 mod policy;
 mod producer;
@@ -56,6 +57,10 @@ pub use inspect::{
 pub use location::SourceLocation;
 pub use members::{MemberInfo, MemberRole};
 pub use message::{Headers, Message, MessageId, ParseMessageIdError, MESSAGE_KEY_HEADER};
+pub use periodic::{
+    parse_cron, registered_periodic, PeriodicArg, PeriodicJob, PeriodicRegistration, PeriodicResult, Tick,
+    MAX_CATCH_UP, PERIODIC_TICK_HEADER,
+};
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};
 pub use producer::{Producer, PublishOptions};
 pub use registry::{registered, Registration};
@@ -80,6 +85,13 @@ pub mod __private {
     pub use crate::batch::{assert_batch_arg, assert_batch_return, invoke_batch, Deliveries, Outcomes};
     pub use crate::handler::{assert_handler_arg, assert_handler_return, invoke, BoxFuture, Delivery, Outcome};
     pub use crate::location::SourceLocation;
+    pub use crate::periodic::{
+        assert_periodic_arg, assert_periodic_payload, assert_periodic_result, invoke_periodic, invoke_periodic_result,
+        periodic_arg, PeriodicRegistration, Tick,
+    };
+
+    /// What the `#[periodic]` trampoline returns: the encoded payload, or why there is none.
+    pub type PeriodicFuture = BoxFuture<'static, ::core::result::Result<bytes::Bytes, String>>;
     pub use crate::policy::{Backoff, DeadLetterTarget, StartFrom};
     pub use crate::registry::Registration;
     pub use crate::retention::Retention;

@@ -18,6 +18,7 @@ use crate::keys::{
     dead_letter_stream, default_dead_letter_stream, derived_key, hash_tag, move_legacy_keys, slot, KeyKind,
 };
 use crate::observe::readiness::Loops;
+use crate::periodic::{registered_periodic, PeriodicJob};
 use crate::permissions::{check_consumers, required_commands, ConsumerKeys, Uses};
 use crate::policy::DeadLetterTarget;
 use crate::producer::Producer;
@@ -66,6 +67,8 @@ pub struct RuntimeBuilder {
     url: Option<String>,
     consumers: Vec<Consumer>,
     use_registry: bool,
+    periodic: Vec<PeriodicJob>,
+    use_periodic_registry: bool,
     only: Option<Vec<String>>,
     shutdown_timeout: Duration,
     connect_timeout: Duration,
@@ -101,6 +104,8 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("url", &self.url.as_deref().map(redact))
             .field("consumers", &self.consumers)
             .field("use_registry", &self.use_registry)
+            .field("periodic", &self.periodic)
+            .field("use_periodic_registry", &self.use_periodic_registry)
             .field("only", &self.only)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("connect_timeout", &self.connect_timeout)
@@ -123,6 +128,8 @@ impl Default for RuntimeBuilder {
             url: None,
             consumers: Vec::new(),
             use_registry: true,
+            periodic: Vec::new(),
+            use_periodic_registry: true,
             only: None,
             shutdown_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
@@ -161,8 +168,33 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Runs only the consumers with these registration names (an unknown name is an error
-    /// at [`build`](Self::build)).
+    /// Adds a periodic job explicitly (besides those registered with `#[periodic]`): see
+    /// [`PeriodicJob`] and the README's "Periodic jobs".
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), streamx_runtime::Error> {
+    /// use streamx_runtime::{PeriodicJob, Runtime, Tick};
+    ///
+    /// let heartbeat = PeriodicJob::new("heartbeat", "*/10 * * * * *", "heartbeats", |tick: Tick| async move {
+    ///     tick.unix_ms()
+    /// });
+    /// Runtime::builder().periodic(heartbeat).build()?.run().await
+    /// # }
+    /// ```
+    pub fn periodic(mut self, job: PeriodicJob) -> Self {
+        self.periodic.push(job);
+        self
+    }
+
+    /// Whether to run the periodic jobs registered with `#[periodic]` (default true). Turn
+    /// off to run only the ones given with [`periodic`](Self::periodic).
+    pub fn registered_periodic_jobs(mut self, enabled: bool) -> Self {
+        self.use_periodic_registry = enabled;
+        self
+    }
+
+    /// Runs only the consumers and periodic jobs with these registration names (an unknown
+    /// name is an error at [`build`](Self::build)).
     pub fn only<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -323,6 +355,26 @@ impl RuntimeBuilder {
             all.extend(registered().into_iter().map(|r| r.to_consumer()));
         }
         all.extend(self.consumers);
+        let mut jobs: Vec<PeriodicJob> = Vec::new();
+        if self.use_periodic_registry {
+            jobs.extend(registered_periodic().into_iter().map(|r| r.to_job()));
+        }
+        jobs.extend(self.periodic);
+        let mut scheduled = Vec::with_capacity(jobs.len());
+        let mut job_names: HashMap<String, usize> = HashMap::new();
+        for (i, job) in jobs.iter().enumerate() {
+            if let Some(&first) = job_names.get(job.name()) {
+                return Err(Error::DuplicatePeriodicJob {
+                    name: job.name().to_string(),
+                    first: jobs[first].location,
+                    second: job.location,
+                });
+            }
+            job_names.insert(job.name().to_string(), i);
+            let cron =
+                job.validate().map_err(|reason| Error::InvalidPeriodicJob { job: job.name().to_string(), reason })?;
+            scheduled.push(crate::periodic::Scheduled { job: job.clone(), cron });
+        }
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, c) in all.iter().enumerate() {
             if let Some(&first) = seen.get(c.name()) {
@@ -337,20 +389,27 @@ impl RuntimeBuilder {
         }
         if let Some(only) = &self.only {
             for name in only {
-                if !seen.contains_key(name) {
+                if !seen.contains_key(name) && !job_names.contains_key(name) {
                     return Err(Error::UnknownConsumer {
                         name: name.clone(),
-                        registered: all.iter().map(|c| c.name()).collect::<Vec<_>>().join(", "),
+                        registered: all
+                            .iter()
+                            .map(|c| c.name())
+                            .chain(jobs.iter().map(PeriodicJob::name))
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     });
                 }
             }
             all.retain(|c| only.iter().any(|n| n == c.name()));
+            scheduled.retain(|s| only.iter().any(|n| n == s.job.name()));
         }
         // Consumers of one stream that disagree on dropping unread entries are refused here.
         crate::retention::plans(&all)?;
         Ok(Runtime {
             url,
             consumers: all,
+            periodic: scheduled,
             shutdown_timeout: self.shutdown_timeout,
             connect_timeout: self.connect_timeout,
             max_payload_bytes: self.max_payload_bytes,
@@ -514,6 +573,7 @@ fn check_key_slots(c: &Consumer, cluster: bool) -> std::result::Result<(), Strin
 pub struct Runtime {
     url: RedisUrl,
     consumers: Vec<Consumer>,
+    periodic: Vec<crate::periodic::Scheduled>,
     shutdown_timeout: Duration,
     connect_timeout: Duration,
     max_payload_bytes: usize,
@@ -536,6 +596,11 @@ impl Runtime {
     /// The consumers this runtime will run.
     pub fn consumers(&self) -> &[Consumer] {
         &self.consumers
+    }
+
+    /// The periodic jobs this runtime will run.
+    pub fn periodic_jobs(&self) -> impl Iterator<Item = &PeriodicJob> {
+        self.periodic.iter().map(|s| &s.job)
     }
 
     /// The Redis URL (its `Display` hides the password).
@@ -664,6 +729,8 @@ impl Runtime {
         let streams = self.consumers.iter().filter(|c| !c.options.topic).map(|c| c.stream());
         let shards = layouts.values().flat_map(|l| l.shard_streams().iter().map(String::as_str));
         let promoters = crate::scheduler::promoter::spawn_all(streams.chain(shards), &command, &promoting);
+        // Periodic jobs publish on the command connection, and stop with the promoters.
+        let periodic = crate::periodic::spawn_all(self.periodic, &command, &self.state, &promoting);
         let mut loops = Vec::with_capacity(self.consumers.len());
         for consumer in self.consumers {
             let settings = LoopSettings {
@@ -708,6 +775,7 @@ impl Runtime {
             token,
             promoting,
             promoters,
+            periodic,
             loops,
             trimmers,
             readiness,
@@ -733,6 +801,8 @@ pub struct RunningRuntime {
     token: CancellationToken,
     promoting: CancellationToken,
     promoters: Vec<tokio::task::JoinHandle<()>>,
+    /// The periodic jobs' tasks (see [`crate::periodic`]), stopped with the promoters.
+    periodic: Vec<tokio::task::JoinHandle<()>>,
     loops: Vec<LoopHandle>,
     /// The retention trimmers (see [`crate::retention`]), one per stream with a retention.
     trimmers: Vec<tokio::task::JoinHandle<()>>,
@@ -797,6 +867,9 @@ impl RunningRuntime {
         for promoter in self.promoters {
             let _ = promoter.await;
         }
+        for job in self.periodic {
+            let _ = job.await;
+        }
         self.token.cancel();
         let mut failed = None;
         for l in self.loops {
@@ -831,6 +904,48 @@ mod tests {
 
     fn with_dlq(stream: &'static str, dlq: &'static str) -> Consumer {
         Consumer::new(stream, "g", handler).dlq(DeadLetterTarget::Stream(dlq))
+    }
+
+    fn job(name: &'static str, cron: &'static str) -> PeriodicJob {
+        PeriodicJob::new(name, cron, "reports", |tick: crate::Tick| async move { tick.unix_ms() })
+    }
+
+    fn build_with(jobs: Vec<PeriodicJob>) -> Result<Runtime> {
+        let mut builder = Runtime::builder().redis_url("redis://127.0.0.1:6379").registered_consumers(false);
+        for j in jobs {
+            builder = builder.periodic(j);
+        }
+        builder.build()
+    }
+
+    #[test]
+    fn periodic_jobs_are_validated_at_build() {
+        let err = build_with(vec![job("a", "0 */5 * * * *"), job("a", "* * * * *")]).unwrap_err();
+        assert!(matches!(err, Error::DuplicatePeriodicJob { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains("two periodic jobs are registered as `a`: at streamx-runtime/src/runtime.rs:"), "{text}");
+        let err = build_with(vec![job("b", "* * * 13 *")]).unwrap_err().to_string();
+        assert!(err.starts_with("periodic job `b`: invalid cron expression \"* * * 13 *\""), "{err}");
+        let err = build_with(vec![job("", "* * * * *")]).unwrap_err().to_string();
+        assert!(err.contains("the job name is empty"), "{err}");
+        let runtime = build_with(vec![job("c", "@hourly")]).unwrap();
+        assert_eq!(runtime.periodic_jobs().map(PeriodicJob::name).collect::<Vec<_>>(), ["c"]);
+    }
+
+    #[test]
+    fn only_picks_periodic_jobs_too() {
+        let builder = || {
+            Runtime::builder()
+                .redis_url("redis://127.0.0.1:6379")
+                .registered_consumers(false)
+                .consumer(Consumer::new("orders", "g", handler))
+                .periodic(job("reports", "* * * * *"))
+        };
+        let runtime = builder().only(["reports"]).build().unwrap();
+        assert!(runtime.consumers().is_empty());
+        assert_eq!(runtime.periodic_jobs().count(), 1);
+        let err = builder().only(["nope"]).build().unwrap_err().to_string();
+        assert!(err.contains("no consumer is registered as `nope`") && err.contains("reports"), "{err}");
     }
 
     #[test]

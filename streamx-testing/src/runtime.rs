@@ -10,8 +10,8 @@ use fred::types::Value;
 use serde::Serialize;
 use streamx_runtime::keys::dead_letter_stream;
 use streamx_runtime::{
-    Backoff, Consumer, ConsumerStatsSnapshot, DeadLetter, DeadLetters, Inspector, MessageId, Producer, RunningRuntime,
-    Runtime, RuntimeBuilder,
+    Backoff, Consumer, ConsumerStatsSnapshot, DeadLetter, DeadLetters, Inspector, MessageId, PeriodicJob, Producer,
+    RunningRuntime, Runtime, RuntimeBuilder,
 };
 
 use crate::error::TestingError;
@@ -77,6 +77,7 @@ pub struct TestRuntimeBuilder {
     only: Option<Vec<String>>,
     streams: Option<Vec<String>>,
     consumers: Vec<Consumer>,
+    periodic: Vec<PeriodicJob>,
     backoff: Option<Backoff>,
     wait_limit: Duration,
     configure: Vec<Box<dyn FnOnce(RuntimeBuilder) -> RuntimeBuilder + Send>>,
@@ -89,6 +90,7 @@ impl std::fmt::Debug for TestRuntimeBuilder {
             .field("only", &self.only)
             .field("streams", &self.streams)
             .field("consumers", &self.consumers)
+            .field("periodic", &self.periodic)
             .field("backoff", &self.backoff)
             .field("wait_limit", &self.wait_limit)
             .field("configure", &self.configure.len())
@@ -97,7 +99,7 @@ impl std::fmt::Debug for TestRuntimeBuilder {
 }
 
 impl TestRuntimeBuilder {
-    /// Runs only the registered consumers with these registration names (the fn's path,
+    /// Runs only the registered consumers and periodic jobs with these registration names (the fn's path,
     /// e.g. `my_app::billing::charge`, unless `name = ".."` says otherwise). An unknown
     /// name fails [`start`](Self::start) with the list of registered names.
     pub fn only<I, S>(mut self, names: I) -> Self
@@ -109,7 +111,8 @@ impl TestRuntimeBuilder {
         self
     }
 
-    /// Runs only the registered consumers of these streams.
+    /// Runs only the registered consumers of these streams (and the registered periodic
+    /// jobs publishing to them).
     pub fn streams<I, S>(mut self, streams: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -119,7 +122,15 @@ impl TestRuntimeBuilder {
         self
     }
 
-    /// Whether to run the consumers registered with `#[stream_consumer]` (default true).
+    /// Adds a periodic job built with [`PeriodicJob::new`] (the test binary's `#[periodic]`
+    /// jobs run too, as registered consumers do).
+    pub fn periodic(mut self, job: PeriodicJob) -> Self {
+        self.periodic.push(job);
+        self
+    }
+
+    /// Whether to run the consumers registered with `#[stream_consumer]` and the periodic
+    /// jobs registered with `#[periodic]` (default true).
     pub fn registered_consumers(mut self, enabled: bool) -> Self {
         self.registered = enabled;
         self
@@ -202,8 +213,14 @@ impl TestRuntimeBuilder {
 
     /// The runtime: the chosen consumers against `url`, nothing from the environment.
     fn runtime(self, url: &str) -> Result<Runtime, TestingError> {
-        let mut builder = Runtime::builder().redis_url(url).registered_consumers(false);
+        let mut builder = Runtime::builder().redis_url(url).registered_consumers(false).registered_periodic_jobs(false);
         if self.registered {
+            let jobs = streamx_runtime::registered_periodic().into_iter().map(|r| r.to_job());
+            for job in
+                jobs.filter(|j| self.streams.as_ref().is_none_or(|streams| streams.iter().any(|s| s == j.stream())))
+            {
+                builder = builder.periodic(job);
+            }
             let registered = streamx_runtime::registered().into_iter().map(|r| r.to_consumer());
             let chosen = registered.filter(|c| match &self.streams {
                 Some(streams) => streams.iter().any(|s| s == c.stream()),
@@ -215,6 +232,9 @@ impl TestRuntimeBuilder {
         }
         for consumer in self.consumers {
             builder = builder.consumer(with_backoff(consumer, self.backoff));
+        }
+        for job in self.periodic {
+            builder = builder.periodic(job);
         }
         if let Some(only) = self.only {
             builder = builder.only(only);
@@ -252,6 +272,7 @@ impl TestRuntime {
             only: None,
             streams: None,
             consumers: Vec::new(),
+            periodic: Vec::new(),
             backoff: None,
             wait_limit: DEFAULT_WAIT_LIMIT,
             configure: Vec::new(),

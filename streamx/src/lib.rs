@@ -3,7 +3,7 @@
 //! # Cargo features
 #![doc = document_features::document_features!()]
 
-pub use streamx_macros::stream_consumer;
+pub use streamx_macros::{periodic, stream_consumer};
 pub use streamx_runtime::*;
 
 /// Test support (feature `testing`): [`TestRuntime`](testing::TestRuntime) runs your
@@ -31,11 +31,11 @@ pub mod testing {
 
 /// The names most programs need: `use streamx::prelude::*;`.
 pub mod prelude {
-    pub use streamx_macros::stream_consumer;
-    pub use streamx_runtime::{HandlerError, Headers, Message, MessageId, Producer, PublishOptions};
+    pub use streamx_macros::{periodic, stream_consumer};
+    pub use streamx_runtime::{HandlerError, Headers, Message, MessageId, Producer, PublishOptions, Tick};
 }
 
-/// Not public API: what `#[stream_consumer]` expands to.
+/// Not public API: what `#[stream_consumer]` and `#[periodic]` expand to.
 #[doc(hidden)]
 pub mod __private {
     pub use streamx_runtime::__private::*;

@@ -59,6 +59,14 @@ pub const SCHEDULED_DROPPED: &str = "streamx_scheduled_dropped_total";
 /// Gauge, labels `stream`: delayed messages waiting to be promoted, as of the last promotion
 /// tick of this runtime.
 pub const SCHEDULED_PENDING: &str = "streamx_scheduled_messages";
+/// Counter, labels `stream`, `job`: ticks of a periodic job this process published.
+pub const PERIODIC_PUBLISHED: &str = "streamx_periodic_published_total";
+/// Counter, labels `stream`, `job`, `reason`: ticks of a periodic job this process did not
+/// publish: [`SKIPPED_PUBLISHED_ELSEWHERE`] (another process did: a lost race, the normal
+/// case with several processes), [`SKIPPED_MISSED`] (no process ran at the tick, or this one
+/// stalled, and the job does not catch up or the gap is beyond its bound),
+/// [`SKIPPED_FAILED`] (the job's fn returned an error or panicked).
+pub const PERIODIC_SKIPPED: &str = "streamx_periodic_skipped_total";
 
 /// Label: the stream.
 pub const LABEL_STREAM: &str = "stream";
@@ -68,6 +76,10 @@ pub const LABEL_GROUP: &str = "group";
 pub const LABEL_CONSUMER: &str = "consumer";
 /// Label of [`PERMISSION_DENIED`]: what Redis refused.
 pub const LABEL_COMMAND: &str = "command";
+/// Label: a periodic job's name.
+pub const LABEL_JOB: &str = "job";
+/// Label of [`PERIODIC_SKIPPED`]: why the tick was not published by this process.
+pub const LABEL_REASON: &str = "reason";
 /// Label of [`MESSAGES_CONSUMED`]: what became of the delivery.
 pub const LABEL_OUTCOME: &str = "outcome";
 
@@ -85,3 +97,10 @@ pub const OUTCOME_DEAD_LETTER: &str = "dead_letter";
 /// Poison: the entry could not be decoded (no payload, not JSON, wrong shape, too large)
 /// and goes to the dead-letter stream without a handler run.
 pub const OUTCOME_REJECTED: &str = "rejected";
+
+/// A periodic tick another process published first.
+pub const SKIPPED_PUBLISHED_ELSEWHERE: &str = "published_elsewhere";
+/// A periodic tick nobody published when it was due, skipped.
+pub const SKIPPED_MISSED: &str = "missed";
+/// A periodic tick whose payload fn failed in this process.
+pub const SKIPPED_FAILED: &str = "failed";

@@ -575,6 +575,9 @@ local s = [[redis.call('SET')]]
             "PUBLISH_ACKED",
             // The producer's idempotent publish (not the consumer loop's).
             "PUBLISH_ONCE",
+            // Periodic jobs' publish of a tick (not the consumer loop's; its ACL needs are in
+            // the README's "Periodic jobs").
+            "PUBLISH_TICK",
             // Delayed messages: scheduling (producers) and cancelling (operators).
             "SCHEDULE",
             "CANCEL",

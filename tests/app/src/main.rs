@@ -7,7 +7,12 @@
 //! Environment: `STREAMX_REDIS_URL`; `WORKER_ONLY` (comma-separated registration names to
 //! run, default all); `WORKER_SHUTDOWN_TIMEOUT_MS`; `CHAOS_JOURNAL_DIR` (where the chaos
 //! consumers note the log writes that failed, one file per process); `WORKER_SLEEP_FACTOR`
-//! (multiplies the sleep of the topic consumer's steps).
+//! (multiplies the sleep of the topic consumer's steps); `WORKER_PERIODIC_FAIL` (the periodic
+//! job `ticks` fails at every tick in this process); `WORKER_PERIODIC_CRON` (adds the periodic
+//! job `window`, by the builder, on this schedule).
+//!
+//! The periodic jobs (`ticks`, `ticks_caught_up`, `window`) publish a [`TickReport`] every
+//! second (see `tests/periodic.rs`).
 //!
 //! Every handler records what it did by publishing a [`Handled`] record to the stream
 //! `app.handled` before it returns, so tests can account for every message id. The chaos
@@ -21,6 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use streamx::prelude::*;
+use streamx::PeriodicJob;
 
 /// What a test asks a job's handler to do.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -349,6 +355,32 @@ async fn orders(msg: Message<Step>) -> Result<(), HandlerError> {
     Ok(())
 }
 
+/// What the periodic jobs publish: the tick, and which process computed it.
+#[derive(Debug, Serialize)]
+struct TickReport {
+    tick_ms: u64,
+    pid: u32,
+}
+
+fn tick_report(tick: Tick) -> TickReport {
+    TickReport { tick_ms: tick.unix_ms(), pid: std::process::id() }
+}
+
+/// Every second, missed ticks skipped; fails at every tick where `WORKER_PERIODIC_FAIL` is set.
+#[periodic(cron = "* * * * * *", stream = "app.ticks", name = "ticks")]
+async fn ticks(tick: Tick) -> Result<TickReport, String> {
+    if std::env::var_os("WORKER_PERIODIC_FAIL").is_some() {
+        return Err(format!("failing tick {} on purpose", tick.unix_ms()));
+    }
+    Ok(tick_report(tick))
+}
+
+/// Every second, missed ticks caught up.
+#[periodic(cron = "* * * * * *", stream = "app.ticks.caught_up", name = "ticks_caught_up", catch_up = true)]
+async fn ticks_caught_up(tick: Tick) -> TickReport {
+    tick_report(tick)
+}
+
 /// Where the topic consumer logs its runs.
 const TOPIC_LOG: &str = "app.topic.log";
 
@@ -373,6 +405,10 @@ async fn run() -> Result<(), streamx::Error> {
     }
     if let Some(ms) = std::env::var("WORKER_SHUTDOWN_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()) {
         builder = builder.shutdown_timeout(Duration::from_millis(ms));
+    }
+    if let Ok(cron) = std::env::var("WORKER_PERIODIC_CRON") {
+        let window = PeriodicJob::new("window", cron, "app.window", |tick: Tick| async move { tick_report(tick) });
+        builder = builder.periodic(window);
     }
     let producer = Producer::connect_with(&streamx::RedisUrl::from_env()?).await?;
     let runtime = builder.state(producer).state(ChaosState::from_env()).build()?;
