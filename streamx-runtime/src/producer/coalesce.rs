@@ -30,11 +30,13 @@
 //! ended with that runtime) is sent again, once, on a replacement client.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
-use fred::interfaces::{LuaInterface, StreamsInterface};
+use fred::interfaces::{ClientLike, StreamsInterface};
 use fred::types::streams::XCap;
 use fred::types::Value;
+use fred::types::{ClusterHash, CustomCommand};
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -65,6 +67,9 @@ struct Request {
     no_mkstream: bool,
     max_len: Option<u64>,
     reply: oneshot::Sender<Result<MessageId>>,
+    /// When its caller stops waiting (see [`ANSWER_WITHIN`]): the writer answers it with a
+    /// timeout at the latest then, without a timer per publish.
+    deadline: Instant,
     /// Its share of [`MAX_QUEUED_BYTES`], given back when its round trip is answered.
     _bytes: OwnedSemaphorePermit,
 }
@@ -95,10 +100,16 @@ impl Coalescer {
         // Queued outside tokio's cooperative budget: a publish polled after others (a caller's
         // `join_all`) must not yield before it is queued, or it would be queued after them.
         // Waiting for room keeps the order too: both waits are first come, first served.
-        let answer = tokio::task::unconstrained(self.enqueue(stream, data, headers, no_mkstream, max_len)).await?;
-        match tokio::time::timeout(ANSWER_WITHIN, answer).await {
-            Ok(answer) => answer.unwrap_or_else(|_| Err(canceled(stream))),
-            Err(_) => Err(no_answer(stream)),
+        let deadline = Instant::now() + ANSWER_WITHIN;
+        let answer =
+            tokio::task::unconstrained(self.enqueue(stream, data, headers, no_mkstream, max_len, deadline)).await?;
+        match answer.await {
+            Ok(outcome) => outcome,
+            // Dropped unanswered: with a round trip given up at its deadline (see `write`;
+            // the round's earliest, so maybe a little before this caller's own), or by a
+            // writer that stopped.
+            Err(_) if self.writer_running() => Err(no_answer(stream)),
+            Err(_) => Err(canceled(stream)),
         }
     }
 
@@ -110,6 +121,7 @@ impl Coalescer {
         headers: &Headers,
         no_mkstream: bool,
         max_len: Option<u64>,
+        deadline: Instant,
     ) -> Result<oneshot::Receiver<Result<MessageId>>> {
         let permits = u32::try_from(data.len().clamp(1, MAX_QUEUED_BYTES)).unwrap_or(u32::MAX);
         let bytes = self.bytes.clone().acquire_many_owned(permits).await.map_err(|_| canceled(stream))?;
@@ -121,6 +133,7 @@ impl Coalescer {
             no_mkstream,
             max_len,
             reply,
+            deadline,
             _bytes: bytes,
         };
         // A writer whose runtime shut down has dropped its queue: start another and queue
@@ -133,6 +146,12 @@ impl Coalescer {
             }
         }
         Err(canceled(stream))
+    }
+
+    /// Whether a writer is running (its queue open).
+    fn writer_running(&self) -> bool {
+        let queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        queue.as_ref().is_some_and(|sender| !sender.is_closed())
     }
 
     /// The queue of a running writer, started if there is none.
@@ -152,8 +171,15 @@ impl Coalescer {
 
 /// The most a caller waits for its entry's outcome, from its call: the connection's command
 /// timeout. (Without it, a publish queued behind round trips stuck on a dead connection would
-/// wait for theirs to time out before its own began.)
+/// wait for theirs to time out before its own began.) The writer keeps it: a round trip is
+/// given up at the earliest deadline of its entries (one timer per round trip, not per
+/// publish), and an entry whose deadline passed while it was queued is answered without
+/// being sent. Deadlines grow in queue order, so the round trips in flight, which hold the
+/// earlier ones, free the writer in time for the later ones.
 const ANSWER_WITHIN: std::time::Duration = crate::connection::COMMAND_TIMEOUT;
+
+/// The least command timeout of a round trip sent close to its entries' deadline.
+const MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The error of a publish that got no answer within [`ANSWER_WITHIN`].
 fn no_answer(stream: &str) -> Error {
@@ -199,7 +225,8 @@ async fn write(mut queue: mpsc::Receiver<Request>, client: HealingClient, script
             }
         };
         let round = fill(first, &mut queue, &mut carried);
-        in_flight.push(send_round(client.clone(), scripts.clone(), round));
+        let Some(due) = round.iter().map(|r| r.deadline).min() else { continue };
+        in_flight.push(send_round(client.clone(), scripts.clone(), round, due));
         // Polled at once, so its commands are queued on the connection before another round
         // trip is formed (a round that is already answered just leaves the set).
         let _ = futures_util::poll!(in_flight.next());
@@ -211,10 +238,16 @@ async fn write(mut queue: mpsc::Receiver<Request>, client: HealingClient, script
 /// and [`BATCH_CHUNK_BYTES`] of payload (`first` alone may be larger); the entry that would
 /// pass the bytes is `carried` to the next round.
 fn fill(first: Request, queue: &mut mpsc::Receiver<Request>, carried: &mut Option<Request>) -> Vec<Request> {
-    let mut bytes = first.data.len();
-    let mut round = vec![first];
+    let now = Instant::now();
+    let (mut bytes, mut round) = (0, Vec::new());
+    // Entries whose callers stopped waiting are answered, not sent.
+    if let Some(first) = answered_if_late(first, now) {
+        bytes = first.data.len();
+        round.push(first);
+    }
     while round.len() < BATCH_CHUNK {
         let Ok(next) = queue.try_recv() else { break };
+        let Some(next) = answered_if_late(next, now) else { continue };
         if bytes + next.data.len() > BATCH_CHUNK_BYTES {
             *carried = Some(next);
             break;
@@ -225,10 +258,23 @@ fn fill(first: Request, queue: &mut mpsc::Receiver<Request>, carried: &mut Optio
     round
 }
 
+/// `request`, unless its deadline has passed: then it is answered with the timeout.
+fn answered_if_late(request: Request, now: Instant) -> Option<Request> {
+    if now < request.deadline {
+        return Some(request);
+    }
+    let _ = request.reply.send(Err(no_answer(&request.stream)));
+    None
+}
+
 /// One round trip: per stream (and NOMKSTREAM and cap), the append script for several
 /// entries, a plain `XADD` for one; every command queued on the connection before any is
 /// awaited.
-async fn send_round(client: HealingClient, scripts: Arc<ScriptUse>, round: Vec<Request>) {
+async fn send_round(client: HealingClient, scripts: Arc<ScriptUse>, round: Vec<Request>, due: Instant) {
+    // fred's own timeout of each command, so that one given up is also never written or
+    // re-sent after a reconnect (dropping its future would leave it queued in fred).
+    let timeout = due.saturating_duration_since(Instant::now()).max(MIN_TIMEOUT);
+    let options = fred::types::config::Options { timeout: Some(timeout), ..Default::default() };
     // Per stream, in queue order: an entry joins its stream's latest group if it has the same
     // NOMKSTREAM and cap, and starts a new group otherwise, so a stream's groups are sent (and
     // land) in the order of their entries.
@@ -241,21 +287,26 @@ async fn send_round(client: HealingClient, scripts: Arc<ScriptUse>, round: Vec<R
             _ => groups.push(vec![request]),
         }
     }
-    let sends = groups.into_iter().map(|group| send_group(&client, &scripts, group));
+    let sends = groups.into_iter().map(|group| send_group(&client, &scripts, group, &options));
     futures_util::future::join_all(sends).await;
 }
 
 /// The entries of one stream in a round trip, answered each. A round trip that never left
 /// (the client's connection task is gone, e.g. with the async runtime it was made on) is sent
 /// again, once, on the replacement client: nothing of it was written.
-async fn send_group(client: &HealingClient, scripts: &ScriptUse, group: Vec<Request>) {
+async fn send_group(
+    client: &HealingClient,
+    scripts: &ScriptUse,
+    group: Vec<Request>,
+    options: &fred::types::config::Options,
+) {
     let fred = client.get();
-    let group = match send_group_on(client, &fred, scripts, group).await {
+    let group = match send_group_on(client, &fred, scripts, group, options).await {
         None => return,
         Some(unsent) => unsent,
     };
     let fred = client.get();
-    if let Some(unsent) = send_group_on(client, &fred, scripts, group).await {
+    if let Some(unsent) = send_group_on(client, &fred, scripts, group, options).await {
         for request in unsent {
             let e = fred::error::Error::new(fred::error::ErrorKind::Unknown, "Failed to send command to router.");
             let _ = request.reply.send(Err(Error::redis("XADD", &request.stream, e)));
@@ -275,7 +326,9 @@ async fn send_group_on(
     fred: &fred::clients::Client,
     scripts: &ScriptUse,
     group: Vec<Request>,
+    options: &fred::types::config::Options,
 ) -> Option<Vec<Request>> {
+    let timed = fred.with_options(options);
     let stream = group[0].stream.clone();
     let (no_mkstream, max_len) = (group[0].no_mkstream, group[0].max_len);
     let scripted =
@@ -286,9 +339,12 @@ async fn send_group_on(
         for request in &group {
             args.push(request.data.clone(), &append::header_args(&request.headers, false), None);
         }
-        let reply: std::result::Result<Value, fred::error::Error> = fred
-            .eval(fred::bytes_utils::Str::from_static(append::APPEND), vec![stream.clone()], args.into_args())
-            .await;
+        // As a command of its own: fred's `eval` is not offered with per-command options.
+        let eval = CustomCommand::new_static("EVAL", ClusterHash::Custom(crate::keys::slot(&stream)), false);
+        let mut eval_args =
+            vec![Value::from_static_str(append::APPEND), Value::Integer(1), Value::from(stream.as_str())];
+        eval_args.extend(args.into_args());
+        let reply: std::result::Result<Value, fred::error::Error> = timed.custom(eval, eval_args).await;
         match reply {
             Ok(reply) => {
                 scripts.allowed();
@@ -321,7 +377,7 @@ async fn send_group_on(
     };
     let adds = group.iter().map(|request| {
         let fields = entry_fields(request.data.clone(), &request.headers);
-        fred.xadd::<Value, _, _, _, _>(stream.as_str(), no_mkstream, cap.clone(), "*", fields)
+        timed.xadd::<Value, _, _, _, _>(stream.as_str(), no_mkstream, cap.clone(), "*", fields)
     });
     let replies = futures_util::future::join_all(adds).await;
     if let Some(Err(e)) = replies.iter().find(|r| r.is_err()) {
