@@ -250,7 +250,9 @@ mod tests {
     #[test]
     fn raw_bytes_are_the_payload_as_it_is_whatever_the_content_type() {
         let data = Bytes::from_static(b"\x00\xffnot json");
-        for declared in [None, Some("application/octet-stream"), Some("application/x-unknown"), Some("application/json")] {
+        for declared in
+            [None, Some("application/octet-stream"), Some("application/x-unknown"), Some("application/json")]
+        {
             assert_eq!(decode::<Bytes>(data.clone(), declared, Codec::Json), Ok(data.clone()), "{declared:?}");
         }
     }
@@ -288,7 +290,10 @@ mod tests {
         let array = Bytes::from(rmp_serde::to_vec(&want).unwrap());
         assert_eq!(decode::<Order>(array, Some("application/msgpack"), Codec::Json), Ok(want));
         let wrong = Bytes::from_static(b"\x81\xa2id\xa1x");
-        assert_eq!(decode::<Order>(wrong, Some("application/msgpack"), Codec::Json).unwrap_err().0, FailureKind::WrongShape);
+        assert_eq!(
+            decode::<Order>(wrong, Some("application/msgpack"), Codec::Json).unwrap_err().0,
+            FailureKind::WrongShape
+        );
     }
 
     #[cfg(feature = "msgpack")]

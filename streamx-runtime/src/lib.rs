@@ -42,10 +42,10 @@ mod worker;
 pub use batch::{BatchArg, BatchOutcome, BatchReturn, Decoded};
 pub use bytes::Bytes;
 pub use capabilities::{Capabilities, DISABLE_CAPABILITIES_ENV};
+pub use codec::{Codec, CONTENT_TYPE_HEADER};
 pub use connection::{
     redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_TLS_CA_ENV, REDIS_TLS_CERT_ENV, REDIS_TLS_KEY_ENV, REDIS_URL_ENV,
 };
-pub use codec::{Codec, CONTENT_TYPE_HEADER};
 pub use consumer::{Consumer, ConsumerOptions};
 pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
 pub use dedupe::{DEFAULT_IDEMPOTENCY_WINDOW, IDEMPOTENCY_KEY_HEADER};

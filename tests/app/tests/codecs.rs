@@ -17,8 +17,8 @@ use std::time::Duration;
 use common::{start_runtime, start_server, wait_until};
 use streamx::testing::{unique_name, RedisServer};
 use streamx::{
-    Bytes, Codec, Consumer, DeadLetters, FailureKind, Inspector, Message, MessageId, Producer, PublishOptions,
-    Runtime, CONTENT_TYPE_HEADER,
+    Bytes, Codec, Consumer, DeadLetters, FailureKind, Inspector, Message, MessageId, Producer, PublishOptions, Runtime,
+    CONTENT_TYPE_HEADER,
 };
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -69,11 +69,14 @@ fn raw_xadd(server: &RedisServer, stream: &str, fields: &[(&str, &[u8])]) -> Str
     id.trim_end().to_string()
 }
 
+/// What a recording consumer saw: each message's id, payload and headers, in order.
+type Seen<T> = Arc<Mutex<Vec<(MessageId, T, streamx::Headers)>>>;
+
 /// A consumer of `stream` in `group` that records every message it gets, with its headers.
 fn recording<T: serde::de::DeserializeOwned + Send + Clone + 'static>(
     stream: &str,
     group: &str,
-) -> (Consumer, Arc<Mutex<Vec<(MessageId, T, streamx::Headers)>>>) {
+) -> (Consumer, Seen<T>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let consumer = {
         let seen = seen.clone();
@@ -163,7 +166,8 @@ async fn raw_bytes_round_trip_and_a_typed_consumer_dead_letters_them() {
     let image: Vec<u8> = (0..=255u8).rev().chain([0, 0xff, b'{']).collect();
     let id = producer.publish_bytes(&stream, image.clone()).await.unwrap();
     // Bytes of a format streamx does not decode, under their own content type.
-    let proto = PublishOptions::new().headers(streamx::Headers::new().with(CONTENT_TYPE_HEADER, "application/x-protobuf"));
+    let proto =
+        PublishOptions::new().headers(streamx::Headers::new().with(CONTENT_TYPE_HEADER, "application/x-protobuf"));
     let proto_id = producer.publish_bytes_with(&stream, &b"\x08\x96\x01"[..], &proto).await.unwrap();
 
     let (raw, raw_seen) = recording::<Bytes>(&stream, "raw");
@@ -178,14 +182,17 @@ async fn raw_bytes_round_trip_and_a_typed_consumer_dead_letters_them() {
     .await
     .unwrap();
     runtime.shutdown().await.unwrap();
-    let raw = raw_seen.lock().unwrap();
+    let raw = raw_seen.lock().unwrap().clone();
     assert_eq!((raw[0].0, &raw[0].1[..]), (id, &image[..]));
     assert_eq!(raw[0].2.get(CONTENT_TYPE_HEADER), Some("application/octet-stream"));
     assert_eq!((raw[1].0, &raw[1].1[..]), (proto_id, &b"\x08\x96\x01"[..]));
     assert_eq!(raw[1].2.get(CONTENT_TYPE_HEADER), Some("application/x-protobuf"));
     assert!(typed_seen.lock().unwrap().is_empty());
     let page = letters.list(None, 10).await.unwrap();
-    assert!(page.entries.iter().all(|l| l.kind == Some(FailureKind::UnsupportedCodec) && l.deliveries == 1), "{page:?}");
+    assert!(
+        page.entries.iter().all(|l| l.kind == Some(FailureKind::UnsupportedCodec) && l.deliveries == 1),
+        "{page:?}"
+    );
     assert_eq!(page.entries[0].payload.as_deref(), Some(&image[..]), "the letter keeps the bytes");
 }
 
@@ -194,7 +201,8 @@ async fn an_unknown_content_type_is_dead_lettered_after_exactly_one_delivery() {
     let server = start_server();
     let url = server.url();
     let stream = unique_name("unknown-type");
-    let id = raw_xadd(&server, &stream, &[("data", br#"{"id":1,"item":"x","qty":1}"#), ("h:content-type", b"text/csv")]);
+    let id =
+        raw_xadd(&server, &stream, &[("data", br#"{"id":1,"item":"x","qty":1}"#), ("h:content-type", b"text/csv")]);
     let ok = Producer::connect(&url).await.unwrap().publish(&stream, &order()).await.unwrap();
     let (consumer, seen) = recording::<Order>(&stream, "g");
     let runtime = start_runtime(&url, vec![consumer.max_retries(5)]).await;
