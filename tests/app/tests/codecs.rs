@@ -257,3 +257,42 @@ async fn the_codec_attribute_reads_entries_without_a_header_as_msgpack() {
     let registration = streamx::registered().into_iter().find(|r| r.name().ends_with("attribute_consumer")).unwrap();
     assert_eq!(registration.to_consumer().options().codec, Codec::MsgPack);
 }
+
+/// A batch handler decodes each entry of its batch in the entry's own codec: JSON and
+/// MessagePack side by side reach the call, and an entry it cannot decode is dead-lettered
+/// alone, at its first delivery, without reaching it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_handler_decodes_each_entry_in_its_own_codec() {
+    let server = start_server();
+    let url = server.url();
+    let stream = unique_name("batch-codecs");
+    raw_xadd(&server, &stream, &[("data", ORDER_MSGPACK), ("h:content-type", b"application/msgpack")]);
+    let bad = raw_xadd(&server, &stream, &[("data", b"id,item\n1,tea"), ("h:content-type", b"text/csv")]);
+    let producer = Producer::connect(&url).await.unwrap();
+    producer.publish(&stream, &Order { id: 1, item: "json".into(), qty: 1 }).await.unwrap();
+    let msgpack = PublishOptions::new().codec(Codec::MsgPack);
+    producer.publish_with(&stream, &Order { id: 2, item: "msgpack".into(), qty: 2 }, &msgpack).await.unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let consumer = {
+        let seen = seen.clone();
+        Consumer::batch(stream.clone(), "g", move |batch: Vec<Message<Order>>| {
+            seen.lock().unwrap().extend(batch.into_iter().map(Message::into_payload));
+            async {}
+        })
+        .max_retries(5)
+    };
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let letters = DeadLetters::connect(&url, &dlq_of(&stream)).await.unwrap();
+    wait_until(Duration::from_secs(15), "three handled, one dead-lettered", || async {
+        seen.lock().unwrap().len() == 3 && letters.count().await.unwrap() == 1 && pending(&url, &stream, "g").await == 0
+    })
+    .await
+    .unwrap();
+    runtime.shutdown().await.unwrap();
+    let mut ids: Vec<u64> = seen.lock().unwrap().iter().map(|o| o.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2, 300]);
+    let letter = &letters.list(None, 10).await.unwrap().entries[0];
+    assert_eq!(letter.origin_id, Some(bad.parse().unwrap()));
+    assert_eq!((letter.kind, letter.deliveries), (Some(FailureKind::UnsupportedCodec), 1));
+}
