@@ -68,10 +68,13 @@ pub enum Phase {
     /// Issue 25: a sharded topic against one stream on a local 3-master Redis Cluster the
     /// phase starts itself: publish and consume msg/s, and Redis CPU per message per master.
     Topic,
+    /// Issue 27: MessagePack against JSON: publish (`publish_batch_with`) and consume
+    /// (drain at concurrency 8) msg/s and CPU per message, bytes per payload, as ratios.
+    Codecs,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 14] = [
+    pub const ALL: [Phase; 15] = [
         Phase::Produce,
         Phase::Concurrent,
         Phase::Consume,
@@ -86,6 +89,7 @@ impl Phase {
         Phase::Features,
         Phase::Ordered,
         Phase::Topic,
+        Phase::Codecs,
     ];
 }
 

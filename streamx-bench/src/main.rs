@@ -22,6 +22,7 @@
 mod args;
 mod batch_sizes;
 mod ceiling;
+mod codecs;
 mod concurrent;
 mod cost;
 mod features;

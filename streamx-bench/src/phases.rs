@@ -58,6 +58,7 @@ pub fn new_results(s: &Settings) -> Results {
         takeover: None,
         metrics: None,
         features: None,
+        codecs: None,
         ordered: Vec::new(),
         topic: None,
         targets: Vec::new(),
@@ -109,6 +110,9 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client, results: &mut Result
     }
     if s.runs(Phase::Features) {
         results.features = Some(crate::features::run(s, keys, admin).await?);
+    }
+    if s.runs(Phase::Codecs) {
+        results.codecs = Some(crate::codecs::run(s, keys, admin).await?);
     }
     if s.runs(Phase::Ordered) {
         results.ordered = crate::ordered::run(s, keys, admin).await?;

@@ -207,6 +207,7 @@ pub struct Results {
     pub takeover: Option<TakeoverRow>,
     pub metrics: Option<MetricsRow>,
     pub features: Option<crate::features::FeaturesRow>,
+    pub codecs: Option<crate::codecs::CodecRow>,
     pub ordered: Vec<crate::ordered::OrderedRow>,
     pub topic: Option<crate::topic::TopicRow>,
     pub targets: Vec<TargetCheck>,
@@ -400,6 +401,38 @@ impl Results {
                 count(o.ordered),
                 format!("{} 1 reader", count(o.unordered_one_reader)),
                 format!("{:.2}", o.ordered / o.unordered_one_reader),
+            );
+        }
+        if let Some(c) = &self.codecs {
+            row(
+                format!("publish_batch MessagePack (msg/s; {} events)", count(c.messages as f64)),
+                count(c.msgpack_publish),
+                format!("{} json", count(c.json_publish)),
+                format!("{:.2}", c.msgpack_publish / c.json_publish),
+            );
+            row(
+                "  client CPU per published message (µs)".to_string(),
+                format!("{:.2}", c.msgpack_publish_cpu_us),
+                format!("{:.2} json", c.json_publish_cpu_us),
+                format!("{:.2}", c.msgpack_publish_cpu_us / c.json_publish_cpu_us),
+            );
+            row(
+                format!("consume c={} MessagePack (msg/s)", c.concurrency),
+                count(c.msgpack_consume),
+                format!("{} json", count(c.json_consume)),
+                format!("{:.2}", c.msgpack_consume / c.json_consume),
+            );
+            row(
+                "  client CPU per consumed message (µs)".to_string(),
+                format!("{:.2}", c.msgpack_consume_cpu_us),
+                format!("{:.2} json", c.json_consume_cpu_us),
+                format!("{:.2}", c.msgpack_consume_cpu_us / c.json_consume_cpu_us),
+            );
+            row(
+                "  bytes per payload".to_string(),
+                c.msgpack_bytes.to_string(),
+                format!("{} json", c.json_bytes),
+                format!("{:.2}", c.msgpack_bytes as f64 / c.json_bytes as f64),
             );
         }
         if let Some(f) = &self.features {

@@ -74,6 +74,17 @@ pub(crate) struct ConsumerArgs {
     pub(crate) retention: Option<Spanned<RetentionArgs>>,
     /// `delete_on_ack = true | false`.
     pub(crate) delete_on_ack: Option<Spanned<bool>>,
+    /// `codec = "json" | "msgpack"`: the codec of entries without a `content-type` header.
+    pub(crate) codec: Option<Spanned<CodecArg>>,
+}
+
+/// The codec named by `codec = "..."`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CodecArg {
+    /// `"json"`
+    Json,
+    /// `"msgpack"` (feature `msgpack`)
+    MsgPack,
 }
 
 /// How the stream is trimmed (`retention(...)`): each sub-key is `None` when left out; at
@@ -192,13 +203,15 @@ enum Key {
     Retention,
     /// `delete_on_ack = bool`
     DeleteOnAck,
+    /// `codec = "..."`
+    Codec,
     /// `crate = path`
     Crate,
 }
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 26] = [
+    const ALL: [Key; 27] = [
         Key::Stream,
         Key::Topic,
         Key::Shards,
@@ -224,6 +237,7 @@ impl Key {
         Key::BatchWait,
         Key::Retention,
         Key::DeleteOnAck,
+        Key::Codec,
         Key::Crate,
     ];
 
@@ -255,6 +269,7 @@ impl Key {
             Key::BatchWait => "batch_wait",
             Key::Retention => "retention",
             Key::DeleteOnAck => "delete_on_ack",
+            Key::Codec => "codec",
             Key::Crate => "crate",
         }
     }
@@ -287,6 +302,7 @@ impl Key {
             Key::BatchWait => "batch_wait = \"50ms\"",
             Key::Retention => "retention(max_len = 1000000, max_age = \"7d\")",
             Key::DeleteOnAck => "delete_on_ack = true",
+            Key::Codec => "codec = \"msgpack\"",
             Key::Crate => "crate = my_streamx",
         }
     }
@@ -341,6 +357,7 @@ impl ConsumerArgs {
         let mut batch_wait = None;
         let mut retention = None;
         let mut delete_on_ack = None;
+        let mut codec = None;
 
         for meta in &metas {
             let path = meta.path();
@@ -389,6 +406,7 @@ impl ConsumerArgs {
                 Key::MaxBatch => max_batch = errors.record(positive_usize(value, key)),
                 Key::BatchWait => batch_wait = errors.record(duration_ms(value, key, true)),
                 Key::DeleteOnAck => delete_on_ack = errors.record(boolean(value, key)),
+                Key::Codec => codec = errors.record(parse_codec(value)),
                 Key::Crate => krate = errors.record(parse_crate(value)),
                 Key::Backoff | Key::Retention => {}
             }
@@ -448,6 +466,7 @@ impl ConsumerArgs {
                 batch_wait,
                 retention,
                 delete_on_ack,
+                codec,
             }),
             // Unreachable: a missing or invalid `stream`/`group` has recorded an error above.
             _ => Err(syn::Error::new(Span::call_site(), "`stream` and `group` are required")),
@@ -727,6 +746,30 @@ fn parse_size(text: &str) -> Result<usize, SizeError> {
     let number = digits.parse::<u64>().map_err(|_| SizeError::TooLarge)?;
     let bytes = number.checked_mul(factor).ok_or(SizeError::TooLarge)?;
     usize::try_from(bytes).map_err(|_| SizeError::TooLarge)
+}
+
+/// `codec = "json" | "msgpack"`; `"msgpack"` only with the `msgpack` feature (which the
+/// facade's feature of that name turns on), else an error naming the feature.
+fn parse_codec(value: &Expr) -> syn::Result<Spanned<CodecArg>> {
+    let lit = string(value, Key::Codec)?;
+    let codec = match lit.value().as_str() {
+        "json" => CodecArg::Json,
+        "msgpack" if cfg!(feature = "msgpack") => CodecArg::MsgPack,
+        "msgpack" => {
+            return Err(syn::Error::new(
+                lit.span(),
+                "`codec = \"msgpack\"` needs streamx's `msgpack` feature: \
+                 streamx = { version = \"...\", features = [\"msgpack\"] }",
+            ))
+        }
+        other => {
+            return Err(syn::Error::new(
+                lit.span(),
+                format!("unknown `codec` {other:?}; expected \"json\" (the default) or \"msgpack\""),
+            ))
+        }
+    };
+    Ok(Spanned::new(codec, lit.span()))
 }
 
 /// `start = "begin" | "new" | "<ms>" | "<ms>-<seq>"`.
@@ -1173,8 +1216,25 @@ mod tests {
             "unknown argument `concurency`; expected one of: `stream`, `topic`, `shards`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `readers`, `block`, `start`, `max_retries`, `backoff`, \
              `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, \
-             `dedupe`, `ordered`, `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `crate`",
+             `dedupe`, `ordered`, `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `codec`, `crate`",
         );
+    }
+
+    #[test]
+    fn codec_is_json_or_msgpack_with_the_feature() {
+        let args = ok(parse_quote!(stream = "s", group = "g", codec = "json"));
+        assert_eq!(args.codec.map(|c| c.value), Some(CodecArg::Json));
+        let msgpack = parse_quote!(stream = "s", group = "g", codec = "msgpack");
+        if cfg!(feature = "msgpack") {
+            assert_eq!(ok(msgpack).codec.map(|c| c.value), Some(CodecArg::MsgPack));
+        } else {
+            assert_one(&err(msgpack), "needs streamx's `msgpack` feature");
+        }
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", codec = "protobuf")),
+            "unknown `codec` \"protobuf\"; expected \"json\" (the default) or \"msgpack\"",
+        );
+        assert_one(&err(parse_quote!(stream = "s", group = "g", codec = 1)), "expected string literal for `codec`");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned as _;
 use syn::{Item, ItemFn};
 
-use crate::args::{self, ConsumerArgs, Dlq, Spanned, Start};
+use crate::args::{self, CodecArg, ConsumerArgs, Dlq, Spanned, Start};
 use crate::signature::{self, Form, Handler};
 use crate::Errors;
 
@@ -249,6 +249,13 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
     if let Some(block) = &args.block {
         let value = duration(private, block.value, block.span);
         out.extend(quote!(.block(#value)));
+    }
+    if let Some(codec) = &args.codec {
+        let variant = match codec.value {
+            CodecArg::Json => quote_spanned!(codec.span=> Json),
+            CodecArg::MsgPack => quote_spanned!(codec.span=> MsgPack),
+        };
+        out.extend(quote!(.codec(#private::Codec::#variant)));
     }
     if let Some(start) = &args.start {
         let value = match &start.value {
@@ -593,6 +600,8 @@ mod tests {
         let out = render(quote!(stream = "s", group = "g", start = "new", dlq = true));
         assert!(out.contains(".start(::streamx::__private::StartFrom::New)"), "{out}");
         assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Default)"), "{out}");
+        let out = render(quote!(stream = "s", group = "g", codec = "json"));
+        assert!(out.contains(".codec(::streamx::__private::Codec::Json)"), "{out}");
         let out = render(quote!(stream = "s", group = "g", start = "5", dlq = false));
         assert!(out.contains(".start(::streamx::__private::StartFrom::Id(\"5\"))"), "{out}");
         assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Disabled)"), "{out}");

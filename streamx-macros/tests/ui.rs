@@ -7,4 +7,8 @@ fn ui() {
     let t = trybuild::TestCases::new();
     t.pass("tests/ui/pass/*.rs");
     t.compile_fail("tests/ui/fail/*.rs");
+    // What the attribute says without streamx's `msgpack` feature (with it, these compile).
+    if !cfg!(feature = "msgpack") {
+        t.compile_fail("tests/ui/fail_without_msgpack/*.rs");
+    }
 }

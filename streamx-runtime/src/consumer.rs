@@ -91,6 +91,12 @@ pub struct ConsumerOptions {
     /// and used to create the topic if it does not exist yet. `None`: the recorded count,
     /// or [`DEFAULT_SHARDS`](crate::topic::DEFAULT_SHARDS) for a new topic. Topics only.
     pub shards: Option<u32>,
+    /// The codec of entries without a `content-type` header (see [`crate::codec`]): an entry
+    /// that names its codec is decoded in that one whatever this says, and a handler taking
+    /// `Message<Bytes>` gets the bytes as they are. Default [`Codec::Json`](crate::Codec::Json)
+    /// (attribute `codec = "msgpack"` for [`Codec::MsgPack`](crate::Codec), with the
+    /// `msgpack` feature).
+    pub codec: crate::codec::Codec,
 }
 
 impl ConsumerOptions {
@@ -115,6 +121,7 @@ impl ConsumerOptions {
         ordered: None,
         topic: false,
         shards: None,
+        codec: crate::codec::Codec::Json,
     };
 
     /// Whether messages of one key are handled one at a time, in order (see
@@ -279,6 +286,13 @@ macro_rules! option_setters {
         /// recorded in Redis, used when the topic is created. Topics only.
         pub $($constness)? fn shards(mut self, n: u32) -> Self {
             self.options.shards = ::std::option::Option::Some(n);
+            self
+        }
+        /// Sets the codec of entries without a `content-type` header (attribute
+        /// `codec = "msgpack"`; default JSON). Entries that name their codec are decoded in
+        /// it whatever this says.
+        pub $($constness)? fn codec(mut self, codec: $crate::codec::Codec) -> Self {
+            self.options.codec = codec;
             self
         }
     };

@@ -187,6 +187,17 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A payload could not be serialized to MessagePack when publishing
+    /// ([`Codec::MsgPack`](crate::Codec)).
+    #[cfg(feature = "msgpack")]
+    #[error("cannot encode payload as MessagePack for stream `{stream}`: {source}")]
+    EncodeMsgPack {
+        /// The target stream.
+        stream: String,
+        /// The rmp-serde error.
+        #[source]
+        source: rmp_serde::encode::Error,
+    },
     /// An entry could not be turned into the requested message type.
     #[error("entry {id} of stream `{stream}` cannot be decoded: {reason}")]
     Decode {

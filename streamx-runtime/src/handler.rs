@@ -11,6 +11,7 @@ pub use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 
+use crate::codec::{Codec, CONTENT_TYPE_HEADER};
 use crate::message::{Message, MessageId};
 use crate::state::State;
 use crate::wire::RawEntry;
@@ -121,6 +122,10 @@ pub enum FailureKind {
     /// The handler did not finish within the consumer's `timeout` on its last allowed
     /// delivery: it was cancelled (its future dropped) at the deadline.
     Timeout,
+    /// The entry's `content-type` header names a codec the handler cannot decode (an
+    /// unknown type, raw bytes for a typed handler, MessagePack without the `msgpack`
+    /// feature): dead-lettered at its first delivery, never retried. See [`crate::codec`].
+    UnsupportedCodec,
 }
 
 impl FailureKind {
@@ -137,12 +142,13 @@ impl FailureKind {
             FailureKind::DeliveryLimit => "delivery_limit",
             FailureKind::Trimmed => "trimmed",
             FailureKind::Timeout => "timeout",
+            FailureKind::UnsupportedCodec => "unsupported_codec",
         }
     }
 
     /// Every kind, in the order of [`FailureKind::as_str`]'s documentation: the one list
     /// that parsing and the command line's help are derived from.
-    pub const ALL: [FailureKind; 10] = [
+    pub const ALL: [FailureKind; 11] = [
         FailureKind::Error,
         FailureKind::Permanent,
         FailureKind::Panic,
@@ -153,6 +159,7 @@ impl FailureKind {
         FailureKind::DeliveryLimit,
         FailureKind::Trimmed,
         FailureKind::Timeout,
+        FailureKind::UnsupportedCodec,
     ];
 
     /// Parses [`FailureKind::as_str`].
@@ -168,6 +175,7 @@ impl FailureKind {
                 | FailureKind::PayloadTooLarge
                 | FailureKind::InvalidJson
                 | FailureKind::WrongShape
+                | FailureKind::UnsupportedCodec
         )
     }
 }
@@ -211,11 +219,19 @@ pub struct Delivery {
     pub(crate) entry: RawEntry,
     pub(crate) attempt: u32,
     pub(crate) state: State,
+    /// The codec of an entry without a `content-type` header: the consumer's.
+    pub(crate) codec: Codec,
 }
 
 impl Delivery {
     pub(crate) fn new(stream: Arc<str>, entry: RawEntry, attempt: u32, state: State) -> Self {
-        Delivery { stream, entry, attempt, state }
+        Delivery { stream, entry, attempt, state, codec: Codec::Json }
+    }
+
+    /// This delivery, its payload read as `codec` when the entry names no codec.
+    pub(crate) fn with_codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
     }
 
     /// The entry id.
@@ -237,7 +253,9 @@ impl Delivery {
     }
 }
 
-/// What a handler may take as its argument: `Message<T>` with `T: DeserializeOwned`.
+/// What a handler may take as its argument: `Message<T>` with `T: DeserializeOwned`, decoded
+/// in the codec its entry's `content-type` header names (see [`crate::codec`]), or
+/// `Message<Bytes>` for the payload's bytes as they are, whatever the content type.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be the argument of a streamx handler",
     label = "expected `Message<T>` here",
@@ -253,14 +271,11 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn from_delivery(delivery: Delivery) -> Result<Self, (FailureKind, String)> {
-        let Delivery { stream, entry, attempt, state } = delivery;
+        let Delivery { stream, entry, attempt, state, codec } = delivery;
         let Some(data) = entry.data else {
             return Err((FailureKind::MissingPayload, "the entry has no `data` field".to_string()));
         };
-        let payload = serde_json::from_slice::<T>(&data).map_err(|e| {
-            let kind = if e.is_data() { FailureKind::WrongShape } else { FailureKind::InvalidJson };
-            (kind, format!("cannot decode payload as {}: {e}", std::any::type_name::<T>()))
-        })?;
+        let payload = crate::codec::decode::<T>(data, entry.headers.get(CONTENT_TYPE_HEADER), codec)?;
         Ok(Message { id: entry.id, stream, payload, headers: entry.headers, attempt, state })
     }
 }

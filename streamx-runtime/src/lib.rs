@@ -8,6 +8,7 @@ pub mod admin;
 mod batch;
 mod capabilities;
 mod clock;
+pub mod codec;
 mod connection;
 mod consumer;
 pub mod dead_letters;
@@ -40,7 +41,9 @@ pub mod wire;
 mod worker;
 
 pub use batch::{BatchArg, BatchOutcome, BatchReturn, Decoded};
+pub use bytes::Bytes;
 pub use capabilities::{Capabilities, DISABLE_CAPABILITIES_ENV};
+pub use codec::{Codec, CONTENT_TYPE_HEADER};
 pub use connection::{
     redact, RedisUrl, DEFAULT_REDIS_URL, REDIS_TLS_CA_ENV, REDIS_TLS_CERT_ENV, REDIS_TLS_KEY_ENV, REDIS_URL_ENV,
 };
@@ -81,6 +84,8 @@ pub use worker::{ConsumerStats, ConsumerStatsSnapshot, SCHEDULED_CONSUMER, SUSPE
 pub mod __private {
     pub use core::time::Duration;
     pub use inventory;
+
+    pub use crate::codec::Codec;
 
     pub use crate::batch::{assert_batch_arg, assert_batch_return, invoke_batch, Deliveries, Outcomes};
     pub use crate::handler::{assert_handler_arg, assert_handler_return, invoke, BoxFuture, Delivery, Outcome};

@@ -167,6 +167,12 @@ impl Headers {
         self
     }
 
+    /// Removes header `name`, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<String> {
+        let at = self.entries.iter().position(|(k, _)| k == name)?;
+        Some(self.entries.remove(at).1)
+    }
+
     /// Builder-style [`insert`](Self::insert).
     pub fn with(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.insert(name, value);

@@ -19,6 +19,7 @@ use fred::types::{ClusterHash, CustomCommand, Value};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use crate::codec::{Codec, CONTENT_TYPE_HEADER, OCTET_STREAM_CONTENT_TYPE};
 use crate::connection::{read_off_runtime, with_env_off_runtime, ClientRole, HealingClient, RedisUrl};
 use crate::dedupe::Published;
 use crate::error::{Error, Result};
@@ -61,6 +62,7 @@ pub struct PublishOptions {
     id: Option<MessageId>,
     idempotency_key: Option<String>,
     idempotency_window: Option<Duration>,
+    codec: Codec,
 }
 
 impl PublishOptions {
@@ -82,10 +84,48 @@ impl PublishOptions {
         Self::default()
     }
 
-    /// Headers stored with each published message.
+    /// Headers stored with each published message (the codec's `content-type` is kept).
     pub fn headers(mut self, headers: Headers) -> Self {
         self.headers = headers;
+        self.name_codec();
         self
+    }
+
+    /// Serializes payloads in `codec` (default [`Codec::Json`]). Any codec but JSON also
+    /// stores its `content-type` header, so consumers (streamx's, or another language's)
+    /// know how to read the entry; JSON entries carry no header, as they always did.
+    /// [`publish_raw`](Producer::publish_raw) stores its bytes as they are, with the header.
+    ///
+    /// ```
+    /// use streamx_runtime::{Codec, PublishOptions, CONTENT_TYPE_HEADER};
+    /// let json = PublishOptions::new().codec(Codec::Json);
+    /// assert_eq!(json.stored_headers().get(CONTENT_TYPE_HEADER), None);
+    /// # #[cfg(feature = "msgpack")]
+    /// # {
+    /// let msgpack = PublishOptions::new().codec(Codec::MsgPack);
+    /// assert_eq!(msgpack.stored_headers().get(CONTENT_TYPE_HEADER), Some("application/msgpack"));
+    /// # }
+    /// ```
+    pub fn codec(mut self, codec: Codec) -> Self {
+        if self.codec != Codec::Json && self.headers.get(CONTENT_TYPE_HEADER) == Some(self.codec.content_type()) {
+            self.headers.remove(CONTENT_TYPE_HEADER);
+        }
+        self.codec = codec;
+        self.name_codec();
+        self
+    }
+
+    /// The headers each published message gets: those set, the codec's `content-type`.
+    pub fn stored_headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// Stores the `content-type` of a codec other than JSON in the headers (once, here, so
+    /// that publishing costs no more than a JSON publish with one header).
+    fn name_codec(&mut self) {
+        if self.codec != Codec::Json {
+            self.headers.insert(CONTENT_TYPE_HEADER, self.codec.content_type());
+        }
     }
 
     /// Trims the stream to about `len` entries (`MAXLEN ~ len`) on each add. Trimming
@@ -347,20 +387,62 @@ impl Producer {
         })
     }
 
-    /// Publishes `payload` as JSON; returns the new entry's id.
+    /// Publishes `payload` as JSON (no `content-type` header); returns the new entry's id.
     pub async fn publish<T: Serialize + ?Sized>(&self, stream: &str, payload: &T) -> Result<MessageId> {
         self.publish_with(stream, payload, &PublishOptions::NONE).await
     }
 
-    /// Publishes `payload` with options.
+    /// Publishes `payload` with options, in their [`codec`](PublishOptions::codec).
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "msgpack")]
+    /// # async fn demo(producer: streamx_runtime::Producer) -> streamx_runtime::Result<()> {
+    /// use streamx_runtime::{Codec, PublishOptions};
+    /// #[derive(serde::Serialize)]
+    /// struct Order { id: u64 }
+    /// let msgpack = PublishOptions::new().codec(Codec::MsgPack);
+    /// producer.publish_with("orders", &Order { id: 7 }, &msgpack).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn publish_with<T: Serialize + ?Sized>(
         &self,
         stream: &str,
         payload: &T,
         options: &PublishOptions,
     ) -> Result<MessageId> {
-        let data = encode(stream, payload)?;
+        let data = encode(stream, payload, options.codec)?;
         self.publish_raw(stream, data, options).await
+    }
+
+    /// Publishes `data` as raw bytes: stored in the `data` field as they are, with the header
+    /// `content-type: application/octet-stream`. A handler taking `Message<Bytes>` gets them
+    /// back unchanged; a typed handler dead-letters them as `unsupported_codec`.
+    ///
+    /// ```no_run
+    /// # async fn demo(producer: streamx_runtime::Producer) -> streamx_runtime::Result<()> {
+    /// producer.publish_bytes("images", vec![0x89, b'P', b'N', b'G']).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn publish_bytes(&self, stream: &str, data: impl Into<Bytes>) -> Result<MessageId> {
+        self.publish_bytes_with(stream, data, &PublishOptions::default()).await
+    }
+
+    /// [`publish_bytes`](Self::publish_bytes) with options. A `content-type` header among
+    /// the options' headers is kept (bytes of a format streamx does not decode, e.g.
+    /// `application/x-protobuf`); without one, `application/octet-stream` is stored.
+    pub async fn publish_bytes_with(
+        &self,
+        stream: &str,
+        data: impl Into<Bytes>,
+        options: &PublishOptions,
+    ) -> Result<MessageId> {
+        if options.headers.get(CONTENT_TYPE_HEADER).is_some() && options.codec == Codec::Json {
+            return self.publish_raw(stream, data.into(), options).await;
+        }
+        let mut options = options.clone();
+        options.codec = Codec::Json;
+        options.headers.insert(CONTENT_TYPE_HEADER, OCTET_STREAM_CONTENT_TYPE);
+        self.publish_raw(stream, data.into(), &options).await
     }
 
     /// Publishes `payload` as JSON with the key `key` (the
@@ -623,7 +705,7 @@ impl Producer {
         // Whole milliseconds, rounded up: never due before `delay` has passed.
         let ms = delay.as_nanos().div_ceil(1_000_000);
         let ms = u64::try_from(ms).unwrap_or(u64::MAX);
-        self.schedule(stream, encode(stream, payload)?, "after", ms, options).await
+        self.schedule(stream, encode(stream, payload, options.codec)?, "after", ms, options).await
     }
 
     /// Publishes `payload` (as JSON) to `stream` at `when` (this machine's wall time, as
@@ -658,7 +740,7 @@ impl Producer {
     ) -> Result<ScheduleId> {
         let ms =
             when.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        self.schedule(stream, encode(stream, payload)?, "at", ms, options).await
+        self.schedule(stream, encode(stream, payload, options.codec)?, "at", ms, options).await
     }
 
     /// Schedules one encoded message (see [`crate::scheduler::SCHEDULE`]): `mode` is `at`
@@ -768,7 +850,7 @@ impl Producer {
         if options.idempotency_key.is_some() {
             return Err(Error::IdempotencyKeyInBatch { stream: stream.to_string() });
         }
-        let encoded = encode_all(stream, payloads.iter())?;
+        let encoded = encode_all(stream, payloads.iter(), options.codec)?;
         self.publish_entries(stream, encoded, None, options).await
     }
 
@@ -927,7 +1009,7 @@ impl Producer {
         if options.idempotency_key.is_some() {
             return Err(Error::IdempotencyKeyInBatch { stream: target.to_string() });
         }
-        let encoded = encode_all(target, entries.iter().map(|(_, payload)| payload))?;
+        let encoded = encode_all(target, entries.iter().map(|(_, payload)| payload), options.codec)?;
         let keys = entries.iter().map(|(key, _)| key.as_ref().to_string()).collect();
         self.publish_entries(target, encoded, Some(keys), options).await
     }
@@ -1189,19 +1271,19 @@ async fn failed(
 /// The most [`encode_all`] reserves from its first payload's size.
 const RESERVE_AHEAD: usize = 64 << 20;
 
-/// Every payload's JSON, written one after the other into one buffer that the returned
+/// Every payload in `codec`, written one after the other into one buffer that the returned
 /// payloads share: one allocation for a batch instead of one per payload, and the bytes
 /// of a round trip next to each other in memory.
 fn encode_all<'a, T: Serialize + 'a>(
     stream: &str,
     payloads: impl ExactSizeIterator<Item = &'a T>,
+    codec: Codec,
 ) -> Result<Vec<Bytes>> {
     let count = payloads.len();
     let mut text: Vec<u8> = Vec::new();
     let mut ends = Vec::with_capacity(count);
     for payload in payloads {
-        serde_json::to_writer(&mut text, payload)
-            .map_err(|source| Error::Encode { stream: stream.to_string(), source })?;
+        crate::codec::encode_into(codec, &mut text, payload, stream)?;
         if ends.is_empty() {
             // The first payload's size for each, a quarter more, at most 64 MiB ahead (the
             // first may be much larger than the rest); the buffer grows beyond as needed.
@@ -1213,8 +1295,20 @@ fn encode_all<'a, T: Serialize + 'a>(
     Ok(crate::wire::split_at_ends(Bytes::from(text), ends).collect())
 }
 
-fn encode<T: Serialize + ?Sized>(stream: &str, payload: &T) -> Result<Bytes> {
-    serde_json::to_vec(payload).map(Bytes::from).map_err(|source| Error::Encode { stream: stream.to_string(), source })
+/// `payload` in `codec`.
+fn encode<T: Serialize + ?Sized>(stream: &str, payload: &T, codec: Codec) -> Result<Bytes> {
+    match codec {
+        // As JSON always was (`to_vec` starts at 128 bytes of capacity).
+        Codec::Json => serde_json::to_vec(payload)
+            .map(Bytes::from)
+            .map_err(|source| Error::Encode { stream: stream.to_string(), source }),
+        #[allow(unreachable_patterns)]
+        _ => {
+            let mut out = Vec::with_capacity(128);
+            crate::codec::encode_into(codec, &mut out, payload, stream)?;
+            Ok(Bytes::from(out))
+        }
+    }
 }
 
 /// What a round trip of `sent` XADDs did: the entries added, as `(position, id)`, and the
@@ -1289,13 +1383,13 @@ mod tests {
         // A large first payload, then small ones, then an empty string: each slice is what
         // encoding its payload alone gives, and all share one buffer.
         let payloads = ["x".repeat(10_000), "a".to_string(), String::new(), "é\"\n".to_string()];
-        let encoded = encode_all("s", payloads.iter()).unwrap();
-        let alone: Vec<Bytes> = payloads.iter().map(|p| encode("s", p).unwrap()).collect();
+        let encoded = encode_all("s", payloads.iter(), Codec::Json).unwrap();
+        let alone: Vec<Bytes> = payloads.iter().map(|p| encode("s", p, Codec::Json).unwrap()).collect();
         assert_eq!(encoded, alone);
         let base = encoded[0].as_ptr() as usize;
         assert_eq!(encoded[1].as_ptr() as usize, base + encoded[0].len(), "one buffer, back to back");
-        assert!(encode_all::<u8>("s", [].iter()).unwrap().is_empty());
-        let err = encode_all("s", [std::collections::HashMap::from([((1, 2), 3)])].iter()).unwrap_err();
+        assert!(encode_all::<u8>("s", [].iter(), Codec::Json).unwrap().is_empty());
+        let err = encode_all("s", [std::collections::HashMap::from([((1, 2), 3)])].iter(), Codec::Json).unwrap_err();
         assert!(matches!(err, Error::Encode { .. }), "{err:?}");
     }
 

@@ -447,7 +447,8 @@ fn call_handler(shared: &Arc<Shared>, entry: RawEntry, attempt: u32) -> BoxFutur
 
 /// The handler's future for `entry`, with the consumer's timeout.
 fn run_handler(shared: &Arc<Shared>, entry: RawEntry, attempt: u32) -> BoxFuture<'static, Outcome> {
-    let run = (shared.handler)(Delivery::new(shared.stream_arc.clone(), entry, attempt, shared.settings.state.clone()));
+    let delivery = Delivery::new(shared.stream_arc.clone(), entry, attempt, shared.settings.state.clone());
+    let run = (shared.handler)(delivery.with_codec(shared.consumer.options.codec));
     match shared.consumer.options.timeout {
         None => run,
         Some(limit) => Box::pin(super::timeout::run_with_timeout(shared.clone(), run, limit)),

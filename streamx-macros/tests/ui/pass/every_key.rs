@@ -32,6 +32,7 @@ struct Order {
     ordered = true,
     retention(max_len = 1000000, max_age = "7d"),
     delete_on_ack = true,
+    codec = "json",
     crate = ::streamx,
 )]
 async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
@@ -110,6 +111,7 @@ fn main() {
             retention: Some(streamx::Retention::new().max_len(1_000_000).max_age(Duration::from_secs(7 * 24 * 3600))),
             delete_on_ack: true,
             ordered: Some(true),
+            codec: streamx::Codec::Json,
             ..ConsumerOptions::DEFAULT
         }
     );

@@ -1,0 +1,9 @@
+use streamx::prelude::*;
+
+#[derive(serde::Deserialize)]
+struct Order {}
+
+#[stream_consumer(stream = "orders", group = "billing", codec = "msgpack")]
+async fn charge(_msg: Message<Order>) {}
+
+fn main() {}
