@@ -77,6 +77,7 @@ impl PublishOptions {
         id: None,
         idempotency_key: None,
         idempotency_window: None,
+        codec: Codec::Json,
     };
 
     /// No headers, no trimming, the stream is created if missing.
