@@ -60,6 +60,10 @@ pub const SCHEDULED_DROPPED: &str = "streamx_scheduled_dropped_total";
 /// tick of this runtime.
 pub const SCHEDULED_PENDING: &str = "streamx_scheduled_messages";
 
+/// Gauge, labels `stream`, `group`: 1 while the group is paused (its pause key exists, see
+/// [`crate::Inspector::pause`]), 0 otherwise, as this runtime last saw it.
+pub const CONSUMER_PAUSED: &str = "streamx_consumer_paused";
+
 /// Label: the stream.
 pub const LABEL_STREAM: &str = "stream";
 /// Label: the consumer group.
