@@ -109,7 +109,7 @@ pub async fn info(conn: &Connection, stream: &str, json: bool) -> Result<()> {
     let rows = info.groups.iter().map(|g| {
         let names = members.get(&g.name).map(|m| m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
         vec![
-            g.name.clone(),
+            output::group_name(&g.name, g.paused),
             output::lag(g.lag, g.lag_estimated),
             g.pending.to_string(),
             format!(
