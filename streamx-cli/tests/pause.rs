@@ -51,7 +51,7 @@ async fn pause_and_resume_a_group_from_the_command_line() {
         redis.cli(&["GET", &format!("{{{stream}}}:paused:billing")]).unwrap().trim().split_once(' ').unwrap().1,
         "ops"
     );
-    let again = run_ok(&url, &["pause", &stream, "billing"]);
+    let again = run_ok(&url, &["pause", &stream, "billing", "--by", "ops"]);
     assert!(again.contains("paused already"), "{again}");
 
     // A pause takes effect within a second.
@@ -70,6 +70,7 @@ async fn pause_and_resume_a_group_from_the_command_line() {
 
     let info = run_ok(&url, &["info", &stream]);
     assert!(info.contains("billing (paused)"), "{info}");
+    assert!(info.contains("group `billing` is paused by ops since "), "{info}");
     let info = run_json(&url, &["info", &stream]);
     assert_eq!(info["groups"][0]["paused"], true, "{info}");
     assert_eq!(info["groups"][0]["lag"], 5, "{info}");
