@@ -179,7 +179,8 @@ async fn a_pause_survives_a_redis_restart() {
     .await
     .unwrap();
     runtime.shutdown().await.unwrap();
-    assert!(seen.lock().unwrap().values().all(|n| *n == 1), "each once: {:?}", seen.lock().unwrap());
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.values().all(|n| *n == 1), "each once: {seen:?}");
     drop(producer);
 }
 
@@ -214,4 +215,70 @@ async fn a_runtime_started_on_a_paused_group_starts_nothing_and_shuts_down() {
     runtime.shutdown().await.unwrap();
     assert!(stopping.elapsed() < Duration::from_secs(5), "shutdown while paused took {:?}", stopping.elapsed());
     assert_eq!(inspector.group(&stream, "g").await.unwrap().unwrap().pending, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_paused_no_due_retry_is_promoted_and_no_stopped_member_is_taken_over() {
+    let server = RedisServer::start().unwrap();
+    let url = server.url();
+    let stream = unique_name("pause-claims");
+    // Every job fails its first run (retry in 2 s), then succeeds; each run is recorded.
+    let runs: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
+    let recorded = runs.clone();
+    let consumer = Consumer::new(stream.clone(), "g".to_string(), move |msg: Message<Job>| {
+        let recorded = recorded.clone();
+        async move {
+            recorded.lock().unwrap().push((msg.payload().n, msg.attempt()));
+            if msg.attempt() == 1 {
+                return Err(streamx::HandlerError::retry_after("first run fails", Duration::from_secs(2)));
+            }
+            Ok(())
+        }
+    })
+    .concurrency(4)
+    .claim_idle(Duration::from_secs(1));
+    let runtime = start_runtime(&url, vec![consumer]).await;
+    let producer = Producer::connect(&url).await.unwrap();
+    for n in 0..3 {
+        producer.publish(&stream, &Job::ok(n)).await.unwrap();
+    }
+    wait_until(Duration::from_secs(10), "3 first runs", || async { runs.lock().unwrap().len() == 3 }).await.unwrap();
+
+    let inspector = Inspector::connect(&url).await.unwrap();
+    inspector.pause(&stream, "g").await.unwrap();
+    let paused_since = Instant::now();
+    // Once the pause is in effect (within a second), a member reads 5 new entries and stops
+    // (it never beats): its entries are orphans.
+    wait_until(Duration::from_secs(10), "1 s paused", || async { paused_since.elapsed() >= Duration::from_secs(1) })
+        .await
+        .unwrap();
+    for n in 3..8 {
+        producer.publish(&stream, &Job::ok(n)).await.unwrap();
+    }
+    let args = ["XREADGROUP", "GROUP", "g", "ghost", "COUNT", "5", "STREAMS", &stream, ">"];
+    streamx::testing::redis_cli(&server, &args).unwrap();
+    // The retries fall due 2 s after the first runs, the ghost's entries idle past claim_idle.
+    wait_until(Duration::from_secs(20), "4 s paused", || async { paused_since.elapsed() >= Duration::from_secs(4) })
+        .await
+        .unwrap();
+    let so_far = runs.lock().unwrap().clone();
+    assert_eq!(so_far.len(), 3, "no retry ran and nothing was taken over while paused: {so_far:?}");
+    let summary = inspector.pending_summary(&stream, "g").await.unwrap();
+    let held_by = |name: &str| summary.consumers.iter().find(|(c, _)| c == name).map_or(0, |(_, n)| *n);
+    assert_eq!(held_by("ghost"), 5, "the stopped member's entries stay where they are: {summary:?}");
+    assert_eq!(held_by(streamx::SCHEDULED_CONSUMER), 3, "the retries stay scheduled: {summary:?}");
+
+    inspector.resume(&stream, "g").await.unwrap();
+    wait_until(Duration::from_secs(30), "all 8 succeeded after the resume", || async {
+        let runs = runs.lock().unwrap();
+        (0..8).all(|n| runs.iter().any(|(m, attempt)| *m == n && (*attempt >= 2 || (n >= 3 && *attempt >= 1))))
+    })
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(30), "nothing pending", || async {
+        inspector.group(&stream, "g").await.unwrap().unwrap().pending == 0
+    })
+    .await
+    .unwrap();
+    runtime.shutdown().await.unwrap();
 }
