@@ -116,6 +116,28 @@ pub enum Command {
         #[command(subcommand)]
         command: ScheduledCommand,
     },
+    /// Pause a consumer group: within a second every consumer of it, in every process, stops
+    /// starting handlers (those running finish and are acknowledged; what the consumers hold
+    /// waits, pending); lasts until `streamx resume`, across process and Redis restarts (with
+    /// AOF or RDB). The group need not exist yet.
+    Pause {
+        /// The stream key (a topic's name for a topic consumer).
+        stream: String,
+        /// The consumer group.
+        group: String,
+        /// Who paused it, shown by `info` and the dashboard (default: `<host>-<pid>` of this
+        /// process).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Resume a paused consumer group: within a second its consumers start what they held,
+    /// then read on.
+    Resume {
+        /// The stream key (a topic's name for a topic consumer).
+        stream: String,
+        /// The consumer group.
+        group: String,
+    },
     /// Consumer groups: create, delete, reset the position, remove a stopped consumer.
     Group {
         /// What to do.

@@ -61,6 +61,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Dashboard(args) => dashboard::serve(conn, args).await,
         Command::Retries { command } => commands::retries::run(&conn, command, json).await,
         Command::Scheduled { command } => commands::scheduled::run(&conn, command, json).await,
+        Command::Pause { stream, group, by } => commands::pause::pause(&conn, stream, group, by.as_deref(), json).await,
+        Command::Resume { stream, group } => commands::pause::resume(&conn, stream, group, json).await,
         Command::Group { command } => commands::group::run(&conn, command, json).await,
     }
 }

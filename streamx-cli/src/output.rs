@@ -150,6 +150,15 @@ pub fn or_dash<T: ToString>(value: Option<T>) -> String {
     value.map(|v| v.to_string()).unwrap_or_else(|| "-".to_string())
 }
 
+/// A group's name in a table, marked `(paused)` while it is paused.
+pub fn group_name(name: &str, paused: bool) -> String {
+    if paused {
+        format!("{name} (paused)")
+    } else {
+        name.to_string()
+    }
+}
+
 /// A group's lag: `-` when unknown, `~N` when estimated.
 pub fn lag(lag: Option<u64>, estimated: bool) -> String {
     match lag {

@@ -100,6 +100,8 @@ pub struct GroupOverview {
     pub entries_read: Option<u64>,
     /// The last id delivered to the group.
     pub last_delivered_id: Option<MessageId>,
+    /// The group is paused (`streamx pause`): its consumers start no handler.
+    pub paused: bool,
 }
 
 impl From<GroupInfo> for GroupOverview {
@@ -112,6 +114,7 @@ impl From<GroupInfo> for GroupOverview {
             lag_estimated: g.lag_estimated,
             entries_read: g.entries_read,
             last_delivered_id: g.last_delivered_id,
+            paused: g.paused,
         }
     }
 }

@@ -88,6 +88,7 @@ mod tests {
             lag_estimated: false,
             entries_read: Some(read),
             last_delivered_id: None,
+            paused: false,
         };
         Sample {
             at,

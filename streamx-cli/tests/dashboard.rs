@@ -812,3 +812,91 @@ async fn topics_show_their_totals_and_each_shard_on_a_click() {
     let pending0 = "tr.shard-group[data-shard=\"0\"][data-group=\"billing\"] td.pending";
     assert_eq!(text(client, pending0).await, Some(lengths[0].to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_is_paused_and_resumed_with_its_button() {
+    let Some(browser) = Browser::start().await else { return };
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
+    let url = redis.url();
+    let stream = unique_name("pausing");
+    run_ok(&url, &["group", "create", &stream, "billing", "--mkstream"]);
+    let key = format!("{{{stream}}}:paused:billing");
+    let dashboard = Dashboard::start(&url, &[]);
+    let client = &browser.client;
+    client.goto(&dashboard.url()).await.unwrap();
+    let row = format!("tr.group[data-stream=\"{stream}\"][data-group=\"billing\"]");
+    let toggle = format!("{row} button.pause-group");
+    wait_until(WAIT, "the Pause button", || async { text(client, &toggle).await.as_deref() == Some("Pause") })
+        .await
+        .unwrap();
+    assert_eq!(count(client, &format!("{row} .badge.paused")).await, 0);
+
+    click(client, &toggle).await;
+    assert!(alert(client).await.starts_with("Pause billing on "));
+    client.accept_alert().await.unwrap();
+    wait_until(WAIT, "the pause key written", || async { redis.cli(&["EXISTS", &key]).unwrap().trim() == "1" })
+        .await
+        .unwrap();
+    assert!(redis.cli(&["GET", &key]).unwrap().trim().ends_with(" dashboard"));
+    wait_until(WAIT, "the paused badge and the Resume button", || async {
+        count(client, &format!("{row} .badge.paused")).await == 1
+            && text(client, &toggle).await.as_deref() == Some("Resume")
+    })
+    .await
+    .unwrap();
+
+    click(client, &toggle).await;
+    assert!(alert(client).await.starts_with("Resume billing on "));
+    client.accept_alert().await.unwrap();
+    wait_until(WAIT, "the pause key deleted", || async { redis.cli(&["EXISTS", &key]).unwrap().trim() == "0" })
+        .await
+        .unwrap();
+    wait_until(WAIT, "the badge gone", || async {
+        count(client, &format!("{row} .badge.paused")).await == 0
+            && text(client, &toggle).await.as_deref() == Some("Pause")
+    })
+    .await
+    .unwrap();
+    browser.close().await;
+}
+
+/// The pause endpoints without a browser: a change like the others (action header), the
+/// overview's group gains `paused`, a missing group is 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pause_endpoints_pause_and_resume_a_group() {
+    let redis = TestRedis::start(Topology::Standalone).unwrap();
+    let url = redis.url();
+    let stream = unique_name("pausing");
+    run_ok(&url, &["group", "create", &stream, "billing", "--mkstream"]);
+    let key = format!("{{{stream}}}:paused:billing");
+    let dashboard = Dashboard::start(&url, &[]);
+    let action = ("x-streamx-action", "1");
+    let pause = format!("/api/streams/{stream}/groups/billing/pause");
+    assert_eq!(http(dashboard.addr, "POST", &pause, &[]).0, 403, "without the action header");
+    assert_eq!(redis.cli(&["EXISTS", &key]).unwrap().trim(), "0");
+    let (status, body) = http(dashboard.addr, "POST", &pause, &[action]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(redis.cli(&["EXISTS", &key]).unwrap().trim(), "1");
+    let paused_in_overview = |paused: bool| {
+        let stream = stream.clone();
+        let addr = dashboard.addr;
+        async move {
+            let overview: Value = serde_json::from_str(&http(addr, "GET", "/api/overview", &[]).1).unwrap();
+            overview["streams"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .any(|s| s["stream"] == stream.as_str() && s["groups"][0]["paused"] == paused)
+        }
+    };
+    wait_until(WAIT, "the overview shows the pause", || paused_in_overview(true)).await.unwrap();
+    let missing = format!("/api/streams/{stream}/groups/nope/pause");
+    assert_eq!(http(dashboard.addr, "POST", &missing, &[action]).0, 404);
+    let resume = format!("/api/streams/{stream}/groups/billing/resume");
+    let (status, body) = http(dashboard.addr, "POST", &resume, &[action]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["was_paused"], true);
+    assert_eq!(redis.cli(&["EXISTS", &key]).unwrap().trim(), "0");
+    wait_until(WAIT, "the overview shows the resume", || paused_in_overview(false)).await.unwrap();
+}

@@ -1,9 +1,11 @@
 //! Read-only figures for operators and tests: stream length, and per group the pending
-//! count, lag and consumers (XINFO GROUPS / XINFO CONSUMERS / XLEN); a topic's figures per
-//! shard in [`topic`].
+//! count, lag, consumers and whether it is paused (XINFO GROUPS / XINFO CONSUMERS / XLEN);
+//! a topic's figures per shard in [`topic`]; pausing and resuming a group in [`pause`].
 
+mod pause;
 mod topic;
 
+pub use pause::PauseInfo;
 pub use topic::{ShardGroup, ShardInfo, ShardOwner, TopicGroupTotals, TopicInfo};
 
 use fred::clients::Client;
@@ -37,6 +39,9 @@ pub struct GroupInfo {
     pub lag: Option<u64>,
     /// True when `lag` is [`estimate_lag`]'s estimate rather than Redis's figure.
     pub lag_estimated: bool,
+    /// Whether the group is paused (see [`Inspector::pause`]); filled by
+    /// [`Inspector::groups`] (one pipelined `EXISTS` per group).
+    pub paused: bool,
 }
 
 /// One consumer of a group, as XINFO CONSUMERS reports it.
@@ -147,6 +152,11 @@ impl Inspector {
             if let Some(n) = recounted.get(&group.name) {
                 group.consumers = *n;
             }
+        }
+        let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
+        let paused = self.paused_among(stream, &names).await?;
+        for (group, paused) in groups.iter_mut().zip(paused) {
+            group.paused = paused;
         }
         if groups.iter().any(|g| g.lag.is_none()) {
             if let Some(counters) = self.stream_counters(stream).await? {

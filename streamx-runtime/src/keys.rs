@@ -26,6 +26,7 @@
 //! - `{orders}:promoter`: see [`promoter_lease`] (delayed messages, not per group);
 //! - `{orders}:periodic:<job>`: see [`periodic_state`] (periodic jobs publishing to the
 //!   stream, per job name).
+//! - `{orders}:paused:<group>`: see [`paused`] (the group is paused while it exists).
 //!
 //! The stream's name is the text between the first `{` and the first `}`, and the kind
 //! words are fixed, so this form never gives two streams (or kinds, or groups) one key.
@@ -93,13 +94,16 @@ pub enum KeyKind<'a> {
     /// The state of a periodic job publishing to the stream (`periodic`), per job name (the
     /// `&str`); see [`periodic_state`].
     PeriodicState(&'a str),
+    /// The pause flag of a group (`paused`): present while the group is paused; see
+    /// [`paused`].
+    Paused(&'a str),
 }
 
 impl<'a> KeyKind<'a> {
     /// Every kind of key of a stream and its `group`: the stream's own kinds and those per
     /// group for `group`. [`Published`](Self::Published) is not among them: there is one such
     /// key per idempotency key (each expires on its own).
-    pub fn all(group: &'a str) -> [KeyKind<'a>; 13] {
+    pub fn all(group: &'a str) -> [KeyKind<'a>; 14] {
         [
             KeyKind::DeadLetters,
             KeyKind::RetrySchedule(group),
@@ -114,6 +118,7 @@ impl<'a> KeyKind<'a> {
             KeyKind::PromoterLease,
             KeyKind::ShardLease(group),
             KeyKind::ShardEpoch(group),
+            KeyKind::Paused(group),
         ]
     }
 
@@ -135,6 +140,7 @@ impl<'a> KeyKind<'a> {
             KeyKind::ShardLease(_) => "shard-lease",
             KeyKind::ShardEpoch(_) => "shard-epoch",
             KeyKind::PeriodicState(_) => "periodic",
+            KeyKind::Paused(_) => "paused",
         }
     }
 
@@ -155,7 +161,8 @@ impl<'a> KeyKind<'a> {
             | KeyKind::ReplayMarks(group)
             | KeyKind::Handled(group)
             | KeyKind::ShardLease(group)
-            | KeyKind::ShardEpoch(group) => Some(group),
+            | KeyKind::ShardEpoch(group)
+            | KeyKind::Paused(group) => Some(group),
         }
     }
 
@@ -329,6 +336,14 @@ pub fn shard_epoch(shard: &str, group: &str) -> String {
     derived_key(shard, KeyKind::ShardEpoch(group))
 }
 
+/// The pause flag of `group` on `stream`: while the key exists, no consumer of the group
+/// starts a handler (see [`crate::Inspector::pause`]); its value says who paused the group and
+/// when, for display. A plain string key, so it survives restarts as the stream does (AOF or
+/// RDB). For a topic, `stream` is the topic's name: one flag pauses every shard.
+pub fn paused(stream: &str, group: &str) -> String {
+    derived_key(stream, KeyKind::Paused(group))
+}
+
 /// The record of a topic: a hash with its shard count (`shards`), layout version (`layout`)
 /// and creation time (`created_ms`), written once when the topic is first declared. In the
 /// slot of `{<topic>}` (topic names have no braces).
@@ -362,6 +377,7 @@ pub fn engine_keys(stream: &str, group: &str, dead_letters: Option<&str>) -> Vec
         ("heartbeats", heartbeats(stream, group)),
         ("take-over marks", takeover_marks(stream, group)),
         ("member deadlines", member_deadlines(stream, group)),
+        ("pause flag", paused(stream, group)),
     ]);
     keys
 }

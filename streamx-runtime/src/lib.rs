@@ -24,6 +24,7 @@ mod members;
 mod message;
 pub mod observe;
 mod periodic;
+mod pause;
 mod permissions;
 mod policy;
 mod producer;
@@ -54,7 +55,7 @@ pub use error::{Error, MissingPermissions, Result};
 pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};
 pub use history::History;
 pub use inspect::{
-    estimate_lag, is_placeholder_consumer, ConsumerInfo, GroupInfo, Inspector, PendingEntry, PendingSummary,
+    estimate_lag, is_placeholder_consumer, ConsumerInfo, GroupInfo, Inspector, PauseInfo, PendingEntry, PendingSummary,
     ShardGroup, ShardInfo, ShardOwner, StreamCounters, TopicGroupTotals, TopicInfo,
 };
 pub use location::SourceLocation;

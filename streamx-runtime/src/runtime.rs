@@ -717,6 +717,16 @@ impl Runtime {
         } else {
             crate::Capabilities::BASELINE
         };
+        // Whether each group is paused is known before any loop or task starts, so a runtime started
+        // on a paused group starts nothing (see `crate::pause`).
+        let mut pauses = crate::pause::PauseWatch::default();
+        for c in &self.consumers {
+            pauses.flag_for(c.stream(), c.group());
+        }
+        if let Err(e) = pauses.poll(&command.get()).await {
+            command.quit().await;
+            return Err(Error::redis("EXISTS", "the groups' pause flags", e));
+        }
         let token = CancellationToken::new();
         let trimmers = crate::retention::spawn(
             crate::retention::plans(&self.consumers)?,
@@ -746,6 +756,7 @@ impl Runtime {
                 capabilities,
                 fence: None,
                 stats: None,
+                pause: pauses.flag_for(consumer.stream(), consumer.group()),
             };
             tracing::info!(
                 consumer = %consumer.name(), stream = consumer.stream(), group = consumer.group(),
@@ -763,6 +774,8 @@ impl Runtime {
                 None => loops.push(worker::spawn(consumer, settings, command.clone(), token.child_token())),
             }
         }
+        let watching_pauses = CancellationToken::new();
+        let pause_watch = pauses.spawn(command.clone(), watching_pauses.clone());
         let readiness = Loops::new(loops.iter().map(|l| (l.name.clone(), l.readiness.clone())).collect());
         #[cfg(feature = "http")]
         let http = match http {
@@ -773,6 +786,8 @@ impl Runtime {
         };
         Ok(RunningRuntime {
             token,
+            watching_pauses,
+            pause_watch,
             promoting,
             promoters,
             periodic,
@@ -799,6 +814,9 @@ fn default_member_name() -> String {
 /// A started runtime.
 pub struct RunningRuntime {
     token: CancellationToken,
+    /// Stops the poll of the groups' pause flags (see [`crate::pause`]), once the loops ended.
+    watching_pauses: CancellationToken,
+    pause_watch: tokio::task::JoinHandle<()>,
     promoting: CancellationToken,
     promoters: Vec<tokio::task::JoinHandle<()>>,
     /// The periodic jobs' tasks (see [`crate::periodic`]), stopped with the promoters.
@@ -880,6 +898,8 @@ impl RunningRuntime {
         for trimmer in self.trimmers {
             let _ = trimmer.await;
         }
+        self.watching_pauses.cancel();
+        let _ = self.pause_watch.await;
         self.command.quit().await;
         #[cfg(feature = "http")]
         if let Some(http) = self.http {

@@ -109,7 +109,7 @@ pub async fn info(conn: &Connection, stream: &str, json: bool) -> Result<()> {
     let rows = info.groups.iter().map(|g| {
         let names = members.get(&g.name).map(|m| m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", "));
         vec![
-            g.name.clone(),
+            output::group_name(&g.name, g.paused),
             output::lag(g.lag, g.lag_estimated),
             g.pending.to_string(),
             format!(
@@ -121,6 +121,14 @@ pub async fn info(conn: &Connection, stream: &str, json: bool) -> Result<()> {
         ]
     });
     println!("{}", table(&["GROUP", "LAG", "PENDING", "CONSUMERS", "LAST DELIVERED"], rows));
+    // Who paused a paused group, and when (the pause key's value; see `streamx pause`).
+    for g in info.groups.iter().filter(|g| g.paused) {
+        if let Some(pause) = inspector.pause_info(stream, &g.name).await? {
+            let by = if pause.by.is_empty() { String::new() } else { format!(" by {}", printable(&pause.by)) };
+            let since = pause.at_ms.map(|ms| format!(" since {}", output::time_ms(ms))).unwrap_or_default();
+            println!("group `{}` is paused{by}{since}: `streamx resume` starts it again", printable(&g.name));
+        }
+    }
     Ok(())
 }
 

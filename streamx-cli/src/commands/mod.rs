@@ -4,6 +4,7 @@ pub mod dlq;
 pub mod dlq_overview;
 pub mod group;
 pub mod inspect;
+pub mod pause;
 pub mod publish;
 pub mod retries;
 pub mod scheduled;

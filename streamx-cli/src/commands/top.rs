@@ -36,6 +36,8 @@ struct Row {
     dead_letters: u64,
     /// The Redis user may not read the stream: no figures.
     no_permission: bool,
+    /// The group is paused (`streamx pause`).
+    paused: bool,
 }
 
 /// What `top` knows: the last good sample and, while refreshes fail, since when and why.
@@ -168,6 +170,7 @@ fn rows(before: Option<&Sample>, now: &Sample) -> Vec<Row> {
                 acknowledged_per_sec: None,
                 dead_letters: s.dead_letters,
                 no_permission: s.no_permission,
+                paused: false,
             });
         }
         for g in &s.groups {
@@ -182,6 +185,7 @@ fn rows(before: Option<&Sample>, now: &Sample) -> Vec<Row> {
                 acknowledged_per_sec: rates.acknowledged(&s.stream, &g.name),
                 dead_letters: s.dead_letters,
                 no_permission: false,
+                paused: g.paused,
             });
         }
     }
@@ -198,7 +202,7 @@ fn render(rows: &[Row]) -> String {
         }
         vec![
             r.stream.clone(),
-            or_dash(r.group.clone()),
+            or_dash(r.group.as_ref().map(|g| crate::output::group_name(g, r.paused))),
             or_dash(r.lag),
             or_dash(r.pending),
             or_dash(r.consumers),

@@ -17,6 +17,7 @@ mod auth;
 mod dead_letters;
 mod history;
 mod hosts;
+mod pause;
 mod retries;
 
 use std::sync::Arc;
@@ -113,6 +114,8 @@ fn router(shared: Arc<Shared>, access: Access, hosts: AllowedHosts) -> Router {
         .route("/api/streams/{stream}/dead-letters/{id}/delete", post(dead_letters::delete_one))
         .route("/api/streams/{stream}/dead-letters/replay", post(dead_letters::replay_all))
         .route("/api/streams/{stream}/dead-letters/purge", post(dead_letters::purge))
+        .route("/api/streams/{stream}/groups/{group}/pause", post(pause::pause))
+        .route("/api/streams/{stream}/groups/{group}/resume", post(pause::resume))
         .layer(axum::middleware::from_fn_with_state(shared.read_only, auth::guard_changes));
     // The page and its assets hold no data: only the API asks for credentials, so that
     // `?token=` on the page's URL is enough for the browser.

@@ -34,6 +34,12 @@ pub(crate) fn dead_letter_replayed(stream: &str) {
     metrics::counter!(names::DEAD_LETTER_REPLAYS, names::LABEL_STREAM => stream.to_string()).increment(1);
 }
 
+/// The gauge of whether `group` on `stream` is paused ([`names::CONSUMER_PAUSED`]).
+pub(crate) fn paused_gauge(stream: &str, group: &str) -> metrics::Gauge {
+    let labels = [(names::LABEL_STREAM, stream.to_string()), (names::LABEL_GROUP, group.to_string())];
+    metrics::gauge!(names::CONSUMER_PAUSED, &labels)
+}
+
 /// Whether a `metrics` recorder (global, or local to this thread) is installed. Without one,
 /// the facade hands out no-op handles; the runtime then skips the clock reads that only
 /// histograms need.

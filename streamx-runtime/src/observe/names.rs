@@ -68,6 +68,10 @@ pub const PERIODIC_PUBLISHED: &str = "streamx_periodic_published_total";
 /// [`SKIPPED_FAILED`] (the job's fn returned an error or panicked).
 pub const PERIODIC_SKIPPED: &str = "streamx_periodic_skipped_total";
 
+/// Gauge, labels `stream`, `group`: 1 while the group is paused (its pause key exists, see
+/// [`crate::Inspector::pause`]), 0 otherwise, as this runtime last saw it.
+pub const CONSUMER_PAUSED: &str = "streamx_consumer_paused";
+
 /// Label: the stream.
 pub const LABEL_STREAM: &str = "stream";
 /// Label: the consumer group.

@@ -22,6 +22,8 @@ pub(crate) const DIRECT: &[&str] = &[
     "SADD",
     // Reconciliation and the hand-back at shutdown.
     "XPENDING",
+    // The runtime's poll of its groups' pause flags (`crate::pause`).
+    "EXISTS",
     // Dead letters too wide for Lua are copied by the client.
     "XRANGE",
     "XADD",

@@ -81,12 +81,23 @@ pub(crate) async fn take_permits(shared: &Shared) -> Option<OwnedSemaphorePermit
     Some(permits)
 }
 
-/// Waits for one permit; `None` once the loop stops.
+/// Waits for one permit, and while the group is paused for its resume (every claim of due
+/// retries, and every start that had to wait, takes its permit here: none while paused);
+/// `None` once the loop stops.
 pub(crate) async fn take_one_permit(shared: &Shared) -> Option<OwnedSemaphorePermit> {
-    tokio::select! {
-        biased;
-        _ = shared.stopping.cancelled() => None,
-        permit = shared.permits.clone().acquire_owned() => permit.ok(),
+    loop {
+        if !shared.pause().wait_resumed(&shared.stopping).await {
+            return None;
+        }
+        let permit = tokio::select! {
+            biased;
+            _ = shared.stopping.cancelled() => None,
+            permit = shared.permits.clone().acquire_owned() => permit.ok(),
+        }?;
+        // Paused while it waited: the permit goes back until the resume.
+        if !shared.pause().is_paused() {
+            return Some(permit);
+        }
     }
 }
 
@@ -174,6 +185,21 @@ pub(crate) async fn start_queued(
             shared.started_all(started);
             ack(acks);
             return Dispatched::Stopped;
+        }
+        // Paused (see `crate::pause`; one atomic load per entry): what is started so far is
+        // recorded and acknowledged, and the rest waits here, held and unstarted (pending
+        // under this member, whose heartbeat goes on), until the resume; at a shutdown
+        // meanwhile the drain hands it back.
+        if shared.pause().is_paused() {
+            shared.started_all(started.drain(..));
+            ack(std::mem::take(&mut acks));
+            charge.release_done();
+            drop(spare.take());
+            if !shared.pause().wait_resumed(&shared.stopping).await {
+                return Dispatched::Stopped;
+            }
+            waited = true;
+            clock = shared.metrics.run_clock();
         }
         // An ordered consumer's keyed entry whose key is busy waits in the gate, without a
         // permit, keeping its part of the charge.

@@ -80,6 +80,9 @@ pub(crate) struct LoopSettings {
     /// Counters shared with other loops (a topic's shards count into their consumer's);
     /// `None`: the loop's own.
     pub stats: Option<Arc<ConsumerStats>>,
+    /// Whether the consumer's group is paused (see [`crate::pause`]), kept current by the
+    /// runtime; a topic's shards share their topic's.
+    pub pause: Arc<crate::pause::PauseFlag>,
 }
 
 /// A running consumer loop.

@@ -201,7 +201,8 @@ fn start_waiting(shared: &Arc<Shared>, key: Arc<str>, next: Waiting, permit: Opt
         return;
     }
     match (next.body, permit) {
-        (Body::Entry(entry, charge), Some(permit)) => {
+        // (Paused: it waits for the resume on a task, below.)
+        (Body::Entry(entry, charge), Some(permit)) if !shared.pause().is_paused() => {
             dispatch::start(shared, entry, next.attempt, permit, charge);
         }
         (body, permit) => {
@@ -228,7 +229,9 @@ fn start_waiting(shared: &Arc<Shared>, key: Arc<str>, next: Waiting, permit: Opt
                         None => return,
                     },
                 };
-                if shared.stopping.is_cancelled() {
+                // A permit handed on by the key's last entry skipped the pause gate of
+                // `take_one_permit`.
+                if !shared.pause().wait_resumed(&shared.stopping).await || shared.stopping.is_cancelled() {
                     return;
                 }
                 dispatch::start(&shared, entry, attempt, permit, charge);

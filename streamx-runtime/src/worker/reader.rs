@@ -209,7 +209,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                 stop_read(&shared, &reader, read).await;
                 break;
             }
-            joined = &mut read => joined,
+            joined = await_read(&shared, &reader, &mut read) => joined,
         };
         let Some(Read { client, count, reply }) = joined else {
             tracing::error!(consumer = %shared.name, "a read task panicked; reading again");
@@ -222,7 +222,9 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                 let full = entries.len() >= count;
                 // (A topic shard reads ahead only while its lease surely outlasts the read.)
                 let fence_ok = shared.fence().is_none_or(|f| f.holds_for() > crate::topic::fence::READ_MARGIN * 2);
-                if full && fence_ok && shared.has_held_room(size.current(), held_limit) {
+                // (Nor while the group is paused: see `crate::pause`.)
+                let paused = shared.pause().is_paused();
+                if full && fence_ok && !paused && shared.has_held_room(size.current(), held_limit) {
                     // A full batch: probably more waiting. Read ahead if the budget has room.
                     if let Some(room) = shared.budget.room_for(size.current()) {
                         ahead = Some(PendingRead::ahead(send_read(&shared, reader.get(), room, None)));
@@ -242,6 +244,8 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
             }
             Err(e) if is_no_group(&e) => {
                 shared.readiness.read_failed();
+                // Redis restarted or lost data: read again once the pause state is known anew.
+                shared.pause().unknown();
                 tracing::warn!(consumer = %shared.name, stream = shared.stream(), group = shared.group(),
                     "the consumer group is gone (Redis restarted or flushed?); recreating it");
                 if let Err(e) = ensure_group(&shared.command.get(), shared.stream(), shared.group(), "0").await {
@@ -256,6 +260,9 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
             Err(e) => {
                 tracing::warn!(consumer = %shared.name, error = %e, retry_in = ?backoff.current(), "XREADGROUP failed; retrying");
                 shared.readiness.read_failed();
+                // Redis may have restarted, the group paused meanwhile: the next read waits
+                // for the pause state to be known anew (see `crate::pause`).
+                shared.pause().unknown();
                 shared.permissions.failed(&e);
                 reader.heal(&client, &e).await;
                 backoff.wait(&shutdown).await;
@@ -321,6 +328,20 @@ fn read_args(shared: &Shared, count: usize, block_ms: Option<u64>) -> Vec<Value>
     }
     args.extend([Value::from_static_str("STREAMS"), Value::from(shared.stream()), Value::from_static_str(">")]);
     args
+}
+
+/// Awaits `read`; if the group is paused meanwhile (see [`crate::pause`]), wakes it once
+/// with `CLIENT UNBLOCK`, so a read blocked on a quiet stream does not keep the loop from
+/// seeing the pause. What it returns is tracked as it arrives and held unstarted by the
+/// dispatch's pause gate until the resume.
+async fn await_read(shared: &Shared, reader: &HealingClient, read: &mut PendingRead) -> Option<Read> {
+    tokio::select! {
+        biased;
+        joined = &mut *read => return joined,
+        _ = shared.pause().wait_paused() => {}
+    }
+    unblock(shared, &reader.get()).await;
+    read.await
 }
 
 /// Ends a read at shutdown without losing what it may still deliver: a blocked read is

@@ -201,13 +201,18 @@ impl Shared {
     }
 
     /// Waits until a read may be sent: the loop has caught up (see
-    /// [`caught_up`](Self::caught_up)) and, for a topic shard, its lease is known to hold for
-    /// longer than `block` and a margin. `false` once the loop stops.
+    /// [`caught_up`](Self::caught_up)), the group is known not to be paused (see
+    /// [`crate::pause`]) and,
+    /// for a topic shard, its lease is known to hold for longer than `block` and a margin.
+    /// `false` once the loop stops.
     pub async fn wait_read_allowed(&self, block: std::time::Duration, shutdown: &CancellationToken) -> bool {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => return false,
             _ = self.caught_up.cancelled() => {}
+        }
+        if !self.pause().wait_readable(shutdown).await {
+            return false;
         }
         match self.fence() {
             None => true,
@@ -217,6 +222,11 @@ impl Shared {
 
     pub fn stream(&self) -> &str {
         &self.consumer.stream
+    }
+
+    /// Whether the group is paused (see [`crate::pause`]): while it is, no handler starts.
+    pub fn pause(&self) -> &crate::pause::PauseFlag {
+        &self.settings.pause
     }
 
     pub fn group(&self) -> &str {

@@ -372,6 +372,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 if shared.stopping.is_cancelled() {
                     return;
                 }
+                // Paused (see `crate::pause`): nothing is claimed, so nothing starts; a claim
+                // already sent is dispatched through the dispatch's own pause gate.
+                if !shared.pause().wait_resumed(&shared.stopping).await {
+                    return;
+                }
                 if !catching_up && !shared.may_take_over() {
                     // Just after an outage every heartbeat looks stale: wait for peers to beat.
                     continue;

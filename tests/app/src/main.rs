@@ -109,6 +109,23 @@ async fn audit(msg: Message<Job>) -> Result<(), HandlerError> {
     record("audit", &msg).await
 }
 
+/// A consumer for the pause tests (`tests/pause.rs`): records each handler *start* in
+/// `app.pause.starts` (the entry id of that record is the Redis time just after the start),
+/// then does the job like `jobs`.
+#[stream_consumer(stream = "app.pausable", group = "pausers", name = "pausable", concurrency = 8, claim_idle = "1s")]
+async fn pausable(msg: Message<Job>) -> Result<(), HandlerError> {
+    let producer = msg.state::<Producer>().ok_or("no producer in the runtime state")?;
+    let start = Handled {
+        consumer: "pausable",
+        id: msg.id().to_string(),
+        n: msg.payload().n,
+        attempt: msg.attempt(),
+        pid: std::process::id(),
+    };
+    producer.publish("app.pause.starts", &start).await?;
+    perform("pausable", msg).await
+}
+
 /// What a chaos job's handler does on each attempt (see `tests/chaos.rs`).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -171,7 +171,19 @@ function renderStreams(streams) {
       gr.dataset.stream = s.stream;
       gr.dataset.group = g.name;
       gr.dataset.key = "g\n" + s.stream + "\n" + g.name;
-      cell(gr, g.name, "name");
+      // The name, a "paused" badge while the group is paused, and the Pause / Resume button.
+      const name = document.createElement("span");
+      name.append(g.name);
+      if (g.paused) {
+        const badge = document.createElement("span");
+        badge.className = "badge paused";
+        badge.textContent = "paused";
+        name.append(" ", badge);
+      }
+      const toggle = button(g.paused ? "Resume" : "Pause", "write pause-group", () => pauseAction(s.stream, g.name, !g.paused));
+      toggle.title = (g.paused ? "resume " : "pause ") + g.name + ": its consumers start handlers again / stop starting them";
+      name.append(" ", toggle);
+      cell(gr, name, "name");
       cell(gr, "", "num");
       cell(gr, g.lag, "num lag");
       cell(gr, button(String(g.pending), "show-pending", () => openPending(s.stream, g.name)), "num pending");
@@ -196,6 +208,22 @@ function renderStreams(streams) {
   if (names.join("\n") !== have.join("\n")) {
     select.replaceChildren(new Option("all streams", ""), ...names.map((n) => new Option(n, n)));
     select.value = names.includes(chosen) ? chosen : "";
+  }
+}
+
+// Pauses a group (within a second no consumer of it starts a handler; those running finish)
+// or resumes it.
+async function pauseAction(stream, group, pause) {
+  const question = pause
+    ? "Pause " + group + " on " + stream + "? Its consumers stop starting handlers until it is resumed."
+    : "Resume " + group + " on " + stream + "?";
+  if (!confirm(question)) return;
+  try {
+    await change("/api/" + path("streams", stream, "groups", group, pause ? "pause" : "resume"));
+    say((pause ? "Paused " : "Resumed ") + group, true);
+    await refresh();
+  } catch (e) {
+    say(e.message);
   }
 }
 
