@@ -171,8 +171,11 @@ function renderStreams(streams) {
       gr.dataset.stream = s.stream;
       gr.dataset.group = g.name;
       gr.dataset.key = "g\n" + s.stream + "\n" + g.name;
-      // The name, a "paused" badge while the group is paused, and the Pause / Resume button.
-      const name = document.createElement("span");
+      // The name, a "paused" badge while the group is paused, and the Pause / Resume button:
+      // several nodes in the cell (a fragment), so that a refresh that changes the state
+      // replaces the cell (a cell of one button would only take the new label, and keep the
+      // old badge and the old action).
+      const name = document.createDocumentFragment();
       name.append(g.name);
       if (g.paused) {
         const badge = document.createElement("span");
