@@ -128,7 +128,8 @@ fn costs_size() -> u64 {
 /// Defect 3: the commands per `top` refresh and per dashboard sample and pending panel
 /// request are the same at 100,000 and at 200,000 unrelated keys and pending entries (see
 /// [`costs_size`]): one SMEMBERS of the registry, one SCAN page, three reads per stream
-/// shown (four with the count of delayed messages); two XPENDING (the summary and one page of the rows shown) per panel.
+/// shown (four with the count of delayed messages), one EXISTS per group (its pause flag);
+/// two XPENDING (the summary and one page of the rows shown) per panel.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refresh_costs_the_same_whatever_the_size_of_redis() {
     let server = RedisServer::start().unwrap();
@@ -167,6 +168,8 @@ async fn a_refresh_costs_the_same_whatever_the_size_of_redis() {
         ("xlen", 2),
         ("zcard", 2),
         ("xinfo|consumers", 1),
+        // The pause flag of each group (orders' one group).
+        ("exists", 1),
     ]
     .into_iter()
     .map(|(c, n)| (c.to_string(), n))
