@@ -36,6 +36,8 @@ const ORDERS_USER_RULES: &[&str] = &[
     "~{orders}:scheduled",
     "~{orders}:scheduled-payloads",
     "~{orders}:promoter",
+    // The groups' pause flags (`streamx pause`), read by every consumer (EXISTS).
+    "~{orders}:paused:*",
     "resetchannels",
     "-@all",
     "+@stream",
