@@ -103,14 +103,9 @@ impl Coalescer {
         let deadline = Instant::now() + ANSWER_WITHIN;
         let answer =
             tokio::task::unconstrained(self.enqueue(stream, data, headers, no_mkstream, max_len, deadline)).await?;
-        match answer.await {
-            Ok(outcome) => outcome,
-            // Dropped unanswered: with a round trip given up at its deadline (see `write`;
-            // the round's earliest, so maybe a little before this caller's own), or by a
-            // writer that stopped.
-            Err(_) if self.writer_running() => Err(no_answer(stream)),
-            Err(_) => Err(canceled(stream)),
-        }
+        // The writer answers every request it takes, by its deadline (see `ANSWER_WITHIN`);
+        // one dropped unanswered was dropped with a writer that stopped.
+        answer.await.unwrap_or_else(|_| Err(canceled(stream)))
     }
 
     /// Queues one entry; the receiver of its outcome.
@@ -146,12 +141,6 @@ impl Coalescer {
             }
         }
         Err(canceled(stream))
-    }
-
-    /// Whether a writer is running (its queue open).
-    fn writer_running(&self) -> bool {
-        let queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        queue.as_ref().is_some_and(|sender| !sender.is_closed())
     }
 
     /// The queue of a running writer, started if there is none.
