@@ -52,7 +52,7 @@ const CHUNKS_IN_FLIGHT: usize = 8;
 /// let mirrored = PublishOptions::new().id(MessageId::new(1_700_000_000_000, 0));
 /// # let _ = mirrored;
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PublishOptions {
     headers: Headers,
     max_len: Option<u64>,
@@ -65,9 +65,15 @@ pub struct PublishOptions {
     codec: Codec,
 }
 
+impl Default for PublishOptions {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
 impl PublishOptions {
-    /// No option set (what [`Producer::publish`] uses: a constant, so no publish builds and
-    /// drops options of its own).
+    /// No option set: the one place the defaults are written (what [`Producer::publish`]
+    /// uses: a constant, so no publish builds and drops options of its own).
     const NONE: PublishOptions = PublishOptions {
         headers: Headers::new(),
         max_len: None,

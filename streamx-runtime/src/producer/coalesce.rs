@@ -260,10 +260,6 @@ fn answered_if_late(request: Request, now: Instant) -> Option<Request> {
 /// entries, a plain `XADD` for one; every command queued on the connection before any is
 /// awaited.
 async fn send_round(client: HealingClient, scripts: Arc<ScriptUse>, round: Vec<Request>, due: Instant) {
-    // fred's own timeout of each command, so that one given up is also never written or
-    // re-sent after a reconnect (dropping its future would leave it queued in fred).
-    let timeout = due.saturating_duration_since(Instant::now()).max(MIN_TIMEOUT);
-    let options = fred::types::config::Options { timeout: Some(timeout), ..Default::default() };
     // Per stream, in queue order: an entry joins its stream's latest group if it has the same
     // NOMKSTREAM and cap, and starts a new group otherwise, so a stream's groups are sent (and
     // land) in the order of their entries.
@@ -276,31 +272,35 @@ async fn send_round(client: HealingClient, scripts: Arc<ScriptUse>, round: Vec<R
             _ => groups.push(vec![request]),
         }
     }
-    let sends = groups.into_iter().map(|group| send_group(&client, &scripts, group, &options));
+    let sends = groups.into_iter().map(|group| send_group(&client, &scripts, group, due));
     futures_util::future::join_all(sends).await;
 }
 
 /// The entries of one stream in a round trip, answered each. A round trip that never left
 /// (the client's connection task is gone, e.g. with the async runtime it was made on) is sent
-/// again, once, on the replacement client: nothing of it was written.
-async fn send_group(
-    client: &HealingClient,
-    scripts: &ScriptUse,
-    group: Vec<Request>,
-    options: &fred::types::config::Options,
-) {
+/// again, once, on the replacement client: nothing of it was written. Each send's commands
+/// time out at `due` (see [`until`]), a resend's too.
+async fn send_group(client: &HealingClient, scripts: &ScriptUse, group: Vec<Request>, due: Instant) {
     let fred = client.get();
-    let group = match send_group_on(client, &fred, scripts, group, options).await {
+    let group = match send_group_on(client, &fred, scripts, group, &until(due)).await {
         None => return,
         Some(unsent) => unsent,
     };
     let fred = client.get();
-    if let Some(unsent) = send_group_on(client, &fred, scripts, group, options).await {
+    if let Some(unsent) = send_group_on(client, &fred, scripts, group, &until(due)).await {
         for request in unsent {
             let e = fred::error::Error::new(fred::error::ErrorKind::Unknown, "Failed to send command to router.");
             let _ = request.reply.send(Err(Error::redis("XADD", &request.stream, e)));
         }
     }
+}
+
+/// Commands that time out at `due` (at least [`MIN_TIMEOUT`] from now) by fred's own timeout,
+/// so that one given up is also never written or re-sent after a reconnect (dropping its
+/// future would leave it queued in fred).
+fn until(due: Instant) -> fred::types::config::Options {
+    let timeout = due.saturating_duration_since(Instant::now()).max(MIN_TIMEOUT);
+    fred::types::config::Options { timeout: Some(timeout), ..Default::default() }
 }
 
 /// Whether `e` says the command never reached the connection (so nothing was written).
