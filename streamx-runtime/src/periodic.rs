@@ -444,6 +444,16 @@ return {1, id}
     )
 });
 
+/// [`PUBLISH_TICK`] for the permission check (required of runtimes with periodic jobs).
+pub(crate) fn engine_script() -> crate::permissions::EngineScript {
+    crate::permissions::EngineScript {
+        serves: crate::permissions::Serves::Periodic,
+        name: "periodic tick publish",
+        ident: "PUBLISH_TICK",
+        script: &PUBLISH_TICK,
+    }
+}
+
 /// What [`PUBLISH_TICK`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Published {

@@ -613,8 +613,8 @@ impl Runtime {
         Producer::connect_url(&self.url, self.connect_timeout).await
     }
 
-    /// The smallest Redis ACL rule for `user` to run this runtime's consumers (and producers
-    /// on their streams), with `>PASSWORD` for the password: what [`start`](Self::start)
+    /// The smallest Redis ACL rule for `user` to run this runtime's consumers and periodic
+    /// jobs (and producers on their streams), with `>PASSWORD` for the password: what [`start`](Self::start)
     /// checks the user may do. For the consumers of `orders`, it is the README's rule ("TLS
     /// and ACL").
     ///
@@ -636,19 +636,15 @@ impl Runtime {
         crate::permissions::acl_rule(user, &consumers, &required_commands(self.url.is_cluster(), Uses::ALL))
     }
 
-    /// The keys of every consumer, for the permission check.
+    /// The keys of every consumer and periodic job, for the permission check.
     fn consumer_keys(&self) -> Vec<ConsumerKeys> {
         // (A topic's shards are checked by their first use: their names are known only once
         // the topic's record is read.)
-        self.consumers
-            .iter()
-            .filter(|c| !c.options.topic)
-            .map(|c| ConsumerKeys {
-                stream: c.stream().to_string(),
-                group: c.group().to_string(),
-                dead_letters: dead_letter_stream(c.stream(), &c.options.retry.dead_letter),
-            })
-            .collect()
+        let consumers = self.consumers.iter().filter(|c| !c.options.topic).map(|c| {
+            ConsumerKeys::consumer(c.stream(), c.group(), dead_letter_stream(c.stream(), &c.options.retry.dead_letter))
+        });
+        let jobs = self.periodic_jobs().map(|j| ConsumerKeys::periodic(j.stream(), j.name()));
+        consumers.chain(jobs).collect()
     }
 
     /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
@@ -667,7 +663,7 @@ impl Runtime {
     }
 
     /// Connects (retrying up to the connect timeout), checks that the Redis user may do
-    /// what the consumers need ([`Error::MissingPermissions`] otherwise, naming what is
+    /// what the consumers and periodic jobs need ([`Error::MissingPermissions`] otherwise, naming what is
     /// missing; see [`acl_rule`](Self::acl_rule)), creates the groups and starts every
     /// consumer loop; returns a handle to stop them.
     pub async fn start(self) -> Result<RunningRuntime> {
@@ -680,7 +676,7 @@ impl Runtime {
         let command = HealingClient::connect(&self.url, ClientRole::Command, self.connect_timeout).await?;
         // Before anything is created: a user that lacks a permission fails here, saying which.
         let keys = self.consumer_keys();
-        let uses = Uses::any(&self.consumers);
+        let uses = Uses { periodic: !self.periodic.is_empty(), ..Uses::any(&self.consumers) };
         if let Err(e) = check_consumers(&command.get(), self.url.username(), &keys, self.url.is_cluster(), uses).await {
             command.quit().await;
             return Err(e);

@@ -75,6 +75,8 @@ pub(crate) enum Serves {
     /// delayed messages wait for a runtime that may promote them (so a rule written before
     /// delayed messages existed still starts its consumers).
     Promotion,
+    /// Runtimes with periodic jobs (the publish of a tick).
+    Periodic,
 }
 
 /// What the consumers of a runtime (or one consumer) use beyond every consumer's needs: the
@@ -84,17 +86,23 @@ pub(crate) struct Uses {
     pub dedupe: bool,
     pub retention: bool,
     pub promotion: bool,
+    pub periodic: bool,
 }
 
 impl Uses {
     /// Every feature: what the ACL rule grants (the README's rule), so a user given it may
     /// turn any feature on.
-    pub const ALL: Uses = Uses { dedupe: true, retention: true, promotion: true };
+    pub const ALL: Uses = Uses { dedupe: true, retention: true, promotion: true, periodic: true };
 
     /// What `consumer` uses that the check must require (promotion never is).
     pub fn of(consumer: &crate::consumer::Consumer) -> Uses {
         let o = &consumer.options;
-        Uses { dedupe: o.dedupe.is_some(), retention: o.retention.is_some() || o.delete_on_ack, promotion: false }
+        Uses {
+            dedupe: o.dedupe.is_some(),
+            retention: o.retention.is_some() || o.delete_on_ack,
+            promotion: false,
+            periodic: false,
+        }
     }
 
     /// What any of `consumers` uses.
@@ -103,6 +111,7 @@ impl Uses {
             dedupe: a.dedupe || b.dedupe,
             retention: a.retention || b.retention,
             promotion: a.promotion || b.promotion,
+            periodic: a.periodic || b.periodic,
         })
     }
 
@@ -112,6 +121,7 @@ impl Uses {
             Serves::Dedupe => self.dedupe,
             Serves::Retention => self.retention,
             Serves::Promotion => self.promotion,
+            Serves::Periodic => self.periodic,
         }
     }
 }
@@ -135,6 +145,7 @@ pub(crate) fn engine_scripts() -> Vec<EngineScript> {
     scripts.extend(crate::dead_letters::engine_scripts());
     scripts.extend(crate::retention::engine_scripts());
     scripts.extend(crate::scheduler::engine_scripts());
+    scripts.push(crate::periodic::engine_script());
     scripts
 }
 
@@ -326,19 +337,42 @@ pub(crate) fn from_acl_name(name: &str) -> String {
     name.to_ascii_uppercase().replace('|', " ")
 }
 
-/// The keys of one consumer the check asks about, and whose patterns the rule grants.
+/// The keys of one consumer (or periodic job) the check asks about, and whose patterns the
+/// rule grants.
 #[derive(Debug, Clone)]
 pub(crate) struct ConsumerKeys {
     pub stream: String,
     pub group: String,
     pub dead_letters: Option<String>,
+    /// `Some(job)`: the keys of the periodic job `job` publishing to `stream` (the stream and
+    /// the job's state), not of a consumer (`group` and `dead_letters` are then unused).
+    pub periodic_job: Option<String>,
 }
 
 impl ConsumerKeys {
-    /// Every key the engine touches for this consumer (see [`engine_keys`]): what the start-up
-    /// check requires. (The registry of stream names is granted by the rule too, but only
-    /// written best effort: a user without it runs, and the tools find its streams by scanning.)
+    /// The keys of a consumer of `group` on `stream`.
+    pub fn consumer(stream: &str, group: &str, dead_letters: Option<String>) -> Self {
+        ConsumerKeys { stream: stream.to_string(), group: group.to_string(), dead_letters, periodic_job: None }
+    }
+
+    /// The keys of the periodic job `job` publishing to `stream`.
+    pub fn periodic(stream: &str, job: &str) -> Self {
+        ConsumerKeys {
+            stream: stream.to_string(),
+            group: String::new(),
+            dead_letters: None,
+            periodic_job: Some(job.to_string()),
+        }
+    }
+
+    /// Every key the engine touches for this consumer (see [`engine_keys`]) or periodic job:
+    /// what the start-up check requires. (The registry of stream names is granted by the rule
+    /// too, but only written best effort: a user without it runs, and the tools find its
+    /// streams by scanning.)
     pub fn all(&self) -> Vec<String> {
+        if let Some(job) = &self.periodic_job {
+            return vec![self.stream.clone(), crate::keys::periodic_state(&self.stream, job)];
+        }
         engine_keys(&self.stream, &self.group, self.dead_letters.as_deref()).into_iter().map(|(_, k)| k).collect()
     }
 }
@@ -577,9 +611,6 @@ local s = [[redis.call('SET')]]
             "PUBLISH_ACKED",
             // The producer's idempotent publish (not the consumer loop's).
             "PUBLISH_ONCE",
-            // Periodic jobs' publish of a tick (not the consumer loop's; its ACL needs are in
-            // the README's "Periodic jobs").
-            "PUBLISH_TICK",
             // Delayed messages: scheduling (producers) and cancelling (operators).
             "SCHEDULE",
             "CANCEL",
@@ -689,18 +720,16 @@ local s = [[redis.call('SET')]]
 
     #[test]
     fn the_rule_grants_the_stream_its_derived_keys_and_the_commands() {
-        let orders = ConsumerKeys {
-            stream: "orders".into(),
-            group: "billing".into(),
-            dead_letters: Some("{orders}:dlq".into()),
-        };
-        let shop =
-            ConsumerKeys { stream: "{shop}.orders".into(), group: "g".into(), dead_letters: Some("shop-dead*".into()) };
-        let rule = acl_rule("w", [&orders, &shop], &["XACK".to_string(), "CLIENT ID".to_string()]);
+        let orders = ConsumerKeys::consumer("orders", "billing", Some("{orders}:dlq".into()));
+        let shop = ConsumerKeys::consumer("{shop}.orders", "g", Some("shop-dead*".into()));
+        // A periodic job publishing to a stream no consumer reads: its stream and state.
+        let reports = ConsumerKeys::periodic("reports", "daily");
+        let rule = acl_rule("w", [&orders, &shop, &reports], &["XACK".to_string(), "CLIENT ID".to_string()]);
         assert_eq!(
             rule,
-            r"ACL SETUSER w on >PASSWORD resetkeys ~orders ~{orders}:* ~streamx:streams ~{shop}.orders ~shop-dead\* ~{shop}#{shop}.orders:* resetchannels -@all +client|id +eval +xack"
+            r"ACL SETUSER w on >PASSWORD resetkeys ~orders ~{orders}:* ~streamx:streams ~{shop}.orders ~shop-dead\* ~{shop}#{shop}.orders:* ~reports ~{reports}:* resetchannels -@all +client|id +eval +xack"
         );
+        assert_eq!(reports.all(), ["reports", "{reports}:periodic:daily"]);
         assert_eq!(key_pattern("orders", "{orders}:retries:billing"), "~{orders}:*");
         assert_eq!(from_acl_name("client|unblock"), "CLIENT UNBLOCK");
     }

@@ -82,8 +82,7 @@ impl PermissionWatch {
         stopping: CancellationToken,
         tasks: TaskTracker,
     ) -> Self {
-        let keys =
-            ConsumerKeys { stream: consumer.stream().to_string(), group: consumer.group().to_string(), dead_letters };
+        let keys = ConsumerKeys::consumer(consumer.stream(), consumer.group(), dead_letters);
         let inner = Inner {
             consumer: consumer.name().to_string(),
             user: url.username().to_string(),

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::{redis_cli, spawn_worker, start_error, tls_or_skip, wait_exit, wait_until, Job};
 use streamx::testing::RedisServer;
-use streamx::{Consumer, DeadLetters, Error, HandlerError, Inspector, Message, MessageId, Producer, Runtime};
+use streamx::{
+    Consumer, DeadLetters, Error, HandlerError, Inspector, Message, MessageId, PeriodicJob, Producer, Runtime,
+};
 
 /// The ACL rule of a user that may run streamx consumers and producers on `orders` only:
 /// the stream, its dead-letter stream and the group bookkeeping keys next to it, stream
@@ -392,6 +394,33 @@ async fn another_stream_is_a_permission_error_naming_the_keys() {
     assert!(!format!("{text} {err:?}").contains(ORDERS_PASSWORD));
     // `orders` is still fine for the same user.
     producer.publish("orders", &Job::ok(2)).await.unwrap();
+}
+
+/// A periodic job's stream and state are checked at start and granted by `acl_rule` like a
+/// consumer's keys: a job publishing outside the user's keys fails the start, naming them,
+/// instead of failing every tick later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_job_outside_the_users_keys_is_a_permission_error_at_start() {
+    let server = common::start_server();
+    add_orders_user(&server);
+    let job = PeriodicJob::new("daily", "0 0 * * * *", "reports", |_| async { 1 });
+    let runtime = Runtime::builder()
+        .redis_url(server.url())
+        .credentials(ORDERS_USER, ORDERS_PASSWORD)
+        .registered_consumers(false)
+        .registered_periodic_jobs(false)
+        .consumer(recorder("orders", None).0)
+        .periodic(job)
+        .connect_timeout(Duration::ZERO)
+        .build()
+        .unwrap();
+    let rule = runtime.acl_rule(ORDERS_USER);
+    assert!(rule.contains(" ~reports ~{reports}:* "), "{rule}");
+    let err = runtime.start().await.err().expect("no access to `reports`");
+    let text = err.to_string();
+    let Error::MissingPermissions(missing) = &err else { panic!("{text}") };
+    assert_eq!(missing.keys, ["reports", "{reports}:periodic:daily"], "{text}");
+    assert_eq!(missing.grant, format!("ACL SETUSER {ORDERS_USER} ~reports ~{{reports}}:*"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
