@@ -313,7 +313,7 @@ impl Delivery {
         let entry = RawEntry {
             id,
             data: data.map(|d| bytes::Bytes::from_static(d.as_bytes())),
-            headers: crate::message::Headers::new(),
+            headers: Headers::new(),
             deleted: false,
             replay_group: None,
         };
