@@ -250,6 +250,15 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         let value = duration(private, block.value, block.span);
         out.extend(quote!(.block(#value)));
     }
+    if let Some(middleware) = &args.middleware {
+        // Each item checked where it is written: a value that is not a middleware is an
+        // error spanned on it.
+        let layers = middleware.value.iter().map(|path| {
+            let span = path.span();
+            quote_spanned!(span=> #private::static_layer(&#path))
+        });
+        out.extend(quote!(.middleware(&[#(#layers),*])));
+    }
     if let Some(codec) = &args.codec {
         let variant = match codec.value {
             CodecArg::Json => quote_spanned!(codec.span=> Json),

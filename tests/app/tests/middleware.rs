@@ -216,3 +216,30 @@ async fn a_publish_layers_header_reaches_the_handler_and_a_refusal_writes_nothin
     refusing.publish_with(&stream, &11u64, &with_tenant).await.unwrap();
     runtime.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attributes_middleware_runs_in_a_worker_process() {
+    let server = start_server();
+    let url = server.url();
+    let mut worker = common::spawn_worker(&url, "guarded", &[]);
+    let producer = Producer::connect(&url).await.unwrap();
+    let with_tenant = streamx::PublishOptions::new().headers(streamx::Headers::new().with("tenant", "acme"));
+    let kept = producer.publish_with("app.guarded", &common::Job::ok(1), &with_tenant).await.unwrap();
+    let refused = producer.publish("app.guarded", &common::Job::ok(2)).await.unwrap();
+
+    let dlq = DeadLetters::connect(&url, &streamx::keys::default_dead_letter_stream("app.guarded")).await.unwrap();
+    wait_until(Duration::from_secs(30), "one handled, one dead-lettered, none pending", || async {
+        let handled = common::handled(&url).await;
+        handled.iter().any(|h| h.consumer == "guarded") && dlq.count().await.unwrap() == 1 && pending(&server, "app.guarded", "guards") == 0
+    })
+    .await
+    .unwrap();
+    let handled: Vec<_> = common::handled(&url).await.into_iter().filter(|h| h.consumer == "guarded").collect();
+    assert_eq!(handled.len(), 1);
+    assert_eq!(handled[0].id, kept.to_string(), "handled with the STAMP header (else dead-lettered as permanent)");
+    let letters = dlq.list(None, 10).await.unwrap().entries;
+    let letter = letters.iter().find(|l| l.origin_id == Some(refused)).unwrap();
+    assert_eq!((letter.kind, letter.error.as_str()), (Some(FailureKind::Permanent), "no tenant header"));
+    common::sigterm(&worker);
+    common::wait_exit(&mut worker, Duration::from_secs(20)).await;
+}
