@@ -23,6 +23,7 @@ mod args;
 mod batch_sizes;
 mod ceiling;
 mod codecs;
+mod middleware;
 mod concurrent;
 mod cost;
 mod features;
