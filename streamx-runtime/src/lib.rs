@@ -62,12 +62,12 @@ pub use inspect::{
 pub use location::SourceLocation;
 pub use members::{MemberInfo, MemberRole};
 pub use message::{Headers, Message, MessageId, ParseMessageIdError, MESSAGE_KEY_HEADER};
+pub use middleware::{Middleware, Next};
 pub use periodic::{
     parse_cron, registered_periodic, PeriodicArg, PeriodicJob, PeriodicRegistration, PeriodicResult, Tick,
     MAX_CATCH_UP, PERIODIC_TICK_HEADER,
 };
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};
-pub use middleware::{Middleware, Next};
 pub use producer::layer::{Outgoing, PublishLayer, PublishRefused};
 pub use producer::{Producer, PublishOptions};
 pub use registry::{registered, Registration};

@@ -160,7 +160,9 @@ impl Next {
         }));
         async move {
             match started {
-                Ok(run) => AssertUnwindSafe(run).catch_unwind().await.unwrap_or_else(|panic| middleware_panicked(&panic)),
+                Ok(run) => {
+                    AssertUnwindSafe(run).catch_unwind().await.unwrap_or_else(|panic| middleware_panicked(&panic))
+                }
                 Err(panic) => middleware_panicked(&panic),
             }
         }

@@ -54,7 +54,15 @@ impl Registration {
         handler: HandlerFn,
     ) -> Self {
         let handler = RegisteredHandler::One(handler);
-        Registration { name, stream, group, location, handler, options: ConsumerOptions::DEFAULT, middleware: StaticLayers(&[]) }
+        Registration {
+            name,
+            stream,
+            group,
+            location,
+            handler,
+            options: ConsumerOptions::DEFAULT,
+            middleware: StaticLayers(&[]),
+        }
     }
 
     /// A registration of a batch handler with default options (what the macro starts from
@@ -67,7 +75,15 @@ impl Registration {
         handler: BatchHandlerFn,
     ) -> Self {
         let handler = RegisteredHandler::Batch(handler);
-        Registration { name, stream, group, location, handler, options: ConsumerOptions::DEFAULT, middleware: StaticLayers(&[]) }
+        Registration {
+            name,
+            stream,
+            group,
+            location,
+            handler,
+            options: ConsumerOptions::DEFAULT,
+            middleware: StaticLayers(&[]),
+        }
     }
 
     option_setters!(const);

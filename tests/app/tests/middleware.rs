@@ -20,8 +20,14 @@ use streamx::{
 
 type Log = Arc<Mutex<Vec<String>>>;
 
+/// What a handler saw: its payload and the `correlation-id` header.
+type Seen = Arc<Mutex<Vec<(u64, Option<String>)>>>;
+
 /// A layer recording `<name> in` / `<name> out` around the rest of the chain.
-fn recording(name: &'static str, log: Log) -> impl Fn(Delivery, Next) -> futures_util::future::BoxFuture<'static, Outcome> {
+fn recording(
+    name: &'static str,
+    log: Log,
+) -> impl Fn(Delivery, Next) -> futures_util::future::BoxFuture<'static, Outcome> {
     move |delivery, next| {
         let log = log.clone();
         Box::pin(async move {
@@ -141,7 +147,8 @@ async fn short_circuits_are_acknowledged_retried_or_dead_lettered_in_redis() {
     // Dead-letter and the layer that always panics: in the dead-letter stream, not pending.
     let dlq = DeadLetters::connect(&server.url(), &streamx::keys::default_dead_letter_stream(&stream)).await.unwrap();
     let letters = dlq.list(None, 10).await.unwrap().entries;
-    let letter = |p: &str| letters.iter().find(|l| l.origin_id == Some(ids[p])).unwrap_or_else(|| panic!("{p}: {letters:?}"));
+    let letter =
+        |p: &str| letters.iter().find(|l| l.origin_id == Some(ids[p])).unwrap_or_else(|| panic!("{p}: {letters:?}"));
     assert_eq!(letter("dead").kind, Some(FailureKind::Permanent));
     assert_eq!(letter("dead").error, "blocked tenant");
     assert!(!ran.iter().any(|(p, _)| p == "dead" || p == "panic-always"), "{ran:?}");
@@ -168,7 +175,7 @@ fn correlation(counter: Arc<AtomicU64>) -> impl Fn(&mut Outgoing<'_>) -> Result<
 async fn a_publish_layers_header_reaches_the_handler_and_a_refusal_writes_nothing() {
     let server = start_server();
     let stream = unique_name("mw.publish");
-    let seen: Arc<Mutex<Vec<(u64, Option<String>)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let consumer = Consumer::new(stream.clone(), "g", {
         let seen = seen.clone();
         move |msg: Message<u64>| {
@@ -185,12 +192,19 @@ async fn a_publish_layers_header_reaches_the_handler_and_a_refusal_writes_nothin
     from_runtime.publish_batch(&stream, &[2u64, 3]).await.unwrap();
     let own = Producer::connect(&server.url()).await.unwrap().with_layer(correlation(counter.clone()));
     own.publish(&stream, &4u64).await.unwrap();
-    wait_until(Duration::from_secs(20), "4 messages handled", || async { seen.lock().unwrap().len() >= 4 }).await.unwrap();
+    wait_until(Duration::from_secs(20), "4 messages handled", || async { seen.lock().unwrap().len() >= 4 })
+        .await
+        .unwrap();
     let mut seen_now = seen.lock().unwrap().clone();
     seen_now.sort();
     assert_eq!(
         seen_now,
-        [(1, Some("corr-0".into())), (2, Some("corr-1".into())), (3, Some("corr-1".into())), (4, Some("corr-2".into()))],
+        [
+            (1, Some("corr-0".into())),
+            (2, Some("corr-1".into())),
+            (3, Some("corr-1".into())),
+            (4, Some("corr-2".into()))
+        ],
         "once per publish: a batch's messages share its header"
     );
 
@@ -207,7 +221,9 @@ async fn a_publish_layers_header_reaches_the_handler_and_a_refusal_writes_nothin
         refusing.publish_batch(&stream, &[9u64, 10]).await.map(|_| ()).unwrap_err(),
     ] {
         match refused {
-            Error::PublishRefused { stream: s, reason } => assert_eq!((s.as_str(), reason.as_str()), (&*stream, "no tenant")),
+            Error::PublishRefused { stream: s, reason } => {
+                assert_eq!((s.as_str(), reason.as_str()), (&*stream, "no tenant"))
+            }
             other => panic!("unexpected {other}"),
         }
     }
@@ -230,7 +246,9 @@ async fn the_attributes_middleware_runs_in_a_worker_process() {
     let dlq = DeadLetters::connect(&url, &streamx::keys::default_dead_letter_stream("app.guarded")).await.unwrap();
     wait_until(Duration::from_secs(30), "one handled, one dead-lettered, none pending", || async {
         let handled = common::handled(&url).await;
-        handled.iter().any(|h| h.consumer == "guarded") && dlq.count().await.unwrap() == 1 && pending(&server, "app.guarded", "guards") == 0
+        handled.iter().any(|h| h.consumer == "guarded")
+            && dlq.count().await.unwrap() == 1
+            && pending(&server, "app.guarded", "guards") == 0
     })
     .await
     .unwrap();
