@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{redis_cli, start_runtime_with, start_server, wait_until};
+use common::{on_both_topologies, redis_cli, start_runtime_with, start_server, wait_until, TestRedis, Topology};
 use streamx::testing::{unique_name, RedisServer};
 use streamx::{
     Backoff, Consumer, DeadLetters, Delivery, Error, FailureKind, HandlerError, Message, Next, Outcome, Outgoing,
@@ -41,7 +41,11 @@ fn recording(
 
 /// How many entries of `group` on `stream` are pending.
 fn pending(server: &RedisServer, stream: &str, group: &str) -> u64 {
-    let out = redis_cli(server, &["XPENDING", stream, group]).unwrap();
+    pending_in(&redis_cli(server, &["XPENDING", stream, group]).unwrap())
+}
+
+/// The count of an `XPENDING stream group` reply as redis-cli prints it.
+fn pending_in(out: &str) -> u64 {
     out.lines().next().unwrap_or("0").trim().parse().unwrap()
 }
 
@@ -97,9 +101,8 @@ async fn deciding(delivery: Delivery, next: Next) -> Outcome {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn short_circuits_are_acknowledged_retried_or_dead_lettered_in_redis() {
-    let server = start_server();
+async fn short_circuits_are_acknowledged_retried_or_dead_lettered_in_redis(topology: Topology) {
+    let server = TestRedis::start(topology).unwrap();
     let stream = unique_name("mw.short");
     let ran: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
     let consumer = Consumer::new(stream.clone(), "g", {
@@ -130,7 +133,7 @@ async fn short_circuits_are_acknowledged_retried_or_dead_lettered_in_redis() {
         handled
             && stats.dead_lettered.load(Ordering::Relaxed) == 2
             && ran.lock().unwrap().iter().any(|(p, _)| p == "retry")
-            && pending(&server, &stream, "g") == 0
+            && pending_in(&server.cli(&["XPENDING", &stream, "g"]).unwrap()) == 0
     })
     .await
     .unwrap();
@@ -160,6 +163,8 @@ async fn short_circuits_are_acknowledged_retried_or_dead_lettered_in_redis() {
     assert!(ran.contains(&("after".into(), 1)));
     runtime.shutdown().await.unwrap();
 }
+
+on_both_topologies!(short_circuits_are_acknowledged_retried_or_dead_lettered_in_redis);
 
 fn correlation(counter: Arc<AtomicU64>) -> impl Fn(&mut Outgoing<'_>) -> Result<(), PublishRefused> + Send + Sync {
     move |msg| {
