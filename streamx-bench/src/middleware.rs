@@ -5,7 +5,6 @@
 //! with a layer / without.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use fred::clients::Client;
@@ -13,7 +12,6 @@ use serde::Serialize;
 use streamx::{Delivery, Next, Outcome, Producer};
 
 use crate::args::Settings;
-use crate::cost::process_cpu;
 use crate::progress::note;
 use crate::raw;
 use crate::report::best;
@@ -89,18 +87,5 @@ async fn drain(s: &Settings, stream: &str, group: &str, target: u64, layered: bo
     if layered {
         consumer = consumer.layer(pass_through);
     }
-    let (cpu, started) = (process_cpu(), Instant::now());
-    let running = match streamx_side::start(&s.url, consumer).await {
-        Ok(running) => running,
-        Err(e) => return (Err(e), 0.0),
-    };
-    let finished = streamx_side::wait_for(&tally, target, started + Duration::from_secs(600)).await;
-    let cpu = process_cpu().saturating_sub(cpu);
-    let shutdown = running.shutdown().await;
-    let rate = match (finished, shutdown) {
-        (Some(at), Ok(_)) => Ok(target as f64 / (at - started).as_secs_f64()),
-        (None, _) => Err(anyhow::anyhow!("{stream}: the drain did not finish")),
-        (_, Err(e)) => Err(e.into()),
-    };
-    (rate, cpu.as_secs_f64() * 1e6 / target as f64)
+    crate::codecs::drain_with(s, stream, consumer, &tally, target).await
 }
