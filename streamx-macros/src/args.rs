@@ -1252,6 +1252,24 @@ mod tests {
     }
 
     #[test]
+    fn middleware_is_a_list_of_paths() {
+        let args: ConsumerArgs = ConsumerArgs::from_metas(syn::parse_quote!(
+            stream = "s",
+            group = "g",
+            middleware = [audit, tenant::require]
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let paths = args.middleware.unwrap().value;
+        let paths: Vec<String> = paths.iter().map(|p| quote::quote!(#p).to_string().replace(' ', "")).collect();
+        assert_eq!(paths, ["audit", "tenant::require"]);
+        let bad = ConsumerArgs::from_metas(syn::parse_quote!(stream = "s", group = "g", middleware = ["a", 1]));
+        let message = bad.err().map(|e| e.into_iter().count());
+        assert_eq!(message, Some(2), "each item that is not a path is reported");
+        let not_a_list = ConsumerArgs::from_metas(syn::parse_quote!(stream = "s", group = "g", middleware = audit));
+        assert!(not_a_list.err().unwrap().to_string().contains("expected a list of paths for `middleware`"));
+    }
+
+    #[test]
     fn unknown_key_lists_every_key() {
         let errors = err(parse_quote!(stream = "s", group = "g", concurency = 8));
         assert_one(
@@ -1259,7 +1277,7 @@ mod tests {
             "unknown argument `concurency`; expected one of: `stream`, `topic`, `shards`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `readers`, `block`, `start`, `max_retries`, `backoff`, \
              `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, \
-             `dedupe`, `ordered`, `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `codec`, `crate`",
+             `dedupe`, `ordered`, `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `codec`, `middleware`, `crate`",
         );
     }
 

@@ -611,6 +611,14 @@ mod tests {
         assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Default)"), "{out}");
         let out = render(quote!(stream = "s", group = "g", codec = "json"));
         assert!(out.contains(".codec(::streamx::__private::Codec::Json)"), "{out}");
+        let out = render(quote!(stream = "s", group = "g", middleware = [audit, tenant::REQUIRE]));
+        assert!(
+            out.contains(
+                ".middleware(&[::streamx::__private::static_layer(&audit),\
+                 ::streamx::__private::static_layer(&tenant::REQUIRE)])"
+            ),
+            "{out}"
+        );
         let out = render(quote!(stream = "s", group = "g", start = "5", dlq = false));
         assert!(out.contains(".start(::streamx::__private::StartFrom::Id(\"5\"))"), "{out}");
         assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Disabled)"), "{out}");
