@@ -266,3 +266,44 @@ async fn the_attributes_middleware_runs_in_a_worker_process() {
     common::sigterm(&worker);
     common::wait_exit(&mut worker, Duration::from_secs(20)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_consumers_layers_run_per_message() {
+    let server = start_server();
+    let stream = unique_name("mw.batch");
+    let batched: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let skip_odd = |delivery: Delivery, next: Next| async move {
+        let odd = delivery.payload_bytes().is_some_and(|b| b.last().is_some_and(|d| (d - b'0') % 2 == 1));
+        if odd {
+            return Outcome::skip();
+        }
+        next.run(delivery).await
+    };
+    let consumer = Consumer::batch(stream.clone(), "g", {
+        let batched = batched.clone();
+        move |batch: Vec<Message<u64>>| {
+            batched.lock().unwrap().extend(batch.iter().map(|m| *m.payload()));
+            async {}
+        }
+    })
+    .max_batch(50)
+    .layer(skip_odd);
+    let runtime = start_runtime_with(server.url(), vec![consumer], |b| b).await;
+    Producer::connect(&server.url())
+        .await
+        .unwrap()
+        .publish_batch(&stream, &(0..100u64).collect::<Vec<_>>())
+        .await
+        .unwrap();
+
+    let stats = runtime.stats(&format!("{stream}/g")).unwrap();
+    wait_until(Duration::from_secs(20), "100 acknowledged", || async {
+        stats.succeeded.load(Ordering::Relaxed) == 100 && pending(&server, &stream, "g") == 0
+    })
+    .await
+    .unwrap();
+    let mut batched = batched.lock().unwrap().clone();
+    batched.sort_unstable();
+    assert_eq!(batched, (0..100).filter(|n| n % 2 == 0).collect::<Vec<_>>(), "only the even ones reached the batches");
+    runtime.shutdown().await.unwrap();
+}
