@@ -657,7 +657,8 @@ impl Runtime {
         &self.url
     }
 
-    /// A producer on the runtime's Redis.
+    /// A producer on the runtime's Redis, with the builder's publish layers (see
+    /// [`RuntimeBuilder::publish_layer`]).
     pub async fn producer(&self) -> Result<Producer> {
         Ok(Producer::connect_url(&self.url, self.connect_timeout).await?.with_layers(self.publish_layers.clone()))
     }
@@ -922,7 +923,8 @@ impl RunningRuntime {
         }
     }
 
-    /// A producer on the runtime's Redis.
+    /// A producer on the runtime's Redis, with the builder's publish layers (see
+    /// [`RuntimeBuilder::publish_layer`]).
     pub async fn producer(&self) -> Result<Producer> {
         Ok(Producer::connect_url(&self.url, self.connect_timeout).await?.with_layers(self.publish_layers.clone()))
     }
