@@ -71,10 +71,13 @@ pub enum Phase {
     /// Issue 27: MessagePack against JSON: publish (`publish_batch_with`) and consume
     /// (drain at concurrency 8) msg/s and CPU per message, bytes per payload, as ratios.
     Codecs,
+    /// Issue 27: consume throughput and CPU per message at concurrency 8 with one
+    /// pass-through middleware layer against none (the default path), as ratios.
+    Middleware,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 15] = [
+    pub const ALL: [Phase; 16] = [
         Phase::Produce,
         Phase::Concurrent,
         Phase::Consume,
@@ -90,6 +93,7 @@ impl Phase {
         Phase::Ordered,
         Phase::Topic,
         Phase::Codecs,
+        Phase::Middleware,
     ];
 }
 

@@ -144,12 +144,24 @@ async fn first_payload_len(admin: &Client, stream: &str) -> Result<usize> {
 async fn drain(s: &Settings, stream: &str, group: &str, target: u64) -> (Result<f64>, f64) {
     let tally = Arc::new(Tally::default());
     let consumer = streamx_side::consumer::<Event>(stream, group, CONCURRENCY, Work::None, tally.clone(), target);
+    drain_with(s, stream, consumer, &tally, target).await
+}
+
+/// Runs `consumer` (which records in `tally`) until it handled `target` messages of
+/// `stream`: msg/s from its start to the last one, and the process's CPU per message.
+pub async fn drain_with(
+    s: &Settings,
+    stream: &str,
+    consumer: streamx::Consumer,
+    tally: &Tally,
+    target: u64,
+) -> (Result<f64>, f64) {
     let (cpu, started) = (process_cpu(), Instant::now());
     let running = match streamx_side::start(&s.url, consumer).await {
         Ok(running) => running,
         Err(e) => return (Err(e), 0.0),
     };
-    let finished = streamx_side::wait_for(&tally, target, started + Duration::from_secs(600)).await;
+    let finished = streamx_side::wait_for(tally, target, started + Duration::from_secs(600)).await;
     let cpu = process_cpu().saturating_sub(cpu);
     let shutdown = running.shutdown().await;
     let rate = match (finished, shutdown) {

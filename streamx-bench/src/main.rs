@@ -28,6 +28,7 @@ mod cost;
 mod features;
 mod latency;
 mod memory;
+mod middleware;
 mod ordered;
 mod phases;
 mod progress;

@@ -208,6 +208,7 @@ pub struct Results {
     pub metrics: Option<MetricsRow>,
     pub features: Option<crate::features::FeaturesRow>,
     pub codecs: Option<crate::codecs::CodecRow>,
+    pub middleware: Option<crate::middleware::MiddlewareRow>,
     pub ordered: Vec<crate::ordered::OrderedRow>,
     pub topic: Option<crate::topic::TopicRow>,
     pub targets: Vec<TargetCheck>,
@@ -433,6 +434,20 @@ impl Results {
                 c.msgpack_bytes.to_string(),
                 format!("{} json", c.json_bytes),
                 format!("{:.2}", c.msgpack_bytes as f64 / c.json_bytes as f64),
+            );
+        }
+        if let Some(m) = &self.middleware {
+            row(
+                format!("consume c={} with 1 pass-through layer (msg/s)", m.concurrency),
+                count(m.one_layer),
+                format!("{} no layer", count(m.none)),
+                format!("{:.3}", m.one_layer / m.none),
+            );
+            row(
+                "  client CPU per consumed message (µs)".to_string(),
+                format!("{:.2}", m.one_layer_cpu_us),
+                format!("{:.2} no layer", m.none_cpu_us),
+                format!("{:.3}", m.one_layer_cpu_us / m.none_cpu_us),
             );
         }
         if let Some(f) = &self.features {

@@ -76,6 +76,8 @@ pub(crate) struct ConsumerArgs {
     pub(crate) delete_on_ack: Option<Spanned<bool>>,
     /// `codec = "json" | "msgpack"`: the codec of entries without a `content-type` header.
     pub(crate) codec: Option<Spanned<CodecArg>>,
+    /// `middleware = [path, ..]`: the consumer's middleware, outermost first.
+    pub(crate) middleware: Option<Spanned<Vec<Path>>>,
 }
 
 /// The codec named by `codec = "..."`.
@@ -205,13 +207,15 @@ enum Key {
     DeleteOnAck,
     /// `codec = "..."`
     Codec,
+    /// `middleware = [path, ..]`
+    Middleware,
     /// `crate = path`
     Crate,
 }
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 27] = [
+    const ALL: [Key; 28] = [
         Key::Stream,
         Key::Topic,
         Key::Shards,
@@ -238,6 +242,7 @@ impl Key {
         Key::Retention,
         Key::DeleteOnAck,
         Key::Codec,
+        Key::Middleware,
         Key::Crate,
     ];
 
@@ -270,6 +275,7 @@ impl Key {
             Key::Retention => "retention",
             Key::DeleteOnAck => "delete_on_ack",
             Key::Codec => "codec",
+            Key::Middleware => "middleware",
             Key::Crate => "crate",
         }
     }
@@ -303,6 +309,7 @@ impl Key {
             Key::Retention => "retention(max_len = 1000000, max_age = \"7d\")",
             Key::DeleteOnAck => "delete_on_ack = true",
             Key::Codec => "codec = \"msgpack\"",
+            Key::Middleware => "middleware = [audit, tenant::require]",
             Key::Crate => "crate = my_streamx",
         }
     }
@@ -358,6 +365,7 @@ impl ConsumerArgs {
         let mut retention = None;
         let mut delete_on_ack = None;
         let mut codec = None;
+        let mut middleware = None;
 
         for meta in &metas {
             let path = meta.path();
@@ -407,6 +415,7 @@ impl ConsumerArgs {
                 Key::BatchWait => batch_wait = errors.record(duration_ms(value, key, true)),
                 Key::DeleteOnAck => delete_on_ack = errors.record(boolean(value, key)),
                 Key::Codec => codec = errors.record(parse_codec(value)),
+                Key::Middleware => middleware = errors.record(parse_middleware(value)),
                 Key::Crate => krate = errors.record(parse_crate(value)),
                 Key::Backoff | Key::Retention => {}
             }
@@ -467,6 +476,7 @@ impl ConsumerArgs {
                 retention,
                 delete_on_ack,
                 codec,
+                middleware,
             }),
             // Unreachable: a missing or invalid `stream`/`group` has recorded an error above.
             _ => Err(syn::Error::new(Span::call_site(), "`stream` and `group` are required")),
@@ -770,6 +780,39 @@ fn parse_codec(value: &Expr) -> syn::Result<Spanned<CodecArg>> {
         }
     };
     Ok(Spanned::new(codec, lit.span()))
+}
+
+/// `middleware = [path, ..]`: each item a path to a middleware value or fn (its type is
+/// checked by the generated code); every item that is not a path is reported.
+fn parse_middleware(value: &Expr) -> syn::Result<Spanned<Vec<Path>>> {
+    let Expr::Array(array) = value else {
+        return Err(syn::Error::new_spanned(
+            value,
+            format!("expected a list of paths for `middleware`, e.g. `{}`", Key::Middleware.example()),
+        ));
+    };
+    let mut paths = Vec::new();
+    let mut errors: Option<syn::Error> = None;
+    for item in &array.elems {
+        match strip_groups(item) {
+            Expr::Path(expr) if expr.attrs.is_empty() && expr.qself.is_none() => paths.push(expr.path.clone()),
+            other => {
+                let error = syn::Error::new_spanned(
+                    other,
+                    "expected a path to a middleware (an async fn `(Delivery, Next) -> Outcome`, or a const or \
+                     static of a type implementing `streamx::Middleware`)",
+                );
+                match &mut errors {
+                    Some(all) => all.combine(error),
+                    None => errors = Some(error),
+                }
+            }
+        }
+    }
+    match errors {
+        Some(errors) => Err(errors),
+        None => Ok(Spanned::new(paths, array.span())),
+    }
 }
 
 /// `start = "begin" | "new" | "<ms>" | "<ms>-<seq>"`.
@@ -1209,6 +1252,24 @@ mod tests {
     }
 
     #[test]
+    fn middleware_is_a_list_of_paths() {
+        let args: ConsumerArgs = ConsumerArgs::from_metas(syn::parse_quote!(
+            stream = "s",
+            group = "g",
+            middleware = [audit, tenant::require]
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let paths = args.middleware.unwrap().value;
+        let paths: Vec<String> = paths.iter().map(|p| quote::quote!(#p).to_string().replace(' ', "")).collect();
+        assert_eq!(paths, ["audit", "tenant::require"]);
+        let bad = ConsumerArgs::from_metas(syn::parse_quote!(stream = "s", group = "g", middleware = ["a", 1]));
+        let message = bad.err().map(|e| e.into_iter().count());
+        assert_eq!(message, Some(2), "each item that is not a path is reported");
+        let not_a_list = ConsumerArgs::from_metas(syn::parse_quote!(stream = "s", group = "g", middleware = audit));
+        assert!(not_a_list.err().unwrap().to_string().contains("expected a list of paths for `middleware`"));
+    }
+
+    #[test]
     fn unknown_key_lists_every_key() {
         let errors = err(parse_quote!(stream = "s", group = "g", concurency = 8));
         assert_one(
@@ -1216,7 +1277,7 @@ mod tests {
             "unknown argument `concurency`; expected one of: `stream`, `topic`, `shards`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `readers`, `block`, `start`, `max_retries`, `backoff`, \
              `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, \
-             `dedupe`, `ordered`, `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `codec`, `crate`",
+             `dedupe`, `ordered`, `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `codec`, `middleware`, `crate`",
         );
     }
 

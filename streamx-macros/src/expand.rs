@@ -250,6 +250,15 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         let value = duration(private, block.value, block.span);
         out.extend(quote!(.block(#value)));
     }
+    if let Some(middleware) = &args.middleware {
+        // Each item checked where it is written: a value that is not a middleware is an
+        // error spanned on it.
+        let layers = middleware.value.iter().map(|path| {
+            let span = path.span();
+            quote_spanned!(span=> #private::static_layer(&#path))
+        });
+        out.extend(quote!(.middleware(&[#(#layers),*])));
+    }
     if let Some(codec) = &args.codec {
         let variant = match codec.value {
             CodecArg::Json => quote_spanned!(codec.span=> Json),
@@ -602,6 +611,14 @@ mod tests {
         assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Default)"), "{out}");
         let out = render(quote!(stream = "s", group = "g", codec = "json"));
         assert!(out.contains(".codec(::streamx::__private::Codec::Json)"), "{out}");
+        let out = render(quote!(stream = "s", group = "g", middleware = [audit, tenant::REQUIRE]));
+        assert!(
+            out.contains(
+                ".middleware(&[::streamx::__private::static_layer(&audit),\
+                 ::streamx::__private::static_layer(&tenant::REQUIRE)])"
+            ),
+            "{out}"
+        );
         let out = render(quote!(stream = "s", group = "g", start = "5", dlq = false));
         assert!(out.contains(".start(::streamx::__private::StartFrom::Id(\"5\"))"), "{out}");
         assert!(out.contains(".dlq(::streamx::__private::DeadLetterTarget::Disabled)"), "{out}");

@@ -323,6 +323,9 @@ pub struct Consumer {
     pub(crate) location: SourceLocation,
     pub(crate) handler: HandlerKind,
     pub(crate) options: ConsumerOptions,
+    /// Its middleware, outermost first (see [`crate::middleware`]); the runtime's are put
+    /// before these when the runtime is built.
+    pub(crate) layers: Vec<std::sync::Arc<dyn crate::Middleware>>,
 }
 
 /// A consumer's handler: one message per call, or a batch per call (see [`crate::batch`]).
@@ -416,7 +419,24 @@ impl Consumer {
             location,
             handler,
             options: ConsumerOptions::DEFAULT,
+            layers: Vec::new(),
         }
+    }
+
+    /// Adds the middleware `layer` inside those added before it (and inside the runtime's,
+    /// see [`RuntimeBuilder::layer`](crate::RuntimeBuilder::layer)): an async fn or closure
+    /// `(Delivery, Next) -> Outcome`, or a value of a type implementing
+    /// [`Middleware`](crate::Middleware). The attribute's equivalent is
+    /// `middleware = [path, ..]`. For a batch consumer the layers run per message (see
+    /// [`crate::middleware`]).
+    pub fn layer(mut self, layer: impl crate::Middleware) -> Self {
+        self.layers.push(std::sync::Arc::new(layer));
+        self
+    }
+
+    /// How many middleware layers the consumer has of its own.
+    pub fn layers(&self) -> usize {
+        self.layers.len()
     }
 
     /// Whether the handler takes a batch (see [`Consumer::batch`]).
@@ -482,6 +502,7 @@ impl std::fmt::Debug for Consumer {
             .field("group", &self.group)
             .field("location", &self.location)
             .field("options", &self.options)
+            .field("layers", &self.layers.len())
             .finish_non_exhaustive()
     }
 }

@@ -165,6 +165,15 @@ pub enum Error {
         /// Why it is not.
         reason: String,
     },
+    /// A [`PublishLayer`](crate::PublishLayer) refused the publish: nothing was written (for
+    /// a batch, none of its messages).
+    #[error("publish to `{stream}` refused by a publish layer: {reason}")]
+    PublishRefused {
+        /// The stream (or topic) named by the publish.
+        stream: String,
+        /// The layer's reason.
+        reason: String,
+    },
     /// A delayed publish ([`Producer::publish_after_with`](crate::Producer::publish_after_with),
     /// [`publish_at_with`](crate::Producer::publish_at_with)) was given an option that cannot
     /// apply to an entry added later (an explicit id, `no_mkstream`, `max_len_approx` or

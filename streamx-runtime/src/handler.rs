@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{Codec, CONTENT_TYPE_HEADER};
-use crate::message::{Message, MessageId};
+use crate::message::{Headers, Message, MessageId};
 use crate::state::State;
 use crate::wire::RawEntry;
 
@@ -212,7 +212,41 @@ pub enum Outcome {
     },
 }
 
-/// One delivered entry, before decoding: what the consumer loop hands a handler.
+impl Outcome {
+    /// Settles the delivery as handled without running the rest of the chain: the entry is
+    /// acknowledged and counted as succeeded (for a [middleware](crate::Middleware) that
+    /// decides a message needs no work).
+    pub fn skip() -> Self {
+        Outcome::Done
+    }
+
+    /// A transient failure: retried after the consumer's backoff (counted against
+    /// `max_retries`; dead-lettered as `error` once they are spent).
+    pub fn retry(error: impl Into<String>) -> Self {
+        Outcome::Failed { error: error.into(), kind: FailureKind::Error, retry_after: None }
+    }
+
+    /// A transient failure retried after `delay` instead of the backoff (still counted
+    /// against `max_retries`).
+    pub fn retry_after(error: impl Into<String>, delay: Duration) -> Self {
+        Outcome::Failed { error: error.into(), kind: FailureKind::Error, retry_after: Some(delay) }
+    }
+
+    /// Moves the message to the dead-letter stream now, with `reason` and the kind
+    /// [`FailureKind::Permanent`] (never retried). For another kind, build
+    /// [`Outcome::Rejected`] yourself.
+    pub fn dead_letter(reason: impl Into<String>) -> Self {
+        Outcome::Rejected { reason: reason.into(), kind: FailureKind::Permanent }
+    }
+
+    /// Whether the message is acknowledged as handled (done, skipped or deduplicated).
+    pub fn is_success(&self) -> bool {
+        matches!(self, Outcome::Done | Outcome::Deduplicated)
+    }
+}
+
+/// One delivered entry, before decoding: what the consumer loop hands a handler, and what
+/// a [middleware](crate::Middleware) sees.
 #[derive(Debug)]
 pub struct Delivery {
     pub(crate) stream: Arc<str>,
@@ -221,11 +255,45 @@ pub struct Delivery {
     pub(crate) state: State,
     /// The codec of an entry without a `content-type` header: the consumer's.
     pub(crate) codec: Codec,
+    /// The consumer's group: set when the delivery goes through middleware (see
+    /// [`crate::middleware`]), which alone sees it; none on the direct path to a handler.
+    pub(crate) group: Option<Arc<str>>,
 }
 
 impl Delivery {
     pub(crate) fn new(stream: Arc<str>, entry: RawEntry, attempt: u32, state: State) -> Self {
-        Delivery { stream, entry, attempt, state, codec: Codec::Json }
+        Delivery { stream, entry, attempt, state, codec: Codec::Json, group: None }
+    }
+
+    /// The stream the entry was read from (a topic's shard stream for a topic consumer).
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The consumer group delivering it.
+    pub fn group(&self) -> &str {
+        self.group.as_deref().unwrap_or_default()
+    }
+
+    /// Which delivery this is: 1 for the first, 2 for the first retry, ...
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The entry's headers.
+    pub fn headers(&self) -> &Headers {
+        &self.entry.headers
+    }
+
+    /// The entry's headers, to change what the handler sees in
+    /// [`Message::headers`](crate::Message::headers) (the entry in Redis is not changed).
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.entry.headers
+    }
+
+    /// The raw payload (the entry's `data` field), before decoding; `None` if it has none.
+    pub fn payload_bytes(&self) -> Option<&bytes::Bytes> {
+        self.entry.data.as_ref()
     }
 
     /// This delivery, its payload read as `codec` when the entry names no codec.
@@ -245,7 +313,7 @@ impl Delivery {
         let entry = RawEntry {
             id,
             data: data.map(|d| bytes::Bytes::from_static(d.as_bytes())),
-            headers: crate::message::Headers::new(),
+            headers: Headers::new(),
             deleted: false,
             replay_group: None,
         };
@@ -271,7 +339,7 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     fn from_delivery(delivery: Delivery) -> Result<Self, (FailureKind, String)> {
-        let Delivery { stream, entry, attempt, state, codec } = delivery;
+        let Delivery { stream, entry, attempt, state, codec, .. } = delivery;
         let Some(data) = entry.data else {
             return Err((FailureKind::MissingPayload, "the entry has no `data` field".to_string()));
         };

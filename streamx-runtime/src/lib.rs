@@ -22,6 +22,7 @@ mod lease;
 mod location;
 mod members;
 mod message;
+pub mod middleware;
 pub mod observe;
 mod pause;
 mod periodic;
@@ -52,7 +53,7 @@ pub use consumer::{Consumer, ConsumerOptions};
 pub use dead_letters::{DeadLetter, DeadLetterPage, DeadLetters};
 pub use dedupe::{DEFAULT_IDEMPOTENCY_WINDOW, IDEMPOTENCY_KEY_HEADER};
 pub use error::{Error, MissingPermissions, Result};
-pub use handler::{FailureKind, HandlerArg, HandlerError, HandlerReturn};
+pub use handler::{BoxFuture, Delivery, FailureKind, HandlerArg, HandlerError, HandlerReturn, Outcome};
 pub use history::History;
 pub use inspect::{
     estimate_lag, is_placeholder_consumer, ConsumerInfo, GroupInfo, Inspector, PauseInfo, PendingEntry, PendingSummary,
@@ -61,11 +62,13 @@ pub use inspect::{
 pub use location::SourceLocation;
 pub use members::{MemberInfo, MemberRole};
 pub use message::{Headers, Message, MessageId, ParseMessageIdError, MESSAGE_KEY_HEADER};
+pub use middleware::{Middleware, Next};
 pub use periodic::{
     parse_cron, registered_periodic, PeriodicArg, PeriodicJob, PeriodicRegistration, PeriodicResult, Tick,
     MAX_CATCH_UP, PERIODIC_TICK_HEADER,
 };
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};
+pub use producer::layer::{Outgoing, PublishLayer, PublishRefused};
 pub use producer::{Producer, PublishOptions};
 pub use registry::{registered, Registration};
 pub use retention::Retention;
@@ -91,6 +94,7 @@ pub mod __private {
     pub use crate::batch::{assert_batch_arg, assert_batch_return, invoke_batch, Deliveries, Outcomes};
     pub use crate::handler::{assert_handler_arg, assert_handler_return, invoke, BoxFuture, Delivery, Outcome};
     pub use crate::location::SourceLocation;
+    pub use crate::middleware::{static_layer, Middleware};
     pub use crate::periodic::{
         assert_periodic_arg, assert_periodic_payload, assert_periodic_result, invoke_periodic, invoke_periodic_result,
         periodic_arg, PeriodicRegistration, Tick,

@@ -3,6 +3,7 @@
 
 mod append;
 mod coalesce;
+pub(crate) mod layer;
 mod topic;
 
 use std::borrow::Cow;
@@ -261,6 +262,11 @@ impl PublishOptions {
         &self.headers
     }
 
+    /// The headers, for a publish layer (see [`layer`]).
+    pub(crate) fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+
     /// The safe trim's length, refused beside `max_len_approx`.
     fn acked_len(&self, stream: &str) -> Result<Option<u64>> {
         match (self.max_len_acked, self.max_len) {
@@ -342,6 +348,8 @@ pub struct Producer {
     scripts: Arc<append::ScriptUse>,
     /// The queue of single publishes, coalesced into round trips (see [`coalesce`]).
     coalescer: Arc<coalesce::Coalescer>,
+    /// What runs before each publish (see [`layer`]).
+    layers: layer::PublishLayers,
 }
 
 /// The connection of batches of more than one round trip, made at the first of them.
@@ -391,7 +399,38 @@ impl Producer {
             topics: Default::default(),
             scripts,
             coalescer,
+            layers: Default::default(),
         })
+    }
+
+    /// This producer with the publish layer `layer` after those it has (see
+    /// [`PublishLayer`](crate::PublishLayer)): it runs before every publish of this
+    /// producer and of its clones made after this call. A closure
+    /// `Fn(&mut Outgoing<'_>) -> Result<(), PublishRefused>` is a layer.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> streamx_runtime::Result<()> {
+    /// use streamx_runtime::{Outgoing, Producer, PublishRefused};
+    ///
+    /// let producer = Producer::connect("redis://127.0.0.1:6379").await?.with_layer(
+    ///     |msg: &mut Outgoing<'_>| -> Result<(), PublishRefused> {
+    ///         msg.headers_mut().insert("tenant", "acme");
+    ///         Ok(())
+    ///     },
+    /// );
+    /// producer.publish("orders", &7).await?; // stored with the header `tenant: acme`
+    /// # Ok(()) }
+    /// ```
+    pub fn with_layer(mut self, layer: impl crate::PublishLayer) -> Self {
+        self.layers = self.layers.with(Arc::new(layer));
+        self
+    }
+
+    /// This producer with `layers` in place of its own (the runtime's, for the producers it
+    /// hands out).
+    pub(crate) fn with_layers(mut self, layers: layer::PublishLayers) -> Self {
+        self.layers = layers;
+        self
     }
 
     /// Publishes `payload` as JSON (no `content-type` header); returns the new entry's id.
@@ -486,6 +525,7 @@ impl Producer {
 
     /// Publishes an already-encoded payload (stored as the `data` field as is).
     pub async fn publish_raw(&self, stream: &str, data: Bytes, options: &PublishOptions) -> Result<MessageId> {
+        let options = &*self.layers.apply(stream, 1, options)?;
         #[cfg(feature = "opentelemetry")]
         let options = &*crate::observe::trace_context::with_current_context(options);
         // Up to the queue of coalesced publishes, outside tokio's cooperative budget: a publish
@@ -763,6 +803,7 @@ impl Producer {
         if let Some((option, reason)) = options.unschedulable() {
             return Err(Error::Unschedulable { stream: stream.to_string(), option, reason });
         }
+        let options = &*self.layers.apply(stream, 1, options)?;
         #[cfg(feature = "opentelemetry")]
         let options = &*crate::observe::trace_context::with_current_context(options);
         let stream = &*self.destination(stream, options).await?;
@@ -857,6 +898,7 @@ impl Producer {
         if options.idempotency_key.is_some() {
             return Err(Error::IdempotencyKeyInBatch { stream: stream.to_string() });
         }
+        let options = &*self.layers.apply(stream, payloads.len(), options)?;
         let encoded = encode_all(stream, payloads.iter(), options.codec)?;
         self.publish_entries(stream, encoded, None, options).await
     }
@@ -1016,6 +1058,7 @@ impl Producer {
         if options.idempotency_key.is_some() {
             return Err(Error::IdempotencyKeyInBatch { stream: target.to_string() });
         }
+        let options = &*self.layers.apply(target, entries.len(), options)?;
         let encoded = encode_all(target, entries.iter().map(|(_, payload)| payload), options.codec)?;
         let keys = entries.iter().map(|(key, _)| key.as_ref().to_string()).collect();
         self.publish_entries(target, encoded, Some(keys), options).await

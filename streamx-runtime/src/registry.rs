@@ -31,6 +31,17 @@ pub struct Registration {
     location: SourceLocation,
     handler: RegisteredHandler,
     options: ConsumerOptions,
+    middleware: StaticLayers,
+}
+
+/// The layers of `middleware = [..]` (see [`crate::middleware`]).
+#[derive(Clone, Copy)]
+struct StaticLayers(&'static [&'static dyn crate::Middleware]);
+
+impl std::fmt::Debug for StaticLayers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} layers", self.0.len())
+    }
 }
 
 impl Registration {
@@ -43,7 +54,15 @@ impl Registration {
         handler: HandlerFn,
     ) -> Self {
         let handler = RegisteredHandler::One(handler);
-        Registration { name, stream, group, location, handler, options: ConsumerOptions::DEFAULT }
+        Registration {
+            name,
+            stream,
+            group,
+            location,
+            handler,
+            options: ConsumerOptions::DEFAULT,
+            middleware: StaticLayers(&[]),
+        }
     }
 
     /// A registration of a batch handler with default options (what the macro starts from
@@ -56,10 +75,24 @@ impl Registration {
         handler: BatchHandlerFn,
     ) -> Self {
         let handler = RegisteredHandler::Batch(handler);
-        Registration { name, stream, group, location, handler, options: ConsumerOptions::DEFAULT }
+        Registration {
+            name,
+            stream,
+            group,
+            location,
+            handler,
+            options: ConsumerOptions::DEFAULT,
+            middleware: StaticLayers(&[]),
+        }
     }
 
     option_setters!(const);
+
+    /// Its middleware, outermost first (what the macro emits for `middleware = [..]`).
+    pub const fn middleware(mut self, layers: &'static [&'static dyn crate::Middleware]) -> Self {
+        self.middleware = StaticLayers(layers);
+        self
+    }
 
     /// The registration name.
     pub fn name(&self) -> &'static str {
@@ -79,6 +112,12 @@ impl Registration {
             location: self.location,
             handler,
             options: self.options.clone(),
+            layers: self
+                .middleware
+                .0
+                .iter()
+                .map(|&layer| Arc::new(crate::middleware::StaticLayer(layer)) as Arc<dyn crate::Middleware>)
+                .collect(),
         }
     }
 }

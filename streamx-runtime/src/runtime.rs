@@ -81,6 +81,10 @@ pub struct RuntimeBuilder {
     tls_client_cert: Option<(PathBuf, PathBuf)>,
     credentials: Option<(String, String)>,
     state: State,
+    /// Middleware of every consumer, outermost first (see [`crate::middleware`]).
+    layers: Vec<Arc<dyn crate::Middleware>>,
+    /// Publish layers of the producers the runtime hands out.
+    publish_layers: Vec<Arc<dyn crate::PublishLayer>>,
 }
 
 /// Where the CA certificates given to [`RuntimeBuilder`] come from.
@@ -118,6 +122,8 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("tls_client_cert", &self.tls_client_cert)
             .field("credentials", &self.credentials.as_ref().map(|(user, _)| format!("{user}:***")))
             .field("state", &self.state)
+            .field("layers", &self.layers.len())
+            .field("publish_layers", &self.publish_layers.len())
             .finish()
     }
 }
@@ -142,6 +148,8 @@ impl Default for RuntimeBuilder {
             tls_client_cert: None,
             credentials: None,
             state: State::new(),
+            layers: Vec::new(),
+            publish_layers: Vec::new(),
         }
     }
 }
@@ -328,6 +336,40 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Adds the middleware `layer` to every consumer of the runtime, inside the runtime
+    /// layers added before it and outside each consumer's own (see [`crate::middleware`]):
+    ///
+    /// ```text
+    /// builder.layer(a).layer(b) + Consumer::layer(c):  a ─▶ b ─▶ c ─▶ handler
+    /// ```
+    ///
+    /// ```
+    /// use streamx_runtime::{Delivery, Next, Outcome, Runtime};
+    ///
+    /// async fn log_attempts(delivery: Delivery, next: Next) -> Outcome {
+    ///     if delivery.attempt() > 1 {
+    ///         println!("{} on {}: attempt {}", delivery.id(), delivery.stream(), delivery.attempt());
+    ///     }
+    ///     next.run(delivery).await
+    /// }
+    ///
+    /// let builder = Runtime::builder().layer(log_attempts);
+    /// # let _ = builder;
+    /// ```
+    pub fn layer(mut self, layer: impl crate::Middleware) -> Self {
+        self.layers.push(Arc::new(layer));
+        self
+    }
+
+    /// Adds the publish layer `layer` to the producers the runtime hands out
+    /// ([`Runtime::producer`], [`RunningRuntime::producer`]), after those added before it
+    /// (see [`PublishLayer`](crate::PublishLayer)). Producers connected on their own take
+    /// theirs with [`Producer::with_layer`].
+    pub fn publish_layer(mut self, layer: impl crate::PublishLayer) -> Self {
+        self.publish_layers.push(Arc::new(layer));
+        self
+    }
+
     /// Validates the configuration: the URL (and its TLS files), duplicate names (naming
     /// both source locations), each consumer's options.
     pub fn build(self) -> Result<Runtime> {
@@ -355,6 +397,11 @@ impl RuntimeBuilder {
             all.extend(registered().into_iter().map(|r| r.to_consumer()));
         }
         all.extend(self.consumers);
+        if !self.layers.is_empty() {
+            for c in &mut all {
+                c.layers.splice(0..0, self.layers.iter().cloned());
+            }
+        }
         let mut jobs: Vec<PeriodicJob> = Vec::new();
         if self.use_periodic_registry {
             jobs.extend(registered_periodic().into_iter().map(|r| r.to_job()));
@@ -419,6 +466,7 @@ impl RuntimeBuilder {
             #[cfg(feature = "http")]
             http,
             state: self.state,
+            publish_layers: crate::producer::layer::PublishLayers::new(self.publish_layers),
         })
     }
 }
@@ -583,6 +631,7 @@ pub struct Runtime {
     #[cfg(feature = "http")]
     http: Option<SocketAddr>,
     state: State,
+    publish_layers: crate::producer::layer::PublishLayers,
 }
 
 static LOOP_COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -608,9 +657,10 @@ impl Runtime {
         &self.url
     }
 
-    /// A producer on the runtime's Redis.
+    /// A producer on the runtime's Redis, with the builder's publish layers (see
+    /// [`RuntimeBuilder::publish_layer`]).
     pub async fn producer(&self) -> Result<Producer> {
-        Producer::connect_url(&self.url, self.connect_timeout).await
+        Ok(Producer::connect_url(&self.url, self.connect_timeout).await?.with_layers(self.publish_layers.clone()))
     }
 
     /// The smallest Redis ACL rule for `user` to run this runtime's consumers and periodic
@@ -793,6 +843,7 @@ impl Runtime {
             command,
             url: self.url,
             connect_timeout: self.connect_timeout,
+            publish_layers: self.publish_layers,
             #[cfg(feature = "http")]
             http,
         })
@@ -824,6 +875,7 @@ pub struct RunningRuntime {
     command: HealingClient,
     url: RedisUrl,
     connect_timeout: Duration,
+    publish_layers: crate::producer::layer::PublishLayers,
     #[cfg(feature = "http")]
     http: Option<crate::observe::http::HttpServer>,
 }
@@ -867,9 +919,10 @@ impl RunningRuntime {
         }
     }
 
-    /// A producer on the runtime's Redis.
+    /// A producer on the runtime's Redis, with the builder's publish layers (see
+    /// [`RuntimeBuilder::publish_layer`]).
     pub async fn producer(&self) -> Result<Producer> {
-        Producer::connect_url(&self.url, self.connect_timeout).await
+        Ok(Producer::connect_url(&self.url, self.connect_timeout).await?.with_layers(self.publish_layers.clone()))
     }
 
     /// Stops reading, lets in-flight handlers finish (up to the shutdown timeout), sends

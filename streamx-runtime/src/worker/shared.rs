@@ -124,6 +124,8 @@ impl Shared {
                 options.timeout,
             ),
         };
+        // Behind the consumer's middleware, if any (see `crate::middleware`).
+        let handler = crate::middleware::wrap(&consumer.layers, &consumer.group, handler);
         let slots = consumer.slots();
         let readiness = Arc::new(Readiness::default());
         let tasks = TaskTracker::new();

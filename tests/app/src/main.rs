@@ -109,6 +109,47 @@ async fn audit(msg: Message<Job>) -> Result<(), HandlerError> {
     record("audit", &msg).await
 }
 
+/// The middleware consumer (`tests/middleware.rs`): its attribute names an async fn and a
+/// const of a type implementing `Middleware`. `tenant_required` dead-letters a job without a
+/// `tenant` header; `STAMP` adds the header `stamped` that the handler checks.
+#[stream_consumer(
+    stream = "app.guarded",
+    group = "guards",
+    name = "guarded",
+    start = "begin",
+    middleware = [tenant_required, layers::STAMP]
+)]
+async fn guarded(msg: Message<Job>) -> Result<(), HandlerError> {
+    if msg.headers().get("stamped") != Some("yes") {
+        return Err(HandlerError::permanent("the STAMP layer did not run before the handler"));
+    }
+    record("guarded", &msg).await
+}
+
+/// Dead-letters a message without a `tenant` header, without running the handler.
+async fn tenant_required(delivery: streamx::Delivery, next: streamx::Next) -> streamx::Outcome {
+    if delivery.headers().get("tenant").is_none() {
+        return streamx::Outcome::dead_letter("no tenant header");
+    }
+    next.run(delivery).await
+}
+
+mod layers {
+    use streamx::{BoxFuture, Delivery, Middleware, Next, Outcome};
+
+    /// Adds `stamped: yes` to what the handler sees.
+    pub struct Stamp;
+
+    pub const STAMP: Stamp = Stamp;
+
+    impl Middleware for Stamp {
+        fn call(&self, mut delivery: Delivery, next: Next) -> BoxFuture<'static, Outcome> {
+            delivery.headers_mut().insert("stamped", "yes");
+            Box::pin(next.run(delivery))
+        }
+    }
+}
+
 /// A consumer for the pause tests (`tests/pause.rs`): records each handler *start* in
 /// `app.pause.starts` (the entry id of that record is the Redis time just after the start),
 /// then does the job like `jobs`.

@@ -33,6 +33,7 @@ struct Order {
     retention(max_len = 1000000, max_age = "7d"),
     delete_on_ack = true,
     codec = "json",
+    middleware = [pass_through, self::PASS],
     crate = ::streamx,
 )]
 async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
@@ -79,6 +80,25 @@ async fn audit_payments(_msg: Message<Order>) {}
 pub(crate) async fn replay_from_millis(_msg: Message<Order>) {}
 
 /// The registration the macro built, by name.
+async fn pass_through(delivery: streamx::Delivery, next: streamx::Next) -> streamx::Outcome {
+    next.run(delivery).await
+}
+
+struct Pass;
+
+const PASS: Pass = Pass;
+
+impl streamx::Middleware for Pass {
+    fn call(&self, delivery: streamx::Delivery, next: streamx::Next) -> streamx::BoxFuture<'static, streamx::Outcome> {
+        Box::pin(next.run(delivery))
+    }
+}
+
+fn layers(name: &str) -> usize {
+    let registration = streamx::registered().into_iter().find(|registration| registration.name() == name).unwrap();
+    registration.to_consumer().layers()
+}
+
 fn options(name: &str) -> ConsumerOptions {
     let registration = streamx::registered()
         .into_iter()
@@ -115,6 +135,9 @@ fn main() {
             ..ConsumerOptions::DEFAULT
         }
     );
+
+    assert_eq!(layers("billing::charge"), 2);
+    assert_eq!(layers(concat!(module_path!(), "::audit")), 0);
 
     let audit = options(concat!(module_path!(), "::audit"));
     assert_eq!(audit.start, StartFrom::New);
