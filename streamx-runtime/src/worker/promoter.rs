@@ -99,7 +99,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 (permits, room)
             }
         };
-        let limit = room.min(permits.num_permits()).min(MAX_PROMOTED);
+        // Rate-limited: at most one grant's worth, granted before they start (below).
+        let most = shared.limiter.as_ref().map_or(MAX_PROMOTED, |l| l.most.min(MAX_PROMOTED));
+        let limit = room.min(permits.num_permits()).min(most);
         let args = vec![
             shared.group().to_string(),
             shared.member_name().to_string(),
@@ -118,6 +120,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
                 drop(reserved); // the estimate gives way to what was claimed
                 super::dedupe::screen(&shared, claimed.iter().map(|c| &c.entry)).await;
+                // (Stopping while it waits: the claimed retries stay pending under this
+                // member; the next one to reconcile takes them up.)
+                if !super::rate::grant_all(&shared, claimed.len()).await {
+                    return;
+                }
                 dispatch::start_claimed(&shared, claimed, permits, charge);
             }
             Err(e) => {

@@ -175,6 +175,10 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
     let block_ms = options.block.as_millis().max(1) as u64;
     let mut backoff = RetryDelay::new();
     let mut ahead: Option<PendingRead> = None;
+    // Rate-limited only: the grant of the read in flight, and whether the last read found
+    // nothing (the next one then waits for entries before asking for a grant).
+    let mut grant: Option<crate::rate_limit::Grant> = None;
+    let mut idle = false;
 
     while !shutdown.is_cancelled() {
         let mut read = match ahead.take() {
@@ -200,7 +204,26 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                     break;
                 }
                 let Some(room) = shared.budget.wait_room_for(size.current(), &shutdown).await else { break };
-                PendingRead::Here(Box::pin(send_read(&shared, reader.get(), room, Some(block_ms))))
+                match shared.limiter.as_ref() {
+                    None => PendingRead::Here(Box::pin(send_read(&shared, reader.get(), room, Some(block_ms)))),
+                    Some(_) if std::mem::take(&mut idle) => {
+                        PendingRead::Here(Box::pin(wait_for_entries(&shared, reader.get(), block_ms)))
+                    }
+                    Some(limiter) => {
+                        // Rate-limited (see `crate::rate_limit`): a grant first, then a read
+                        // of what it allows, without BLOCK (a read that blocked would start
+                        // its entries long after their grant). Asked for no more than the
+                        // free permits, so what is read starts at once.
+                        let Some(permit) = dispatch::take_one_permit(&shared).await else { break };
+                        let free = shared.permits.available_permits().saturating_add(1);
+                        drop(permit);
+                        let (count, reserved) = room;
+                        let Some(g) = super::rate::grant(&shared, limiter, count.min(free)).await else { break };
+                        let count = g.count.min(count);
+                        grant = Some(g);
+                        PendingRead::Here(Box::pin(send_read(&shared, reader.get(), (count, reserved), None)))
+                    }
+                }
             }
         };
         let joined = tokio::select! {
@@ -218,13 +241,22 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
         match reply {
             Ok((entries, charge)) => {
                 backoff.reset();
+                if let (Some(limiter), Some(g)) = (shared.limiter.as_ref(), grant.take()) {
+                    // A short read: the stream ran dry; what it did not use goes back.
+                    if entries.len() < g.count {
+                        super::rate::refund(&shared, limiter, &g, entries.len()).await;
+                        idle = entries.is_empty();
+                    }
+                }
                 shared.readiness.reading();
                 let full = entries.len() >= count;
                 // (A topic shard reads ahead only while its lease surely outlasts the read.)
                 let fence_ok = shared.fence().is_none_or(|f| f.holds_for() > crate::topic::fence::READ_MARGIN * 2);
                 // (Nor while the group is paused: see `crate::pause`.)
                 let paused = shared.pause().is_paused();
-                if full && fence_ok && !paused && shared.has_held_room(size.current(), held_limit) {
+                // (Nor under a rate limit: every read takes a grant first.)
+                let limited = shared.limiter.is_some();
+                if full && fence_ok && !paused && !limited && shared.has_held_room(size.current(), held_limit) {
                     // A full batch: probably more waiting. Read ahead if the budget has room.
                     if let Some(room) = shared.budget.room_for(size.current()) {
                         ahead = Some(PendingRead::ahead(send_read(&shared, reader.get(), room, None)));
@@ -306,6 +338,29 @@ fn send_read(
             (entries, charge)
         });
         Read { client, count, reply }
+    }
+}
+
+/// A rate-limited loop's wait on a stream its last read found empty: `XREAD BLOCK <block>
+/// COUNT 1 STREAMS <stream> $`, which ends when an entry is added (or after `block`) and
+/// delivers nothing to the group, so no grant is held while the stream is quiet. An entry
+/// added between the empty read and this wait is read at the latest after `block`.
+fn wait_for_entries(shared: &Arc<Shared>, client: Client, block_ms: u64) -> impl Future<Output = Read> + Send + 'static {
+    let shared = shared.clone();
+    async move {
+        let cmd = CustomCommand::new_static("XREAD", ClusterHash::Custom(slot(shared.stream())), true);
+        let args = vec![
+            Value::from_static_str("BLOCK"),
+            Value::Integer(i64::try_from(block_ms).unwrap_or(i64::MAX)),
+            Value::from_static_str("COUNT"),
+            Value::Integer(1),
+            Value::from_static_str("STREAMS"),
+            Value::from(shared.stream()),
+            Value::from_static_str("$"),
+        ];
+        let reply: Result<Value, FredError> = client.custom(cmd, args).await;
+        let reply = reply.map(|_| (Vec::new(), shared.budget.charge(&Vec::new())));
+        Read { client, count: 0, reply }
     }
 }
 

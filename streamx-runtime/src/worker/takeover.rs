@@ -419,6 +419,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a member that stopped");
                 }
                 super::dedupe::screen(&shared, claimed.iter().map(|c| &c.entry)).await;
+                // Rate-limited: they start once granted (held meanwhile, pending under this
+                // member, whose heartbeat goes on; at a shutdown the drain hands them back).
+                if !super::rate::grant_all(&shared, claimed.len()).await {
+                    break;
+                }
                 let (suspects, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.suspect);
                 for suspect in suspects {
                     let part = charge.split_for(&suspect.entry);
