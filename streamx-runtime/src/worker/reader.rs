@@ -179,6 +179,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
     // nothing (the next one then waits for entries before asking for a grant).
     let mut grant: Option<crate::rate_limit::Grant> = None;
     let mut idle = false;
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
 
     while !shutdown.is_cancelled() {
         let mut read = match ahead.take() {
@@ -210,16 +211,20 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                         PendingRead::Here(Box::pin(wait_for_entries(&shared, reader.get(), block_ms)))
                     }
                     Some(limiter) => {
-                        // Rate-limited (see `crate::rate_limit`): a grant first, then a read
-                        // of what it allows, without BLOCK (a read that blocked would start
-                        // its entries long after their grant). Asked for no more than the
-                        // free permits, so what is read starts at once.
-                        let Some(permit) = dispatch::take_one_permit(&shared).await else { break };
-                        let free = shared.permits.available_permits().saturating_add(1);
-                        drop(permit);
+                        // Rate-limited (see `crate::rate_limit`): permits first, then a grant
+                        // of no more, then a read of what it allows, without BLOCK (a read
+                        // that blocked would start its entries long after their grant). The
+                        // permits are held throughout, so what is read starts at once.
                         let (count, reserved) = room;
-                        let Some(g) = super::rate::grant(&shared, limiter, count.min(free)).await else { break };
+                        let Some(mut permits) = dispatch::take_one_permit(&shared).await else { break };
+                        let more = shared.permits.available_permits().min(count.min(limiter.most).saturating_sub(1));
+                        if let Ok(more) = shared.permits.clone().try_acquire_many_owned(more as u32) {
+                            permits.merge(more);
+                        }
+                        let want = permits.num_permits();
+                        let Some(g) = super::rate::grant(&shared, limiter, want).await else { break };
                         let count = g.count.min(count);
+                        held = permits.split(count);
                         grant = Some(g);
                         PendingRead::Here(Box::pin(send_read(&shared, reader.get(), (count, reserved), None)))
                     }
@@ -234,6 +239,8 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
             }
             joined = await_read(&shared, &reader, &mut read) => joined,
         };
+        // (The permits held for a rate-limited read go to its entries, or back.)
+        let read_permits = held.take();
         let Some(Read { client, count, reply }) = joined else {
             tracing::error!(consumer = %shared.name, "a read task panicked; reading again");
             continue;
@@ -266,7 +273,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                 if read > 0 {
                     super::dedupe::screen(&shared, &entries).await;
                     let entries = entries.into_iter().map(|e| (e, 1));
-                    match dispatch::start_queued(&shared, entries, charge, Some(&client)).await {
+                    match dispatch::start_queued(&shared, entries, charge, Some(&client), read_permits).await {
                         Dispatched::Stopped => break,
                         Dispatched::Started { waited } => size.after(count, read, waited),
                     }

@@ -464,7 +464,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     let Some(all) = deferred_charge.take() else { continue };
                     charge = all;
                 }
-                let dispatched = dispatch::start_queued(&shared, work, charge, None).await;
+                let dispatched = dispatch::start_queued(&shared, work, charge, None, None).await;
                 if caught_up {
                     catching_up = false;
                     shared.caught_up.cancel();
@@ -680,7 +680,7 @@ pub(crate) async fn take_up(shared: &Arc<Shared>, own: Vec<MessageId>) -> bool {
         drop(reserved);
         super::dedupe::screen(shared, claimed.iter().map(|c| &c.entry)).await;
         let work = claimed.into_iter().map(|c| (c.entry, c.count));
-        if let dispatch::Dispatched::Stopped = dispatch::start_queued(shared, work, charge, None).await {
+        if let dispatch::Dispatched::Stopped = dispatch::start_queued(shared, work, charge, None, None).await {
             return false;
         }
     }
