@@ -320,5 +320,14 @@ impl Limiter {
     }
 }
 
+/// The scripts of a rate-limited consumer, for the permission check.
+pub(crate) fn engine_scripts() -> Vec<crate::permissions::EngineScript> {
+    use crate::permissions::{EngineScript, Serves};
+    vec![
+        EngineScript { serves: Serves::RateLimit, name: "rate-limit grant", ident: "GRANT", script: &GRANT },
+        EngineScript { serves: Serves::RateLimit, name: "rate-limit refund", ident: "REFUND", script: &REFUND },
+    ]
+}
+
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,10 @@ pub(crate) const OPTIONAL: &[&str] = &["XACKDEL"];
 /// back to pipelined `XADD`s.
 pub(crate) const PRODUCER: &[&str] = &["EVAL"];
 
+/// Commands a rate-limited consumer's reader sends beside its grant scripts: `XREAD` waits
+/// for entries on a stream its last read found empty (see `crate::rate_limit`).
+pub(crate) const RATE_LIMITED: &[&str] = &["XREAD"];
+
 /// What the client sends to learn a cluster's layout (only on Redis Cluster).
 pub(crate) const CLUSTER: &[&str] = &["CLUSTER INFO", "CLUSTER SLOTS"];
 
@@ -75,6 +79,8 @@ pub(crate) enum Serves {
     /// delayed messages wait for a runtime that may promote them (so a rule written before
     /// delayed messages existed still starts its consumers).
     Promotion,
+    /// Consumers with a `rate_limit`.
+    RateLimit,
 }
 
 /// What the consumers of a runtime (or one consumer) use beyond every consumer's needs: the
@@ -84,17 +90,23 @@ pub(crate) struct Uses {
     pub dedupe: bool,
     pub retention: bool,
     pub promotion: bool,
+    pub rate_limit: bool,
 }
 
 impl Uses {
     /// Every feature: what the ACL rule grants (the README's rule), so a user given it may
     /// turn any feature on.
-    pub const ALL: Uses = Uses { dedupe: true, retention: true, promotion: true };
+    pub const ALL: Uses = Uses { dedupe: true, retention: true, promotion: true, rate_limit: true };
 
     /// What `consumer` uses that the check must require (promotion never is).
     pub fn of(consumer: &crate::consumer::Consumer) -> Uses {
         let o = &consumer.options;
-        Uses { dedupe: o.dedupe.is_some(), retention: o.retention.is_some() || o.delete_on_ack, promotion: false }
+        Uses {
+            dedupe: o.dedupe.is_some(),
+            retention: o.retention.is_some() || o.delete_on_ack,
+            promotion: false,
+            rate_limit: o.rate_limit.is_some(),
+        }
     }
 
     /// What any of `consumers` uses.
@@ -103,6 +115,7 @@ impl Uses {
             dedupe: a.dedupe || b.dedupe,
             retention: a.retention || b.retention,
             promotion: a.promotion || b.promotion,
+            rate_limit: a.rate_limit || b.rate_limit,
         })
     }
 
@@ -112,6 +125,7 @@ impl Uses {
             Serves::Dedupe => self.dedupe,
             Serves::Retention => self.retention,
             Serves::Promotion => self.promotion,
+            Serves::RateLimit => self.rate_limit,
         }
     }
 }
@@ -135,6 +149,7 @@ pub(crate) fn engine_scripts() -> Vec<EngineScript> {
     scripts.extend(crate::dead_letters::engine_scripts());
     scripts.extend(crate::retention::engine_scripts());
     scripts.extend(crate::scheduler::engine_scripts());
+    scripts.extend(crate::rate_limit::engine_scripts());
     scripts
 }
 
@@ -149,6 +164,9 @@ pub(crate) fn required_commands(cluster: bool, uses: Uses) -> Vec<String> {
     }
     for s in engine_scripts().into_iter().filter(|s| uses.needs(s.serves)) {
         all.extend(script_commands(s.script).unwrap_or_else(|e| e.found));
+    }
+    if uses.rate_limit {
+        all.extend(RATE_LIMITED.iter().map(|c| c.to_string()));
     }
     all.into_iter().collect()
 }
@@ -541,13 +559,18 @@ local s = [[redis.call('SET')]]
                 "XLEN",
                 "XPENDING",
                 "XRANGE",
+                // A rate-limited reader's wait on an empty stream (`rate_limit`).
+                "XREAD",
                 "XREADGROUP",
                 "XTRIM",
                 "ZADD",
                 "ZCARD",
                 "ZMSCORE",
+                // The rate-limit grant script's log (`rate_limit`).
+                "ZRANGE",
                 "ZRANGEBYSCORE",
                 "ZREM",
+                "ZREMRANGEBYSCORE",
                 "ZSCORE",
             ]
         );
@@ -651,7 +674,7 @@ local s = [[redis.call('SET')]]
             std::fs::read_to_string(format!("{root}/dead_letters.rs")).unwrap().replace("self.client.", "");
         files.push((format!("{root}/dead_letters.rs"), dead_letters));
         let listed = |c: &str| {
-            DIRECT.contains(&c)
+            DIRECT.contains(&c) || RATE_LIMITED.contains(&c)
                 || OPTIONAL.contains(&c)
                 || (c == "CLIENT" && DIRECT.iter().any(|d| d.starts_with("CLIENT ")))
         };
