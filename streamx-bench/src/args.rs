@@ -71,10 +71,13 @@ pub enum Phase {
     /// Issue 27: MessagePack against JSON: publish (`publish_batch_with`) and consume
     /// (drain at concurrency 8) msg/s and CPU per message, bytes per payload, as ratios.
     Codecs,
+    /// Issue 27: consume throughput with a rate limit that never binds (10,000,000/s)
+    /// against without one, as a ratio.
+    RateLimit,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 15] = [
+    pub const ALL: [Phase; 16] = [
         Phase::Produce,
         Phase::Concurrent,
         Phase::Consume,
@@ -90,6 +93,7 @@ impl Phase {
         Phase::Ordered,
         Phase::Topic,
         Phase::Codecs,
+        Phase::RateLimit,
     ];
 }
 

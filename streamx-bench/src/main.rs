@@ -23,6 +23,7 @@ mod args;
 mod batch_sizes;
 mod ceiling;
 mod codecs;
+mod rate_limit;
 mod concurrent;
 mod cost;
 mod features;

@@ -59,6 +59,7 @@ pub fn new_results(s: &Settings) -> Results {
         metrics: None,
         features: None,
         codecs: None,
+        rate_limit: None,
         ordered: Vec::new(),
         topic: None,
         targets: Vec::new(),
@@ -113,6 +114,9 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client, results: &mut Result
     }
     if s.runs(Phase::Codecs) {
         results.codecs = Some(crate::codecs::run(s, keys, admin).await?);
+    }
+    if s.runs(Phase::RateLimit) {
+        results.rate_limit = Some(crate::rate_limit::run(s, keys, admin).await?);
     }
     if s.runs(Phase::Ordered) {
         results.ordered = crate::ordered::run(s, keys, admin).await?;

@@ -33,6 +33,7 @@ struct Order {
     retention(max_len = 1000000, max_age = "7d"),
     delete_on_ack = true,
     codec = "json",
+    rate_limit = "500/s",
     crate = ::streamx,
 )]
 async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
