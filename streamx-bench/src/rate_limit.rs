@@ -52,10 +52,18 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client) -> Result<RateLimitR
             let stream = keys.stream(&format!("rate-{name}"));
             producer.publish_batch(&stream, &payloads).await?;
             let rate = drain(s, &stream, &keys.group(&format!("rate-{name}")), messages, with_limit).await;
-            raw::delete(admin, vec![stream.clone(), streamx::keys::rate_limit(&stream, &keys.group(&format!("rate-{name}")))]).await?;
+            raw::delete(
+                admin,
+                vec![stream.clone(), streamx::keys::rate_limit(&stream, &keys.group(&format!("rate-{name}")))],
+            )
+            .await?;
             let rate = rate?;
             note(&format!("   {name} run {}: consume {rate:.0} msg/s", r + 1));
-            if with_limit { limited.push(rate) } else { unlimited.push(rate) }
+            if with_limit {
+                limited.push(rate)
+            } else {
+                unlimited.push(rate)
+            }
         }
     }
     producer.close().await;

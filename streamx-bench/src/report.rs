@@ -406,7 +406,11 @@ impl Results {
         }
         if let Some(r) = &self.rate_limit {
             row(
-                format!("consume c={} with a rate limit that never binds (msg/s; {} events)", r.concurrency, count(r.messages as f64)),
+                format!(
+                    "consume c={} with a rate limit that never binds (msg/s; {} events)",
+                    r.concurrency,
+                    count(r.messages as f64)
+                ),
                 count(r.limited),
                 format!("{} without", count(r.unlimited)),
                 format!("{:.2}", r.limited / r.unlimited),

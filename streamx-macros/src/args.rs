@@ -598,7 +598,8 @@ fn parse_rate_limit(value: &Expr) -> syn::Result<Spanned<(u32, u64)>> {
     let (count, period) = text.split_once('/').ok_or_else(|| {
         fail("expected `<count>/<period>`, e.g. \"500/s\", \"30/min\", \"1000/h\" or \"10/500ms\"".into())
     })?;
-    let max: u32 = count.trim().parse().map_err(|_| fail(format!("the count `{}` is not a whole number", count.trim())))?;
+    let max: u32 =
+        count.trim().parse().map_err(|_| fail(format!("the count `{}` is not a whole number", count.trim())))?;
     if max == 0 {
         return Err(fail("the count must be at least 1 (leave `rate_limit` out for none)".into()));
     }
@@ -1440,10 +1441,16 @@ mod tests {
         assert!(ok(parse_quote!(stream = "s", group = "g")).rate_limit.is_none());
         assert_one(&err(parse_quote!(stream = "s", group = "g", rate_limit = "500")), "expected `<count>/<period>`");
         assert_one(&err(parse_quote!(stream = "s", group = "g", rate_limit = "0/s")), "the count must be at least 1");
-        assert_one(&err(parse_quote!(stream = "s", group = "g", rate_limit = "x/s")), "the count `x` is not a whole number");
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", rate_limit = "x/s")),
+            "the count `x` is not a whole number",
+        );
         assert_one(&err(parse_quote!(stream = "s", group = "g", rate_limit = "5/week")), "the period `week` is not");
         assert_one(&err(parse_quote!(stream = "s", group = "g", rate_limit = "5/2d")), "the period `2d` is not");
-        assert_one(&err(parse_quote!(stream = "s", group = "g", rate_limit = 5)), "expected string literal for `rate_limit`");
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", rate_limit = 5)),
+            "expected string literal for `rate_limit`",
+        );
     }
 
     #[test]

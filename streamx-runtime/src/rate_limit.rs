@@ -300,7 +300,12 @@ impl Limiter {
         Limiter {
             key: crate::keys::rate_limit(stream, group),
             limit,
-            args: [limit.max.to_string(), window.as_micros().to_string(), part.as_micros().to_string(), per_part.to_string()],
+            args: [
+                limit.max.to_string(),
+                window.as_micros().to_string(),
+                part.as_micros().to_string(),
+                per_part.to_string(),
+            ],
             most: per_part as usize,
             prefix: format!("{member_name}:"),
             next: AtomicU64::new(0),

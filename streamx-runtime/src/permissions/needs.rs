@@ -674,7 +674,8 @@ local s = [[redis.call('SET')]]
             std::fs::read_to_string(format!("{root}/dead_letters.rs")).unwrap().replace("self.client.", "");
         files.push((format!("{root}/dead_letters.rs"), dead_letters));
         let listed = |c: &str| {
-            DIRECT.contains(&c) || RATE_LIMITED.contains(&c)
+            DIRECT.contains(&c)
+                || RATE_LIMITED.contains(&c)
                 || OPTIONAL.contains(&c)
                 || (c == "CLIENT" && DIRECT.iter().any(|d| d.starts_with("CLIENT ")))
         };

@@ -105,7 +105,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         // claim did not use goes back. (A tick with nothing due costs the grant and its
         // refund: two round trips more per tick, for rate-limited consumers only.)
         let grant = match shared.limiter.as_ref() {
-            Some(limiter) => match super::rate::grant(&shared, limiter, limit).await {
+            Some(limiter) => match super::rate::grant(&shared, limiter, limit, &shared.stopping).await {
                 Some(g) => Some(g),
                 None => return,
             },

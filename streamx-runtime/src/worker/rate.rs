@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use fred::types::Value;
+use tokio_util::sync::CancellationToken;
 
 use super::shared::Shared;
 use crate::rate_limit::{Grant, Limiter, GRANT, REFUND};
@@ -13,12 +14,12 @@ use crate::retry_delay::RetryDelay;
 /// Waits for a grant of between 1 and `want` starts (at most what one grant gives, see
 /// [`Limiter`]): one round trip when the limit does not bind; refused, waits the time the
 /// script says (plus up to 10 % jitter, so refused processes do not ask in step). Redis
-/// errors are retried with backoff. `None` once the loop stops.
-pub(crate) async fn grant(shared: &Shared, limiter: &Limiter, want: usize) -> Option<Grant> {
+/// errors are retried with backoff. `None` once `stop` is cancelled.
+pub(crate) async fn grant(shared: &Shared, limiter: &Limiter, want: usize, stop: &CancellationToken) -> Option<Grant> {
     let mut backoff = RetryDelay::new();
     let mut waited_since: Option<Instant> = None;
     loop {
-        if shared.stopping.is_cancelled() {
+        if stop.is_cancelled() {
             return None;
         }
         let (args, member) = limiter.grant_args(want);
@@ -52,7 +53,7 @@ pub(crate) async fn grant(shared: &Shared, limiter: &Limiter, want: usize) -> Op
         };
         tokio::select! {
             biased;
-            _ = shared.stopping.cancelled() => return None,
+            _ = stop.cancelled() => return None,
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -64,7 +65,7 @@ pub(crate) async fn grant_all(shared: &Shared, n: usize) -> bool {
     let Some(limiter) = shared.limiter.as_ref() else { return true };
     let mut left = n;
     while left > 0 {
-        match grant(shared, limiter, left).await {
+        match grant(shared, limiter, left, &shared.stopping).await {
             Some(g) => left = left.saturating_sub(g.count),
             None => return false,
         }

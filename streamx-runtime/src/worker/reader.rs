@@ -222,7 +222,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                             permits.merge(more);
                         }
                         let want = permits.num_permits();
-                        let Some(g) = super::rate::grant(&shared, limiter, want).await else { break };
+                        let Some(g) = super::rate::grant(&shared, limiter, want, &shutdown).await else { break };
                         let count = g.count.min(count);
                         held = permits.split(count);
                         grant = Some(g);
@@ -352,7 +352,11 @@ fn send_read(
 /// COUNT 1 STREAMS <stream> $`, which ends when an entry is added (or after `block`) and
 /// delivers nothing to the group, so no grant is held while the stream is quiet. An entry
 /// added between the empty read and this wait is read at the latest after `block`.
-fn wait_for_entries(shared: &Arc<Shared>, client: Client, block_ms: u64) -> impl Future<Output = Read> + Send + 'static {
+fn wait_for_entries(
+    shared: &Arc<Shared>,
+    client: Client,
+    block_ms: u64,
+) -> impl Future<Output = Read> + Send + 'static {
     let shared = shared.clone();
     async move {
         let cmd = CustomCommand::new_static("XREAD", ClusterHash::Custom(slot(shared.stream())), true);

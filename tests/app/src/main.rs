@@ -152,8 +152,13 @@ struct Started {
 async fn limited(msg: Message<Job>) -> Result<(), HandlerError> {
     let at_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
     let producer = msg.state::<Producer>().ok_or("no producer in the runtime state")?;
-    let start =
-        Started { id: msg.id().to_string(), n: msg.payload().n, attempt: msg.attempt(), pid: std::process::id(), at_us };
+    let start = Started {
+        id: msg.id().to_string(),
+        n: msg.payload().n,
+        attempt: msg.attempt(),
+        pid: std::process::id(),
+        at_us,
+    };
     producer.publish("app.limited.starts", &start).await?;
     perform("limited", msg).await
 }

@@ -102,7 +102,9 @@ async fn two_processes_drain_500_at_100_a_second_never_exceeding_it_in_any_secon
         *m.entry(s.pid).or_default() += 1;
         m
     });
-    eprintln!("500 starts in {took:?}; at most {most} in any second; at most {most_pending} pending; by process {by_pid:?}");
+    eprintln!(
+        "500 starts in {took:?}; at most {most} in any second; at most {most_pending} pending; by process {by_pid:?}"
+    );
     assert!(most <= 100, "at most 100 starts in any 1 s window, saw {most}");
     assert!(
         took >= Duration::from_millis(4250) && took <= Duration::from_millis(5750),
@@ -151,9 +153,7 @@ async fn limits_a_stream_with_braces_on_a_three_master_cluster() {
     let b = start_runtime(&url, vec![consumer("b")]).await;
     let producer = Producer::connect(&url).await.unwrap();
     producer.publish_batch(stream, &(0..100u64).collect::<Vec<_>>()).await.unwrap();
-    wait_until(Duration::from_secs(30), "100 handled", || async { starts.lock().unwrap().len() >= 100 })
-        .await
-        .unwrap();
+    wait_until(Duration::from_secs(30), "100 handled", || async { starts.lock().unwrap().len() >= 100 }).await.unwrap();
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 
