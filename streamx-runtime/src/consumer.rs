@@ -303,7 +303,7 @@ macro_rules! option_setters {
         /// process, retries and take-overs included (attribute `rate_limit = "500/s"`;
         /// default: none). Messages beyond it wait unread in Redis. One-message stream
         /// consumers only (not batch, ordered or topic consumers: refused at start). See
-        /// [`RateLimit`]($crate::RateLimit) and the README's "Rate limits".
+        /// [`RateLimit`](crate::RateLimit) and the README's "Rate limits".
         pub $($constness)? fn rate_limit(mut self, limit: $crate::RateLimit) -> Self {
             self.options.rate_limit = ::std::option::Option::Some(limit);
             self

@@ -75,7 +75,7 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// At most `max` starts per `per` (checked when the runtime starts: `max` at least 1,
-    /// `per` between [`MIN_PERIOD`] and [`MAX_PERIOD`]).
+    /// `per` between 1 ms and 24 h, in whole milliseconds).
     pub const fn new(max: u32, per: Duration) -> Self {
         RateLimit { max, per }
     }
