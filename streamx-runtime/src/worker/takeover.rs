@@ -387,7 +387,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 } else {
                     Vec::new()
                 };
-                let Some(room) = shared.budget.wait_room_for(size.current(), &shared.stopping).await else { break };
+                // Rate-limited: at most one grant's worth per claim (granted before they start,
+                // below), so what one claim takes starts together, close to its grant.
+                let claim = shared.limiter.as_ref().map_or(size.current(), |l| size.current().min(l.most));
+                let Some(room) = shared.budget.wait_room_for(claim, &shared.stopping).await else { break };
                 // A suspect is claimed only with a permit in hand, so it starts the moment it
                 // arrives: its run is counted if this member stops holding it.
                 let suspect_permit = if isolating.running.load(Ordering::Acquire) {
@@ -407,7 +410,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 // reader starts after this claim's entries are dispatched (below).
                 // (A claim of this member's own entries looks at no other member's.)
                 let short = catching_up && !full && ahead.is_empty() && !own;
-                while full && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled() {
+                while full && shared.limiter.is_none() && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled()
+                {
                     let Some(room) = shared.budget.room_for(size.current()) else { break };
                     ahead.push_back(spawn_claim(&shared, room, None, Vec::new()));
                 }
