@@ -133,6 +133,46 @@ async fn retries_count_against_the_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn take_overs_of_a_killed_process_count_against_the_limit() {
+    let server = TestRedis::start(Topology::Standalone).unwrap();
+    let url = server.url();
+    let producer = Producer::connect(&url).await.unwrap();
+    // Handlers of 50 ms: the killed process holds several started, unacknowledged, and the
+    // two processes could start 320 a second (8 at a time each) without the limit.
+    let jobs: Vec<Job> = (0..300).map(|n| Job::sleep(n, 50)).collect();
+    producer.publish_batch(STREAM, &jobs).await.unwrap();
+    let mut doomed = spawn_worker(&url, "limited", &[]);
+    let mut survivor = spawn_worker(&url, "limited", &[]);
+    wait_until(Duration::from_secs(30), "the doomed process started handlers", || async {
+        starts(&url).await.iter().filter(|s| s.pid == doomed.id()).count() >= 20
+    })
+    .await
+    .unwrap();
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let inspector = Inspector::connect(&url).await.unwrap();
+    wait_until(Duration::from_secs(60), "every message handled, nothing pending", || async {
+        let started: HashSet<String> = starts(&url).await.into_iter().map(|s| s.id).collect();
+        let pending = inspector.group(STREAM, GROUP).await.ok().flatten().map(|g| g.pending);
+        started.len() == 300 && pending == Some(0)
+    })
+    .await
+    .unwrap();
+    sigterm(&survivor);
+    assert!(wait_exit(&mut survivor, Duration::from_secs(15)).await.success());
+
+    let starts = starts(&url).await;
+    let again = starts.len() - 300;
+    let most = most_in_any_window(starts.iter().map(|s| s.at_us).collect(), 1_000_000);
+    eprintln!(
+        "take-over: {} starts ({again} taken over and started again); at most {most} in any second",
+        starts.len()
+    );
+    assert!(again > 0, "the survivor took over what the killed process held");
+    assert!(most <= 100, "at most 100 starts (take-overs included) in any 1 s window, saw {most}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_a_stream_with_braces_on_a_three_master_cluster() {
     let cluster = RedisCluster::start(3, 0).unwrap();
     let url = cluster.url();
