@@ -9,7 +9,7 @@
 //! logged in one sorted set in the stream's hash slot ([`crate::keys::rate_limit`]): one
 //! member per grant (`<count>:<unique>`), scored by the grant's time on the Redis clock (µs,
 //! `TIME`: process clocks do not matter). [`GRANT`] drops what left the window, sums the
-//! counts left (O(grants in the window), not O(messages)) and grants what is left of the
+//! counts left (kept as a running sum: O(1) per grant amortised, not O(messages)) and grants what is left of the
 //! limit. A token bucket was not used: a full bucket of N plus its refill lets 2N starts into
 //! one window, and the promise is "never more than N in *any* window".
 //!
@@ -196,12 +196,18 @@ impl FromStr for RateLimit {
 /// `granted` > 0 and `wait` 0, or 0 and the milliseconds until a counted grant leaves the
 /// window (or the part) that refused.
 ///
+/// The log keeps the sum of its counts as the (negated) score of the member `#sum`, so a
+/// grant reads only the grants leaving the window (each once: O(1) per grant amortised),
+/// not the whole log; the grants of the last part are summed only when the pacing could bind
+/// (the window's sum plus the request reaches a part's most), and the oldest grant is read
+/// only on a refusal. Grants score their time (> 0), `#sum` scores ≤ 0.
+///
 /// Process dies before it runs: nothing happened. During: a script is atomic. After (the
 /// reply lost): the grant is spent unused, fewer starts, never more. Re-sent (fred re-sends
-/// after a reconnect): the same unique name re-scores the same member with the new count, so
-/// at most one grant per request stays logged, counted from the later time: fewer starts,
-/// never more. Times are formatted as integers (`%.0f`): Lua would print a µs timestamp with
-/// 14 significant digits.
+/// after a reconnect): a grant of the same count finds its member and adds nothing (`ZADD
+/// NX`); of another count, it is a second grant, counted and leaving the window on its own:
+/// fewer starts, never more. Times are formatted as integers (`%.0f`): Lua would print a µs timestamp with 14
+/// significant digits.
 pub(crate) static GRANT: LazyLock<Script> = LazyLock::new(|| {
     Script::from_lua(
         r#"
@@ -211,28 +217,40 @@ local part, per_part = tonumber(ARGV[3]), tonumber(ARGV[4])
 local want = tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now - window))
-local log = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-local sum, recent, oldest, oldest_recent = 0, 0, nil, nil
-for i = 1, #log, 2 do
-  local n = tonumber(string.match(log[i], '^(%d+):')) or 0
-  local at = tonumber(log[i + 1])
-  sum = sum + n
-  oldest = oldest or at
-  if at > now - part then
-    recent = recent + n
-    oldest_recent = oldest_recent or at
+local cutoff = string.format('%.0f', now - window)
+local gone = 0
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, '(0', cutoff)) do
+  gone = gone + (tonumber(string.match(m, '^(%d+):')) or 0)
+end
+if gone > 0 then
+  redis.call('ZREMRANGEBYSCORE', key, '(0', cutoff)
+  redis.call('ZINCRBY', key, gone, '#sum')
+end
+local sum = -(tonumber(redis.call('ZSCORE', key, '#sum')) or 0)
+if sum < 0 then sum = 0 end
+local recent = 0
+if sum + want > per_part then
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, string.format('(%.0f', now - part), '+inf')) do
+    recent = recent + (tonumber(string.match(m, '^(%d+):')) or 0)
   end
 end
 local granted = math.min(want, limit - sum, per_part - recent)
 if granted > 0 then
-  redis.call('ZADD', key, string.format('%.0f', now), granted .. ':' .. ARGV[6])
+  if redis.call('ZADD', key, 'NX', string.format('%.0f', now), granted .. ':' .. ARGV[6]) == 1 then
+    redis.call('ZINCRBY', key, -granted, '#sum')
+  end
   redis.call('PEXPIRE', key, math.ceil(window / 1000))
   return {granted, 0}
 end
 local wait = 0
-if sum >= limit and oldest then wait = oldest + window - now end
-if recent >= per_part and oldest_recent then wait = math.max(wait, oldest_recent + part - now) end
+if sum >= limit then
+  local oldest = redis.call('ZRANGEBYSCORE', key, '(0', '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if oldest[2] then wait = tonumber(oldest[2]) + window - now end
+end
+if recent >= per_part then
+  local first = redis.call('ZRANGEBYSCORE', key, string.format('(%.0f', now - part), '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if first[2] then wait = math.max(wait, tonumber(first[2]) + part - now) end
+end
 return {0, math.max(1, math.ceil(wait / 1000))}
 "#,
     )
@@ -255,6 +273,7 @@ n = tonumber(n)
 local back = math.min(tonumber(ARGV[2]), n)
 redis.call('ZREM', KEYS[1], ARGV[1])
 if n > back then redis.call('ZADD', KEYS[1], at, (n - back) .. ':' .. name) end
+redis.call('ZINCRBY', KEYS[1], back, '#sum')
 return back
 "#,
     )

@@ -565,11 +565,12 @@ local s = [[redis.call('SET')]]
                 "XTRIM",
                 "ZADD",
                 "ZCARD",
+                // The rate-limit grant script's running sum (`rate_limit`).
+                "ZINCRBY",
                 "ZMSCORE",
-                // The rate-limit grant script's log (`rate_limit`).
-                "ZRANGE",
                 "ZRANGEBYSCORE",
                 "ZREM",
+                // The rate-limit grant script's log (`rate_limit`).
                 "ZREMRANGEBYSCORE",
                 "ZSCORE",
             ]
