@@ -113,6 +113,7 @@ fn main() {
             delete_on_ack: true,
             ordered: Some(true),
             codec: streamx::Codec::Json,
+            rate_limit: Some(streamx::RateLimit::per_second(500)),
             ..ConsumerOptions::DEFAULT
         }
     );
