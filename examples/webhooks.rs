@@ -9,6 +9,12 @@
 //! with backoff, a 429 after its `Retry-After` (`HandlerError::retry_after`), another 4xx is
 //! permanent and dead-lettered at once. Set `WEBHOOK_ENDPOINT=host:port` to deliver to a
 //! real endpoint instead of the stand-in.
+//!
+//! Rate-limited per destination: each subscriber is a consumer group of its own, with its own
+//! `rate_limit` (here `subscriber-1`, at most 5 requests a second across every worker process,
+//! retries included), so a slow or strict endpoint is never flooded and the events beyond the
+//! limit wait unread in Redis. A second destination is a second `#[stream_consumer]` on the
+//! same stream with another group and its own limit.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -46,7 +52,8 @@ const RETRY_AFTER_SECS: u64 = 1;
     name = "webhooks",
     concurrency = 4,
     max_retries = 4,
-    backoff(initial = "100ms", max = "2s")
+    backoff(initial = "100ms", max = "2s"),
+    rate_limit = "5/s"
 )]
 async fn deliver(msg: Message<WebhookEvent>) -> Result<(), HandlerError> {
     let endpoint = *msg.state::<Endpoint>().ok_or("no endpoint in the state")?;
@@ -101,12 +108,15 @@ struct Subscriber {
     fixed: bool,
     /// Per event: how many requests, and when the last one came.
     seen: Mutex<HashMap<u64, (u32, Instant)>>,
+    /// When the subscriber started, for the `arrival:` lines.
+    started: Instant,
 }
 
 impl Subscriber {
     fn answer(&self, event: u64) -> u16 {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
+        println!("arrival: {} ms", (now - self.started).as_millis());
         let (earlier, previous) = seen.get(&event).copied().unwrap_or((0, now));
         seen.insert(event, (earlier + 1, now));
         let status = match event {
@@ -214,7 +224,7 @@ async fn worker(fixed: bool) -> Result<(), RecipeError> {
         Err(_) => {
             let listener = TcpListener::bind("127.0.0.1:0").await.map_err(RecipeError::io("binding the subscriber"))?;
             let addr = listener.local_addr().map_err(RecipeError::io("the subscriber's address"))?;
-            tokio::spawn(serve(listener, Subscriber { fixed, seen: Mutex::default() }));
+            tokio::spawn(serve(listener, Subscriber { fixed, seen: Mutex::default(), started: Instant::now() }));
             let state = if fixed { "fixed" } else { "buggy" };
             println!("webhooks: stand-in subscriber ({state}) listening on {addr}");
             Endpoint(addr)

@@ -390,6 +390,15 @@ async fn webhooks() {
         .parse()
         .unwrap();
     assert!(after_429 >= 1000, "Retry-After: 1 honoured: the next request came {after_429} ms later");
+    // Rate-limited to 5 requests a second for the destination: never more in any second.
+    let mut arrivals: Vec<u64> =
+        lines_starting(&out, "arrival: ").iter().map(|l| l[9..].trim_end_matches(" ms").parse().unwrap()).collect();
+    arrivals.sort_unstable();
+    assert_eq!(arrivals.len(), 8, "6 events, 2 retried: {out}");
+    for (i, &at) in arrivals.iter().enumerate() {
+        let in_second = arrivals[i..].iter().take_while(|&&later| later < at + 1000).count();
+        assert!(in_second <= 5, "at most 5 requests in any second, {in_second} from {at} ms: {arrivals:?}");
+    }
     let errors: Vec<(String, &str)> = letters(&dlq).await.into_iter().map(|l| (l.error, l.kind)).collect();
     let mut errors = errors;
     errors.sort();

@@ -74,10 +74,13 @@ pub enum Phase {
     /// Issue 27: consume throughput and CPU per message at concurrency 8 with one
     /// pass-through middleware layer against none (the default path), as ratios.
     Middleware,
+    /// Issue 27: consume throughput with a rate limit that never binds (10,000,000/s)
+    /// against without one, as a ratio.
+    RateLimit,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 16] = [
+    pub const ALL: [Phase; 17] = [
         Phase::Produce,
         Phase::Concurrent,
         Phase::Consume,
@@ -94,6 +97,7 @@ impl Phase {
         Phase::Topic,
         Phase::Codecs,
         Phase::Middleware,
+        Phase::RateLimit,
     ];
 }
 

@@ -32,6 +32,7 @@ mod middleware;
 mod ordered;
 mod phases;
 mod progress;
+mod rate_limit;
 mod raw;
 mod raw_producer;
 mod redis_stats;

@@ -60,6 +60,7 @@ pub fn new_results(s: &Settings) -> Results {
         features: None,
         codecs: None,
         middleware: None,
+        rate_limit: None,
         ordered: Vec::new(),
         topic: None,
         targets: Vec::new(),
@@ -117,6 +118,9 @@ pub async fn run(s: &Settings, keys: &Keys, admin: &Client, results: &mut Result
     }
     if s.runs(Phase::Middleware) {
         results.middleware = Some(crate::middleware::run(s, keys, admin).await?);
+    }
+    if s.runs(Phase::RateLimit) {
+        results.rate_limit = Some(crate::rate_limit::run(s, keys, admin).await?);
     }
     if s.runs(Phase::Ordered) {
         results.ordered = crate::ordered::run(s, keys, admin).await?;

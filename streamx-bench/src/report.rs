@@ -209,6 +209,7 @@ pub struct Results {
     pub features: Option<crate::features::FeaturesRow>,
     pub codecs: Option<crate::codecs::CodecRow>,
     pub middleware: Option<crate::middleware::MiddlewareRow>,
+    pub rate_limit: Option<crate::rate_limit::RateLimitRow>,
     pub ordered: Vec<crate::ordered::OrderedRow>,
     pub topic: Option<crate::topic::TopicRow>,
     pub targets: Vec<TargetCheck>,
@@ -402,6 +403,18 @@ impl Results {
                 count(o.ordered),
                 format!("{} 1 reader", count(o.unordered_one_reader)),
                 format!("{:.2}", o.ordered / o.unordered_one_reader),
+            );
+        }
+        if let Some(r) = &self.rate_limit {
+            row(
+                format!(
+                    "consume c={} with a rate limit that never binds (msg/s; {} events)",
+                    r.concurrency,
+                    count(r.messages as f64)
+                ),
+                count(r.limited),
+                format!("{} without", count(r.unlimited)),
+                format!("{:.2}", r.limited / r.unlimited),
             );
         }
         if let Some(c) = &self.codecs {

@@ -64,6 +64,8 @@ pub(crate) struct ConsumerArgs {
     pub(crate) timeout: Option<Spanned<u64>>,
     /// `dedupe = "24h"`, in whole milliseconds, at least 1.
     pub(crate) dedupe: Option<Spanned<u64>>,
+    /// `rate_limit = "500/s"`: `(max, period in ms)`, max at least 1, period 1 ms to 24 h.
+    pub(crate) rate_limit: Option<Spanned<(u32, u64)>>,
     /// `dlq_max_len = n` (at least 1) or `dlq_max_len = "unbounded"` (`None`).
     pub(crate) dlq_max_len: Option<Spanned<Option<u64>>>,
     /// `max_batch = n`, at least 1 (batch handlers only).
@@ -209,13 +211,15 @@ enum Key {
     Codec,
     /// `middleware = [path, ..]`
     Middleware,
+    /// `rate_limit = "..."`
+    RateLimit,
     /// `crate = path`
     Crate,
 }
 
 impl Key {
     /// Every key, in the order they are listed in error messages.
-    const ALL: [Key; 28] = [
+    const ALL: [Key; 29] = [
         Key::Stream,
         Key::Topic,
         Key::Shards,
@@ -243,6 +247,7 @@ impl Key {
         Key::DeleteOnAck,
         Key::Codec,
         Key::Middleware,
+        Key::RateLimit,
         Key::Crate,
     ];
 
@@ -269,6 +274,7 @@ impl Key {
             Key::MaxPayloadBytes => "max_payload_bytes",
             Key::Timeout => "timeout",
             Key::Dedupe => "dedupe",
+            Key::RateLimit => "rate_limit",
             Key::DlqMaxLen => "dlq_max_len",
             Key::MaxBatch => "max_batch",
             Key::BatchWait => "batch_wait",
@@ -303,6 +309,7 @@ impl Key {
             Key::MaxPayloadBytes => "max_payload_bytes = \"4MiB\"",
             Key::Timeout => "timeout = \"30s\"",
             Key::Dedupe => "dedupe = \"24h\"",
+            Key::RateLimit => "rate_limit = \"500/s\"",
             Key::DlqMaxLen => "dlq_max_len = 10000",
             Key::MaxBatch => "max_batch = 500",
             Key::BatchWait => "batch_wait = \"50ms\"",
@@ -359,6 +366,7 @@ impl ConsumerArgs {
         let mut max_payload_bytes = None;
         let mut timeout = None;
         let mut dedupe = None;
+        let mut rate_limit = None;
         let mut dlq_max_len = None;
         let mut max_batch = None;
         let mut batch_wait = None;
@@ -410,6 +418,7 @@ impl ConsumerArgs {
                 Key::MaxPayloadBytes => max_payload_bytes = errors.record(size_bytes(value, key)),
                 Key::Timeout => timeout = errors.record(duration_ms(value, key, false)),
                 Key::Dedupe => dedupe = errors.record(duration_ms(value, key, false)),
+                Key::RateLimit => rate_limit = errors.record(parse_rate_limit(value)),
                 Key::DlqMaxLen => dlq_max_len = errors.record(parse_dlq_max_len(value)),
                 Key::MaxBatch => max_batch = errors.record(positive_usize(value, key)),
                 Key::BatchWait => batch_wait = errors.record(duration_ms(value, key, true)),
@@ -470,6 +479,7 @@ impl ConsumerArgs {
                 max_payload_bytes,
                 timeout,
                 dedupe,
+                rate_limit,
                 dlq_max_len,
                 max_batch,
                 batch_wait,
@@ -586,6 +596,41 @@ fn positive_usize(value: &Expr, key: Key) -> syn::Result<Spanned<usize>> {
         return Err(syn::Error::new(parsed.span, format!("`{key}` must be at least 1")));
     }
     Ok(parsed)
+}
+
+/// `rate_limit = "500/s"`: `<count>/<period>`, the period a unit (`s`, `min`/`m`, `h`/`hour`)
+/// or a duration (`"500ms"`, `"2s"`), 1 ms to 24 h in whole milliseconds; the count at
+/// least 1. The runtime's `RateLimit::from_str` reads the same texts.
+fn parse_rate_limit(value: &Expr) -> syn::Result<Spanned<(u32, u64)>> {
+    let lit = string(value, Key::RateLimit)?;
+    let text = lit.value();
+    let fail = |why: String| syn::Error::new(lit.span(), format!("invalid rate limit {text:?}: {why}"));
+    let (count, period) = text.split_once('/').ok_or_else(|| {
+        fail("expected `<count>/<period>`, e.g. \"500/s\", \"30/min\", \"1000/h\" or \"10/500ms\"".into())
+    })?;
+    let max: u32 =
+        count.trim().parse().map_err(|_| fail(format!("the count `{}` is not a whole number", count.trim())))?;
+    if max == 0 {
+        return Err(fail("the count must be at least 1 (leave `rate_limit` out for none)".into()));
+    }
+    let period = period.trim();
+    let ms = match period {
+        "s" | "sec" | "second" => 1_000,
+        "m" | "min" | "minute" => 60_000,
+        "h" | "hour" => 3_600_000,
+        other => humantime::parse_duration(other)
+            .ok()
+            .filter(|d| d.subsec_nanos() % 1_000_000 == 0)
+            .and_then(|d| u64::try_from(d.as_millis()).ok())
+            .unwrap_or(0),
+    };
+    if !(1..=86_400_000).contains(&ms) {
+        return Err(fail(format!(
+            "the period `{period}` is not one of s, min (or m), h (or hour) or a duration such as \"500ms\", \
+             between 1ms and 24h in whole milliseconds"
+        )));
+    }
+    Ok(Spanned::new((max, ms), lit.span()))
 }
 
 /// A duration string such as `"2s"`, in whole milliseconds.
@@ -1277,7 +1322,8 @@ mod tests {
             "unknown argument `concurency`; expected one of: `stream`, `topic`, `shards`, `group`, `consumer`, \
              `name`, `concurrency`, `batch_size`, `readers`, `block`, `start`, `max_retries`, `backoff`, \
              `dlq`, `dlq_max_len`, `claim_idle`, `max_buffered_bytes`, `max_payload_bytes`, `timeout`, \
-             `dedupe`, `ordered`, `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `codec`, `middleware`, `crate`",
+             `dedupe`, `ordered`, `max_batch`, `batch_wait`, `retention`, `delete_on_ack`, `codec`, \
+             `middleware`, `rate_limit`, `crate`",
         );
     }
 
@@ -1440,6 +1486,32 @@ mod tests {
         assert_eq!(args.claim_idle.map(|c| c.value), Some(90_000));
         let args = ok(parse_quote!(stream = "s", group = "g", timeout = "200ms"));
         assert_eq!(args.timeout.map(|c| c.value), Some(200));
+    }
+
+    #[test]
+    fn rate_limit_is_a_count_per_period() {
+        let limit = |text: &str| {
+            let lit = LitStr::new(text, Span::call_site());
+            ok(parse_quote!(stream = "s", group = "g", rate_limit = #lit)).rate_limit.map(|r| r.value)
+        };
+        assert_eq!(limit("500/s"), Some((500, 1_000)));
+        assert_eq!(limit("30/min"), Some((30, 60_000)));
+        assert_eq!(limit("30/m"), Some((30, 60_000)));
+        assert_eq!(limit("1000/h"), Some((1000, 3_600_000)));
+        assert_eq!(limit("10/500ms"), Some((10, 500)));
+        assert!(ok(parse_quote!(stream = "s", group = "g")).rate_limit.is_none());
+        assert_one(&err(parse_quote!(stream = "s", group = "g", rate_limit = "500")), "expected `<count>/<period>`");
+        assert_one(&err(parse_quote!(stream = "s", group = "g", rate_limit = "0/s")), "the count must be at least 1");
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", rate_limit = "x/s")),
+            "the count `x` is not a whole number",
+        );
+        assert_one(&err(parse_quote!(stream = "s", group = "g", rate_limit = "5/week")), "the period `week` is not");
+        assert_one(&err(parse_quote!(stream = "s", group = "g", rate_limit = "5/2d")), "the period `2d` is not");
+        assert_one(
+            &err(parse_quote!(stream = "s", group = "g", rate_limit = 5)),
+            "expected string literal for `rate_limit`",
+        );
     }
 
     #[test]

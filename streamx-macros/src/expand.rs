@@ -334,6 +334,12 @@ fn setters(args: &ConsumerArgs, private: &TokenStream) -> TokenStream {
         let value = duration(private, dedupe.value, dedupe.span);
         out.extend(quote!(.dedupe(#value)));
     }
+    if let Some(rate_limit) = &args.rate_limit {
+        let (max, ms) = rate_limit.value;
+        let max = spanned(Literal::u32_unsuffixed(max), rate_limit.span);
+        let per = duration(private, ms, rate_limit.span);
+        out.extend(quote!(.rate_limit(#private::RateLimit::new(#max, #per))));
+    }
     if let Some(retention) = &args.retention {
         let r = &retention.value;
         let mut value = quote!(#private::Retention::new());

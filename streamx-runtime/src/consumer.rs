@@ -97,6 +97,9 @@ pub struct ConsumerOptions {
     /// (attribute `codec = "msgpack"` for [`Codec::MsgPack`](crate::Codec), with the
     /// `msgpack` feature).
     pub codec: crate::codec::Codec,
+    /// At most this many handler starts per period for the whole group, across every process
+    /// (attribute `rate_limit = "500/s"`; default: none). See [`crate::RateLimit`].
+    pub rate_limit: Option<crate::RateLimit>,
 }
 
 impl ConsumerOptions {
@@ -122,6 +125,7 @@ impl ConsumerOptions {
         topic: false,
         shards: None,
         codec: crate::codec::Codec::Json,
+        rate_limit: None,
     };
 
     /// Whether messages of one key are handled one at a time, in order (see
@@ -293,6 +297,15 @@ macro_rules! option_setters {
         /// it whatever this says.
         pub $($constness)? fn codec(mut self, codec: $crate::codec::Codec) -> Self {
             self.options.codec = codec;
+            self
+        }
+        /// At most `limit` handler starts per period for the whole group, across every
+        /// process, retries and take-overs included (attribute `rate_limit = "500/s"`;
+        /// default: none). Messages beyond it wait unread in Redis. One-message stream
+        /// consumers only (not batch, ordered or topic consumers: refused at start). See
+        /// [`RateLimit`](crate::RateLimit) and the README's "Rate limits".
+        pub $($constness)? fn rate_limit(mut self, limit: $crate::RateLimit) -> Self {
+            self.options.rate_limit = ::std::option::Option::Some(limit);
             self
         }
     };

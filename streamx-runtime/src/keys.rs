@@ -97,13 +97,15 @@ pub enum KeyKind<'a> {
     /// The pause flag of a group (`paused`): present while the group is paused; see
     /// [`paused`].
     Paused(&'a str),
+    /// The log of rate-limit grants of a group (`ratelimit`); see [`rate_limit`].
+    RateLimit(&'a str),
 }
 
 impl<'a> KeyKind<'a> {
     /// Every kind of key of a stream and its `group`: the stream's own kinds and those per
     /// group for `group`. [`Published`](Self::Published) is not among them: there is one such
     /// key per idempotency key (each expires on its own).
-    pub fn all(group: &'a str) -> [KeyKind<'a>; 14] {
+    pub fn all(group: &'a str) -> [KeyKind<'a>; 15] {
         [
             KeyKind::DeadLetters,
             KeyKind::RetrySchedule(group),
@@ -119,6 +121,7 @@ impl<'a> KeyKind<'a> {
             KeyKind::ShardLease(group),
             KeyKind::ShardEpoch(group),
             KeyKind::Paused(group),
+            KeyKind::RateLimit(group),
         ]
     }
 
@@ -141,6 +144,7 @@ impl<'a> KeyKind<'a> {
             KeyKind::ShardEpoch(_) => "shard-epoch",
             KeyKind::PeriodicState(_) => "periodic",
             KeyKind::Paused(_) => "paused",
+            KeyKind::RateLimit(_) => "ratelimit",
         }
     }
 
@@ -162,7 +166,8 @@ impl<'a> KeyKind<'a> {
             | KeyKind::Handled(group)
             | KeyKind::ShardLease(group)
             | KeyKind::ShardEpoch(group)
-            | KeyKind::Paused(group) => Some(group),
+            | KeyKind::Paused(group)
+            | KeyKind::RateLimit(group) => Some(group),
         }
     }
 
@@ -342,6 +347,13 @@ pub fn shard_epoch(shard: &str, group: &str) -> String {
 /// RDB). For a topic, `stream` is the topic's name: one flag pauses every shard.
 pub fn paused(stream: &str, group: &str) -> String {
     derived_key(stream, KeyKind::Paused(group))
+}
+
+/// The grant log of `group`'s rate limit on `stream` (see [`crate::RateLimit`]): a sorted set
+/// of grants (member `<count>:<unique>`, score the grant's Redis time in µs) covering the last
+/// window, expiring a window after the last grant.
+pub fn rate_limit(stream: &str, group: &str) -> String {
+    derived_key(stream, KeyKind::RateLimit(group))
 }
 
 /// The record of a topic: a hash with its shard count (`shards`), layout version (`layout`)

@@ -29,6 +29,7 @@ mod periodic;
 mod permissions;
 mod policy;
 mod producer;
+mod rate_limit;
 mod registry;
 pub mod retention;
 mod retry_delay;
@@ -70,6 +71,7 @@ pub use periodic::{
 pub use policy::{Backoff, DeadLetterTarget, RetryPolicy, StartFrom, DEFAULT_DLQ_MAX_LEN};
 pub use producer::layer::{Outgoing, PublishLayer, PublishRefused};
 pub use producer::{Producer, PublishOptions};
+pub use rate_limit::{ParseRateLimitError, RateLimit};
 pub use registry::{registered, Registration};
 pub use retention::Retention;
 pub use runtime::{
@@ -103,6 +105,7 @@ pub mod __private {
     /// What the `#[periodic]` trampoline returns: the encoded payload, or why there is none.
     pub type PeriodicFuture = BoxFuture<'static, ::core::result::Result<bytes::Bytes, String>>;
     pub use crate::policy::{Backoff, DeadLetterTarget, StartFrom};
+    pub use crate::rate_limit::RateLimit;
     pub use crate::registry::Registration;
     pub use crate::retention::Retention;
 }

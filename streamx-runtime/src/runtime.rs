@@ -542,6 +542,20 @@ fn validate(c: &Consumer, url: &RedisUrl, cleanup_idle: Duration) -> Result<()> 
             "`shards` applies to a topic only (Consumer::topic, or `topic = \"...\"` in the attribute)".into(),
         );
     }
+    if let Some(limit) = o.rate_limit {
+        if let Err(e) = limit.check() {
+            return invalid(format!("rate_limit {limit}: {e}"));
+        }
+        if c.is_batch() || o.topic || o.effective_ordered() {
+            // Each of these starts entries later than it reads them (a batch fills, a key
+            // waits its turn), so starts could bunch beyond the grants: refused, not ignored.
+            return invalid(
+                "rate_limit applies to one-message, unordered stream consumers only (not batch, ordered or topic \
+                 consumers)"
+                    .into(),
+            );
+        }
+    }
     if o.timeout.is_some_and(|t| t.is_zero()) {
         return invalid("timeout must be longer than zero (leave it unset for no timeout)".into());
     }

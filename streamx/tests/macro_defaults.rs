@@ -71,3 +71,13 @@ fn backoff_max_alone_keeps_the_runtime_initial_and_multiplier() {
     let backoff = options("max_only").retry.backoff;
     assert_eq!(backoff, Backoff { max: Duration::from_secs(3600), ..Backoff::DEFAULT });
 }
+
+#[stream_consumer(stream = "orders", group = "limited", rate_limit = "10/500ms")]
+async fn limited(_msg: Message<Order>) {}
+
+#[test]
+fn rate_limit_alone_sets_only_the_limit() {
+    let options = options("limited");
+    assert_eq!(options.rate_limit, Some(streamx::RateLimit::new(10, Duration::from_millis(500))));
+    assert_eq!(options, ConsumerOptions { rate_limit: options.rate_limit, ..ConsumerOptions::DEFAULT });
+}

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 use super::*;
 
 /// Every kind of `group`, with a name for messages.
-fn kinds(group: &str) -> [KeyKind<'_>; 14] {
+fn kinds(group: &str) -> [KeyKind<'_>; 15] {
     KeyKind::all(group)
 }
 

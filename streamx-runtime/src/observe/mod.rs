@@ -40,6 +40,21 @@ pub(crate) fn paused_gauge(stream: &str, group: &str) -> metrics::Gauge {
     metrics::gauge!(names::CONSUMER_PAUSED, &labels)
 }
 
+/// The metrics of a rate-limited group on `stream`: granted starts, refusals and time waited
+/// ([`names::RATE_LIMIT_GRANTED`], [`names::RATE_LIMIT_WAITS`],
+/// [`names::RATE_LIMIT_WAIT_SECONDS`]).
+pub(crate) fn rate_limit_metrics(
+    stream: &str,
+    group: &str,
+) -> (metrics::Counter, metrics::Counter, metrics::Histogram) {
+    let labels = [(names::LABEL_STREAM, stream.to_string()), (names::LABEL_GROUP, group.to_string())];
+    (
+        metrics::counter!(names::RATE_LIMIT_GRANTED, &labels),
+        metrics::counter!(names::RATE_LIMIT_WAITS, &labels),
+        metrics::histogram!(names::RATE_LIMIT_WAIT_SECONDS, &labels),
+    )
+}
+
 /// Whether a `metrics` recorder (global, or local to this thread) is installed. Without one,
 /// the facade hands out no-op handles; the runtime then skips the clock reads that only
 /// histograms need.

@@ -72,6 +72,18 @@ pub const PERIODIC_SKIPPED: &str = "streamx_periodic_skipped_total";
 /// [`crate::Inspector::pause`]), 0 otherwise, as this runtime last saw it.
 pub const CONSUMER_PAUSED: &str = "streamx_consumer_paused";
 
+/// Counter, labels `stream`, `group`: handler starts a rate-limited consumer was granted
+/// (see [`crate::RateLimit`]; what a short read returned unused is not deducted).
+pub const RATE_LIMIT_GRANTED: &str = "streamx_rate_limit_granted_total";
+
+/// Counter, labels `stream`, `group`: times a rate-limited consumer was refused a grant and
+/// waited (the limit bound).
+pub const RATE_LIMIT_WAITS: &str = "streamx_rate_limit_waits_total";
+
+/// Histogram, labels `stream`, `group`: how long a rate-limited consumer's refused requests
+/// waited until granted (its throttling; its sum is the time spent throttled).
+pub const RATE_LIMIT_WAIT_SECONDS: &str = "streamx_rate_limit_wait_seconds";
+
 /// Label: the stream.
 pub const LABEL_STREAM: &str = "stream";
 /// Label: the consumer group.

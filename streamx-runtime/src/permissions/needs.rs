@@ -52,6 +52,10 @@ pub(crate) const OPTIONAL: &[&str] = &["XACKDEL"];
 /// back to pipelined `XADD`s.
 pub(crate) const PRODUCER: &[&str] = &["EVAL"];
 
+/// Commands a rate-limited consumer's reader sends beside its grant scripts: `XREAD` waits
+/// for entries on a stream its last read found empty (see `crate::rate_limit`).
+pub(crate) const RATE_LIMITED: &[&str] = &["XREAD"];
+
 /// What the client sends to learn a cluster's layout (only on Redis Cluster).
 pub(crate) const CLUSTER: &[&str] = &["CLUSTER INFO", "CLUSTER SLOTS"];
 
@@ -77,6 +81,8 @@ pub(crate) enum Serves {
     Promotion,
     /// Runtimes with periodic jobs (the publish of a tick).
     Periodic,
+    /// Consumers with a `rate_limit`.
+    RateLimit,
 }
 
 /// What the consumers of a runtime (or one consumer) use beyond every consumer's needs: the
@@ -87,12 +93,13 @@ pub(crate) struct Uses {
     pub retention: bool,
     pub promotion: bool,
     pub periodic: bool,
+    pub rate_limit: bool,
 }
 
 impl Uses {
     /// Every feature: what the ACL rule grants (the README's rule), so a user given it may
     /// turn any feature on.
-    pub const ALL: Uses = Uses { dedupe: true, retention: true, promotion: true, periodic: true };
+    pub const ALL: Uses = Uses { dedupe: true, retention: true, promotion: true, periodic: true, rate_limit: true };
 
     /// What `consumer` uses that the check must require (promotion never is).
     pub fn of(consumer: &crate::consumer::Consumer) -> Uses {
@@ -102,6 +109,7 @@ impl Uses {
             retention: o.retention.is_some() || o.delete_on_ack,
             promotion: false,
             periodic: false,
+            rate_limit: o.rate_limit.is_some(),
         }
     }
 
@@ -112,6 +120,7 @@ impl Uses {
             retention: a.retention || b.retention,
             promotion: a.promotion || b.promotion,
             periodic: a.periodic || b.periodic,
+            rate_limit: a.rate_limit || b.rate_limit,
         })
     }
 
@@ -122,6 +131,7 @@ impl Uses {
             Serves::Retention => self.retention,
             Serves::Promotion => self.promotion,
             Serves::Periodic => self.periodic,
+            Serves::RateLimit => self.rate_limit,
         }
     }
 }
@@ -146,6 +156,7 @@ pub(crate) fn engine_scripts() -> Vec<EngineScript> {
     scripts.extend(crate::retention::engine_scripts());
     scripts.extend(crate::scheduler::engine_scripts());
     scripts.push(crate::periodic::engine_script());
+    scripts.extend(crate::rate_limit::engine_scripts());
     scripts
 }
 
@@ -160,6 +171,9 @@ pub(crate) fn required_commands(cluster: bool, uses: Uses) -> Vec<String> {
     }
     for s in engine_scripts().into_iter().filter(|s| uses.needs(s.serves)) {
         all.extend(script_commands(s.script).unwrap_or_else(|e| e.found));
+    }
+    if uses.rate_limit {
+        all.extend(RATE_LIMITED.iter().map(|c| c.to_string()));
     }
     all.into_iter().collect()
 }
@@ -575,13 +589,19 @@ local s = [[redis.call('SET')]]
                 "XLEN",
                 "XPENDING",
                 "XRANGE",
+                // A rate-limited reader's wait on an empty stream (`rate_limit`).
+                "XREAD",
                 "XREADGROUP",
                 "XTRIM",
                 "ZADD",
                 "ZCARD",
+                // The rate-limit grant script's running sum (`rate_limit`).
+                "ZINCRBY",
                 "ZMSCORE",
                 "ZRANGEBYSCORE",
                 "ZREM",
+                // The rate-limit grant script's log (`rate_limit`).
+                "ZREMRANGEBYSCORE",
                 "ZSCORE",
             ]
         );
@@ -683,6 +703,7 @@ local s = [[redis.call('SET')]]
         files.push((format!("{root}/dead_letters.rs"), dead_letters));
         let listed = |c: &str| {
             DIRECT.contains(&c)
+                || RATE_LIMITED.contains(&c)
                 || OPTIONAL.contains(&c)
                 || (c == "CLIENT" && DIRECT.iter().any(|d| d.starts_with("CLIENT ")))
         };

@@ -154,11 +154,15 @@ pub(crate) enum Dispatched {
 /// permits, not per entry (the hot path of every read), before any wait: nothing that reads
 /// it (the drain, a restarted reader) can look in between, as both run only once this task
 /// has ended.
+///
+/// `held`: permits the caller took for these entries (a rate-limited read takes them before
+/// its grant, so what was granted never waits for a permit), used before any other.
 pub(crate) async fn start_queued(
     shared: &Arc<Shared>,
     entries: impl IntoIterator<Item = (RawEntry, u32)>,
     charge: Charge,
     ack_via: Option<&Client>,
+    mut held: Option<OwnedSemaphorePermit>,
 ) -> Dispatched {
     let mut charge = RunCharge { charge, done: 0 };
     // Inline successes are counted with their run, as their acks are sent: one bump of the
@@ -195,6 +199,7 @@ pub(crate) async fn start_queued(
             ack(std::mem::take(&mut acks));
             charge.release_done();
             drop(spare.take());
+            drop(held.take());
             if !shared.pause().wait_resumed(&shared.stopping).await {
                 return Dispatched::Stopped;
             }
@@ -210,7 +215,8 @@ pub(crate) async fn start_queued(
             },
             _ => entry,
         };
-        let permit = match spare.take().map_or_else(|| shared.permits.clone().try_acquire_owned(), Ok) {
+        let permit = spare.take().or_else(|| held.as_mut().and_then(|h| h.split(1)));
+        let permit = match permit.map_or_else(|| shared.permits.clone().try_acquire_owned(), Ok) {
             Ok(permit) => permit,
             Err(_) => {
                 waited = true;

@@ -29,6 +29,7 @@ mod held;
 mod notified;
 mod ordering;
 mod promoter;
+mod rate;
 mod reader;
 mod retries;
 mod sampler;

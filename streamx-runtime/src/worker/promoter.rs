@@ -100,6 +100,18 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
         };
         let limit = room.min(permits.num_permits()).min(MAX_PROMOTED);
+        // Rate-limited (see `crate::rate_limit`): a grant first, with the permits in hand (so
+        // what is granted starts at once), then a claim of no more than granted; what the
+        // claim did not use goes back. (A tick with nothing due costs the grant and its
+        // refund: two round trips more per tick, for rate-limited consumers only.)
+        let grant = match shared.limiter.as_ref() {
+            Some(limiter) => match super::rate::grant(&shared, limiter, limit, &shared.stopping).await {
+                Some(g) => Some(g),
+                None => return,
+            },
+            None => None,
+        };
+        let limit = grant.as_ref().map_or(limit, |g| g.count.min(limit));
         let args = vec![
             shared.group().to_string(),
             shared.member_name().to_string(),
@@ -118,6 +130,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 let charge = shared.budget.charge(claimed.iter().map(|c| &c.entry));
                 drop(reserved); // the estimate gives way to what was claimed
                 super::dedupe::screen(&shared, claimed.iter().map(|c| &c.entry)).await;
+                if let (Some(limiter), Some(g)) = (shared.limiter.as_ref(), grant) {
+                    super::rate::refund(&shared, limiter, &g, claimed.len()).await;
+                }
                 dispatch::start_claimed(&shared, claimed, permits, charge);
             }
             Err(e) => {

@@ -175,6 +175,11 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
     let block_ms = options.block.as_millis().max(1) as u64;
     let mut backoff = RetryDelay::new();
     let mut ahead: Option<PendingRead> = None;
+    // Rate-limited only: the grant of the read in flight, and whether the last read found
+    // nothing (the next one then waits for entries before asking for a grant).
+    let mut grant: Option<crate::rate_limit::Grant> = None;
+    let mut idle = false;
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
 
     while !shutdown.is_cancelled() {
         let mut read = match ahead.take() {
@@ -200,7 +205,30 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                     break;
                 }
                 let Some(room) = shared.budget.wait_room_for(size.current(), &shutdown).await else { break };
-                PendingRead::Here(Box::pin(send_read(&shared, reader.get(), room, Some(block_ms))))
+                match shared.limiter.as_ref() {
+                    None => PendingRead::Here(Box::pin(send_read(&shared, reader.get(), room, Some(block_ms)))),
+                    Some(_) if std::mem::take(&mut idle) => {
+                        PendingRead::Here(Box::pin(wait_for_entries(&shared, reader.get(), block_ms)))
+                    }
+                    Some(limiter) => {
+                        // Rate-limited (see `crate::rate_limit`): permits first, then a grant
+                        // of no more, then a read of what it allows, without BLOCK (a read
+                        // that blocked would start its entries long after their grant). The
+                        // permits are held throughout, so what is read starts at once.
+                        let (count, reserved) = room;
+                        let Some(mut permits) = dispatch::take_one_permit(&shared).await else { break };
+                        let more = shared.permits.available_permits().min(count.min(limiter.most).saturating_sub(1));
+                        if let Ok(more) = shared.permits.clone().try_acquire_many_owned(more as u32) {
+                            permits.merge(more);
+                        }
+                        let want = permits.num_permits();
+                        let Some(g) = super::rate::grant(&shared, limiter, want, &shutdown).await else { break };
+                        let count = g.count.min(count);
+                        held = permits.split(count);
+                        grant = Some(g);
+                        PendingRead::Here(Box::pin(send_read(&shared, reader.get(), (count, reserved), None)))
+                    }
+                }
             }
         };
         let joined = tokio::select! {
@@ -211,6 +239,8 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
             }
             joined = await_read(&shared, &reader, &mut read) => joined,
         };
+        // (The permits held for a rate-limited read go to its entries, or back.)
+        let read_permits = held.take();
         let Some(Read { client, count, reply }) = joined else {
             tracing::error!(consumer = %shared.name, "a read task panicked; reading again");
             continue;
@@ -218,13 +248,22 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
         match reply {
             Ok((entries, charge)) => {
                 backoff.reset();
+                if let (Some(limiter), Some(g)) = (shared.limiter.as_ref(), grant.take()) {
+                    // A short read: the stream ran dry; what it did not use goes back.
+                    if entries.len() < g.count {
+                        super::rate::refund(&shared, limiter, &g, entries.len()).await;
+                        idle = entries.is_empty();
+                    }
+                }
                 shared.readiness.reading();
                 let full = entries.len() >= count;
                 // (A topic shard reads ahead only while its lease surely outlasts the read.)
                 let fence_ok = shared.fence().is_none_or(|f| f.holds_for() > crate::topic::fence::READ_MARGIN * 2);
                 // (Nor while the group is paused: see `crate::pause`.)
                 let paused = shared.pause().is_paused();
-                if full && fence_ok && !paused && shared.has_held_room(size.current(), held_limit) {
+                // (Nor under a rate limit: every read takes a grant first.)
+                let limited = shared.limiter.is_some();
+                if full && fence_ok && !paused && !limited && shared.has_held_room(size.current(), held_limit) {
                     // A full batch: probably more waiting. Read ahead if the budget has room.
                     if let Some(room) = shared.budget.room_for(size.current()) {
                         ahead = Some(PendingRead::ahead(send_read(&shared, reader.get(), room, None)));
@@ -234,7 +273,7 @@ async fn read_loop(shared: Arc<Shared>, index: usize, readers: usize, shutdown: 
                 if read > 0 {
                     super::dedupe::screen(&shared, &entries).await;
                     let entries = entries.into_iter().map(|e| (e, 1));
-                    match dispatch::start_queued(&shared, entries, charge, Some(&client)).await {
+                    match dispatch::start_queued(&shared, entries, charge, Some(&client), read_permits).await {
                         Dispatched::Stopped => break,
                         Dispatched::Started { waited } => size.after(count, read, waited),
                     }
@@ -306,6 +345,33 @@ fn send_read(
             (entries, charge)
         });
         Read { client, count, reply }
+    }
+}
+
+/// A rate-limited loop's wait on a stream its last read found empty: `XREAD BLOCK <block>
+/// COUNT 1 STREAMS <stream> $`, which ends when an entry is added (or after `block`) and
+/// delivers nothing to the group, so no grant is held while the stream is quiet. An entry
+/// added between the empty read and this wait is read at the latest after `block`.
+fn wait_for_entries(
+    shared: &Arc<Shared>,
+    client: Client,
+    block_ms: u64,
+) -> impl Future<Output = Read> + Send + 'static {
+    let shared = shared.clone();
+    async move {
+        let cmd = CustomCommand::new_static("XREAD", ClusterHash::Custom(slot(shared.stream())), true);
+        let args = vec![
+            Value::from_static_str("BLOCK"),
+            Value::Integer(i64::try_from(block_ms).unwrap_or(i64::MAX)),
+            Value::from_static_str("COUNT"),
+            Value::Integer(1),
+            Value::from_static_str("STREAMS"),
+            Value::from(shared.stream()),
+            Value::from_static_str("$"),
+        ];
+        let reply: Result<Value, FredError> = client.custom(cmd, args).await;
+        let reply = reply.map(|_| (Vec::new(), shared.budget.charge(&Vec::new())));
+        Read { client, count: 0, reply }
     }
 }
 

@@ -80,6 +80,8 @@ pub(crate) struct Shared {
     pub dedupe: Option<Arc<super::dedupe::Dedupe>>,
     /// The key gate, for a consumer with `ordered` (see [`super::ordering`]).
     pub gate: Option<super::ordering::KeyGate>,
+    /// The group's rate limit (see [`crate::rate_limit`]), if it has one.
+    pub limiter: Option<crate::rate_limit::Limiter>,
     /// When the heartbeat last got through again after failing (Redis unreachable or
     /// restarted): every consumer's heartbeat looks stale for a while after an outage.
     recovered_at: Mutex<Option<Instant>>,
@@ -143,9 +145,13 @@ impl Shared {
             .map(|window| Arc::new(super::dedupe::Dedupe::new(&consumer.stream, &consumer.group, window)));
         let stats = settings.stats.clone().unwrap_or_default();
         let gate = options.effective_ordered().then(|| super::ordering::KeyGate::new(settings.max_buffered_bytes));
+        let limiter = options.rate_limit.map(|limit| {
+            crate::rate_limit::Limiter::new(&consumer.stream, &consumer.group, &settings.member_name, limit)
+        });
         let shared = Shared {
             dedupe,
             gate,
+            limiter,
             name: consumer.name.to_string(),
             handler,
             slots,

@@ -387,7 +387,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 } else {
                     Vec::new()
                 };
-                let Some(room) = shared.budget.wait_room_for(size.current(), &shared.stopping).await else { break };
+                // Rate-limited: at most one grant's worth per claim (granted before they start,
+                // below), so what one claim takes starts together, close to its grant.
+                let claim = shared.limiter.as_ref().map_or(size.current(), |l| size.current().min(l.most));
+                let Some(room) = shared.budget.wait_room_for(claim, &shared.stopping).await else { break };
                 // A suspect is claimed only with a permit in hand, so it starts the moment it
                 // arrives: its run is counted if this member stops holding it.
                 let suspect_permit = if isolating.running.load(Ordering::Acquire) {
@@ -407,7 +410,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 // reader starts after this claim's entries are dispatched (below).
                 // (A claim of this member's own entries looks at no other member's.)
                 let short = catching_up && !full && ahead.is_empty() && !own;
-                while full && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled() {
+                while full && shared.limiter.is_none() && ahead.len() < CLAIMS_AHEAD && !shared.stopping.is_cancelled()
+                {
                     let Some(room) = shared.budget.room_for(size.current()) else { break };
                     ahead.push_back(spawn_claim(&shared, room, None, Vec::new()));
                 }
@@ -419,6 +423,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a member that stopped");
                 }
                 super::dedupe::screen(&shared, claimed.iter().map(|c| &c.entry)).await;
+                // Rate-limited: they start once granted (held meanwhile, pending under this
+                // member, whose heartbeat goes on; at a shutdown the drain hands them back).
+                if !super::rate::grant_all(&shared, claimed.len()).await {
+                    break;
+                }
                 let (suspects, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.suspect);
                 for suspect in suspects {
                     let part = charge.split_for(&suspect.entry);
@@ -459,7 +468,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     let Some(all) = deferred_charge.take() else { continue };
                     charge = all;
                 }
-                let dispatched = dispatch::start_queued(&shared, work, charge, None).await;
+                let dispatched = dispatch::start_queued(&shared, work, charge, None, None).await;
                 if caught_up {
                     catching_up = false;
                     shared.caught_up.cancel();
@@ -675,7 +684,7 @@ pub(crate) async fn take_up(shared: &Arc<Shared>, own: Vec<MessageId>) -> bool {
         drop(reserved);
         super::dedupe::screen(shared, claimed.iter().map(|c| &c.entry)).await;
         let work = claimed.into_iter().map(|c| (c.entry, c.count));
-        if let dispatch::Dispatched::Stopped = dispatch::start_queued(shared, work, charge, None).await {
+        if let dispatch::Dispatched::Stopped = dispatch::start_queued(shared, work, charge, None, None).await {
             return false;
         }
     }

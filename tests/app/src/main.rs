@@ -167,6 +167,43 @@ async fn pausable(msg: Message<Job>) -> Result<(), HandlerError> {
     perform("pausable", msg).await
 }
 
+/// A handler start of the rate-limited consumer (`tests/rate_limit.rs`), in
+/// `app.limited.starts`: the wall clock (µs since the Unix epoch) read first thing in the
+/// handler; every worker runs on the test's machine, so one clock.
+#[derive(Debug, Serialize)]
+struct Started {
+    id: String,
+    n: u64,
+    attempt: u32,
+    pid: u32,
+    at_us: u64,
+}
+
+/// A consumer for the rate-limit tests (`tests/rate_limit.rs`): at most 100 handler starts a
+/// second for the whole group; records each start, then does the job like `jobs`.
+#[stream_consumer(
+    stream = "app.limited",
+    group = "limiters",
+    name = "limited",
+    concurrency = 8,
+    claim_idle = "1s",
+    rate_limit = "100/s",
+    backoff(initial = "100ms", multiplier = 1.0, max = "100ms")
+)]
+async fn limited(msg: Message<Job>) -> Result<(), HandlerError> {
+    let at_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+    let producer = msg.state::<Producer>().ok_or("no producer in the runtime state")?;
+    let start = Started {
+        id: msg.id().to_string(),
+        n: msg.payload().n,
+        attempt: msg.attempt(),
+        pid: std::process::id(),
+        at_us,
+    };
+    producer.publish("app.limited.starts", &start).await?;
+    perform("limited", msg).await
+}
+
 /// What a chaos job's handler does on each attempt (see `tests/chaos.rs`).
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -34,6 +34,7 @@ struct Order {
     delete_on_ack = true,
     codec = "json",
     middleware = [pass_through, self::PASS],
+    rate_limit = "500/s",
     crate = ::streamx,
 )]
 async fn charge(_msg: Message<Order>) -> Result<(), HandlerError> {
@@ -132,6 +133,7 @@ fn main() {
             delete_on_ack: true,
             ordered: Some(true),
             codec: streamx::Codec::Json,
+            rate_limit: Some(streamx::RateLimit::per_second(500)),
             ..ConsumerOptions::DEFAULT
         }
     );
