@@ -423,12 +423,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     tracing::info!(consumer = %shared.name, count = claimed.len(), "took over messages of a member that stopped");
                 }
                 super::dedupe::screen(&shared, claimed.iter().map(|c| &c.entry)).await;
-                // Rate-limited: they start once granted (held meanwhile, pending under this
-                // member, whose heartbeat goes on; at a shutdown the drain hands them back).
-                if !super::rate::grant_all(&shared, claimed.len()).await {
+                let (suspects, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.suspect);
+                // Rate-limited: a suspect (its permit in hand) starts once granted; the others
+                // are granted as they start (`rate::start_granted`), held meanwhile, pending
+                // under this member, whose heartbeat goes on (a shutdown's drain hands them back).
+                if !super::rate::grant_all(&shared, suspects.len()).await {
                     break;
                 }
-                let (suspects, others): (Vec<_>, Vec<_>) = claimed.into_iter().partition(|c| c.suspect);
                 for suspect in suspects {
                     let part = charge.split_for(&suspect.entry);
                     match suspect_permit.take() {
@@ -468,7 +469,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     let Some(all) = deferred_charge.take() else { continue };
                     charge = all;
                 }
-                let dispatched = dispatch::start_queued(&shared, work, charge, None, None).await;
+                let dispatched = super::rate::start_granted(&shared, work, charge).await;
                 if caught_up {
                     catching_up = false;
                     shared.caught_up.cancel();

@@ -143,8 +143,15 @@ async fn take_overs_of_a_killed_process_count_against_the_limit() {
     producer.publish_batch(STREAM, &jobs).await.unwrap();
     let mut doomed = spawn_worker(&url, "limited", &[]);
     let mut survivor = spawn_worker(&url, "limited", &[]);
-    wait_until(Duration::from_secs(30), "the doomed process started handlers", || async {
-        starts(&url).await.iter().filter(|s| s.pid == doomed.id()).count() >= 20
+    // Killed while it holds entries: some of its starts are still pending (a consumer is
+    // named `<host>-<pid>-<n>`), so the survivor has something to take over.
+    let holding = format!("-{}-", doomed.id());
+    wait_until(Duration::from_secs(30), "the doomed process started handlers and holds some", || async {
+        let started = starts(&url).await.iter().filter(|s| s.pid == doomed.id()).count();
+        let pending = server.cli(&["XPENDING", STREAM, GROUP]).unwrap_or_default();
+        let lines: Vec<&str> = pending.lines().collect();
+        let held = lines.windows(2).any(|w| w[0].contains(&holding) && w[1].trim().parse::<u64>().is_ok_and(|n| n > 0));
+        started >= 20 && held
     })
     .await
     .unwrap();
