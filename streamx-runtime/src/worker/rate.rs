@@ -99,7 +99,7 @@ pub(crate) async fn start_granted(
         if let Ok(more) = shared.permits.clone().try_acquire_many_owned(u32::try_from(more).unwrap_or(0)) {
             permits.merge(more);
         }
-        let want = permits.num_permits() as usize;
+        let want = permits.num_permits();
         let Some(grant) = grant(shared, limiter, want, &shared.stopping).await else { return Dispatched::Stopped };
         let chunk: Vec<(RawEntry, u32)> = work.by_ref().take(grant.count.min(want)).collect();
         if chunk.len() < grant.count {
